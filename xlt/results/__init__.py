@@ -1,0 +1,1 @@
+"""Per-run result rows, the transfer gap, and sweep aggregation."""

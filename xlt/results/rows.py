@@ -1,0 +1,123 @@
+"""One row per (stage, task, split, language, metric): the on-disk source of truth of a run.
+
+``results.jsonl`` in the run directory holds these rows, one JSON object a line. Aggregate rows
+use a reserved ``language``: ``avg`` (mean over all languages), ``avg_non_en``, ``gap`` (en minus
+avg_non_en) and ``rel_gap`` (1 - avg_non_en / en).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xlt.results.gap import compute_gap, mean
+
+AGGREGATE_LANGUAGES = ("avg", "avg_non_en", "gap", "rel_gap")
+STAGES = ("pretrained", "intermediate", "target")
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What identifies a run in every one of its rows."""
+
+    model: str
+    model_params: int
+    intermediate: str  # task name, or "none" for the no-intermediate baseline
+    target: str
+    train_task: str  # the English training source used for the target ("" when none)
+    seed: int
+    git_commit: str
+    data_source: str  # "local" or "hub"
+    peft: str = "none"
+    run_dir: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    stage: str
+    task: str
+    split: str
+    language: str
+    metric: str
+    value: float
+    n_examples: int | None = None
+
+    def to_record(self, ctx: RunContext) -> dict[str, Any]:
+        record = asdict(self)
+        context = asdict(ctx)
+        extra = context.pop("extra")
+        record.update(context)
+        record.update(extra)
+        return record
+
+
+def language_rows(
+    stage: str,
+    task: str,
+    split: str,
+    scores: Mapping[str, Mapping[str, float]],
+    counts: Mapping[str, int] | None = None,
+    with_gap: bool = True,
+) -> list[ResultRow]:
+    """Rows for per-language scores ``{lang: {metric: value}}`` plus their aggregates.
+
+    ``avg`` is always written; ``avg_non_en``/``gap``/``rel_gap`` only when English and at least one
+    other language were scored and ``with_gap`` is set (retrieval tasks have no English side).
+    """
+    counts = counts or {}
+    rows = [
+        ResultRow(stage, task, split, lang, metric, float(value), counts.get(lang))
+        for lang, metrics in scores.items()
+        for metric, value in metrics.items()
+    ]
+    metric_names = sorted({m for metrics in scores.values() for m in metrics})
+    for metric in metric_names:
+        per_lang = {lang: metrics[metric] for lang, metrics in scores.items() if metric in metrics}
+        rows.append(ResultRow(stage, task, split, "avg", metric, mean(list(per_lang.values()))))
+        gap = compute_gap(per_lang) if with_gap else None
+        if gap is not None:
+            rows.append(ResultRow(stage, task, split, "avg_non_en", metric, gap.avg_non_en))
+            rows.append(ResultRow(stage, task, split, "gap", metric, gap.gap))
+            rows.append(ResultRow(stage, task, split, "rel_gap", metric, gap.rel_gap))
+    return rows
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a file so that readers see either the old or the complete new content, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_results(path: Path, rows: Iterable[ResultRow], ctx: RunContext) -> None:
+    """Write ``results.jsonl`` atomically (the whole file at once)."""
+    lines = [json.dumps(row.to_record(ctx), ensure_ascii=False, sort_keys=True) for row in rows]
+    atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """Read ``results.jsonl``; a malformed line raises with the file and line number."""
+    records = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{lineno}: not a JSON object ({err.msg})") from None
+    return records
