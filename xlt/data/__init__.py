@@ -1,0 +1,1 @@
+"""LightningDataModules, featurisation with a tokenised-feature cache, and length-grouped batching."""

@@ -1,0 +1,123 @@
+"""Featurisers per head kind (tokenisation through ``datasets.map``) and the tokenised-feature cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from xlt.tasks.spec import Example
+
+log = logging.getLogger(__name__)
+
+Featurizer = Callable[[PreTrainedTokenizerBase, dict[str, list[Any]], int], dict[str, list[Any]]]
+FEATURIZERS: dict[str, Featurizer] = {}
+# Bump when a featuriser's output changes, so cached features are rebuilt.
+FEATURE_VERSION = 1
+
+
+def register_featurizer(kind: str) -> Callable[[Featurizer], Featurizer]:
+    def wrap(fn: Featurizer) -> Featurizer:
+        if kind in FEATURIZERS:
+            raise ValueError(f"featurizer {kind!r} is registered twice")
+        FEATURIZERS[kind] = fn
+        return fn
+
+    return wrap
+
+
+@register_featurizer("classification")
+def featurize_classification(tokenizer: PreTrainedTokenizerBase, batch: dict[str, list[Any]], max_len: int) -> dict[str, list[Any]]:
+    pair = batch.get("text_b")
+    enc = tokenizer(batch["text_a"], pair, truncation=True, max_length=max_len)
+    out = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": batch["label"]}
+    return out
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """Identity of a tokenizer's behaviour (its full serialised definition), for cache keys."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else repr(tokenizer.get_vocab())
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+def featurize(
+    examples: Sequence[Example],
+    kind: str,
+    tokenizer: PreTrainedTokenizerBase,
+    max_len: int,
+    cache_dir: Path | None,
+    key: dict[str, Any],
+    desc: str = "",
+) -> datasets.Dataset:
+    """Tokenised features with ``length`` and ``example_idx`` columns, cached on disk under ``key``.
+
+    A second call with the same key (same data fingerprint, tokenizer, length, featuriser version)
+    loads the cached Arrow files instead of tokenising again.
+    """
+    try:
+        fn = FEATURIZERS[kind]
+    except KeyError:
+        raise ValueError(f"no featurizer for head kind {kind!r} (registered: {', '.join(sorted(FEATURIZERS))})") from None
+    full_key = {**key, "kind": kind, "max_len": max_len, "version": FEATURE_VERSION}
+    digest = hashlib.sha1(json.dumps(full_key, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    target = cache_dir / "features" / digest if cache_dir is not None else None
+    if target is not None and (target / "dataset_info.json").is_file():
+        return datasets.load_from_disk(str(target))
+
+    raw = datasets.Dataset.from_list([{k: v for k, v in ex.items() if not k.startswith("_")} for ex in examples])
+    raw = raw.add_column("example_idx", list(range(len(raw))))
+
+    def apply(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        out = fn(tokenizer, batch, max_len)
+        out["length"] = [len(ids) for ids in out["input_ids"]]
+        if "example_idx" not in out:
+            out["example_idx"] = batch["example_idx"]
+        return out
+
+    features = raw.map(apply, batched=True, remove_columns=raw.column_names, desc=f"tokenising {desc}".strip())
+    if target is None:
+        return features
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{digest}."))
+    try:
+        features.save_to_disk(str(tmp))
+        (tmp / "xlt_key.json").write_text(json.dumps(full_key, sort_keys=True, default=str, indent=1))
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            # Another process (a DDP rank) finished the same features first; theirs are identical.
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return datasets.load_from_disk(str(target))
+
+
+class Collator:
+    """Dynamic padding to the longest sequence of the batch; label sequences padded with -100."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for key in rows[0]:
+            values = [row[key] for row in rows]
+            if isinstance(values[0], list):
+                pad = {"input_ids": self.pad_id, "attention_mask": 0}.get(key, -100)
+                width = max(len(v) for v in values)
+                out[key] = torch.tensor([v + [pad] * (width - len(v)) for v in values])
+            else:
+                out[key] = torch.tensor(values)
+        return out

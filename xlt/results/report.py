@@ -1,0 +1,45 @@
+"""Human-readable tables of a run's results: per language, then avg, avg_non_en, gap and rel_gap."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from xlt.results.rows import AGGREGATE_LANGUAGES, ResultRow
+
+
+def _fmt(metric_value: float, rel: bool) -> str:
+    if math.isnan(metric_value):
+        return "nan"
+    return f"{metric_value * 100:.1f}%" if rel else f"{metric_value:.2f}"
+
+
+def format_table(rows: Iterable[ResultRow], stage: str, task: str, split: str) -> str:
+    """Languages down, metrics across; aggregates at the bottom. Empty string when nothing matches."""
+    selected = [r for r in rows if r.stage == stage and r.task == task and r.split == split]
+    if not selected:
+        return ""
+    metrics = list(dict.fromkeys(r.metric for r in selected))
+    langs = [lang for lang in dict.fromkeys(r.language for r in selected) if lang not in AGGREGATE_LANGUAGES]
+    aggregates = [a for a in AGGREGATE_LANGUAGES if any(r.language == a for r in selected)]
+    value = {(r.language, r.metric): r.value for r in selected}
+    count = {r.language: r.n_examples for r in selected if r.n_examples is not None}
+    header = ["lang", *metrics, "n"]
+    lines = []
+    for lang in [*langs, *aggregates]:
+        cells = [lang]
+        for metric in metrics:
+            v = value.get((lang, metric))
+            cells.append("" if v is None else _fmt(v, lang == "rel_gap"))
+        cells.append(str(count.get(lang, "")))
+        lines.append(cells)
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *lines, strict=True)]
+    def render(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+    title = f"{stage} / {task} / {split}"
+    out = [title, render(header), render(["-" * w for w in widths])]
+    for cells in lines:
+        if cells[0] == aggregates[0] if aggregates else False:
+            out.append(render(["-" * w for w in widths]))
+        out.append(render(cells))
+    return "\n".join(out)

@@ -1,0 +1,404 @@
+"""The X-STILTs run: pretrained encoder -> English intermediate task -> English target task ->
+zero-shot evaluation on every language of the target, all in one run directory.
+
+:func:`run` is the typed, testable core; ``xlt.train`` is only the Hydra entry point around it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_only
+
+from xlt import PROJECT_ROOT
+from xlt.config import to_container, validate
+from xlt.data.datamodule import DataSettings, StageData, StageDataModule, prepare_stage_data
+from xlt.modeling.embedding import embed
+from xlt.modeling.encoder import count_parameters, load_encoder, load_tokenizer
+from xlt.modeling.heads import build_head
+from xlt.modeling.module import TransferModule
+from xlt.results.report import format_table
+from xlt.results.rows import ResultRow, RunContext, atomic_write_text, language_rows, read_results, write_results
+from xlt.tasks.loading import MissingDataError, load_split, resolve_source
+from xlt.tasks.registry import get_task
+from xlt.tasks.spec import TaskSpec
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.json"
+RESULTS_FILE = "results.jsonl"
+
+
+def git_commit() -> str:
+    """The project's commit, with ``-dirty`` when the work tree has changes; ``unknown`` outside git."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+                               capture_output=True, text=True, check=True)  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def resolve_precision(precision: str) -> str:
+    if precision != "auto":
+        return precision
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def batch_plan(batch_size: int, per_device: int, world: int) -> tuple[int, int]:
+    """(per-device batch, gradient accumulation) so that per_device * world * accumulation = batch_size."""
+    per_device = max(1, min(per_device, batch_size // world))
+    step = per_device * world
+    if batch_size % step:
+        raise ValueError(f"batch_size={batch_size} is not a multiple of per-device batch {per_device} x {world} devices")
+    return per_device, batch_size // step
+
+
+@dataclass
+class RunState:
+    """Which stages are finished, persisted in the run directory so a relaunch resumes."""
+
+    path: Path
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> RunState:
+        return cls(path, json.loads(path.read_text()) if path.is_file() else {})
+
+    def stage(self, name: str) -> dict[str, Any] | None:
+        return self.data.get("stages", {}).get(name)
+
+    def mark_stage(self, name: str, **info: Any) -> None:
+        self.data.setdefault("stages", {})[name] = info
+        self.save()
+
+    def save(self) -> None:
+        if rank_zero_only.rank == 0:
+            atomic_write_text(self.path, json.dumps(self.data, indent=1))
+
+
+def build_logger(cfg: DictConfig, run_dir: Path, ctx: RunContext) -> Any:
+    kind = cfg.logger.kind
+    if kind == "none":
+        return False
+    if kind == "csv":
+        from pytorch_lightning.loggers import CSVLogger
+
+        return CSVLogger(save_dir=str(run_dir), name="csv", version="")
+    from pytorch_lightning.loggers import WandbLogger
+
+    mode = cfg.logger.mode
+    if mode == "auto":
+        mode = "online" if _wandb_key_configured() else "offline"
+    id_file = run_dir / "wandb_id"
+    # A relaunched job continues the same W&B run.
+    run_id = id_file.read_text().strip() if id_file.is_file() else None
+    if run_id is None:
+        import wandb
+
+        run_id = wandb.util.generate_id()
+        if rank_zero_only.rank == 0:
+            atomic_write_text(id_file, run_id)
+    tags = [*cfg.logger.tags, f"model:{ctx.model}", f"intermediate:{ctx.intermediate}", f"target:{ctx.target}",
+            f"seed:{ctx.seed}"]  # fmt: skip
+    return WandbLogger(
+        project=cfg.logger.project,
+        entity=cfg.logger.entity,
+        group=cfg.logger.group,
+        tags=tags,
+        name=f"{ctx.model}/{ctx.intermediate}/{ctx.target}/s{ctx.seed}",
+        save_dir=str(run_dir),
+        offline=mode == "offline",
+        id=run_id,
+        resume="allow",
+        config=to_container(cfg),
+    )
+
+
+def _wandb_key_configured() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+
+
+class Runner:
+    """Carries what the stages share: config, run directory, encoder, tokenizer, logger, rows."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.state = RunState.load(run_dir / STATE_FILE)
+        source, data_dir = resolve_source(cfg.data.source, cfg.data.dir)
+        self.cache_dir = Path(cfg.data.cache_dir).expanduser()
+        self.tokenizer = load_tokenizer(cfg.model, self.cache_dir)
+        self.settings = DataSettings(source, data_dir, self.cache_dir, self.tokenizer)
+        pl.seed_everything(cfg.seed, workers=True)
+        self.encoder = load_encoder(cfg.model, self.cache_dir)
+        intermediate = cfg.intermediate.name if cfg.intermediate is not None else "none"
+        self.ctx = RunContext(
+            model=cfg.model.name,
+            model_params=count_parameters(self.encoder),
+            intermediate=intermediate,
+            target=cfg.target.name,
+            train_task=cfg.target.train_task or "",
+            seed=cfg.seed,
+            git_commit=git_commit(),
+            data_source=source,
+            peft=cfg.scale.peft,
+            run_dir=str(run_dir),
+            extra={"model_params_published": cfg.model.params, "scale": cfg.scale.name},
+        )
+        self.logger = build_logger(cfg, run_dir, self.ctx)
+        self.rows: list[ResultRow] = []
+        self.skipped: list[str] = []
+
+    # -- stages ---------------------------------------------------------------------------------
+
+    def probe(self, stage: str) -> None:
+        """Retrieval probes on the current encoder (e.g. Tatoeba before and after intermediate training)."""
+        for name in self.cfg.probes:
+            spec = get_task(name, role="probe")
+            self.rows.extend(self.evaluate_retrieval(spec, stage, list(spec.languages), self.cfg.target.max_eval_examples
+                                                     if name == self.cfg.target.name else None))  # fmt: skip
+
+    def evaluate_retrieval(self, spec: TaskSpec, stage: str, languages: list[str], limit: int | None) -> list[ResultRow]:
+        from xlt.metrics.retrieval import tatoeba_top1
+
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.encoder.to(device)
+        scores: dict[str, dict[str, float]] = {}
+        counts: dict[str, int] = {}
+        for lang in languages:
+            try:
+                loaded = load_split(spec, spec.test_split, lang, self.settings.source, self.settings.data_dir, limit=limit)
+            except MissingDataError as err:
+                self._skip(str(err))
+                continue
+            texts = [ex["text"] for ex in loaded.examples]
+            english = [ex["en"] for ex in loaded.examples]
+            kwargs = {"layer": self.cfg.retrieval.layer, "batch_size": self.cfg.retrieval.batch_size,
+                      "max_length": self.cfg.retrieval.max_seq_length, "device": device}  # fmt: skip
+            index = embed(self.encoder, self.tokenizer, texts, desc=f"{spec.name} {lang}", **kwargs)
+            queries = embed(self.encoder, self.tokenizer, english, desc=f"{spec.name} en-{lang}", **kwargs)
+            pred = tatoeba_top1(queries, index)
+            gold = torch.arange(len(texts))
+            scores[lang] = {"acc": float((pred == gold).float().mean()) * 100}
+            counts[lang] = len(texts)
+        self.encoder.to("cpu")
+        rows = language_rows(stage, spec.name, spec.test_split, scores, counts, with_gap=False)
+        self._log_rows(rows)
+        return rows
+
+    def train_stage(self, stage: str, stage_cfg: DictConfig, spec: TaskSpec, train_spec: TaskSpec, test: bool) -> None:
+        """Fit a fresh head (and the shared encoder) on English data, select on English dev, then
+        evaluate dev (and, for targets, every language's test set)."""
+        languages = list(stage_cfg.get("languages") or spec.languages) if test else []
+        data = prepare_stage_data(
+            task=spec,
+            train_task=train_spec,
+            train_split=stage_cfg.train_split,
+            dev_split=stage_cfg.dev_split or spec.dev_split,
+            test_split=spec.test_split if test else None,
+            languages=languages,
+            settings=self.settings,
+            max_len=stage_cfg.max_seq_length,
+            max_train=stage_cfg.max_train_examples,
+            max_eval=stage_cfg.max_eval_examples,
+        )
+        for line in data.skipped:
+            self._skip(line)
+        log.info("%s: training %s on %s (%d examples)", stage, spec.name, data.train_origin, len(data.train or []))
+        scale = self.cfg.scale
+        per_device, accumulate = batch_plan(stage_cfg.batch_size, scale.per_device_batch_size, scale.devices * scale.num_nodes)
+        dm = StageDataModule(data, self.tokenizer, per_device, stage_cfg.eval_batch_size, self.cfg.seed, self.cfg.data.num_workers)
+        head = build_head(spec, self.encoder.config.hidden_size, self.cfg.model.pooling)
+        module = TransferModule(
+            self.encoder, head, spec.name, stage_cfg.lr, self.cfg.optim,
+            val_keys=[s.key for s in data.val], test_keys=[s.key for s in data.test],
+        )  # fmt: skip
+        ckpt_dir = self.run_dir / "checkpoints" / stage
+        monitor = f"{data.val[0].key}/{spec.metrics[0]}" if data.val else None
+        done = self.state.stage(stage) if self.cfg.resume else None
+        if done is not None:
+            log.info("%s: finished in an earlier launch; loading %s", stage, done.get("best") or "its final weights")
+            self._load_weights(module, Path(done["best"]) if done.get("best") else ckpt_dir / "final.ckpt")
+        else:
+            trainer = self._trainer(stage_cfg, data, accumulate, ckpt_dir, monitor)
+            last = ckpt_dir / "last.ckpt"
+            resume_from = str(last) if self.cfg.resume and last.is_file() else None
+            if resume_from:
+                log.info("%s: resuming from %s", stage, resume_from)
+            trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            if best:
+                self._load_weights(module, Path(best))
+            else:
+                # No selection happened (fast_dev_run or no dev set): keep the final weights.
+                best = str(ckpt_dir / "final.ckpt")
+                trainer.save_checkpoint(best, weights_only=True)
+            self.state.mark_stage(stage, best=best, task=spec.name, train=data.train_origin)
+            if rank_zero_only.rank == 0:
+                last.unlink(missing_ok=True)  # the stage is done; its resume point is no longer needed
+        evaluator = self._trainer(stage_cfg, data, 1, None, None)
+        if data.val:
+            evaluator.validate(module, datamodule=dm, verbose=False)
+        if data.test:
+            evaluator.test(module, datamodule=dm, verbose=False)
+        for split, sets in (("dev", data.val), ("test", data.test)):
+            if not sets:
+                continue
+            scores = {s.lang: module.scores.get(s.key, {}) for s in sets}
+            counts = {s.lang: len(s) for s in sets}
+            rows = language_rows(stage, spec.name, split, scores, counts, with_gap=split == "test")
+            self.rows.extend(rows)
+            self._log_rows(rows, already_logged=True)
+
+    def _trainer(self, stage_cfg: DictConfig, data: StageData, accumulate: int, ckpt_dir: Path | None,
+                 monitor: str | None) -> pl.Trainer:  # fmt: skip
+        scale = self.cfg.scale
+        callbacks: list[pl.Callback] = []
+        if ckpt_dir is not None:
+            callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="max",
+                                             save_top_k=1 if monitor else 0, save_weights_only=True))  # fmt: skip
+            callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0))
+        trainer_kwargs = to_container(self.cfg.trainer)
+        epochs = float(stage_cfg.epochs)
+        if epochs != int(epochs) and data.train is not None:
+            steps_per_epoch = math.ceil(math.ceil(len(data.train) / (stage_cfg.batch_size // accumulate)) / accumulate)
+            trainer_kwargs.setdefault("max_steps", max(1, math.ceil(epochs * steps_per_epoch)))
+        return pl.Trainer(
+            **trainer_kwargs,
+            max_epochs=max(1, math.ceil(epochs)),
+            precision=resolve_precision(scale.precision),  # type: ignore[arg-type]
+            strategy=scale.strategy,
+            devices=scale.devices,
+            num_nodes=scale.num_nodes,
+            accumulate_grad_batches=accumulate,
+            gradient_clip_val=self.cfg.optim.max_grad_norm,
+            logger=self.logger,
+            callbacks=callbacks,
+            enable_checkpointing=ckpt_dir is not None,
+            default_root_dir=str(self.run_dir),
+            use_distributed_sampler=False,
+        )
+
+    @staticmethod
+    def _load_weights(module: TransferModule, path: Path) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        module.load_state_dict(state["state_dict"])
+
+    def _skip(self, line: str) -> None:
+        self.skipped.append(line)
+        rank_zero_only(log.warning)("skipped: %s", line)
+
+    def _log_rows(self, rows: list[ResultRow], already_logged: bool = False) -> None:
+        if not self.logger:
+            return
+        metrics = {
+            f"{r.split}/{r.task}/{r.language}/{r.metric}" + ("" if r.stage == "target" else f"@{r.stage}"): r.value
+            for r in rows
+            if not (already_logged and r.language not in ("avg", "avg_non_en", "gap", "rel_gap"))
+        }
+        if metrics:
+            self.logger.log_metrics(metrics)
+
+    # -- the whole run ----------------------------------------------------------------------------
+
+    def execute(self) -> list[ResultRow]:
+        cfg = self.cfg
+        self.probe("pretrained")
+        if cfg.intermediate is not None:
+            spec = get_task(cfg.intermediate.name, role="intermediate")
+            self.train_stage("intermediate", cfg.intermediate, spec, spec, test=False)
+            self.probe("intermediate")
+        target = get_task(cfg.target.name, role="target")
+        if target.trainable:
+            train_spec = get_task(cfg.target.train_task)
+            self.train_stage("target", cfg.target, target, train_spec, test=True)
+        else:
+            languages = list(cfg.target.languages or target.languages)
+            self.rows.extend(self.evaluate_retrieval(target, "target", languages, cfg.target.max_eval_examples))
+        return self.rows
+
+    def finish(self) -> None:
+        if rank_zero_only.rank != 0:
+            return
+        write_results(self.run_dir / RESULTS_FILE, self.rows, self.ctx)
+        self.state.data["finished"] = True
+        self.state.data["skipped"] = self.skipped
+        self.state.save()
+        if self.logger and hasattr(self.logger, "log_table"):
+            columns = ["stage", "task", "split", "language", "metric", "value", "n_examples"]
+            data = [[r.stage, r.task, r.split, r.language, r.metric, r.value, r.n_examples] for r in self.rows]
+            self.logger.log_table(key="results", columns=columns, data=data)
+
+    def close(self) -> None:
+        if self.logger and hasattr(self.logger, "experiment") and self.cfg.logger.kind == "wandb":
+            import wandb
+
+            if wandb.run is not None:
+                wandb.finish()
+
+
+def print_report(rows: list[ResultRow], skipped: list[str]) -> str:
+    """The per-language tables with the gap, as printed at the end of a run."""
+    blocks = []
+    for stage, task, split in dict.fromkeys((r.stage, r.task, r.split) for r in rows):
+        blocks.append(format_table(rows, stage, task, split))
+    if skipped:
+        blocks.append("Skipped (no data):\n" + "\n".join(f"  {line}" for line in skipped))
+    text = "\n\n".join(b for b in blocks if b)
+    rank_zero_only(print)("\n" + text + "\n")
+    return text
+
+
+def rows_from_records(records: list[dict[str, Any]]) -> list[ResultRow]:
+    return [ResultRow(r["stage"], r["task"], r["split"], r["language"], r["metric"], r["value"], r.get("n_examples"))
+            for r in records]  # fmt: skip
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+    """Validate ``cfg``, run every stage into ``run_dir``, write ``results.jsonl``; return the summary
+    metrics (``{split}/{task}/{language}/{metric}`` of the target stage), e.g. for a sweep objective."""
+    cfg = validate(cfg)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state = RunState.load(run_dir / STATE_FILE)
+    results = run_dir / RESULTS_FILE
+    if cfg.resume and state.data.get("finished") and results.is_file():
+        rank_zero_only(log.info)("%s is finished; nothing to do (resume=false starts it over)", run_dir)
+        rows = rows_from_records(read_results(results))
+        print_report(rows, state.data.get("skipped", []))
+        return _summary(rows)
+    if not cfg.resume and state.data:
+        state.data = {}
+        state.save()
+    if rank_zero_only.rank == 0:
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    runner = Runner(cfg, run_dir)
+    try:
+        rows = runner.execute()
+        runner.finish()
+    finally:
+        runner.close()
+    print_report(rows, runner.skipped)
+    return _summary(rows)
+
+
+def _summary(rows: list[ResultRow]) -> dict[str, float]:
+    return {f"{r.split}/{r.task}/{r.language}/{r.metric}": r.value for r in rows if r.stage == "target"}

@@ -1,0 +1,87 @@
+"""The typed description of a task: one place for its languages, files, head, metric and training source."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+Example = dict[str, Any]
+# A raw-file reader: (path, language) -> examples in the head kind's field layout.
+Reader = Callable[[Path, str], Iterator[Example]]
+# A hub-row mapper: (row, language) -> example, or None to drop a row the task defines as unlabelled.
+HubMapper = Callable[[Mapping[str, Any], str], "Example | None"]
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the file/field/record and what was expected."""
+
+
+@dataclass(frozen=True)
+class RawFile:
+    """One original on-disk layout of a split: a path pattern under the data directory and its format.
+
+    ``pattern`` may use ``{lang}`` (the ISO code the task uses) and ``{lang3}`` (the task's own code
+    for that language, e.g. Tatoeba's ``deu``). ``format`` names a reader in the format registry.
+    """
+
+    pattern: str
+    format: str
+
+    def path(self, data_dir: Path, lang: str, lang3: str) -> Path:
+        return data_dir / self.pattern.format(lang=lang, lang3=lang3)
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """Where a split lives on the Hugging Face hub: dataset id, config, split and a row mapper."""
+
+    path: str
+    name: str | None
+    split: str
+    mapper: str  # key in the hub-mapper registry
+    lang_filter: str | None = None  # column to filter on when one config mixes languages
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything about one task. Config files name a task; they never restate these facts."""
+
+    name: str
+    description: str
+    head: str  # key in the head registry ("classification", ...) or "retrieval" (no head, no training)
+    metrics: tuple[str, ...]  # metric names as reported, e.g. ("acc",); the first selects checkpoints
+    languages: tuple[str, ...]
+    raw: Mapping[str, tuple[RawFile, ...]]  # split -> candidate layouts, first existing one wins
+    hub: Mapping[str, HubFile] = field(default_factory=dict)  # split -> hub location ({lang}, {lang3})
+    label_names: tuple[str, ...] = ()
+    label_aliases: Mapping[str, str] = field(default_factory=dict)
+    lang3: Mapping[str, str] = field(default_factory=dict)  # ISO code -> the dataset's own code
+    train_task: str | None = None  # targets: the XTREME English training source (xnli -> mnli)
+    dev_split: str = "dev"  # model selection split (English only for targets)
+    test_split: str = "test"  # zero-shot evaluation split
+    max_seq_length: int = 128
+    roles: tuple[str, ...] = ("intermediate", "target")
+    citation: str = ""
+
+    @property
+    def trainable(self) -> bool:
+        return self.head != "retrieval"
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    def label_id(self, label: str, where: str) -> int:
+        """Map a raw label string to its index; an unknown label is a DataError naming ``where``."""
+        label = self.label_aliases.get(label, label)
+        try:
+            return self.label_names.index(label)
+        except ValueError:
+            raise DataError(
+                f"{where}: unknown label {label!r} for task {self.name} (expected one of {list(self.label_names)})"
+            ) from None
+
+    def code(self, lang: str) -> str:
+        return self.lang3.get(lang, lang)

@@ -1,0 +1,33 @@
+"""Entry point: ``python -m xlt.train +intermediate=mnli +target=xnli model=xlmr_large``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from xlt.config import ConfigError, run_dir_from_hydra
+from xlt.tasks.spec import DataError
+
+log = logging.getLogger("xlt")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from xlt.run import run
+
+    try:
+        summary = run(cfg, run_dir_from_hydra())
+    except (ConfigError, DataError, FileNotFoundError) as err:
+        # Bad input is the user's to fix: one line, no traceback.
+        log.error("%s", err)
+        sys.exit(2)
+    # The sweep objective: the target's mean score over languages, when there is one.
+    avg = [v for k, v in summary.items() if k.startswith("test/") and "/avg/" in k]
+    return avg[0] if avg else None
+
+
+if __name__ == "__main__":
+    main()
