@@ -102,6 +102,13 @@ class RetrievalConfig:
 
 
 @dataclass
+class ProbeConfig:
+    tasks: list[str] = field(default_factory=list)
+    languages: list[str] | None = None
+    max_examples: int | None = None
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     intermediate: StageConfig | None = None
@@ -113,7 +120,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     seed: int = 42
-    probes: list[str] = field(default_factory=list)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     write_predictions: bool = False
     resume: bool = True
 
@@ -167,8 +174,11 @@ def validate(cfg: DictConfig) -> DictConfig:
         target = get_task(merged.target.name, role="target")
         if merged.target.train_task:
             get_task(merged.target.train_task)
-        for probe in merged.probes:
-            get_task(probe, role="probe")
+        for probe in merged.probe.tasks:
+            spec = get_task(probe, role="probe")
+            for lang in merged.probe.languages or []:
+                if lang not in spec.languages:
+                    raise ConfigError(f"probe.languages: {lang!r} is not a language of {spec.name}")
     except UnknownTaskError as err:
         raise ConfigError(str(err)) from None
     if target.trainable and not merged.target.train_task:

@@ -171,10 +171,11 @@ class Runner:
 
     def probe(self, stage: str) -> None:
         """Retrieval probes on the current encoder (e.g. Tatoeba before and after intermediate training)."""
-        for name in self.cfg.probes:
+        probe = self.cfg.probe
+        for name in probe.tasks:
             spec = get_task(name, role="probe")
-            self.rows.extend(self.evaluate_retrieval(spec, stage, list(spec.languages), self.cfg.target.max_eval_examples
-                                                     if name == self.cfg.target.name else None))  # fmt: skip
+            languages = list(probe.languages or spec.languages)
+            self.rows.extend(self.evaluate_retrieval(spec, stage, languages, probe.max_examples))
 
     def evaluate_retrieval(self, spec: TaskSpec, stage: str, languages: list[str], limit: int | None) -> list[ResultRow]:
         from xlt.metrics.retrieval import tatoeba_top1

@@ -1,0 +1,47 @@
+# Every target works on a fresh clone: `install` creates .venv and installs what is missing.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU wheel on the developers' machines; GPU users: make install TORCH="torch==2.13.0 --index-url <your CUDA index>"
+TORCH ?= torch==2.13.0
+PYTEST ?= $(PY) -m pytest
+
+.PHONY: install test test-slow test-all demo lint format bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+## Fast tests (CPU, minutes): what CI runs.
+test: install
+	$(PYTEST) -q
+
+## Slow tests: real-data training runs, DDP on CPU, the real SLURM scheduler.
+test-slow: install
+	$(PYTEST) -q -m slow
+
+test-all: install
+	$(PYTEST) -q -m "slow or not slow"
+
+## The main job on the embedded default model (offline, CPU, < 20 min on 2 cores).
+demo: install
+	$(PY) -m xlt.train +intermediate=anli +target=xnli +demo=cpu
+
+lint: install
+	$(PY) -m ruff check xlt tests
+	$(PY) -m ruff format --check xlt tests
+	$(PY) -m mypy
+
+format: install
+	$(PY) -m ruff format xlt tests
+	$(PY) -m ruff check --fix xlt tests
+
+bench: install
+	$(PYTEST) -q -m bench -s
+
+clean:
+	rm -rf outputs .pytest_cache .mypy_cache .ruff_cache
