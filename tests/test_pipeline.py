@@ -1,0 +1,94 @@
+"""The run end to end: three phases, per-language results, the gap, resume; on the tiny model and
+on the real embedded e5-small with real data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import xlt.run as run_module
+from xlt.results.rows import read_results
+from xlt.run import run
+
+TINY_XNLI = (
+    "model=tiny", "+intermediate=anli", "+target=xnli", "debug=fdr",
+    "intermediate.train_split=dev_r1", "intermediate.dev_split=dev_r2",
+    "target.train_task=snli", "target.train_split=dev", "target.languages=[en,de,sw,ar]",
+    "intermediate.max_train_examples=64", "target.max_train_examples=64",
+    "intermediate.max_eval_examples=32", "target.max_eval_examples=32",
+    "scale.per_device_batch_size=16", "intermediate.batch_size=16", "target.batch_size=16",
+    "intermediate.eval_batch_size=32", "target.eval_batch_size=32",
+)  # fmt: skip
+
+
+def test_three_phases_with_tiny_model(compose_cfg, data_dir: Path, tmp_path: Path) -> None:
+    summary = run(compose_cfg(*TINY_XNLI), tmp_path)
+    records = read_results(tmp_path / "results.jsonl")
+    stages = {(r["stage"], r["task"], r["split"]) for r in records}
+    assert stages == {("intermediate", "anli", "dev"), ("target", "xnli", "dev"), ("target", "xnli", "test")}
+    test_langs = {r["language"] for r in records if r["split"] == "test"}
+    assert test_langs == {"en", "de", "sw", "avg", "avg_non_en", "gap", "rel_gap"}  # ar has no file here
+    row = next(r for r in records if r["language"] == "de" and r["split"] == "test")
+    assert row["model"] == "tiny" and row["intermediate"] == "anli" and row["train_task"] == "snli"
+    assert row["seed"] == 42 and row["git_commit"] and row["model_params"] > 0 and row["n_examples"] == 32
+    by = {r["language"]: r["value"] for r in records if r["split"] == "test"}
+    assert by["gap"] == pytest.approx(by["en"] - (by["de"] + by["sw"]) / 2)
+    assert summary["test/xnli/gap/acc"] == pytest.approx(by["gap"])
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["finished"] and any("xnli/test/ar" in line for line in state["skipped"])
+    assert (tmp_path / "config.yaml").is_file()
+
+
+def test_finished_run_is_not_run_again(compose_cfg, data_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    first = run(compose_cfg(*TINY_XNLI), tmp_path)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished run must not build a new Runner")
+
+    monkeypatch.setattr(run_module, "Runner", refuse)
+    assert run(compose_cfg(*TINY_XNLI), tmp_path) == first
+
+
+def test_finished_stage_is_loaded_not_retrained(compose_cfg, data_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    run(compose_cfg(*TINY_XNLI), tmp_path)
+    state = json.loads((tmp_path / "state.json").read_text())
+    del state["finished"], state["stages"]["target"]
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    fits = []
+    original = run_module.pl.Trainer.fit
+
+    def counting_fit(self, module, *args, **kwargs):
+        fits.append(module.task)
+        return original(self, module, *args, **kwargs)
+
+    monkeypatch.setattr(run_module.pl.Trainer, "fit", counting_fit)
+    run(compose_cfg(*TINY_XNLI), tmp_path)
+    assert fits == ["xnli"]  # the intermediate stage came from its checkpoint
+
+
+def test_tatoeba_with_e5_small_on_real_data(compose_cfg, data_dir: Path, tmp_path: Path) -> None:
+    """The embedded model retrieves translations far above chance (1/200) from the pretrained encoder."""
+    cfg = compose_cfg("model=e5_small", "+target=tatoeba", "target.languages=[de,fr,zh]", "target.max_eval_examples=200")
+    summary = run(cfg, tmp_path)
+    for lang in ("de", "fr", "zh"):
+        assert summary[f"test/tatoeba/{lang}/acc"] > 70.0, summary
+    assert "test/tatoeba/gap/acc" not in summary  # retrieval has no English side
+
+
+@pytest.mark.slow
+def test_three_phases_e5_small_real_data(compose_cfg, data_dir: Path, tmp_path: Path) -> None:
+    """ANLI -> XNLI (trained on SNLI) with the real e5-small: English above chance, others below English."""
+    cfg = compose_cfg(
+        "model=e5_small", "+intermediate=anli", "+target=xnli", "model.freeze_embeddings=true",
+        "intermediate.train_split=dev_r1", "intermediate.dev_split=dev_r3", "intermediate.epochs=1",
+        "intermediate.max_train_examples=400", "intermediate.max_eval_examples=200",
+        "target.train_task=snli", "target.train_split=dev", "target.epochs=1", "target.lr=3e-5",
+        "target.max_train_examples=1600", "target.max_eval_examples=600", "target.languages=[en,de,sw]",
+        "scale.per_device_batch_size=16", "intermediate.batch_size=16", "target.batch_size=16",
+        "intermediate.max_seq_length=128", "target.max_seq_length=128",
+    )  # fmt: skip
+    summary = run(cfg, tmp_path)
+    assert summary["test/xnli/en/acc"] > 45.0, summary  # chance is 33.3
+    assert summary["test/xnli/gap/acc"] > 0.0, summary
