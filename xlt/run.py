@@ -198,7 +198,7 @@ class Runner:
             queries = embed(self.encoder, self.tokenizer, english, desc=f"{spec.name} en-{lang}", **kwargs)
             pred = tatoeba_top1(queries, index)
             gold = torch.arange(len(texts))
-            scores[lang] = {"acc": float((pred == gold).float().mean()) * 100}
+            scores[lang] = {"acc": float((pred == gold).double().mean()) * 100}
             counts[lang] = len(texts)
         self.encoder.to("cpu")
         rows = language_rows(stage, spec.name, spec.test_split, scores, counts, with_gap=False)
@@ -230,7 +230,7 @@ class Runner:
         head = build_head(spec, self.encoder.config.hidden_size, self.cfg.model.pooling)
         module = TransferModule(
             self.encoder, head, spec.name, stage_cfg.lr, self.cfg.optim,
-            val_keys=[s.key for s in data.val], test_keys=[s.key for s in data.test],
+            val_sets=data.val, test_sets=data.test,
         )  # fmt: skip
         ckpt_dir = self.run_dir / "checkpoints" / stage
         monitor = f"{data.val[0].key}/{spec.metrics[0]}" if data.val else None

@@ -16,7 +16,7 @@ from transformers import PreTrainedTokenizerBase
 from xlt.data.features import Collator, featurize, tokenizer_fingerprint
 from xlt.data.sampling import LengthGroupedBatchSampler
 from xlt.tasks.loading import MissingDataError, load_split
-from xlt.tasks.spec import TaskSpec
+from xlt.tasks.spec import Example, TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ class EvalSet:
     lang: str
     features: datasets.Dataset
     origin: str
+    examples: list[Example] = field(default_factory=list, repr=False)  # raw, for example-level metrics
 
     @property
     def key(self) -> str:
@@ -69,7 +70,7 @@ def load_features(
     settings: DataSettings,
     max_len: int,
     limit: int | None,
-) -> tuple[datasets.Dataset, str]:
+) -> tuple[datasets.Dataset, str, list[Example]]:
     loaded = load_split(spec, split, lang, settings.source, settings.data_dir, limit=limit)
     if loaded.dropped:
         log.info("%s %s %s: dropped %d rows without a gold label (as the task defines)", spec.name, split, lang, loaded.dropped)
@@ -77,7 +78,7 @@ def load_features(
     features = featurize(
         loaded.examples, head_kind, settings.tokenizer, max_len, settings.cache_dir, key, desc=f"{spec.name} {split} {lang}"
     )
-    return features, loaded.origin
+    return features, loaded.origin, loaded.examples
 
 
 def prepare_stage_data(
@@ -105,20 +106,20 @@ def prepare_stage_data(
                 f"{task.name}: training task {train_task.name} has labels {list(train_task.label_names)}, "
                 f"expected {list(task.label_names)}"
             )
-        train, train_origin = load_features(train_task, task.head, train_split, "en", settings, max_len, max_train)
+        train, train_origin, _ = load_features(train_task, task.head, train_split, "en", settings, max_len, max_train)
     val = []
     if dev_split:
-        feats, origin = load_features(task, task.head, dev_split, "en", settings, max_len, max_eval)
-        val.append(EvalSet(task.name, "dev", "en", feats, origin))
+        feats, origin, examples = load_features(task, task.head, dev_split, "en", settings, max_len, max_eval)
+        val.append(EvalSet(task.name, "dev", "en", feats, origin, examples))
     test, skipped = [], []
     if test_split:
         for lang in languages:
             try:
-                feats, origin = load_features(task, task.head, test_split, lang, settings, max_len, max_eval)
+                feats, origin, examples = load_features(task, task.head, test_split, lang, settings, max_len, max_eval)
             except MissingDataError as err:
                 skipped.append(str(err))
                 continue
-            test.append(EvalSet(task.name, "test", lang, feats, origin))
+            test.append(EvalSet(task.name, "test", lang, feats, origin, examples))
     return StageData(train, train_origin, val, test, skipped)
 
 

@@ -44,6 +44,11 @@ def featurize_classification(tokenizer: PreTrainedTokenizerBase, batch: dict[str
     return out
 
 
+def _load_builtin_featurizers() -> None:
+    # Featurisers of the other head kinds live beside their heads' tasks and register on import.
+    from xlt.data import features_mc, features_qa, features_tagging  # noqa: F401
+
+
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     """Identity of a tokenizer's behaviour (its full serialised definition), for cache keys."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
@@ -65,6 +70,7 @@ def featurize(
     A second call with the same key (same data fingerprint, tokenizer, length, featuriser version)
     loads the cached Arrow files instead of tokenising again.
     """
+    _load_builtin_featurizers()
     try:
         fn = FEATURIZERS[kind]
     except KeyError:
@@ -104,8 +110,20 @@ def featurize(
     return datasets.load_from_disk(str(target))
 
 
+def _depth(value: Any) -> int:
+    depth = 0
+    while isinstance(value, list):
+        depth += 1
+        value = value[0] if value else None
+    return depth
+
+
 class Collator:
-    """Dynamic padding to the longest sequence of the batch; label sequences padded with -100."""
+    """Dynamic padding of the last dimension to the longest sequence of the batch.
+
+    Works for (batch, seq) fields and (batch, choices, seq) fields (multiple choice). ``input_ids``
+    pads with the pad id, ``attention_mask`` with 0, every other sequence (labels, offsets) with -100.
+    """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -114,10 +132,14 @@ class Collator:
         out: dict[str, torch.Tensor] = {}
         for key in rows[0]:
             values = [row[key] for row in rows]
-            if isinstance(values[0], list):
-                pad = {"input_ids": self.pad_id, "attention_mask": 0}.get(key, -100)
-                width = max(len(v) for v in values)
-                out[key] = torch.tensor([v + [pad] * (width - len(v)) for v in values])
-            else:
+            depth = _depth(values[0])
+            if depth == 0:
                 out[key] = torch.tensor(values)
+                continue
+            pad = {"input_ids": self.pad_id, "attention_mask": 0}.get(key, -100)
+            seqs = values if depth == 1 else [s for v in values for s in v]
+            width = max(len(s) for s in seqs)
+            padded = [s + [pad] * (width - len(s)) for s in seqs]
+            tensor = torch.tensor(padded)
+            out[key] = tensor if depth == 1 else tensor.view(len(values), -1, width)
         return out

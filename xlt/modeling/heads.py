@@ -8,7 +8,7 @@ torchmetrics (correct under DDP) and report percentages, as XTREME does.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torchmetrics
@@ -16,6 +16,9 @@ from torch import nn
 
 from xlt.modeling.pooling import pool
 from xlt.tasks.spec import TaskSpec
+
+if TYPE_CHECKING:
+    from xlt.data.datamodule import EvalSet
 
 Batch = dict[str, torch.Tensor]
 
@@ -40,7 +43,8 @@ class Head(nn.Module):
         raise NotImplementedError
 
     @classmethod
-    def build_metrics(cls, spec: TaskSpec) -> dict[str, torchmetrics.Metric]:
+    def build_metrics(cls, spec: TaskSpec, eval_set: EvalSet) -> dict[str, torchmetrics.Metric]:
+        """Metrics for one evaluation set; ``eval_set`` carries its language and raw examples."""
         raise NotImplementedError
 
     def update_metrics(self, metrics: nn.ModuleDict, logits: torch.Tensor, batch: Batch) -> None:
@@ -63,7 +67,13 @@ def register_head(kind: str) -> Callable[[type[Head]], type[Head]]:
     return wrap
 
 
+def _load_builtin_heads() -> None:
+    # Head modules register themselves on import.
+    from xlt.modeling import heads_mc, heads_qa, heads_tagging  # noqa: F401
+
+
 def build_head(spec: TaskSpec, hidden_size: int, pooling: str, **kwargs: Any) -> Head:
+    _load_builtin_heads()
     try:
         cls = HEADS[spec.head]
     except KeyError:
@@ -100,7 +110,7 @@ class ClassificationHead(Head):
         return logits.argmax(dim=-1)
 
     @classmethod
-    def build_metrics(cls, spec: TaskSpec) -> dict[str, torchmetrics.Metric]:
+    def build_metrics(cls, spec: TaskSpec, eval_set: EvalSet) -> dict[str, torchmetrics.Metric]:
         return _select(
             spec,
             {

@@ -9,6 +9,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from xlt.data.datamodule import EvalSet
 from xlt.modeling.heads import Head
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "LayerNorm.bias", "norm.weight")
@@ -32,8 +33,8 @@ class TransferModule(pl.LightningModule):
         task: str,
         lr: float,
         optim: DictConfig,
-        val_keys: Sequence[str],
-        test_keys: Sequence[str],
+        val_sets: Sequence[EvalSet],
+        test_sets: Sequence[EvalSet],
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -41,14 +42,12 @@ class TransferModule(pl.LightningModule):
         self.task = task
         self.lr = lr
         self.optim = optim
-        self.val_keys = list(val_keys)
-        self.test_keys = list(test_keys)
-        # Keys like "dev/xnli/en"; ModuleDict keys may not contain dots or slashes.
+        self.val_keys = [s.key for s in val_sets]
+        self.test_keys = [s.key for s in test_sets]
+        # One metric set per evaluation dataloader (keys like "dev/xnli/en"; ModuleDict keys may not
+        # contain dots or slashes). Heads that score whole examples (QA, tagging) read the eval set.
         self.metrics = nn.ModuleDict(
-            {
-                self._mkey(key): nn.ModuleDict(head.build_metrics(head.spec))
-                for key in self.val_keys + self.test_keys
-            }
+            {self._mkey(s.key): nn.ModuleDict(head.build_metrics(head.spec, s)) for s in [*val_sets, *test_sets]}
         )
         self.scores: dict[str, dict[str, float]] = {}
 

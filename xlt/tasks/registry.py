@@ -67,4 +67,4 @@ def all_tasks() -> dict[str, TaskSpec]:
 def _load_builtin_tasks() -> None:
     # Task-family modules register themselves on import; importing here keeps registration lazy
     # and in one place.
-    from xlt.tasks import nli, retrieval  # noqa: F401
+    from xlt.tasks import classification, multiple_choice, nli, qa, retrieval, tagging  # noqa: F401

@@ -1,0 +1,1 @@
+"""Heads of this kind register here with @register_head (see xlt/modeling/heads.py)."""
