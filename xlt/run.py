@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.utilities import rank_zero_only
 
 from xlt import PROJECT_ROOT
@@ -277,6 +278,9 @@ class Runner:
             callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="max",
                                              save_top_k=1 if monitor else 0, save_weights_only=True))  # fmt: skip
             callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0))
+        if self.cfg.trainer.get("enable_progress_bar", True):
+            # tqdm, not Rich: it stays readable in log files and SLURM output, not only in terminals.
+            callbacks.append(TQDMProgressBar(refresh_rate=1 if sys.stderr.isatty() else 25))
         trainer_kwargs = to_container(self.cfg.trainer)
         epochs = float(stage_cfg.epochs)
         if epochs != int(epochs) and data.train is not None:

@@ -91,7 +91,11 @@ def featurize(
             out["example_idx"] = batch["example_idx"]
         return out
 
-    features = raw.map(apply, batched=True, remove_columns=raw.column_names, desc=f"tokenising {desc}".strip())
+    # new_fingerprint: our key already identifies the result; without it datasets pickles the
+    # tokenizer to hash the function, which takes ~20 s per call for XLM-R's vocabulary.
+    features = raw.map(
+        apply, batched=True, remove_columns=raw.column_names, desc=f"tokenising {desc}".strip(), new_fingerprint=digest
+    )
     if target is None:
         return features
     target.parent.mkdir(parents=True, exist_ok=True)
