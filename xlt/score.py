@@ -56,10 +56,21 @@ class BadFile(Exception):
 # --------------------------------------------------------------------------------------------------
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise BadFile(f"{path}: not UTF-8 ({err.reason} at byte {err.start})") from err
+
+
 def read_lines(path: Path) -> list[str]:
     """Every line, stripped (blank lines included), as ``read_label``."""
-    with path.open(encoding="utf-8") as f:
-        return [line.strip() for line in f]
+    # split("\n") of the whole text, minus the empty piece after a final newline, is `for line in f`
+    text = _read_text(path)
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.strip() for line in lines]
 
 
 def read_tag_sentences(path: Path) -> tuple[list[list[str]], list[int]]:
@@ -69,17 +80,16 @@ def read_tag_sentences(path: Path) -> tuple[list[list[str]], list[int]]:
     starts: list[int] = []
     current: list[str] = []
     start = 1
-    with path.open(encoding="utf-8") as f:
-        for number, raw in enumerate(f, start=1):
-            line = raw.strip()
-            if line:
-                if not current:
-                    start = number
-                current.append(line)
-            else:
-                sentences.append(current)
-                starts.append(start if current else number)
-                current = []
+    for number, raw in enumerate(read_lines(path), start=1):
+        line = raw.strip()
+        if line:
+            if not current:
+                start = number
+            current.append(line)
+        else:
+            sentences.append(current)
+            starts.append(start if current else number)
+            current = []
     if current:
         sentences.append(current)
         starts.append(start)
@@ -89,8 +99,7 @@ def read_tag_sentences(path: Path) -> tuple[list[list[str]], list[int]]:
 def read_squad_json(path: Path) -> Any:
     """The JSON content, or its ``data`` list when it has one (``read_squad``)."""
     try:
-        with path.open(encoding="utf-8") as f:
-            content = json.load(f)
+        content = json.loads(_read_text(path))
     except json.JSONDecodeError as err:
         raise BadFile(f"{path}: not valid JSON ({err})") from err
     if isinstance(content, dict) and "data" in content:

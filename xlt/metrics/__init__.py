@@ -1,0 +1,80 @@
+"""Metrics for the XTREME targets and the intermediate tasks, reproducing the official scorers.
+
+- :mod:`xlt.metrics.xtreme`: the task table (languages, metric, file layout, task score).
+- :mod:`xlt.metrics.qa`: SQuAD v1.1 (XQuAD, TyDiQA), MLQA, SQuAD v2.0; :class:`ExtractiveQAMetric`.
+- :mod:`xlt.metrics.tagging`: seqeval-0.0.12 chunk F1 (UD-POS, PAN-X), token accuracy; :class:`ChunkF1`.
+- :mod:`xlt.metrics.retrieval`: Tatoeba top-1 accuracy, BUCC margin mining, threshold and F1.
+- :mod:`xlt.metrics.classification`: accuracy and binary F1.
+
+Scores are percentages (0-100), as google-research/xtreme's evaluate.py reports them.
+"""
+
+from xlt.metrics.classification import accuracy, binary_f1
+from xlt.metrics.qa import (
+    MLQA_LANGUAGES,
+    ExtractiveQAMetric,
+    exact_match_score,
+    f1_score,
+    mlqa_evaluate,
+    mlqa_normalize,
+    qa_task_score,
+    squad_evaluate,
+    squad_normalize,
+    squad_v2_evaluate,
+)
+from xlt.metrics.retrieval import (
+    bidirectional_knn,
+    bucc_candidates,
+    bucc_extract,
+    bucc_f1,
+    bucc_optimize,
+    mine_bitext,
+    tatoeba_accuracy,
+    tatoeba_sorted_gold,
+    tatoeba_top1,
+)
+from xlt.metrics.tagging import ChunkF1, chunk_f1, decode_tag_ids, get_chunks, seqeval_scores, token_accuracy
+from xlt.metrics.xtreme import (
+    QA_TASKS,
+    XTREME_GROUP2TASK,
+    XTREME_TASK2LANGS,
+    XTREME_TASK_METRIC,
+    submission_filename,
+    task_score,
+)
+
+__all__ = [
+    "MLQA_LANGUAGES",
+    "QA_TASKS",
+    "XTREME_GROUP2TASK",
+    "XTREME_TASK2LANGS",
+    "XTREME_TASK_METRIC",
+    "ChunkF1",
+    "ExtractiveQAMetric",
+    "accuracy",
+    "bidirectional_knn",
+    "binary_f1",
+    "bucc_candidates",
+    "bucc_extract",
+    "bucc_f1",
+    "bucc_optimize",
+    "chunk_f1",
+    "decode_tag_ids",
+    "exact_match_score",
+    "f1_score",
+    "get_chunks",
+    "mine_bitext",
+    "mlqa_evaluate",
+    "mlqa_normalize",
+    "qa_task_score",
+    "seqeval_scores",
+    "squad_evaluate",
+    "squad_normalize",
+    "squad_v2_evaluate",
+    "submission_filename",
+    "task_score",
+    "tatoeba_accuracy",
+    "tatoeba_sorted_gold",
+    "tatoeba_top1",
+    "token_accuracy",
+]
