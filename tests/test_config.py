@@ -70,7 +70,7 @@ def test_target_default_training_source_is_the_xtreme_one(compose_cfg) -> None:
         (("+target=xnli", "seed=abc"), "'seed'"),
         (("+target=xnli", "+bogus=1"), "'bogus'"),
         (("+target=xnli", "logger.kind=tensorboard"), "logger.kind='tensorboard': expected one of"),
-        (("+target=xnli", "+trainer.max_epochs=3"), "trainer.max_epochs: set by the run"),
+        (("+target=xnli", "+trainer.precision=16"), "trainer.precision: set by the run"),
         (("+target=xnli", "+trainer.not_an_arg=3"), "not an argument of pytorch_lightning.Trainer"),
         (("+target=xnli", "probe.tasks=[xnli]"), "unknown probe task 'xnli'"),
     ],

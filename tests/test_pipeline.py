@@ -92,3 +92,32 @@ def test_three_phases_e5_small_real_data(compose_cfg, data_dir: Path, tmp_path: 
     summary = run(cfg, tmp_path)
     assert summary["test/xnli/en/acc"] > 45.0, summary  # chance is 33.3
     assert summary["test/xnli/gap/acc"] > 0.0, summary
+
+
+LIMIT_XNLI = (
+    "model=tiny", "+target=xnli", "debug=limit", "target.train_task=snli", "target.train_split=dev",
+    "target.languages=[en,de,sw]", "target.max_train_examples=64", "target.max_eval_examples=32",
+    "scale.per_device_batch_size=16", "target.batch_size=16", "target.eval_batch_size=32",
+)  # fmt: skip
+
+
+def test_logged_metric_keys(compose_cfg, data_dir: Path, tmp_path: Path) -> None:
+    run(compose_cfg(*LIMIT_XNLI, "logger=csv", base=()), tmp_path)
+    header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    for key in ("test/xnli/de/acc", "test/xnli/avg_non_en/acc", "test/xnli/gap/acc", "dev/xnli/en/acc", "train/xnli/loss"):
+        assert key in header, (key, header)
+
+
+def test_wandb_offline_run_with_results_table(compose_cfg, data_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    run(compose_cfg(*LIMIT_XNLI, "logger=wandb", "trainer.enable_progress_bar=false", base=()), tmp_path)
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1  # offline without an API key; one run for the whole job
+    run_id = (tmp_path / "wandb_id").read_text().strip()
+    assert runs[0].name.endswith(run_id)
+    tables = list(runs[0].glob("files/media/table/results_*.table.json"))
+    assert tables
+    table = json.loads(tables[0].read_text())
+    assert table["columns"][:6] == ["stage", "task", "split", "language", "metric", "value"]
+    assert any(row[3] == "gap" for row in table["data"])

@@ -38,6 +38,12 @@ class ModelConfig:
     dtype: str = "float32"
     freeze_embeddings: bool = False
     random_init: dict[str, Any] = field(default_factory=dict)
+    # The HF config's model_type the checkpoint must resolve to (e.g. xlm-roberta-xl: an old XXL hub
+    # revision says xlm-roberta); null: not checked.
+    expected_model_type: str | None = None
+    # Keep only the first N transformer layers of the pretrained encoder (a derived, smaller model
+    # that says so); null: all of them. num_layers then records N.
+    keep_layers: int | None = None
 
 
 @dataclass
@@ -57,15 +63,31 @@ class StageConfig:
 
 
 @dataclass
+class LoraConfig:
+    """LoRA adapters (peft) on the encoder when ``scale.peft=lora``; the heads stay fully trained."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.1
+    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])  # XLM-R family names
+
+
+@dataclass
 class ScaleConfig:
     name: str = "default"
     precision: str = "auto"
-    strategy: str = "auto"
+    # A Trainer strategy name ("auto", "ddp") or a `_target_` dict instantiated into a strategy object
+    # (FSDPStrategy with wrap/checkpointing policies, DeepSpeedStrategy).
+    strategy: Any = "auto"
     devices: int = 1
     num_nodes: int = 1
     per_device_batch_size: int = 32
-    activation_checkpointing: bool = False
+    activation_checkpointing: bool = False  # HF gradient checkpointing (FSDP profiles use the strategy's policy)
     peft: str = "none"
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    # Save checkpoints/<stage>/last.ckpt every N optimizer steps (bounds the work a preemption loses);
+    # null: only after each validation.
+    checkpoint_every_n_steps: int | None = None
 
 
 @dataclass
@@ -135,9 +157,10 @@ CHOICES = {
     "logger.mode": ("auto", "online", "offline"),
     "data.source": ("auto", "local", "hub"),
 }
-# Trainer arguments that the run derives from `scale` and the stage; setting them under `trainer` is an error.
+# Trainer arguments that the run derives from `scale`, `optim` and the stage; setting them under
+# `trainer` is an error. (`trainer.max_epochs`, when set, overrides every stage's `epochs`: debug configs use it.)
 DERIVED_TRAINER_ARGS = ("precision", "strategy", "devices", "num_nodes", "accumulate_grad_batches",
-                        "gradient_clip_val", "max_epochs", "logger", "callbacks", "default_root_dir")  # fmt: skip
+                        "gradient_clip_val", "logger", "callbacks", "default_root_dir")  # fmt: skip
 
 
 def group_choices(group: str) -> list[str]:
@@ -188,6 +211,7 @@ def validate(cfg: DictConfig) -> DictConfig:
             raise ConfigError(f"target.languages: {lang!r} is not a language of {target.name} ({', '.join(target.languages)})")
 
     _check_trainer_args(merged.trainer)
+    _check_scale_and_model(merged)
     for stage_name in ("intermediate", "target"):
         stage = merged.get(stage_name)
         if stage is not None and stage.batch_size % (merged.scale.per_device_batch_size * merged.scale.devices * merged.scale.num_nodes):
@@ -198,6 +222,19 @@ def validate(cfg: DictConfig) -> DictConfig:
                 )
     OmegaConf.set_readonly(merged, True)
     return merged
+
+
+def _check_scale_and_model(cfg: DictConfig) -> None:
+    strategy = cfg.scale.strategy
+    if not isinstance(strategy, str) and not (isinstance(strategy, DictConfig) and "_target_" in strategy):
+        raise ConfigError(f"scale.strategy: expected a strategy name or a dict with _target_, got {strategy!r}")
+    if cfg.scale.checkpoint_every_n_steps is not None and cfg.scale.checkpoint_every_n_steps < 1:
+        raise ConfigError(f"scale.checkpoint_every_n_steps={cfg.scale.checkpoint_every_n_steps}: expected >= 1 or null")
+    model = cfg.model
+    if model.keep_layers is not None and model.keep_layers != model.num_layers:
+        raise ConfigError(f"model.keep_layers={model.keep_layers}: model.num_layers must record the kept count")
+    if not 0 <= cfg.retrieval.layer <= model.num_layers and cfg.retrieval.layer != -1:
+        raise ConfigError(f"retrieval.layer={cfg.retrieval.layer}: the model has {model.num_layers} layers")
 
 
 def _check_trainer_args(trainer: DictConfig) -> None:

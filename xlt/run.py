@@ -12,6 +12,7 @@ import math
 import os
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from xlt import PROJECT_ROOT
 from xlt.config import to_container, validate
 from xlt.data.datamodule import DataSettings, StageData, StageDataModule, prepare_stage_data
 from xlt.modeling.embedding import embed
-from xlt.modeling.encoder import count_parameters, load_encoder, load_tokenizer
+from xlt.modeling.encoder import add_lora, count_parameters, load_encoder, load_tokenizer
 from xlt.modeling.heads import build_head
 from xlt.modeling.module import TransferModule
 from xlt.results.report import format_table
@@ -58,6 +59,24 @@ def resolve_precision(precision: str) -> str:
     if torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "32-true"
+
+
+def build_strategy(strategy: Any) -> Any:
+    """``scale.strategy`` for the Trainer: a name as is, or a fresh object from a ``_target_`` dict
+    (e.g. FSDPStrategy with its wrap and activation-checkpointing policies)."""
+    if isinstance(strategy, str):
+        return strategy
+    from hydra.utils import instantiate
+
+    return instantiate(strategy, _convert_="all")
+
+
+def cluster_plugins() -> list[Any]:
+    """Under SLURM, Lightning's SLURMEnvironment without its own requeue handler: submitit (USR2)
+    owns preemption and requeueing, see docs/slurm-requeue.md."""
+    from pytorch_lightning.plugins.environments import SLURMEnvironment
+
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
 
 
 def batch_plan(batch_size: int, per_device: int, world: int) -> tuple[int, int]:
@@ -109,9 +128,7 @@ def build_logger(cfg: DictConfig, run_dir: Path, ctx: RunContext) -> Any:
     # A relaunched job continues the same W&B run.
     run_id = id_file.read_text().strip() if id_file.is_file() else None
     if run_id is None:
-        import wandb
-
-        run_id = wandb.util.generate_id()
+        run_id = uuid.uuid4().hex[:8]
         if rank_zero_only.rank == 0:
             atomic_write_text(id_file, run_id)
     tags = [*cfg.logger.tags, f"model:{ctx.model}", f"intermediate:{ctx.intermediate}", f"target:{ctx.target}",
@@ -150,10 +167,15 @@ class Runner:
         self.settings = DataSettings(source, data_dir, self.cache_dir, self.tokenizer)
         pl.seed_everything(cfg.seed, workers=True)
         self.encoder = load_encoder(cfg.model, self.cache_dir)
+        if cfg.scale.activation_checkpointing:
+            self.encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if cfg.scale.peft == "lora":
+            self.encoder = add_lora(self.encoder, cfg.scale.lora)
+        n_params = count_parameters(self.encoder)
         intermediate = cfg.intermediate.name if cfg.intermediate is not None else "none"
         self.ctx = RunContext(
             model=cfg.model.name,
-            model_params=count_parameters(self.encoder),
+            model_params=n_params,
             intermediate=intermediate,
             target=cfg.target.name,
             train_task=cfg.target.train_task or "",
@@ -162,7 +184,12 @@ class Runner:
             data_source=source,
             peft=cfg.scale.peft,
             run_dir=str(run_dir),
-            extra={"model_params_published": cfg.model.params, "scale": cfg.scale.name},
+            extra={
+                "model_params_published": cfg.model.params,
+                "model_params_non_embedding": n_params - self.encoder.get_input_embeddings().weight.numel(),
+                "trainable_params": sum(p.numel() for p in self.encoder.parameters() if p.requires_grad),
+                "scale": cfg.scale.name,
+            },
         )
         self.logger = build_logger(cfg, run_dir, self.ctx)
         self.rows: list[ResultRow] = []
@@ -277,7 +304,9 @@ class Runner:
         if ckpt_dir is not None:
             callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="max",
                                              save_top_k=1 if monitor else 0, save_weights_only=True))  # fmt: skip
-            callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0))
+            # last.ckpt after every validation and, with scale.checkpoint_every_n_steps, every N steps.
+            callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_epochs=1,
+                                             every_n_train_steps=scale.checkpoint_every_n_steps))  # fmt: skip
         if self.cfg.trainer.get("enable_progress_bar", True):
             # tqdm, not Rich: it stays readable in log files and SLURM output, not only in terminals.
             callbacks.append(TQDMProgressBar(refresh_rate=1 if sys.stderr.isatty() else 25))
@@ -286,11 +315,13 @@ class Runner:
         if epochs != int(epochs) and data.train is not None:
             steps_per_epoch = math.ceil(math.ceil(len(data.train) / (stage_cfg.batch_size // accumulate)) / accumulate)
             trainer_kwargs.setdefault("max_steps", max(1, math.ceil(epochs * steps_per_epoch)))
+        max_epochs = trainer_kwargs.pop("max_epochs", max(1, math.ceil(epochs)))
+        plugins = [*(trainer_kwargs.pop("plugins", None) or []), *cluster_plugins()]
         return pl.Trainer(
             **trainer_kwargs,
-            max_epochs=max(1, math.ceil(epochs)),
+            max_epochs=max_epochs,
             precision=resolve_precision(scale.precision),  # type: ignore[arg-type]
-            strategy=scale.strategy,
+            strategy=build_strategy(scale.strategy),
             devices=scale.devices,
             num_nodes=scale.num_nodes,
             accumulate_grad_batches=accumulate,
@@ -300,6 +331,7 @@ class Runner:
             enable_checkpointing=ckpt_dir is not None,
             default_root_dir=str(self.run_dir),
             use_distributed_sampler=False,
+            plugins=plugins,
         )
 
     @staticmethod
@@ -321,6 +353,7 @@ class Runner:
         }
         if metrics:
             self.logger.log_metrics(metrics)
+            self.logger.save()
 
     # -- the whole run ----------------------------------------------------------------------------
 
