@@ -32,7 +32,9 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def compose_cfg(cache_dir: Path) -> Callable[..., DictConfig]:
     """Compose ``conf/train.yaml`` exactly as the CLI would, plus test-friendly defaults."""
 
-    def _compose(*overrides: str, base: tuple[str, ...] = ("logger=none", "trainer.enable_progress_bar=false")) -> DictConfig:
+    def _compose(
+        *overrides: str, base: tuple[str, ...] = ("logger=none", "trainer.enable_progress_bar=false")
+    ) -> DictConfig:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
             return compose("train", overrides=[*base, f"data.cache_dir={cache_dir}", *overrides])
 

@@ -102,3 +102,18 @@ def test_cli_bad_input_exits_with_one_line(tmp_path) -> None:
     assert proc.returncode == 2
     assert "logger.kind='bogus': expected one of" in proc.stderr + proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_batch_plan_keeps_the_effective_batch() -> None:
+    from xlt.config import batch_plan
+
+    assert batch_plan(32, 8, 1) == (8, 4)
+    assert batch_plan(32, 4, 2) == (4, 4)
+    assert batch_plan(16, 32, 1) == (16, 1)  # a smaller task batch lowers the per-device batch
+    with pytest.raises(ValueError, match="not a multiple"):
+        batch_plan(30, 8, 1)
+
+
+def test_indivisible_batch_is_a_config_error(compose_cfg) -> None:
+    with pytest.raises(ConfigError, match=r"target.batch_size: 30 is not a multiple"):
+        validate(compose_cfg("+target=xnli", "target.batch_size=30", "scale.per_device_batch_size=8"))

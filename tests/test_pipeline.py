@@ -51,7 +51,9 @@ def test_finished_run_is_not_run_again(compose_cfg, data_dir: Path, tmp_path: Pa
     assert run(compose_cfg(*TINY_XNLI), tmp_path) == first
 
 
-def test_finished_stage_is_loaded_not_retrained(compose_cfg, data_dir: Path, tmp_path: Path, monkeypatch) -> None:
+def test_finished_stage_is_loaded_not_retrained(
+    compose_cfg, data_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
     run(compose_cfg(*TINY_XNLI), tmp_path)
     state = json.loads((tmp_path / "state.json").read_text())
     del state["finished"], state["stages"]["target"]
@@ -70,7 +72,9 @@ def test_finished_stage_is_loaded_not_retrained(compose_cfg, data_dir: Path, tmp
 
 def test_tatoeba_with_e5_small_on_real_data(compose_cfg, data_dir: Path, tmp_path: Path) -> None:
     """The embedded model retrieves translations far above chance (1/200) from the pretrained encoder."""
-    cfg = compose_cfg("model=e5_small", "+target=tatoeba", "target.languages=[de,fr,zh]", "target.max_eval_examples=200")
+    cfg = compose_cfg(
+        "model=e5_small", "+target=tatoeba", "target.languages=[de,fr,zh]", "target.max_eval_examples=200"
+    )
     summary = run(cfg, tmp_path)
     for lang in ("de", "fr", "zh"):
         assert summary[f"test/tatoeba/{lang}/acc"] > 70.0, summary
@@ -104,11 +108,19 @@ LIMIT_XNLI = (
 def test_logged_metric_keys(compose_cfg, data_dir: Path, tmp_path: Path) -> None:
     run(compose_cfg(*LIMIT_XNLI, "logger=csv", base=()), tmp_path)
     header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
-    for key in ("test/xnli/de/acc", "test/xnli/avg_non_en/acc", "test/xnli/gap/acc", "dev/xnli/en/acc", "train/xnli/loss"):
+    for key in (
+        "test/xnli/de/acc",
+        "test/xnli/avg_non_en/acc",
+        "test/xnli/gap/acc",
+        "dev/xnli/en/acc",
+        "train/xnli/loss",
+    ):
         assert key in header, (key, header)
 
 
-def test_wandb_offline_run_with_results_table(compose_cfg, data_dir: Path, tmp_path: Path, monkeypatch) -> None:
+def test_wandb_offline_run_with_results_table(
+    compose_cfg, data_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     run(compose_cfg(*LIMIT_XNLI, "logger=wandb", "trainer.enable_progress_bar=false", base=()), tmp_path)

@@ -88,7 +88,9 @@ def test_malformed_results_line_names_file_and_line(tmp_path) -> None:
 
 
 def test_table_lists_languages_then_aggregates() -> None:
-    rows = language_rows("target", "xnli", "test", {"en": {"acc": 80.0}, "de": {"acc": 70.0}}, {"en": 3, "de": 3})
+    rows = language_rows(
+        "target", "xnli", "test", {"en": {"acc": 80.0}, "de": {"acc": 70.0}}, {"en": 3, "de": 3}
+    )
     table = format_table(rows, "target", "xnli", "test")
     lines = table.splitlines()
     assert lines[0] == "target / xnli / test"

@@ -19,9 +19,11 @@ def test_train_batches_cover_everything_once_and_are_length_grouped() -> None:
     flat = [i for b in batches for i in b]
     assert sorted(flat) == list(range(len(lens)))
     assert len(batches) == len(sampler)
+
     # Padding waste with grouping is far below that of random batches.
     def waste(bs: list[list[int]]) -> int:
         return sum(max(lens[i] for i in b) * len(b) - sum(lens[i] for i in b) for b in bs)
+
     rng = random.Random(0)
     perm = list(range(len(lens)))
     rng.shuffle(perm)

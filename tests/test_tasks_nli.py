@@ -62,7 +62,10 @@ def test_anli_rounds_join_with_plus(data_dir: Path) -> None:
 def test_tatoeba_pairs_line_aligned(data_dir: Path) -> None:
     tatoeba = get_task("tatoeba")
     de = load_split(tatoeba, "test", "de", "local", data_dir).examples
-    assert len(de) == 1000 and de[0] == {"text": "Maria sagte, sie wisse nicht, wo Tom sei.", "en": "Mary said she didn't know where Tom was."}
+    assert len(de) == 1000 and de[0] == {
+        "text": "Maria sagte, sie wisse nicht, wo Tom sei.",
+        "en": "Mary said she didn't know where Tom was.",
+    }
     assert len(load_split(tatoeba, "test", "te", "local", data_dir).examples) == 234
 
 
@@ -77,7 +80,9 @@ def test_tatoeba_pairs_line_aligned(data_dir: Path) -> None:
         (read_anli_jsonl, "anli/hf_dummy/anli_v0.1/R1/train.jsonl", "en", ENT),
     ],
 )
-def test_original_formats_on_genuine_lines(data_dir: Path, reader, relpath: str, lang: str, first_label: int) -> None:
+def test_original_formats_on_genuine_lines(
+    data_dir: Path, reader, relpath: str, lang: str, first_label: int
+) -> None:
     rows = [r for r in reader(data_dir / relpath, lang) if not r.get("_drop")]
     assert rows, relpath
     assert rows[0]["label"] == first_label

@@ -82,7 +82,9 @@ class ScaleConfig:
     devices: int = 1
     num_nodes: int = 1
     per_device_batch_size: int = 32
-    activation_checkpointing: bool = False  # HF gradient checkpointing (FSDP profiles use the strategy's policy)
+    activation_checkpointing: bool = (
+        False  # HF gradient checkpointing (FSDP profiles use the strategy's policy)
+    )
     peft: str = "none"
     lora: LoraConfig = field(default_factory=LoraConfig)
     # Save checkpoints/<stage>/last.ckpt every N optimizer steps (bounds the work a preemption loses);
@@ -205,21 +207,25 @@ def validate(cfg: DictConfig) -> DictConfig:
     except UnknownTaskError as err:
         raise ConfigError(str(err)) from None
     if target.trainable and not merged.target.train_task:
-        raise ConfigError(f"target.train_task: {target.name} needs an English training task (default {target.train_task})")
+        raise ConfigError(
+            f"target.train_task: {target.name} needs an English training task (default {target.train_task})"
+        )
     for lang in merged.target.languages or []:
         if lang not in target.languages:
-            raise ConfigError(f"target.languages: {lang!r} is not a language of {target.name} ({', '.join(target.languages)})")
+            raise ConfigError(
+                f"target.languages: {lang!r} is not a language of {target.name} ({', '.join(target.languages)})"
+            )
 
     _check_trainer_args(merged.trainer)
     _check_scale_and_model(merged)
+    world = merged.scale.devices * merged.scale.num_nodes
     for stage_name in ("intermediate", "target"):
         stage = merged.get(stage_name)
-        if stage is not None and stage.batch_size % (merged.scale.per_device_batch_size * merged.scale.devices * merged.scale.num_nodes):
-            if stage.batch_size >= merged.scale.per_device_batch_size * merged.scale.devices * merged.scale.num_nodes:
-                raise ConfigError(
-                    f"{stage_name}.batch_size={stage.batch_size} is not a multiple of scale.per_device_batch_size "
-                    f"x devices x nodes = {merged.scale.per_device_batch_size * merged.scale.devices * merged.scale.num_nodes}"
-                )
+        if stage is not None:
+            try:
+                batch_plan(stage.batch_size, merged.scale.per_device_batch_size, world)
+            except ValueError as err:
+                raise ConfigError(f"{stage_name}.batch_size: {err}") from None
     OmegaConf.set_readonly(merged, True)
     return merged
 
@@ -227,14 +233,30 @@ def validate(cfg: DictConfig) -> DictConfig:
 def _check_scale_and_model(cfg: DictConfig) -> None:
     strategy = cfg.scale.strategy
     if not isinstance(strategy, str) and not (isinstance(strategy, DictConfig) and "_target_" in strategy):
-        raise ConfigError(f"scale.strategy: expected a strategy name or a dict with _target_, got {strategy!r}")
+        raise ConfigError(
+            f"scale.strategy: expected a strategy name or a dict with _target_, got {strategy!r}"
+        )
     if cfg.scale.checkpoint_every_n_steps is not None and cfg.scale.checkpoint_every_n_steps < 1:
-        raise ConfigError(f"scale.checkpoint_every_n_steps={cfg.scale.checkpoint_every_n_steps}: expected >= 1 or null")
+        raise ConfigError(
+            f"scale.checkpoint_every_n_steps={cfg.scale.checkpoint_every_n_steps}: expected >= 1 or null"
+        )
     model = cfg.model
     if model.keep_layers is not None and model.keep_layers != model.num_layers:
-        raise ConfigError(f"model.keep_layers={model.keep_layers}: model.num_layers must record the kept count")
+        raise ConfigError(
+            f"model.keep_layers={model.keep_layers}: model.num_layers must record the kept count"
+        )
     if not 0 <= cfg.retrieval.layer <= model.num_layers and cfg.retrieval.layer != -1:
         raise ConfigError(f"retrieval.layer={cfg.retrieval.layer}: the model has {model.num_layers} layers")
+
+
+def batch_plan(batch_size: int, per_device: int, world: int) -> tuple[int, int]:
+    """(per-device batch, gradient accumulation) with per_device * world * accumulation == batch_size,
+    so the effective batch is the task's whatever the hardware."""
+    per_device = max(1, min(per_device, batch_size // world))
+    step = per_device * world
+    if batch_size % step:
+        raise ValueError(f"{batch_size} is not a multiple of the per-device batch {per_device} x {world} devices")
+    return per_device, batch_size // step
 
 
 def _check_trainer_args(trainer: DictConfig) -> None:
@@ -243,7 +265,9 @@ def _check_trainer_args(trainer: DictConfig) -> None:
     accepted = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
     for key in trainer:
         if key in DERIVED_TRAINER_ARGS:
-            raise ConfigError(f"trainer.{key}: set by the run from scale/* and the task config; change it there")
+            raise ConfigError(
+                f"trainer.{key}: set by the run from scale/* and the task config; change it there"
+            )
         if key not in accepted:
             raise ConfigError(f"trainer.{key}: not an argument of pytorch_lightning.Trainer")
 

@@ -24,14 +24,21 @@ from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.utilities import rank_zero_only
 
 from xlt import PROJECT_ROOT
-from xlt.config import to_container, validate
+from xlt.config import batch_plan, to_container, validate
 from xlt.data.datamodule import DataSettings, StageData, StageDataModule, prepare_stage_data
 from xlt.modeling.embedding import embed
 from xlt.modeling.encoder import add_lora, count_parameters, load_encoder, load_tokenizer
 from xlt.modeling.heads import build_head
 from xlt.modeling.module import TransferModule
 from xlt.results.report import format_table
-from xlt.results.rows import ResultRow, RunContext, atomic_write_text, language_rows, read_results, write_results
+from xlt.results.rows import (
+    ResultRow,
+    RunContext,
+    atomic_write_text,
+    language_rows,
+    read_results,
+    write_results,
+)
 from xlt.tasks.loading import MissingDataError, load_split, resolve_source
 from xlt.tasks.registry import get_task
 from xlt.tasks.spec import TaskSpec
@@ -45,7 +52,9 @@ RESULTS_FILE = "results.jsonl"
 def git_commit() -> str:
     """The project's commit, with ``-dirty`` when the work tree has changes; ``unknown`` outside git."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+        )
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
                                capture_output=True, text=True, check=True)  # fmt: skip
     except (OSError, subprocess.CalledProcessError):
@@ -77,15 +86,6 @@ def cluster_plugins() -> list[Any]:
     from pytorch_lightning.plugins.environments import SLURMEnvironment
 
     return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
-
-
-def batch_plan(batch_size: int, per_device: int, world: int) -> tuple[int, int]:
-    """(per-device batch, gradient accumulation) so that per_device * world * accumulation = batch_size."""
-    per_device = max(1, min(per_device, batch_size // world))
-    step = per_device * world
-    if batch_size % step:
-        raise ValueError(f"batch_size={batch_size} is not a multiple of per-device batch {per_device} x {world} devices")
-    return per_device, batch_size // step
 
 
 @dataclass
@@ -205,7 +205,9 @@ class Runner:
             languages = list(probe.languages or spec.languages)
             self.rows.extend(self.evaluate_retrieval(spec, stage, languages, probe.max_examples))
 
-    def evaluate_retrieval(self, spec: TaskSpec, stage: str, languages: list[str], limit: int | None) -> list[ResultRow]:
+    def evaluate_retrieval(
+        self, spec: TaskSpec, stage: str, languages: list[str], limit: int | None
+    ) -> list[ResultRow]:
         from xlt.metrics.retrieval import tatoeba_top1
 
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -214,7 +216,9 @@ class Runner:
         counts: dict[str, int] = {}
         for lang in languages:
             try:
-                loaded = load_split(spec, spec.test_split, lang, self.settings.source, self.settings.data_dir, limit=limit)
+                loaded = load_split(
+                    spec, spec.test_split, lang, self.settings.source, self.settings.data_dir, limit=limit
+                )
             except MissingDataError as err:
                 self._skip(str(err))
                 continue
@@ -233,7 +237,9 @@ class Runner:
         self._log_rows(rows)
         return rows
 
-    def train_stage(self, stage: str, stage_cfg: DictConfig, spec: TaskSpec, train_spec: TaskSpec, test: bool) -> None:
+    def train_stage(
+        self, stage: str, stage_cfg: DictConfig, spec: TaskSpec, train_spec: TaskSpec, test: bool
+    ) -> None:
         """Fit a fresh head (and the shared encoder) on English data, select on English dev, then
         evaluate dev (and, for targets, every language's test set)."""
         languages = list(stage_cfg.get("languages") or spec.languages) if test else []
@@ -251,10 +257,21 @@ class Runner:
         )
         for line in data.skipped:
             self._skip(line)
-        log.info("%s: training %s on %s (%d examples)", stage, spec.name, data.train_origin, len(data.train or []))
+        log.info(
+            "%s: training %s on %s (%d examples)", stage, spec.name, data.train_origin, len(data.train or [])
+        )
         scale = self.cfg.scale
-        per_device, accumulate = batch_plan(stage_cfg.batch_size, scale.per_device_batch_size, scale.devices * scale.num_nodes)
-        dm = StageDataModule(data, self.tokenizer, per_device, stage_cfg.eval_batch_size, self.cfg.seed, self.cfg.data.num_workers)
+        per_device, accumulate = batch_plan(
+            stage_cfg.batch_size, scale.per_device_batch_size, scale.devices * scale.num_nodes
+        )
+        dm = StageDataModule(
+            data,
+            self.tokenizer,
+            per_device,
+            stage_cfg.eval_batch_size,
+            self.cfg.seed,
+            self.cfg.data.num_workers,
+        )
         head = build_head(spec, self.encoder.config.hidden_size, self.cfg.model.pooling)
         module = TransferModule(
             self.encoder, head, spec.name, stage_cfg.lr, self.cfg.optim,
@@ -264,7 +281,11 @@ class Runner:
         monitor = f"{data.val[0].key}/{spec.metrics[0]}" if data.val else None
         done = self.state.stage(stage) if self.cfg.resume else None
         if done is not None:
-            log.info("%s: finished in an earlier launch; loading %s", stage, done.get("best") or "its final weights")
+            log.info(
+                "%s: finished in an earlier launch; loading %s",
+                stage,
+                done.get("best") or "its final weights",
+            )
             self._load_weights(module, Path(done["best"]) if done.get("best") else ckpt_dir / "final.ckpt")
         else:
             trainer = self._trainer(stage_cfg, data, accumulate, ckpt_dir, monitor)
@@ -313,7 +334,9 @@ class Runner:
         trainer_kwargs = to_container(self.cfg.trainer)
         epochs = float(stage_cfg.epochs)
         if epochs != int(epochs) and data.train is not None:
-            steps_per_epoch = math.ceil(math.ceil(len(data.train) / (stage_cfg.batch_size // accumulate)) / accumulate)
+            steps_per_epoch = math.ceil(
+                math.ceil(len(data.train) / (stage_cfg.batch_size // accumulate)) / accumulate
+            )
             trainer_kwargs.setdefault("max_steps", max(1, math.ceil(epochs * steps_per_epoch)))
         max_epochs = trainer_kwargs.pop("max_epochs", max(1, math.ceil(epochs)))
         plugins = [*(trainer_kwargs.pop("plugins", None) or []), *cluster_plugins()]
@@ -347,7 +370,8 @@ class Runner:
         if not self.logger:
             return
         metrics = {
-            f"{r.split}/{r.task}/{r.language}/{r.metric}" + ("" if r.stage == "target" else f"@{r.stage}"): r.value
+            f"{r.split}/{r.task}/{r.language}/{r.metric}"
+            + ("" if r.stage == "target" else f"@{r.stage}"): r.value
             for r in rows
             if not (already_logged and r.language not in ("avg", "avg_non_en", "gap", "rel_gap"))
         }
@@ -370,7 +394,9 @@ class Runner:
             self.train_stage("target", cfg.target, target, train_spec, test=True)
         else:
             languages = list(cfg.target.languages or target.languages)
-            self.rows.extend(self.evaluate_retrieval(target, "target", languages, cfg.target.max_eval_examples))
+            self.rows.extend(
+                self.evaluate_retrieval(target, "target", languages, cfg.target.max_eval_examples)
+            )
         return self.rows
 
     def finish(self) -> None:
@@ -382,7 +408,9 @@ class Runner:
         self.state.save()
         if self.logger and hasattr(self.logger, "log_table"):
             columns = ["stage", "task", "split", "language", "metric", "value", "n_examples"]
-            data = [[r.stage, r.task, r.split, r.language, r.metric, r.value, r.n_examples] for r in self.rows]
+            data = [
+                [r.stage, r.task, r.split, r.language, r.metric, r.value, r.n_examples] for r in self.rows
+            ]
             self.logger.log_table(key="results", columns=columns, data=data)
 
     def close(self) -> None:

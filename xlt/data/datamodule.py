@@ -73,10 +73,28 @@ def load_features(
 ) -> tuple[datasets.Dataset, str, list[Example]]:
     loaded = load_split(spec, split, lang, settings.source, settings.data_dir, limit=limit)
     if loaded.dropped:
-        log.info("%s %s %s: dropped %d rows without a gold label (as the task defines)", spec.name, split, lang, loaded.dropped)
-    key = {"task": spec.name, "split": split, "lang": lang, "data": loaded.fingerprint, "tokenizer": settings.tokenizer_id}
+        log.info(
+            "%s %s %s: dropped %d rows without a gold label (as the task defines)",
+            spec.name,
+            split,
+            lang,
+            loaded.dropped,
+        )
+    key = {
+        "task": spec.name,
+        "split": split,
+        "lang": lang,
+        "data": loaded.fingerprint,
+        "tokenizer": settings.tokenizer_id,
+    }
     features = featurize(
-        loaded.examples, head_kind, settings.tokenizer, max_len, settings.cache_dir, key, desc=f"{spec.name} {split} {lang}"
+        loaded.examples,
+        head_kind,
+        settings.tokenizer,
+        max_len,
+        settings.cache_dir,
+        key,
+        desc=f"{spec.name} {split} {lang}",
     )
     return features, loaded.origin, loaded.examples
 
@@ -106,7 +124,9 @@ def prepare_stage_data(
                 f"{task.name}: training task {train_task.name} has labels {list(train_task.label_names)}, "
                 f"expected {list(task.label_names)}"
             )
-        train, train_origin, _ = load_features(train_task, task.head, train_split, "en", settings, max_len, max_train)
+        train, train_origin, _ = load_features(
+            train_task, task.head, train_split, "en", settings, max_len, max_train
+        )
     val = []
     if dev_split:
         feats, origin, examples = load_features(task, task.head, dev_split, "en", settings, max_len, max_eval)
@@ -115,7 +135,9 @@ def prepare_stage_data(
     if test_split:
         for lang in languages:
             try:
-                feats, origin, examples = load_features(task, task.head, test_split, lang, settings, max_len, max_eval)
+                feats, origin, examples = load_features(
+                    task, task.head, test_split, lang, settings, max_len, max_eval
+                )
             except MissingDataError as err:
                 skipped.append(str(err))
                 continue

@@ -37,7 +37,9 @@ def register_featurizer(kind: str) -> Callable[[Featurizer], Featurizer]:
 
 
 @register_featurizer("classification")
-def featurize_classification(tokenizer: PreTrainedTokenizerBase, batch: dict[str, list[Any]], max_len: int) -> dict[str, list[Any]]:
+def featurize_classification(
+    tokenizer: PreTrainedTokenizerBase, batch: dict[str, list[Any]], max_len: int
+) -> dict[str, list[Any]]:
     pair = batch.get("text_b")
     enc = tokenizer(batch["text_a"], pair, truncation=True, max_length=max_len)
     out = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": batch["label"]}
@@ -74,19 +76,24 @@ def featurize(
     try:
         fn = FEATURIZERS[kind]
     except KeyError:
-        raise ValueError(f"no featurizer for head kind {kind!r} (registered: {', '.join(sorted(FEATURIZERS))})") from None
+        raise ValueError(
+            f"no featurizer for head kind {kind!r} (registered: {', '.join(sorted(FEATURIZERS))})"
+        ) from None
     full_key = {**key, "kind": kind, "max_len": max_len, "version": FEATURE_VERSION}
     digest = hashlib.sha1(json.dumps(full_key, sort_keys=True, default=str).encode()).hexdigest()[:20]
     target = cache_dir / "features" / digest if cache_dir is not None else None
     if target is not None and (target / "dataset_info.json").is_file():
         return datasets.load_from_disk(str(target))
 
-    raw = datasets.Dataset.from_list([{k: v for k, v in ex.items() if not k.startswith("_")} for ex in examples])
+    raw = datasets.Dataset.from_list(
+        [{k: v for k, v in ex.items() if not k.startswith("_")} for ex in examples]
+    )
     raw = raw.add_column("example_idx", list(range(len(raw))))
 
     def apply(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         out = fn(tokenizer, batch, max_len)
-        out["length"] = [len(ids) for ids in out["input_ids"]]
+        if "length" not in out:  # multiple choice sets its own (the longest choice), not the choice count
+            out["length"] = [len(ids) for ids in out["input_ids"]]
         if "example_idx" not in out:
             out["example_idx"] = batch["example_idx"]
         return out
@@ -94,7 +101,11 @@ def featurize(
     # new_fingerprint: our key already identifies the result; without it datasets pickles the
     # tokenizer to hash the function, which takes ~20 s per call for XLM-R's vocabulary.
     features = raw.map(
-        apply, batched=True, remove_columns=raw.column_names, desc=f"tokenising {desc}".strip(), new_fingerprint=digest
+        apply,
+        batched=True,
+        remove_columns=raw.column_names,
+        desc=f"tokenising {desc}".strip(),
+        new_fingerprint=digest,
     )
     if target is None:
         return features

@@ -72,7 +72,9 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         return iter(batches)
 
     def __len__(self) -> int:
-        n_batches = math.ceil(len(self.lengths) / self.batch_size) if not self.shuffle else self._count_train()
+        n_batches = (
+            math.ceil(len(self.lengths) / self.batch_size) if not self.shuffle else self._count_train()
+        )
         if self.world_size == 1:
             return n_batches
         if self.shuffle:

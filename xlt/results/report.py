@@ -34,8 +34,12 @@ def format_table(rows: Iterable[ResultRow], stage: str, task: str, split: str) -
         cells.append(str(count.get(lang, "")))
         lines.append(cells)
     widths = [max(len(str(c)) for c in col) for col in zip(header, *lines, strict=True)]
+
     def render(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+        return "  ".join(
+            c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
     title = f"{stage} / {task} / {split}"
     out = [title, render(header), render(["-" * w for w in widths])]
     for cells in lines:

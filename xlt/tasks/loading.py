@@ -39,7 +39,9 @@ def resolve_source(source: str, data_dir: str | os.PathLike[str] | None) -> tupl
     if directory is None or not directory.is_dir():
         if source == "local":
             shown = directory or "(unset; set XLT_DATA_DIR or data.dir)"
-            raise FileNotFoundError(f"data.dir {shown}: not a directory (data.source=local needs the raw files)")
+            raise FileNotFoundError(
+                f"data.dir {shown}: not a directory (data.source=local needs the raw files)"
+            )
         return "hub", None
     return "local", directory
 
@@ -90,24 +92,41 @@ def _load_local(spec: TaskSpec, split: str, lang: str, data_dir: Path | None) ->
     tried = []
     for raw in candidates:
         path = raw.path(data_dir, lang, spec.code(lang))
-        if path.is_file():
+        paths = _matching_files(data_dir, path)
+        if paths:
             reader = FORMATS[raw.format]
-            rows = list(reader(path, lang))
+            rows = [row for p in paths for row in reader(p, lang)]
             examples = [row for row in rows if not row.get("_drop")]
             for ex in examples:
                 _check_labels(spec, ex, path)
             if not examples:
                 raise DataError(f"{path}: no examples for task {spec.name} ({lang}, {split})")
-            stat = path.stat()
-            return Loaded(examples, str(path), len(rows) - len(examples), f"{path}:{stat.st_size}:{stat.st_mtime_ns}")
+            stats = [(p, p.stat()) for p in paths]
+            fingerprint = "|".join(f"{p}:{st.st_size}:{st.st_mtime_ns}" for p, st in stats)
+            return Loaded(examples, " + ".join(str(p) for p in paths), len(rows) - len(examples), fingerprint)
         tried.append(str(path.relative_to(data_dir)))
-    raise MissingDataError(f"{spec.name}/{split}/{lang}: no file under {data_dir} (looked for {', '.join(tried)})")
+    raise MissingDataError(
+        f"{spec.name}/{split}/{lang}: no file under {data_dir} (looked for {', '.join(tried)})"
+    )
+
+
+def _matching_files(data_dir: Path, path: Path) -> list[Path]:
+    """``[path]`` if it is a file; for a glob pattern (``UD_*/en_*-ud-train.conllu``) every matching
+    file, pooled in sorted file-name order (XTREME's order for UD treebanks); else ``[]``."""
+    if path.is_file():
+        return [path]
+    relative = str(path.relative_to(data_dir))
+    if not any(c in relative for c in "*?["):
+        return []
+    return sorted((p for p in data_dir.glob(relative) if p.is_file()), key=lambda p: (p.name, str(p)))
 
 
 def _check_labels(spec: TaskSpec, ex: Example, path: Path) -> None:
     label = ex.get("label")
     if isinstance(label, int) and spec.label_names and not 0 <= label < spec.num_labels:
-        raise DataError(f"{path}: label {label} out of range for {spec.name} (expected 0..{spec.num_labels - 1})")
+        raise DataError(
+            f"{path}: label {label} out of range for {spec.name} (expected 0..{spec.num_labels - 1})"
+        )
 
 
 def _load_hub(spec: TaskSpec, split: str, lang: str) -> Loaded:

@@ -31,7 +31,9 @@ def _pair(text_a: str, text_b: str, label: str, where: str) -> Example:
         return {"_drop": True}
     canonical = NLI_ALIASES.get(label, label)
     if canonical not in NLI_LABELS:
-        raise DataError(f"{where}: unknown label {label!r} (expected one of {list(NLI_LABELS)} or {sorted(NLI_ALIASES)})")
+        raise DataError(
+            f"{where}: unknown label {label!r} (expected one of {list(NLI_LABELS)} or {sorted(NLI_ALIASES)})"
+        )
     return {"text_a": text_a, "text_b": text_b, "label": NLI_LABELS.index(canonical)}
 
 
@@ -39,8 +41,7 @@ def _tsv_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     """Header-keyed rows of a tab-separated file whose text fields may contain bare quotes."""
     with open(path, encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
-        for lineno, row in enumerate(reader, 2):
-            yield lineno, row
+        yield from enumerate(reader, 2)
 
 
 def _field(row: Mapping[str, Any], name: str, where: str) -> str:
@@ -62,7 +63,12 @@ def read_multinli_jsonl(path: Path, lang: str) -> Iterator[Example]:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise DataError(f"{where}: not a JSON object ({err.msg})") from None
-            yield _pair(_field(row, "sentence1", where), _field(row, "sentence2", where), _field(row, "gold_label", where), where)
+            yield _pair(
+                _field(row, "sentence1", where),
+                _field(row, "sentence2", where),
+                _field(row, "gold_label", where),
+                where,
+            )
 
 
 @register_format("glue_nli_tsv")
@@ -70,7 +76,12 @@ def read_glue_nli_tsv(path: Path, lang: str) -> Iterator[Example]:
     """GLUE MNLI/SNLI tsv (header with ``sentence1``, ``sentence2``, ``gold_label``)."""
     for lineno, row in _tsv_rows(path):
         where = f"{path}:{lineno}"
-        yield _pair(_field(row, "sentence1", where), _field(row, "sentence2", where), _field(row, "gold_label", where), where)
+        yield _pair(
+            _field(row, "sentence1", where),
+            _field(row, "sentence2", where),
+            _field(row, "gold_label", where),
+            where,
+        )
 
 
 @register_format("xnli_mt_tsv")
@@ -78,7 +89,9 @@ def read_xnli_mt_tsv(path: Path, lang: str) -> Iterator[Example]:
     """XNLI-MT 1.0 ``multinli.train.{lang}.tsv`` (header ``premise hypo label``): XTREME's MNLI source."""
     for lineno, row in _tsv_rows(path):
         where = f"{path}:{lineno}"
-        yield _pair(_field(row, "premise", where), _field(row, "hypo", where), _field(row, "label", where), where)
+        yield _pair(
+            _field(row, "premise", where), _field(row, "hypo", where), _field(row, "label", where), where
+        )
 
 
 @register_format("xnli_official_tsv")
@@ -88,7 +101,12 @@ def read_xnli_official_tsv(path: Path, lang: str) -> Iterator[Example]:
         where = f"{path}:{lineno}"
         if _field(row, "language", where) != lang:
             continue
-        yield _pair(_field(row, "sentence1", where), _field(row, "sentence2", where), _field(row, "gold_label", where), where)
+        yield _pair(
+            _field(row, "sentence1", where),
+            _field(row, "sentence2", where),
+            _field(row, "gold_label", where),
+            where,
+        )
 
 
 @register_format("xnli_genre_tsv")
@@ -111,7 +129,9 @@ def read_nli_tsv3(path: Path, lang: str) -> Iterator[Example]:
         for lineno, row in enumerate(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
             where = f"{path}:{lineno}"
             if len(row) != 3:
-                raise DataError(f"{where}: expected 3 tab-separated fields (premise, hypothesis, label), got {len(row)}")
+                raise DataError(
+                    f"{where}: expected 3 tab-separated fields (premise, hypothesis, label), got {len(row)}"
+                )
             yield _pair(row[0].strip(), row[1].strip(), row[2].strip(), where)
 
 
@@ -123,10 +143,16 @@ def read_esnli_lines(path: Path, lang: str) -> Iterator[Example]:
     for sibling in (s2_path, label_path):
         if not sibling.is_file():
             raise DataError(f"{sibling}: missing (line-aligned with {path})")
-    with open(path, encoding="utf-8") as f1, open(s2_path, encoding="utf-8") as f2, open(label_path, encoding="utf-8") as fl:
+    with (
+        open(path, encoding="utf-8") as f1,
+        open(s2_path, encoding="utf-8") as f2,
+        open(label_path, encoding="utf-8") as fl,
+    ):
         s1, s2, labels = f1.read().splitlines(), f2.read().splitlines(), fl.read().splitlines()
     if not len(s1) == len(s2) == len(labels):
-        raise DataError(f"{path}: {len(s1)} premises, {len(s2)} hypotheses, {len(labels)} labels (expected equal counts)")
+        raise DataError(
+            f"{path}: {len(s1)} premises, {len(s2)} hypotheses, {len(labels)} labels (expected equal counts)"
+        )
     for lineno, (a, b, label) in enumerate(zip(s1, s2, labels, strict=True), 1):
         yield _pair(a.strip(), b.strip(), label.strip(), f"{path}:{lineno}")
 
@@ -143,7 +169,12 @@ def read_anli_jsonl(path: Path, lang: str) -> Iterator[Example]:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise DataError(f"{where}: not a JSON object ({err.msg})") from None
-            yield _pair(_field(row, "context", where), _field(row, "hypothesis", where), _field(row, "label", where), where)
+            yield _pair(
+                _field(row, "context", where),
+                _field(row, "hypothesis", where),
+                _field(row, "label", where),
+                where,
+            )
 
 
 @register_format("anli_analysis_csv")
@@ -152,7 +183,12 @@ def read_anli_analysis_csv(path: Path, lang: str) -> Iterator[Example]:
     with open(path, encoding="utf-8", newline="") as fh:
         for lineno, row in enumerate(csv.DictReader(fh), 2):
             where = f"{path}:{lineno}"
-            yield _pair(_field(row, "context", where), _field(row, "statement", where), _field(row, "gold_label", where), where)
+            yield _pair(
+                _field(row, "context", where),
+                _field(row, "statement", where),
+                _field(row, "gold_label", where),
+                where,
+            )
 
 
 @register_hub_mapper("nli_hf")
@@ -165,7 +201,9 @@ def map_hub_nli(row: Mapping[str, Any], lang: str) -> Example | None:
 
 
 def _nli_spec(**kwargs: Any) -> TaskSpec:
-    return TaskSpec(head="classification", metrics=("acc",), label_names=NLI_LABELS, label_aliases=NLI_ALIASES, **kwargs)
+    return TaskSpec(
+        head="classification", metrics=("acc",), label_names=NLI_LABELS, label_aliases=NLI_ALIASES, **kwargs
+    )
 
 
 MNLI = register_task(
@@ -236,7 +274,11 @@ ANLI = register_task(
         name="anli",
         description="Adversarial NLI rounds 1-3; split names per round (dev_r1) or unions (dev_r1+dev_r2)",
         languages=("en",),
-        raw={f"{split}_{rnd}": _anli_raw(split, rnd) for split in ("train", "dev", "test") for rnd in ANLI_ROUNDS},
+        raw={
+            f"{split}_{rnd}": _anli_raw(split, rnd)
+            for split in ("train", "dev", "test")
+            for rnd in ANLI_ROUNDS
+        },
         hub={
             f"{split}_{rnd}": HubFile("facebook/anli", None, f"{split}_{rnd}", "nli_hf")
             for split in ("train", "dev", "test")

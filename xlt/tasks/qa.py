@@ -1,1 +1,387 @@
-"""Tasks of this family register here (see xlt/tasks/nli.py for the pattern)."""
+"""Extractive (span) question answering: SQuAD v1.1 and v2.0 (intermediate tasks), XQuAD, MLQA and
+TyDiQA-GoldP (XTREME targets), their original file formats and hub ids.
+
+Every example has ``id``, ``question``, ``context``, ``answers`` (a list of ``{"text", "answer_start"}``,
+empty only for SQuAD v2.0 no-answer questions) and ``is_impossible``. Each reader also records how
+its data is scored, in ``_scoring`` (``squad``: the SQuAD v1.1 script, which XTREME uses for XQuAD
+and TyDiQA in every language; ``squad_v2``; ``mlqa``: language-specific MLQA rules): the scorer
+follows the data, so a selection split read from SQuAD's dev is scored like SQuAD even inside the
+MLQA task. Keys starting with ``_`` never reach the tokenised features.
+
+Selection (the ``dev_split`` of each target; XTREME has no non-English selection data):
+
+- XQuAD and MLQA select on the SQuAD v1.1 dev set (split ``squad_dev``), as XTREME's ``train_qa.sh``
+  predicts on it; XQuAD has no dev set of its own and MLQA's English dev is a different split.
+- TyDiQA-GoldP has no selection set (the final checkpoint is kept, as XTREME's ``train_qa.sh`` does):
+  its English dev is XTREME's English *test* file, so selecting on it leaks. ``squad_dev`` is there
+  for runs that want SQuAD-dev selection instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from xlt.metrics.xtreme import XTREME_TASK2LANGS
+from xlt.tasks.registry import register_format, register_hub_mapper, register_task
+from xlt.tasks.spec import DataError, Example, HubFile, RawFile, TaskSpec
+
+log = logging.getLogger(__name__)
+
+# Metric names the span-QA head reports per scoring rule; ``score`` is XTREME's (EM + F1) / 2 (and
+# jiant's "major" QA metric, its early-stopping criterion), so it comes first: it selects checkpoints.
+QA_METRICS = ("score", "em", "f1")
+# SQuAD v2.0 adds the official script's HasAns/NoAns splits and its best-threshold search.
+SQUAD_V2_METRICS = (*QA_METRICS, "has_ans_em", "has_ans_f1", "no_ans_em", "no_ans_f1", "best_em", "best_f1",
+                    "best_f1_thresh")  # fmt: skip
+SCORINGS = ("squad", "squad_v2", "mlqa")
+
+# TyDiQA-GoldP ids start with the language's English name ("english-1234...-0"); the official train
+# and dev files mix all nine languages.
+TYDIQA_LANGUAGE_NAMES = {
+    "ar": "arabic", "bn": "bengali", "en": "english", "fi": "finnish", "id": "indonesian",
+    "ko": "korean", "ru": "russian", "sw": "swahili", "te": "telugu",
+}  # fmt: skip
+STRIPPED_HINT = (
+    "the answers look stripped (XTREME's download script removes test labels); point data.dir at the "
+    "original files"
+)
+
+
+def _qa_example(
+    context: str,
+    qa: Mapping[str, Any],
+    answers: Sequence[Mapping[str, Any]],
+    where: str,
+    scoring: str,
+    impossible: bool | None = None,
+) -> Example:
+    """Validate one question of a SQuAD-format record and return it in the span-QA layout.
+
+    ``impossible`` is None for SQuAD v1.1 semantics (every question has an answer); otherwise the
+    question's SQuAD v2.0 ``is_impossible`` flag.
+    """
+    qid = qa.get("id")
+    if qid is None or str(qid) == "":
+        raise DataError(f"{where}: missing field 'id'")
+    where = f"{where} id={qid}"
+    question = qa.get("question")
+    if question is None:
+        raise DataError(f"{where}: missing field 'question'")
+    question = str(question).strip()
+    if not question:
+        raise DataError(f"{where}: empty question")
+    if not context.strip():
+        raise DataError(f"{where}: empty context")
+    if isinstance(answers, str | bytes) or not isinstance(answers, Sequence):
+        raise DataError(f"{where}: 'answers' must be a list, got {type(answers).__name__}")
+    checked = []
+    for i, answer in enumerate(answers):
+        if not isinstance(answer, Mapping) or "text" not in answer or "answer_start" not in answer:
+            raise DataError(f"{where}: answer {i} needs 'text' and 'answer_start', got {answer!r}")
+        text, start = answer["text"], answer["answer_start"]
+        if not isinstance(start, int) or isinstance(start, bool):
+            raise DataError(f"{where}: answer {i} has a non-integer answer_start {start!r}")
+        if not text:
+            raise DataError(f"{where}: answer {i} is empty; {STRIPPED_HINT}")
+        found = context[start : start + len(text)]
+        if start < 0 or found != text:
+            raise DataError(
+                f"{where}: answer {i} {text!r} does not match the context at answer_start={start} (found {found!r})"
+            )
+        checked.append({"text": text, "answer_start": start})
+    if impossible is None:
+        if not checked:
+            raise DataError(f"{where}: no answer (SQuAD v1.1-style data needs one); {STRIPPED_HINT}")
+        impossible = False
+    elif impossible and checked:
+        raise DataError(f"{where}: is_impossible is true but the question has {len(checked)} answers")
+    elif not impossible and not checked:
+        raise DataError(f"{where}: no answer but is_impossible is false")
+    return {
+        "id": str(qid),
+        "question": question,
+        "context": context,
+        "answers": checked,
+        "is_impossible": impossible,
+        "_scoring": scoring,
+    }
+
+
+def _load_json(path: Path) -> list[Mapping[str, Any]]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not a JSON file ({err.msg} at line {err.lineno})") from None
+    if not isinstance(data, Mapping) or not isinstance(data.get("data"), list):
+        raise DataError(f"{path}: expected a SQuAD-format object with a 'data' list of articles")
+    return data["data"]
+
+
+def _squad_records(path: Path) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
+    """(where, context, qa) for every question of a SQuAD-format file, in file order."""
+    for a, article in enumerate(_load_json(path)):
+        paragraphs = article.get("paragraphs") if isinstance(article, Mapping) else None
+        if not isinstance(paragraphs, list):
+            raise DataError(f"{path}: article {a}: missing field 'paragraphs'")
+        for p, paragraph in enumerate(paragraphs):
+            where = f"{path}: article {a} paragraph {p}"
+            if not isinstance(paragraph, Mapping) or "context" not in paragraph:
+                raise DataError(f"{where}: missing field 'context'")
+            if not isinstance(paragraph.get("qas"), list):
+                raise DataError(f"{where}: missing field 'qas'")
+            for qa in paragraph["qas"]:
+                if not isinstance(qa, Mapping):
+                    raise DataError(f"{where}: a question is not an object ({qa!r})")
+                if "answers" not in qa:
+                    raise DataError(f"{where} id={qa.get('id')}: missing field 'answers'")
+                yield where, str(paragraph["context"]), qa
+
+
+@register_format("squad_v1_json")
+def read_squad_v1(path: Path, lang: str) -> Iterator[Example]:
+    """SQuAD v1.1 JSON (also XQuAD and the XTREME per-language TyDiQA files): scored by SQuAD v1.1 rules."""
+    for where, context, qa in _squad_records(path):
+        yield _qa_example(context, qa, qa["answers"], where, "squad")
+
+
+@register_format("squad_v2_json")
+def read_squad_v2(path: Path, lang: str) -> Iterator[Example]:
+    """SQuAD v2.0 JSON: ``is_impossible`` questions have no answers (``plausible_answers`` are ignored)."""
+    for where, context, qa in _squad_records(path):
+        impossible = qa.get("is_impossible", not qa["answers"])
+        if not isinstance(impossible, bool):
+            raise DataError(
+                f"{where} id={qa.get('id')}: is_impossible must be true or false, got {impossible!r}"
+            )
+        yield _qa_example(context, qa, qa["answers"], where, "squad_v2", impossible=impossible)
+
+
+@register_format("mlqa_json")
+def read_mlqa(path: Path, lang: str) -> Iterator[Example]:
+    """MLQA v1 ``{dev,test}-context-{l}-question-{l}.json`` (SQuAD v1.1 JSON): scored by MLQA's rules for ``lang``."""
+    for where, context, qa in _squad_records(path):
+        yield _qa_example(context, qa, qa["answers"], where, "mlqa")
+
+
+def tydiqa_language(qid: str, where: str) -> str:
+    """The ISO code of a TyDiQA-GoldP id's language prefix (``english-...`` -> ``en``)."""
+    prefix = qid.split("-", 1)[0]
+    for iso, name in TYDIQA_LANGUAGE_NAMES.items():
+        if prefix == name:
+            return iso
+    raise DataError(
+        f"{where} id={qid}: no TyDiQA language prefix (expected one of {', '.join(TYDIQA_LANGUAGE_NAMES.values())})"
+    )
+
+
+@register_format("tydiqa_goldp_json")
+def read_tydiqa_goldp(path: Path, lang: str) -> Iterator[Example]:
+    """The official multilingual ``tydiqa-goldp-v1.1-{train,dev}.json``: only ``lang``'s questions.
+
+    The language is the id prefix. Reading English *training* data from the full train file keeps
+    the 3,696 ``english-`` questions: jiant's downloader writes the whole multilingual file as
+    ``tydiqa_en`` (and the hub's config mixes languages too), which breaks zero-shot transfer.
+    """
+    if lang not in TYDIQA_LANGUAGE_NAMES:
+        raise DataError(f"{path}: TyDiQA-GoldP has no language {lang!r}")
+    kept = total = 0
+    for where, context, qa in _squad_records(path):
+        total += 1
+        if tydiqa_language(str(qa.get("id", "")), where) != lang:
+            continue
+        kept += 1
+        yield _qa_example(context, qa, qa["answers"], where, "squad")
+    log.info("%s: kept the %d %s questions of %d (the file mixes languages)", path, kept, lang, total)
+
+
+def _hub_answers(row: Mapping[str, Any]) -> list[dict[str, Any]]:
+    # Hub QA datasets store answers as a struct of lists: {"text": [...], "answer_start": [...]}.
+    answers = row.get("answers") or {}
+    texts, starts = list(answers.get("text", [])), list(answers.get("answer_start", []))
+    return [{"text": t, "answer_start": int(s)} for t, s in zip(texts, starts, strict=True)]
+
+
+def _hub_example(row: Mapping[str, Any], scoring: str, impossible: bool | None = None) -> Example:
+    return _qa_example(str(row.get("context", "")), row, _hub_answers(row), "hub row", scoring, impossible)
+
+
+@register_hub_mapper("squad_hf")
+def map_hub_squad(row: Mapping[str, Any], lang: str) -> Example | None:
+    """``rajpurkar/squad``, ``google/xtreme`` XQuAD.{lang}: id, context, question, answers."""
+    return _hub_example(row, "squad")
+
+
+@register_hub_mapper("squad_v2_hf")
+def map_hub_squad_v2(row: Mapping[str, Any], lang: str) -> Example | None:
+    """``rajpurkar/squad_v2``: a question without answers is a no-answer question."""
+    return _hub_example(row, "squad_v2", impossible=not _hub_answers(row))
+
+
+@register_hub_mapper("mlqa_hf")
+def map_hub_mlqa(row: Mapping[str, Any], lang: str) -> Example | None:
+    """``google/xtreme`` MLQA.{lang}.{lang}."""
+    return _hub_example(row, "mlqa")
+
+
+@register_hub_mapper("tydiqa_hf")
+def map_hub_tydiqa(row: Mapping[str, Any], lang: str) -> Example | None:
+    """``google-research-datasets/tydiqa`` secondary_task (all languages in one split): ``lang``'s rows only."""
+    if tydiqa_language(str(row.get("id", "")), "hub row") != lang:
+        return None
+    return _hub_example(row, "squad")
+
+
+def _squad_v1_raw(split: str) -> tuple[RawFile, ...]:
+    # Official name (rajpurkar.github.io), XTREME's download/squad/, then the shared-data derivation.
+    return (
+        RawFile(f"squad/{split}-v1.1.json", "squad_v1_json"),
+        RawFile(f"squad_v1.1/{split}-v1.1.json", "squad_v1_json"),
+        RawFile(f"{split}-v1.1.json", "squad_v1_json"),
+        RawFile(f"squad_v1.1/{split}-v1.1.explorer.json", "squad_v1_json"),
+    )
+
+
+SQUAD_DEV_RAW = _squad_v1_raw("dev")
+SQUAD_DEV_HUB = HubFile("rajpurkar/squad", None, "validation", "squad_hf")
+
+SQUAD = register_task(
+    TaskSpec(
+        name="squad",
+        description="SQuAD v1.1, English; official EM/F1 (v1.1 script)",
+        head="span_qa",
+        metrics=QA_METRICS,
+        languages=("en",),
+        raw={"train": _squad_v1_raw("train"), "dev": SQUAD_DEV_RAW},
+        hub={"train": HubFile("rajpurkar/squad", None, "train", "squad_hf"), "dev": SQUAD_DEV_HUB},
+        max_seq_length=384,
+        roles=("intermediate", "train_source"),
+        citation="Rajpurkar et al. 2016",
+    )
+)
+
+SQUAD_V2 = register_task(
+    TaskSpec(
+        name="squad2",
+        description="SQuAD v2.0, English, with no-answer questions; official v2.0 EM/F1, HasAns/NoAns, best threshold",
+        head="span_qa",
+        metrics=SQUAD_V2_METRICS,
+        languages=("en",),
+        raw={
+            split: (
+                RawFile(f"squad/{split}-v2.0.json", "squad_v2_json"),
+                RawFile(f"squad_v2.0/{split}-v2.0.json", "squad_v2_json"),
+                RawFile(f"{split}-v2.0.json", "squad_v2_json"),
+                RawFile(f"squad_v2.0/{split}-v2.0.explorer.json", "squad_v2_json"),
+            )
+            for split in ("train", "dev")
+        },
+        hub={
+            "train": HubFile("rajpurkar/squad_v2", None, "train", "squad_v2_hf"),
+            "dev": HubFile("rajpurkar/squad_v2", None, "validation", "squad_v2_hf"),
+        },
+        max_seq_length=384,
+        roles=("intermediate",),
+        citation="Rajpurkar et al. 2018",
+    )
+)
+
+XQUAD = register_task(
+    TaskSpec(
+        name="xquad",
+        description="XQuAD: trained on SQuAD v1.1, selected on SQuAD v1.1 dev, tested on 11 languages (v1.1 scoring)",
+        head="span_qa",
+        metrics=QA_METRICS,
+        languages=XTREME_TASK2LANGS["xquad"],
+        raw={
+            "squad_dev": SQUAD_DEV_RAW,
+            "test": (
+                RawFile("xquad/xquad.{lang}.json", "squad_v1_json"),
+                RawFile("xquad.{lang}.json", "squad_v1_json"),
+            ),
+        },
+        hub={
+            "squad_dev": SQUAD_DEV_HUB,
+            "test": HubFile("google/xtreme", "XQuAD.{lang}", "validation", "squad_hf"),
+        },
+        train_task="squad",
+        dev_split="squad_dev",
+        max_seq_length=384,
+        roles=("target",),
+        citation="Artetxe et al. 2020",
+    )
+)
+
+
+def _mlqa_raw(split: str) -> tuple[RawFile, ...]:
+    name = f"{split}/{split}-context-{{lang}}-question-{{lang}}.json"
+    files = [RawFile(f"MLQA_V1/{name}", "mlqa_json"), RawFile(f"mlqa/MLQA_V1/{name}", "mlqa_json")]
+    if split == "dev":
+        files.append(RawFile(f"mlqa/{name}", "mlqa_json"))  # the shared data's derived de-de dev
+    return tuple(files)
+
+
+MLQA = register_task(
+    TaskSpec(
+        name="mlqa",
+        description="MLQA (context language = question language): trained on SQuAD v1.1, selected on SQuAD v1.1 dev, "
+        "tested with MLQA's language-specific EM/F1",
+        head="span_qa",
+        metrics=QA_METRICS,
+        languages=XTREME_TASK2LANGS["mlqa"],
+        raw={"squad_dev": SQUAD_DEV_RAW, "dev": _mlqa_raw("dev"), "test": _mlqa_raw("test")},
+        hub={
+            "squad_dev": SQUAD_DEV_HUB,
+            "dev": HubFile("google/xtreme", "MLQA.{lang}.{lang}", "validation", "mlqa_hf"),
+            "test": HubFile("google/xtreme", "MLQA.{lang}.{lang}", "test", "mlqa_hf"),
+        },
+        train_task="squad",
+        dev_split="squad_dev",
+        max_seq_length=384,
+        roles=("target",),
+        citation="Lewis et al. 2020",
+    )
+)
+
+TYDIQA = register_task(
+    TaskSpec(
+        name="tydiqa",
+        description="TyDiQA-GoldP: trained on its English train only (ids english-*), no selection set (final "
+        "checkpoint), tested on the GoldP dev of 9 languages (v1.1 scoring)",
+        head="span_qa",
+        metrics=QA_METRICS,
+        languages=XTREME_TASK2LANGS["tydiqa"],
+        raw={
+            # XTREME's per-language split of the train file (both names its scripts use), then the
+            # official multilingual file, read through the language filter.
+            "train": (
+                RawFile("tydiqa/tydiqa-goldp-v1.1-train/tydiqa.goldp.{lang}.train.json", "squad_v1_json"),
+                RawFile("tydiqa/tydiqa-goldp-v1.1-train/tydiqa.{lang}.train.json", "squad_v1_json"),
+                RawFile("tydiqa/tydiqa-goldp-v1.1-train/tydiqa-goldp-v1.1-train.json", "tydiqa_goldp_json"),
+                RawFile("tydiqa/tydiqa-goldp-v1.1-train.json", "tydiqa_goldp_json"),
+                RawFile("tydiqa-goldp-v1.1-train.json", "tydiqa_goldp_json"),
+            ),
+            "test": (
+                RawFile("tydiqa/tydiqa-goldp-v1.1-dev/tydiqa.goldp.{lang}.dev.json", "squad_v1_json"),
+                RawFile("tydiqa-goldp-v1.1-dev/tydiqa.goldp.{lang}.dev.json", "squad_v1_json"),
+                RawFile("tydiqa/tydiqa-goldp-v1.1-dev.json", "tydiqa_goldp_json"),
+                RawFile("tydiqa-goldp-v1.1-dev.json", "tydiqa_goldp_json"),
+            ),
+            "squad_dev": SQUAD_DEV_RAW,
+        },
+        hub={
+            "train": HubFile("google-research-datasets/tydiqa", "secondary_task", "train", "tydiqa_hf"),
+            "test": HubFile("google-research-datasets/tydiqa", "secondary_task", "validation", "tydiqa_hf"),
+            "squad_dev": SQUAD_DEV_HUB,
+        },
+        train_task="tydiqa",
+        dev_split="",
+        max_seq_length=384,
+        roles=("target",),
+        citation="Clark et al. 2020",
+    )
+)

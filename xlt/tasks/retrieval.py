@@ -28,7 +28,9 @@ def read_laser_tatoeba(path: Path, lang: str) -> Iterator[Example]:
     src = path.read_text(encoding="utf-8").splitlines()
     eng = en_path.read_text(encoding="utf-8").splitlines()
     if len(src) != len(eng):
-        raise DataError(f"{path}: {len(src)} lines but {en_path.name} has {len(eng)} (expected line-aligned pairs)")
+        raise DataError(
+            f"{path}: {len(src)} lines but {en_path.name} has {len(eng)} (expected line-aligned pairs)"
+        )
     for lineno, (x, e) in enumerate(zip(src, eng, strict=True), 1):
         if not x.strip() or not e.strip():
             raise DataError(f"{path}:{lineno}: empty sentence in a Tatoeba pair")

@@ -1,1 +1,446 @@
-"""Tasks of this family register here (see xlt/tasks/nli.py for the pattern)."""
+"""Token tagging: UD-POS, PAN-X (WikiANN NER) and CCG supertagging, their original files and hub ids.
+
+Every example is ``{"words": [str, ...], "labels": [int, ...]}`` (one label per word). The ``tagging``
+featuriser labels the first sub-word of each word, splits long sentences into windows instead of
+truncating them, and the head's metric maps predictions back to every word of every sentence.
+
+**UD-POS** reads UD v2.5 CoNLL-U and applies what XTREME's ``download_data.sh`` does to it, so the
+words and tags equal XTREME's ``udpos/{split}-{lang}.tsv``:
+
+1. ``third_party/ud-conversion-tools/conllu_to_conll.py --lang {lang}
+   --replace_subtokens_with_fused_forms``: a multi-word token (``1-2 del`` over ``1 de`` and
+   ``2 el``) becomes ONE word, the fused form, whose tag is the tag of the span's head sub-token. The
+   head is the sub-token with the fewest ancestors in the sentence graph (basic HEAD plus the enhanced
+   DEPS arcs, as ``lib/conll.py`` builds it); ties go to the first sub-token whose UPOS comes earliest
+   in the language's precedence list (``POS_PRECEDENCE``). So Spanish ``del``/``al`` and French
+   ``du``/``au`` are ADP, German ``zum`` ADP, Italian ``della`` ADP. Empty nodes (``8.1``) are
+   dropped. (Where the original would crash on a tied UPOS missing from the list, that UPOS ranks
+   last here.)
+2. ``utils_preprocess.py udpos_preprocess``: all treebanks of a language are pooled in sorted file-name
+   order (``UD_*/{lang}_*-ud-{split}.conllu``); a sentence whose words are ``_`` except at most one is
+   dropped (Arabic NYUAD ships without words); ZWNJ (U+200C) and ASCII spaces are removed from
+   words (Vietnamese VTB's multi-syllable words become one string, as in XTREME).
+
+The hub's ``google/xtreme`` ``udpos.*`` configs read CoNLL-U without step 1 (sub-tokens stay
+separate words), so hub and raw results differ slightly on languages with multi-word tokens.
+
+**PAN-X** reads Rahimi et al.'s raw ``lang:token<TAB>tag`` files, stripping the ``lang:`` prefix at
+the first colon as XTREME's ``panx_preprocess`` does; labels are IOB2 over PER/ORG/LOC.
+
+**CCG** reads CCGbank 1.1 ``.auto`` derivations (LDC2005T13, licensed: supply it under
+``data.dir``); words and supertags are the leaves' 5th and 2nd fields as in jiant's
+``scripts/ccg/ccg_proc.py``, with jiant's sections (train 00-18, dev 19-21, test 22-24). The label set
+is derived from the files present, the way jiant's ``scripts/ccg/ccg_to_num.py`` built its 1,363 ids:
+every distinct supertag of train, then test, then dev, in order of first appearance (files sorted
+here; jiant used ``os.listdir`` order). The head has jiant's 1,363 outputs (``LABELS = range(1363)``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from xlt.tasks.registry import register_format, register_hub_mapper, register_task
+from xlt.tasks.spec import DataError, Example, HubFile, RawFile, Reader, TaskSpec
+
+log = logging.getLogger(__name__)
+
+# The 17 UPOS tags in google/xtreme's udpos ClassLabel order (alphabetical).
+UPOS_LABELS = ("ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN",
+               "PUNCT", "SCONJ", "SYM", "VERB", "X")  # fmt: skip
+# google/xtreme PAN-X.* ner_tags ClassLabel order.
+PANX_LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC")
+
+# XTREME's 33 UD-POS languages and the google/xtreme config names (udpos.{Name}).
+UDPOS_HUB_NAMES = {
+    "af": "Afrikaans", "ar": "Arabic", "bg": "Bulgarian", "de": "German", "el": "Greek", "en": "English",
+    "es": "Spanish", "et": "Estonian", "eu": "Basque", "fa": "Persian", "fi": "Finnish", "fr": "French",
+    "he": "Hebrew", "hi": "Hindi", "hu": "Hungarian", "id": "Indonesian", "it": "Italian", "ja": "Japanese",
+    "kk": "Kazakh", "ko": "Korean", "mr": "Marathi", "nl": "Dutch", "pt": "Portuguese", "ru": "Russian",
+    "ta": "Tamil", "te": "Telugu", "th": "Thai", "tl": "Tagalog", "tr": "Turkish", "ur": "Urdu",
+    "vi": "Vietnamese", "yo": "Yoruba", "zh": "Chinese",
+}  # fmt: skip
+UDPOS_LANGS = tuple(UDPOS_HUB_NAMES)
+# XTREME's 40 PAN-X languages (evaluate.py XTREME_TASK2LANGS order).
+PANX_LANGS = ("ar", "he", "vi", "id", "jv", "ms", "tl", "eu", "ml", "ta", "te", "af", "nl", "en", "de", "el", "bn",
+              "hi", "mr", "ur", "fa", "fr", "it", "pt", "es", "bg", "ru", "ja", "ka", "ko", "th", "sw", "yo", "my",
+              "zh", "kk", "tr", "et", "fi", "hu")  # fmt: skip
+
+# conllu_to_conll.py's POSRANKPRECEDENCEDICT in XTREME's copy (keyed by the file-name language).
+POS_PRECEDENCE: dict[str, tuple[str, ...]] = {
+    "default": ("VERB", "NOUN", "PROPN", "PRON", "ADJ", "NUM", "ADV", "INTJ", "AUX", "ADP", "DET", "PART", "CCONJ",
+                "SCONJ", "X", "PUNCT"),
+    "es": ("VERB", "AUX", "PRON", "ADP", "DET"),
+    "fr": ("VERB", "AUX", "PRON", "NOUN", "ADJ", "ADV", "ADP", "DET", "PART", "SCONJ", "CONJ"),
+    "it": ("VERB", "AUX", "ADV", "PRON", "ADP", "DET", "INTJ"),
+}  # fmt: skip
+
+ZWNJ = "\u200c"
+
+
+def _label_ids(tags: Sequence[str], names: Sequence[str], where: str) -> list[int]:
+    index = {name: i for i, name in enumerate(names)}
+    try:
+        return [index[t] for t in tags]
+    except KeyError as err:
+        raise DataError(f"{where}: unknown tag {err.args[0]!r} (expected one of {list(names)})") from None
+
+
+def _tagged(words: list[str], labels: list[int], where: str) -> Example:
+    if not words:
+        raise DataError(f"{where}: empty sentence")
+    if len(words) != len(labels):
+        raise DataError(f"{where}: {len(words)} words but {len(labels)} tags")
+    return {"words": words, "labels": labels}
+
+
+# -- UD-POS ------------------------------------------------------------------------------------------
+
+Row = tuple[int, list[str]]  # (line number, the 10 CoNLL-U columns)
+
+
+def _conllu_sentences(path: Path) -> Iterator[list[Row]]:
+    rows: list[Row] = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            line = line.rstrip("\r\n")
+            if not line:
+                if rows:
+                    yield rows
+                rows = []
+            elif not line.startswith("#"):
+                parts = line.split("\t")
+                if len(parts) != 10:
+                    raise DataError(
+                        f"{path}:{lineno}: expected 10 tab-separated CoNLL-U columns, got {len(parts)}"
+                    )
+                rows.append((lineno, parts))
+    if rows:
+        yield rows
+
+
+def _ancestors(node: int, parents: Mapping[int, set[int]]) -> int:
+    """networkx ``len(ancestors(G, node))``: nodes with a path to ``node``, ``node`` itself excluded."""
+    seen: set[int] = set()
+    stack = list(parents.get(node, ()))
+    while stack:
+        n = stack.pop()
+        if n not in seen:
+            seen.add(n)
+            stack.extend(parents.get(n, ()))
+    seen.discard(node)
+    return len(seen)
+
+
+def _span_head(
+    span: list[int], parents: Mapping[int, set[int]], upos: Mapping[int, str], precedence: Sequence[str]
+) -> int:
+    """lib/conll.py ``_choose_spanhead_from_heuristics``: the unique highest sub-token, else the
+    first of the highest whose UPOS ranks best in ``precedence``."""
+    depth = [_ancestors(x, parents) for x in span]
+    highest = [x for x, d in zip(span, depth, strict=True) if d == min(depth)]
+    if len(highest) == 1:
+        return highest[0]
+    rank = {tag: i for i, tag in enumerate(precedence)}
+    best, best_rank = highest[0], len(precedence) + 1
+    for x in highest:
+        r = rank.get(upos[x], len(precedence))
+        if r < best_rank:
+            best, best_rank = x, r
+    return best
+
+
+def _fuse(rows: list[Row], precedence: Sequence[str], path: Path) -> tuple[list[str], list[str], int]:
+    """Words and UPOS tags of one sentence after XTREME's fused-form replacement."""
+    forms: dict[int, str] = {}
+    upos: dict[int, str] = {}
+    parents: dict[int, set[int]] = defaultdict(set)
+    spans: list[tuple[int, int, str, int]] = []
+    for lineno, cols in rows:
+        tid = cols[0]
+        try:
+            if "." in tid:
+                continue  # empty node (enhanced UD); the conversion skips it
+            if "-" in tid:
+                first, last = (int(x) for x in tid.split("-"))
+                spans.append((first, last, cols[1], lineno))
+                continue
+            i = int(tid)
+            if cols[6] != "_":
+                parents[i].add(int(cols[6]))
+        except ValueError:
+            raise DataError(f"{path}:{lineno}: bad token id or head ({tid!r}, {cols[6]!r})") from None
+        forms[i], upos[i] = cols[1], cols[3]
+        if cols[8] != "_":
+            for arc in cols[8].split("|"):
+                head = arc.split(":")[0]
+                if head.isdigit():
+                    parents[i].add(int(head))
+    replaced: dict[int, str] = {}
+    removed: set[int] = set()
+    for first, last, form, lineno in spans:
+        span = list(range(first, last + 1))
+        if any(x not in forms for x in span):
+            raise DataError(f"{path}:{lineno}: multi-word token {first}-{last} covers missing token ids")
+        head = _span_head(span, parents, upos, precedence)
+        replaced[head] = form
+        removed.update(x for x in span if x != head)
+    kept = [i for i in sorted(forms) if i not in removed]
+    return [replaced.get(i, forms[i]) for i in kept], [upos[i] for i in kept], rows[0][0]
+
+
+@register_format("ud_conllu")
+def read_ud_conllu(path: Path, lang: str) -> Iterator[Example]:
+    """One UD v2.5 treebank file, converted as XTREME does (module docstring). The language of the
+    precedence list is the file-name prefix (``es_gsd-ud-test.conllu`` -> ``es``), as in XTREME."""
+    precedence = POS_PRECEDENCE.get(path.name.split("_")[0], POS_PRECEDENCE["default"])
+    for rows in _conllu_sentences(path):
+        words, tags, lineno = _fuse(rows, precedence, path)
+        words = [w.strip() for w in words]
+        n_empty = sum(w == "_" for w in words)
+        if n_empty and n_empty >= len(words) - 1:
+            continue  # a sentence without words (XTREME's rule: keep if none or fewer than n-1 are "_")
+        words = ["".join(w.replace(ZWNJ, "").split(" ")) for w in words]
+        where = f"{path}:{lineno}"
+        yield _tagged(words, _label_ids([t.strip() for t in tags], UPOS_LABELS, where), where)
+
+
+def _two_column_reader(names: Sequence[str]) -> Reader:
+    def read(path: Path, lang: str) -> Iterator[Example]:
+        """XTREME's preprocessed ``{split}-{lang}.tsv``: ``word<TAB>tag`` per line, a blank line
+        between sentences (its test files carry no tags and cannot be scored)."""
+        words: list[str] = []
+        tags: list[str] = []
+        start = 1
+        with open(path, encoding="utf-8") as fh:
+            for lineno, line in enumerate([*fh, "\n"], 1):
+                items = line.strip().split("\t")
+                if not line.strip():
+                    if words:
+                        yield _tagged(words, _label_ids(tags, names, f"{path}:{start}"), f"{path}:{start}")
+                    words, tags, start = [], [], lineno + 1
+                elif len(items) != 2:
+                    raise DataError(f"{path}:{lineno}: expected 'word<TAB>tag', got {len(items)} field(s)")
+                else:
+                    words.append(items[0].strip())
+                    tags.append(items[1].strip())
+
+    return read
+
+
+register_format("xtreme_udpos_tsv")(_two_column_reader(UPOS_LABELS))
+
+
+def _hub_tags(row: Mapping[str, Any], column: str, names: Sequence[str], where: str) -> list[int]:
+    tags = list(row[column])
+    if tags and isinstance(tags[0], str):
+        return _label_ids(tags, names, where)
+    return [int(t) for t in tags]  # ClassLabel ids, in the order of ``names``
+
+
+@register_hub_mapper("udpos_hf")
+def map_hub_udpos(row: Mapping[str, Any], lang: str) -> Example | None:
+    where = f"hub google/xtreme udpos ({lang})"
+    return _tagged(list(row["tokens"]), _hub_tags(row, "pos_tags", UPOS_LABELS, where), where)
+
+
+# -- PAN-X -------------------------------------------------------------------------------------------
+
+
+@register_format("panx_raw")
+def read_panx_raw(path: Path, lang: str) -> Iterator[Example]:
+    """Rahimi et al.'s ``{lang}/{train,dev,test}``: ``lang:token<TAB>tag``, blank line between sentences.
+    The prefix is cut at the first colon (XTREME's ``items[0].find(':')``)."""
+    words: list[str] = []
+    tags: list[str] = []
+    start = 1
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate([*fh, "\n"], 1):
+            if not line.strip():
+                if words:
+                    where = f"{path}:{start}"
+                    yield _tagged(words, _label_ids(tags, PANX_LABELS, where), where)
+                words, tags, start = [], [], lineno + 1
+                continue
+            items = line.strip().split("\t")
+            if len(items) != 2:
+                raise DataError(f"{path}:{lineno}: expected 'lang:token<TAB>tag', got {len(items)} field(s)")
+            colon = items[0].find(":")
+            if colon == -1:
+                raise DataError(f"{path}:{lineno}: token {items[0]!r} lacks the '{lang}:' prefix")
+            words.append(items[0][colon + 1 :].strip())
+            tags.append(items[1].strip())
+
+
+register_format("xtreme_panx_tsv")(_two_column_reader(PANX_LABELS))
+
+
+@register_hub_mapper("panx_hf")
+def map_hub_panx(row: Mapping[str, Any], lang: str) -> Example | None:
+    where = f"hub google/xtreme PAN-X.{lang}"
+    return _tagged(list(row["tokens"]), _hub_tags(row, "ner_tags", PANX_LABELS, where), where)
+
+
+# -- CCG supertagging --------------------------------------------------------------------------------
+
+CCG_NUM_LABELS = 1363  # jiant's CCGTask.LABELS = range(1363)
+CCG_SECTIONS = {"train": range(0, 19), "dev": range(19, 22), "test": range(22, 25)}  # jiant ccg_proc.py
+# ccg_to_num.py numbers the supertags of train, then test, then dev.
+CCG_INVENTORY_ORDER = ("train", "test", "dev")
+_LEAF = re.compile(r"\(<L (\S+) (\S+) (\S+) (\S+) ")
+
+
+def read_ccgbank_auto(path: Path, lang: str = "en") -> Iterator[dict[str, Any]]:
+    """Sentences of a CCGbank ``.auto`` file as ``{"id", "words", "tags"}`` (supertag strings).
+
+    Derivation lines follow ``ID=`` lines; each leaf is ``(<L category POS POS word pred-arg-category>)``.
+    """
+    ident = ""
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if line.startswith("ID="):
+                ident = line.split()[0][3:]
+                continue
+            if "<" not in line:
+                continue
+            leaves = _LEAF.findall(line)
+            if not leaves:
+                raise DataError(
+                    f"{path}:{lineno}: derivation without leaves '(<L category POS POS word ...>)'"
+                )
+            yield {"id": ident or f"{path.name}:{lineno}", "words": [leaf[3] for leaf in leaves],
+                   "tags": [leaf[0] for leaf in leaves]}  # fmt: skip
+
+
+def _ccg_section(path: Path) -> int:
+    try:
+        return int(path.parent.name)
+    except ValueError:
+        raise DataError(
+            f"{path}: not in a two-digit CCGbank section directory (AUTO/00 ... AUTO/24)"
+        ) from None
+
+
+@lru_cache(maxsize=8)
+def ccg_supertag_inventory(auto_root: Path) -> tuple[str, ...]:
+    """The supertag label set of the CCGbank ``AUTO`` tree at ``auto_root``, as jiant built it: every
+    distinct supertag of the train, then test, then dev sections, in order of first appearance."""
+    files = sorted(auto_root.glob("[0-9][0-9]/*.auto"))
+    seen: dict[str, None] = {}
+    for split in CCG_INVENTORY_ORDER:
+        for path in files:
+            if _ccg_section(path) in CCG_SECTIONS[split]:
+                for sentence in read_ccgbank_auto(path):
+                    seen.update(dict.fromkeys(sentence["tags"]))
+    inventory = tuple(seen)
+    if len(inventory) > CCG_NUM_LABELS:
+        raise DataError(
+            f"{auto_root}: {len(inventory)} distinct supertags, more than jiant's {CCG_NUM_LABELS} outputs"
+        )
+    log.info("ccg: %d supertags in %s (train, test, dev sections in order of first appearance; jiant: %d)",
+             len(inventory), auto_root, CCG_NUM_LABELS)  # fmt: skip
+    return inventory
+
+
+def _ccg_split_reader(split: str) -> Reader:
+    def read(path: Path, lang: str) -> Iterator[Example]:
+        if _ccg_section(path) not in CCG_SECTIONS[split]:
+            return
+        ids = {tag: i for i, tag in enumerate(ccg_supertag_inventory(path.parent.parent))}
+        for sentence in read_ccgbank_auto(path, lang):
+            yield _tagged(sentence["words"], [ids[t] for t in sentence["tags"]], f"{path} {sentence['id']}")
+
+    read.__doc__ = (
+        f"CCGbank ``.auto`` files of the {split} sections {CCG_SECTIONS[split]} (others yield nothing)."
+    )
+    return read
+
+
+for _split in CCG_SECTIONS:
+    register_format(f"ccgbank_auto_{_split}")(_ccg_split_reader(_split))
+
+
+# -- Specs -------------------------------------------------------------------------------------------
+
+
+UDPOS = register_task(
+    TaskSpec(
+        name="udpos",
+        description="UD-POS (UD v2.5, XTREME's conversion): English train, English dev, 33 test languages",
+        head="tagging",
+        metrics=("f1", "acc"),  # seqeval-0.0.12 F1 as evaluate.py scores it, then token accuracy
+        languages=UDPOS_LANGS,
+        label_names=UPOS_LABELS,
+        lang3=UDPOS_HUB_NAMES,
+        raw={
+            split: (
+                RawFile(f"ud_pos/UD_*/{{lang}}_*-ud-{split}.conllu", "ud_conllu"),
+                RawFile(f"ud-treebanks-v2.5/UD_*/{{lang}}_*-ud-{split}.conllu", "ud_conllu"),
+                RawFile(f"udpos/{split}-{{lang}}.tsv", "xtreme_udpos_tsv"),
+            )
+            for split in ("train", "dev", "test")
+        },
+        hub={
+            "train": HubFile("google/xtreme", "udpos.{lang3}", "train", "udpos_hf"),
+            "dev": HubFile("google/xtreme", "udpos.{lang3}", "validation", "udpos_hf"),
+            "test": HubFile("google/xtreme", "udpos.{lang3}", "test", "udpos_hf"),
+        },
+        train_task="udpos",
+        max_seq_length=256,
+        roles=("target",),
+        citation="Nivre et al. 2020 (UD v2.5); Hu et al. 2020 (XTREME)",
+    )
+)
+
+PANX = register_task(
+    TaskSpec(
+        name="panx",
+        description="PAN-X / WikiANN NER (Rahimi et al. splits): English train, English dev, 40 test languages",
+        head="tagging",
+        metrics=("f1", "precision", "recall"),  # seqeval-0.0.12 entity F1 as evaluate.py scores it
+        languages=PANX_LANGS,
+        label_names=PANX_LABELS,
+        raw={
+            split: (
+                RawFile(f"panx_dataset/{{lang}}/{split}", "panx_raw"),
+                RawFile(f"panx_dataset/{{lang}}-{split}", "panx_raw"),
+                RawFile(f"panx/{split}-{{lang}}.tsv", "xtreme_panx_tsv"),
+            )
+            for split in ("train", "dev", "test")
+        },
+        hub={
+            "train": HubFile("google/xtreme", "PAN-X.{lang}", "train", "panx_hf"),
+            "dev": HubFile("google/xtreme", "PAN-X.{lang}", "validation", "panx_hf"),
+            "test": HubFile("google/xtreme", "PAN-X.{lang}", "test", "panx_hf"),
+        },
+        train_task="panx",
+        max_seq_length=256,
+        roles=("target",),
+        citation="Pan et al. 2017; Rahimi et al. 2019",
+    )
+)
+
+CCG = register_task(
+    TaskSpec(
+        name="ccg",
+        description="CCG supertagging on CCGbank 1.1 (LDC2005T13, licensed; not on the hub): jiant's splits and 1,363 labels",
+        head="tagging",
+        metrics=("acc",),
+        languages=("en",),
+        label_names=tuple(str(i) for i in range(CCG_NUM_LABELS)),  # ids into ccg_supertag_inventory
+        raw={
+            split: tuple(
+                RawFile(f"{root}/data/AUTO/[0-9][0-9]/wsj_*.auto", f"ccgbank_auto_{split}")
+                for root in ("ccgbank_1_1", "ccgbank", "ccg/ccgbank_1_1")
+            )
+            for split in CCG_SECTIONS
+        },
+        roles=("intermediate",),
+        citation="Hockenmaier and Steedman 2007",
+    )
+)
