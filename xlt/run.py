@@ -15,7 +15,7 @@ import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytorch_lightning as pl
 import torch
@@ -60,6 +60,11 @@ def git_commit() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def is_global_zero() -> bool:
+    """Rank 0 of a data-parallel job (Lightning sets ``rank_zero_only.rank`` in every process)."""
+    return getattr(rank_zero_only, "rank", 0) == 0
 
 
 def resolve_precision(precision: str) -> str:
@@ -107,7 +112,7 @@ class RunState:
         self.save()
 
     def save(self) -> None:
-        if rank_zero_only.rank == 0:
+        if is_global_zero():
             atomic_write_text(self.path, json.dumps(self.data, indent=1))
 
 
@@ -129,7 +134,7 @@ def build_logger(cfg: DictConfig, run_dir: Path, ctx: RunContext) -> Any:
     run_id = id_file.read_text().strip() if id_file.is_file() else None
     if run_id is None:
         run_id = uuid.uuid4().hex[:8]
-        if rank_zero_only.rank == 0:
+        if is_global_zero():
             atomic_write_text(id_file, run_id)
     tags = [*cfg.logger.tags, f"model:{ctx.model}", f"intermediate:{ctx.intermediate}", f"target:{ctx.target}",
             f"seed:{ctx.seed}"]  # fmt: skip
@@ -211,7 +216,7 @@ class Runner:
         from xlt.metrics.retrieval import tatoeba_top1
 
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.encoder.to(device)
+        cast(torch.nn.Module, self.encoder).to(device)
         scores: dict[str, dict[str, float]] = {}
         counts: dict[str, int] = {}
         for lang in languages:
@@ -232,7 +237,7 @@ class Runner:
             gold = torch.arange(len(texts))
             scores[lang] = {"acc": float((pred == gold).double().mean()) * 100}
             counts[lang] = len(texts)
-        self.encoder.to("cpu")
+        cast(torch.nn.Module, self.encoder).to("cpu")
         rows = language_rows(stage, spec.name, spec.test_split, scores, counts, with_gap=False)
         self._log_rows(rows)
         return rows
@@ -294,7 +299,8 @@ class Runner:
             if resume_from:
                 log.info("%s: resuming from %s", stage, resume_from)
             trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
-            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            selector = trainer.checkpoint_callback
+            best = selector.best_model_path if isinstance(selector, ModelCheckpoint) else ""
             if best:
                 self._load_weights(module, Path(best))
             else:
@@ -302,7 +308,7 @@ class Runner:
                 best = str(ckpt_dir / "final.ckpt")
                 trainer.save_checkpoint(best, weights_only=True)
             self.state.mark_stage(stage, best=best, task=spec.name, train=data.train_origin)
-            if rank_zero_only.rank == 0:
+            if is_global_zero():
                 last.unlink(missing_ok=True)  # the stage is done; its resume point is no longer needed
         evaluator = self._trainer(stage_cfg, data, 1, None, None)
         if data.val:
@@ -400,7 +406,7 @@ class Runner:
         return self.rows
 
     def finish(self) -> None:
-        if rank_zero_only.rank != 0:
+        if not is_global_zero():
             return
         write_results(self.run_dir / RESULTS_FILE, self.rows, self.ctx)
         self.state.data["finished"] = True
@@ -454,7 +460,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     if not cfg.resume and state.data:
         state.data = {}
         state.save()
-    if rank_zero_only.rank == 0:
+    if is_global_zero():
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     runner = Runner(cfg, run_dir)
     try:

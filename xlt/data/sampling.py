@@ -54,7 +54,7 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
             return [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
         gen = torch.Generator().manual_seed(self.seed + self.epoch)
         perm = torch.randperm(n, generator=gen).tolist()
-        batches = []
+        batches: list[list[int]] = []
         for start in range(0, n, self.mega):
             chunk = sorted(perm[start : start + self.mega], key=lambda i: -self.lengths[i])
             batches.extend(chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size))

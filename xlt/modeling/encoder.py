@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from xlt.config import to_container
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +57,7 @@ def _random_encoder(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedModel:
     from transformers import XLMRobertaConfig, XLMRobertaModel
 
     tokenizer = load_tokenizer(model_cfg, cache_dir)
-    extra = OmegaConf.to_container(model_cfg.random_init, resolve=True) or {}
-    assert isinstance(extra, dict)
+    extra = to_container(model_cfg.random_init)
     config = XLMRobertaConfig(
         vocab_size=len(tokenizer),
         hidden_size=model_cfg.hidden_size,

@@ -8,7 +8,7 @@ torchmetrics (correct under DDP) and report percentages, as XTREME does.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torchmetrics
@@ -50,7 +50,7 @@ class Head(nn.Module):
     def update_metrics(self, metrics: nn.ModuleDict, logits: torch.Tensor, batch: Batch) -> None:
         preds = self.predict(logits, batch)
         for metric in metrics.values():
-            metric.update(preds, batch["labels"])
+            cast(torchmetrics.Metric, metric).update(preds, batch["labels"])
 
 
 HEADS: dict[str, type[Head]] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import pytorch_lightning as pl
 import torch
@@ -75,7 +76,9 @@ class TransferModule(pl.LightningModule):
 
     def _eval_step(self, keys: list[str], batch: dict[str, torch.Tensor], dataloader_idx: int) -> None:
         logits = self(batch)
-        self.head.update_metrics(self.metrics[self._mkey(keys[dataloader_idx])], logits, batch)
+        self.head.update_metrics(
+            cast(nn.ModuleDict, self.metrics[self._mkey(keys[dataloader_idx])]), logits, batch
+        )
 
     def validation_step(
         self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
