@@ -133,3 +133,28 @@ def test_wandb_offline_run_with_results_table(
     table = json.loads(tables[0].read_text())
     assert table["columns"][:6] == ["stage", "task", "split", "language", "metric", "value"]
     assert any(row[3] == "gap" for row in table["data"])
+
+
+@pytest.mark.slow
+def test_ddp_on_cpu_two_processes(data_dir: Path, tmp_path: Path, cache_dir: Path) -> None:
+    """A real 2-process DDP run (gloo): one run directory, one results file, every example scored once."""
+    import subprocess
+    import sys
+
+    from xlt import PROJECT_ROOT
+
+    cmd = [
+        sys.executable, "-m", "xlt.train", *LIMIT_XNLI, "target.max_eval_examples=41", "logger=csv",
+        "scale.strategy=ddp", "scale.devices=2", "trainer.accelerator=cpu", "scale.per_device_batch_size=8",
+        f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path}",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = read_results(tmp_path / "results.jsonl")
+    test = {r["language"]: r for r in records if r["split"] == "test"}
+    assert {"en", "de", "sw", "gap"} <= set(test)
+    for lang in ("en", "de", "sw"):
+        # 41 examples split 21/20 over two ranks and merged by torchmetrics: a multiple of 1/41.
+        correct = test[lang]["value"] * 41 / 100
+        assert abs(correct - round(correct)) < 1e-4, test[lang]
+    assert not list(tmp_path.parent.glob(f"{tmp_path.name}*/**/train_ddp_process_1/.hydra"))

@@ -19,8 +19,10 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     Training (``shuffle=True``): indices are shuffled, cut into mega-batches of ``batch_size * 50``,
     each sorted by length and cut into batches; batch order is shuffled again. Deterministic for a
     given ``seed`` and epoch (call ``set_epoch``). Every rank gets the same number of batches.
-    Evaluation (``shuffle=False``): sorted by length, longest first; ranks take disjoint batches, so
-    each example is scored exactly once.
+    Evaluation (``shuffle=False``): sorted by length, longest first; each example is scored exactly
+    once. With several ranks, examples are dealt out in turn and every rank gets the SAME number of
+    batches (sizes may differ by one example): during ``fit`` Lightning runs validation through the
+    DDP wrapper, whose forward synchronises buffers, so unequal batch counts would hang.
     """
 
     def __init__(
@@ -47,11 +49,20 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def _eval_batches(self) -> list[list[int]]:
+        n = len(self.lengths)
+        order = sorted(range(n), key=lambda i: -self.lengths[i])
+        if self.world_size == 1:
+            return [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
+        if n < self.world_size:
+            raise ValueError(f"an evaluation set of {n} examples cannot be split over {self.world_size} ranks")
+        shard = order[self.rank :: self.world_size]
+        n_batches = math.ceil(n / (self.batch_size * self.world_size))
+        bounds = [round(j * len(shard) / n_batches) for j in range(n_batches + 1)]
+        return [shard[bounds[j] : bounds[j + 1]] for j in range(n_batches)]
+
     def _batches(self) -> list[list[int]]:
         n = len(self.lengths)
-        if not self.shuffle:
-            order = sorted(range(n), key=lambda i: -self.lengths[i])
-            return [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
         gen = torch.Generator().manual_seed(self.seed + self.epoch)
         perm = torch.randperm(n, generator=gen).tolist()
         batches: list[list[int]] = []
@@ -62,24 +73,19 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         return [batches[i] for i in shuffled]
 
     def __iter__(self) -> Iterator[list[int]]:
+        if not self.shuffle:
+            return iter(self._eval_batches())
         batches = self._batches()
         if self.world_size > 1:
-            if self.shuffle:
-                # Equal counts on every rank, or ranks would wait for each other at the end of an epoch.
-                per_rank = len(batches) // self.world_size
-                batches = batches[: per_rank * self.world_size]
-            batches = batches[self.rank :: self.world_size]
+            # Equal counts on every rank, or ranks would wait for each other at the end of an epoch.
+            per_rank = len(batches) // self.world_size
+            batches = batches[: per_rank * self.world_size][self.rank :: self.world_size]
         return iter(batches)
 
     def __len__(self) -> int:
-        n_batches = (
-            math.ceil(len(self.lengths) / self.batch_size) if not self.shuffle else self._count_train()
-        )
-        if self.world_size == 1:
-            return n_batches
-        if self.shuffle:
-            return n_batches // self.world_size
-        return len(range(self.rank, n_batches, self.world_size))
+        if not self.shuffle:
+            return math.ceil(len(self.lengths) / (self.batch_size * self.world_size))
+        return self._count_train() // self.world_size
 
     def _count_train(self) -> int:
         n = len(self.lengths)
