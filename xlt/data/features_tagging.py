@@ -1,1 +1,102 @@
-"""Featurisers of this head kind register here with @register_featurizer (see xlt/data/features.py)."""
+"""Token-tagging features: first sub-word labelled, long sentences split into windows, never truncated.
+
+A sentence whose sub-words do not fit in ``max_len`` (special tokens included) becomes several
+consecutive, non-overlapping windows, cut between words exactly as XTREME's
+``udpos/panx_tokenize_preprocess`` re-chunks them: a word goes to the next window when it would
+overflow the current one. Each window carries ``word_index`` (the word's position in its sentence at
+its first sub-word, -100 elsewhere) and ``example_idx``, so predictions map back to every word of the
+original sentence (see ``xlt.modeling.heads_tagging``).
+
+As in XTREME, a word with no sub-word (e.g. a lone zero-width character) is fed as ``<unk>``; a word
+with more sub-words than a window holds keeps its first ones (XTREME replaces it by ``<unk>``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+from xlt.data.features import register_featurizer
+
+IGNORE = -100
+
+
+@lru_cache(maxsize=8)
+def _special_affixes(tokenizer: PreTrainedTokenizerBase) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The special ids a single sequence gets before and after its tokens (``<s>`` / ``</s>`` for XLM-R)."""
+    core = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(core) + 1):
+        if full[start : start + len(core)] == core:
+            return tuple(full[:start]), tuple(full[start + len(core) :])
+    raise ValueError(f"cannot locate the special tokens of {type(tokenizer).__name__}")
+
+
+def word_pieces(
+    tokenizer: PreTrainedTokenizerBase, sentences: list[list[str]], budget: int
+) -> list[list[list[int]]]:
+    """Per sentence, the sub-word ids of each word (``<unk>`` for a word without any), at most
+    ``budget`` per word. One tokenizer call for the whole batch of sentences."""
+    enc = tokenizer(sentences, is_split_into_words=True, add_special_tokens=False)
+    unk = tokenizer.unk_token_id
+    out = []
+    for i, words in enumerate(sentences):
+        pieces: list[list[int]] = [[] for _ in words]
+        for token, word in zip(enc["input_ids"][i], enc.word_ids(i), strict=True):
+            if word is not None:
+                pieces[word].append(token)
+        out.append([(p or [unk])[:budget] for p in pieces])
+    return out
+
+
+def windows(pieces: list[list[int]], budget: int) -> list[tuple[int, int]]:
+    """Greedy word ranges ``[start, end)`` whose sub-words fit in ``budget`` (XTREME's re-chunking)."""
+    spans, start, used = [], 0, 0
+    for i, p in enumerate(pieces):
+        if used + len(p) > budget and i > start:
+            spans.append((start, i))
+            start, used = i, 0
+        used += len(p)
+    if pieces:
+        spans.append((start, len(pieces)))
+    return spans
+
+
+@register_featurizer("tagging")
+def featurize_tagging(
+    tokenizer: PreTrainedTokenizerBase, batch: dict[str, list[Any]], max_len: int
+) -> dict[str, list[Any]]:
+    prefix, suffix = _special_affixes(tokenizer)
+    budget = max_len - len(prefix) - len(suffix)
+    if budget < 1:
+        raise ValueError(
+            f"max_seq_length={max_len} leaves no room for words after {len(prefix) + len(suffix)} special tokens"
+        )
+    out: dict[str, list[Any]] = {
+        "input_ids": [],
+        "attention_mask": [],
+        "labels": [],
+        "word_index": [],
+        "example_idx": [],
+    }
+    sentences = [list(words) for words in batch["words"]]
+    for pieces, tags, idx in zip(
+        word_pieces(tokenizer, sentences, budget), batch["labels"], batch["example_idx"], strict=True
+    ):
+        for start, end in windows(pieces, budget):
+            ids, labels, word_index = list(prefix), [IGNORE] * len(prefix), [IGNORE] * len(prefix)
+            for w in range(start, end):
+                ids.extend(pieces[w])
+                labels.extend([tags[w]] + [IGNORE] * (len(pieces[w]) - 1))
+                word_index.extend([w] + [IGNORE] * (len(pieces[w]) - 1))
+            ids.extend(suffix)
+            labels.extend([IGNORE] * len(suffix))
+            word_index.extend([IGNORE] * len(suffix))
+            out["input_ids"].append(ids)
+            out["attention_mask"].append([1] * len(ids))
+            out["labels"].append(labels)
+            out["word_index"].append(word_index)
+            out["example_idx"].append(idx)
+    return out

@@ -61,9 +61,8 @@ class TransferModule(pl.LightningModule):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
-        if (
-            input_ids.dim() == 3
-        ):  # multiple choice (batch, choices, seq): encode every choice; the head regroups
+        # Multiple choice is (batch, choices, seq): encode every choice; the head regroups them.
+        if input_ids.dim() == 3:
             input_ids, attention_mask = input_ids.flatten(0, 1), attention_mask.flatten(0, 1)
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
         return self.head(out.last_hidden_state, batch)

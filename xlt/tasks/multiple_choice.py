@@ -163,7 +163,9 @@ def map_hub_cosmosqa(row: Mapping[str, Any], lang: str) -> Example | None:
 def _csqa(stem: Any, keys: Sequence[Any], texts: Sequence[Any], answer: Any, where: str) -> Example:
     if not keys:
         raise DataError(f"{where}: empty choice list (expected {len(CSQA_KEYS)} choices)")
-    if sorted(map(str, keys)) != list(CSQA_KEYS) or len(keys) != len(CSQA_KEYS):
+    if len(keys) != len(CSQA_KEYS):
+        raise DataError(f"{where}: {len(keys)} choices, expected {len(CSQA_KEYS)}")
+    if sorted(map(str, keys)) != list(CSQA_KEYS):
         raise DataError(f"{where}: choice keys {list(keys)}, expected {list(CSQA_KEYS)}")
     by_key = dict(zip(map(str, keys), texts, strict=True))
     if answer not in CSQA_KEYS:
