@@ -185,18 +185,27 @@ def test_fast_dev_run(compose_cfg, data_dir: Path, tmp_path: Path, task: str, tr
 
 @pytest.mark.slow
 def test_e5_small_learns_commonsenseqa(compose_cfg, data_dir: Path, tmp_path: Path) -> None:
-    """e5-small (frozen embeddings) on 3,000 CommonsenseQA training questions beats the majority
-    baseline (20.9%, answer B) on the full dev set."""
+    """e5-small (frozen embeddings, mean pooling as e5 was trained) on 1,200 CommonsenseQA training
+    questions, one epoch, beats the majority baseline on the first 500 dev questions (B: 106/500 =
+    21.2%; 20.9% on the full dev set) by a wide margin.
+
+    Measured on the 2-CPU shared development machine (OMP_NUM_THREADS=1, other jobs running): 33.4%
+    dev accuracy, 10.7 min wall clock (9 min of it training: 75 steps of 16 questions x 5 choices).
+    """
     cfg = compose_cfg(
-        "model=e5_small", "model.freeze_embeddings=true", "+intermediate=csqa", "+target=tatoeba",
-        "intermediate.max_train_examples=3000", "intermediate.epochs=1", "intermediate.lr=5e-5",
-        "intermediate.batch_size=16", "scale.per_device_batch_size=16", "intermediate.max_seq_length=48",
-        "intermediate.eval_batch_size=64", "target.languages=[de]", "target.max_eval_examples=8",
+        "model=e5_small", "model.freeze_embeddings=true", "model.pooling=mean", "+intermediate=csqa",
+        "+target=tatoeba", "intermediate.max_train_examples=1200", "intermediate.max_eval_examples=500",
+        "intermediate.epochs=1", "intermediate.lr=1e-4", "intermediate.batch_size=16",
+        "scale.per_device_batch_size=16", "intermediate.max_seq_length=40", "intermediate.eval_batch_size=64",
+        "target.languages=[de]", "target.max_eval_examples=8",
     )  # fmt: skip
     started = time.perf_counter()
     run(cfg, tmp_path)
     elapsed = time.perf_counter() - started
-    (acc,) = [r["value"] for r in read_results(tmp_path / "results.jsonl")
-              if r["stage"] == "intermediate" and r["language"] == "en" and r["metric"] == "acc"]  # fmt: skip
-    print(f"\ncsqa dev accuracy {acc:.1f} after {elapsed:.0f} s")
-    assert acc > 25.0, acc
+    (acc,) = [
+        r["value"]
+        for r in read_results(tmp_path / "results.jsonl")
+        if r["stage"] == "intermediate" and r["language"] == "en" and r["metric"] == "acc"
+    ]
+    print(f"\ncsqa dev accuracy {acc:.1f} (majority 21.2) after {elapsed:.0f} s")
+    assert acc > 27.0, acc

@@ -178,9 +178,9 @@ def _fuse(rows: list[Row], precedence: Sequence[str], path: Path) -> tuple[list[
         forms[i], upos[i] = cols[1], cols[3]
         if cols[8] != "_":
             for arc in cols[8].split("|"):
-                head = arc.split(":")[0]
-                if head.isdigit():
-                    parents[i].add(int(head))
+                arc_head = arc.split(":")[0]
+                if arc_head.isdigit():
+                    parents[i].add(int(arc_head))
     replaced: dict[int, str] = {}
     removed: set[int] = set()
     for first, last, form, lineno in spans:
