@@ -190,7 +190,8 @@ def test_e5_small_learns_commonsenseqa(compose_cfg, data_dir: Path, tmp_path: Pa
     21.2%; 20.9% on the full dev set) by a wide margin.
 
     Measured on the 2-CPU shared development machine (OMP_NUM_THREADS=1, other jobs running): 33.4%
-    dev accuracy, 10.7 min wall clock (9 min of it training: 75 steps of 16 questions x 5 choices).
+    dev accuracy; 572 s for the run, 9 min 52 s for the pytest call (about 8-9 min of it training:
+    75 steps of 16 questions x 5 choices). With 2 threads on the contended CPUs it was ~3x slower.
     """
     cfg = compose_cfg(
         "model=e5_small", "model.freeze_embeddings=true", "model.pooling=mean", "+intermediate=csqa",
