@@ -37,7 +37,8 @@ class EvalSet:
         return f"{self.split}/{self.task}/{self.lang}"
 
     def __len__(self) -> int:
-        return len(self.features)
+        """Examples, not features: QA and tagging windows make several features of one example."""
+        return len(self.examples) or len(self.features)
 
 
 @dataclass
