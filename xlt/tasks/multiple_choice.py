@@ -15,11 +15,11 @@ The three test sets have hidden labels, so these intermediate tasks select and r
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from xlt.tasks.rawio import jsonl_records, require
 from xlt.tasks.registry import register_format, register_hub_mapper, register_task
 from xlt.tasks.spec import DataError, Example, HubFile, RawFile, TaskSpec
 
@@ -49,27 +49,6 @@ def mc_example(context: str, choices: Sequence[Any], label: Any, n_choices: int,
     return {"context": str(context).strip(), "choices": texts, "label": index}
 
 
-def _jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{where}: not a JSON object ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{where}: not a JSON object")
-            yield where, row
-
-
-def _get(row: Mapping[str, Any], name: str, where: str) -> Any:
-    if name not in row or row[name] is None:
-        raise DataError(f"{where}: missing field {name!r}")
-    return row[name]
-
-
 # -- HellaSwag ---------------------------------------------------------------------------------------
 
 
@@ -83,10 +62,10 @@ def _hellaswag(ctx_a: str, ctx_b: str, endings: Any, label: Any, where: str) -> 
 @register_format("hellaswag_jsonl")
 def read_hellaswag_jsonl(path: Path, lang: str) -> Iterator[Example]:
     """Official ``hellaswag_{train,val}.jsonl``: ``ctx_a``, ``ctx_b``, ``endings`` (4), ``label``."""
-    for where, row in _jsonl(path):
+    for where, row in jsonl_records(path):
         yield _hellaswag(
-            str(_get(row, "ctx_a", where)), str(row.get("ctx_b") or ""), _get(row, "endings", where),
-            _get(row, "label", where), where,
+            str(require(row, "ctx_a", where)), str(row.get("ctx_b") or ""), require(row, "endings", where),
+            require(row, "label", where), where,
         )  # fmt: skip
 
 
@@ -131,7 +110,7 @@ COSMOS_FIELDS = ("context", "question", "answer0", "answer1", "answer2", "answer
 
 def _cosmos(row: Mapping[str, Any], where: str) -> Example:
     for name in COSMOS_FIELDS:
-        _get(row, name, where)
+        require(row, name, where)
     choices = [row[f"answer{i}"] for i in range(4)]
     return mc_example(
         f"{str(row['context']).strip()} {str(row['question']).strip()}", choices, row["label"], 4, where
@@ -177,9 +156,9 @@ def _csqa(stem: Any, keys: Sequence[Any], texts: Sequence[Any], answer: Any, whe
 def read_csqa_jsonl(path: Path, lang: str) -> Iterator[Example]:
     """Official v1.11 ``{train,dev}_rand_split.jsonl``: ``question.stem``, ``question.choices``
     (``label`` A-E, ``text``), ``answerKey``."""
-    for where, row in _jsonl(path):
+    for where, row in jsonl_records(path):
         where = f"{where} (id {row.get('id')})"
-        question = _get(row, "question", where)
+        question = require(row, "question", where)
         if not isinstance(question, dict):
             raise DataError(f"{where}: 'question' is not an object")
         choices = question.get("choices") or []
@@ -187,7 +166,7 @@ def read_csqa_jsonl(path: Path, lang: str) -> Iterator[Example]:
             raise DataError(f"{where}: 'question.choices' is not a list of objects")
         keys = [c.get("label") for c in choices]
         texts = [c.get("text", "") for c in choices]
-        yield _csqa(_get(question, "stem", where), keys, texts, _get(row, "answerKey", where), where)
+        yield _csqa(require(question, "stem", where), keys, texts, require(row, "answerKey", where), where)
 
 
 @register_hub_mapper("csqa_hf")

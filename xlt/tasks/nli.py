@@ -7,11 +7,11 @@ entailment, neutral, contradiction.
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from xlt.tasks.rawio import csv_records, jsonl_records, require, tsv_records
 from xlt.tasks.registry import register_format, register_hub_mapper, register_task
 from xlt.tasks.spec import DataError, Example, HubFile, RawFile, TaskSpec
 
@@ -37,45 +37,26 @@ def _pair(text_a: str, text_b: str, label: str, where: str) -> Example:
     return {"text_a": text_a, "text_b": text_b, "label": NLI_LABELS.index(canonical)}
 
 
-def _tsv_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
-    """Header-keyed rows of a tab-separated file whose text fields may contain bare quotes."""
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
-        yield from enumerate(reader, 2)
-
-
 def _field(row: Mapping[str, Any], name: str, where: str) -> str:
-    value = row.get(name)
-    if value is None:
-        raise DataError(f"{where}: missing field {name!r}")
-    return str(value).strip()
+    return str(require(row, name, where)).strip()
 
 
 @register_format("multinli_jsonl")
 def read_multinli_jsonl(path: Path, lang: str) -> Iterator[Example]:
     """MultiNLI 1.0 / SNLI 1.0 jsonl: ``sentence1``, ``sentence2``, ``gold_label``."""
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{where}: not a JSON object ({err.msg})") from None
-            yield _pair(
-                _field(row, "sentence1", where),
-                _field(row, "sentence2", where),
-                _field(row, "gold_label", where),
-                where,
-            )
+    for where, row in jsonl_records(path):
+        yield _pair(
+            _field(row, "sentence1", where),
+            _field(row, "sentence2", where),
+            _field(row, "gold_label", where),
+            where,
+        )
 
 
 @register_format("glue_nli_tsv")
 def read_glue_nli_tsv(path: Path, lang: str) -> Iterator[Example]:
     """GLUE MNLI/SNLI tsv (header with ``sentence1``, ``sentence2``, ``gold_label``)."""
-    for lineno, row in _tsv_rows(path):
-        where = f"{path}:{lineno}"
+    for where, row in tsv_records(path):
         yield _pair(
             _field(row, "sentence1", where),
             _field(row, "sentence2", where),
@@ -87,8 +68,7 @@ def read_glue_nli_tsv(path: Path, lang: str) -> Iterator[Example]:
 @register_format("xnli_mt_tsv")
 def read_xnli_mt_tsv(path: Path, lang: str) -> Iterator[Example]:
     """XNLI-MT 1.0 ``multinli.train.{lang}.tsv`` (header ``premise hypo label``): XTREME's MNLI source."""
-    for lineno, row in _tsv_rows(path):
-        where = f"{path}:{lineno}"
+    for where, row in tsv_records(path):
         yield _pair(
             _field(row, "premise", where), _field(row, "hypo", where), _field(row, "label", where), where
         )
@@ -97,8 +77,7 @@ def read_xnli_mt_tsv(path: Path, lang: str) -> Iterator[Example]:
 @register_format("xnli_official_tsv")
 def read_xnli_official_tsv(path: Path, lang: str) -> Iterator[Example]:
     """XNLI 1.0 ``xnli.{dev,test}.tsv``: all languages in one file, selected by the ``language`` column."""
-    for lineno, row in _tsv_rows(path):
-        where = f"{path}:{lineno}"
+    for where, row in tsv_records(path):
         if _field(row, "language", where) != lang:
             continue
         yield _pair(
@@ -112,8 +91,7 @@ def read_xnli_official_tsv(path: Path, lang: str) -> Iterator[Example]:
 @register_format("xnli_genre_tsv")
 def read_xnli_genre_tsv(path: Path, lang: str) -> Iterator[Example]:
     """Per-language XNLI columns ``genre label sentence1_{lang} sentence2_{lang}`` (myXNLI layout)."""
-    for lineno, row in _tsv_rows(path):
-        where = f"{path}:{lineno}"
+    for where, row in tsv_records(path):
         yield _pair(
             _field(row, f"sentence1_{lang}", where),
             _field(row, f"sentence2_{lang}", where),
@@ -160,35 +138,25 @@ def read_esnli_lines(path: Path, lang: str) -> Iterator[Example]:
 @register_format("anli_jsonl")
 def read_anli_jsonl(path: Path, lang: str) -> Iterator[Example]:
     """ANLI v1.0 ``R{1,2,3}/{train,dev,test}.jsonl``: ``context``, ``hypothesis``, ``label`` (e/n/c)."""
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{where}: not a JSON object ({err.msg})") from None
-            yield _pair(
-                _field(row, "context", where),
-                _field(row, "hypothesis", where),
-                _field(row, "label", where),
-                where,
-            )
+    for where, row in jsonl_records(path):
+        yield _pair(
+            _field(row, "context", where),
+            _field(row, "hypothesis", where),
+            _field(row, "label", where),
+            where,
+        )
 
 
 @register_format("anli_analysis_csv")
 def read_anli_analysis_csv(path: Path, lang: str) -> Iterator[Example]:
     """ANLI's annotated dev CSVs (``context``, ``statement`` = hypothesis, ``gold_label`` e/n/c)."""
-    with open(path, encoding="utf-8", newline="") as fh:
-        for lineno, row in enumerate(csv.DictReader(fh), 2):
-            where = f"{path}:{lineno}"
-            yield _pair(
-                _field(row, "context", where),
-                _field(row, "statement", where),
-                _field(row, "gold_label", where),
-                where,
-            )
+    for where, row in csv_records(path):
+        yield _pair(
+            _field(row, "context", where),
+            _field(row, "statement", where),
+            _field(row, "gold_label", where),
+            where,
+        )
 
 
 @register_hub_mapper("nli_hf")
