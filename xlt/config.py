@@ -132,6 +132,13 @@ class ProbeConfig:
 
 
 @dataclass
+class SweepConfig:
+    """Set by a ``+sweep=NAME`` study: names its directory (multirun/NAME) and its W&B group."""
+
+    name: str = MISSING
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     intermediate: StageConfig | None = None
@@ -146,17 +153,21 @@ class TrainConfig:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     write_predictions: bool = False
     resume: bool = True
+    sweep: SweepConfig | None = None
+
+
+# `intermediate=none`: the no-intermediate baseline (results call it "none" too).
+NO_INTERMEDIATE = "none"
 
 
 def register_configs() -> None:
-    """Config options that are not YAML files: ``+intermediate=none``, the no-intermediate baseline
+    """Config options that are not YAML files: ``intermediate=none``, the no-intermediate baseline
     as a named choice, so that one sweep can list it beside the real tasks (Hydra cannot override a
-    config group to null from the command line)."""
+    config group to null from the command line). :func:`validate` turns it into ``intermediate:
+    null``; settings merged on top of it (a sweep's example caps) are ignored."""
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(
-        group="intermediate", name="none", node={"intermediate": None}, package="_global_"
-    )
+    ConfigStore.instance().store(group="intermediate", name=NO_INTERMEDIATE, node={"name": NO_INTERMEDIATE})
 
 
 register_configs()
@@ -199,6 +210,8 @@ def validate(cfg: DictConfig) -> DictConfig:
         msg = str(err).splitlines()[0]
         raise ConfigError(f"config option {key!r}: {msg}" if key else f"config: {msg}") from None
     assert isinstance(merged, DictConfig)
+    if merged.intermediate is not None and merged.intermediate.name == NO_INTERMEDIATE:
+        merged.intermediate = None
 
     for dotted, valid in CHOICES.items():
         value = OmegaConf.select(merged, dotted)

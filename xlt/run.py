@@ -159,6 +159,63 @@ def _wandb_key_configured() -> bool:
     return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
 
 
+class RngStateInCheckpoint(pl.Callback):
+    """Keeps the random number generators' states (torch, CUDA, numpy, random) in every checkpoint
+    and restores them on resume: Lightning's checkpoints do not, so a resumed run would draw other
+    dropout masks than an uninterrupted one and end with other numbers."""
+
+    def state_dict(self) -> dict[str, Any]:
+        import random
+
+        import numpy as np
+
+        name, keys, pos, has_gauss, cached = cast(tuple[str, Any, int, int, float], np.random.get_state())
+        states: dict[str, Any] = {
+            "torch": torch.get_rng_state(),
+            "numpy": [name, torch.from_numpy(keys.astype("int64")), pos, has_gauss, cached],
+            "python": random.getstate(),
+        }
+        if torch.cuda.is_available():
+            states["cuda"] = torch.cuda.get_rng_state_all()
+        return states
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        import random
+
+        import numpy as np
+
+        torch.set_rng_state(state_dict["torch"])
+        name, keys, pos, has_gauss, cached = state_dict["numpy"]
+        np.random.set_state((name, keys.numpy().astype("uint32"), pos, has_gauss, cached))
+        random.setstate(state_dict["python"])
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+class StepCheckpoint(pl.Callback):
+    """Save ``path`` (the stage's last.ckpt) every ``every`` optimizer steps, so that a preempted job
+    loses at most that much work.
+
+    Not at an epoch's last batch: the checkpoint after that epoch's validation follows, and Lightning
+    resuming from one taken before the validation would skip it (checked with Lightning 2.6).
+    A resume from a mid-epoch checkpoint is approximate: the training dataloader is not resumable,
+    so Lightning starts the interrupted epoch's batches from the beginning (see docs/sweeps.md).
+    """
+
+    def __init__(self, path: Path, every: int) -> None:
+        self.path = path
+        self.every = every
+        self._saved_at = -1
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:  # fmt: skip
+        step = trainer.global_step
+        last_batch = batch_idx + 1 >= trainer.num_training_batches
+        if step and step % self.every == 0 and step != self._saved_at and not last_batch:
+            trainer.save_checkpoint(self.path)
+            self._saved_at = step
+
+
 class Runner:
     """Carries what the stages share: config, run directory, encoder, tokenizer, logger, rows."""
 
@@ -331,9 +388,14 @@ class Runner:
         if ckpt_dir is not None:
             callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="max",
                                              save_top_k=1 if monitor else 0, save_weights_only=True))  # fmt: skip
-            # last.ckpt after every validation and, with scale.checkpoint_every_n_steps, every N steps.
-            callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_epochs=1,
-                                             every_n_train_steps=scale.checkpoint_every_n_steps))  # fmt: skip
+            # last.ckpt (one file, overwritten) after every validation and, with
+            # scale.checkpoint_every_n_steps, every N optimizer steps: what a preempted job resumes from.
+            # (Not save_last=True with save_top_k=0: Lightning 2.6 then never writes last.ckpt.)
+            callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1,
+                                             enable_version_counter=False))  # fmt: skip
+            if scale.checkpoint_every_n_steps:
+                callbacks.append(StepCheckpoint(ckpt_dir / "last.ckpt", scale.checkpoint_every_n_steps))
+            callbacks.append(RngStateInCheckpoint())
         if self.cfg.trainer.get("enable_progress_bar", True):
             # tqdm, not Rich: it stays readable in log files and SLURM output, not only in terminals.
             callbacks.append(TQDMProgressBar(refresh_rate=1 if sys.stderr.isatty() else 25))

@@ -90,7 +90,10 @@ def check_model_type(config: Any, model_cfg: DictConfig) -> None:
 
 def keep_first_layers(encoder: PreTrainedModel, n: int) -> None:
     """Truncate the encoder to its first ``n`` transformer layers, in place (config updated too)."""
-    layers = encoder.encoder.layer if hasattr(encoder, "encoder") else encoder.layers
+    # XLM-R family: encoder.encoder.layer; decoder families (Qwen2): encoder.layers.
+    stack = getattr(encoder, "encoder", encoder)
+    layers = getattr(stack, "layer", None) or getattr(stack, "layers", None)
+    assert isinstance(layers, torch.nn.ModuleList), f"no layer list on {type(encoder).__name__}"
     if not 0 < n <= len(layers):
         raise ValueError(f"keep_layers={n}: the encoder has {len(layers)} layers")
     del layers[n:]
@@ -103,7 +106,7 @@ def add_lora(encoder: PreTrainedModel, lora_cfg: DictConfig) -> PreTrainedModel:
 
     config = LoraConfig(r=lora_cfg.r, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout,
                         target_modules=list(lora_cfg.target_modules))  # fmt: skip
-    encoder = inject_adapter_in_model(config, encoder)
+    inject_adapter_in_model(config, encoder)  # in place: the encoder keeps its class
     for name, param in encoder.named_parameters():
         param.requires_grad_("lora_" in name)
     return encoder

@@ -1,0 +1,210 @@
+"""Sweep aggregation (xlt.results.aggregate, python -m xlt.results) on the toy sweep fixture,
+against numbers computed by hand (tests/fixtures/results/make_fixture.py lists the scores)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from xlt.results.__main__ import main as results_main
+from xlt.results.aggregate import (
+    gap_by_size,
+    gaps_per_run,
+    intermediate_effect,
+    load_sweep,
+    model_sizes,
+    rows_from_wandb_runs,
+    score_by_size,
+    seed_stats,
+)
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "results" / "toy_sweep"
+UNFINISHED = "intermediate=anli,model=big,seed=1,target=xnli"
+T_975_DF1 = 12.706204736174694  # Student t quantile, 0.975, 1 degree of freedom
+T_975_DF2 = 4.302652729749462
+
+
+def one(table, **where):
+    selected = table
+    for key, value in where.items():
+        selected = selected[selected[key] == value]
+    assert len(selected) == 1, (where, selected)
+    return selected.iloc[0]
+
+
+@pytest.fixture(scope="module")
+def sweep():
+    return load_sweep(FIXTURE)
+
+
+def test_every_job_dir_is_found_and_the_unfinished_one_is_reported(sweep) -> None:
+    assert len(sweep.run_dirs) == 9
+    assert sweep.rows["run_dir"].nunique() == 8
+    (problem,) = sweep.problems
+    assert problem.path == FIXTURE / UNFINISHED / "results.jsonl"
+    assert "missing" in str(problem) and "unfinished; stages done: intermediate" in str(problem)
+    assert "\n" not in str(problem)
+
+
+def test_seed_stats_match_hand_computation() -> None:
+    stats = seed_stats([1.0, 2.0, 3.0])
+    assert stats["n"] == 3 and stats["mean"] == pytest.approx(2.0) and stats["std"] == pytest.approx(1.0)
+    half = T_975_DF2 / math.sqrt(3)
+    assert stats["ci95_low"] == pytest.approx(2.0 - half) and stats["ci95_high"] == pytest.approx(2.0 + half)
+    single = seed_stats([5.0])
+    assert single["mean"] == 5.0 and math.isnan(single["std"]) and math.isnan(single["ci95_low"])
+
+
+def test_gaps_per_run_match_hand_computation(sweep) -> None:
+    gaps = gaps_per_run(sweep.rows)
+    assert len(gaps) == 8
+    row = one(gaps, model="small", intermediate="none", seed=2)
+    assert (row.en, row.avg_non_en, row.gap) == (82.0, 65.0, 17.0)
+    assert row.rel_gap == pytest.approx(1 - 65 / 82)
+    assert row.n_languages == 3 and row.languages == "de,en,sw"
+    assert one(gaps, model="big", intermediate="mnli", seed=1).gap == pytest.approx(6.0)
+
+
+def test_recomputed_gaps_agree_with_the_rows_the_runs_stored(sweep) -> None:
+    stored = sweep.rows[(sweep.rows["split"] == "test") & (sweep.rows["language"] == "gap")]
+    gaps = gaps_per_run(sweep.rows).set_index("run_dir")["gap"]
+    for run_dir, value in zip(stored["run_dir"], stored["value"], strict=True):
+        assert gaps[run_dir] == pytest.approx(value)
+
+
+def test_gap_by_size_over_seeds(sweep) -> None:
+    table = gap_by_size(sweep.rows)
+    assert list(zip(table["intermediate"], table["model"], strict=True)) == [
+        ("none", "small"), ("none", "big"), ("mnli", "small"), ("mnli", "big"),
+    ]  # fmt: skip
+    small = one(table, model="small", intermediate="none")
+    assert small.n == 2 and small.seeds == "1,2" and small.params == 100_000_000
+    assert small.gap_mean == pytest.approx(16.0) and small.gap_std == pytest.approx(math.sqrt(2))
+    assert small.gap_ci95_low == pytest.approx(16.0 - T_975_DF1) and small.gap_ci95_high == pytest.approx(
+        16.0 + T_975_DF1
+    )
+    assert small.rel_gap_mean == pytest.approx((0.1875 + 1 - 65 / 82) / 2)
+    assert small.en_mean == pytest.approx(81.0) and small.avg_non_en_mean == pytest.approx(65.0)
+    big = one(table, model="big", intermediate="mnli")
+    assert big.gap_mean == pytest.approx(6.5) and big.gap_std == pytest.approx(math.sqrt(0.5))
+    assert big.gap_ci95_high - big.gap_mean == pytest.approx(T_975_DF1 * math.sqrt(0.5) / math.sqrt(2))
+    assert big.params_non_embedding == 700_000_000
+
+
+def test_intermediate_effect_is_paired_by_seed(sweep) -> None:
+    table = intermediate_effect(sweep.rows)
+    assert set(table["intermediate"]) == {"mnli"}
+    small = one(table, model="small")
+    # seed 1: gap 12 - 15, seed 2: 14 - 17; en: 84 - 80, 84 - 82
+    assert small.n == 2 and small.d_gap_mean == pytest.approx(-3.0) and small.d_gap_std == pytest.approx(0.0)
+    assert small.d_en_mean == pytest.approx(3.0) and small.d_avg_non_en_mean == pytest.approx(6.0)
+    big = one(table, model="big")
+    # seed 1: 6 - 8, seed 2: 7 - 7
+    assert big.d_gap_mean == pytest.approx(-1.0) and big.d_gap_std == pytest.approx(math.sqrt(2))
+    assert big.d_gap_ci95_low == pytest.approx(-1.0 - T_975_DF1)
+
+
+def test_scores_by_size_per_language(sweep) -> None:
+    table = score_by_size(sweep.rows)
+    assert one(table, model="small", intermediate="none", language="de").score_mean == pytest.approx(68.0)
+    assert one(table, model="big", intermediate="mnli", language="avg_non_en").score_mean == pytest.approx(
+        85.5
+    )
+    assert {"gap", "rel_gap"}.isdisjoint(table["language"])
+    assert list(model_sizes(sweep.rows)["model"]) == ["small", "big"]
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda p: p.write_text(p.read_text() + "{not json\n"), "line 10: not a JSON object"),
+        (
+            lambda p: p.write_text(p.read_text().replace('"seed": 1, ', "", 1)),
+            "line 1: missing field(s) seed",
+        ),
+        (
+            lambda p: p.write_text(p.read_text().replace('"value": 79.0', '"value": "high"', 1)),
+            "is not a number",
+        ),
+        (lambda p: p.write_text(""), "empty"),
+    ],
+)
+def test_bad_files_are_one_line_problems_naming_the_file(tmp_path: Path, damage, message: str) -> None:
+    root = tmp_path / "sweep"
+    shutil.copytree(FIXTURE, root)
+    bad = root / "intermediate=none,model=small,seed=1,target=xnli" / "results.jsonl"
+    damage(bad)
+    sweep = load_sweep(root)
+    problems = [p for p in sweep.problems if UNFINISHED not in str(p.path)]
+    assert len(problems) == 1 and problems[0].path == bad
+    assert message in str(problems[0]) and "\n" not in str(problems[0])
+    assert sweep.rows["run_dir"].nunique() == 7  # the others are still analysed
+
+
+def test_a_run_found_twice_is_reported(tmp_path: Path) -> None:
+    shutil.copytree(FIXTURE, tmp_path / "a")
+    shutil.copytree(FIXTURE / "intermediate=none,model=big,seed=2,target=xnli", tmp_path / "b" / "copy")
+    sweep = load_sweep([tmp_path / "a", tmp_path / "b"])
+    assert any("same condition and seed" in str(p) and "model=big" in str(p) for p in sweep.problems)
+
+
+def test_cli_writes_tables_and_plots(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "analysis"
+    assert results_main([str(FIXTURE), "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "| xnli | acc | none | small | 100M | 2 | 81.00 | 65.00 | 16.00 [3.29, 28.71] |" in printed.out
+    assert f"{UNFINISHED}/results.jsonl: missing" in printed.err
+    for name in ("runs", "scores_by_size", "gaps_per_run", "gap_by_size", "intermediate_effect"):
+        assert (out / f"{name}.csv").stat().st_size > 0
+    assert UNFINISHED in (out / "problems.txt").read_text()
+    for png in ("gap_vs_size_xnli_acc.png", "scores_vs_size_xnli_acc.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    assert results_main([str(FIXTURE), "--out", str(out), "--no-plots", "--strict"]) == 1
+    assert results_main([str(tmp_path / "nowhere")]) == 2
+
+
+def test_rows_from_wandb_runs_use_summary_and_config() -> None:
+    config = {"model": {"name": "big", "params": 10}, "intermediate": None, "target": {"train_task": "mnli"},
+              "seed": 3, "scale": {"peft": "none"}}  # fmt: skip
+    summary = {"test/xnli/en/acc": 90.0, "test/xnli/de/acc": 80.0, "test/xnli/sw/acc": 70.0,
+               "test/xnli/gap/acc": 15.0, "dev/anli/en/acc@intermediate": 50.0, "model_params": 12, "_step": 5}  # fmt: skip
+    rows = rows_from_wandb_runs([SimpleNamespace(id="abc", config=config, summary=summary)])
+    assert set(rows["language"]) == {"en", "de", "sw", "gap"}  # the intermediate-stage key is left out
+    gap = one(gaps_per_run(rows), model="big")
+    assert gap.gap == pytest.approx(15.0) and gap.intermediate == "none" and gap.seed == 3
+    assert set(rows["model_params"]) == {12} and set(rows["run_dir"]) == {"wandb:abc"}
+
+
+def test_fixture_results_are_what_make_fixture_says() -> None:
+    """Guards the hand-computed numbers above against an edited fixture."""
+    path = FIXTURE / "intermediate=mnli,model=small,seed=2,target=xnli" / "results.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    test = {r["language"]: r["value"] for r in records if r["split"] == "test"}
+    assert test == {"en": 84.0, "de": 74.0, "sw": 66.0, "avg": pytest.approx(224 / 3), "avg_non_en": 70.0,
+                    "gap": 14.0, "rel_gap": pytest.approx(1 - 70 / 84)}  # fmt: skip
+
+
+@pytest.mark.parametrize("notebook", sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb")),
+                         ids=lambda p: p.name)  # fmt: skip
+def test_notebooks_execute_on_the_fixture(notebook: Path, tmp_path: Path, monkeypatch) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("XLT_SWEEP_DIR", str(FIXTURE))
+    monkeypatch.setenv("XLT_ANALYSIS_DIR", str(tmp_path / "analysis"))
+    monkeypatch.delenv("XLT_WANDB_PATH", raising=False)
+    nb = nbformat.read(notebook, as_version=4)
+    NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(notebook.parent)}}
+    ).execute()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "8 runs with results" in text and f"{UNFINISHED}/results.jsonl: missing" in text
+    assert (tmp_path / "analysis" / "gap_vs_size_xnli_acc.png").is_file()

@@ -1,0 +1,346 @@
+"""Sweeps (conf/sweep/*) and relaunching them: the study expands to the expected jobs, each in a
+folder named from its overrides; the launchers map the scale profile; a finished sweep runs
+nothing when relaunched; a killed job resumes from its checkpoint with the same numbers as an
+uninterrupted one; and the resume machinery (step checkpoints, RNG state) underneath."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from xlt import PROJECT_ROOT
+from xlt.config import CONF_DIR, group_choices, validate
+from xlt.run import RngStateInCheckpoint, StepCheckpoint
+
+
+def compose_hydra(*overrides: str) -> DictConfig:
+    """The composed config with its ``hydra`` node, as a job of the sweep would get it."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
+def expand(sweep: str, *cli: str) -> list[list[str]]:
+    """The jobs' override lists, as Hydra's basic sweeper builds them: the sweep's
+    ``hydra.sweeper.params`` first, then the command line; the Cartesian product of the swept values."""
+    cfg = compose_hydra(f"+sweep={sweep}", *cli)
+    params = [f"{key}={value}" for key, value in cfg.hydra.sweeper.params.items()]
+    parsed = OverridesParser.create().parse_overrides([*params, f"+sweep={sweep}", *cli])
+    final: dict[str, list[str]] = {}
+    for override in parsed:  # a later override of the same key replaces an earlier one
+        key = override.get_key_element()
+        values = (
+            list(override.sweep_string_iterator())
+            if override.is_sweep_override()
+            else [override.get_value_element_as_str()]
+        )
+        final[key] = [f"{key}={v}" for v in values]
+    return [list(job) for job in itertools.product(*final.values())]
+
+
+def job_config(job: list[str], cache_dir: Path) -> tuple[DictConfig, DictConfig]:
+    """(validated job config, its hydra node) for one job's overrides."""
+    cfg = compose_hydra(*job, f"data.cache_dir={cache_dir}")
+    hydra = cfg.hydra
+    job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    return validate(job_cfg), hydra
+
+
+def test_every_sweep_file_names_its_study() -> None:
+    assert {"scale_gap", "demo_scale_gap"} <= set(group_choices("sweep"))
+
+
+def test_scale_gap_is_models_x_intermediates_x_targets_x_seeds(cache_dir: Path) -> None:
+    jobs = expand("scale_gap")
+    models = ["xlmr_base", "xlmr_large", "xlmr_xl", "xlmr_xxl", "qwen2_5_3b", "qwen2_5_7b"]
+    assert len(jobs) == len(models) * 3 * 1 * 3 == 54
+    seen, dirs = set(), set()
+    for job in jobs:
+        cfg, hydra = job_config(job, cache_dir)
+        intermediate = cfg.intermediate.name if cfg.intermediate is not None else "none"
+        seen.add((cfg.model.name, intermediate, cfg.target.name, cfg.seed))
+        dirs.add(hydra.job.override_dirname)
+        assert hydra.sweep.dir == "multirun/scale_gap"
+        assert (
+            hydra.job.override_dirname
+            == f"intermediate={intermediate},model={cfg.model.name},seed={cfg.seed},target=xnli"
+        )
+        assert (
+            cfg.logger.group == "scale_gap" and "scale_gap" in cfg.logger.tags and cfg.logger.kind == "wandb"
+        )
+        assert cfg.scale.name == "fsdp" and cfg.target.train_task == "mnli"
+    assert seen == set(itertools.product(models, ["none", "mnli", "anli"], ["xnli"], [1, 2, 3]))
+    assert len(dirs) == 54  # one folder per job: a relaunch finds each job's own state
+
+
+def test_an_axis_narrowed_on_the_command_line_keeps_the_folder_names(cache_dir: Path) -> None:
+    jobs = expand("scale_gap", "model=xlmr_base", "seed=1")
+    assert len(jobs) == 3
+    _, hydra = job_config(jobs[0], cache_dir)
+    assert hydra.job.override_dirname == "intermediate=none,model=xlmr_base,seed=1,target=xnli"
+
+
+def test_demo_sweep_is_two_e5_sizes_x_none_or_anli_x_two_seeds(cache_dir: Path) -> None:
+    jobs = expand("demo_scale_gap")
+    assert len(jobs) == 8
+    for job in jobs:
+        cfg, hydra = job_config(job, cache_dir)
+        assert cfg.model.name in ("e5_small", "e5_small_6l") and cfg.seed in (1, 2)
+        assert hydra.sweep.dir == "multirun/demo_scale_gap" and cfg.logger.kind == "csv"
+        # the sweep's caps win over the task files'
+        assert cfg.target.train_task == "snli" and cfg.target.max_train_examples == 800
+        if cfg.intermediate is not None:
+            assert cfg.intermediate.name == "anli" and cfg.intermediate.train_split == "dev_r1+dev_r2"
+            assert cfg.intermediate.max_train_examples == 600
+
+
+def test_intermediate_none_is_the_baseline_even_with_caps_on_top(compose_cfg) -> None:
+    cfg = validate(compose_cfg("+intermediate=none", "+target=xnli", "+intermediate.max_train_examples=5"))
+    assert cfg.intermediate is None
+
+
+def test_slurm_launcher_gives_one_task_per_gpu_and_submitit_requeue(tmp_path: Path) -> None:
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "slurm.yaml").write_text("partition: gpu_h100\naccount: xlt_lab\n")
+    cfg = compose_hydra("+sweep=scale_gap", "hydra/launcher=slurm", f"hydra.searchpath=[file://{tmp_path}]")
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.tasks_per_node == launcher.gpus_per_node == cfg.scale.devices == 4
+    assert launcher.nodes == cfg.scale.num_nodes == 1
+    assert (
+        launcher.timeout_min > 10 and launcher.max_num_timeout >= 1
+    )  # USR2 = preemption; requeue at the limit
+    assert (launcher.partition, launcher.account) == ("gpu_h100", "xlt_lab")  # from the git-ignored file
+    assert compose_hydra("hydra/launcher=slurm").hydra.launcher.partition is None  # the file is optional
+
+
+def test_local_launchers(tmp_path: Path) -> None:
+    parallel = compose_hydra("hydra/launcher=local_parallel").hydra.launcher
+    assert parallel._target_.endswith("JoblibLauncher") and parallel.n_jobs == 2
+    assert compose_hydra().hydra.launcher._target_.endswith("BasicLauncher")
+
+
+def test_local_example_holds_launcher_settings_only() -> None:
+    from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
+
+    example = OmegaConf.load(CONF_DIR / "local" / "example.yaml")
+    assert set(example) <= set(SlurmQueueConf.__dataclass_fields__)
+    ignored = subprocess.run(["git", "check-ignore", "-q", "conf/local/slurm.yaml"], cwd=PROJECT_ROOT)
+    assert ignored.returncode == 0, "conf/local/slurm.yaml must be git-ignored"
+
+
+# ----------------------------------------------------------------------------- resume machinery
+
+
+class _Linear(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(1, 1)
+        self.dropout = torch.nn.Dropout(0.5)
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        return self.dropout(self.layer(batch.float().unsqueeze(1))).sum()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def _fit(callbacks: list[pl.Callback], tmp_path: Path, max_epochs: int = 3, ckpt: Path | None = None,
+         loader: Callable[[], object] | None = None, model: pl.LightningModule | None = None) -> pl.Trainer:  # fmt: skip
+    from torch.utils.data import DataLoader
+
+    trainer = pl.Trainer(max_epochs=max_epochs, callbacks=callbacks, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path, enable_checkpointing=False)  # fmt: skip
+    data = loader() if loader else DataLoader(list(range(10)), batch_size=2)
+    trainer.fit(model or _Linear(), train_dataloaders=data, ckpt_path=ckpt)
+    return trainer
+
+
+def test_step_checkpoints_skip_each_epochs_last_batch(tmp_path: Path, monkeypatch) -> None:
+    saved: list[int] = []
+    monkeypatch.setattr(
+        pl.Trainer, "save_checkpoint", lambda self, path, *a, **k: saved.append(self.global_step)
+    )
+    _fit([StepCheckpoint(tmp_path / "last.ckpt", every=2)], tmp_path)  # 5 batches an epoch, 15 steps
+    # 10 (the last batch of epoch 2) is left to the checkpoint after that epoch's validation
+    assert saved == [2, 4, 6, 8, 12, 14]
+
+
+def test_rng_state_survives_a_checkpoint(tmp_path: Path) -> None:
+    callback = RngStateInCheckpoint()
+    torch.manual_seed(3)
+    path = tmp_path / "rng.pt"
+    torch.save(callback.state_dict(), path)
+    expected = (torch.rand(3), __import__("numpy").random.rand(2).tolist(), __import__("random").random())
+    torch.rand(5)
+    callback.load_state_dict(torch.load(path, weights_only=True))  # as plain data: loads under weights_only
+    again = (torch.rand(3), __import__("numpy").random.rand(2).tolist(), __import__("random").random())
+    assert torch.equal(expected[0], again[0]) and expected[1:] == again[1:]
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="LengthGroupedBatchSampler is not resumable: Lightning restarts an interrupted "
+                   "epoch's batches from the beginning. Fix: a stateful train loader (see docs/sweeps.md); then drop this mark.")  # fmt: skip
+def test_mid_epoch_resume_sees_the_same_batches(tmp_path: Path) -> None:
+    from torch.utils.data import DataLoader
+
+    from xlt.data.sampling import LengthGroupedBatchSampler
+
+    seen: list[list[int]] = []
+
+    class Recording(_Linear):
+        def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+            seen.append(batch.tolist())
+            return super().training_step(batch, batch_idx)
+
+    def loader() -> DataLoader:
+        return DataLoader(
+            list(range(10)), batch_sampler=LengthGroupedBatchSampler([1] * 10, 2, True, 7, 0, 1)
+        )
+
+    _fit([], tmp_path / "a", loader=loader, model=Recording())
+    uninterrupted = list(seen)
+    seen.clear()
+    ckpt = tmp_path / "b" / "last.ckpt"
+    trainer = pl.Trainer(max_steps=7, callbacks=[StepCheckpoint(ckpt, every=7)], logger=False,
+                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)  # fmt: skip
+    trainer.fit(Recording(), train_dataloaders=loader())  # stops mid-epoch 2 at step 7 (saved there)
+    _fit([], tmp_path / "b", loader=loader, model=Recording(), ckpt=ckpt)
+    assert seen == uninterrupted
+
+
+# ----------------------------------------------------------------------------- real relaunches
+
+# A small study of its own (a sweep file in a temporary config dir, found through hydra.searchpath):
+# its settings live in the file, not on the command line, so the job folders keep short names
+# (a folder name is at most 255 bytes, and every command-line override becomes part of it).
+TINY_SWEEP = """# @package _global_
+defaults:
+  - demo_scale_gap
+  - _self_
+sweep: {name: tiny}
+scale: {per_device_batch_size: 8}
+target: {train_task: snli, train_split: dev, languages: [en, de], batch_size: 8, max_train_examples: 48,
+         max_eval_examples: 24, lr: 1.0e-3, epochs: 6}
+trainer: {log_every_n_steps: 1, enable_progress_bar: false}
+hydra:
+  sweeper:
+    params: {model: tiny, intermediate: none, target: xnli, seed: "3"}
+"""
+
+
+def tiny_sweep(tmp_path: Path, body: str = "") -> list[str]:
+    """Overrides that select the tiny study (plus ``body``, YAML merged last) in ``tmp_path``."""
+    conf = tmp_path / "conf"
+    (conf / "sweep").mkdir(parents=True, exist_ok=True)
+    (conf / "sweep" / "tiny.yaml").write_text(TINY_SWEEP + body)
+    return ["+sweep=tiny", f"hydra.searchpath=[file://{conf}]"]
+
+
+def multirun(sweep_dir: Path, cache_dir: Path, sweep: list[str], *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "xlt.train", "-m", *sweep, *overrides, f"hydra.sweep.dir={sweep_dir}",
+            f"data.cache_dir={cache_dir}"]  # fmt: skip
+
+
+def run_cli(argv: list[str], log: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(argv, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout)
+    log.write_text(proc.stdout + proc.stderr)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    return proc
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    return sorted(p.parent for p in sweep_dir.glob("*/.hydra"))
+
+
+@pytest.mark.slow
+def test_relaunching_a_finished_sweep_runs_nothing(data_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    argv = multirun(sweep_dir, cache_dir, tiny_sweep(tmp_path), "seed=1,2", "debug=fdr")
+    run_cli(argv, tmp_path / "first.log", timeout=600)
+    jobs = job_dirs(sweep_dir)
+    assert len(jobs) == 2 and all((j / "results.jsonl").is_file() for j in jobs)
+    before = {j: (j / "results.jsonl").stat().st_mtime_ns for j in jobs}
+    run_cli(argv, tmp_path / "again.log", timeout=600)
+    assert job_dirs(sweep_dir) == jobs  # the same folders, no new ones
+    for job in jobs:
+        assert (job / "results.jsonl").stat().st_mtime_ns == before[job]
+        assert "is finished; nothing to do" in (job / "train.log").read_text()
+
+
+def losses(job: Path) -> dict[int, str]:
+    """step -> training loss, as CSVLogger wrote it (exact decimal strings)."""
+    with open(job / "csv" / "metrics.csv") as fh:
+        return {int(r["step"]): r["train/xnli/loss"] for r in csv.DictReader(fh) if r.get("train/xnli/loss")}
+
+
+def result_values(job: Path) -> dict[tuple[str, str], float]:
+    records = [json.loads(line) for line in (job / "results.jsonl").read_text().splitlines()]
+    return {(r["split"], r["language"]): r["value"] for r in records}
+
+
+@pytest.mark.slow
+def test_killed_job_resumes_from_its_checkpoint_with_the_same_numbers(
+    data_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    """Two identical jobs (they differ only in a W&B tag, which names the folder): the first is
+    killed (SIGKILL, the whole multirun) after its third checkpoint; the relaunch resumes it and
+    runs the second. Same seed, same data: the resumed job must end bitwise like the other one."""
+    sweep_dir = tmp_path / "sweep"
+    argv = multirun(sweep_dir, cache_dir, tiny_sweep(tmp_path), "logger.tags=[a],[b]")
+    proc = subprocess.Popen(
+        argv, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        last = None
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and proc.poll() is None:
+            found = list(sweep_dir.glob("*tags=[[]a]*/checkpoints/target/last.ckpt"))
+            if found:
+                last = found[0]
+                step = _global_step(last)
+                if step is not None and step >= 18:  # 6 steps an epoch: after the third epoch's validation
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the first job did not reach its third checkpoint (or finished first)")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert last is not None
+    killed_at = _global_step(last)
+    run_cli(argv, tmp_path / "relaunch.log", timeout=900)
+    resumed, reference = (next(sweep_dir.glob(f"*tags=[[]{tag}]*")) for tag in ("a", "b"))
+    assert f"target: resuming from {last}" in (resumed / "train.log").read_text()
+    assert "resuming" not in (reference / "train.log").read_text()
+    assert result_values(resumed) == result_values(reference)
+    after = {s: v for s, v in losses(resumed).items() if s >= killed_at}
+    assert after and after == {s: v for s, v in losses(reference).items() if s >= killed_at}
+    best_a, best_b = (
+        torch.load(j / "checkpoints/target/best.ckpt", weights_only=False)["state_dict"]
+        for j in (resumed, reference)
+    )
+    assert all(torch.equal(best_a[k], best_b[k]) for k in best_b)
+
+
+def _global_step(path: Path) -> int | None:
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+    except Exception:  # being written, or already removed: look again
+        return None

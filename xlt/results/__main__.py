@@ -1,0 +1,59 @@
+"""``python -m xlt.results multirun/<sweep> [more dirs] [--out DIR]``: gather every run's
+results.jsonl into one table and write the gap-vs-size analysis (CSV files and PNG plots).
+
+Prints the gap-by-size table (markdown) and one line per problem (a job without results, a file
+that cannot be read). Exit status 0 when at least one run was read (``--strict``: and no problem),
+1 otherwise, 2 for a bad argument.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from xlt.results.aggregate import format_gap_table, gap_by_size, load_sweep, write_tables
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m xlt.results", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "dirs", nargs="+", type=Path, help="sweep directories (multirun/<sweep>) or run directories"
+    )
+    parser.add_argument(
+        "--out", type=Path, help="where the CSV and PNG files go (default: <first dir>/analysis)"
+    )
+    parser.add_argument("--split", default="test", help="the target split analysed (default: test)")
+    parser.add_argument("--no-plots", action="store_true", help="CSV tables only")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when any run could not be used")
+    args = parser.parse_args(argv)
+
+    missing = [d for d in args.dirs if not d.is_dir()]
+    if missing:
+        print(f"error: {', '.join(map(str, missing))}: no such directory", file=sys.stderr)
+        return 2
+    sweep = load_sweep(args.dirs)
+    out = args.out or args.dirs[0] / "analysis"
+    print(f"{len(sweep.run_dirs)} job directories, {sweep.rows['run_dir'].nunique()} with results")
+    for problem in sweep.problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    if sweep.rows.empty:
+        print("error: no results to analyse", file=sys.stderr)
+        return 1
+    paths = write_tables(sweep, out, args.split)
+    gaps = gap_by_size(sweep.rows, args.split)
+    if gaps.empty:
+        print("no target task with an English score and other languages: no gap to report")
+    else:
+        print(format_gap_table(gaps))
+    if not args.no_plots and not gaps.empty:
+        from xlt.results.plots import plot_all
+
+        paths.update({p.stem: p for p in plot_all(gaps, out)})
+    print(f"wrote {len(paths)} files to {out}")
+    return 1 if args.strict and sweep.problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

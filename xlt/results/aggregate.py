@@ -1,0 +1,393 @@
+"""A sweep's runs as one tidy table, and the gap-vs-size statistics over seeds.
+
+Every job of a sweep (``multirun/<sweep>/<overrides>/``) writes ``results.jsonl``. :func:`load_sweep`
+gathers them into one row per (run, stage, task, split, language, metric), keeping the run's
+context (model, parameter count, intermediate task, seed, ...). A job directory without results,
+or a file that cannot be read, becomes a one-line :class:`Problem` naming the file: reported,
+never silently dropped.
+
+The gap is the one of :mod:`xlt.results.gap` (English minus the mean over the other languages),
+recomputed per run from the per-language rows with :func:`~xlt.results.gap.compute_gap`; then
+:func:`gap_by_size` summarises it over seeds (mean, sample std, t-based 95% CI) per model and
+intermediate task, and :func:`intermediate_effect` pairs each intermediate task's runs with the
+no-intermediate runs ("none") of the same model and seed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from xlt.results.gap import compute_gap
+from xlt.results.rows import AGGREGATE_LANGUAGES, read_results
+
+RESULTS_FILE = "results.jsonl"
+NO_INTERMEDIATE = "none"
+# What a results.jsonl row must carry for the analysis.
+REQUIRED_FIELDS = ("stage", "task", "split", "language", "metric", "value", "model", "model_params",
+                   "intermediate", "seed")  # fmt: skip
+# A run's identity apart from its seed: runs that differ only in seed are samples of one condition.
+CONDITION = ("task", "split", "metric", "model", "peft", "train_task", "intermediate")
+# Files and folders that mark a job directory (Hydra's .hydra/, or what xlt.run writes).
+_RUN_MARKERS = (RESULTS_FILE, "state.json", "config.yaml", ".hydra")
+_NOT_RUNS = {".submitit", "checkpoints", "csv", "wandb", "predictions", "analysis", ".hydra"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A job directory or file the analysis could not use, in one line."""
+
+    path: Path
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+@dataclass
+class Sweep:
+    """The tidy rows of every readable run, the run directories found, and what went wrong."""
+
+    rows: pd.DataFrame
+    run_dirs: list[Path]
+    problems: list[Problem]
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def find_run_dirs(root: Path) -> list[Path]:
+    """Job directories under ``root`` (``root`` itself when it is one), sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such directory")
+    if _is_run_dir(root):
+        return [root]
+    found: list[Path] = []
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        for child in folder.iterdir():
+            if not child.is_dir() or child.name in _NOT_RUNS:
+                continue
+            if _is_run_dir(child):
+                found.append(child)
+            else:
+                stack.append(child)
+    return sorted(found)
+
+
+def _is_run_dir(folder: Path) -> bool:
+    return any((folder / marker).exists() for marker in _RUN_MARKERS)
+
+
+class RunFileError(ValueError):
+    """A run's results.jsonl cannot be used; ``problem`` says which file and why, in one line."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(str(problem))
+        self.problem = problem
+
+
+def load_run(run_dir: Path) -> list[dict[str, Any]]:
+    """The rows of one run's ``results.jsonl``; :class:`RunFileError` when it is missing,
+    malformed, or lacks a field the analysis needs."""
+    path = Path(run_dir) / RESULTS_FILE
+    if not path.is_file():
+        raise RunFileError(Problem(path, f"missing ({_run_status(Path(run_dir))})"))
+    try:
+        records = read_results(path)
+    except ValueError as err:  # "<path>:<line>: not a JSON object (...)"
+        raise RunFileError(Problem(path, "line " + str(err).removeprefix(f"{path}:"))) from None
+    if not records:
+        raise RunFileError(Problem(path, "empty"))
+    for lineno, record in enumerate(records, 1):
+        if not isinstance(record, dict):
+            raise RunFileError(Problem(path, f"line {lineno}: not a JSON object"))
+        missing = [f for f in REQUIRED_FIELDS if f not in record]
+        if missing:
+            raise RunFileError(Problem(path, f"line {lineno}: missing field(s) {', '.join(missing)}"))
+        if not isinstance(record["value"], int | float) or isinstance(record["value"], bool):
+            raise RunFileError(Problem(path, f"line {lineno}: value {record['value']!r} is not a number"))
+    return records
+
+
+def _run_status(run_dir: Path) -> str:
+    import json
+
+    state = run_dir / "state.json"
+    if not state.is_file():
+        return "the job has not started or failed before training"
+    try:
+        data = json.loads(state.read_text())
+    except (OSError, json.JSONDecodeError):
+        return "state.json unreadable"
+    done = sorted(data.get("stages", {}))
+    if data.get("finished"):
+        return "state.json says finished, but no results were written"
+    return f"unfinished; stages done: {', '.join(done) or 'none'}"
+
+
+def load_sweep(roots: Path | str | Sequence[Path | str]) -> Sweep:
+    """Every run under one or more sweep (or run) directories, as a tidy table plus problems.
+
+    Extra columns: ``run_dir`` (where the file was found) and ``sweep`` (the root's name).
+    """
+    if isinstance(roots, str | Path):
+        roots = [roots]
+    frames, run_dirs, problems = [], [], []
+    for root in map(Path, roots):
+        for run_dir in find_run_dirs(root):
+            run_dirs.append(run_dir)
+            try:
+                records = load_run(run_dir)
+            except RunFileError as err:
+                problems.append(err.problem)
+                continue
+            frame = pd.DataFrame.from_records(records)
+            frame["run_dir"] = str(run_dir)
+            frame["sweep"] = root.name
+            frames.append(frame)
+    rows = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=[*REQUIRED_FIELDS, "run_dir"])
+    )
+    rows = _normalise(rows)
+    return Sweep(rows, run_dirs, problems + duplicate_runs(rows))
+
+
+def rows_from_wandb_runs(runs: Iterable[Any]) -> pd.DataFrame:
+    """Tidy rows from W&B runs (objects with ``.summary``, ``.config`` and ``.id``, as
+    ``wandb.Api().runs(...)`` returns): the target stage's ``{split}/{task}/{language}/{metric}``
+    summary keys, with the context from the logged config. The files stay the source of truth;
+    this is for browsing runs that are not on this machine."""
+    records = []
+    for run in runs:
+        config, summary = dict(run.config), dict(run.summary)
+        model = config.get("model") or {}
+        intermediate = config.get("intermediate") or {}
+        target = config.get("target") or {}
+        context = {
+            "model": model.get("name"),
+            "model_params": summary.get("model_params") or model.get("params"),
+            "intermediate": intermediate.get("name") or NO_INTERMEDIATE,
+            "train_task": target.get("train_task") or "",
+            "seed": config.get("seed"),
+            "peft": (config.get("scale") or {}).get("peft", "none"),
+            "run_dir": f"wandb:{run.id}",
+        }
+        for key, value in summary.items():
+            parts = key.split("/")
+            if len(parts) != 4 or "@" in key or not isinstance(value, int | float) or isinstance(value, bool):
+                continue
+            split, task, language, metric = parts
+            records.append({"stage": "target", "task": task, "split": split, "language": language,
+                            "metric": metric, "value": float(value), **context})  # fmt: skip
+    return _normalise(
+        pd.DataFrame.from_records(records, columns=[*REQUIRED_FIELDS, "train_task", "peft", "run_dir"])
+    )
+
+
+def load_wandb(path: str, group: str | None = None) -> pd.DataFrame:
+    """Rows of the W&B runs of ``entity/project`` (optionally one sweep's group); needs network."""
+    import wandb
+
+    filters = {"group": group} if group else None
+    return rows_from_wandb_runs(wandb.Api().runs(path, filters=filters))
+
+
+def _normalise(rows: pd.DataFrame) -> pd.DataFrame:
+    rows = rows.copy()
+    for column, default in (("peft", "none"), ("train_task", ""), ("n_examples", None)):
+        if column not in rows:
+            rows[column] = default
+    rows["peft"] = rows["peft"].fillna("none")
+    rows["train_task"] = rows["train_task"].fillna("")
+    rows["value"] = pd.to_numeric(rows["value"], errors="coerce")
+    rows["model_params"] = pd.to_numeric(rows["model_params"], errors="coerce")
+    return rows
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def seed_stats(values: Iterable[float]) -> dict[str, float]:
+    """n, mean, sample std (ddof=1) and the t-based 95% confidence interval of the mean.
+
+    std and the interval are NaN with fewer than two values."""
+    from scipy import stats
+
+    xs = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    n = len(xs)
+    mean = sum(xs) / n if n else math.nan
+    if n < 2:
+        return {"n": n, "mean": mean, "std": math.nan, "ci95_low": math.nan, "ci95_high": math.nan}
+    std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
+    half = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n)
+    return {"n": n, "mean": mean, "std": std, "ci95_low": mean - half, "ci95_high": mean + half}
+
+
+def model_sizes(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per model: its counted parameter count (the smallest recorded, i.e. without LoRA
+    adapters) and, when recorded, its non-embedding count; sorted by size."""
+    agg: dict[str, tuple[str, str]] = {"params": ("model_params", "min")}
+    if "model_params_non_embedding" in rows:
+        agg["params_non_embedding"] = ("model_params_non_embedding", "min")
+    sizes = rows.groupby("model", as_index=False).agg(**agg)
+    return sizes.sort_values(["params", "model"], ignore_index=True)
+
+
+def _target_rows(rows: pd.DataFrame, split: str) -> pd.DataFrame:
+    return rows[(rows["stage"] == "target") & (rows["split"] == split)]
+
+
+def gaps_per_run(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """One row per (run, task, metric): en, avg_non_en, gap, rel_gap and the number of languages,
+    from the run's per-language rows through :func:`compute_gap`. Tasks without an English score
+    (retrieval) have no gap and no row."""
+    selected = _target_rows(rows, split)
+    selected = selected[~selected["language"].isin(AGGREGATE_LANGUAGES)]
+    keys = ["run_dir", *CONDITION, "seed"]
+    out = []
+    for key, group in selected.groupby(keys, sort=False, dropna=False):
+        scores = dict(zip(group["language"], group["value"], strict=True))
+        gap = compute_gap(scores)
+        if gap is None:
+            continue
+        out.append({**dict(zip(keys, key, strict=True)), "en": gap.en, "avg_non_en": gap.avg_non_en,
+                    "gap": gap.gap, "rel_gap": gap.rel_gap, "n_languages": len(scores),
+                    "languages": ",".join(sorted(scores))})  # fmt: skip
+    columns = [*keys, "en", "avg_non_en", "gap", "rel_gap", "n_languages", "languages"]
+    return pd.DataFrame.from_records(out, columns=columns)
+
+
+def _with_sizes(table: pd.DataFrame, rows: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """Add each model's size and sort by ``order`` then size, the no-intermediate rows first."""
+    table = table.merge(model_sizes(rows), on="model", how="left")
+    table["_baseline_last"] = table["intermediate"] != NO_INTERMEDIATE
+    table = table.sort_values([*order, "_baseline_last", "intermediate", "params"], ignore_index=True)
+    return table.drop(columns="_baseline_last")
+
+
+def _summarise(frame: pd.DataFrame, keys: list[str], values: Sequence[str]) -> pd.DataFrame:
+    out = []
+    for key, group in frame.groupby(keys, sort=False, dropna=False):
+        record = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
+        record["seeds"] = ",".join(str(s) for s in sorted(group["seed"].unique()))
+        for value in values:
+            stats = seed_stats(group[value])
+            record["n"] = stats.pop("n")
+            record.update({f"{value}_{k}": v for k, v in stats.items()})
+        out.append(record)
+    columns = [*keys, "n", "seeds"] + [
+        f"{v}_{s}" for v in values for s in ("mean", "std", "ci95_low", "ci95_high")
+    ]
+    return pd.DataFrame.from_records(out, columns=columns)
+
+
+def score_by_size(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """Per task, metric, language (and the avg/avg_non_en rows) and condition: the score over
+    seeds, with each model's size; sorted by task, metric, language, intermediate, size."""
+    selected = _target_rows(rows, split)
+    selected = selected[~selected["language"].isin(("gap", "rel_gap"))]
+    table = _summarise(selected.rename(columns={"value": "score"}), [*CONDITION, "language"], ["score"])
+    return _with_sizes(table, rows, ["task", "metric", "language"])
+
+
+def gap_by_size(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """Per task, metric, model and intermediate task: gap (absolute), rel_gap, en and avg_non_en
+    over seeds (mean, std, 95% CI), with the model's size; sorted by task, intermediate, size."""
+    table = _summarise(gaps_per_run(rows, split), list(CONDITION), ["gap", "rel_gap", "en", "avg_non_en"])
+    return _with_sizes(table, rows, ["task", "metric"])
+
+
+def intermediate_effect(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """Each intermediate task minus no intermediate ("none"), paired by seed (same model, task,
+    metric, training source and peft): the change in en, avg_non_en, gap and rel_gap, over the
+    seeds present in both (mean, std, 95% CI)."""
+    gaps = gaps_per_run(rows, split)
+    pair_keys = [k for k in CONDITION if k != "intermediate"] + ["seed"]
+    base = gaps[gaps["intermediate"] == NO_INTERMEDIATE]
+    treated = gaps[gaps["intermediate"] != NO_INTERMEDIATE]
+    measures = ["en", "avg_non_en", "gap", "rel_gap"]
+    paired = treated.merge(base[pair_keys + measures], on=pair_keys, suffixes=("", "_none"))
+    for m in measures:
+        paired[f"d_{m}"] = paired[m] - paired[f"{m}_none"]
+    table = _summarise(paired, list(CONDITION), [f"d_{m}" for m in measures])
+    return _with_sizes(table, rows, ["task", "metric"])
+
+
+def duplicate_runs(rows: pd.DataFrame) -> list[Problem]:
+    """Conditions with the same seed in more than one run directory (e.g. two sweeps merged)."""
+    runs = rows[[*CONDITION, "seed", "run_dir"]].drop_duplicates()
+    problems = []
+    for key, group in runs.groupby([*CONDITION, "seed"], dropna=False):
+        if len(group) > 1:
+            what = ", ".join(f"{k}={v}" for k, v in zip([*CONDITION, "seed"], key, strict=True))
+            dirs = sorted(group["run_dir"])
+            problems.append(
+                Problem(Path(dirs[0]), f"same condition and seed as {', '.join(dirs[1:])} ({what})")
+            )
+    return problems
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def write_tables(sweep: Sweep, out_dir: Path, split: str = "test") -> dict[str, Path]:
+    """Write runs.csv (the tidy rows), scores_by_size.csv, gaps_per_run.csv, gap_by_size.csv,
+    intermediate_effect.csv and problems.txt into ``out_dir``; return their paths by name."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tables = {
+        "runs": sweep.rows,
+        "scores_by_size": score_by_size(sweep.rows, split),
+        "gaps_per_run": gaps_per_run(sweep.rows, split),
+        "gap_by_size": gap_by_size(sweep.rows, split),
+        "intermediate_effect": intermediate_effect(sweep.rows, split),
+    }
+    paths = {}
+    for name, table in tables.items():
+        paths[name] = out_dir / f"{name}.csv"
+        table.to_csv(paths[name], index=False)
+    paths["problems"] = out_dir / "problems.txt"
+    paths["problems"].write_text("".join(f"{p}\n" for p in sweep.problems))
+    return paths
+
+
+def format_gap_table(table: pd.DataFrame, task: str | None = None, metric: str | None = None) -> str:
+    """The gap-by-size table as GitHub markdown: one line per (intermediate, model), sizes ascending."""
+    if task is not None:
+        table = table[table["task"] == task]
+    if metric is not None:
+        table = table[table["metric"] == metric]
+    header = "| task | metric | intermediate | model | params | seeds | en | avg non-en | gap (95% CI) | rel. gap (95% CI) |"
+    lines = [header, "|" + "|".join(["---"] * (header.count("|") - 1)) + "|"]
+    for r in table.itertuples(index=False):
+        lines.append(
+            f"| {r.task} | {r.metric} | {r.intermediate} | {r.model} | {_human(r.params)} | {r.n} "
+            f"| {r.en_mean:.2f} | {r.avg_non_en_mean:.2f} "
+            f"| {r.gap_mean:.2f} {_ci(r.gap_ci95_low, r.gap_ci95_high)} "
+            f"| {100 * r.rel_gap_mean:.1f}% {_ci(100 * r.rel_gap_ci95_low, 100 * r.rel_gap_ci95_high, '%')} |"
+        )
+    return "\n".join(lines)
+
+
+def _ci(low: float, high: float, unit: str = "") -> str:
+    if math.isnan(low) or math.isnan(high):
+        return "(n<2)"
+    return f"[{low:.2f}{unit}, {high:.2f}{unit}]" if unit == "" else f"[{low:.1f}{unit}, {high:.1f}{unit}]"
+
+
+def _human(params: float) -> str:
+    if params is None or math.isnan(params):
+        return "?"
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if params >= size:
+            return f"{params / size:.3g}{unit}"
+    return f"{params:.0f}"
