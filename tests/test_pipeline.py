@@ -71,12 +71,12 @@ def test_finished_stage_is_loaded_not_retrained(
 
 
 def test_tatoeba_with_e5_small_on_real_data(compose_cfg, data_dir: Path, tmp_path: Path) -> None:
-    """The embedded model retrieves translations far above chance (1/200) from the pretrained encoder."""
+    """The embedded model retrieves translations far above chance (1/100) from the pretrained encoder."""
     cfg = compose_cfg(
-        "model=e5_small", "+target=tatoeba", "target.languages=[de,fr,zh]", "target.max_eval_examples=200"
+        "model=e5_small", "+target=tatoeba", "target.languages=[de,zh]", "target.max_eval_examples=100"
     )
     summary = run(cfg, tmp_path)
-    for lang in ("de", "fr", "zh"):
+    for lang in ("de", "zh"):
         assert summary[f"test/tatoeba/{lang}/acc"] > 70.0, summary
     assert "test/tatoeba/gap/acc" not in summary  # retrieval has no English side
 
