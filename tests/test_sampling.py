@@ -48,8 +48,12 @@ def test_eval_is_sorted_and_ranks_are_disjoint_with_equal_batch_counts() -> None
     counts = [len(list(s)) for s in ranks]
     assert counts == [len(s) for s in ranks] == [5, 5, 5]  # equal, or DDP validation would hang
     # A set smaller than one batch per rank still gives every rank a batch.
-    tiny = [list(LengthGroupedBatchSampler([3] * 5, 64, shuffle=False, rank=r, world_size=2)) for r in range(2)]
-    assert [len(t) for t in tiny] == [1, 1] and sorted(i for t in tiny for b in t for i in b) == list(range(5))
+    tiny = [
+        list(LengthGroupedBatchSampler([3] * 5, 64, shuffle=False, rank=r, world_size=2)) for r in range(2)
+    ]
+    assert [len(t) for t in tiny] == [1, 1] and sorted(i for t in tiny for b in t for i in b) == list(
+        range(5)
+    )
     single = [i for b in LengthGroupedBatchSampler(lens, 8, shuffle=False) for i in b]
     assert [lens[i] for i in single] == sorted(lens, reverse=True)
 

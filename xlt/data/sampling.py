@@ -55,7 +55,9 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         if self.world_size == 1:
             return [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
         if n < self.world_size:
-            raise ValueError(f"an evaluation set of {n} examples cannot be split over {self.world_size} ranks")
+            raise ValueError(
+                f"an evaluation set of {n} examples cannot be split over {self.world_size} ranks"
+            )
         shard = order[self.rank :: self.world_size]
         n_batches = math.ceil(n / (self.batch_size * self.world_size))
         bounds = [round(j * len(shard) / n_batches) for j in range(n_batches + 1)]

@@ -80,7 +80,7 @@ def _examples_scoring(examples: Sequence[Example]) -> str:
         raise ValueError(
             f"an evaluation set must be scored one way; its examples ask for {sorted(map(str, kinds))}"
         )
-    return kinds.pop()
+    return str(kinds.pop())
 
 
 class SpanQAMetric(torchmetrics.Metric):
