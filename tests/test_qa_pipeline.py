@@ -96,7 +96,12 @@ def test_tydiqa_trains_on_english_only_and_keeps_the_final_checkpoint(compose_cf
 @pytest.mark.slow
 def test_e5_small_squad_to_xquad_real_data(compose_cfg, data_dir: Path, tmp_path: Path) -> None:
     """e5-small trained on 3,000 real SQuAD questions: English XQuAD far above a trivial answer and
-    above German and Chinese (zero-shot)."""
+    above German and Chinese (zero-shot).
+
+    Measured with these exact settings (via ``run``): F1 en 56.6, de 46.1, zh 41.7 (gap 12.7), dev
+    54.1; 5,673 s wall (~58 CPU-min) on a shared 2-CPU machine at load ~7, niced; about 8 CPU-s per
+    training step of 16 x 192 tokens. Expect ~30 min on an idle 2-CPU machine.
+    """
     cfg = compose_cfg(
         "model=e5_small", "model.freeze_embeddings=true", "+target=xquad", "target.languages=[en,de,zh]",
         "target.max_train_examples=3000", "target.max_eval_examples=300", "target.epochs=1", "target.lr=1e-4",
