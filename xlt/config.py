@@ -151,7 +151,6 @@ class TrainConfig:
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     seed: int = 42
     probe: ProbeConfig = field(default_factory=ProbeConfig)
-    write_predictions: bool = False
     resume: bool = True
     sweep: SweepConfig | None = None
 
