@@ -100,7 +100,8 @@ def _load_local(spec: TaskSpec, split: str, lang: str, data_dir: Path | None) ->
             for ex in examples:
                 _check_labels(spec, ex, path)
             if not examples:
-                raise DataError(f"{path}: no examples for task {spec.name} ({lang}, {split})")
+                # A file holding several languages may lack this one: report it like a missing file.
+                raise MissingDataError(f"{path}: no examples for task {spec.name} ({lang}, {split})")
             stats = [(p, p.stat()) for p in paths]
             fingerprint = "|".join(f"{p}:{st.st_size}:{st.st_mtime_ns}" for p, st in stats)
             return Loaded(examples, " + ".join(str(p) for p in paths), len(rows) - len(examples), fingerprint)
