@@ -164,6 +164,8 @@ def test_cli_writes_tables_and_plots(tmp_path: Path, capsys) -> None:
     assert UNFINISHED in (out / "problems.txt").read_text()
     for png in ("gap_vs_size_xnli_acc.png", "scores_vs_size_xnli_acc.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    assert results_main([str(FIXTURE), "--out", str(out), "--x", "params_non_embedding"]) == 0
+    assert (out / "gap_vs_size_xnli_acc_params_non_embedding.png").read_bytes()[:4] == b"\x89PNG"
     assert results_main([str(FIXTURE), "--out", str(out), "--no-plots", "--strict"]) == 1
     assert results_main([str(tmp_path / "nowhere")]) == 2
 

@@ -102,10 +102,10 @@ def test_demo_sweep_is_two_e5_sizes_x_none_or_anli_x_two_seeds(cache_dir: Path) 
         assert cfg.model.name in ("e5_small", "e5_small_6l") and cfg.seed in (1, 2)
         assert hydra.sweep.dir == "multirun/demo_scale_gap" and cfg.logger.kind == "csv"
         # the sweep's caps win over the task files'
-        assert cfg.target.train_task == "snli" and cfg.target.max_train_examples == 800
+        assert cfg.target.train_task == "snli" and cfg.target.max_train_examples == 1600
         if cfg.intermediate is not None:
             assert cfg.intermediate.name == "anli" and cfg.intermediate.train_split == "dev_r1+dev_r2"
-            assert cfg.intermediate.max_train_examples == 600
+            assert cfg.intermediate.max_train_examples == 800
 
 
 def test_intermediate_none_is_the_baseline_even_with_caps_on_top(compose_cfg) -> None:

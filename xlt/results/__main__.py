@@ -26,6 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--split", default="test", help="the target split analysed (default: test)")
     parser.add_argument("--no-plots", action="store_true", help="CSV tables only")
+    parser.add_argument("--x", default="params", choices=("params", "params_non_embedding"),
+                        help="the size axis of the plots (default: every encoder parameter)")  # fmt: skip
     parser.add_argument("--strict", action="store_true", help="exit 1 when any run could not be used")
     args = parser.parse_args(argv)
 
@@ -50,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_plots and not gaps.empty:
         from xlt.results.plots import plot_all
 
-        paths.update({p.stem: p for p in plot_all(gaps, out)})
+        paths.update({p.stem: p for p in plot_all(gaps, out, x=args.x)})
     print(f"wrote {len(paths)} files to {out}")
     return 1 if args.strict and sweep.problems else 0
 

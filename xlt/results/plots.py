@@ -4,7 +4,8 @@ needed; savefig renders PNG on any machine, and notebooks show the files).
 :func:`plot_gap_vs_size`: the transfer gap (absolute, and relative) against the parameter count on
 a log axis, one line per intermediate task, error bars the t-based 95% CI over seeds.
 :func:`plot_scores_vs_size`: English and the mean over the other languages against size.
-Both take the tables of :mod:`xlt.results.aggregate` and return the figure.
+Both take :func:`xlt.results.aggregate.gap_by_size`'s table and return the figure. ``x`` picks the
+size: ``params`` (every encoder parameter) or ``params_non_embedding``.
 """
 
 from __future__ import annotations
@@ -14,15 +15,17 @@ from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.transforms import ScaledTranslation
 
 from xlt.results.aggregate import NO_INTERMEDIATE
+
+X_LABELS = {"params": "encoder parameters", "params_non_embedding": "encoder parameters without embeddings"}
 
 
 def _intermediates(table: pd.DataFrame) -> list[str]:
     names = sorted(table["intermediate"].unique())
-    return ([NO_INTERMEDIATE] if NO_INTERMEDIATE in names else []) + [
-        n for n in names if n != NO_INTERMEDIATE
-    ]
+    baseline = [NO_INTERMEDIATE] if NO_INTERMEDIATE in names else []
+    return baseline + [n for n in names if n != NO_INTERMEDIATE]
 
 
 def _errors(table: pd.DataFrame, column: str, scale: float) -> list[list[float]]:
@@ -32,18 +35,6 @@ def _errors(table: pd.DataFrame, column: str, scale: float) -> list[list[float]]
     return [list(low), list(high)]
 
 
-def _size_axis(ax: Any, table: pd.DataFrame) -> None:
-    sizes = table.drop_duplicates("model").sort_values("params")
-    ax.set_xscale("log")
-    ax.set_xticks(
-        list(sizes["params"]),
-        [f"{m}\n{_human(p)}" for m, p in zip(sizes["model"], sizes["params"], strict=True)],
-    )
-    ax.minorticks_off()
-    ax.set_xlabel("encoder parameters (log scale)")
-    ax.grid(alpha=0.3)
-
-
 def _human(params: float) -> str:
     for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
         if params >= size:
@@ -51,66 +42,96 @@ def _human(params: float) -> str:
     return f"{params:.0f}"
 
 
-def _lines(ax: Any, table: pd.DataFrame, column: str, scale: float = 1.0, label_suffix: str = "") -> None:
-    for i, intermediate in enumerate(_intermediates(table)):
-        part = table[table["intermediate"] == intermediate].sort_values("params")
-        # A small horizontal offset per line keeps overlapping error bars readable on the log axis.
-        x = part["params"] * (1.0 + 0.04 * (i - 0.5 * (len(_intermediates(table)) - 1)))
-        ax.errorbar(x, part[f"{column}_mean"] * scale, yerr=_errors(part, column, scale), marker="o",
-                    capsize=4, label=f"{intermediate}{label_suffix}")  # fmt: skip
+def _size_axis(ax: Any, table: pd.DataFrame, x: str) -> None:
+    sizes = table.drop_duplicates("model").sort_values(x)
+    ax.set_xscale("log")
+    # At least half a decade on screen, so that close sizes (e5_small vs its 6-layer cut) stay apart.
+    low, high = float(sizes[x].min()), float(sizes[x].max())
+    pad = max(1.15, (10**0.5 * low / high) ** 0.5)
+    ax.set_xlim(low / pad, high * pad)
+    labels = [f"{m}\n{_human(p)}" for m, p in zip(sizes["model"], sizes[x], strict=True)]
+    ax.set_xticks(list(sizes[x]), labels)
+    ax.minorticks_off()
+    ax.set_xlabel(f"{X_LABELS.get(x, x)} (log scale)")
+    ax.grid(alpha=0.3)
 
 
-def plot_gap_vs_size(gap_table: pd.DataFrame, task: str, metric: str, path: Path | None = None) -> Any:
-    """Gap and relative gap vs parameter count for one task and metric; saved to ``path`` if given."""
+def _lines(fig: Figure, ax: Any, table: pd.DataFrame, column: str, x: str, scale: float = 1.0,
+           label_suffix: str = "") -> None:  # fmt: skip
+    names = _intermediates(table)
+    for i, intermediate in enumerate(names):
+        part = table[table["intermediate"] == intermediate].sort_values(x)
+        # Lines side by side, a few points apart on screen whatever the axis span, so that their
+        # error bars do not hide each other.
+        dodge = ScaledTranslation(5 * (i - 0.5 * (len(names) - 1)) / 72, 0, fig.dpi_scale_trans)
+        mean = part[f"{column}_mean"] * scale
+        low, high = _errors(part, column, scale)
+        ax.errorbar(part[x], mean, yerr=[low, high], marker="o", capsize=4, label=f"{intermediate}{label_suffix}",
+                    transform=ax.transData + dodge)  # fmt: skip
+        # A transform other than transData leaves the data limits alone: extend them by hand.
+        ax.update_datalim([(px, m - lo) for px, m, lo in zip(part[x], mean, low, strict=True)]
+                          + [(px, m + hi) for px, m, hi in zip(part[x], mean, high, strict=True)])  # fmt: skip
+    ax.autoscale_view()
+
+
+def _select(gap_table: pd.DataFrame, task: str, metric: str, x: str) -> pd.DataFrame:
     table = gap_table[(gap_table["task"] == task) & (gap_table["metric"] == metric)]
     if table.empty:
         raise ValueError(f"no gap rows for task={task} metric={metric}")
-    fig = Figure(figsize=(11, 4.2))
-    ax_abs, ax_rel = fig.subplots(1, 2)
-    _lines(ax_abs, table, "gap")
-    ax_abs.set_ylabel(f"gap: en - mean(non-en) [{metric}]")
-    _lines(ax_rel, table, "rel_gap", scale=100.0)
-    ax_rel.set_ylabel("relative gap: 1 - mean(non-en) / en [%]")
-    for ax in (ax_abs, ax_rel):
-        _size_axis(ax, table)
-    n = sorted(set(table["n"]))
-    ax_abs.legend(title="intermediate task")
-    fig.suptitle(
-        f"{task} ({metric}): transfer gap vs model size; bars: 95% CI over seeds (n={','.join(map(str, n))})"
-    )
-    fig.tight_layout()
+    if x not in table or table[x].isna().any():
+        raise ValueError(f"x={x!r}: not recorded for every model (columns: {', '.join(table.columns)})")
+    return table
+
+
+def _save(fig: Figure, path: Path | None) -> Figure:
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=120)
     return fig
 
 
-def plot_scores_vs_size(gap_table: pd.DataFrame, task: str, metric: str, path: Path | None = None) -> Any:
+def plot_gap_vs_size(gap_table: pd.DataFrame, task: str, metric: str, path: Path | None = None,
+                     x: str = "params") -> Figure:  # fmt: skip
+    """Gap and relative gap vs parameter count for one task and metric; saved to ``path`` if given."""
+    table = _select(gap_table, task, metric, x)
+    fig = Figure(figsize=(11, 4.2))
+    ax_abs, ax_rel = fig.subplots(1, 2)
+    _lines(fig, ax_abs, table, "gap", x)
+    ax_abs.set_ylabel(f"gap: en - mean(non-en) [{metric}]")
+    _lines(fig, ax_rel, table, "rel_gap", x, scale=100.0)
+    ax_rel.set_ylabel("relative gap: 1 - mean(non-en) / en [%]")
+    for ax in (ax_abs, ax_rel):
+        _size_axis(ax, table, x)
+    ax_abs.legend(title="intermediate task")
+    n = ",".join(str(v) for v in sorted(set(table["n"])))
+    fig.suptitle(f"{task} ({metric}): transfer gap vs model size; bars: 95% CI over seeds (n={n})")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_scores_vs_size(gap_table: pd.DataFrame, task: str, metric: str, path: Path | None = None,
+                        x: str = "params") -> Figure:  # fmt: skip
     """English and mean non-English score vs parameter count, one pair of lines per intermediate task."""
-    table = gap_table[(gap_table["task"] == task) & (gap_table["metric"] == metric)]
-    if table.empty:
-        raise ValueError(f"no rows for task={task} metric={metric}")
+    table = _select(gap_table, task, metric, x)
     fig = Figure(figsize=(6.5, 4.2))
     ax = fig.subplots()
-    _lines(ax, table, "en", label_suffix=": en")
-    _lines(ax, table, "avg_non_en", label_suffix=": mean non-en")
+    _lines(fig, ax, table, "en", x, label_suffix=": en")
+    _lines(fig, ax, table, "avg_non_en", x, label_suffix=": mean non-en")
     ax.set_ylabel(metric)
-    _size_axis(ax, table)
+    _size_axis(ax, table, x)
     ax.legend(fontsize="small")
     ax.set_title(f"{task}: scores vs model size (95% CI over seeds)")
     fig.tight_layout()
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
-    return fig
+    return _save(fig, path)
 
 
-def plot_all(gap_table: pd.DataFrame, out_dir: Path) -> list[Path]:
+def plot_all(gap_table: pd.DataFrame, out_dir: Path, x: str = "params") -> list[Path]:
     """Both plots for every (task, metric) of the table, as PNG files in ``out_dir``."""
     paths = []
+    suffix = "" if x == "params" else f"_{x}"
     for (task, metric), _ in gap_table.groupby(["task", "metric"]):
-        for name, fn in (("gap_vs_size", plot_gap_vs_size), ("scores_vs_size", plot_scores_vs_size)):
-            path = Path(out_dir) / f"{name}_{task}_{metric}.png"
-            fn(gap_table, task, metric, path)
+        for name, plot in (("gap_vs_size", plot_gap_vs_size), ("scores_vs_size", plot_scores_vs_size)):
+            path = Path(out_dir) / f"{name}_{task}_{metric}{suffix}.png"
+            plot(gap_table, task, metric, path, x=x)
             paths.append(path)
     return paths
