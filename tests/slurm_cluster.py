@@ -703,6 +703,8 @@ if pytest is not None:
         if cluster is None:
             reason = unavailable_reason()
             if reason:
+                if os.environ.get("XLT_REQUIRE_SLURM"):  # CI: a skipped scheduler test is a failure
+                    pytest.fail(f"XLT_REQUIRE_SLURM is set but {reason}")
                 pytest.skip(reason)
             root = tempfile.mkdtemp(prefix="xlt-slurm-", dir="/tmp")  # short: socket paths
             cluster = SlurmCluster(root)

@@ -21,7 +21,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `tests.` importable (no __init__)
 from tests.slurm_cluster import SlurmCluster, slurm_cluster  # noqa: E402,F401
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ci]  # slow, but in `make test`: CI runs it
 
 APP = Path(__file__).resolve().parent / "slurm_app" / "app.py"
 

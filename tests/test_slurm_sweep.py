@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `tests.` importa
 from tests.slurm_cluster import SlurmCluster, slurm_cluster  # noqa: E402,F401
 from xlt import PROJECT_ROOT  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ci]  # slow, but in `make test`: CI runs it
 
 STEPS_PER_EPOCH = 6  # 48 SNLI examples, batch 8
 EPOCHS = 6
