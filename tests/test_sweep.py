@@ -193,12 +193,9 @@ def test_rng_state_survives_a_checkpoint(tmp_path: Path) -> None:
     assert torch.equal(expected[0], again[0]) and expected[1:] == again[1:]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="LengthGroupedBatchSampler is not resumable: Lightning restarts an interrupted "
-                   "epoch's batches from the beginning. Fix: a stateful train loader (see docs/sweeps.md); then drop this mark.")  # fmt: skip
-def test_mid_epoch_resume_sees_the_same_batches(tmp_path: Path) -> None:
-    from torch.utils.data import DataLoader
-
-    from xlt.data.sampling import LengthGroupedBatchSampler
+@pytest.mark.parametrize("stop_at", [3, 7, 12])  # mid-epoch 1, 2 and 3 (5 batches an epoch)
+def test_mid_epoch_resume_sees_the_same_batches(tmp_path: Path, stop_at: int) -> None:
+    from xlt.data.sampling import LengthGroupedBatchSampler, ResumableDataLoader
 
     seen: list[list[int]] = []
 
@@ -207,20 +204,42 @@ def test_mid_epoch_resume_sees_the_same_batches(tmp_path: Path) -> None:
             seen.append(batch.tolist())
             return super().training_step(batch, batch_idx)
 
-    def loader() -> DataLoader:
-        return DataLoader(
+    def loader() -> ResumableDataLoader:
+        return ResumableDataLoader(
             list(range(10)), batch_sampler=LengthGroupedBatchSampler([1] * 10, 2, True, 7, 0, 1)
         )
 
     _fit([], tmp_path / "a", loader=loader, model=Recording())
     uninterrupted = list(seen)
+    assert len(uninterrupted) == 15 and uninterrupted[:5] != uninterrupted[5:10]  # epochs differ
     seen.clear()
     ckpt = tmp_path / "b" / "last.ckpt"
-    trainer = pl.Trainer(max_steps=7, callbacks=[StepCheckpoint(ckpt, every=7)], logger=False,
+    trainer = pl.Trainer(max_steps=stop_at, callbacks=[StepCheckpoint(ckpt, every=stop_at)], logger=False,
                          enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)  # fmt: skip
-    trainer.fit(Recording(), train_dataloaders=loader())  # stops mid-epoch 2 at step 7 (saved there)
+    trainer.fit(Recording(), train_dataloaders=loader())  # stops mid-epoch at step stop_at (saved there)
+    assert seen == uninterrupted[:stop_at]
     _fit([], tmp_path / "b", loader=loader, model=Recording(), ckpt=ckpt)
-    assert seen == uninterrupted
+    assert seen == uninterrupted  # the rest of the interrupted epoch, then the later ones, unchanged
+
+
+def test_resumable_loader_skips_the_consumed_batches_of_its_epoch_only() -> None:
+    from torch.utils.data import DataLoader
+
+    from xlt.data.sampling import LengthGroupedBatchSampler, ResumableDataLoader
+
+    sampler = LengthGroupedBatchSampler([1] * 10, 2, True, 7, 0, 1)
+    sampler.set_epoch(1)
+    full = [b.tolist() for b in DataLoader(list(range(10)), batch_sampler=sampler)]
+    resumable = ResumableDataLoader(list(range(10)), batch_sampler=sampler)
+
+    def batches() -> list[list[int]]:
+        return [b.tolist() for b in resumable]
+
+    resumable.load_state_dict({"epoch": 1, "consumed": 2})
+    assert batches() == full[2:] and resumable.state_dict() == {"epoch": 1, "consumed": 5}
+    assert batches() == full  # the skip applies to the resumed iteration only
+    resumable.load_state_dict({"epoch": 0, "consumed": 2})
+    assert batches() == full  # a state from another epoch (saved at an epoch's end) skips nothing
 
 
 # ----------------------------------------------------------------------------- real relaunches

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from xlt.data.features import Collator, featurize, tokenizer_fingerprint
-from xlt.data.sampling import LengthGroupedBatchSampler
+from xlt.data.sampling import LengthGroupedBatchSampler, ResumableDataLoader
 from xlt.tasks.loading import MissingDataError, load_split
 from xlt.tasks.spec import Example, TaskSpec
 
@@ -176,7 +176,7 @@ class StageDataModule(pl.LightningDataModule):
         rank, world = self._ranks()
         sampler = LengthGroupedBatchSampler(features["length"], batch_size, shuffle, self.seed, rank, world)
         columns = [c for c in features.column_names if c != "length"]
-        return DataLoader(
+        return (ResumableDataLoader if shuffle else DataLoader)(
             features.select_columns(columns),
             batch_sampler=sampler,
             collate_fn=self.collate,

@@ -2,15 +2,30 @@
 
 The sampler also shards batches across data-parallel ranks itself (Lightning cannot inject a
 DistributedSampler into a custom batch sampler), so the Trainer runs with use_distributed_sampler=False.
+
+Training loaders are :class:`ResumableDataLoader`: Lightning stores their ``state_dict`` (epoch and
+batches consumed) in every checkpoint, so a run resumed from a mid-epoch checkpoint continues the
+interrupted epoch with exactly the batches it had not seen yet.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
+
+
+class _EpochForward:
+    """What Lightning's ``_set_sampler_epoch`` finds as ``batch_sampler.sampler``."""
+
+    def __init__(self, owner: LengthGroupedBatchSampler) -> None:
+        self.owner = owner
+
+    def set_epoch(self, epoch: int) -> None:
+        self.owner.set_epoch(epoch)
 
 
 class LengthGroupedBatchSampler(Sampler[list[int]]):
@@ -45,9 +60,20 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         self.world_size = world_size
         self.mega = batch_size * mega_batch_factor
         self.epoch = 0
+        self.skipped = 0  # batches the current iteration skipped (a resumed epoch's consumed ones)
+        self._resume: tuple[int, int] | None = None
+        # Lightning calls set_epoch on `loader.sampler` and `loader.batch_sampler.sampler`, never on
+        # the batch sampler itself: without this each epoch would repeat epoch 0's batch order.
+        self.sampler = _EpochForward(self)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def resume(self, epoch: int, consumed: int) -> None:
+        """Make the next iteration, if it is over ``epoch``, skip its first ``consumed`` batches."""
+        if consumed < 0:
+            raise ValueError(f"consumed must be >= 0, got {consumed}")
+        self._resume = (epoch, consumed)
 
     def _eval_batches(self) -> list[list[int]]:
         n = len(self.lengths)
@@ -75,14 +101,19 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         return [batches[i] for i in shuffled]
 
     def __iter__(self) -> Iterator[list[int]]:
+        # A generator: the batches are drawn at the first next(), after Lightning's set_epoch (it
+        # creates the loader's iterator before setting the epoch when it restores a checkpoint).
         if not self.shuffle:
-            return iter(self._eval_batches())
+            yield from self._eval_batches()
+            return
         batches = self._batches()
         if self.world_size > 1:
             # Equal counts on every rank, or ranks would wait for each other at the end of an epoch.
             per_rank = len(batches) // self.world_size
             batches = batches[: per_rank * self.world_size][self.rank :: self.world_size]
-        return iter(batches)
+        resume, self._resume = self._resume, None
+        self.skipped = resume[1] if resume is not None and resume[0] == self.epoch else 0
+        yield from batches[self.skipped :]
 
     def __len__(self) -> int:
         if not self.shuffle:
@@ -93,3 +124,39 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         n = len(self.lengths)
         full, rest = divmod(n, self.mega)
         return full * math.ceil(self.mega / self.batch_size) + math.ceil(rest / self.batch_size)
+
+
+class ResumableDataLoader(DataLoader):
+    """A training DataLoader over a :class:`LengthGroupedBatchSampler` that Lightning can resume.
+
+    Lightning saves ``state_dict()`` of a stateful training loader in each checkpoint and calls
+    ``load_state_dict`` before iterating it again. The loader counts the batches it has handed out
+    in the current epoch (Lightning does not prefetch from a loader with a length, so that is the
+    number trained on); on resume the sampler skips them, if Lightning is still in that epoch.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.batch_sampler, LengthGroupedBatchSampler):
+            raise TypeError("ResumableDataLoader needs batch_sampler=LengthGroupedBatchSampler(...)")
+        self._consumed = 0
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        sampler = self.batch_sampler
+        assert isinstance(sampler, LengthGroupedBatchSampler)
+        self._consumed = 0
+        for i, batch in enumerate(super().__iter__()):
+            if i == 0:  # the sampler has started: it knows how many batches it skipped
+                self._consumed = sampler.skipped
+            self._consumed += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        sampler = self.batch_sampler
+        assert isinstance(sampler, LengthGroupedBatchSampler)
+        return {"epoch": sampler.epoch, "consumed": self._consumed}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        sampler = self.batch_sampler
+        assert isinstance(sampler, LengthGroupedBatchSampler)
+        sampler.resume(int(state_dict["epoch"]), int(state_dict["consumed"]))
