@@ -21,14 +21,48 @@ from torch.utils.data import DataLoader, Sampler
 class _EpochForward:
     """What Lightning's ``_set_sampler_epoch`` finds as ``batch_sampler.sampler``."""
 
-    def __init__(self, owner: LengthGroupedBatchSampler) -> None:
+    def __init__(self, owner: EpochBatchSampler) -> None:
         self.owner = owner
 
     def set_epoch(self, epoch: int) -> None:
         self.owner.set_epoch(epoch)
 
 
-class LengthGroupedBatchSampler(Sampler[list[int]]):
+class EpochBatchSampler(Sampler[list[int]]):
+    """A batch sampler whose batches are a function of the epoch (``_epoch_batches``), drawn lazily at
+    the first ``next()``, after Lightning's ``set_epoch``. ``resume(epoch, consumed)`` makes the next
+    iteration over that epoch skip the batches a checkpointed run had already trained on."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        self.skipped = 0  # batches the current iteration skipped (a resumed epoch's consumed ones)
+        self._resume: tuple[int, int] | None = None
+        # Lightning calls set_epoch on `loader.sampler` and `loader.batch_sampler.sampler`, never on
+        # the batch sampler itself: without this each epoch would repeat epoch 0's batch order.
+        self.sampler = _EpochForward(self)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def resume(self, epoch: int, consumed: int) -> None:
+        """Make the next iteration, if it is over ``epoch``, skip its first ``consumed`` batches."""
+        if consumed < 0:
+            raise ValueError(f"consumed must be >= 0, got {consumed}")
+        self._resume = (epoch, consumed)
+
+    def _epoch_batches(self) -> list[list[int]]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[list[int]]:
+        # A generator: the batches are drawn at the first next(), after Lightning's set_epoch (it
+        # creates the loader's iterator before setting the epoch when it restores a checkpoint).
+        batches = self._epoch_batches()
+        resume, self._resume = self._resume, None
+        self.skipped = resume[1] if resume is not None and resume[0] == self.epoch else 0
+        yield from batches[self.skipped :]
+
+
+class LengthGroupedBatchSampler(EpochBatchSampler):
     """Batches of indices grouped by length.
 
     Training (``shuffle=True``): indices are shuffled, cut into mega-batches of ``batch_size * 50``,
@@ -52,6 +86,7 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        super().__init__()
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -59,21 +94,6 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         self.rank = rank
         self.world_size = world_size
         self.mega = batch_size * mega_batch_factor
-        self.epoch = 0
-        self.skipped = 0  # batches the current iteration skipped (a resumed epoch's consumed ones)
-        self._resume: tuple[int, int] | None = None
-        # Lightning calls set_epoch on `loader.sampler` and `loader.batch_sampler.sampler`, never on
-        # the batch sampler itself: without this each epoch would repeat epoch 0's batch order.
-        self.sampler = _EpochForward(self)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def resume(self, epoch: int, consumed: int) -> None:
-        """Make the next iteration, if it is over ``epoch``, skip its first ``consumed`` batches."""
-        if consumed < 0:
-            raise ValueError(f"consumed must be >= 0, got {consumed}")
-        self._resume = (epoch, consumed)
 
     def _eval_batches(self) -> list[list[int]]:
         n = len(self.lengths)
@@ -100,20 +120,15 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         shuffled = torch.randperm(len(batches), generator=gen).tolist()
         return [batches[i] for i in shuffled]
 
-    def __iter__(self) -> Iterator[list[int]]:
-        # A generator: the batches are drawn at the first next(), after Lightning's set_epoch (it
-        # creates the loader's iterator before setting the epoch when it restores a checkpoint).
+    def _epoch_batches(self) -> list[list[int]]:
         if not self.shuffle:
-            yield from self._eval_batches()
-            return
+            return self._eval_batches()
         batches = self._batches()
         if self.world_size > 1:
             # Equal counts on every rank, or ranks would wait for each other at the end of an epoch.
             per_rank = len(batches) // self.world_size
             batches = batches[: per_rank * self.world_size][self.rank :: self.world_size]
-        resume, self._resume = self._resume, None
-        self.skipped = resume[1] if resume is not None and resume[0] == self.epoch else 0
-        yield from batches[self.skipped :]
+        return batches
 
     def __len__(self) -> int:
         if not self.shuffle:
@@ -127,7 +142,7 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
 
 
 class ResumableDataLoader(DataLoader):
-    """A training DataLoader over a :class:`LengthGroupedBatchSampler` that Lightning can resume.
+    """A training DataLoader over an :class:`EpochBatchSampler` that Lightning can resume.
 
     Lightning saves ``state_dict()`` of a stateful training loader in each checkpoint and calls
     ``load_state_dict`` before iterating it again. The loader counts the batches it has handed out
@@ -137,13 +152,13 @@ class ResumableDataLoader(DataLoader):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if not isinstance(self.batch_sampler, LengthGroupedBatchSampler):
-            raise TypeError("ResumableDataLoader needs batch_sampler=LengthGroupedBatchSampler(...)")
+        if not isinstance(self.batch_sampler, EpochBatchSampler):
+            raise TypeError("ResumableDataLoader needs an EpochBatchSampler as batch_sampler")
         self._consumed = 0
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         sampler = self.batch_sampler
-        assert isinstance(sampler, LengthGroupedBatchSampler)
+        assert isinstance(sampler, EpochBatchSampler)
         self._consumed = 0
         for i, batch in enumerate(super().__iter__()):
             if i == 0:  # the sampler has started: it knows how many batches it skipped
@@ -153,10 +168,10 @@ class ResumableDataLoader(DataLoader):
 
     def state_dict(self) -> dict[str, int]:
         sampler = self.batch_sampler
-        assert isinstance(sampler, LengthGroupedBatchSampler)
+        assert isinstance(sampler, EpochBatchSampler)
         return {"epoch": sampler.epoch, "consumed": self._consumed}
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         sampler = self.batch_sampler
-        assert isinstance(sampler, LengthGroupedBatchSampler)
+        assert isinstance(sampler, EpochBatchSampler)
         sampler.resume(int(state_dict["epoch"]), int(state_dict["consumed"]))
