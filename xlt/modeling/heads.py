@@ -102,12 +102,20 @@ class ClassificationHead(Head):
         super().__init__(hidden_size, spec, pooling, dropout)
         self.dropout = nn.Dropout(dropout)
         self.dense = nn.Linear(hidden_size, hidden_size)
-        self.out_proj = nn.Linear(hidden_size, spec.num_labels)
+        self.out_proj = nn.Linear(hidden_size, self.out_features(spec))
 
-    def forward(self, hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
-        x = pool(hidden, batch["attention_mask"], self.pooling)
+    @staticmethod
+    def out_features(spec: TaskSpec) -> int:
+        return spec.num_labels
+
+    def score(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pool, then dropout, dense, tanh, dropout, out: (sequences, out_features)."""
+        x = pool(hidden, attention_mask, self.pooling)
         x = torch.tanh(self.dense(self.dropout(x)))
         return self.out_proj(self.dropout(x))
+
+    def forward(self, hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return self.score(hidden, batch["attention_mask"])
 
     def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         return nn.functional.cross_entropy(logits.float(), batch["labels"])
