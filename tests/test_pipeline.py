@@ -13,7 +13,7 @@ from xlt.results.rows import read_results
 from xlt.run import run
 
 TINY_XNLI = (
-    "model=tiny", "+intermediate=anli", "+target=xnli", "debug=fdr",
+    "model=tiny", "+intermediate=anli_rounds", "+target=xnli", "debug=fdr",
     "intermediate.train_split=dev_r1", "intermediate.dev_split=dev_r2",
     "target.train_task=snli", "target.train_split=dev", "target.languages=[en,de,sw,ar]",
     "intermediate.max_train_examples=64", "target.max_train_examples=64",
@@ -85,7 +85,7 @@ def test_tatoeba_with_e5_small_on_real_data(compose_cfg, data_dir: Path, tmp_pat
 def test_three_phases_e5_small_real_data(compose_cfg, data_dir: Path, tmp_path: Path) -> None:
     """ANLI -> XNLI (trained on SNLI) with the real e5-small: English above chance, others below English."""
     cfg = compose_cfg(
-        "model=e5_small", "+intermediate=anli", "+target=xnli", "model.freeze_embeddings=true",
+        "model=e5_small", "+intermediate=anli_rounds", "+target=xnli", "model.freeze_embeddings=true",
         "intermediate.train_split=dev_r1", "intermediate.dev_split=dev_r3", "intermediate.epochs=1",
         "intermediate.max_train_examples=400", "intermediate.max_eval_examples=200",
         "target.train_task=snli", "target.train_split=dev", "target.epochs=1", "target.lr=3e-5",
