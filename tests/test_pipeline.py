@@ -27,11 +27,11 @@ def test_three_phases_with_tiny_model(compose_cfg, data_dir: Path, tmp_path: Pat
     summary = run(compose_cfg(*TINY_XNLI), tmp_path)
     records = read_results(tmp_path / "results.jsonl")
     stages = {(r["stage"], r["task"], r["split"]) for r in records}
-    assert stages == {("intermediate", "anli", "dev"), ("target", "xnli", "dev"), ("target", "xnli", "test")}
+    assert stages == {("intermediate", "anli_rounds", "dev"), ("target", "xnli", "dev"), ("target", "xnli", "test")}
     test_langs = {r["language"] for r in records if r["split"] == "test"}
     assert test_langs == {"en", "de", "sw", "avg", "avg_non_en", "gap", "rel_gap"}  # ar has no file here
     row = next(r for r in records if r["language"] == "de" and r["split"] == "test")
-    assert row["model"] == "tiny" and row["intermediate"] == "anli" and row["train_task"] == "snli"
+    assert row["model"] == "tiny" and row["intermediate"] == "anli_rounds" and row["train_task"] == "snli"
     assert row["seed"] == 42 and row["git_commit"] and row["model_params"] > 0 and row["n_examples"] == 32
     by = {r["language"]: r["value"] for r in records if r["split"] == "test"}
     assert by["gap"] == pytest.approx(by["en"] - (by["de"] + by["sw"]) / 2)

@@ -75,17 +75,16 @@ def test_scale_gap_is_models_x_intermediates_x_targets_x_seeds(cache_dir: Path) 
         seen.add((cfg.model.name, intermediate, cfg.target.name, cfg.seed))
         dirs.add(hydra.job.override_dirname)
         assert hydra.sweep.dir == "multirun/scale_gap"
-        choice = hydra.runtime.choices.intermediate
         assert (
             hydra.job.override_dirname
-            == f"intermediate={choice},model={cfg.model.name},seed={cfg.seed},target=xnli"
+            == f"intermediate={intermediate},model={cfg.model.name},seed={cfg.seed},target=xnli"
         )
         assert (
             cfg.logger.group == "scale_gap" and "scale_gap" in cfg.logger.tags and cfg.logger.kind == "wandb"
         )
         assert cfg.scale.name == "fsdp" and cfg.target.train_task == "mnli"
-    # intermediate=anli is ANLI+ (the mixture anli_plus: SNLI + MNLI + ANLI on one NLI head)
-    assert seen == set(itertools.product(models, ["none", "mnli", "anli_plus"], ["xnli"], [1, 2, 3]))
+    # intermediate=anli is ANLI+ (a mixture: SNLI + MNLI + ANLI rounds on one NLI head)
+    assert seen == set(itertools.product(models, ["none", "mnli", "anli"], ["xnli"], [1, 2, 3]))
     assert len(dirs) == 54  # one folder per job: a relaunch finds each job's own state
 
 
@@ -107,7 +106,7 @@ def test_demo_sweep_is_two_e5_sizes_x_none_or_anli_x_two_seeds(cache_dir: Path) 
         assert cfg.target.train_task == "snli" and cfg.target.max_train_examples == 1600
         if cfg.intermediate is not None:  # ANLI's rounds alone: ANLI+ has no train data offline
             assert hydra.runtime.choices.intermediate == "anli_rounds"
-            assert cfg.intermediate.name == "anli" and cfg.intermediate.train_split == "dev_r1+dev_r2"
+            assert cfg.intermediate.name == "anli_rounds" and cfg.intermediate.train_split == "dev_r1+dev_r2"
             assert cfg.intermediate.max_train_examples == 800
 
 

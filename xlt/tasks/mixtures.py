@@ -10,13 +10,13 @@ from __future__ import annotations
 from xlt.tasks.registry import register_mixture
 from xlt.tasks.spec import MixtureSpec
 
-ANLI_PLUS = register_mixture(
+ANLI = register_mixture(
     MixtureSpec(
-        name="anli_plus",
+        name="anli",
         description="ANLI+ = SNLI + MNLI + ANLI rounds 1-3, one shared 3-way NLI head, selected on ANLI dev",
-        members=("snli", "mnli", "anli"),
-        shared_heads={"nli": ("snli", "mnli", "anli")},
-        evaluated=("anli",),
+        members=("snli", "mnli", "anli_rounds"),
+        shared_heads={"nli": ("snli", "mnli", "anli_rounds")},
+        evaluated=("anli_rounds",),
         citation="Nie et al. 2020 (ANLI+ as in jiant's adversarial_nli guide)",
     )
 )
@@ -26,6 +26,6 @@ ALL_NINE = register_mixture(
         name="all9",
         description="the nine X-STILTs intermediate tasks together (ANLI+ flattened; MNLI trained once, "
         "on ANLI+'s shared NLI head)",
-        members=("anli_plus", "mnli", "qqp", "squad", "squad2", "hellaswag", "ccg", "cosmosqa", "csqa"),
+        members=("anli", "mnli", "qqp", "squad", "squad2", "hellaswag", "ccg", "cosmosqa", "csqa"),
     )
 )
