@@ -52,6 +52,7 @@ class MemberConfig:
 
     train_split: str = "train"
     dev_split: str | None = None  # null: the task's own dev split
+    evaluate: bool | None = None  # score on dev (and count in the selection)? null: as the mixture defines
     max_seq_length: int | None = None  # null: the stage's
     max_train_examples: int | None = None
     max_eval_examples: int | None = None

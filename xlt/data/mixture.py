@@ -50,7 +50,7 @@ def prepare_mixture_data(mixture: MixtureSpec, stage: DictConfig, settings: Data
                                                max_train)  # fmt: skip
             dev = (
                 dev_sets(spec, member.dev_split or spec.dev_split, settings, max_len, max_eval)
-                if task in flat.evaluated
+                if (member.evaluate if member.evaluate is not None else task in flat.evaluated)
                 else []
             )
         except MissingDataError as err:
