@@ -129,7 +129,9 @@ def test_all9_composes_flattens_anli_plus_and_keeps_mnli_once(compose_cfg) -> No
         ("intermediate.sampling.temperature=-1", "intermediate.sampling.temperature"),
     ],
 )
-def test_bad_mixture_settings_fail_in_one_line_naming_the_option(compose_cfg, override: str, option: str) -> None:
+def test_bad_mixture_settings_fail_in_one_line_naming_the_option(
+    compose_cfg, override: str, option: str
+) -> None:
     with pytest.raises(ConfigError) as err:
         validate(compose_cfg("+intermediate=all9", "+target=xnli", override))
     assert str(err.value).startswith(option) and "\n" not in str(err.value)
@@ -168,7 +170,9 @@ def test_no_member_left_is_a_one_line_error_naming_the_mixture(compose_cfg, sett
     # Offline there is no SNLI, MNLI or ANLI train split: ANLI+ as configured has nothing to train on.
     with pytest.raises(DataError) as err:
         prepare_mixture_data(get_mixture("anli"), _stage(compose_cfg, "anli"), settings)
-    assert str(err.value).startswith("intermediate anli: no member has training data") and "\n" not in str(err.value)
+    assert str(err.value).startswith("intermediate anli: no member has training data") and "\n" not in str(
+        err.value
+    )
 
 
 def test_snli_rows_without_gold_label_are_dropped_and_counted(
@@ -256,10 +260,10 @@ def test_e5_small_learns_in_a_small_real_mixture(compose_cfg, data_dir: Path, tm
     cfg = compose_cfg(
         "model=e5_small", "+intermediate=all9", "+target=tatoeba", "model.freeze_embeddings=true",
         "model.pooling=mean", "intermediate.only=[snli,anli_rounds,csqa]",
-        "intermediate.members.snli.train_split=dev", "intermediate.members.snli.dev_split=test",
-        "intermediate.members.snli.evaluate=true", "intermediate.members.snli.max_train_examples=1200",
+        "intermediate.members.snli.train_split=dev", "+intermediate.members.snli.dev_split=test",
+        "+intermediate.members.snli.evaluate=true", "+intermediate.members.snli.max_train_examples=1200",
         "intermediate.members.anli_rounds.train_split=dev_r1", "intermediate.members.anli_rounds.dev_split=dev_r3",
-        "intermediate.members.csqa.max_seq_length=64",
+        "+intermediate.members.csqa.max_seq_length=64",
         "intermediate.max_train_examples=300", "intermediate.max_eval_examples=300",
         "intermediate.epochs=1", "intermediate.lr=1e-4", "intermediate.batch_size=16",
         "scale.per_device_batch_size=16", "intermediate.max_seq_length=128",
@@ -272,7 +276,10 @@ def test_e5_small_learns_in_a_small_real_mixture(compose_cfg, data_dir: Path, tm
     from xlt.tasks.loading import load_split
     from xlt.tasks.registry import get_task
 
-    gold = [ex["label"] for ex in load_split(get_task("snli"), "test", "en", "local", data_dir, limit=300).examples]
+    gold = [
+        ex["label"]
+        for ex in load_split(get_task("snli"), "test", "en", "local", data_dir, limit=300).examples
+    ]
     majority = 100 * Counter(gold).most_common(1)[0][1] / len(gold)
     print("measured:", dev, "snli test majority:", majority)
     assert dev["snli", "dev"] > majority + 5, (dev, majority)

@@ -27,7 +27,11 @@ def test_three_phases_with_tiny_model(compose_cfg, data_dir: Path, tmp_path: Pat
     summary = run(compose_cfg(*TINY_XNLI), tmp_path)
     records = read_results(tmp_path / "results.jsonl")
     stages = {(r["stage"], r["task"], r["split"]) for r in records}
-    assert stages == {("intermediate", "anli_rounds", "dev"), ("target", "xnli", "dev"), ("target", "xnli", "test")}
+    assert stages == {
+        ("intermediate", "anli_rounds", "dev"),
+        ("target", "xnli", "dev"),
+        ("target", "xnli", "test"),
+    }
     test_langs = {r["language"] for r in records if r["split"] == "test"}
     assert test_langs == {"en", "de", "sw", "avg", "avg_non_en", "gap", "rel_gap"}  # ar has no file here
     row = next(r for r in records if r["language"] == "de" and r["split"] == "test")

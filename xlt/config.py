@@ -303,14 +303,18 @@ def _check_intermediate(stage: DictConfig) -> None:
     for key, names in (("members", list(stage.members)), ("only", list(stage.only or []))):
         for name in names:
             if name not in tasks:
-                raise ConfigError(f"intermediate.{key}: {name!r} is not a member of {stage.name} ({', '.join(tasks)})")
+                raise ConfigError(
+                    f"intermediate.{key}: {name!r} is not a member of {stage.name} ({', '.join(tasks)})"
+                )
     sampling = stage.sampling
     if sampling.cap is not None and sampling.cap < 1:
         raise ConfigError(f"intermediate.sampling.cap={sampling.cap}: expected >= 1 or null")
     if not sampling.temperature > 0:
         raise ConfigError(f"intermediate.sampling.temperature={sampling.temperature}: expected > 0")
     if sampling.steps_per_epoch is not None and sampling.steps_per_epoch < 1:
-        raise ConfigError(f"intermediate.sampling.steps_per_epoch={sampling.steps_per_epoch}: expected >= 1 or null")
+        raise ConfigError(
+            f"intermediate.sampling.steps_per_epoch={sampling.steps_per_epoch}: expected >= 1 or null"
+        )
 
 
 def _check_not_a_mixture(stage_name: str, stage: DictConfig) -> None:

@@ -330,7 +330,7 @@ class Runner:
             )
         for line in data.skipped:
             self._skip(line)
-        n_train = sum(map(len, data.mixture.features)) if data.mixture else len(data.train or [])
+        n_train = sum(map(len, data.mixture.features)) if data.mixture else len(data.train or ())
         log.info("%s: training %s on %s (%d examples)", stage, spec.name, data.train_origin, n_train)
         scale = self.cfg.scale
         per_device, accumulate = batch_plan(
@@ -350,7 +350,9 @@ class Runner:
             module = TransferModule.for_mixture(self.encoder, data.mixture, stage_cfg.lr, self.cfg.optim, data.val,
                                                 hidden, pooling)  # fmt: skip
             monitor = f"dev/{spec.name}/en/selection" if data.val else None
-            mixture_info = log_mixture(data.mixture, dm, stage_cfg.epochs, self.logger, scale.devices * scale.num_nodes)
+            mixture_info = log_mixture(
+                data.mixture, dm, stage_cfg.epochs, self.logger, scale.devices * scale.num_nodes
+            )
         else:
             assert isinstance(spec, TaskSpec)
             module = TransferModule(
@@ -420,11 +422,12 @@ class Runner:
         trainer_kwargs = to_container(self.cfg.trainer)
         epochs = float(stage_cfg.epochs)
         if epochs != int(epochs) and (data.train is not None or data.mixture is not None):
-            steps_per_epoch = (
-                data.mixture.steps_per_epoch
-                if data.mixture is not None
-                else math.ceil(math.ceil(len(data.train) / (stage_cfg.batch_size // accumulate)) / accumulate)
-            )
+            if data.mixture is not None:
+                steps_per_epoch = data.mixture.steps_per_epoch
+            else:
+                assert data.train is not None
+                batches = math.ceil(len(data.train) / (stage_cfg.batch_size // accumulate))
+                steps_per_epoch = math.ceil(batches / accumulate)
             trainer_kwargs.setdefault("max_steps", max(1, math.ceil(epochs * steps_per_epoch)))
         max_epochs = trainer_kwargs.pop("max_epochs", max(1, math.ceil(epochs)))
         plugins = [*(trainer_kwargs.pop("plugins", None) or []), *cluster_plugins()]
@@ -474,8 +477,11 @@ class Runner:
         self.probe("pretrained")
         if cfg.intermediate is not None:
             mixture = get_mixture(cfg.intermediate.name)
-            spec = mixture or get_task(cfg.intermediate.name, role="intermediate")
-            self.train_stage("intermediate", cfg.intermediate, spec, None if mixture else spec, test=False)
+            if mixture is not None:
+                self.train_stage("intermediate", cfg.intermediate, mixture, None, test=False)
+            else:
+                spec = get_task(cfg.intermediate.name, role="intermediate")
+                self.train_stage("intermediate", cfg.intermediate, spec, spec, test=False)
             self.probe("intermediate")
         target = get_task(cfg.target.name, role="target")
         if target.trainable:

@@ -62,7 +62,9 @@ def prepare_mixture_data(mixture: MixtureSpec, stage: DictConfig, settings: Data
         dropped[task] = loaded.dropped
         val.extend(dev)
     if not tasks:
-        raise DataError(f"intermediate {mixture.name}: no member has training data (all of {', '.join(flat.tasks)} left out)")
+        raise DataError(
+            f"intermediate {mixture.name}: no member has training data (all of {', '.join(flat.tasks)} left out)"
+        )
     sampling = stage.sampling
     sizes = [len(f) for f in features]
     probabilities = mixture_probabilities(sizes, sampling.cap, sampling.temperature)
@@ -97,7 +99,9 @@ class MixtureDataset(Dataset[dict[str, Any]]):
         return row
 
 
-def log_mixture(mixture: MixtureTrain, dm: Any, epochs: float, logger: Any, world_size: int = 1) -> dict[str, Any]:
+def log_mixture(
+    mixture: MixtureTrain, dm: Any, epochs: float, logger: Any, world_size: int = 1
+) -> dict[str, Any]:
     """Log (console and experiment logger) and return, for the run state, each member's size,
     sampling probability and what the sampler draws for it over the stage's epochs (all ranks)."""
     sampler = MultiTaskBatchSampler(
@@ -133,5 +137,7 @@ def log_mixture(mixture: MixtureTrain, dm: Any, epochs: float, logger: Any, worl
             drawn[i][1], n_epochs, mixture.dropped.get(task, 0),
         )  # fmt: skip
     if logger:
-        logger.log_metrics({f"train/{task}/drawn_examples": v["drawn_examples"] for task, v in info["tasks"].items()})
+        logger.log_metrics(
+            {f"train/{task}/drawn_examples": v["drawn_examples"] for task, v in info["tasks"].items()}
+        )
     return info

@@ -95,7 +95,9 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         return full * math.ceil(self.mega / self.batch_size) + math.ceil(rest / self.batch_size)
 
 
-def mixture_probabilities(sizes: Sequence[int], cap: int | None = None, temperature: float = 1.0) -> list[float]:
+def mixture_probabilities(
+    sizes: Sequence[int], cap: int | None = None, temperature: float = 1.0
+) -> list[float]:
     """p(task t) ∝ min(n_t, cap) ** (1 / temperature): examples-proportional when ``cap`` is None and
     ``temperature`` is 1 (jiant's ProportionalMultiTaskSampler), capped (SpecifiedProb with min(n, cap))
     or temperature-scaled (TemperatureMultiTaskSampler)."""
@@ -161,7 +163,9 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
             while True:
                 if task not in streams:
                     stream_seed = self.seed * 1_000_003 + epoch * 7_919 + task * 104_729
-                    sampler = LengthGroupedBatchSampler(self.lengths[task], self.batch_size, True, stream_seed)
+                    sampler = LengthGroupedBatchSampler(
+                        self.lengths[task], self.batch_size, True, stream_seed
+                    )
                     sampler.set_epoch(passes[task])
                     passes[task] += 1
                     streams[task] = iter(sampler)

@@ -226,7 +226,11 @@ class TransferModule(pl.LightningModule):
             for whole, parts in self.parts.items():
                 _, task, lang = whole.split("/")
                 scores = {lang: self.scores.get(whole, {})}
-                rows.extend(language_rows(stage, task, "dev", scores, {lang: sum(n for _, n in parts)}, with_gap=False))
+                rows.extend(
+                    language_rows(
+                        stage, task, "dev", scores, {lang: sum(n for _, n in parts)}, with_gap=False
+                    )
+                )
             if self.selection is not None and self.selection[0] in self.scores:
                 _, task, lang = self.selection[0].split("/")
                 value = self.scores[self.selection[0]]["selection"]

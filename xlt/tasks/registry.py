@@ -45,11 +45,13 @@ def register_mixture(spec: MixtureSpec) -> MixtureSpec:
             raise ValueError(f"mixture {spec.name}: evaluated member {member!r} is not a member")
     MIXTURES[spec.name] = spec
     flat = flatten_mixture(spec)  # checks that tasks sharing a head agree on its kind and labels
-    for head, tasks in _head_groups(flat).items():
-        kinds = {(TASKS[t].head, TASKS[t].label_names) for t in tasks}
+    for head, group in _head_groups(flat).items():
+        kinds = {(TASKS[t].head, TASKS[t].label_names) for t in group}
         if len(kinds) > 1:
             del MIXTURES[spec.name]
-            raise ValueError(f"mixture {spec.name}: tasks {tasks} share head {head!r} but differ in head kind or labels")
+            raise ValueError(
+                f"mixture {spec.name}: tasks {group} share head {head!r} but differ in head kind or labels"
+            )
     return spec
 
 
@@ -146,5 +148,12 @@ def all_tasks() -> dict[str, TaskSpec]:
 def _load_builtin_tasks() -> None:
     # Task-family modules register themselves on import; importing here keeps registration lazy
     # and in one place.
-    from xlt.tasks import classification, multiple_choice, nli, qa, retrieval, tagging  # noqa: F401
-    from xlt.tasks import mixtures  # noqa: F401  (after the tasks it names)
+    from xlt.tasks import (  # noqa: F401
+        classification,
+        mixtures,  # noqa: F401
+        multiple_choice,
+        nli,
+        qa,
+        retrieval,
+        tagging,
+    )
