@@ -255,7 +255,9 @@ def test_e5_small_learns_in_a_small_real_mixture(compose_cfg, data_dir: Path, tm
     """SNLI (dev as training) + ANLI rounds + CommonsenseQA on e5-small, one shared NLI head for the
     first two: SNLI test accuracy ends well above its majority class.
 
-    Measured (2026-11-28, this 2-core CPU machine, other jobs running): see the assertion comment.
+    Measured 2026-11-28 on this 2-core CPU machine (422 s for the test): dev (snli = its test split,
+    300 examples) snli 56.3 vs a majority class of 34.7; anli_rounds dev_r3 35.0 (chance 33.3); csqa
+    20.3 (chance 20.0); selection (their mean) 37.2. Only SNLI, with 1,200 training pairs, learns here.
     """
     cfg = compose_cfg(
         "model=e5_small", "+intermediate=all9", "+target=tatoeba", "model.freeze_embeddings=true",

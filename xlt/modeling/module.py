@@ -81,7 +81,8 @@ class TransferModule(pl.LightningModule):
     def head(self) -> Head:
         """The stage's head when it has exactly one."""
         if len(self.heads) != 1:
-            raise AttributeError(f"stage {self.task} has {len(self.heads)} heads; use head_for(task)")
+            # Not AttributeError: nn.Module.__getattr__ would replace the message with "no attribute".
+            raise RuntimeError(f"stage {self.task} has {len(self.heads)} heads; use head_for(task)")
         return cast(Head, next(iter(self.heads.values())))
 
     def head_for(self, task: str) -> Head:
