@@ -62,6 +62,8 @@ def prepare_mixture_data(mixture: MixtureSpec, stage: DictConfig, settings: Data
         dropped[task] = loaded.dropped
         val.extend(dev)
     if not tasks:
+        for line in skipped:  # the reasons, before the one-line error
+            log.warning("skipped: %s", line)
         raise DataError(
             f"intermediate {mixture.name}: no member has training data (all of {', '.join(flat.tasks)} left out)"
         )
