@@ -285,3 +285,30 @@ def test_e5_small_learns_in_a_small_real_mixture(compose_cfg, data_dir: Path, tm
     majority = 100 * Counter(gold).most_common(1)[0][1] / len(gold)
     print("measured:", dev, "snli test majority:", majority)
     assert dev["snli", "dev"] > majority + 5, (dev, majority)
+
+
+def test_demo_uses_anli_rounds_and_the_old_spelling_fails_in_one_line(compose_cfg) -> None:
+    """`make demo` trains ANLI's rounds alone (no ANLI+ train data offline); the demo's split overrides
+    on ANLI+ are refused with a pointer to the per-member settings."""
+    from xlt import PROJECT_ROOT
+
+    assert "+intermediate=anli_rounds +target=xnli +demo=cpu" in (PROJECT_ROOT / "Makefile").read_text()
+    cfg = validate(compose_cfg("+intermediate=anli_rounds", "+target=xnli", "+demo=cpu"))
+    assert cfg.intermediate.name == "anli_rounds"
+    assert (cfg.intermediate.train_split, cfg.intermediate.dev_split) == ("dev_r1", "dev_r3")
+    assert cfg.intermediate.max_train_examples == 640
+    with pytest.raises(
+        ConfigError, match=r"^intermediate.train_split='dev_r1': anli is a mixture; set intermediate.members"
+    ):
+        validate(compose_cfg("+intermediate=anli", "+target=xnli", "+demo=cpu"))
+
+
+def test_hub_rows_labelled_minus_one_are_dropped() -> None:
+    from xlt.tasks.nli import map_hub_nli
+
+    assert map_hub_nli({"premise": "p", "hypothesis": "h", "label": -1}, "en") is None
+    assert map_hub_nli({"premise": "p", "hypothesis": "h", "label": 2}, "en") == {
+        "text_a": "p",
+        "text_b": "h",
+        "label": 2,
+    }
