@@ -195,16 +195,10 @@ def test_snli_rows_without_gold_label_are_dropped_and_counted(
     ds = MixtureDataset(data.mixture.features)
     assert ds[1]["task_id"] == 0 and ds[1]["labels"] == 2
     with caplog.at_level(logging.INFO):
-        info = log_mixture(data.mixture, _Dm(), 1, logger=False)
+        info = log_mixture(data.mixture, 4, 1, 0, 1, logger=False)
     assert info["tasks"]["snli"]["dropped_unlabelled"] == 1 and info["tasks"]["snli"]["head"] == "nli"
     assert info["tasks"]["snli"]["drawn_examples"] == 2  # one step of batch 4 over 2 examples: 2 drawn
     assert any("sampler draws 1 batches / 2 examples" in r.getMessage() for r in caplog.records)
-
-
-class _Dm:
-    per_device_batch_size = 4
-    accumulate = 1
-    seed = 0
 
 
 # -- end to end ----------------------------------------------------------------------------------

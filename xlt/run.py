@@ -350,8 +350,9 @@ class Runner:
             module = TransferModule.for_mixture(self.encoder, data.mixture, stage_cfg.lr, self.cfg.optim, data.val,
                                                 hidden, pooling)  # fmt: skip
             monitor = f"dev/{spec.name}/en/selection" if data.val else None
+            world = scale.devices * scale.num_nodes
             mixture_info = log_mixture(
-                data.mixture, dm, stage_cfg.epochs, self.logger, scale.devices * scale.num_nodes
+                data.mixture, per_device, accumulate, self.cfg.seed, stage_cfg.epochs, self.logger, world
             )
         else:
             assert isinstance(spec, TaskSpec)

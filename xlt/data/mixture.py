@@ -102,16 +102,23 @@ class MixtureDataset(Dataset[dict[str, Any]]):
 
 
 def log_mixture(
-    mixture: MixtureTrain, dm: Any, epochs: float, logger: Any, world_size: int = 1
+    mixture: MixtureTrain,
+    per_device_batch_size: int,
+    accumulate: int,
+    seed: int,
+    epochs: float,
+    logger: Any,
+    world_size: int = 1,
 ) -> dict[str, Any]:
     """Log (console and experiment logger) and return, for the run state, each member's size,
-    sampling probability and what the sampler draws for it over the stage's epochs (all ranks)."""
+    sampling probability and what the sampler draws for it over the stage's epochs (all ranks),
+    replaying the training sampler's plan (the same seed and batch counts)."""
     sampler = MultiTaskBatchSampler(
         [f["length"] for f in mixture.features],
-        dm.per_device_batch_size,
+        per_device_batch_size,
         mixture.probabilities,
-        mixture.steps_per_epoch * dm.accumulate,
-        dm.seed,
+        mixture.steps_per_epoch * accumulate,
+        seed,
         0,
         world_size,
     )
