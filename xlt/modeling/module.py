@@ -101,7 +101,7 @@ class TransferModule(pl.LightningModule):
         if input_ids.dim() == 3:
             input_ids, attention_mask = input_ids.flatten(0, 1), attention_mask.flatten(0, 1)
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
-        return (head or self.head)(out.last_hidden_state, batch)
+        return (head if head is not None else self.head)(out.last_hidden_state, batch)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         task_id = batch.pop("task_id", None)
