@@ -31,7 +31,7 @@ test-all: install
 
 ## The main job on the embedded default model (offline, CPU, < 20 min on 2 cores).
 demo: install
-	$(PY) -m xlt.train +intermediate=anli +target=xnli +demo=cpu
+	$(PY) -m xlt.train +intermediate=anli_rounds +target=xnli +demo=cpu
 
 lint: install
 	$(PY) -m ruff check xlt tests

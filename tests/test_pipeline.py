@@ -13,7 +13,7 @@ from xlt.results.rows import read_results
 from xlt.run import run
 
 TINY_XNLI = (
-    "model=tiny", "+intermediate=anli", "+target=xnli", "debug=fdr",
+    "model=tiny", "+intermediate=anli_rounds", "+target=xnli", "debug=fdr",
     "intermediate.train_split=dev_r1", "intermediate.dev_split=dev_r2",
     "target.train_task=snli", "target.train_split=dev", "target.languages=[en,de,sw,ar]",
     "intermediate.max_train_examples=64", "target.max_train_examples=64",
@@ -27,11 +27,15 @@ def test_three_phases_with_tiny_model(compose_cfg, data_dir: Path, tmp_path: Pat
     summary = run(compose_cfg(*TINY_XNLI), tmp_path)
     records = read_results(tmp_path / "results.jsonl")
     stages = {(r["stage"], r["task"], r["split"]) for r in records}
-    assert stages == {("intermediate", "anli", "dev"), ("target", "xnli", "dev"), ("target", "xnli", "test")}
+    assert stages == {
+        ("intermediate", "anli_rounds", "dev"),
+        ("target", "xnli", "dev"),
+        ("target", "xnli", "test"),
+    }
     test_langs = {r["language"] for r in records if r["split"] == "test"}
     assert test_langs == {"en", "de", "sw", "avg", "avg_non_en", "gap", "rel_gap"}  # ar has no file here
     row = next(r for r in records if r["language"] == "de" and r["split"] == "test")
-    assert row["model"] == "tiny" and row["intermediate"] == "anli" and row["train_task"] == "snli"
+    assert row["model"] == "tiny" and row["intermediate"] == "anli_rounds" and row["train_task"] == "snli"
     assert row["seed"] == 42 and row["git_commit"] and row["model_params"] > 0 and row["n_examples"] == 32
     by = {r["language"]: r["value"] for r in records if r["split"] == "test"}
     assert by["gap"] == pytest.approx(by["en"] - (by["de"] + by["sw"]) / 2)
@@ -85,7 +89,7 @@ def test_tatoeba_with_e5_small_on_real_data(compose_cfg, data_dir: Path, tmp_pat
 def test_three_phases_e5_small_real_data(compose_cfg, data_dir: Path, tmp_path: Path) -> None:
     """ANLI -> XNLI (trained on SNLI) with the real e5-small: English above chance, others below English."""
     cfg = compose_cfg(
-        "model=e5_small", "+intermediate=anli", "+target=xnli", "model.freeze_embeddings=true",
+        "model=e5_small", "+intermediate=anli_rounds", "+target=xnli", "model.freeze_embeddings=true",
         "intermediate.train_split=dev_r1", "intermediate.dev_split=dev_r3", "intermediate.epochs=1",
         "intermediate.max_train_examples=400", "intermediate.max_eval_examples=200",
         "target.train_task=snli", "target.train_split=dev", "target.epochs=1", "target.lr=3e-5",

@@ -83,6 +83,7 @@ def test_scale_gap_is_models_x_intermediates_x_targets_x_seeds(cache_dir: Path) 
             cfg.logger.group == "scale_gap" and "scale_gap" in cfg.logger.tags and cfg.logger.kind == "wandb"
         )
         assert cfg.scale.name == "fsdp" and cfg.target.train_task == "mnli"
+    # intermediate=anli is ANLI+ (a mixture: SNLI + MNLI + ANLI rounds on one NLI head)
     assert seen == set(itertools.product(models, ["none", "mnli", "anli"], ["xnli"], [1, 2, 3]))
     assert len(dirs) == 54  # one folder per job: a relaunch finds each job's own state
 
@@ -103,8 +104,9 @@ def test_demo_sweep_is_two_e5_sizes_x_none_or_anli_x_two_seeds(cache_dir: Path) 
         assert hydra.sweep.dir == "multirun/demo_scale_gap" and cfg.logger.kind == "csv"
         # the sweep's caps win over the task files'
         assert cfg.target.train_task == "snli" and cfg.target.max_train_examples == 1600
-        if cfg.intermediate is not None:
-            assert cfg.intermediate.name == "anli" and cfg.intermediate.train_split == "dev_r1+dev_r2"
+        if cfg.intermediate is not None:  # ANLI's rounds alone: ANLI+ has no train data offline
+            assert hydra.runtime.choices.intermediate == "anli_rounds"
+            assert cfg.intermediate.name == "anli_rounds" and cfg.intermediate.train_split == "dev_r1+dev_r2"
             assert cfg.intermediate.max_train_examples == 800
 
 
@@ -222,14 +224,31 @@ def test_mid_epoch_resume_sees_the_same_batches(tmp_path: Path, stop_at: int) ->
     assert seen == uninterrupted  # the rest of the interrupted epoch, then the later ones, unchanged
 
 
-def test_resumable_loader_skips_the_consumed_batches_of_its_epoch_only() -> None:
+def _length_grouped() -> object:
+    from xlt.data.sampling import LengthGroupedBatchSampler
+
+    return LengthGroupedBatchSampler([1] * 10, 2, True, 7, 0, 1)
+
+
+def _multi_task() -> object:
+    from xlt.data.sampling import MultiTaskBatchSampler
+
+    return MultiTaskBatchSampler([[1] * 6, [1] * 4], 2, [0.6, 0.4], batches_per_rank=5, seed=7)
+
+
+@pytest.mark.parametrize("make_sampler", [_length_grouped, _multi_task], ids=["single-task", "mixture"])
+def test_resumable_loader_skips_the_consumed_batches_of_its_epoch_only(make_sampler) -> None:
     from torch.utils.data import DataLoader
 
-    from xlt.data.sampling import LengthGroupedBatchSampler, ResumableDataLoader
+    from xlt.data.sampling import ResumableDataLoader
 
-    sampler = LengthGroupedBatchSampler([1] * 10, 2, True, 7, 0, 1)
-    sampler.set_epoch(1)
+    sampler = make_sampler()
+    sampler.sampler.set_epoch(1)  # where Lightning's _set_sampler_epoch finds it
+    assert sampler.epoch == 1
     full = [b.tolist() for b in DataLoader(list(range(10)), batch_sampler=sampler)]
+    sampler.set_epoch(0)
+    assert [b.tolist() for b in DataLoader(list(range(10)), batch_sampler=sampler)] != full  # epochs differ
+    sampler.set_epoch(1)
     resumable = ResumableDataLoader(list(range(10)), batch_sampler=sampler)
 
     def batches() -> list[list[int]]:

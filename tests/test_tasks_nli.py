@@ -52,7 +52,7 @@ def test_snli_drops_nothing_silently_and_matches_official_counts(data_dir: Path)
 
 
 def test_anli_rounds_join_with_plus(data_dir: Path) -> None:
-    anli = get_task("anli")
+    anli = get_task("anli_rounds")
     joined = load_split(anli, "dev_r1+dev_r2", "en", "local", data_dir)
     assert len(joined.examples) == 2000
     r3 = load_split(anli, "dev_r3", "en", "local", data_dir)

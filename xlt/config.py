@@ -47,6 +47,31 @@ class ModelConfig:
 
 
 @dataclass
+class MemberConfig:
+    """One member of a mixture stage: its splits and example caps (null: the stage's caps)."""
+
+    train_split: str = "train"
+    dev_split: str | None = None  # null: the task's own dev split
+    evaluate: bool | None = None  # score on dev (and count in the selection)? null: as the mixture defines
+    max_seq_length: int | None = None  # null: the stage's
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+
+
+@dataclass
+class SamplingConfig:
+    """How a mixture stage draws its batches: task t with p ∝ min(n_t, cap) ** (1 / temperature).
+
+    cap null and temperature 1: examples-proportional. An epoch is ``steps_per_epoch`` optimizer
+    steps; null: sum over tasks of ceil(min(n_t, cap) / batch_size), jiant's count.
+    """
+
+    cap: int | None = None
+    temperature: float = 1.0
+    steps_per_epoch: int | None = None
+
+
+@dataclass
 class StageConfig:
     name: str = MISSING
     train_task: str | None = None
@@ -60,6 +85,11 @@ class StageConfig:
     max_seq_length: int = 128
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
+    # Mixture stages only (intermediate=anli, all9): per-member settings, a subset of the members to
+    # train (null: all), and the sampling settings. train_split/dev_split must then be null.
+    members: dict[str, MemberConfig] = field(default_factory=dict)
+    only: list[str] | None = None
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
 
 @dataclass
@@ -219,7 +249,8 @@ def validate(cfg: DictConfig) -> DictConfig:
 
     try:
         if merged.intermediate is not None:
-            get_task(merged.intermediate.name, role="intermediate")
+            _check_intermediate(merged.intermediate)
+        _check_not_a_mixture("target", merged.target)
         target = get_task(merged.target.name, role="target")
         if merged.target.train_task:
             get_task(merged.target.train_task)
@@ -252,6 +283,45 @@ def validate(cfg: DictConfig) -> DictConfig:
                 raise ConfigError(f"{stage_name}.batch_size: {err}") from None
     OmegaConf.set_readonly(merged, True)
     return merged
+
+
+def _check_intermediate(stage: DictConfig) -> None:
+    from xlt.tasks.registry import flatten_mixture, get_mixture, get_task
+
+    mixture = get_mixture(stage.name)
+    if mixture is None:
+        get_task(stage.name, role="intermediate")
+        _check_not_a_mixture("intermediate", stage)
+        return
+    for key in ("train_split", "dev_split"):
+        if stage[key] is not None:
+            raise ConfigError(
+                f"intermediate.{key}={stage[key]!r}: {stage.name} is a mixture; set "
+                f"intermediate.members.<task>.{key} instead"
+            )
+    tasks = flatten_mixture(mixture).tasks
+    for key, names in (("members", list(stage.members)), ("only", list(stage.only or []))):
+        for name in names:
+            if name not in tasks:
+                raise ConfigError(
+                    f"intermediate.{key}: {name!r} is not a member of {stage.name} ({', '.join(tasks)})"
+                )
+    sampling = stage.sampling
+    if sampling.cap is not None and sampling.cap < 1:
+        raise ConfigError(f"intermediate.sampling.cap={sampling.cap}: expected >= 1 or null")
+    if not sampling.temperature > 0:
+        raise ConfigError(f"intermediate.sampling.temperature={sampling.temperature}: expected > 0")
+    if sampling.steps_per_epoch is not None and sampling.steps_per_epoch < 1:
+        raise ConfigError(
+            f"intermediate.sampling.steps_per_epoch={sampling.steps_per_epoch}: expected >= 1 or null"
+        )
+
+
+def _check_not_a_mixture(stage_name: str, stage: DictConfig) -> None:
+    """members/only/sampling mean something only for a mixture: setting them elsewhere is a mistake."""
+    if stage.members or stage.only is not None or OmegaConf.to_object(stage.sampling) != SamplingConfig():
+        key = "members" if stage.members else "only" if stage.only is not None else "sampling"
+        raise ConfigError(f"{stage_name}.{key}: only for mixture stages ({stage.name} is a single task)")
 
 
 def _check_scale_and_model(cfg: DictConfig) -> None:

@@ -26,6 +26,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from xlt import PROJECT_ROOT
 from xlt.config import batch_plan, to_container, validate
 from xlt.data.datamodule import DataSettings, StageData, StageDataModule, prepare_stage_data
+from xlt.data.mixture import log_mixture, prepare_mixture_data
 from xlt.modeling.embedding import embed
 from xlt.modeling.encoder import add_lora, count_parameters, load_encoder, load_tokenizer
 from xlt.modeling.heads import build_head
@@ -40,8 +41,8 @@ from xlt.results.rows import (
     write_results,
 )
 from xlt.tasks.loading import MissingDataError, load_split, resolve_source
-from xlt.tasks.registry import get_task
-from xlt.tasks.spec import TaskSpec
+from xlt.tasks.registry import get_mixture, get_task
+from xlt.tasks.spec import MixtureSpec, TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +76,12 @@ def resolve_precision(precision: str) -> str:
     return "32-true"
 
 
-def build_strategy(strategy: Any) -> Any:
+def build_strategy(strategy: Any, several_heads: bool = False) -> Any:
     """``scale.strategy`` for the Trainer: a name as is, or a fresh object from a ``_target_`` dict
-    (e.g. FSDPStrategy with its wrap and activation-checkpointing policies)."""
+    (e.g. FSDPStrategy with its wrap and activation-checkpointing policies). A mixture stage runs one
+    head per step, so plain DDP must expect parameters without gradients."""
     if isinstance(strategy, str):
-        return strategy
+        return "ddp_find_unused_parameters_true" if several_heads and strategy == "ddp" else strategy
     from hydra.utils import instantiate
 
     return instantiate(strategy, _convert_="all")
@@ -300,28 +302,36 @@ class Runner:
         return rows
 
     def train_stage(
-        self, stage: str, stage_cfg: DictConfig, spec: TaskSpec, train_spec: TaskSpec, test: bool
+        self,
+        stage: str,
+        stage_cfg: DictConfig,
+        spec: TaskSpec | MixtureSpec,
+        train_spec: TaskSpec | None,
+        test: bool,
     ) -> None:
-        """Fit a fresh head (and the shared encoder) on English data, select on English dev, then
-        evaluate dev (and, for targets, every language's test set)."""
-        languages = list(stage_cfg.get("languages") or spec.languages) if test else []
-        data = prepare_stage_data(
-            task=spec,
-            train_task=train_spec,
-            train_split=stage_cfg.train_split,
-            dev_split=stage_cfg.dev_split or spec.dev_split,
-            test_split=spec.test_split if test else None,
-            languages=languages,
-            settings=self.settings,
-            max_len=stage_cfg.max_seq_length,
-            max_train=stage_cfg.max_train_examples,
-            max_eval=stage_cfg.max_eval_examples,
-        )
+        """Fit fresh heads (and the shared encoder) on English data, select on English dev, then
+        evaluate dev (and, for targets, every language's test set). ``spec`` may be a mixture
+        (several tasks, one head each or shared; see xlt/data/mixture.py)."""
+        if isinstance(spec, MixtureSpec):
+            data = prepare_mixture_data(spec, stage_cfg, self.settings)
+        else:
+            languages = list(stage_cfg.get("languages") or spec.languages) if test else []
+            data = prepare_stage_data(
+                task=spec,
+                train_task=train_spec,
+                train_split=stage_cfg.train_split,
+                dev_split=stage_cfg.dev_split or spec.dev_split,
+                test_split=spec.test_split if test else None,
+                languages=languages,
+                settings=self.settings,
+                max_len=stage_cfg.max_seq_length,
+                max_train=stage_cfg.max_train_examples,
+                max_eval=stage_cfg.max_eval_examples,
+            )
         for line in data.skipped:
             self._skip(line)
-        log.info(
-            "%s: training %s on %s (%d examples)", stage, spec.name, data.train_origin, len(data.train or [])
-        )
+        n_train = sum(map(len, data.mixture.features)) if data.mixture else len(data.train or ())
+        log.info("%s: training %s on %s (%d examples)", stage, spec.name, data.train_origin, n_train)
         scale = self.cfg.scale
         per_device, accumulate = batch_plan(
             stage_cfg.batch_size, scale.per_device_batch_size, scale.devices * scale.num_nodes
@@ -333,14 +343,26 @@ class Runner:
             stage_cfg.eval_batch_size,
             self.cfg.seed,
             self.cfg.data.num_workers,
+            accumulate,
         )
-        head = build_head(spec, self.encoder.config.hidden_size, self.cfg.model.pooling)
-        module = TransferModule(
-            self.encoder, head, spec.name, stage_cfg.lr, self.cfg.optim,
-            val_sets=data.val, test_sets=data.test,
-        )  # fmt: skip
+        hidden, pooling = self.encoder.config.hidden_size, self.cfg.model.pooling
+        if data.mixture is not None:
+            module = TransferModule.for_mixture(self.encoder, data.mixture, stage_cfg.lr, self.cfg.optim, data.val,
+                                                hidden, pooling)  # fmt: skip
+            monitor = f"dev/{spec.name}/en/selection" if data.val else None
+            world = scale.devices * scale.num_nodes
+            mixture_info = log_mixture(
+                data.mixture, per_device, accumulate, self.cfg.seed, stage_cfg.epochs, self.logger, world
+            )
+        else:
+            assert isinstance(spec, TaskSpec)
+            module = TransferModule(
+                self.encoder, build_head(spec, hidden, pooling), spec.name, stage_cfg.lr, self.cfg.optim,
+                val_sets=data.val, test_sets=data.test,
+            )  # fmt: skip
+            monitor = f"{data.val[0].overall_key}/{spec.metrics[0]}" if data.val else None
+            mixture_info = None
         ckpt_dir = self.run_dir / "checkpoints" / stage
-        monitor = f"{data.val[0].key}/{spec.metrics[0]}" if data.val else None
         done = self.state.stage(stage) if self.cfg.resume else None
         if done is not None:
             log.info(
@@ -364,7 +386,8 @@ class Runner:
                 # No selection happened (fast_dev_run or no dev set): keep the final weights.
                 best = str(ckpt_dir / "final.ckpt")
                 trainer.save_checkpoint(best, weights_only=True)
-            self.state.mark_stage(stage, best=best, task=spec.name, train=data.train_origin)
+            self.state.mark_stage(stage, best=best, task=spec.name, train=data.train_origin,
+                                  **({"mixture": mixture_info} if mixture_info else {}))  # fmt: skip
             if is_global_zero():
                 last.unlink(missing_ok=True)  # the stage is done; its resume point is no longer needed
         evaluator = self._trainer(stage_cfg, data, 1, None, None)
@@ -375,9 +398,7 @@ class Runner:
         for split, sets in (("dev", data.val), ("test", data.test)):
             if not sets:
                 continue
-            scores = {s.lang: module.scores.get(s.key, {}) for s in sets}
-            counts = {s.lang: len(s) for s in sets}
-            rows = language_rows(stage, spec.name, split, scores, counts, with_gap=split == "test")
+            rows = module.result_rows(stage, split, sets)
             self.rows.extend(rows)
             self._log_rows(rows, already_logged=True)
 
@@ -401,10 +422,13 @@ class Runner:
             callbacks.append(TQDMProgressBar(refresh_rate=1 if sys.stderr.isatty() else 25))
         trainer_kwargs = to_container(self.cfg.trainer)
         epochs = float(stage_cfg.epochs)
-        if epochs != int(epochs) and data.train is not None:
-            steps_per_epoch = math.ceil(
-                math.ceil(len(data.train) / (stage_cfg.batch_size // accumulate)) / accumulate
-            )
+        if epochs != int(epochs) and (data.train is not None or data.mixture is not None):
+            if data.mixture is not None:
+                steps_per_epoch = data.mixture.steps_per_epoch
+            else:
+                assert data.train is not None
+                batches = math.ceil(len(data.train) / (stage_cfg.batch_size // accumulate))
+                steps_per_epoch = math.ceil(batches / accumulate)
             trainer_kwargs.setdefault("max_steps", max(1, math.ceil(epochs * steps_per_epoch)))
         max_epochs = trainer_kwargs.pop("max_epochs", max(1, math.ceil(epochs)))
         plugins = [*(trainer_kwargs.pop("plugins", None) or []), *cluster_plugins()]
@@ -412,7 +436,7 @@ class Runner:
             **trainer_kwargs,
             max_epochs=max_epochs,
             precision=resolve_precision(scale.precision),  # type: ignore[arg-type]
-            strategy=build_strategy(scale.strategy),
+            strategy=build_strategy(scale.strategy, several_heads=data.mixture is not None),
             devices=scale.devices,
             num_nodes=scale.num_nodes,
             accumulate_grad_batches=accumulate,
@@ -453,8 +477,12 @@ class Runner:
         cfg = self.cfg
         self.probe("pretrained")
         if cfg.intermediate is not None:
-            spec = get_task(cfg.intermediate.name, role="intermediate")
-            self.train_stage("intermediate", cfg.intermediate, spec, spec, test=False)
+            mixture = get_mixture(cfg.intermediate.name)
+            if mixture is not None:
+                self.train_stage("intermediate", cfg.intermediate, mixture, None, test=False)
+            else:
+                spec = get_task(cfg.intermediate.name, role="intermediate")
+                self.train_stage("intermediate", cfg.intermediate, spec, spec, test=False)
             self.probe("intermediate")
         target = get_task(cfg.target.name, role="target")
         if target.trainable:

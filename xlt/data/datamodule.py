@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from xlt.data.features import Collator, featurize, tokenizer_fingerprint
-from xlt.data.sampling import LengthGroupedBatchSampler, ResumableDataLoader
-from xlt.tasks.loading import MissingDataError, load_split
+from xlt.data.sampling import LengthGroupedBatchSampler, MultiTaskBatchSampler, ResumableDataLoader
+from xlt.tasks.loading import Loaded, MissingDataError, load_split, split_parts
 from xlt.tasks.spec import Example, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -31,10 +31,17 @@ class EvalSet:
     features: datasets.Dataset
     origin: str
     examples: list[Example] = field(default_factory=list, repr=False)  # raw, for example-level metrics
+    # A part of a '+'-joined split scored on its own (ANLI's dev_r1): the whole split's name ("dev").
+    part_of: str | None = None
 
     @property
     def key(self) -> str:
         return f"{self.split}/{self.task}/{self.lang}"
+
+    @property
+    def overall_key(self) -> str:
+        """The key of the whole split: this set's own key, or its union's for a part."""
+        return f"{self.part_of or self.split}/{self.task}/{self.lang}"
 
     def __len__(self) -> int:
         """Examples, not features: QA and tagging windows make several features of one example."""
@@ -48,6 +55,21 @@ class StageData:
     val: list[EvalSet]
     test: list[EvalSet]
     skipped: list[str] = field(default_factory=list)  # one line per language with no data
+    mixture: MixtureTrain | None = None  # a multi-task stage's training sets (then ``train`` is None)
+
+
+@dataclass
+class MixtureTrain:
+    """The training side of a mixture stage: one featurised set per member task, in sampling order."""
+
+    name: str
+    tasks: list[str]
+    features: list[datasets.Dataset]
+    origins: list[str]
+    head_of: dict[str, str]  # task -> head name (tasks may share one)
+    probabilities: list[float]
+    steps_per_epoch: int  # optimizer steps
+    dropped: dict[str, int] = field(default_factory=dict)  # rows without a gold label, per task
 
 
 @dataclass
@@ -72,6 +94,20 @@ def load_features(
     max_len: int,
     limit: int | None,
 ) -> tuple[datasets.Dataset, str, list[Example]]:
+    features, loaded = load_and_featurize(spec, head_kind, split, lang, settings, max_len, limit)
+    return features, loaded.origin, loaded.examples
+
+
+def load_and_featurize(
+    spec: TaskSpec,
+    head_kind: str,
+    split: str,
+    lang: str,
+    settings: DataSettings,
+    max_len: int,
+    limit: int | None,
+) -> tuple[datasets.Dataset, Loaded]:
+    """Features of one split plus what was loaded (origin, raw examples, rows dropped as unlabelled)."""
     loaded = load_split(spec, split, lang, settings.source, settings.data_dir, limit=limit)
     if loaded.dropped:
         log.info(
@@ -97,7 +133,22 @@ def load_features(
         key,
         desc=f"{spec.name} {split} {lang}",
     )
-    return features, loaded.origin, loaded.examples
+    return features, loaded
+
+
+def dev_sets(
+    task: TaskSpec, dev_split: str, settings: DataSettings, max_len: int, max_eval: int | None
+) -> list[EvalSet]:
+    """English dev sets of a task. A '+'-joined split (ANLI's dev_r1+dev_r2+dev_r3) is scored per part,
+    each capped at ``max_eval``; its overall score is then the example-weighted mean of the parts."""
+    parts = split_parts(dev_split)
+    sets = []
+    for part in parts:
+        feats, origin, examples = load_features(task, task.head, part, "en", settings, max_len, max_eval)
+        whole = len(parts) > 1
+        sets.append(EvalSet(task.name, part if whole else "dev", "en", feats, origin, examples,
+                            part_of="dev" if whole else None))  # fmt: skip
+    return sets
 
 
 def prepare_stage_data(
@@ -128,10 +179,7 @@ def prepare_stage_data(
         train, train_origin, _ = load_features(
             train_task, task.head, train_split, "en", settings, max_len, max_train
         )
-    val = []
-    if dev_split:
-        feats, origin, examples = load_features(task, task.head, dev_split, "en", settings, max_len, max_eval)
-        val.append(EvalSet(task.name, "dev", "en", feats, origin, examples))
+    val = dev_sets(task, dev_split, settings, max_len, max_eval) if dev_split else []
     test, skipped = [], []
     if test_split:
         for lang in languages:
@@ -157,8 +205,11 @@ class StageDataModule(pl.LightningDataModule):
         eval_batch_size: int,
         seed: int,
         num_workers: int = 0,
+        accumulate: int = 1,
     ) -> None:
         super().__init__()
+        self.accumulate = accumulate  # a mixture epoch is steps_per_epoch optimizer steps
+        self.train_sampler: MultiTaskBatchSampler | None = None
         self.data = data
         self.collate = Collator(tokenizer)
         self.per_device_batch_size = per_device_batch_size
@@ -184,9 +235,31 @@ class StageDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        if self.data.mixture is not None:
+            return self._mixture_loader(self.data.mixture)
         if self.data.train is None:
             raise RuntimeError("this stage has no training data")
         return self._loader(self.data.train, self.per_device_batch_size, shuffle=True)
+
+    def _mixture_loader(self, mixture: MixtureTrain) -> DataLoader:
+        from xlt.data.mixture import MixtureDataset
+
+        rank, world = self._ranks()
+        self.train_sampler = MultiTaskBatchSampler(
+            [f["length"] for f in mixture.features],
+            self.per_device_batch_size,
+            mixture.probabilities,
+            mixture.steps_per_epoch * self.accumulate,
+            self.seed,
+            rank,
+            world,
+        )
+        return ResumableDataLoader(
+            MixtureDataset(mixture.features),
+            batch_sampler=self.train_sampler,
+            collate_fn=self.collate,
+            num_workers=self.num_workers,
+        )
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self._loader(s.features, self.eval_batch_size, shuffle=False) for s in self.data.val]

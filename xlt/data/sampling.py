@@ -141,6 +141,99 @@ class LengthGroupedBatchSampler(EpochBatchSampler):
         return full * math.ceil(self.mega / self.batch_size) + math.ceil(rest / self.batch_size)
 
 
+def mixture_probabilities(
+    sizes: Sequence[int], cap: int | None = None, temperature: float = 1.0
+) -> list[float]:
+    """p(task t) ∝ min(n_t, cap) ** (1 / temperature): examples-proportional when ``cap`` is None and
+    ``temperature`` is 1 (jiant's ProportionalMultiTaskSampler), capped (SpecifiedProb with min(n, cap))
+    or temperature-scaled (TemperatureMultiTaskSampler)."""
+    if not sizes or any(n < 1 for n in sizes):
+        raise ValueError(f"every task needs at least one example, got sizes {list(sizes)}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    weights = [min(n, cap) if cap is not None else n for n in sizes]
+    scaled = [w ** (1.0 / temperature) for w in weights]
+    total = sum(scaled)
+    return [w / total for w in scaled]
+
+
+class MultiTaskBatchSampler(EpochBatchSampler):
+    """Batches for a mixture: each batch holds examples of ONE task (heads and feature shapes differ).
+
+    Indices address the tasks' datasets concatenated in order. Per epoch, the task of each of the
+    ``batches_per_rank`` steps is drawn from ``probabilities`` with a generator seeded by ``seed`` and
+    the epoch, identically on every rank; at each step every rank takes its own length-grouped batch of
+    that SAME task, so all ranks run the same head at the same time (DDP/FSDP collectives line up) and
+    every rank gets exactly ``batches_per_rank`` batches. A task's batches come from its own
+    :class:`LengthGroupedBatchSampler` stream, reshuffled whenever the task is exhausted.
+    ``draws(epoch)`` counts the batches and examples each task gets in an epoch, over all ranks.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[Sequence[int]],
+        batch_size: int,
+        probabilities: Sequence[float],
+        batches_per_rank: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if len(lengths) != len(probabilities):
+            raise ValueError(f"{len(lengths)} tasks but {len(probabilities)} probabilities")
+        if batches_per_rank < 1:
+            raise ValueError(f"batches_per_rank must be >= 1, got {batches_per_rank}")
+        super().__init__()
+        self.lengths = [list(task) for task in lengths]
+        self.offsets = [0]
+        for task in self.lengths[:-1]:
+            self.offsets.append(self.offsets[-1] + len(task))
+        self.batch_size = batch_size
+        self.probabilities = torch.tensor(list(probabilities), dtype=torch.float64)
+        self.batches_per_rank = batches_per_rank
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+
+    def _plan(self, epoch: int) -> list[tuple[int, list[list[int]]]]:
+        """Per step: (task, one batch of dataset indices per rank). The same on every rank."""
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        tasks = torch.multinomial(self.probabilities, self.batches_per_rank, replacement=True, generator=gen)
+        streams: dict[int, Iterator[list[int]]] = {}
+        passes = dict.fromkeys(range(len(self.lengths)), 0)
+
+        def next_batch(task: int) -> list[int]:
+            while True:
+                if task not in streams:
+                    stream_seed = self.seed * 1_000_003 + epoch * 7_919 + task * 104_729
+                    sampler = LengthGroupedBatchSampler(
+                        self.lengths[task], self.batch_size, True, stream_seed
+                    )
+                    sampler.set_epoch(passes[task])
+                    passes[task] += 1
+                    streams[task] = iter(sampler)
+                batch = next(streams[task], None)
+                if batch is not None:
+                    return [self.offsets[task] + i for i in batch]
+                del streams[task]
+
+        return [(task, [next_batch(task) for _ in range(self.world_size)]) for task in tasks.tolist()]
+
+    def _epoch_batches(self) -> list[list[int]]:
+        return [batches[self.rank] for _, batches in self._plan(self.epoch)]
+
+    def __len__(self) -> int:
+        return self.batches_per_rank
+
+    def draws(self, epoch: int | None = None) -> list[tuple[int, int]]:
+        """(batches, examples) drawn per task in ``epoch`` (default: the current one), all ranks together."""
+        counts = [[0, 0] for _ in self.lengths]
+        for task, batches in self._plan(self.epoch if epoch is None else epoch):
+            counts[task][0] += len(batches)
+            counts[task][1] += sum(len(b) for b in batches)
+        return [(b, e) for b, e in counts]
+
+
 class ResumableDataLoader(DataLoader):
     """A training DataLoader over an :class:`EpochBatchSampler` that Lightning can resume.
 

@@ -1,8 +1,9 @@
-"""The LightningModule: one encoder, one task head, per-(split, language) metrics."""
+"""The LightningModule: one encoder, its task heads (one, or several for a mixture stage), and
+per-(split, language) metrics."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import cast
 
 import pytorch_lightning as pl
@@ -10,8 +11,10 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from xlt.data.datamodule import EvalSet
-from xlt.modeling.heads import Head
+from xlt.data.datamodule import EvalSet, MixtureTrain
+from xlt.modeling.heads import Head, build_head
+from xlt.results.rows import ResultRow, language_rows
+from xlt.tasks.registry import get_task
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "LayerNorm.bias", "norm.weight")
 
@@ -24,60 +27,99 @@ def linear_warmup_decay(step: int, warmup: int, total: int) -> float:
 
 
 class TransferModule(pl.LightningModule):
-    """Encoder + head for one stage. The encoder object is shared across stages, so its weights
-    carry over from the intermediate task to the target while the intermediate head is dropped."""
+    """Encoder + heads for one stage. The encoder object is shared across stages, so its weights
+    carry over from the intermediate task to the target while the intermediate heads are dropped.
+
+    ``heads`` maps a head name to its head; ``head_of`` maps a task to its head's name (tasks may
+    share a head). With one head every task uses it. Training batches of a mixture carry ``task_id``,
+    an index into ``train_tasks``. ``selection``: the mean of these (eval key, metric) pairs is
+    logged as ``{selection_key}`` after each validation (a mixture's model selection criterion).
+    """
 
     def __init__(
         self,
         encoder: nn.Module,
-        head: Head,
+        heads: Head | Mapping[str, Head],
         task: str,
         lr: float,
         optim: DictConfig,
         val_sets: Sequence[EvalSet],
         test_sets: Sequence[EvalSet],
+        head_of: Mapping[str, str] | None = None,
+        train_tasks: Sequence[str] = (),
+        selection: tuple[str, Sequence[tuple[str, str]]] | None = None,
     ) -> None:
         super().__init__()
         self.encoder = encoder
-        self.head = head
+        self.heads = nn.ModuleDict({task: heads} if isinstance(heads, Head) else dict(heads))
+        self.head_of = dict(head_of or {})
+        self.train_tasks = list(train_tasks)
+        self.selection = selection
         self.task = task
         self.lr = lr
         self.optim = optim
         self.val_keys = [s.key for s in val_sets]
         self.test_keys = [s.key for s in test_sets]
+        self.key_task = {s.key: s.task for s in [*val_sets, *test_sets]}
+        # Parts of a '+'-joined split (ANLI rounds): their whole split's score is the example-weighted
+        # mean of theirs (exact for accuracy).
+        self.parts: dict[str, list[tuple[str, int]]] = {}
+        for s in val_sets:
+            if s.part_of:
+                self.parts.setdefault(s.overall_key, []).append((s.key, len(s)))
         # One metric set per evaluation dataloader (keys like "dev/xnli/en"; ModuleDict keys may not
         # contain dots or slashes). Heads that score whole examples (QA, tagging) read the eval set.
         self.metrics = nn.ModuleDict(
             {
-                self._mkey(s.key): nn.ModuleDict(head.build_metrics(head.spec, s))
+                self._mkey(s.key): nn.ModuleDict(self.head_for(s.task).build_metrics(get_task(s.task), s))
                 for s in [*val_sets, *test_sets]
             }
         )
         self.scores: dict[str, dict[str, float]] = {}
 
+    @property
+    def head(self) -> Head:
+        """The stage's head when it has exactly one."""
+        if len(self.heads) != 1:
+            # Not AttributeError: nn.Module.__getattr__ would replace the message with "no attribute".
+            raise RuntimeError(f"stage {self.task} has {len(self.heads)} heads; use head_for(task)")
+        return cast(Head, next(iter(self.heads.values())))
+
+    def head_for(self, task: str) -> Head:
+        name = self.head_of.get(task)
+        if name is None:
+            return self.head  # a single-head stage: the target's head also scores its training source
+        return cast(Head, self.heads[name])
+
     @staticmethod
     def _mkey(key: str) -> str:
         return key.replace("/", "__").replace(".", "_")
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, batch: dict[str, torch.Tensor], head: Head | None = None) -> torch.Tensor:
         input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
         # Multiple choice is (batch, choices, seq): encode every choice; the head regroups them.
         if input_ids.dim() == 3:
             input_ids, attention_mask = input_ids.flatten(0, 1), attention_mask.flatten(0, 1)
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
-        return self.head(out.last_hidden_state, batch)
+        return (head if head is not None else self.head)(out.last_hidden_state, batch)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        logits = self(batch)
-        loss = self.head.loss(logits, batch)
-        self.log(f"train/{self.task}/loss", loss, prog_bar=True, batch_size=batch["input_ids"].size(0))
+        task_id = batch.pop("task_id", None)
+        if task_id is None:
+            task, head = self.task, self.head
+        else:  # a mixture batch: one task per batch (MultiTaskBatchSampler)
+            task = self.train_tasks[int(task_id[0])]
+            head = self.head_for(task)
+        logits = self(batch, head)
+        loss = head.loss(logits, batch)
+        self.log(f"train/{task}/loss", loss, prog_bar=True, batch_size=batch["input_ids"].size(0))
         return loss
 
     def _eval_step(self, keys: list[str], batch: dict[str, torch.Tensor], dataloader_idx: int) -> None:
-        logits = self(batch)
-        self.head.update_metrics(
-            cast(nn.ModuleDict, self.metrics[self._mkey(keys[dataloader_idx])]), logits, batch
-        )
+        key = keys[dataloader_idx]
+        head = self.head_for(self.key_task[key])
+        logits = self(batch, head)
+        head.update_metrics(cast(nn.ModuleDict, self.metrics[self._mkey(key)]), logits, batch)
 
     def validation_step(
         self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
@@ -106,8 +148,23 @@ class TransferModule(pl.LightningModule):
             # Keys read like test/xnli/de/acc (the split first, as W&B groups panels by prefix).
             self.log_dict({f"{key}/{name}": v for name, v in values.items()}, add_dataloader_idx=False)
 
+    def _combine_parts(self) -> None:
+        for whole, parts in self.parts.items():
+            total = sum(n for _, n in parts)
+            names = set.intersection(*(set(self.scores.get(k, {})) for k, _ in parts))
+            values = {m: sum(self.scores[k][m] * n for k, n in parts) / total for m in sorted(names)}
+            self.scores[whole] = values
+            self.log_dict({f"{whole}/{name}": v for name, v in values.items()}, add_dataloader_idx=False)
+        if self.selection is not None:
+            name, pairs = self.selection
+            found = [self.scores[k][m] for k, m in pairs if m in self.scores.get(k, {})]
+            if found:
+                self.scores[name] = {"selection": sum(found) / len(found)}
+                self.log(f"{name}/selection", self.scores[name]["selection"])
+
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end(self.val_keys)
+        self._combine_parts()
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end(self.test_keys)
@@ -132,3 +189,51 @@ class TransferModule(pl.LightningModule):
             optimizer, lambda step: linear_warmup_decay(step, warmup, total)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    @classmethod
+    def for_mixture(
+        cls,
+        encoder: nn.Module,
+        mixture: MixtureTrain,
+        lr: float,
+        optim: DictConfig,
+        val_sets: Sequence[EvalSet],
+        hidden_size: int,
+        pooling: str,
+    ) -> TransferModule:
+        """A mixture stage's module: one fresh head per head name (shared by the tasks mapped to it),
+        selected on the mean of the evaluated members' primary dev metrics."""
+        heads: dict[str, Head] = {}
+        for task in mixture.tasks:
+            if mixture.head_of[task] not in heads:
+                heads[mixture.head_of[task]] = build_head(get_task(task), hidden_size, pooling)
+        wholes = dict.fromkeys(s.overall_key for s in val_sets)
+        pairs = [(key, get_task(key.split("/")[1]).metrics[0]) for key in wholes]
+        return cls(encoder, heads, mixture.name, lr, optim, val_sets, [], head_of=mixture.head_of,
+                   train_tasks=mixture.tasks, selection=(f"dev/{mixture.name}/en", pairs))  # fmt: skip
+
+    def result_rows(self, stage: str, split: str, sets: Sequence[EvalSet]) -> list[ResultRow]:
+        """Rows for one split's evaluation sets: per task and split (ANLI's rounds each), the whole of a
+        '+'-joined split, and a mixture's selection score."""
+        rows: list[ResultRow] = []
+        groups: dict[tuple[str, str], list[EvalSet]] = {}
+        for s in sets:
+            groups.setdefault((s.task, s.split), []).append(s)
+        for (task, part), members in groups.items():
+            scores = {s.lang: self.scores.get(s.key, {}) for s in members}
+            counts = {s.lang: len(s) for s in members}
+            rows.extend(language_rows(stage, task, part, scores, counts, with_gap=split == "test"))
+        if split == "dev":
+            for whole, parts in self.parts.items():
+                _, task, lang = whole.split("/")
+                scores = {lang: self.scores.get(whole, {})}
+                rows.extend(
+                    language_rows(
+                        stage, task, "dev", scores, {lang: sum(n for _, n in parts)}, with_gap=False
+                    )
+                )
+            if self.selection is not None and self.selection[0] in self.scores:
+                _, task, lang = self.selection[0].split("/")
+                value = self.scores[self.selection[0]]["selection"]
+                rows.append(ResultRow(stage, task, "dev", lang, "selection", value, None))
+        return rows

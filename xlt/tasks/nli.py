@@ -239,8 +239,9 @@ def _anli_raw(split: str, rnd: str) -> tuple[RawFile, ...]:
 
 ANLI = register_task(
     _nli_spec(
-        name="anli",
-        description="Adversarial NLI rounds 1-3; split names per round (dev_r1) or unions (dev_r1+dev_r2)",
+        name="anli_rounds",
+        description="Adversarial NLI rounds 1-3 alone (ANLI+ is the mixture `anli`); split names per round "
+        "(dev_r1) or unions (dev_r1+dev_r2)",
         languages=("en",),
         raw={
             f"{split}_{rnd}": _anli_raw(split, rnd)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
-from xlt.tasks.spec import HubMapper, Reader, TaskSpec
+from xlt.tasks.spec import HubMapper, MixtureSpec, Reader, TaskSpec
 
 TASKS: dict[str, TaskSpec] = {}
+MIXTURES: dict[str, MixtureSpec] = {}
 FORMATS: dict[str, Reader] = {}
 HUB_MAPPERS: dict[str, HubMapper] = {}
 
@@ -26,6 +28,83 @@ def register_task(spec: TaskSpec) -> TaskSpec:
                 raise ValueError(f"task {spec.name} split {split}: unknown raw format {raw.format!r}")
     TASKS[spec.name] = spec
     return spec
+
+
+def register_mixture(spec: MixtureSpec) -> MixtureSpec:
+    """Add a mixture of registered tasks (or mixtures); its name must not be a task's."""
+    if spec.name in MIXTURES or spec.name in TASKS:
+        raise ValueError(f"mixture {spec.name!r}: the name is registered twice")
+    for member in spec.members:
+        if member not in TASKS and member not in MIXTURES:
+            raise ValueError(f"mixture {spec.name}: unknown member {member!r}")
+    for head, tasks in spec.shared_heads.items():
+        if not set(tasks) <= set(spec.members):
+            raise ValueError(f"mixture {spec.name}: head {head!r} is shared by non-members {tasks}")
+    for member in spec.evaluated or ():
+        if member not in spec.members:
+            raise ValueError(f"mixture {spec.name}: evaluated member {member!r} is not a member")
+    MIXTURES[spec.name] = spec
+    flat = flatten_mixture(spec)  # checks that tasks sharing a head agree on its kind and labels
+    for head, group in _head_groups(flat).items():
+        kinds = {(TASKS[t].head, TASKS[t].label_names) for t in group}
+        if len(kinds) > 1:
+            del MIXTURES[spec.name]
+            raise ValueError(
+                f"mixture {spec.name}: tasks {group} share head {head!r} but differ in head kind or labels"
+            )
+    return spec
+
+
+@dataclass(frozen=True)
+class FlatMixture:
+    """A mixture resolved to tasks: members in order, each task's head name, the tasks scored on dev."""
+
+    name: str
+    tasks: tuple[str, ...]
+    head_of: Mapping[str, str]
+    evaluated: tuple[str, ...]
+
+
+def flatten_mixture(spec: MixtureSpec) -> FlatMixture:
+    """Resolve nested mixtures: tasks in first-seen order, shared heads and evaluated members merged."""
+    tasks: list[str] = []
+    head_of: dict[str, str] = {}
+    evaluated: list[str] = []
+    for member in spec.members:
+        if member in MIXTURES:
+            inner = flatten_mixture(MIXTURES[member])
+            inner_tasks, inner_heads, inner_eval = inner.tasks, dict(inner.head_of), inner.evaluated
+        else:
+            inner_tasks, inner_heads, inner_eval = (member,), {member: member}, (member,)
+        for head, shared in spec.shared_heads.items():
+            if member in shared:
+                inner_heads = dict.fromkeys(inner_tasks, head)
+        for task in inner_tasks:
+            if task not in tasks:
+                tasks.append(task)
+                head_of[task] = inner_heads[task]
+        if spec.evaluated is None or member in spec.evaluated:
+            evaluated.extend(t for t in inner_eval if t not in evaluated)
+    return FlatMixture(spec.name, tuple(tasks), head_of, tuple(evaluated))
+
+
+def _head_groups(flat: FlatMixture) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {}
+    for task in flat.tasks:
+        groups.setdefault(flat.head_of[task], []).append(task)
+    return groups
+
+
+def get_mixture(name: str) -> MixtureSpec | None:
+    """The mixture called ``name``, or None when it is not a mixture."""
+    _load_builtin_tasks()
+    return MIXTURES.get(name)
+
+
+def intermediate_choices() -> list[str]:
+    """Every name usable as an intermediate stage: tasks with that role, and mixtures."""
+    _load_builtin_tasks()
+    return sorted([n for n, s in TASKS.items() if "intermediate" in s.roles] + list(MIXTURES))
 
 
 def register_format(name: str) -> Callable[[Reader], Reader]:
@@ -55,6 +134,8 @@ def get_task(name: str, role: str | None = None) -> TaskSpec:
     valid = sorted(n for n, s in TASKS.items() if role is None or role in s.roles)
     if spec is None or (role is not None and role not in spec.roles):
         what = f"{role} task" if role else "task"
+        if role == "intermediate":
+            valid = intermediate_choices()
         raise UnknownTaskError(f"unknown {what} {name!r}; valid choices: {', '.join(valid)}")
     return spec
 
@@ -67,4 +148,12 @@ def all_tasks() -> dict[str, TaskSpec]:
 def _load_builtin_tasks() -> None:
     # Task-family modules register themselves on import; importing here keeps registration lazy
     # and in one place.
-    from xlt.tasks import classification, multiple_choice, nli, qa, retrieval, tagging  # noqa: F401
+    from xlt.tasks import (  # noqa: F401
+        classification,
+        mixtures,  # noqa: F401
+        multiple_choice,
+        nli,
+        qa,
+        retrieval,
+        tagging,
+    )

@@ -85,3 +85,23 @@ class TaskSpec:
 
     def code(self, lang: str) -> str:
         return self.lang3.get(lang, lang)
+
+
+@dataclass(frozen=True)
+class MixtureSpec:
+    """Several tasks trained together in one stage (multi-task, examples-proportional sampling).
+
+    ``members`` names tasks or other mixtures; a nested mixture is flattened into its tasks, and a
+    task listed twice is trained once. Every member has its own head, named after it, except where
+    ``shared_heads`` maps a head name to the members that share it (ANLI+'s NLI head). ``evaluated``
+    names the members scored on dev (None: all); the stage selects checkpoints on the mean of their
+    primary dev metrics. Sampling settings (cap, temperature, steps) are run settings: config.
+    """
+
+    name: str
+    description: str
+    members: tuple[str, ...]
+    shared_heads: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    evaluated: tuple[str, ...] | None = None
+    roles: tuple[str, ...] = ("intermediate",)
+    citation: str = ""

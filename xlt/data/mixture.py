@@ -1,0 +1,152 @@
+"""Data of a mixture stage (ANLI+, all9): each member task's English training and dev sets, the
+sampling probabilities and the epoch length. Members without data are left out, one line each."""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+from typing import Any
+
+import datasets
+from omegaconf import DictConfig
+from torch.utils.data import Dataset
+
+from xlt.config import MemberConfig
+from xlt.data.datamodule import DataSettings, EvalSet, MixtureTrain, StageData, dev_sets, load_and_featurize
+from xlt.data.sampling import MultiTaskBatchSampler, mixture_probabilities
+from xlt.tasks.loading import MissingDataError
+from xlt.tasks.registry import flatten_mixture, get_task
+from xlt.tasks.spec import DataError, MixtureSpec
+
+log = logging.getLogger(__name__)
+
+
+def prepare_mixture_data(mixture: MixtureSpec, stage: DictConfig, settings: DataSettings) -> StageData:
+    """Load every member's training set (and dev set, for the members scored on dev).
+
+    A member whose training or dev files are absent is left out with one line in ``skipped``; when no
+    member is left, a DataError names the mixture. ``stage`` is the stage's config (members, only,
+    sampling, caps)."""
+    flat = flatten_mixture(mixture)
+    only = set(stage.only) if stage.only is not None else None
+    tasks: list[str] = []
+    features: list[datasets.Dataset] = []
+    origins: list[str] = []
+    dropped: dict[str, int] = {}
+    val: list[EvalSet] = []
+    skipped: list[str] = []
+    for task in flat.tasks:
+        if only is not None and task not in only:
+            log.info("%s: member %s not trained (intermediate.only)", mixture.name, task)
+            continue
+        member = stage.members.get(task) or MemberConfig()
+        spec = get_task(task)
+        max_len = member.max_seq_length or stage.max_seq_length
+        max_train = member.max_train_examples or stage.max_train_examples
+        max_eval = member.max_eval_examples or stage.max_eval_examples
+        try:
+            train, loaded = load_and_featurize(spec, spec.head, member.train_split, "en", settings, max_len,
+                                               max_train)  # fmt: skip
+            dev = (
+                dev_sets(spec, member.dev_split or spec.dev_split, settings, max_len, max_eval)
+                if (member.evaluate if member.evaluate is not None else task in flat.evaluated)
+                else []
+            )
+        except MissingDataError as err:
+            skipped.append(f"{mixture.name}: member {task} left out, no data ({err})")
+            continue
+        tasks.append(task)
+        features.append(train)
+        origins.append(loaded.origin)
+        dropped[task] = loaded.dropped
+        val.extend(dev)
+    if not tasks:
+        for line in skipped:  # the reasons, before the one-line error
+            log.warning("skipped: %s", line)
+        raise DataError(
+            f"intermediate {mixture.name}: no member has training data (all of {', '.join(flat.tasks)} left out)"
+        )
+    sampling = stage.sampling
+    sizes = [len(f) for f in features]
+    probabilities = mixture_probabilities(sizes, sampling.cap, sampling.temperature)
+    steps = sampling.steps_per_epoch or mixture_steps_per_epoch(sizes, stage.batch_size, sampling.cap)
+    head_of = {t: flat.head_of[t] for t in tasks}
+    train_data = MixtureTrain(mixture.name, tasks, features, origins, head_of, probabilities, steps, dropped)
+    origin = " ; ".join(f"{t}: {o}" for t, o in zip(tasks, origins, strict=True))
+    return StageData(None, origin, val, [], skipped, mixture=train_data)
+
+
+def mixture_steps_per_epoch(sizes: list[int], batch_size: int, cap: int | None) -> int:
+    """jiant's count: sum over tasks of ceil(min(n_t, cap) / batch_size) optimizer steps."""
+    return sum(math.ceil((min(n, cap) if cap is not None else n) / batch_size) for n in sizes)
+
+
+class MixtureDataset(Dataset[dict[str, Any]]):
+    """The members' feature sets concatenated; each row is tagged with its task's index (``task_id``)."""
+
+    def __init__(self, features: list[datasets.Dataset]) -> None:
+        self.parts = [f.select_columns([c for c in f.column_names if c != "length"]) for f in features]
+        self.starts = [0]
+        for part in self.parts:
+            self.starts.append(self.starts[-1] + len(part))
+
+    def __len__(self) -> int:
+        return self.starts[-1]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        task = bisect.bisect_right(self.starts, index) - 1
+        row = dict(self.parts[task][index - self.starts[task]])
+        row["task_id"] = task
+        return row
+
+
+def log_mixture(
+    mixture: MixtureTrain,
+    per_device_batch_size: int,
+    accumulate: int,
+    seed: int,
+    epochs: float,
+    logger: Any,
+    world_size: int = 1,
+) -> dict[str, Any]:
+    """Log (console and experiment logger) and return, for the run state, each member's size,
+    sampling probability and what the sampler draws for it over the stage's epochs (all ranks),
+    replaying the training sampler's plan (the same seed and batch counts)."""
+    sampler = MultiTaskBatchSampler(
+        [f["length"] for f in mixture.features],
+        per_device_batch_size,
+        mixture.probabilities,
+        mixture.steps_per_epoch * accumulate,
+        seed,
+        0,
+        world_size,
+    )
+    n_epochs = max(1, math.ceil(epochs))
+    drawn = [[0, 0] for _ in mixture.tasks]
+    for epoch in range(n_epochs):
+        for i, (batches, examples) in enumerate(sampler.draws(epoch)):
+            drawn[i][0] += batches
+            drawn[i][1] += examples
+    info: dict[str, Any] = {"steps_per_epoch": mixture.steps_per_epoch, "epochs": epochs, "tasks": {}}
+    for i, task in enumerate(mixture.tasks):
+        n = len(mixture.features[i])
+        info["tasks"][task] = {
+            "head": mixture.head_of[task],
+            "n_train": n,
+            "dropped_unlabelled": mixture.dropped.get(task, 0),
+            "probability": mixture.probabilities[i],
+            "drawn_batches": drawn[i][0],
+            "drawn_examples": drawn[i][1],
+        }
+        log.info(
+            "%s: %s (head %s): %d training features, p=%.4f, sampler draws %d batches / %d examples "
+            "over %d epoch(s); %d unlabelled rows dropped",
+            mixture.name, task, mixture.head_of[task], n, mixture.probabilities[i], drawn[i][0],
+            drawn[i][1], n_epochs, mixture.dropped.get(task, 0),
+        )  # fmt: skip
+    if logger:
+        logger.log_metrics(
+            {f"train/{task}/drawn_examples": v["drawn_examples"] for task, v in info["tasks"].items()}
+        )
+    return info
