@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 import pytorch_lightning as pl
 import torch
@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from xlt.data.datamodule import EvalSet
-from xlt.modeling.heads import Head
+from xlt.modeling.heads import Head, PredictionCollector
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "LayerNorm.bias", "norm.weight")
 
@@ -54,6 +54,14 @@ class TransferModule(pl.LightningModule):
             }
         )
         self.scores: dict[str, dict[str, float]] = {}
+        # Test predictions per eval-set key (example index -> prediction), when collect_predictions().
+        self.collectors = nn.ModuleDict()
+        self.predictions: dict[str, dict[int, Any]] = {}
+        self._test_sets = {s.key: s for s in test_sets}
+
+    def collect_predictions(self) -> None:
+        """Keep every test example's prediction (gathered across ranks) in ``self.predictions``."""
+        self.collectors = nn.ModuleDict({self._mkey(k): PredictionCollector() for k in self.test_keys})
 
     @staticmethod
     def _mkey(key: str) -> str:
@@ -75,9 +83,10 @@ class TransferModule(pl.LightningModule):
 
     def _eval_step(self, keys: list[str], batch: dict[str, torch.Tensor], dataloader_idx: int) -> None:
         logits = self(batch)
-        self.head.update_metrics(
-            cast(nn.ModuleDict, self.metrics[self._mkey(keys[dataloader_idx])]), logits, batch
-        )
+        mkey = self._mkey(keys[dataloader_idx])
+        self.head.update_metrics(cast(nn.ModuleDict, self.metrics[mkey]), logits, batch)
+        if keys is self.test_keys and mkey in self.collectors:
+            self.collectors[mkey].update(*self.head.prediction_rows(logits, batch))
 
     def validation_step(
         self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
@@ -111,6 +120,13 @@ class TransferModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end(self.test_keys)
+        for key in self.test_keys:
+            if self._mkey(key) not in self.collectors:
+                continue
+            collector = self.collectors[self._mkey(key)]
+            example_idx, rows = collector.compute()
+            self.predictions[key] = self.head.decode_predictions(example_idx, rows, self._test_sets[key])
+            collector.reset()
 
     def configure_optimizers(self):  # type: ignore[no-untyped-def]
         decay, no_decay = [], []
