@@ -34,8 +34,12 @@ def test_reader_on_the_real_fixture(data_dir: Path) -> None:
 def _write_pair(root: Path, split: str = "dev", src: str = "", en: str = "", gold: str | None = "") -> Path:
     folder = root / "bucc2018"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"de-en.{split}.de").write_text(src or "de-1\tHallo Welt\nde-2\tGuten Morgen\n", encoding="utf-8")
-    (folder / f"de-en.{split}.en").write_text(en or "en-1\tHello world\nen-2\tGood morning\n", encoding="utf-8")
+    (folder / f"de-en.{split}.de").write_text(
+        src or "de-1\tHallo Welt\nde-2\tGuten Morgen\n", encoding="utf-8"
+    )
+    (folder / f"de-en.{split}.en").write_text(
+        en or "en-1\tHello world\nen-2\tGood morning\n", encoding="utf-8"
+    )
     if gold is not None:
         (folder / f"de-en.{split}.gold").write_text(gold or "de-1\ten-1\nde-2\ten-2\n", encoding="utf-8")
     return folder
@@ -78,7 +82,9 @@ def _corpus(split: str, n_pairs: int, n_noise: int, noise: float, gen: torch.Gen
         s, t = f"{split}-src-{i}", f"{split}-en-{i}"
         vec = torch.randn(16, generator=gen)
         table[s] = vec
-        table[t] = vec + noise * torch.randn(16, generator=gen) if i < n_pairs else torch.randn(16, generator=gen)
+        table[t] = (
+            vec + noise * torch.randn(16, generator=gen) if i < n_pairs else torch.randn(16, generator=gen)
+        )
         src_ids.append(f"x-{i}")
         src_texts.append(s)
         trg_ids.append(f"en-{i}")
@@ -118,7 +124,9 @@ def test_threshold_is_tuned_on_dev_and_frozen_for_test() -> None:
         bucc.mine(None, withheld, embed)
 
 
-def test_end_to_end_on_the_fixture(compose_cfg: Callable[..., DictConfig], data_dir: Path, tmp_path: Path) -> None:
+def test_end_to_end_on_the_fixture(
+    compose_cfg: Callable[..., DictConfig], data_dir: Path, tmp_path: Path
+) -> None:
     cfg = compose_cfg("+target=bucc2018", "model=tiny", f"data.dir={data_dir}", "data.source=local")
     summary = run(cfg, tmp_path)
     # One genuine pair: mined, kept by the threshold tuned on it (dev is the only split offline).

@@ -8,7 +8,7 @@ import torch
 import torchmetrics
 from torch import nn
 
-from xlt.modeling.heads import Batch, Head, _select, register_head
+from xlt.modeling.heads import Accuracy, Batch, Head, _select, register_head
 from xlt.modeling.pooling import pool
 from xlt.tasks.spec import TaskSpec
 
@@ -47,9 +47,5 @@ class MultipleChoiceHead(Head):
     def build_metrics(cls, spec: TaskSpec, eval_set: EvalSet) -> dict[str, torchmetrics.Metric]:
         return _select(
             spec,
-            {
-                "acc": lambda: (
-                    torchmetrics.classification.MulticlassAccuracy(spec.num_labels, average="micro") * 100
-                )
-            },
+            {"acc": Accuracy},
         )
