@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Final, Literal
 
 import torch
 
@@ -16,8 +17,8 @@ from xlt.metrics.retrieval import DEFAULT_CHUNK, bucc_candidates, bucc_extract, 
 from xlt.tasks.spec import DataError, Example
 
 # XTREME's mine_bitext settings for BUCC: 4 neighbours, ratio margin, "max" retrieval.
-K = 4
-MARGIN = "ratio"
+K: Final = 4
+MARGIN: Final[Literal["ratio"]] = "ratio"
 
 Embed = Callable[[Sequence[str]], torch.Tensor]
 

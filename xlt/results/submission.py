@@ -35,7 +35,7 @@ def render(fmt: str, predictions: Sequence[Any] | Mapping[str, str]) -> str:
     if fmt == "tags":
         return "".join("".join(f"{tag}\n" for tag in sentence) + "\n" for sentence in predictions)
     if fmt == "pairs":
-        return "".join(f"{src}\t{trg}\n" for src, trg in predictions)
+        return "".join(f"{pair[0]}\t{pair[1]}\n" for pair in predictions)
     if fmt in ("labels", "index"):
         return "".join(f"{p}\n" for p in predictions)
     raise ValueError(f"unknown prediction format {fmt!r}; valid: {', '.join(FORMATS)}")

@@ -65,7 +65,9 @@ TATOEBA = register_task(
 
 def _read_id_sentences(path: Path) -> tuple[list[str], list[str], dict[str, int]]:
     """``id<TAB>sentence`` lines -> (ids, sentences, id -> line number)."""
-    ids, texts, line_of = [], [], {}
+    ids: list[str] = []
+    texts: list[str] = []
+    line_of: dict[str, int] = {}
     with open(path, encoding="utf-8", newline="") as fh:
         for lineno, raw in enumerate(fh, 1):
             line = raw.rstrip("\r\n")
