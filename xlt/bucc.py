@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final, Literal
 
 import torch
 
 from xlt.metrics.retrieval import DEFAULT_CHUNK, bucc_candidates, bucc_extract, bucc_f1, bucc_optimize
-from xlt.tasks.spec import DataError, Example
+from xlt.results.rows import ResultRow, language_rows
+from xlt.tasks.loading import MissingDataError, load_split
+from xlt.tasks.spec import DataError, Example, TaskSpec
 
 # XTREME's mine_bitext settings for BUCC: 4 neighbours, ratio margin, "max" retrieval.
 K: Final = 4
@@ -85,3 +88,58 @@ def mine(dev: Corpus | None, test: Corpus | None, embed: Embed, device: torch.de
     scores = bucc_f1(scored.gold, pairs) if scored.gold is not None else None
     return MiningResult(scored.split, tune.split, threshold, pairs, scores,
                         len(scored.gold) if scored.gold is not None else None)  # fmt: skip
+
+
+def evaluate_languages(
+    spec: TaskSpec,
+    languages: Sequence[str],
+    source: str,
+    data_dir: Path | None,
+    embed: Embed,
+    device: torch.device | str | None = None,
+) -> tuple[list[tuple[str, MiningResult]], list[str]]:
+    """:func:`mine` for each language with its dev and test corpora; returns the results and one
+    line per language without data (or scored on the split its threshold was tuned on)."""
+    results: list[tuple[str, MiningResult]] = []
+    skipped: list[str] = []
+    for lang in languages:
+        corpora: dict[str, Corpus | None] = {}
+        missing: list[str] = []
+        for split in (spec.dev_split, spec.test_split):
+            try:
+                loaded = load_split(spec, split, lang, source, data_dir)
+            except MissingDataError as err:
+                corpora[split] = None
+                missing.append(str(err))
+                continue
+            corpora[split] = Corpus.from_examples(split, loaded.origin, loaded.examples)
+        dev, test = corpora[spec.dev_split], corpora[spec.test_split]
+        if dev is None and test is None:
+            skipped.append(missing[0])
+            continue
+        result = mine(dev, test, embed, device)
+        if result.tuned_on == result.split:
+            where = missing[0] if missing else f"{spec.name}/{lang}"
+            skipped.append(f"{where}; threshold tuned and scored on {result.split} alone")
+        results.append((lang, result))
+    return results, skipped
+
+
+def result_rows(stage: str, task: str, results: Sequence[tuple[str, MiningResult]]) -> list[ResultRow]:
+    """Per-language f1/precision/recall rows and their mean per scored split, then one ``threshold``
+    row per language whose ``note`` names the split it was tuned on."""
+    by_split: dict[str, tuple[dict[str, dict[str, float]], dict[str, int]]] = {}
+    thresholds = []
+    for lang, result in results:
+        if result.scores is not None:
+            scores, counts = by_split.setdefault(result.split, ({}, {}))
+            scores[lang], counts[lang] = result.scores, result.n_gold or 0
+        note = f"threshold tuned on {result.tuned_on}"
+        if result.tuned_on == result.split:
+            note += " and scored on the same split (no other split with gold): optimistic"
+        thresholds.append(
+            ResultRow(stage, task, result.split, lang, "threshold", result.threshold, note=note)
+        )
+    rows = [row for split, (scores, counts) in by_split.items()
+            for row in language_rows(stage, task, split, scores, counts, with_gap=False)]  # fmt: skip
+    return rows + thresholds

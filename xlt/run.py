@@ -321,41 +321,16 @@ class Runner:
             return embed(self.encoder, self.tokenizer, texts, layer=retrieval.layer, batch_size=retrieval.batch_size,
                          max_length=retrieval.max_seq_length, device=device, desc=f"{spec.name}")  # fmt: skip
 
-        by_split: dict[str, tuple[dict[str, dict[str, float]], dict[str, int]]] = {}
-        extra: list[ResultRow] = []
-        for lang in languages:
-            corpora: dict[str, bucc.Corpus | None] = {}
-            missing: list[str] = []
-            for split in (spec.dev_split, spec.test_split):
-                try:
-                    loaded = load_split(spec, split, lang, self.settings.source, self.settings.data_dir)
-                except MissingDataError as err:
-                    corpora[split] = None
-                    missing.append(str(err))
-                    continue
-                corpora[split] = bucc.Corpus.from_examples(split, loaded.origin, loaded.examples)
-            dev, test = corpora[spec.dev_split], corpora[spec.test_split]
-            if dev is None and test is None:
-                self._skip(missing[0])
-                continue
-            result = bucc.mine(dev, test, embed_texts, device)
-            note = f"threshold tuned on {result.tuned_on}"
-            if result.tuned_on == result.split:
-                note += " and scored on the same split (no other split with gold): optimistic"
-                self._skip(f"{missing[0] if missing else spec.name + '/' + lang}; threshold tuned and scored on "
-                           f"{result.split} alone")  # fmt: skip
-            if result.scores is not None:
-                scores, counts = by_split.setdefault(result.split, ({}, {}))
-                scores[lang], counts[lang] = result.scores, result.n_gold or 0
-            extra.append(
-                ResultRow(stage, spec.name, result.split, lang, "threshold", result.threshold, note=note)
-            )
-            if self.cfg.predictions and stage == "target":
-                self._write_predictions(spec.name, result.split, lang, "pairs", result.pairs)
+        results, skipped = bucc.evaluate_languages(
+            spec, languages, self.settings.source, self.settings.data_dir, embed_texts, device
+        )
         cast(torch.nn.Module, self.encoder).to("cpu")
-        rows = [row for split, (scores, counts) in by_split.items()
-                for row in language_rows(stage, spec.name, split, scores, counts, with_gap=False)]  # fmt: skip
-        rows.extend(extra)
+        for line in skipped:
+            self._skip(line)
+        if self.cfg.predictions and stage == "target":
+            for lang, result in results:
+                self._write_predictions(spec.name, result.split, lang, "pairs", result.pairs)
+        rows = bucc.result_rows(stage, spec.name, results)
         self._log_rows(rows)
         return rows
 
