@@ -152,3 +152,17 @@ def test_prediction_collector_gathers_across_real_gloo_ranks(idle_rank: int) -> 
     expected = [0, 1, 2, 3, 4] if idle_rank == -1 else [0, 2, 4]
     assert sorted(idx) == expected
     assert all(row == [10.0 * i, 10.0 * i + 1] for i, row in zip(idx, rows, strict=True))
+
+
+def test_partial_predictions_are_not_written_and_the_option_turns_writing_off(
+    compose_cfg, data_dir: Path, tmp_path: Path
+) -> None:
+    base = (*TINY, "+target=xnli", "target.train_task=snli", "target.train_split=dev", "target.languages=[en,de]",
+            "target.max_eval_examples=40")  # fmt: skip
+    # One test batch of 16 of the 40 examples (fast_dev_run): no file, one line saying why.
+    run(compose_cfg(*base, "target.eval_batch_size=16"), tmp_path / "partial")
+    assert not (tmp_path / "partial" / "predictions" / "xnli").exists()
+    skipped = json.loads((tmp_path / "partial" / "state.json").read_text())["skipped"]
+    assert "predictions xnli/test-de: only 16 of 40 examples were predicted; file not written" in skipped
+    run(compose_cfg(*base, "predictions=false"), tmp_path / "off")
+    assert not (tmp_path / "off" / "predictions").exists()
