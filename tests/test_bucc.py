@@ -140,3 +140,57 @@ def test_end_to_end_on_the_fixture(
     assert threshold[0]["note"].startswith("threshold tuned on dev and scored on the same split")
     pairs = (tmp_path / "predictions" / "bucc2018" / "dev-fr.tsv").read_text()
     assert pairs == "fr-000000002\ten-000014960\n"
+
+
+def _pseudo_bucc(root: Path, data_dir: Path) -> None:
+    """A BUCC-shaped de-en corpus from real Tatoeba pairs (no BUCC corpora offline): per split 300
+    aligned pairs (gold) plus 100 German and 100 English sentences whose partners are left out,
+    shuffled, with BUCC-style ids."""
+    import random
+
+    de = (data_dir / "tatoeba" / "tatoeba.deu-eng.deu").read_text(encoding="utf-8").splitlines()
+    en = (data_dir / "tatoeba" / "tatoeba.deu-eng.eng").read_text(encoding="utf-8").splitlines()
+    folder = root / "bucc2018"
+    folder.mkdir(parents=True)
+    rng = random.Random(0)
+    for split, start in (("dev", 0), ("test", 500)):
+        pairs = range(start, start + 300)
+        de_rows = [*pairs, *range(start + 300, start + 400)]
+        en_rows = [*pairs, *range(start + 400, start + 500)]
+        rng.shuffle(de_rows)
+        rng.shuffle(en_rows)
+        de_id = {row: f"de-{n:06d}" for n, row in enumerate(de_rows, 1)}
+        en_id = {row: f"en-{n:06d}" for n, row in enumerate(en_rows, 1)}
+        (folder / f"de-en.{split}.de").write_text("".join(f"{de_id[r]}\t{de[r]}\n" for r in de_rows), "utf-8")
+        (folder / f"de-en.{split}.en").write_text("".join(f"{en_id[r]}\t{en[r]}\n" for r in en_rows), "utf-8")
+        (folder / f"de-en.{split}.gold").write_text(
+            "".join(f"{de_id[r]}\t{en_id[r]}\n" for r in pairs), "utf-8"
+        )
+
+
+@pytest.mark.slow
+def test_e5_small_mines_a_tatoeba_derived_corpus(compose_cfg, data_dir: Path, tmp_path: Path) -> None:
+    """The whole BUCC protocol with the real encoder on real sentences: threshold from dev gold,
+    test mined with it, predictions scored by ``python -m xlt.score`` to the run's own F1.
+
+    Measured (2026-11-28, shared 2-CPU machine, 26 s): test F1 98.01 (P 97.68, R 98.33), threshold
+    1.02 (ratio margin) tuned on dev. An easy corpus (short Tatoeba sentences, 100 unpaired
+    sentences a side), not a BUCC number: real BUCC hides ~2-10k pairs among ~400k sentences.
+    """
+    from xlt.score import score_submission
+
+    _pseudo_bucc(tmp_path / "data", data_dir)
+    cfg = compose_cfg("model=e5_small", "+target=bucc2018", "target.languages=[de]",
+                      f"data.dir={tmp_path / 'data'}", "data.source=local")  # fmt: skip
+    summary = run(cfg, tmp_path / "run")
+    print("\ne5-small pseudo-BUCC de-en:", {k: round(v, 2) for k, v in summary.items()})
+    assert summary["test/bucc2018/de/f1"] > 80.0, summary
+    labels = tmp_path / "labels" / "bucc2018"
+    labels.mkdir(parents=True)
+    (labels / "test-de.tsv").write_text((tmp_path / "data" / "bucc2018" / "de-en.test.gold").read_text())
+    scores = score_submission(tmp_path / "run" / "predictions", tmp_path / "labels")
+    assert scores.tasks["bucc2018"]["f1"]["de"] == pytest.approx(summary["test/bucc2018/de/f1"], abs=1e-6)
+    from xlt.results.rows import read_results
+
+    (threshold,) = [r for r in read_results(tmp_path / "run" / "results.jsonl") if r["metric"] == "threshold"]
+    assert threshold["split"] == "test" and threshold["note"] == "threshold tuned on dev"
