@@ -210,3 +210,39 @@ def test_notebooks_execute_on_the_fixture(notebook: Path, tmp_path: Path, monkey
     text = "".join(o.get("text", "") for o in outputs)
     assert "8 runs with results" in text and f"{UNFINISHED}/results.jsonl: missing" in text
     assert (tmp_path / "analysis" / "gap_vs_size_xnli_acc.png").is_file()
+
+
+MULTI = Path(__file__).resolve().parent / "fixtures" / "results" / "multi_target"
+
+
+def test_xtreme_overall_matches_hand_computation() -> None:
+    from xlt.results.aggregate import xtreme_overall, xtreme_task_scores
+
+    rows = load_sweep(MULTI).rows
+    scores = xtreme_task_scores(rows)
+    by = {(r.intermediate, r.seed, r.task): r.score for r in scores.itertuples()}
+    assert by == {("none", 1, "xnli"): 75, ("none", 1, "udpos"): 80, ("none", 1, "xquad"): 55,
+                  ("none", 1, "tatoeba"): 50, ("none", 1, "bucc2018"): 30, ("mnli", 1, "xnli"): 80,
+                  ("mnli", 1, "xquad"): 60, ("none", 2, "xnli"): 75}  # fmt: skip
+    overall = xtreme_overall(rows)
+    got = {
+        (r.intermediate, r.seed): (r.overall, r.tasks, r.n_tasks, r.complete) for r in overall.itertuples()
+    }
+    # (75 + 80 + 55 + 50 + 30) / 5 and (80 + 60) / 2; seed 2 ran one target only: no overall row.
+    assert got == {
+        ("none", 1): (58.0, "xnli,udpos,bucc2018,tatoeba,xquad", 5, False),
+        ("mnli", 1): (70.0, "xnli,xquad", 2, False),
+    }
+
+
+def test_cli_prints_the_overall_with_its_tasks(tmp_path: Path, capsys) -> None:
+    from xlt.results.__main__ import main
+
+    assert main([str(MULTI), "--out", str(tmp_path / "out"), "--no-plots"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "| m | none | 1 | 58.00 | xnli, udpos, bucc2018, tatoeba, xquad (5 of 9: not XTREME's full score) |"
+        in out
+    )
+    assert "| m | mnli | 1 | 70.00 | xnli, xquad (2 of 9: not XTREME's full score) |" in out
+    assert (tmp_path / "out" / "xtreme_overall.csv").is_file()

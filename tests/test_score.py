@@ -162,6 +162,8 @@ def test_full_submission_matches_hand_computation(tmp_path: Path) -> None:
         abs=1e-9,
     )
     assert list(scores.overall) == ["all_task", "classification", "tagging", "qa", "retrieval"]
+    assert scores.subset_overall["tasks"] == list(XTREME_TASK2LANGS)
+    assert scores.subset_overall["avg_metric"] == pytest.approx(scores.overall["all_task"], abs=1e-12)
 
 
 def test_cli_json_and_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -179,6 +181,11 @@ def test_cli_json_and_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     table = capsys.readouterr().out
     assert "== xnli: avg_metric 53.33" in table  # (100 + 14 * 50) / 15
     assert "classification" in table
+    # an overall over the three tasks that ran, naming them (not XTREME's nine-task all_task)
+    subset = (expected_task_score("pawsx") + expected_task_score("xnli") + expected_task_score("udpos")) / 3
+    assert report["subset_overall"]["tasks"] == ["pawsx", "xnli", "udpos"]
+    assert report["subset_overall"]["avg_metric"] == pytest.approx(subset, abs=1e-9)
+    assert f"== overall over 3 of 9 tasks (pawsx, xnli, udpos): {subset:.2f}" in table
 
 
 def test_tasks_option_and_unknown_task(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -182,6 +182,9 @@ class TrainConfig:
     seed: int = 42
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     resume: bool = True
+    # Write the target's test predictions in XTREME's submission layout under
+    # <run_dir>/predictions/<task>/ (python -m xlt.score reads that folder).
+    predictions: bool = True
     sweep: SweepConfig | None = None
 
 
@@ -261,6 +264,8 @@ def validate(cfg: DictConfig) -> DictConfig:
                     raise ConfigError(f"probe.languages: {lang!r} is not a language of {spec.name}")
     except UnknownTaskError as err:
         raise ConfigError(str(err)) from None
+    if target.hub_unusable and merged.data.source == "hub":
+        raise ConfigError(f"data.source=hub: {target.name}: {target.hub_unusable}")
     if target.trainable and not merged.target.train_task:
         raise ConfigError(
             f"target.train_task: {target.name} needs an English training task (default {target.train_task})"

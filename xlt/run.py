@@ -25,7 +25,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from xlt import PROJECT_ROOT
 from xlt.config import batch_plan, to_container, validate
-from xlt.data.datamodule import DataSettings, StageData, StageDataModule, prepare_stage_data
+from xlt.data.datamodule import DataSettings, EvalSet, StageData, StageDataModule, prepare_stage_data
 from xlt.data.mixture import log_mixture, prepare_mixture_data
 from xlt.modeling.embedding import embed
 from xlt.modeling.encoder import add_lora, count_parameters, load_encoder, load_tokenizer
@@ -40,6 +40,7 @@ from xlt.results.rows import (
     read_results,
     write_results,
 )
+from xlt.results.submission import HEAD_FORMAT, write_predictions
 from xlt.tasks.loading import MissingDataError, load_split, resolve_source
 from xlt.tasks.registry import get_mixture, get_task
 from xlt.tasks.spec import MixtureSpec, TaskSpec
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
 RESULTS_FILE = "results.jsonl"
+PREDICTIONS_DIR = "predictions"
 
 
 def git_commit() -> str:
@@ -272,8 +274,10 @@ class Runner:
     def evaluate_retrieval(
         self, spec: TaskSpec, stage: str, languages: list[str], limit: int | None
     ) -> list[ResultRow]:
-        from xlt.metrics.retrieval import tatoeba_top1
+        from xlt.metrics.retrieval import tatoeba_sorted_gold, tatoeba_top1
 
+        if spec.retrieval == "mining":
+            return self.evaluate_mining(spec, stage, languages)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         cast(torch.nn.Module, self.encoder).to(device)
         scores: dict[str, dict[str, float]] = {}
@@ -296,8 +300,39 @@ class Runner:
             gold = torch.arange(len(texts))
             scores[lang] = {"acc": float((pred == gold).double().mean()) * 100}
             counts[lang] = len(texts)
+            if self.cfg.predictions and stage == "target":
+                # XTREME's layout: English lines sorted, so the gold of sorted line j is its original index.
+                _, order = tatoeba_sorted_gold(english)
+                self._write_predictions(
+                    spec.name, spec.test_split, lang, "index", [int(pred[i]) for i in order]
+                )
         cast(torch.nn.Module, self.encoder).to("cpu")
         rows = language_rows(stage, spec.name, spec.test_split, scores, counts, with_gap=False)
+        self._log_rows(rows)
+        return rows
+
+    def evaluate_mining(self, spec: TaskSpec, stage: str, languages: list[str]) -> list[ResultRow]:
+        """BUCC: per language, the threshold tuned on dev gold and frozen for test (see xlt.bucc)."""
+        from xlt import bucc
+
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        cast(torch.nn.Module, self.encoder).to(device)
+        retrieval = self.cfg.retrieval
+
+        def embed_texts(texts: Any) -> torch.Tensor:
+            return embed(self.encoder, self.tokenizer, texts, layer=retrieval.layer, batch_size=retrieval.batch_size,
+                         max_length=retrieval.max_seq_length, device=device, desc=f"{spec.name}")  # fmt: skip
+
+        results, skipped = bucc.evaluate_languages(
+            spec, languages, self.settings.source, self.settings.data_dir, embed_texts, device
+        )
+        cast(torch.nn.Module, self.encoder).to("cpu")
+        for line in skipped:
+            self._skip(line)
+        if self.cfg.predictions and stage == "target":
+            for lang, result in results:
+                self._write_predictions(spec.name, result.split, lang, "pairs", result.pairs)
+        rows = bucc.result_rows(stage, spec.name, results)
         self._log_rows(rows)
         return rows
 
@@ -394,13 +429,40 @@ class Runner:
         if data.val:
             evaluator.validate(module, datamodule=dm, verbose=False)
         if data.test:
+            if self.cfg.predictions:
+                module.collect_predictions()
             evaluator.test(module, datamodule=dm, verbose=False)
+            if self.cfg.predictions:
+                assert isinstance(spec, TaskSpec), "a mixture stage has no test sets"
+                self._write_head_predictions(spec, data.test, module.predictions)
         for split, sets in (("dev", data.val), ("test", data.test)):
             if not sets:
                 continue
             rows = module.result_rows(stage, split, sets)
             self.rows.extend(rows)
             self._log_rows(rows, already_logged=True)
+
+    def _write_head_predictions(
+        self, spec: TaskSpec, sets: list[EvalSet], predicted: dict[str, dict[int, Any]]
+    ) -> None:
+        """Write each test language's predictions in the submission layout; a language with
+        unpredicted examples (e.g. limit_test_batches) is not written, and says so in one line."""
+        fmt = HEAD_FORMAT[spec.head]
+        for s in sets:
+            by_example = predicted.get(s.key, {})
+            if len(by_example) < len(s):
+                self._skip(f"predictions {spec.name}/{s.split}-{s.lang}: only {len(by_example)} of {len(s)} "
+                           "examples were predicted; file not written")  # fmt: skip
+                continue
+            ordered = [by_example[i] for i in range(len(s))]
+            content: Any = ordered
+            if fmt == "qa":
+                content = {str(s.examples[i]["id"]): text for i, text in enumerate(ordered)}
+            self._write_predictions(spec.name, s.split, s.lang, fmt, content)
+
+    def _write_predictions(self, task: str, split: str, lang: str, fmt: str, content: Any) -> None:
+        if is_global_zero():
+            write_predictions(self.run_dir / PREDICTIONS_DIR, task, split, lang, fmt, content)
 
     def _trainer(self, stage_cfg: DictConfig, data: StageData, accumulate: int, ckpt_dir: Path | None,
                  monitor: str | None) -> pl.Trainer:  # fmt: skip
@@ -530,8 +592,8 @@ def print_report(rows: list[ResultRow], skipped: list[str]) -> str:
 
 
 def rows_from_records(records: list[dict[str, Any]]) -> list[ResultRow]:
-    return [ResultRow(r["stage"], r["task"], r["split"], r["language"], r["metric"], r["value"], r.get("n_examples"))
-            for r in records]  # fmt: skip
+    return [ResultRow(r["stage"], r["task"], r["split"], r["language"], r["metric"], r["value"], r.get("n_examples"),
+                      r.get("note", "")) for r in records]  # fmt: skip
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:

@@ -15,6 +15,8 @@ Numbers and aggregation are evaluate.py's (``xtreme_version='xtreme'``): each me
 the task's languages, the task score ``avg_metric`` ((EM+F1)/2 for QA, else avg F1, else avg
 accuracy), group scores when every task of a group is scored, ``all_task`` when all nine are.
 ``overall`` and ``tasks`` of the JSON output, merged, are the official output file's content.
+With two or more complete tasks, ``subset_overall`` gives their mean ``avg_metric`` and names them
+(not an official number unless all nine are there, when it equals ``all_task``).
 
 Where the official script crashes or silently misreads, this one reports and goes on: a missing
 language file (official: FileNotFoundError) or a malformed one is one line on stderr, the task is
@@ -190,6 +192,9 @@ class SubmissionScores:
 
     overall: dict[str, float] = field(default_factory=dict)
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The mean avg_metric over the complete tasks when there are at least two, with their names:
+    # ``all_task`` when all nine are there, otherwise an overall over a subset that says which.
+    subset_overall: dict[str, Any] = field(default_factory=dict)
     incomplete: dict[str, list[str]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -197,6 +202,7 @@ class SubmissionScores:
     def to_json(self) -> dict[str, Any]:
         return {
             "overall": self.overall,
+            "subset_overall": self.subset_overall,
             "tasks": self.tasks,
             "incomplete": self.incomplete,
             "problems": self.problems,
@@ -289,6 +295,12 @@ def score_submission(
     for group, group_tasks in XTREME_GROUP2TASK.items():
         if all(t in complete for t in group_tasks):
             out.overall[group] = sum(out.tasks[t]["avg_metric"] for t in group_tasks) / len(group_tasks)
+    if len(complete) >= 2:
+        ordered = [t for t in XTREME_TASK2LANGS if t in complete]
+        out.subset_overall = {
+            "tasks": ordered,
+            "avg_metric": sum(out.tasks[t]["avg_metric"] for t in ordered) / len(ordered),
+        }
     return out
 
 
@@ -318,6 +330,12 @@ def format_table(scores: SubmissionScores) -> str:
         lines.extend(f"  {name.ljust(15)}{value:8.2f}" for name, value in scores.overall.items())
     elif scores.tasks:
         lines.append("== overall: no complete group of tasks")
+    if scores.subset_overall and len(scores.subset_overall["tasks"]) < len(XTREME_TASK2LANGS):
+        tasks = scores.subset_overall["tasks"]
+        lines.append(
+            f"== overall over {len(tasks)} of {len(XTREME_TASK2LANGS)} tasks ({', '.join(tasks)}): "
+            f"{scores.subset_overall['avg_metric']:.2f}"
+        )
     return "\n".join(lines)
 
 

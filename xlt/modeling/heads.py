@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 import torchmetrics
 from torch import nn
+from torchmetrics.utilities import dim_zero_cat
 
 from xlt.modeling.pooling import pool
 from xlt.tasks.spec import TaskSpec
@@ -51,6 +52,77 @@ class Head(nn.Module):
         preds = self.predict(logits, batch)
         for metric in metrics.values():
             cast(torchmetrics.Metric, metric).update(preds, batch["labels"])
+
+    def prediction_rows(self, logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """What :class:`PredictionCollector` keeps of a batch: (example index per row, rows (n, width)).
+        Default: one row per feature holding its predicted class."""
+        return batch["example_idx"], self.predict(logits, batch).reshape(-1, 1)
+
+    def decode_predictions(
+        self, example_idx: list[int], rows: list[list[float]], eval_set: EvalSet
+    ) -> dict[int, Any]:
+        """Example index -> its prediction as the submission file writes it (default: the label name).
+        Examples without a prediction are absent; a repeated row (DDP padding) counts once."""
+        out: dict[int, Any] = {}
+        for idx, row in zip(example_idx, rows, strict=True):
+            out.setdefault(idx, self.spec.label_names[int(row[0])])
+        return out
+
+
+class PredictionCollector(torchmetrics.Metric):
+    """Keeps every evaluated row's (example index, prediction row) and gathers them across DDP ranks
+    ("cat" states), so rank zero can write the whole test set's predictions in dataset order.
+    States are flat float64 vectors (an empty rank then syncs like the others); ``compute`` returns
+    (example indices, rows) as Python lists."""
+
+    is_differentiable = False
+    full_state_update = False
+
+    example_idx: list[torch.Tensor]
+    values: list[torch.Tensor]
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("example_idx", default=[], dist_reduce_fx="cat")
+        self.add_state("values", default=[], dist_reduce_fx="cat")
+        self.set_dtype(torch.float64)
+
+    def update(self, example_idx: torch.Tensor, rows: torch.Tensor) -> None:
+        self.example_idx.append(example_idx.detach().reshape(-1).to(torch.float64))
+        self.values.append(rows.detach().reshape(-1).to(torch.float64))
+
+    def compute(self) -> tuple[list[int], list[list[float]]]:  # type: ignore[override]
+        idx = dim_zero_cat(self.example_idx).tolist() if len(self.example_idx) else []
+        values = dim_zero_cat(self.values) if len(self.values) else torch.zeros(0, dtype=torch.float64)
+        if not idx:
+            return [], []
+        return [int(i) for i in idx], values.reshape(len(idx), -1).tolist()
+
+
+class Accuracy(torchmetrics.Metric):
+    """Percentage of correct predictions, counted in integers and divided in float64: the value
+    ``python -m xlt.score`` (evaluate.py's ``accuracy``) computes from the written predictions, to the
+    last digit (torchmetrics' MulticlassAccuracy works in float32: 1/3 reads 33.333336)."""
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    correct: torch.Tensor
+    total: torch.Tensor
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("correct", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("total", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        self.correct += (preds == target).sum()
+        self.total += target.numel()
+
+    def compute(self) -> torch.Tensor:
+        total = int(self.total)
+        return torch.tensor(int(self.correct) / total * 100 if total else float("nan"), dtype=torch.float64)
 
 
 HEADS: dict[str, type[Head]] = {}
@@ -128,9 +200,7 @@ class ClassificationHead(Head):
         return _select(
             spec,
             {
-                "acc": lambda: (
-                    torchmetrics.classification.MulticlassAccuracy(spec.num_labels, average="micro") * 100
-                ),
+                "acc": Accuracy,
                 "f1": lambda: torchmetrics.classification.BinaryF1Score() * 100,
             },
         )

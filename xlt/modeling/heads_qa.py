@@ -72,6 +72,23 @@ def best_spans(
     return char_start, char_end, best.clamp_min(NO_SPAN_SCORE), null
 
 
+def best_answers(examples: Sequence[Example], windows: Any) -> dict[int, tuple[str, float]]:
+    """Example index -> (text of its best span over all its windows, null score minus that span's
+    score), from per-window rows (example index, char start, char end, span score, null score)."""
+    best: dict[int, tuple[float, int, int]] = {}
+    null: dict[int, float] = {}
+    for idx, cs, ce, score, null_score in windows:
+        i = int(idx)
+        if i not in best or score > best[i][0]:
+            best[i] = (score, int(cs), int(ce))
+        null[i] = min(null.get(i, null_score), null_score)
+    out = {}
+    for i, (score, cs, ce) in best.items():
+        text = examples[i]["context"][cs:ce] if score > NO_SPAN_SCORE else ""
+        out[i] = (text, null[i] - score)
+    return out
+
+
 def _examples_scoring(examples: Sequence[Example]) -> str:
     if not examples:
         raise ValueError("span-QA metrics need the evaluation set's raw examples (EvalSet.examples is empty)")
@@ -133,19 +150,8 @@ class SpanQAMetric(torchmetrics.Metric):
 
     def predictions(self) -> dict[int, tuple[str, float]]:
         """Example index -> (best span text, null score minus best span score) over its windows."""
-        best: dict[int, tuple[float, int, int]] = {}
-        null: dict[int, float] = {}
         columns = [self._state(n) for n in STATES]
-        for idx, cs, ce, score, null_score in zip(*columns, strict=True):
-            i = int(idx)
-            if i not in best or score > best[i][0]:
-                best[i] = (score, int(cs), int(ce))
-            null[i] = min(null.get(i, null_score), null_score)
-        out = {}
-        for i, (score, cs, ce) in best.items():
-            text = self.examples[i]["context"][cs:ce] if score > NO_SPAN_SCORE else ""
-            out[i] = (text, null[i] - score)
-        return out
+        return best_answers(self.examples, zip(*columns, strict=True))
 
     def compute(self) -> dict[str, torch.Tensor]:
         predicted = self.predictions()
@@ -211,3 +217,16 @@ class SpanQAHead(Head):
         char_start, char_end, span_score, null_score = best_spans(logits, batch)
         for metric in metrics.values():
             metric.update(batch["example_idx"], char_start, char_end, span_score, null_score)
+
+    def prediction_rows(self, logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """One row per window: (char start, char end, span score, null score) of its best span."""
+        return batch["example_idx"], torch.stack(
+            [x.to(torch.float64) for x in best_spans(logits, batch)], dim=1
+        )
+
+    def decode_predictions(
+        self, example_idx: list[int], rows: list[list[float]], eval_set: EvalSet
+    ) -> dict[int, Any]:
+        """Example index -> the answer text (best span over the example's windows)."""
+        windows = ([idx, *row] for idx, row in zip(example_idx, rows, strict=True))
+        return {i: text for i, (text, _) in best_answers(eval_set.examples, windows).items()}

@@ -120,3 +120,27 @@ class TaggingHead(Head):
         preds = self.predict(logits, batch)
         for metric in metrics.values():
             metric.update(preds, batch["example_idx"], batch["word_index"])
+
+    def prediction_rows(self, logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """One row per scored word: (word position, predicted label)."""
+        preds, word_index = self.predict(logits, batch), batch["word_index"]
+        scored = word_index != IGNORE
+        example = batch["example_idx"].unsqueeze(1).expand_as(word_index)[scored]
+        return example, torch.stack([word_index[scored], preds[scored]], dim=1)
+
+    def decode_predictions(
+        self, example_idx: list[int], rows: list[list[float]], eval_set: EvalSet
+    ) -> dict[int, Any]:
+        """Example index -> the predicted tag of every word; a sentence with an unpredicted word
+        (a window that was not evaluated) is left out."""
+        predicted: dict[tuple[int, int], int] = {}
+        for idx, (word, label) in zip(example_idx, rows, strict=True):
+            predicted.setdefault((idx, int(word)), int(label))
+        names = self.spec.label_names
+        out: dict[int, Any] = {}
+        for idx in sorted({i for i, _ in predicted}):
+            n_words = len(eval_set.examples[idx]["labels"])
+            tags = [predicted.get((idx, w)) for w in range(n_words)]
+            if all(t is not None for t in tags):
+                out[idx] = [names[t] for t in tags if t is not None]
+        return out

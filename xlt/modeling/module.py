@@ -4,7 +4,7 @@ per-(split, language) metrics."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import cast
+from typing import Any, cast
 
 import pytorch_lightning as pl
 import torch
@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from xlt.data.datamodule import EvalSet, MixtureTrain
-from xlt.modeling.heads import Head, build_head
+from xlt.modeling.heads import Head, PredictionCollector, build_head
 from xlt.results.rows import ResultRow, language_rows
 from xlt.tasks.registry import get_task
 
@@ -76,6 +76,14 @@ class TransferModule(pl.LightningModule):
             }
         )
         self.scores: dict[str, dict[str, float]] = {}
+        # Test predictions per eval-set key (example index -> prediction), when collect_predictions().
+        self.collectors = nn.ModuleDict()
+        self.predictions: dict[str, dict[int, Any]] = {}
+        self._test_sets = {s.key: s for s in test_sets}
+
+    def collect_predictions(self) -> None:
+        """Keep every test example's prediction (gathered across ranks) in ``self.predictions``."""
+        self.collectors = nn.ModuleDict({self._mkey(k): PredictionCollector() for k in self.test_keys})
 
     @property
     def head(self) -> Head:
@@ -119,7 +127,10 @@ class TransferModule(pl.LightningModule):
         key = keys[dataloader_idx]
         head = self.head_for(self.key_task[key])
         logits = self(batch, head)
-        head.update_metrics(cast(nn.ModuleDict, self.metrics[self._mkey(key)]), logits, batch)
+        mkey = self._mkey(key)
+        head.update_metrics(cast(nn.ModuleDict, self.metrics[mkey]), logits, batch)
+        if keys is self.test_keys and mkey in self.collectors:
+            self.collectors[mkey].update(*head.prediction_rows(logits, batch))
 
     def validation_step(
         self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
@@ -168,6 +179,14 @@ class TransferModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end(self.test_keys)
+        for key in self.test_keys:
+            if self._mkey(key) not in self.collectors:
+                continue
+            collector = self.collectors[self._mkey(key)]
+            example_idx, rows = collector.compute()
+            head = self.head_for(self.key_task[key])
+            self.predictions[key] = head.decode_predictions(example_idx, rows, self._test_sets[key])
+            collector.reset()
 
     def configure_optimizers(self):  # type: ignore[no-untyped-def]
         decay, no_decay = [], []

@@ -13,7 +13,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from xlt.results.aggregate import format_gap_table, gap_by_size, load_sweep, write_tables
+from xlt.results.aggregate import (
+    format_gap_table,
+    format_overall_table,
+    gap_by_size,
+    load_sweep,
+    write_tables,
+    xtreme_overall,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,6 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("no target task with an English score and other languages: no gap to report")
     else:
         print(format_gap_table(gaps))
+    overall = xtreme_overall(sweep.rows, args.split)
+    if not overall.empty:
+        print("\nXTREME-style overall (mean of the task scores; QA (EM+F1)/2) per model, intermediate, seed:")
+        print(format_overall_table(overall))
     if not args.no_plots and not gaps.empty:
         from xlt.results.plots import plot_all
 

@@ -323,6 +323,73 @@ def intermediate_effect(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame
     return _with_sizes(table, rows, ["task", "metric"])
 
 
+# A run of one model, intermediate task and seed, whatever its target: the targets of one such run
+# family make up an XTREME-style overall score.
+FAMILY = ("model", "peft", "intermediate", "seed")
+# results.jsonl metric names -> evaluate.py's, for xlt.metrics.xtreme.task_score.
+_XTREME_METRIC = {"acc": "accuracy", "f1": "f1", "em": "exact_match"}
+
+
+def xtreme_task_scores(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """One row per (run family, XTREME task): the XTREME task score from the run's language-averaged
+    (``avg``) rows: (EM + F1) / 2 for QA, else F1, else accuracy (``xlt.metrics.xtreme.task_score``).
+    A task run more than once in a family (e.g. two training sources) is averaged, ``runs`` says so."""
+    from xlt.metrics.xtreme import XTREME_TASK2LANGS, task_score
+
+    selected = _target_rows(rows, split)
+    selected = selected[(selected["language"] == "avg") & selected["task"].isin(list(XTREME_TASK2LANGS))]
+    out = []
+    for key, group in selected.groupby([*FAMILY, "task"], sort=False, dropna=False):
+        per_run = []
+        for _, run in group.groupby("run_dir", sort=True):
+            averages = {f"avg_{_XTREME_METRIC[m]}": v for m, v in zip(run["metric"], run["value"], strict=True)
+                        if m in _XTREME_METRIC}  # fmt: skip
+            try:
+                per_run.append(task_score(str(key[-1]), averages))
+            except KeyError:  # the run lacks the task's metric (e.g. QA without EM): not scorable
+                continue
+        if per_run:
+            record = dict(zip([*FAMILY, "task"], key, strict=True))
+            out.append({**record, "score": sum(per_run) / len(per_run), "runs": len(per_run)})
+    return pd.DataFrame.from_records(out, columns=[*FAMILY, "task", "score", "runs"])
+
+
+def xtreme_overall(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """XTREME's overall score per run family with results for at least two target tasks: the plain
+    mean of the task scores (:func:`xtreme_task_scores`), as evaluate.py's ``all_task``. ``tasks``
+    lists the tasks that went in (XTREME order) and ``complete`` says whether all nine did: an
+    overall over a subset is not XTREME's nine-task score. One ``score_<task>`` column per task."""
+    from xlt.metrics.xtreme import XTREME_TASK2LANGS
+
+    scores = xtreme_task_scores(rows, split)
+    order = list(XTREME_TASK2LANGS)
+    out = []
+    for key, group in scores.groupby(list(FAMILY), sort=False, dropna=False):
+        if len(group) < 2:
+            continue
+        by_task = dict(zip(group["task"], group["score"], strict=True))
+        tasks = [t for t in order if t in by_task]
+        record = dict(zip(FAMILY, key, strict=True))
+        record.update({"n_tasks": len(tasks), "tasks": ",".join(tasks), "complete": len(tasks) == len(order),
+                       "overall": sum(by_task[t] for t in tasks) / len(tasks)})  # fmt: skip
+        record.update({f"score_{t}": by_task.get(t, math.nan) for t in order})
+        out.append(record)
+    columns = [*FAMILY, "n_tasks", "tasks", "complete", "overall", *(f"score_{t}" for t in order)]
+    table = pd.DataFrame.from_records(out, columns=columns)
+    return table.sort_values(list(FAMILY), ignore_index=True)
+
+
+def format_overall_table(table: pd.DataFrame) -> str:
+    """The overall rows as GitHub markdown, each with the tasks it averages."""
+    lines = ["| model | intermediate | seed | overall | tasks averaged |", "|---|---|---|---|---|"]
+    for r in table.itertuples(index=False):
+        which = r.tasks.replace(",", ", ") + (
+            "" if r.complete else f" ({r.n_tasks} of 9: not XTREME's full score)"
+        )
+        lines.append(f"| {r.model} | {r.intermediate} | {r.seed} | {r.overall:.2f} | {which} |")
+    return "\n".join(lines)
+
+
 def duplicate_runs(rows: pd.DataFrame) -> list[Problem]:
     """Conditions with the same seed in more than one run directory (e.g. two sweeps merged)."""
     runs = rows[[*CONDITION, "seed", "run_dir"]].drop_duplicates()
@@ -342,7 +409,8 @@ def duplicate_runs(rows: pd.DataFrame) -> list[Problem]:
 
 def write_tables(sweep: Sweep, out_dir: Path, split: str = "test") -> dict[str, Path]:
     """Write runs.csv (the tidy rows), scores_by_size.csv, gaps_per_run.csv, gap_by_size.csv,
-    intermediate_effect.csv and problems.txt into ``out_dir``; return their paths by name."""
+    intermediate_effect.csv, xtreme_overall.csv and problems.txt into ``out_dir``; return their
+    paths by name."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tables = {
         "runs": sweep.rows,
@@ -350,6 +418,7 @@ def write_tables(sweep: Sweep, out_dir: Path, split: str = "test") -> dict[str, 
         "gaps_per_run": gaps_per_run(sweep.rows, split),
         "gap_by_size": gap_by_size(sweep.rows, split),
         "intermediate_effect": intermediate_effect(sweep.rows, split),
+        "xtreme_overall": xtreme_overall(sweep.rows, split),
     }
     paths = {}
     for name, table in tables.items():

@@ -47,6 +47,7 @@ class ResultRow:
     metric: str
     value: float
     n_examples: int | None = None
+    note: str = ""  # how the value was obtained when that is not the usual (e.g. a BUCC threshold's split)
 
     def to_record(self, ctx: RunContext) -> dict[str, Any]:
         record = asdict(self)

@@ -131,6 +131,8 @@ def _check_labels(spec: TaskSpec, ex: Example, path: Path) -> None:
 
 
 def _load_hub(spec: TaskSpec, split: str, lang: str) -> Loaded:
+    if spec.hub_unusable:
+        raise MissingDataError(f"{spec.name}/{split}/{lang}: {spec.hub_unusable}")
     hub = spec.hub.get(split)
     if hub is None:
         raise MissingDataError(f"{spec.name}: split {split!r} is not on the hub for this task")

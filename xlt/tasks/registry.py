@@ -11,6 +11,7 @@ TASKS: dict[str, TaskSpec] = {}
 MIXTURES: dict[str, MixtureSpec] = {}
 FORMATS: dict[str, Reader] = {}
 HUB_MAPPERS: dict[str, HubMapper] = {}
+RETRIEVAL_KINDS = ("top1", "mining")  # how Runner.evaluate_retrieval treats a retrieval task
 
 
 class UnknownTaskError(KeyError):
@@ -26,6 +27,11 @@ def register_task(spec: TaskSpec) -> TaskSpec:
         for raw in files:
             if raw.format not in FORMATS:
                 raise ValueError(f"task {spec.name} split {split}: unknown raw format {raw.format!r}")
+    if (spec.head == "retrieval") != bool(spec.retrieval) or spec.retrieval not in ("", *RETRIEVAL_KINDS):
+        raise ValueError(
+            f"task {spec.name}: retrieval={spec.retrieval!r} with head {spec.head!r} "
+            f"(a retrieval head needs one of {', '.join(RETRIEVAL_KINDS)}; other heads none)"
+        )
     TASKS[spec.name] = spec
     return spec
 

@@ -64,6 +64,11 @@ class TaskSpec:
     max_seq_length: int = 128
     roles: tuple[str, ...] = ("intermediate", "target")
     citation: str = ""
+    # Retrieval targets (head "retrieval"): "top1" (Tatoeba: English queries, nearest neighbour) or
+    # "mining" (BUCC: margin-scored bitext mining with a threshold tuned on dev gold).
+    retrieval: str = ""
+    # Why the hub copy cannot serve this task (said in one line instead of loading it); "" when it can.
+    hub_unusable: str = ""
 
     @property
     def trainable(self) -> bool:
