@@ -86,20 +86,18 @@ def test_tatoeba_with_e5_small_on_real_data(compose_cfg, data_dir: Path, tmp_pat
 
 
 @pytest.mark.slow
-def test_three_phases_e5_small_real_data(compose_cfg, data_dir: Path, tmp_path: Path) -> None:
-    """ANLI -> XNLI (trained on SNLI) with the real e5-small: English above chance, others below English."""
-    cfg = compose_cfg(
-        "model=e5_small", "+intermediate=anli_rounds", "+target=xnli", "model.freeze_embeddings=true",
-        "intermediate.train_split=dev_r1", "intermediate.dev_split=dev_r3", "intermediate.epochs=1",
-        "intermediate.max_train_examples=400", "intermediate.max_eval_examples=200",
-        "target.train_task=snli", "target.train_split=dev", "target.epochs=1", "target.lr=3e-5",
-        "target.max_train_examples=1600", "target.max_eval_examples=600", "target.languages=[en,de,sw]",
-        "scale.per_device_batch_size=16", "intermediate.batch_size=16", "target.batch_size=16",
-        "intermediate.max_seq_length=128", "target.max_seq_length=128",
-    )  # fmt: skip
-    summary = run(cfg, tmp_path)
-    assert summary["test/xnli/en/acc"] > 45.0, summary  # chance is 33.3
-    assert summary["test/xnli/gap/acc"] > 0.0, summary
+def test_the_demo_three_phases_e5_small_real_data(compose_cfg, data_dir: Path, tmp_path: Path) -> None:
+    """`make demo`'s config (conf/demo/cpu.yaml): ANLI rounds -> XNLI (trained on SNLI) with the real
+    e5-small, Tatoeba probed before and after. Measured 2026-11-28 (5 min on 2 idle cores): XNLI test
+    en 45.8, de 41.8, sw 41.8; Tatoeba avg 90.6 then 90.5. (At lr 3e-5 and 1,600 SNLI pairs, this
+    test's first settings, English reached only 36.3.)"""
+    summary = run(compose_cfg("+intermediate=anli_rounds", "+target=xnli", "+demo=cpu"), tmp_path)
+    en = summary["test/xnli/en/acc"]
+    assert en > 40.0, summary  # chance is 33.3; 600 test pairs per language
+    assert summary["test/xnli/de/acc"] < en and summary["test/xnli/sw/acc"] < en, summary
+    records = read_results(tmp_path / "results.jsonl")
+    probes = {r["stage"]: r["value"] for r in records if r["task"] == "tatoeba" and r["language"] == "avg"}
+    assert set(probes) == {"pretrained", "intermediate"} and min(probes.values()) > 80.0, probes
 
 
 LIMIT_XNLI = (
