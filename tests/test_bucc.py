@@ -74,6 +74,12 @@ def test_the_hub_cannot_serve_mining(compose_cfg: Callable[..., DictConfig]) -> 
         validate(compose_cfg("+target=bucc2018", "model=tiny", "data.source=hub"))
 
 
+def test_a_cut_corpus_is_refused_in_one_line(compose_cfg: Callable[..., DictConfig]) -> None:
+    with pytest.raises(ConfigError, match=r"^target.max_eval_examples=100: bucc2018 mines each corpus whole"):
+        validate(compose_cfg("+target=bucc2018", "model=tiny", "target.max_eval_examples=100"))
+    validate(compose_cfg("+target=tatoeba", "model=tiny", "target.max_eval_examples=100"))
+
+
 def _corpus(split: str, n_pairs: int, n_noise: int, noise: float, gen: torch.Generator,
             table: dict[str, torch.Tensor]) -> bucc.Corpus:  # fmt: skip
     """``n_pairs`` true pairs (English = source + ``noise``) among ``n_noise`` unrelated sentences a side."""

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 
 from xlt.results.__main__ import main as results_main
@@ -226,13 +227,50 @@ def test_xtreme_overall_matches_hand_computation() -> None:
                   ("mnli", 1, "xquad"): 60, ("none", 2, "xnli"): 75}  # fmt: skip
     overall = xtreme_overall(rows)
     got = {
-        (r.intermediate, r.seed): (r.overall, r.tasks, r.n_tasks, r.complete) for r in overall.itertuples()
+        (r.intermediate, r.seed): (r.overall, r.tasks, r.n_tasks, r.partial, r.complete)
+        for r in overall.itertuples()
     }
     # (75 + 80 + 55 + 50 + 30) / 5 and (80 + 60) / 2; seed 2 ran one target only: no overall row.
+    # The fixture's runs score 1-2 languages of each task (XTREME: xnli 15, udpos 33, bucc 4, ...).
     assert got == {
-        ("none", 1): (58.0, "xnli,udpos,bucc2018,tatoeba,xquad", 5, False),
-        ("mnli", 1): (70.0, "xnli,xquad", 2, False),
-    }
+        ("none", 1): (58.0, "xnli,udpos,bucc2018,tatoeba,xquad", 5,
+                      "xnli 2/15,udpos 2/33,bucc2018 1/4,tatoeba 2/36,xquad 2/11", False),
+        ("mnli", 1): (70.0, "xnli,xquad", 2, "xnli 2/15,xquad 2/11", False),
+    }  # fmt: skip
+
+
+def _all_nine(missing: tuple[str, str] | None = None) -> pd.DataFrame:
+    """Result rows of one run family with every XTREME task on every language, each language scoring
+    the task's index in XTREME order times 10 (so each task score is known), except ``missing``."""
+    from xlt.metrics.xtreme import QA_TASKS, XTREME_TASK2LANGS, XTREME_TASK_METRIC
+
+    records = []
+    for i, (task, langs) in enumerate(XTREME_TASK2LANGS.items()):
+        kind = XTREME_TASK_METRIC[task]
+        metrics = (
+            ("em", "f1") if task in QA_TASKS else ("f1",) if kind in ("seqeval", "bucc_f1") else ("acc",)
+        )
+        for metric in metrics:
+            for lang in [*(lang for lang in langs if (task, lang) != missing), "avg"]:
+                records.append({"stage": "target", "split": "test", "task": task, "language": lang, "metric": metric,
+                                "value": 10.0 * i, "run_dir": f"run/{task}", "model": "m", "peft": "none",
+                                "intermediate": "none", "seed": 1})  # fmt: skip
+    return pd.DataFrame.from_records(records)
+
+
+def test_xtreme_overall_is_complete_only_with_every_language_of_every_task() -> None:
+    from xlt.results.aggregate import format_overall_table, xtreme_overall
+
+    full = one(xtreme_overall(_all_nine()), model="m")
+    assert (full.overall, full.n_tasks, full.partial, full.complete) == (40.0, 9, "", True)  # mean of 0..80
+    assert "| m | none | 1 | 40.00 | pawsx, xnli, panx, udpos, bucc2018, tatoeba, xquad, mlqa, tydiqa |" in (
+        format_overall_table(xtreme_overall(_all_nine()))
+    )
+    cut = xtreme_overall(_all_nine(missing=("udpos", "yo")))
+    assert (one(cut, model="m").partial, one(cut, model="m").complete) == ("udpos 32/33", False)
+    assert format_overall_table(cut).endswith(
+        "mlqa, tydiqa (some languages only: udpos 32/33: not XTREME's full score) |"
+    )
 
 
 def test_cli_prints_the_overall_with_its_tasks(tmp_path: Path, capsys) -> None:
@@ -241,8 +279,11 @@ def test_cli_prints_the_overall_with_its_tasks(tmp_path: Path, capsys) -> None:
     assert main([str(MULTI), "--out", str(tmp_path / "out"), "--no-plots"]) == 0
     out = capsys.readouterr().out
     assert (
-        "| m | none | 1 | 58.00 | xnli, udpos, bucc2018, tatoeba, xquad (5 of 9: not XTREME's full score) |"
-        in out
+        "| m | none | 1 | 58.00 | xnli, udpos, bucc2018, tatoeba, xquad (5 of 9; some languages only: "
+        "xnli 2/15, udpos 2/33, bucc2018 1/4, tatoeba 2/36, xquad 2/11: not XTREME's full score) |" in out
     )
-    assert "| m | mnli | 1 | 70.00 | xnli, xquad (2 of 9: not XTREME's full score) |" in out
+    assert (
+        "| m | mnli | 1 | 70.00 | xnli, xquad (2 of 9; some languages only: xnli 2/15, xquad 2/11: "
+        "not XTREME's full score) |" in out
+    )
     assert (tmp_path / "out" / "xtreme_overall.csv").is_file()

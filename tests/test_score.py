@@ -214,6 +214,25 @@ def test_missing_language_file_is_reported(tmp_path: Path, capsys: pytest.Captur
     assert "classification" not in report["overall"]  # an incomplete task never enters a group score
 
 
+def test_split_dev_scores_dev_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--split dev`` reads ``dev-{lang}`` files, e.g. BUCC pairs mined on the only split with gold."""
+    pred_dir, label_dir = tmp_path / "pred" / "bucc2018", tmp_path / "labels" / "bucc2018"
+    pred_dir.mkdir(parents=True)
+    label_dir.mkdir(parents=True)
+    # 2 of 3 predicted pairs are gold, 2 of 4 gold pairs found: P 2/3, R 1/2, F1 4/7.
+    (label_dir / "dev-de.tsv").write_text(
+        "de-1\ten-1\nde-2\ten-2\nde-3\ten-3\nde-4\ten-4\n", encoding="utf-8"
+    )
+    (pred_dir / "dev-de.tsv").write_text("de-1\ten-1\nde-2\ten-2\nde-3\ten-9\n", encoding="utf-8")
+    argv = ["--predictions", str(tmp_path / "pred"), "--labels", str(tmp_path / "labels")]
+    assert main([*argv, "--split", "dev"]) == 1  # fr, ru, zh have no files
+    report = json.loads(capsys.readouterr().out)
+    assert report["tasks"]["bucc2018"]["f1"] == {"de": pytest.approx(100 * 4 / 7, abs=1e-9)}
+    assert report["incomplete"] == {"bucc2018": ["fr", "ru", "zh"]}
+    assert main(argv) == 1  # the default split is test, as evaluate.py: nothing to score here
+    assert "bucc2018" not in json.loads(capsys.readouterr().out)["tasks"]
+
+
 @pytest.mark.parametrize(
     ("task", "bad", "message"),
     [

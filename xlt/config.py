@@ -270,6 +270,11 @@ def validate(cfg: DictConfig) -> DictConfig:
         raise ConfigError(
             f"target.train_task: {target.name} needs an English training task (default {target.train_task})"
         )
+    if target.retrieval == "mining" and merged.target.max_eval_examples is not None:
+        raise ConfigError(
+            f"target.max_eval_examples={merged.target.max_eval_examples}: {target.name} mines each corpus "
+            "whole (a cut corpus changes every margin score); leave it null"
+        )
     for lang in merged.target.languages or []:
         if lang not in target.languages:
             raise ConfigError(

@@ -1,7 +1,7 @@
 """Score an XTREME submission folder the way ``google-research/xtreme: evaluate.py`` does.
 
     python -m xlt.score --predictions PRED_DIR --labels LABEL_DIR [--tasks xnli udpos ...]
-                        [--format json|table] [--output scores.json]
+                        [--split test|dev] [--format json|table] [--output scores.json]
 
 Layout (both folders): one sub-folder per task (``pawsx xnli panx udpos bucc2018 tatoeba xquad mlqa
 tydiqa``) holding ``test-{lang}.tsv``, or ``test-{lang}.json`` for the QA tasks:
@@ -10,6 +10,9 @@ tydiqa``) holding ``test-{lang}.tsv``, or ``test-{lang}.json`` for the QA tasks:
 - udpos, panx: one tag per line, a blank line after each sentence;
 - bucc2018: one ``src_id<TAB>trg_id`` pair per line;
 - xquad, mlqa, tydiqa: predictions ``{"question id": "answer text"}``; labels a SQuAD-format file.
+
+``--split dev`` reads ``dev-{lang}.*`` instead, the same way (evaluate.py reads only ``test-``). xlt
+writes BUCC pairs under the split it mined, which offline is ``dev`` when only dev has gold pairs.
 
 Numbers and aggregation are evaluate.py's (``xtreme_version='xtreme'``): each metric averaged over
 the task's languages, the task score ``avg_metric`` ((EM+F1)/2 for QA, else avg F1, else avg
@@ -246,7 +249,7 @@ def _select_tasks(
 
 
 def score_submission(
-    pred_dir: Path | str, label_dir: Path | str, tasks: Sequence[str] | None = None
+    pred_dir: Path | str, label_dir: Path | str, tasks: Sequence[str] | None = None, split: str = "test"
 ) -> SubmissionScores:
     """Score every selected task of a submission folder against a label folder (see module docstring).
 
@@ -263,7 +266,7 @@ def score_submission(
         per_metric: dict[str, dict[str, float]] = {}
         skipped: list[str] = []
         for lang in XTREME_TASK2LANGS[task]:
-            name = submission_filename(task, lang)
+            name = submission_filename(task, lang, split)
             pred_path, label_path = pred_dir / task / name, label_dir / task / name
             absent = [p for p in (pred_path, label_path) if not p.is_file()]
             for path in absent:
@@ -351,12 +354,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--tasks", nargs="+", metavar="TASK", help=f"subset of: {' '.join(XTREME_TASK2LANGS)}"
     )
     parser.add_argument(
+        "--split",
+        choices=("test", "dev"),
+        default="test",
+        help="which files to score: {split}-{lang}.tsv/.json (default test, as evaluate.py)",
+    )
+    parser.add_argument(
         "--format", choices=("json", "table"), default="json", help="stdout format (default json)"
     )
     parser.add_argument("--output", type=Path, help="also write the JSON report to this file")
     args = parser.parse_args(argv)
     try:
-        scores = score_submission(args.predictions, args.labels, args.tasks)
+        scores = score_submission(args.predictions, args.labels, args.tasks, args.split)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

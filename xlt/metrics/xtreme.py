@@ -84,9 +84,10 @@ def file_suffix(task: str) -> str:
     return "json" if task in QA_TASKS else "tsv"
 
 
-def submission_filename(task: str, lang: str) -> str:
-    """``test-{lang}.{suffix}``, the name evaluate.py expects inside the task folder."""
-    return f"test-{lang}.{file_suffix(task)}"
+def submission_filename(task: str, lang: str, split: str = "test") -> str:
+    """``test-{lang}.{suffix}``, the name evaluate.py expects inside the task folder (``split`` other
+    than ``test`` names a split evaluate.py never reads, e.g. ``dev`` for scoring a dev submission)."""
+    return f"{split}-{lang}.{file_suffix(task)}"
 
 
 def task_score(task: str, averages: dict[str, float]) -> float:

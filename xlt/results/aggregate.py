@@ -333,32 +333,48 @@ _XTREME_METRIC = {"acc": "accuracy", "f1": "f1", "em": "exact_match"}
 def xtreme_task_scores(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     """One row per (run family, XTREME task): the XTREME task score from the run's language-averaged
     (``avg``) rows: (EM + F1) / 2 for QA, else F1, else accuracy (``xlt.metrics.xtreme.task_score``).
-    A task run more than once in a family (e.g. two training sources) is averaged, ``runs`` says so."""
+    A task run more than once in a family (e.g. two training sources) is averaged, ``runs`` says so.
+    ``languages`` counts the task's XTREME languages that were scored (the fewest over those runs),
+    out of ``n_languages``: an average over fewer languages is not the task's XTREME score."""
     from xlt.metrics.xtreme import XTREME_TASK2LANGS, task_score
 
     selected = _target_rows(rows, split)
-    selected = selected[(selected["language"] == "avg") & selected["task"].isin(list(XTREME_TASK2LANGS))]
+    selected = selected[
+        selected["task"].isin(list(XTREME_TASK2LANGS)) & selected["metric"].isin(list(_XTREME_METRIC))
+    ]
+    averaged = selected[selected["language"] == "avg"]
+    scored_languages = {
+        run: set(group["language"])
+        for run, group in selected[~selected["language"].isin(AGGREGATE_LANGUAGES)].groupby("run_dir")
+    }
     out = []
-    for key, group in selected.groupby([*FAMILY, "task"], sort=False, dropna=False):
-        per_run = []
-        for _, run in group.groupby("run_dir", sort=True):
-            averages = {f"avg_{_XTREME_METRIC[m]}": v for m, v in zip(run["metric"], run["value"], strict=True)
-                        if m in _XTREME_METRIC}  # fmt: skip
+    for key, group in averaged.groupby([*FAMILY, "task"], sort=False, dropna=False):
+        task = str(key[-1])
+        per_run, covered = [], []
+        for run_dir, run in group.groupby("run_dir", sort=True):
+            averages = {
+                f"avg_{_XTREME_METRIC[m]}": v for m, v in zip(run["metric"], run["value"], strict=True)
+            }
             try:
-                per_run.append(task_score(str(key[-1]), averages))
+                per_run.append(task_score(task, averages))
             except KeyError:  # the run lacks the task's metric (e.g. QA without EM): not scorable
                 continue
+            covered.append(len(scored_languages.get(run_dir, set()) & set(XTREME_TASK2LANGS[task])))
         if per_run:
             record = dict(zip([*FAMILY, "task"], key, strict=True))
-            out.append({**record, "score": sum(per_run) / len(per_run), "runs": len(per_run)})
-    return pd.DataFrame.from_records(out, columns=[*FAMILY, "task", "score", "runs"])
+            out.append({**record, "score": sum(per_run) / len(per_run), "runs": len(per_run),
+                        "languages": min(covered), "n_languages": len(XTREME_TASK2LANGS[task])})  # fmt: skip
+    return pd.DataFrame.from_records(
+        out, columns=[*FAMILY, "task", "score", "runs", "languages", "n_languages"]
+    )
 
 
 def xtreme_overall(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     """XTREME's overall score per run family with results for at least two target tasks: the plain
     mean of the task scores (:func:`xtreme_task_scores`), as evaluate.py's ``all_task``. ``tasks``
-    lists the tasks that went in (XTREME order) and ``complete`` says whether all nine did: an
-    overall over a subset is not XTREME's nine-task score. One ``score_<task>`` column per task."""
+    lists the tasks that went in (XTREME order), ``partial`` those scored on only some of their
+    languages (``udpos 3/33``), and ``complete`` says whether all nine went in on all their
+    languages: anything less is not XTREME's overall score. One ``score_<task>`` column per task."""
     from xlt.metrics.xtreme import XTREME_TASK2LANGS
 
     scores = xtreme_task_scores(rows, split)
@@ -367,25 +383,38 @@ def xtreme_overall(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     for key, group in scores.groupby(list(FAMILY), sort=False, dropna=False):
         if len(group) < 2:
             continue
-        by_task = dict(zip(group["task"], group["score"], strict=True))
+        by_task = {r.task: r for r in group.itertuples(index=False)}
         tasks = [t for t in order if t in by_task]
+        partial = [f"{t} {by_task[t].languages}/{by_task[t].n_languages}" for t in tasks
+                   if by_task[t].languages < by_task[t].n_languages]  # fmt: skip
         record = dict(zip(FAMILY, key, strict=True))
-        record.update({"n_tasks": len(tasks), "tasks": ",".join(tasks), "complete": len(tasks) == len(order),
-                       "overall": sum(by_task[t] for t in tasks) / len(tasks)})  # fmt: skip
-        record.update({f"score_{t}": by_task.get(t, math.nan) for t in order})
+        record.update({"n_tasks": len(tasks), "tasks": ",".join(tasks), "partial": ",".join(partial),
+                       "complete": len(tasks) == len(order) and not partial,
+                       "overall": sum(by_task[t].score for t in tasks) / len(tasks)})  # fmt: skip
+        record.update({f"score_{t}": by_task[t].score if t in by_task else math.nan for t in order})
         out.append(record)
-    columns = [*FAMILY, "n_tasks", "tasks", "complete", "overall", *(f"score_{t}" for t in order)]
+    columns = [*FAMILY, "n_tasks", "tasks", "partial", "complete", "overall", *(f"score_{t}" for t in order)]
     table = pd.DataFrame.from_records(out, columns=columns)
     return table.sort_values(list(FAMILY), ignore_index=True)
 
 
 def format_overall_table(table: pd.DataFrame) -> str:
-    """The overall rows as GitHub markdown, each with the tasks it averages."""
+    """The overall rows as GitHub markdown, each with the tasks it averages and those it has only
+    some languages of."""
+    from xlt.metrics.xtreme import XTREME_TASK2LANGS
+
+    n_all = len(XTREME_TASK2LANGS)
     lines = ["| model | intermediate | seed | overall | tasks averaged |", "|---|---|---|---|---|"]
     for r in table.itertuples(index=False):
-        which = r.tasks.replace(",", ", ") + (
-            "" if r.complete else f" ({r.n_tasks} of 9: not XTREME's full score)"
-        )
+        which = r.tasks.replace(",", ", ")
+        if r.n_tasks < n_all:
+            which += f" ({r.n_tasks} of {n_all}"
+        if r.partial:
+            which += (
+                ("; " if r.n_tasks < n_all else " (") + "some languages only: " + r.partial.replace(",", ", ")
+            )
+        if not r.complete:
+            which += ": not XTREME's full score)"
         lines.append(f"| {r.model} | {r.intermediate} | {r.seed} | {r.overall:.2f} | {which} |")
     return "\n".join(lines)
 
