@@ -82,7 +82,15 @@ def test_scale_gap_is_models_x_intermediates_x_targets_x_seeds(cache_dir: Path) 
         assert (
             cfg.logger.group == "scale_gap" and "scale_gap" in cfg.logger.tags and cfg.logger.kind == "wandb"
         )
-        assert cfg.scale.name == "fsdp" and cfg.target.train_task == "mnli"
+        # each model's own profile: DDP for base/large, FSDP (+ activation checkpointing) from XL up
+        assert cfg.scale.name == cfg.model.name and cfg.target.train_task == "mnli"
+        strategy = cfg.scale.strategy if isinstance(cfg.scale.strategy, str) else cfg.scale.strategy._target_
+        expected = (
+            "ddp"
+            if cfg.model.name in ("xlmr_base", "xlmr_large")
+            else "pytorch_lightning.strategies.FSDPStrategy"
+        )
+        assert strategy == expected and cfg.scale.devices == 4
     # intermediate=anli is ANLI+ (a mixture: SNLI + MNLI + ANLI rounds on one NLI head)
     assert seen == set(itertools.product(models, ["none", "mnli", "anli"], ["xnli"], [1, 2, 3]))
     assert len(dirs) == 54  # one folder per job: a relaunch finds each job's own state
@@ -91,8 +99,11 @@ def test_scale_gap_is_models_x_intermediates_x_targets_x_seeds(cache_dir: Path) 
 def test_an_axis_narrowed_on_the_command_line_keeps_the_folder_names(cache_dir: Path) -> None:
     jobs = expand("scale_gap", "model=xlmr_base", "seed=1")
     assert len(jobs) == 3
-    _, hydra = job_config(jobs[0], cache_dir)
+    cfg, hydra = job_config(jobs[0], cache_dir)
     assert hydra.job.override_dirname == "intermediate=none,model=xlmr_base,seed=1,target=xnli"
+    assert cfg.scale.name == "xlmr_base"
+    cfg, hydra = job_config(expand("scale_gap", "model=xlmr_base", "seed=1", "scale=fsdp")[0], cache_dir)
+    assert cfg.scale.name == "fsdp" and "scale=fsdp" in hydra.job.override_dirname
 
 
 def test_demo_sweep_is_two_e5_sizes_x_none_or_anli_x_two_seeds(cache_dir: Path) -> None:
