@@ -44,8 +44,9 @@ format: install
 	$(PY) -m ruff format xlt tests
 	$(PY) -m ruff check --fix xlt tests
 
+## Benchmarks (not tests): BUCC-size margin mining, time and peak memory. BENCH_ARGS="--n-src 20000 --n-trg 50000" for a quick one.
 bench: install
-	$(PYTEST) -q -m bench -s
+	$(PY) benchmarks/bench_bucc_mining.py $(BENCH_ARGS)
 
 clean:
 	rm -rf outputs .pytest_cache .mypy_cache .ruff_cache

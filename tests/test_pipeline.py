@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import xlt.run as run_module
+from xlt.config import validate
 from xlt.results.rows import read_results
 from xlt.run import run
 
@@ -125,11 +126,19 @@ def test_wandb_offline_run_with_results_table(
 ) -> None:
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-    run(compose_cfg(*LIMIT_XNLI, "logger=wandb", "trainer.enable_progress_bar=false", base=()), tmp_path)
+    wandb_cfg = (*LIMIT_XNLI, "logger=wandb", "logger.group=g", "trainer.enable_progress_bar=false", "seed=3")
+    run(compose_cfg(*wandb_cfg, base=()), tmp_path)
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1  # offline without an API key; one run for the whole job
     run_id = (tmp_path / "wandb_id").read_text().strip()
     assert runs[0].name.endswith(run_id)
+    # the relaunch of a finished job adds nothing; resume=false starts a new W&B run
+    run(compose_cfg(*wandb_cfg, base=()), tmp_path)
+    assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 1
+    run(compose_cfg(*wandb_cfg, "resume=false", base=()), tmp_path)
+    new_id = (tmp_path / "wandb_id").read_text().strip()
+    assert new_id != run_id
+    assert sorted(p.name[-8:] for p in (tmp_path / "wandb").glob("offline-run-*")) == sorted([run_id, new_id])
     tables = list(runs[0].glob("files/media/table/results_*.table.json"))
     assert tables
     table = json.loads(tables[0].read_text())
@@ -160,3 +169,19 @@ def test_ddp_on_cpu_two_processes(data_dir: Path, tmp_path: Path, cache_dir: Pat
         correct = test[lang]["value"] * 41 / 100
         assert abs(correct - round(correct)) < 1e-4, test[lang]
     assert not list(tmp_path.parent.glob(f"{tmp_path.name}*/**/train_ddp_process_1/.hydra"))
+
+
+def test_wandb_run_per_job_is_grouped_tagged_and_kept_across_relaunches(compose_cfg, tmp_path: Path) -> None:
+    """One W&B run per job: grouped by sweep, tagged with model/intermediate/target/seed, and its id
+    kept in the run directory so a relaunch continues it (built, not started: no network)."""
+    from xlt.results.rows import RunContext
+    from xlt.run import build_logger
+
+    cfg = validate(compose_cfg("+intermediate=mnli", "+target=xnli", "model=tiny", "seed=2", "logger=wandb",
+                               "logger.mode=offline", "logger.group=scale_gap", "logger.tags=[scale_gap]", base=()))  # fmt: skip
+    ctx = RunContext("tiny", 1, "mnli", "xnli", "mnli", 2, "abc", "local")
+    first = build_logger(cfg, tmp_path, ctx)._wandb_init
+    assert first["group"] == "scale_gap" and first["resume"] == "allow"
+    assert first["tags"] == ["scale_gap", "model:tiny", "intermediate:mnli", "target:xnli", "seed:2"]
+    assert first["id"] == (tmp_path / "wandb_id").read_text() and first["name"] == "tiny/mnli/xnli/s2"
+    assert build_logger(cfg, tmp_path, ctx)._wandb_init["id"] == first["id"]  # the relaunch: same run

@@ -112,6 +112,7 @@ def test_demo_sweep_is_two_e5_sizes_x_none_or_anli_x_two_seeds(cache_dir: Path) 
     for job in jobs:
         cfg, hydra = job_config(job, cache_dir)
         assert cfg.model.name in ("e5_small", "e5_small_6l") and cfg.seed in (1, 2)
+        assert cfg.model.pooling == "mean"  # both sizes pool as e5 was trained: only the depth differs
         assert hydra.sweep.dir == "multirun/demo_scale_gap" and cfg.logger.kind == "csv"
         # the sweep's caps win over the task files'
         assert cfg.target.train_task == "snli" and cfg.target.max_train_examples == 1600

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 STATE_FILE = "state.json"
 RESULTS_FILE = "results.jsonl"
 PREDICTIONS_DIR = "predictions"
+WANDB_ID_FILE = "wandb_id"  # the job's W&B run id: a relaunch continues that run
 
 
 def git_commit() -> str:
@@ -133,7 +134,7 @@ def build_logger(cfg: DictConfig, run_dir: Path, ctx: RunContext) -> Any:
     mode = cfg.logger.mode
     if mode == "auto":
         mode = "online" if _wandb_key_configured() else "offline"
-    id_file = run_dir / "wandb_id"
+    id_file = run_dir / WANDB_ID_FILE
     # A relaunched job continues the same W&B run.
     run_id = id_file.read_text().strip() if id_file.is_file() else None
     if run_id is None:
@@ -609,9 +610,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         rows = rows_from_records(read_results(results))
         print_report(rows, state.data.get("skipped", []))
         return _summary(rows)
-    if not cfg.resume and state.data:
-        state.data = {}
-        state.save()
+    if not cfg.resume:
+        # Starting over: forget the stages done and the W&B run id, so the new run is a new W&B run.
+        if state.data:
+            state.data = {}
+            state.save()
+        if is_global_zero():
+            (run_dir / WANDB_ID_FILE).unlink(missing_ok=True)
     if is_global_zero():
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     runner = Runner(cfg, run_dir)
