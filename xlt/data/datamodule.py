@@ -16,7 +16,7 @@ from transformers import PreTrainedTokenizerBase
 from xlt.data.features import Collator, featurize, tokenizer_fingerprint
 from xlt.data.sampling import LengthGroupedBatchSampler, MultiTaskBatchSampler, ResumableDataLoader
 from xlt.tasks.loading import Loaded, MissingDataError, load_split, split_parts
-from xlt.tasks.spec import Example, TaskSpec
+from xlt.tasks.spec import DataError, Example, TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,11 @@ def load_and_featurize(
     limit: int | None,
 ) -> tuple[datasets.Dataset, Loaded]:
     """Features of one split plus what was loaded (origin, raw examples, rows dropped as unlabelled)."""
-    loaded = load_split(spec, split, lang, settings.source, settings.data_dir, limit=limit)
+    if split == spec.dev_split and spec.dev_excludes:
+        loaded = _without_examples_of(spec, spec.dev_excludes, load_split(spec, split, lang, settings.source,
+                                      settings.data_dir), settings, limit)  # fmt: skip
+    else:
+        loaded = load_split(spec, split, lang, settings.source, settings.data_dir, limit=limit)
     if loaded.dropped:
         log.info(
             "%s %s %s: dropped %d rows without a gold label (as the task defines)",
@@ -134,6 +138,32 @@ def load_and_featurize(
         desc=f"{spec.name} {split} {lang}",
     )
     return features, loaded
+
+
+def _without_examples_of(
+    spec: TaskSpec, split: str, loaded: Loaded, settings: DataSettings, limit: int | None
+) -> Loaded:
+    """``loaded`` minus the examples whose id is in ``split`` of any language present (then cut to
+    ``limit``): a selection set must not contain test questions."""
+    ids: set[str] = set()
+    origins = []
+    for lang in spec.languages:
+        try:
+            other = load_split(spec, split, lang, settings.source, settings.data_dir)
+        except MissingDataError:
+            continue
+        ids.update(str(ex["id"]) for ex in other.examples)
+        origins.append(other.fingerprint)
+    kept = [ex for ex in loaded.examples if str(ex["id"]) not in ids]
+    log.info("%s: %d of %d selection examples left out because they are in its %s set (%d languages read)",
+             spec.name, len(loaded.examples) - len(kept), len(loaded.examples), split, len(origins))  # fmt: skip
+    if not kept:
+        raise DataError(
+            f"{loaded.origin}: every example is also in {spec.name}'s {split} set; no selection set left"
+        )
+    kept = kept[:limit] if limit is not None else kept
+    fingerprint = f"{loaded.fingerprint}|minus:{'|'.join(origins)}|limit={limit}"
+    return Loaded(kept, loaded.origin, loaded.dropped, fingerprint)
 
 
 def dev_sets(

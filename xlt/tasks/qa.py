@@ -293,7 +293,8 @@ SQUAD_V2 = register_task(
 XQUAD = register_task(
     TaskSpec(
         name="xquad",
-        description="XQuAD: trained on SQuAD v1.1, selected on SQuAD v1.1 dev, tested on 11 languages (v1.1 scoring)",
+        description="XQuAD: trained on SQuAD v1.1, selected on SQuAD v1.1 dev minus XQuAD's questions, tested on "
+        "11 languages (v1.1 scoring)",
         head="span_qa",
         metrics=QA_METRICS,
         languages=XTREME_TASK2LANGS["xquad"],
@@ -310,6 +311,7 @@ XQUAD = register_task(
         },
         train_task="squad",
         dev_split="squad_dev",
+        dev_excludes="test",  # XQuAD's 1,190 questions are SQuAD v1.1 dev questions (same ids)
         max_seq_length=384,
         roles=("target",),
         citation="Artetxe et al. 2020",

@@ -69,6 +69,9 @@ class TaskSpec:
     retrieval: str = ""
     # Why the hub copy cannot serve this task (said in one line instead of loading it); "" when it can.
     hub_unusable: str = ""
+    # A split whose example ids are removed from the selection (dev) set, because that split is part
+    # of it: XQuAD's test questions are SQuAD v1.1 dev questions, so selecting on them would leak.
+    dev_excludes: str = ""
 
     @property
     def trainable(self) -> bool:
