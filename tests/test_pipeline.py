@@ -185,3 +185,27 @@ def test_wandb_run_per_job_is_grouped_tagged_and_kept_across_relaunches(compose_
     assert first["tags"] == ["scale_gap", "model:tiny", "intermediate:mnli", "target:xnli", "seed:2"]
     assert first["id"] == (tmp_path / "wandb_id").read_text() and first["name"] == "tiny/mnli/xnli/s2"
     assert build_logger(cfg, tmp_path, ctx)._wandb_init["id"] == first["id"]  # the relaunch: same run
+
+
+def test_the_users_command_mnli_then_xnli_fast_dev_run(compose_cfg, data_dir: Path, tmp_path: Path) -> None:
+    """``+intermediate=mnli +target=xnli`` as users type it, on the genuine first lines of GLUE MNLI
+    (its original tsv layout) and the real XNLI files: MNLI is the intermediate task and XNLI's
+    English training source."""
+    data = tmp_path / "data"
+    (data / "glue_data").mkdir(parents=True)
+    (data / "glue_data" / "MNLI").symlink_to(data_dir / "mnli/hf_dummy/glue_MNLI")
+    (data / "xnli").symlink_to(data_dir / "xnli")
+    cfg = compose_cfg(
+        "+intermediate=mnli", "+target=xnli", "model=tiny", "debug=fdr", f"data.dir={data}", "data.source=local",
+        "target.languages=[en,de,sw]", "target.max_eval_examples=8", "scale.per_device_batch_size=4",
+        "intermediate.batch_size=4", "target.batch_size=4",
+    )  # fmt: skip
+    summary = run(cfg, tmp_path / "run")
+    records = read_results(tmp_path / "run" / "results.jsonl")
+    assert {(r["stage"], r["task"], r["split"]) for r in records} == {
+        ("intermediate", "mnli", "dev"), ("target", "xnli", "dev"), ("target", "xnli", "test"),
+    }  # fmt: skip
+    assert {"test/xnli/en/acc", "test/xnli/de/acc", "test/xnli/sw/acc", "test/xnli/gap/acc"} <= set(summary)
+    stages = json.loads((tmp_path / "run" / "state.json").read_text())["stages"]
+    assert stages["intermediate"]["train"].endswith("glue_data/MNLI/train.tsv")
+    assert stages["target"]["train"].endswith("glue_data/MNLI/train.tsv")  # XNLI trains on English MNLI

@@ -116,3 +116,32 @@ def test_e5_small_squad_to_xquad_real_data(compose_cfg, data_dir: Path, tmp_path
     assert summary["test/xquad/en/f1"] > summary["test/xquad/de/f1"], summary
     assert summary["test/xquad/en/f1"] > summary["test/xquad/zh/f1"], summary
     assert summary["test/xquad/gap/f1"] > 0.0, summary
+
+
+def test_squad2_then_mlqa_fast_dev_run(compose_cfg, data_dir: Path, tmp_path: Path) -> None:
+    """SQuAD v2.0 (no-answer head and v2.0 metrics) then MLQA (MLQA's own scoring), on genuine
+    records in their original layouts: the SQuAD v2.0 excerpts and MLQA's en-en test excerpt."""
+    data = tmp_path / "data"
+    (data / "squad").mkdir(parents=True)
+    for split in ("train", "dev"):
+        (data / "squad" / f"{split}-v2.0.json").symlink_to(
+            data_dir / f"squad_v2.0/hf_dummy/{split}-v2.0.json"
+        )
+    (data / "squad_v1.1").symlink_to(data_dir / "squad_v1.1")  # MLQA's training and selection source
+    (data / "MLQA_V1").symlink_to(data_dir / "mlqa/hf_dummy/MLQA_V1")
+    cfg = compose_cfg(
+        *TINY_QA, "+intermediate=squad2", "+target=mlqa", "target.languages=[en,de]", f"data.dir={data}",
+        "data.source=local", "intermediate.batch_size=16", "intermediate.eval_batch_size=16",
+    )  # fmt: skip
+    summary = run(cfg, tmp_path / "run")
+    records = read_results(tmp_path / "run" / "results.jsonl")
+    intermediate = {r["metric"] for r in records if r["stage"] == "intermediate"}
+    assert {"em", "f1", "has_ans_f1", "no_ans_f1"} <= intermediate, intermediate
+    assert {(r["stage"], r["task"], r["split"]) for r in records if r["stage"] == "target"} == {
+        ("target", "mlqa", "dev"), ("target", "mlqa", "test"),
+    }  # fmt: skip
+    em, f1 = summary["test/mlqa/en/em"], summary["test/mlqa/en/f1"]
+    assert 0.0 <= em <= f1 <= 100.0 and summary["test/mlqa/en/score"] == pytest.approx((em + f1) / 2)
+    assert "test/mlqa/de/f1" not in summary  # no de-de test file offline: skipped in one line
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert any("mlqa" in line and "de" in line for line in state["skipped"]), state["skipped"]
