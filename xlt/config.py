@@ -41,6 +41,8 @@ class ModelConfig:
     # The HF config's model_type the checkpoint must resolve to (e.g. xlm-roberta-xl: an old XXL hub
     # revision says xlm-roberta); null: not checked.
     expected_model_type: str | None = None
+    # The checkpoint's vocabulary size (XLM-R XL/XXL: 250,880, not base/large's 250,002); null: not checked.
+    vocab_size: int | None = None
     # Keep only the first N transformer layers of the pretrained encoder (a derived, smaller model
     # that says so); null: all of them. num_layers then records N.
     keep_layers: int | None = None

@@ -28,7 +28,7 @@ from xlt.config import batch_plan, to_container, validate
 from xlt.data.datamodule import DataSettings, EvalSet, StageData, StageDataModule, prepare_stage_data
 from xlt.data.mixture import log_mixture, prepare_mixture_data
 from xlt.modeling.embedding import embed
-from xlt.modeling.encoder import add_lora, count_parameters, load_encoder, load_tokenizer
+from xlt.modeling.encoder import add_lora, count_parameters, load_encoder, load_tokenizer, resolved_revision
 from xlt.modeling.heads import build_head
 from xlt.modeling.module import TransferModule
 from xlt.results.report import format_table
@@ -119,6 +119,20 @@ class RunState:
     def save(self) -> None:
         if is_global_zero():
             atomic_write_text(self.path, json.dumps(self.data, indent=1))
+
+    def pinned_model(self, model_cfg: DictConfig) -> DictConfig:
+        """``model_cfg`` with ``revision`` set to the hub commit this run first loaded, when the model
+        file names none: a relaunch resumes on the same weights even if the hub moved meanwhile."""
+        pinned = self.data.get("model_revision")
+        if model_cfg.source != "hub" or model_cfg.revision is not None or not pinned:
+            return model_cfg
+        return cast(DictConfig, OmegaConf.merge(model_cfg, {"revision": pinned}))
+
+    def pin_model(self, revision: str | None) -> None:
+        """Record the hub commit the weights came from (first load only)."""
+        if revision and not self.data.get("model_revision"):
+            self.data["model_revision"] = revision
+            self.save()
 
 
 def build_logger(cfg: DictConfig, run_dir: Path, ctx: RunContext) -> Any:
@@ -230,10 +244,13 @@ class Runner:
         self.state = RunState.load(run_dir / STATE_FILE)
         source, data_dir = resolve_source(cfg.data.source, cfg.data.dir)
         self.cache_dir = Path(cfg.data.cache_dir).expanduser()
-        self.tokenizer = load_tokenizer(cfg.model, self.cache_dir)
+        model_cfg = self.state.pinned_model(cfg.model)
+        self.tokenizer = load_tokenizer(model_cfg, self.cache_dir)
         self.settings = DataSettings(source, data_dir, self.cache_dir, self.tokenizer)
         pl.seed_everything(cfg.seed, workers=True)
-        self.encoder = load_encoder(cfg.model, self.cache_dir)
+        self.encoder = load_encoder(model_cfg, self.cache_dir)
+        revision = resolved_revision(self.encoder) if cfg.model.source == "hub" else None
+        self.state.pin_model(revision)
         if cfg.scale.activation_checkpointing:
             self.encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if cfg.scale.peft == "lora":
@@ -256,6 +273,7 @@ class Runner:
                 "model_params_non_embedding": n_params - self.encoder.get_input_embeddings().weight.numel(),
                 "trainable_params": sum(p.numel() for p in self.encoder.parameters() if p.requires_grad),
                 "scale": cfg.scale.name,
+                "model_revision": revision or model_cfg.revision or "",  # the hub commit of the weights
             },
         )
         self.logger = build_logger(cfg, run_dir, self.ctx)

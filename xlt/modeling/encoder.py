@@ -77,15 +77,28 @@ def count_parameters(module: torch.nn.Module) -> int:
 
 
 def check_model_type(config: Any, model_cfg: DictConfig) -> None:
-    """Refuse a checkpoint whose HF config resolves to another architecture than the model file says
-    (an old ``facebook/xlm-roberta-xxl`` revision says ``xlm-roberta`` for an XL-architecture model)."""
+    """Refuse a checkpoint whose HF config is not what the model file says: another architecture (an
+    old ``facebook/xlm-roberta-xxl`` revision says ``xlm-roberta`` for an XL-architecture model) or
+    another vocabulary size (XL/XXL: 250,880)."""
+    where = f"{model_cfg.get('hub_id')}@{model_cfg.get('revision') or 'main'}"
     expected = model_cfg.get("expected_model_type")
     if expected and config.model_type != expected:
-        where = f"{model_cfg.hub_id}@{model_cfg.revision or 'main'}"
         raise ValueError(
             f"model={model_cfg.name}: {where} has model_type {config.model_type!r}, expected {expected!r}; "
             "pin model.revision to a revision with the right config"
         )
+    vocab = model_cfg.get("vocab_size")
+    if vocab is not None and config.vocab_size != vocab:
+        raise ValueError(
+            f"model={model_cfg.name}: {where} has vocab_size {config.vocab_size}, expected {vocab}; "
+            "pin model.revision to a revision with the right config"
+        )
+
+
+def resolved_revision(encoder: PreTrainedModel) -> str | None:
+    """The hub commit the checkpoint was loaded from (transformers records it on the config); None for
+    a local directory or a model built from a config."""
+    return getattr(encoder.config, "_commit_hash", None)
 
 
 def keep_first_layers(encoder: PreTrainedModel, n: int) -> None:
