@@ -394,3 +394,21 @@ def _global_step(path: Path) -> int | None:
         return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
     except Exception:  # being written, or already removed: look again
         return None
+
+
+def test_a_relaunched_job_keeps_the_csv_rows_of_its_earlier_attempt(tmp_path: Path) -> None:
+    """Lightning's CSVLogger deletes metrics.csv when a new process opens it: a preempted job would
+    lose the rows of its first attempt. Each step is on disk as soon as it is logged."""
+    import csv
+
+    from xlt.resumable_csv import ResumableCSVLogger
+
+    first = ResumableCSVLogger(str(tmp_path))
+    first.log_metrics({"train/loss": 1.5}, step=0)
+    first.log_metrics({"train/loss": 1.25}, step=1)  # no save(): the attempt is killed here
+    second = ResumableCSVLogger(str(tmp_path))  # the relaunch, resumed from the step-0 checkpoint
+    second.log_metrics({"train/loss": 1.25}, step=1)
+    second.log_metrics({"train/loss": 1.0, "dev/acc": 50.0}, step=2)  # a new column
+    with open(tmp_path / "csv" / "metrics.csv", newline="") as fh:
+        rows = [(r["step"], r["train/loss"], r["dev/acc"]) for r in csv.DictReader(fh)]
+    assert rows == [("0", "1.5", ""), ("1", "1.25", ""), ("1", "1.25", ""), ("2", "1.0", "50.0")]

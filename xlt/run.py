@@ -51,6 +51,7 @@ STATE_FILE = "state.json"
 RESULTS_FILE = "results.jsonl"
 PREDICTIONS_DIR = "predictions"
 WANDB_ID_FILE = "wandb_id"  # the job's W&B run id: a relaunch continues that run
+CSV_DIR = "csv"  # the CSV logger's folder: metrics.csv, kept and appended to by a relaunch
 
 
 def git_commit() -> str:
@@ -140,9 +141,9 @@ def build_logger(cfg: DictConfig, run_dir: Path, ctx: RunContext) -> Any:
     if kind == "none":
         return False
     if kind == "csv":
-        from pytorch_lightning.loggers import CSVLogger
+        from xlt.resumable_csv import ResumableCSVLogger
 
-        return CSVLogger(save_dir=str(run_dir), name="csv", version="")
+        return ResumableCSVLogger(save_dir=str(run_dir), name=CSV_DIR, version="")
     from pytorch_lightning.loggers import WandbLogger
 
     mode = cfg.logger.mode
@@ -629,12 +630,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         print_report(rows, state.data.get("skipped", []))
         return _summary(rows)
     if not cfg.resume:
-        # Starting over: forget the stages done and the W&B run id, so the new run is a new W&B run.
+        # Starting over: forget the stages done, the W&B run id (the new run is a new W&B run) and the CSV rows.
         if state.data:
             state.data = {}
             state.save()
         if is_global_zero():
             (run_dir / WANDB_ID_FILE).unlink(missing_ok=True)
+            (run_dir / CSV_DIR / "metrics.csv").unlink(missing_ok=True)
     if is_global_zero():
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     runner = Runner(cfg, run_dir)
