@@ -160,15 +160,21 @@ def test_wrong_model_type_is_refused_with_the_fix() -> None:
         check_model_type(XLMRobertaXLConfig(vocab_size=250_002), model_cfg)
 
 
-def test_model_files_record_the_vocabulary_their_checkpoints_have(compose_cfg) -> None:
-    sizes = {
-        model: validate(compose_cfg(f"model={model}", "+target=xnli")).model.vocab_size for model in MODELS
-    }
+def test_model_files_record_the_vocabulary_their_checkpoints_have(compose_cfg, cache_dir: Path) -> None:
+    from transformers import AutoConfig
+
+    from xlt.modeling.encoder import _e5_dir
+
+    cfgs = {model: validate(compose_cfg(f"model={model}", "+target=xnli")).model for model in MODELS}
+    sizes = {model: cfg.vocab_size for model, cfg in cfgs.items()}
     assert (
         sizes["xlmr_xl"] == sizes["xlmr_xxl"] == 250_880
         and sizes["xlmr_base"] == sizes["xlmr_large"] == 250_002
     )
-    assert sizes["e5_small"] == 250_037  # the converted checkpoint's own config says so
+    assert sizes["e5_small"] == 250_037  # the converted checkpoint's own config says so:
+    converted = AutoConfig.from_pretrained(_e5_dir(cache_dir))
+    for model in ("e5_small", "e5_small_6l"):
+        check_model_type(converted, cfgs[model])  # raises on another vocabulary or architecture
 
 
 def test_a_run_pins_the_hub_commit_it_first_loaded(tmp_path: Path) -> None:

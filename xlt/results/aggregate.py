@@ -406,15 +406,12 @@ def format_overall_table(table: pd.DataFrame) -> str:
     n_all = len(XTREME_TASK2LANGS)
     lines = ["| model | intermediate | seed | overall | tasks averaged |", "|---|---|---|---|---|"]
     for r in table.itertuples(index=False):
-        which = r.tasks.replace(",", ", ")
-        if r.n_tasks < n_all:
-            which += f" ({r.n_tasks} of {n_all}"
+        notes = [f"{r.n_tasks} of {n_all}"] if r.n_tasks < n_all else []
         if r.partial:
-            which += (
-                ("; " if r.n_tasks < n_all else " (") + "some languages only: " + r.partial.replace(",", ", ")
-            )
-        if not r.complete:
-            which += ": not XTREME's full score)"
+            notes.append("some languages only: " + r.partial.replace(",", ", "))
+        which = r.tasks.replace(",", ", ") + (
+            f" ({'; '.join(notes)}: not XTREME's full score)" if notes else ""
+        )
         lines.append(f"| {r.model} | {r.intermediate} | {r.seed} | {r.overall:.2f} | {which} |")
     return "\n".join(lines)
 
