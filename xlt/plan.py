@@ -249,23 +249,26 @@ def resolve_precision(precision: str, hardware: Hardware) -> str:
 
 
 def activation_bytes_per_layer(arch: Architecture, tokens: int, seqs: int, seq_len: int, precision: str,
-                               dropout: bool, scores_kept: bool) -> float:  # fmt: skip
+                               dropout: bool, gpu: bool) -> float:  # fmt: skip
     """Bytes one transformer layer keeps for backward, for ``tokens`` = ``seqs`` x ``seq_len`` tokens.
 
     The accounting of Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large
     Transformer Models", sec. 4.1), per saved tensor, with FFN width f instead of 4h:
     - e bytes per element for matmul inputs and outputs (2 under bf16 autocast, 4 in fp32); under
       autocast each of the query/key/value projections saves its own bf16 copy of the layer input;
-    - LayerNorm/RMSNorm inputs in fp32 (autocast runs norms in fp32), 1-byte dropout masks;
+    - LayerNorm/RMSNorm inputs in fp32 (autocast runs norms in fp32);
+    - dropout masks: 1 byte on GPUs (``native_dropout``'s bool mask); on CPU ``at::dropout`` keeps a
+      scaled mask in the input's dtype (e bytes);
     - attention: the fused SDPA kernels on GPUs keep q, k, v and the output (no seq x seq matrix); on
-      CPU with dropout the math path keeps softmax output, dropout mask and dropout output
-      ((2e + 1) x heads x seq^2 per sequence) instead of the output.
+      CPU with dropout the math path keeps the softmax output, the dropout mask and the dropout
+      output ((2e + mask) x heads x seq^2 per sequence) instead of the output.
     """
     h, f = arch.hidden, arch.ffn
     mixed = "mixed" in precision
     e = 2 if any(p in precision for p in ("bf16", "16")) else 4
     norm = 4 if (mixed or e == 4) else 2
-    mask = 1 if dropout else 0
+    mask = (1 if gpu else e) if dropout else 0
+    scores_kept = dropout and not gpu
     qkv_input_copies = 3 if mixed else 1
     if arch.decoder:
         kv = arch.kv_dim
@@ -318,7 +321,7 @@ def estimate_memory(cfg: DictConfig, hardware: Hardware | None = None) -> Memory
     optimizer = trainable * 8 / shards
     compute_bytes = 2 if any(p in precision for p in ("bf16", "16")) else 4
     gathered = 0.0
-    if shards > 1:
+    if is_sharded(scale.strategy):  # also on one device: FSDP's bf16 copies of the units in use
         gathered = (2 * counts.outside_layers + 3 * counts.per_layer) * compute_bytes
     if hardware.gpu:
         optimizer_step = trainable * 4 / shards
@@ -329,10 +332,11 @@ def estimate_memory(cfg: DictConfig, hardware: Hardware | None = None) -> Memory
         seqs, seq_len = stage_batch(cfg, stage, name)
         tokens = seqs * seq_len
         dropout = not arch.decoder  # XLM-R's hidden/attention dropout 0.1; Qwen2.5: 0
-        layer = activation_bytes_per_layer(arch, tokens, seqs, seq_len, precision, dropout,
-                                           scores_kept=not hardware.gpu and dropout)  # fmt: skip
+        layer = activation_bytes_per_layer(arch, tokens, seqs, seq_len, precision, dropout, hardware.gpu)
         norm = 4 if ("mixed" in precision or compute_bytes == 4) else 2
-        embedding = tokens * arch.hidden * (norm + (1 if dropout else 0))
+        mask = (1 if hardware.gpu else compute_bytes) if dropout else 0
+        # The embeddings' LayerNorm input and dropout mask, and the 4-D padding mask (bool, one for all layers).
+        embedding = tokens * arch.hidden * (norm + mask) + seqs * seq_len * seq_len
         full = arch.layers * layer + embedding
         checkpointed = arch.layers * tokens * arch.hidden * norm + layer + embedding
         if best is None or max(full, checkpointed) > max(best[0], best[1]):
