@@ -109,7 +109,9 @@ def featurised_batches(cfg: Any, n_examples: int, seq_len: int, cache_dir: Path)
                 out[key] = torch.nn.functional.pad(out[key], (0, seq_len - width), value=pad)
             return out
 
-    dm = StageDataModule(data, tokenizer, cfg.scale.per_device_batch_size, cfg.target.eval_batch_size, cfg.seed)
+    dm = StageDataModule(
+        data, tokenizer, cfg.scale.per_device_batch_size, cfg.target.eval_batch_size, cfg.seed
+    )
     dm.collate = FixedLength(tokenizer)
     return data, dm, tokenizer
 
@@ -120,7 +122,7 @@ def part_a(args: argparse.Namespace, gpu: bool, cache_dir: Path) -> dict[str, An
 
     from xlt.modeling.heads import build_head
     from xlt.modeling.module import TransferModule
-    from xlt.plan import GPUS, Hardware, count_parameters, estimate_memory, Architecture
+    from xlt.plan import GPUS, Architecture, Hardware, count_parameters, estimate_memory
     from xlt.tasks.registry import get_task
 
     cfg = compose(args.model, "default", args.batch, args.seq_len, cache_dir, [])
@@ -146,7 +148,9 @@ def part_a(args: argparse.Namespace, gpu: bool, cache_dir: Path) -> dict[str, An
         def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
             self._start = self._now()
 
-        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        def on_train_batch_end(
+            self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+        ) -> None:
             self.times.append(self._now() - self._start)
             self.tokens.append(int(batch["input_ids"].numel()))
 
@@ -317,7 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     parser.add_argument("--model", default="xlmr_large", help="part (a): model YAML to build (random init)")
     parser.add_argument("--fsdp-model", default="xlmr_xl", help="part (b): model YAML to build under FSDP")
-    parser.add_argument("--fsdp-scale", default=None, help="part (b): FSDP profile (default: the model's own)")
+    parser.add_argument(
+        "--fsdp-scale", default=None, help="part (b): FSDP profile (default: the model's own)"
+    )
     parser.add_argument("--batch", type=int, default=32, help="part (a): sequences per step")
     parser.add_argument("--fsdp-batch", type=int, default=8, help="part (b): sequences per step")
     parser.add_argument("--seq-len", type=int, default=256)
@@ -328,15 +334,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=None, help="xlt cache (the e5/XLM-R tokenizer)")
     parser.add_argument("--out", type=Path, default=None, help="output stem (.json and .md are written)")
     args = parser.parse_args(argv)
-    import torch
+    if args.device == "auto":
+        import torch
 
-    gpu = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-    if not gpu and os.environ.get(MMAP_ENV) is None:
+        gpu = torch.cuda.is_available()
+    else:
+        gpu = args.device == "cuda"
+    if not gpu and len(args.parts) == 1 and os.environ.get(MMAP_ENV) is None:
         # Make RSS follow the live tensors: glibc maps every allocation over 64 KiB and returns it on free.
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, MMAP_ENV: "65536"})
-    from xlt.modeling.e5_convert import default_cache_dir
-
-    cache_dir = args.cache_dir or default_cache_dir()
+    cache_dir = args.cache_dir or Path(os.environ.get("XLT_CACHE_DIR") or Path.home() / ".cache" / "xlt")
     results = []
     if len(args.parts) > 1:
         # One process per part: a process's peak memory (ru_maxrss, or CUDA's caching allocator) is
@@ -347,8 +354,10 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             for part in args.parts:
                 stem = Path(tmp) / part
-                argv_part = [a for a in (argv if argv is not None else sys.argv[1:])]
-                subprocess.run([sys.executable, __file__, *argv_part, "--parts", part, "--out", str(stem)], check=True)
+                argv_part = list(argv if argv is not None else sys.argv[1:])
+                env = {**os.environ, **({} if gpu else {MMAP_ENV: "65536"})}
+                subprocess.run([sys.executable, __file__, *argv_part, "--parts", part, "--out", str(stem)],
+                               check=True, env=env)  # fmt: skip
                 results += json.loads(stem.with_suffix(".json").read_text())
     elif args.parts == "a":
         results.append(part_a(args, gpu, cache_dir))

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -172,12 +171,14 @@ def hf_config(model: DictConfig, **overrides: Any) -> Any:
     """A transformers config for ``model`` built from its YAML alone (no hub): random-init models for
     benchmarks and the parameter-count tests."""
     arch = Architecture.from_model(model)
-    common = dict(hidden_size=arch.hidden, num_hidden_layers=arch.layers, num_attention_heads=arch.heads,
+    common: dict[str, Any] = dict(hidden_size=arch.hidden, num_hidden_layers=arch.layers, num_attention_heads=arch.heads,
                   intermediate_size=arch.ffn, vocab_size=arch.vocab, max_position_embeddings=arch.positions)  # fmt: skip
     if arch.decoder:
         from transformers import Qwen2Config
 
-        return Qwen2Config(**common, num_key_value_heads=arch.kv_heads, tie_word_embeddings=False, **overrides)
+        return Qwen2Config(
+            **common, num_key_value_heads=arch.kv_heads, tie_word_embeddings=False, **overrides
+        )
     from transformers import XLMRobertaConfig, XLMRobertaXLConfig
 
     cls = XLMRobertaXLConfig if arch.model_type == "xlm-roberta-xl" else XLMRobertaConfig
@@ -276,7 +277,9 @@ def activation_bytes_per_layer(arch: Architecture, tokens: int, seqs: int, seq_l
         mlp = e * h * (2 if mixed else 1) + 4 * e * f  # gate/up input, gate, silu(gate), up, product
         norms = 2 * 2 * norm * h  # two RMSNorms, each its fp32 input and the normalised states
     else:
-        attention = e * h * qkv_input_copies + 3 * e * h + e * h + mask * h  # input, q/k/v, out-proj input, mask
+        attention = (
+            e * h * qkv_input_copies + 3 * e * h + e * h + mask * h
+        )  # input, q/k/v, out-proj input, mask
         mlp = e * h + 2 * e * f + mask * h  # fc1 input, GELU input, fc2 input, mask
         norms = 2 * norm * h
     per_token = attention + mlp + norms
@@ -449,7 +452,9 @@ def stage_tokens(cfg: DictConfig, name: str, stage: DictConfig) -> StageTokens:
     sampling = stage.get("sampling")
     if name == "intermediate" and sampling is not None and sampling.get("steps_per_epoch"):
         n = sampling.steps_per_epoch * stage.batch_size
-        return StageTokens(name, n, epochs, seq_len, [f"intermediate.sampling.steps_per_epoch x batch = {n:,}"])
+        return StageTokens(
+            name, n, epochs, seq_len, [f"intermediate.sampling.steps_per_epoch x batch = {n:,}"]
+        )
     examples = 0
     sources = []
     for task, split, cap in members:
@@ -514,7 +519,9 @@ class JobPlan:
         )
 
 
-def plan_job(cfg: DictConfig, label: str = "", hardware: Hardware | None = None, with_tokens: bool = True) -> JobPlan:
+def plan_job(
+    cfg: DictConfig, label: str = "", hardware: Hardware | None = None, with_tokens: bool = True
+) -> JobPlan:
     """Everything ``python -m xlt.plan`` prints for one composed (validated or not) config."""
     arch = Architecture.from_model(cfg.model)
     memory = estimate_memory(cfg, hardware)
@@ -559,11 +566,14 @@ def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    parser = OverridesParser.create()
+    # The primary config, as Hydra's multirun composes it: without the swept values.
+    fixed = [str(o.input_line) for o in parser.parse_overrides(list(overrides)) if not o.is_sweep_override()]
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        primary = compose("train", overrides=list(overrides), return_hydra_config=True)
+        primary = compose("train", overrides=fixed, return_hydra_config=True)
     params = OmegaConf.select(primary, "hydra.sweeper.params") or {}
     arguments = [f"{k}={v}" for k, v in params.items()] + list(overrides)
-    parsed = OverridesParser.create().parse_overrides(arguments)
+    parsed = parser.parse_overrides(arguments)
     per_key: dict[str, list[str]] = {}
     for override in parsed:
         key = override.get_key_element()
@@ -574,13 +584,6 @@ def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
         else:
             per_key[key] = [f"{key}={override.get_value_element_as_str()}"]
     return [list(job) for job in itertools.product(*per_key.values())]
-
-
-def compose_job(overrides: Sequence[str]) -> DictConfig:
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=list(overrides))
 
 
 def _fmt_count(n: float) -> str:
@@ -601,7 +604,9 @@ def describe(job: JobPlan, gpu: str, mfu: float) -> str:
     lines = [f"{job.label}  (scale={job.scale}: {job.world} device(s), {m.shards} shard(s), "
              f"activation checkpointing {'on' if m.checkpointing else 'off'})"]  # fmt: skip
     published = f"; published {_fmt_count(job.published)}" if job.published else ""
-    lines.append(f"  parameters   {p.total:,} total, {p.non_embedding:,} non-embedding (from the architecture{published})")
+    lines.append(
+        f"  parameters   {p.total:,} total, {p.non_embedding:,} non-embedding (from the architecture{published})"
+    )
     lines.append(
         f"  memory/GPU   weights {m.weights / GB:.2f} + gradients {m.gradients / GB:.2f} + AdamW {m.optimizer / GB:.2f}"
         f" + activations {m.activations / GB:.2f} (without checkpointing {m.activations_no_ckpt / GB:.2f}, with "
@@ -652,13 +657,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Estimate parameters, memory per GPU, tokens, FLOPs and GPU-hours of a run or a sweep "
         "(the same overrides as xlt.train; nothing is launched).",
     )
-    parser.add_argument("-m", "--multirun", action="store_true", help="expand a sweep (+sweep=NAME, a,b lists)")
+    parser.add_argument(
+        "-m", "--multirun", action="store_true", help="expand a sweep (+sweep=NAME, a,b lists)"
+    )
     parser.add_argument("--gpu", choices=sorted(GPUS), default="h100", help="GPU whose bf16 peak is used")
-    parser.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation assumed (default 0.4)")
+    parser.add_argument(
+        "--mfu", type=float, default=0.4, help="model FLOPs utilisation assumed (default 0.4)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="per-job details under a sweep")
     args, overrides = parser.parse_known_args(argv)
     if not 0 < args.mfu <= 1:
         parser.error(f"--mfu {args.mfu}: expected a fraction in (0, 1]")
+    from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
     from xlt.config import validate
@@ -667,11 +677,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         jobs = sweep_jobs(overrides) if args.multirun else [list(overrides)]
         plans = []
         refused = []
-        for i, job_overrides in enumerate(jobs, 1):
-            cfg = compose_job(job_overrides)
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            composed = [compose("train", overrides=job) for job in jobs]
+        for i, (job_overrides, cfg) in enumerate(zip(jobs, composed, strict=True), 1):
             # Validate as a CPU run would (no GPU refusal there), then judge the GPU estimate here.
-            cfg = validate(OmegaConf.merge(cfg, {"trainer": {"accelerator": "cpu"}}))
-            label = " ".join(o for o in job_overrides if not o.startswith(("+sweep=", "hydra"))) or "(defaults)"
+            as_cpu = OmegaConf.merge(cfg, {"trainer": {"accelerator": "cpu"}})
+            assert isinstance(as_cpu, DictConfig)
+            cfg = validate(as_cpu)
+            label = (
+                " ".join(o for o in job_overrides if not o.startswith(("+sweep=", "hydra"))) or "(defaults)"
+            )
             job = plan_job(cfg, f"{i}: {label}" if args.multirun else label)
             plans.append(job)
             if not job.fits:
