@@ -224,7 +224,7 @@ def part_b(args: argparse.Namespace, gpu: bool, cache_dir: Path) -> dict[str, An
     _, dm, _ = featurised_batches(cfg, args.fsdp_batch, args.seq_len, cache_dir)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
-    device = torch.device("cuda" if gpu else "cpu")
+    device = torch.device("cuda", torch.cuda.current_device()) if gpu else torch.device("cpu")
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", str(29500 + os.getpid() % 1000))
     dist.init_process_group("nccl" if gpu else "gloo", rank=0, world_size=1)

@@ -502,18 +502,22 @@ class JobPlan:
 
     def refusal(self) -> str:
         """The one line that says why the job does not fit, and what to change."""
+        from xlt.config import group_choices
+
         m = self.memory
         advice = []
         if m.shards == 1:
-            advice.append("a sharded profile (scale=fsdp, or the model's own scale=<model>)")
+            own = f"scale={self.model}, " if self.model in group_choices("scale") else ""
+            advice.append(f"a sharded profile ({own}scale=fsdp)")
         if not m.checkpointing:
             advice.append("scale.activation_checkpointing=true")
         advice += ["a smaller scale.per_device_batch_size (accumulation keeps the batch)", "more scale.devices",
                    "or scale.peft=lora"]  # fmt: skip
+        working = m.peak - m.states - m.activations
         return (
             f"model={self.model} scale={self.scale}: estimated {m.peak / GB:.1f} GB per GPU "
             f"(weights {m.weights / GB:.1f} + gradients {m.gradients / GB:.1f} + AdamW {m.optimizer / GB:.1f} "
-            f"+ activations {m.activations / GB:.1f} + working {max(m.gathered + m.activations, m.optimizer_step) / GB - m.activations / GB:.1f}, "
+            f"+ activations {m.activations / GB:.1f} + step working memory {working / GB:.1f}, "
             f"{m.shards} shard{'s' if m.shards > 1 else ''}) exceeds scale.gpu_memory_gb={self.limit_gb:g}; "
             f"use {', '.join(advice)}"
         )
