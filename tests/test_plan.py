@@ -231,3 +231,9 @@ def test_cpu_hardware_keeps_attention_scores(compose_cfg) -> None:
     assert "Flash" not in type(out.grad_fn).__name__  # the math path (a bmm/view chain), not the fused kernel
     assert cpu.activations > gpu.activations
     assert OmegaConf.select(cfg, "scale.gpu_memory_gb") == 80 and GB == 1e9
+
+
+def test_retrieval_target_needs_only_the_weights(capsys) -> None:
+    rc = main(["+target=tatoeba", "model=xlmr_base", "scale=xlmr_base"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "gradients 0.00 + AdamW 0.00" in out and "total: 1 job(s), 0.0 GPU-hours" in out

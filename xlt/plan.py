@@ -344,7 +344,14 @@ def estimate_memory(cfg: DictConfig, hardware: Hardware | None = None) -> Memory
         checkpointed = arch.layers * tokens * arch.hidden * norm + layer + embedding
         if best is None or max(full, checkpointed) > max(best[0], best[1]):
             best = (full, checkpointed, tokens, name)
-    assert best is not None
+    if best is None:
+        # Nothing trains (a retrieval target): the weights, and one layer's activations at a time at the
+        # retrieval batch (no gradients, nothing kept for backward).
+        seqs, seq_len = int(cfg.retrieval.batch_size), int(cfg.retrieval.max_seq_length)
+        layer = activation_bytes_per_layer(
+            arch, seqs * seq_len, seqs, seq_len, precision, False, hardware.gpu
+        )
+        return MemoryEstimate(weights, 0.0, 0.0, layer, layer, layer, 0.0, 0.0, shards, ckpt, "retrieval")
     full, checkpointed, _, stage_name = best
     return MemoryEstimate(weights, gradients, optimizer, checkpointed if ckpt else full, full, checkpointed,
                           gathered, optimizer_step, shards, ckpt, stage_name)  # fmt: skip
@@ -601,6 +608,12 @@ def _fmt_opt(value: float | None, fmt: str) -> str:
     return "?" if value is None else format(value, fmt)
 
 
+def _fmt_hours(hours: float | None) -> str:
+    if hours is None:
+        return "?"
+    return f"{hours:,.1f}" if hours == 0 or hours >= 0.1 else f"{hours:.1g}"
+
+
 def describe(job: JobPlan, gpu: str, mfu: float) -> str:
     """The per-job block: where every number comes from."""
     name, peak = GPUS[gpu]
@@ -624,8 +637,8 @@ def describe(job: JobPlan, gpu: str, mfu: float) -> str:
         lines += [f"                 {s}" for s in t.sources]
     hours = job.gpu_hours(peak, mfu)
     lines.append(f"  compute      6 x {p.non_embedding:,} x {_fmt_opt(job.total_tokens, ',.0f')} tokens = "
-                 f"{_fmt_opt(job.flops, '.3g')} FLOP = {_fmt_opt(hours, ',.1f')} GPU-hours on {name} at "
-                 f"{mfu:.0%} MFU ({_fmt_opt(None if hours is None else hours / job.world, ',.1f')} h on "
+                 f"{_fmt_opt(job.flops, '.3g')} FLOP = {_fmt_hours(hours)} GPU-hours on {name} at "
+                 f"{mfu:.0%} MFU ({_fmt_hours(None if hours is None else hours / job.world)} h on "
                  f"{job.world} GPU(s))")  # fmt: skip
     return "\n".join(lines)
 
@@ -641,7 +654,7 @@ def table(jobs: list[JobPlan], gpu: str, mfu: float) -> str:
             job.label, _fmt_count(job.params.total), _fmt_count(job.params.non_embedding), job.scale,
             str(job.world), f"{job.memory.peak / GB:.1f}", "yes" if job.memory.checkpointing else "no",
             "yes" if job.fits else "NO", "?" if job.total_tokens is None else _fmt_count(job.total_tokens),
-            _fmt_opt(None if flops is None else flops / 1e15, ",.0f"), _fmt_opt(hours, ",.1f"),
+            _fmt_opt(None if flops is None else flops / 1e15, ",.0f"), _fmt_hours(hours),
         ])  # fmt: skip
     known = [j.gpu_hours(peak, mfu) for j in jobs]
     total = sum(h for h in known if h is not None)
