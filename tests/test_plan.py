@@ -117,7 +117,13 @@ def test_xlmr_xxl_fsdp_estimate_by_hand(compose_cfg) -> None:
     # The same model on the one-GPU default profile: fp32 states alone are 16 bytes a parameter.
     default = estimate_memory(
         validate(
-            compose_cfg("model=xlmr_xxl", "+intermediate=mnli", "+target=xnli", "trainer.accelerator=cpu")
+            compose_cfg(
+                "model=xlmr_xxl",
+                "scale=default",
+                "+intermediate=mnli",
+                "+target=xnli",
+                "trainer.accelerator=cpu",
+            )
         )
     )
     assert default.states == 16 * P and default.peak > 171e9
