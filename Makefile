@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 PYTEST ?= XLT_SEQEVAL_0012=$(VENV)/oracles/seqeval-0.0.12.tar.gz $(PY) -m pytest
 
-.PHONY: install test test-slow test-all demo lint format bench clean
+.PHONY: install test test-slow test-all demo lint format bench gpu-check clean
 
 install: $(VENV)/.installed
 
@@ -47,6 +47,12 @@ format: install
 ## Benchmarks (not tests): BUCC-size margin mining, time and peak memory. BENCH_ARGS="--n-src 20000 --n-trg 50000" for a quick one.
 bench: install
 	$(PY) benchmarks/bench_bucc_mining.py $(BENCH_ARGS)
+
+## The GPU check (one GPU, < 5 min on an H100): xlt's step on an xlmr_large-shaped model (tokens/s, MFU) and one
+## FSDP step of an XL-shaped model, peak memory against python -m xlt.plan. Not part of `bench`: on a CPU it would
+## build a 3.5B model; there use GPU_CHECK_ARGS="--device cpu --model tiny --fsdp-model tiny --fsdp-scale fsdp".
+gpu-check: install
+	$(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf outputs .pytest_cache .mypy_cache .ruff_cache

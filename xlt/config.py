@@ -46,6 +46,13 @@ class ModelConfig:
     # Keep only the first N transformer layers of the pretrained encoder (a derived, smaller model
     # that says so); null: all of them. num_layers then records N.
     keep_layers: int | None = None
+    # Architecture, for python -m xlt.plan (parameter count, memory) and configs built without the hub
+    # (benchmarks/gpu_check.py); the values are the checkpoints' config.json ones. null: unknown.
+    intermediate_size: int | None = None  # the FFN width
+    num_attention_heads: int | None = None
+    num_key_value_heads: int | None = None  # grouped-query attention (Qwen2.5); null: num_attention_heads
+    max_position_embeddings: int | None = None
+    type_vocab_size: int | None = None  # XLM-R family: 1; decoders have no token-type embeddings
 
 
 @dataclass
@@ -121,6 +128,9 @@ class ScaleConfig:
     # Save checkpoints/<stage>/last.ckpt every N optimizer steps (bounds the work a preemption loses);
     # null: only after each validation.
     checkpoint_every_n_steps: int | None = None
+    # Memory of one GPU in GB (1e9 bytes): a GPU run whose estimated peak per GPU (xlt.plan) exceeds it
+    # is refused at validation.
+    gpu_memory_gb: float = 80.0
 
 
 @dataclass
@@ -293,6 +303,9 @@ def validate(cfg: DictConfig) -> DictConfig:
                 batch_plan(stage.batch_size, merged.scale.per_device_batch_size, world)
             except ValueError as err:
                 raise ConfigError(f"{stage_name}.batch_size: {err}") from None
+    from xlt.plan import check_gpu_memory  # a GPU run whose estimate exceeds scale.gpu_memory_gb stops here
+
+    check_gpu_memory(merged)
     OmegaConf.set_readonly(merged, True)
     return merged
 

@@ -1,0 +1,245 @@
+"""python -m xlt.plan: parameter counts against instantiated models, memory estimates against hand
+computations (XLM-R base and XXL), the GPU-memory refusal at validation, tokens and the sweep.
+
+The estimate against a measured CPU run is in tests/test_gpu_check.py (it runs the benchmark)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from xlt.config import ConfigError, group_choices, validate
+from xlt.plan import (
+    GB,
+    Architecture,
+    Hardware,
+    count_parameters,
+    estimate_memory,
+    hf_config,
+    main,
+    plan_job,
+    sweep_jobs,
+)
+
+MODELS = group_choices("model")
+
+
+def _counted(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_parameter_formula_matches_the_model_built_from_the_yaml(compose_cfg, name: str) -> None:
+    """The formula equals the HF model (XLMRobertaModel / XLMRobertaXLModel without pooler, Qwen2Model)
+    built on the meta device from the YAML's architecture."""
+    from transformers import AutoModel
+
+    cfg = compose_cfg(f"model={name}")
+    config = hf_config(cfg.model)
+    kwargs = {} if config.model_type == "qwen2" else {"add_pooling_layer": False}
+    with torch.device("meta"):
+        model = AutoModel.from_config(config, **kwargs)
+    counts = count_parameters(Architecture.from_model(cfg.model))
+    assert counts.total == _counted(model)
+    assert counts.word_embedding == model.get_input_embeddings().weight.numel()
+
+
+@pytest.mark.parametrize("name", ["qwen2_5_3b", "qwen2_5_7b"])
+def test_decoder_counts_equal_those_counted_from_the_hub_configs(compose_cfg, name: str) -> None:
+    """conf/model/qwen*.yaml's ``params`` were counted on Qwen2Model from the hub config.json (GQA
+    key/value heads, no lm_head); the formula must give the same to the parameter."""
+    cfg = compose_cfg(f"model={name}")
+    assert count_parameters(Architecture.from_model(cfg.model)).total == cfg.model.params
+
+
+def test_published_sizes_of_xlmr_are_reproduced(compose_cfg) -> None:
+    published = {"xlmr_base": 270e6, "xlmr_large": 560e6, "xlmr_xl": 3.5e9, "xlmr_xxl": 10.7e9}
+    for name, size in published.items():
+        total = count_parameters(Architecture.from_model(compose_cfg(f"model={name}").model)).total
+        assert abs(total / size - 1) < 0.03, (name, total)
+
+
+def test_tiny_and_e5_small_match_the_loaded_encoders(compose_cfg, cache_dir) -> None:
+    """The real loader: tiny is built from config with random weights, e5_small is the converted
+    checkpoint (its config.json written by the conversion)."""
+    from xlt.modeling.encoder import load_encoder
+
+    for name in ("tiny", "e5_small"):
+        cfg = compose_cfg(f"model={name}")
+        encoder = load_encoder(cfg.model, cache_dir)
+        counts = count_parameters(Architecture.from_model(cfg.model))
+        assert counts.total == _counted(encoder), name
+        assert counts.non_embedding == _counted(encoder) - encoder.get_input_embeddings().weight.numel()
+
+
+def test_xlmr_base_ddp_estimate_by_hand(compose_cfg) -> None:
+    """scale=xlmr_base: DDP on 4 GPUs (nothing sharded), 8 per device, bf16 autocast over fp32 weights,
+    no checkpointing; MNLI at length 256."""
+    cfg = validate(compose_cfg("model=xlmr_base", "scale=xlmr_base", "+intermediate=mnli", "+target=xnli"))
+    h, f, V, L = 768, 3072, 250002, 12
+    per_layer = 4 * (h * h + h) + 2 * h + (h * f + f) + (f * h + h) + 2 * h
+    P = L * per_layer + V * h + 514 * h + 1 * h + 2 * h
+    assert P == 277_453_056
+    tokens = 8 * 256
+    # bf16 (2 bytes): the layer input three times (one autocast copy per q/k/v projection), q, k, v, the
+    # attention output and the out-projection input; fc1 input, GELU input, fc2 input; two LayerNorm
+    # inputs in fp32; two 1-byte dropout masks.
+    per_token = 2 * h * 3 + 3 * 2 * h + 2 * h + 2 * h + 2 * h + 2 * 2 * f + 2 * 4 * h + 2 * 1 * h
+    embedding = tokens * h * (4 + 1) + 8 * 256 * 256
+    activations = L * per_token * tokens + embedding
+    est = estimate_memory(cfg)
+    assert (est.weights, est.gradients, est.optimizer) == (4 * P, 4 * P, 8 * P)
+    assert est.activations == activations == 838_860_800
+    assert est.gathered == 0 and est.shards == 1 and not est.checkpointing
+    # The AdamW step (foreach: one fp32 temporary of every parameter) outweighs the activations.
+    assert est.peak == 16 * P + max(activations, 4 * P) == 5_549_061_120
+
+
+def test_xlmr_xxl_fsdp_estimate_by_hand(compose_cfg) -> None:
+    """scale=xlmr_xxl: FSDP over 4 GPUs, 4 per device, bf16 mixed precision, checkpointing per layer."""
+    cfg = validate(compose_cfg("model=xlmr_xxl", "scale=xlmr_xxl", "+intermediate=mnli", "+target=xnli"))
+    h, f, V, L = 4096, 16384, 250880, 48
+    per_layer = 4 * (h * h + h) + 2 * h + (h * f + f) + (f * h + h) + 2 * h
+    outside = V * h + 514 * h + 1 * h + 2 * h  # embeddings, type embedding, final LayerNorm (pre-LN)
+    P = L * per_layer + outside
+    assert P == 10_695_954_432
+    tokens = 4 * 256
+    full_layer = (2 * h * 3 + 3 * 2 * h + 2 * h + 2 * h + 2 * h + 2 * 2 * f + 2 * 4 * h + 2 * h) * tokens
+    checkpointed = L * tokens * h * 4 + full_layer + tokens * h * 5 + 4 * 256 * 256  # fp32 layer inputs
+    gathered = (2 * outside + 3 * per_layer) * 2  # root unit, two layer units and their gradients, bf16
+    est = estimate_memory(cfg)
+    assert est.shards == 4 and est.checkpointing
+    assert (est.weights, est.gradients, est.optimizer) == (P * 4 / 4, P * 4 / 4, P * 8 / 4)
+    assert est.activations == checkpointed == 1_011_089_408
+    assert est.gathered == gathered
+    assert est.peak == 4 * P + max(checkpointed + gathered, P) == pytest.approx(53.48e9, rel=1e-3)
+    # The same model on the one-GPU default profile: fp32 states alone are 16 bytes a parameter.
+    default = estimate_memory(
+        validate(
+            compose_cfg(
+                "model=xlmr_xxl",
+                "scale=default",
+                "+intermediate=mnli",
+                "+target=xnli",
+                "trainer.accelerator=cpu",
+            )
+        )
+    )
+    assert default.states == 16 * P and default.peak > 171e9
+
+
+def test_oversized_gpu_run_is_refused_at_validation(compose_cfg, monkeypatch) -> None:
+    args = ("model=xlmr_xxl", "scale=default", "+intermediate=mnli", "+target=xnli")
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg(*args, "trainer.accelerator=gpu"))
+    line = str(err.value)
+    assert "\n" not in line
+    for part in ("model=xlmr_xxl", "scale=default", "GB per GPU", "scale.gpu_memory_gb=80", "scale=fsdp"):
+        assert part in line
+    # CPU runs are not judged by a GPU estimate: accelerator=cpu, or auto without CUDA.
+    validate(compose_cfg(*args, "trainer.accelerator=cpu"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    validate(compose_cfg(*args))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(ConfigError, match="exceeds scale.gpu_memory_gb"):
+        validate(compose_cfg(*args))
+    # The limit is the profile's: raised, the same run passes; the model's own profile fits 80 GB.
+    validate(compose_cfg(*args, "scale.gpu_memory_gb=300"))
+    validate(compose_cfg("model=xlmr_xxl", "scale=xlmr_xxl", "+intermediate=mnli", "+target=xnli"))
+
+
+def test_plan_cli_refuses_in_one_line(capsys) -> None:
+    rc = main(["+intermediate=mnli", "+target=xnli", "model=xlmr_xxl", "scale=default"])
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1
+    assert (
+        err.startswith("model=xlmr_xxl scale=default: estimated ") and "exceeds scale.gpu_memory_gb=80" in err
+    )
+
+
+def test_plan_cli_single_run_prints_every_number_with_sources(capsys) -> None:
+    rc = main(["+intermediate=mnli", "+target=xnli", "model=xlmr_base", "scale=xlmr_base", "--gpu", "a100"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "277,453,056 total, 85,451,520 non-embedding" in out
+    assert "mnli/train 392,702 (GLUE MNLI train" in out
+    assert "392,702 examples x 3 epochs x 256 = 301,595,136" in out
+    assert "392,702 examples x 2 epochs x 256 = 201,063,424" in out
+    flops = 6 * 85_451_520 * (301_595_136 + 201_063_424)
+    assert f"{flops:.3g} FLOP" in out
+    hours = flops / (312e12 * 0.4) / 3600
+    assert f"{hours:,.1f} GPU-hours on A100 at 40% MFU" in out
+    assert "peak 5.55 GB of 80" in out
+
+
+def test_sweep_expands_like_the_basic_sweeper(compose_cfg) -> None:
+    jobs = sweep_jobs(["+sweep=scale_gap"])
+    assert len(jobs) == 6 * 3 * 1 * 3
+    assert jobs[0] == ["model=xlmr_base", "intermediate=none", "target=xnli", "seed=1", "+sweep=scale_gap"]
+    # The command line overrides the sweep's params by key, keeping their order.
+    narrowed = sweep_jobs(["+sweep=scale_gap", "model=xlmr_xl,xlmr_xxl", "seed=1"])
+    assert [j[0] for j in narrowed] == ["model=xlmr_xl"] * 3 + ["model=xlmr_xxl"] * 3
+    assert all("seed=1" in j for j in narrowed)
+
+
+def test_plan_cli_narrowed_sweep(capsys) -> None:
+    rc = main(["-m", "+sweep=scale_gap", "model=xlmr_base,xlmr_xxl", "intermediate=none", "seed=1"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    rows = [line for line in out.splitlines() if line[:2] in ("1:", "2:")]
+    assert len(rows) == 2 and "| xlmr_base " in rows[0] and "| xlmr_xxl " in rows[1]
+    assert "total: 2 job(s), " in out
+
+
+@pytest.mark.slow  # 54 compositions: about 30 s on 2 cores
+def test_plan_cli_prints_every_sweep_job_and_the_total(capsys) -> None:
+    rc = main(["-m", "+sweep=scale_gap"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    rows = [line for line in out.splitlines() if line.split(":")[0].strip().isdigit()]
+    assert len(rows) == 54
+    # Each job composed its model's own profile (the sweep's defaults interpolation).
+    for row in rows:
+        model = row.split("model=")[1].split()[0]
+        assert f"| {model} " in row.replace(f"model={model}", ""), row
+    total = [line for line in out.splitlines() if line.startswith("total: 54 job(s), ")]
+    assert total
+    hours = sum(float(r.split("|")[-1].replace(",", "")) for r in rows)
+    stated = float(total[0].split(", ")[1].split(" GPU-hours")[0].replace(",", ""))
+    assert stated == pytest.approx(hours, abs=0.05 * 54)
+
+
+def test_tokens_of_mixtures_and_local_counts(compose_cfg) -> None:
+    cfg = validate(compose_cfg("model=xlmr_base", "+intermediate=anli", "+target=xnli"))
+    job = plan_job(cfg)
+    intermediate = job.tokens[0]
+    assert intermediate.examples == 550_152 + 392_702 + 16_946 + 45_460 + 100_459
+    assert intermediate.tokens == intermediate.examples * 3 * 256
+    # A split not in the published table is counted in the data directory, and the cap applies.
+    demo = validate(compose_cfg("+sweep=demo_scale_gap", "intermediate=anli_rounds"))
+    stages = {t.stage: t for t in plan_job(demo).tokens}
+    assert stages["target"].examples == 1600 and "counted in" in stages["target"].sources[0]
+    assert stages["intermediate"].examples == 800
+    # Multiple choice encodes every choice.
+    mc = plan_job(validate(compose_cfg("model=xlmr_base", "+intermediate=csqa", "+target=xnli")))
+    assert mc.tokens[0].examples == 9_741 * 5
+
+
+def test_cpu_hardware_keeps_attention_scores(compose_cfg) -> None:
+    """On CPU with dropout, SDPA falls back to the math path, which keeps heads x seq^2 per sequence."""
+    cfg = validate(compose_cfg("model=tiny", "+target=xnli", "target.max_seq_length=256"))
+    gpu = estimate_memory(cfg, Hardware(gpu=True, precision="32-true"))
+    cpu = estimate_memory(cfg, Hardware(gpu=False))
+    q = torch.randn(1, 2, 8, 4, requires_grad=True)
+    out = torch.nn.functional.scaled_dot_product_attention(q, q, q, dropout_p=0.1)
+    assert "Flash" not in type(out.grad_fn).__name__  # the math path (a bmm/view chain), not the fused kernel
+    assert cpu.activations > gpu.activations
+    assert OmegaConf.select(cfg, "scale.gpu_memory_gb") == 80 and GB == 1e9
+
+
+def test_retrieval_target_needs_only_the_weights(capsys) -> None:
+    rc = main(["+target=tatoeba", "model=xlmr_base", "scale=xlmr_base"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "gradients 0.00 + AdamW 0.00" in out and "total: 1 job(s), 0.0 GPU-hours" in out
