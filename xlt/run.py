@@ -555,8 +555,24 @@ class Runner:
 
     # -- the whole run ----------------------------------------------------------------------------
 
+    def audit(self) -> None:
+        """The contamination audit (xlt/audit.py), before any training: an overlap between a set the
+        run trains or selects on and a test set of its target stops the run (ContaminationError, one
+        line) unless the target's spec declares an exclusion; those are applied to every stage's
+        loading. The counts go into state.json (``audit``) and every result row."""
+        from xlt.audit import audit
+
+        report = audit(self.cfg, self.settings.source, self.settings.data_dir)
+        rank_zero_only(log.info)("%s", report.format())
+        self.state.data["audit"] = report.record()
+        self.state.save()
+        report.check()
+        self.settings.exclude = report.removals()
+        self.ctx.extra.update(report.row_fields())
+
     def execute(self) -> list[ResultRow]:
         cfg = self.cfg
+        self.audit()
         self.probe("pretrained")
         if cfg.intermediate is not None:
             mixture = get_mixture(cfg.intermediate.name)
