@@ -290,6 +290,24 @@ def run_sets(cfg: DictConfig) -> list[RunSet]:
     return sets
 
 
+def mixture_label(cfg: DictConfig, report: AuditReport) -> tuple[str, list[str]] | None:
+    """For a mixture intermediate stage: (its label, the members it trains). A member is left out
+    (xlt/data/mixture.py) when ``intermediate.only`` omits it or its training or dev files are absent
+    (the audit's ``absent`` sets); the label is then the mixture's name minus each left-out member
+    (``all9-ccg``), so that its rows never pass for the full mixture. None for a single task."""
+    from xlt.tasks.registry import flatten_mixture, get_mixture
+
+    inter = cfg.get("intermediate")
+    mixture = get_mixture(inter.name) if inter is not None else None
+    if mixture is None:
+        return None
+    absent = {s.run_set.task for s in report.sets if s.run_set.stage == "intermediate" and s.absent}
+    only = set(inter.only) if inter.only is not None else None
+    tasks = flatten_mixture(mixture).tasks
+    trained = [t for t in tasks if t not in absent and (only is None or t in only)]
+    return "".join([mixture.name, *(f"-{t}" for t in tasks if t not in trained)]), trained
+
+
 def _index(spec: TaskSpec, source: str, data_dir: Path | None) -> tuple[Index, dict[str, int], list[str]]:
     """Per test language: its example ids and text digests; the example counts; languages without data."""
     from xlt.tasks.loading import MissingDataError, load_split
