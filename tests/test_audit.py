@@ -185,3 +185,45 @@ def test_squad_to_xquad_run_records_and_applies_the_exclusion(compose_cfg, data_
     rows = read_results(tmp_path / "results.jsonl")
     assert {r["audit_excluded"] for r in rows} == {2_380}
     assert "squad/dev:9380/10570" in rows[0]["audit_sets"]
+
+
+def test_a_mixture_without_a_member_is_labelled_by_what_it_trained(compose_cfg) -> None:
+    from xlt.audit import AuditReport, RunSet, SetAudit, mixture_label
+
+    cfg = validate(compose_cfg("model=tiny", "+intermediate=all9", "+target=xnli"))
+    present = [SetAudit(RunSet("intermediate", "train", t, "train"), examples=5)
+               for t in ("snli", "mnli", "anli_rounds", "qqp", "squad", "squad2", "hellaswag", "cosmosqa", "csqa")]  # fmt: skip
+    no_ccg = AuditReport("xnli", "test", {}, [], [*present, SetAudit(RunSet("intermediate", "train", "ccg", "train"),
+                                                                     absent="ccg/train/en: no file")])  # fmt: skip
+    label, members = mixture_label(cfg, no_ccg)
+    assert label == "all9-ccg" and "ccg" not in members and len(members) == 9
+    full = AuditReport(
+        "xnli", "test", {}, [], [*present, SetAudit(RunSet("intermediate", "train", "ccg", "train"))]
+    )
+    assert mixture_label(cfg, full)[0] == "all9"
+    only = validate(
+        compose_cfg("model=tiny", "+intermediate=all9", "+target=xnli", "intermediate.only=[squad,csqa]")
+    )
+    label, members = mixture_label(only, full)
+    assert members == ["squad", "csqa"] and label.startswith("all9-snli-mnli-anli_rounds-qqp-squad2")
+    assert (
+        mixture_label(validate(compose_cfg("model=tiny", "+intermediate=mnli", "+target=xnli")), full) is None
+    )
+
+
+@pytest.mark.slow
+def test_mixture_run_rows_name_the_members_it_trained(compose_cfg, tmp_path: Path) -> None:
+    """ANLI+ offline: MNLI has no training file here, so the run trains SNLI + ANLI and says so."""
+    cfg = compose_cfg(
+        "model=tiny", "debug=fdr", "scale.per_device_batch_size=8", "+intermediate=anli", "+target=xnli",
+        "intermediate.members.snli.train_split=dev", "intermediate.members.anli_rounds.train_split=dev_r1",
+        "intermediate.members.anli_rounds.dev_split=dev_r2", "intermediate.max_train_examples=16",
+        "intermediate.max_eval_examples=8", "intermediate.batch_size=8", "target.train_task=snli",
+        "target.train_split=dev", "target.languages=[en,de]", "target.max_train_examples=16",
+        "target.max_eval_examples=8", "target.batch_size=8",
+    )  # fmt: skip
+    run(cfg, tmp_path)
+    rows = read_results(tmp_path / "results.jsonl")
+    assert {r["intermediate"] for r in rows} == {"anli-mnli"}
+    assert {r["intermediate_members"] for r in rows} == {"snli,anli_rounds"}
+    assert {r["intermediate_mixture"] for r in rows} == {"anli"}
