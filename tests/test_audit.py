@@ -227,3 +227,19 @@ def test_mixture_run_rows_name_the_members_it_trained(compose_cfg, tmp_path: Pat
     assert {r["intermediate"] for r in rows} == {"anli-mnli"}
     assert {r["intermediate_members"] for r in rows} == {"snli,anli_rounds"}
     assert {r["intermediate_mixture"] for r in rows} == {"anli"}
+
+
+@pytest.mark.slow  # reads SQuAD train (30 MB of JSON): 10-35 s on the shared 2-core machine
+def test_cli_prints_the_overlap_it_removed(data_dir: Path, capsys) -> None:
+    from xlt.audit import main
+
+    assert main(["+intermediate=squad", "+target=xquad", "model=tiny", f"data.dir={data_dir}"]) == 0
+    out = capsys.readouterr().out
+    assert "against xquad/test in 11 languages (13090 test examples" in out
+    for line in ("intermediate select squad/dev", "target       select xquad/squad_dev"):
+        (found,) = [x for x in out.splitlines() if line in x]
+        assert "10570 examples, 1190 in the test set (en 1190" in found and "excluded -> 9380 kept" in found
+    assert "intermediate train  squad/train                87599 examples, no overlap" in out
+    assert main(["+target=nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Could not find 'target/nope'" in err

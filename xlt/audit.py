@@ -410,7 +410,9 @@ def main(argv: Iterable[str] | None = None) -> int:
         source, data_dir = resolve_source(cfg.data.source, cfg.data.dir)
         report = audit(cfg, source, data_dir)
     except (ConfigError, DataError, FileNotFoundError, HydraException) as err:
-        print(f"error: {err}", file=sys.stderr)
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        lines = lines[: next((i for i, line in enumerate(lines) if line.startswith("Config search path")), None)]
+        print("error: " + " ".join(lines), file=sys.stderr)  # one line (Hydra's own message has several)
         return 2
     print(report.format())
     if report.violations:
