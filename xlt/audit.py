@@ -411,7 +411,9 @@ def main(argv: Iterable[str] | None = None) -> int:
         report = audit(cfg, source, data_dir)
     except (ConfigError, DataError, FileNotFoundError, HydraException) as err:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        lines = lines[: next((i for i, line in enumerate(lines) if line.startswith("Config search path")), None)]
+        lines = lines[
+            : next((i for i, line in enumerate(lines) if line.startswith("Config search path")), None)
+        ]
         print("error: " + " ".join(lines), file=sys.stderr)  # one line (Hydra's own message has several)
         return 2
     print(report.format())
