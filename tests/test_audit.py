@@ -113,6 +113,7 @@ def _leaky_data_dir(data_dir: Path, root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow  # 30-50 s on the shared machine (the audit reads XQuAD in 11 languages and SQuAD dev)
 def test_undeclared_overlap_stops_run_before_training(compose_cfg, data_dir: Path, tmp_path: Path) -> None:
     data = _leaky_data_dir(data_dir, tmp_path / "data")
     cfg = compose_cfg(
