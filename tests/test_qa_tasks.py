@@ -102,18 +102,10 @@ def test_targets_select_on_squad_dev_scored_like_squad(data_dir: Path) -> None:
         assert spec.train_task == "squad" and spec.dev_split == "squad_dev"
         dev = _load(name, spec.dev_split, "en", data_dir)
         assert len(dev) == 10_570 and {ex["_scoring"] for ex in dev} == {"squad"}  # not MLQA rules
-    # XQuAD's test questions are SQuAD dev questions: they are left out of its selection set.
-    from xlt.data.datamodule import DataSettings, _without_examples_of
-
-    xquad = get_task("xquad")
-    settings = DataSettings("local", data_dir, None, tokenizer=None, tokenizer_id="-")  # type: ignore[arg-type]
-    squad_dev = load_split(xquad, "squad_dev", "en", "local", data_dir)
-    selection = _without_examples_of(xquad, "test", squad_dev, settings, limit=None)
-    test_ids = {ex["id"] for ex in _load("xquad", "test", "en", data_dir)}
-    assert len(test_ids) == 1_190 and len(selection.examples) == 10_570 - 1_190
-    assert not test_ids & {ex["id"] for ex in selection.examples}
-    assert len(_without_examples_of(xquad, "test", squad_dev, settings, limit=100).examples) == 100
-    assert get_task("mlqa").dev_excludes == ""  # MLQA's questions are not SQuAD's
+    # XQuAD's test questions are SQuAD dev questions: its spec declares the exclusion (applied by the
+    # contamination audit, tests/test_audit.py); MLQA's questions are not SQuAD's.
+    assert {"xquad/squad_dev", "squad/dev", "squad2/dev"} <= set(get_task("xquad").exclusions[0].sets)
+    assert get_task("mlqa").exclusions == ()
     # TyDiQA keeps its final checkpoint: its English GoldP dev is XTREME's English test.
     tydiqa = get_task("tydiqa")
     assert tydiqa.dev_split == "" and tydiqa.train_task == "tydiqa" and tydiqa.test_split == "test"

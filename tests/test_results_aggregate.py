@@ -287,3 +287,114 @@ def test_cli_prints_the_overall_with_its_tasks(tmp_path: Path, capsys) -> None:
         "not XTREME's full score) |" in out
     )
     assert (tmp_path / "out" / "xtreme_overall.csv").is_file()
+
+
+# ----------------------------------------------------------------------------- confounds shown
+
+
+def test_gap_tables_carry_the_number_and_list_of_languages(sweep, tmp_path: Path, capsys) -> None:
+    table = gap_by_size(sweep.rows)
+    assert set(table["n_languages"]) == {3} and set(table["languages"]) == {"de,en,sw"}
+    effect = intermediate_effect(sweep.rows)
+    assert set(effect["languages"]) == {"de,en,sw"} and set(effect["n_languages"]) == {3}
+    assert results_main([str(FIXTURE), "--out", str(tmp_path), "--no-plots"]) == 0
+    assert "| 16.00 [3.29, 28.71] | 19.7% [7.2%, 32.3%] | 3: de,en,sw |" in capsys.readouterr().out
+
+
+def test_seeds_over_different_languages_say_so() -> None:
+    from xlt.results.aggregate import _summarise
+
+    frame = pd.DataFrame({"task": ["xnli"] * 2, "seed": [1, 2], "gap": [1.0, 2.0], "n_languages": [15, 3],
+                          "languages": ["ar,en", "de,en,sw"]})  # fmt: skip
+    row = one(_summarise(frame, ["task"], ["gap"]), task="xnli")
+    assert row.n_languages == 3 and row.languages == "ar,en | de,en,sw"
+
+
+def test_families_come_from_the_rows_or_the_model_name() -> None:
+    from xlt.results.aggregate import model_families
+
+    rows = pd.DataFrame({"model": ["xlmr_large", "qwen2_5_7b", "e5_small", "tiny", "odd"],
+                         "model_family": [None, "", "e5", "xlmr", None]})  # fmt: skip
+    assert list(model_families(rows)) == ["xlmr", "qwen2.5", "e5", "xlmr", ""]
+    assert list(model_families(rows.drop(columns="model_family"))) == ["xlmr", "qwen2.5", "e5", "", ""]
+
+
+def test_every_model_file_states_its_family() -> None:
+    from omegaconf import OmegaConf
+
+    from xlt.config import CONF_DIR
+
+    for path in sorted((CONF_DIR / "model").glob("*.yaml")):
+        lines = path.read_text().splitlines()
+        name = next(i for i, line in enumerate(lines) if line.startswith("name:"))
+        assert lines[name + 1].startswith("family:"), path  # one line right after name
+        family = OmegaConf.load(path).family
+        expected = "qwen2.5" if path.stem.startswith("qwen") else "e5" if path.stem.startswith("e5") else "xlmr"
+        assert family == expected, path
+
+
+def _two_families() -> pd.DataFrame:
+    """Gap rows of XLM-R (two sizes) and Qwen (two sizes), both with and without MNLI."""
+    records = []
+    for model, family, params in (("xlmr_base", "xlmr", 2.8e8), ("xlmr_xl", "xlmr", 3.5e9),
+                                  ("qwen2_5_3b", "qwen2.5", 3.1e9), ("qwen2_5_7b", "qwen2.5", 7.6e9)):  # fmt: skip
+        for intermediate in ("none", "mnli"):
+            for seed, (en, de) in enumerate(((80.0, 70.0), (82.0, 70.0)), 1):
+                for lang, value in (("en", en), ("de", de)):
+                    records.append({"stage": "target", "split": "test", "task": "xnli", "language": lang,
+                                    "metric": "acc", "value": value, "model": model, "model_params": params,
+                                    "model_family": family, "intermediate": intermediate, "seed": seed,
+                                    "peft": "none", "train_task": "mnli", "run_dir": f"{model}/{intermediate}/{seed}"})  # fmt: skip
+    return pd.DataFrame.from_records(records)
+
+
+def test_plots_draw_one_line_per_family_and_intermediate() -> None:
+    from xlt.results.plots import plot_gap_vs_size, plot_scores_vs_size
+
+    table = gap_by_size(_two_families())
+    assert set(zip(table["model"], table["family"], strict=True)) == {
+        ("xlmr_base", "xlmr"), ("xlmr_xl", "xlmr"), ("qwen2_5_3b", "qwen2.5"), ("qwen2_5_7b", "qwen2.5")}
+    fig = plot_gap_vs_size(table, "xnli", "acc")
+    for ax in fig.axes:
+        lines = [c for c in ax.containers]  # one errorbar container per curve
+        assert len(lines) == 4
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert labels == ["qwen2.5: none", "qwen2.5: mnli", "xlmr: none", "xlmr: mnli"]
+    assert "over 2 languages" in fig._suptitle.get_text()
+    points = {label: len(c.lines[0].get_xdata()) for label, c in zip(labels, fig.axes[0].containers, strict=True)}
+    assert set(points.values()) == {2}  # each curve holds its own family's two sizes, never the other's
+    scores = plot_scores_vs_size(table, "xnli", "acc").axes[0].get_legend_handles_labels()[1]
+    assert "xlmr: mnli: en" in scores and "qwen2.5: none: mean non-en" in scores
+
+
+def test_best_intermediate_per_target_and_size() -> None:
+    from xlt.results.aggregate import best_intermediate, format_best_intermediate
+
+    rows = load_sweep(MULTI).rows
+    table = best_intermediate(rows)
+    xnli = one(table, task="xnli")
+    assert (xnli.best, xnli.best_score, xnli.none_score, xnli.gain) == ("mnli", 80.0, 75.0, 5.0)
+    assert xnli.compared == "mnli 80.00 (n=1), none 75.00 (n=2)" and (xnli.languages, xnli.n_languages) == (2, 15)
+    udpos = one(table, task="udpos")  # only the baseline ran: no best
+    assert udpos.best == "" and math.isnan(udpos.gain)
+    text = format_best_intermediate(table)
+    assert "| xnli | m |  | 1M | mnli | 80.00 | 75.00 | +5.00 | 2/15 |" in text
+    assert "| udpos | m |  | 1M | - | - | 80.00 | - | 2/33 |" in text
+    assert list(table["task"]) == ["xnli", "udpos", "bucc2018", "tatoeba", "xquad"]  # XTREME order
+
+
+def test_main_table_is_the_overall_per_size_over_seeds() -> None:
+    from xlt.results.aggregate import format_main_table, overall_by_size
+
+    two_seeds = pd.concat([_all_nine(), _all_nine().assign(seed=2, value=lambda f: f["value"] + 2,
+                                                           run_dir=lambda f: f["run_dir"] + "/s2")])  # fmt: skip
+    two_seeds["model_params"] = 5e8
+    table = overall_by_size(two_seeds)
+    row = one(table, model="m")
+    assert (row.n, row.seeds, row.complete, row.overall_mean) == (2, "1,2", True, pytest.approx(41.0))
+    assert row.score_udpos == pytest.approx(31.0)  # udpos is XTREME's 4th task: 30 and 32
+    assert row.overall_ci95_low < 41.0 < row.overall_ci95_high
+    text = format_main_table(table)
+    assert "| m |  | 500M | none | 2 | 41.00 | 1.0 | 11.0 | 21.0 | 31.0 |" in text and text.endswith("| XTREME |")
+    cut = format_main_table(overall_by_size(_all_nine(missing=("udpos", "yo")).assign(model_params=5e8)))
+    assert cut.endswith("| some languages only: udpos 32/33 |")

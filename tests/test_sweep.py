@@ -61,12 +61,36 @@ def job_config(job: list[str], cache_dir: Path) -> tuple[DictConfig, DictConfig]
 
 
 def test_every_sweep_file_names_its_study() -> None:
-    assert {"scale_gap", "demo_scale_gap"} <= set(group_choices("sweep"))
+    assert {"scale_gap", "scale_gap_xnli", "demo_scale_gap"} <= set(group_choices("sweep"))
 
 
-def test_scale_gap_is_models_x_intermediates_x_targets_x_seeds(cache_dir: Path) -> None:
+MODELS = ["xlmr_base", "xlmr_large", "xlmr_xl", "xlmr_xxl", "qwen2_5_3b", "qwen2_5_7b"]
+XTREME = ["xnli", "pawsx", "udpos", "panx", "xquad", "mlqa", "tydiqa", "bucc2018", "tatoeba"]
+
+
+def test_scale_gap_covers_xtreme(cache_dir: Path) -> None:
+    """The study is XTREME-wide by default: 6 models x 3 intermediates x 9 targets x 3 seeds = 486 jobs
+    (the number docs/sweeps.md gives); one job per target is composed and validated here."""
     jobs = expand("scale_gap")
-    models = ["xlmr_base", "xlmr_large", "xlmr_xl", "xlmr_xxl", "qwen2_5_3b", "qwen2_5_7b"]
+    assert len(jobs) == 486 == len(MODELS) * 3 * len(XTREME) * 3
+    keys = {tuple(sorted(job)) for job in jobs}
+    assert len(keys) == 486  # distinct override sets: one folder each
+    targets: dict[str, tuple[bool, str]] = {}
+    for job in jobs:
+        if "model=xlmr_large" in job and "intermediate=mnli" in job and "seed=1" in job:
+            cfg, hydra = job_config(job, cache_dir)
+            from xlt.tasks.registry import get_task
+
+            spec = get_task(cfg.target.name)
+            targets[cfg.target.name] = (spec.trainable, hydra.sweep.dir)
+    assert list(targets) == XTREME
+    assert {name for name, (trainable, _) in targets.items() if not trainable} == {"tatoeba", "bucc2018"}
+    assert {d for _, d in targets.values()} == {"multirun/scale_gap"}
+
+
+def test_scale_gap_xnli_is_models_x_intermediates_x_seeds(cache_dir: Path) -> None:
+    jobs = expand("scale_gap_xnli")
+    models = MODELS
     assert len(jobs) == len(models) * 3 * 1 * 3 == 54
     seen, dirs = set(), set()
     for job in jobs:
@@ -74,13 +98,14 @@ def test_scale_gap_is_models_x_intermediates_x_targets_x_seeds(cache_dir: Path) 
         intermediate = cfg.intermediate.name if cfg.intermediate is not None else "none"
         seen.add((cfg.model.name, intermediate, cfg.target.name, cfg.seed))
         dirs.add(hydra.job.override_dirname)
-        assert hydra.sweep.dir == "multirun/scale_gap"
+        assert hydra.sweep.dir == "multirun/scale_gap_xnli"
         assert (
             hydra.job.override_dirname
             == f"intermediate={intermediate},model={cfg.model.name},seed={cfg.seed},target=xnli"
         )
         assert (
-            cfg.logger.group == "scale_gap" and "scale_gap" in cfg.logger.tags and cfg.logger.kind == "wandb"
+            cfg.logger.group == "scale_gap_xnli" and "scale_gap_xnli" in cfg.logger.tags
+            and cfg.logger.kind == "wandb"
         )
         # each model's own profile: DDP for base/large, FSDP (+ activation checkpointing) from XL up
         assert cfg.scale.name == cfg.model.name and cfg.target.train_task == "mnli"
@@ -97,12 +122,13 @@ def test_scale_gap_is_models_x_intermediates_x_targets_x_seeds(cache_dir: Path) 
 
 
 def test_an_axis_narrowed_on_the_command_line_keeps_the_folder_names(cache_dir: Path) -> None:
-    jobs = expand("scale_gap", "model=xlmr_base", "seed=1")
+    jobs = expand("scale_gap", "model=xlmr_base", "seed=1", "target=xnli")
     assert len(jobs) == 3
     cfg, hydra = job_config(jobs[0], cache_dir)
     assert hydra.job.override_dirname == "intermediate=none,model=xlmr_base,seed=1,target=xnli"
     assert cfg.scale.name == "xlmr_base"
-    cfg, hydra = job_config(expand("scale_gap", "model=xlmr_base", "seed=1", "scale=fsdp")[0], cache_dir)
+    cfg, hydra = job_config(expand("scale_gap", "model=xlmr_base", "seed=1", "scale=fsdp", "target=xnli")[0],
+                            cache_dir)  # fmt: skip
     assert cfg.scale.name == "fsdp" and "scale=fsdp" in hydra.job.override_dirname
 
 
@@ -412,3 +438,29 @@ def test_a_relaunched_job_keeps_the_csv_rows_of_its_earlier_attempt(tmp_path: Pa
     with open(tmp_path / "csv" / "metrics.csv", newline="") as fh:
         rows = [(r["step"], r["train/loss"], r["dev/acc"]) for r in csv.DictReader(fh)]
     assert rows == [("0", "1.5", ""), ("1", "1.25", ""), ("1", "1.25", ""), ("2", "1.0", "50.0")]
+
+
+# ----------------------------------------------------------------------------- the sweep objective
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [("xnli", 70.0), ("udpos", 91.0), ("xquad", 61.5), ("tydiqa", None), ("tatoeba", None)],
+)
+def test_the_sweep_objective_is_the_english_dev_selection_metric(compose_cfg, monkeypatch, target: str,
+                                                                 expected: float | None) -> None:  # fmt: skip
+    """What xlt.train returns to Hydra's sweeper (Optuna tunes on it): the target's English dev score
+    on its selection metric, never a test score; None when the target selects on nothing."""
+    import xlt.run
+    import xlt.train
+
+    summary = {  # test scores above every dev score: a test key picked by mistake shows
+        "test/xnli/avg/acc": 99.0, "test/xnli/en/acc": 98.0, "dev/xnli/en/acc": 70.0,
+        "test/udpos/avg/f1": 99.0, "dev/udpos/en/acc": 95.0, "dev/udpos/en/f1": 91.0,
+        "test/xquad/avg/em": 99.0, "dev/xquad/en/em": 50.0, "dev/xquad/en/f1": 73.0, "dev/xquad/en/score": 61.5,
+        "test/tydiqa/avg/score": 99.0, "test/tatoeba/avg/acc": 99.0,
+    }  # fmt: skip
+    monkeypatch.setattr(xlt.run, "run", lambda cfg, run_dir: summary)
+    monkeypatch.setattr(xlt.train, "run_dir_from_hydra", lambda: Path("unused"))
+    cfg = compose_cfg(f"+target={target}", "model=tiny")
+    assert xlt.train.main.__wrapped__(cfg) == expected

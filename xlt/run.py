@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -271,6 +271,7 @@ class Runner:
             run_dir=str(run_dir),
             extra={
                 "model_params_published": cfg.model.params,
+                "model_family": cfg.model.family,
                 "model_params_non_embedding": n_params - self.encoder.get_input_embeddings().weight.numel(),
                 "trainable_params": sum(p.numel() for p in self.encoder.parameters() if p.requires_grad),
                 "scale": cfg.scale.name,
@@ -555,8 +556,28 @@ class Runner:
 
     # -- the whole run ----------------------------------------------------------------------------
 
+    def audit(self) -> None:
+        """The contamination audit (xlt/audit.py), before any training: an overlap between a set the
+        run trains or selects on and a test set of its target stops the run (ContaminationError, one
+        line) unless the target's spec declares an exclusion; those are applied to every stage's
+        loading. The counts go into state.json (``audit``) and every result row."""
+        from xlt.audit import audit, mixture_label
+
+        report = audit(self.cfg, self.settings.source, self.settings.data_dir)
+        rank_zero_only(log.info)("%s", report.format())
+        self.state.data["audit"] = report.record()
+        self.state.save()
+        report.check()
+        self.settings.exclude = report.removals()
+        self.ctx.extra.update(report.row_fields())
+        label = mixture_label(self.cfg, report)  # a mixture without some members: rows say what it trained
+        if label is not None:
+            self.ctx = replace(self.ctx, intermediate=label[0])
+            self.ctx.extra.update(intermediate_mixture=self.cfg.intermediate.name, intermediate_members=",".join(label[1]))
+
     def execute(self) -> list[ResultRow]:
         cfg = self.cfg
+        self.audit()
         self.probe("pretrained")
         if cfg.intermediate is not None:
             mixture = get_mixture(cfg.intermediate.name)

@@ -24,9 +24,9 @@ def main(cfg: DictConfig) -> float | None:
         # Bad input is the user's to fix: one line, no traceback.
         log.error("%s", err)
         sys.exit(2)
-    # The sweep objective: the target's mean score over languages, when there is one.
-    avg = [v for k, v in summary.items() if k.startswith("test/") and "/avg/" in k]
-    return avg[0] if avg else None
+    from xlt.results.objective import sweep_objective
+
+    return sweep_objective(summary, cfg.target.name)  # the English dev selection metric, never a test score
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
+from xlt.audit import Removal, apply_removal
 from xlt.data.features import Collator, featurize, tokenizer_fingerprint
 from xlt.data.sampling import LengthGroupedBatchSampler, MultiTaskBatchSampler, ResumableDataLoader
 from xlt.tasks.loading import Loaded, MissingDataError, load_split, split_parts
@@ -79,6 +80,8 @@ class DataSettings:
     cache_dir: Path | None
     tokenizer: PreTrainedTokenizerBase
     tokenizer_id: str = ""
+    # ``task/split`` -> what the contamination audit's declared exclusions remove from it (xlt/audit.py)
+    exclude: dict[str, Removal] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.tokenizer_id:
@@ -108,9 +111,9 @@ def load_and_featurize(
     limit: int | None,
 ) -> tuple[datasets.Dataset, Loaded]:
     """Features of one split plus what was loaded (origin, raw examples, rows dropped as unlabelled)."""
-    if split == spec.dev_split and spec.dev_excludes:
-        loaded = _without_examples_of(spec, spec.dev_excludes, load_split(spec, split, lang, settings.source,
-                                      settings.data_dir), settings, limit)  # fmt: skip
+    removal = settings.exclude.get(f"{spec.name}/{split}")
+    if removal is not None:
+        loaded = _without(load_split(spec, split, lang, settings.source, settings.data_dir), removal, limit)
     else:
         loaded = load_split(spec, split, lang, settings.source, settings.data_dir, limit=limit)
     if loaded.dropped:
@@ -140,29 +143,15 @@ def load_and_featurize(
     return features, loaded
 
 
-def _without_examples_of(
-    spec: TaskSpec, split: str, loaded: Loaded, settings: DataSettings, limit: int | None
-) -> Loaded:
-    """``loaded`` minus the examples whose id is in ``split`` of any language present (then cut to
-    ``limit``): a selection set must not contain test questions."""
-    ids: set[str] = set()
-    origins = []
-    for lang in spec.languages:
-        try:
-            other = load_split(spec, split, lang, settings.source, settings.data_dir)
-        except MissingDataError:
-            continue
-        ids.update(str(ex["id"]) for ex in other.examples)
-        origins.append(other.fingerprint)
-    kept = [ex for ex in loaded.examples if str(ex["id"]) not in ids]
-    log.info("%s: %d of %d selection examples left out because they are in its %s set (%d languages read)",
-             spec.name, len(loaded.examples) - len(kept), len(loaded.examples), split, len(origins))  # fmt: skip
+def _without(loaded: Loaded, removal: Removal, limit: int | None) -> Loaded:
+    """``loaded`` minus the examples a declared exclusion removes (then cut to ``limit``)."""
+    kept = apply_removal(loaded.examples, removal)
+    log.info("%s: %d of %d examples left out, as the audit's exclusion says (they are in %s)",
+             removal.name, len(loaded.examples) - len(kept), len(loaded.examples), removal.because)  # fmt: skip
     if not kept:
-        raise DataError(
-            f"{loaded.origin}: every example is also in {spec.name}'s {split} set; no selection set left"
-        )
+        raise DataError(f"{loaded.origin}: every example is also in {removal.because}; nothing left")
     kept = kept[:limit] if limit is not None else kept
-    fingerprint = f"{loaded.fingerprint}|minus:{'|'.join(origins)}|limit={limit}"
+    fingerprint = f"{loaded.fingerprint}|minus:{removal.fingerprint}|limit={limit}"
     return Loaded(kept, loaded.origin, loaded.dropped, fingerprint)
 
 

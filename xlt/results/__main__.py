@@ -14,10 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from xlt.results.aggregate import (
+    best_intermediate,
+    format_best_intermediate,
     format_gap_table,
+    format_main_table,
     format_overall_table,
     gap_by_size,
     load_sweep,
+    overall_by_size,
     write_tables,
     xtreme_overall,
 )
@@ -60,6 +64,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not overall.empty:
         print("\nXTREME-style overall (mean of the task scores; QA (EM+F1)/2) per model, intermediate, seed:")
         print(format_overall_table(overall))
+        print("\nMain table: XTREME-style overall per model size and intermediate task (mean over seeds):")
+        print(format_main_table(overall_by_size(sweep.rows, args.split)))
+    best = best_intermediate(sweep.rows, args.split)
+    if not best.empty:
+        print("\nBest intermediate task per target and model (mean XTREME task score over seeds):")
+        print(format_best_intermediate(best))
     if not args.no_plots and not gaps.empty:
         from xlt.results.plots import plot_all
 

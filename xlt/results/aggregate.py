@@ -233,13 +233,29 @@ def seed_stats(values: Iterable[float]) -> dict[str, float]:
     return {"n": n, "mean": mean, "std": std, "ci95_low": mean - half, "ci95_high": mean + half}
 
 
+# Model families by name prefix, for rows written before ``model_family`` was recorded.
+_FAMILY_PREFIXES = (("xlmr", "xlmr"), ("qwen2_5", "qwen2.5"), ("e5", "e5"))
+
+
+def model_families(rows: pd.DataFrame) -> pd.Series:
+    """Each row's model family: the recorded ``model_family`` (conf/model/*.yaml ``family``), else
+    the name's prefix (``xlmr_large`` -> ``xlmr``), else ""."""
+    guessed = rows["model"].astype(str).map(
+        lambda m: next((family for prefix, family in _FAMILY_PREFIXES if m.startswith(prefix)), "")
+    )
+    if "model_family" not in rows:
+        return guessed
+    recorded = rows["model_family"].astype(object)
+    return recorded.where(recorded.notna() & (recorded.astype(str) != ""), guessed).astype(str)
+
+
 def model_sizes(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per model: its counted parameter count (the smallest recorded, i.e. without LoRA
-    adapters) and, when recorded, its non-embedding count; sorted by size."""
-    agg: dict[str, tuple[str, str]] = {"params": ("model_params", "min")}
+    """One row per model: its family, its counted parameter count (the smallest recorded, i.e.
+    without LoRA adapters) and, when recorded, its non-embedding count; sorted by size."""
+    agg: dict[str, tuple[str, str]] = {"params": ("model_params", "min"), "family": ("family", "first")}
     if "model_params_non_embedding" in rows:
         agg["params_non_embedding"] = ("model_params_non_embedding", "min")
-    sizes = rows.groupby("model", as_index=False).agg(**agg)
+    sizes = rows.assign(family=model_families(rows)).groupby("model", as_index=False).agg(**agg)
     return sizes.sort_values(["params", "model"], ignore_index=True)
 
 
@@ -276,7 +292,10 @@ def _with_sizes(table: pd.DataFrame, rows: pd.DataFrame, order: list[str]) -> pd
 
 
 def _summarise(frame: pd.DataFrame, keys: list[str], values: Sequence[str]) -> pd.DataFrame:
+    """Seed statistics of ``values`` per ``keys``; a frame with ``languages`` (gaps) also gets
+    ``n_languages`` (the fewest over the seeds) and ``languages`` (" | " between seeds that differ)."""
     out = []
+    with_languages = "languages" in frame
     for key, group in frame.groupby(keys, sort=False, dropna=False):
         record = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
         record["seeds"] = ",".join(str(s) for s in sorted(group["seed"].unique()))
@@ -284,10 +303,14 @@ def _summarise(frame: pd.DataFrame, keys: list[str], values: Sequence[str]) -> p
             stats = seed_stats(group[value])
             record["n"] = stats.pop("n")
             record.update({f"{value}_{k}": v for k, v in stats.items()})
+        if with_languages:
+            record["n_languages"] = int(group["n_languages"].min())
+            record["languages"] = " | ".join(sorted(set(group["languages"])))
         out.append(record)
     columns = [*keys, "n", "seeds"] + [
         f"{v}_{s}" for v in values for s in ("mean", "std", "ci95_low", "ci95_high")
     ]
+    columns += ["n_languages", "languages"] if with_languages else []
     return pd.DataFrame.from_records(out, columns=columns)
 
 
@@ -316,7 +339,11 @@ def intermediate_effect(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame
     base = gaps[gaps["intermediate"] == NO_INTERMEDIATE]
     treated = gaps[gaps["intermediate"] != NO_INTERMEDIATE]
     measures = ["en", "avg_non_en", "gap", "rel_gap"]
-    paired = treated.merge(base[pair_keys + measures], on=pair_keys, suffixes=("", "_none"))
+    paired = treated.merge(base[pair_keys + measures + ["languages"]], on=pair_keys, suffixes=("", "_none"))
+    # a pair is over the languages both runs scored
+    paired["languages"] = [",".join(sorted(set(a.split(",")) & set(b.split(","))))
+                           for a, b in zip(paired["languages"], paired["languages_none"], strict=True)]  # fmt: skip
+    paired["n_languages"] = [len(x.split(",")) if x else 0 for x in paired["languages"]]
     for m in measures:
         paired[f"d_{m}"] = paired[m] - paired[f"{m}_none"]
     table = _summarise(paired, list(CONDITION), [f"d_{m}" for m in measures])
@@ -416,6 +443,103 @@ def format_overall_table(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def best_intermediate(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """Per target task and model: the intermediate task with the best mean XTREME task score over
+    seeds (:func:`xtreme_task_scores`), the no-intermediate score beside it and the difference.
+    ``compared`` lists every intermediate task run for that target and model (best first), with its
+    mean and seeds; ``languages`` is the fewest of the task's languages any of them scored."""
+    scores = xtreme_task_scores(rows, split)
+    if scores.empty:
+        return pd.DataFrame(columns=["task", "model", "family", "params", "best", "best_score", "best_seeds",
+                                     "none_score", "gain", "compared", "languages", "n_languages"])  # fmt: skip
+    means = (
+        scores.groupby(["task", "model", "peft", "intermediate"], as_index=False, dropna=False)
+        .agg(score=("score", "mean"), seeds=("seed", "nunique"), languages=("languages", "min"),
+             n_languages=("n_languages", "first"))  # fmt: skip
+    )
+    out = []
+    for (task, model, peft), group in means.groupby(["task", "model", "peft"], sort=False, dropna=False):
+        ranked = group.sort_values(["score", "intermediate"], ascending=[False, True])
+        treated = ranked[ranked["intermediate"] != NO_INTERMEDIATE]
+        base = ranked[ranked["intermediate"] == NO_INTERMEDIATE]
+        none_score = float(base["score"].iloc[0]) if not base.empty else math.nan
+        best = treated.iloc[0] if not treated.empty else None  # no intermediate task ran: no best
+        best_score = float(best["score"]) if best is not None else math.nan
+        out.append({"task": task, "model": model, "peft": peft,
+                    "best": best["intermediate"] if best is not None else "",
+                    "best_score": best_score, "best_seeds": int(best["seeds"]) if best is not None else 0,
+                    "none_score": none_score, "gain": best_score - none_score,
+                    "compared": ", ".join(f"{r.intermediate} {r.score:.2f} (n={r.seeds})"
+                                          for r in ranked.itertuples(index=False)),
+                    "languages": int(ranked["languages"].min()), "n_languages": int(ranked["n_languages"].iloc[0])})  # fmt: skip
+    table = pd.DataFrame.from_records(out).merge(model_sizes(rows), on="model", how="left")
+    order = {t: i for i, t in enumerate(_xtreme_order())}
+    table["_task"] = table["task"].map(order)
+    return table.sort_values(["_task", "params", "model"], ignore_index=True).drop(columns="_task")
+
+
+def _num(value: float, spec: str = ".2f") -> str:
+    return "-" if value is None or math.isnan(value) else format(value, spec)
+
+
+def _xtreme_order() -> list[str]:
+    from xlt.metrics.xtreme import XTREME_TASK2LANGS
+
+    return list(XTREME_TASK2LANGS)
+
+
+def format_best_intermediate(table: pd.DataFrame) -> str:
+    lines = ["| target | model | family | params | best intermediate | score | none | gain | languages | compared |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in table.itertuples(index=False):
+        lines.append(f"| {r.task} | {r.model} | {r.family} | {_human(r.params)} | {r.best or '-'} "
+                     f"| {_num(r.best_score)} | {_num(r.none_score)} | {_num(r.gain, '+.2f')} "
+                     f"| {r.languages}/{r.n_languages} | {r.compared} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def overall_by_size(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """The paper's main table: per model (by size) and intermediate task, the XTREME-style overall
+    and each task's score, as means over seeds of :func:`xtreme_overall`. Only run families with the
+    same tasks are averaged together: ``tasks`` and ``partial`` say what each row is over, and
+    ``complete`` whether it is XTREME's full score for every seed."""
+    overall = xtreme_overall(rows, split)
+    task_columns = [c for c in overall.columns if c.startswith("score_")]
+    out = []
+    for key, group in overall.groupby(["model", "peft", "intermediate", "tasks", "partial"], sort=False,
+                                      dropna=False):  # fmt: skip
+        record = dict(zip(["model", "peft", "intermediate", "tasks", "partial"], key, strict=True))
+        stats = seed_stats(group["overall"])
+        record.update({"seeds": ",".join(str(s) for s in sorted(group["seed"].unique())), "n": stats["n"],
+                       "n_tasks": int(group["n_tasks"].iloc[0]), "complete": bool(group["complete"].all()),
+                       "overall_mean": stats["mean"], "overall_ci95_low": stats["ci95_low"],
+                       "overall_ci95_high": stats["ci95_high"]})  # fmt: skip
+        record.update({c: float(group[c].mean()) for c in task_columns})
+        out.append(record)
+    columns = ["model", "peft", "intermediate", "seeds", "n", "n_tasks", "tasks", "partial", "complete",
+               "overall_mean", "overall_ci95_low", "overall_ci95_high", *task_columns]  # fmt: skip
+    table = pd.DataFrame.from_records(out, columns=columns).merge(model_sizes(rows), on="model", how="left")
+    table["_baseline_last"] = table["intermediate"] != NO_INTERMEDIATE
+    table = table.sort_values(["params", "model", "_baseline_last", "intermediate"], ignore_index=True)
+    return table.drop(columns="_baseline_last")
+
+
+def format_main_table(table: pd.DataFrame) -> str:
+    """:func:`overall_by_size` as markdown: sizes down, the overall then one column per XTREME task."""
+    tasks = _xtreme_order()
+    lines = ["| model | family | params | intermediate | seeds | overall | " + " | ".join(tasks) + " | over |",
+             "|" + "---|" * (7 + len(tasks))]  # fmt: skip
+    for r in table.itertuples(index=False):
+        cells = [f"{getattr(r, f'score_{t}'):.1f}" if not math.isnan(getattr(r, f"score_{t}")) else "-"
+                 for t in tasks]  # fmt: skip
+        notes = [f"{r.n_tasks} of {len(tasks)} tasks"] if r.n_tasks < len(tasks) else []
+        notes += [f"some languages only: {r.partial.replace(',', ', ')}"] if r.partial else []
+        note = "XTREME" if r.complete else "; ".join(notes)
+        lines.append(f"| {r.model} | {r.family} | {_human(r.params)} | {r.intermediate} | {r.n} "
+                     f"| {r.overall_mean:.2f} | " + " | ".join(cells) + f" | {note} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def duplicate_runs(rows: pd.DataFrame) -> list[Problem]:
     """Conditions with the same seed in more than one run directory (e.g. two sweeps merged)."""
     runs = rows[[*CONDITION, "seed", "run_dir"]].drop_duplicates()
@@ -435,8 +559,8 @@ def duplicate_runs(rows: pd.DataFrame) -> list[Problem]:
 
 def write_tables(sweep: Sweep, out_dir: Path, split: str = "test") -> dict[str, Path]:
     """Write runs.csv (the tidy rows), scores_by_size.csv, gaps_per_run.csv, gap_by_size.csv,
-    intermediate_effect.csv, xtreme_overall.csv and problems.txt into ``out_dir``; return their
-    paths by name."""
+    intermediate_effect.csv, xtreme_overall.csv, overall_by_size.csv, best_intermediate.csv and
+    problems.txt into ``out_dir``; return their paths by name."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tables = {
         "runs": sweep.rows,
@@ -445,6 +569,8 @@ def write_tables(sweep: Sweep, out_dir: Path, split: str = "test") -> dict[str, 
         "gap_by_size": gap_by_size(sweep.rows, split),
         "intermediate_effect": intermediate_effect(sweep.rows, split),
         "xtreme_overall": xtreme_overall(sweep.rows, split),
+        "overall_by_size": overall_by_size(sweep.rows, split),
+        "best_intermediate": best_intermediate(sweep.rows, split),
     }
     paths = {}
     for name, table in tables.items():
@@ -461,16 +587,23 @@ def format_gap_table(table: pd.DataFrame, task: str | None = None, metric: str |
         table = table[table["task"] == task]
     if metric is not None:
         table = table[table["metric"] == metric]
-    header = "| task | metric | intermediate | model | params | seeds | en | avg non-en | gap (95% CI) | rel. gap (95% CI) |"
+    header = ("| task | metric | intermediate | model | params | seeds | en | avg non-en | gap (95% CI) "
+              "| rel. gap (95% CI) | languages |")
     lines = [header, "|" + "|".join(["---"] * (header.count("|") - 1)) + "|"]
     for r in table.itertuples(index=False):
         lines.append(
             f"| {r.task} | {r.metric} | {r.intermediate} | {r.model} | {_human(r.params)} | {r.n} "
             f"| {r.en_mean:.2f} | {r.avg_non_en_mean:.2f} "
             f"| {r.gap_mean:.2f} {_ci(r.gap_ci95_low, r.gap_ci95_high)} "
-            f"| {100 * r.rel_gap_mean:.1f}% {_ci(100 * r.rel_gap_ci95_low, 100 * r.rel_gap_ci95_high, '%')} |"
+            f"| {100 * r.rel_gap_mean:.1f}% {_ci(100 * r.rel_gap_ci95_low, 100 * r.rel_gap_ci95_high, '%')} "
+            f"| {_languages(r.n_languages, r.languages)} |"
         )
     return "\n".join(lines)
+
+
+def _languages(n: int, languages: str) -> str:
+    """``3: de,en,sw``; a gap over 3 languages must not read like one over 15."""
+    return f"{n}: {languages}"
 
 
 def _ci(low: float, high: float, unit: str = "") -> str:

@@ -2,7 +2,8 @@
 needed; savefig renders PNG on any machine, and notebooks show the files).
 
 :func:`plot_gap_vs_size`: the transfer gap (absolute, and relative) against the parameter count on
-a log axis, one line per intermediate task, error bars the t-based 95% CI over seeds.
+a log axis, one line per (model family, intermediate task): XLM-R and Qwen points never share a
+line. Error bars: the t-based 95% CI over seeds.
 :func:`plot_scores_vs_size`: English and the mean over the other languages against size.
 Both take :func:`xlt.results.aggregate.gap_by_size`'s table and return the figure. ``x`` picks the
 size: ``params`` (every encoder parameter) or ``params_non_embedding``.
@@ -22,10 +23,16 @@ from xlt.results.aggregate import NO_INTERMEDIATE
 X_LABELS = {"params": "encoder parameters", "params_non_embedding": "encoder parameters without embeddings"}
 
 
-def _intermediates(table: pd.DataFrame) -> list[str]:
-    names = sorted(table["intermediate"].unique())
-    baseline = [NO_INTERMEDIATE] if NO_INTERMEDIATE in names else []
-    return baseline + [n for n in names if n != NO_INTERMEDIATE]
+def _curves(table: pd.DataFrame) -> list[tuple[str, str]]:
+    """(family, intermediate) pairs, one line each: per family, the baseline first."""
+    families = table["family"].fillna("") if "family" in table else pd.Series([""] * len(table), index=table.index)
+    pairs = set(zip(families, table["intermediate"], strict=True))
+    return sorted(pairs, key=lambda p: (p[0], p[1] != NO_INTERMEDIATE, p[1]))
+
+
+def _curve(table: pd.DataFrame, family: str, intermediate: str) -> pd.DataFrame:
+    families = table["family"].fillna("") if "family" in table else ""
+    return table[(families == family) & (table["intermediate"] == intermediate)]
 
 
 def _errors(table: pd.DataFrame, column: str, scale: float) -> list[list[float]]:
@@ -58,15 +65,16 @@ def _size_axis(ax: Any, table: pd.DataFrame, x: str) -> None:
 
 def _lines(fig: Figure, ax: Any, table: pd.DataFrame, column: str, x: str, scale: float = 1.0,
            label_suffix: str = "") -> None:  # fmt: skip
-    names = _intermediates(table)
-    for i, intermediate in enumerate(names):
-        part = table[table["intermediate"] == intermediate].sort_values(x)
+    names = _curves(table)
+    for i, (family, intermediate) in enumerate(names):
+        part = _curve(table, family, intermediate).sort_values(x)
+        label = f"{family}: {intermediate}" if family else intermediate
         # Lines side by side, a few points apart on screen whatever the axis span, so that their
         # error bars do not hide each other.
         dodge = ScaledTranslation(5 * (i - 0.5 * (len(names) - 1)) / 72, 0, fig.dpi_scale_trans)
         mean = part[f"{column}_mean"] * scale
         low, high = _errors(part, column, scale)
-        ax.errorbar(part[x], mean, yerr=[low, high], marker="o", capsize=4, label=f"{intermediate}{label_suffix}",
+        ax.errorbar(part[x], mean, yerr=[low, high], marker="o", capsize=4, label=f"{label}{label_suffix}",
                     transform=ax.transData + dodge)  # fmt: skip
         # A transform other than transData leaves the data limits alone: extend them by hand.
         ax.update_datalim([(px, m - lo) for px, m, lo in zip(part[x], mean, low, strict=True)]
@@ -102,9 +110,11 @@ def plot_gap_vs_size(gap_table: pd.DataFrame, task: str, metric: str, path: Path
     ax_rel.set_ylabel("relative gap: 1 - mean(non-en) / en [%]")
     for ax in (ax_abs, ax_rel):
         _size_axis(ax, table, x)
-    ax_abs.legend(title="intermediate task")
+    ax_abs.legend(title="family: intermediate task")
     n = ",".join(str(v) for v in sorted(set(table["n"])))
-    fig.suptitle(f"{task} ({metric}): transfer gap vs model size; bars: 95% CI over seeds (n={n})")
+    langs = ",".join(str(v) for v in sorted(set(table["n_languages"]))) if "n_languages" in table else "?"
+    fig.suptitle(f"{task} ({metric}): transfer gap vs model size over {langs} languages; "
+                 f"bars: 95% CI over seeds (n={n})")  # fmt: skip
     fig.tight_layout()
     return _save(fig, path)
 

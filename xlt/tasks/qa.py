@@ -27,7 +27,7 @@ from typing import Any
 
 from xlt.metrics.xtreme import XTREME_TASK2LANGS
 from xlt.tasks.registry import register_format, register_hub_mapper, register_task
-from xlt.tasks.spec import DataError, Example, HubFile, RawFile, TaskSpec
+from xlt.tasks.spec import DataError, Example, Exclusion, HubFile, RawFile, TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -311,7 +311,13 @@ XQUAD = register_task(
         },
         train_task="squad",
         dev_split="squad_dev",
-        dev_excludes="test",  # XQuAD's 1,190 questions are SQuAD v1.1 dev questions (same ids)
+        exclusions=(
+            Exclusion(
+                sets=("xquad/squad_dev", "squad/dev", "squad2/dev"),
+                reason="XQuAD's 1,190 test questions are SQuAD v1.1 dev questions (same ids; 1,190 of SQuAD "
+                "v1.1 dev, 817 of SQuAD v2.0 dev): removed from SQuAD dev wherever a run selects or trains on it",
+            ),
+        ),
         max_seq_length=384,
         roles=("target",),
         citation="Artetxe et al. 2020",

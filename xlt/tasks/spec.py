@@ -45,6 +45,21 @@ class HubFile:
 
 
 @dataclass(frozen=True)
+class Exclusion:
+    """A documented overlap between this target's test set and sets a run may train or select on.
+
+    ``sets`` names them as ``task/split`` (any task, any stage: ``squad/dev`` is read by the
+    intermediate stage ``squad``, by the ``all9`` mixture, and as ``xquad/squad_dev`` by the target
+    stage). The contamination audit (xlt/audit.py) finds the overlapping examples (by id and by
+    normalised text); with an exclusion they are removed from that set wherever the run reads it,
+    and recorded; without one, the overlap stops the run.
+    """
+
+    sets: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """Everything about one task. Config files name a task; they never restate these facts."""
 
@@ -69,9 +84,9 @@ class TaskSpec:
     retrieval: str = ""
     # Why the hub copy cannot serve this task (said in one line instead of loading it); "" when it can.
     hub_unusable: str = ""
-    # A split whose example ids are removed from the selection (dev) set, because that split is part
-    # of it: XQuAD's test questions are SQuAD v1.1 dev questions, so selecting on them would leak.
-    dev_excludes: str = ""
+    # Known overlaps of this task's test set with sets a run trains or selects on, removed before
+    # training (XQuAD's test questions are SQuAD v1.1 dev questions); any other overlap stops the run.
+    exclusions: tuple[Exclusion, ...] = ()
 
     @property
     def trainable(self) -> bool:

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from xlt.tasks.registry import register_format, register_hub_mapper, register_task
-from xlt.tasks.spec import DataError, Example, HubFile, RawFile, Reader, TaskSpec
+from xlt.tasks.spec import DataError, Example, Exclusion, HubFile, RawFile, Reader, TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -392,6 +392,13 @@ UDPOS = register_task(
         },
         train_task="udpos",
         max_seq_length=256,
+        exclusions=(
+            Exclusion(
+                sets=("udpos/train", "udpos/dev"),
+                reason="UD English EWT repeats web sentences across its splits (in UD v2.5: 1 train and 5 dev "
+                "sentences equal an English test sentence): removed from English training and selection",
+            ),
+        ),
         roles=("target",),
         citation="Nivre et al. 2020 (UD v2.5); Hu et al. 2020 (XTREME)",
     )
