@@ -260,7 +260,7 @@ def test_bad_squad2_and_json(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"id=q1: no answer but is_impossible is false"):
         list(read_squad_v2(path, "en"))
     path.write_text('{"data": [', encoding="utf-8")
-    with pytest.raises(DataError, match=r"bad.json: not a JSON file"):
+    with pytest.raises(DataError, match=r"bad.json:1: not a JSON file"):
         list(read_squad_v1(path, "en"))
     path.write_text('{"version": "1.1"}', encoding="utf-8")
     with pytest.raises(DataError, match=r"'data' list of articles"):

@@ -14,6 +14,11 @@ from xlt.tasks.spec import DataError, Example, TaskSpec
 log = logging.getLogger(__name__)
 
 SOURCES = ("auto", "local", "hub")
+# Formats whose files hold several languages (or CCGbank sections) and yield only the asked one: a
+# file without it is a missing split for that language, not a broken file.
+SELECTING_FORMATS = frozenset(
+    {"xnli_official_tsv", "tydiqa_goldp_json", "ccgbank_auto_train", "ccgbank_auto_dev", "ccgbank_auto_test"}
+)
 
 
 class MissingDataError(DataError):
@@ -29,6 +34,24 @@ def default_data_dir() -> Path | None:
     return shared if shared.is_dir() else None
 
 
+def configured_data_dir_error(source: str, data_dir: str | os.PathLike[str] | None) -> str | None:
+    """Why a data directory the user named (``data.dir`` or ``$XLT_DATA_DIR``) cannot be used, or None.
+
+    A directory someone named but that does not exist is a mistake (a typo, an unmounted disk), not a
+    reason to fall back to the hub silently; only the unset default falls back."""
+    if source == "hub":
+        return None
+    named = str(data_dir) if data_dir else os.environ.get("XLT_DATA_DIR")
+    if not named:
+        return None
+    directory = Path(named).expanduser()
+    if directory.is_dir():
+        return None
+    option = "data.dir" if data_dir else "XLT_DATA_DIR"
+    what = "not a directory" if directory.exists() else "no such directory"
+    return f"{option}={named}: {what} (the raw task files are read from there; data.source=hub uses the hub)"
+
+
 def resolve_source(source: str, data_dir: str | os.PathLike[str] | None) -> tuple[str, Path | None]:
     """Turn the configured ``data.source``/``data.dir`` into ("local", dir) or ("hub", None)."""
     if source not in SOURCES:
@@ -36,6 +59,9 @@ def resolve_source(source: str, data_dir: str | os.PathLike[str] | None) -> tupl
     directory = Path(data_dir).expanduser() if data_dir else default_data_dir()
     if source == "hub":
         return "hub", None
+    problem = configured_data_dir_error(source, data_dir)
+    if problem:
+        raise DataError(problem)
     if directory is None or not directory.is_dir():
         if source == "local":
             shown = directory or "(unset; set XLT_DATA_DIR or data.dir)"
@@ -95,13 +121,20 @@ def _load_local(spec: TaskSpec, split: str, lang: str, data_dir: Path | None) ->
         paths = _matching_files(data_dir, path)
         if paths:
             reader = FORMATS[raw.format]
+            for p in paths:
+                if p.stat().st_size == 0:
+                    raise DataError(f"{p}: empty file (0 bytes; an interrupted download or copy?)")
             rows = [row for p in paths for row in reader(p, lang)]
             examples = [row for row in rows if not row.get("_drop")]
             for ex in examples:
                 _check_labels(spec, ex, path)
             if not examples:
-                # A file holding several languages may lack this one: report it like a missing file.
-                raise MissingDataError(f"{path}: no examples for task {spec.name} ({lang}, {split})")
+                if raw.format in SELECTING_FORMATS:
+                    # A file holding several languages (or sections) may lack this one: report it
+                    # like a missing file.
+                    raise MissingDataError(f"{path}: no examples for task {spec.name} ({lang}, {split})")
+                what = f"all {len(rows)} rows unlabelled" if rows else "no records"
+                raise DataError(f"{' + '.join(map(str, paths))}: {what} ({spec.name} {lang} {split})")
             stats = [(p, p.stat()) for p in paths]
             fingerprint = "|".join(f"{p}:{st.st_size}:{st.st_mtime_ns}" for p, st in stats)
             return Loaded(examples, " + ".join(str(p) for p in paths), len(rows) - len(examples), fingerprint)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from xlt.metrics.xtreme import XTREME_TASK2LANGS
+from xlt.tasks.rawio import read_text
 from xlt.tasks.registry import register_format, register_hub_mapper, register_task
 from xlt.tasks.spec import DataError, Example, HubFile, RawFile, TaskSpec
 
@@ -113,10 +114,9 @@ def _qa_example(
 
 def _load_json(path: Path) -> list[Mapping[str, Any]]:
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not a JSON file ({err.msg} at line {err.lineno})") from None
+        raise DataError(f"{path}:{err.lineno}: not a JSON file ({err.msg} at column {err.colno})") from None
     if not isinstance(data, Mapping) or not isinstance(data.get("data"), list):
         raise DataError(f"{path}: expected a SQuAD-format object with a 'data' list of articles")
     return data["data"]
