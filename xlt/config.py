@@ -290,6 +290,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     _check_trainer_args(merged.trainer)
     _check_scale_and_model(merged)
     _check_ranges(merged)
+    _check_data(merged)
     world = merged.scale.devices * merged.scale.num_nodes
     for stage_name in ("intermediate", "target"):
         stage = merged.get(stage_name)
@@ -455,6 +456,16 @@ def _check_ranges(cfg: DictConfig) -> None:
         spec = get_task(stage.name)
         specs = [spec] + ([get_task(stage.train_task)] if stage.get("train_task") else [])
         _check_seq_length(f"{stage_name}.max_seq_length", stage.max_seq_length, specs, model)
+
+
+def _check_data(cfg: DictConfig) -> None:
+    """A data directory the user named (``data.dir``, ``$XLT_DATA_DIR``) must exist: no silent hub
+    fallback. (Which files it holds is checked by ``xlt.tasks.loading.check_local_files``.)"""
+    from xlt.tasks.loading import configured_data_dir_error
+
+    problem = configured_data_dir_error(cfg.data.source, cfg.data.dir)
+    if problem:
+        raise ConfigError(problem)
 
 
 def batch_plan(batch_size: int, per_device: int, world: int) -> tuple[int, int]:
