@@ -48,7 +48,8 @@ def configured_data_dir_error(source: str, data_dir: str | os.PathLike[str] | No
     directory = Path(named).expanduser()
     if directory.is_dir():
         return None
-    option = "data.dir" if data_dir else "XLT_DATA_DIR"
+    from_env = not data_dir or str(data_dir) == os.environ.get("XLT_DATA_DIR")  # conf/data reads the env
+    option = "XLT_DATA_DIR" if from_env else "data.dir"
     what = "not a directory" if directory.exists() else "no such directory"
     return f"{option}={named}: {what} (the raw task files are read from there; data.source=hub uses the hub)"
 
