@@ -587,3 +587,45 @@ def test_cli_extra_field_in_english_test_stderr_exit_2(data_dir: Path, tmp_path:
     proc = _train(tmp_path, *RUN_ARGS, f"data.dir={root}", f"data.cache_dir={cache_dir}")
     _assert_one_line_exit_2(proc, re.escape(f"error: {test}:4: 5 tab-separated fields, expected 4"))
     assert_nothing_trusted(tmp_path / "run")
+
+
+# -- files under the names their official downloads use ------------------------------------------
+
+
+def _tydiqa_arabic(data: Path) -> str:
+    # The official per-language dev file holds that language's questions of the multilingual file.
+    content = json.loads((data / "tydiqa/hf_dummy/tydiqa-goldp-v1.1-dev.json").read_text(encoding="utf-8"))
+    assert all(q["id"].startswith("arabic-") for a in content["data"] for p in a["paragraphs"] for q in p["qas"])
+    return json.dumps(content, ensure_ascii=False)
+
+
+OFFICIAL_NAMES = [
+    ("tydiqa", "test", "ar", "tydiqa-goldp-v1.1-dev/tydiqa-goldp-dev-arabic.json", _tydiqa_arabic),
+    ("tydiqa", "test", "ar", "tydiqa/tydiqa-goldp-v1.1-dev/tydiqa-goldp-dev-arabic.json", _tydiqa_arabic),
+    ("mnli", "dev", "en", "MNLI/dev_matched.tsv",
+     lambda d: first_lines(d / "mnli/hf_dummy/glue_MNLI/dev_matched.tsv", 4)),
+    ("mnli", "dev", "en", "multinli_1.0/multinli_1.0_dev_matched.txt",
+     lambda d: first_lines(d / "mnli/hf_dummy/glue_MNLI/dev_matched.tsv", 4)),
+    ("mnli", "train", "en", "xnli/train-en.tsv", lambda d: "".join(
+        "\t".join(line.split("\t")[:3]) + "\n" for line in _xnli_de(d).splitlines())),
+    ("xnli", "dev", "de", "xnli/dev-de.tsv", lambda d: first_lines(d / "xnli/de/xglue_de_dev.tsv", 5)),
+    ("tatoeba", "test", "de", "tatoeba/v1/tatoeba.deu-eng.deu", lambda d: _tatoeba(d, "deu")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("task,split,lang,rel,make", OFFICIAL_NAMES, ids=[c[3] for c in OFFICIAL_NAMES])
+def test_official_download_names_are_found(data_dir: Path, tmp_path: Path, task, split, lang, rel, make) -> None:
+    root = tmp_path / "data"
+    path = put(root, rel, make(data_dir))
+    if task == "tatoeba":
+        put(root, rel.replace(".deu-eng.deu", ".deu-eng.eng"), _tatoeba(data_dir, "eng"))
+    loaded = load_split(get_task(task), split, lang, "local", root)
+    assert loaded.origin == str(path) and loaded.examples
+
+
+def test_xtreme_test_file_without_labels_says_so(data_dir: Path, tmp_path: Path) -> None:
+    # XTREME's download strips XNLI's test labels: the file is found and refused in one line.
+    lines = [drop_last_field(line) for line in _xnli_de(data_dir).splitlines()]
+    bad = put(tmp_path / "data", "xnli/test-de.tsv", "\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=re.escape(f"{bad}:1: expected 3 tab-separated fields") + ".*labels stripped"):
+        load_split(get_task("xnli"), "test", "de", "local", tmp_path / "data")

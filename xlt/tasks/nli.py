@@ -178,12 +178,17 @@ MNLI = register_task(
                 RawFile("XNLI-MT-1.0/multinli/multinli.train.en.tsv", "xnli_mt_tsv"),
                 RawFile("mnli/multinli_1.0/multinli_1.0_train.jsonl", "multinli_jsonl"),
                 RawFile("multinli_1.0/multinli_1.0_train.jsonl", "multinli_jsonl"),
+                RawFile("multinli_1.0/multinli_1.0_train.txt", "glue_nli_tsv"),  # the zip's tab-separated copy
                 RawFile("glue_data/MNLI/train.tsv", "glue_nli_tsv"),
+                RawFile("MNLI/train.tsv", "glue_nli_tsv"),  # GLUE's MNLI.zip unpacked on its own
+                RawFile("xnli/train-en.tsv", "nli_tsv3"),  # XTREME's download (XNLI-MT English)
             ),
             "dev": (
                 RawFile("mnli/multinli_1.0/multinli_1.0_dev_matched.jsonl", "multinli_jsonl"),
                 RawFile("multinli_1.0/multinli_1.0_dev_matched.jsonl", "multinli_jsonl"),
+                RawFile("multinli_1.0/multinli_1.0_dev_matched.txt", "glue_nli_tsv"),
                 RawFile("glue_data/MNLI/dev_matched.tsv", "glue_nli_tsv"),
+                RawFile("MNLI/dev_matched.tsv", "glue_nli_tsv"),
             ),
         },
         hub={
@@ -204,6 +209,7 @@ SNLI = register_task(
             split: (
                 RawFile(f"snli/snli_1.0/snli_1.0_{split}.jsonl", "multinli_jsonl"),
                 RawFile(f"snli_1.0/snli_1.0_{split}.jsonl", "multinli_jsonl"),
+                RawFile(f"snli_1.0/snli_1.0_{split}.txt", "glue_nli_tsv"),  # the zip's tab-separated copy
                 RawFile(f"snli/esnli_tokenized/s1.{split}", "esnli_lines"),
             )
             for split in ("train", "dev", "test")
@@ -263,12 +269,15 @@ XNLI = register_task(
                 RawFile("XNLI-1.0/xnli.dev.tsv", "xnli_official_tsv"),
                 RawFile("xnli/XNLI-1.0/xnli.dev.tsv", "xnli_official_tsv"),
                 RawFile("xnli/{lang}/{lang}.genre.dev.tsv", "xnli_genre_tsv"),
+                RawFile("xnli/dev-{lang}.tsv", "nli_tsv3"),  # XTREME's download (premise, hypothesis, label)
             ),
             "test": (
                 RawFile("XNLI-1.0/xnli.test.tsv", "xnli_official_tsv"),
                 RawFile("xnli/XNLI-1.0/xnli.test.tsv", "xnli_official_tsv"),
                 RawFile("xnli/{lang}/{lang}.genre.test.tsv", "xnli_genre_tsv"),
                 RawFile("xnli/{lang}/xglue_{lang}_test.tsv", "nli_tsv3"),
+                # XTREME's download strips the test labels: found, then refused in one line saying so.
+                RawFile("xnli/test-{lang}.tsv", "nli_tsv3"),
             ),
         },
         hub={

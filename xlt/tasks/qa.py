@@ -363,6 +363,7 @@ TYDIQA = register_task(
             "train": (
                 RawFile("tydiqa/tydiqa-goldp-v1.1-train/tydiqa.goldp.{lang}.train.json", "squad_v1_json"),
                 RawFile("tydiqa/tydiqa-goldp-v1.1-train/tydiqa.{lang}.train.json", "squad_v1_json"),
+                RawFile("tydiqa-goldp-v1.1-train/tydiqa.goldp.{lang}.train.json", "squad_v1_json"),
                 RawFile("tydiqa/tydiqa-goldp-v1.1-train/tydiqa-goldp-v1.1-train.json", "tydiqa_goldp_json"),
                 RawFile("tydiqa/tydiqa-goldp-v1.1-train.json", "tydiqa_goldp_json"),
                 RawFile("tydiqa-goldp-v1.1-train.json", "tydiqa_goldp_json"),
@@ -370,6 +371,10 @@ TYDIQA = register_task(
             "test": (
                 RawFile("tydiqa/tydiqa-goldp-v1.1-dev/tydiqa.goldp.{lang}.dev.json", "squad_v1_json"),
                 RawFile("tydiqa-goldp-v1.1-dev/tydiqa.goldp.{lang}.dev.json", "squad_v1_json"),
+                # The official per-language tarball tydiqa-goldp-v1.1-dev.tgz, as it unpacks
+                # ({lang3}: the language's English name, as in its question ids).
+                RawFile("tydiqa/tydiqa-goldp-v1.1-dev/tydiqa-goldp-dev-{lang3}.json", "squad_v1_json"),
+                RawFile("tydiqa-goldp-v1.1-dev/tydiqa-goldp-dev-{lang3}.json", "squad_v1_json"),
                 RawFile("tydiqa/tydiqa-goldp-v1.1-dev.json", "tydiqa_goldp_json"),
                 RawFile("tydiqa-goldp-v1.1-dev.json", "tydiqa_goldp_json"),
             ),
@@ -380,6 +385,7 @@ TYDIQA = register_task(
             "test": HubFile("google-research-datasets/tydiqa", "secondary_task", "validation", "tydiqa_hf"),
             "squad_dev": SQUAD_DEV_HUB,
         },
+        lang3=TYDIQA_LANGUAGE_NAMES,  # the official per-language dev files are named by it
         train_task="tydiqa",
         dev_split="",
         max_seq_length=384,

@@ -52,7 +52,13 @@ TATOEBA = register_task(
         metrics=("acc",),
         languages=tuple(TATOEBA_CODES),
         lang3=TATOEBA_CODES,
-        raw={"test": (RawFile("tatoeba/tatoeba.{lang3}-eng.{lang3}", "laser_tatoeba"),)},
+        raw={
+            "test": (
+                RawFile("tatoeba/tatoeba.{lang3}-eng.{lang3}", "laser_tatoeba"),
+                RawFile("tatoeba/v1/tatoeba.{lang3}-eng.{lang3}", "laser_tatoeba"),  # LASER's data/tatoeba/v1/
+                RawFile("LASER/data/tatoeba/v1/tatoeba.{lang3}-eng.{lang3}", "laser_tatoeba"),
+            )
+        },
         hub={"test": HubFile("google/xtreme", "tatoeba.{lang3}", "validation", "tatoeba_hf")},
         dev_split="",
         max_seq_length=512,
