@@ -332,7 +332,9 @@ def test_crlf_files_read_like_lf(data_dir: Path, tmp_path: Path) -> None:
     assert crlf.examples == lf.examples and len(lf.examples) == 5
 
 
-def test_the_issue_row_a_tab_inside_a_premise_was_read_as_premise_well(data_dir: Path, tmp_path: Path) -> None:
+def test_the_issue_row_a_tab_inside_a_premise_was_read_as_premise_well(
+    data_dir: Path, tmp_path: Path
+) -> None:
     # The row of the issue: "Well,<TAB>I wasn't even thinking ..." used to give premise "Well," and a
     # hypothesis made of the rest of the premise, dropping the real hypothesis.
     text = replace_line(_xnli_en(data_dir), 2, lambda s: s.replace("Well, ", "Well,\t", 1))
@@ -378,7 +380,9 @@ OPTION_CASES = [
 
 
 @pytest.mark.parametrize("overrides,expect", [c[1:] for c in OPTION_CASES], ids=[c[0] for c in OPTION_CASES])
-def test_bad_option_refused_before_anything_is_written(compose_cfg, tmp_path: Path, overrides, expect) -> None:
+def test_bad_option_refused_before_anything_is_written(
+    compose_cfg, tmp_path: Path, overrides, expect
+) -> None:
     from xlt.run import run
 
     cfg = compose_cfg(*XNLI_RUN, *overrides)
@@ -395,7 +399,9 @@ def test_qa_minimum_length_and_model_positions_on_every_model(compose_cfg) -> No
     with pytest.raises(ConfigError, match=r"target\.max_seq_length=195: below xquad's minimum of 196"):
         validate(compose_cfg("+target=xquad", "target.max_seq_length=195"))
     validate(compose_cfg("+target=xquad", "target.max_seq_length=196"))
-    validate(compose_cfg("+target=xquad", "model=qwen2_5_7b", "target.max_seq_length=4096"))  # 32,768 positions
+    validate(
+        compose_cfg("+target=xquad", "model=qwen2_5_7b", "target.max_seq_length=4096")
+    )  # 32,768 positions
     with pytest.raises(ConfigError, match=r"above the 512 positions of model xlmr_xxl"):
         validate(compose_cfg("+target=xquad", "model=xlmr_xxl", "target.max_seq_length=513"))
 
@@ -410,7 +416,9 @@ def test_span_qa_minimum_matches_the_featuriser(compose_cfg) -> None:
     assert get_task("xquad").shortest_seq_length == MAX_QUERY_LENGTH + special + DOC_STRIDE
 
 
-def test_missing_xlt_data_dir_is_an_error_not_a_hub_fallback(compose_cfg, tmp_path: Path, monkeypatch) -> None:
+def test_missing_xlt_data_dir_is_an_error_not_a_hub_fallback(
+    compose_cfg, tmp_path: Path, monkeypatch
+) -> None:
     from xlt.run import run
 
     monkeypatch.setenv("XLT_DATA_DIR", str(tmp_path / "absent"))
@@ -454,7 +462,9 @@ def test_missing_english_file_is_an_error_before_anything_is_written(
     with pytest.raises(DataError) as err:
         run(compose_cfg(*RUN_ARGS, f"data.dir={root}"), tmp_path / "run")
     message = str(err.value)
-    assert "\n" not in message and re.match(r"^(xnli|mnli)/(test|dev|train)/en: no file under ", message), message
+    assert "\n" not in message and re.match(r"^(xnli|mnli)/(test|dev|train)/en: no file under ", message), (
+        message
+    )
     if missing.endswith("test.tsv"):
         assert message.endswith("(the English test: the gap is measured from it)")
     assert not (tmp_path / "run" / "config.yaml").exists()
@@ -473,7 +483,9 @@ def test_bad_english_test_row_in_a_run_leaves_no_results(compose_cfg, data_dir: 
 
 
 @pytest.mark.slow  # trains (fdr) or loads the model in a subprocess: ~30-70 s on 2 busy cores
-def test_missing_non_english_test_is_still_one_skipped_line(compose_cfg, data_dir: Path, tmp_path: Path) -> None:
+def test_missing_non_english_test_is_still_one_skipped_line(
+    compose_cfg, data_dir: Path, tmp_path: Path
+) -> None:
     from xlt.run import run
 
     root = xnli_data(data_dir, tmp_path / "data")
@@ -492,7 +504,9 @@ def score_dirs(tmp_path: Path, data_dir: Path) -> tuple[Path, Path, list[str]]:
     them right (the same files stand in for the other six languages, so that the task is complete)."""
     rows = first_lines(data_dir / "pawsx/de/test_2k.tsv", 41).splitlines()[1:]
     labels = [row.split("\t")[-1] for row in rows]
-    predictions = [("1" if label == "0" else "0") if i in (3, 17) else label for i, label in enumerate(labels)]
+    predictions = [
+        ("1" if label == "0" else "0") if i in (3, 17) else label for i, label in enumerate(labels)
+    ]
     pred, gold = tmp_path / "pred", tmp_path / "gold"
     for lang in ("de", "en", "es", "fr", "ja", "ko", "zh"):
         put(pred, f"pawsx/test-{lang}.tsv", "\n".join(predictions) + "\n")
@@ -526,8 +540,12 @@ SCORE_CASES = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("side,corrupt,expect,line", [c[1:] for c in SCORE_CASES], ids=[c[0] for c in SCORE_CASES])
-def test_score_bad_file_is_one_line(data_dir: Path, tmp_path: Path, capsys, side, corrupt, expect, line) -> None:
+@pytest.mark.parametrize(
+    "side,corrupt,expect,line", [c[1:] for c in SCORE_CASES], ids=[c[0] for c in SCORE_CASES]
+)
+def test_score_bad_file_is_one_line(
+    data_dir: Path, tmp_path: Path, capsys, side, corrupt, expect, line
+) -> None:
     pred, gold, _ = score_dirs(tmp_path, data_dir)
     path = (pred if side == "pred" else gold) / "pawsx/test-de.tsv"
     path.write_bytes(corrupt(path.read_bytes()))
@@ -550,7 +568,9 @@ def test_score_bucc_pair_lines_count_fields(tmp_path: Path, capsys) -> None:
 # -- end to end: python -m xlt.train -------------------------------------------------------------
 
 
-def _train(tmp_path: Path, *overrides: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _train(
+    tmp_path: Path, *overrides: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "xlt.train", "logger=none", "trainer.enable_progress_bar=false",
            f"hydra.run.dir={run_dir}", *overrides]  # fmt: skip
@@ -580,7 +600,9 @@ def test_cli_missing_data_dir_stderr_exit_2(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow  # trains (fdr) or loads the model in a subprocess: ~30-70 s on 2 busy cores
-def test_cli_extra_field_in_english_test_stderr_exit_2(data_dir: Path, tmp_path: Path, cache_dir: Path) -> None:
+def test_cli_extra_field_in_english_test_stderr_exit_2(
+    data_dir: Path, tmp_path: Path, cache_dir: Path
+) -> None:
     root = xnli_data(data_dir, tmp_path / "data")
     test = root / "xnli/en/en.genre.test.tsv"
     test.write_text(replace_line(test.read_text(), 4, tab_in_first_field), encoding="utf-8")
@@ -595,7 +617,9 @@ def test_cli_extra_field_in_english_test_stderr_exit_2(data_dir: Path, tmp_path:
 def _tydiqa_arabic(data: Path) -> str:
     # The official per-language dev file holds that language's questions of the multilingual file.
     content = json.loads((data / "tydiqa/hf_dummy/tydiqa-goldp-v1.1-dev.json").read_text(encoding="utf-8"))
-    assert all(q["id"].startswith("arabic-") for a in content["data"] for p in a["paragraphs"] for q in p["qas"])
+    assert all(
+        q["id"].startswith("arabic-") for a in content["data"] for p in a["paragraphs"] for q in p["qas"]
+    )
     return json.dumps(content, ensure_ascii=False)
 
 
@@ -614,7 +638,9 @@ OFFICIAL_NAMES = [
 
 
 @pytest.mark.parametrize("task,split,lang,rel,make", OFFICIAL_NAMES, ids=[c[3] for c in OFFICIAL_NAMES])
-def test_official_download_names_are_found(data_dir: Path, tmp_path: Path, task, split, lang, rel, make) -> None:
+def test_official_download_names_are_found(
+    data_dir: Path, tmp_path: Path, task, split, lang, rel, make
+) -> None:
     root = tmp_path / "data"
     path = put(root, rel, make(data_dir))
     if task == "tatoeba":
@@ -627,5 +653,7 @@ def test_xtreme_test_file_without_labels_says_so(data_dir: Path, tmp_path: Path)
     # XTREME's download strips XNLI's test labels: the file is found and refused in one line.
     lines = [drop_last_field(line) for line in _xnli_de(data_dir).splitlines()]
     bad = put(tmp_path / "data", "xnli/test-de.tsv", "\n".join(lines) + "\n")
-    with pytest.raises(DataError, match=re.escape(f"{bad}:1: expected 3 tab-separated fields") + ".*labels stripped"):
+    with pytest.raises(
+        DataError, match=re.escape(f"{bad}:1: expected 3 tab-separated fields") + ".*labels stripped"
+    ):
         load_split(get_task("xnli"), "test", "de", "local", tmp_path / "data")

@@ -73,8 +73,11 @@ def text_lines(path: Path) -> list[str]:
 
 
 def delimited_rows(path: Path, delimiter: str, quoting: int) -> Iterator[tuple[str, list[str]]]:
-    """(where, fields) of every non-blank row of a delimited file, numbered by the line it starts on."""
-    reader = csv.reader(open_text(path, newline=""), delimiter=delimiter, quoting=quoting, strict=True)
+    """(where, fields) of every non-blank row of a delimited file, numbered by the line it starts on
+    (``quoting``: ``csv.QUOTE_NONE`` for TSV whose text holds bare quotes, ``csv.QUOTE_MINIMAL`` for CSV)."""
+    dialect = "excel" if quoting == csv.QUOTE_MINIMAL else "excel-tab"
+    reader = csv.reader(open_text(path, newline=""), dialect, delimiter=delimiter, strict=True,
+                        quoting=csv.QUOTE_NONE if quoting == csv.QUOTE_NONE else csv.QUOTE_MINIMAL)  # fmt: skip
     lineno = 1
     try:
         for row in reader:
