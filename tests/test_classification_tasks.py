@@ -59,7 +59,7 @@ def test_qqp_glue_tsv_first_lines(data_dir: Path) -> None:
                         "label": 1}  # fmt: skip
     spec = get_task("qqp")
     assert spec.metrics == ("acc", "f1") and spec.label_names[1] == "duplicate"
-    with pytest.raises(DataError, match=r"test.tsv: header lacks \['is_duplicate'\]"):
+    with pytest.raises(DataError, match=r"test.tsv:1: header lacks \['is_duplicate'\]"):
         list(read_glue_qqp_tsv(data_dir / "qqp/hf_dummy/QQP/test.tsv", "en"))  # GLUE test: no labels
 
 
@@ -67,8 +67,8 @@ def test_qqp_glue_tsv_first_lines(data_dir: Path) -> None:
     ("body", "message"),
     [
         ("1\ta\tb\t2\n", "dev_2k.tsv:2: label '2' (expected 0 or 1)"),
-        ("1\ta\tb\n", "dev_2k.tsv:2: expected 4 tab-separated fields"),
-        ("1\ta\tb\t1\textra\n", "dev_2k.tsv:2: expected 4 tab-separated fields"),
+        ("1\ta\tb\n", "dev_2k.tsv:2: 3 tab-separated fields, expected 4 as in the header"),
+        ("1\ta\tb\t1\textra\n", "dev_2k.tsv:2: 5 tab-separated fields, expected 4 as in the header"),
     ],
 )
 def test_pawsx_bad_rows(tmp_path: Path, body: str, message: str) -> None:

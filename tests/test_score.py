@@ -311,7 +311,7 @@ def test_non_utf8_file_is_a_bad_file(tmp_path: Path, capsys: pytest.CaptureFixtu
     path = pred_dir / "pawsx/test-es.tsv"
     path.write_bytes(b"1\n\xff\n1\n1\n")
     assert main(["--predictions", str(pred_dir), "--labels", str(label_dir)]) == 1
-    assert f"bad file: {path}: not UTF-8" in capsys.readouterr().err
+    assert f"bad file: {path}:2: not UTF-8" in capsys.readouterr().err  # names the line too
 
 
 def test_crlf_and_trailing_blank_lines_read_like_evaluate_py(tmp_path: Path) -> None:

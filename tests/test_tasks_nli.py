@@ -114,6 +114,10 @@ def test_wrong_column_count_and_missing_field(tmp_path: Path) -> None:
 
 
 def test_local_source_without_directory_is_one_line(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="not a directory"):
-        resolve_source("local", tmp_path / "nope")
+    # A directory the user named but that is absent is an error for local and auto alike (no
+    # silent fall back to the hub); data.source=hub does not read it.
+    for source in ("local", "auto"):
+        with pytest.raises(DataError, match=r"data\.dir=.*nope: no such directory"):
+            resolve_source(source, tmp_path / "nope")
+    assert resolve_source("hub", tmp_path / "nope") == ("hub", None)
     assert resolve_source("hub", None) == ("hub", None)

@@ -8,6 +8,7 @@ Trainer arguments against ``pytorch_lightning.Trainer``, and returns a read-only
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,10 @@ class ModelConfig:
     num_key_value_heads: int | None = None  # grouped-query attention (Qwen2.5); null: num_attention_heads
     max_position_embeddings: int | None = None
     type_vocab_size: int | None = None  # XLM-R family: 1; decoders have no token-type embeddings
+    # The longest input the model takes, in tokens (XLM-R and e5: 514 position embeddings less the
+    # padding offset of 2 = 512; Qwen2.5: its 32k training context, not the 128k rope table of
+    # max_position_embeddings); max_seq_length may not exceed it. null: not checked.
+    max_positions: int | None = None
 
 
 @dataclass
@@ -297,6 +302,8 @@ def validate(cfg: DictConfig) -> DictConfig:
 
     _check_trainer_args(merged.trainer)
     _check_scale_and_model(merged)
+    _check_ranges(merged)
+    _check_data(merged)
     world = merged.scale.devices * merged.scale.num_nodes
     for stage_name in ("intermediate", "target"):
         stage = merged.get(stage_name)
@@ -368,6 +375,113 @@ def _check_scale_and_model(cfg: DictConfig) -> None:
         )
     if not 0 <= cfg.retrieval.layer <= model.num_layers and cfg.retrieval.layer != -1:
         raise ConfigError(f"retrieval.layer={cfg.retrieval.layer}: the model has {model.num_layers} layers")
+
+
+def _positive(value: Any, option: str, what: str = "> 0", integer: bool = False, nullable: bool = False) -> None:
+    """A ConfigError naming ``option`` unless ``value`` is a finite number > 0 (an integer >= 1 when
+    ``integer``; None allowed when ``nullable``)."""
+    if value is None and nullable:
+        return
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    if integer:
+        ok = ok and float(value) == int(value)
+    if not ok:
+        expected = ">= 1" if integer else what
+        raise ConfigError(f"{option}={value!r}: expected {expected}{' or null' if nullable else ''}")
+
+
+def _check_seq_length(option: str, length: int, specs: list[Any], model: DictConfig) -> None:
+    """``length`` (the value of ``option``) between the tasks' shortest usable length and the model's positions."""
+    _positive(length, option, integer=True)
+    for spec in specs:
+        if length < spec.shortest_seq_length:
+            raise ConfigError(
+                f"{option}={length}: below {spec.name}'s minimum of {spec.shortest_seq_length} tokens "
+                f"({SEQ_LENGTH_NEEDS.get(spec.head, 'its special tokens and some text')})"
+            )
+    if model.max_positions is not None and length > model.max_positions:
+        raise ConfigError(
+            f"{option}={length}: above the {model.max_positions} positions of model {model.name} (model.max_positions)"
+        )
+
+
+# What the shortest max_seq_length of each head kind must hold (said when a length is too short).
+SEQ_LENGTH_NEEDS = {
+    "classification": "a pair's special tokens and a few tokens of each text",
+    "multiple_choice": "a context-choice pair's special tokens and a few tokens of each",
+    "tagging": "the special tokens and some words per window",
+    "span_qa": "a question of up to 64 tokens, the special tokens and a context window of one doc stride, 128",
+    "retrieval": "the special tokens and some words",
+}
+
+
+def _check_ranges(cfg: DictConfig) -> None:
+    """Numeric settings in range before any data or model is loaded: learning rates, batch sizes and
+    epochs positive, example caps >= 1 or null, every max_seq_length between its tasks' minimum
+    (``TaskSpec.shortest_seq_length``) and the model's positions (``model.max_positions``)."""
+    from xlt.tasks.registry import flatten_mixture, get_mixture, get_task
+
+    model = cfg.model
+    _positive(model.max_positions, "model.max_positions", integer=True, nullable=True)
+    for key in ("per_device_batch_size", "devices", "num_nodes"):
+        _positive(cfg.scale[key], f"scale.{key}", integer=True)
+    if cfg.data.num_workers < 0:
+        raise ConfigError(f"data.num_workers={cfg.data.num_workers}: expected >= 0")
+    optim = cfg.optim
+    _positive(optim.adam_epsilon, "optim.adam_epsilon")
+    for key in ("weight_decay", "max_grad_norm"):
+        if not (math.isfinite(optim[key]) and optim[key] >= 0):
+            raise ConfigError(f"optim.{key}={optim[key]!r}: expected >= 0")
+    if not 0 <= optim.warmup_ratio < 1:
+        raise ConfigError(f"optim.warmup_ratio={optim.warmup_ratio!r}: expected 0 <= ratio < 1")
+    _positive(cfg.retrieval.batch_size, "retrieval.batch_size", integer=True)
+    _positive(cfg.probe.max_examples, "probe.max_examples", integer=True, nullable=True)
+    retrieval_specs = [get_task(name) for name in cfg.probe.tasks]
+    target = get_task(cfg.target.name)
+    if target.retrieval:
+        retrieval_specs.append(target)
+    _check_seq_length("retrieval.max_seq_length", cfg.retrieval.max_seq_length, retrieval_specs, model)
+
+    for stage_name in ("intermediate", "target"):
+        stage = cfg.get(stage_name)
+        if stage is None:
+            continue
+        for key in ("max_train_examples", "max_eval_examples"):
+            _positive(stage[key], f"{stage_name}.{key}", integer=True, nullable=True)
+        if stage_name == "target" and not target.trainable:
+            continue  # retrieval: nothing trained (lr, epochs unused); retrieval.* was checked above
+        for key in ("lr", "epochs"):
+            _positive(stage[key], f"{stage_name}.{key}")
+        for key in ("batch_size", "eval_batch_size"):
+            _positive(stage[key], f"{stage_name}.{key}", integer=True)
+        mixture = get_mixture(stage.name)
+        if mixture is not None:
+            members = flatten_mixture(mixture).tasks
+            for task in members:
+                member = stage.members.get(task)
+                option = f"{stage_name}.max_seq_length"
+                if member is not None:
+                    for key in ("max_train_examples", "max_eval_examples"):
+                        _positive(member[key], f"{stage_name}.members.{task}.{key}", integer=True, nullable=True)
+                    if member.max_seq_length is not None:
+                        option = f"{stage_name}.members.{task}.max_seq_length"
+                length = member.max_seq_length if member is not None and member.max_seq_length is not None else (
+                    stage.max_seq_length)  # fmt: skip
+                _check_seq_length(option, length, [get_task(task)], model)
+            continue
+        spec = get_task(stage.name)
+        specs = [spec] + ([get_task(stage.train_task)] if stage.get("train_task") else [])
+        _check_seq_length(f"{stage_name}.max_seq_length", stage.max_seq_length, specs, model)
+
+
+def _check_data(cfg: DictConfig) -> None:
+    """A data directory the user named (``data.dir``, ``$XLT_DATA_DIR``) must exist: no silent hub
+    fallback. (Which files it holds is checked by ``xlt.tasks.loading.check_local_files``.)"""
+    from xlt.tasks.loading import configured_data_dir_error
+
+    problem = configured_data_dir_error(cfg.data.source, cfg.data.dir)
+    if problem:
+        raise ConfigError(problem)
 
 
 def batch_plan(batch_size: int, per_device: int, world: int) -> tuple[int, int]:

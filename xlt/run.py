@@ -41,7 +41,7 @@ from xlt.results.rows import (
     write_results,
 )
 from xlt.results.submission import HEAD_FORMAT, write_predictions
-from xlt.tasks.loading import MissingDataError, load_split, resolve_source
+from xlt.tasks.loading import MissingDataError, check_local_files, load_split, resolve_source
 from xlt.tasks.registry import get_mixture, get_task
 from xlt.tasks.spec import MixtureSpec, TaskSpec
 
@@ -650,6 +650,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         rows = rows_from_records(read_results(results))
         print_report(rows, state.data.get("skipped", []))
         return _summary(rows)
+    check_local_files(cfg)  # the English files a run needs are there, before anything is written
     if not cfg.resume:
         # Starting over: forget the stages done, the W&B run id (the new run is a new W&B run) and the CSV rows.
         if state.data:

@@ -62,10 +62,16 @@ class BadFile(Exception):
 
 
 def _read_text(path: Path) -> str:
+    """UTF-8 text without a leading byte-order mark (evaluate.py would read a BOM as part of the
+    first label and count that line wrong); UTF-16 or other non-UTF-8 bytes are a BadFile naming
+    the file and line."""
+    from xlt.tasks.rawio import decode_text
+    from xlt.tasks.spec import DataError
+
     try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise BadFile(f"{path}: not UTF-8 ({err.reason} at byte {err.start})") from err
+        return decode_text(path.read_bytes(), str(path))
+    except DataError as err:
+        raise BadFile(str(err)) from None
 
 
 def read_lines(path: Path) -> list[str]:
@@ -78,6 +84,15 @@ def read_lines(path: Path) -> list[str]:
     return [line.strip() for line in lines]
 
 
+def _check_fields(path: Path, lines: list[str], fields: int, layout: str) -> list[str]:
+    """``lines`` unchanged when every non-blank one has ``fields`` tab-separated fields; else a BadFile
+    naming the file and the first bad line (a stray tab would otherwise make a label that never matches)."""
+    for number, line in enumerate(lines, start=1):
+        if line and len(line.split("\t")) != fields:
+            raise BadFile(f"{path}:{number}: {len(line.split(chr(9)))} tab-separated fields, expected {fields} ({layout})")
+    return lines
+
+
 def read_tag_sentences(path: Path) -> tuple[list[list[str]], list[int]]:
     """Sentences of tags split at blank lines, as ``read_tag`` (consecutive blank lines give empty
     sentences), plus the 1-based line number where each sentence starts."""
@@ -85,7 +100,7 @@ def read_tag_sentences(path: Path) -> tuple[list[list[str]], list[int]]:
     starts: list[int] = []
     current: list[str] = []
     start = 1
-    for number, raw in enumerate(read_lines(path), start=1):
+    for number, raw in enumerate(_check_fields(path, read_lines(path), 1, "one tag per line"), start=1):
         line = raw.strip()
         if line:
             if not current:
@@ -118,7 +133,7 @@ def read_squad_json(path: Path) -> Any:
 
 
 def _score_lines(pred_path: Path, label_path: Path) -> dict[str, float]:
-    predictions, labels = read_lines(pred_path), read_lines(label_path)
+    predictions, labels = (_check_fields(p, read_lines(p), 1, "one label per line") for p in (pred_path, label_path))
     if len(predictions) != len(labels):
         raise BadFile(f"{pred_path}: {len(predictions)} lines, expected {len(labels)} as in {label_path}")
     if not labels:
@@ -178,7 +193,8 @@ def score_language(
     if kind == "seqeval":
         return _score_tags(pred_path, label_path)
     if kind == "bucc_f1":
-        return bucc_f1(read_lines(label_path), read_lines(pred_path))
+        gold, pred = (_check_fields(p, read_lines(p), 2, "src_id<TAB>trg_id") for p in (label_path, pred_path))
+        return bucc_f1(gold, pred)
     return _score_qa(
         pred_path, label_path, lang if kind == "mlqa" else None, notes if notes is not None else []
     )

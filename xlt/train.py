@@ -21,8 +21,9 @@ def main(cfg: DictConfig) -> float | None:
     try:
         summary = run(cfg, run_dir_from_hydra())
     except (ConfigError, DataError, FileNotFoundError) as err:
-        # Bad input is the user's to fix: one line, no traceback.
-        log.error("%s", err)
+        # Bad input is the user's to fix: one line on stderr (not the log, which Hydra sends to
+        # stdout), no traceback, exit status 2.
+        print("error: " + " ".join(str(err).split("\n")), file=sys.stderr, flush=True)
         sys.exit(2)
     from xlt.results.objective import sweep_objective
 

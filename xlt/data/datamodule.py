@@ -185,7 +185,7 @@ def prepare_stage_data(
     """Load and featurise a stage's data. Training and dev are English; test covers ``languages``.
 
     A test language whose files are absent is reported in ``skipped`` (one line each) and left out;
-    a missing training or dev set is an error.
+    a missing training or dev set, or English test set, is an error.
     """
     train = None
     train_origin = ""
@@ -207,6 +207,8 @@ def prepare_stage_data(
                     task, task.head, test_split, lang, settings, max_len, max_eval
                 )
             except MissingDataError as err:
+                if lang == "en":  # the gap is measured from English: no English test, no result
+                    raise DataError(f"{err} (the English test: the gap is measured from it)") from None
                 skipped.append(str(err))
                 continue
             test.append(EvalSet(task.name, "test", lang, feats, origin, examples))

@@ -10,11 +10,11 @@ would make the transfer no longer zero-shot.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from xlt.tasks.rawio import tsv_records
 from xlt.tasks.registry import register_format, register_hub_mapper, register_task
 from xlt.tasks.spec import DataError, Example, HubFile, RawFile, TaskSpec
 
@@ -24,17 +24,9 @@ PAWSX_LANGS = ("de", "en", "es", "fr", "ja", "ko", "zh")
 
 
 def _tsv(path: Path, required: tuple[str, ...]) -> Iterator[tuple[str, dict[str, str]]]:
-    """Header-keyed rows of a tab-separated file whose text may hold bare quotes (GLUE, PAWS-X)."""
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DataError(f"{path}: header lacks {missing} (has {reader.fieldnames})")
-        for lineno, row in enumerate(reader, 2):
-            where = f"{path}:{lineno}"
-            if None in row or any(row[c] is None for c in required):
-                raise DataError(f"{where}: expected {len(reader.fieldnames or [])} tab-separated fields")
-            yield where, row
+    """Header-keyed rows of a tab-separated file whose text may hold bare quotes (GLUE, PAWS-X),
+    each with exactly the header's number of fields."""
+    return tsv_records(path, required)
 
 
 def _binary(text_a: str, text_b: str, label: str, where: str) -> Example:

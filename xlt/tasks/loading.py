@@ -6,14 +6,20 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from xlt import PROJECT_ROOT
 from xlt.tasks.registry import FORMATS, HUB_MAPPERS
-from xlt.tasks.spec import DataError, Example, TaskSpec
+from xlt.tasks.spec import DataError, Example, RawFile, TaskSpec
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("auto", "local", "hub")
+# Formats whose files hold several languages (or CCGbank sections) and yield only the asked one: a
+# file without it is a missing split for that language, not a broken file.
+SELECTING_FORMATS = frozenset(
+    {"xnli_official_tsv", "tydiqa_goldp_json", "ccgbank_auto_train", "ccgbank_auto_dev", "ccgbank_auto_test"}
+)
 
 
 class MissingDataError(DataError):
@@ -29,6 +35,25 @@ def default_data_dir() -> Path | None:
     return shared if shared.is_dir() else None
 
 
+def configured_data_dir_error(source: str, data_dir: str | os.PathLike[str] | None) -> str | None:
+    """Why a data directory the user named (``data.dir`` or ``$XLT_DATA_DIR``) cannot be used, or None.
+
+    A directory someone named but that does not exist is a mistake (a typo, an unmounted disk), not a
+    reason to fall back to the hub silently; only the unset default falls back."""
+    if source == "hub":
+        return None
+    named = str(data_dir) if data_dir else os.environ.get("XLT_DATA_DIR")
+    if not named:
+        return None
+    directory = Path(named).expanduser()
+    if directory.is_dir():
+        return None
+    from_env = not data_dir or str(data_dir) == os.environ.get("XLT_DATA_DIR")  # conf/data reads the env
+    option = "XLT_DATA_DIR" if from_env else "data.dir"
+    what = "not a directory" if directory.exists() else "no such directory"
+    return f"{option}={named}: {what} (the raw task files are read from there; data.source=hub uses the hub)"
+
+
 def resolve_source(source: str, data_dir: str | os.PathLike[str] | None) -> tuple[str, Path | None]:
     """Turn the configured ``data.source``/``data.dir`` into ("local", dir) or ("hub", None)."""
     if source not in SOURCES:
@@ -36,6 +61,9 @@ def resolve_source(source: str, data_dir: str | os.PathLike[str] | None) -> tupl
     directory = Path(data_dir).expanduser() if data_dir else default_data_dir()
     if source == "hub":
         return "hub", None
+    problem = configured_data_dir_error(source, data_dir)
+    if problem:
+        raise DataError(problem)
     if directory is None or not directory.is_dir():
         if source == "local":
             shown = directory or "(unset; set XLT_DATA_DIR or data.dir)"
@@ -82,8 +110,15 @@ def load_split(
     return Loaded(examples, " + ".join(origins), dropped, "|".join(fingerprints) + f"|limit={limit}")
 
 
-def _load_local(spec: TaskSpec, split: str, lang: str, data_dir: Path | None) -> Loaded:
-    assert data_dir is not None
+def locate_split(spec: TaskSpec, split: str, lang: str, data_dir: Path) -> list[Path]:
+    """The files that hold ``split`` in ``lang`` under ``data_dir`` (first layout found), without
+    reading them; MissingDataError (one line, naming what was looked for) when there are none."""
+    for part in split_parts(split):
+        _first_layout(spec, part, lang, data_dir)
+    return [p for part in split_parts(split) for p in _first_layout(spec, part, lang, data_dir)[1]]
+
+
+def _first_layout(spec: TaskSpec, split: str, lang: str, data_dir: Path) -> tuple[RawFile, list[Path], Path]:
     candidates = spec.raw.get(split)
     if not candidates:
         raise MissingDataError(
@@ -94,21 +129,34 @@ def _load_local(spec: TaskSpec, split: str, lang: str, data_dir: Path | None) ->
         path = raw.path(data_dir, lang, spec.code(lang))
         paths = _matching_files(data_dir, path)
         if paths:
-            reader = FORMATS[raw.format]
-            rows = [row for p in paths for row in reader(p, lang)]
-            examples = [row for row in rows if not row.get("_drop")]
-            for ex in examples:
-                _check_labels(spec, ex, path)
-            if not examples:
-                # A file holding several languages may lack this one: report it like a missing file.
-                raise MissingDataError(f"{path}: no examples for task {spec.name} ({lang}, {split})")
-            stats = [(p, p.stat()) for p in paths]
-            fingerprint = "|".join(f"{p}:{st.st_size}:{st.st_mtime_ns}" for p, st in stats)
-            return Loaded(examples, " + ".join(str(p) for p in paths), len(rows) - len(examples), fingerprint)
+            return raw, paths, path
         tried.append(str(path.relative_to(data_dir)))
     raise MissingDataError(
         f"{spec.name}/{split}/{lang}: no file under {data_dir} (looked for {', '.join(tried)})"
     )
+
+
+def _load_local(spec: TaskSpec, split: str, lang: str, data_dir: Path | None) -> Loaded:
+    assert data_dir is not None
+    raw, paths, path = _first_layout(spec, split, lang, data_dir)
+    reader = FORMATS[raw.format]
+    for p in paths:
+        if p.stat().st_size == 0:
+            raise DataError(f"{p}: empty file (0 bytes; an interrupted download or copy?)")
+    rows = [row for p in paths for row in reader(p, lang)]
+    examples = [row for row in rows if not row.get("_drop")]
+    for ex in examples:
+        _check_labels(spec, ex, path)
+    if not examples:
+        if raw.format in SELECTING_FORMATS:
+            # A file holding several languages (or sections) may lack this one: report it like a
+            # missing file.
+            raise MissingDataError(f"{path}: no examples for task {spec.name} ({lang}, {split})")
+        what = f"all {len(rows)} rows unlabelled" if rows else "no records"
+        raise DataError(f"{' + '.join(map(str, paths))}: {what} ({spec.name} {lang} {split})")
+    stats = [(p, p.stat()) for p in paths]
+    fingerprint = "|".join(f"{p}:{st.st_size}:{st.st_mtime_ns}" for p, st in stats)
+    return Loaded(examples, " + ".join(str(p) for p in paths), len(rows) - len(examples), fingerprint)
 
 
 def _matching_files(data_dir: Path, path: Path) -> list[Path]:
@@ -157,3 +205,37 @@ def _load_hub(spec: TaskSpec, split: str, lang: str) -> Loaded:
         _check_labels(spec, ex, Path(f"{origin} row {i}"))
         examples.append(ex)
     return Loaded(examples, origin, dropped, f"{origin}:{ds._fingerprint}")
+
+
+def check_local_files(cfg: Any) -> None:
+    """Before a run writes anything: with local files, the English splits it cannot do without must
+    be there (found, not yet read): the target's training and dev sets and its English test (the gap
+    is measured from it), a single intermediate task's training and dev sets. Other test languages
+    may be absent (skipped, one line each); a mixture leaves out a member without data. With the hub
+    nothing is checked here (a missing English test is an error when it is loaded)."""
+    from xlt.tasks.registry import get_mixture, get_task
+
+    source, data_dir = resolve_source(cfg.data.source, cfg.data.dir)
+    if source != "local" or data_dir is None:
+        return
+    needed = []  # (task spec, split, why)
+    target = get_task(cfg.target.name)
+    if target.trainable:
+        if cfg.target.train_task and cfg.target.train_split:
+            needed.append((get_task(cfg.target.train_task), cfg.target.train_split, "target.train_split"))
+        if cfg.target.dev_split or target.dev_split:
+            needed.append((target, cfg.target.dev_split or target.dev_split, "target.dev_split"))
+    if "en" in target.languages and "en" in (cfg.target.languages or target.languages):
+        needed.append((target, target.test_split, "the English test: the gap is measured from it"))
+    stage = cfg.intermediate
+    if stage is not None and get_mixture(stage.name) is None:
+        spec = get_task(stage.name)
+        if stage.train_split:
+            needed.append((spec, stage.train_split, "intermediate.train_split"))
+        if stage.dev_split or spec.dev_split:
+            needed.append((spec, stage.dev_split or spec.dev_split, "intermediate.dev_split"))
+    for spec, split, why in needed:
+        try:
+            locate_split(spec, split, "en", data_dir)
+        except MissingDataError as err:
+            raise DataError(f"{err} ({why})") from None

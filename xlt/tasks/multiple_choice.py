@@ -14,12 +14,11 @@ The three test sets have hidden labels, so these intermediate tasks select and r
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from xlt.tasks.rawio import jsonl_records, require
+from xlt.tasks.rawio import csv_records, jsonl_records, require, text_lines
 from xlt.tasks.registry import register_format, register_hub_mapper, register_task
 from xlt.tasks.spec import DataError, Example, HubFile, RawFile, TaskSpec
 
@@ -78,9 +77,7 @@ def read_hellaswag_text6(path: Path, lang: str) -> Iterator[Example]:
     context and each ending alone is a choice; jiant moves ``ctx_b`` into every choice instead. The
     text is the same, only the segment boundary differs.
     """
-    lines = path.read_text(encoding="utf-8").split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
+    lines = text_lines(path)
     if len(lines) % 6:
         raise DataError(
             f"{path}: {len(lines)} lines, not a multiple of 6 (context, label, 4 endings per example)"
@@ -120,13 +117,8 @@ def _cosmos(row: Mapping[str, Any], where: str) -> Example:
 @register_format("cosmosqa_csv")
 def read_cosmosqa_csv(path: Path, lang: str) -> Iterator[Example]:
     """Official ``{train,valid}.csv``: ``id,context,question,answer0..answer3,label``."""
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [f for f in COSMOS_FIELDS if f not in (reader.fieldnames or [])]
-        if missing:
-            raise DataError(f"{path}: header lacks {missing} (expected {', '.join(COSMOS_FIELDS)})")
-        for lineno, row in enumerate(reader, 2):
-            yield _cosmos(row, f"{path}:{lineno} (id {row.get('id')})")
+    for where, row in csv_records(path, COSMOS_FIELDS):
+        yield _cosmos(row, f"{where} (id {row.get('id')})")
 
 
 @register_hub_mapper("cosmosqa_hf")

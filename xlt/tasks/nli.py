@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from xlt.tasks.rawio import csv_records, jsonl_records, require, tsv_records
+from xlt.tasks.rawio import csv_records, delimited_rows, jsonl_records, require, text_lines, tsv_records
 from xlt.tasks.registry import register_format, register_hub_mapper, register_task
 from xlt.tasks.spec import DataError, Example, HubFile, RawFile, TaskSpec
 
@@ -56,7 +56,7 @@ def read_multinli_jsonl(path: Path, lang: str) -> Iterator[Example]:
 @register_format("glue_nli_tsv")
 def read_glue_nli_tsv(path: Path, lang: str) -> Iterator[Example]:
     """GLUE MNLI/SNLI tsv (header with ``sentence1``, ``sentence2``, ``gold_label``)."""
-    for where, row in tsv_records(path):
+    for where, row in tsv_records(path, ("sentence1", "sentence2", "gold_label")):
         yield _pair(
             _field(row, "sentence1", where),
             _field(row, "sentence2", where),
@@ -68,7 +68,7 @@ def read_glue_nli_tsv(path: Path, lang: str) -> Iterator[Example]:
 @register_format("xnli_mt_tsv")
 def read_xnli_mt_tsv(path: Path, lang: str) -> Iterator[Example]:
     """XNLI-MT 1.0 ``multinli.train.{lang}.tsv`` (header ``premise hypo label``): XTREME's MNLI source."""
-    for where, row in tsv_records(path):
+    for where, row in tsv_records(path, ("premise", "hypo", "label")):
         yield _pair(
             _field(row, "premise", where), _field(row, "hypo", where), _field(row, "label", where), where
         )
@@ -77,7 +77,7 @@ def read_xnli_mt_tsv(path: Path, lang: str) -> Iterator[Example]:
 @register_format("xnli_official_tsv")
 def read_xnli_official_tsv(path: Path, lang: str) -> Iterator[Example]:
     """XNLI 1.0 ``xnli.{dev,test}.tsv``: all languages in one file, selected by the ``language`` column."""
-    for where, row in tsv_records(path):
+    for where, row in tsv_records(path, ("language", "sentence1", "sentence2", "gold_label")):
         if _field(row, "language", where) != lang:
             continue
         yield _pair(
@@ -91,7 +91,7 @@ def read_xnli_official_tsv(path: Path, lang: str) -> Iterator[Example]:
 @register_format("xnli_genre_tsv")
 def read_xnli_genre_tsv(path: Path, lang: str) -> Iterator[Example]:
     """Per-language XNLI columns ``genre label sentence1_{lang} sentence2_{lang}`` (myXNLI layout)."""
-    for where, row in tsv_records(path):
+    for where, row in tsv_records(path, ("label", f"sentence1_{lang}", f"sentence2_{lang}")):
         yield _pair(
             _field(row, f"sentence1_{lang}", where),
             _field(row, f"sentence2_{lang}", where),
@@ -103,14 +103,13 @@ def read_xnli_genre_tsv(path: Path, lang: str) -> Iterator[Example]:
 @register_format("nli_tsv3")
 def read_nli_tsv3(path: Path, lang: str) -> Iterator[Example]:
     """Header-less ``premise<TAB>hypothesis<TAB>label`` (XTREME's preprocessed dev files, XGLUE)."""
-    with open(path, encoding="utf-8", newline="") as fh:
-        for lineno, row in enumerate(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
-            where = f"{path}:{lineno}"
-            if len(row) != 3:
-                raise DataError(
-                    f"{where}: expected 3 tab-separated fields (premise, hypothesis, label), got {len(row)}"
-                )
-            yield _pair(row[0].strip(), row[1].strip(), row[2].strip(), where)
+    for where, row in delimited_rows(path, "\t", csv.QUOTE_NONE):
+        if len(row) != 3:
+            hint = " (labels stripped, as in XTREME's test files?)" if len(row) == 2 else ""
+            raise DataError(
+                f"{where}: expected 3 tab-separated fields (premise, hypothesis, label), got {len(row)}{hint}"
+            )
+        yield _pair(row[0].strip(), row[1].strip(), row[2].strip(), where)
 
 
 @register_format("esnli_lines")
@@ -121,12 +120,7 @@ def read_esnli_lines(path: Path, lang: str) -> Iterator[Example]:
     for sibling in (s2_path, label_path):
         if not sibling.is_file():
             raise DataError(f"{sibling}: missing (line-aligned with {path})")
-    with (
-        open(path, encoding="utf-8") as f1,
-        open(s2_path, encoding="utf-8") as f2,
-        open(label_path, encoding="utf-8") as fl,
-    ):
-        s1, s2, labels = f1.read().splitlines(), f2.read().splitlines(), fl.read().splitlines()
+    s1, s2, labels = text_lines(path), text_lines(s2_path), text_lines(label_path)
     if not len(s1) == len(s2) == len(labels):
         raise DataError(
             f"{path}: {len(s1)} premises, {len(s2)} hypotheses, {len(labels)} labels (expected equal counts)"
@@ -150,7 +144,7 @@ def read_anli_jsonl(path: Path, lang: str) -> Iterator[Example]:
 @register_format("anli_analysis_csv")
 def read_anli_analysis_csv(path: Path, lang: str) -> Iterator[Example]:
     """ANLI's annotated dev CSVs (``context``, ``statement`` = hypothesis, ``gold_label`` e/n/c)."""
-    for where, row in csv_records(path):
+    for where, row in csv_records(path, ("context", "statement", "gold_label")):
         yield _pair(
             _field(row, "context", where),
             _field(row, "statement", where),
@@ -184,12 +178,17 @@ MNLI = register_task(
                 RawFile("XNLI-MT-1.0/multinli/multinli.train.en.tsv", "xnli_mt_tsv"),
                 RawFile("mnli/multinli_1.0/multinli_1.0_train.jsonl", "multinli_jsonl"),
                 RawFile("multinli_1.0/multinli_1.0_train.jsonl", "multinli_jsonl"),
+                RawFile("multinli_1.0/multinli_1.0_train.txt", "glue_nli_tsv"),  # the zip's tab-separated copy
                 RawFile("glue_data/MNLI/train.tsv", "glue_nli_tsv"),
+                RawFile("MNLI/train.tsv", "glue_nli_tsv"),  # GLUE's MNLI.zip unpacked on its own
+                RawFile("xnli/train-en.tsv", "nli_tsv3"),  # XTREME's download (XNLI-MT English)
             ),
             "dev": (
                 RawFile("mnli/multinli_1.0/multinli_1.0_dev_matched.jsonl", "multinli_jsonl"),
                 RawFile("multinli_1.0/multinli_1.0_dev_matched.jsonl", "multinli_jsonl"),
+                RawFile("multinli_1.0/multinli_1.0_dev_matched.txt", "glue_nli_tsv"),
                 RawFile("glue_data/MNLI/dev_matched.tsv", "glue_nli_tsv"),
+                RawFile("MNLI/dev_matched.tsv", "glue_nli_tsv"),
             ),
         },
         hub={
@@ -210,6 +209,7 @@ SNLI = register_task(
             split: (
                 RawFile(f"snli/snli_1.0/snli_1.0_{split}.jsonl", "multinli_jsonl"),
                 RawFile(f"snli_1.0/snli_1.0_{split}.jsonl", "multinli_jsonl"),
+                RawFile(f"snli_1.0/snli_1.0_{split}.txt", "glue_nli_tsv"),  # the zip's tab-separated copy
                 RawFile(f"snli/esnli_tokenized/s1.{split}", "esnli_lines"),
             )
             for split in ("train", "dev", "test")
@@ -269,12 +269,15 @@ XNLI = register_task(
                 RawFile("XNLI-1.0/xnli.dev.tsv", "xnli_official_tsv"),
                 RawFile("xnli/XNLI-1.0/xnli.dev.tsv", "xnli_official_tsv"),
                 RawFile("xnli/{lang}/{lang}.genre.dev.tsv", "xnli_genre_tsv"),
+                RawFile("xnli/dev-{lang}.tsv", "nli_tsv3"),  # XTREME's download (premise, hypothesis, label)
             ),
             "test": (
                 RawFile("XNLI-1.0/xnli.test.tsv", "xnli_official_tsv"),
                 RawFile("xnli/XNLI-1.0/xnli.test.tsv", "xnli_official_tsv"),
                 RawFile("xnli/{lang}/{lang}.genre.test.tsv", "xnli_genre_tsv"),
                 RawFile("xnli/{lang}/xglue_{lang}_test.tsv", "nli_tsv3"),
+                # XTREME's download strips the test labels: found, then refused in one line saying so.
+                RawFile("xnli/test-{lang}.tsv", "nli_tsv3"),
             ),
         },
         hub={

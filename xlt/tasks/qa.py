@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from xlt.metrics.xtreme import XTREME_TASK2LANGS
+from xlt.tasks.rawio import read_text
 from xlt.tasks.registry import register_format, register_hub_mapper, register_task
 from xlt.tasks.spec import DataError, Example, Exclusion, HubFile, RawFile, TaskSpec
 
@@ -113,10 +114,9 @@ def _qa_example(
 
 def _load_json(path: Path) -> list[Mapping[str, Any]]:
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not a JSON file ({err.msg} at line {err.lineno})") from None
+        raise DataError(f"{path}:{err.lineno}: not a JSON file ({err.msg} at column {err.colno})") from None
     if not isinstance(data, Mapping) or not isinstance(data.get("data"), list):
         raise DataError(f"{path}: expected a SQuAD-format object with a 'data' list of articles")
     return data["data"]
@@ -369,6 +369,7 @@ TYDIQA = register_task(
             "train": (
                 RawFile("tydiqa/tydiqa-goldp-v1.1-train/tydiqa.goldp.{lang}.train.json", "squad_v1_json"),
                 RawFile("tydiqa/tydiqa-goldp-v1.1-train/tydiqa.{lang}.train.json", "squad_v1_json"),
+                RawFile("tydiqa-goldp-v1.1-train/tydiqa.goldp.{lang}.train.json", "squad_v1_json"),
                 RawFile("tydiqa/tydiqa-goldp-v1.1-train/tydiqa-goldp-v1.1-train.json", "tydiqa_goldp_json"),
                 RawFile("tydiqa/tydiqa-goldp-v1.1-train.json", "tydiqa_goldp_json"),
                 RawFile("tydiqa-goldp-v1.1-train.json", "tydiqa_goldp_json"),
@@ -376,6 +377,10 @@ TYDIQA = register_task(
             "test": (
                 RawFile("tydiqa/tydiqa-goldp-v1.1-dev/tydiqa.goldp.{lang}.dev.json", "squad_v1_json"),
                 RawFile("tydiqa-goldp-v1.1-dev/tydiqa.goldp.{lang}.dev.json", "squad_v1_json"),
+                # The official per-language tarball tydiqa-goldp-v1.1-dev.tgz, as it unpacks
+                # ({lang3}: the language's English name, as in its question ids).
+                RawFile("tydiqa/tydiqa-goldp-v1.1-dev/tydiqa-goldp-dev-{lang3}.json", "squad_v1_json"),
+                RawFile("tydiqa-goldp-v1.1-dev/tydiqa-goldp-dev-{lang3}.json", "squad_v1_json"),
                 RawFile("tydiqa/tydiqa-goldp-v1.1-dev.json", "tydiqa_goldp_json"),
                 RawFile("tydiqa-goldp-v1.1-dev.json", "tydiqa_goldp_json"),
             ),
@@ -386,6 +391,7 @@ TYDIQA = register_task(
             "test": HubFile("google-research-datasets/tydiqa", "secondary_task", "validation", "tydiqa_hf"),
             "squad_dev": SQUAD_DEV_HUB,
         },
+        lang3=TYDIQA_LANGUAGE_NAMES,  # the official per-language dev files are named by it
         train_task="tydiqa",
         dev_split="",
         max_seq_length=384,

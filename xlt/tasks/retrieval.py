@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from xlt.tasks.rawio import text_lines
 from xlt.tasks.registry import register_format, register_hub_mapper, register_task
 from xlt.tasks.spec import DataError, Example, HubFile, RawFile, TaskSpec
 
@@ -26,8 +27,7 @@ def read_laser_tatoeba(path: Path, lang: str) -> Iterator[Example]:
     en_path = path.with_suffix(".eng")
     if not en_path.is_file():
         raise DataError(f"{en_path}: missing (the English side of {path})")
-    src = path.read_text(encoding="utf-8").splitlines()
-    eng = en_path.read_text(encoding="utf-8").splitlines()
+    src, eng = text_lines(path), text_lines(en_path)
     if len(src) != len(eng):
         raise DataError(
             f"{path}: {len(src)} lines but {en_path.name} has {len(eng)} (expected line-aligned pairs)"
@@ -52,7 +52,13 @@ TATOEBA = register_task(
         metrics=("acc",),
         languages=tuple(TATOEBA_CODES),
         lang3=TATOEBA_CODES,
-        raw={"test": (RawFile("tatoeba/tatoeba.{lang3}-eng.{lang3}", "laser_tatoeba"),)},
+        raw={
+            "test": (
+                RawFile("tatoeba/tatoeba.{lang3}-eng.{lang3}", "laser_tatoeba"),
+                RawFile("tatoeba/v1/tatoeba.{lang3}-eng.{lang3}", "laser_tatoeba"),  # LASER's data/tatoeba/v1/
+                RawFile("LASER/data/tatoeba/v1/tatoeba.{lang3}-eng.{lang3}", "laser_tatoeba"),
+            )
+        },
         hub={"test": HubFile("google/xtreme", "tatoeba.{lang3}", "validation", "tatoeba_hf")},
         dev_split="",
         max_seq_length=512,
@@ -68,21 +74,21 @@ def _read_id_sentences(path: Path) -> tuple[list[str], list[str], dict[str, int]
     ids: list[str] = []
     texts: list[str] = []
     line_of: dict[str, int] = {}
-    with open(path, encoding="utf-8", newline="") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            line = raw.rstrip("\r\n")
-            if not line.strip():
-                continue
-            sid, tab, text = line.partition("\t")
-            where = f"{path}:{lineno}"
-            if not tab or not sid.strip():
-                raise DataError(f"{where}: expected 'id<TAB>sentence'")
-            sid = sid.strip()
-            if sid in line_of:
-                raise DataError(f"{where}: id {sid!r} repeats line {line_of[sid]}")
-            line_of[sid] = lineno
-            ids.append(sid)
-            texts.append(text.strip())
+    for lineno, line in enumerate(text_lines(path), 1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        where = f"{path}:{lineno}"
+        if len(fields) != 2:
+            raise DataError(f"{where}: expected 'id<TAB>sentence', got {len(fields)} tab-separated field(s)")
+        sid, text = fields[0].strip(), fields[1].strip()
+        if not sid or not text:
+            raise DataError(f"{where}: expected 'id<TAB>sentence', got an empty {'id' if not sid else 'sentence'}")
+        if sid in line_of:
+            raise DataError(f"{where}: id {sid!r} repeats line {line_of[sid]}")
+        line_of[sid] = lineno
+        ids.append(sid)
+        texts.append(text)
     if not ids:
         raise DataError(f"{path}: no 'id<TAB>sentence' lines")
     return ids, texts, line_of
@@ -101,13 +107,13 @@ def read_bucc_corpus(path: Path, lang: str) -> Iterator[Example]:
     gold: list[tuple[str, str]] | None = None
     if gold_path.is_file():
         gold = []
-        for lineno, raw in enumerate(gold_path.read_text(encoding="utf-8").splitlines(), 1):
+        for lineno, raw in enumerate(text_lines(gold_path), 1):
             if not raw.strip():
                 continue
-            parts = raw.strip().split("\t")
+            parts = [part.strip() for part in raw.split("\t")]
             where = f"{gold_path}:{lineno}"
             if len(parts) != 2:
-                raise DataError(f"{where}: expected '{lang}_id<TAB>en_id'")
+                raise DataError(f"{where}: expected '{lang}_id<TAB>en_id', got {len(parts)} tab-separated field(s)")
             for sid, lines, side in ((parts[0], src_lines, path), (parts[1], trg_lines, en_path)):
                 if sid not in lines:
                     raise DataError(f"{where}: id {sid!r} is not in {side}")

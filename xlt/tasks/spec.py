@@ -14,6 +14,14 @@ Reader = Callable[[Path, str], Iterator[Example]]
 HubMapper = Callable[[Mapping[str, Any], str], "Example | None"]
 
 
+# The shortest max_seq_length each head kind can use, in tokens: a sentence pair (classification,
+# multiple choice) needs its special tokens (4 for XLM-R) and a few tokens of each text; a tagging
+# window its 2 special tokens and some words; span QA its question (cut at 64 tokens), the pair's
+# special tokens and a context window at least one doc stride (128) long (xlt/data/features_qa.py).
+MIN_SEQ_LENGTH = {"classification": 16, "multiple_choice": 16, "tagging": 8, "span_qa": 64 + 4 + 128,
+                  "retrieval": 8}  # fmt: skip
+
+
 class DataError(ValueError):
     """Bad input data: the message names the file/field/record and what was expected."""
 
@@ -77,6 +85,9 @@ class TaskSpec:
     dev_split: str = "dev"  # model selection split (English only for targets)
     test_split: str = "test"  # zero-shot evaluation split
     max_seq_length: int = 128
+    # The shortest max_seq_length the task can run with (0: its head kind's, MIN_SEQ_LENGTH); checked
+    # by config validation before any data is read.
+    min_seq_length: int = 0
     roles: tuple[str, ...] = ("intermediate", "target")
     citation: str = ""
     # Retrieval targets (head "retrieval"): "top1" (Tatoeba: English queries, nearest neighbour) or
@@ -91,6 +102,11 @@ class TaskSpec:
     @property
     def trainable(self) -> bool:
         return self.head != "retrieval"
+
+    @property
+    def shortest_seq_length(self) -> int:
+        """The smallest usable ``max_seq_length`` (``min_seq_length``, else the head kind's)."""
+        return self.min_seq_length or MIN_SEQ_LENGTH.get(self.head, 8)
 
     @property
     def num_labels(self) -> int:

@@ -45,6 +45,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from xlt.tasks.rawio import open_text, text_lines
 from xlt.tasks.registry import register_format, register_hub_mapper, register_task
 from xlt.tasks.spec import DataError, Example, Exclusion, HubFile, RawFile, Reader, TaskSpec
 
@@ -106,7 +107,7 @@ Row = tuple[int, list[str]]  # (line number, the 10 CoNLL-U columns)
 
 def _conllu_sentences(path: Path) -> Iterator[list[Row]]:
     rows: list[Row] = []
-    with open(path, encoding="utf-8") as fh:
+    with open_text(path) as fh:
         for lineno, line in enumerate(fh, 1):
             line = line.rstrip("\r\n")
             if not line:
@@ -210,6 +211,18 @@ def read_ud_conllu(path: Path, lang: str) -> Iterator[Example]:
         yield _tagged(words, _label_ids([t.strip() for t in tags], UPOS_LABELS, where), where)
 
 
+def _word_and_tag(line: str, where: str, layout: str) -> tuple[str, str]:
+    """The two fields of a ``word<TAB>tag`` line (trailing spaces allowed), each non-empty: an extra
+    tab (a third field) or a missing tag is an error, not a shifted or dropped field."""
+    items = line.rstrip("\r\n").split("\t")
+    if len(items) != 2:
+        raise DataError(f"{where}: expected '{layout}', got {len(items)} tab-separated field(s)")
+    word, tag = items[0].strip(), items[1].strip()
+    if not word or not tag:
+        raise DataError(f"{where}: expected '{layout}', got an empty {'word' if not word else 'tag'}")
+    return word, tag
+
+
 def _two_column_reader(names: Sequence[str]) -> Reader:
     def read(path: Path, lang: str) -> Iterator[Example]:
         """XTREME's preprocessed ``{split}-{lang}.tsv``: ``word<TAB>tag`` per line, a blank line
@@ -217,18 +230,15 @@ def _two_column_reader(names: Sequence[str]) -> Reader:
         words: list[str] = []
         tags: list[str] = []
         start = 1
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate([*fh, "\n"], 1):
-                items = line.strip().split("\t")
-                if not line.strip():
-                    if words:
-                        yield _tagged(words, _label_ids(tags, names, f"{path}:{start}"), f"{path}:{start}")
-                    words, tags, start = [], [], lineno + 1
-                elif len(items) != 2:
-                    raise DataError(f"{path}:{lineno}: expected 'word<TAB>tag', got {len(items)} field(s)")
-                else:
-                    words.append(items[0].strip())
-                    tags.append(items[1].strip())
+        for lineno, line in enumerate([*text_lines(path), ""], 1):
+            if not line.strip():
+                if words:
+                    yield _tagged(words, _label_ids(tags, names, f"{path}:{start}"), f"{path}:{start}")
+                words, tags, start = [], [], lineno + 1
+                continue
+            word, tag = _word_and_tag(line, f"{path}:{lineno}", "word<TAB>tag")
+            words.append(word)
+            tags.append(tag)
 
     return read
 
@@ -259,22 +269,22 @@ def read_panx_raw(path: Path, lang: str) -> Iterator[Example]:
     words: list[str] = []
     tags: list[str] = []
     start = 1
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate([*fh, "\n"], 1):
-            if not line.strip():
-                if words:
-                    where = f"{path}:{start}"
-                    yield _tagged(words, _label_ids(tags, PANX_LABELS, where), where)
-                words, tags, start = [], [], lineno + 1
-                continue
-            items = line.strip().split("\t")
-            if len(items) != 2:
-                raise DataError(f"{path}:{lineno}: expected 'lang:token<TAB>tag', got {len(items)} field(s)")
-            colon = items[0].find(":")
-            if colon == -1:
-                raise DataError(f"{path}:{lineno}: token {items[0]!r} lacks the '{lang}:' prefix")
-            words.append(items[0][colon + 1 :].strip())
-            tags.append(items[1].strip())
+    for lineno, line in enumerate([*text_lines(path), ""], 1):
+        if not line.strip():
+            if words:
+                where = f"{path}:{start}"
+                yield _tagged(words, _label_ids(tags, PANX_LABELS, where), where)
+            words, tags, start = [], [], lineno + 1
+            continue
+        token, tag = _word_and_tag(line, f"{path}:{lineno}", "lang:token<TAB>tag")
+        colon = token.find(":")
+        if colon == -1:
+            raise DataError(f"{path}:{lineno}: token {token!r} lacks the '{lang}:' prefix")
+        word = token[colon + 1 :].strip()
+        if not word:
+            raise DataError(f"{path}:{lineno}: empty token after the '{token[: colon + 1]}' prefix")
+        words.append(word)
+        tags.append(tag)
 
 
 register_format("xtreme_panx_tsv")(_two_column_reader(PANX_LABELS))
@@ -301,7 +311,7 @@ def read_ccgbank_auto(path: Path, lang: str = "en") -> Iterator[dict[str, Any]]:
     Derivation lines follow ``ID=`` lines; each leaf is ``(<L category POS POS word pred-arg-category>)``.
     """
     ident = ""
-    with open(path, encoding="utf-8") as fh:
+    with open_text(path) as fh:
         for lineno, line in enumerate(fh, 1):
             if line.startswith("ID="):
                 ident = line.split()[0][3:]
@@ -312,6 +322,11 @@ def read_ccgbank_auto(path: Path, lang: str = "en") -> Iterator[dict[str, Any]]:
             if not leaves:
                 raise DataError(
                     f"{path}:{lineno}: derivation without leaves '(<L category POS POS word ...>)'"
+                )
+            if len(leaves) != line.count("(<L "):
+                raise DataError(
+                    f"{path}:{lineno}: {line.count('(<L ') - len(leaves)} of {line.count('(<L ')} leaves lack "
+                    "fields (expected '(<L category POS POS word pred-arg-category>)')"
                 )
             yield {"id": ident or f"{path.name}:{lineno}", "words": [leaf[3] for leaf in leaves],
                    "tags": [leaf[0] for leaf in leaves]}  # fmt: skip
