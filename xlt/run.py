@@ -41,6 +41,7 @@ from xlt.results.rows import (
     write_results,
 )
 from xlt.results.submission import HEAD_FORMAT, write_predictions
+from xlt.strategies import is_sharded, materialize, meta_skeleton
 from xlt.tasks.loading import MissingDataError, load_split, resolve_source
 from xlt.tasks.registry import get_mixture, get_task
 from xlt.tasks.spec import MixtureSpec, TaskSpec
@@ -418,6 +419,9 @@ class Runner:
             monitor = f"{data.val[0].overall_key}/{spec.metrics[0]}" if data.val else None
             mixture_info = None
         ckpt_dir = self.run_dir / "checkpoints" / stage
+        # FSDP wraps the module in place and flattens its parameters: keep a meta-device skeleton to
+        # rebuild it from full-state checkpoints (xlt.strategies).
+        skeleton = meta_skeleton(module) if self.sharded else None
         done = self.state.stage(stage) if self.cfg.resume else None
         if done is not None:
             log.info(
@@ -425,7 +429,11 @@ class Runner:
                 stage,
                 done.get("best") or "its final weights",
             )
-            self._load_weights(module, Path(done["best"]) if done.get("best") else ckpt_dir / "final.ckpt")
+            weights = Path(done["best"]) if done.get("best") else ckpt_dir / "final.ckpt"
+            if skeleton is not None:
+                module = cast(TransferModule, materialize(skeleton, self._checkpoint_weights(weights)))
+            else:
+                self._load_weights(module, weights)
         else:
             trainer = self._trainer(stage_cfg, data, accumulate, ckpt_dir, monitor)
             last = ckpt_dir / "last.ckpt"
@@ -435,12 +443,17 @@ class Runner:
             trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
             selector = trainer.checkpoint_callback
             best = selector.best_model_path if isinstance(selector, ModelCheckpoint) else ""
-            if best:
-                self._load_weights(module, Path(best))
-            else:
+            if not best:
                 # No selection happened (fast_dev_run or no dev set): keep the final weights.
                 best = str(ckpt_dir / "final.ckpt")
                 trainer.save_checkpoint(best, weights_only=True)
+                if skeleton is not None:  # the trained module is wrapped: reload it from the file
+                    module = cast(TransferModule, materialize(skeleton, self._checkpoint_weights(Path(best))))
+            elif skeleton is not None:
+                module = cast(TransferModule, materialize(skeleton, self._checkpoint_weights(Path(best))))
+            else:
+                self._load_weights(module, Path(best))
+            weights = Path(best)
             self.state.mark_stage(stage, best=best, task=spec.name, train=data.train_origin,
                                   **({"mixture": mixture_info} if mixture_info else {}))  # fmt: skip
             if is_global_zero():
@@ -449,6 +462,13 @@ class Runner:
         if data.val:
             evaluator.validate(module, datamodule=dm, verbose=False)
         if data.test:
+            if skeleton is not None and data.val:
+                # Validation wrapped the module, and FSDP cannot wrap a wrapped module again: test an
+                # unwrapped copy of the same weights, with a fresh strategy, keeping the dev scores.
+                scores = module.scores
+                module = cast(TransferModule, materialize(skeleton, self._checkpoint_weights(weights)))
+                module.scores.update(scores)
+                evaluator = self._trainer(stage_cfg, data, 1, None, None)
             if self.cfg.predictions:
                 module.collect_predictions()
             evaluator.test(module, datamodule=dm, verbose=False)
@@ -461,6 +481,12 @@ class Runner:
             rows = module.result_rows(stage, split, sets)
             self.rows.extend(rows)
             self._log_rows(rows, already_logged=True)
+        if skeleton is not None:
+            # The evaluator wrapped this module's encoder: the probes and the next stage get an
+            # unwrapped one holding the selected weights.
+            encoder_state = {k.removeprefix("encoder."): v for k, v in self._checkpoint_weights(weights).items()
+                             if k.startswith("encoder.")}  # fmt: skip
+            self.encoder = cast(Any, materialize(cast(TransferModule, skeleton).encoder, encoder_state))
 
     def _write_head_predictions(
         self, spec: TaskSpec, sets: list[EvalSet], predicted: dict[str, dict[int, Any]]
@@ -530,6 +556,19 @@ class Runner:
             use_distributed_sampler=False,
             plugins=plugins,
         )
+
+    @property
+    def sharded(self) -> bool:
+        """Whether the strategy shards the module in place (FSDP), see xlt.strategies."""
+        return is_sharded(self.cfg.scale.strategy)
+
+    @staticmethod
+    def _checkpoint_weights(path: Path) -> dict[str, torch.Tensor]:
+        """The full state dict of a checkpoint file, memory-mapped: the ranks of a node share the
+        file's pages instead of each holding a private copy (the tensors are read, then FSDP copies
+        its shard out of them)."""
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return cast(dict[str, torch.Tensor], checkpoint["state_dict"])
 
     @staticmethod
     def _load_weights(module: TransferModule, path: Path) -> None:
