@@ -92,6 +92,15 @@ def build_strategy(strategy: Any, several_heads: bool = False) -> Any:
     return instantiate(strategy, _convert_="all")
 
 
+def own_device() -> torch.device:
+    """This process's accelerator (``cuda:LOCAL_RANK``; Lightning and SLURM set the local rank), or
+    the CPU: evaluation outside a Trainer must not pile every rank onto GPU 0."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    local_rank = int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0")))
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
 def cluster_plugins() -> list[Any]:
     """Under SLURM, Lightning's SLURMEnvironment without its own requeue handler: submitit (USR2)
     owns preemption and requeueing, see docs/slurm-requeue.md."""
@@ -276,6 +285,9 @@ class Runner:
                 "trainable_params": sum(p.numel() for p in self.encoder.parameters() if p.requires_grad),
                 "scale": cfg.scale.name,
                 "model_revision": revision or model_cfg.revision or "",  # the hub commit of the weights
+                # The learning rates the stages train at (LoRA has its own: scale.lora.lr).
+                "lr_intermediate": self.stage_lr(cfg.intermediate) if cfg.intermediate is not None else None,
+                "lr_target": self.stage_lr(cfg.target) if cfg.target.get("lr") is not None else None,
             },
         )
         self.logger = build_logger(cfg, run_dir, self.ctx)
@@ -287,10 +299,18 @@ class Runner:
     def probe(self, stage: str) -> None:
         """Retrieval probes on the current encoder (e.g. Tatoeba before and after intermediate training)."""
         probe = self.cfg.probe
-        for name in probe.tasks:
-            spec = get_task(name, role="probe")
-            languages = list(probe.languages or spec.languages)
-            self.rows.extend(self.evaluate_retrieval(spec, stage, languages, probe.max_examples))
+        if not probe.tasks:
+            return
+        # Only rank 0 writes rows: in a multi-process job the other ranks skip the probes and wait.
+        if is_global_zero():
+            for name in probe.tasks:
+                spec = get_task(name, role="probe")
+                languages = list(probe.languages or spec.languages)
+                self.rows.extend(self.evaluate_retrieval(spec, stage, languages, probe.max_examples))
+        else:
+            log.info("%s probes run on rank 0; rank %d waits", stage, getattr(rank_zero_only, "rank", 0))
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
 
     def evaluate_retrieval(
         self, spec: TaskSpec, stage: str, languages: list[str], limit: int | None
@@ -299,7 +319,7 @@ class Runner:
 
         if spec.retrieval == "mining":
             return self.evaluate_mining(spec, stage, languages)
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = own_device()
         cast(torch.nn.Module, self.encoder).to(device)
         scores: dict[str, dict[str, float]] = {}
         counts: dict[str, int] = {}
@@ -336,7 +356,7 @@ class Runner:
         """BUCC: per language, the threshold tuned on dev gold and frozen for test (see xlt.bucc)."""
         from xlt import bucc
 
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = own_device()
         cast(torch.nn.Module, self.encoder).to(device)
         retrieval = self.cfg.retrieval
 
@@ -403,8 +423,8 @@ class Runner:
         )
         hidden, pooling = self.encoder.config.hidden_size, self.cfg.model.pooling
         if data.mixture is not None:
-            module = TransferModule.for_mixture(self.encoder, data.mixture, stage_cfg.lr, self.cfg.optim, data.val,
-                                                hidden, pooling)  # fmt: skip
+            module = TransferModule.for_mixture(self.encoder, data.mixture, self.stage_lr(stage_cfg), self.cfg.optim,
+                                                data.val, hidden, pooling)  # fmt: skip
             monitor = f"dev/{spec.name}/en/selection" if data.val else None
             world = scale.devices * scale.num_nodes
             mixture_info = log_mixture(
@@ -413,7 +433,7 @@ class Runner:
         else:
             assert isinstance(spec, TaskSpec)
             module = TransferModule(
-                self.encoder, build_head(spec, hidden, pooling), spec.name, stage_cfg.lr, self.cfg.optim,
+                self.encoder, build_head(spec, hidden, pooling), spec.name, self.stage_lr(stage_cfg), self.cfg.optim,
                 val_sets=data.val, test_sets=data.test,
             )  # fmt: skip
             monitor = f"{data.val[0].overall_key}/{spec.metrics[0]}" if data.val else None
@@ -556,6 +576,11 @@ class Runner:
             use_distributed_sampler=False,
             plugins=plugins,
         )
+
+    def stage_lr(self, stage_cfg: DictConfig) -> float:
+        """The learning rate a stage trains at: its own, or ``scale.lora.lr`` under LoRA."""
+        lora_lr = self.cfg.scale.lora.get("lr")
+        return float(lora_lr if self.cfg.scale.peft == "lora" and lora_lr is not None else stage_cfg.lr)
 
     @property
     def sharded(self) -> bool:

@@ -195,9 +195,9 @@ class TransferModule(pl.LightningModule):
         Lightning's own path raises under FSDP. Otherwise Lightning's clipping, unchanged."""
         from xlt.strategies import clip_grad_norm
 
-        if gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
-            if clip_grad_norm(self.trainer.strategy.model, float(gradient_clip_val)) is not None:
-                return
+        norm_clip = bool(gradient_clip_val) and gradient_clip_algorithm in (None, "norm")
+        if norm_clip and clip_grad_norm(self.trainer.strategy.model, float(gradient_clip_val or 0)) is not None:
+            return
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_optimizers(self):  # type: ignore[no-untyped-def]
