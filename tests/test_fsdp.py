@@ -48,7 +48,14 @@ REL_TOL = 1e-5
 
 
 def xlt_train(run_dir: Path, cache_dir: Path, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "xlt.train", *overrides, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
+    return [
+        sys.executable,
+        "-m",
+        "xlt.train",
+        *overrides,
+        f"data.cache_dir={cache_dir}",
+        f"hydra.run.dir={run_dir}",
+    ]
 
 
 def env() -> dict[str, str]:
@@ -57,7 +64,9 @@ def env() -> dict[str, str]:
 
 def run_cli(argv: list[str], log: Path, timeout: int = 600) -> None:
     with open(log, "w") as fh:
-        proc = subprocess.run(argv, cwd=PROJECT_ROOT, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout, env=env())
+        proc = subprocess.run(
+            argv, cwd=PROJECT_ROOT, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout, env=env()
+        )
     assert proc.returncode == 0, log.read_text()[-4000:]
 
 
@@ -100,7 +109,9 @@ def test_the_issue_command_runs_two_fsdp_processes_to_every_language(
     assert "xlt.strategies.FSDP" in config
     rows = results(tmp_path / "run")
     state = json.loads((tmp_path / "run" / "state.json").read_text())
-    tested = {lang for (stage, task, split, lang, _) in rows if (stage, task, split) == ("target", "xnli", "test")}
+    tested = {
+        lang for (stage, task, split, lang, _) in rows if (stage, task, split) == ("target", "xnli", "test")
+    }
     assert {"en", "de", "sw", "avg", "avg_non_en", "gap", "rel_gap"} <= tested
     missing = {line.split("/")[2].split(":")[0] for line in state["skipped"] if line.startswith("xnli/test/")}
     from xlt.tasks.registry import get_task
@@ -110,7 +121,9 @@ def test_the_issue_command_runs_two_fsdp_processes_to_every_language(
     assert ("target", "xnli", "dev", "en", "acc") in rows
 
 
-def test_fsdp_matches_ddp_step_by_step(fsdp_run: Path, data_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
+def test_fsdp_matches_ddp_step_by_step(
+    fsdp_run: Path, data_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
     ddp_run = tmp_path / "ddp"
     run_cli(xlt_train(ddp_run, cache_dir, *SMALL, *DDP), tmp_path / "ddp.log")
     fsdp_losses, ddp_losses = losses(fsdp_run), losses(ddp_run)
@@ -151,7 +164,9 @@ def test_killed_fsdp_run_resumes_to_the_same_numbers(
                 killed_at = step
                 break
             time.sleep(0.1)
-        assert killed_at is not None, "no step checkpoint before the run ended:\n" + (tmp_path / "first.log").read_text()
+        assert killed_at is not None, (
+            "no step checkpoint before the run ended:\n" + (tmp_path / "first.log").read_text()
+        )
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
