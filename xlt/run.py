@@ -28,7 +28,14 @@ from xlt.config import batch_plan, to_container, validate
 from xlt.data.datamodule import DataSettings, EvalSet, StageData, StageDataModule, prepare_stage_data
 from xlt.data.mixture import log_mixture, prepare_mixture_data
 from xlt.modeling.embedding import embed
-from xlt.modeling.encoder import add_lora, count_parameters, load_encoder, load_tokenizer, resolved_revision
+from xlt.modeling.encoder import (
+    add_lora,
+    count_parameters,
+    encoder_skeleton,
+    load_encoder,
+    load_tokenizer,
+    resolved_revision,
+)
 from xlt.modeling.heads import build_head
 from xlt.modeling.module import TransferModule
 from xlt.results.report import format_table
@@ -259,7 +266,14 @@ class Runner:
         self.tokenizer = load_tokenizer(model_cfg, self.cache_dir)
         self.settings = DataSettings(source, data_dir, self.cache_dir, self.tokenizer)
         pl.seed_everything(cfg.seed, workers=True)
-        self.encoder = load_encoder(model_cfg, self.cache_dir)
+        # Lean loading: under FSDP, ranks other than 0 build the encoder on the meta device and get
+        # rank 0's weights when FSDP wraps it (sync_module_states); a random encoder is built anyway.
+        self.lean = self.sharded and not is_global_zero() and cfg.model.source != "random"
+        if self.lean:
+            log.info("rank %d: encoder built on the meta device; its weights come from rank 0 (sync_module_states)",
+                     getattr(rank_zero_only, "rank", 0))  # fmt: skip
+        loader = encoder_skeleton if self.lean else load_encoder
+        self.encoder = loader(model_cfg, self.cache_dir)
         revision = resolved_revision(self.encoder) if cfg.model.source == "hub" else None
         self.state.pin_model(revision)
         if cfg.scale.activation_checkpointing:
@@ -504,8 +518,10 @@ class Runner:
         if skeleton is not None:
             # The evaluator wrapped this module's encoder: the probes and the next stage get an
             # unwrapped one holding the selected weights.
-            encoder_state = {k.removeprefix("encoder."): v for k, v in self._checkpoint_weights(weights).items()
-                             if k.startswith("encoder.")}  # fmt: skip
+            state = self._checkpoint_weights(weights)
+            encoder_state = None if state is None else {
+                k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")
+            }  # fmt: skip
             self.encoder = cast(Any, materialize(cast(TransferModule, skeleton).encoder, encoder_state))
 
     def _write_head_predictions(
@@ -587,11 +603,12 @@ class Runner:
         """Whether the strategy shards the module in place (FSDP), see xlt.strategies."""
         return is_sharded(self.cfg.scale.strategy)
 
-    @staticmethod
-    def _checkpoint_weights(path: Path) -> dict[str, torch.Tensor]:
+    def _checkpoint_weights(self, path: Path) -> dict[str, torch.Tensor] | None:
         """The full state dict of a checkpoint file, memory-mapped: the ranks of a node share the
         file's pages instead of each holding a private copy (the tensors are read, then FSDP copies
-        its shard out of them)."""
+        its shard out of them). None on a lean rank, which gets rank 0's weights from FSDP."""
+        if self.lean:
+            return None
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         return cast(dict[str, torch.Tensor], checkpoint["state_dict"])
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import torch
@@ -40,17 +41,29 @@ class FSDP(FSDPStrategy):
     def _setup_model(self, model: nn.Module) -> nn.Module:
         from torch.distributed.fsdp import FullyShardedDataParallel
 
+        # Ranks other than 0 may hold the encoder on the meta device (lean loading, xlt/run.py):
+        # give its tensors memory on this rank's device, leave everything else alone (torch's
+        # default would also re-initialise modules that are already real, torchmetrics' states
+        # among them); sync_module_states then broadcasts rank 0's values.
+        self.kwargs.setdefault("param_init_fn", partial(empty_meta_tensors, device=self.root_device))
+
         if self.root_device.type != "cpu" or any(
             isinstance(m, FullyShardedDataParallel) for m in model.modules()
         ):
             return super()._setup_model(model)
+        kwargs = dict(self.kwargs)
+        if kwargs.get("sync_module_states"):
+            # torch refuses sync_module_states for CPU tensors; do what it does (materialise meta
+            # tensors, broadcast every parameter and buffer from rank 0) before wrapping.
+            sync_from_rank_zero(model, self.root_device)
+            kwargs["sync_module_states"] = False
         wrapped = FullyShardedDataParallel(
             module=model,
             cpu_offload=self.cpu_offload,
             mixed_precision=self.mixed_precision_config,
             sharding_strategy=self.sharding_strategy,
             device_id=self.root_device,
-            **self.kwargs,
+            **kwargs,
         )
         # Lightning drops (with a warning) an auto-wrap policy it finds on a wrapped model; it was
         # applied just above, and the next Trainer's fresh strategy object needs it again anyway.
@@ -106,6 +119,25 @@ class FSDP(FSDPStrategy):
             return state
 
 
+def empty_meta_tensors(module: nn.Module, device: torch.device) -> None:
+    """Give ``module``'s own meta-device parameters and buffers (not its children's: FSDP calls this
+    on each module) uninitialised memory on ``device``; FSDP's ``sync_module_states`` fills them."""
+    if any(t.is_meta for t in [*module.parameters(recurse=False), *module.buffers(recurse=False)]):
+        module.to_empty(device=device, recurse=False)
+
+
+def sync_from_rank_zero(module: nn.Module, device: torch.device) -> None:
+    """FSDP's ``sync_module_states`` for a CPU process group: meta tensors get memory, then every
+    parameter and buffer is broadcast from rank 0."""
+    import torch.distributed as dist
+
+    for sub in module.modules():
+        empty_meta_tensors(sub, device)
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(tensor.data, src=0)
+
+
 def is_sharded(strategy: Any) -> bool:
     """Whether ``scale.strategy`` (a name, a ``_target_`` dict or a strategy object) shards the
     model in place, so that a module it trained must not be reused unwrapped."""
@@ -146,10 +178,13 @@ def meta_skeleton(module: nn.Module) -> nn.Module:
     return copy.deepcopy(module, memo)
 
 
-def materialize(skeleton: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+def materialize(skeleton: nn.Module, state_dict: Mapping[str, torch.Tensor] | None) -> nn.Module:
     """A fresh module from ``skeleton`` holding ``state_dict`` (every key required). The state's
-    tensors become the parameters (``assign``), so a memory-mapped checkpoint is not copied."""
+    tensors become the parameters (``assign``), so a memory-mapped checkpoint is not copied.
+    ``None``: a lean rank's copy, left on the meta device for FSDP to fill from rank 0."""
     module = copy.deepcopy(skeleton)
+    if state_dict is None:
+        return module
     module.load_state_dict(state_dict, strict=True, assign=True)
     on_meta = [name for name, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
     if on_meta:

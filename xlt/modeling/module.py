@@ -195,8 +195,9 @@ class TransferModule(pl.LightningModule):
         Lightning's own path raises under FSDP. Otherwise Lightning's clipping, unchanged."""
         from xlt.strategies import clip_grad_norm
 
-        norm_clip = bool(gradient_clip_val) and gradient_clip_algorithm in (None, "norm")
-        if norm_clip and clip_grad_norm(self.trainer.strategy.model, float(gradient_clip_val or 0)) is not None:
+        wrapped = self.trainer.strategy.model
+        norm_clip = bool(gradient_clip_val) and gradient_clip_algorithm in (None, "norm") and wrapped is not None
+        if norm_clip and clip_grad_norm(cast(nn.Module, wrapped), float(gradient_clip_val or 0)) is not None:
             return
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
