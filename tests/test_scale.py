@@ -14,6 +14,7 @@ import pytest
 import torch
 from hydra.utils import get_class
 from omegaconf import OmegaConf
+from pytorch_lightning.strategies import FSDPStrategy
 
 from xlt.config import ConfigError, batch_plan, group_choices, validate
 from xlt.modeling.encoder import add_lora, check_model_type, keep_first_layers
@@ -65,6 +66,10 @@ def test_strategies_instantiate_from_config_without_launching(compose_cfg, profi
         return
     target = get_class(spec._target_)
     accepted = set(inspect.signature(target.__init__).parameters)
+    if "kwargs" in accepted and issubclass(target, FSDPStrategy):  # passed on to torch's FSDP
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        accepted |= set(inspect.signature(FullyShardedDataParallel.__init__).parameters)
     assert set(spec) - {"_target_"} <= accepted, f"{profile}: not arguments of {spec._target_}"
     strategy = build_strategy(spec)
     assert isinstance(strategy, target)
