@@ -214,12 +214,23 @@ class RngStateInCheckpoint(pl.Callback):
         }
         if torch.cuda.is_available():
             states["cuda"] = torch.cuda.get_rng_state_all()
+        # Ranks draw different amounts (batches of other shapes, probes on rank 0 only), and only
+        # rank 0 writes the checkpoint: keep every rank's states (every rank builds the checkpoint).
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, states)
+            return {"ranks": gathered}
         return states
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         import random
 
         import numpy as np
+
+        if "ranks" in state_dict:
+            ranks = state_dict["ranks"]
+            rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+            state_dict = ranks[rank] if rank < len(ranks) else ranks[0]
 
         torch.set_rng_state(state_dict["torch"])
         name, keys, pos, has_gauss, cached = state_dict["numpy"]
