@@ -8,6 +8,7 @@ import copy
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from transformers import AutoTokenizer, XLMRobertaConfig, XLMRobertaModel
 
@@ -110,3 +111,74 @@ def test_training_loader_feeds_each_example_once_per_epoch_with_little_padding(
         assert real / padded >= 0.95, f"epoch {epoch}: padding efficiency {real / padded:.3f}"
         orders.append(seen)
     assert orders[0] != orders[1] != orders[2]
+
+
+def test_parsed_examples_are_cached_and_follow_their_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A repeated run reads a split's examples from the cache instead of parsing the files again;
+    changing a file (size or mtime) parses it anew, and the cached examples equal the parsed ones."""
+    import os
+
+    import xlt.tasks.loading as loading
+    from xlt.data.features import load_split_cached
+
+    data = tmp_path / "data" / "ud_pos" / "UD_Toy"
+    data.mkdir(parents=True)
+    conllu = data / "de_toy-ud-test.conllu"
+    conllu.write_text("1\tDas\tder\tDET\t_\t_\t2\tdet\t_\t_\n2\tHaus\tHaus\tNOUN\t_\t_\t0\troot\t_\t_\n\n")
+    parses = []
+    real = loading.load_split
+    monkeypatch.setattr(loading, "load_split", lambda *a, **k: parses.append(a) or real(*a, **k))
+    spec, cache = get_task("udpos"), tmp_path / "cache"
+
+    def load() -> loading.Loaded:
+        return load_split_cached(spec, "test", "de", "local", tmp_path / "data", None, cache)
+
+    first = load()
+    assert first == load() == real(spec, "test", "de", "local", tmp_path / "data")
+    assert len(parses) == 1
+    conllu.write_text(conllu.read_text() + "1\tJa\tja\tINTJ\t_\t_\t0\troot\t_\t_\n\n")
+    os.utime(conllu, ns=(1, 1))
+    assert [ex["words"] for ex in load().examples] == [["Das", "Haus"], ["Ja"]]
+    assert len(parses) == 2
+    # No cache directory, or a missing file: load_split as before (its one-line error included).
+    assert load_split_cached(spec, "test", "de", "local", tmp_path / "data", None, None) == load()
+    with pytest.raises(loading.MissingDataError):
+        load_split_cached(spec, "test", "fr", "local", tmp_path / "data", None, cache)
+
+
+class _Linear(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(1, 1)
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        loss = self.layer(batch.float().view(-1, 1)).pow(2).mean()
+        self.log("train/toy/loss", loss)  # as TransferModule logs it: not prog_bar
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def test_resume_point_is_not_written_after_the_last_step_and_the_bar_reads_the_loss(tmp_path: Path) -> None:
+    """last.ckpt is written after every epoch but the last (the stage deletes it then); the training
+    loss is not a prog_bar metric (read back every step) yet the progress bar shows it."""
+    from torch.utils.data import DataLoader
+
+    from xlt.run import LossProgressBar, ResumePoint
+
+    written: list[int] = []
+
+    class Recording(ResumePoint):
+        def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+            written.append(trainer.global_step)
+            super()._save_checkpoint(trainer, filepath)
+
+    bar = LossProgressBar(refresh_rate=5)
+    trainer = pl.Trainer(max_epochs=3, callbacks=[Recording(dirpath=tmp_path, filename="last", save_top_k=1,
+                         enable_version_counter=False), bar], logger=False, enable_model_summary=False,
+                         default_root_dir=tmp_path)  # fmt: skip
+    trainer.fit(_Linear(), train_dataloaders=DataLoader(list(range(10)), batch_size=2))
+    assert written == [5, 10]  # not 15: training was over
+    assert "train/toy/loss" not in trainer.progress_bar_metrics
+    assert float(bar.get_metrics(trainer, trainer.lightning_module)["train/toy/loss"]) >= 0

@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from xlt.data.features import Collator, featurize, tokenizer_fingerprint
+from xlt.data.features import Collator, featurize, load_split_cached, tokenizer_fingerprint
 from xlt.data.sampling import LengthGroupedBatchSampler, MultiTaskBatchSampler, ResumableDataLoader
 from xlt.tasks.loading import Loaded, MissingDataError, load_split, split_parts
 from xlt.tasks.spec import DataError, Example, TaskSpec
@@ -112,7 +112,7 @@ def load_and_featurize(
         loaded = _without_examples_of(spec, spec.dev_excludes, load_split(spec, split, lang, settings.source,
                                       settings.data_dir), settings, limit)  # fmt: skip
     else:
-        loaded = load_split(spec, split, lang, settings.source, settings.data_dir, limit=limit)
+        loaded = load_split_cached(spec, split, lang, settings.source, settings.data_dir, limit, settings.cache_dir)
     if loaded.dropped:
         log.info(
             "%s %s %s: dropped %d rows without a gold label (as the task defines)",

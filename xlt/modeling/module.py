@@ -141,7 +141,9 @@ class TransferModule(pl.LightningModule):
             head = self.head_for(task)
         logits = self(batch, head)
         loss = head.loss(logits, batch)
-        self.log(f"train/{task}/loss", loss, prog_bar=True, batch_size=batch["input_ids"].size(0))
+        # Not prog_bar=True: Lightning would read the value back after every step (a GPU sync); the
+        # progress bar (xlt.run.LossProgressBar) reads it when it redraws.
+        self.log(f"train/{task}/loss", loss, batch_size=batch["input_ids"].size(0))
         return loss
 
     def _eval_step(self, keys: list[str], batch: dict[str, torch.Tensor], dataloader_idx: int) -> None:

@@ -157,3 +157,20 @@ def _load_hub(spec: TaskSpec, split: str, lang: str) -> Loaded:
         _check_labels(spec, ex, Path(f"{origin} row {i}"))
         examples.append(ex)
     return Loaded(examples, origin, dropped, f"{origin}:{ds._fingerprint}")
+
+
+def local_files(spec: TaskSpec, split: str, lang: str, data_dir: Path | None) -> list[Path] | None:
+    """The raw files :func:`load_split` would read for ``split`` (every part of a '+'-joined one) from
+    ``data_dir``, found without reading them; None when a part has none (load_split then says why)."""
+    if data_dir is None:
+        return None
+    files: list[Path] = []
+    for part in split_parts(split):
+        for raw in spec.raw.get(part) or ():
+            paths = _matching_files(data_dir, raw.path(data_dir, lang, spec.code(lang)))
+            if paths:
+                files.extend(paths)
+                break
+        else:
+            return None
+    return files
