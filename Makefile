@@ -44,9 +44,11 @@ format: install
 	$(PY) -m ruff format xlt tests
 	$(PY) -m ruff check --fix xlt tests
 
-## Benchmarks (not tests): BUCC-size margin mining, time and peak memory. BENCH_ARGS="--n-src 20000 --n-trg 50000" for a quick one.
+## Benchmarks (not tests), ~13 min on 2 idle cores: training throughput (xlt, HF Trainer, bare loop), padding,
+## feature cache, start-up, zero-shot evaluation, margin mining. Writes benchmarks/results/<date>.{json,md}.
+## BENCH_ARGS="--train-repeats 1 --pipeline-repeats 1 --examples 128" for a quick one (see benchmarks/README.md).
 bench: install
-	$(PY) benchmarks/bench_bucc_mining.py $(BENCH_ARGS)
+	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf outputs .pytest_cache .mypy_cache .ruff_cache

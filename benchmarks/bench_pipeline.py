@@ -83,18 +83,21 @@ def shared_cache(tmp: Path) -> Path:
 
 
 def bench_cache(repeats: int, tmp: Path) -> dict[str, Any]:
+    from transformers import AutoTokenizer
+
     from xlt.data.datamodule import DataSettings, load_and_featurize
     from xlt.modeling.encoder import _e5_dir
     from xlt.tasks.loading import default_data_dir, load_split
     from xlt.tasks.registry import get_task
 
-    from transformers import AutoTokenizer
-
     cache = shared_cache(tmp)
     tokenizer = AutoTokenizer.from_pretrained(_e5_dir(cache))
     data_dir = default_data_dir()
     out: dict[str, Any] = {}
-    for task, head, split, max_len in (("udpos", "tagging", "train", 256), ("snli", "classification", "dev", 128)):
+    for task, head, split, max_len in (
+        ("udpos", "tagging", "train", 256),
+        ("snli", "classification", "dev", 128),
+    ):
         spec = get_task(task)
         cold, warm, parse = [], [], []
         for r in range(repeats):
@@ -162,7 +165,9 @@ def bench_zero_shot(repeats: int, tmp: Path, languages: tuple[str, ...], max_eva
         shutil.rmtree(run_dir, ignore_errors=True)
         run_dir.mkdir()
         (run_dir / "state.json").write_text(json.dumps(state))
-        seconds = xlt_process([*base, f"target.languages={which}", f"hydra.run.dir={run_dir}"], cache)["total_s"]
+        seconds = xlt_process([*base, f"target.languages={which}", f"hydra.run.dir={run_dir}"], cache)[
+            "total_s"
+        ]
         rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
         tested = {r["language"] for r in rows if r["split"] == "test"}
         assert set(which.strip("[]").split(",")) <= tested, f"{name}: tested {sorted(tested)}"
@@ -171,7 +176,7 @@ def bench_zero_shot(repeats: int, tmp: Path, languages: tuple[str, ...], max_eva
 
     one_run, per_language = [], []
     for r in range(repeats):
-        for way in (("one", "per") if r % 2 == 0 else ("per", "one")):
+        for way in ("one", "per") if r % 2 == 0 else ("per", "one"):
             if way == "one":
                 one_run.append(relaunch("all", langs))
             else:
@@ -210,7 +215,9 @@ def main() -> None:
     parser.add_argument("--languages", default=",".join(ZERO_SHOT_LANGUAGES))
     parser.add_argument("--max-eval", type=int, default=200, help="UD-POS sentences per language (zero_shot)")
     args = parser.parse_args()
-    result = measure(tuple(args.only.split(",")), args.repeats, tuple(args.languages.split(",")), args.max_eval)
+    result = measure(
+        tuple(args.only.split(",")), args.repeats, tuple(args.languages.split(",")), args.max_eval
+    )
     print(json.dumps(result, indent=1))
 
 

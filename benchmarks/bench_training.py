@@ -228,7 +228,9 @@ def run_one(setup: Setup, name: str) -> dict[str, Any]:
     return run_hf(setup, name.removeprefix("hf_"))
 
 
-def padding_efficiency(setup: Setup, batch_size: int = 32, udpos_sentences: int | None = None) -> dict[str, Any]:
+def padding_efficiency(
+    setup: Setup, batch_size: int = 32, udpos_sentences: int | None = None
+) -> dict[str, Any]:
     """Real tokens / padded tokens of xlt's training batches (one epoch) on UD-POS and SNLI."""
     from xlt.data.datamodule import StageDataModule, prepare_stage_data
     from xlt.tasks.registry import get_task
@@ -296,7 +298,9 @@ def measure(examples: int, repeats: int, trainers: tuple[str, ...] = TRAINERS, b
             if other in rate:
                 ratios[f"xlt_vs_{other}"] = rate["xlt"] / rate[other]
         if "bare" in results:
-            ratios["xlt_step_over_bare_step"] = results["xlt"]["seconds_per_step"] / results["bare"]["seconds_per_step"]
+            ratios["xlt_step_over_bare_step"] = (
+                results["xlt"]["seconds_per_step"] / results["bare"]["seconds_per_step"]
+            )
     return {"examples": setup.examples, "batch_size": batch_size, "max_len": max_len, "trainers": results,
             "ratios": ratios, "padding": padding, "raw": runs}  # fmt: skip
 

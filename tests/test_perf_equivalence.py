@@ -37,7 +37,9 @@ def test_configure_optimizers_picks_fused_adamw_with_the_same_param_groups() -> 
     assert optimizer.defaults["fused"] is True  # on CPU torch would otherwise loop per parameter
     decay, no_decay = optimizer.param_groups
     assert (decay["weight_decay"], no_decay["weight_decay"]) == (0.01, 0.0)
-    assert {id(p) for g in optimizer.param_groups for p in g["params"]} == {id(p) for p in module.parameters()}
+    assert {id(p) for g in optimizer.param_groups for p in g["params"]} == {
+        id(p) for p in module.parameters()
+    }
     # Not fused where torch has no fused kernel for the parameters (integers; nothing to choose).
     assert adamw_implementation([torch.zeros(2, dtype=torch.int64)]) == {}
     assert adamw_implementation([]) == {}
@@ -83,7 +85,9 @@ def settings(cache_dir: Path, data_dir: Path) -> DataSettings:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("task", "train_task", "split"), [("udpos", "udpos", "train"), ("xnli", "snli", "dev")])
+@pytest.mark.parametrize(
+    ("task", "train_task", "split"), [("udpos", "udpos", "train"), ("xnli", "snli", "dev")]
+)
 def test_training_loader_feeds_each_example_once_per_epoch_with_little_padding(
     settings: DataSettings, task: str, train_task: str, split: str
 ) -> None:
@@ -113,7 +117,9 @@ def test_training_loader_feeds_each_example_once_per_epoch_with_little_padding(
     assert orders[0] != orders[1] != orders[2]
 
 
-def test_parsed_examples_are_cached_and_follow_their_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_parsed_examples_are_cached_and_follow_their_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A repeated run reads a split's examples from the cache instead of parsing the files again;
     changing a file (size or mtime) parses it anew, and the cached examples equal the parsed ones."""
     import os
