@@ -188,3 +188,24 @@ def test_resume_point_is_not_written_after_the_last_step_and_the_bar_reads_the_l
     assert written == [5, 10]  # not 15: training was over
     assert "train/toy/loss" not in trainer.progress_bar_metrics
     assert float(bar.get_metrics(trainer, trainer.lightning_module)["train/toy/loss"]) >= 0
+
+
+def test_a_tiny_run_builds_the_xlmr_tokenizer_once(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start-up: the tiny model's random encoder takes its vocabulary from the tokenizer the run has
+    already loaded instead of building XLM-R's 250k-piece tokenizer a second time."""
+    from omegaconf import OmegaConf
+
+    import xlt.modeling.encoder as encoder_module
+
+    ensure_e5_small(cache_dir / "models" / "multilingual-e5-small")
+    built = []
+    real = AutoTokenizer.from_pretrained
+    monkeypatch.setattr(
+        encoder_module.AutoTokenizer, "from_pretrained", lambda *a, **k: built.append(a) or real(*a, **k)
+    )
+    encoder_module._e5_tokenizer.cache_clear()
+    cfg = OmegaConf.create({"name": "tiny", "source": "random", "dtype": "float32", "hidden_size": 32, "num_layers": 1,
+                           "freeze_embeddings": False, "random_init": {"num_attention_heads": 2, "intermediate_size": 64}})  # fmt: skip
+    tokenizer = encoder_module.load_tokenizer(cfg, cache_dir)
+    encoder = encoder_module.load_encoder(cfg, cache_dir)
+    assert encoder.config.vocab_size == len(tokenizer) and len(built) == 1
