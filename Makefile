@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 PYTEST ?= XLT_SEQEVAL_0012=$(VENV)/oracles/seqeval-0.0.12.tar.gz $(PY) -m pytest
 
-.PHONY: install test test-slow test-all demo lint format bench clean
+.PHONY: install test test-slow test-all demo lint format bench bench-demo clean
 
 install: $(VENV)/.installed
 
@@ -49,6 +49,10 @@ format: install
 ## BENCH_ARGS="--train-repeats 1 --pipeline-repeats 1 --examples 128" for a quick one (see benchmarks/README.md).
 bench: install
 	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
+
+## make demo's run timed per stage, with its peak memory (writes benchmarks/results/demo-<date>.json).
+bench-demo: install
+	$(PY) benchmarks/bench_demo.py
 
 clean:
 	rm -rf outputs .pytest_cache .mypy_cache .ruff_cache
