@@ -132,12 +132,19 @@ class TransferModule(pl.LightningModule):
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
         return (head if head is not None else self.head)(out.last_hidden_state, batch)
 
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # A mixture batch's task, read while the batch is still on the host: int() of a GPU tensor in
+        # training_step would wait for the device at every step.
+        if isinstance(batch, dict) and isinstance(batch.get("task_id"), torch.Tensor):
+            batch = {**batch, "task_id": int(batch["task_id"][0])}
+        return batch
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         task_id = batch.pop("task_id", None)
         if task_id is None:
             task, head = self.task, self.head
         else:  # a mixture batch: one task per batch (MultiTaskBatchSampler)
-            task = self.train_tasks[int(task_id[0])]
+            task = self.train_tasks[int(task_id if isinstance(task_id, int) else task_id[0])]
             head = self.head_for(task)
         logits = self(batch, head)
         loss = head.loss(logits, batch)
