@@ -7,7 +7,7 @@
 Parts, each its own script with its own docstring: bench_training.py (xlt vs HF Trainer vs a bare
 loop, padding efficiency), bench_pipeline.py (feature cache, start-up, zero-shot evaluation of many
 languages), bench_bucc_mining.py (margin mining at a reduced size by default: 30,000 x 80,000, where
-the dense similarity matrix would need 9.2 GB; BUCC size is ``--bucc-args "--n-src 150000 --n-trg
+the dense similarity matrix would need 4.5 GiB; BUCC size is ``--bucc-args "--n-src 150000 --n-trg
 400000"``, ~15 min on its own). Numbers are medians over the repeats; [min-max] is the spread.
 """
 
@@ -160,7 +160,7 @@ def main() -> None:
     parser.add_argument("--pipeline-repeats", type=int, default=2)
     parser.add_argument("--zero-shot-repeats", type=int, default=1)
     parser.add_argument("--languages", default="en,de,fr,ru", help="UD-POS languages of the zero-shot part")
-    parser.add_argument("--bucc-args", default="--n-src 30000 --n-trg 80000")
+    parser.add_argument("--bucc-args", default="--n-src 20000 --n-trg 60000")
     parser.add_argument(
         "--skip", default="", help="comma-separated: training, cache, startup, zero_shot, bucc"
     )
