@@ -1,12 +1,12 @@
 """``make bench``: every benchmark in one invocation; writes ``benchmarks/results/<date>.json`` and
 ``benchmarks/results/<date>.md`` (the table for the README's performance section).
 
-    python benchmarks/run_all.py                          # the defaults below, ~13 min on 2 idle cores
+    python benchmarks/run_all.py                          # the defaults below: an estimated 13-14 min on 2 idle cores
     python benchmarks/run_all.py --train-repeats 1 --pipeline-repeats 1 --examples 128   # a quick check
 
 Parts, each its own script with its own docstring: bench_training.py (xlt vs HF Trainer vs a bare
 loop, padding efficiency), bench_pipeline.py (feature cache, start-up, zero-shot evaluation of many
-languages), bench_bucc_mining.py (margin mining at a reduced size by default: 30,000 x 80,000, where
+languages), bench_bucc_mining.py (margin mining at a reduced size by default: 20,000 x 60,000, where
 the dense similarity matrix would need 4.5 GiB; BUCC size is ``--bucc-args "--n-src 150000 --n-trg
 400000"``, ~15 min on its own). Numbers are medians over the repeats; [min-max] is the spread.
 """
