@@ -44,7 +44,7 @@ format: install
 	$(PY) -m ruff format xlt tests
 	$(PY) -m ruff check --fix xlt tests
 
-## Benchmarks (not tests), ~13 min on 2 idle cores: training throughput (xlt, HF Trainer, bare loop), padding,
+## Benchmarks (not tests), sized for < 15 min on 2 idle cores: training throughput (xlt, HF Trainer, bare loop), padding,
 ## feature cache, start-up, zero-shot evaluation, margin mining. Writes benchmarks/results/<date>.{json,md}.
 ## BENCH_ARGS="--train-repeats 1 --pipeline-repeats 1 --examples 128" for a quick one (see benchmarks/README.md).
 bench: install

@@ -1,7 +1,7 @@
 """``make bench``: every benchmark in one invocation; writes ``benchmarks/results/<date>.json`` and
 ``benchmarks/results/<date>.md`` (the table for the README's performance section).
 
-    python benchmarks/run_all.py                          # the defaults below: an estimated 13-14 min on 2 idle cores
+    python benchmarks/run_all.py                          # the defaults: sized for < 15 min on 2 idle cores
     python benchmarks/run_all.py --train-repeats 1 --pipeline-repeats 1 --examples 128   # a quick check
 
 Parts, each its own script with its own docstring: bench_training.py (xlt vs HF Trainer vs a bare
