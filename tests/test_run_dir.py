@@ -41,10 +41,7 @@ def test_a_relaunch_with_other_settings_is_refused_and_resume_false_starts_afres
     )
     run(compose_cfg(*TINY, "seed=7", "resume=false"), tmp_path)
     assert OmegaConf.load(tmp_path / "config.yaml").seed == 7
-    assert {
-        r["seed"]
-        for r in __import__("xlt.results.rows", fromlist=["x"]).read_results(tmp_path / "results.jsonl")
-    } == {7}
+    assert {r["seed"] for r in read_results(tmp_path / "results.jsonl")} == {7}
 
 
 def test_config_differences_lists_only_result_changing_keys(compose_cfg) -> None:
