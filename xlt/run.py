@@ -704,10 +704,14 @@ class Runner:
         try:
             if data.val:
                 evaluator.validate(module, datamodule=dm, verbose=False)
+                if evaluator.received_sigterm:  # Lightning notes SIGTERM in validate/test but may finish
+                    raise SIGTERMException
             if data.test:
                 if self.cfg.predictions:
                     module.collect_predictions()
                 evaluator.test(module, datamodule=dm, verbose=False)
+            if evaluator.received_sigterm:
+                raise SIGTERMException
         except SIGTERMException:
             raise Preempted(f"preempted (SIGTERM) while evaluating the {stage} stage; its training is saved, "
                             "relaunch the same command to evaluate it again") from None  # fmt: skip
