@@ -8,6 +8,7 @@ avg_non_en) and ``rel_gap`` (1 - avg_non_en / en).
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -70,8 +71,13 @@ def language_rows(
 
     ``avg`` is always written; ``avg_non_en``/``gap``/``rel_gap`` only when English and at least one
     other language were scored and ``with_gap`` is set (retrieval tasks have no English side).
+
+    A NaN score is a metric undefined on that set (0/0: SQuAD v2.0's no-answer EM over a subset
+    without unanswerable questions), and ``rel_gap`` is undefined when English scores 0: such values
+    get no row (a results file holds only finite numbers; a diverged run is stopped in training).
     """
     counts = counts or {}
+    scores = {lang: {m: v for m, v in metrics.items() if not math.isnan(float(v))} for lang, metrics in scores.items()}
     rows = [
         ResultRow(stage, task, split, lang, metric, float(value), counts.get(lang))
         for lang, metrics in scores.items()
@@ -85,7 +91,8 @@ def language_rows(
         if gap is not None:
             rows.append(ResultRow(stage, task, split, "avg_non_en", metric, gap.avg_non_en))
             rows.append(ResultRow(stage, task, split, "gap", metric, gap.gap))
-            rows.append(ResultRow(stage, task, split, "rel_gap", metric, gap.rel_gap))
+            if not math.isnan(gap.rel_gap):
+                rows.append(ResultRow(stage, task, split, "rel_gap", metric, gap.rel_gap))
     return rows
 
 
