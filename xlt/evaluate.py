@@ -139,9 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     out = args.out or Path("outputs") / datetime.datetime.now().strftime("%Y-%m-%d/%H-%M-%S-evaluate")
+    from xlt.run import CheckpointError
+
     try:
         evaluate(args.source, out, args.overrides)
-    except ValueError as err:  # ExportError, bad input, validation: one line
+    except (ValueError, CheckpointError) as err:  # ExportError, bad input, validation, a broken checkpoint
         print(f"xlt.evaluate: {err}", file=sys.stderr)
         return 2
     print(f"results: {out / 'results.jsonl'}")
