@@ -94,6 +94,16 @@ def test_quick_check_runs_as_printed(data_dir: Path, cache_dir: Path, tmp_path: 
     proc = sh(QUICK, f"hydra.run.dir={tmp_path / 'run'}", f"data.cache_dir={cache_dir}")
     assert "target / xnli / test" in proc.stdout
     assert (tmp_path / "run" / "results.jsonl").is_file()
+    # A quiet terminal: stage start/end lines, the progress bar and the tables; the rest goes to the
+    # run's log file (xlt/console.py).
+    terminal = proc.stdout + proc.stderr
+    for noise in ("Tip:", "GPU available", "LeafSpec", "Saving the dataset", "anonymous", "wandb: ",
+                  "Contamination audit", "Seed set", "Trainable params", "log_every_n_steps"):  # fmt: skip
+        assert noise not in terminal, noise
+    assert terminal.count("xnli/test/ar:") == 1  # the skipped languages, listed once (in the report)
+    log_file = (tmp_path / "run" / "train.log").read_text()
+    assert "GPU available" in log_file and "Contamination audit" in log_file and "xnli/test/ar:" in log_file
+    assert terminal.count("target: training xnli") == 1 and terminal.count("target: xnli done") == 1
 
 
 def test_the_old_quick_check_names_the_override_that_works(compose_cfg, data_dir: Path) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import logging
 import sys
 from dataclasses import replace
@@ -69,6 +70,15 @@ def _checkpoint_from_export(export_dir: Path, encoder: torch.nn.Module, task: st
     return out
 
 
+def source_step(source: Path, kind: str) -> int:
+    """The logger step the training run recorded for its target stage (0 when it recorded none)."""
+    if kind == "export":
+        return int(json.loads((source / EXPORT_FILE).read_text()).get("logged_step", 0))
+    run_dir = source if source.is_dir() else source.parent.parent.parent
+    state = json.loads((run_dir / "state.json").read_text()) if (run_dir / "state.json").is_file() else {}
+    return int(state.get("stages", {}).get("target", {}).get("logged_step", 0))
+
+
 def evaluate(source: Path, out_dir: Path, overrides: list[str] | None = None) -> list:
     from xlt.config import validate
     from xlt.run import STATE_FILE, Runner, print_report
@@ -91,13 +101,21 @@ def evaluate(source: Path, out_dir: Path, overrides: list[str] | None = None) ->
     if (out_dir / STATE_FILE).exists():
         raise ExportError(f"{out_dir}: already holds a run (state.json); name a new --out directory")
     OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
+    log_file = logging.FileHandler(out_dir / "evaluate.log")  # everything the terminal leaves out
+    log_file.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    logging.getLogger().addHandler(log_file)
     from xlt.run import RunState
 
     state = RunState.load(out_dir / STATE_FILE)
     runner_ckpt = Path(weights)
+    step = source_step(Path(source), kind)  # log at the step the weights were trained to
     if kind == "checkpoint":
         state.mark_stage(
-            "target", best=str(runner_ckpt.resolve()), task=cfg.target.name, train="(evaluated only)"
+            "target",
+            best=str(runner_ckpt.resolve()),
+            task=cfg.target.name,
+            train="(evaluated only)",
+            logged_step=step,
         )
     state.data["evaluated_from"] = str(Path(source).resolve())
     state.save()
@@ -110,7 +128,7 @@ def evaluate(source: Path, out_dir: Path, overrides: list[str] | None = None) ->
             out_dir / "checkpoints" / "target" / "exported.ckpt",
         )
         runner.state.mark_stage(
-            "target", best=str(runner_ckpt), task=cfg.target.name, train="(evaluated only)"
+            "target", best=str(runner_ckpt), task=cfg.target.name, train="(evaluated only)", logged_step=step
         )
     runner.ctx = replace(runner.ctx, intermediate=intermediate)
     runner.ctx.extra["evaluated_from"] = str(Path(source).resolve())
@@ -138,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    from xlt.console import quiet_terminal
+
+    quiet_terminal()
     out = args.out or Path("outputs") / datetime.datetime.now().strftime("%Y-%m-%d/%H-%M-%S-evaluate")
     from xlt.run import CheckpointError
 

@@ -184,7 +184,8 @@ def export(run_dir: Path, out_dir: Path) -> Path:
     OmegaConf.save(cfg, out_dir / CONFIG_FILE, resolve=True)
     info = {"run_dir": str(run_dir.resolve()), "checkpoint": str(ckpt.resolve()), "task": target.name,
             "head": target.head, "pooling": cfg.model.pooling, "hf_class": hf_class,
-            "label_names": list(target.label_names or [])}  # fmt: skip
+            "label_names": list(target.label_names or []),
+            "logged_step": json.loads((run_dir / "state.json").read_text())["stages"]["target"].get("logged_step", 0)}  # fmt: skip
     (out_dir / EXPORT_FILE).write_text(json.dumps(info, indent=1) + "\n")
     (out_dir / "README.md").write_text(model_card(cfg, results_rows(run_dir), str(run_dir), hf_class))
     return out_dir
