@@ -206,3 +206,17 @@ def test_demo_sweep_capped_then_results(data_dir: Path, cache_dir: Path, tmp_pat
        f"hydra.sweep.dir={sweep_dir}", f"data.cache_dir={cache_dir}", timeout=2400)  # fmt: skip
     assert len(list(sweep_dir.rglob("results.jsonl"))) == 4
     sh("python -m xlt.results multirun/demo_scale_gap --x params_non_embedding", cwd=tmp_path)
+
+
+def test_console_scripts_point_at_the_entry_points() -> None:
+    """pyproject's [project.scripts] (xlt-train, xlt-evaluate, ...) each name a callable main, and every
+    ``python -m xlt.X`` the README shows has its script."""
+    import importlib
+    import tomllib
+
+    scripts = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    for name, target in scripts.items():
+        module, func = target.split(":")
+        assert callable(getattr(importlib.import_module(module), func)), name
+    modules = {shlex.split(c)[2] for c in readme_commands() if c.startswith("python -m ")}
+    assert {f"xlt-{m.split('.')[1]}" for m in modules} <= set(scripts)
