@@ -25,7 +25,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("xlt")
@@ -64,30 +63,23 @@ def target_checkpoint(run_dir: Path) -> Path:
     return path
 
 
-def checkpoint_state(path: Path) -> dict[str, torch.Tensor]:
-    """The module state dict of a checkpoint (tensors only, loaded with ``weights_only=True``)."""
+def load_target_module(cfg: DictConfig, target: Any, ckpt: Path) -> Any:
+    """The target stage's TransferModule (encoder + head) with the checkpoint's weights, loaded by the
+    run's own loader (``xlt.run.Runner._load_weights``: ``weights_only=True``, strict, one-line
+    CheckpointError)."""
+    from xlt.modeling.encoder import load_encoder
+    from xlt.modeling.heads import build_head
+    from xlt.modeling.module import TransferModule
+    from xlt.run import Runner
+
+    encoder = load_encoder(cfg.model, Path(cfg.data.cache_dir).expanduser())  # the architecture
+    head = build_head(target, encoder.config.hidden_size, cfg.model.pooling)
+    module = TransferModule(encoder, head, target.name, cfg.target.lr, cfg.optim, val_sets=[], test_sets=[])
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a truncated or foreign file
-        raise ExportError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
-    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict):
-        raise ExportError(f"{path}: no state_dict in the checkpoint")
-    return state
-
-
-def split_state(
-    state: dict[str, torch.Tensor], task: str
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(encoder state, target head state) of a target-stage TransferModule's state dict."""
-    encoder = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
-    prefix = f"heads.{task}."
-    head = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    if not encoder or not head:
-        raise ExportError(
-            f"checkpoint has no encoder.* or {prefix}* weights: not a target-stage checkpoint of {task}"
-        )
-    return encoder, head
+        Runner._load_weights(module, ckpt)
+    except RuntimeError as err:  # CheckpointError, or weights that do not fit the architecture
+        raise ExportError(" ".join(str(err).split("\n"))[:500]) from None
+    return module
 
 
 def results_rows(run_dir: Path) -> list[dict[str, Any]]:
@@ -139,7 +131,7 @@ def export(run_dir: Path, out_dir: Path) -> Path:
     from safetensors.torch import save_file
 
     from xlt.config import validate
-    from xlt.modeling.encoder import load_encoder, load_tokenizer
+    from xlt.modeling.encoder import load_tokenizer
     from xlt.tasks.registry import get_task
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -150,15 +142,10 @@ def export(run_dir: Path, out_dir: Path) -> Path:
     if cfg.scale.get("peft", "none") != "none":
         raise ExportError(f"{run_dir}: scale.peft={cfg.scale.peft}: exporting adapter runs is not supported")
     ckpt = target_checkpoint(run_dir)
-    encoder_state, head_state = split_state(checkpoint_state(ckpt), target.name)
     cfg = validate(cfg)
-    cache_dir = Path(cfg.data.cache_dir).expanduser()
-    tokenizer = load_tokenizer(cfg.model, cache_dir)
-    encoder = load_encoder(cfg.model, cache_dir)  # the architecture; the weights come from the checkpoint
-    missing, unexpected = encoder.load_state_dict(encoder_state, strict=False)
-    if missing or unexpected:
-        raise ExportError(f"{ckpt}: encoder weights do not match {cfg.model.name}: missing {missing[:3]}, "
-                          f"unexpected {unexpected[:3]}")  # fmt: skip
+    tokenizer = load_tokenizer(cfg.model, Path(cfg.data.cache_dir).expanduser())
+    module = load_target_module(cfg, target, ckpt)
+    encoder, head_state = module.encoder, module.heads[target.name].state_dict()
     encoder.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     hf_class = type(encoder).__name__
@@ -173,7 +160,7 @@ def export(run_dir: Path, out_dir: Path) -> Path:
         config.architectures = None
         full = AutoModelForSequenceClassification.from_config(config)
         base = getattr(full, full.base_model_prefix)
-        base.load_state_dict(encoder.state_dict(), strict=False)  # no pooler: a sequence classifier has none
+        base.load_state_dict(encoder.state_dict())  # strict: neither has a pooler
         full.classifier.load_state_dict(head_state)
         full.save_pretrained(out_dir)
         hf_class = type(full).__name__
