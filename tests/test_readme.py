@@ -41,12 +41,14 @@ HUB = [
     "python -m xlt.train +target=tatoeba model=xlmr_base",
     "python -m xlt.train +target=bucc2018 model=xlmr_base data.source=local",
 ]
+SWEEP_CAPS = ["target.max_train_examples=32", "target.max_eval_examples=16", "intermediate.max_train_examples=32",
+              "intermediate.max_eval_examples=16"]  # fmt: skip
 CAPS = ["target.max_train_examples=64", "target.max_eval_examples=32", "target.epochs=1"]
 HOW: dict[str, str] = {
     "make demo": "capped: its command (conf/demo/cpu.yaml) with debug=limit (5 train batches a stage)",
     "make test": "not rerun: this suite",
     "make install": "not rerun: CI runs it before the suite",
-    "python -m xlt.train -m +sweep=demo_scale_gap hydra/launcher=local_parallel": "capped: debug=fdr, seed=1 (4 jobs)",
+    "python -m xlt.train -m +sweep=demo_scale_gap hydra/launcher=local_parallel": "capped: seed=1 (4 jobs), 32 training and 16 evaluation examples per stage",
     "python -m xlt.results multirun/demo_scale_gap --x params_non_embedding": "as printed, on the toy-sweep fixture copied to multirun/demo_scale_gap",
     QUICK: "as printed",
     "python -m xlt.train +target=xnli target.train_task=snli target.train_split=dev": "capped: " + " ".join(CAPS),
@@ -202,7 +204,8 @@ def test_offline_training_commands_capped_then_evaluate_and_export(
 @pytest.mark.slow
 def test_demo_sweep_capped_then_results(data_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
     sweep_dir = tmp_path / "multirun" / "demo_scale_gap"
-    sh("python -m xlt.train -m +sweep=demo_scale_gap hydra/launcher=local_parallel", "debug=fdr", "seed=1",
+    # Caps, not debug=fdr: xlt.results leaves debug runs out.
+    sh("python -m xlt.train -m +sweep=demo_scale_gap hydra/launcher=local_parallel", *SWEEP_CAPS, "seed=1",
        f"hydra.sweep.dir={sweep_dir}", f"data.cache_dir={cache_dir}", timeout=2400)  # fmt: skip
     assert len(list(sweep_dir.rglob("results.jsonl"))) == 4
     sh("python -m xlt.results multirun/demo_scale_gap --x params_non_embedding", cwd=tmp_path)
