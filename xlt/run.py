@@ -21,12 +21,13 @@ from typing import Any, cast
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.callbacks import ModelCheckpoint, ModelSummary, TQDMProgressBar
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from xlt import PROJECT_ROOT
 from xlt.config import ConfigError, batch_plan, to_container, validate
+from xlt.console import file_only
 from xlt.data.datamodule import DataSettings, EvalSet, StageData, StageDataModule, prepare_stage_data
 from xlt.data.mixture import log_mixture, prepare_mixture_data
 from xlt.modeling.embedding import embed
@@ -163,6 +164,7 @@ def build_logger(cfg: DictConfig, run_dir: Path, ctx: RunContext) -> Any:
         from xlt.resumable_csv import ResumableCSVLogger
 
         return ResumableCSVLogger(save_dir=str(run_dir), name=CSV_DIR, version="")
+    import wandb
     from pytorch_lightning.loggers import WandbLogger
 
     mode = cfg.logger.mode
@@ -177,7 +179,7 @@ def build_logger(cfg: DictConfig, run_dir: Path, ctx: RunContext) -> Any:
             atomic_write_text(id_file, run_id)
     tags = [*cfg.logger.tags, f"model:{ctx.model}", f"intermediate:{ctx.intermediate}", f"target:{ctx.target}",
             f"seed:{ctx.seed}"]  # fmt: skip
-    return WandbLogger(
+    logger = WandbLogger(
         project=cfg.logger.project,
         entity=cfg.logger.entity,
         group=cfg.logger.group,
@@ -187,8 +189,19 @@ def build_logger(cfg: DictConfig, run_dir: Path, ctx: RunContext) -> Any:
         offline=mode == "offline",
         id=run_id,
         resume="allow",
-        config=to_container(cfg),
+        config={**to_container(cfg), "params": counted_params(ctx)},
+        settings=wandb.Settings(silent=True),  # its banner and history go to <run_dir>/wandb/*/logs, not the terminal
     )
+    rank_zero_only(log.info)("W&B: %s run %s under %s (%s)", mode, run_id, run_dir / "wandb",
+                             "`wandb sync <its offline-run-* folder>` uploads it" if mode == "offline" else "online")  # fmt: skip
+    logger._wandb_init.pop("anonymous", None)  # Lightning always passes it; wandb warns it has no effect
+    return logger
+
+
+def counted_params(ctx: RunContext) -> dict[str, Any]:
+    """The encoder's counted parameters (what the result rows hold), for the W&B run config."""
+    return {"total": ctx.model_params, "non_embedding": ctx.extra.get("model_params_non_embedding"),
+            "trainable": ctx.extra.get("trainable_params"), "published": ctx.extra.get("model_params_published")}  # fmt: skip
 
 
 def _wandb_key_configured() -> bool:
@@ -595,6 +608,7 @@ class Runner:
         )
         self.logger = build_logger(cfg, run_dir, self.ctx)
         self.rows: list[ResultRow] = []
+        self.eval_step = 0  # the logger step of evaluation metrics: the optimizer steps of the evaluated weights
         self.skipped: list[str] = []
 
     # -- stages ---------------------------------------------------------------------------------
@@ -753,6 +767,7 @@ class Runner:
                 done.get("best") or "its final weights",
             )
             weights = Path(done["best"]) if done.get("best") else ckpt_dir / "final.ckpt"
+            self.eval_step = int(done.get("logged_step", 0))
             if skeleton is not None:
                 module = cast(TransferModule, materialize(skeleton, self._checkpoint_weights(weights)))
             else:
@@ -784,7 +799,9 @@ class Runner:
             else:
                 self._load_weights(module, Path(best))
             weights = Path(best)
-            self.state.mark_stage(stage, best=best, task=spec.name, train=data.train_origin,
+            # Lightning's logger axis: the fit's last step (where its own epoch-end validation landed).
+            self.eval_step = max(0, trainer.fit_loop.epoch_loop._batches_that_stepped - 1)
+            self.state.mark_stage(stage, best=best, task=spec.name, train=data.train_origin, logged_step=self.eval_step,
                                   rng=rng_states_to_json(rng_states()),
                                   **({"mixture": mixture_info} if mixture_info else {}))  # fmt: skip
             if is_global_zero():
@@ -823,6 +840,7 @@ class Runner:
                 rows = scored_counts(rows, sets, module.predictions)
             self.rows.extend(rows)
             self._log_rows(rows, already_logged=True)
+        rank_zero_only(log.info)("%s: %s done (weights: %s)", stage, spec.name, weights)
         if skeleton is not None:
             # The evaluator wrapped this module's encoder: the probes and the next stage get an
             # unwrapped one holding the selected weights.
@@ -887,7 +905,9 @@ class Runner:
             trainer_kwargs.setdefault("max_steps", max(1, math.ceil(epochs * steps_per_epoch)))
         max_epochs = trainer_kwargs.pop("max_epochs", max(1, math.ceil(epochs)))
         plugins = [*(trainer_kwargs.pop("plugins", None) or []), *cluster_plugins()]
-        return pl.Trainer(
+        # Lightning's model summary as a log line (the log file), not the Rich table it prints directly.
+        callbacks.append(ModelSummary(max_depth=1))
+        trainer = pl.Trainer(
             **trainer_kwargs,
             max_epochs=max_epochs,
             precision=resolve_precision(scale.precision),  # type: ignore[arg-type]
@@ -903,6 +923,9 @@ class Runner:
             use_distributed_sampler=False,
             plugins=plugins,
         )
+        if ckpt_dir is None:  # an evaluator: log at the evaluated weights' step, not a fresh Trainer's 0
+            trainer.fit_loop.epoch_loop._batches_that_stepped = self.eval_step
+        return trainer
 
     def stage_lr(self, stage_cfg: DictConfig) -> float:
         """The learning rate a stage trains at: its own, or ``scale.lora.lr`` under LoRA."""
@@ -944,19 +967,19 @@ class Runner:
 
     def _skip(self, line: str) -> None:
         self.skipped.append(line)
-        rank_zero_only(log.warning)("skipped: %s", line)
+        rank_zero_only(log.warning)("skipped: %s", line, extra=file_only())  # the report lists them once
 
     def _log_rows(self, rows: list[ResultRow], already_logged: bool = False) -> None:
         if not self.logger:
             return
         metrics = {
             f"{r.split}/{r.task}/{r.language}/{r.metric}"
-            + ("" if r.stage == "target" else f"@{r.stage}"): r.value
-            for r in rows
+            + ("" if r.stage == "target" else f"@{r.stage}"): r.value * (100 if r.language == "rel_gap" else 1)
+            for r in rows  # every logged metric in percent (rel_gap is a fraction in results.jsonl)
             if not (already_logged and r.language not in ("avg", "avg_non_en", "gap", "rel_gap"))
         }
         if metrics:
-            self.logger.log_metrics(metrics)
+            self.logger.log_metrics(metrics, step=self.eval_step)
             self.logger.save()
 
     # -- the whole run ----------------------------------------------------------------------------
@@ -969,7 +992,7 @@ class Runner:
         from xlt.audit import audit, mixture_label
 
         report = audit(self.cfg, self.settings.source, self.settings.data_dir)
-        rank_zero_only(log.info)("%s", report.format())
+        rank_zero_only(log.info)("%s", report.format(), extra=file_only())
         self.state.data["audit"] = report.record()
         self.state.save()
         report.check()
@@ -1016,6 +1039,12 @@ class Runner:
                 [r.stage, r.task, r.split, r.language, r.metric, r.value, r.n_examples] for r in self.rows
             ]
             self.logger.log_table(key="results", columns=columns, data=data)
+            # The run's headline in the W&B summary: English, the others' mean and the gap (all percent).
+            headline = {f"summary/{r.task}/{r.language}/{r.metric}": r.value * (100 if r.language == "rel_gap" else 1)
+                        for r in self.rows if r.stage == "target" and r.split == "test"
+                        and r.language in ("en", "avg_non_en", "gap", "rel_gap")}  # fmt: skip
+            if headline:
+                self.logger.experiment.summary.update(headline)
 
     def close(self) -> None:
         if self.logger and hasattr(self.logger, "experiment") and self.cfg.logger.kind == "wandb":

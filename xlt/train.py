@@ -16,7 +16,10 @@ log = logging.getLogger("xlt")
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from xlt.console import quiet_terminal
     from xlt.run import CheckpointError, Diverged, Preempted, run
+
+    quiet_terminal()  # the terminal gets stage lines, the progress bar and the tables; the log file all
 
     try:
         summary = run(cfg, run_dir_from_hydra())

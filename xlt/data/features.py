@@ -17,6 +17,7 @@ import datasets
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from xlt.results.rows import apply_umask
 from xlt.tasks.loading import Loaded
 from xlt.tasks.spec import Example, TaskSpec
 
@@ -116,6 +117,7 @@ def featurize(
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{digest}."))
     try:
+        apply_umask(tmp, directory=True)  # mkdtemp's 0700 would hide a shared cache from teammates
         features.save_to_disk(str(tmp))
         (tmp / "xlt_key.json").write_text(json.dumps(full_key, sort_keys=True, default=str, indent=1))
         try:

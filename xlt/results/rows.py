@@ -96,11 +96,32 @@ def language_rows(
     return rows
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it (``/proc``), else by setting and restoring it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: Path | str, directory: bool = False) -> None:
+    """Give a file (0666) or folder (0777) made by ``tempfile`` (0600 / 0700) the mode that ``open`` or
+    ``mkdir`` would have given it under the user's umask, so teammates can read a shared sweep."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file so that readers see either the old or the complete new content, never half."""
+    """Write a file so that readers see either the old or the complete new content, never half.
+    The file gets the mode the user's umask gives new files (not mkstemp's 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()

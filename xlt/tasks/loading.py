@@ -238,7 +238,33 @@ def check_local_files(cfg: Any) -> None:
         try:
             locate_split(spec, split, "en", data_dir)
         except MissingDataError as err:
-            raise DataError(f"{err} ({why})") from None
+            hint = ""
+            if why == "target.train_split":
+                found = english_training_alternatives(target, data_dir)
+                if found:
+                    hint = "; found here: " + " or ".join(
+                        f"target.train_task={task} target.train_split={split}" for task, split in found[:2]
+                    )
+            raise DataError(f"{err} ({why}{hint})") from None
+
+
+def english_training_alternatives(target: Any, data_dir: Path) -> list[tuple[str, str]]:
+    """(task, split) pairs present under ``data_dir`` that can train ``target``'s head: English tasks
+    with the same head kind and label names (e.g. SNLI or ANLI for XNLI), train splits first."""
+    from xlt.tasks.registry import all_tasks
+
+    found = []
+    for split in ("train", "dev"):
+        for spec in all_tasks().values():
+            if (spec.name == target.name or spec.head != target.head or spec.label_names != target.label_names
+                    or "en" not in spec.languages or split not in spec.raw):  # fmt: skip
+                continue
+            try:
+                locate_split(spec, split, "en", data_dir)
+            except (MissingDataError, DataError):
+                continue
+            found.append((spec.name, split))
+    return found
 
 
 def local_files(spec: TaskSpec, split: str, lang: str, data_dir: Path | None) -> list[Path] | None:

@@ -1,0 +1,225 @@
+"""Every command in the README's ```bash blocks is run here, with the cheapest settings that keep it
+honest; ``HOW`` says, per command, what is run and how it is shortened:
+
+- ``as printed``: the command itself (plus ``hydra.run.dir``/``--out`` into a temporary folder and
+  the session's ``data.cache_dir``, which change no result).
+- ``capped``: the command plus example caps or ``debug=fdr`` (named in ``HOW``), because as printed it
+  takes minutes to tens of minutes on a CPU; marked slow.
+- ``plan``: commands that need the hub's XLM-R weights, MNLI and GPUs (no internet here): their
+  overrides are composed and validated by ``python -m xlt.plan`` (the same config and schema as
+  ``xlt.train``; nothing is launched), which fails on a misspelt group, key or value.
+- ``make test`` is this suite itself and ``make install`` is what CI runs before it: not rerun.
+
+The default suite runs the quick check, ``xlt.results``, the one-run plan and the composition of
+the hub commands; the rest is marked slow (``make test-slow``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from xlt import PROJECT_ROOT
+
+README = PROJECT_ROOT / "README.md"
+FIXTURE = PROJECT_ROOT / "tests" / "fixtures" / "results" / "toy_sweep"
+PLACEHOLDER_RUN = "outputs/2026-12-06/03-00-00"  # the run directory the evaluate/export examples name
+
+QUICK = "python -m xlt.train +target=xnli target.train_task=snli target.train_split=dev debug=fdr model=tiny"
+HUB = [
+    "python -m xlt.train +intermediate=mnli +target=xnli model=xlmr_large",
+    "python -m xlt.train +intermediate=anli +target=xnli model=xlmr_large",
+    "python -m xlt.train +intermediate=all9 +target=xnli model=xlmr_large",
+    "python -m xlt.train +target=xnli model=xlmr_large",
+    "python -m xlt.train +target=tatoeba model=xlmr_base",
+    "python -m xlt.train +target=bucc2018 model=xlmr_base data.source=local",
+]
+SWEEP_CAPS = ["target.max_train_examples=32", "target.max_eval_examples=16", "intermediate.max_train_examples=32",
+              "intermediate.max_eval_examples=16"]  # fmt: skip
+CAPS = ["target.max_train_examples=64", "target.max_eval_examples=32", "target.epochs=1"]
+HOW: dict[str, str] = {
+    "make demo": "capped: its command (conf/demo/cpu.yaml) with debug=limit (5 train batches a stage)",
+    "make test": "not rerun: this suite",
+    "make install": "not rerun: CI runs it before the suite",
+    "python -m xlt.train -m +sweep=demo_scale_gap hydra/launcher=local_parallel": "capped: seed=1 (4 jobs), 32 training and 16 evaluation examples per stage",
+    "python -m xlt.results multirun/demo_scale_gap --x params_non_embedding": "as printed, on the toy-sweep fixture copied to multirun/demo_scale_gap",
+    QUICK: "as printed",
+    "python -m xlt.train +target=xnli target.train_task=snli target.train_split=dev": "capped: " + " ".join(CAPS),
+    "python -m xlt.train +target=tatoeba": "capped: target.max_eval_examples=32",
+    **{cmd: "plan" for cmd in HUB},
+    f"python -m xlt.evaluate {PLACEHOLDER_RUN} --out outputs/eval-xnli": "as printed, with the capped XNLI run as the run dir",
+    f"python -m xlt.export {PLACEHOLDER_RUN} --out exported/xnli": "as printed, with the capped XNLI run as the run dir",
+    "python -m xlt.plan +intermediate=mnli +target=xnli model=xlmr_large scale=xlmr_large": "as printed",
+    "python -m xlt.plan -m +sweep=scale_gap --gpu a100 --mfu 0.35": "as printed; slow (2-3 min for 486 jobs)",
+}  # fmt: skip
+
+
+def readme_commands() -> list[str]:
+    """Each command line of the README's ```bash blocks, its trailing comment dropped."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S):
+        for line in block.splitlines():
+            words = shlex.split(line, comments=True)
+            if words:
+                commands.append(" ".join(words))
+    return commands
+
+
+def test_every_readme_command_has_a_test() -> None:
+    commands = readme_commands()
+    assert set(commands) == set(HOW), (
+        f"README commands without a test here: {sorted(set(commands) - set(HOW))}; "
+        f"tested but no longer in the README: {sorted(set(HOW) - set(commands))}"
+    )
+
+
+def sh(
+    command: str, *extra: str, cwd: Path = PROJECT_ROOT, timeout: int = 1200
+) -> subprocess.CompletedProcess:
+    words = shlex.split(command)
+    assert words[:2] == ["python", "-m"], command
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PROJECT_ROOT), "WANDB_MODE": "offline"}
+    proc = subprocess.run([sys.executable, *words[1:], *extra], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)  # fmt: skip
+    assert proc.returncode == 0, f"{command} {' '.join(extra)}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def test_quick_check_runs_as_printed(data_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
+    proc = sh(QUICK, f"hydra.run.dir={tmp_path / 'run'}", f"data.cache_dir={cache_dir}")
+    assert "target / xnli / test" in proc.stdout
+    assert (tmp_path / "run" / "results.jsonl").is_file()
+    # A quiet terminal: stage start/end lines, the progress bar and the tables; the rest goes to the
+    # run's log file (xlt/console.py).
+    terminal = proc.stdout + proc.stderr
+    for noise in ("Tip:", "GPU available", "LeafSpec", "Saving the dataset", "anonymous", "wandb: ",
+                  "Contamination audit", "Seed set", "Trainable params", "log_every_n_steps"):  # fmt: skip
+        assert noise not in terminal, noise
+    assert terminal.count("xnli/test/ar:") == 1  # the skipped languages, listed once (in the report)
+    log_file = (tmp_path / "run" / "train.log").read_text()
+    assert "GPU available" in log_file and "Contamination audit" in log_file and "xnli/test/ar:" in log_file
+    assert terminal.count("target: training xnli") == 1 and terminal.count("target: xnli done") == 1
+
+
+def test_the_old_quick_check_names_the_override_that_works(compose_cfg, data_dir: Path) -> None:
+    """Without MNLI's train split (offline), the error names the override the quick check now uses."""
+    from xlt.config import validate
+    from xlt.tasks.loading import DataError, check_local_files
+
+    cfg = validate(compose_cfg("+target=xnli", "debug=fdr", "model=tiny"))
+    if (data_dir / "mnli" / "multinli_1.0" / "multinli_1.0_train.jsonl").exists():
+        pytest.skip("MNLI's train split is present here")
+    with pytest.raises(DataError) as err:
+        check_local_files(cfg)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("mnli/train/en: no file under")
+    assert "found here: target.train_task=snli target.train_split=dev" in message
+    assert "target.train_task=snli target.train_split=dev" in QUICK
+
+
+def test_results_command_as_printed(monkeypatch, tmp_path: Path, capsys) -> None:
+    from xlt.results.__main__ import main
+
+    shutil.copytree(FIXTURE, tmp_path / "multirun" / "demo_scale_gap")
+    monkeypatch.chdir(tmp_path)
+    command = "python -m xlt.results multirun/demo_scale_gap --x params_non_embedding"
+    main(shlex.split(command)[3:])
+    out = capsys.readouterr().out
+    assert "gap" in out and "small" in out and "big" in out
+    assert any((tmp_path / "multirun" / "demo_scale_gap").rglob("*.png"))
+
+
+def test_one_run_plan_as_printed(capsys) -> None:
+    from xlt.plan import main
+
+    assert main(shlex.split("+intermediate=mnli +target=xnli model=xlmr_large scale=xlmr_large")) == 0
+    assert "GPU-hours" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", HUB)
+def test_hub_commands_compose_and_validate(command: str, capsys) -> None:
+    """Their overrides go through xlt.train's config and schema (via xlt.plan, which launches nothing)."""
+    from xlt.plan import main
+
+    assert main(shlex.split(command)[3:]) == 0
+    assert "GPU-hours" in capsys.readouterr().out
+
+
+def test_plan_rejects_a_misspelt_group(capsys) -> None:
+    """The composition check above can fail."""
+    from xlt.plan import main
+
+    try:
+        code = main(["+intermediate=mnlii", "+target=xnli"])
+    except SystemExit as stop:
+        code = stop.code
+    assert code not in (0, None)
+
+
+@pytest.mark.slow
+def test_sweep_plan_as_printed(capsys) -> None:
+    from xlt.plan import main
+
+    assert main(shlex.split("-m +sweep=scale_gap --gpu a100 --mfu 0.35")) == 0
+    assert "486 job(s)" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_make_demo_capped(data_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
+    makefile = (PROJECT_ROOT / "Makefile").read_text()
+    demo = re.search(r"^demo:.*\n\t\$\(PY\) (-m xlt\.train .*)$", makefile, flags=re.M)
+    assert demo, "Makefile's demo target changed: update this test"
+    proc = sh("python " + demo.group(1), "debug=limit", f"hydra.run.dir={tmp_path / 'run'}",
+              f"data.cache_dir={cache_dir}")  # fmt: skip
+    assert "target / xnli / test" in proc.stdout
+
+
+@pytest.mark.slow
+def test_offline_training_commands_capped_then_evaluate_and_export(
+    data_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    cache = f"data.cache_dir={cache_dir}"
+    run_dir = tmp_path / "xnli"
+    sh("python -m xlt.train +target=xnli target.train_task=snli target.train_split=dev", *CAPS,
+       f"hydra.run.dir={run_dir}", cache, "logger=csv")  # fmt: skip
+    sh("python -m xlt.train +target=tatoeba", "target.max_eval_examples=32", f"hydra.run.dir={tmp_path / 'tat'}",
+       cache, "logger=csv")  # fmt: skip
+    # The evaluate/export examples as printed, in a folder where their run directory is the XNLI run.
+    (tmp_path / PLACEHOLDER_RUN).parent.mkdir(parents=True)
+    (tmp_path / PLACEHOLDER_RUN).symlink_to(run_dir)
+    for command in HOW:
+        if command.startswith(("python -m xlt.evaluate", "python -m xlt.export")):
+            sh(command, *(["logger.kind=none", cache] if "evaluate" in command else []), cwd=tmp_path)
+    assert (tmp_path / "outputs" / "eval-xnli" / "results.jsonl").is_file()
+    assert (tmp_path / "exported" / "xnli" / "config.json").is_file()
+
+
+@pytest.mark.slow
+def test_demo_sweep_capped_then_results(data_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "multirun" / "demo_scale_gap"
+    # Caps, not debug=fdr: xlt.results leaves debug runs out.
+    sh("python -m xlt.train -m +sweep=demo_scale_gap hydra/launcher=local_parallel", *SWEEP_CAPS, "seed=1",
+       f"hydra.sweep.dir={sweep_dir}", f"data.cache_dir={cache_dir}", timeout=2400)  # fmt: skip
+    assert len(list(sweep_dir.rglob("results.jsonl"))) == 4
+    sh("python -m xlt.results multirun/demo_scale_gap --x params_non_embedding", cwd=tmp_path)
+
+
+def test_console_scripts_point_at_the_entry_points() -> None:
+    """pyproject's [project.scripts] (xlt-train, xlt-evaluate, ...) each name a callable main, and every
+    ``python -m xlt.X`` the README shows has its script."""
+    import importlib
+    import tomllib
+
+    scripts = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    for name, target in scripts.items():
+        module, func = target.split(":")
+        assert callable(getattr(importlib.import_module(module), func)), name
+    modules = {shlex.split(c)[2] for c in readme_commands() if c.startswith("python -m ")}
+    assert {f"xlt-{m.split('.')[1]}" for m in modules} <= set(scripts)

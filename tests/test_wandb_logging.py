@@ -1,0 +1,89 @@
+"""W&B logging (offline, in a temporary folder): counted parameters in the run config, every metric in
+percent, evaluation metrics at the step the evaluated weights were trained to, the gap in the summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from xlt.results.rows import ResultRow
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[dict[str, float], int | None]] = []
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.calls.append((dict(metrics), step))
+
+    def save(self) -> None:
+        pass
+
+
+def test_rows_are_logged_in_percent_at_the_evaluated_step() -> None:
+    from xlt.run import Runner
+
+    runner = Runner.__new__(Runner)  # only what _log_rows reads
+    runner.logger, runner.eval_step = Recorder(), 7
+    rows = [ResultRow("target", "xnli", "test", lang, "acc", value)
+            for lang, value in (("en", 80.0), ("de", 72.0), ("avg_non_en", 72.0), ("gap", 8.0), ("rel_gap", 0.1))]  # fmt: skip
+    runner._log_rows(rows)
+    ((metrics, step),) = runner.logger.calls
+    assert step == 7
+    assert metrics["test/xnli/rel_gap/acc"] == pytest.approx(10.0)  # percent, like the accuracies beside it
+    assert metrics["test/xnli/gap/acc"] == 8.0 and metrics["test/xnli/en/acc"] == 80.0
+
+
+@pytest.mark.slow
+def test_offline_wandb_run(compose_cfg, data_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    import wandb
+
+    from xlt.run import Runner, run
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "config"))
+    logged: list[dict[str, Any]] = []
+    original_log = wandb.Run.log
+
+    def spy_log(self, data, *args, **kwargs):  # type: ignore[no-untyped-def]
+        logged.append(dict(data))
+        return original_log(self, data, *args, **kwargs)
+
+    captured: dict[str, Any] = {}
+    original_finish = Runner.finish
+
+    def spy_finish(self: Runner) -> None:
+        original_finish(self)
+        experiment = self.logger.experiment
+        captured["summary"] = {k: experiment.summary[k] for k in experiment.summary.keys()}  # noqa: SIM118 (a wandb Summary)
+        captured["config"] = dict(experiment.config.as_dict())
+        captured["ctx"] = self.ctx
+
+    monkeypatch.setattr(wandb.Run, "log", spy_log)
+    monkeypatch.setattr(Runner, "finish", spy_finish)
+    cfg = compose_cfg(
+        "+target=xnli", "model=tiny", "logger=wandb", "target.train_task=snli", "target.train_split=dev",
+        "target.languages=[en,de]", "target.max_train_examples=48", "target.max_eval_examples=24",
+        "target.epochs=1", "target.batch_size=16", "scale.per_device_batch_size=16",
+        base=("trainer.enable_progress_bar=false",),
+    )  # fmt: skip
+    run(cfg, tmp_path / "run")
+    err = capsys.readouterr().err
+    assert "anonymous" not in err  # the warning Lightning's deprecated argument used to cause
+    ctx = captured["ctx"]
+    params = captured["config"]["params"]
+    assert params["total"] == ctx.model_params > 0
+    assert params["non_embedding"] == ctx.extra["model_params_non_embedding"] > 0
+    # 48 examples, batch 16, one epoch: 3 steps, on Lightning's axis 0, 1, 2; its own epoch-end
+    # validation lands on 2, and so does every evaluation after the fit (not a fresh Trainer's 0).
+    evals = [d for d in logged if any(k.startswith(("test/", "dev/")) for k in d)]
+    assert len(evals) >= 3 and all(d["trainer/global_step"] == 2 for d in evals), evals
+    summary = captured["summary"]
+    assert {"summary/xnli/en/acc", "summary/xnli/gap/acc", "summary/xnli/rel_gap/acc"} <= set(summary)
+    en, non_en = summary["summary/xnli/en/acc"], summary["summary/xnli/avg_non_en/acc"]
+    assert summary["summary/xnli/gap/acc"] == pytest.approx(en - non_en)
+    assert summary["summary/xnli/rel_gap/acc"] == pytest.approx(100 * (1 - non_en / en))

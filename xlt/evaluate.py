@@ -1,0 +1,175 @@
+"""``python -m xlt.evaluate SOURCE [--out DIR] [key=value ...]``: evaluate a trained model on every
+language of its target, without training.
+
+SOURCE is a run directory (its target stage's selected checkpoint, as state.json records it), a
+checkpoint file inside one (``<run>/checkpoints/target/best.ckpt``), or a directory written by
+``python -m xlt.export``. The run's own config is used (``key=value`` dotlist overrides change it,
+e.g. ``target.languages=[en,de]`` or ``logger.kind=none``); the results (``results.jsonl``, the same
+dev/test rows, averages and gap as the training run's target stage), ``state.json`` and the test
+predictions go to a new run directory (default ``outputs/<date>/<time>-evaluate``).
+
+It runs the training run's own code: the target stage is marked finished with SOURCE's weights as
+its checkpoint, so :class:`xlt.run.Runner` loads them and evaluates, as a relaunch of a finished
+stage does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import cast
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from xlt.export import (
+    CONFIG_FILE,
+    EXPORT_FILE,
+    HEAD_FILE,
+    ExportError,
+    run_config,
+    target_checkpoint,
+)
+
+log = logging.getLogger("xlt")
+
+
+def resolve_source(source: Path) -> tuple[str, Path, DictConfig]:
+    """(kind, checkpoint or export dir, config) of SOURCE; kind is ``checkpoint`` or ``export``."""
+    if source.is_dir() and (source / EXPORT_FILE).is_file():
+        cfg = OmegaConf.load(source / CONFIG_FILE)
+        assert isinstance(cfg, DictConfig)
+        return "export", source, cfg
+    if source.is_dir():
+        cfg = run_config(source)
+        return "checkpoint", target_checkpoint(source), cfg
+    if source.is_file():
+        run_dir = source.parent.parent.parent  # <run>/checkpoints/<stage>/<file>
+        if source.parent.name != "target":
+            raise ExportError(
+                f"{source}: not a target-stage checkpoint (expected <run>/checkpoints/target/*.ckpt)"
+            )
+        return "checkpoint", source, run_config(run_dir)
+    raise ExportError(f"{source}: no such run directory, checkpoint or exported model")
+
+
+def _checkpoint_from_export(export_dir: Path, encoder: torch.nn.Module, task: str, out: Path) -> Path:
+    """The exported encoder (as loaded) and head as a target-stage checkpoint, for Runner to load."""
+    from safetensors.torch import load_file
+
+    head = load_file(str(export_dir / HEAD_FILE))
+    state = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
+    state.update({f"heads.{task}.{k}": v for k, v in head.items()})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": state}, out)
+    return out
+
+
+def source_step(source: Path, kind: str) -> int:
+    """The logger step the training run recorded for its target stage (0 when it recorded none)."""
+    if kind == "export":
+        return int(json.loads((source / EXPORT_FILE).read_text()).get("logged_step", 0))
+    run_dir = source if source.is_dir() else source.parent.parent.parent
+    state = json.loads((run_dir / "state.json").read_text()) if (run_dir / "state.json").is_file() else {}
+    return int(state.get("stages", {}).get("target", {}).get("logged_step", 0))
+
+
+def evaluate(source: Path, out_dir: Path, overrides: list[str] | None = None) -> list:
+    from xlt.config import validate
+    from xlt.run import STATE_FILE, Runner, print_report
+
+    kind, weights, cfg = resolve_source(Path(source))
+    intermediate = cfg.intermediate.name if cfg.get("intermediate") else "none"
+    OmegaConf.set_struct(cfg, False)
+    cfg.intermediate = None  # its weights are in the target checkpoint; no stage to run
+    cfg.probe.tasks = []
+    cfg.resume = True
+    if kind == "export":
+        # The exported directory is the model: encoder and tokenizer come from it.
+        cfg.model.source, cfg.model.hub_id, cfg.model.revision = "hub", str(Path(weights).resolve()), None
+        if "keep_layers" in cfg.model:
+            cfg.model.keep_layers = None
+    if overrides:
+        cfg = cast(DictConfig, OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides)))
+    cfg = validate(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if (out_dir / STATE_FILE).exists():
+        raise ExportError(f"{out_dir}: already holds a run (state.json); name a new --out directory")
+    OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
+    log_file = logging.FileHandler(out_dir / "evaluate.log")  # everything the terminal leaves out
+    log_file.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    logging.getLogger().addHandler(log_file)
+    from xlt.run import RunState
+
+    state = RunState.load(out_dir / STATE_FILE)
+    runner_ckpt = Path(weights)
+    step = source_step(Path(source), kind)  # log at the step the weights were trained to
+    if kind == "checkpoint":
+        state.mark_stage(
+            "target",
+            best=str(runner_ckpt.resolve()),
+            task=cfg.target.name,
+            train="(evaluated only)",
+            logged_step=step,
+        )
+    state.data["evaluated_from"] = str(Path(source).resolve())
+    state.save()
+    runner = Runner(cfg, out_dir)
+    if kind == "export":
+        runner_ckpt = _checkpoint_from_export(
+            Path(weights),
+            runner.encoder,
+            cfg.target.name,
+            out_dir / "checkpoints" / "target" / "exported.ckpt",
+        )
+        runner.state.mark_stage(
+            "target", best=str(runner_ckpt), task=cfg.target.name, train="(evaluated only)", logged_step=step
+        )
+    runner.ctx = replace(runner.ctx, intermediate=intermediate)
+    runner.ctx.extra["evaluated_from"] = str(Path(source).resolve())
+    try:
+        rows = runner.execute()
+        runner.finish()
+    finally:
+        runner.close()
+        if kind == "export":
+            runner_ckpt.unlink(missing_ok=True)  # a copy of the exported weights; the export is the source
+    print_report(rows, runner.skipped)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m xlt.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "source", type=Path, help="a run directory, a target checkpoint, or an exported model directory"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="new run directory (default: outputs/<date>/<time>-evaluate)"
+    )
+    parser.add_argument(
+        "overrides", nargs="*", help="dotlist overrides of the run's config, e.g. logger.kind=none"
+    )
+    args = parser.parse_intermixed_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    from xlt.console import quiet_terminal
+
+    quiet_terminal()
+    out = args.out or Path("outputs") / datetime.datetime.now().strftime("%Y-%m-%d/%H-%M-%S-evaluate")
+    from xlt.run import CheckpointError
+
+    try:
+        evaluate(args.source, out, args.overrides)
+    except (ValueError, CheckpointError) as err:  # ExportError, bad input, validation, a broken checkpoint
+        print(f"xlt.evaluate: {err}", file=sys.stderr)
+        return 2
+    print(f"results: {out / 'results.jsonl'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""``python -m xlt.export <run_dir>``: a run's target-stage model as a Hugging Face model directory.
+
+The directory holds the encoder as ``save_pretrained`` writes it (``AutoModel.from_pretrained(dir)``
+loads it), the tokenizer, and the target head:
+
+- a classification head with ``cls`` pooling on an XLM-R-type encoder is RoBERTa's own head (dense,
+  tanh, out_proj), so the directory is saved as ``XLMRobertaForSequenceClassification`` (with the
+  task's label names): ``AutoModelForSequenceClassification`` loads encoder and head, ``AutoModel``
+  the encoder;
+- every other head (tagging, QA, multiple choice, other poolings) has no matching transformers class
+  here: its weights are in ``xlt_head.safetensors`` beside the encoder.
+
+``xlt_head.safetensors`` is written in both cases (the head's own parameter names, a few MB at most):
+``python -m xlt.evaluate <export_dir>`` reads it. ``xlt_config.yaml`` is the run's resolved config,
+``xlt_export.json`` says what was exported from where, and ``README.md`` is a model card with the
+run's config and results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("xlt")
+
+EXPORT_FILE = "xlt_export.json"
+CONFIG_FILE = "xlt_config.yaml"
+HEAD_FILE = "xlt_head.safetensors"
+_XLMR_TYPES = ("xlm-roberta", "xlm-roberta-xl")
+
+
+class ExportError(ValueError):
+    """A run directory that cannot be exported or evaluated; the message is one line."""
+
+
+def run_config(run_dir: Path) -> DictConfig:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise ExportError(f"{run_dir}: no config.yaml: not an xlt run directory")
+    cfg = OmegaConf.load(path)
+    assert isinstance(cfg, DictConfig)
+    return cfg
+
+
+def target_checkpoint(run_dir: Path) -> Path:
+    """The target stage's selected (best) or final checkpoint, as state.json records it."""
+    state_path = run_dir / "state.json"
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    done = state.get("stages", {}).get("target")
+    if not done:
+        raise ExportError(f"{run_dir}: the target stage has not finished (state.json has no stages.target)")
+    recorded = done.get("best") or "final.ckpt"
+    # state.json records the path as the training run saw it (often relative to its working directory).
+    path = run_dir / "checkpoints" / "target" / Path(recorded).name
+    if not path.is_file():
+        raise ExportError(f"{path}: the target stage's checkpoint is missing")
+    return path
+
+
+def load_target_module(cfg: DictConfig, target: Any, ckpt: Path) -> Any:
+    """The target stage's TransferModule (encoder + head) with the checkpoint's weights, loaded by the
+    run's own loader (``xlt.run.Runner._load_weights``: ``weights_only=True``, strict, one-line
+    CheckpointError)."""
+    from xlt.modeling.encoder import load_encoder
+    from xlt.modeling.heads import build_head
+    from xlt.modeling.module import TransferModule
+    from xlt.run import Runner
+
+    encoder = load_encoder(cfg.model, Path(cfg.data.cache_dir).expanduser())  # the architecture
+    head = build_head(target, encoder.config.hidden_size, cfg.model.pooling)
+    module = TransferModule(encoder, head, target.name, cfg.target.lr, cfg.optim, val_sets=[], test_sets=[])
+    try:
+        Runner._load_weights(module, ckpt)
+    except RuntimeError as err:  # CheckpointError, or weights that do not fit the architecture
+        raise ExportError(" ".join(str(err).split("\n"))[:500]) from None
+    return module
+
+
+def results_rows(run_dir: Path) -> list[dict[str, Any]]:
+    from xlt.results.rows import read_results
+
+    path = run_dir / "results.jsonl"
+    return read_results(path) if path.is_file() else []
+
+
+def model_card(cfg: DictConfig, records: list[dict[str, Any]], source: str, hf_class: str) -> str:
+    from xlt.results.report import format_table
+    from xlt.run import rows_from_records
+
+    rows = rows_from_records([r for r in records if r.get("stage") == "target"])
+    tables = [format_table(rows, "target", r.task, r.split) for r in rows]
+    tables = list(dict.fromkeys(t for t in tables if t))
+    languages = sorted(
+        {r.language for r in rows if r.language not in ("avg", "avg_non_en", "gap", "rel_gap")}
+    )
+    front = ["---", "library_name: transformers", "tags: [xlt, zero-shot-cross-lingual-transfer]"]
+    if languages:
+        front.append("language: [" + ", ".join(languages) + "]")
+    front.append("---")
+    inter = cfg.intermediate.name if cfg.get("intermediate") else "none"
+    lines = [
+        *front,
+        "",
+        f"# {cfg.model.name} fine-tuned on {cfg.target.name} (intermediate task: {inter})",
+        "",
+        f"Exported by `python -m xlt.export` from `{source}` as `{hf_class}`. The encoder was trained on "
+        f"the English intermediate task ({inter}) and then on {cfg.target.name}'s English training data "
+        f"({cfg.target.get('train_task') or cfg.target.name}); the other languages are zero-shot.",
+        "",
+        "## Results (the run's results.jsonl, target stage)",
+        "",
+        *([f"```\n{t}\n```\n" for t in tables] or ["(no results recorded)", ""]),
+        "## Config (the run's resolved config.yaml)",
+        "",
+        "```yaml",
+        OmegaConf.to_yaml(cfg).rstrip(),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def export(run_dir: Path, out_dir: Path) -> Path:
+    """Write the run's target model to ``out_dir``; returns it."""
+    from safetensors.torch import save_file
+
+    from xlt.config import validate
+    from xlt.modeling.encoder import load_tokenizer
+    from xlt.tasks.registry import get_task
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    cfg = run_config(run_dir)
+    target = get_task(cfg.target.name, role="target")
+    if not target.trainable:
+        raise ExportError(f"{run_dir}: target {target.name} trains no head; nothing fine-tuned to export")
+    if cfg.scale.get("peft", "none") != "none":
+        raise ExportError(f"{run_dir}: scale.peft={cfg.scale.peft}: exporting adapter runs is not supported")
+    ckpt = target_checkpoint(run_dir)
+    cfg = validate(cfg)
+    tokenizer = load_tokenizer(cfg.model, Path(cfg.data.cache_dir).expanduser())
+    module = load_target_module(cfg, target, ckpt)
+    encoder, head_state = module.encoder, module.heads[target.name].state_dict()
+    encoder.eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    hf_class = type(encoder).__name__
+    model_type = getattr(encoder.config, "model_type", "")
+    if target.head == "classification" and cfg.model.pooling == "cls" and model_type in _XLMR_TYPES:
+        from transformers import AutoModelForSequenceClassification
+
+        config = encoder.config.__class__.from_dict(encoder.config.to_dict())
+        config.num_labels = len(target.label_names)
+        config.id2label = dict(enumerate(target.label_names))
+        config.label2id = {name: i for i, name in enumerate(target.label_names)}
+        config.architectures = None
+        full = AutoModelForSequenceClassification.from_config(config)
+        base = getattr(full, full.base_model_prefix)
+        base.load_state_dict(encoder.state_dict())  # strict: neither has a pooler
+        full.classifier.load_state_dict(head_state)
+        full.save_pretrained(out_dir)
+        hf_class = type(full).__name__
+    else:
+        encoder.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    save_file({k: v.contiguous() for k, v in head_state.items()}, str(out_dir / HEAD_FILE))
+    OmegaConf.save(cfg, out_dir / CONFIG_FILE, resolve=True)
+    info = {"run_dir": str(run_dir.resolve()), "checkpoint": str(ckpt.resolve()), "task": target.name,
+            "head": target.head, "pooling": cfg.model.pooling, "hf_class": hf_class,
+            "label_names": list(target.label_names or []),
+            "logged_step": json.loads((run_dir / "state.json").read_text())["stages"]["target"].get("logged_step", 0)}  # fmt: skip
+    (out_dir / EXPORT_FILE).write_text(json.dumps(info, indent=1) + "\n")
+    (out_dir / "README.md").write_text(model_card(cfg, results_rows(run_dir), str(run_dir), hf_class))
+    return out_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m xlt.export", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "run_dir", type=Path, help="a finished run directory (config.yaml, state.json, checkpoints/)"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="output directory (default: <run_dir>/export)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        out = export(args.run_dir, args.out or args.run_dir / "export")
+    except (ExportError, ValueError, FileNotFoundError) as err:
+        print(f"xlt.export: {err}", file=sys.stderr)
+        return 2
+    print(f"exported {args.run_dir} -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
