@@ -106,7 +106,8 @@ def test_the_issue_command_runs_two_fsdp_processes_to_every_language(
         "target.train_task=snli", "target.train_split=dev", "debug=fdr", "logger=csv",
     ]  # fmt: skip
     run_cli(xlt_train(tmp_path / "run", cache_dir, *cmd), tmp_path / "run.log")
-    log = (tmp_path / "run.log").read_text()
+    # Lightning's set-up lines go to the run's log file, not the (quiet) terminal.
+    log = (tmp_path / "run.log").read_text() + (tmp_path / "run" / "train.log").read_text()
     assert "distributed_backend=gloo" in log and "Starting with 2 processes" in log
     assert (tmp_path / "run" / "train_ddp_process_1.log").is_file()  # the second rank ran
     config = (tmp_path / "run" / "config.yaml").read_text()
