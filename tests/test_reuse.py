@@ -137,9 +137,9 @@ def test_other_ranks_follow_their_rank_zero(tmp_path: Path, monkeypatch) -> None
         with stage.claim("rank1", rank_zero=False, poll_s=0.01) as follower:
             assert follower is None  # owner.json names this launch: train with rank 0
         monkeypatch.setenv("XLT_LAUNCH_ID", "launch-2")
-        with pytest.raises(ReuseError, match="gave up waiting for rank 0"):
-            with stage.claim("rank1", rank_zero=False, poll_s=0.01, timeout_s=0.1):
-                pass
+        waiting = stage.claim("rank1", rank_zero=False, poll_s=0.01, timeout_s=0.1)
+        with pytest.raises(ReuseError, match="gave up waiting for rank 0"), waiting:
+            pass
         stage.ckpt_dir.mkdir(parents=True)
         (stage.ckpt_dir / "best.ckpt").write_text("x")
         stage.finish({"checkpoint": str(stage.ckpt_dir / "best.ckpt")})
@@ -152,14 +152,15 @@ def test_a_record_whose_checkpoint_is_gone_is_an_error_not_a_silent_retrain(tmp_
     with stage.claim("a") as record:
         assert record is None
         stage.finish({"checkpoint": str(stage.ckpt_dir / "best.ckpt")})
-    with pytest.raises(ReuseError, match="which is missing; delete"):
-        with stage.claim("b"):
-            pass
+    with pytest.raises(ReuseError, match="which is missing; delete"), stage.claim("b"):
+        pass
 
 
 def test_a_folder_holding_another_key_is_refused(tmp_path: Path) -> None:
     SharedStage(tmp_path, IntermediateKey("k", "a" * 64, {})).dir.mkdir()
     (tmp_path / "k" / "key.json").write_text('{"digest": "' + "b" * 64 + '"}')
-    with pytest.raises(ReuseError, match="holds another key"):
-        with SharedStage(tmp_path, IntermediateKey("k", "a" * 64, {})).claim("a"):
-            pass
+    with (
+        pytest.raises(ReuseError, match="holds another key"),
+        SharedStage(tmp_path, IntermediateKey("k", "a" * 64, {})).claim("a"),
+    ):
+        pass
