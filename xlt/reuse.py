@@ -179,6 +179,17 @@ class SharedStage:
         self.ckpt_dir = self.dir / "checkpoints" / "intermediate"
         self.state_path = self.dir / STATE_FILE
 
+    @classmethod
+    def pinned(cls, folder: Path) -> SharedStage:
+        """The stage in ``folder`` (a run's recorded ``intermediate_home``), with the key stored there."""
+        stored = _read_json(folder / KEY_FILE)
+        if stored is None:
+            raise ReuseError(f"{folder}: the shared intermediate stage this job started from is gone (no {KEY_FILE}); "
+                             "rerun with resume=false to start the job over")  # fmt: skip
+        return cls(
+            folder.parent, IntermediateKey(folder.name, str(stored.get("digest")), stored.get("material", {}))
+        )
+
     def done(self) -> dict[str, Any] | None:
         """The completion record, or None while the stage is not complete."""
         record = _read_json(self.dir / DONE_FILE)

@@ -8,7 +8,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from xlt.config import ConfigError, run_dir_from_hydra
+from xlt.config import ConfigError, run_dir_from_hydra, sweep_dir_from_hydra
 from xlt.tasks.spec import DataError
 
 log = logging.getLogger("xlt")
@@ -19,7 +19,7 @@ def main(cfg: DictConfig) -> float | None:
     from xlt.run import run
 
     try:
-        summary = run(cfg, run_dir_from_hydra())
+        summary = run(cfg, run_dir_from_hydra(), sweep_dir_from_hydra())
     except (ConfigError, DataError, FileNotFoundError) as err:
         # Bad input is the user's to fix: one line on stderr (not the log, which Hydra sends to
         # stdout), no traceback, exit status 2.
