@@ -135,6 +135,9 @@ class LoraConfig:
     alpha: int = 32
     dropout: float = 0.1
     target_modules: list[str] = field(default_factory=lambda: ["query", "value"])  # XLM-R family names
+    # The learning rate of every stage under LoRA (replaces the stage's full fine-tuning lr); null
+    # keeps the stage's. Source in conf/scale/default.yaml.
+    lr: float | None = 5e-4
 
 
 @dataclass

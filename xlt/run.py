@@ -29,7 +29,14 @@ from xlt.config import batch_plan, to_container, validate
 from xlt.data.datamodule import DataSettings, EvalSet, StageData, StageDataModule, prepare_stage_data
 from xlt.data.mixture import log_mixture, prepare_mixture_data
 from xlt.modeling.embedding import embed
-from xlt.modeling.encoder import add_lora, count_parameters, load_encoder, load_tokenizer, resolved_revision
+from xlt.modeling.encoder import (
+    add_lora,
+    count_parameters,
+    encoder_skeleton,
+    load_encoder,
+    load_tokenizer,
+    resolved_revision,
+)
 from xlt.modeling.heads import build_head
 from xlt.modeling.module import TransferModule
 from xlt.results.report import format_table
@@ -43,6 +50,7 @@ from xlt.results.rows import (
 )
 from xlt.results.submission import HEAD_FORMAT, write_predictions
 from xlt.reuse import ROOT_NAME, IntermediateKey, SharedStage, code_version, intermediate_key, launch_id
+from xlt.strategies import is_sharded, materialize, meta_skeleton
 from xlt.tasks.loading import MissingDataError, check_local_files, load_split, resolve_source
 from xlt.tasks.registry import get_mixture, get_task
 from xlt.tasks.spec import MixtureSpec, TaskSpec
@@ -92,6 +100,15 @@ def build_strategy(strategy: Any, several_heads: bool = False) -> Any:
     from hydra.utils import instantiate
 
     return instantiate(strategy, _convert_="all")
+
+
+def own_device() -> torch.device:
+    """This process's accelerator (``cuda:LOCAL_RANK``; Lightning and SLURM set the local rank), or
+    the CPU: evaluation outside a Trainer must not pile every rank onto GPU 0."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    local_rank = int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0")))
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 
 def cluster_plugins() -> list[Any]:
@@ -200,12 +217,23 @@ class RngStateInCheckpoint(pl.Callback):
         }
         if torch.cuda.is_available():
             states["cuda"] = torch.cuda.get_rng_state_all()
+        # Ranks draw different amounts (batches of other shapes, probes on rank 0 only), and only
+        # rank 0 writes the checkpoint: keep every rank's states (every rank builds the checkpoint).
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, states)
+            return {"ranks": gathered}
         return states
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         import random
 
         import numpy as np
+
+        if "ranks" in state_dict:
+            ranks = state_dict["ranks"]
+            rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+            state_dict = ranks[rank] if rank < len(ranks) else ranks[0]
 
         torch.set_rng_state(state_dict["torch"])
         name, keys, pos, has_gauss, cached = state_dict["numpy"]
@@ -253,7 +281,14 @@ class Runner:
         self.tokenizer = load_tokenizer(model_cfg, self.cache_dir)
         self.settings = DataSettings(source, data_dir, self.cache_dir, self.tokenizer)
         pl.seed_everything(cfg.seed, workers=True)
-        self.encoder = load_encoder(model_cfg, self.cache_dir)
+        # Lean loading: under FSDP, ranks other than 0 build the encoder on the meta device and get
+        # rank 0's weights when FSDP wraps it (sync_module_states); a random encoder is built anyway.
+        self.lean = self.sharded and not is_global_zero() and cfg.model.source != "random"
+        if self.lean:
+            log.info("rank %d: encoder built on the meta device; its weights come from rank 0 (sync_module_states)",
+                     getattr(rank_zero_only, "rank", 0))  # fmt: skip
+        loader = encoder_skeleton if self.lean else load_encoder
+        self.encoder = loader(model_cfg, self.cache_dir)
         revision = resolved_revision(self.encoder) if cfg.model.source == "hub" else None
         self.state.pin_model(revision)
         if cfg.scale.activation_checkpointing:
@@ -280,6 +315,9 @@ class Runner:
                 "trainable_params": sum(p.numel() for p in self.encoder.parameters() if p.requires_grad),
                 "scale": cfg.scale.name,
                 "model_revision": revision or model_cfg.revision or "",  # the hub commit of the weights
+                # The learning rates the stages train at (LoRA has its own: scale.lora.lr).
+                "lr_intermediate": self.stage_lr(cfg.intermediate) if cfg.intermediate is not None else None,
+                "lr_target": self.stage_lr(cfg.target) if cfg.target.get("lr") is not None else None,
             },
         )
         self.logger = build_logger(cfg, run_dir, self.ctx)
@@ -291,10 +329,18 @@ class Runner:
     def probe(self, stage: str) -> None:
         """Retrieval probes on the current encoder (e.g. Tatoeba before and after intermediate training)."""
         probe = self.cfg.probe
-        for name in probe.tasks:
-            spec = get_task(name, role="probe")
-            languages = list(probe.languages or spec.languages)
-            self.rows.extend(self.evaluate_retrieval(spec, stage, languages, probe.max_examples))
+        if not probe.tasks:
+            return
+        # Only rank 0 writes rows: in a multi-process job the other ranks skip the probes and wait.
+        if is_global_zero():
+            for name in probe.tasks:
+                spec = get_task(name, role="probe")
+                languages = list(probe.languages or spec.languages)
+                self.rows.extend(self.evaluate_retrieval(spec, stage, languages, probe.max_examples))
+        else:
+            log.info("%s probes run on rank 0; rank %d waits", stage, getattr(rank_zero_only, "rank", 0))
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
 
     def evaluate_retrieval(
         self, spec: TaskSpec, stage: str, languages: list[str], limit: int | None
@@ -303,7 +349,7 @@ class Runner:
 
         if spec.retrieval == "mining":
             return self.evaluate_mining(spec, stage, languages)
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = own_device()
         cast(torch.nn.Module, self.encoder).to(device)
         scores: dict[str, dict[str, float]] = {}
         counts: dict[str, int] = {}
@@ -340,7 +386,7 @@ class Runner:
         """BUCC: per language, the threshold tuned on dev gold and frozen for test (see xlt.bucc)."""
         from xlt import bucc
 
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = own_device()
         cast(torch.nn.Module, self.encoder).to(device)
         retrieval = self.cfg.retrieval
 
@@ -410,8 +456,8 @@ class Runner:
         )
         hidden, pooling = self.encoder.config.hidden_size, self.cfg.model.pooling
         if data.mixture is not None:
-            module = TransferModule.for_mixture(self.encoder, data.mixture, stage_cfg.lr, self.cfg.optim, data.val,
-                                                hidden, pooling)  # fmt: skip
+            module = TransferModule.for_mixture(self.encoder, data.mixture, self.stage_lr(stage_cfg), self.cfg.optim,
+                                                data.val, hidden, pooling)  # fmt: skip
             monitor = f"dev/{spec.name}/en/selection" if data.val else None
             world = scale.devices * scale.num_nodes
             mixture_info = log_mixture(
@@ -420,22 +466,29 @@ class Runner:
         else:
             assert isinstance(spec, TaskSpec)
             module = TransferModule(
-                self.encoder, build_head(spec, hidden, pooling), spec.name, stage_cfg.lr, self.cfg.optim,
+                self.encoder, build_head(spec, hidden, pooling), spec.name, self.stage_lr(stage_cfg), self.cfg.optim,
                 val_sets=data.val, test_sets=data.test,
             )  # fmt: skip
             monitor = f"{data.val[0].overall_key}/{spec.metrics[0]}" if data.val else None
             mixture_info = None
         ckpt_dir = home.ckpt_dir if home is not None else self.run_dir / "checkpoints" / stage
-        state = RunState.load(home.state_path) if home is not None else self.state
+        stage_state = RunState.load(home.state_path) if home is not None else self.state
         resume = self.cfg.resume or home is not None
-        done = state.stage(stage) if resume else None
+        # FSDP wraps the module in place and flattens its parameters: keep a meta-device skeleton to
+        # rebuild it from full-state checkpoints (xlt.strategies).
+        skeleton = meta_skeleton(module) if self.sharded else None
+        done = stage_state.stage(stage) if resume else None
         if done is not None:
             log.info(
                 "%s: finished in an earlier launch; loading %s",
                 stage,
                 done.get("best") or "its final weights",
             )
-            self._load_weights(module, Path(done["best"]) if done.get("best") else ckpt_dir / "final.ckpt")
+            weights = Path(done["best"]) if done.get("best") else ckpt_dir / "final.ckpt"
+            if skeleton is not None:
+                module = cast(TransferModule, materialize(skeleton, self._checkpoint_weights(weights)))
+            else:
+                self._load_weights(module, weights)
         else:
             trainer = self._trainer(stage_cfg, data, accumulate, ckpt_dir, monitor)
             last = ckpt_dir / "last.ckpt"
@@ -445,13 +498,18 @@ class Runner:
             trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
             selector = trainer.checkpoint_callback
             best = selector.best_model_path if isinstance(selector, ModelCheckpoint) else ""
-            if best:
-                self._load_weights(module, Path(best))
-            else:
+            if not best:
                 # No selection happened (fast_dev_run or no dev set): keep the final weights.
                 best = str(ckpt_dir / "final.ckpt")
                 trainer.save_checkpoint(best, weights_only=True)
-            state.mark_stage(stage, best=best, task=spec.name, train=data.train_origin, steps=trainer.global_step,
+                if skeleton is not None:  # the trained module is wrapped: reload it from the file
+                    module = cast(TransferModule, materialize(skeleton, self._checkpoint_weights(Path(best))))
+            elif skeleton is not None:
+                module = cast(TransferModule, materialize(skeleton, self._checkpoint_weights(Path(best))))
+            else:
+                self._load_weights(module, Path(best))
+            weights = Path(best)
+            stage_state.mark_stage(stage, best=best, task=spec.name, train=data.train_origin, steps=trainer.global_step,
                                   **({"mixture": mixture_info} if mixture_info else {}))  # fmt: skip
             if is_global_zero():
                 last.unlink(missing_ok=True)  # the stage is done; its resume point is no longer needed
@@ -459,6 +517,13 @@ class Runner:
         if data.val:
             evaluator.validate(module, datamodule=dm, verbose=False)
         if data.test:
+            if skeleton is not None and data.val:
+                # Validation wrapped the module, and FSDP cannot wrap a wrapped module again: test an
+                # unwrapped copy of the same weights, with a fresh strategy, keeping the dev scores.
+                scores = module.scores
+                module = cast(TransferModule, materialize(skeleton, self._checkpoint_weights(weights)))
+                module.scores.update(scores)
+                evaluator = self._trainer(stage_cfg, data, 1, None, None)
             if self.cfg.predictions:
                 module.collect_predictions()
             evaluator.test(module, datamodule=dm, verbose=False)
@@ -471,6 +536,14 @@ class Runner:
             rows = module.result_rows(stage, split, sets)
             self.rows.extend(rows)
             self._log_rows(rows, already_logged=True)
+        if skeleton is not None:
+            # The evaluator wrapped this module's encoder: the probes and the next stage get an
+            # unwrapped one holding the selected weights.
+            state = self._checkpoint_weights(weights)
+            encoder_state = None if state is None else {
+                k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")
+            }  # fmt: skip
+            self.encoder = cast(Any, materialize(cast(TransferModule, skeleton).encoder, encoder_state))
 
     def _write_head_predictions(
         self, spec: TaskSpec, sets: list[EvalSet], predicted: dict[str, dict[int, Any]]
@@ -540,6 +613,25 @@ class Runner:
             use_distributed_sampler=False,
             plugins=plugins,
         )
+
+    def stage_lr(self, stage_cfg: DictConfig) -> float:
+        """The learning rate a stage trains at: its own, or ``scale.lora.lr`` under LoRA."""
+        lora_lr = self.cfg.scale.lora.get("lr")
+        return float(lora_lr if self.cfg.scale.peft == "lora" and lora_lr is not None else stage_cfg.lr)
+
+    @property
+    def sharded(self) -> bool:
+        """Whether the strategy shards the module in place (FSDP), see xlt.strategies."""
+        return is_sharded(self.cfg.scale.strategy)
+
+    def _checkpoint_weights(self, path: Path) -> dict[str, torch.Tensor] | None:
+        """The full state dict of a checkpoint file, memory-mapped: the ranks of a node share the
+        file's pages instead of each holding a private copy (the tensors are read, then FSDP copies
+        its shard out of them). None on a lean rank, which gets rank 0's weights from FSDP."""
+        if self.lean:
+            return None
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return cast(dict[str, torch.Tensor], checkpoint["state_dict"])
 
     @staticmethod
     def _load_weights(module: TransferModule, path: Path) -> None:
@@ -668,9 +760,10 @@ class Runner:
         checkpoint = Path(record["checkpoint"])
         rank_zero_only(log.info)("intermediate: reusing %s (key %s, %s optimizer steps, trained by %s)", checkpoint,
                                  home.key.name, record.get("optimizer_steps"), record["trained_by"])  # fmt: skip
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-        prefix = "encoder."
-        self.encoder.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        if not self.lean:  # a lean rank (FSDP) gets rank 0's weights when FSDP wraps the encoder
+            state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["state_dict"]
+            prefix = "encoder."
+            self.encoder.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
         rows = rows_from_records(record["rows"])
         self.rows.extend(rows)
         self._log_rows(rows)

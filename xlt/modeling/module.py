@@ -188,6 +188,19 @@ class TransferModule(pl.LightningModule):
             self.predictions[key] = head.decode_predictions(example_idx, rows, self._test_sets[key])
             collector.reset()
 
+    def configure_gradient_clipping(
+        self, optimizer: Any, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ) -> None:
+        """Norm clipping over the whole model also when FSDP shards it (xlt.strategies.clip_grad_norm);
+        Lightning's own path raises under FSDP. Otherwise Lightning's clipping, unchanged."""
+        from xlt.strategies import clip_grad_norm
+
+        wrapped = self.trainer.strategy.model
+        norm_clip = bool(gradient_clip_val) and gradient_clip_algorithm in (None, "norm") and wrapped is not None
+        if norm_clip and clip_grad_norm(cast(nn.Module, wrapped), float(gradient_clip_val or 0)) is not None:
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def configure_optimizers(self):  # type: ignore[no-untyped-def]
         decay, no_decay = [], []
         for name, param in self.named_parameters():
