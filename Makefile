@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 PYTEST ?= XLT_SEQEVAL_0012=$(VENV)/oracles/seqeval-0.0.12.tar.gz $(PY) -m pytest
 
-.PHONY: install test test-slow test-all demo lint format bench gpu-check clean
+.PHONY: install test test-slow test-all demo lint format bench bench-demo gpu-check clean
 
 install: $(VENV)/.installed
 
@@ -44,9 +44,15 @@ format: install
 	$(PY) -m ruff format xlt tests
 	$(PY) -m ruff check --fix xlt tests
 
-## Benchmarks (not tests): BUCC-size margin mining, time and peak memory. BENCH_ARGS="--n-src 20000 --n-trg 50000" for a quick one.
+## Benchmarks (not tests), sized for < 15 min on 2 idle cores: training throughput (xlt, HF Trainer, bare loop), padding,
+## feature cache, start-up, zero-shot evaluation, margin mining. Writes benchmarks/results/<date>.{json,md}.
+## BENCH_ARGS="--train-repeats 1 --pipeline-repeats 1 --examples 128" for a quick one (see benchmarks/README.md).
 bench: install
-	$(PY) benchmarks/bench_bucc_mining.py $(BENCH_ARGS)
+	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
+
+## make demo's run timed per stage, with its peak memory (writes benchmarks/results/demo-<date>.json).
+bench-demo: install
+	$(PY) benchmarks/bench_demo.py
 
 ## The GPU check (one GPU, < 5 min on an H100): xlt's step on an xlmr_large-shaped model (tokens/s, MFU) and one
 ## FSDP step of an XL-shaped model, peak memory against python -m xlt.plan. Not part of `bench`: on a CPU it would

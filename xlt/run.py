@@ -267,6 +267,38 @@ class StepCheckpoint(pl.Callback):
             self._saved_at = step
 
 
+class ResumePoint(ModelCheckpoint):
+    """The stage's ``last.ckpt`` (weights, AdamW states, loop state) after each validation, except once
+    the last optimizer step is done: the stage is then over and deletes last.ckpt, so writing it there
+    (1.4 GB for e5_small) would only cost time. A job stopped between that point and the end of the
+    stage resumes from the resume point before it."""
+
+    @staticmethod
+    def _training_done(trainer: pl.Trainer) -> bool:
+        return trainer.global_step >= trainer.estimated_stepping_batches
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._training_done(trainer):
+            super().on_train_epoch_end(trainer, pl_module)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._training_done(trainer):
+            super().on_validation_end(trainer, pl_module)
+
+
+class LossProgressBar(TQDMProgressBar):
+    """tqdm that shows the training losses (logged without ``prog_bar``) when it redraws: a
+    ``prog_bar=True`` metric is turned into a Python number after every batch, a host-device sync per
+    step on a GPU; here that happens only at the bar's refresh."""
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith("train/") and key.endswith("/loss"):
+                items[key] = f"{float(value):.3g}"
+        return items
+
+
 class Runner:
     """Carries what the stages share: config, run directory, encoder, tokenizer, logger, rows."""
 
@@ -577,14 +609,14 @@ class Runner:
             # last.ckpt (one file, overwritten) after every validation and, with
             # scale.checkpoint_every_n_steps, every N optimizer steps: what a preempted job resumes from.
             # (Not save_last=True with save_top_k=0: Lightning 2.6 then never writes last.ckpt.)
-            callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1,
-                                             enable_version_counter=False))  # fmt: skip
+            callbacks.append(ResumePoint(dirpath=ckpt_dir, filename="last", save_top_k=1,
+                                         enable_version_counter=False))  # fmt: skip
             if scale.checkpoint_every_n_steps:
                 callbacks.append(StepCheckpoint(ckpt_dir / "last.ckpt", scale.checkpoint_every_n_steps))
             callbacks.append(RngStateInCheckpoint())
         if self.cfg.trainer.get("enable_progress_bar", True):
             # tqdm, not Rich: it stays readable in log files and SLURM output, not only in terminals.
-            callbacks.append(TQDMProgressBar(refresh_rate=1 if sys.stderr.isatty() else 25))
+            callbacks.append(LossProgressBar(refresh_rate=1 if sys.stderr.isatty() else 25))
         trainer_kwargs = to_container(self.cfg.trainer)
         epochs = float(stage_cfg.epochs)
         if epochs != int(epochs) and (data.train is not None or data.mixture is not None):

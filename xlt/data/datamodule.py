@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from xlt.audit import Removal, apply_removal
-from xlt.data.features import Collator, featurize, tokenizer_fingerprint
+from xlt.data.features import Collator, featurize, load_split_cached, tokenizer_fingerprint
 from xlt.data.sampling import LengthGroupedBatchSampler, MultiTaskBatchSampler, ResumableDataLoader
 from xlt.tasks.loading import Loaded, MissingDataError, load_split, split_parts
 from xlt.tasks.spec import DataError, Example, TaskSpec
@@ -115,7 +115,7 @@ def load_and_featurize(
     if removal is not None:
         loaded = _without(load_split(spec, split, lang, settings.source, settings.data_dir), removal, limit)
     else:
-        loaded = load_split(spec, split, lang, settings.source, settings.data_dir, limit=limit)
+        loaded = load_split_cached(spec, split, lang, settings.source, settings.data_dir, limit, settings.cache_dir)
     if loaded.dropped:
         log.info(
             "%s %s %s: dropped %d rows without a gold label (as the task defines)",

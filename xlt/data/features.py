@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -16,7 +17,8 @@ import datasets
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from xlt.tasks.spec import Example
+from xlt.tasks.loading import Loaded
+from xlt.tasks.spec import Example, TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +26,8 @@ Featurizer = Callable[[PreTrainedTokenizerBase, dict[str, list[Any]], int], dict
 FEATURIZERS: dict[str, Featurizer] = {}
 # Bump when a featuriser's output changes, so cached features are rebuilt.
 FEATURE_VERSION = 1
+# Bump when what load_split_cached stores changes.
+EXAMPLES_VERSION = 1
 
 
 def register_featurizer(kind: str) -> Callable[[Featurizer], Featurizer]:
@@ -123,6 +127,57 @@ def featurize(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return datasets.load_from_disk(str(target))
+
+
+def _code_fingerprint() -> str:
+    """Hash of the task readers' source (xlt/tasks/*.py): a reader fix invalidates cached examples."""
+    global _CODE_FINGERPRINT
+    if _CODE_FINGERPRINT is None:
+        digest = hashlib.sha1()
+        for path in sorted((Path(__file__).resolve().parents[1] / "tasks").glob("*.py")):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+        _CODE_FINGERPRINT = digest.hexdigest()[:16]
+    return _CODE_FINGERPRINT
+
+
+_CODE_FINGERPRINT: str | None = None
+
+
+def load_split_cached(
+    spec: TaskSpec, split: str, lang: str, source: str, data_dir: Path | None, limit: int | None,
+    cache_dir: Path | None,
+) -> Loaded:  # fmt: skip
+    """:func:`xlt.tasks.loading.load_split`, with the parsed examples of local files kept in
+    ``cache_dir/examples`` under the files' paths, sizes and modification times and the readers'
+    source hash. A repeated run then skips parsing (UD-POS English train: most of a warm start,
+    see benchmarks/bench_pipeline.py). Hub data and runs without a cache directory read as before."""
+    from xlt.tasks.loading import load_split, local_files
+
+    files = local_files(spec, split, lang, data_dir) if source == "local" and cache_dir is not None else None
+    if not files:
+        return load_split(spec, split, lang, source, data_dir, limit=limit)
+    assert cache_dir is not None
+    stats = [f"{p}:{st.st_size}:{st.st_mtime_ns}" for p, st in ((p, p.stat()) for p in files)]
+    key = {"task": spec.name, "split": split, "lang": lang, "files": stats, "limit": limit,
+           "readers": _code_fingerprint(), "version": EXAMPLES_VERSION}  # fmt: skip
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    target = cache_dir / "examples" / f"{digest}.pkl"
+    if target.is_file():
+        with target.open("rb") as f:
+            cached = pickle.load(f)
+        if isinstance(cached, Loaded):
+            return cached
+    loaded = load_split(spec, split, lang, source, data_dir, limit=limit)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{digest}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(loaded, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, target)  # atomic: DDP ranks may write the same file at once
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return loaded
 
 
 def _depth(value: Any) -> int:

@@ -65,8 +65,10 @@ class EpochBatchSampler(Sampler[list[int]]):
 class LengthGroupedBatchSampler(EpochBatchSampler):
     """Batches of indices grouped by length.
 
-    Training (``shuffle=True``): indices are shuffled, cut into mega-batches of ``batch_size * 50``,
-    each sorted by length and cut into batches; batch order is shuffled again. Deterministic for a
+    Training (``shuffle=True``): indices are shuffled, cut into mega-batches of ``batch_size * 200``,
+    each sorted by length and cut into batches; batch order is shuffled again. (HF's factor, 50, left
+    UD-POS English train at 0.92 real tokens per padded token with batch 32; 200 gives 0.97, see
+    benchmarks/bench_training.py.) Deterministic for a
     given ``seed`` and epoch (call ``set_epoch``). Every rank gets the same number of batches.
     Evaluation (``shuffle=False``): sorted by length, longest first; each example is scored exactly
     once. With several ranks, examples are dealt out in turn and every rank gets the SAME number of
@@ -82,7 +84,7 @@ class LengthGroupedBatchSampler(EpochBatchSampler):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
-        mega_batch_factor: int = 50,
+        mega_batch_factor: int = 200,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")

