@@ -299,6 +299,48 @@ class LossProgressBar(TQDMProgressBar):
         return items
 
 
+class ValidateAfterLastStep(pl.Callback):
+    """With validation every N optimizer steps, Lightning validates at multiples of N only: the steps
+    after the last multiple would never be a candidate, and a stage shorter than N steps would select
+    nothing. At the last training batch (the last epoch's, or at ``max_steps``) this asks the loop to
+    stop, which makes Lightning validate after that batch (``_should_check_val_fx``: a requested stop
+    is validated first, checked in Lightning 2.6)."""
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:  # fmt: skip
+        last_epoch = trainer.max_epochs is not None and 0 <= trainer.max_epochs <= trainer.current_epoch + 1
+        epoch_end = batch_idx + 1 >= trainer.num_training_batches
+        at_max_steps = trainer.max_steps is not None and 0 < trainer.max_steps <= trainer.global_step
+        if (last_epoch and epoch_end) or at_max_steps:
+            trainer.should_stop = True
+
+
+def selection_callbacks(stage_cfg: DictConfig, monitor: str, accumulate: int, trainer_kwargs: dict[str, Any]) -> list[pl.Callback]:
+    """Checkpoint selection as jiant's X-STILTs recipe does it (stage options, conf/*/*.yaml):
+
+    - ``val_check_every`` N: validate every N optimizer steps, counted across epochs, and after the
+      last step. Lightning's ``val_check_interval`` counts training *batches*, so it gets N x the
+      gradient accumulation, with ``check_val_every_n_epoch=None`` (else the count restarts every
+      epoch and an N larger than an epoch is refused). null: once per epoch (the Trainer's own
+      ``val_check_interval``).
+    - ``patience`` P: stop after P validations without improvement of ``monitor`` (EarlyStopping,
+      checked after every validation, not at epoch ends; its counters are in every checkpoint, so a
+      resumed stage stops where an uninterrupted one would). null: no early stopping.
+
+    ``trainer_kwargs`` is updated in place."""
+    callbacks: list[pl.Callback] = []
+    if stage_cfg.get("val_check_every") and not trainer_kwargs.get("fast_dev_run"):
+        trainer_kwargs["val_check_interval"] = int(stage_cfg.val_check_every) * accumulate
+        trainer_kwargs["check_val_every_n_epoch"] = None
+        callbacks.append(ValidateAfterLastStep())
+    if stage_cfg.get("patience"):
+        from pytorch_lightning.callbacks import EarlyStopping
+
+        callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=int(stage_cfg.patience),
+                                       check_on_train_epoch_end=False))  # fmt: skip
+    return callbacks
+
+
 class Runner:
     """Carries what the stages share: config, run directory, encoder, tokenizer, logger, rows."""
 
@@ -468,6 +510,7 @@ class Runner:
                 max_len=stage_cfg.max_seq_length,
                 max_train=stage_cfg.max_train_examples,
                 max_eval=stage_cfg.max_eval_examples,
+                val_subset=stage_cfg.get("val_subset"),
             )
         for line in data.skipped:
             self._skip(line)
@@ -618,6 +661,8 @@ class Runner:
             # tqdm, not Rich: it stays readable in log files and SLURM output, not only in terminals.
             callbacks.append(LossProgressBar(refresh_rate=1 if sys.stderr.isatty() else 25))
         trainer_kwargs = to_container(self.cfg.trainer)
+        if ckpt_dir is not None and monitor is not None:
+            callbacks.extend(selection_callbacks(stage_cfg, monitor, accumulate, trainer_kwargs))
         epochs = float(stage_cfg.epochs)
         if epochs != int(epochs) and (data.train is not None or data.mixture is not None):
             if data.mixture is not None:
