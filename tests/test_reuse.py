@@ -164,3 +164,12 @@ def test_a_folder_holding_another_key_is_refused(tmp_path: Path) -> None:
         SharedStage(tmp_path, IntermediateKey("k", "a" * 64, {})).claim("a"),
     ):
         pass
+
+
+def test_a_second_completion_means_the_lock_did_not_exclude_and_stops(tmp_path: Path) -> None:
+    stage = SharedStage(tmp_path, IntermediateKey("k-s1-0123456789ab", "e" * 64, {}))
+    with stage.claim("a") as record:
+        assert record is None
+        stage.finish({"checkpoint": "x"})
+        with pytest.raises(ReuseError, match="POSIX locks do not work across the machines"):
+            stage.finish({"checkpoint": "y"})
