@@ -57,7 +57,8 @@ def test_results_file_round_trip_and_context(tmp_path) -> None:
     rows = [ResultRow("target", "xnli", "test", "de", "acc", 70.0, 5)]
     write_results(path, rows, CTX)
     records = read_results(path)
-    assert records == [json.loads(path.read_text())]
+    lines = path.read_text().splitlines()
+    assert records == [json.loads(lines[0])] and json.loads(lines[1])["end_of_results"]  # the end marker
     assert records[0]["model"] == "m" and records[0]["intermediate"] == "mnli" and records[0]["value"] == 70.0
     assert not list(tmp_path.glob(".*tmp"))  # no temporary left behind
 
@@ -96,3 +97,32 @@ def test_table_lists_languages_then_aggregates() -> None:
     assert lines[0] == "target / xnli / test"
     assert [ln.split()[0] for ln in lines[3:5]] == ["en", "de"]
     assert "12.5%" in table  # rel_gap = 1 - 70/80
+
+
+def test_a_results_file_is_complete_only_with_its_end_marker(tmp_path) -> None:
+    """A file cut at a line boundary is valid JSONL; the marker (row count, checksum) tells."""
+    from xlt.results.rows import IncompleteResults
+
+    path = tmp_path / "results.jsonl"
+    rows = [ResultRow("target", "xnli", "test", lang, "acc", v, 5) for lang, v in (("en", 80.0), ("sw", 60.0))]
+    write_results(path, rows, CTX)
+    lines = path.read_text().splitlines(keepends=True)
+    assert len(read_results(path)) == 2
+    path.write_text("".join(lines[:1]))  # cut after the first row
+    with pytest.raises(IncompleteResults, match="no end marker after its 1 rows"):
+        read_results(path)
+    path.write_text("".join([lines[0], lines[2]]))  # a row lost, the marker kept
+    with pytest.raises(IncompleteResults, match="1 rows, the end marker says 2"):
+        read_results(path)
+    path.write_text("".join([lines[0], lines[1].replace("60.0", "66.0"), lines[2]]))  # a value edited
+    with pytest.raises(IncompleteResults, match="checksum"):
+        read_results(path)
+
+
+def test_non_finite_values_are_refused(tmp_path) -> None:
+    import math
+
+    for bad in (math.nan, math.inf):
+        with pytest.raises(ValueError, match="not finite"):
+            write_results(tmp_path / "r.jsonl", [ResultRow("target", "xnli", "test", "en", "acc", bad)], CTX)
+    assert not (tmp_path / "r.jsonl").exists()

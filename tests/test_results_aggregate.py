@@ -123,16 +123,14 @@ def test_scores_by_size_per_language(sweep) -> None:
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        (lambda p: p.write_text(p.read_text() + "{not json\n"), "line 10: not a JSON object"),
-        (
-            lambda p: p.write_text(p.read_text().replace('"seed": 1, ', "", 1)),
-            "line 1: missing field(s) seed",
-        ),
-        (
-            lambda p: p.write_text(p.read_text().replace('"value": 79.0', '"value": "high"', 1)),
-            "is not a number",
-        ),
-        (lambda p: p.write_text(""), "empty"),
+        (lambda p: p.write_text(p.read_text() + "{not json\n"), "line 11 follows the end marker"),
+        (lambda p: p.write_text("{not json\n" + p.read_text()), "line 1: not a JSON object"),
+        (lambda p: p.write_text(p.read_text().replace('"seed": 1, ', "", 1)), "altered"),
+        (lambda p: p.write_text(p.read_text().replace('"value": 79.0', '"value": "high"', 1)), "altered"),
+        # cut at a line boundary (the sw row and the summary rows lost): valid JSONL, but incomplete
+        (lambda p: p.write_text("".join(p.read_text().splitlines(keepends=True)[:3])),
+         "incomplete (no end marker after its 3 rows)"),
+        (lambda p: p.write_text(""), "incomplete (no end marker after its 0 rows)"),
     ],
 )
 def test_bad_files_are_one_line_problems_naming_the_file(tmp_path: Path, damage, message: str) -> None:
@@ -186,7 +184,9 @@ def test_rows_from_wandb_runs_use_summary_and_config() -> None:
 def test_fixture_results_are_what_make_fixture_says() -> None:
     """Guards the hand-computed numbers above against an edited fixture."""
     path = FIXTURE / "intermediate=mnli,model=small,seed=2,target=xnli" / "results.jsonl"
-    records = [json.loads(line) for line in path.read_text().splitlines()]
+    from xlt.results.rows import read_results
+
+    records = read_results(path)
     test = {r["language"]: r["value"] for r in records if r["split"] == "test"}
     assert test == {"en": 84.0, "de": 74.0, "sw": 66.0, "avg": pytest.approx(224 / 3), "avg_non_en": 70.0,
                     "gap": 14.0, "rel_gap": pytest.approx(1 - 70 / 84)}  # fmt: skip
@@ -398,3 +398,30 @@ def test_main_table_is_the_overall_per_size_over_seeds() -> None:
     assert "| m |  | 500M | none | 2 | 41.00 | 1.0 | 11.0 | 21.0 | 31.0 |" in text and text.endswith("| XTREME |")
     cut = format_main_table(overall_by_size(_all_nine(missing=("udpos", "yo")).assign(model_params=5e8)))
     assert cut.endswith("| some languages only: udpos 32/33 |")
+
+
+def test_debug_runs_and_non_finite_values_are_left_out_and_said(tmp_path: Path) -> None:
+    from xlt.results.rows import ResultRow, RunContext, write_results
+
+    root = tmp_path / "sweep"
+    shutil.copytree(FIXTURE, root)
+    job = root / "intermediate=none,model=small,seed=1,target=xnli"
+    ctx = RunContext("small", 100_000_000, "none", "xnli", "", 1, "x", "local",
+                     extra={"debug": "fast_dev_run=True"})  # fmt: skip
+    write_results(job / "results.jsonl", [ResultRow("target", "xnli", "test", "en", "acc", 50.0, 32)], ctx)
+    sweep = load_sweep(root)
+    problems = [str(p) for p in sweep.problems if UNFINISHED not in str(p.path)]
+    assert problems == [f"{job / 'results.jsonl'}: a debug run (fast_dev_run=True): left out (--include-debug to analyse it)"]
+    assert sweep.rows["run_dir"].nunique() == 7
+    assert load_sweep(root, include_debug=True).rows["run_dir"].nunique() == 8
+    # a NaN written by hand (write_results refuses it) is a problem, not a number
+    other = root / "intermediate=none,model=small,seed=2,target=xnli" / "results.jsonl"
+    lines = other.read_text().splitlines()
+    record = json.loads(lines[0])
+    record["value"] = float("nan")
+    rows = [json.dumps(record, sort_keys=True), *lines[1:-1]]
+    from xlt.results.rows import END_MARKER, _checksum
+
+    marker = json.dumps({END_MARKER: True, "rows": len(rows), "sha256": _checksum(rows)})
+    other.write_text("\n".join([*rows, marker]) + "\n")
+    assert any("line 1: value nan is not finite" in str(p) for p in load_sweep(root).problems)

@@ -69,7 +69,9 @@ def losses(job: Path) -> dict[int, str]:
 
 
 def results(job: Path) -> dict[tuple[str, str], float]:
-    records = [json.loads(line) for line in (job / "results.jsonl").read_text().splitlines()]
+    from xlt.results.rows import read_results
+
+    records = read_results(job / "results.jsonl")
     return {(r["split"], r["language"]): r["value"] for r in records}
 
 

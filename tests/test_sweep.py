@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
 import os
 import signal
 import subprocess
@@ -370,7 +369,9 @@ def losses(job: Path) -> dict[int, str]:
 
 
 def result_values(job: Path) -> dict[tuple[str, str], float]:
-    records = [json.loads(line) for line in (job / "results.jsonl").read_text().splitlines()]
+    from xlt.results.rows import read_results
+
+    records = read_results(job / "results.jsonl")
     return {(r["split"], r["language"]): r["value"] for r in records}
 
 
@@ -414,7 +415,7 @@ def test_killed_job_resumes_from_its_checkpoint_with_the_same_numbers(
     after = {s: v for s, v in losses(resumed).items() if s >= killed_at}
     assert after and after == {s: v for s, v in losses(reference).items() if s >= killed_at}
     best_a, best_b = (
-        torch.load(j / "checkpoints/target/best.ckpt", weights_only=False)["state_dict"]
+        torch.load(j / "checkpoints/target/best.ckpt", weights_only=True)["state_dict"]
         for j in (resumed, reference)
     )
     assert all(torch.equal(best_a[k], best_b[k]) for k in best_b)
@@ -422,7 +423,7 @@ def test_killed_job_resumes_from_its_checkpoint_with_the_same_numbers(
 
 def _global_step(path: Path) -> int | None:
     try:
-        return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+        return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
     except Exception:  # being written, or already removed: look again
         return None
 

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -23,9 +24,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from xlt import PROJECT_ROOT
-from xlt.config import batch_plan, to_container, validate
+from xlt.config import ConfigError, batch_plan, to_container, validate
 from xlt.data.datamodule import DataSettings, EvalSet, StageData, StageDataModule, prepare_stage_data
 from xlt.data.mixture import log_mixture, prepare_mixture_data
 from xlt.modeling.embedding import embed
@@ -199,49 +201,262 @@ def _wandb_key_configured() -> bool:
     return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
 
 
+class Diverged(RuntimeError):
+    """Training produced a non-finite loss or gradient norm; the message names stage, step and batch."""
+
+
+class Preempted(SystemExit):
+    """The job was told to stop (SIGTERM) and did; a relaunch of the same command resumes it.
+    Exits with status 143 (128 + SIGTERM), as a shell reports a process ended by that signal."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(143)
+        self.message = message
+
+
+class DivergenceGuard(pl.Callback):
+    """Stops training at the first optimizer step whose gradient norm (or loss) is not finite,
+    before that step updates the weights, by raising :class:`Diverged`: the checkpoints on disk
+    stay the last good ones and the run writes no results.
+
+    The gradient norm is checked in ``on_before_optimizer_step`` (after backward, before clipping
+    and the update); a NaN or infinite loss makes it non-finite too. Every rank checks its own
+    gradients (FSDP shards them) and the flag is reduced over ranks, so all ranks stop at the same
+    step. Under a fp16 GradScaler an infinite gradient is routine (the scaler skips that step), so
+    there the loss is checked instead, at the batch's end. One host sync per optimizer step.
+    """
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+
+    def _stop(self, trainer: pl.Trainer, what: str, value: float, batch_idx: int) -> None:
+        raise Diverged(f"{self.stage} training diverged: {what} is {value} at step {trainer.global_step} "
+                       f"(epoch {trainer.current_epoch}, batch {batch_idx}); no results written, the "
+                       "checkpoints on disk are from before this step")  # fmt: skip
+
+    @staticmethod
+    def _scaler(trainer: pl.Trainer) -> Any:
+        return getattr(trainer.precision_plugin, "scaler", None)
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                                 optimizer: torch.optim.Optimizer) -> None:  # fmt: skip
+        if self._scaler(trainer) is not None:
+            return
+        norms = []
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                grad = param.grad
+                if grad is None:
+                    continue
+                grad = grad.to_local() if hasattr(grad, "to_local") else grad  # a DTensor shard (FSDP2)
+                norms.append(torch.linalg.vector_norm(grad.detach().float()))
+        local = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+        bad = (~torch.isfinite(local)).float().to(pl_module.device)
+        if trainer.world_size > 1:
+            bad = trainer.strategy.reduce(bad, reduce_op="sum")
+        if bad.item():
+            batch_idx = trainer.fit_loop.epoch_loop.batch_idx
+            self._stop(trainer, "the gradient norm", float(local), batch_idx)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:  # fmt: skip
+        if self._scaler(trainer) is None:
+            return
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor):
+            bad = (~torch.isfinite(loss.detach())).float()
+            if trainer.world_size > 1:
+                bad = trainer.strategy.reduce(bad, reduce_op="sum")
+            if bad.item():
+                self._stop(trainer, "the loss", float(loss), batch_idx)
+
+
+def rng_states() -> dict[str, Any]:
+    """The random generators' states as plain data (tensors, ints, lists): loadable with
+    ``torch.load(weights_only=True)`` and, via :func:`rng_states_to_json`, storable in JSON."""
+    import random
+
+    import numpy as np
+
+    name, keys, pos, has_gauss, cached = cast(tuple[str, Any, int, int, float], np.random.get_state())
+    version, internal, gauss = random.getstate()
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [name, torch.from_numpy(keys.astype("int64")), int(pos), int(has_gauss), float(cached)],
+        "python": [version, list(internal), gauss],
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(states["torch"])
+    name, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype("uint32"), int(pos), int(has_gauss), float(cached)))
+    version, internal, gauss = states["python"]
+    random.setstate((int(version), tuple(int(x) for x in internal), gauss))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def rng_states_to_json(states: dict[str, Any]) -> dict[str, Any]:
+    out = dict(states)
+    out["torch"] = states["torch"].tolist()
+    out["numpy"] = [*states["numpy"][:1], states["numpy"][1].tolist(), *states["numpy"][2:]]
+    if "cuda" in states:
+        out["cuda"] = [s.tolist() for s in states["cuda"]]
+    return out
+
+
+def rng_states_from_json(data: dict[str, Any]) -> dict[str, Any]:
+    out = dict(data)
+    out["torch"] = torch.tensor(data["torch"], dtype=torch.uint8)
+    out["numpy"] = [data["numpy"][0], torch.tensor(data["numpy"][1], dtype=torch.int64), *data["numpy"][2:]]
+    if "cuda" in data:
+        out["cuda"] = [torch.tensor(s, dtype=torch.uint8) for s in data["cuda"]]
+    return out
+
+
+class LoaderStateOnResume(pl.Callback):
+    """Hands the training loader its checkpointed state (epoch, batches consumed) on resume.
+
+    Lightning 2.6 applies it only when the fit loop builds the training loader after the restore.
+    ``configure_optimizers`` reads ``trainer.estimated_stepping_batches``, which builds the loader
+    before the restore, so the state was never applied: a run resumed mid-epoch started the
+    interrupted epoch's batches over (found by tests/test_resume.py). ``on_train_start`` runs after
+    the restore and before the first batch is drawn (the sampler draws its batches lazily).
+    """
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        fit_loop = trainer.fit_loop
+        if fit_loop.restarting and fit_loop._combined_loader_states_to_load:
+            fit_loop._load_combined_loader_states()
+
+
 class RngStateInCheckpoint(pl.Callback):
     """Keeps the random number generators' states (torch, CUDA, numpy, random) in every checkpoint
     and restores them on resume: Lightning's checkpoints do not, so a resumed run would draw other
-    dropout masks than an uninterrupted one and end with other numbers."""
+    dropout masks than an uninterrupted one and end with other numbers.
+
+    *When* the state is put back matters. Every DataLoader iterator draws its base seed from the
+    global torch generator when it is created (torch.utils.data ``_BaseDataLoaderIter``), i.e. at
+    the start of each training epoch and of each validation. A checkpoint taken after an epoch's
+    last batch precedes the next epoch's draw in the uninterrupted run, so its state is restored at
+    once (Lightning then creates the iterator and draws, as the uninterrupted run did). A checkpoint
+    taken inside an epoch (``StepCheckpoint``, or a mid-epoch validation) follows that epoch's draw,
+    which a resumed run makes again when it re-creates the iterator: its state is restored at the
+    first training batch instead, after the draw. (Restoring at once made the resumed run's dropout
+    masks differ from the uninterrupted run's from the first step after a mid-epoch checkpoint.)
+    """
+
+    def __init__(self) -> None:
+        self._mid_epoch = False  # has this epoch's iterator drawn and its last batch not yet ended?
+        self._pending: dict[str, Any] | None = None
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._mid_epoch = False
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:  # fmt: skip
+        if self._pending is not None:
+            set_rng_states(self._pending)
+            self._pending = None
+        self._mid_epoch = True  # a save from now until the epoch's last batch ends follows its draw
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:  # fmt: skip
+        # Callbacks that save in this same hook (StepCheckpoint, listed before) see True: they run
+        # first, and StepCheckpoint never saves at an epoch's last batch.
+        self._mid_epoch = batch_idx + 1 < trainer.num_training_batches
 
     def state_dict(self) -> dict[str, Any]:
-        import random
-
-        import numpy as np
-
-        name, keys, pos, has_gauss, cached = cast(tuple[str, Any, int, int, float], np.random.get_state())
-        states: dict[str, Any] = {
-            "torch": torch.get_rng_state(),
-            "numpy": [name, torch.from_numpy(keys.astype("int64")), pos, has_gauss, cached],
-            "python": random.getstate(),
-        }
-        if torch.cuda.is_available():
-            states["cuda"] = torch.cuda.get_rng_state_all()
+        states: dict[str, Any] = {**rng_states(), "mid_epoch": int(self._mid_epoch)}
         # Ranks draw different amounts (batches of other shapes, probes on rank 0 only), and only
         # rank 0 writes the checkpoint: keep every rank's states (every rank builds the checkpoint).
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             gathered: list[Any] = [None] * torch.distributed.get_world_size()
             torch.distributed.all_gather_object(gathered, states)
-            return {"ranks": gathered}
+            return {"ranks": gathered, "mid_epoch": states["mid_epoch"]}
         return states
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        import random
-
-        import numpy as np
-
         if "ranks" in state_dict:
             ranks = state_dict["ranks"]
             rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-            state_dict = ranks[rank] if rank < len(ranks) else ranks[0]
+            state_dict = {**(ranks[rank] if rank < len(ranks) else ranks[0]), "mid_epoch": state_dict["mid_epoch"]}
+        if state_dict.get("mid_epoch"):
+            self._pending = dict(state_dict)
+        else:
+            set_rng_states(state_dict)
 
-        torch.set_rng_state(state_dict["torch"])
-        name, keys, pos, has_gauss, cached = state_dict["numpy"]
-        np.random.set_state((name, keys.numpy().astype("uint32"), pos, has_gauss, cached))
-        random.setstate(state_dict["python"])
-        if "cuda" in state_dict and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state_dict["cuda"])
 
+PREVIOUS_CKPT = "prev.ckpt"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint the run needs cannot be used; the message names it and what to do."""
+
+
+def keep_previous(last: Path) -> None:
+    """Before ``last`` is overwritten, keep it as ``prev.ckpt`` beside it (an atomic rename): if the
+    new file ends up unreadable, a relaunch resumes from the previous one."""
+    if last.is_file():
+        os.replace(last, last.with_name(PREVIOUS_CKPT))
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why ``path`` is not a complete checkpoint file, or None. Cheap (reads the zip directory that
+    ``torch.save`` writes at the file's end, not the tensors): a truncated or empty file fails."""
+    import zipfile
+
+    if path.is_dir():  # a sharded (distributed) checkpoint: left to the strategy
+        return None
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            return "it is empty (0 bytes)"
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+            if not any(i.filename.endswith("data.pkl") for i in infos):
+                return "it holds no checkpoint (no data.pkl)"
+            if any(i.header_offset + i.compress_size > size for i in infos):
+                return "it is truncated"
+    except (OSError, zipfile.BadZipFile) as err:
+        return f"it is truncated or not a torch checkpoint ({err})"
+    return None
+
+
+def resume_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The checkpoint a relaunch resumes the stage from: ``last.ckpt``, or ``prev.ckpt`` (one save
+    older) when ``last.ckpt`` is unreadable, said in one line; None when the stage has none."""
+    last, prev = ckpt_dir / "last.ckpt", ckpt_dir / PREVIOUS_CKPT
+    if not last.exists():
+        return prev if prev.exists() and checkpoint_problem(prev) is None else None
+    problem = checkpoint_problem(last)
+    if problem is None:
+        return last
+    if prev.exists() and checkpoint_problem(prev) is None:
+        rank_zero_only(log.warning)("%s is unusable (%s); resuming from the one before it, %s (the unusable "
+                                    "file is kept as last.ckpt.unusable)", last, problem, prev)  # fmt: skip
+        if is_global_zero():
+            os.replace(last, last.with_name("last.ckpt.unusable"))  # not rotated over prev.ckpt by the next save
+        return prev
+    raise CheckpointError(f"{last} is unusable ({problem}) and there is no earlier checkpoint to resume from; "
+                          "delete it to restart the stage, or rerun with resume=false")  # fmt: skip
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint for ``last.ckpt``, keeping the file it overwrites as ``prev.ckpt``."""
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        if trainer.is_global_zero:
+            keep_previous(Path(filepath))
+        super()._save_checkpoint(trainer, filepath)
 
 class StepCheckpoint(pl.Callback):
     """Save ``path`` (the stage's last.ckpt) every ``every`` optimizer steps, so that a preempted job
@@ -249,8 +464,10 @@ class StepCheckpoint(pl.Callback):
 
     Not at an epoch's last batch: the checkpoint after that epoch's validation follows, and Lightning
     resuming from one taken before the validation would skip it (checked with Lightning 2.6).
-    A resume from a mid-epoch checkpoint is approximate: the training dataloader is not resumable,
-    so Lightning starts the interrupted epoch's batches from the beginning (see docs/sweeps.md).
+    A resume from such a mid-epoch checkpoint is exact: the training loader
+    (xlt.data.sampling.ResumableDataLoader) stores the epoch and the batches consumed, so the resumed
+    epoch continues with the batches not yet seen, and RngStateInCheckpoint restores the random
+    generators at the first of them (tests/test_resume.py kills and relaunches runs to check it).
     """
 
     def __init__(self, path: Path, every: int) -> None:
@@ -263,11 +480,38 @@ class StepCheckpoint(pl.Callback):
         step = trainer.global_step
         last_batch = batch_idx + 1 >= trainer.num_training_batches
         if step and step % self.every == 0 and step != self._saved_at and not last_batch:
+            if trainer.is_global_zero:
+                keep_previous(self.path)
             trainer.save_checkpoint(self.path)
             self._saved_at = step
 
 
-class ResumePoint(ModelCheckpoint):
+DEBUG_TRAINER_KEYS = {"fast_dev_run": False, "overfit_batches": 0.0, "limit_train_batches": 1.0,
+                      "limit_val_batches": 1.0, "limit_test_batches": 1.0}  # fmt: skip
+
+
+def debug_mode(cfg: DictConfig) -> str:
+    """What makes this a debug or partial run ('' when nothing does): the trainer settings of
+    debug=fdr/limit/overfit or set by hand, e.g. ``fast_dev_run=True`` or ``limit_test_batches=2``."""
+    parts = []
+    for key, default in DEBUG_TRAINER_KEYS.items():
+        value = cfg.trainer.get(key)
+        if value is not None and value != default and not (key.startswith("limit_") and value == 1):
+            parts.append(f"{key}={value}")
+    return ",".join(parts)
+
+
+def scored_counts(rows: list[ResultRow], sets: list[EvalSet], predicted: dict[str, dict[int, Any]]) -> list[ResultRow]:
+    """Per-language rows whose ``n_examples`` is the number of examples actually predicted (a
+    debug run scores only some batches), not the set's size."""
+    import dataclasses
+
+    counts = {(s.task, s.split, s.lang): len(predicted.get(s.key, {})) for s in sets}
+    return [dataclasses.replace(r, n_examples=counts.get((r.task, r.split, r.language), r.n_examples))
+            if r.n_examples is not None else r for r in rows]  # fmt: skip
+
+
+class ResumePoint(LastCheckpoint):
     """The stage's ``last.ckpt`` (weights, AdamW states, loop state) after each validation, except once
     the last optimizer step is done: the stage is then over and deletes last.ckpt, so writing it there
     (1.4 GB for e5_small) would only cost time. A job stopped between that point and the end of the
@@ -392,6 +636,7 @@ class Runner:
                 # The learning rates the stages train at (LoRA has its own: scale.lora.lr).
                 "lr_intermediate": self.stage_lr(cfg.intermediate) if cfg.intermediate is not None else None,
                 "lr_target": self.stage_lr(cfg.target) if cfg.target.get("lr") is not None else None,
+                "debug": debug_mode(cfg),  # "" for a real run; xlt.results leaves the others out
             },
         )
         self.logger = build_logger(cfg, run_dir, self.ctx)
@@ -564,13 +809,20 @@ class Runner:
                 module = cast(TransferModule, materialize(skeleton, self._checkpoint_weights(weights)))
             else:
                 self._load_weights(module, weights)
+            if done.get("rng"):
+                # The generators as the uninterrupted run left this stage: later stages draw the same.
+                set_rng_states(rng_states_from_json(done["rng"]))
         else:
-            trainer = self._trainer(stage_cfg, data, accumulate, ckpt_dir, monitor)
+            trainer = self._trainer(stage_cfg, data, accumulate, ckpt_dir, monitor, stage=stage)
             last = ckpt_dir / "last.ckpt"
-            resume_from = str(last) if resume and last.is_file() else None
+            found = resume_checkpoint(ckpt_dir) if resume else None
+            resume_from = str(found) if found else None
             if resume_from:
                 log.info("%s: resuming from %s", stage, resume_from)
-            trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
+            try:
+                trainer.fit(module, datamodule=dm, ckpt_path=resume_from, weights_only=True)
+            except SIGTERMException:
+                raise Preempted(self._preempted_line(stage, trainer, last)) from None
             selector = trainer.checkpoint_callback
             best = selector.best_model_path if isinstance(selector, ModelCheckpoint) else ""
             if not best:
@@ -585,30 +837,42 @@ class Runner:
                 self._load_weights(module, Path(best))
             weights = Path(best)
             stage_state.mark_stage(stage, best=best, task=spec.name, train=data.train_origin, steps=trainer.global_step,
+                                   rng=rng_states_to_json(rng_states()),
                                   **({"mixture": mixture_info} if mixture_info else {}))  # fmt: skip
             if is_global_zero():
                 last.unlink(missing_ok=True)  # the stage is done; its resume point is no longer needed
+                (ckpt_dir / PREVIOUS_CKPT).unlink(missing_ok=True)
         evaluator = self._trainer(stage_cfg, data, 1, None, None)
-        if data.val:
-            evaluator.validate(module, datamodule=dm, verbose=False)
-        if data.test:
-            if skeleton is not None and data.val:
-                # Validation wrapped the module, and FSDP cannot wrap a wrapped module again: test an
-                # unwrapped copy of the same weights, with a fresh strategy, keeping the dev scores.
-                scores = module.scores
-                module = cast(TransferModule, materialize(skeleton, self._checkpoint_weights(weights)))
-                module.scores.update(scores)
-                evaluator = self._trainer(stage_cfg, data, 1, None, None)
-            if self.cfg.predictions:
-                module.collect_predictions()
-            evaluator.test(module, datamodule=dm, verbose=False)
-            if self.cfg.predictions:
-                assert isinstance(spec, TaskSpec), "a mixture stage has no test sets"
-                self._write_head_predictions(spec, data.test, module.predictions)
+        try:
+            if data.val:
+                evaluator.validate(module, datamodule=dm, verbose=False)
+                if evaluator.received_sigterm:  # Lightning notes SIGTERM in validate/test but may finish
+                    raise SIGTERMException
+            if data.test:
+                if skeleton is not None and data.val:
+                    # Validation wrapped the module, and FSDP cannot wrap a wrapped module again: test an
+                    # unwrapped copy of the same weights, with a fresh strategy, keeping the dev scores.
+                    scores = module.scores
+                    module = cast(TransferModule, materialize(skeleton, self._checkpoint_weights(weights)))
+                    module.scores.update(scores)
+                    evaluator = self._trainer(stage_cfg, data, 1, None, None)
+                if self.cfg.predictions:
+                    module.collect_predictions()
+                evaluator.test(module, datamodule=dm, verbose=False)
+            if evaluator.received_sigterm:
+                raise SIGTERMException
+        except SIGTERMException:
+            raise Preempted(f"preempted (SIGTERM) while evaluating the {stage} stage; its training is saved, "
+                            "relaunch the same command to evaluate it again") from None  # fmt: skip
+        if data.test and self.cfg.predictions:
+            assert isinstance(spec, TaskSpec), "a mixture stage has no test sets"
+            self._write_head_predictions(spec, data.test, module.predictions)
         for split, sets in (("dev", data.val), ("test", data.test)):
             if not sets:
                 continue
             rows = module.result_rows(stage, split, sets)
+            if split == "test" and self.ctx.extra["debug"] and module.predictions:
+                rows = scored_counts(rows, sets, module.predictions)
             self.rows.extend(rows)
             self._log_rows(rows, already_logged=True)
         if skeleton is not None:
@@ -643,10 +907,12 @@ class Runner:
             write_predictions(self.run_dir / PREDICTIONS_DIR, task, split, lang, fmt, content)
 
     def _trainer(self, stage_cfg: DictConfig, data: StageData, accumulate: int, ckpt_dir: Path | None,
-                 monitor: str | None) -> pl.Trainer:  # fmt: skip
+                 monitor: str | None, stage: str = "") -> pl.Trainer:  # fmt: skip
         scale = self.cfg.scale
         callbacks: list[pl.Callback] = []
         if ckpt_dir is not None:
+            # First: a diverged step must stop the run before any checkpoint callback saves it.
+            callbacks.append(DivergenceGuard(stage))
             callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode="max",
                                              save_top_k=1 if monitor else 0, save_weights_only=True))  # fmt: skip
             # last.ckpt (one file, overwritten) after every validation and, with
@@ -657,6 +923,7 @@ class Runner:
             if scale.checkpoint_every_n_steps:
                 callbacks.append(StepCheckpoint(ckpt_dir / "last.ckpt", scale.checkpoint_every_n_steps))
             callbacks.append(RngStateInCheckpoint())
+            callbacks.append(LoaderStateOnResume())
         if self.cfg.trainer.get("enable_progress_bar", True):
             # tqdm, not Rich: it stays readable in log files and SLURM output, not only in terminals.
             callbacks.append(LossProgressBar(refresh_rate=1 if sys.stderr.isatty() else 25))
@@ -712,8 +979,22 @@ class Runner:
 
     @staticmethod
     def _load_weights(module: TransferModule, path: Path) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        """A finished stage's weights: data only (``weights_only=True`` refuses pickled code)."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise CheckpointError(f"{path}: the finished stage's checkpoint is missing; delete state.json's "
+                                  "stage entry or rerun with resume=false") from None  # fmt: skip
+        except Exception as err:
+            raise CheckpointError(f"{path}: not a loadable checkpoint ({type(err).__name__}: "
+                                  f"{str(err).splitlines()[0][:200]}); delete it and rerun with resume=false") from None  # fmt: skip
         module.load_state_dict(state["state_dict"])
+
+    @staticmethod
+    def _preempted_line(stage: str, trainer: pl.Trainer, last: Path) -> str:
+        where = str(last) if last.is_file() else "none yet (the stage restarts)"
+        return (f"preempted (SIGTERM) during {stage} training at step {trainer.global_step}; resume point: "
+                f"{where}; relaunch the same command to resume")  # fmt: skip
 
     def _skip(self, line: str) -> None:
         self.skipped.append(line)
@@ -910,6 +1191,65 @@ def rows_from_records(records: list[dict[str, Any]]) -> list[ResultRow]:
                       r.get("note", "")) for r in records]  # fmt: skip
 
 
+CONFIG_FILE = "config.yaml"
+# Keys a relaunch may change: they do not change a number the run reports (what is logged where, how
+# fast data is read, how often a resume point is written, whether predictions are also written).
+# Every other key of the resolved config must equal the stored config.yaml's.
+RESULT_NEUTRAL_KEYS = (
+    "logger",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.log_every_n_steps",
+    "data.cache_dir",
+    "data.num_workers",
+    "resume",
+    "predictions",
+    "scale.checkpoint_every_n_steps",
+    "reuse",  # where the intermediate stage is kept: it is keyed, and a relaunch keeps its folder (xlt/reuse.py)
+)
+
+
+def has_progress(run_dir: Path, state: RunState) -> bool:
+    """Whether ``run_dir`` holds work of an earlier launch that a relaunch would reuse."""
+    return bool(state.data.get("stages") or state.data.get("finished")) or any(
+        (run_dir / "checkpoints").glob("*/*.ckpt")
+    )
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out or {prefix[:-1]: {}}
+    return {prefix[:-1]: node}
+
+
+def config_differences(cfg: DictConfig, stored: dict[str, Any]) -> list[str]:
+    """The result-changing keys (dotted) whose values differ between ``cfg`` and ``stored``."""
+    now, before = _flatten(to_container(cfg)), _flatten(stored)
+
+    def neutral(key: str) -> bool:
+        return any(key == k or key.startswith(k + ".") for k in RESULT_NEUTRAL_KEYS)
+
+    keys = sorted(k for k in now.keys() | before.keys() if not neutral(k))
+    return [k for k in keys if now.get(k, "<absent>") != before.get(k, "<absent>")]
+
+
+def check_same_config(cfg: DictConfig, path: Path) -> None:
+    """Refuse a relaunch into a run directory whose stored config differs in a key that changes
+    results (one line listing the keys): the directory belongs to the configuration that started it."""
+    if not path.is_file():
+        return  # a run directory from before config.yaml was kept: nothing to compare with
+    stored = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    assert isinstance(stored, dict)
+    diff = config_differences(cfg, {str(k): v for k, v in stored.items()})
+    if diff:
+        shown = ", ".join(diff[:12]) + (f" and {len(diff) - 12} more" if len(diff) > 12 else "")
+        raise ConfigError(f"{path.parent} belongs to another configuration: {shown} differ from its {path.name} "
+                          "(use another run directory, restore those values, or resume=false to start it over)")  # fmt: skip
+
+
 def run(cfg: DictConfig, run_dir: Path, sweep_dir: Path | None = None) -> dict[str, float]:
     """Validate ``cfg``, run every stage into ``run_dir``, write ``results.jsonl``; return the summary
     metrics (``{split}/{task}/{language}/{metric}`` of the target stage), e.g. for a sweep objective.
@@ -920,22 +1260,26 @@ def run(cfg: DictConfig, run_dir: Path, sweep_dir: Path | None = None) -> dict[s
     run_dir.mkdir(parents=True, exist_ok=True)
     state = RunState.load(run_dir / STATE_FILE)
     results = run_dir / RESULTS_FILE
+    if cfg.resume and has_progress(run_dir, state):
+        check_same_config(cfg, run_dir / CONFIG_FILE)
     if cfg.resume and state.data.get("finished") and results.is_file():
         rank_zero_only(log.info)("%s is finished; nothing to do (resume=false starts it over)", run_dir)
         rows = rows_from_records(read_results(results))
         print_report(rows, state.data.get("skipped", []))
         return _summary(rows)
     check_local_files(cfg)  # the English files a run needs are there, before anything is written
-    if not cfg.resume:
-        # Starting over: forget the stages done, the W&B run id (the new run is a new W&B run) and the CSV rows.
-        if state.data:
-            state.data = {}
-            state.save()
-        if is_global_zero():
-            (run_dir / WANDB_ID_FILE).unlink(missing_ok=True)
-            (run_dir / CSV_DIR / "metrics.csv").unlink(missing_ok=True)
+    if not cfg.resume and is_global_zero():
+        # Starting over: forget the stages done, their checkpoints (a later relaunch must not resume
+        # the old run's), its results and predictions, the W&B run id (the new run is a new W&B run)
+        # and the CSV rows.
+        (run_dir / STATE_FILE).unlink(missing_ok=True)
+        state.data = {}
+        for name in (RESULTS_FILE, WANDB_ID_FILE, f"{CSV_DIR}/metrics.csv"):
+            (run_dir / name).unlink(missing_ok=True)
+        for folder in ("checkpoints", PREDICTIONS_DIR):
+            shutil.rmtree(run_dir / folder, ignore_errors=True)
     if is_global_zero():
-        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+        atomic_write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
     runner = Runner(cfg, run_dir, sweep_dir)
     try:
         rows = runner.execute()

@@ -16,7 +16,7 @@ log = logging.getLogger("xlt")
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from xlt.run import run
+    from xlt.run import CheckpointError, Diverged, Preempted, run
 
     try:
         summary = run(cfg, run_dir_from_hydra(), sweep_dir_from_hydra())
@@ -25,6 +25,17 @@ def main(cfg: DictConfig) -> float | None:
         # stdout), no traceback, exit status 2.
         print("error: " + " ".join(str(err).split("\n")), file=sys.stderr, flush=True)
         sys.exit(2)
+    except Preempted as stop:
+        # Not a success: a sweep, CI job or `&&` chain must see it (Lightning's own SIGTERMException
+        # would exit 0). Under submitit, USR2 requeues the job before this (docs/slurm-requeue.md).
+        print(f"xlt: {stop.message}", file=sys.stderr, flush=True)
+        sys.exit(stop.code)
+    except CheckpointError as err:
+        print(f"xlt: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except Diverged as err:
+        print(f"xlt: {err}", file=sys.stderr, flush=True)
+        sys.exit(3)
     from xlt.results.objective import sweep_objective
 
     return sweep_objective(summary, cfg.target.name)  # the English dev selection metric, never a test score

@@ -40,13 +40,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--x", default="params", choices=("params", "params_non_embedding"),
                         help="the size axis of the plots (default: every encoder parameter)")  # fmt: skip
     parser.add_argument("--strict", action="store_true", help="exit 1 when any run could not be used")
+    parser.add_argument("--include-debug", action="store_true",
+                        help="also analyse debug and partial runs (debug=fdr/limit/overfit, trainer.limit_*)")  # fmt: skip
     args = parser.parse_args(argv)
 
     missing = [d for d in args.dirs if not d.is_dir()]
     if missing:
         print(f"error: {', '.join(map(str, missing))}: no such directory", file=sys.stderr)
         return 2
-    sweep = load_sweep(args.dirs)
+    sweep = load_sweep(args.dirs, include_debug=args.include_debug)
     out = args.out or args.dirs[0] / "analysis"
     print(f"{len(sweep.run_dirs)} job directories, {sweep.rows['run_dir'].nunique()} with results")
     for problem in sweep.problems:

@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from xlt.results.gap import compute_gap
-from xlt.results.rows import AGGREGATE_LANGUAGES, read_results
+from xlt.results.rows import AGGREGATE_LANGUAGES, IncompleteResults, read_results
 
 RESULTS_FILE = "results.jsonl"
 NO_INTERMEDIATE = "none"
@@ -102,6 +102,8 @@ def load_run(run_dir: Path) -> list[dict[str, Any]]:
         raise RunFileError(Problem(path, f"missing ({_run_status(Path(run_dir))})"))
     try:
         records = read_results(path)
+    except IncompleteResults as err:  # no end marker, or one that does not match: cut short or edited
+        raise RunFileError(Problem(path, str(err).removeprefix(f"{path}: ").removeprefix(f"{path}:"))) from None
     except ValueError as err:  # "<path>:<line>: not a JSON object (...)"
         raise RunFileError(Problem(path, "line " + str(err).removeprefix(f"{path}:"))) from None
     if not records:
@@ -114,7 +116,15 @@ def load_run(run_dir: Path) -> list[dict[str, Any]]:
             raise RunFileError(Problem(path, f"line {lineno}: missing field(s) {', '.join(missing)}"))
         if not isinstance(record["value"], int | float) or isinstance(record["value"], bool):
             raise RunFileError(Problem(path, f"line {lineno}: value {record['value']!r} is not a number"))
+        if not math.isfinite(record["value"]):
+            raise RunFileError(Problem(path, f"line {lineno}: value {record['value']} is not finite (a diverged run?)"))
     return records
+
+
+def is_debug(records: Sequence[dict[str, Any]]) -> str:
+    """The run's debug mode ('' for a real run): rows carry ``debug`` (debug=fdr/limit/overfit or a
+    trainer.limit_*/fast_dev_run/overfit_batches setting)."""
+    return next((str(r["debug"]) for r in records if r.get("debug")), "")
 
 
 def _run_status(run_dir: Path) -> str:
@@ -133,10 +143,11 @@ def _run_status(run_dir: Path) -> str:
     return f"unfinished; stages done: {', '.join(done) or 'none'}"
 
 
-def load_sweep(roots: Path | str | Sequence[Path | str]) -> Sweep:
+def load_sweep(roots: Path | str | Sequence[Path | str], include_debug: bool = False) -> Sweep:
     """Every run under one or more sweep (or run) directories, as a tidy table plus problems.
 
-    Extra columns: ``run_dir`` (where the file was found) and ``sweep`` (the root's name).
+    Extra columns: ``run_dir`` (where the file was found) and ``sweep`` (the root's name). A debug or
+    partial run (its rows' ``debug`` field) is left out, as a problem line, unless ``include_debug``.
     """
     if isinstance(roots, str | Path):
         roots = [roots]
@@ -148,6 +159,11 @@ def load_sweep(roots: Path | str | Sequence[Path | str]) -> Sweep:
                 records = load_run(run_dir)
             except RunFileError as err:
                 problems.append(err.problem)
+                continue
+            debug = is_debug(records)
+            if debug and not include_debug:
+                problems.append(Problem(run_dir / RESULTS_FILE, f"a debug run ({debug}): left out "
+                                        "(--include-debug to analyse it)"))  # fmt: skip
                 continue
             frame = pd.DataFrame.from_records(records)
             frame["run_dir"] = str(run_dir)

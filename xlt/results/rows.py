@@ -104,21 +104,61 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+END_MARKER = "end_of_results"
+
+
+class IncompleteResults(ValueError):
+    """A results file without a valid end marker: cut short, edited, or from an older xlt."""
+
+
+def _checksum(lines: list[str]) -> str:
+    import hashlib
+
+    return hashlib.sha256("".join(line + "\n" for line in lines).encode("utf-8")).hexdigest()
+
+
 def write_results(path: Path, rows: Iterable[ResultRow], ctx: RunContext) -> None:
-    """Write ``results.jsonl`` atomically (the whole file at once)."""
+    """Write ``results.jsonl`` atomically (the whole file at once), ending with a marker line that
+    holds the row count and the SHA-256 of the rows' lines: :func:`read_results` accepts a file as
+    complete only with it. A row whose value is not finite (NaN, inf) is refused: nothing is written."""
+    import math
+
+    rows = list(rows)
+    bad = [r for r in rows if not math.isfinite(r.value)]
+    if bad:
+        first = bad[0]
+        raise ValueError(f"{path}: {len(bad)} result value(s) not finite, e.g. {first.stage} {first.task} "
+                         f"{first.split} {first.language} {first.metric} = {first.value}; nothing written")  # fmt: skip
     lines = [json.dumps(row.to_record(ctx), ensure_ascii=False, sort_keys=True) for row in rows]
-    atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
+    marker = json.dumps({END_MARKER: True, "rows": len(lines), "sha256": _checksum(lines)}, sort_keys=True)
+    atomic_write_text(path, "\n".join([*lines, marker]) + "\n")
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:
-    """Read ``results.jsonl``; a malformed line raises with the file and line number."""
-    records = []
+    """The rows of ``results.jsonl``; a malformed line raises with the file and line number, and a
+    file whose last line is not a matching end marker (row count and checksum) raises
+    :class:`IncompleteResults`: e.g. a file cut at a line boundary, which is otherwise valid JSONL."""
+    records, lines = [], []
+    marker: dict[str, Any] | None = None
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
+            if marker is not None:
+                raise IncompleteResults(f"{path}: line {lineno} follows the end marker")
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{lineno}: not a JSON object ({err.msg})") from None
+            if isinstance(record, dict) and END_MARKER in record:
+                marker = record
+                continue
+            records.append(record)
+            lines.append(line.rstrip("\n"))
+    if marker is None:
+        raise IncompleteResults(f"{path}: incomplete (no end marker after its {len(records)} rows)")
+    if marker.get("rows") != len(records):
+        raise IncompleteResults(f"{path}: incomplete: {len(records)} rows, the end marker says {marker.get('rows')}")
+    if marker.get("sha256") != _checksum(lines):
+        raise IncompleteResults(f"{path}: altered: the rows' checksum differs from the end marker's")
     return records

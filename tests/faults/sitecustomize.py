@@ -1,0 +1,73 @@
+"""Fault injection for the kill-and-relaunch tests (tests/test_resume.py), loaded only when a test
+puts this folder first on PYTHONPATH: Python imports ``sitecustomize`` at start-up.
+
+``XLT_FAULT=<task>:<hook>:<n>:<signal>`` sends ``signal`` (TERM or KILL) to this process at the
+``n``-th call (counted from 0 in this process) of ``TransferModule.<hook>_step`` for ``task``
+(``train``: at the training step whose ``global_step`` is ``n``, i.e. before that step's update;
+``validation``/``test``: the n-th evaluation batch). It fires once: ``XLT_FAULT_MARK`` names a file
+created just before the signal, and an existing file disables the fault (the relaunch).
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+SPEC = os.environ.get("XLT_FAULT", "")
+MARK = os.environ.get("XLT_FAULT_MARK", "")
+
+
+def _fire() -> None:
+    mark = Path(MARK)
+    if mark.exists():
+        return
+    mark.write_text(SPEC)
+    sig = {"TERM": signal.SIGTERM, "KILL": signal.SIGKILL}[SPEC.split(":")[3]]
+    print(f"[fault] {SPEC}", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), sig)
+
+
+def _patch(module: Any) -> None:
+    task, hook, n, _ = SPEC.split(":")
+    target = int(n)
+    cls = module.TransferModule
+    original = getattr(cls, f"{hook}_step")
+    calls = {"n": 0}
+
+    def step(self: Any, batch: Any, batch_idx: int, *args: Any, **kwargs: Any) -> Any:
+        if self.task == task:
+            index = self.trainer.global_step if hook == "training" else calls["n"]
+            calls["n"] += 1
+            if index == target:
+                _fire()
+        return original(self, batch, batch_idx, *args, **kwargs)
+
+    setattr(cls, f"{hook}_step", step)
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name != "xlt.modeling.module":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        loader = spec.loader
+        exec_module = loader.exec_module
+
+        def patched(module: Any) -> None:
+            exec_module(module)
+            _patch(module)
+
+        loader.exec_module = patched  # type: ignore[method-assign]
+        return spec
+
+
+if SPEC and MARK:
+    sys.meta_path.insert(0, _Finder())

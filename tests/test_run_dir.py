@@ -1,0 +1,102 @@
+"""A run directory belongs to one configuration, and its checkpoints are data, not code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from xlt.config import ConfigError
+from xlt.results.rows import read_results
+from xlt.run import CheckpointError, Runner, config_differences, resume_checkpoint, run
+
+TINY = (
+    "model=tiny", "+target=xnli", "debug=fdr", "target.train_task=snli", "target.train_split=dev",
+    "target.languages=[en,de]", "target.max_train_examples=32", "target.max_eval_examples=16",
+    "scale.per_device_batch_size=8", "target.batch_size=8",
+)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_relaunch_with_other_settings_is_refused_and_resume_false_starts_afresh(
+    compose_cfg, data_dir: Path, tmp_path: Path
+) -> None:
+    run(compose_cfg(*TINY), tmp_path)
+    stored = (tmp_path / "config.yaml").read_text()
+    with pytest.raises(ConfigError) as err:  # the issue's mixed run: other seed and learning rate
+        run(compose_cfg(*TINY, "seed=7", "target.lr=5e-5"), tmp_path)
+    line = str(err.value)
+    assert "\n" not in line and "seed, target.lr differ from its config.yaml" in line
+    with pytest.raises(
+        ConfigError, match=r"model\.name"
+    ):  # a finished run and another model: not "nothing to do"
+        run(compose_cfg(*TINY, "model=e5_small"), tmp_path)
+    assert (tmp_path / "config.yaml").read_text() == stored  # untouched by the refused launches
+    # keys that change no number may differ
+    run(
+        compose_cfg(*TINY, "trainer.enable_progress_bar=true", "data.num_workers=0", "predictions=false"),
+        tmp_path,
+    )
+    run(compose_cfg(*TINY, "seed=7", "resume=false"), tmp_path)
+    assert OmegaConf.load(tmp_path / "config.yaml").seed == 7
+    assert {r["seed"] for r in read_results(tmp_path / "results.jsonl")} == {7}
+
+
+def test_config_differences_lists_only_result_changing_keys(compose_cfg) -> None:
+    from xlt.config import to_container, validate
+
+    cfg = validate(compose_cfg(*TINY))
+    stored = to_container(cfg)
+    stored["logger"] = {"kind": "wandb"}
+    stored["data"] = {**stored["data"], "cache_dir": "/elsewhere", "num_workers": 4}
+    stored["scale"] = {**stored["scale"], "checkpoint_every_n_steps": 7, "devices": 2}
+    stored["resume"] = False
+    assert config_differences(cfg, stored) == ["scale.devices"]
+
+
+def _save(path: Path, step: int) -> None:
+    torch.save({"global_step": step, "state_dict": {"w": torch.ones(2)}}, path)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage"])
+def test_an_unusable_last_ckpt_falls_back_to_the_previous_one(tmp_path: Path, damage: str, caplog) -> None:
+    last, prev = tmp_path / "last.ckpt", tmp_path / "prev.ckpt"
+    _save(prev, 3)
+    _save(last, 6)
+    assert resume_checkpoint(tmp_path) == last
+    data = last.read_bytes()
+    last.write_bytes(
+        {"truncated": data[: len(data) // 2], "empty": b"", "garbage": b"not a zip" * 10}[damage]
+    )
+    assert resume_checkpoint(tmp_path) == prev
+    assert torch.load(prev, weights_only=True)["global_step"] == 3
+    assert (tmp_path / "last.ckpt.unusable").is_file() and not last.exists()  # not rotated over prev.ckpt
+    assert "is unusable" in caplog.text and str(last) in caplog.text
+
+
+def test_an_unusable_last_ckpt_without_a_previous_one_says_what_to_delete(tmp_path: Path) -> None:
+    (tmp_path / "last.ckpt").write_bytes(b"")
+    with pytest.raises(CheckpointError) as err:
+        resume_checkpoint(tmp_path)
+    assert str(tmp_path / "last.ckpt") in str(err.value) and "delete it" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert resume_checkpoint(tmp_path / "none") is None
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (Path.touch, (self.marker,))
+
+
+def test_a_crafted_checkpoint_is_refused_not_executed(tmp_path: Path) -> None:
+    marker = tmp_path / "executed"
+    crafted = tmp_path / "best.ckpt"
+    torch.save({"state_dict": {}, "evil": _Payload(marker)}, crafted)
+    with pytest.raises(CheckpointError, match="best.ckpt: not a loadable checkpoint"):
+        Runner._load_weights(None, crafted)  # type: ignore[arg-type]
+    assert not marker.exists()
