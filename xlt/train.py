@@ -16,6 +16,7 @@ log = logging.getLogger("xlt")
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from xlt.reuse import ReuseError
     from xlt.run import CheckpointError, Diverged, Preempted, run
 
     try:
@@ -30,7 +31,7 @@ def main(cfg: DictConfig) -> float | None:
         # would exit 0). Under submitit, USR2 requeues the job before this (docs/slurm-requeue.md).
         print(f"xlt: {stop.message}", file=sys.stderr, flush=True)
         sys.exit(stop.code)
-    except CheckpointError as err:
+    except (CheckpointError, ReuseError) as err:
         print(f"xlt: {err}", file=sys.stderr, flush=True)
         sys.exit(2)
     except Diverged as err:
