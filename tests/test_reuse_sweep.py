@@ -98,3 +98,23 @@ def test_a_two_target_sweep_trains_its_intermediate_task_once(
         assert len(intermediate_steps(alone)) == STEPS
         assert values(alone) == values(job), target
         assert first_row(alone)["intermediate_key"] == shared[0].name  # the same key, kept in its own folder
+
+
+@pytest.mark.slow
+def test_a_two_process_ddp_job_trains_the_shared_stage_and_another_reuses_it(
+    data_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    """Rank 0 takes the lock; rank 1 (started by Lightning as a subprocess) follows it through
+    owner.json and trains with it; a second DDP job (another target) reuses the stage on both ranks."""
+    shared = tmp_path / "shared"
+    common = ("scale.strategy=ddp", "scale.devices=2", "trainer.accelerator=cpu", f"reuse.dir={shared}",
+              "model=tiny", "intermediate=anli_rounds", "seed=1", "target.max_train_examples=32")  # fmt: skip
+    runs = {}
+    for target in ("xnli", "udpos"):
+        runs[target] = tmp_path / f"ddp-{target}"
+        cli(tmp_path, cache_dir, *common, f"target={target}", f"hydra.run.dir={runs[target]}")
+    (stage,) = shared.iterdir()
+    done = json.loads((stage / "done.json").read_text())
+    assert done["trained_by"] == str(runs["xnli"]) and done["optimizer_steps"] == STEPS
+    assert "intermediate: reusing" in (runs["udpos"] / "train.log").read_text()
+    assert first_row(runs["udpos"])["intermediate_checkpoint"] == done["checkpoint"]

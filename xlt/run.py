@@ -1098,7 +1098,8 @@ class Runner:
                 probe_rows = self.rows[first_row + len(dev_rows):]
                 rng = RngStateInCheckpoint().state_dict()  # every rank (gathered when distributed)
                 finished = RunState.load(home.state_path).stage("intermediate") or {}
-                record = {"checkpoint": str(Path(finished["best"]).resolve()), "trained_by": str(self.run_dir),
+                best = finished.get("best", "")  # written by rank 0 before the evaluation all ranks ran
+                record = {"checkpoint": str(Path(best).resolve()) if best else "", "trained_by": str(self.run_dir),
                           "optimizer_steps": finished.get("steps"), "rows": [dataclasses.asdict(r) for r in dev_rows],
                           "probe_rows": [dataclasses.asdict(r) for r in probe_rows], "probe": self._probe_settings(),
                           "skipped": self.skipped[first_skip:]}  # fmt: skip
