@@ -125,6 +125,9 @@ class ReuseConfig:
     dir: str | None = None
     # Give up waiting for another job's training of the same key after this long (null: wait).
     wait_timeout_min: float | None = None
+    # The code version in the key: null = the git commit (plus a hash of uncommitted changes); a
+    # string (e.g. "study-v1") keeps one sweep's jobs sharing across commits that change no training.
+    code: str | None = None
 
 
 @dataclass

@@ -1043,7 +1043,7 @@ class Runner:
                       if r.get("stage") == "intermediate" and r.get("excluded")}  # fmt: skip
         accelerator = "cuda" if torch.cuda.is_available() and self.cfg.trainer.get("accelerator") != "cpu" else "cpu"
         return intermediate_key(to_container(self.cfg), model_revision=self.ctx.extra.get("model_revision", ""),
-                                exclusions=exclusions, code=code_version(),
+                                exclusions=exclusions, code=self.cfg.reuse.get("code") or code_version(),
                                 precision=resolve_precision(self.cfg.scale.precision), accelerator=accelerator)  # fmt: skip
 
     def intermediate_home(self, key: IntermediateKey) -> SharedStage | None:
