@@ -1082,7 +1082,9 @@ class Runner:
         if home is None:
             self.run_intermediate(None)
             self.probe("intermediate")
-            self.ctx.extra["intermediate_checkpoint"] = (self.state.stage("intermediate") or {}).get("best", "")
+            best = (self.state.stage("intermediate") or {}).get("best", "")
+            # relative to the run dir (as the folder is moved or compared), like the run's other files
+            self.ctx.extra["intermediate_checkpoint"] = os.path.relpath(best, self.run_dir) if best else ""
             return
         if is_global_zero():
             self.state.data["intermediate_home"] = str(home.dir)
