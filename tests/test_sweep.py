@@ -112,7 +112,7 @@ def test_scale_gap_xnli_is_models_x_intermediates_x_seeds(cache_dir: Path) -> No
         expected = (
             "ddp"
             if cfg.model.name in ("xlmr_base", "xlmr_large")
-            else "pytorch_lightning.strategies.FSDPStrategy"
+            else "xlt.strategies.FSDP"
         )
         assert strategy == expected and cfg.scale.devices == 4
     # intermediate=anli is ANLI+ (a mixture: SNLI + MNLI + ANLI rounds on one NLI head)

@@ -555,5 +555,7 @@ def sweep_dir_from_hydra() -> Path | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    if not HydraConfig.initialized():
+        return None
     hydra = HydraConfig.get()
     return Path(hydra.sweep.dir) if hydra.mode == RunMode.MULTIRUN else None

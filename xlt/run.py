@@ -1077,7 +1077,12 @@ class Runner:
         it under the same key; either way the stage's rows and the random generators' states are the
         same as if this job had trained it itself."""
         key = self.intermediate_key()
-        self.ctx.extra["intermediate_key"] = key.name
+        # The key the stage was trained under: a relaunch after a code change reports that one.
+        recorded = self.state.data.get("intermediate_key") if self.cfg.resume else None
+        self.ctx.extra["intermediate_key"] = recorded or key.name
+        if not recorded and is_global_zero():
+            self.state.data["intermediate_key"] = key.name
+            self.state.save()
         home = self.intermediate_home(key)
         if home is None:
             self.run_intermediate(None)
@@ -1110,7 +1115,7 @@ class Runner:
                     home.finish(record)
             else:
                 self.reuse_intermediate(home, record)
-        self.ctx.extra.update(intermediate_checkpoint=record["checkpoint"],
+        self.ctx.extra.update(intermediate_key=home.key.name, intermediate_checkpoint=record["checkpoint"],
                               intermediate_trained_by=record["trained_by"])  # fmt: skip
 
     def _probe_settings(self) -> dict[str, Any]:

@@ -20,7 +20,8 @@ def main(cfg: DictConfig) -> float | None:
     from xlt.run import CheckpointError, Diverged, Preempted, run
 
     try:
-        summary = run(cfg, run_dir_from_hydra(), sweep_dir_from_hydra())
+        sweep_dir = sweep_dir_from_hydra()
+        summary = run(cfg, run_dir_from_hydra(), **({"sweep_dir": sweep_dir} if sweep_dir is not None else {}))
     except (ConfigError, DataError, FileNotFoundError) as err:
         # Bad input is the user's to fix: one line on stderr (not the log, which Hydra sends to
         # stdout), no traceback, exit status 2.
