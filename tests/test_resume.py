@@ -87,6 +87,9 @@ ARGS = (
     "target.max_eval_examples=32", "scale.per_device_batch_size=8", "intermediate.batch_size=8",
     "target.batch_size=8", "intermediate.epochs=2", "target.epochs=2", "logger=csv", "trainer.log_every_n_steps=1",
     "trainer.enable_progress_bar=false", "scale.checkpoint_every_n_steps=3",
+    # selection every 5 steps (the recipe's val_check_every, scaled down): mid-epoch validations and
+    # their last.ckpt, plus the validation after the last step, are among the points killed and resumed
+    "intermediate.val_check_every=5", "target.val_check_every=5",
 )  # fmt: skip
 
 

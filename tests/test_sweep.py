@@ -131,16 +131,21 @@ def test_an_axis_narrowed_on_the_command_line_keeps_the_folder_names(cache_dir: 
     assert cfg.scale.name == "fsdp" and "scale=fsdp" in hydra.job.override_dirname
 
 
-def test_demo_sweep_is_two_e5_sizes_x_none_or_anli_x_two_seeds(cache_dir: Path) -> None:
+def test_demo_sweep_is_two_e5_sizes_x_none_or_anli_x_two_targets_x_two_seeds(cache_dir: Path) -> None:
     jobs = expand("demo_scale_gap")
-    assert len(jobs) == 8
+    assert len(jobs) == 16
     for job in jobs:
         cfg, hydra = job_config(job, cache_dir)
         assert cfg.model.name in ("e5_small", "e5_small_6l") and cfg.seed in (1, 2)
         assert cfg.model.pooling == "mean"  # both sizes pool as e5 was trained: only the depth differs
         assert hydra.sweep.dir == "multirun/demo_scale_gap" and cfg.logger.kind == "csv"
-        # the sweep's caps win over the task files'
-        assert cfg.target.train_task == "snli" and cfg.target.max_train_examples == 1600
+        # the sweep's caps win over the task files', each target with its own (conf/sweep/demo_target/)
+        if cfg.target.name == "xnli":
+            assert cfg.target.train_task == "snli" and cfg.target.max_train_examples == 1600
+        else:
+            assert cfg.target.name == "udpos" and cfg.target.train_task == "udpos"
+            assert cfg.target.max_train_examples == 800 and cfg.target.languages == ["en", "de", "ar", "hi", "zh"]
+        assert cfg.target.epochs == 1 and cfg.target.max_eval_examples == 250
         if cfg.intermediate is not None:  # ANLI's rounds alone: ANLI+ has no train data offline
             assert hydra.runtime.choices.intermediate == "anli_rounds"
             assert cfg.intermediate.name == "anli_rounds" and cfg.intermediate.train_split == "dev_r1+dev_r2"

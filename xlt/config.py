@@ -105,6 +105,29 @@ class StageConfig:
     members: dict[str, MemberConfig] = field(default_factory=dict)
     only: list[str] | None = None
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    # Checkpoint selection (jiant's X-STILTs recipe: every 1,000 steps on 500 English dev examples,
+    # stop after 30 validations without improvement). val_check_every: optimizer steps between
+    # validations (null: once per epoch); val_subset: the first N examples of each English dev set
+    # select the checkpoint (null: all); patience: validations without improvement before stopping
+    # (null: never stop early). The stage files set the recipe's values.
+    val_check_every: int | None = None
+    val_subset: int | None = None
+    patience: int | None = None
+
+
+@dataclass
+class ReuseConfig:
+    """The intermediate stage trained once per key and shared by the jobs that have it (xlt/reuse.py)."""
+
+    intermediate: bool = True
+    # Where the shared stages live: null = <sweep dir>/intermediate in a Hydra multirun, and the run's
+    # own directory (no sharing) for a single run.
+    dir: str | None = None
+    # Give up waiting for another job's training of the same key after this long (null: wait).
+    wait_timeout_min: float | None = None
+    # The code version in the key: null = the git commit (plus a hash of uncommitted changes); a
+    # string (e.g. "study-v1") keeps one sweep's jobs sharing across commits that change no training.
+    code: str | None = None
 
 
 @dataclass
@@ -207,6 +230,7 @@ class TrainConfig:
     # <run_dir>/predictions/<task>/ (python -m xlt.score reads that folder).
     predictions: bool = True
     sweep: SweepConfig | None = None
+    reuse: ReuseConfig = field(default_factory=ReuseConfig)
 
 
 # `intermediate=none`: the no-intermediate baseline (results call it "none" too).
@@ -449,7 +473,7 @@ def _check_ranges(cfg: DictConfig) -> None:
         stage = cfg.get(stage_name)
         if stage is None:
             continue
-        for key in ("max_train_examples", "max_eval_examples"):
+        for key in ("max_train_examples", "max_eval_examples", "val_check_every", "val_subset", "patience"):
             _positive(stage[key], f"{stage_name}.{key}", integer=True, nullable=True)
         if stage_name == "target" and not target.trainable:
             continue  # retrieval: nothing trained (lr, epochs unused); retrieval.* was checked above
@@ -524,3 +548,14 @@ def run_dir_from_hydra() -> Path:
     from hydra.core.hydra_config import HydraConfig
 
     return Path(HydraConfig.get().runtime.output_dir)
+
+
+def sweep_dir_from_hydra() -> Path | None:
+    """The folder of a Hydra multirun (``hydra.sweep.dir``), or None for a single run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hydra = HydraConfig.get()
+    return Path(hydra.sweep.dir) if hydra.mode == RunMode.MULTIRUN else None

@@ -6,6 +6,7 @@ zero-shot evaluation on every language of the target, all in one run directory.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -51,6 +52,7 @@ from xlt.results.rows import (
     write_results,
 )
 from xlt.results.submission import HEAD_FORMAT, write_predictions
+from xlt.reuse import ROOT_NAME, IntermediateKey, SharedStage, code_version, intermediate_key, launch_id
 from xlt.strategies import is_sharded, materialize, meta_skeleton
 from xlt.tasks.loading import MissingDataError, check_local_files, load_split, resolve_source
 from xlt.tasks.registry import get_mixture, get_task
@@ -63,6 +65,7 @@ RESULTS_FILE = "results.jsonl"
 PREDICTIONS_DIR = "predictions"
 WANDB_ID_FILE = "wandb_id"  # the job's W&B run id: a relaunch continues that run
 CSV_DIR = "csv"  # the CSV logger's folder: metrics.csv, kept and appended to by a relaunch
+RNG_FILE = "rng_after.pt"  # a shared intermediate stage's generator states after it (xlt/reuse.py)
 
 
 def git_commit() -> str:
@@ -553,12 +556,55 @@ class LossProgressBar(TQDMProgressBar):
         return items
 
 
+class ValidateAfterLastStep(pl.Callback):
+    """With validation every N optimizer steps, Lightning validates at multiples of N only: the steps
+    after the last multiple would never be a candidate, and a stage shorter than N steps would select
+    nothing. At the last training batch (the last epoch's, or at ``max_steps``) this asks the loop to
+    stop, which makes Lightning validate after that batch (``_should_check_val_fx``: a requested stop
+    is validated first, checked in Lightning 2.6)."""
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:  # fmt: skip
+        last_epoch = trainer.max_epochs is not None and 0 <= trainer.max_epochs <= trainer.current_epoch + 1
+        epoch_end = batch_idx + 1 >= trainer.num_training_batches
+        at_max_steps = trainer.max_steps is not None and 0 < trainer.max_steps <= trainer.global_step
+        if (last_epoch and epoch_end) or at_max_steps:
+            trainer.should_stop = True
+
+
+def selection_callbacks(stage_cfg: DictConfig, monitor: str, accumulate: int, trainer_kwargs: dict[str, Any]) -> list[pl.Callback]:
+    """Checkpoint selection as jiant's X-STILTs recipe does it (stage options, conf/*/*.yaml):
+
+    - ``val_check_every`` N: validate every N optimizer steps, counted across epochs, and after the
+      last step. Lightning's ``val_check_interval`` counts training *batches*, so it gets N x the
+      gradient accumulation, with ``check_val_every_n_epoch=None`` (else the count restarts every
+      epoch and an N larger than an epoch is refused). null: once per epoch (the Trainer's own
+      ``val_check_interval``).
+    - ``patience`` P: stop after P validations without improvement of ``monitor`` (EarlyStopping,
+      checked after every validation, not at epoch ends; its counters are in every checkpoint, so a
+      resumed stage stops where an uninterrupted one would). null: no early stopping.
+
+    ``trainer_kwargs`` is updated in place."""
+    callbacks: list[pl.Callback] = []
+    if stage_cfg.get("val_check_every") and not trainer_kwargs.get("fast_dev_run"):
+        trainer_kwargs["val_check_interval"] = int(stage_cfg.val_check_every) * accumulate
+        trainer_kwargs["check_val_every_n_epoch"] = None
+        callbacks.append(ValidateAfterLastStep())
+    if stage_cfg.get("patience"):
+        from pytorch_lightning.callbacks import EarlyStopping
+
+        callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=int(stage_cfg.patience),
+                                       check_on_train_epoch_end=False))  # fmt: skip
+    return callbacks
+
+
 class Runner:
     """Carries what the stages share: config, run directory, encoder, tokenizer, logger, rows."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
+    def __init__(self, cfg: DictConfig, run_dir: Path, sweep_dir: Path | None = None) -> None:
         self.cfg = cfg
         self.run_dir = run_dir
+        self.sweep_dir = sweep_dir  # a Hydra multirun's folder: shared intermediate stages live under it
         self.state = RunState.load(run_dir / STATE_FILE)
         source, data_dir = resolve_source(cfg.data.source, cfg.data.dir)
         self.cache_dir = Path(cfg.data.cache_dir).expanduser()
@@ -701,10 +747,13 @@ class Runner:
         spec: TaskSpec | MixtureSpec,
         train_spec: TaskSpec | None,
         test: bool,
+        home: SharedStage | None = None,
     ) -> None:
         """Fit fresh heads (and the shared encoder) on English data, select on English dev, then
         evaluate dev (and, for targets, every language's test set). ``spec`` may be a mixture
-        (several tasks, one head each or shared; see xlt/data/mixture.py)."""
+        (several tasks, one head each or shared; see xlt/data/mixture.py). ``home``: the shared
+        folder of an intermediate stage (xlt/reuse.py), whose state and checkpoints are used instead
+        of the run directory's; it is always resumed (it is no one job's to start over)."""
         if isinstance(spec, MixtureSpec):
             data = prepare_mixture_data(spec, stage_cfg, self.settings)
         else:
@@ -720,6 +769,7 @@ class Runner:
                 max_len=stage_cfg.max_seq_length,
                 max_train=stage_cfg.max_train_examples,
                 max_eval=stage_cfg.max_eval_examples,
+                val_subset=stage_cfg.get("val_subset"),
             )
         for line in data.skipped:
             self._skip(line)
@@ -755,11 +805,13 @@ class Runner:
             )  # fmt: skip
             monitor = f"{data.val[0].overall_key}/{spec.metrics[0]}" if data.val else None
             mixture_info = None
-        ckpt_dir = self.run_dir / "checkpoints" / stage
+        ckpt_dir = home.ckpt_dir if home is not None else self.run_dir / "checkpoints" / stage
+        stage_state = RunState.load(home.state_path) if home is not None else self.state
+        resume = self.cfg.resume or home is not None
         # FSDP wraps the module in place and flattens its parameters: keep a meta-device skeleton to
         # rebuild it from full-state checkpoints (xlt.strategies).
         skeleton = meta_skeleton(module) if self.sharded else None
-        done = self.state.stage(stage) if self.cfg.resume else None
+        done = stage_state.stage(stage) if resume else None
         if done is not None:
             log.info(
                 "%s: finished in an earlier launch; loading %s",
@@ -778,7 +830,7 @@ class Runner:
         else:
             trainer = self._trainer(stage_cfg, data, accumulate, ckpt_dir, monitor, stage=stage)
             last = ckpt_dir / "last.ckpt"
-            found = resume_checkpoint(ckpt_dir) if self.cfg.resume else None
+            found = resume_checkpoint(ckpt_dir) if resume else None
             resume_from = str(found) if found else None
             if resume_from:
                 log.info("%s: resuming from %s", stage, resume_from)
@@ -801,8 +853,8 @@ class Runner:
             weights = Path(best)
             # Lightning's logger axis: the fit's last step (where its own epoch-end validation landed).
             self.eval_step = max(0, trainer.fit_loop.epoch_loop._batches_that_stepped - 1)
-            self.state.mark_stage(stage, best=best, task=spec.name, train=data.train_origin, logged_step=self.eval_step,
-                                  rng=rng_states_to_json(rng_states()),
+            stage_state.mark_stage(stage, best=best, task=spec.name, train=data.train_origin, steps=trainer.global_step,
+                                   logged_step=self.eval_step, rng=rng_states_to_json(rng_states()),
                                   **({"mixture": mixture_info} if mixture_info else {}))  # fmt: skip
             if is_global_zero():
                 last.unlink(missing_ok=True)  # the stage is done; its resume point is no longer needed
@@ -894,6 +946,8 @@ class Runner:
             # tqdm, not Rich: it stays readable in log files and SLURM output, not only in terminals.
             callbacks.append(LossProgressBar(refresh_rate=1 if sys.stderr.isatty() else 25))
         trainer_kwargs = to_container(self.cfg.trainer)
+        if ckpt_dir is not None and monitor is not None:
+            callbacks.extend(selection_callbacks(stage_cfg, monitor, accumulate, trainer_kwargs))
         epochs = float(stage_cfg.epochs)
         if epochs != int(epochs) and (data.train is not None or data.mixture is not None):
             if data.mixture is not None:
@@ -1003,18 +1057,121 @@ class Runner:
             self.ctx = replace(self.ctx, intermediate=label[0])
             self.ctx.extra.update(intermediate_mixture=self.cfg.intermediate.name, intermediate_members=",".join(label[1]))
 
+    # -- the intermediate stage, trained once per key (xlt/reuse.py) -------------------------------
+
+    def intermediate_key(self) -> IntermediateKey:
+        """What names this run's intermediate model: see xlt.reuse.intermediate_key."""
+        audit = self.state.data.get("audit", {})
+        exclusions = {r["set"]: sorted(r.get("excluded_ids", [])) for r in audit.get("sets", [])
+                      if r.get("stage") == "intermediate" and r.get("excluded")}  # fmt: skip
+        accelerator = "cuda" if torch.cuda.is_available() and self.cfg.trainer.get("accelerator") != "cpu" else "cpu"
+        return intermediate_key(to_container(self.cfg), model_revision=self.ctx.extra.get("model_revision", ""),
+                                exclusions=exclusions, code=self.cfg.reuse.get("code") or code_version(),
+                                precision=resolve_precision(self.cfg.scale.precision), accelerator=accelerator)  # fmt: skip
+
+    def intermediate_home(self, key: IntermediateKey) -> SharedStage | None:
+        """The shared folder of this run's intermediate stage, or None when the run keeps it in its
+        own directory (reuse.intermediate=false, or a single run without reuse.dir). A relaunch keeps
+        the folder its first launch used (state.json ``intermediate_home``), even if the key has
+        changed since (a new commit): a job resumes on the intermediate model it started from."""
+        pinned = self.state.data.get("intermediate_home") if self.cfg.resume else None
+        if pinned:
+            home = SharedStage.pinned(Path(pinned))
+            if home.key.name != key.name:
+                rank_zero_only(log.warning)("intermediate: keeping %s, which this job started from (its settings "
+                                            "now give the key %s)", pinned, key.name)  # fmt: skip
+            return home
+        if not self.cfg.reuse.intermediate:
+            return None
+        root = self.cfg.reuse.dir or (self.sweep_dir / ROOT_NAME if self.sweep_dir is not None else None)
+        return SharedStage(Path(root), key) if root is not None else None
+
+    def run_intermediate(self, home: SharedStage | None) -> None:
+        cfg = self.cfg
+        mixture = get_mixture(cfg.intermediate.name)
+        if mixture is not None:
+            self.train_stage("intermediate", cfg.intermediate, mixture, None, test=False, home=home)
+        else:
+            spec = get_task(cfg.intermediate.name, role="intermediate")
+            self.train_stage("intermediate", cfg.intermediate, spec, spec, test=False, home=home)
+
+    def intermediate_phase(self) -> None:
+        """Train the intermediate stage (and probe after it), or reuse it from the job that trained
+        it under the same key; either way the stage's rows and the random generators' states are the
+        same as if this job had trained it itself."""
+        key = self.intermediate_key()
+        # The key the stage was trained under: a relaunch after a code change reports that one.
+        recorded = self.state.data.get("intermediate_key") if self.cfg.resume else None
+        self.ctx.extra["intermediate_key"] = recorded or key.name
+        if not recorded and is_global_zero():
+            self.state.data["intermediate_key"] = key.name
+            self.state.save()
+        home = self.intermediate_home(key)
+        if home is None:
+            self.run_intermediate(None)
+            self.probe("intermediate")
+            best = (self.state.stage("intermediate") or {}).get("best", "")
+            # relative to the run dir (as the folder is moved or compared), like the run's other files
+            self.ctx.extra["intermediate_checkpoint"] = os.path.relpath(best, self.run_dir) if best else ""
+            return
+        if is_global_zero():
+            self.state.data["intermediate_home"] = str(home.dir)
+            self.state.save()
+        timeout = self.cfg.reuse.wait_timeout_min
+        with home.claim(str(self.run_dir), rank_zero=is_global_zero(),
+                        timeout_s=timeout * 60 if timeout is not None else None) as record:  # fmt: skip
+            if record is None:
+                first_row, first_skip = len(self.rows), len(self.skipped)
+                self.run_intermediate(home)
+                dev_rows = self.rows[first_row:]
+                self.probe("intermediate")
+                probe_rows = self.rows[first_row + len(dev_rows):]
+                rng = RngStateInCheckpoint().state_dict()  # every rank (gathered when distributed)
+                finished = RunState.load(home.state_path).stage("intermediate") or {}
+                best = finished.get("best", "")  # written by rank 0 before the evaluation all ranks ran
+                record = {"checkpoint": str(Path(best).resolve()) if best else "", "trained_by": str(self.run_dir),
+                          "optimizer_steps": finished.get("steps"), "rows": [dataclasses.asdict(r) for r in dev_rows],
+                          "probe_rows": [dataclasses.asdict(r) for r in probe_rows], "probe": self._probe_settings(),
+                          "skipped": self.skipped[first_skip:]}  # fmt: skip
+                if is_global_zero():
+                    torch.save(rng, home.dir / RNG_FILE)
+                    home.finish(record)
+            else:
+                self.reuse_intermediate(home, record)
+        self.ctx.extra.update(intermediate_key=home.key.name, intermediate_checkpoint=record["checkpoint"],
+                              intermediate_trained_by=record["trained_by"])  # fmt: skip
+
+    def _probe_settings(self) -> dict[str, Any]:
+        return {"probe": to_container(self.cfg.probe), "retrieval": to_container(self.cfg.retrieval)}
+
+    def reuse_intermediate(self, home: SharedStage, record: dict[str, Any]) -> None:
+        """Load the encoder of a shared intermediate stage that another job trained, with its rows."""
+        checkpoint = Path(record["checkpoint"])
+        rank_zero_only(log.info)("intermediate: reusing %s (key %s, %s optimizer steps, trained by %s)", checkpoint,
+                                 home.key.name, record.get("optimizer_steps"), record["trained_by"])  # fmt: skip
+        if not self.lean:  # a lean rank (FSDP) gets rank 0's weights when FSDP wraps the encoder
+            state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["state_dict"]
+            prefix = "encoder."
+            self.encoder.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        rows = rows_from_records(record["rows"])
+        self.rows.extend(rows)
+        self._log_rows(rows)
+        self.skipped.extend(record.get("skipped", []))
+        if record.get("probe") == self._probe_settings():
+            probe_rows = rows_from_records(record["probe_rows"])
+            self.rows.extend(probe_rows)
+            self._log_rows(probe_rows)
+        else:
+            rank_zero_only(log.info)("intermediate: probing here (the probe settings differ from the job that trained it)")
+            self.probe("intermediate")
+        RngStateInCheckpoint().load_state_dict(torch.load(home.dir / RNG_FILE, weights_only=True))
+
     def execute(self) -> list[ResultRow]:
         cfg = self.cfg
         self.audit()
         self.probe("pretrained")
         if cfg.intermediate is not None:
-            mixture = get_mixture(cfg.intermediate.name)
-            if mixture is not None:
-                self.train_stage("intermediate", cfg.intermediate, mixture, None, test=False)
-            else:
-                spec = get_task(cfg.intermediate.name, role="intermediate")
-                self.train_stage("intermediate", cfg.intermediate, spec, spec, test=False)
-            self.probe("intermediate")
+            self.intermediate_phase()
         target = get_task(cfg.target.name, role="target")
         if target.trainable:
             train_spec = get_task(cfg.target.train_task)
@@ -1085,6 +1242,7 @@ RESULT_NEUTRAL_KEYS = (
     "resume",
     "predictions",
     "scale.checkpoint_every_n_steps",
+    "reuse",  # where the intermediate stage is kept: it is keyed, and a relaunch keeps its folder (xlt/reuse.py)
 )
 
 
@@ -1129,10 +1287,12 @@ def check_same_config(cfg: DictConfig, path: Path) -> None:
                           "(use another run directory, restore those values, or resume=false to start it over)")  # fmt: skip
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+def run(cfg: DictConfig, run_dir: Path, sweep_dir: Path | None = None) -> dict[str, float]:
     """Validate ``cfg``, run every stage into ``run_dir``, write ``results.jsonl``; return the summary
-    metrics (``{split}/{task}/{language}/{metric}`` of the target stage), e.g. for a sweep objective."""
+    metrics (``{split}/{task}/{language}/{metric}`` of the target stage), e.g. for a sweep objective.
+    ``sweep_dir``: the multirun folder, under which jobs share their intermediate stages."""
     cfg = validate(cfg)
+    launch_id()  # before Lightning starts other ranks as subprocesses: they inherit it (xlt/reuse.py)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     state = RunState.load(run_dir / STATE_FILE)
@@ -1157,7 +1317,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
             shutil.rmtree(run_dir / folder, ignore_errors=True)
     if is_global_zero():
         atomic_write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
-    runner = Runner(cfg, run_dir)
+    runner = Runner(cfg, run_dir, sweep_dir)
     try:
         rows = runner.execute()
         runner.finish()

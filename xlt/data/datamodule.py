@@ -155,6 +155,13 @@ def _without(loaded: Loaded, removal: Removal, limit: int | None) -> Loaded:
     return Loaded(kept, loaded.origin, loaded.dropped, fingerprint)
 
 
+def selection_cap(max_eval: int | None, val_subset: int | None) -> int | None:
+    """How many examples of each English dev set a stage reads to select its checkpoint: the first
+    ``val_subset`` (jiant's ``eval_subset_num``), within the ``max_eval`` cap."""
+    caps = [c for c in (max_eval, val_subset) if c is not None]
+    return min(caps) if caps else None
+
+
 def dev_sets(
     task: TaskSpec, dev_split: str, settings: DataSettings, max_len: int, max_eval: int | None
 ) -> list[EvalSet]:
@@ -181,6 +188,7 @@ def prepare_stage_data(
     max_len: int,
     max_train: int | None,
     max_eval: int | None,
+    val_subset: int | None = None,
 ) -> StageData:
     """Load and featurise a stage's data. Training and dev are English; test covers ``languages``.
 
@@ -198,7 +206,7 @@ def prepare_stage_data(
         train, train_origin, _ = load_features(
             train_task, task.head, train_split, "en", settings, max_len, max_train
         )
-    val = dev_sets(task, dev_split, settings, max_len, max_eval) if dev_split else []
+    val = dev_sets(task, dev_split, settings, max_len, selection_cap(max_eval, val_subset)) if dev_split else []
     test, skipped = [], []
     if test_split:
         for lang in languages:

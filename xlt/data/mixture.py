@@ -13,7 +13,15 @@ from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
 from xlt.config import MemberConfig
-from xlt.data.datamodule import DataSettings, EvalSet, MixtureTrain, StageData, dev_sets, load_and_featurize
+from xlt.data.datamodule import (
+    DataSettings,
+    EvalSet,
+    MixtureTrain,
+    StageData,
+    dev_sets,
+    load_and_featurize,
+    selection_cap,
+)
 from xlt.data.sampling import MultiTaskBatchSampler, mixture_probabilities
 from xlt.tasks.loading import MissingDataError
 from xlt.tasks.registry import flatten_mixture, get_task
@@ -49,7 +57,8 @@ def prepare_mixture_data(mixture: MixtureSpec, stage: DictConfig, settings: Data
             train, loaded = load_and_featurize(spec, spec.head, member.train_split, "en", settings, max_len,
                                                max_train)  # fmt: skip
             dev = (
-                dev_sets(spec, member.dev_split or spec.dev_split, settings, max_len, max_eval)
+                dev_sets(spec, member.dev_split or spec.dev_split, settings, max_len,
+                         selection_cap(max_eval, stage.get("val_subset")))
                 if (member.evaluate if member.evaluate is not None else task in flat.evaluated)
                 else []
             )
