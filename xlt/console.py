@@ -7,8 +7,8 @@ goes to the run's log file (Hydra's ``<run_dir>/train.log``), not to the termina
 
 :func:`quiet_terminal` puts a filter on the root logger's terminal handlers (stream handlers that are
 not file handlers), routes Python warnings into logging (so they reach the file, not the terminal),
-and turns off the ``datasets`` progress bars (tokenising, "Saving the dataset"), which write to
-the terminal directly.
+and turns off the ``datasets`` progress bars (tokenising, "Saving the dataset") and transformers'
+"Loading weights" bar, which write to the terminal directly.
 """
 
 from __future__ import annotations
@@ -59,9 +59,11 @@ def quiet_terminal() -> None:
             handler.addFilter(TerminalFilter())
     try:
         import datasets
+        import transformers
 
         datasets.disable_progress_bars()
-    except ImportError:  # pragma: no cover - datasets is a dependency
+        transformers.utils.logging.disable_progress_bar()  # "Loading weights" per model load
+    except ImportError:  # pragma: no cover - both are dependencies
         pass
 
 
