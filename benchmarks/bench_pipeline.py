@@ -36,6 +36,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from xlt.results.rows import read_results  # noqa: E402
+
 QUIET = ["logger=none", "trainer.enable_progress_bar=false"]
 TINY_RUN = ["+target=xnli", "target.train_task=snli", "target.train_split=dev", "target.max_train_examples=32",
             "target.max_eval_examples=32", "target.languages=[en]", "target.batch_size=16",
@@ -168,7 +170,7 @@ def bench_zero_shot(repeats: int, tmp: Path, languages: tuple[str, ...], max_eva
         seconds = xlt_process([*base, f"target.languages={which}", f"hydra.run.dir={run_dir}"], cache)[
             "total_s"
         ]
-        rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+        rows = read_results(run_dir / "results.jsonl")  # the rows, without the end marker
         tested = {r["language"] for r in rows if r["split"] == "test"}
         assert set(which.strip("[]").split(",")) <= tested, f"{name}: tested {sorted(tested)}"
         shutil.rmtree(run_dir)
