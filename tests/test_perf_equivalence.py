@@ -209,3 +209,36 @@ def test_a_tiny_run_builds_the_xlmr_tokenizer_once(cache_dir: Path, monkeypatch:
     tokenizer = encoder_module.load_tokenizer(cfg, cache_dir)
     encoder = encoder_module.load_encoder(cfg, cache_dir)
     assert encoder.config.vocab_size == len(tokenizer) and len(built) == 1
+
+
+def test_clipping_reuses_the_guards_norm_and_clips_as_lightning_does() -> None:
+    """DivergenceGuard takes the gradients' total norm before clipping; the module's clipping then
+    scales by that norm instead of computing it again. The clipped gradients equal those of torch's
+    clip_grad_norm_ (what Lightning calls) bit for bit, and the norm is taken once per step."""
+    from pytorch_lightning.plugins.precision import Precision
+
+    from xlt.run import DivergenceGuard
+
+    module = small_module()
+    reference = copy.deepcopy(module)
+    optimizer = module.configure_optimizers()["optimizer"]
+    stub = type("T", (), {"precision_plugin": Precision(), "world_size": 1,
+                          "strategy": type("S", (), {"model": module})()})()  # fmt: skip
+    module.trainer = stub  # type: ignore[assignment]
+    ids = torch.randint(3, 120, (4, 12), generator=torch.Generator().manual_seed(3))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([0, 1, 2, 0])}
+    for m in (module, reference):
+        torch.manual_seed(2)
+        (m.head.loss(m(dict(batch)), batch) * 100).backward()  # a norm far above the clip value
+    calls = []
+    real_norm = torch.nn.utils.get_total_norm
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.nn.utils, "get_total_norm", lambda *a, **k: calls.append(1) or real_norm(*a, **k))
+        DivergenceGuard("target").on_before_optimizer_step(stub, module, optimizer)  # type: ignore[arg-type]
+        module.configure_gradient_clipping(optimizer, 0.5, "norm")
+    assert len(calls) == 1 and module.unclipped_grad_norm is None
+    norm = torch.nn.utils.clip_grad_norm_(reference.parameters(), 0.5)
+    assert norm > 0.5
+    for (name, a), b in zip(module.named_parameters(), reference.parameters(), strict=True):
+        assert a.grad is not None and b.grad is not None
+        assert torch.equal(a.grad, b.grad), name

@@ -255,15 +255,15 @@ class DivergenceGuard(pl.Callback):
                                  optimizer: torch.optim.Optimizer) -> None:  # fmt: skip
         if self._scaler(trainer) is not None:
             return
-        norms = []
-        for group in optimizer.param_groups:
-            for param in group["params"]:
-                grad = param.grad
-                if grad is None:
-                    continue
-                grad = grad.to_local() if hasattr(grad, "to_local") else grad  # a DTensor shard (FSDP2)
-                norms.append(torch.linalg.vector_norm(grad.detach().float()))
-        local = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if any(hasattr(grad, "to_local") for grad in grads):  # DTensor shards (FSDP2)
+            grads = [grad.to_local() if hasattr(grad, "to_local") else grad for grad in grads]
+        # torch's own total norm over the optimizer's gradients, in its order: exactly the norm that
+        # norm clipping computes next, so the module's clipping reuses it (one pass over the
+        # gradients per step, not two; a tenth of an e5_small step on CPU).
+        local = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        if isinstance(pl_module, TransferModule):
+            pl_module.unclipped_grad_norm = local
         bad = (~torch.isfinite(local)).float().to(pl_module.device)
         if trainer.world_size > 1:
             bad = trainer.strategy.reduce(bad, reduce_op="sum")

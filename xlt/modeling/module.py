@@ -9,6 +9,7 @@ from typing import Any, cast
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
+from pytorch_lightning.plugins.precision import MixedPrecision, Precision
 from torch import nn
 
 from xlt.data.datamodule import EvalSet, MixtureTrain
@@ -79,6 +80,8 @@ class TransferModule(pl.LightningModule):
         self.task = task
         self.lr = lr
         self.optim = optim
+        # Set by xlt.run.DivergenceGuard before clipping, reused (and cleared) by the clipping below.
+        self.unclipped_grad_norm: torch.Tensor | None = None
         self.val_keys = [s.key for s in val_sets]
         self.test_keys = [s.key for s in test_sets]
         self.key_task = {s.key: s.task for s in [*val_sets, *test_sets]}
@@ -226,8 +229,17 @@ class TransferModule(pl.LightningModule):
         from xlt.strategies import clip_grad_norm
 
         wrapped = self.trainer.strategy.model
+        norm, self.unclipped_grad_norm = self.unclipped_grad_norm, None
         norm_clip = bool(gradient_clip_val) and gradient_clip_algorithm in (None, "norm") and wrapped is not None
         if norm_clip and clip_grad_norm(cast(nn.Module, wrapped), float(gradient_clip_val or 0)) is not None:
+            return
+        plugin = self.trainer.precision_plugin
+        plain = type(plugin) is Precision or (type(plugin) is MixedPrecision and plugin.scaler is None)
+        if norm_clip and norm is not None and plain:
+            # The total norm DivergenceGuard took of these gradients this step: what Lightning's
+            # clip_grad_norm_ would compute again (same gradients, same order, same function).
+            grads = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grads_with_norm_(grads, float(gradient_clip_val or 0), norm)
             return
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
