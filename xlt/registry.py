@@ -1,0 +1,58 @@
+"""One generic registry: a name -> item table filled by a decorator, used for task specs, raw-file
+readers, hub-row mappers, mixtures (xlt/tasks), featurizers (xlt/data) and heads (xlt/modeling).
+
+The modules that register items (plugins) are imported by their package's ``__init__``, never by
+the module that holds the registry, so no module imports a module that imports it back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+T = TypeVar("T")
+F = TypeVar("F")
+
+
+class Registry(dict[str, T]):
+    """A dict of named items (``what`` names them in errors) that refuses a name registered twice."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__()
+        self.what = what
+
+    def add(self, name: str, item: T) -> T:
+        """Register ``item`` as ``name``; a second item of the same name is a programming error."""
+        if name in self:
+            raise ValueError(f"{self.what} {name!r} is registered twice")
+        self[name] = item
+        return item
+
+    def register(self, name: str) -> Callable[[F], F]:
+        """A decorator registering the decorated function or class as ``name``."""
+
+        def wrap(item: F) -> F:
+            self.add(name, item)  # type: ignore[arg-type]
+            return item
+
+        return wrap
+
+    def lookup(self, name: str, where: str = "") -> T:
+        """The item called ``name``; an unknown name is a KeyError listing the registered ones."""
+        try:
+            return self[name]
+        except KeyError:
+            prefix = f"{where}: " if where else ""
+            raise KeyError(
+                f"{prefix}no {self.what} {name!r} (registered: {', '.join(sorted(self))})"
+            ) from None
+
+    @contextmanager
+    def temporary(self, name: str, item: T) -> Iterator[T]:
+        """Register ``item`` for the duration of a ``with`` block (tests adding a task or a head)."""
+        self.add(name, item)
+        try:
+            yield item
+        finally:
+            del self[name]
