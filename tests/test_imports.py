@@ -109,7 +109,8 @@ def test_no_import_cycle() -> None:
     cycles = all_cycles(import_graph())
     if cycles:
         pytest.fail(
-            f"{len(cycles)} import cycle(s) among xlt's modules:\n" + "\n".join(" -> ".join(c) for c in cycles),
+            f"{len(cycles)} import cycle(s) among xlt's modules:\n"
+            + "\n".join(" -> ".join(c) for c in cycles),
             pytrace=False,
         )
 

@@ -7,8 +7,7 @@ the module that holds the registry, so no module imports a module that imports i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -37,22 +36,3 @@ class Registry(dict[str, T]):
             return item
 
         return wrap
-
-    def lookup(self, name: str, where: str = "") -> T:
-        """The item called ``name``; an unknown name is a KeyError listing the registered ones."""
-        try:
-            return self[name]
-        except KeyError:
-            prefix = f"{where}: " if where else ""
-            raise KeyError(
-                f"{prefix}no {self.what} {name!r} (registered: {', '.join(sorted(self))})"
-            ) from None
-
-    @contextmanager
-    def temporary(self, name: str, item: T) -> Iterator[T]:
-        """Register ``item`` for the duration of a ``with`` block (tests adding a task or a head)."""
-        self.add(name, item)
-        try:
-            yield item
-        finally:
-            del self[name]

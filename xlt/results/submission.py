@@ -45,5 +45,6 @@ def write_predictions(root: Path, task: str, split: str, lang: str, fmt: str,
                       predictions: Sequence[Any] | Mapping[str, str]) -> Path:  # fmt: skip
     """Write one language's predictions atomically; returns the file's path."""
     content = render(fmt, predictions)  # an unknown format stops here, before a path is made
-    atomic_write_text(submission_path(root, task, split, lang, fmt), content)
+    path = submission_path(root, task, split, lang, fmt)
+    atomic_write_text(path, content)
     return path

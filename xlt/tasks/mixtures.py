@@ -7,6 +7,7 @@ here; the sampling settings (cap, temperature, steps) and each member's splits a
 
 from __future__ import annotations
 
+from xlt.tasks import classification, multiple_choice, nli, qa, tagging  # noqa: F401  (members first)
 from xlt.tasks.registry import register_mixture
 from xlt.tasks.spec import MixtureSpec
 
