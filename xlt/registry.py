@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import TypeVar
 
 T = TypeVar("T")
-F = TypeVar("F")
 
 
 class Registry(dict[str, T]):
@@ -28,11 +27,10 @@ class Registry(dict[str, T]):
         self[name] = item
         return item
 
-    def register(self, name: str) -> Callable[[F], F]:
+    def register(self, name: str) -> Callable[[T], T]:
         """A decorator registering the decorated function or class as ``name``."""
 
-        def wrap(item: F) -> F:
-            self.add(name, item)  # type: ignore[arg-type]
-            return item
+        def wrap(item: T) -> T:
+            return self.add(name, item)
 
         return wrap
