@@ -27,7 +27,9 @@ MetricKind = XtremeMetric
 def _xtreme_spec(task: str) -> TaskSpec:
     spec = get_task(task)
     if spec.xtreme is None:
-        raise ValueError(f"task {task} is one of XTREME_TASKS but its spec has no xtreme scoring (TaskSpec.xtreme)")
+        raise ValueError(
+            f"task {task} is one of XTREME_TASKS but its spec has no xtreme scoring (TaskSpec.xtreme)"
+        )
     return spec
 
 
