@@ -14,8 +14,8 @@ import pytest
 
 import xlt.run as run_module
 from xlt.config import ConfigError, validate
-from xlt.data.datamodule import DataSettings
-from xlt.data.mixture import MixtureDataset, log_mixture, mixture_steps_per_epoch, prepare_mixture_data
+from xlt.data.datamodule import DataSettings, MixtureDataset
+from xlt.data.mixture import log_mixture, mixture_steps_per_epoch, prepare_mixture_data
 from xlt.data.sampling import MultiTaskBatchSampler, mixture_probabilities
 from xlt.modeling.encoder import load_tokenizer
 from xlt.results.rows import read_results

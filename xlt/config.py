@@ -97,7 +97,7 @@ class StageConfig:
     lr: float = 1e-5
     batch_size: int = 32
     eval_batch_size: int = 64
-    max_seq_length: int = 128
+    max_seq_length: int | None = None  # null: the task spec's (a mixture stage sets its own)
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
     # Mixture stages only (intermediate=anli, all9): per-member settings, a subset of the members to
@@ -310,6 +310,7 @@ def validate(cfg: DictConfig) -> DictConfig:
                     raise ConfigError(f"probe.languages: {lang!r} is not a language of {spec.name}")
     except UnknownTaskError as err:
         raise ConfigError(str(err)) from None
+    _fill_from_specs(merged)  # train_task, max_seq_length left null: the task spec's values
     if target.hub_unusable and merged.data.source == "hub":
         raise ConfigError(f"data.source=hub: {target.name}: {target.hub_unusable}")
     if target.trainable and not merged.target.train_task:
@@ -344,6 +345,23 @@ def validate(cfg: DictConfig) -> DictConfig:
     check_gpu_memory(merged)
     OmegaConf.set_readonly(merged, True)
     return merged
+
+
+def _fill_from_specs(cfg: DictConfig) -> None:
+    """Stage settings left null take the task spec's value (``TaskSpec.train_task``,
+    ``TaskSpec.max_seq_length``): the YAML files override a spec's fact, never restate it, and the
+    validated config (hence the config lock, reuse key and result rows) records the value used."""
+    from xlt.tasks.registry import get_mixture, get_task
+
+    for name in ("intermediate", "target"):
+        stage = cfg.get(name)
+        if stage is None or get_mixture(stage.name) is not None:
+            continue  # a mixture has no spec length: its stage file sets max_seq_length
+        spec = get_task(stage.name)
+        if stage.max_seq_length is None:
+            stage.max_seq_length = spec.max_seq_length
+        if name == "target" and stage.train_task is None:
+            stage.train_task = spec.train_task
 
 
 def _check_intermediate(stage: DictConfig) -> None:

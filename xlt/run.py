@@ -51,7 +51,7 @@ from xlt.results.rows import (
     read_results,
     write_results,
 )
-from xlt.results.submission import HEAD_FORMAT, write_predictions
+from xlt.results.submission import write_predictions
 from xlt.reuse import ROOT_NAME, IntermediateKey, SharedStage, code_version, intermediate_key, launch_id
 from xlt.strategies import is_sharded, materialize, meta_skeleton
 from xlt.tasks.loading import MissingDataError, check_local_files, load_split, resolve_source
@@ -708,7 +708,7 @@ class Runner:
                 # XTREME's layout: English lines sorted, so the gold of sorted line j is its original index.
                 _, order = tatoeba_sorted_gold(english)
                 self._write_predictions(
-                    spec.name, spec.test_split, lang, "index", [int(pred[i]) for i in order]
+                    spec.name, spec.test_split, lang, spec.prediction_format, [int(pred[i]) for i in order]
                 )
         cast(torch.nn.Module, self.encoder).to("cpu")
         rows = language_rows(stage, spec.name, spec.test_split, scores, counts, with_gap=False)
@@ -735,7 +735,7 @@ class Runner:
             self._skip(line)
         if self.cfg.predictions and stage == "target":
             for lang, result in results:
-                self._write_predictions(spec.name, result.split, lang, "pairs", result.pairs)
+                self._write_predictions(spec.name, result.split, lang, spec.prediction_format, result.pairs)
         rows = bucc.result_rows(stage, spec.name, results)
         self._log_rows(rows)
         return rows
@@ -907,7 +907,7 @@ class Runner:
     ) -> None:
         """Write each test language's predictions in the submission layout; a language with
         unpredicted examples (e.g. limit_test_batches) is not written, and says so in one line."""
-        fmt = HEAD_FORMAT[spec.head]
+        fmt = spec.prediction_format
         for s in sets:
             by_example = predicted.get(s.key, {})
             if len(by_example) < len(s):

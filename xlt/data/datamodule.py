@@ -4,13 +4,15 @@ the Trainer starts, so missing languages are known (and reported) up front."""
 
 from __future__ import annotations
 
+import bisect
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import datasets
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
 
 from xlt.audit import Removal, apply_removal
@@ -71,6 +73,25 @@ class MixtureTrain:
     probabilities: list[float]
     steps_per_epoch: int  # optimizer steps
     dropped: dict[str, int] = field(default_factory=dict)  # rows without a gold label, per task
+
+
+class MixtureDataset(Dataset[dict[str, Any]]):
+    """The members' feature sets concatenated; each row is tagged with its task's index (``task_id``)."""
+
+    def __init__(self, features: list[datasets.Dataset]) -> None:
+        self.parts = [f.select_columns([c for c in f.column_names if c != "length"]) for f in features]
+        self.starts = [0]
+        for part in self.parts:
+            self.starts.append(self.starts[-1] + len(part))
+
+    def __len__(self) -> int:
+        return self.starts[-1]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        task = bisect.bisect_right(self.starts, index) - 1
+        row = dict(self.parts[task][index - self.starts[task]])
+        row["task_id"] = task
+        return row
 
 
 @dataclass
@@ -271,8 +292,6 @@ class StageDataModule(pl.LightningDataModule):
         return self._loader(self.data.train, self.per_device_batch_size, shuffle=True)
 
     def _mixture_loader(self, mixture: MixtureTrain) -> DataLoader:
-        from xlt.data.mixture import MixtureDataset
-
         rank, world = self._ranks()
         self.train_sampler = MultiTaskBatchSampler(
             [f["length"] for f in mixture.features],

@@ -17,6 +17,7 @@ import datasets
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from xlt.registry import Registry
 from xlt.results.rows import apply_umask
 from xlt.tasks.loading import Loaded
 from xlt.tasks.spec import Example, TaskSpec
@@ -24,21 +25,14 @@ from xlt.tasks.spec import Example, TaskSpec
 log = logging.getLogger(__name__)
 
 Featurizer = Callable[[PreTrainedTokenizerBase, dict[str, list[Any]], int], dict[str, list[Any]]]
-FEATURIZERS: dict[str, Featurizer] = {}
+# Head kind -> featurizer; the modules of the other kinds (features_*.py) register theirs when
+# xlt/data/__init__.py imports them.
+FEATURIZERS: Registry[Featurizer] = Registry("featurizer")
+register_featurizer = FEATURIZERS.register
 # Bump when a featuriser's output changes, so cached features are rebuilt.
 FEATURE_VERSION = 1
 # Bump when what load_split_cached stores changes.
 EXAMPLES_VERSION = 1
-
-
-def register_featurizer(kind: str) -> Callable[[Featurizer], Featurizer]:
-    def wrap(fn: Featurizer) -> Featurizer:
-        if kind in FEATURIZERS:
-            raise ValueError(f"featurizer {kind!r} is registered twice")
-        FEATURIZERS[kind] = fn
-        return fn
-
-    return wrap
 
 
 @register_featurizer("classification")
@@ -49,11 +43,6 @@ def featurize_classification(
     enc = tokenizer(batch["text_a"], pair, truncation=True, max_length=max_len)
     out = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": batch["label"]}
     return out
-
-
-def _load_builtin_featurizers() -> None:
-    # Featurisers of the other head kinds live beside their heads' tasks and register on import.
-    from xlt.data import features_mc, features_qa, features_tagging  # noqa: F401
 
 
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
@@ -77,7 +66,6 @@ def featurize(
     A second call with the same key (same data fingerprint, tokenizer, length, featuriser version)
     loads the cached Arrow files instead of tokenising again.
     """
-    _load_builtin_featurizers()
     try:
         fn = FEATURIZERS[kind]
     except KeyError:

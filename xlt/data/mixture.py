@@ -3,14 +3,12 @@ sampling probabilities and the epoch length. Members without data are left out, 
 
 from __future__ import annotations
 
-import bisect
 import logging
 import math
 from typing import Any
 
 import datasets
 from omegaconf import DictConfig
-from torch.utils.data import Dataset
 
 from xlt.config import MemberConfig
 from xlt.data.datamodule import (
@@ -89,25 +87,6 @@ def prepare_mixture_data(mixture: MixtureSpec, stage: DictConfig, settings: Data
 def mixture_steps_per_epoch(sizes: list[int], batch_size: int, cap: int | None) -> int:
     """jiant's count: sum over tasks of ceil(min(n_t, cap) / batch_size) optimizer steps."""
     return sum(math.ceil((min(n, cap) if cap is not None else n) / batch_size) for n in sizes)
-
-
-class MixtureDataset(Dataset[dict[str, Any]]):
-    """The members' feature sets concatenated; each row is tagged with its task's index (``task_id``)."""
-
-    def __init__(self, features: list[datasets.Dataset]) -> None:
-        self.parts = [f.select_columns([c for c in f.column_names if c != "length"]) for f in features]
-        self.starts = [0]
-        for part in self.parts:
-            self.starts.append(self.starts[-1] + len(part))
-
-    def __len__(self) -> int:
-        return self.starts[-1]
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        task = bisect.bisect_right(self.starts, index) - 1
-        row = dict(self.parts[task][index - self.starts[task]])
-        row["task_id"] = task
-        return row
 
 
 def log_mixture(

@@ -1,70 +1,57 @@
-"""The XTREME (2020) evaluation table: languages, metric and file layout of each target task.
+"""The XTREME (2020) evaluation tables: languages, metric and file layout of each target task.
 
-One place for these facts. Source of the behaviour: ``google-research/xtreme: evaluate.py``
-(``XTREME_TASK2LANGS``, ``XTREME_GROUP2TASK``, ``READER_FUNCTION``, ``METRIC_FUNCTION``,
-``get_suffix`` and the ``avg_metric`` rule in ``evaluate``) at commit 838c13b, with
-``xtreme_version='xtreme'``. The language order is the official one: per-task averages are summed
-in this order, so keeping it keeps the floating-point result identical.
+Source of the behaviour: ``google-research/xtreme: evaluate.py`` (``XTREME_TASK2LANGS``,
+``XTREME_GROUP2TASK``, ``READER_FUNCTION``, ``METRIC_FUNCTION``, ``get_suffix`` and the
+``avg_metric`` rule in ``evaluate``) at commit 838c13b, with ``xtreme_version='xtreme'``.
 
-Task specs elsewhere (``xlt/tasks``) should import ``XTREME_TASK2LANGS`` instead of re-declaring
-languages.
+The facts of each task live on its spec (``xlt/tasks``): its languages (in evaluate.py's order: per-task
+averages are summed in that order, so keeping it keeps the floating-point result identical), its
+group and scorer (``TaskSpec.xtreme``) and its file format (``TaskSpec.prediction_suffix``). This
+module holds only the benchmark's own facts, the order of its nine tasks and of its four groups, and
+builds evaluate.py's tables from the registered specs.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from xlt.tasks.registry import get_task
+from xlt.tasks.spec import TaskSpec, XtremeMetric
+
+# evaluate.py's task order (its XTREME_TASK2LANGS keys): the order the overall score sums the tasks in.
+XTREME_TASKS = ("pawsx", "xnli", "panx", "udpos", "bucc2018", "tatoeba", "xquad", "mlqa", "tydiqa")
+# evaluate.py's group order (its XTREME_GROUP2TASK keys).
+XTREME_GROUPS = ("classification", "tagging", "qa", "retrieval")
+
+MetricKind = XtremeMetric
 
 
-def _langs(codes: str) -> tuple[str, ...]:
-    return tuple(codes.split())
+def _xtreme_spec(task: str) -> TaskSpec:
+    spec = get_task(task)
+    if spec.xtreme is None:
+        raise ValueError(
+            f"task {task} is one of XTREME_TASKS but its spec has no xtreme scoring (TaskSpec.xtreme)"
+        )
+    return spec
 
 
-XTREME_TASK2LANGS: dict[str, tuple[str, ...]] = {
-    "pawsx": _langs("de en es fr ja ko zh"),
-    "xnli": _langs("ar bg de el en es fr hi ru sw th tr ur vi zh"),
-    "panx": _langs(
-        "ar he vi id jv ms tl eu ml ta te af nl en de el bn hi mr ur fa fr it pt es bg ru ja ka ko th sw yo my zh kk tr et fi hu"
-    ),
-    "udpos": _langs(
-        "af ar bg de el en es et eu fa fi fr he hi hu id it ja kk ko mr nl pt ru ta te th tl tr ur vi yo zh"
-    ),
-    "bucc2018": _langs("de fr ru zh"),
-    "tatoeba": _langs(
-        "ar he vi id jv tl eu ml ta te af nl de el bn hi mr ur fa fr it pt es bg ru ja ka ko th sw zh kk tr et fi hu"
-    ),
-    "xquad": _langs("en es de el ru tr ar vi th zh hi"),
-    "mlqa": _langs("en es de ar hi vi zh"),
-    "tydiqa": _langs("en ar bn fi id ko ru sw te"),
-}
-"""Official XTREME test languages per task, in evaluate.py's order."""
+def _specs() -> dict[str, TaskSpec]:
+    return {task: _xtreme_spec(task) for task in XTREME_TASKS}
+
+
+XTREME_TASK2LANGS: dict[str, tuple[str, ...]] = {task: spec.languages for task, spec in _specs().items()}
+"""Official XTREME test languages per task, in evaluate.py's order (each task spec's ``languages``)."""
 
 XTREME_GROUP2TASK: dict[str, tuple[str, ...]] = {
-    "classification": ("pawsx", "xnli"),
-    "tagging": ("udpos", "panx"),
-    "qa": ("xquad", "mlqa", "tydiqa"),
-    "retrieval": ("bucc2018", "tatoeba"),
+    group: tuple(t for t, spec in _specs().items() if spec.xtreme and spec.xtreme.group == group)
+    for group in XTREME_GROUPS
 }
-"""Task groups whose mean ``avg_metric`` evaluate.py reports when every task of the group is scored."""
-
-MetricKind = Literal["accuracy", "seqeval", "bucc_f1", "squad", "mlqa"]
+"""Task groups whose mean ``avg_metric`` evaluate.py reports when every task of the group is scored
+(tasks in ``XTREME_TASKS`` order; evaluate.py lists tagging as udpos, panx: a mean of two is the same
+either way)."""
 
 XTREME_TASK_METRIC: dict[str, MetricKind] = {
-    "pawsx": "accuracy",
-    "xnli": "accuracy",
-    "panx": "seqeval",
-    "udpos": "seqeval",
-    "bucc2018": "bucc_f1",
-    "tatoeba": "accuracy",
-    "xquad": "squad",
-    "mlqa": "mlqa",
-    "tydiqa": "squad",
+    task: spec.xtreme.metric for task, spec in _specs().items() if spec.xtreme
 }
-"""Which scorer each task uses (evaluate.py ``METRIC_FUNCTION``).
-
-``seqeval`` is chunk F1/precision/recall with seqeval 0.0.12 chunking (also for UD-POS);
-``squad`` is the SQuAD v1.1 script (English normalisation for every language); ``mlqa`` is the MLQA
-script with language-specific normalisation.
-"""
+"""Which scorer each task uses (evaluate.py ``METRIC_FUNCTION``; see ``xlt.tasks.spec.XtremeMetric``)."""
 
 QA_TASKS: tuple[str, ...] = XTREME_GROUP2TASK["qa"]
 
@@ -81,7 +68,7 @@ METRIC_KEYS: dict[MetricKind, tuple[str, ...]] = {
 def file_suffix(task: str) -> str:
     """File extension of a task's submission and label files: ``json`` for QA, ``tsv`` otherwise."""
     _check_task(task)
-    return "json" if task in QA_TASKS else "tsv"
+    return get_task(task).prediction_suffix
 
 
 def submission_filename(task: str, lang: str, split: str = "test") -> str:

@@ -16,6 +16,7 @@ from torch import nn
 from torchmetrics.utilities import dim_zero_cat
 
 from xlt.modeling.pooling import pool
+from xlt.registry import Registry
 from xlt.tasks.spec import TaskSpec
 
 if TYPE_CHECKING:
@@ -125,27 +126,19 @@ class Accuracy(torchmetrics.Metric):
         return torch.tensor(int(self.correct) / total * 100 if total else float("nan"), dtype=torch.float64)
 
 
-HEADS: dict[str, type[Head]] = {}
+# Head kind -> class; heads_*.py register theirs when xlt/modeling/__init__.py imports them.
+HEADS: Registry[type[Head]] = Registry("head")
 
 
 def register_head(kind: str) -> Callable[[type[Head]], type[Head]]:
     def wrap(cls: type[Head]) -> type[Head]:
-        if kind in HEADS:
-            raise ValueError(f"head {kind!r} is registered twice")
         cls.kind = kind
-        HEADS[kind] = cls
-        return cls
+        return HEADS.add(kind, cls)
 
     return wrap
 
 
-def _load_builtin_heads() -> None:
-    # Head modules register themselves on import.
-    from xlt.modeling import heads_mc, heads_qa, heads_tagging  # noqa: F401
-
-
 def build_head(spec: TaskSpec, hidden_size: int, pooling: str, **kwargs: Any) -> Head:
-    _load_builtin_heads()
     try:
         cls = HEADS[spec.head]
     except KeyError:

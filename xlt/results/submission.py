@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from xlt.results.rows import atomic_write_text
+from xlt.tasks.spec import FORMAT_SUFFIX
 
-# How a head kind's per-example predictions are written (retrieval tasks name theirs).
-HEAD_FORMAT = {"classification": "labels", "multiple_choice": "labels", "tagging": "tags", "span_qa": "qa"}
-FORMATS = ("labels", "tags", "qa", "index", "pairs")
+# Each task's format is TaskSpec.prediction_format (xlt/tasks/spec.py: PREDICTION_FORMAT, FORMAT_SUFFIX).
+FORMATS = tuple(FORMAT_SUFFIX)
 
 
 def submission_path(root: Path, task: str, split: str, lang: str, fmt: str) -> Path:
-    return Path(root) / task / f"{split}-{lang}.{'json' if fmt == 'qa' else 'tsv'}"
+    return Path(root) / task / f"{split}-{lang}.{FORMAT_SUFFIX[fmt]}"
 
 
 def render(fmt: str, predictions: Sequence[Any] | Mapping[str, str]) -> str:
@@ -44,6 +44,7 @@ def render(fmt: str, predictions: Sequence[Any] | Mapping[str, str]) -> str:
 def write_predictions(root: Path, task: str, split: str, lang: str, fmt: str,
                       predictions: Sequence[Any] | Mapping[str, str]) -> Path:  # fmt: skip
     """Write one language's predictions atomically; returns the file's path."""
+    content = render(fmt, predictions)  # an unknown format stops here, before a path is made
     path = submission_path(root, task, split, lang, fmt)
-    atomic_write_text(path, render(fmt, predictions))
+    atomic_write_text(path, content)
     return path

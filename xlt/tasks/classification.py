@@ -16,7 +16,7 @@ from typing import Any
 
 from xlt.tasks.rawio import tsv_records
 from xlt.tasks.registry import register_format, register_hub_mapper, register_task
-from xlt.tasks.spec import DataError, Example, HubFile, RawFile, TaskSpec
+from xlt.tasks.spec import DataError, Example, HubFile, RawFile, TaskSpec, Xtreme
 
 QQP_LABELS = ("not_duplicate", "duplicate")  # nyu-mll/glue qqp ClassLabel order; GLUE tsv writes 0/1
 PAWSX_LABELS = ("0", "1")  # 1 = paraphrase; the hub's ClassLabel names
@@ -87,6 +87,7 @@ QQP = register_task(
             "train": HubFile("nyu-mll/glue", "qqp", "train", "qqp_hf"),
             "dev": HubFile("nyu-mll/glue", "qqp", "validation", "qqp_hf"),
         },
+        max_seq_length=256,  # jiant's simple-API length (X-STILTs intermediate tasks)
         roles=("intermediate",),
         citation="Iyer et al. 2017; Wang et al. 2019 (GLUE)",
     )
@@ -123,5 +124,6 @@ PAWSX = register_task(
         max_seq_length=256,
         roles=("target",),
         citation="Yang et al. 2019",
+        xtreme=Xtreme("classification", "accuracy"),
     )
 )

@@ -13,7 +13,7 @@ from typing import Any
 
 from xlt.tasks.rawio import csv_records, delimited_rows, jsonl_records, require, text_lines, tsv_records
 from xlt.tasks.registry import register_format, register_hub_mapper, register_task
-from xlt.tasks.spec import DataError, Example, HubFile, RawFile, TaskSpec
+from xlt.tasks.spec import DataError, Example, HubFile, RawFile, TaskSpec, Xtreme
 
 NLI_LABELS = ("entailment", "neutral", "contradiction")
 # XNLI-MT writes "contradictory"; ANLI abbreviates to e/n/c.
@@ -195,6 +195,7 @@ MNLI = register_task(
             "train": HubFile("nyu-mll/glue", "mnli", "train", "nli_hf"),
             "dev": HubFile("nyu-mll/glue", "mnli", "validation_matched", "nli_hf"),
         },
+        max_seq_length=256,  # jiant's simple-API length (X-STILTs intermediate tasks)
         roles=("intermediate", "train_source"),
         citation="Williams et al. 2018",
     )
@@ -254,6 +255,7 @@ ANLI = register_task(
             for rnd in ANLI_ROUNDS
         },
         dev_split="dev_r1+dev_r2+dev_r3",
+        max_seq_length=256,
         roles=("intermediate",),
         citation="Nie et al. 2020",
     )
@@ -285,7 +287,9 @@ XNLI = register_task(
             "test": HubFile("facebook/xnli", "{lang}", "test", "nli_hf"),
         },
         train_task="mnli",
+        max_seq_length=256,
         roles=("target",),
         citation="Conneau et al. 2018",
+        xtreme=Xtreme("classification", "accuracy"),
     )
 )

@@ -25,10 +25,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from xlt.metrics.xtreme import XTREME_TASK2LANGS
 from xlt.tasks.rawio import read_text
 from xlt.tasks.registry import register_format, register_hub_mapper, register_task
-from xlt.tasks.spec import DataError, Example, Exclusion, HubFile, RawFile, TaskSpec
+from xlt.tasks.spec import DataError, Example, Exclusion, HubFile, RawFile, TaskSpec, Xtreme
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +39,10 @@ SQUAD_V2_METRICS = (*QA_METRICS, "has_ans_em", "has_ans_f1", "no_ans_em", "no_an
                     "best_f1_thresh")  # fmt: skip
 SCORINGS = ("squad", "squad_v2", "mlqa")
 
-# TyDiQA-GoldP ids start with the language's English name ("english-1234...-0"); the official train
-# and dev files mix all nine languages.
+# TyDiQA-GoldP's nine languages (evaluate.py's order): its ids start with the language's English name
+# ("english-1234...-0"); the official train and dev files mix all nine languages.
 TYDIQA_LANGUAGE_NAMES = {
-    "ar": "arabic", "bn": "bengali", "en": "english", "fi": "finnish", "id": "indonesian",
+    "en": "english", "ar": "arabic", "bn": "bengali", "fi": "finnish", "id": "indonesian",
     "ko": "korean", "ru": "russian", "sw": "swahili", "te": "telugu",
 }  # fmt: skip
 STRIPPED_HINT = (
@@ -297,7 +296,7 @@ XQUAD = register_task(
         "11 languages (v1.1 scoring)",
         head="span_qa",
         metrics=QA_METRICS,
-        languages=XTREME_TASK2LANGS["xquad"],
+        languages=("en", "es", "de", "el", "ru", "tr", "ar", "vi", "th", "zh", "hi"),  # evaluate.py's order
         raw={
             "squad_dev": SQUAD_DEV_RAW,
             "test": (
@@ -321,6 +320,7 @@ XQUAD = register_task(
         max_seq_length=384,
         roles=("target",),
         citation="Artetxe et al. 2020",
+        xtreme=Xtreme("qa", "squad"),
     )
 )
 
@@ -340,7 +340,7 @@ MLQA = register_task(
         "tested with MLQA's language-specific EM/F1",
         head="span_qa",
         metrics=QA_METRICS,
-        languages=XTREME_TASK2LANGS["mlqa"],
+        languages=("en", "es", "de", "ar", "hi", "vi", "zh"),  # evaluate.py's order
         raw={"squad_dev": SQUAD_DEV_RAW, "dev": _mlqa_raw("dev"), "test": _mlqa_raw("test")},
         hub={
             "squad_dev": SQUAD_DEV_HUB,
@@ -352,6 +352,7 @@ MLQA = register_task(
         max_seq_length=384,
         roles=("target",),
         citation="Lewis et al. 2020",
+        xtreme=Xtreme("qa", "mlqa"),
     )
 )
 
@@ -362,7 +363,7 @@ TYDIQA = register_task(
         "checkpoint), tested on the GoldP dev of 9 languages (v1.1 scoring)",
         head="span_qa",
         metrics=QA_METRICS,
-        languages=XTREME_TASK2LANGS["tydiqa"],
+        languages=tuple(TYDIQA_LANGUAGE_NAMES),
         raw={
             # XTREME's per-language split of the train file (both names its scripts use), then the
             # official multilingual file, read through the language filter.
@@ -397,5 +398,6 @@ TYDIQA = register_task(
         max_seq_length=384,
         roles=("target",),
         citation="Clark et al. 2020",
+        xtreme=Xtreme("qa", "squad"),
     )
 )

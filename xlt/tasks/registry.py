@@ -1,16 +1,21 @@
-"""Registries: task specs by name, raw-file readers by format, hub-row mappers by name."""
+"""Registries: task specs by name, raw-file readers by format, hub-row mappers by name.
+
+The task-family modules (nli.py, qa.py, ...) fill them when ``xlt/tasks/__init__.py`` imports them;
+this module imports none of them.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from xlt.registry import Registry
 from xlt.tasks.spec import HubMapper, MixtureSpec, Reader, TaskSpec
 
-TASKS: dict[str, TaskSpec] = {}
-MIXTURES: dict[str, MixtureSpec] = {}
-FORMATS: dict[str, Reader] = {}
-HUB_MAPPERS: dict[str, HubMapper] = {}
+TASKS: Registry[TaskSpec] = Registry("task")
+MIXTURES: Registry[MixtureSpec] = Registry("mixture")
+FORMATS: Registry[Reader] = Registry("raw format")
+HUB_MAPPERS: Registry[HubMapper] = Registry("hub mapper")
 RETRIEVAL_KINDS = ("top1", "mining")  # how Runner.evaluate_retrieval treats a retrieval task
 
 
@@ -21,8 +26,6 @@ class UnknownTaskError(KeyError):
 
 def register_task(spec: TaskSpec) -> TaskSpec:
     """Add a task; a second task of the same name is a programming error."""
-    if spec.name in TASKS:
-        raise ValueError(f"task {spec.name!r} is registered twice")
     for split, files in spec.raw.items():
         for raw in files:
             if raw.format not in FORMATS:
@@ -32,8 +35,7 @@ def register_task(spec: TaskSpec) -> TaskSpec:
             f"task {spec.name}: retrieval={spec.retrieval!r} with head {spec.head!r} "
             f"(a retrieval head needs one of {', '.join(RETRIEVAL_KINDS)}; other heads none)"
         )
-    TASKS[spec.name] = spec
-    return spec
+    return TASKS.add(spec.name, spec)
 
 
 def register_mixture(spec: MixtureSpec) -> MixtureSpec:
@@ -49,7 +51,7 @@ def register_mixture(spec: MixtureSpec) -> MixtureSpec:
     for member in spec.evaluated or ():
         if member not in spec.members:
             raise ValueError(f"mixture {spec.name}: evaluated member {member!r} is not a member")
-    MIXTURES[spec.name] = spec
+    MIXTURES.add(spec.name, spec)
     flat = flatten_mixture(spec)  # checks that tasks sharing a head agree on its kind and labels
     for head, group in _head_groups(flat).items():
         kinds = {(TASKS[t].head, TASKS[t].label_names) for t in group}
@@ -103,39 +105,24 @@ def _head_groups(flat: FlatMixture) -> dict[str, list[str]]:
 
 def get_mixture(name: str) -> MixtureSpec | None:
     """The mixture called ``name``, or None when it is not a mixture."""
-    _load_builtin_tasks()
     return MIXTURES.get(name)
 
 
 def intermediate_choices() -> list[str]:
     """Every name usable as an intermediate stage: tasks with that role, and mixtures."""
-    _load_builtin_tasks()
     return sorted([n for n, s in TASKS.items() if "intermediate" in s.roles] + list(MIXTURES))
 
 
 def register_format(name: str) -> Callable[[Reader], Reader]:
-    def wrap(fn: Reader) -> Reader:
-        if name in FORMATS:
-            raise ValueError(f"raw format {name!r} is registered twice")
-        FORMATS[name] = fn
-        return fn
-
-    return wrap
+    return FORMATS.register(name)
 
 
 def register_hub_mapper(name: str) -> Callable[[HubMapper], HubMapper]:
-    def wrap(fn: HubMapper) -> HubMapper:
-        if name in HUB_MAPPERS:
-            raise ValueError(f"hub mapper {name!r} is registered twice")
-        HUB_MAPPERS[name] = fn
-        return fn
-
-    return wrap
+    return HUB_MAPPERS.register(name)
 
 
 def get_task(name: str, role: str | None = None) -> TaskSpec:
     """The spec for ``name``; an unknown name (or one not usable in ``role``) lists the valid choices."""
-    _load_builtin_tasks()
     spec = TASKS.get(name)
     valid = sorted(n for n, s in TASKS.items() if role is None or role in s.roles)
     if spec is None or (role is not None and role not in spec.roles):
@@ -147,19 +134,5 @@ def get_task(name: str, role: str | None = None) -> TaskSpec:
 
 
 def all_tasks() -> dict[str, TaskSpec]:
-    _load_builtin_tasks()
     return dict(TASKS)
 
-
-def _load_builtin_tasks() -> None:
-    # Task-family modules register themselves on import; importing here keeps registration lazy
-    # and in one place.
-    from xlt.tasks import (  # noqa: F401
-        classification,
-        mixtures,  # noqa: F401
-        multiple_choice,
-        nli,
-        qa,
-        retrieval,
-        tagging,
-    )

@@ -9,7 +9,7 @@ from typing import Any
 
 from xlt.tasks.rawio import text_lines
 from xlt.tasks.registry import register_format, register_hub_mapper, register_task
-from xlt.tasks.spec import DataError, Example, HubFile, RawFile, TaskSpec
+from xlt.tasks.spec import DataError, Example, HubFile, RawFile, TaskSpec, Xtreme
 
 # XTREME's 36 Tatoeba languages and LASER's three-letter codes for them (xtreme utils_preprocess.py).
 TATOEBA_CODES = {
@@ -65,6 +65,7 @@ TATOEBA = register_task(
         roles=("target", "probe"),
         citation="Artetxe and Schwenk 2019",
         retrieval="top1",
+        xtreme=Xtreme("retrieval", "accuracy"),
     )
 )
 
@@ -151,5 +152,6 @@ BUCC2018 = register_task(
         roles=("target",),
         citation="Zweigenbaum et al. 2018",
         retrieval="mining",
+        xtreme=Xtreme("retrieval", "bucc_f1"),
     )
 )

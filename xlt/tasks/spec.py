@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 Example = dict[str, Any]
 # A raw-file reader: (path, language) -> examples in the head kind's field layout.
@@ -20,6 +20,19 @@ HubMapper = Callable[[Mapping[str, Any], str], "Example | None"]
 # special tokens and a context window at least one doc stride (128) long (xlt/data/features_qa.py).
 MIN_SEQ_LENGTH = {"classification": 16, "multiple_choice": 16, "tagging": 8, "span_qa": 64 + 4 + 128,
                   "retrieval": 8}  # fmt: skip
+
+
+# How a task's per-example predictions are written in XTREME's submission layout (rendered by
+# xlt/results/submission.py): by head kind, or by retrieval kind for a retrieval task; and the file
+# suffix of each format (evaluate.py reads test-{lang}.json for QA, test-{lang}.tsv otherwise).
+PREDICTION_FORMAT = {"classification": "labels", "multiple_choice": "labels", "tagging": "tags", "span_qa": "qa",
+                     "top1": "index", "mining": "pairs"}  # fmt: skip
+FORMAT_SUFFIX = {"labels": "tsv", "tags": "tsv", "qa": "json", "index": "tsv", "pairs": "tsv"}
+
+# XTREME's scorers (evaluate.py ``METRIC_FUNCTION``): ``seqeval`` is chunk F1/precision/recall with
+# seqeval 0.0.12 chunking (also for UD-POS); ``squad`` the SQuAD v1.1 script (English normalisation
+# for every language); ``mlqa`` the MLQA script with language-specific normalisation.
+XtremeMetric = Literal["accuracy", "seqeval", "bucc_f1", "squad", "mlqa"]
 
 
 class DataError(ValueError):
@@ -68,6 +81,16 @@ class Exclusion:
 
 
 @dataclass(frozen=True)
+class Xtreme:
+    """How XTREME (2020) scores one of its nine tasks: the task's group in evaluate.py's
+    ``XTREME_GROUP2TASK`` and its scorer. Its languages are the spec's ``languages``, in evaluate.py's
+    order (per-task averages are summed in that order); xlt/metrics/xtreme.py builds its tables from these."""
+
+    group: Literal["classification", "tagging", "qa", "retrieval"]
+    metric: XtremeMetric
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """Everything about one task. Config files name a task; they never restate these facts."""
 
@@ -98,6 +121,8 @@ class TaskSpec:
     # Known overlaps of this task's test set with sets a run trains or selects on, removed before
     # training (XQuAD's test questions are SQuAD v1.1 dev questions); any other overlap stops the run.
     exclusions: tuple[Exclusion, ...] = ()
+    # One of XTREME's nine tasks: how evaluate.py scores it (None: not an XTREME task).
+    xtreme: Xtreme | None = None
 
     @property
     def trainable(self) -> bool:
@@ -107,6 +132,22 @@ class TaskSpec:
     def shortest_seq_length(self) -> int:
         """The smallest usable ``max_seq_length`` (``min_seq_length``, else the head kind's)."""
         return self.min_seq_length or MIN_SEQ_LENGTH.get(self.head, 8)
+
+    @property
+    def prediction_format(self) -> str:
+        """How its test predictions are written (``PREDICTION_FORMAT``: by retrieval kind, else head kind)."""
+        try:
+            return PREDICTION_FORMAT[self.retrieval or self.head]
+        except KeyError:
+            raise KeyError(
+                f"task {self.name}: no prediction format for {self.retrieval or self.head!r} "
+                f"(xlt.tasks.spec.PREDICTION_FORMAT has {', '.join(PREDICTION_FORMAT)})"
+            ) from None
+
+    @property
+    def prediction_suffix(self) -> str:
+        """The extension of its prediction (and XTREME label) files: ``json`` or ``tsv``."""
+        return FORMAT_SUFFIX[self.prediction_format]
 
     @property
     def num_labels(self) -> int:

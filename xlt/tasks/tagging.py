@@ -47,7 +47,7 @@ from typing import Any
 
 from xlt.tasks.rawio import open_text, text_lines
 from xlt.tasks.registry import register_format, register_hub_mapper, register_task
-from xlt.tasks.spec import DataError, Example, Exclusion, HubFile, RawFile, Reader, TaskSpec
+from xlt.tasks.spec import DataError, Example, Exclusion, HubFile, RawFile, Reader, TaskSpec, Xtreme
 
 log = logging.getLogger(__name__)
 
@@ -416,6 +416,7 @@ UDPOS = register_task(
         ),
         roles=("target",),
         citation="Nivre et al. 2020 (UD v2.5); Hu et al. 2020 (XTREME)",
+        xtreme=Xtreme("tagging", "seqeval"),
     )
 )
 
@@ -444,6 +445,7 @@ PANX = register_task(
         max_seq_length=256,
         roles=("target",),
         citation="Pan et al. 2017; Rahimi et al. 2019",
+        xtreme=Xtreme("tagging", "seqeval"),
     )
 )
 
@@ -462,6 +464,7 @@ CCG = register_task(
             )
             for split in CCG_SECTIONS
         },
+        max_seq_length=256,  # jiant's simple-API length (X-STILTs intermediate tasks)
         roles=("intermediate",),
         citation="Hockenmaier and Steedman 2007",
     )
