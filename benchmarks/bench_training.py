@@ -95,7 +95,7 @@ class Setup:
 
         encoder = copy.deepcopy(self.runner.encoder)
         head = build_head(self.spec, encoder.config.hidden_size, self.cfg.model.pooling)
-        return TransferModule(encoder, head, "xnli", self.cfg.target.lr, self.cfg.optim, [], [])
+        return TransferModule(encoder, head, self.spec, self.cfg.target.lr, self.cfg.optim, [], [])
 
     def datamodule(self) -> Any:
         from xlt.data.datamodule import StageDataModule

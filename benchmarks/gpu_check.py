@@ -129,7 +129,8 @@ def part_a(args: argparse.Namespace, gpu: bool, cache_dir: Path) -> dict[str, An
     steps = args.warmup + args.steps
     data, dm, _ = featurised_batches(cfg, steps * args.batch, args.seq_len, cache_dir)
     encoder = build_model(cfg, gpu)
-    module = TransferModule(encoder, build_head(get_task("xnli"), cfg.model.hidden_size, cfg.model.pooling), "xnli",
+    xnli = get_task("xnli")
+    module = TransferModule(encoder, build_head(xnli, cfg.model.hidden_size, cfg.model.pooling), xnli,
                             cfg.target.lr, cfg.optim, val_sets=[], test_sets=[])  # fmt: skip
     params = count_parameters(Architecture.from_model(cfg.model))
     counted = sum(p.numel() for p in encoder.parameters())
@@ -230,8 +231,9 @@ def part_b(args: argparse.Namespace, gpu: bool, cache_dir: Path) -> dict[str, An
     dist.init_process_group("nccl" if gpu else "gloo", rank=0, world_size=1)
     try:
         encoder = build_model(cfg, gpu)
-        module = TransferModule(encoder, build_head(get_task("xnli"), cfg.model.hidden_size, cfg.model.pooling),
-                                "xnli", cfg.target.lr, cfg.optim, val_sets=[], test_sets=[]).to(device)  # fmt: skip
+        xnli = get_task("xnli")
+        module = TransferModule(encoder, build_head(xnli, cfg.model.hidden_size, cfg.model.pooling),
+                                xnli, cfg.target.lr, cfg.optim, val_sets=[], test_sets=[]).to(device)  # fmt: skip
         wrap = instantiate(strategy.auto_wrap_policy, _convert_="all")
         ckpt_policy = instantiate(strategy.activation_checkpointing_policy, _convert_="all")
         layer_classes = tuple(ckpt_policy._module_classes)

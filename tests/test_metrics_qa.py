@@ -1,4 +1,5 @@
-"""QA scoring: SQuAD v1.1 (XQuAD, TyDiQA), MLQA per-language normalisation, SQuAD v2.0, the metric class.
+"""QA scoring: SQuAD v1.1 (XQuAD, TyDiQA), MLQA per-language normalisation, SQuAD v2.0, and the
+span-QA metric class runs score with (xlt.metrics.span_qa).
 
 Expected numbers are computed by hand from the official scripts' rules (xtreme
 third_party/evaluate_squad.py, evaluate_mlqa.py, SQuAD evaluate-v2.0.py); see the comments.
@@ -16,7 +17,6 @@ from torchmetrics.utilities import dim_zero_cat
 
 from xlt.metrics.qa import (
     MLQA_LANGUAGES,
-    ExtractiveQAMetric,
     exact_match_score,
     f1_score,
     max_over_ground_truths,
@@ -28,6 +28,7 @@ from xlt.metrics.qa import (
     squad_normalize,
     squad_v2_evaluate,
 )
+from xlt.metrics.span_qa import SpanQAMetric
 
 
 def dataset(*qas: tuple[str, list[str]]) -> list[dict]:
@@ -164,8 +165,6 @@ def test_mlqa_unknown_language_is_a_clear_error() -> None:
         mlqa_normalize("x", "fr")
     with pytest.raises(ValueError, match="'th'"):
         mlqa_evaluate(dataset(("q", ["x"])), {"q": "x"}, "th")
-    with pytest.raises(ValueError, match="'ja'"):
-        ExtractiveQAMetric(lang="ja")
     assert set(MLQA_LANGUAGES) == {"en", "es", "de", "ar", "hi", "vi", "zh"}
 
 
@@ -248,35 +247,67 @@ def test_squad_v2_missing_na_probability_is_an_error() -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# torchmetrics class
+# The metric class a run scores with (xlt.metrics.span_qa): windows -> answers -> the functions above
 # ----------------------------------------------------------------------------------------------
 
 
-def _xquad(data_dir: Path, lang: str) -> tuple[list[dict], list[str], list[str], list[list[str]]]:
+def _span_example(pred: str, golds: list[str]) -> tuple[dict, tuple[int, int]]:
+    """A span-QA example whose context holds the prediction (the span it returns) and every gold answer."""
+    context = " ## ".join([pred, *golds])
+    answers = [{"text": g, "answer_start": context.index(g)} for g in golds]
+    return {"id": "?", "question": "?", "context": context, "answers": answers, "is_impossible": False}, (0, len(pred))
+
+
+def _windows(metric: SpanQAMetric, rows: list[tuple[int, int, int, float, float]]) -> SpanQAMetric:
+    """Update with per-window rows (example index, char start, char end, span score, null score)."""
+    columns = [torch.tensor(c, dtype=torch.float64) for c in zip(*rows, strict=True)]
+    metric.update(*columns)
+    return metric
+
+
+def _xquad(data_dir: Path, lang: str) -> tuple[list[dict], list[dict], list[tuple[int, int, int, float, float]]]:
+    """XQuAD's gold file, its questions as span-QA examples, and two windows per question: a decoy
+    (span score 0.5) and the best one, which cuts the first word off every third gold answer."""
     data = json.loads((data_dir / f"xquad/xquad.{lang}.json").read_text())["data"]
-    qas = [qa for a in data for p in a["paragraphs"] for qa in p["qas"]]
-    ids = [qa["id"] for qa in qas]
-    golds = [[ans["text"] for ans in qa["answers"]] for qa in qas]
-    # Deterministic imperfect predictions: drop the first word of every third answer.
-    preds = [g[0] if i % 3 else " ".join(g[0].split()[1:]) for i, g in enumerate(golds)]
-    return data, ids, preds, golds
+    examples, rows = [], []
+    for a in data:
+        for p in a["paragraphs"]:
+            for qa in p["qas"]:
+                i, gold = len(examples), qa["answers"][0]
+                examples.append({"id": qa["id"], "question": qa["question"], "context": p["context"],
+                                 "answers": qa["answers"], "is_impossible": False})  # fmt: skip
+                start, end = gold["answer_start"], gold["answer_start"] + len(gold["text"])
+                words = gold["text"].split()
+                if i % 3 == 0:
+                    start = start + gold["text"].index(words[1], len(words[0])) if len(words) > 1 else end
+                rows += [(i, 0, 1, 0.5, 0.0), (i, start, end, 1.0, 0.0)]
+    return data, examples, rows
 
 
 @pytest.mark.parametrize(("lang", "mlqa"), [("en", False), ("zh", False), ("zh", True), ("de", True)])
 def test_metric_equals_dataset_scorer_on_xquad(data_dir: Path, lang: str, mlqa: bool) -> None:
-    data, ids, preds, golds = _xquad(data_dir, lang)
-    metric = ExtractiveQAMetric(lang=lang if mlqa else None)
-    for start in range(0, len(ids), 100):
-        metric.update(preds[start : start + 100], golds[start : start + 100], ids[start : start + 100])
+    data, examples, rows = _xquad(data_dir, lang)
+    metric = SpanQAMetric(examples, "mlqa" if mlqa else "squad", lang, ("score", "em", "f1"))
+    for start in range(0, len(rows), 100):
+        _windows(metric, rows[start : start + 100])
     got = {k: float(v) for k, v in metric.compute().items()}
-    pred_map = dict(zip(ids, preds, strict=True))
+    answers = {i: text for i, (text, _) in metric.predictions().items()}
+    pred_map = {ex["id"]: answers[i] for i, ex in enumerate(examples)}
+    assert sum(not t for t in pred_map.values()) < len(pred_map) / 2  # the best windows won, not the decoys
     expected = mlqa_evaluate(data, pred_map, lang) if mlqa else squad_evaluate(data, pred_map)
-    assert got == pytest.approx(expected, abs=1e-9)
+    assert {"em": got["em"], "f1": got["f1"]} == pytest.approx(
+        {"em": expected["exact_match"], "f1": expected["f1"]}, abs=1e-9
+    )
+    assert got["score"] == qa_task_score(got["em"], got["f1"])
 
 
-def _fill(metric: ExtractiveQAMetric, rows: list[tuple[str, str, list[str]]]) -> ExtractiveQAMetric:
-    metric.update([r[1] for r in rows], [r[2] for r in rows], [r[0] for r in rows])
-    return metric
+def test_metric_with_an_unknown_mlqa_language_is_a_clear_error() -> None:
+    example, (start, end) = _span_example("x", ["x"])
+    metric = _windows(SpanQAMetric([example], "mlqa", "ja", ("em",)), [(0, start, end, 1.0, 0.0)])
+    with pytest.raises(ValueError, match="'ja'"):
+        metric.compute()
+    with pytest.raises(ValueError, match="unknown span-QA scoring 'mlqa_v2'"):
+        SpanQAMetric([example], "mlqa_v2", "de", ("em",))
 
 
 ROWS = [
@@ -286,14 +317,30 @@ ROWS = [
     ("q4", "1999", ["2000"]),
     ("q5", "the answer", ["an answer!"]),
 ]
+EXAMPLES, SPANS = zip(*(_span_example(pred, golds) for _, pred, golds in ROWS), strict=True)
+WINDOWS = [(i, start, end, 1.0, 0.0) for i, (start, end) in enumerate(SPANS)]
+
+
+def _new(**kwargs: object) -> SpanQAMetric:
+    return SpanQAMetric(list(EXAMPLES), "squad", "en", ("score", "em", "f1"), **kwargs)
+
+
+def _values(metric: SpanQAMetric) -> dict[str, float]:
+    return {k: float(v) for k, v in metric.compute().items()}
+
+
+def test_metric_scores_rows_by_hand() -> None:
+    # q1 EM 1 F1 1; q2 F1 2*1*(2/3)/(5/3) = 0.8; q3 EM 1 (case); q4 0; q5 EM 1 (articles, punctuation)
+    assert _values(_windows(_new(), WINDOWS)) == pytest.approx(
+        {"em": 300 / 5, "f1": 100 * 3.8 / 5, "score": (300 / 5 + 100 * 3.8 / 5) / 2}
+    )
 
 
 def test_metric_merge_state_equals_single_instance() -> None:
-    whole = _fill(ExtractiveQAMetric(), ROWS).compute()
-    left, right = _fill(ExtractiveQAMetric(), ROWS[:2]), _fill(ExtractiveQAMetric(), ROWS[2:])
+    whole = _values(_windows(_new(), WINDOWS))
+    left, right = _windows(_new(), WINDOWS[:2]), _windows(_new(), WINDOWS[2:])
     left.merge_state(right)
-    merged = left.compute()
-    assert {k: float(v) for k, v in merged.items()} == pytest.approx({k: float(v) for k, v in whole.items()})
+    assert _values(left) == pytest.approx(whole)
 
 
 class FakeAllGather:
@@ -307,35 +354,34 @@ class FakeAllGather:
         return [tensor, self.other_rank.pop(0)]
 
 
-def _rank0(gather: FakeAllGather) -> ExtractiveQAMetric:
-    return ExtractiveQAMetric(dist_sync_fn=gather, distributed_available_fn=lambda: True)
+def _rank0(gather: FakeAllGather) -> SpanQAMetric:
+    return _new(dist_sync_fn=gather, distributed_available_fn=lambda: True)
 
 
 def test_metric_ddp_sync_drops_sampler_padding_duplicates() -> None:
-    whole = {k: float(v) for k, v in _fill(ExtractiveQAMetric(), ROWS).compute().items()}
-    # DistributedSampler pads rank 1 with q1 again; the duplicate must not count twice.
+    whole = _values(_windows(_new(), WINDOWS))
+    # DistributedSampler pads rank 1 with q1's window again; the duplicate must not count twice.
     gather = FakeAllGather()
-    rank0, rank1 = _fill(_rank0(gather), ROWS[:3]), _fill(ExtractiveQAMetric(), ROWS[3:] + ROWS[:1])
+    rank0, rank1 = _windows(_rank0(gather), WINDOWS[:3]), _windows(_new(), WINDOWS[3:] + WINDOWS[:1])
     gather.other_rank = [dim_zero_cat(getattr(rank1, a)) for a in rank0._reductions]
-    assert {k: float(v) for k, v in rank0.compute().items()} == pytest.approx(whole)
+    assert _values(rank0) == pytest.approx(whole)
     assert not gather.other_rank  # every state went through the gather
 
 
 def test_metric_ddp_sync_with_an_empty_rank() -> None:
-    whole = {k: float(v) for k, v in _fill(ExtractiveQAMetric(), ROWS).compute().items()}
+    whole = _values(_windows(_new(), WINDOWS))
     gather = FakeAllGather()
-    rank0 = _fill(_rank0(gather), ROWS)
+    rank0 = _windows(_rank0(gather), WINDOWS)
     # An idle rank contributes torchmetrics' placeholder: an empty tensor of the metric's dtype,
     # which must match the float64 states of the busy rank.
     assert rank0.dtype == torch.float64
     gather.other_rank = [torch.tensor([], dtype=rank0.dtype) for _ in rank0._reductions]
-    assert {k: float(v) for k, v in rank0.compute().items()} == pytest.approx(whole)
+    assert _values(rank0) == pytest.approx(whole)
 
 
-def test_metric_without_ids_counts_every_row_and_accepts_a_bare_gold_string() -> None:
-    metric = ExtractiveQAMetric()
-    metric.update(["a b", "a b"], ["a b", ["x"]])
-    assert float(metric.compute()["exact_match"]) == 50.0
+def test_metric_scores_only_the_predicted_examples() -> None:
+    # limit_*_batches: examples without an evaluated window are left out of the mean.
+    assert _values(_windows(_new(), WINDOWS[:2])) == pytest.approx({"em": 50.0, "f1": 90.0, "score": 70.0})
 
 
 def _ddp_worker(rank: int, port: int, queue: object) -> None:
@@ -343,18 +389,18 @@ def _ddp_worker(rank: int, port: int, queue: object) -> None:
 
     import torch.distributed as dist
 
-    from xlt.metrics.tagging import ChunkF1
+    from xlt.metrics.tagging import WordTagScore
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
-    qa, tags = ExtractiveQAMetric(), ChunkF1()
+    names = ["O", "B-PER", "NOUN", "VERB"]
+    qa, tags = _new(), WordTagScore("f1", [[1, 0], [2, 2, 2]], names)
     if rank == 0:  # rank 1 stays idle: the empty-rank corner of torchmetrics' gather
-        _fill(qa, ROWS)
-        tags.update(
-            [["B-PER", "O"], ["NOUN", "NOUN", "VERB"]], [["B-PER", "O"], ["NOUN", "NOUN", "NOUN"]], [0, 1]
-        )
+        _windows(qa, WINDOWS)
+        # sentence 0 predicted B-PER O, sentence 1 NOUN NOUN VERB (gold NOUN NOUN NOUN)
+        tags.update(torch.tensor([[1, 0, 0], [2, 2, 3]]), torch.tensor([0, 1]), torch.tensor([[0, 1, -100], [0, 1, 2]]))
     result = {f"qa_{k}": float(v) for k, v in qa.compute().items()}
-    result.update({f"tag_{k}": float(v) for k, v in tags.compute().items()})
+    result["tag_f1"] = float(tags.compute())
     queue.put((rank, result))  # type: ignore[attr-defined]
     dist.destroy_process_group()
 
@@ -376,7 +422,7 @@ def test_metrics_under_real_gloo_ddp() -> None:
     results = dict(queue.get(timeout=120) for _ in procs)
     for p in procs:
         p.join(timeout=60)
-    expected = {f"qa_{k}": float(v) for k, v in _fill(ExtractiveQAMetric(), ROWS).compute().items()}
+    expected = {f"qa_{k}": v for k, v in _values(_windows(_new(), WINDOWS)).items()}
     assert results[0] == results[1]
     assert {k: results[0][k] for k in expected} == pytest.approx(expected)
     # gold chunks PER, NOUN(0-2) = 2; predicted PER, NOUN(0-1), VERB = 3; 1 correct

@@ -1,6 +1,7 @@
 """Chunk F1 with seqeval 0.0.12 semantics (XTREME's UD-POS and PAN-X metric) and token accuracy.
 
-The oracle test compares with seqeval 0.0.12 itself when its sdist is available: download it with
+The functions and :class:`WordTagScore` (the metric runs evaluate with) are checked against each
+other; the oracle test compares both with seqeval 0.0.12 itself when its sdist is available: download it with
 ``pip download --no-deps seqeval==0.0.12 -d DIR`` and set ``XLT_SEQEVAL_0012=DIR/seqeval-0.0.12.tar.gz``
 (or the extracted folder). Its ``sequence_labeling.py`` only needs numpy, so nothing is installed.
 """
@@ -18,10 +19,10 @@ import torch
 from torchmetrics.utilities import dim_zero_cat
 
 from xlt.metrics.tagging import (
-    ChunkF1,
+    IGNORE,
+    WordTagScore,
     chunk_counts,
     chunk_f1,
-    decode_tag_ids,
     flatten_with_separators,
     get_chunks,
     seqeval_scores,
@@ -112,19 +113,11 @@ def test_empty_and_all_o() -> None:
         get_chunks(["O", ""])
 
 
-def test_decode_tag_ids_drops_ignored_positions() -> None:
-    id2label = ["O", "B-PER", "I-PER"]
-    pred = torch.tensor([[0, 1, 2, 2], [1, 0, 0, 0]])
-    target = torch.tensor([[-100, 1, -100, 2], [1, 0, -100, -100]])
-    assert decode_tag_ids(pred, target, id2label) == (
-        [["B-PER", "I-PER"], ["B-PER", "O"]],
-        [["B-PER", "I-PER"], ["B-PER", "O"]],
-    )
-
-
 # ----------------------------------------------------------------------------------------------
-# Per-sentence counting (the Metric) == seqeval 0.0.12's flattening
+# WordTagScore (the metric runs evaluate with) == the functions above
 # ----------------------------------------------------------------------------------------------
+
+SCORES = ("f1", "precision", "recall", "acc")
 
 
 def _random_corpus(rng: random.Random, labels: list[str], n: int) -> tuple[list[list[str]], list[list[str]]]:
@@ -136,46 +129,83 @@ def _random_corpus(rng: random.Random, labels: list[str], n: int) -> tuple[list[
     return gold, pred
 
 
+def _batches(
+    gold: list[list[str]], pred: list[list[str]], names: list[str], ids: list[int], batch_size: int
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(preds, example_idx, word_index) batches as the tagging head passes them: one window per
+    sentence, a padded tail and a non-first sub-word (IGNORE) after every word."""
+    batches = []
+    for start in range(0, len(ids), batch_size):
+        rows = ids[start : start + batch_size]
+        width = 2 * max([len(gold[i]) for i in rows] + [1]) + 1
+        preds = torch.zeros(len(rows), width, dtype=torch.long)
+        words = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+        for r, i in enumerate(rows):
+            for w, label in enumerate(pred[i]):
+                preds[r, 2 * w + 1] = names.index(label)
+                words[r, 2 * w + 1] = w
+        batches.append((preds, torch.tensor(rows), words))
+    return batches
+
+
+def _metrics(gold: list[list[str]], names: list[str], **kwargs: object) -> dict[str, WordTagScore]:
+    gold_ids = [[names.index(t) for t in g] for g in gold]
+    return {score: WordTagScore(score, gold_ids, names, **kwargs) for score in SCORES}
+
+
+def _word_scores(gold: list[list[str]], pred: list[list[str]], batch_size: int = 64) -> dict[str, float]:
+    names = sorted({t for s in gold + pred for t in s})
+    metrics = _metrics(gold, names)
+    for batch in _batches(gold, pred, names, list(range(len(gold))), batch_size):
+        for metric in metrics.values():
+            metric.update(*batch)
+    return {score: float(metric.compute()) for score, metric in metrics.items()}
+
+
 @pytest.mark.parametrize(
     "labels", [UPOS, IOB2, IOBES, UPOS + IOB2 + [".", "X-Y-Z"]], ids=["upos", "iob2", "iobes", "mixed"]
 )
-def test_metric_per_sentence_counts_equal_flattened_scores(labels: list[str]) -> None:
+def test_word_metric_equals_the_flattened_scores(labels: list[str]) -> None:
     rng = random.Random(len(labels))
     for _ in range(200):
         gold, pred = _random_corpus(rng, labels, rng.randint(1, 6))
-        metric = ChunkF1()
-        metric.update(pred, gold)
-        got = {k: float(v) for k, v in metric.compute().items()}
+        if not any(gold):
+            continue  # no word to score: the metric reports NaN
+        got = _word_scores(gold, pred, batch_size=rng.randint(1, 4))
         expected = seqeval_scores(gold, pred)
         assert {k: got[k] for k in expected} == expected  # exactly, not approximately
-        if any(gold):
-            assert got["accuracy"] == pytest.approx(token_accuracy(gold, pred))
+        assert got["acc"] == token_accuracy(gold, pred)
 
 
-def test_metric_merge_and_ddp_duplicates() -> None:
+def test_word_metric_merge_and_ddp_duplicates() -> None:
     rng = random.Random(7)
     gold, pred = _random_corpus(rng, IOB2, 40)
     ids = list(range(40))
-    whole = ChunkF1()
-    whole.update(pred, gold, ids)
-    expected = {k: float(v) for k, v in whole.compute().items()}
+    expected = _word_scores(gold, pred)
 
-    left, right = ChunkF1(), ChunkF1()
-    left.update(pred[:25], gold[:25], ids[:25])
-    right.update(pred[25:], gold[25:], ids[25:])
-    left.merge_state(right)
-    assert {k: float(v) for k, v in left.compute().items()} == pytest.approx(expected)
+    left, right = _metrics(gold, IOB2), _metrics(gold, IOB2)
+    for part, metrics in ((ids[:25], left), (ids[25:], right)):
+        for batch in _batches(gold, pred, IOB2, part, 8):
+            for metric in metrics.values():
+                metric.update(*batch)
+    for score in SCORES:
+        left[score].merge_state(right[score])
+    assert {k: float(m.compute()) for k, m in left.items()} == pytest.approx(expected)
 
     # Simulated DDP: rank 1 got sentence 0 again as DistributedSampler padding.
-    other: list[torch.Tensor] = []
-    rank0 = ChunkF1(
-        dist_sync_fn=lambda t, group=None: [t, other.pop(0)], distributed_available_fn=lambda: True
-    )
-    rank0.update(pred[:20], gold[:20], ids[:20])
-    rank1 = ChunkF1()
-    rank1.update(pred[20:] + pred[:1], gold[20:] + gold[:1], ids[20:] + ids[:1])
-    other.extend(dim_zero_cat(getattr(rank1, a)) for a in rank0._reductions)
-    assert {k: float(v) for k, v in rank0.compute().items()} == pytest.approx(expected)
+    for score in SCORES:
+        other: list[torch.Tensor] = []
+        names, gold_ids = IOB2, [[IOB2.index(t) for t in g] for g in gold]
+        rank0 = WordTagScore(score, gold_ids, names, dist_sync_fn=lambda t, group=None, o=other: [t, o.pop(0)],
+                             distributed_available_fn=lambda: True)  # fmt: skip
+        rank1 = WordTagScore(score, gold_ids, names)
+        for batch in _batches(gold, pred, IOB2, ids[:20], 8):
+            rank0.update(*batch)
+        for batch in _batches(gold, pred, IOB2, ids[20:] + ids[:1], 8):
+            rank1.update(*batch)
+        other.extend(dim_zero_cat(getattr(rank1, a)) for a in rank0._reductions)
+        assert float(rank0.compute()) == pytest.approx(expected[score])
+        assert not other
 
 
 # ----------------------------------------------------------------------------------------------
@@ -208,16 +238,11 @@ def test_real_ud_pos_metric_and_function_agree(data_dir: Path) -> None:
     gold = _read_upos(data_dir / "ud_pos/UD_English-PUD/en_pud-ud-test.conllu")
     assert len(gold) == 1000
     pred = _perturb(gold, 0)
-    ids = list(range(len(gold)))
-    metric = ChunkF1()
-    for start in range(0, len(gold), 64):
-        batch = slice(start, start + 64)
-        metric.update(pred[batch], gold[batch], ids[batch])
-    got = {k: float(v) for k, v in metric.compute().items()}
+    got = _word_scores(gold, pred)
     expected = seqeval_scores(gold, pred)
     assert {k: got[k] for k in expected} == expected
-    assert got["accuracy"] == pytest.approx(token_accuracy(gold, pred))
-    assert expected["f1"] < got["accuracy"]  # chunk F1 is harsher than token accuracy
+    assert got["acc"] == pytest.approx(token_accuracy(gold, pred))
+    assert expected["f1"] < got["acc"]  # chunk F1 is harsher than token accuracy
 
 
 def _load_seqeval_0012() -> types.ModuleType:
@@ -266,3 +291,6 @@ def test_against_seqeval_0012_oracle(data_dir: Path) -> None:
         gold = _read_upos(data_dir / "ud_pos" / treebank)
         pred = _perturb(gold, 1)
         assert seqeval_scores(gold, pred) == official(gold, pred)
+        # ... and through the metric class a run evaluates with (windows, DDP-safe states).
+        got = _word_scores(gold, pred)
+        assert {k: got[k] for k in ("f1", "precision", "recall")} == official(gold, pred)

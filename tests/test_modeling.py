@@ -36,8 +36,8 @@ def test_schedule_is_linear_warmup_then_linear_decay() -> None:
 
 
 def test_no_weight_decay_on_biases_and_layernorm() -> None:
-    head = build_head(get_task("xnli"), 16, "cls")
-    module = TransferModule(tiny_encoder(), head, "xnli", 1e-5, OPTIM, [], [])
+    xnli = get_task("xnli")
+    module = TransferModule(tiny_encoder(), build_head(xnli, 16, "cls"), xnli, 1e-5, OPTIM, [], [])
     module.trainer = type("T", (), {"estimated_stepping_batches": 100})()  # type: ignore[assignment]
     conf = module.configure_optimizers()
     decay, no_decay = conf["optimizer"].param_groups

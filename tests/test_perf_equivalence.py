@@ -26,7 +26,8 @@ def small_module() -> TransferModule:
     config = XLMRobertaConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                               intermediate_size=64, max_position_embeddings=40)  # fmt: skip
     encoder = XLMRobertaModel(config, add_pooling_layer=False)
-    module = TransferModule(encoder, build_head(get_task("xnli"), 32, "cls"), "xnli", 1e-3, OPTIM, [], [])
+    xnli = get_task("xnli")
+    module = TransferModule(encoder, build_head(xnli, 32, "cls"), xnli, 1e-3, OPTIM, [], [])
     module.trainer = type("T", (), {"estimated_stepping_batches": 10})()  # type: ignore[assignment]
     return module
 

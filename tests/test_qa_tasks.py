@@ -17,13 +17,15 @@ from xlt.data.datamodule import EvalSet
 from xlt.data.features import Collator, featurize
 from xlt.data.features_qa import DOC_STRIDE, MAX_QUERY_LENGTH
 from xlt.metrics.qa import squad_normalize
+from xlt.metrics.span_qa import SpanQAMetric
 from xlt.metrics.xtreme import XTREME_TASK2LANGS
 from xlt.modeling.encoder import load_tokenizer
 from xlt.modeling.heads import build_head
-from xlt.modeling.heads_qa import SpanQAHead, SpanQAMetric
+from xlt.modeling.heads_qa import SpanQAHead
 from xlt.tasks import DataError, all_tasks, get_task
 from xlt.tasks.loading import MissingDataError, load_split
 from xlt.tasks.qa import (
+    SCORINGS,
     TYDIQA_LANGUAGE_NAMES,
     map_hub_squad_v2,
     map_hub_tydiqa,
@@ -61,7 +63,7 @@ def test_xquad_has_the_11_xtreme_languages_complete_and_parallel(data_dir: Path)
     ids = [ex["id"] for ex in sets["en"]]
     for lang, examples in sets.items():
         assert [ex["id"] for ex in examples] == ids, lang  # translations of the same questions
-        assert {ex["_scoring"] for ex in examples} == {"squad"}  # SQuAD v1.1 rules for every language
+    assert "test" not in xquad.qa_scoring  # SQuAD v1.1 rules (the default) for every language
     first = sets["en"][0]
     assert first["context"][first["answers"][0]["answer_start"] :].startswith(first["answers"][0]["text"])
 
@@ -84,12 +86,12 @@ def test_squad2_dev_counts_and_no_answer_questions(data_dir: Path) -> None:
     assert all(not ex["answers"] for ex in impossible) and all(
         ex["answers"] for ex in dev if not ex["is_impossible"]
     )
-    assert {ex["_scoring"] for ex in dev} == {"squad_v2"}
+    assert get_task("squad2").qa_scoring["dev"] == "squad_v2"
 
 
 def test_mlqa_german_dev_and_missing_test_files(data_dir: Path) -> None:
     dev = _load("mlqa", "dev", "de", data_dir)
-    assert len(dev) == 512 and {ex["_scoring"] for ex in dev} == {"mlqa"}
+    assert len(dev) == 512 and get_task("mlqa").qa_scoring["dev"] == "mlqa"
     assert dev[0]["id"] and len(dev[0]["id"]) == 40  # the official 40-hex ids
     with pytest.raises(MissingDataError) as err:
         _load("mlqa", "test", "de", data_dir)
@@ -101,7 +103,7 @@ def test_targets_select_on_squad_dev_scored_like_squad(data_dir: Path) -> None:
         spec = get_task(name)
         assert spec.train_task == "squad" and spec.dev_split == "squad_dev"
         dev = _load(name, spec.dev_split, "en", data_dir)
-        assert len(dev) == 10_570 and {ex["_scoring"] for ex in dev} == {"squad"}  # not MLQA rules
+        assert len(dev) == 10_570 and spec.qa_scoring.get("squad_dev", "squad") == "squad"  # not MLQA rules
     # XQuAD's test questions are SQuAD dev questions: its spec declares the exclusion (applied by the
     # contamination audit, tests/test_audit.py); MLQA's questions are not SQuAD's.
     assert {"xquad/squad_dev", "squad/dev", "squad2/dev"} <= set(get_task("xquad").exclusions[0].sets)
@@ -412,10 +414,10 @@ def _oracle_logits(batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def _evaluate(spec_name: str, examples: list[dict], lang: str, tokenizer, logits_fn=_oracle_logits, batch_size: int = 16,
-              metric_factory=None) -> dict[str, float]:  # fmt: skip
+              metric_factory=None, split: str = "test") -> dict[str, float]:  # fmt: skip
     spec = get_task(spec_name)
     feats = _features(examples, tokenizer)
-    eval_set = EvalSet(spec.name, "test", lang, feats, "memory", examples)
+    eval_set = EvalSet(spec.name, split, lang, feats, "memory", examples)
     head = build_head(spec, 32, "cls")
     assert isinstance(head, SpanQAHead)
     metrics = torch.nn.ModuleDict(
@@ -465,7 +467,7 @@ def test_always_cls_scores_zero_and_the_score_is_the_mean_of_em_and_f1(data_dir:
 def test_squad2_oracle_answers_and_abstains(data_dir: Path, tokenizer) -> None:
     examples = _load("squad2", "dev", "en", data_dir, limit=80)
     assert 10 < sum(ex["is_impossible"] for ex in examples) < 70
-    scores = _evaluate("squad2", examples, "en", tokenizer)
+    scores = _evaluate("squad2", examples, "en", tokenizer, split="dev")
     for name in (
         "score",
         "em",
@@ -487,7 +489,7 @@ def test_mlqa_scoring_uses_the_language(tokenizer) -> None:
     start = context.index("der Vertrag")
     gold = [{"text": "Vertrag von Versailles", "answer_start": start + 4}]
     example = {"id": "x", "question": "Was wurde 1919 unterzeichnet?", "context": context, "answers": gold,
-               "is_impossible": False, "_scoring": "mlqa"}  # fmt: skip
+               "is_impossible": False}  # fmt: skip
 
     def predict_with_article(batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = torch.zeros(*batch["input_ids"].shape, 2)
@@ -497,7 +499,7 @@ def test_mlqa_scoring_uses_the_language(tokenizer) -> None:
         return logits
 
     mlqa = _evaluate("mlqa", [example], "de", tokenizer, predict_with_article)
-    squad = _evaluate("xquad", [{**example, "_scoring": "squad"}], "de", tokenizer, predict_with_article)
+    squad = _evaluate("xquad", [example], "de", tokenizer, predict_with_article)
     assert mlqa["em"] == 100.0 and squad["em"] == 0.0
 
 
@@ -544,3 +546,23 @@ def test_loss_ignores_padding_and_metrics_need_examples(tokenizer) -> None:
     assert float(head.loss(logits, batch)) == pytest.approx(torch.log(torch.tensor(3.0)).item(), rel=1e-4)
     with pytest.raises(ValueError, match="raw examples"):
         head.build_metrics(spec, EvalSet("squad", "dev", "en", datasets.Dataset.from_dict({}), "memory", []))
+
+
+def test_scoring_is_the_specs_fact_for_the_split_the_data_was_read_from() -> None:
+    spec = get_task("mlqa")
+    head = build_head(spec, 8, "cls")
+    example = {"id": "x", "question": "q?", "context": "c", "answers": [{"text": "c", "answer_start": 0}],
+               "is_impossible": False}  # fmt: skip
+    empty = datasets.Dataset.from_dict({})
+
+    def scoring(split: str, source: str = "") -> str:
+        eval_set = EvalSet("mlqa", split, "de", empty, "memory", [example], source_split=source)
+        (metric,) = head.build_metrics(spec, eval_set).values()
+        return metric.scoring
+
+    assert scoring("dev", "squad_dev") == "squad"  # MLQA selects on SQuAD v1.1 dev: SQuAD's rules
+    assert scoring("dev", "dev") == scoring("dev") == scoring("test", "test") == "mlqa"
+    assert get_task("squad2").qa_scoring == {"dev": "squad_v2"}
+    assert all(
+        set(s.qa_scoring.values()) <= set(SCORINGS) for s in all_tasks().values() if s.head == "span_qa"
+    )

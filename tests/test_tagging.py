@@ -11,7 +11,7 @@ import torch
 
 from xlt.data.features import Collator, featurize
 from xlt.data.features_tagging import IGNORE, windows
-from xlt.modeling.heads_tagging import MISSING, WordTagScore
+from xlt.metrics.tagging import MISSING, WordTagScore
 from xlt.results.rows import read_results
 from xlt.run import run
 from xlt.tasks import DataError, get_task

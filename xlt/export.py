@@ -74,7 +74,7 @@ def load_target_module(cfg: DictConfig, target: Any, ckpt: Path) -> Any:
 
     encoder = load_encoder(cfg.model, Path(cfg.data.cache_dir).expanduser())  # the architecture
     head = build_head(target, encoder.config.hidden_size, cfg.model.pooling)
-    module = TransferModule(encoder, head, target.name, cfg.target.lr, cfg.optim, val_sets=[], test_sets=[])
+    module = TransferModule(encoder, head, target, cfg.target.lr, cfg.optim, val_sets=[], test_sets=[])
     try:
         Runner._load_weights(module, ckpt)
     except RuntimeError as err:  # CheckpointError, or weights that do not fit the architecture

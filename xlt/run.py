@@ -47,6 +47,7 @@ from xlt.results.rows import (
     ResultRow,
     RunContext,
     atomic_write_text,
+    eval_rows,
     language_rows,
     read_results,
     write_results,
@@ -800,7 +801,7 @@ class Runner:
         else:
             assert isinstance(spec, TaskSpec)
             module = TransferModule(
-                self.encoder, build_head(spec, hidden, pooling), spec.name, self.stage_lr(stage_cfg), self.cfg.optim,
+                self.encoder, build_head(spec, hidden, pooling), spec, self.stage_lr(stage_cfg), self.cfg.optim,
                 val_sets=data.val, test_sets=data.test,
             )  # fmt: skip
             monitor = f"{data.val[0].overall_key}/{spec.metrics[0]}" if data.val else None
@@ -887,7 +888,7 @@ class Runner:
         for split, sets in (("dev", data.val), ("test", data.test)):
             if not sets:
                 continue
-            rows = module.result_rows(stage, split, sets)
+            rows = eval_rows(stage, split, sets, module.scores, module.parts, module.selection_key)
             if split == "test" and self.ctx.extra["debug"] and module.predictions:
                 rows = scored_counts(rows, sets, module.predictions)
             self.rows.extend(rows)

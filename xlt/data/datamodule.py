@@ -36,6 +36,14 @@ class EvalSet:
     examples: list[Example] = field(default_factory=list, repr=False)  # raw, for example-level metrics
     # A part of a '+'-joined split scored on its own (ANLI's dev_r1): the whole split's name ("dev").
     part_of: str | None = None
+    # The task's split the examples were read from, when ``split`` names its role instead (MLQA's
+    # "dev" set is read from its split "squad_dev"); "" when it is ``split`` itself.
+    source_split: str = ""
+
+    @property
+    def data_split(self) -> str:
+        """The task split the examples come from (what ``TaskSpec.qa_scoring`` is keyed by)."""
+        return self.source_split or self.split
 
     @property
     def key(self) -> str:
@@ -73,6 +81,7 @@ class MixtureTrain:
     probabilities: list[float]
     steps_per_epoch: int  # optimizer steps
     dropped: dict[str, int] = field(default_factory=dict)  # rows without a gold label, per task
+    specs: dict[str, TaskSpec] = field(default_factory=dict)  # task -> its spec (the module's task facts)
 
 
 class MixtureDataset(Dataset[dict[str, Any]]):
@@ -194,7 +203,7 @@ def dev_sets(
         feats, origin, examples = load_features(task, task.head, part, "en", settings, max_len, max_eval)
         whole = len(parts) > 1
         sets.append(EvalSet(task.name, part if whole else "dev", "en", feats, origin, examples,
-                            part_of="dev" if whole else None))  # fmt: skip
+                            part_of="dev" if whole else None, source_split=part))  # fmt: skip
     return sets
 
 
@@ -240,7 +249,7 @@ def prepare_stage_data(
                     raise DataError(f"{err} (the English test: the gap is measured from it)") from None
                 skipped.append(str(err))
                 continue
-            test.append(EvalSet(task.name, "test", lang, feats, origin, examples))
+            test.append(EvalSet(task.name, "test", lang, feats, origin, examples, source_split=test_split))
     return StageData(train, train_origin, val, test, skipped)
 
 

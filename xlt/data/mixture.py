@@ -23,7 +23,7 @@ from xlt.data.datamodule import (
 from xlt.data.sampling import MultiTaskBatchSampler, mixture_probabilities
 from xlt.tasks.loading import MissingDataError
 from xlt.tasks.registry import flatten_mixture, get_task
-from xlt.tasks.spec import DataError, MixtureSpec
+from xlt.tasks.spec import DataError, MixtureSpec, TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ def prepare_mixture_data(mixture: MixtureSpec, stage: DictConfig, settings: Data
     features: list[datasets.Dataset] = []
     origins: list[str] = []
     dropped: dict[str, int] = {}
+    specs: dict[str, TaskSpec] = {}
     val: list[EvalSet] = []
     skipped: list[str] = []
     for task in flat.tasks:
@@ -67,6 +68,7 @@ def prepare_mixture_data(mixture: MixtureSpec, stage: DictConfig, settings: Data
         features.append(train)
         origins.append(loaded.origin)
         dropped[task] = loaded.dropped
+        specs[task] = spec
         val.extend(dev)
     if not tasks:
         for line in skipped:  # the reasons, before the one-line error
@@ -79,7 +81,8 @@ def prepare_mixture_data(mixture: MixtureSpec, stage: DictConfig, settings: Data
     probabilities = mixture_probabilities(sizes, sampling.cap, sampling.temperature)
     steps = sampling.steps_per_epoch or mixture_steps_per_epoch(sizes, stage.batch_size, sampling.cap)
     head_of = {t: flat.head_of[t] for t in tasks}
-    train_data = MixtureTrain(mixture.name, tasks, features, origins, head_of, probabilities, steps, dropped)
+    train_data = MixtureTrain(mixture.name, tasks, features, origins, head_of, probabilities, steps, dropped,
+                              specs)  # fmt: skip
     origin = " ; ".join(f"{t}: {o}" for t, o in zip(tasks, origins, strict=True))
     return StageData(None, origin, val, [], skipped, mixture=train_data)
 

@@ -1,18 +1,22 @@
 """Metrics for the XTREME targets and the intermediate tasks, reproducing the official scorers.
 
 - :mod:`xlt.metrics.xtreme`: the task table (languages, metric, file layout, task score).
-- :mod:`xlt.metrics.qa`: SQuAD v1.1 (XQuAD, TyDiQA), MLQA, SQuAD v2.0; :class:`ExtractiveQAMetric`.
-- :mod:`xlt.metrics.tagging`: seqeval-0.0.12 chunk F1 (UD-POS, PAN-X), token accuracy; :class:`ChunkF1`.
+- :mod:`xlt.metrics.qa`: SQuAD v1.1 (XQuAD, TyDiQA), MLQA, SQuAD v2.0.
+- :mod:`xlt.metrics.span_qa`: :class:`SpanQAMetric`, a run's span predictions scored by ``qa``
+  (imported on its own: it reads the QA task module's metric names).
+- :mod:`xlt.metrics.tagging`: seqeval-0.0.12 chunk F1 (UD-POS, PAN-X), token accuracy; :class:`WordTagScore`.
 - :mod:`xlt.metrics.retrieval`: Tatoeba top-1 accuracy, BUCC margin mining, threshold and F1.
-- :mod:`xlt.metrics.classification`: accuracy and binary F1.
+- :mod:`xlt.metrics.classification`: accuracy (:class:`Accuracy`) and binary F1.
+
+The torchmetrics classes here are the ones the heads (xlt/modeling/heads*.py) evaluate with: one
+implementation per metric, checked against the official scorers by tests/test_metrics_*.py.
 
 Scores are percentages (0-100), as google-research/xtreme's evaluate.py reports them.
 """
 
-from xlt.metrics.classification import accuracy, binary_f1
+from xlt.metrics.classification import Accuracy, accuracy, binary_f1_metric
 from xlt.metrics.qa import (
     MLQA_LANGUAGES,
-    ExtractiveQAMetric,
     exact_match_score,
     f1_score,
     mlqa_evaluate,
@@ -33,7 +37,7 @@ from xlt.metrics.retrieval import (
     tatoeba_sorted_gold,
     tatoeba_top1,
 )
-from xlt.metrics.tagging import ChunkF1, chunk_f1, decode_tag_ids, get_chunks, seqeval_scores, token_accuracy
+from xlt.metrics.tagging import WordTagScore, chunk_f1, get_chunks, seqeval_scores, token_accuracy
 from xlt.metrics.xtreme import (
     QA_TASKS,
     XTREME_GROUP2TASK,
@@ -49,17 +53,16 @@ __all__ = [
     "XTREME_GROUP2TASK",
     "XTREME_TASK2LANGS",
     "XTREME_TASK_METRIC",
-    "ChunkF1",
-    "ExtractiveQAMetric",
+    "Accuracy",
+    "WordTagScore",
     "accuracy",
     "bidirectional_knn",
-    "binary_f1",
+    "binary_f1_metric",
     "bucc_candidates",
     "bucc_extract",
     "bucc_f1",
     "bucc_optimize",
     "chunk_f1",
-    "decode_tag_ids",
     "exact_match_score",
     "f1_score",
     "get_chunks",

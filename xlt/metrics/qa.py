@@ -13,6 +13,8 @@ Sources of the behaviour (re-implemented here, not copied):
 - SQuAD v2.0 (the official ``evaluate-v2.0.py``): HasAns/NoAns splits, a no-answer probability
   threshold and the best-threshold search, for the SQuAD v2.0 intermediate task.
 
+:mod:`xlt.metrics.span_qa` scores a run's span predictions with these functions.
+
 All scores are percentages (0-100), as the official scripts print them.
 """
 
@@ -27,12 +29,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
-
-import torch
-from torch import Tensor
-from torchmetrics import Metric
-
-from xlt.metrics._dedup import NO_KEY, cat_state, example_key, first_occurrence_mask
 
 log = logging.getLogger(__name__)
 
@@ -371,72 +367,3 @@ def squad_v2_evaluate(
         )
         out["best_f1"], out["best_f1_thresh"] = _best_threshold(predictions, f1_raw, na_probs, has_answer)
     return out
-
-
-# --------------------------------------------------------------------------------------------------
-# torchmetrics
-# --------------------------------------------------------------------------------------------------
-
-
-class ExtractiveQAMetric(Metric):
-    """EM and F1 (percent) of answer strings, accumulated across batches and DDP ranks.
-
-    ``lang=None`` scores with SQuAD v1.1 rules (XQuAD, TyDiQA, SQuAD dev); an MLQA language code
-    scores with MLQA rules. Strings cannot be all-gathered, so each update scores its examples
-    right away and keeps per-example float64 "cat" states (key, EM, F1), which sync like any tensor.
-    Pass ``ids`` to ``update`` to drop the duplicates DistributedSampler pads the last batch with:
-    :meth:`compute` keeps the first occurrence of each id. Without ids every row counts.
-
-    The mean over examples equals :func:`squad_evaluate` / :func:`mlqa_evaluate` when every gold
-    question was predicted once (up to float summation order, ~1e-13).
-    """
-
-    is_differentiable = False
-    higher_is_better = True
-    full_state_update = False
-
-    keys: list[Tensor]
-    em: list[Tensor]
-    f1: list[Tensor]
-
-    def __init__(self, lang: str | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        _normalizer(lang)  # raises on an unknown language, before any data
-        self.lang = lang
-        self.add_state("keys", default=[], dist_reduce_fx="cat")
-        self.add_state("em", default=[], dist_reduce_fx="cat")
-        self.add_state("f1", default=[], dist_reduce_fx="cat")
-        # torchmetrics pads an empty rank's "cat" state with an empty tensor of the metric dtype;
-        # float64 here keeps it the same dtype as the other ranks' states.
-        self.set_dtype(torch.float64)
-
-    def update(
-        self,
-        preds: Sequence[str],
-        targets: Sequence[Sequence[str]],
-        ids: Sequence[str | int] | None = None,
-    ) -> None:
-        """Score a batch: ``preds[i]`` against the gold answers ``targets[i]`` (one or more strings)."""
-        if len(preds) != len(targets):
-            raise ValueError(f"{len(preds)} predictions but {len(targets)} gold answer lists")
-        if ids is not None and len(ids) != len(preds):
-            raise ValueError(f"{len(preds)} predictions but {len(ids)} ids")
-        # A bare string is one gold answer, not a sequence of one-character answers.
-        golds = [[t] if isinstance(t, str) else list(t) for t in targets]
-        scores = [max_over_ground_truths(p, g, self.lang) for p, g in zip(preds, golds, strict=True)]
-        keys = [NO_KEY] * len(preds) if ids is None else [example_key(i) for i in ids]
-        self.keys.append(torch.tensor(keys, dtype=torch.float64, device=self.device))
-        self.em.append(torch.tensor([float(em) for em, _ in scores], dtype=torch.float64, device=self.device))
-        self.f1.append(torch.tensor([f1 for _, f1 in scores], dtype=torch.float64, device=self.device))
-
-    def compute(self) -> dict[str, Tensor]:
-        """``{"exact_match", "f1"}`` in percent, over unique examples; NaN when nothing was seen."""
-        keys = cat_state(self.keys)
-        if keys.numel() == 0:
-            nan = torch.tensor(float("nan"), dtype=torch.float64)
-            return {"exact_match": nan, "f1": nan.clone()}
-        keep = first_occurrence_mask(keys)
-        em = cat_state(self.em)[keep]
-        f1 = cat_state(self.f1)[keep]
-        n = keep.sum()
-        return {"exact_match": 100.0 * em.sum() / n, "f1": 100.0 * f1.sum() / n}

@@ -16,28 +16,29 @@ installed seqeval:
 - Several sentences are scored by concatenating them with an ``O`` between each (0.0.12's flattening),
   then comparing the sets of (type, start, end) chunks.
 
-Per-sentence counting then summing (what :class:`ChunkF1` does, so it can sync across ranks) equals the
-flattened computation: the ``O`` separator closes every open chunk, whatever its tag, because its type
-``O`` differs from the chunk's, and the next sentence starts from the same state as a fresh sequence.
-The only exceptions are labels whose type is ``O`` or empty, or whose first letter is ``O`` without
-being ``O`` itself (``B-O``, ``I-``, ``OTHER``); no XTREME label set has one. tests/test_metrics_tagging.py
-checks the equivalence on random UPOS, IOB2 and IOBES data against the flattened computation.
+:class:`WordTagScore` is the torchmetrics class the tagging head evaluates with: it puts whole
+sentences back together from their windows and scores them with :func:`seqeval_scores` /
+:func:`token_accuracy`, so tests/test_metrics_tagging.py's seqeval 0.0.12 oracle checks the code
+that runs.
 
 All scores are percentages (0-100), as evaluate.py reports them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
-from torchmetrics import Metric
-
-from xlt.metrics._dedup import NO_KEY, cat_state, example_key, first_occurrence_mask
+import torchmetrics
+from torchmetrics.utilities import dim_zero_cat
 
 Chunk = tuple[str, int, int]
+
+# ``word_index`` of a token that is not a word's first sub-word (xlt/data/features_tagging.py).
+IGNORE = -100
+# The label a word gets when no window of its sentence was scored (limit_*_batches): always wrong.
+MISSING = "<unscored>"
 
 
 def _split_label(label: str) -> tuple[str, str]:
@@ -154,80 +155,69 @@ def token_accuracy(gold: Sequence[Any], pred: Sequence[Any]) -> float:
     return 100.0 * correct / total
 
 
-def decode_tag_ids(
-    pred_ids: Tensor,
-    target_ids: Tensor,
-    id2label: Mapping[int, str] | Sequence[str],
-    ignore_index: int = -100,
-) -> tuple[list[list[str]], list[list[str]]]:
-    """Turn (batch, seq) label-id tensors into label-string sentences, dropping positions whose
-    target is ``ignore_index`` (special tokens and non-first subwords)."""
-    if pred_ids.shape != target_ids.shape:
-        raise ValueError(f"pred_ids {tuple(pred_ids.shape)} vs target_ids {tuple(target_ids.shape)}")
-    preds: list[list[str]] = []
-    targets: list[list[str]] = []
-    for p_row, t_row in zip(pred_ids.tolist(), target_ids.tolist(), strict=True):
-        keep = [(p, t) for p, t in zip(p_row, t_row, strict=True) if t != ignore_index]
-        preds.append([id2label[p] for p, _ in keep])
-        targets.append([id2label[t] for _, t in keep])
-    return preds, targets
+class WordTagScore(torchmetrics.Metric):
+    """One score of word-level tagging over whole sentences.
 
-
-class ChunkF1(Metric):
-    """seqeval-0.0.12 chunk F1/precision/recall plus token accuracy (percent), DDP-safe.
-
-    Each update counts chunks per sentence and keeps float64 "cat" states per sentence (key,
-    correct, predicted, gold, right tokens, tokens); counts below 2**53 are exact in float64.
-    Pass ``ids`` (one per sentence) to drop DistributedSampler's padding duplicates: compute keeps
-    the first occurrence of each id. Results equal :func:`seqeval_scores` / :func:`token_accuracy`
-    on the same sentences (see the module docstring for why per-sentence counting is exact).
+    ``update`` keeps (example, word, predicted label) for each scored word; ``compute`` gathers them
+    (across DDP ranks too), puts every sentence back together from its windows and scores it against
+    the gold tags of the evaluation set's raw examples: ``f1``/``precision``/``recall`` are seqeval
+    0.0.12 chunk scores as XTREME's evaluate.py computes them (:func:`seqeval_scores`), ``acc`` is
+    token accuracy, all in percent. Sentences none of whose windows were scored are left out; a word
+    of a scored sentence without a prediction counts as wrong.
     """
 
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
 
-    keys: list[Tensor]
-    counts: list[Tensor]
+    example: list[torch.Tensor]
+    word: list[torch.Tensor]
+    pred: list[torch.Tensor]
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(
+        self, score: str, gold: Sequence[Sequence[int]], label_names: Sequence[str], **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
-        self.add_state("keys", default=[], dist_reduce_fx="cat")
-        # (n_sentences * 5,) flattened rows of [correct, n_pred, n_gold, right_tokens, tokens]:
-        # 1-D so an empty rank's placeholder (a 1-D empty tensor) concatenates cleanly.
-        self.add_state("counts", default=[], dist_reduce_fx="cat")
+        if score not in ("f1", "precision", "recall", "acc"):
+            raise ValueError(f"unknown tagging score {score!r}")
+        self.score = score
+        self.gold = [list(g) for g in gold]
+        self.label_names = list(label_names)
+        for name in ("example", "word", "pred"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+        # float64 states (integers below 2**53 are exact): an idle DDP rank's placeholder state is an
+        # empty tensor of the metric's dtype, which must match the busy ranks' states.
         self.set_dtype(torch.float64)
 
-    def update(
-        self,
-        preds: Sequence[Sequence[str]],
-        targets: Sequence[Sequence[str]],
-        ids: Sequence[str | int] | None = None,
-    ) -> None:
-        """Add sentences: ``preds[i]`` and ``targets[i]`` are the label strings of sentence i."""
-        if len(preds) != len(targets):
-            raise ValueError(f"{len(preds)} predicted sentences but {len(targets)} gold sentences")
-        if ids is not None and len(ids) != len(preds):
-            raise ValueError(f"{len(preds)} sentences but {len(ids)} ids")
-        rows: list[float] = []
-        for p, t in zip(preds, targets, strict=True):
-            gold_chunks, pred_chunks = set(get_chunks(t)), set(get_chunks(p))
-            right, tokens = _token_counts([list(t)], [list(p)])
-            rows += [len(gold_chunks & pred_chunks), len(pred_chunks), len(gold_chunks), right, tokens]
-        keys = [NO_KEY] * len(preds) if ids is None else [example_key(i) for i in ids]
-        self.keys.append(torch.tensor(keys, dtype=torch.float64, device=self.device))
-        self.counts.append(torch.tensor(rows, dtype=torch.float64, device=self.device))
+    def update(self, preds: torch.Tensor, example_idx: torch.Tensor, word_index: torch.Tensor) -> None:
+        """``preds`` and ``word_index`` are (batch, seq); ``example_idx`` is (batch,)."""
+        scored = word_index != IGNORE
+        self.example.append(example_idx.unsqueeze(1).expand_as(word_index)[scored].to(torch.float64))
+        self.word.append(word_index[scored].to(torch.float64))
+        self.pred.append(preds[scored].to(torch.float64))
 
-    def compute(self) -> dict[str, Tensor]:
-        """``{"f1", "precision", "recall", "accuracy"}`` in percent (NaN accuracy with no tokens)."""
-        keys = cat_state(self.keys)
-        counts = cat_state(self.counts).reshape(-1, 5)[first_occurrence_mask(keys)]
-        correct, n_pred, n_gold, right, tokens = (int(v) for v in counts.sum(dim=0).tolist())
-        out = {
-            k: torch.tensor(v, dtype=torch.float64)
-            for k, v in prf_from_counts(correct, n_pred, n_gold).items()
-        }
-        out["accuracy"] = torch.tensor(
-            100.0 * right / tokens if tokens else float("nan"), dtype=torch.float64
-        )
-        return out
+    def sentences(self) -> tuple[list[list[str]], list[list[str]]]:
+        """(gold, predicted) label strings of every sentence with at least one scored window."""
+        # Lists before a DDP sync (empty when nothing was scored), tensors after it.
+        if isinstance(self.example, list) and not self.example:
+            return [], []
+        examples, words, preds = ([int(v) for v in dim_zero_cat(s).tolist()] for s in (self.example, self.word, self.pred))
+        predicted: dict[tuple[int, int], int] = {}
+        for key in zip(examples, words, preds, strict=True):
+            predicted.setdefault(key[:2], key[2])  # first occurrence: DDP pads with repeated batches
+        names = self.label_names
+        gold, pred = [], []
+        for e in sorted({e for e, _ in predicted}):
+            tags = self.gold[e]
+            gold.append([names[t] for t in tags])
+            pred.append(
+                [names[predicted[(e, w)]] if (e, w) in predicted else MISSING for w in range(len(tags))]
+            )
+        return gold, pred
+
+    def compute(self) -> torch.Tensor:
+        gold, pred = self.sentences()
+        if not gold:
+            return torch.tensor(float("nan"), dtype=torch.float64)
+        value = token_accuracy(gold, pred) if self.score == "acc" else seqeval_scores(gold, pred)[self.score]
+        return torch.tensor(value, dtype=torch.float64)

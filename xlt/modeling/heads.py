@@ -15,6 +15,7 @@ import torchmetrics
 from torch import nn
 from torchmetrics.utilities import dim_zero_cat
 
+from xlt.metrics.classification import Accuracy, binary_f1_metric
 from xlt.modeling.pooling import pool
 from xlt.registry import Registry
 from xlt.tasks.spec import TaskSpec
@@ -100,32 +101,6 @@ class PredictionCollector(torchmetrics.Metric):
         return [int(i) for i in idx], values.reshape(len(idx), -1).tolist()
 
 
-class Accuracy(torchmetrics.Metric):
-    """Percentage of correct predictions, counted in integers and divided in float64: the value
-    ``python -m xlt.score`` (evaluate.py's ``accuracy``) computes from the written predictions, to the
-    last digit (torchmetrics' MulticlassAccuracy works in float32: 1/3 reads 33.333336)."""
-
-    is_differentiable = False
-    higher_is_better = True
-    full_state_update = False
-
-    correct: torch.Tensor
-    total: torch.Tensor
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.add_state("correct", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("total", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-
-    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
-        self.correct += (preds == target).sum()
-        self.total += target.numel()
-
-    def compute(self) -> torch.Tensor:
-        total = int(self.total)
-        return torch.tensor(int(self.correct) / total * 100 if total else float("nan"), dtype=torch.float64)
-
-
 # Head kind -> class; heads_*.py register theirs when xlt/modeling/__init__.py imports them.
 HEADS: Registry[type[Head]] = Registry("head")
 
@@ -192,8 +167,5 @@ class ClassificationHead(Head):
     def build_metrics(cls, spec: TaskSpec, eval_set: EvalSet) -> dict[str, torchmetrics.Metric]:
         return _select(
             spec,
-            {
-                "acc": Accuracy,
-                "f1": lambda: torchmetrics.classification.BinaryF1Score() * 100,
-            },
+            {"acc": Accuracy, "f1": binary_f1_metric},
         )

@@ -1,89 +1,20 @@
-"""The token-tagging head and its word-level metric (windows reassembled into whole sentences)."""
+"""The token-tagging head. Its word-level metric, :class:`xlt.metrics.tagging.WordTagScore`, puts
+sentences back together from their windows."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torchmetrics
 from torch import nn
-from torchmetrics.utilities import dim_zero_cat
 
-from xlt.metrics.tagging import seqeval_scores, token_accuracy
+from xlt.metrics.tagging import IGNORE, WordTagScore
 from xlt.modeling.heads import Batch, Head, _select, register_head
 from xlt.tasks.spec import TaskSpec
 
 if TYPE_CHECKING:
     from xlt.data.datamodule import EvalSet
-
-IGNORE = -100
-# The label a word gets when no window of its sentence was scored (limit_*_batches): always wrong.
-MISSING = "<unscored>"
-
-
-class WordTagScore(torchmetrics.Metric):
-    """One score of word-level tagging over whole sentences.
-
-    ``update`` keeps (example, word, predicted label) for each scored word; ``compute`` gathers them
-    (across DDP ranks too), puts every sentence back together from its windows and scores it against
-    the gold tags of the evaluation set's raw examples: ``f1``/``precision``/``recall`` are seqeval
-    0.0.12 chunk scores as XTREME's evaluate.py computes them (:mod:`xlt.metrics.tagging`), ``acc`` is
-    token accuracy, all in percent. Sentences none of whose windows were scored are left out; a word
-    of a scored sentence without a prediction counts as wrong.
-    """
-
-    is_differentiable = False
-    higher_is_better = True
-    full_state_update = False
-
-    example: list[torch.Tensor]
-    word: list[torch.Tensor]
-    pred: list[torch.Tensor]
-
-    def __init__(
-        self, score: str, gold: Sequence[Sequence[int]], label_names: Sequence[str], **kwargs: Any
-    ) -> None:
-        super().__init__(**kwargs)
-        if score not in ("f1", "precision", "recall", "acc"):
-            raise ValueError(f"unknown tagging score {score!r}")
-        self.score = score
-        self.gold = [list(g) for g in gold]
-        self.label_names = list(label_names)
-        for name in ("example", "word", "pred"):
-            self.add_state(name, default=[], dist_reduce_fx="cat")
-
-    def update(self, preds: torch.Tensor, example_idx: torch.Tensor, word_index: torch.Tensor) -> None:
-        """``preds`` and ``word_index`` are (batch, seq); ``example_idx`` is (batch,)."""
-        scored = word_index != IGNORE
-        self.example.append(example_idx.unsqueeze(1).expand_as(word_index)[scored])
-        self.word.append(word_index[scored])
-        self.pred.append(preds[scored])
-
-    def sentences(self) -> tuple[list[list[str]], list[list[str]]]:
-        """(gold, predicted) label strings of every sentence with at least one scored window."""
-        if not self.example:
-            return [], []
-        examples, words, preds = (dim_zero_cat(s).tolist() for s in (self.example, self.word, self.pred))
-        predicted: dict[tuple[int, int], int] = {}
-        for key in zip(examples, words, preds, strict=True):
-            predicted.setdefault(key[:2], key[2])  # first occurrence: DDP pads with repeated batches
-        names = self.label_names
-        gold, pred = [], []
-        for e in sorted({e for e, _ in predicted}):
-            tags = self.gold[e]
-            gold.append([names[t] for t in tags])
-            pred.append(
-                [names[predicted[(e, w)]] if (e, w) in predicted else MISSING for w in range(len(tags))]
-            )
-        return gold, pred
-
-    def compute(self) -> torch.Tensor:
-        gold, pred = self.sentences()
-        if not gold:
-            return torch.tensor(float("nan"), dtype=torch.float64)
-        value = token_accuracy(gold, pred) if self.score == "acc" else seqeval_scores(gold, pred)[self.score]
-        return torch.tensor(value, dtype=torch.float64)
 
 
 @register_head("tagging")

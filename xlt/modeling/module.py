@@ -14,8 +14,7 @@ from torch import nn
 
 from xlt.data.datamodule import EvalSet, MixtureTrain
 from xlt.modeling.heads import Head, PredictionCollector, build_head
-from xlt.results.rows import ResultRow, language_rows
-from xlt.tasks.registry import get_task
+from xlt.tasks.spec import TaskSpec
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "LayerNorm.bias", "norm.weight")
 
@@ -52,32 +51,37 @@ class TransferModule(pl.LightningModule):
     """Encoder + heads for one stage. The encoder object is shared across stages, so its weights
     carry over from the intermediate task to the target while the intermediate heads are dropped.
 
-    ``heads`` maps a head name to its head; ``head_of`` maps a task to its head's name (tasks may
-    share a head). With one head every task uses it. Training batches of a mixture carry ``task_id``,
-    an index into ``train_tasks``. ``selection``: the mean of these (eval key, metric) pairs is
-    logged as ``{selection_key}`` after each validation (a mixture's model selection criterion).
+    ``task`` is the stage's task spec, or a mixture stage's name; ``train_tasks`` are a mixture's
+    member specs. The module reads every task fact from these specs (an evaluation set's task must be
+    one of them). ``heads`` maps a head name to its head; ``head_of`` maps a task name to its head's
+    name (tasks may share a head). With one head every task uses it. Training batches of a mixture
+    carry ``task_id``, an index into ``train_tasks``. ``selection``: the mean of these (eval key,
+    metric) pairs is logged as ``{selection_key}`` after each validation (a mixture's model selection
+    criterion). Result rows are built from ``scores``, ``parts`` and ``selection`` by
+    :func:`xlt.results.rows.eval_rows`.
     """
 
     def __init__(
         self,
         encoder: nn.Module,
         heads: Head | Mapping[str, Head],
-        task: str,
+        task: TaskSpec | str,
         lr: float,
         optim: DictConfig,
         val_sets: Sequence[EvalSet],
         test_sets: Sequence[EvalSet],
         head_of: Mapping[str, str] | None = None,
-        train_tasks: Sequence[str] = (),
+        train_tasks: Sequence[TaskSpec] = (),
         selection: tuple[str, Sequence[tuple[str, str]]] | None = None,
     ) -> None:
         super().__init__()
         self.encoder = encoder
-        self.heads = nn.ModuleDict({task: heads} if isinstance(heads, Head) else dict(heads))
+        self.task = task if isinstance(task, str) else task.name
+        self.heads = nn.ModuleDict({self.task: heads} if isinstance(heads, Head) else dict(heads))
         self.head_of = dict(head_of or {})
-        self.train_tasks = list(train_tasks)
+        self.train_tasks = [t.name for t in train_tasks]
+        self.specs = {t.name: t for t in ([] if isinstance(task, str) else [task]) + list(train_tasks)}
         self.selection = selection
-        self.task = task
         self.lr = lr
         self.optim = optim
         # Set by xlt.run.DivergenceGuard before clipping, reused (and cleared) by the clipping below.
@@ -95,7 +99,7 @@ class TransferModule(pl.LightningModule):
         # contain dots or slashes). Heads that score whole examples (QA, tagging) read the eval set.
         self.metrics = nn.ModuleDict(
             {
-                self._mkey(s.key): nn.ModuleDict(self.head_for(s.task).build_metrics(get_task(s.task), s))
+                self._mkey(s.key): nn.ModuleDict(self.head_for(s.task).build_metrics(self.spec_of(s), s))
                 for s in [*val_sets, *test_sets]
             }
         )
@@ -104,6 +108,11 @@ class TransferModule(pl.LightningModule):
         self.collectors = nn.ModuleDict()
         self.predictions: dict[str, dict[int, Any]] = {}
         self._test_sets = {s.key: s for s in test_sets}
+
+    @property
+    def selection_key(self) -> str | None:
+        """The key its selection score is kept under in ``scores`` (a mixture's), else None."""
+        return self.selection[0] if self.selection is not None else None
 
     def collect_predictions(self) -> None:
         """Keep every test example's prediction (gathered across ranks) in ``self.predictions``."""
@@ -116,6 +125,16 @@ class TransferModule(pl.LightningModule):
             # Not AttributeError: nn.Module.__getattr__ would replace the message with "no attribute".
             raise RuntimeError(f"stage {self.task} has {len(self.heads)} heads; use head_for(task)")
         return cast(Head, next(iter(self.heads.values())))
+
+    def spec_of(self, eval_set: EvalSet) -> TaskSpec:
+        """The spec of an evaluation set's task: one of the stage's tasks."""
+        try:
+            return self.specs[eval_set.task]
+        except KeyError:
+            raise ValueError(
+                f"evaluation set {eval_set.key}: task {eval_set.task} is not a task of stage {self.task} "
+                f"({', '.join(self.specs) or 'none'})"
+            ) from None
 
     def head_for(self, task: str) -> Head:
         name = self.head_of.get(task)
@@ -278,37 +297,12 @@ class TransferModule(pl.LightningModule):
     ) -> TransferModule:
         """A mixture stage's module: one fresh head per head name (shared by the tasks mapped to it),
         selected on the mean of the evaluated members' primary dev metrics."""
+        specs = [mixture.specs[task] for task in mixture.tasks]
         heads: dict[str, Head] = {}
-        for task in mixture.tasks:
-            if mixture.head_of[task] not in heads:
-                heads[mixture.head_of[task]] = build_head(get_task(task), hidden_size, pooling)
-        wholes = dict.fromkeys(s.overall_key for s in val_sets)
-        pairs = [(key, get_task(key.split("/")[1]).metrics[0]) for key in wholes]
+        for spec in specs:
+            if mixture.head_of[spec.name] not in heads:
+                heads[mixture.head_of[spec.name]] = build_head(spec, hidden_size, pooling)
+        wholes = {s.overall_key: mixture.specs[s.task] for s in val_sets}
+        pairs = [(key, spec.metrics[0]) for key, spec in wholes.items()]
         return cls(encoder, heads, mixture.name, lr, optim, val_sets, [], head_of=mixture.head_of,
-                   train_tasks=mixture.tasks, selection=(f"dev/{mixture.name}/en", pairs))  # fmt: skip
-
-    def result_rows(self, stage: str, split: str, sets: Sequence[EvalSet]) -> list[ResultRow]:
-        """Rows for one split's evaluation sets: per task and split (ANLI's rounds each), the whole of a
-        '+'-joined split, and a mixture's selection score."""
-        rows: list[ResultRow] = []
-        groups: dict[tuple[str, str], list[EvalSet]] = {}
-        for s in sets:
-            groups.setdefault((s.task, s.split), []).append(s)
-        for (task, part), members in groups.items():
-            scores = {s.lang: self.scores.get(s.key, {}) for s in members}
-            counts = {s.lang: len(s) for s in members}
-            rows.extend(language_rows(stage, task, part, scores, counts, with_gap=split == "test"))
-        if split == "dev":
-            for whole, parts in self.parts.items():
-                _, task, lang = whole.split("/")
-                scores = {lang: self.scores.get(whole, {})}
-                rows.extend(
-                    language_rows(
-                        stage, task, "dev", scores, {lang: sum(n for _, n in parts)}, with_gap=False
-                    )
-                )
-            if self.selection is not None and self.selection[0] in self.scores:
-                _, task, lang = self.selection[0].split("/")
-                value = self.scores[self.selection[0]]["selection"]
-                rows.append(ResultRow(stage, task, "dev", lang, "selection", value, None))
-        return rows
+                   train_tasks=specs, selection=(f"dev/{mixture.name}/en", pairs))  # fmt: skip

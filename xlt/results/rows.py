@@ -11,10 +11,10 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from xlt.results.gap import compute_gap, mean
 
@@ -93,6 +93,55 @@ def language_rows(
             rows.append(ResultRow(stage, task, split, "gap", metric, gap.gap))
             if not math.isnan(gap.rel_gap):
                 rows.append(ResultRow(stage, task, split, "rel_gap", metric, gap.rel_gap))
+    return rows
+
+
+class EvaluatedSet(Protocol):
+    """What :func:`eval_rows` reads of an evaluation set (``xlt.data.datamodule.EvalSet``)."""
+
+    task: str
+    split: str
+    lang: str
+
+    @property
+    def key(self) -> str: ...
+
+    def __len__(self) -> int: ...
+
+
+def eval_rows(
+    stage: str,
+    split: str,
+    sets: Sequence[EvaluatedSet],
+    scores: Mapping[str, Mapping[str, float]],
+    parts: Mapping[str, Sequence[tuple[str, int]]],
+    selection_key: str | None = None,
+) -> list[ResultRow]:
+    """Rows of one stage's evaluation of ``split`` ("dev" or "test"): per task and split (ANLI's rounds
+    each), with the test gap; on dev also the whole of each '+'-joined split (``parts``: whole key ->
+    (part key, examples) pairs) and a mixture's selection score (``scores[selection_key]``).
+
+    ``scores`` maps an evaluation key (``dev/xnli/en``) to its metric values, as
+    :class:`xlt.modeling.module.TransferModule` computes them.
+    """
+    rows: list[ResultRow] = []
+    groups: dict[tuple[str, str], list[EvaluatedSet]] = {}
+    for s in sets:
+        groups.setdefault((s.task, s.split), []).append(s)
+    for (task, part), members in groups.items():
+        by_lang = {s.lang: scores.get(s.key, {}) for s in members}
+        counts = {s.lang: len(s) for s in members}
+        rows.extend(language_rows(stage, task, part, by_lang, counts, with_gap=split == "test"))
+    if split == "dev":
+        for whole, whole_parts in parts.items():
+            _, task, lang = whole.split("/")
+            by_lang = {lang: scores.get(whole, {})}
+            rows.extend(
+                language_rows(stage, task, "dev", by_lang, {lang: sum(n for _, n in whole_parts)}, with_gap=False)
+            )
+        if selection_key is not None and selection_key in scores:
+            _, task, lang = selection_key.split("/")
+            rows.append(ResultRow(stage, task, "dev", lang, "selection", scores[selection_key]["selection"], None))
     return rows
 
 

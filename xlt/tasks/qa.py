@@ -2,11 +2,10 @@
 TyDiQA-GoldP (XTREME targets), their original file formats and hub ids.
 
 Every example has ``id``, ``question``, ``context``, ``answers`` (a list of ``{"text", "answer_start"}``,
-empty only for SQuAD v2.0 no-answer questions) and ``is_impossible``. Each reader also records how
-its data is scored, in ``_scoring`` (``squad``: the SQuAD v1.1 script, which XTREME uses for XQuAD
-and TyDiQA in every language; ``squad_v2``; ``mlqa``: language-specific MLQA rules): the scorer
-follows the data, so a selection split read from SQuAD's dev is scored like SQuAD even inside the
-MLQA task. Keys starting with ``_`` never reach the tokenised features.
+empty only for SQuAD v2.0 no-answer questions) and ``is_impossible``. How each split's data is scored
+is the spec's ``qa_scoring`` (``squad``: the SQuAD v1.1 script, which XTREME uses for XQuAD and
+TyDiQA in every language, and the default; ``squad_v2``; ``mlqa``: language-specific MLQA rules): the
+scorer follows the data, so MLQA's selection split ``squad_dev``, SQuAD's dev, is scored like SQuAD.
 
 Selection (the ``dev_split`` of each target; XTREME has no non-English selection data):
 
@@ -56,7 +55,6 @@ def _qa_example(
     qa: Mapping[str, Any],
     answers: Sequence[Mapping[str, Any]],
     where: str,
-    scoring: str,
     impossible: bool | None = None,
 ) -> Example:
     """Validate one question of a SQuAD-format record and return it in the span-QA layout.
@@ -107,7 +105,6 @@ def _qa_example(
         "context": context,
         "answers": checked,
         "is_impossible": impossible,
-        "_scoring": scoring,
     }
 
 
@@ -145,7 +142,7 @@ def _squad_records(path: Path) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
 def read_squad_v1(path: Path, lang: str) -> Iterator[Example]:
     """SQuAD v1.1 JSON (also XQuAD and the XTREME per-language TyDiQA files): scored by SQuAD v1.1 rules."""
     for where, context, qa in _squad_records(path):
-        yield _qa_example(context, qa, qa["answers"], where, "squad")
+        yield _qa_example(context, qa, qa["answers"], where)
 
 
 @register_format("squad_v2_json")
@@ -157,14 +154,14 @@ def read_squad_v2(path: Path, lang: str) -> Iterator[Example]:
             raise DataError(
                 f"{where} id={qa.get('id')}: is_impossible must be true or false, got {impossible!r}"
             )
-        yield _qa_example(context, qa, qa["answers"], where, "squad_v2", impossible=impossible)
+        yield _qa_example(context, qa, qa["answers"], where, impossible=impossible)
 
 
 @register_format("mlqa_json")
 def read_mlqa(path: Path, lang: str) -> Iterator[Example]:
     """MLQA v1 ``{dev,test}-context-{l}-question-{l}.json`` (SQuAD v1.1 JSON): scored by MLQA's rules for ``lang``."""
     for where, context, qa in _squad_records(path):
-        yield _qa_example(context, qa, qa["answers"], where, "mlqa")
+        yield _qa_example(context, qa, qa["answers"], where)
 
 
 def tydiqa_language(qid: str, where: str) -> str:
@@ -194,7 +191,7 @@ def read_tydiqa_goldp(path: Path, lang: str) -> Iterator[Example]:
         if tydiqa_language(str(qa.get("id", "")), where) != lang:
             continue
         kept += 1
-        yield _qa_example(context, qa, qa["answers"], where, "squad")
+        yield _qa_example(context, qa, qa["answers"], where)
     log.info("%s: kept the %d %s questions of %d (the file mixes languages)", path, kept, lang, total)
 
 
@@ -205,26 +202,26 @@ def _hub_answers(row: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{"text": t, "answer_start": int(s)} for t, s in zip(texts, starts, strict=True)]
 
 
-def _hub_example(row: Mapping[str, Any], scoring: str, impossible: bool | None = None) -> Example:
-    return _qa_example(str(row.get("context", "")), row, _hub_answers(row), "hub row", scoring, impossible)
+def _hub_example(row: Mapping[str, Any], impossible: bool | None = None) -> Example:
+    return _qa_example(str(row.get("context", "")), row, _hub_answers(row), "hub row", impossible)
 
 
 @register_hub_mapper("squad_hf")
 def map_hub_squad(row: Mapping[str, Any], lang: str) -> Example | None:
     """``rajpurkar/squad``, ``google/xtreme`` XQuAD.{lang}: id, context, question, answers."""
-    return _hub_example(row, "squad")
+    return _hub_example(row)
 
 
 @register_hub_mapper("squad_v2_hf")
 def map_hub_squad_v2(row: Mapping[str, Any], lang: str) -> Example | None:
     """``rajpurkar/squad_v2``: a question without answers is a no-answer question."""
-    return _hub_example(row, "squad_v2", impossible=not _hub_answers(row))
+    return _hub_example(row, impossible=not _hub_answers(row))
 
 
 @register_hub_mapper("mlqa_hf")
 def map_hub_mlqa(row: Mapping[str, Any], lang: str) -> Example | None:
     """``google/xtreme`` MLQA.{lang}.{lang}."""
-    return _hub_example(row, "mlqa")
+    return _hub_example(row)
 
 
 @register_hub_mapper("tydiqa_hf")
@@ -232,7 +229,7 @@ def map_hub_tydiqa(row: Mapping[str, Any], lang: str) -> Example | None:
     """``google-research-datasets/tydiqa`` secondary_task (all languages in one split): ``lang``'s rows only."""
     if tydiqa_language(str(row.get("id", "")), "hub row") != lang:
         return None
-    return _hub_example(row, "squad")
+    return _hub_example(row)
 
 
 def _squad_v1_raw(split: str) -> tuple[RawFile, ...]:
@@ -284,6 +281,7 @@ SQUAD_V2 = register_task(
             "dev": HubFile("rajpurkar/squad_v2", None, "validation", "squad_v2_hf"),
         },
         max_seq_length=384,
+        qa_scoring={"dev": "squad_v2"},
         roles=("intermediate",),
         citation="Rajpurkar et al. 2018",
     )
@@ -350,6 +348,7 @@ MLQA = register_task(
         train_task="squad",
         dev_split="squad_dev",
         max_seq_length=384,
+        qa_scoring={"dev": "mlqa", "test": "mlqa"},  # squad_dev: SQuAD v1.1, the default
         roles=("target",),
         citation="Lewis et al. 2020",
         xtreme=Xtreme("qa", "mlqa"),

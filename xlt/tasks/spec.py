@@ -113,6 +113,10 @@ class TaskSpec:
     min_seq_length: int = 0
     roles: tuple[str, ...] = ("intermediate", "target")
     citation: str = ""
+    # Span QA: the official scorer of each split's data, by split name ("squad": SQuAD v1.1, which
+    # XTREME uses for XQuAD and TyDiQA; "squad_v2"; "mlqa": MLQA's per-language rules). A split not
+    # listed is scored as "squad" (MLQA's selection split squad_dev is SQuAD's dev, scored like SQuAD).
+    qa_scoring: Mapping[str, str] = field(default_factory=dict)
     # Retrieval targets (head "retrieval"): "top1" (Tatoeba: English queries, nearest neighbour) or
     # "mining" (BUCC: margin-scored bitext mining with a threshold tuned on dev gold).
     retrieval: str = ""
