@@ -21,7 +21,7 @@ _POOLER_MODEL_TYPES = {"xlm-roberta", "xlm-roberta-xl", "roberta", "bert"}
 
 
 def _e5_dir(cache_dir: Path) -> Path:
-    from xlt.modeling.e5_convert import ensure_e5_small
+    from xlt.e5 import ensure_e5_small
 
     return ensure_e5_small(cache_dir / "models" / "multilingual-e5-small")
 
