@@ -17,8 +17,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from xlt import PROJECT_ROOT
 from xlt.schema import (
+    CONF_DIR,
+    NO_INTERMEDIATE,
+    ConfigError,
     DataConfig,
     LoggerConfig,
     LoraConfig,
@@ -33,9 +35,13 @@ from xlt.schema import (
     StageConfig,
     SweepConfig,
     TrainConfig,
+    batch_plan,
+    group_choices,
+    to_container,
 )
 
-# The schema's dataclasses are re-exported: callers import them from xlt.config.
+# Re-exported from xlt.schema (the leaf module xlt.plan and xlt.modeling.encoder import, so that
+# validate() can call them without an import circle): callers import these from xlt.config.
 __all__ = [
     "CHOICES",
     "CONF_DIR",
@@ -66,16 +72,6 @@ __all__ = [
     "validate",
 ]
 
-CONF_DIR = PROJECT_ROOT / "conf"
-
-
-class ConfigError(ValueError):
-    """A config problem, said in one line that names the option and what was expected."""
-
-
-# `intermediate=none`: the no-intermediate baseline (results call it "none" too).
-NO_INTERMEDIATE = "none"
-
 
 def register_configs() -> None:
     """Config options that are not YAML files: ``intermediate=none``, the no-intermediate baseline
@@ -104,11 +100,6 @@ CHOICES = {
 # `trainer` is an error. (`trainer.max_epochs`, when set, overrides every stage's `epochs`: debug configs use it.)
 DERIVED_TRAINER_ARGS = ("precision", "strategy", "devices", "num_nodes", "accumulate_grad_batches",
                         "gradient_clip_val", "logger", "callbacks", "default_root_dir")  # fmt: skip
-
-
-def group_choices(group: str) -> list[str]:
-    """The option names of a config group (the YAML files in ``conf/<group>/``)."""
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
 def validate(cfg: DictConfig) -> DictConfig:
@@ -183,7 +174,8 @@ def validate(cfg: DictConfig) -> DictConfig:
                 batch_plan(stage.batch_size, merged.scale.per_device_batch_size, world)
             except ValueError as err:
                 raise ConfigError(f"{stage_name}.batch_size: {err}") from None
-    from xlt.plan import check_gpu_memory  # a GPU run whose estimate exceeds scale.gpu_memory_gb stops here
+    # A GPU run whose estimate exceeds scale.gpu_memory_gb stops here.
+    from xlt.plan.jobs import check_gpu_memory
 
     check_gpu_memory(merged)
     OmegaConf.set_readonly(merged, True)
@@ -355,18 +347,6 @@ def _check_data(cfg: DictConfig) -> None:
         raise ConfigError(problem)
 
 
-def batch_plan(batch_size: int, per_device: int, world: int) -> tuple[int, int]:
-    """(per-device batch, gradient accumulation) with per_device * world * accumulation == batch_size,
-    so the effective batch is the task's whatever the hardware."""
-    per_device = max(1, min(per_device, batch_size // world))
-    step = per_device * world
-    if batch_size % step:
-        raise ValueError(
-            f"{batch_size} is not a multiple of the per-device batch {per_device} x {world} devices"
-        )
-    return per_device, batch_size // step
-
-
 def _check_trainer_args(trainer: DictConfig) -> None:
     import pytorch_lightning as pl
 
@@ -378,13 +358,6 @@ def _check_trainer_args(trainer: DictConfig) -> None:
             )
         if key not in accepted:
             raise ConfigError(f"trainer.{key}: not an argument of pytorch_lightning.Trainer")
-
-
-def to_container(cfg: DictConfig) -> dict[str, Any]:
-    """A resolved plain-dict copy (for loggers and keyword arguments)."""
-    container = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(container, dict)
-    return {str(k): v for k, v in container.items()}
 
 
 def run_dir_from_hydra() -> Path:

@@ -1,12 +1,29 @@
 """The structured schema of a run's config: one dataclass per group of ``conf/``, merged by
-:func:`xlt.config.validate` (unknown keys and wrong types fail there)."""
+:func:`xlt.config.validate` (unknown keys and wrong types fail there); and what every reader of a
+config shares: the ``conf/`` directory and its options, the one-line :class:`ConfigError`, the
+no-intermediate choice, the batch arithmetic. A leaf module (it imports no other xlt module but the
+package root), so that xlt.plan and xlt.modeling.encoder, which validate() calls, import from here;
+xlt.config re-exports every name.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from xlt import PROJECT_ROOT
+
+CONF_DIR = PROJECT_ROOT / "conf"
+
+
+class ConfigError(ValueError):
+    """A config problem, said in one line that names the option and what was expected."""
+
+
+# `intermediate=none`: the no-intermediate baseline (results call it "none" too).
+NO_INTERMEDIATE = "none"
 
 
 @dataclass
@@ -215,3 +232,27 @@ class TrainConfig:
     predictions: bool = True
     sweep: SweepConfig | None = None
     reuse: ReuseConfig = field(default_factory=ReuseConfig)
+
+
+def group_choices(group: str) -> list[str]:
+    """The option names of a config group (the YAML files in ``conf/<group>/``)."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def batch_plan(batch_size: int, per_device: int, world: int) -> tuple[int, int]:
+    """(per-device batch, gradient accumulation) with per_device * world * accumulation == batch_size,
+    so the effective batch is the task's whatever the hardware."""
+    per_device = max(1, min(per_device, batch_size // world))
+    step = per_device * world
+    if batch_size % step:
+        raise ValueError(
+            f"{batch_size} is not a multiple of the per-device batch {per_device} x {world} devices"
+        )
+    return per_device, batch_size // step
+
+
+def to_container(cfg: DictConfig) -> dict[str, Any]:
+    """A resolved plain-dict copy (for loggers and keyword arguments)."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(container, dict)
+    return {str(k): v for k, v in container.items()}

@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from xlt.config import to_container
+from xlt.schema import to_container
 
 log = logging.getLogger(__name__)
 

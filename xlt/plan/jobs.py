@@ -8,9 +8,9 @@ from functools import cache
 
 from omegaconf import DictConfig
 
-from xlt.config import ConfigError
 from xlt.plan.memory import GB, Hardware, MemoryEstimate, choices_of, estimate_memory, stage_members, stages
 from xlt.plan.model import Architecture, ParamCount, count_parameters
+from xlt.schema import ConfigError
 
 # bf16 dense peak throughput (no sparsity) from the vendors' data sheets.
 GPUS = {
@@ -137,7 +137,7 @@ class JobPlan:
 
     def refusal(self) -> str:
         """The one line that says why the job does not fit, and what to change."""
-        from xlt.config import group_choices
+        from xlt.schema import group_choices
 
         m = self.memory
         advice = []

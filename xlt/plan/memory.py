@@ -9,8 +9,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from xlt.config import NO_INTERMEDIATE, ConfigError, batch_plan
 from xlt.plan.model import Architecture, count_parameters, lora_parameters
+from xlt.schema import NO_INTERMEDIATE, ConfigError, batch_plan
 
 GB = 1e9
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}

@@ -7,7 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from xlt.config import ConfigError
+from xlt.schema import ConfigError
 
 
 @dataclass(frozen=True)
