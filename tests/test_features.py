@@ -9,7 +9,7 @@ from transformers import AutoTokenizer
 
 from xlt.data import features as features_module
 from xlt.data.features import Collator, featurize
-from xlt.modeling.e5_convert import ensure_e5_small
+from xlt.e5 import ensure_e5_small
 
 PAIRS = [
     {"text_a": "A man is playing a guitar.", "text_b": "Someone makes music.", "label": 0},

@@ -29,7 +29,7 @@ from xlt.tasks.multiple_choice import (
 def tokenizer(tmp_path_factory: pytest.TempPathFactory):
     from transformers import AutoTokenizer
 
-    from xlt.modeling.e5_convert import ensure_e5_small
+    from xlt.e5 import ensure_e5_small
 
     return AutoTokenizer.from_pretrained(ensure_e5_small(tmp_path_factory.mktemp("e5") / "e5"))
 

@@ -13,7 +13,7 @@ import torch
 from transformers import AutoTokenizer, XLMRobertaConfig, XLMRobertaModel
 
 from xlt.data.datamodule import DataSettings, StageDataModule, prepare_stage_data
-from xlt.modeling.e5_convert import ensure_e5_small
+from xlt.e5 import ensure_e5_small
 from xlt.modeling.heads import build_head
 from xlt.modeling.module import TransferModule, adamw_implementation
 from xlt.tasks import get_task

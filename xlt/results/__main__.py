@@ -13,18 +13,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from xlt.results.aggregate import (
-    best_intermediate,
+from xlt.results.load import load_sweep
+from xlt.results.stats import gap_by_size
+from xlt.results.tables import (
     format_best_intermediate,
     format_gap_table,
     format_main_table,
     format_overall_table,
-    gap_by_size,
-    load_sweep,
-    overall_by_size,
     write_tables,
-    xtreme_overall,
 )
+from xlt.results.xtreme_scores import best_intermediate, overall_by_size, xtreme_overall
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,7 +5,7 @@ needed; savefig renders PNG on any machine, and notebooks show the files).
 a log axis, one line per (model family, intermediate task): XLM-R and Qwen points never share a
 line. Error bars: the t-based 95% CI over seeds.
 :func:`plot_scores_vs_size`: English and the mean over the other languages against size.
-Both take :func:`xlt.results.aggregate.gap_by_size`'s table and return the figure. ``x`` picks the
+Both take :func:`xlt.results.stats.gap_by_size`'s table and return the figure. ``x`` picks the
 size: ``params`` (every encoder parameter) or ``params_non_embedding``.
 """
 
@@ -18,7 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.transforms import ScaledTranslation
 
-from xlt.results.aggregate import NO_INTERMEDIATE
+from xlt.results.load import NO_INTERMEDIATE
 
 X_LABELS = {"params": "encoder parameters", "params_non_embedding": "encoder parameters without embeddings"}
 

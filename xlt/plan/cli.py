@@ -1,0 +1,173 @@
+"""``python -m xlt.plan``: the jobs of a run or a sweep (expanded as Hydra's basic sweeper would),
+each job's details and the table with the sweep's totals."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from collections.abc import Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from xlt.config import CONF_DIR, ConfigError
+from xlt.plan.jobs import GPUS, JobPlan, plan_job
+from xlt.plan.memory import GB
+
+
+def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
+    """The jobs of ``-m`` overrides plus the composed config's ``hydra.sweeper.params``, as Hydra's
+    basic sweeper lists them: the sweeper's params first, the command line's overriding them by key,
+    and the cartesian product of every key's values, in the order the keys first appeared."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    # The primary config, as Hydra's multirun composes it: without the swept values.
+    fixed = [str(o.input_line) for o in parser.parse_overrides(list(overrides)) if not o.is_sweep_override()]
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        primary = compose("train", overrides=fixed, return_hydra_config=True)
+    params = OmegaConf.select(primary, "hydra.sweeper.params") or {}
+    arguments = [f"{k}={v}" for k, v in params.items()] + list(overrides)
+    parsed = parser.parse_overrides(arguments)
+    per_key: dict[str, list[str]] = {}
+    for override in parsed:
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            if not override.is_discrete_sweep():
+                raise ConfigError(f"{key}: only discrete sweeps (a,b,c) can be planned")
+            per_key[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            per_key[key] = [f"{key}={override.get_value_element_as_str()}"]
+    return [list(job) for job in itertools.product(*per_key.values())]
+
+
+def _fmt_count(n: float) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.{1 if unit != 'B' else 2}f}{unit}"
+    return f"{n:.0f}"
+
+
+def _fmt_opt(value: float | None, fmt: str) -> str:
+    return "?" if value is None else format(value, fmt)
+
+
+def _fmt_hours(hours: float | None) -> str:
+    if hours is None:
+        return "?"
+    return f"{hours:,.1f}" if hours == 0 or hours >= 0.1 else f"{hours:.1g}"
+
+
+def describe(job: JobPlan, gpu: str, mfu: float) -> str:
+    """The per-job block: where every number comes from."""
+    name, peak = GPUS[gpu]
+    m, p = job.memory, job.params
+    lines = [f"{job.label}  (scale={job.scale}: {job.world} device(s), {m.shards} shard(s), "
+             f"activation checkpointing {'on' if m.checkpointing else 'off'})"]  # fmt: skip
+    published = f"; published {_fmt_count(job.published)}" if job.published else ""
+    lines.append(
+        f"  parameters   {p.total:,} total, {p.non_embedding:,} non-embedding (from the architecture{published})"
+    )
+    lines.append(
+        f"  memory/GPU   weights {m.weights / GB:.2f} + gradients {m.gradients / GB:.2f} + AdamW {m.optimizer / GB:.2f}"
+        f" + activations {m.activations / GB:.2f} (without checkpointing {m.activations_no_ckpt / GB:.2f}, with "
+        f"{m.activations_ckpt / GB:.2f}; {m.stage} stage) + FSDP gathered {m.gathered / GB:.2f}"
+        f" | AdamW step temporaries {m.optimizer_step / GB:.2f}"
+        f" = peak {m.peak / GB:.2f} GB of {job.limit_gb:g}{'' if job.fits else '  EXCEEDS'}"
+    )
+    for t in job.tokens:
+        lines.append(f"  tokens       {t.stage}: {_fmt_opt(t.examples, ',')} examples x {t.epochs:g} epochs x "
+                     f"{t.seq_len} = {_fmt_opt(t.tokens, ',.0f')}")  # fmt: skip
+        lines += [f"                 {s}" for s in t.sources]
+    hours = job.gpu_hours(peak, mfu)
+    lines.append(f"  compute      6 x {p.non_embedding:,} x {_fmt_opt(job.total_tokens, ',.0f')} tokens = "
+                 f"{_fmt_opt(job.flops, '.3g')} FLOP = {_fmt_hours(hours)} GPU-hours on {name} at "
+                 f"{mfu:.0%} MFU ({_fmt_hours(None if hours is None else hours / job.world)} h on "
+                 f"{job.world} GPU(s))")  # fmt: skip
+    return "\n".join(lines)
+
+
+def table(jobs: list[JobPlan], gpu: str, mfu: float) -> str:
+    name, peak = GPUS[gpu]
+    header = ["job", "params", "non-emb", "scale", "GPUs", "mem/GPU GB", "ckpt", "fits", "tokens", "PFLOP",
+              f"GPU-h ({name}, {mfu:.0%} MFU)"]  # fmt: skip
+    rows = []
+    for job in jobs:
+        flops, hours = job.flops, job.gpu_hours(peak, mfu)
+        rows.append([
+            job.label, _fmt_count(job.params.total), _fmt_count(job.params.non_embedding), job.scale,
+            str(job.world), f"{job.memory.peak / GB:.1f}", "yes" if job.memory.checkpointing else "no",
+            "yes" if job.fits else "NO", "?" if job.total_tokens is None else _fmt_count(job.total_tokens),
+            _fmt_opt(None if flops is None else flops / 1e15, ",.0f"), _fmt_hours(hours),
+        ])  # fmt: skip
+    known = [j.gpu_hours(peak, mfu) for j in jobs]
+    total = sum(h for h in known if h is not None)
+    unknown = sum(h is None for h in known)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    out = [" | ".join(c.ljust(w) for c, w in zip(header, widths, strict=True))]
+    out.append("-+-".join("-" * w for w in widths))
+    out += [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    out.append(f"total: {len(jobs)} job(s), {total:,.1f} GPU-hours on {name} at {mfu:.0%} MFU"
+               + (f" ({unknown} job(s) with an unknown training-set size not counted)" if unknown else ""))  # fmt: skip
+    return "\n".join(out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m xlt.plan",
+        description="Estimate parameters, memory per GPU, tokens, FLOPs and GPU-hours of a run or a sweep "
+        "(the same overrides as xlt.train; nothing is launched).",
+    )
+    parser.add_argument(
+        "-m", "--multirun", action="store_true", help="expand a sweep (+sweep=NAME, a,b lists)"
+    )
+    parser.add_argument("--gpu", choices=sorted(GPUS), default="h100", help="GPU whose bf16 peak is used")
+    parser.add_argument(
+        "--mfu", type=float, default=0.4, help="model FLOPs utilisation assumed (default 0.4)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="per-job details under a sweep")
+    args, overrides = parser.parse_known_args(argv)
+    if not 0 < args.mfu <= 1:
+        parser.error(f"--mfu {args.mfu}: expected a fraction in (0, 1]")
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    from xlt.config import validate
+
+    try:
+        jobs = sweep_jobs(overrides) if args.multirun else [list(overrides)]
+        plans = []
+        refused = []
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            composed = [compose("train", overrides=job) for job in jobs]
+        for i, (job_overrides, cfg) in enumerate(zip(jobs, composed, strict=True), 1):
+            # Validate as a CPU run would (no GPU refusal there), then judge the GPU estimate here.
+            as_cpu = OmegaConf.merge(cfg, {"trainer": {"accelerator": "cpu"}})
+            assert isinstance(as_cpu, DictConfig)
+            cfg = validate(as_cpu)
+            label = (
+                " ".join(o for o in job_overrides if not o.startswith(("+sweep=", "hydra"))) or "(defaults)"
+            )
+            job = plan_job(cfg, f"{i}: {label}" if args.multirun else label)
+            plans.append(job)
+            if not job.fits:
+                refused.append(job)
+    except (ConfigError, HydraException) as err:
+        print(f"xlt.plan: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+    if not args.multirun and refused:
+        print(refused[0].refusal(), file=sys.stderr)
+        return 2
+    if not args.multirun or args.verbose:
+        print("\n\n".join(describe(p, args.gpu, args.mfu) for p in plans))
+        print()
+    print(table(plans, args.gpu, args.mfu))
+    print(
+        "\nMemory: arithmetic estimate per GPU (see xlt/plan/memory.py), checked against CPU measurements only. "
+        "Tokens: examples x epochs x max_seq_length (an upper bound). FLOPs: 6 x non-embedding parameters "
+        "x tokens (training only; evaluation, activation recomputation and attention's seq^2 term not counted)."
+    )
+    for job in refused:
+        print(job.refusal(), file=sys.stderr)
+    return 2 if refused else 0

@@ -1,0 +1,234 @@
+"""Memory per GPU of a run's training step: the resident states, the activations of the stage with
+the largest batch x length, FSDP's gathered units and the AdamW step's temporaries (term by term in
+:func:`estimate_memory`); and the training stages of a run, their members and batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig
+
+from xlt.plan.model import Architecture, count_parameters, lora_parameters
+from xlt.schema import NO_INTERMEDIATE, ConfigError, batch_plan
+
+GB = 1e9
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What the estimate assumes about where the step runs."""
+
+    gpu: bool = True  # GPU: fused SDPA attention (no seq x seq scores kept); CPU: the math path with dropout
+    precision: str = "bf16-mixed"
+
+
+@dataclass
+class MemoryEstimate:
+    """Bytes per device. ``peak`` = the resident states + the larger of a step's activations (plus
+    FSDP's gathered units) and the optimizer step's temporaries."""
+
+    weights: float
+    gradients: float
+    optimizer: float
+    activations: float  # kept for backward, with the profile's checkpointing setting
+    activations_no_ckpt: float
+    activations_ckpt: float
+    gathered: float  # FSDP: unsharded units held during forward/backward
+    optimizer_step: float  # temporaries of the AdamW step
+    shards: int
+    checkpointing: bool
+    stage: str  # the stage whose batch and length give the peak
+
+    @property
+    def states(self) -> float:
+        return self.weights + self.gradients + self.optimizer
+
+    @property
+    def peak(self) -> float:
+        return self.states + max(self.activations + self.gathered, self.optimizer_step)
+
+
+def is_sharded(strategy: Any) -> bool:
+    """FSDP (FSDPStrategy, ModelParallelStrategy's fully_shard, 'fsdp') or ZeRO stage 3 shard weights,
+    gradients and optimizer states over the devices; DDP and single-device runs replicate them."""
+    if isinstance(strategy, str):
+        return strategy.startswith("fsdp") or strategy == "deepspeed_stage_3" or strategy.endswith("offload")
+    target = str(strategy.get("_target_", ""))
+    if "FSDP" in target or "ModelParallel" in target:
+        return True
+    return "DeepSpeed" in target and int(strategy.get("stage", 2)) == 3
+
+
+def uses_activation_checkpointing(scale: DictConfig) -> bool:
+    strategy = scale.strategy
+    in_strategy = not isinstance(strategy, str) and any(
+        k in strategy for k in ("activation_checkpointing_policy", "activation_checkpointing")
+    )
+    return bool(scale.activation_checkpointing) or in_strategy
+
+
+def resolve_precision(precision: str, hardware: Hardware) -> str:
+    if precision != "auto":
+        return precision
+    return hardware.precision if hardware.gpu else "32-true"
+
+
+def activation_bytes_per_layer(arch: Architecture, tokens: int, seqs: int, seq_len: int, precision: str,
+                               dropout: bool, gpu: bool) -> float:  # fmt: skip
+    """Bytes one transformer layer keeps for backward, for ``tokens`` = ``seqs`` x ``seq_len`` tokens.
+
+    The accounting of Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large
+    Transformer Models", sec. 4.1), per saved tensor, with FFN width f instead of 4h:
+    - e bytes per element for matmul inputs and outputs (2 under bf16 autocast, 4 in fp32); under
+      autocast each of the query/key/value projections saves its own bf16 copy of the layer input;
+    - LayerNorm/RMSNorm inputs in fp32 (autocast runs norms in fp32);
+    - dropout masks: 1 byte on GPUs (``native_dropout``'s bool mask); on CPU ``at::dropout`` keeps a
+      scaled mask in the input's dtype (e bytes);
+    - attention: the fused SDPA kernels on GPUs keep q, k, v and the output (no seq x seq matrix); on
+      CPU with dropout the math path keeps the softmax output, the dropout mask and the dropout
+      output ((2e + mask) x heads x seq^2 per sequence) instead of the output.
+    """
+    h, f = arch.hidden, arch.ffn
+    mixed = "mixed" in precision
+    e = 2 if any(p in precision for p in ("bf16", "16")) else 4
+    norm = 4 if (mixed or e == 4) else 2
+    mask = (1 if gpu else e) if dropout else 0
+    scores_kept = dropout and not gpu
+    qkv_input_copies = 3 if mixed else 1
+    if arch.decoder:
+        kv = arch.kv_dim
+        attention = e * h * qkv_input_copies + e * (h + 2 * kv) + e * h  # input, q/k/v, o_proj input
+        mlp = e * h * (2 if mixed else 1) + 4 * e * f  # gate/up input, gate, silu(gate), up, product
+        norms = 2 * 2 * norm * h  # two RMSNorms, each its fp32 input and the normalised states
+    else:
+        attention = (
+            e * h * qkv_input_copies + 3 * e * h + e * h + mask * h
+        )  # input, q/k/v, out-proj input, mask
+        mlp = e * h + 2 * e * f + mask * h  # fc1 input, GELU input, fc2 input, mask
+        norms = 2 * norm * h
+    per_token = attention + mlp + norms
+    if scores_kept:
+        per_seq = (2 * e + mask) * arch.heads * seq_len * seq_len
+    else:
+        per_token += e * h  # the fused kernel's saved output
+        per_seq = 0
+    return per_token * tokens + per_seq * seqs
+
+
+def estimate_memory(cfg: DictConfig, hardware: Hardware | None = None) -> MemoryEstimate:
+    """Peak memory per device of a training step of ``cfg``'s largest stage, in bytes.
+
+    Resident: weights in ``model.dtype``; fp32 gradients and AdamW's two fp32 states for trainable
+    parameters (all but frozen embeddings, or the LoRA adapters); divided by the shard count under
+    FSDP/ZeRO-3. Gradients from the previous step are alive during the next forward (Lightning
+    zeroes them just before backward), so the peak is at the end of the forward: resident states +
+    activations (+ under FSDP the gathered units: the root unit, which FSDP keeps unsharded through
+    forward and backward, two layer units (current and prefetched) and their unsharded gradients,
+    in the compute dtype). The AdamW step runs after the activations are freed; its temporaries are
+    one fp32 copy of the (sharded) trainable parameters on GPUs (foreach implementation) and of the
+    largest tensor on CPU (per-tensor loop).
+    Activations: :func:`activation_bytes_per_layer` per layer, plus the embedding output; with
+    checkpointing each layer keeps only its input, and one layer is recomputed at a time.
+    """
+    hardware = hardware or Hardware()
+    arch = Architecture.from_model(cfg.model)
+    counts = count_parameters(arch)
+    scale = cfg.scale
+    precision = resolve_precision(scale.precision, hardware)
+    world = scale.devices * scale.num_nodes
+    shards = world if is_sharded(scale.strategy) else 1
+    ckpt = uses_activation_checkpointing(scale)
+    param_bytes = DTYPE_BYTES[cfg.model.dtype]
+    if scale.peft == "lora":
+        trainable = lora_parameters(arch, scale.lora)
+    else:
+        trainable = counts.total - (counts.word_embedding if cfg.model.freeze_embeddings else 0)
+    weights = counts.total * param_bytes / shards
+    gradients = trainable * 4 / shards
+    optimizer = trainable * 8 / shards
+    compute_bytes = 2 if any(p in precision for p in ("bf16", "16")) else 4
+    gathered = 0.0
+    if is_sharded(scale.strategy):  # also on one device: FSDP's bf16 copies of the units in use
+        gathered = (2 * counts.outside_layers + 3 * counts.per_layer) * compute_bytes
+    if hardware.gpu:
+        optimizer_step = trainable * 4 / shards
+    else:
+        optimizer_step = max(counts.word_embedding, counts.per_layer) * 4.0
+    best: tuple[float, float, float, str] | None = None
+    for name, stage in stages(cfg):
+        seqs, seq_len = stage_batch(cfg, stage, name)
+        tokens = seqs * seq_len
+        dropout = not arch.decoder  # XLM-R's hidden/attention dropout 0.1; Qwen2.5: 0
+        layer = activation_bytes_per_layer(arch, tokens, seqs, seq_len, precision, dropout, hardware.gpu)
+        norm = 4 if ("mixed" in precision or compute_bytes == 4) else 2
+        mask = (1 if hardware.gpu else compute_bytes) if dropout else 0
+        # The embeddings' LayerNorm input and dropout mask, and the 4-D padding mask (bool, one for all layers).
+        embedding = tokens * arch.hidden * (norm + mask) + seqs * seq_len * seq_len
+        full = arch.layers * layer + embedding
+        checkpointed = arch.layers * tokens * arch.hidden * norm + layer + embedding
+        if best is None or max(full, checkpointed) > max(best[0], best[1]):
+            best = (full, checkpointed, tokens, name)
+    if best is None:
+        # Nothing trains (a retrieval target): the weights, and one layer's activations at a time at the
+        # retrieval batch (no gradients, nothing kept for backward).
+        seqs, seq_len = int(cfg.retrieval.batch_size), int(cfg.retrieval.max_seq_length)
+        layer = activation_bytes_per_layer(
+            arch, seqs * seq_len, seqs, seq_len, precision, False, hardware.gpu
+        )
+        return MemoryEstimate(weights, 0.0, 0.0, layer, layer, layer, 0.0, 0.0, shards, ckpt, "retrieval")
+    full, checkpointed, _, stage_name = best
+    return MemoryEstimate(weights, gradients, optimizer, checkpointed if ckpt else full, full, checkpointed,
+                          gathered, optimizer_step, shards, ckpt, stage_name)  # fmt: skip
+
+
+def stages(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
+    """The training stages of a run: (name, stage config); a retrieval target trains nothing."""
+    from xlt.tasks.registry import get_task
+
+    found = []
+    intermediate = cfg.get("intermediate")
+    if intermediate is not None and intermediate.name != NO_INTERMEDIATE:
+        found.append(("intermediate", intermediate))
+    if get_task(cfg.target.name).trainable:
+        found.append(("target", cfg.target))
+    return found
+
+
+def choices_of(task: str) -> int:
+    """Sequences per example: a multiple-choice example encodes every choice."""
+    from xlt.tasks.registry import get_task
+
+    spec = get_task(task)
+    return spec.num_labels if spec.head == "multiple_choice" else 1
+
+
+def stage_batch(cfg: DictConfig, stage: DictConfig, name: str) -> tuple[int, int]:
+    """(sequences per device per forward, sequence length) of a stage at its max_seq_length."""
+    world = cfg.scale.devices * cfg.scale.num_nodes
+    try:
+        per_device, _ = batch_plan(stage.batch_size, cfg.scale.per_device_batch_size, world)
+    except ValueError as err:
+        raise ConfigError(f"{name}.batch_size: {err}") from None
+    tasks = [t for t, _, _ in stage_members(cfg, stage, name)]
+    return per_device * max(map(choices_of, tasks)), int(stage.max_seq_length)
+
+
+def stage_members(cfg: DictConfig, stage: DictConfig, name: str) -> list[tuple[str, str, int | None]]:
+    """(task, training split, example cap) of every task a stage trains on."""
+    from xlt.tasks.registry import flatten_mixture, get_mixture
+
+    if name == "target":
+        return [(stage.train_task or stage.name, stage.train_split, stage.max_train_examples)]
+    mixture = get_mixture(stage.name)
+    if mixture is None:
+        return [(stage.name, stage.train_split, stage.max_train_examples)]
+    members = []
+    for task in flatten_mixture(mixture).tasks:
+        if stage.get("only") and task not in stage.only:
+            continue
+        member = (stage.get("members") or {}).get(task) or {}
+        cap = member.get("max_train_examples") or stage.max_train_examples
+        members.append((task, member.get("train_split") or "train", cap))
+    return members

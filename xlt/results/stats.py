@@ -1,0 +1,154 @@
+"""The gap-vs-size statistics over seeds of a sweep's tidy rows (:func:`xlt.results.load.load_sweep`).
+
+The gap is the one of :mod:`xlt.results.gap` (English minus the mean over the other languages),
+recomputed per run from the per-language rows with :func:`~xlt.results.gap.compute_gap`; then
+:func:`gap_by_size` summarises it over seeds (mean, sample std, t-based 95% CI) per model and
+intermediate task, and :func:`intermediate_effect` pairs each intermediate task's runs with the
+no-intermediate runs ("none") of the same model and seed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import pandas as pd
+
+from xlt.results.gap import compute_gap
+from xlt.results.load import CONDITION, NO_INTERMEDIATE
+from xlt.results.rows import AGGREGATE_LANGUAGES
+
+
+def seed_stats(values: Iterable[float]) -> dict[str, float]:
+    """n, mean, sample std (ddof=1) and the t-based 95% confidence interval of the mean.
+
+    std and the interval are NaN with fewer than two values."""
+    from scipy import stats
+
+    xs = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    n = len(xs)
+    mean = sum(xs) / n if n else math.nan
+    if n < 2:
+        return {"n": n, "mean": mean, "std": math.nan, "ci95_low": math.nan, "ci95_high": math.nan}
+    std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
+    half = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n)
+    return {"n": n, "mean": mean, "std": std, "ci95_low": mean - half, "ci95_high": mean + half}
+
+
+# Model families by name prefix, for rows written before ``model_family`` was recorded.
+_FAMILY_PREFIXES = (("xlmr", "xlmr"), ("qwen2_5", "qwen2.5"), ("e5", "e5"))
+
+
+def model_families(rows: pd.DataFrame) -> pd.Series:
+    """Each row's model family: the recorded ``model_family`` (conf/model/*.yaml ``family``), else
+    the name's prefix (``xlmr_large`` -> ``xlmr``), else ""."""
+    guessed = (
+        rows["model"]
+        .astype(str)
+        .map(lambda m: next((family for prefix, family in _FAMILY_PREFIXES if m.startswith(prefix)), ""))
+    )
+    if "model_family" not in rows:
+        return guessed
+    recorded = rows["model_family"].astype(object)
+    return recorded.where(recorded.notna() & (recorded.astype(str) != ""), guessed).astype(str)
+
+
+def model_sizes(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per model: its family, its counted parameter count (the smallest recorded, i.e.
+    without LoRA adapters) and, when recorded, its non-embedding count; sorted by size."""
+    agg: dict[str, tuple[str, str]] = {"params": ("model_params", "min"), "family": ("family", "first")}
+    if "model_params_non_embedding" in rows:
+        agg["params_non_embedding"] = ("model_params_non_embedding", "min")
+    sizes = rows.assign(family=model_families(rows)).groupby("model", as_index=False).agg(**agg)
+    return sizes.sort_values(["params", "model"], ignore_index=True)
+
+
+def _target_rows(rows: pd.DataFrame, split: str) -> pd.DataFrame:
+    return rows[(rows["stage"] == "target") & (rows["split"] == split)]
+
+
+def gaps_per_run(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """One row per (run, task, metric): en, avg_non_en, gap, rel_gap and the number of languages,
+    from the run's per-language rows through :func:`compute_gap`. Tasks without an English score
+    (retrieval) have no gap and no row."""
+    selected = _target_rows(rows, split)
+    selected = selected[~selected["language"].isin(AGGREGATE_LANGUAGES)]
+    keys = ["run_dir", *CONDITION, "seed"]
+    out = []
+    for key, group in selected.groupby(keys, sort=False, dropna=False):
+        scores = dict(zip(group["language"], group["value"], strict=True))
+        gap = compute_gap(scores)
+        if gap is None:
+            continue
+        out.append({**dict(zip(keys, key, strict=True)), "en": gap.en, "avg_non_en": gap.avg_non_en,
+                    "gap": gap.gap, "rel_gap": gap.rel_gap, "n_languages": len(scores),
+                    "languages": ",".join(sorted(scores))})  # fmt: skip
+    columns = [*keys, "en", "avg_non_en", "gap", "rel_gap", "n_languages", "languages"]
+    return pd.DataFrame.from_records(out, columns=columns)
+
+
+def _with_sizes(table: pd.DataFrame, rows: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """Add each model's size and sort by ``order`` then size, the no-intermediate rows first."""
+    table = table.merge(model_sizes(rows), on="model", how="left")
+    table["_baseline_last"] = table["intermediate"] != NO_INTERMEDIATE
+    table = table.sort_values([*order, "_baseline_last", "intermediate", "params"], ignore_index=True)
+    return table.drop(columns="_baseline_last")
+
+
+def _summarise(frame: pd.DataFrame, keys: list[str], values: Sequence[str]) -> pd.DataFrame:
+    """Seed statistics of ``values`` per ``keys``; a frame with ``languages`` (gaps) also gets
+    ``n_languages`` (the fewest over the seeds) and ``languages`` (" | " between seeds that differ)."""
+    out = []
+    with_languages = "languages" in frame
+    for key, group in frame.groupby(keys, sort=False, dropna=False):
+        record = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
+        record["seeds"] = ",".join(str(s) for s in sorted(group["seed"].unique()))
+        for value in values:
+            stats = seed_stats(group[value])
+            record["n"] = stats.pop("n")
+            record.update({f"{value}_{k}": v for k, v in stats.items()})
+        if with_languages:
+            record["n_languages"] = int(group["n_languages"].min())
+            record["languages"] = " | ".join(sorted(set(group["languages"])))
+        out.append(record)
+    columns = [*keys, "n", "seeds"] + [
+        f"{v}_{s}" for v in values for s in ("mean", "std", "ci95_low", "ci95_high")
+    ]
+    columns += ["n_languages", "languages"] if with_languages else []
+    return pd.DataFrame.from_records(out, columns=columns)
+
+
+def score_by_size(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """Per task, metric, language (and the avg/avg_non_en rows) and condition: the score over
+    seeds, with each model's size; sorted by task, metric, language, intermediate, size."""
+    selected = _target_rows(rows, split)
+    selected = selected[~selected["language"].isin(("gap", "rel_gap"))]
+    table = _summarise(selected.rename(columns={"value": "score"}), [*CONDITION, "language"], ["score"])
+    return _with_sizes(table, rows, ["task", "metric", "language"])
+
+
+def gap_by_size(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """Per task, metric, model and intermediate task: gap (absolute), rel_gap, en and avg_non_en
+    over seeds (mean, std, 95% CI), with the model's size; sorted by task, intermediate, size."""
+    table = _summarise(gaps_per_run(rows, split), list(CONDITION), ["gap", "rel_gap", "en", "avg_non_en"])
+    return _with_sizes(table, rows, ["task", "metric"])
+
+
+def intermediate_effect(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """Each intermediate task minus no intermediate ("none"), paired by seed (same model, task,
+    metric, training source and peft): the change in en, avg_non_en, gap and rel_gap, over the
+    seeds present in both (mean, std, 95% CI)."""
+    gaps = gaps_per_run(rows, split)
+    pair_keys = [k for k in CONDITION if k != "intermediate"] + ["seed"]
+    base = gaps[gaps["intermediate"] == NO_INTERMEDIATE]
+    treated = gaps[gaps["intermediate"] != NO_INTERMEDIATE]
+    measures = ["en", "avg_non_en", "gap", "rel_gap"]
+    paired = treated.merge(base[pair_keys + measures + ["languages"]], on=pair_keys, suffixes=("", "_none"))
+    # a pair is over the languages both runs scored
+    paired["languages"] = [",".join(sorted(set(a.split(",")) & set(b.split(","))))
+                           for a, b in zip(paired["languages"], paired["languages_none"], strict=True)]  # fmt: skip
+    paired["n_languages"] = [len(x.split(",")) if x else 0 for x in paired["languages"]]
+    for m in measures:
+        paired[f"d_{m}"] = paired[m] - paired[f"{m}_none"]
+    table = _summarise(paired, list(CONDITION), [f"d_{m}" for m in measures])
+    return _with_sizes(table, rows, ["task", "metric"])
