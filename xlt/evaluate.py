@@ -81,7 +81,8 @@ def source_step(source: Path, kind: str) -> int:
 
 def evaluate(source: Path, out_dir: Path, overrides: list[str] | None = None) -> list:
     from xlt.config import validate
-    from xlt.run import STATE_FILE, Runner, print_report
+    from xlt.run import Runner, print_report
+    from xlt.rundir import STATE_FILE, RunState
 
     kind, weights, cfg = resolve_source(Path(source))
     intermediate = cfg.intermediate.name if cfg.get("intermediate") else "none"
@@ -104,8 +105,6 @@ def evaluate(source: Path, out_dir: Path, overrides: list[str] | None = None) ->
     log_file = logging.FileHandler(out_dir / "evaluate.log")  # everything the terminal leaves out
     log_file.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
     logging.getLogger().addHandler(log_file)
-    from xlt.run import RunState
-
     state = RunState.load(out_dir / STATE_FILE)
     runner_ckpt = Path(weights)
     step = source_step(Path(source), kind)  # log at the step the weights were trained to
@@ -160,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_terminal()
     out = args.out or Path("outputs") / datetime.datetime.now().strftime("%Y-%m-%d/%H-%M-%S-evaluate")
-    from xlt.run import CheckpointError
+    from xlt.rundir import CheckpointError
 
     try:
         evaluate(args.source, out, args.overrides)

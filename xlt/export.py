@@ -91,7 +91,7 @@ def results_rows(run_dir: Path) -> list[dict[str, Any]]:
 
 def model_card(cfg: DictConfig, records: list[dict[str, Any]], source: str, hf_class: str) -> str:
     from xlt.results.report import format_table
-    from xlt.run import rows_from_records
+    from xlt.rundir import rows_from_records
 
     rows = rows_from_records([r for r in records if r.get("stage") == "target"])
     tables = [format_table(rows, "target", r.task, r.split) for r in rows]
