@@ -65,7 +65,7 @@ def target_checkpoint(run_dir: Path) -> Path:
 
 def load_target_module(cfg: DictConfig, target: Any, ckpt: Path) -> Any:
     """The target stage's TransferModule (encoder + head) with the checkpoint's weights, loaded by the
-    run's own loader (``xlt.run.Runner._load_weights``: ``weights_only=True``, strict, one-line
+    run's own loader (``xlt.stage.StageRunner._load_weights``: ``weights_only=True``, strict, one-line
     CheckpointError)."""
     from xlt.modeling.encoder import load_encoder
     from xlt.modeling.heads import build_head
