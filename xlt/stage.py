@@ -149,8 +149,8 @@ class StageRunner:
         )
         hidden, pooling = self.encoder.config.hidden_size, self.cfg.model.pooling
         if data.mixture is not None:
-            module = TransferModule.for_mixture(self.encoder, data.mixture, stage_lr(self.cfg, stage_cfg), self.cfg.optim,
-                                                data.val, hidden, pooling)  # fmt: skip
+            module = TransferModule.for_mixture(self.encoder, data.mixture, stage_lr(self.cfg, stage_cfg),
+                                                self.cfg.optim, data.val, hidden, pooling)  # fmt: skip
             monitor = f"dev/{spec.name}/en/selection" if data.val else None
             world = scale.devices * scale.num_nodes
             mixture_info = log_mixture(
@@ -159,8 +159,8 @@ class StageRunner:
         else:
             assert isinstance(spec, TaskSpec)
             module = TransferModule(
-                self.encoder, build_head(spec, hidden, pooling), spec.name, stage_lr(self.cfg, stage_cfg), self.cfg.optim,
-                val_sets=data.val, test_sets=data.test,
+                self.encoder, build_head(spec, hidden, pooling), spec.name, stage_lr(self.cfg, stage_cfg),
+                self.cfg.optim, val_sets=data.val, test_sets=data.test,
             )  # fmt: skip
             monitor = f"{data.val[0].overall_key}/{spec.metrics[0]}" if data.val else None
             mixture_info = None
