@@ -202,7 +202,10 @@ class RngStateInCheckpoint(pl.Callback):
         if "ranks" in state_dict:
             ranks = state_dict["ranks"]
             rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-            state_dict = {**(ranks[rank] if rank < len(ranks) else ranks[0]), "mid_epoch": state_dict["mid_epoch"]}
+            state_dict = {
+                **(ranks[rank] if rank < len(ranks) else ranks[0]),
+                "mid_epoch": state_dict["mid_epoch"],
+            }
         if state_dict.get("mid_epoch"):
             self._pending = dict(state_dict)
         else:
@@ -214,7 +217,6 @@ def keep_previous(last: Path) -> None:
     new file ends up unreadable, a relaunch resumes from the previous one."""
     if last.is_file():
         os.replace(last, last.with_name(PREVIOUS_CKPT))
-
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -252,7 +254,6 @@ class StepCheckpoint(pl.Callback):
                 keep_previous(self.path)
             trainer.save_checkpoint(self.path)
             self._saved_at = step
-
 
 
 class ResumePoint(LastCheckpoint):
@@ -303,7 +304,9 @@ class ValidateAfterLastStep(pl.Callback):
             trainer.should_stop = True
 
 
-def selection_callbacks(stage_cfg: DictConfig, monitor: str, accumulate: int, trainer_kwargs: dict[str, Any]) -> list[pl.Callback]:
+def selection_callbacks(
+    stage_cfg: DictConfig, monitor: str, accumulate: int, trainer_kwargs: dict[str, Any]
+) -> list[pl.Callback]:
     """Checkpoint selection as jiant's X-STILTs recipe does it (stage options, conf/*/*.yaml):
 
     - ``val_check_every`` N: validate every N optimizer steps, counted across epochs, and after the
@@ -327,4 +330,3 @@ def selection_callbacks(stage_cfg: DictConfig, monitor: str, accumulate: int, tr
         callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=int(stage_cfg.patience),
                                        check_on_train_epoch_end=False))  # fmt: skip
     return callbacks
-

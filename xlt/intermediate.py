@@ -34,7 +34,9 @@ class IntermediatePhase(StageRunner):
         audit = self.state.data.get("audit", {})
         exclusions = {r["set"]: sorted(r.get("excluded_ids", [])) for r in audit.get("sets", [])
                       if r.get("stage") == "intermediate" and r.get("excluded")}  # fmt: skip
-        accelerator = "cuda" if torch.cuda.is_available() and self.cfg.trainer.get("accelerator") != "cpu" else "cpu"
+        accelerator = (
+            "cuda" if torch.cuda.is_available() and self.cfg.trainer.get("accelerator") != "cpu" else "cpu"
+        )
         return intermediate_key(to_container(self.cfg), model_revision=self.ctx.extra.get("model_revision", ""),
                                 exclusions=exclusions, code=self.cfg.reuse.get("code") or code_version(),
                                 precision=resolve_precision(self.cfg.scale.precision), accelerator=accelerator)  # fmt: skip
@@ -95,7 +97,7 @@ class IntermediatePhase(StageRunner):
                 self.run_intermediate(home)
                 dev_rows = self.rows[first_row:]
                 self.probe("intermediate")
-                probe_rows = self.rows[first_row + len(dev_rows):]
+                probe_rows = self.rows[first_row + len(dev_rows) :]
                 rng = RngStateInCheckpoint().state_dict()  # every rank (gathered when distributed)
                 finished = RunState.load(home.state_path).stage("intermediate") or {}
                 best = finished.get("best", "")  # written by rank 0 before the evaluation all ranks ran
@@ -122,7 +124,9 @@ class IntermediatePhase(StageRunner):
         if not self.lean:  # a lean rank (FSDP) gets rank 0's weights when FSDP wraps the encoder
             state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["state_dict"]
             prefix = "encoder."
-            self.encoder.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+            self.encoder.load_state_dict(
+                {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            )
         rows = rows_from_records(record["rows"])
         self.rows.extend(rows)
         self._log_rows(rows)
@@ -132,6 +136,8 @@ class IntermediatePhase(StageRunner):
             self.rows.extend(probe_rows)
             self._log_rows(probe_rows)
         else:
-            rank_zero_only(log.info)("intermediate: probing here (the probe settings differ from the job that trained it)")
+            rank_zero_only(log.info)(
+                "intermediate: probing here (the probe settings differ from the job that trained it)"
+            )
             self.probe("intermediate")
         RngStateInCheckpoint().load_state_dict(torch.load(home.dir / RNG_FILE, weights_only=True))

@@ -85,7 +85,8 @@ def build_logger(cfg: DictConfig, run_dir: Path, ctx: RunContext) -> Any:
         id=run_id,
         resume="allow",
         config={**to_container(cfg), "params": counted_params(ctx)},
-        settings=wandb.Settings(silent=True),  # its banner and history go to <run_dir>/wandb/*/logs, not the terminal
+        # Its banner and history go to <run_dir>/wandb/*/logs, not the terminal.
+        settings=wandb.Settings(silent=True),
     )
     rank_zero_only(log.info)("W&B: %s run %s under %s (%s)", mode, run_id, run_dir / "wandb",
                              "`wandb sync <its offline-run-* folder>` uploads it" if mode == "offline" else "online")  # fmt: skip

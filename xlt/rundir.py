@@ -218,4 +218,3 @@ def resume_checkpoint(ckpt_dir: Path) -> Path | None:
         return prev
     raise CheckpointError(f"{last} is unusable ({problem}) and there is no earlier checkpoint to resume from; "
                           "delete it to restart the stage, or rerun with resume=false")  # fmt: skip
-

@@ -50,7 +50,9 @@ from xlt.trainer import build_trainer, stage_batch_plan, stage_lr
 log = logging.getLogger(__name__)
 
 
-def scored_counts(rows: list[ResultRow], sets: list[EvalSet], predicted: dict[str, dict[int, Any]]) -> list[ResultRow]:
+def scored_counts(
+    rows: list[ResultRow], sets: list[EvalSet], predicted: dict[str, dict[int, Any]]
+) -> list[ResultRow]:
     """Per-language rows whose ``n_examples`` is the number of examples actually predicted (a
     debug run scores only some batches), not the set's size."""
     counts = {(s.task, s.split, s.lang): len(predicted.get(s.key, {})) for s in sets}
@@ -91,7 +93,9 @@ class StageRunner:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.barrier()
 
-    def evaluate_retrieval(self, spec: TaskSpec, stage: str, languages: list[str], limit: int | None) -> list[ResultRow]:
+    def evaluate_retrieval(
+        self, spec: TaskSpec, stage: str, languages: list[str], limit: int | None
+    ) -> list[ResultRow]:
         """``spec``'s retrieval evaluator (xlt.evaluation) on the current encoder; rows logged."""
         retrieval = self.cfg.retrieval
         write = self._write_predictions if self.cfg.predictions and stage == "target" else None

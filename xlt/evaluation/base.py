@@ -56,7 +56,9 @@ EVALUATORS: dict[str, type[RetrievalEvaluator]] = {}
 
 def register_evaluator(cls: type[RetrievalEvaluator]) -> type[RetrievalEvaluator]:
     if cls.kind in EVALUATORS:
-        raise ValueError(f"retrieval kind {cls.kind!r} is registered twice ({EVALUATORS[cls.kind].__name__}, {cls.__name__})")
+        raise ValueError(
+            f"retrieval kind {cls.kind!r} is registered twice ({EVALUATORS[cls.kind].__name__}, {cls.__name__})"
+        )
     EVALUATORS[cls.kind] = cls
     return cls
 

@@ -25,7 +25,9 @@ class MiningRetrieval(RetrievalEvaluator):
         def embed_texts(texts: Sequence[str]) -> torch.Tensor:
             return run.embed(texts, desc=f"{spec.name}")
 
-        results, skipped = bucc.evaluate_languages(spec, languages, run.source, run.data_dir, embed_texts, run.device)
+        results, skipped = bucc.evaluate_languages(
+            spec, languages, run.source, run.data_dir, embed_texts, run.device
+        )
         for line in skipped:
             run.skip(line)
         if run.write_predictions is not None:

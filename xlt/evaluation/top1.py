@@ -36,5 +36,7 @@ class Top1Retrieval(RetrievalEvaluator):
             if run.write_predictions is not None:
                 # XTREME's layout: English lines sorted, so the gold of sorted line j is its original index.
                 _, order = tatoeba_sorted_gold(english)
-                run.write_predictions(spec.name, spec.test_split, lang, "index", [int(pred[i]) for i in order])
+                run.write_predictions(
+                    spec.name, spec.test_split, lang, "index", [int(pred[i]) for i in order]
+                )
         return language_rows(stage, spec.name, spec.test_split, scores, counts, with_gap=False)
