@@ -119,27 +119,7 @@ class StageRunner:
         (several tasks, one head each or shared; see xlt/data/mixture.py). ``home``: the shared
         folder of an intermediate stage (xlt/reuse.py), whose state and checkpoints are used instead
         of the run directory's; it is always resumed (it is no one job's to start over)."""
-        if isinstance(spec, MixtureSpec):
-            data = prepare_mixture_data(spec, stage_cfg, self.settings)
-        else:
-            languages = list(stage_cfg.get("languages") or spec.languages) if test else []
-            data = prepare_stage_data(
-                task=spec,
-                train_task=train_spec,
-                train_split=stage_cfg.train_split,
-                dev_split=stage_cfg.dev_split or spec.dev_split,
-                test_split=spec.test_split if test else None,
-                languages=languages,
-                settings=self.settings,
-                max_len=stage_cfg.max_seq_length,
-                max_train=stage_cfg.max_train_examples,
-                max_eval=stage_cfg.max_eval_examples,
-                val_subset=stage_cfg.get("val_subset"),
-            )
-        for line in data.skipped:
-            self._skip(line)
-        n_train = sum(map(len, data.mixture.features)) if data.mixture else len(data.train or ())
-        log.info("%s: training %s on %s (%d examples)", stage, spec.name, data.train_origin, n_train)
+        data = self._stage_data(stage, stage_cfg, spec, train_spec, test)
         scale = self.cfg.scale
         per_device, accumulate = stage_batch_plan(self.cfg, stage_cfg)
         dm = StageDataModule(
@@ -222,6 +202,39 @@ class StageRunner:
             if is_global_zero():
                 last.unlink(missing_ok=True)  # the stage is done; its resume point is no longer needed
                 (ckpt_dir / PREVIOUS_CKPT).unlink(missing_ok=True)
+        self._evaluate_stage(stage, stage_cfg, spec, data, dm, module, skeleton, weights)
+
+    def _stage_data(self, stage: str, stage_cfg: DictConfig, spec: TaskSpec | MixtureSpec,
+                    train_spec: TaskSpec | None, test: bool) -> StageData:  # fmt: skip
+        """The stage's featurised English training and dev sets (and, with ``test``, every language's
+        test set); a set without data is skipped in one line."""
+        if isinstance(spec, MixtureSpec):
+            data = prepare_mixture_data(spec, stage_cfg, self.settings)
+        else:
+            languages = list(stage_cfg.get("languages") or spec.languages) if test else []
+            data = prepare_stage_data(
+                task=spec,
+                train_task=train_spec,
+                train_split=stage_cfg.train_split,
+                dev_split=stage_cfg.dev_split or spec.dev_split,
+                test_split=spec.test_split if test else None,
+                languages=languages,
+                settings=self.settings,
+                max_len=stage_cfg.max_seq_length,
+                max_train=stage_cfg.max_train_examples,
+                max_eval=stage_cfg.max_eval_examples,
+                val_subset=stage_cfg.get("val_subset"),
+            )
+        for line in data.skipped:
+            self._skip(line)
+        n_train = sum(map(len, data.mixture.features)) if data.mixture else len(data.train or ())
+        log.info("%s: training %s on %s (%d examples)", stage, spec.name, data.train_origin, n_train)
+        return data
+
+    def _evaluate_stage(self, stage: str, stage_cfg: DictConfig, spec: TaskSpec | MixtureSpec, data: StageData,
+                        dm: StageDataModule, module: TransferModule, skeleton: Any, weights: Path) -> None:  # fmt: skip
+        """Score the selected weights on dev and test (rows, predictions); under FSDP, leave the run
+        an unwrapped encoder holding them."""
         evaluator = self._trainer(stage_cfg, data, 1, None, None)
         try:
             if data.val:
