@@ -172,7 +172,7 @@ def test_resume_point_is_not_written_after_the_last_step_and_the_bar_reads_the_l
     loss is not a prog_bar metric (read back every step) yet the progress bar shows it."""
     from torch.utils.data import DataLoader
 
-    from xlt.run import LossProgressBar, ResumePoint
+    from xlt.callbacks import LossProgressBar, ResumePoint
 
     written: list[int] = []
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import xlt.run as run_module
+import xlt.stage as stage_module
 from xlt.results.rows import read_results
 from xlt.run import run
 
@@ -71,13 +71,13 @@ def _tydiqa_dir(data_dir: Path, root: Path) -> Path:
 def test_tydiqa_trains_on_english_only_and_keeps_the_final_checkpoint(compose_cfg, data_dir: Path, tmp_path: Path,
                                                                       monkeypatch) -> None:  # fmt: skip
     prepared = []
-    original = run_module.prepare_stage_data
+    original = stage_module.prepare_stage_data
 
     def spy(*args, **kwargs):
         prepared.append(original(*args, **kwargs))
         return prepared[-1]
 
-    monkeypatch.setattr(run_module, "prepare_stage_data", spy)
+    monkeypatch.setattr(stage_module, "prepare_stage_data", spy)
     data = _tydiqa_dir(data_dir, tmp_path / "data")
     cfg = compose_cfg(
         *TINY_QA, "+target=tydiqa", "target.languages=[en,ar]", f"data.dir={data}", "data.source=local"

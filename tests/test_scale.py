@@ -18,7 +18,7 @@ from pytorch_lightning.strategies import FSDPStrategy
 
 from xlt.config import ConfigError, batch_plan, group_choices, validate
 from xlt.modeling.encoder import add_lora, check_model_type, keep_first_layers
-from xlt.run import build_strategy, cluster_plugins
+from xlt.trainer import build_strategy, cluster_plugins
 
 MODELS = group_choices("model")
 PROFILES = group_choices("scale")
@@ -195,7 +195,7 @@ def test_model_files_record_the_vocabulary_their_checkpoints_have(compose_cfg, c
 
 def test_a_run_pins_the_hub_commit_it_first_loaded(tmp_path: Path) -> None:
     from xlt.modeling.encoder import resolved_revision
-    from xlt.run import RunState
+    from xlt.rundir import RunState
 
     hub = OmegaConf.create({"source": "hub", "revision": None})
     state = RunState.load(tmp_path / "state.json")
@@ -265,10 +265,11 @@ def test_lora_trains_at_its_own_learning_rate_recorded_in_every_row(
     compose_cfg, data_dir: Path, tmp_path: Path, monkeypatch, peft: str
 ) -> None:
     import xlt.run as run_module
+    from xlt.modeling.module import TransferModule
     from xlt.results.rows import read_results
 
     trained_at: list[float] = []
-    original = run_module.TransferModule.configure_optimizers
+    original = TransferModule.configure_optimizers
 
     def spy(module):  # type: ignore[no-untyped-def]
         out = original(module)
@@ -276,7 +277,7 @@ def test_lora_trains_at_its_own_learning_rate_recorded_in_every_row(
         trained_at.extend(group["initial_lr"] for group in out["optimizer"].param_groups)
         return out
 
-    monkeypatch.setattr(run_module.TransferModule, "configure_optimizers", spy)
+    monkeypatch.setattr(TransferModule, "configure_optimizers", spy)
     cfg = compose_cfg("model=tiny", "+intermediate=anli_rounds", "+target=xnli", "debug=fdr", f"scale.peft={peft}",
                       "intermediate.train_split=dev_r1", "intermediate.dev_split=dev_r2", "target.train_task=snli",
                       "target.train_split=dev", "target.languages=[en,de]", "intermediate.max_train_examples=16",

@@ -23,8 +23,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from xlt import PROJECT_ROOT
+from xlt.callbacks import RngStateInCheckpoint, StepCheckpoint
 from xlt.config import CONF_DIR, group_choices, validate
-from xlt.run import RngStateInCheckpoint, StepCheckpoint
 
 
 def compose_hydra(*overrides: str) -> DictConfig:
@@ -433,7 +433,7 @@ def test_a_relaunched_job_keeps_the_csv_rows_of_its_earlier_attempt(tmp_path: Pa
     lose the rows of its first attempt. Each step is on disk as soon as it is logged."""
     import csv
 
-    from xlt.resumable_csv import ResumableCSVLogger
+    from xlt.loggers import ResumableCSVLogger
 
     first = ResumableCSVLogger(str(tmp_path))
     first.log_metrics({"train/loss": 1.5}, step=0)

@@ -27,6 +27,7 @@ from typing import cast
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from xlt import rundir
 from xlt.export import (
     CONFIG_FILE,
     EXPORT_FILE,
@@ -75,13 +76,15 @@ def source_step(source: Path, kind: str) -> int:
     if kind == "export":
         return int(json.loads((source / EXPORT_FILE).read_text()).get("logged_step", 0))
     run_dir = source if source.is_dir() else source.parent.parent.parent
-    state = json.loads((run_dir / "state.json").read_text()) if (run_dir / "state.json").is_file() else {}
+    state_file = run_dir / rundir.STATE_FILE
+    state = json.loads(state_file.read_text()) if state_file.is_file() else {}
     return int(state.get("stages", {}).get("target", {}).get("logged_step", 0))
 
 
 def evaluate(source: Path, out_dir: Path, overrides: list[str] | None = None) -> list:
     from xlt.config import validate
-    from xlt.run import STATE_FILE, Runner, print_report
+    from xlt.run import Runner, print_report
+    from xlt.rundir import STATE_FILE, RunState
 
     kind, weights, cfg = resolve_source(Path(source))
     intermediate = cfg.intermediate.name if cfg.get("intermediate") else "none"
@@ -100,12 +103,10 @@ def evaluate(source: Path, out_dir: Path, overrides: list[str] | None = None) ->
     out_dir.mkdir(parents=True, exist_ok=True)
     if (out_dir / STATE_FILE).exists():
         raise ExportError(f"{out_dir}: already holds a run (state.json); name a new --out directory")
-    OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
+    OmegaConf.save(cfg, out_dir / rundir.CONFIG_FILE, resolve=True)
     log_file = logging.FileHandler(out_dir / "evaluate.log")  # everything the terminal leaves out
     log_file.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
     logging.getLogger().addHandler(log_file)
-    from xlt.run import RunState
-
     state = RunState.load(out_dir / STATE_FILE)
     runner_ckpt = Path(weights)
     step = source_step(Path(source), kind)  # log at the step the weights were trained to
@@ -125,7 +126,7 @@ def evaluate(source: Path, out_dir: Path, overrides: list[str] | None = None) ->
             Path(weights),
             runner.encoder,
             cfg.target.name,
-            out_dir / "checkpoints" / "target" / "exported.ckpt",
+            rundir.stage_ckpt_dir(out_dir, "target") / "exported.ckpt",
         )
         runner.state.mark_stage(
             "target", best=str(runner_ckpt), task=cfg.target.name, train="(evaluated only)", logged_step=step
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_terminal()
     out = args.out or Path("outputs") / datetime.datetime.now().strftime("%Y-%m-%d/%H-%M-%S-evaluate")
-    from xlt.run import CheckpointError
+    from xlt.rundir import CheckpointError
 
     try:
         evaluate(args.source, out, args.overrides)

@@ -27,6 +27,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from xlt import rundir
+
 log = logging.getLogger("xlt")
 
 EXPORT_FILE = "xlt_export.json"
@@ -40,7 +42,7 @@ class ExportError(ValueError):
 
 
 def run_config(run_dir: Path) -> DictConfig:
-    path = run_dir / "config.yaml"
+    path = run_dir / rundir.CONFIG_FILE
     if not path.is_file():
         raise ExportError(f"{run_dir}: no config.yaml: not an xlt run directory")
     cfg = OmegaConf.load(path)
@@ -50,14 +52,14 @@ def run_config(run_dir: Path) -> DictConfig:
 
 def target_checkpoint(run_dir: Path) -> Path:
     """The target stage's selected (best) or final checkpoint, as state.json records it."""
-    state_path = run_dir / "state.json"
+    state_path = run_dir / rundir.STATE_FILE
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     done = state.get("stages", {}).get("target")
     if not done:
         raise ExportError(f"{run_dir}: the target stage has not finished (state.json has no stages.target)")
-    recorded = done.get("best") or "final.ckpt"
+    recorded = done.get("best") or rundir.FINAL_CKPT
     # state.json records the path as the training run saw it (often relative to its working directory).
-    path = run_dir / "checkpoints" / "target" / Path(recorded).name
+    path = rundir.stage_ckpt_dir(run_dir, "target") / Path(recorded).name
     if not path.is_file():
         raise ExportError(f"{path}: the target stage's checkpoint is missing")
     return path
@@ -65,7 +67,7 @@ def target_checkpoint(run_dir: Path) -> Path:
 
 def load_target_module(cfg: DictConfig, target: Any, ckpt: Path) -> Any:
     """The target stage's TransferModule (encoder + head) with the checkpoint's weights, loaded by the
-    run's own loader (``xlt.run.Runner._load_weights``: ``weights_only=True``, strict, one-line
+    run's own loader (``xlt.stage.StageRunner._load_weights``: ``weights_only=True``, strict, one-line
     CheckpointError)."""
     from xlt.modeling.encoder import load_encoder
     from xlt.modeling.heads import build_head
@@ -85,13 +87,13 @@ def load_target_module(cfg: DictConfig, target: Any, ckpt: Path) -> Any:
 def results_rows(run_dir: Path) -> list[dict[str, Any]]:
     from xlt.results.rows import read_results
 
-    path = run_dir / "results.jsonl"
+    path = run_dir / rundir.RESULTS_FILE
     return read_results(path) if path.is_file() else []
 
 
 def model_card(cfg: DictConfig, records: list[dict[str, Any]], source: str, hf_class: str) -> str:
     from xlt.results.report import format_table
-    from xlt.run import rows_from_records
+    from xlt.rundir import rows_from_records
 
     rows = rows_from_records([r for r in records if r.get("stage") == "target"])
     tables = [format_table(rows, "target", r.task, r.split) for r in rows]
@@ -172,7 +174,7 @@ def export(run_dir: Path, out_dir: Path) -> Path:
     info = {"run_dir": str(run_dir.resolve()), "checkpoint": str(ckpt.resolve()), "task": target.name,
             "head": target.head, "pooling": cfg.model.pooling, "hf_class": hf_class,
             "label_names": list(target.label_names or []),
-            "logged_step": json.loads((run_dir / "state.json").read_text())["stages"]["target"].get("logged_step", 0)}  # fmt: skip
+            "logged_step": json.loads((run_dir / rundir.STATE_FILE).read_text())["stages"]["target"].get("logged_step", 0)}  # fmt: skip
     (out_dir / EXPORT_FILE).write_text(json.dumps(info, indent=1) + "\n")
     (out_dir / "README.md").write_text(model_card(cfg, results_rows(run_dir), str(run_dir), hf_class))
     return out_dir

@@ -16,9 +16,11 @@ log = logging.getLogger("xlt")
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from xlt.callbacks import Diverged, Preempted
     from xlt.console import quiet_terminal
     from xlt.reuse import ReuseError
-    from xlt.run import CheckpointError, Diverged, Preempted, run
+    from xlt.run import run
+    from xlt.rundir import CheckpointError
 
     quiet_terminal()  # the terminal gets stage lines, the progress bar and the tables; the log file all
 

@@ -171,7 +171,7 @@ class TransferModule(pl.LightningModule):
         logits = self(batch, head)
         loss = head.loss(logits, batch)
         # Not prog_bar=True: Lightning would read the value back after every step (a GPU sync); the
-        # progress bar (xlt.run.LossProgressBar) reads it when it redraws.
+        # progress bar (xlt.callbacks.LossProgressBar) reads it when it redraws.
         self.log(f"train/{task}/loss", loss, batch_size=batch["input_ids"].size(0))
         return loss
 

@@ -22,17 +22,17 @@ from typing import Any
 import pandas as pd
 
 from xlt.results.rows import IncompleteResults, read_results
+from xlt.rundir import CHECKPOINTS_DIR, CONFIG_FILE, CSV_DIR, PREDICTIONS_DIR, RESULTS_FILE, STATE_FILE
+from xlt.schema import NO_INTERMEDIATE
 
-RESULTS_FILE = "results.jsonl"
-NO_INTERMEDIATE = "none"
 # What a results.jsonl row must carry for the analysis.
 REQUIRED_FIELDS = ("stage", "task", "split", "language", "metric", "value", "model", "model_params",
                    "intermediate", "seed")  # fmt: skip
 # A run's identity apart from its seed: runs that differ only in seed are samples of one condition.
 CONDITION = ("task", "split", "metric", "model", "peft", "train_task", "intermediate")
 # Files and folders that mark a job directory (Hydra's .hydra/, or what xlt.run writes).
-_RUN_MARKERS = (RESULTS_FILE, "state.json", "config.yaml", ".hydra")
-_NOT_RUNS = {".submitit", "checkpoints", "csv", "wandb", "predictions", "analysis", ".hydra"}
+_RUN_MARKERS = (RESULTS_FILE, STATE_FILE, CONFIG_FILE, ".hydra")
+_NOT_RUNS = {".submitit", CHECKPOINTS_DIR, CSV_DIR, "wandb", PREDICTIONS_DIR, "analysis", ".hydra"}
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ def is_debug(records: Sequence[dict[str, Any]]) -> str:
 def _run_status(run_dir: Path) -> str:
     import json
 
-    state = run_dir / "state.json"
+    state = run_dir / STATE_FILE
     if not state.is_file():
         return "the job has not started or failed before training"
     try:

@@ -1,0 +1,147 @@
+"""The run's loggers: W&B (a relaunch continues the same W&B run) or a CSV file that a relaunch
+appends to, and what the run logs to them besides Lightning's own metrics (its result rows).
+
+The resumable CSV logger: Lightning's ``CSVLogger`` deletes an existing ``metrics.csv`` when a new
+process opens it, so a job resumed after preemption would lose every row its earlier attempt wrote.
+:class:`ResumableCSVLogger` keeps them and appends, and writes each logged step at once, so a killed
+attempt leaves the rows it logged. Steps between an attempt's last checkpoint and its end are logged
+again by the next attempt: a reader keeps the last row of each step.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from lightning_fabric.loggers.logger import rank_zero_experiment
+from omegaconf import DictConfig
+from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.utilities import rank_zero_only
+
+from xlt.config import to_container
+from xlt.results.rows import AGGREGATE_LANGUAGES, ResultRow, RunContext, atomic_write_text
+from xlt.rundir import CSV_DIR, WANDB_ID_FILE, is_global_zero
+
+log = logging.getLogger(__name__)
+
+
+class _AppendingWriter(ExperimentWriter):
+    def _check_log_dir_exists(self) -> None:
+        # Lightning's deletes metrics.csv here; keep it and continue its columns.
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as fh:
+                self.metrics_keys = list(next(csv.reader(fh), []))
+
+
+class ResumableCSVLogger(CSVLogger):
+    """``CSVLogger`` that appends to the run's ``metrics.csv`` across processes (see module doc)."""
+
+    def __init__(self, save_dir: str, name: str = CSV_DIR, version: str = "") -> None:
+        super().__init__(save_dir=save_dir, name=name, version=version, flush_logs_every_n_steps=1)
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> _AppendingWriter:
+        if not isinstance(self._experiment, _AppendingWriter):
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+def build_logger(cfg: DictConfig, run_dir: Path, ctx: RunContext) -> Any:
+    kind = cfg.logger.kind
+    if kind == "none":
+        return False
+    if kind == "csv":
+        return ResumableCSVLogger(save_dir=str(run_dir), name=CSV_DIR, version="")
+    import wandb
+    from pytorch_lightning.loggers import WandbLogger
+
+    mode = cfg.logger.mode
+    if mode == "auto":
+        mode = "online" if _wandb_key_configured() else "offline"
+    id_file = run_dir / WANDB_ID_FILE
+    # A relaunched job continues the same W&B run.
+    run_id = id_file.read_text().strip() if id_file.is_file() else None
+    if run_id is None:
+        run_id = uuid.uuid4().hex[:8]
+        if is_global_zero():
+            atomic_write_text(id_file, run_id)
+    tags = [*cfg.logger.tags, f"model:{ctx.model}", f"intermediate:{ctx.intermediate}", f"target:{ctx.target}",
+            f"seed:{ctx.seed}"]  # fmt: skip
+    logger = WandbLogger(
+        project=cfg.logger.project,
+        entity=cfg.logger.entity,
+        group=cfg.logger.group,
+        tags=tags,
+        name=f"{ctx.model}/{ctx.intermediate}/{ctx.target}/s{ctx.seed}",
+        save_dir=str(run_dir),
+        offline=mode == "offline",
+        id=run_id,
+        resume="allow",
+        config={**to_container(cfg), "params": counted_params(ctx)},
+        # Its banner and history go to <run_dir>/wandb/*/logs, not the terminal.
+        settings=wandb.Settings(silent=True),
+    )
+    rank_zero_only(log.info)("W&B: %s run %s under %s (%s)", mode, run_id, run_dir / "wandb",
+                             "`wandb sync <its offline-run-* folder>` uploads it" if mode == "offline" else "online")  # fmt: skip
+    logger._wandb_init.pop("anonymous", None)  # Lightning always passes it; wandb warns it has no effect
+    return logger
+
+
+def counted_params(ctx: RunContext) -> dict[str, Any]:
+    """The encoder's counted parameters (what the result rows hold), for the W&B run config."""
+    return {"total": ctx.model_params, "non_embedding": ctx.extra.get("model_params_non_embedding"),
+            "trainable": ctx.extra.get("trainable_params"), "published": ctx.extra.get("model_params_published")}  # fmt: skip
+
+
+def _wandb_key_configured() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+
+
+def log_rows(logger: Any, rows: list[ResultRow], step: int, already_logged: bool = False) -> None:
+    """Result rows as logger metrics at ``step`` (the evaluated weights' optimizer steps);
+    ``already_logged``: the per-language rows were logged by the module, only the aggregates are new."""
+    if not logger:
+        return
+    metrics = {
+        f"{r.split}/{r.task}/{r.language}/{r.metric}"
+        + ("" if r.stage == "target" else f"@{r.stage}"): r.value * (100 if r.language == "rel_gap" else 1)
+        for r in rows  # every logged metric in percent (rel_gap is a fraction in results.jsonl)
+        if not (already_logged and r.language not in AGGREGATE_LANGUAGES)
+    }
+    if metrics:
+        logger.log_metrics(metrics, step=step)
+        logger.save()
+
+
+def log_results(logger: Any, rows: list[ResultRow]) -> None:
+    """The finished run's rows as a W&B table, and its headline in the W&B summary."""
+    if not (logger and hasattr(logger, "log_table")):
+        return
+    columns = ["stage", "task", "split", "language", "metric", "value", "n_examples"]
+    data = [[r.stage, r.task, r.split, r.language, r.metric, r.value, r.n_examples] for r in rows]
+    logger.log_table(key="results", columns=columns, data=data)
+    # The run's headline in the W&B summary: English, the others' mean and the gap (all percent).
+    headline = {f"summary/{r.task}/{r.language}/{r.metric}": r.value * (100 if r.language == "rel_gap" else 1)
+                for r in rows if r.stage == "target" and r.split == "test"
+                and r.language in ("en", "avg_non_en", "gap", "rel_gap")}  # fmt: skip
+    if headline:
+        logger.experiment.summary.update(headline)
+
+
+def close_wandb(cfg: DictConfig, logger: Any) -> None:
+    """End the run's W&B run, if it has one."""
+    if logger and hasattr(logger, "experiment") and cfg.logger.kind == "wandb":
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()

@@ -1,0 +1,162 @@
+"""The Lightning Trainer a stage runs under: strategy (plain names or a ``_target_`` object such as
+FSDP), precision, devices and cluster plugins, the batch plan (per-device batch and gradient
+accumulation), the step limit of a fractional epoch count, and the run's callbacks in their order."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import ModelCheckpoint, ModelSummary
+
+from xlt.callbacks import (
+    DivergenceGuard,
+    LoaderStateOnResume,
+    LossProgressBar,
+    ResumePoint,
+    RngStateInCheckpoint,
+    StepCheckpoint,
+    selection_callbacks,
+)
+from xlt.config import batch_plan, to_container
+from xlt.data.datamodule import StageData
+from xlt.rundir import BEST_CKPT, LAST_CKPT
+
+
+def resolve_precision(precision: str) -> str:
+    """``scale.precision``, with ``auto`` resolved for this machine (bf16 or fp16 on a GPU, fp32 on CPU)."""
+    if precision != "auto":
+        return precision
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def build_strategy(strategy: Any, several_heads: bool = False) -> Any:
+    """``scale.strategy`` for the Trainer: a name as is, or a fresh object from a ``_target_`` dict
+    (e.g. FSDPStrategy with its wrap and activation-checkpointing policies). A mixture stage runs one
+    head per step, so plain DDP must expect parameters without gradients."""
+    if isinstance(strategy, str):
+        return "ddp_find_unused_parameters_true" if several_heads and strategy == "ddp" else strategy
+    from hydra.utils import instantiate
+
+    return instantiate(strategy, _convert_="all")
+
+
+def own_device() -> torch.device:
+    """This process's accelerator (``cuda:LOCAL_RANK``; Lightning and SLURM set the local rank), or
+    the CPU: evaluation outside a Trainer must not pile every rank onto GPU 0."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    local_rank = int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0")))
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
+def cluster_plugins() -> list[Any]:
+    """Under SLURM, Lightning's SLURMEnvironment without its own requeue handler: submitit (USR2)
+    owns preemption and requeueing, see docs/slurm-requeue.md."""
+    from pytorch_lightning.plugins.environments import SLURMEnvironment
+
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+
+
+DEBUG_TRAINER_KEYS = {"fast_dev_run": False, "overfit_batches": 0.0, "limit_train_batches": 1.0,
+                      "limit_val_batches": 1.0, "limit_test_batches": 1.0}  # fmt: skip
+
+
+def debug_mode(cfg: DictConfig) -> str:
+    """What makes this a debug or partial run ('' when nothing does): the trainer settings of
+    debug=fdr/limit/overfit or set by hand, e.g. ``fast_dev_run=True`` or ``limit_test_batches=2``."""
+    parts = []
+    for key, default in DEBUG_TRAINER_KEYS.items():
+        value = cfg.trainer.get(key)
+        if value is not None and value != default and not (key.startswith("limit_") and value == 1):
+            parts.append(f"{key}={value}")
+    return ",".join(parts)
+
+
+def stage_lr(cfg: DictConfig, stage_cfg: DictConfig) -> float:
+    """The learning rate a stage trains at: its own, or ``scale.lora.lr`` under LoRA."""
+    lora_lr = cfg.scale.lora.get("lr")
+    return float(lora_lr if cfg.scale.peft == "lora" and lora_lr is not None else stage_cfg.lr)
+
+
+def stage_batch_plan(cfg: DictConfig, stage_cfg: DictConfig) -> tuple[int, int]:
+    """(per-device batch, gradient accumulation) giving the stage's batch size on this job's devices."""
+    scale = cfg.scale
+    return batch_plan(stage_cfg.batch_size, scale.per_device_batch_size, scale.devices * scale.num_nodes)
+
+
+def fractional_epoch_steps(stage_cfg: DictConfig, data: StageData, accumulate: int) -> int | None:
+    """``max_steps`` for a fractional ``epochs`` (e.g. 0.5), None for a whole number of epochs."""
+    epochs = float(stage_cfg.epochs)
+    if epochs == int(epochs) or (data.train is None and data.mixture is None):
+        return None
+    if data.mixture is not None:
+        steps_per_epoch = data.mixture.steps_per_epoch
+    else:
+        assert data.train is not None
+        batches = math.ceil(len(data.train) / (stage_cfg.batch_size // accumulate))
+        steps_per_epoch = math.ceil(batches / accumulate)
+    return max(1, math.ceil(epochs * steps_per_epoch))
+
+
+def build_trainer(cfg: DictConfig, stage_cfg: DictConfig, data: StageData, accumulate: int, *, logger: Any,
+                  run_dir: Path, ckpt_dir: Path | None = None, monitor: str | None = None, stage: str = "",
+                  eval_step: int = 0) -> pl.Trainer:  # fmt: skip
+    """The Trainer of a stage's fit (``ckpt_dir`` given: divergence guard, selection, resume points)
+    or of its evaluation (``ckpt_dir`` None: logs at ``eval_step``, the evaluated weights' step)."""
+    scale = cfg.scale
+    callbacks: list[pl.Callback] = []
+    if ckpt_dir is not None:
+        # First: a diverged step must stop the run before any checkpoint callback saves it.
+        callbacks.append(DivergenceGuard(stage))
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename=BEST_CKPT, monitor=monitor, mode="max",
+                                         save_top_k=1 if monitor else 0, save_weights_only=True))  # fmt: skip
+        # last.ckpt (one file, overwritten) after every validation and, with
+        # scale.checkpoint_every_n_steps, every N optimizer steps: what a preempted job resumes from.
+        # (Not save_last=True with save_top_k=0: Lightning 2.6 then never writes last.ckpt.)
+        callbacks.append(ResumePoint(dirpath=ckpt_dir, filename=Path(LAST_CKPT).stem, save_top_k=1,
+                                     enable_version_counter=False))  # fmt: skip
+        if scale.checkpoint_every_n_steps:
+            callbacks.append(StepCheckpoint(ckpt_dir / LAST_CKPT, scale.checkpoint_every_n_steps))
+        callbacks.append(RngStateInCheckpoint())
+        callbacks.append(LoaderStateOnResume())
+    if cfg.trainer.get("enable_progress_bar", True):
+        # tqdm, not Rich: it stays readable in log files and SLURM output, not only in terminals.
+        callbacks.append(LossProgressBar(refresh_rate=1 if sys.stderr.isatty() else 25))
+    trainer_kwargs = to_container(cfg.trainer)
+    if ckpt_dir is not None and monitor is not None:
+        callbacks.extend(selection_callbacks(stage_cfg, monitor, accumulate, trainer_kwargs))
+    max_steps = fractional_epoch_steps(stage_cfg, data, accumulate)
+    if max_steps is not None:
+        trainer_kwargs.setdefault("max_steps", max_steps)
+    max_epochs = trainer_kwargs.pop("max_epochs", max(1, math.ceil(float(stage_cfg.epochs))))
+    plugins = [*(trainer_kwargs.pop("plugins", None) or []), *cluster_plugins()]
+    # Lightning's model summary as a log line (the log file), not the Rich table it prints directly.
+    callbacks.append(ModelSummary(max_depth=1))
+    trainer = pl.Trainer(
+        **trainer_kwargs,
+        max_epochs=max_epochs,
+        precision=resolve_precision(scale.precision),  # type: ignore[arg-type]
+        strategy=build_strategy(scale.strategy, several_heads=data.mixture is not None),
+        devices=scale.devices,
+        num_nodes=scale.num_nodes,
+        accumulate_grad_batches=accumulate,
+        gradient_clip_val=cfg.optim.max_grad_norm,
+        logger=logger,
+        callbacks=callbacks,
+        enable_checkpointing=ckpt_dir is not None,
+        default_root_dir=str(run_dir),
+        use_distributed_sampler=False,
+        plugins=plugins,
+    )
+    if ckpt_dir is None:  # an evaluator: log at the evaluated weights' step, not a fresh Trainer's 0
+        trainer.fit_loop.epoch_loop._batches_that_stepped = eval_step
+    return trainer
