@@ -218,7 +218,7 @@ def test_clipping_reuses_the_guards_norm_and_clips_as_lightning_does() -> None:
     clip_grad_norm_ (what Lightning calls) bit for bit, and the norm is taken once per step."""
     from pytorch_lightning.plugins.precision import Precision
 
-    from xlt.run import DivergenceGuard
+    from xlt.callbacks import DivergenceGuard
 
     module = small_module()
     reference = copy.deepcopy(module)
