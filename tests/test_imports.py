@@ -3,7 +3,8 @@
 The graph has an edge A -> B for every ``import xlt...`` / ``from xlt... import ...`` statement in
 module A, at module level or inside a function (a function-level import that runs back up is still a
 circle, only a lazier one); imports under ``if TYPE_CHECKING:`` never run and are left out.
-``from P import name`` points at the submodule ``P.name`` when there is one, else at ``P`` itself.
+``from P import name`` points at the submodule ``P.name`` when there is one, else at ``P`` itself;
+importing ``P.name`` also runs the ``__init__`` of ``P`` (and of its parents), so those are edges too.
 """
 
 from __future__ import annotations
@@ -47,6 +48,16 @@ def _imports(tree: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
         stack.extend(ast.iter_child_nodes(node))
 
 
+def _packages_run_first(target: str, importer: str, modules: dict[str, Path]) -> Iterator[str]:
+    """The packages whose ``__init__`` an import of ``target`` runs first (``import a.b.c`` runs
+    ``a`` and ``a.b``), except the importer's own packages, already being initialised when it runs."""
+    parts = target.split(".")
+    for i in range(1, len(parts)):
+        package = ".".join(parts[:i])
+        if package in modules and package != importer and not importer.startswith(package + "."):
+            yield package
+
+
 def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
     """Module -> the xlt modules its import statements name."""
     modules = module_names(root)
@@ -68,6 +79,7 @@ def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
                     target = target.rpartition(".")[0]
                 if target and target.split(".")[0] == root.name and target != name:
                     graph[name].add(target)
+                    graph[name].update(_packages_run_first(target, name, modules))
     return graph
 
 
@@ -126,8 +138,11 @@ def test_the_check_sees_cycles(tmp_path: Path) -> None:
     (pkg / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import pkg.a\n")
     graph = import_graph(pkg)
     assert graph["pkg.sub"] == {"pkg.sub.b"}
-    assert graph["pkg.a"] == {"pkg.sub.b"} and graph["pkg.sub.b"] == {"pkg.a"}
+    assert graph["pkg.a"] == {"pkg.sub.b", "pkg.sub"} and graph["pkg.sub.b"] == {"pkg.a"}
     assert graph["pkg.c"] == set()
-    assert all_cycles(graph) == [["pkg.a", "pkg.sub.b", "pkg.a"]]
+    (pkg / "d.py").write_text("import pkg.sub.b\n")  # runs pkg/sub/__init__.py first
+    assert import_graph(pkg)["pkg.d"] == {"pkg.sub.b", "pkg.sub"}
+    (pkg / "d.py").unlink()
+    assert all_cycles(graph) == [["pkg.a", "pkg.sub", "pkg.sub.b", "pkg.a"]]
     (pkg / "sub" / "b.py").write_text("thing = 1\n")
     assert all_cycles(import_graph(pkg)) == []

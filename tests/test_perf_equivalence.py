@@ -243,3 +243,24 @@ def test_clipping_reuses_the_guards_norm_and_clips_as_lightning_does() -> None:
     for (name, a), b in zip(module.named_parameters(), reference.parameters(), strict=True):
         assert a.grad is not None and b.grad is not None
         assert torch.equal(a.grad, b.grad), name
+
+
+def test_fp16_with_a_grad_scaler_keeps_an_optimizer_lightning_can_clip() -> None:
+    """Under 16-mixed (a GradScaler) the module takes torch's default AdamW, not the fused one:
+    Lightning refuses norm clipping for an optimizer that unscales its own gradients, and every run
+    clips (optim.max_grad_norm)."""
+    from pytorch_lightning.plugins.precision import MixedPrecision
+    from pytorch_lightning.utilities.enums import GradClipAlgorithmType
+
+    module = small_module()
+    plugin = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))
+    module.trainer = type("T", (), {"estimated_stepping_batches": 10, "precision_plugin": plugin})()  # type: ignore[assignment]
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert not optimizer.defaults["fused"]
+    ids = torch.randint(3, 120, (4, 12), generator=torch.Generator().manual_seed(3))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([0, 1, 2, 0])}
+    module.head.loss(module(dict(batch)), batch).backward()
+    plugin.clip_gradients(optimizer, 1.0, GradClipAlgorithmType.NORM)  # raised with the fused optimizer
+    # Without a scaler (fp32, bf16-mixed) the fused one stays.
+    module.trainer = type("T", (), {"estimated_stepping_batches": 10, "precision_plugin": MixedPrecision("bf16-mixed", "cpu")})()  # type: ignore[assignment]
+    assert module.configure_optimizers()["optimizer"].defaults["fused"] is True

@@ -17,10 +17,9 @@ from xlt.plan import (
     count_parameters,
     estimate_memory,
     hf_config,
-    main,
     plan_job,
-    sweep_jobs,
 )
+from xlt.plan.cli import main, sweep_jobs
 
 MODELS = group_choices("model")
 

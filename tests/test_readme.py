@@ -137,7 +137,7 @@ def test_results_command_as_printed(monkeypatch, tmp_path: Path, capsys) -> None
 
 
 def test_one_run_plan_as_printed(capsys) -> None:
-    from xlt.plan import main
+    from xlt.plan.cli import main
 
     assert main(shlex.split("+intermediate=mnli +target=xnli model=xlmr_large scale=xlmr_large")) == 0
     assert "GPU-hours" in capsys.readouterr().out
@@ -146,7 +146,7 @@ def test_one_run_plan_as_printed(capsys) -> None:
 @pytest.mark.parametrize("command", HUB)
 def test_hub_commands_compose_and_validate(command: str, capsys) -> None:
     """Their overrides go through xlt.train's config and schema (via xlt.plan, which launches nothing)."""
-    from xlt.plan import main
+    from xlt.plan.cli import main
 
     assert main(shlex.split(command)[3:]) == 0
     assert "GPU-hours" in capsys.readouterr().out
@@ -154,7 +154,7 @@ def test_hub_commands_compose_and_validate(command: str, capsys) -> None:
 
 def test_plan_rejects_a_misspelt_group(capsys) -> None:
     """The composition check above can fail."""
-    from xlt.plan import main
+    from xlt.plan.cli import main
 
     try:
         code = main(["+intermediate=mnlii", "+target=xnli"])
@@ -165,7 +165,7 @@ def test_plan_rejects_a_misspelt_group(capsys) -> None:
 
 @pytest.mark.slow
 def test_sweep_plan_as_printed(capsys) -> None:
-    from xlt.plan import main
+    from xlt.plan.cli import main
 
     assert main(shlex.split("-m +sweep=scale_gap --gpu a100 --mfu 0.35")) == 0
     assert "486 job(s)" in capsys.readouterr().out

@@ -57,14 +57,15 @@ class DivergenceGuard(pl.Callback):
         if self._scaler(trainer) is not None:
             return
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        if any(hasattr(grad, "to_local") for grad in grads):  # DTensor shards (FSDP2)
+        sharded = any(hasattr(grad, "to_local") for grad in grads)
+        if sharded:  # DTensor shards (FSDP2): this rank's own part of each gradient
             grads = [grad.to_local() if hasattr(grad, "to_local") else grad for grad in grads]
-        # torch's own total norm over the optimizer's gradients, in its order: exactly the norm that
-        # norm clipping computes next, so the module's clipping reuses it (one pass over the
-        # gradients per step, not two; a tenth of an e5_small step on CPU).
         local = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
         if hasattr(pl_module, "unclipped_grad_norm"):  # xlt.modeling.module.TransferModule
-            pl_module.unclipped_grad_norm = local
+            # torch's own total norm over the optimizer's gradients, in its order: exactly the norm
+            # that norm clipping computes next, so the module's clipping reuses it (one pass over the
+            # gradients per step, not two). Not a shard's norm: that is not the whole gradient's.
+            setattr(pl_module, "unclipped_grad_norm", None if sharded else local)  # noqa: B010
         bad = (~torch.isfinite(local)).float().to(pl_module.device)
         if trainer.world_size > 1:
             bad = trainer.strategy.reduce(bad, reduce_op="sum")

@@ -84,7 +84,7 @@ class TransferModule(pl.LightningModule):
         self.selection = selection
         self.lr = lr
         self.optim = optim
-        # Set by xlt.run.DivergenceGuard before clipping, reused (and cleared) by the clipping below.
+        # Set by xlt.callbacks.DivergenceGuard before clipping, reused (and cleared) by the clipping below.
         self.unclipped_grad_norm: torch.Tensor | None = None
         self.val_keys = [s.key for s in val_sets]
         self.test_keys = [s.key for s in test_sets]
@@ -262,6 +262,10 @@ class TransferModule(pl.LightningModule):
             return
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
+    def _scaled(self) -> bool:
+        """Whether training runs under a GradScaler (precision 16-mixed)."""
+        return getattr(getattr(self.trainer, "precision_plugin", None), "scaler", None) is not None
+
     def configure_optimizers(self):  # type: ignore[no-untyped-def]
         decay, no_decay = [], []
         for name, param in self.named_parameters():
@@ -275,7 +279,9 @@ class TransferModule(pl.LightningModule):
             ],
             lr=self.lr,
             eps=self.optim.adam_epsilon,
-            **adamw_implementation([*decay, *no_decay]),
+            # Under fp16's GradScaler torch's default: Lightning refuses to clip gradients for an
+            # optimizer that unscales them itself, as the fused one does.
+            **({} if self._scaled() else adamw_implementation([*decay, *no_decay])),
         )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(self.optim.warmup_ratio * total)

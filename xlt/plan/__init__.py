@@ -23,10 +23,10 @@ against hand computations and against the measured peak of a small CPU training 
 - :mod:`xlt.plan.model`: the architecture of ``conf/model/<model>.yaml`` and its parameter counts;
 - :mod:`xlt.plan.memory`: a run's training stages and the memory per GPU of its largest step;
 - :mod:`xlt.plan.jobs`: training tokens, FLOPs, GPU-hours, one job's plan and the GPU-memory check;
-- :mod:`xlt.plan.cli`: sweep expansion and what ``python -m xlt.plan`` prints.
+- :mod:`xlt.plan.cli`: sweep expansion and what ``python -m xlt.plan`` prints (not imported here:
+  it validates configs with :mod:`xlt.config`, whose validation imports :mod:`xlt.plan.jobs`).
 """
 
-from xlt.plan.cli import describe, main, sweep_jobs, table
 from xlt.plan.jobs import (
     GPUS,
     TRAIN_SIZES,
@@ -70,20 +70,16 @@ __all__ = [
     "check_gpu_memory",
     "choices_of",
     "count_parameters",
-    "describe",
     "estimate_memory",
     "hf_config",
     "is_sharded",
     "lora_parameters",
-    "main",
     "plan_job",
     "resolve_precision",
     "stage_batch",
     "stage_members",
     "stage_tokens",
     "stages",
-    "sweep_jobs",
-    "table",
     "training_set_size",
     "uses_activation_checkpointing",
     "will_use_gpu",

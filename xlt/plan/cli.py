@@ -10,9 +10,9 @@ from collections.abc import Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from xlt.config import CONF_DIR, ConfigError
 from xlt.plan.jobs import GPUS, JobPlan, plan_job
 from xlt.plan.memory import GB
+from xlt.schema import CONF_DIR, ConfigError
 
 
 def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
