@@ -46,3 +46,28 @@ def test_the_runner_stays_the_orchestration() -> None:
     split_out = ["trainer.py", "callbacks.py", "loggers.py", "rundir.py", "stage.py", "intermediate.py"]
     for path in [*(xlt / name for name in split_out), *(xlt / "evaluation").glob("*.py")]:
         assert len(path.read_text().splitlines()) < 500, path
+
+
+def test_a_retrieval_target_embeds_with_its_stage_settings_and_a_probe_with_retrievals(
+    compose_cfg, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """target.max_seq_length (null: the spec's) and target.eval_batch_size size a Tatoeba target's
+    embedding; retrieval.* sizes the probes (a value the config records must be the value used)."""
+    import xlt.stage
+    from xlt.run import run
+
+    seen: list[tuple[str, int, int]] = []
+    real = xlt.stage.evaluate_retrieval
+
+    def spy(spec, stage, languages, limit, retrieval_run):  # type: ignore[no-untyped-def]
+        seen.append((stage, retrieval_run.batch_size, retrieval_run.max_length))
+        return real(spec, stage, languages, limit, retrieval_run)
+
+    monkeypatch.setattr(xlt.stage, "evaluate_retrieval", spy)
+    cfg = compose_cfg("+target=tatoeba", "model=tiny", "target.languages=[de]", "target.max_eval_examples=12",
+                      "target.max_seq_length=24", "target.eval_batch_size=8", "probe.tasks=[tatoeba]",
+                      "probe.languages=[de]", "probe.max_examples=12", "retrieval.batch_size=4",
+                      f"data.dir={data_dir}")  # fmt: skip
+    run(cfg, tmp_path / "run")
+    assert ("target", 8, 24) in seen
+    assert {entry for entry in seen if entry[0] != "target"} == {("pretrained", 4, 512)}

@@ -317,10 +317,10 @@ def _check_ranges(cfg: DictConfig) -> None:
         raise ConfigError(f"optim.warmup_ratio={optim.warmup_ratio!r}: expected 0 <= ratio < 1")
     _positive(cfg.retrieval.batch_size, "retrieval.batch_size", integer=True)
     _positive(cfg.probe.max_examples, "probe.max_examples", integer=True, nullable=True)
+    # retrieval.* sizes the probes; a retrieval target embeds with its own stage settings (checked
+    # with the other stages' max_seq_length).
     retrieval_specs = [get_task(name) for name in cfg.probe.tasks]
     target = get_task(cfg.target.name)
-    if target.retrieval:
-        retrieval_specs.append(target)
     _check_seq_length("retrieval.max_seq_length", cfg.retrieval.max_seq_length, retrieval_specs, model)
 
     for stage_name in ("intermediate", "target"):
@@ -330,7 +330,10 @@ def _check_ranges(cfg: DictConfig) -> None:
         for key in ("max_train_examples", "max_eval_examples", "val_check_every", "val_subset", "patience"):
             _positive(stage[key], f"{stage_name}.{key}", integer=True, nullable=True)
         if stage_name == "target" and not target.trainable:
-            continue  # retrieval: nothing trained (lr, epochs unused); retrieval.* was checked above
+            # Retrieval: nothing trained (lr, epochs, batch_size unused); it embeds with these two.
+            _positive(stage.eval_batch_size, "target.eval_batch_size", integer=True)
+            _check_seq_length("target.max_seq_length", stage.max_seq_length, [target], model)
+            continue
         for key in ("lr", "epochs"):
             _positive(stage[key], f"{stage_name}.{key}")
         for key in ("batch_size", "eval_batch_size"):

@@ -96,11 +96,17 @@ class StageRunner:
     def evaluate_retrieval(
         self, spec: TaskSpec, stage: str, languages: list[str], limit: int | None
     ) -> list[ResultRow]:
-        """``spec``'s retrieval evaluator (xlt.evaluation) on the current encoder; rows logged."""
+        """``spec``'s retrieval evaluator (xlt.evaluation) on the current encoder; rows logged. A
+        retrieval target embeds with its stage's ``eval_batch_size`` and ``max_seq_length`` (null: the
+        spec's), a probe with ``retrieval.*``."""
         retrieval = self.cfg.retrieval
+        if stage == "target":
+            batch_size, max_len = self.cfg.target.eval_batch_size, self.cfg.target.max_seq_length
+        else:
+            batch_size, max_len = retrieval.batch_size, retrieval.max_seq_length
         write = self._write_predictions if self.cfg.predictions and stage == "target" else None
         run = RetrievalRun(self.encoder, self.tokenizer, self.settings.source, self.settings.data_dir,
-                           retrieval.layer, retrieval.batch_size, retrieval.max_seq_length, self._skip, write)  # fmt: skip
+                           retrieval.layer, batch_size, max_len, self._skip, write)  # fmt: skip
         rows = evaluate_retrieval(spec, stage, languages, limit, run)
         self._log_rows(rows)
         return rows
