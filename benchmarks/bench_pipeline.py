@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from xlt.results.rows import read_results  # noqa: E402
+from xlt.rundir import RESULTS_FILE, STATE_FILE  # noqa: E402
 
 QUIET = ["logger=none", "trainer.enable_progress_bar=false"]
 TINY_RUN = ["+target=xnli", "target.train_task=snli", "target.train_split=dev", "target.max_train_examples=32",
@@ -158,7 +159,7 @@ def bench_zero_shot(repeats: int, tmp: Path, languages: tuple[str, ...], max_eva
     langs = "[" + ",".join(languages) + "]"
     trained = tmp / "zero-shot-trained"
     xlt_process([*base, f"target.languages={langs}", f"hydra.run.dir={trained}"], cache)
-    state = json.loads((trained / "state.json").read_text())
+    state = json.loads((trained / STATE_FILE).read_text())
     state.pop("finished", None)  # the target stage stays done: a relaunch reloads it and only evaluates
     state.pop("skipped", None)
 
@@ -166,11 +167,11 @@ def bench_zero_shot(repeats: int, tmp: Path, languages: tuple[str, ...], max_eva
         run_dir = tmp / name
         shutil.rmtree(run_dir, ignore_errors=True)
         run_dir.mkdir()
-        (run_dir / "state.json").write_text(json.dumps(state))
+        (run_dir / STATE_FILE).write_text(json.dumps(state))
         seconds = xlt_process([*base, f"target.languages={which}", f"hydra.run.dir={run_dir}"], cache)[
             "total_s"
         ]
-        rows = read_results(run_dir / "results.jsonl")  # the rows, without the end marker
+        rows = read_results(run_dir / RESULTS_FILE)  # the rows, without the end marker
         tested = {r["language"] for r in rows if r["split"] == "test"}
         assert set(which.strip("[]").split(",")) <= tested, f"{name}: tested {sorted(tested)}"
         shutil.rmtree(run_dir)

@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, CheckpointError) as err:  # ExportError, bad input, validation, a broken checkpoint
         print(f"xlt.evaluate: {err}", file=sys.stderr)
         return 2
-    print(f"results: {out / 'results.jsonl'}")
+    print(f"results: {out / rundir.RESULTS_FILE}")
     return 0
 
 

@@ -13,7 +13,7 @@ builds evaluate.py's tables from the registered specs.
 
 from __future__ import annotations
 
-from xlt.tasks.registry import get_task
+from xlt.tasks.registry import all_tasks, get_task
 from xlt.tasks.spec import TaskSpec, XtremeMetric
 
 # evaluate.py's task order (its XTREME_TASK2LANGS keys): the order the overall score sums the tasks in.
@@ -34,6 +34,10 @@ def _xtreme_spec(task: str) -> TaskSpec:
 
 
 def _specs() -> dict[str, TaskSpec]:
+    outside = sorted(name for name, spec in all_tasks().items() if spec.xtreme and name not in XTREME_TASKS)
+    if outside:
+        raise ValueError(f"task(s) {', '.join(outside)} have xtreme scoring (TaskSpec.xtreme) but are not in "
+                         "XTREME_TASKS, the benchmark's task order")  # fmt: skip
     return {task: _xtreme_spec(task) for task in XTREME_TASKS}
 
 
