@@ -242,3 +242,32 @@ def test_retrieval_target_needs_only_the_weights(capsys) -> None:
     rc = main(["+target=tatoeba", "model=xlmr_base", "scale=xlmr_base"])
     out = capsys.readouterr().out
     assert rc == 0 and "gradients 0.00 + AdamW 0.00" in out and "total: 1 job(s), 0.0 GPU-hours" in out
+
+
+def test_a_sweep_counts_a_shared_intermediate_stage_once(capsys) -> None:
+    """Two targets after the same intermediate task: the sweep trains MNLI once (xlt/reuse.py), so
+    the total is the two jobs minus one MNLI stage; without reuse it is the two jobs' sum."""
+    from hydra import compose, initialize_config_dir
+
+    from xlt.config import CONF_DIR
+    from xlt.plan.jobs import GPUS
+
+    sweep = ["model=xlmr_large", "+intermediate=mnli", "+target=xnli,pawsx"]
+
+    def total(*extra: str) -> float:
+        assert main(["-m", *sweep, *extra]) == 0
+        out = capsys.readouterr().out
+        line = next(line for line in out.splitlines() if line.startswith("total: 2 job(s), "))
+        return float(line.split(", ")[1].split(" GPU-hours")[0].replace(",", ""))
+
+    # The hours by hand: the two jobs' stages from plan_job (H100, the default 40% MFU).
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfgs = [validate(compose("train", overrides=[*sweep[:2], f"+target={t}", "trainer.accelerator=cpu"]))
+                for t in ("xnli", "pawsx")]  # fmt: skip
+    jobs = [plan_job(cfg) for cfg in cfgs]
+    peak = GPUS["h100"][1]
+    whole = sum(job.gpu_hours(peak, 0.4) or 0.0 for job in jobs)
+    mnli = jobs[1].stage_gpu_hours("intermediate", peak, 0.4)
+    assert mnli > 0.3  # well above the printed total's rounding (0.1 h)
+    assert total("reuse.intermediate=false") == pytest.approx(whole, abs=0.06)
+    assert total() == pytest.approx(whole - mnli, abs=0.06)

@@ -42,6 +42,18 @@ def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
     return [list(job) for job in itertools.product(*per_key.values())]
 
 
+def shared_key(cfg: DictConfig) -> str:
+    """The reuse key of the job's intermediate stage as a GPU run of this sweep computes it (the same
+    model revision, audit and code for every job of one launch, so those parts are left equal)."""
+    from xlt.config import to_container
+    from xlt.plan.memory import Hardware, resolve_precision
+    from xlt.reuse import intermediate_key
+
+    precision = resolve_precision(str(cfg.scale.precision), Hardware())
+    return intermediate_key(to_container(cfg), model_revision="", exclusions={}, code="",
+                            precision=precision, accelerator="cuda").name  # fmt: skip
+
+
 def _fmt_count(n: float) -> str:
     for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(n) >= size:
@@ -101,15 +113,26 @@ def table(jobs: list[JobPlan], gpu: str, mfu: float) -> str:
             "yes" if job.fits else "NO", "?" if job.total_tokens is None else _fmt_count(job.total_tokens),
             _fmt_opt(None if flops is None else flops / 1e15, ",.0f"), _fmt_hours(hours),
         ])  # fmt: skip
-    known = [j.gpu_hours(peak, mfu) for j in jobs]
-    total = sum(h for h in known if h is not None)
-    unknown = sum(h is None for h in known)
+    total, unknown, shared, trained = 0.0, 0, 0, set()
+    for job in jobs:
+        hours = job.gpu_hours(peak, mfu)
+        if hours is None:
+            unknown += 1
+            continue
+        if job.intermediate_key is not None:
+            if job.intermediate_key in trained:  # another job of the sweep trains it
+                hours -= job.stage_gpu_hours("intermediate", peak, mfu)
+                shared += 1
+            trained.add(job.intermediate_key)
+        total += hours
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     out = [" | ".join(c.ljust(w) for c, w in zip(header, widths, strict=True))]
     out.append("-+-".join("-" * w for w in widths))
     out += [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     out.append(f"total: {len(jobs)} job(s), {total:,.1f} GPU-hours on {name} at {mfu:.0%} MFU"
-               + (f" ({unknown} job(s) with an unknown training-set size not counted)" if unknown else ""))  # fmt: skip
+               + (f" ({unknown} job(s) with an unknown training-set size not counted)" if unknown else "")
+               + (f"; {shared} job(s) reuse the intermediate stage another job trains (reuse.intermediate): "
+                  "counted once" if shared else ""))  # fmt: skip
     return "\n".join(out)
 
 
@@ -150,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 " ".join(o for o in job_overrides if not o.startswith(("+sweep=", "hydra"))) or "(defaults)"
             )
             job = plan_job(cfg, f"{i}: {label}" if args.multirun else label)
+            if args.multirun and cfg.get("intermediate") and cfg.reuse.intermediate:
+                job.intermediate_key = shared_key(cfg)
             plans.append(job)
             if not job.fits:
                 refused.append(job)

@@ -116,6 +116,9 @@ class JobPlan:
     tokens: list[StageTokens]
     limit_gb: float
     published: int | None = None
+    # The key of an intermediate stage this job shares with the other jobs of its sweep
+    # (reuse.intermediate, xlt/reuse.py): trained by one of them, so a sweep's total counts it once.
+    intermediate_key: str | None = None
 
     @property
     def total_tokens(self) -> float | None:
@@ -130,6 +133,11 @@ class JobPlan:
     def gpu_hours(self, peak_flops: float, mfu: float) -> float | None:
         flops = self.flops
         return None if flops is None else flops / (peak_flops * mfu) / 3600
+
+    def stage_gpu_hours(self, stage: str, peak_flops: float, mfu: float) -> float:
+        """The GPU-hours of one training stage (0 when the job has no such stage)."""
+        tokens = sum(t.tokens or 0 for t in self.tokens if t.stage == stage)
+        return 6.0 * self.params.non_embedding * tokens / (peak_flops * mfu) / 3600
 
     @property
     def fits(self) -> bool:
