@@ -51,6 +51,16 @@ def main() -> None:
         total = time.perf_counter() - start
         if proc.returncode != 0:
             raise SystemExit(f"the demo failed ({proc.returncode})")
+        from xlt.results.rows import read_results
+        from xlt.rundir import RESULTS_FILE
+
+        # The target's test rows, so that a timing can be checked to come from the same run as the
+        # README's table (the language accuracies, their mean, the gap).
+        scores = {f"{r['language']}/{r['metric']}": r["value"]
+                  for r in read_results(Path(tmp) / "run" / RESULTS_FILE)
+                  if r["stage"] == "target" and r["split"] == "test"}  # fmt: skip
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True).stdout.strip()  # fmt: skip
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     stages = {
         "startup_and_pretrained_probe_s": marks.get("intermediate"),
@@ -59,8 +69,8 @@ def main() -> None:
         else None,
         "target_stage_s": total - marks["target"] if "target" in marks else None,
     }
-    result = {"date": datetime.date.today().isoformat(), "command": " ".join(cmd[1:]), "total_s": total,
-              "peak_rss_mib": peak, **stages}  # fmt: skip
+    result = {"date": datetime.date.today().isoformat(), "commit": commit, "command": " ".join(cmd[1:]),
+              "total_s": total, "peak_rss_mib": peak, **stages, "target_test": scores}  # fmt: skip
     text = json.dumps(result, indent=1)
     print(text)
     out = args.out or ROOT / "benchmarks" / "results" / f"demo-{result['date']}.json"

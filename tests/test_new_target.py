@@ -114,3 +114,21 @@ def test_a_tenth_target_is_one_spec_and_one_yaml(
     assert len(averaged) == 1
     assert averaged[0]["value"] == pytest.approx(sum(r["value"] for r in per_lang.values()) / len(LANGS))
     assert NAME not in XTREME_TASK2LANGS  # not one of XTREME's nine: its tables are untouched
+
+
+def test_a_spec_scored_by_xtreme_must_have_its_place_in_the_benchmarks_order() -> None:
+    """TaskSpec.xtreme without the task in XTREME_TASKS (evaluate.py's order) is refused rather than
+    left out of every XTREME table."""
+    import dataclasses
+
+    import xlt.metrics.xtreme as xtreme
+    from xlt.tasks.spec import Xtreme
+
+    scored = dataclasses.replace(SPEC, xtreme=Xtreme("classification", "accuracy"))
+    register_task(scored)
+    try:
+        with pytest.raises(ValueError, match=f"task\\(s\\) {NAME} have xtreme scoring .* not in XTREME_TASKS"):
+            xtreme._specs()
+    finally:
+        del TASKS[NAME]
+    assert list(xtreme._specs()) == list(XTREME_TASK2LANGS)

@@ -261,6 +261,22 @@ def test_fp16_with_a_grad_scaler_keeps_an_optimizer_lightning_can_clip() -> None
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([0, 1, 2, 0])}
     module.head.loss(module(dict(batch)), batch).backward()
     plugin.clip_gradients(optimizer, 1.0, GradClipAlgorithmType.NORM)  # raised with the fused optimizer
-    # Without a scaler (fp32, bf16-mixed) the fused one stays.
-    module.trainer = type("T", (), {"estimated_stepping_batches": 10, "precision_plugin": MixedPrecision("bf16-mixed", "cpu")})()  # type: ignore[assignment]
-    assert module.configure_optimizers()["optimizer"].defaults["fused"] is True
+    # Without a scaler (fp32, bf16-mixed) the fused one stays, and the module clips it itself (Lightning's
+    # MixedPrecision.clip_gradients refuses a fused optimizer), also without the guard's norm: as torch's
+    # clip_grad_norm_ to the bit.
+    module, reference = small_module(), small_module()
+    bf16 = MixedPrecision("bf16-mixed", "cpu")
+    module.trainer = type("T", (), {"estimated_stepping_batches": 10, "precision_plugin": bf16,  # type: ignore[assignment]
+                                    "strategy": type("S", (), {"model": module})()})()  # fmt: skip
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert optimizer.defaults["fused"] is True
+    with pytest.raises(Exception, match="clipping"):
+        bf16.clip_gradients(optimizer, 1.0, GradClipAlgorithmType.NORM)
+    for m in (module, reference):
+        torch.manual_seed(2)
+        (m.head.loss(m(dict(batch)), batch) * 100).backward()
+    assert module.unclipped_grad_norm is None
+    module.configure_gradient_clipping(optimizer, 0.5, "norm")
+    assert torch.nn.utils.clip_grad_norm_(reference.parameters(), 0.5) > 0.5
+    for (name, a), b in zip(module.named_parameters(), reference.parameters(), strict=True):
+        assert a.grad is not None and b.grad is not None and torch.equal(a.grad, b.grad), name

@@ -271,3 +271,20 @@ def test_a_sweep_counts_a_shared_intermediate_stage_once(capsys) -> None:
     assert mnli > 0.3  # well above the printed total's rounding (0.1 h)
     assert total("reuse.intermediate=false") == pytest.approx(whole, abs=0.06)
     assert total() == pytest.approx(whole - mnli, abs=0.06)
+    # XQuAD declares an exclusion from SQuAD dev: its job's intermediate data may differ, so it is
+    # not counted as sharing one.
+    assert main(["-m", "model=xlmr_base", "+intermediate=squad", "+target=xquad,mlqa"]) == 0
+    assert "counted once" not in capsys.readouterr().out
+
+
+def test_a_retrieval_targets_memory_follows_the_batch_it_embeds_with(compose_cfg) -> None:
+    """A Tatoeba target embeds at target.eval_batch_size x target.max_seq_length: the estimate (and so
+    the GPU refusal) grows with those, not with the probes' retrieval.* sizes unless probes run."""
+
+    def activations(*overrides: str) -> float:
+        return plan_job(validate(compose_cfg("model=xlmr_base", "+target=tatoeba", *overrides))).memory.activations
+
+    base = activations()
+    assert activations("target.eval_batch_size=512") == pytest.approx(8 * base)
+    assert activations("retrieval.batch_size=512") == base  # no probe: retrieval.* sizes nothing here
+    assert activations("retrieval.batch_size=512", "probe.tasks=[tatoeba]") == pytest.approx(8 * base)

@@ -15,7 +15,6 @@ from typing import Final, Literal
 import torch
 
 from xlt.metrics.retrieval import DEFAULT_CHUNK, bucc_candidates, bucc_extract, bucc_f1, bucc_optimize
-from xlt.results.rows import ResultRow, language_rows
 from xlt.tasks.loading import MissingDataError, load_split
 from xlt.tasks.spec import DataError, Example, TaskSpec
 
@@ -123,23 +122,3 @@ def evaluate_languages(
             skipped.append(f"{where}; threshold tuned and scored on {result.split} alone")
         results.append((lang, result))
     return results, skipped
-
-
-def result_rows(stage: str, task: str, results: Sequence[tuple[str, MiningResult]]) -> list[ResultRow]:
-    """Per-language f1/precision/recall rows and their mean per scored split, then one ``threshold``
-    row per language whose ``note`` names the split it was tuned on."""
-    by_split: dict[str, tuple[dict[str, dict[str, float]], dict[str, int]]] = {}
-    thresholds = []
-    for lang, result in results:
-        if result.scores is not None:
-            scores, counts = by_split.setdefault(result.split, ({}, {}))
-            scores[lang], counts[lang] = result.scores, result.n_gold or 0
-        note = f"threshold tuned on {result.tuned_on}"
-        if result.tuned_on == result.split:
-            note += " and scored on the same split (no other split with gold): optimistic"
-        thresholds.append(
-            ResultRow(stage, task, result.split, lang, "threshold", result.threshold, note=note)
-        )
-    rows = [row for split, (scores, counts) in by_split.items()
-            for row in language_rows(stage, task, split, scores, counts, with_gap=False)]  # fmt: skip
-    return rows + thresholds

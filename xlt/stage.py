@@ -8,7 +8,6 @@ loaded instead (a relaunch), and a preempted one resumes from its last checkpoin
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 from typing import Any, cast
@@ -28,7 +27,7 @@ from xlt.evaluation import RetrievalRun, evaluate_retrieval
 from xlt.loggers import log_rows
 from xlt.modeling.heads import build_head
 from xlt.modeling.module import TransferModule
-from xlt.results.rows import ResultRow, RunContext, eval_rows
+from xlt.results.rows import ResultRow, RunContext, eval_rows, scored_counts
 from xlt.results.submission import write_predictions
 from xlt.reuse import SharedStage
 from xlt.rundir import (
@@ -48,16 +47,6 @@ from xlt.tasks.spec import MixtureSpec, TaskSpec
 from xlt.trainer import build_trainer, stage_batch_plan, stage_lr
 
 log = logging.getLogger(__name__)
-
-
-def scored_counts(
-    rows: list[ResultRow], sets: list[EvalSet], predicted: dict[str, dict[int, Any]]
-) -> list[ResultRow]:
-    """Per-language rows whose ``n_examples`` is the number of examples actually predicted (a
-    debug run scores only some batches), not the set's size."""
-    counts = {(s.task, s.split, s.lang): len(predicted.get(s.key, {})) for s in sets}
-    return [dataclasses.replace(r, n_examples=counts.get((r.task, r.split, r.language), r.n_examples))
-            if r.n_examples is not None else r for r in rows]  # fmt: skip
 
 
 class StageRunner:

@@ -10,7 +10,7 @@ import torch
 
 from xlt import bucc
 from xlt.evaluation.base import RetrievalEvaluator, RetrievalRun, register_evaluator
-from xlt.results.rows import ResultRow
+from xlt.results.rows import ResultRow, mining_rows
 from xlt.tasks.spec import TaskSpec
 
 
@@ -33,4 +33,4 @@ class MiningRetrieval(RetrievalEvaluator):
         if run.write_predictions is not None:
             for lang, result in results:
                 run.write_predictions(spec.name, result.split, lang, spec.prediction_format, result.pairs)
-        return bucc.result_rows(stage, spec.name, results)
+        return mining_rows(stage, spec.name, results)

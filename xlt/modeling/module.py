@@ -254,11 +254,14 @@ class TransferModule(pl.LightningModule):
             return
         plugin = self.trainer.precision_plugin
         plain = type(plugin) is Precision or (type(plugin) is MixedPrecision and plugin.scaler is None)
-        if norm_clip and norm is not None and plain:
-            # The total norm DivergenceGuard took of these gradients this step: what Lightning's
-            # clip_grad_norm_ would compute again (same gradients, same order, same function).
-            grads = [p for group in optimizer.param_groups for p in group["params"]]
-            torch.nn.utils.clip_grads_with_norm_(grads, float(gradient_clip_val or 0), norm)
+        if norm_clip and plain:
+            # torch's clip_grad_norm_ in two halves: the total norm (DivergenceGuard's of this step when
+            # it took one: same gradients, same order, same function), then the scaling. Not
+            # Lightning's clip_gradients: under bf16-mixed it refuses the fused optimizer.
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            if norm is None:
+                norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+            torch.nn.utils.clip_grads_with_norm_(params, float(gradient_clip_val or 0), norm)
             return
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 

@@ -44,13 +44,18 @@ def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
 
 def shared_key(cfg: DictConfig) -> str:
     """The reuse key of the job's intermediate stage as a GPU run of this sweep computes it (the same
-    model revision, audit and code for every job of one launch, so those parts are left equal)."""
+    model revision and code for every job of one launch, so those parts are left equal). The audit's
+    exclusions are known only when the job runs; a target that declares any (XQuAD removes SQuAD dev
+    questions) may change the intermediate's data, so its jobs are counted as training their own."""
     from xlt.config import to_container
     from xlt.plan.memory import Hardware, resolve_precision
     from xlt.reuse import intermediate_key
+    from xlt.tasks.registry import get_task
 
     precision = resolve_precision(str(cfg.scale.precision), Hardware())
-    return intermediate_key(to_container(cfg), model_revision="", exclusions={}, code="",
+    declared = get_task(cfg.target.name).exclusions
+    exclusions = {"declared by target": cfg.target.name} if declared else {}
+    return intermediate_key(to_container(cfg), model_revision="", exclusions=exclusions, code="",
                             precision=precision, accelerator="cuda").name  # fmt: skip
 
 

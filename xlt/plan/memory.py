@@ -172,8 +172,11 @@ def estimate_memory(cfg: DictConfig, hardware: Hardware | None = None) -> Memory
             best = (full, checkpointed, tokens, name)
     if best is None:
         # Nothing trains (a retrieval target): the weights, and one layer's activations at a time at the
-        # retrieval batch (no gradients, nothing kept for backward).
-        seqs, seq_len = int(cfg.retrieval.batch_size), int(cfg.retrieval.max_seq_length)
+        # larger of the target's embedding batch and the probes' (no gradients, nothing kept for backward).
+        sizes = [(int(cfg.target.eval_batch_size), int(cfg.target.max_seq_length))]
+        if cfg.get("probe") and cfg.probe.tasks:
+            sizes.append((int(cfg.retrieval.batch_size), int(cfg.retrieval.max_seq_length)))
+        seqs, seq_len = max(sizes, key=lambda size: size[0] * size[1])
         layer = activation_bytes_per_layer(
             arch, seqs * seq_len, seqs, seq_len, precision, False, hardware.gpu
         )

@@ -12,11 +12,14 @@ import math
 import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from xlt.results.gap import compute_gap, mean
+
+if TYPE_CHECKING:
+    from xlt.bucc import MiningResult
 
 AGGREGATE_LANGUAGES = ("avg", "avg_non_en", "gap", "rel_gap")
 STAGES = ("pretrained", "intermediate", "target")
@@ -239,3 +242,31 @@ def read_results(path: Path) -> list[dict[str, Any]]:
     if marker.get("sha256") != _checksum(lines):
         raise IncompleteResults(f"{path}: altered: the rows' checksum differs from the end marker's")
     return records
+
+
+def mining_rows(stage: str, task: str, results: Sequence[tuple[str, MiningResult]]) -> list[ResultRow]:
+    """Bitext mining (xlt.bucc): per-language f1/precision/recall rows and their mean per scored split, then one ``threshold``
+    row per language whose ``note`` names the split it was tuned on."""
+    by_split: dict[str, tuple[dict[str, dict[str, float]], dict[str, int]]] = {}
+    thresholds = []
+    for lang, result in results:
+        if result.scores is not None:
+            scores, counts = by_split.setdefault(result.split, ({}, {}))
+            scores[lang], counts[lang] = result.scores, result.n_gold or 0
+        note = f"threshold tuned on {result.tuned_on}"
+        if result.tuned_on == result.split:
+            note += " and scored on the same split (no other split with gold): optimistic"
+        thresholds.append(
+            ResultRow(stage, task, result.split, lang, "threshold", result.threshold, note=note)
+        )
+    rows = [row for split, (scores, counts) in by_split.items()
+            for row in language_rows(stage, task, split, scores, counts, with_gap=False)]  # fmt: skip
+    return rows + thresholds
+
+
+def scored_counts(rows: list[ResultRow], sets: Sequence[Any], predicted: Mapping[str, Mapping[int, Any]]) -> list[ResultRow]:
+    """Per-language rows whose ``n_examples`` is the number of examples actually predicted (a
+    debug run scores only some batches), not the set's size (``sets``: the stage's EvalSets)."""
+    counts = {(s.task, s.split, s.lang): len(predicted.get(s.key, {})) for s in sets}
+    return [replace(r, n_examples=counts.get((r.task, r.split, r.language), r.n_examples))
+            if r.n_examples is not None else r for r in rows]  # fmt: skip
