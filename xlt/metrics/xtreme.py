@@ -41,11 +41,13 @@ def _specs() -> dict[str, TaskSpec]:
     return {task: _xtreme_spec(task) for task in XTREME_TASKS}
 
 
-XTREME_TASK2LANGS: dict[str, tuple[str, ...]] = {task: spec.languages for task, spec in _specs().items()}
+_SPECS = _specs()  # read once, when the module is imported
+
+XTREME_TASK2LANGS: dict[str, tuple[str, ...]] = {task: spec.languages for task, spec in _SPECS.items()}
 """Official XTREME test languages per task, in evaluate.py's order (each task spec's ``languages``)."""
 
 XTREME_GROUP2TASK: dict[str, tuple[str, ...]] = {
-    group: tuple(t for t, spec in _specs().items() if spec.xtreme and spec.xtreme.group == group)
+    group: tuple(t for t, spec in _SPECS.items() if spec.xtreme and spec.xtreme.group == group)
     for group in XTREME_GROUPS
 }
 """Task groups whose mean ``avg_metric`` evaluate.py reports when every task of the group is scored
@@ -53,7 +55,7 @@ XTREME_GROUP2TASK: dict[str, tuple[str, ...]] = {
 either way)."""
 
 XTREME_TASK_METRIC: dict[str, MetricKind] = {
-    task: spec.xtreme.metric for task, spec in _specs().items() if spec.xtreme
+    task: spec.xtreme.metric for task, spec in _SPECS.items() if spec.xtreme
 }
 """Which scorer each task uses (evaluate.py ``METRIC_FUNCTION``; see ``xlt.tasks.spec.XtremeMetric``)."""
 

@@ -9,7 +9,6 @@ from typing import Any, cast
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
-from pytorch_lightning.plugins.precision import MixedPrecision, Precision
 from torch import nn
 
 from xlt.data.datamodule import EvalSet, MixtureTrain
@@ -252,12 +251,11 @@ class TransferModule(pl.LightningModule):
         norm_clip = bool(gradient_clip_val) and gradient_clip_algorithm in (None, "norm") and wrapped is not None
         if norm_clip and clip_grad_norm(cast(nn.Module, wrapped), float(gradient_clip_val or 0)) is not None:
             return
-        plugin = self.trainer.precision_plugin
-        plain = type(plugin) is Precision or (type(plugin) is MixedPrecision and plugin.scaler is None)
-        if norm_clip and plain:
+        if norm_clip and not self._scaled():
             # torch's clip_grad_norm_ in two halves: the total norm (DivergenceGuard's of this step when
-            # it took one: same gradients, same order, same function), then the scaling. Not
-            # Lightning's clip_gradients: under bf16-mixed it refuses the fused optimizer.
+            # it took one: same gradients, same order, same function), then the scaling: what
+            # Lightning's clip_gradients does without a GradScaler, except that under mixed precision
+            # it refuses the fused optimizer. (Under a GradScaler: Lightning, which unscales first.)
             params = [p for group in optimizer.param_groups for p in group["params"]]
             if norm is None:
                 norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
