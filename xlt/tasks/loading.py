@@ -186,25 +186,54 @@ def _load_hub(spec: TaskSpec, split: str, lang: str) -> Loaded:
         raise MissingDataError(f"{spec.name}: split {split!r} is not on the hub for this task")
     import datasets
 
+    from xlt.tasks import hub as hubio
+
     name = hub.name.format(lang=lang, lang3=spec.code(lang)) if hub.name else None
-    origin = f"hub:{hub.path}" + (f"/{name}" if name else "") + f"[{hub.split}]"
+    revision = hubio.revision_for(hub.path, hub.revision)
+    at = f"@{revision}" if revision else ""
+    origin = f"hub:{hub.path}{at}" + (f"/{name}" if name else "") + f"[{hub.split}]"
+    mirror = hubio.mirror_dir(hub.path, revision)
     try:
-        ds = datasets.load_dataset(hub.path, name, split=hub.split)
+        if mirror is not None:  # a local copy laid out as the repo (tests): read by the same builder
+            ds = datasets.load_dataset(str(mirror), name, split=hub.split)
+        else:
+            ds = datasets.load_dataset(hub.path, name, split=hub.split, revision=revision)
     except Exception as err:  # the hub raises many types; the user needs one line saying which dataset
-        raise MissingDataError(f"{origin}: could not load ({type(err).__name__}: {err})") from err
+        message = " ".join(str(err).split())
+        if "scripts are no longer supported" in message:
+            message += f"; read the hub's parquet export: data.hub_revisions={{{hub.path}: refs/convert/parquet}}"
+        raise MissingDataError(f"{origin}: could not load ({type(err).__name__}: {message})") from err
     if hub.lang_filter:
         ds = ds.filter(lambda row: row[hub.lang_filter] == lang)
     mapper = HUB_MAPPERS[hub.mapper]
     examples = []
-    dropped = 0
+    dropped = realigned = other_language = 0
     for i, row in enumerate(ds):
-        ex = mapper(row, lang)
+        try:
+            ex = mapper(row, lang)
+        except DataError as err:  # one line naming dataset, config, split and the row
+            raise DataError(f"{origin} row {i}: {err}") from None
         if ex is None:
             dropped += 1
             continue
+        if ex.get("_other_language"):
+            other_language += 1
+            continue
+        if ex.pop("_realigned", False):
+            realigned += 1
         _check_labels(spec, ex, Path(f"{origin} row {i}"))
         examples.append(ex)
-    return Loaded(examples, origin, dropped, f"{origin}:{ds._fingerprint}")
+    commit = hubio.resolved_commit(ds, mirror)
+    hubio.record_read(origin, repo=hub.path, config=name, split=hub.split, revision=revision or "",
+                      commit=commit, rows=len(examples), realigned=realigned, other_language=other_language,
+                      dropped=dropped, mirror=str(mirror) if mirror else "")  # fmt: skip
+    if realigned:
+        log.warning("%s: %d rows realigned (the hub stripped the context but kept answer_start; each answer "
+                    "moved to its nearest occurrence)", origin, realigned)  # fmt: skip
+    if other_language:
+        log.info("%s: kept the %d %s rows; %d rows of other languages filtered out (the config mixes "
+                 "languages; not dropped data)", origin, len(examples), lang, other_language)  # fmt: skip
+    return Loaded(examples, origin, dropped, f"{origin}:{commit}:{ds._fingerprint}")
 
 
 def check_local_files(cfg: Any) -> None:

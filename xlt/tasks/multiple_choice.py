@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from xlt.tasks.rawio import csv_records, jsonl_records, require, text_lines
+from xlt.tasks.hub import PARQUET_EXPORT
 from xlt.tasks.registry import register_format, register_hub_mapper, register_task
 from xlt.tasks.spec import DataError, Example, HubFile, RawFile, TaskSpec
 
@@ -220,8 +221,10 @@ COSMOSQA = register_task(
             ),
         },
         hub={
-            "train": HubFile("allenai/cosmos_qa", None, "train", "cosmosqa_hf"),
-            "dev": HubFile("allenai/cosmos_qa", None, "validation", "cosmosqa_hf"),
+            # allenai/cosmos_qa is still a loading script, which datasets refuses: read the hub's
+            # parquet export of it (the script's features: id, context, question, answer0-3, label).
+            "train": HubFile("allenai/cosmos_qa", None, "train", "cosmosqa_hf", revision=PARQUET_EXPORT),
+            "dev": HubFile("allenai/cosmos_qa", None, "validation", "cosmosqa_hf", revision=PARQUET_EXPORT),
         },
         citation="Huang et al. 2019",
     )

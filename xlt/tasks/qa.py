@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from xlt.tasks.rawio import read_text
+from xlt.tasks.hub import realign_answer
 from xlt.tasks.registry import register_format, register_hub_mapper, register_task
-from xlt.tasks.spec import DataError, Example, Exclusion, HubFile, RawFile, TaskSpec, Xtreme
+from xlt.tasks.spec import OTHER_LANGUAGE, DataError, Example, Exclusion, HubFile, RawFile, TaskSpec, Xtreme
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,23 @@ def _hub_answers(row: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _hub_example(row: Mapping[str, Any], impossible: bool | None = None) -> Example:
-    return _qa_example(str(row.get("context", "")), row, _hub_answers(row), "hub row", impossible)
+    """A hub QA row. The XTREME and TyDiQA builders strip the context and each answer text but keep
+    the original ``answer_start``: an answer not at its offset is moved to its nearest occurrence in
+    the context (xlt/tasks/hub.py) and the row marked ``_realigned``; an answer that occurs nowhere
+    in its context is a DataError naming the row's id (the loader adds dataset, config and split)."""
+    context = str(row.get("context", ""))
+    answers, moved = [], False
+    for i, answer in enumerate(_hub_answers(row)):
+        start = realign_answer(context, answer["text"], answer["answer_start"]) if answer["text"] else None
+        if answer["text"] and start is None:
+            raise DataError(f"id={row.get('id')}: answer {i} {answer['text']!r} is not in its context")
+        if start is not None and start != answer["answer_start"]:
+            answer, moved = {"text": answer["text"], "answer_start": start}, True
+        answers.append(answer)
+    example = _qa_example(context, row, answers, "hub row", impossible)
+    if moved:
+        example["_realigned"] = True
+    return example
 
 
 @register_hub_mapper("squad_hf")
@@ -228,7 +245,7 @@ def map_hub_mlqa(row: Mapping[str, Any], lang: str) -> Example | None:
 def map_hub_tydiqa(row: Mapping[str, Any], lang: str) -> Example | None:
     """``google-research-datasets/tydiqa`` secondary_task (all languages in one split): ``lang``'s rows only."""
     if tydiqa_language(str(row.get("id", "")), "hub row") != lang:
-        return None
+        return OTHER_LANGUAGE  # the config mixes languages: filtered, not dropped
     return _hub_example(row)
 
 

@@ -10,6 +10,9 @@ from typing import Any, Literal
 Example = dict[str, Any]
 # A raw-file reader: (path, language) -> examples in the head kind's field layout.
 Reader = Callable[[Path, str], Iterator[Example]]
+# What a hub mapper returns for a row of another language when one config mixes languages
+# (TyDiQA): counted as filtered by language, not as dropped data.
+OTHER_LANGUAGE: dict[str, Any] = {"_other_language": True}
 # A hub-row mapper: (row, language) -> example, or None to drop a row the task defines as unlabelled.
 HubMapper = Callable[[Mapping[str, Any], str], "Example | None"]
 
@@ -63,6 +66,9 @@ class HubFile:
     split: str
     mapper: str  # key in the hub-mapper registry
     lang_filter: str | None = None  # column to filter on when one config mixes languages
+    # The revision to read (None: the repo's default branch; data.hub_revisions pins one per repo);
+    # "refs/convert/parquet" reads the hub's parquet export of a loading-script repo.
+    revision: str | None = None
 
 
 @dataclass(frozen=True)

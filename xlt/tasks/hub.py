@@ -1,0 +1,109 @@
+"""Reading a split from the Hugging Face hub: which revision, where from (a local mirror in tests),
+which commit was actually read, and span-QA answers realigned where the hub's builder stripped the
+context.
+
+The production call is always ``datasets.load_dataset(repo, config, split=..., revision=...)``. A
+*mirror* (``data.hub_mirror`` or ``$XLT_HUB_MIRROR``) is a directory holding, per repo, a local
+dataset laid out as the hub repo is (parquet files per config and split, a README whose YAML names
+the configs): ``<mirror>/<owner>/<name>`` for the repo's branch or pinned commit, and
+``<mirror>/<owner>/<name>@<ref>`` for a named ref such as ``refs/convert/parquet``. The same
+``datasets.load_dataset`` reads it (path = that directory, config and split as on the hub), so the
+packaged parquet builder, features, ClassLabels and split names are the library's own.
+
+Every read is recorded (:func:`hub_reads`): repo, config, split, the revision asked for, the commit
+resolved (the hub's cache directory names it; a mirror's ``COMMIT`` file stands in for it), rows
+realigned and rows filtered by language. Runs write these to ``state.json``, their result rows and W&B.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+HUB_MIRROR_ENV = "XLT_HUB_MIRROR"
+PARQUET_EXPORT = "refs/convert/parquet"  # the hub's parquet conversion of a repo
+MIRROR_COMMIT_FILE = "COMMIT"  # a mirror's stand-in for the hub commit it copies
+_COMMIT = re.compile(r"(?<![0-9a-f])([0-9a-f]{40})(?![0-9a-f])")
+
+_settings: dict[str, Any] = {"mirror": None, "revisions": {}}
+_reads: dict[str, dict[str, Any]] = {}
+
+
+def configure(mirror: str | os.PathLike[str] | None = None, revisions: Mapping[str, str] | None = None) -> None:
+    """Set the run's ``data.hub_mirror`` and ``data.hub_revisions`` (repo -> revision to pin)."""
+    _settings["mirror"] = str(mirror) if mirror else None
+    _settings["revisions"] = dict(revisions or {})
+
+
+def is_commit(revision: str | None) -> bool:
+    return bool(revision) and re.fullmatch(r"[0-9a-f]{40}", str(revision)) is not None
+
+
+def revision_for(repo: str, default: str | None) -> str | None:
+    """The revision to read ``repo`` at: ``data.hub_revisions[repo]``, else the location's own
+    (``HubFile.revision``), else None (the repo's default branch; the commit read is recorded)."""
+    return _settings["revisions"].get(repo) or default
+
+
+def mirror_dir(repo: str, revision: str | None) -> Path | None:
+    """The mirror directory standing in for ``repo`` at ``revision``, or None (read the hub)."""
+    root = _settings["mirror"] or os.environ.get(HUB_MIRROR_ENV)
+    if not root:
+        return None
+    named_ref = revision if revision and not is_commit(revision) and revision != "main" else None
+    directory = Path(root).expanduser() / (f"{repo}@{named_ref}" if named_ref else repo)
+    return directory if directory.is_dir() else None
+
+
+def resolved_commit(ds: Any, mirror: Path | None) -> str:
+    """The commit the rows came from: the hub cache directory of a hub read names it
+    (``.../<config>/0.0.0/<commit>/``); a mirror says it in its ``COMMIT`` file ("" if none)."""
+    if mirror is not None:
+        marker = mirror / MIRROR_COMMIT_FILE
+        return marker.read_text().strip() if marker.is_file() else ""
+    for cache in getattr(ds, "cache_files", None) or []:
+        found = _COMMIT.findall(str(cache.get("filename", "")))
+        if found:
+            return found[-1]
+    return ""
+
+
+def record_read(origin: str, **info: Any) -> None:
+    _reads[origin] = info
+
+
+def hub_reads() -> dict[str, dict[str, Any]]:
+    """Every hub split read by this process: origin -> repo, config, split, revision, commit, counts."""
+    return {key: dict(value) for key, value in _reads.items()}
+
+
+def data_commits() -> dict[str, str]:
+    """``repo[/config]`` -> the commit read (what result rows carry)."""
+    commits: dict[str, str] = {}
+    for info in _reads.values():
+        key = info["repo"] + (f"/{info['config']}" if info.get("config") else "")
+        commits[key] = info.get("commit", "")
+    return commits
+
+
+def realign_answer(context: str, text: str, start: int) -> int | None:
+    """Where ``text`` is in ``context``: ``start`` when it is there, else the occurrence nearest to
+    ``start`` (the XTREME/TyDiQA builders strip the context and the answer text but keep the original
+    ``answer_start``, which then points a few characters after the answer); None when the text
+    occurs nowhere in the context."""
+    if 0 <= start and context[start : start + len(text)] == text:
+        return start
+    best: int | None = None
+    position = context.find(text)
+    while position != -1:
+        # Nearest to start; on a tie the earlier one (stripping moves answers towards the front).
+        if best is None or abs(position - start) < abs(best - start):
+            best = position
+        position = context.find(text, position + 1)
+    return best
