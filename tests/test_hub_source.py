@@ -12,7 +12,7 @@ from xlt.tasks.loading import MissingDataError, load_split
 def test_hub_rows_are_mapped_and_no_consensus_rows_dropped(monkeypatch) -> None:
     calls = []
 
-    def fake_load(path, name=None, split=None):
+    def fake_load(path, name=None, split=None, revision=None):
         calls.append((path, name, split))
         return datasets.Dataset.from_dict(
             {"premise": ["p1", "p2", "p3"], "hypothesis": ["h1", "h2", "h3"], "label": [0, -1, 2]}
@@ -29,7 +29,7 @@ def test_hub_rows_are_mapped_and_no_consensus_rows_dropped(monkeypatch) -> None:
 
 
 def test_tatoeba_hub_config_uses_the_three_letter_code(monkeypatch) -> None:
-    def fake_load(path, name=None, split=None):
+    def fake_load(path, name=None, split=None, revision=None):
         assert (path, name, split) == ("google/xtreme", "tatoeba.deu", "validation")
         return datasets.Dataset.from_dict({"source_sentence": ["Hallo "], "target_sentence": ["Hello"]})
 

@@ -159,7 +159,8 @@ def map_hub_nli(row: Mapping[str, Any], lang: str) -> Example | None:
     label = int(row["label"])
     if label < 0:
         return None
-    return {"text_a": row["premise"], "text_b": row["hypothesis"], "label": label}
+    # Stripped as the raw-file readers strip (GLUE's and SNLI's texts keep edge spaces on the hub).
+    return {"text_a": str(row["premise"]).strip(), "text_b": str(row["hypothesis"]).strip(), "label": label}
 
 
 def _nli_spec(**kwargs: Any) -> TaskSpec:
