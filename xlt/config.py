@@ -215,7 +215,8 @@ def _check_intermediate(stage: DictConfig) -> None:
                 f"intermediate.members.<task>.{key} instead"
             )
     tasks = flatten_mixture(mixture).tasks
-    for key, names in (("members", list(stage.members)), ("only", list(stage.only or []))):
+    for key, names in (("members", list(stage.members)), ("only", list(stage.only or [])),
+                       ("skip_members", list(stage.skip_members))):
         for name in names:
             if name not in tasks:
                 raise ConfigError(
@@ -234,8 +235,9 @@ def _check_intermediate(stage: DictConfig) -> None:
 
 def _check_not_a_mixture(stage_name: str, stage: DictConfig) -> None:
     """members/only/sampling mean something only for a mixture: setting them elsewhere is a mistake."""
-    if stage.members or stage.only is not None or OmegaConf.to_object(stage.sampling) != SamplingConfig():
-        key = "members" if stage.members else "only" if stage.only is not None else "sampling"
+    if stage.members or stage.only is not None or stage.skip_members or OmegaConf.to_object(stage.sampling) != SamplingConfig():
+        key = ("members" if stage.members else "only" if stage.only is not None
+               else "skip_members" if stage.skip_members else "sampling")  # fmt: skip
         raise ConfigError(f"{stage_name}.{key}: only for mixture stages ({stage.name} is a single task)")
 
 

@@ -48,6 +48,7 @@ from xlt.rundir import (
     rows_from_records,
     start_over,
 )
+from xlt.tasks import hub
 from xlt.tasks.loading import check_local_files, resolve_source
 from xlt.tasks.registry import get_task
 from xlt.trainer import debug_mode, stage_lr
@@ -77,6 +78,7 @@ class Runner(IntermediatePhase):
         self.sweep_dir = sweep_dir  # a Hydra multirun's folder: shared intermediate stages live under it
         self.state = RunState.load(run_dir / STATE_FILE)
         source, data_dir = resolve_source(cfg.data.source, cfg.data.dir)
+        hub.configure(cfg.data.get("hub_mirror"), cfg.data.get("hub_revisions"))
         self.cache_dir = Path(cfg.data.cache_dir).expanduser()
         model_cfg = self.state.pinned_model(cfg.model)
         self.tokenizer = load_tokenizer(model_cfg, self.cache_dir)
@@ -173,6 +175,13 @@ class Runner(IntermediatePhase):
     def finish(self) -> None:
         if not is_global_zero():
             return
+        self.ctx.extra["data_commits"] = hub.commits_label()  # the hub commit of every dataset read
+        self.state.data["hub_reads"] = hub.hub_reads()
+        if self.logger and self.cfg.logger.kind == "wandb":  # W&B: the commits beside the run's config
+            self.logger.experiment.config.update(
+                {"data_commits": self.ctx.extra["data_commits"], "model_revision": self.ctx.extra["model_revision"]},
+                allow_val_change=True,
+            )
         write_results(self.run_dir / RESULTS_FILE, self.rows, self.ctx)
         self.state.data["finished"] = True
         self.state.data["skipped"] = self.skipped

@@ -105,6 +105,9 @@ class StageConfig:
     # train (null: all), and the sampling settings. train_split/dev_split must then be null.
     members: dict[str, MemberConfig] = field(default_factory=dict)
     only: list[str] | None = None
+    # Members the run may leave out when they cannot load (e.g. [cosmosqa]); any other member that
+    # cannot load stops the run. What was left out is in the run's label (all9-cosmosqa) and rows.
+    skip_members: list[str] = field(default_factory=list)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     # Checkpoint selection (jiant's X-STILTs recipe: every 1,000 steps on 500 English dev examples,
     # stop after 30 validations without improvement). val_check_every: optimizer steps between
@@ -172,6 +175,11 @@ class DataConfig:
     dir: str | None = None
     cache_dir: str = MISSING
     num_workers: int = 0
+    # The hub (data.source=hub): a revision to pin per dataset repo (a full commit hash, a tag or a ref;
+    # unset: the repo's default branch, and the commit read is recorded), and a local mirror of the
+    # repos (tests, offline copies; xlt/tasks/hub.py).
+    hub_revisions: dict[str, str] = field(default_factory=dict)
+    hub_mirror: str | None = None
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """Data of a mixture stage (ANLI+, all9): each member task's English training and dev sets, the
-sampling probabilities and the epoch length. Members without data are left out, one line each."""
+sampling probabilities and the epoch length. A member that cannot load stops the run (one line naming
+it) unless ``intermediate.skip_members`` names it; then it is left out, one line each."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from xlt.data.datamodule import (
     selection_cap,
 )
 from xlt.data.sampling import MultiTaskBatchSampler, mixture_probabilities
-from xlt.tasks.loading import MissingDataError
+from xlt.tasks.loading import MissingDataError, member_missing
 from xlt.tasks.registry import flatten_mixture, get_task
 from xlt.tasks.spec import DataError, MixtureSpec, TaskSpec
 
@@ -31,11 +32,13 @@ log = logging.getLogger(__name__)
 def prepare_mixture_data(mixture: MixtureSpec, stage: DictConfig, settings: DataSettings) -> StageData:
     """Load every member's training set (and dev set, for the members scored on dev).
 
-    A member whose training or dev files are absent is left out with one line in ``skipped``; when no
+    A member whose training or dev data cannot load stops the run (DataError naming it) unless
+    ``intermediate.skip_members`` lists it: then it is left out with one line in ``skipped``; when no
     member is left, a DataError names the mixture. ``stage`` is the stage's config (members, only,
     sampling, caps)."""
     flat = flatten_mixture(mixture)
     only = set(stage.only) if stage.only is not None else None
+    skip = set(stage.get("skip_members") or [])
     tasks: list[str] = []
     features: list[datasets.Dataset] = []
     origins: list[str] = []
@@ -62,7 +65,9 @@ def prepare_mixture_data(mixture: MixtureSpec, stage: DictConfig, settings: Data
                 else []
             )
         except MissingDataError as err:
-            skipped.append(f"{mixture.name}: member {task} left out, no data ({err})")
+            if task not in skip:  # a mixture never silently changes
+                raise DataError(member_missing(mixture.name, task, err)) from None
+            skipped.append(f"{mixture.name}: member {task} left out (intermediate.skip_members), no data ({err})")
             continue
         tasks.append(task)
         features.append(train)

@@ -176,7 +176,7 @@ def load_sweep(roots: Path | str | Sequence[Path | str], include_debug: bool = F
         else pd.DataFrame(columns=[*REQUIRED_FIELDS, "run_dir"])
     )
     rows = _normalise(rows)
-    return Sweep(rows, run_dirs, problems + duplicate_runs(rows))
+    return Sweep(rows, run_dirs, problems + duplicate_runs(rows) + mixed_commits(rows))
 
 
 def rows_from_wandb_runs(runs: Iterable[Any]) -> pd.DataFrame:
@@ -242,4 +242,28 @@ def duplicate_runs(rows: pd.DataFrame) -> list[Problem]:
             problems.append(
                 Problem(Path(dirs[0]), f"same condition and seed as {', '.join(dirs[1:])} ({what})")
             )
+    return problems
+
+
+def mixed_commits(rows: pd.DataFrame) -> list[Problem]:
+    """Jobs of one sweep that read different hub commits of one model (``model_revision``) or one
+    dataset (``data_commits``: ``repo[/config]@commit;...``): their scores are not comparable as is."""
+    problems = []
+    for column in ("model_revision", "data_commits"):
+        if column not in rows or "sweep" not in rows:
+            continue
+        runs = rows[["sweep", "model", "run_dir", column]].drop_duplicates()
+        seen: dict[tuple[str, str], dict[str, list[str]]] = {}
+        for sweep, model, run_dir, value in runs.itertuples(index=False):
+            if not isinstance(value, str) or not value:
+                continue
+            pairs = [("model " + str(model), value)] if column == "model_revision" else [
+                tuple(item.rsplit("@", 1)) for item in value.split(";") if "@" in item]  # fmt: skip
+            for what, commit in pairs:
+                seen.setdefault((str(sweep), what), {}).setdefault(commit, []).append(str(run_dir))
+        for (sweep, what), commits in sorted(seen.items()):
+            if len(commits) > 1:
+                listed = "; ".join(f"{c} ({len(d)} jobs, e.g. {sorted(d)[0]})" for c, d in sorted(commits.items()))
+                problems.append(Problem(Path(sorted(next(iter(commits.values())))[0]),
+                                        f"sweep {sweep}: jobs read different commits of {what}: {listed}"))  # fmt: skip
     return problems

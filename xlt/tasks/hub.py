@@ -92,12 +92,17 @@ def data_commits() -> dict[str, str]:
     return commits
 
 
+def commits_label() -> str:
+    """The commits read, as one result-row field: ``repo[/config]@commit`` sorted, ``;``-joined."""
+    return ";".join(f"{key}@{commit or '?'}" for key, commit in sorted(data_commits().items()))
+
+
 def realign_answer(context: str, text: str, start: int) -> int | None:
     """Where ``text`` is in ``context``: ``start`` when it is there, else the occurrence nearest to
     ``start`` (the XTREME/TyDiQA builders strip the context and the answer text but keep the original
     ``answer_start``, which then points a few characters after the answer); None when the text
     occurs nowhere in the context."""
-    if 0 <= start and context[start : start + len(text)] == text:
+    if start >= 0 and context[start : start + len(text)] == text:
         return start
     best: int | None = None
     position = context.find(text)

@@ -236,11 +236,18 @@ def _load_hub(spec: TaskSpec, split: str, lang: str) -> Loaded:
     return Loaded(examples, origin, dropped, f"{origin}:{commit}:{ds._fingerprint}")
 
 
+def member_missing(mixture: str, task: str, err: Exception) -> str:
+    """The one line that stops a mixture whose member cannot load (it would silently train fewer tasks)."""
+    return (f"intermediate {mixture}: member {task} cannot load ({err}); to train {mixture} without it, "
+            f"name it: intermediate.skip_members=[{task}]")  # fmt: skip
+
+
 def check_local_files(cfg: Any) -> None:
     """Before a run writes anything: with local files, the English splits it cannot do without must
     be there (found, not yet read): the target's training and dev sets and its English test (the gap
-    is measured from it), a single intermediate task's training and dev sets. Other test languages
-    may be absent (skipped, one line each); a mixture leaves out a member without data. With the hub
+    is measured from it), a single intermediate task's training and dev sets, each mixture member's
+    training set (unless ``intermediate.skip_members`` names it). Other test languages may be absent
+    (skipped, one line each). With the hub
     nothing is checked here (a missing English test is an error when it is loaded)."""
     from xlt.tasks.registry import get_mixture, get_task
 
@@ -257,7 +264,19 @@ def check_local_files(cfg: Any) -> None:
     if "en" in target.languages and "en" in (cfg.target.languages or target.languages):
         needed.append((target, target.test_split, "the English test: the gap is measured from it"))
     stage = cfg.intermediate
-    if stage is not None and get_mixture(stage.name) is None:
+    mixture = get_mixture(stage.name) if stage is not None else None
+    if mixture is not None:  # each member's English training set, unless the config may skip it
+        from xlt.tasks.registry import flatten_mixture
+
+        for task in flatten_mixture(mixture).tasks:
+            if (stage.only is not None and task not in stage.only) or task in (stage.skip_members or []):
+                continue
+            member = stage.members.get(task)
+            try:
+                locate_split(get_task(task), member.train_split if member else "train", "en", data_dir)
+            except MissingDataError as err:
+                raise DataError(member_missing(mixture.name, task, err)) from None
+    if stage is not None and mixture is None:
         spec = get_task(stage.name)
         if stage.train_split:
             needed.append((spec, stage.train_split, "intermediate.train_split"))

@@ -18,8 +18,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from xlt.tasks.rawio import csv_records, jsonl_records, require, text_lines
 from xlt.tasks.hub import PARQUET_EXPORT
+from xlt.tasks.rawio import csv_records, jsonl_records, require, text_lines
 from xlt.tasks.registry import register_format, register_hub_mapper, register_task
 from xlt.tasks.spec import DataError, Example, HubFile, RawFile, TaskSpec
 

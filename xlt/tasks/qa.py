@@ -24,8 +24,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from xlt.tasks.rawio import read_text
 from xlt.tasks.hub import realign_answer
+from xlt.tasks.rawio import read_text
 from xlt.tasks.registry import register_format, register_hub_mapper, register_task
 from xlt.tasks.spec import OTHER_LANGUAGE, DataError, Example, Exclusion, HubFile, RawFile, TaskSpec, Xtreme
 
