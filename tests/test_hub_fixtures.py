@@ -3,6 +3,7 @@ from hub-shaped fixtures (tests/hub_fixtures.py) equals the same official files 
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -149,3 +150,91 @@ def test_udpos_hub_differs_from_xtreme_only_on_split_off_sub_tokens(on_mirror: h
             if ours != theirs:
                 assert "".join(ours["words"]) == "".join(w.replace(" ", "") for w in theirs["words"]) or len(
                     theirs["words"]) > len(ours["words"]), (lang, ours["words"], theirs["words"])  # fmt: skip
+
+
+# -- a mixture never silently changes; end to end on the hub fixtures ------------------------------
+
+
+def test_all9_with_a_member_that_cannot_load_stops_in_one_line(compose_cfg, data_dir: Path) -> None:
+    from xlt.config import validate
+    from xlt.tasks.loading import check_local_files
+
+    cfg = validate(compose_cfg("+intermediate=all9", "+target=xnli", f"data.dir={data_dir}", "data.source=local"))
+    with pytest.raises(DataError) as err:
+        check_local_files(cfg)  # before the run writes anything: SNLI has no training file here
+    message = str(err.value)
+    assert message.startswith("intermediate all9: member snli cannot load (") and "\n" not in message
+    assert message.endswith("name it: intermediate.skip_members=[snli]")
+
+
+def _cosmos_offline(monkeypatch) -> None:
+    """allenai/cosmos_qa as an old client meets it: a loading script, refused."""
+    original = datasets.load_dataset
+
+    def load(path, *args, **kwargs):
+        if "cosmos_qa" in str(path):
+            raise RuntimeError("Dataset scripts are no longer supported, but found cosmos_qa.py")
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(datasets, "load_dataset", load)
+
+
+TINY_HUB = (
+    "model=tiny", "+intermediate=all9", "+target=xnli", "debug=fdr", "data.source=hub",
+    "intermediate.only=[csqa,cosmosqa]", "intermediate.max_train_examples=32", "intermediate.max_eval_examples=16",
+    "scale.per_device_batch_size=8", "intermediate.batch_size=8", "target.batch_size=8",
+    "target.train_task=snli", "target.train_split=dev", "target.languages=[en,de,sw]",
+    "target.max_train_examples=16", "target.max_eval_examples=16",
+)  # fmt: skip
+
+
+def test_tiny_run_on_the_hub_fixtures_records_commits_and_what_was_left_out(
+    compose_cfg, on_mirror: hub_fixtures.Mirror, tmp_path: Path, monkeypatch
+) -> None:
+    """data.source=hub end to end (tiny model): all9 with Cosmos QA unreadable stops in one line
+    naming it; with ``skip_members=[cosmosqa]`` it trains CommonsenseQA alone (labelled by the members left out),
+    and state.json and every row carry the commits read."""
+    from xlt.results.rows import read_results
+    from xlt.run import run
+
+    _cosmos_offline(monkeypatch)
+    mirror = f"data.hub_mirror={on_mirror.root}"
+    with pytest.raises(DataError) as err:
+        run(compose_cfg(*TINY_HUB, mirror), tmp_path / "stops")
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("intermediate all9: member cosmosqa cannot load (")
+    assert "hub:allenai/cosmos_qa@refs/convert/parquet" in message and "skip_members=[cosmosqa]" in message
+    assert "the original files under data.dir with data.source=local" in message
+
+    run(compose_cfg(*TINY_HUB, mirror, "intermediate.skip_members=[cosmosqa]"), tmp_path / "run")
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert any(line.startswith("all9: member cosmosqa left out (intermediate.skip_members)") for line in state["skipped"])
+    reads = state["hub_reads"]
+    for repo, config, split in (("tau/commonsense_qa", None, "train"), ("facebook/xnli", "de", "test"),
+                                ("stanfordnlp/snli", None, "validation")):  # fmt: skip
+        (read,) = [r for r in reads.values() if (r["repo"], r["config"], r["split"]) == (repo, config, split)]
+        assert read["commit"] == hub_fixtures.fake_commit(repo)
+    records = read_results(tmp_path / "run" / "results.jsonl")
+    assert records and all(r["data_source"] == "hub" for r in records)
+    # Labelled by what it trained (xlt/audit.py mixture_label): every member left out is named.
+    assert {r["intermediate"] for r in records} == {"all9-snli-mnli-anli_rounds-qqp-squad-squad2-hellaswag-ccg-cosmosqa"}
+    assert {r["intermediate_members"] for r in records} == {"csqa"}
+    assert all(f"facebook/xnli/de@{hub_fixtures.fake_commit('facebook/xnli')}" in r["data_commits"] for r in records)
+    assert {r["language"] for r in records if r["split"] == "test"} >= {"en", "de", "sw", "gap"}
+
+
+def test_results_flag_a_sweep_whose_jobs_read_different_commits() -> None:
+    import pandas as pd
+
+    from xlt.results.load import mixed_commits
+
+    rows = pd.DataFrame({
+        "sweep": ["s"] * 3, "model": ["xlmr_large"] * 3, "run_dir": ["a", "b", "c"],
+        "model_revision": ["1" * 40, "1" * 40, "2" * 40],
+        "data_commits": ["facebook/xnli/de@" + "3" * 40, "facebook/xnli/de@" + "4" * 40, ""],
+    })  # fmt: skip
+    problems = [str(p) for p in mixed_commits(rows)]
+    assert len(problems) == 2
+    assert any("different commits of facebook/xnli/de" in p for p in problems)
+    assert any("different commits of model xlmr_large" in p and "2222" in p for p in problems)
+    assert mixed_commits(rows.iloc[:1]) == []

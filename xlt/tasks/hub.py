@@ -52,13 +52,16 @@ def revision_for(repo: str, default: str | None) -> str | None:
 
 
 def mirror_dir(repo: str, revision: str | None) -> Path | None:
-    """The mirror directory standing in for ``repo`` at ``revision``, or None (read the hub)."""
+    """The mirror directory standing in for ``repo`` at ``revision``; None when no mirror is set (read
+    the hub); FileNotFoundError when a mirror is set but lacks the repo."""
     root = _settings["mirror"] or os.environ.get(HUB_MIRROR_ENV)
     if not root:
         return None
     named_ref = revision if revision and not is_commit(revision) and revision != "main" else None
     directory = Path(root).expanduser() / (f"{repo}@{named_ref}" if named_ref else repo)
-    return directory if directory.is_dir() else None
+    if not directory.is_dir():  # a mirror stands in for the hub: never fall through to the network
+        raise FileNotFoundError(f"not in the hub mirror {root} (no directory {directory})")
+    return directory
 
 
 def resolved_commit(ds: Any, mirror: Path | None) -> str:

@@ -192,16 +192,19 @@ def _load_hub(spec: TaskSpec, split: str, lang: str) -> Loaded:
     revision = hubio.revision_for(hub.path, hub.revision)
     at = f"@{revision}" if revision else ""
     origin = f"hub:{hub.path}{at}" + (f"/{name}" if name else "") + f"[{hub.split}]"
-    mirror = hubio.mirror_dir(hub.path, revision)
+    mirror = None
     try:
+        mirror = hubio.mirror_dir(hub.path, revision)
         if mirror is not None:  # a local copy laid out as the repo (tests): read by the same builder
             ds = datasets.load_dataset(str(mirror), name, split=hub.split)
         else:
             ds = datasets.load_dataset(hub.path, name, split=hub.split, revision=revision)
     except Exception as err:  # the hub raises many types; the user needs one line saying which dataset
         message = " ".join(str(err).split())
-        if "scripts are no longer supported" in message:
-            message += f"; read the hub's parquet export: data.hub_revisions={{{hub.path}: refs/convert/parquet}}"
+        if "scripts are no longer supported" in message and revision != hubio.PARQUET_EXPORT:
+            message += f"; read the hub's parquet export: data.hub_revisions={{{hub.path}: {hubio.PARQUET_EXPORT}}}"
+        elif revision == hubio.PARQUET_EXPORT:
+            message += "; without the hub's parquet export: the original files under data.dir with data.source=local"
         raise MissingDataError(f"{origin}: could not load ({type(err).__name__}: {message})") from err
     if hub.lang_filter:
         ds = ds.filter(lambda row: row[hub.lang_filter] == lang)
