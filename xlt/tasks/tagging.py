@@ -22,7 +22,8 @@ words and tags equal XTREME's ``udpos/{split}-{lang}.tsv``:
    words (Vietnamese VTB's multi-syllable words become one string, as in XTREME).
 
 The hub's ``google/xtreme`` ``udpos.*`` configs read CoNLL-U without step 1 (sub-tokens stay
-separate words), so hub and raw results differ slightly on languages with multi-word tokens.
+separate words); the hub mapper applies step 2's space removal, so hub and raw files differ only on
+sentences with multi-word tokens (counts per language: docs/hub-data.md).
 
 **PAN-X** reads Rahimi et al.'s raw ``lang:token<TAB>tag`` files, stripping the ``lang:`` prefix at
 the first colon as XTREME's ``panx_preprocess`` does; labels are IOB2 over PER/ORG/LOC.
@@ -195,6 +196,11 @@ def _fuse(rows: list[Row], precedence: Sequence[str], path: Path) -> tuple[list[
     return [replaced.get(i, forms[i]) for i in kept], [upos[i] for i in kept], rows[0][0]
 
 
+def xtreme_udpos_words(words: list[str]) -> list[str]:
+    """XTREME's ``udpos_preprocess``: ZWNJ and ASCII spaces removed from every word."""
+    return ["".join(w.replace(ZWNJ, "").split(" ")) for w in words]
+
+
 @register_format("ud_conllu")
 def read_ud_conllu(path: Path, lang: str) -> Iterator[Example]:
     """One UD v2.5 treebank file, converted as XTREME does (module docstring). The language of the
@@ -206,7 +212,7 @@ def read_ud_conllu(path: Path, lang: str) -> Iterator[Example]:
         n_empty = sum(w == "_" for w in words)
         if n_empty and n_empty >= len(words) - 1:
             continue  # a sentence without words (XTREME's rule: keep if none or fewer than n-1 are "_")
-        words = ["".join(w.replace(ZWNJ, "").split(" ")) for w in words]
+        words = xtreme_udpos_words(words)
         where = f"{path}:{lineno}"
         yield _tagged(words, _label_ids([t.strip() for t in tags], UPOS_LABELS, where), where)
 
@@ -255,8 +261,12 @@ def _hub_tags(row: Mapping[str, Any], column: str, names: Sequence[str], where: 
 
 @register_hub_mapper("udpos_hf")
 def map_hub_udpos(row: Mapping[str, Any], lang: str) -> Example | None:
+    """As XTREME's preprocessing where the hub's rows allow: inner spaces and ZWNJ removed from words.
+    The split-off parts of a multi-word token stay separate words (the hub has no fused form; XTREME
+    keeps only the fused form): measured per language in docs/hub-data.md."""
     where = f"hub google/xtreme udpos ({lang})"
-    return _tagged(list(row["tokens"]), _hub_tags(row, "pos_tags", UPOS_LABELS, where), where)
+    words = xtreme_udpos_words([str(w).strip() for w in row["tokens"]])
+    return _tagged(words, _hub_tags(row, "pos_tags", UPOS_LABELS, where), where)
 
 
 # -- PAN-X -------------------------------------------------------------------------------------------
