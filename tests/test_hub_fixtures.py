@@ -239,3 +239,14 @@ def test_results_flag_a_sweep_whose_jobs_read_different_commits() -> None:
     assert any("different commits of facebook/xnli/de" in p for p in problems)
     assert any("different commits of model xlmr_large" in p and "2222" in p for p in problems)
     assert mixed_commits(rows.iloc[:1]) == []
+
+
+def test_a_relaunch_pins_the_dataset_commits_it_read(monkeypatch) -> None:
+    monkeypatch.delenv(hubio.HUB_MIRROR_ENV, raising=False)
+    reads = {
+        "a": {"repo": "google/xtreme", "commit": "1" * 40, "revision": "", "mirror": ""},
+        "b": {"repo": "allenai/cosmos_qa", "commit": "2" * 40, "revision": hub_fixtures.PARQUET_EXPORT, "mirror": ""},
+        "c": {"repo": "facebook/xnli", "commit": "", "revision": "", "mirror": ""},
+    }
+    assert hubio.pins(reads) == {"google/xtreme": "1" * 40, "allenai/cosmos_qa": "2" * 40}
+    assert hubio.pins(reads, mirror="/a/mirror") == {}

@@ -76,9 +76,12 @@ class Runner(IntermediatePhase):
         self.cfg = cfg
         self.run_dir = run_dir
         self.sweep_dir = sweep_dir  # a Hydra multirun's folder: shared intermediate stages live under it
-        self.state = RunState.load(run_dir / STATE_FILE)
         source, data_dir = resolve_source(cfg.data.source, cfg.data.dir)
-        hub.configure(cfg.data.get("hub_mirror"), cfg.data.get("hub_revisions"))
+        self.state = RunState.load(run_dir / STATE_FILE)
+        # A relaunch reads the dataset commits this run read first (the model's: pinned_model below).
+        mirror = cfg.data.get("hub_mirror")
+        pinned = hub.pins(self.state.data.get("hub_reads", {}), mirror)
+        hub.configure(mirror, {**pinned, **(cfg.data.get("hub_revisions") or {})})
         self.cache_dir = Path(cfg.data.cache_dir).expanduser()
         model_cfg = self.state.pinned_model(cfg.model)
         self.tokenizer = load_tokenizer(model_cfg, self.cache_dir)
@@ -175,8 +178,8 @@ class Runner(IntermediatePhase):
     def finish(self) -> None:
         if not is_global_zero():
             return
-        self.ctx.extra["data_commits"] = hub.commits_label()  # the hub commit of every dataset read
-        self.state.data["hub_reads"] = hub.hub_reads()
+        self.state.save()  # merges this process's hub reads into state.json's hub_reads
+        self.ctx.extra["data_commits"] = hub.commits_label(self.state.data.get("hub_reads", {}))
         if self.logger and self.cfg.logger.kind == "wandb":  # W&B: the commits beside the run's config
             self.logger.experiment.config.update(
                 {"data_commits": self.ctx.extra["data_commits"], "model_revision": self.ctx.extra["model_revision"]},

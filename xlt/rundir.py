@@ -79,6 +79,10 @@ class RunState:
         self.save()
 
     def save(self) -> None:
+        from xlt.tasks.hub import hub_reads  # every hub split read so far, with the commit it read
+
+        if hub_reads():
+            self.data.setdefault("hub_reads", {}).update(hub_reads())
         if is_global_zero():
             atomic_write_text(self.path, json.dumps(self.data, indent=1))
 

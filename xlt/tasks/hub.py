@@ -39,6 +39,7 @@ def configure(mirror: str | os.PathLike[str] | None = None, revisions: Mapping[s
     """Set the run's ``data.hub_mirror`` and ``data.hub_revisions`` (repo -> revision to pin)."""
     _settings["mirror"] = str(mirror) if mirror else None
     _settings["revisions"] = dict(revisions or {})
+    _reads.clear()  # a new run (or test) starts: only what it reads is recorded
 
 
 def is_commit(revision: str | None) -> bool:
@@ -77,6 +78,16 @@ def resolved_commit(ds: Any, mirror: Path | None) -> str:
     return ""
 
 
+def pins(reads: Mapping[str, Mapping[str, Any]], mirror: str | None = None) -> dict[str, str]:
+    """repo -> the commit a run read it at (from its state.json ``hub_reads``), to read the same
+    rows on a relaunch (a parquet export's commit too: it is a commit of the same repo). Nothing is
+    pinned when reading a mirror (it has no commits)."""
+    if mirror or os.environ.get(HUB_MIRROR_ENV):
+        return {}
+    return {str(info["repo"]): str(info["commit"]) for info in reads.values()
+            if is_commit(info.get("commit")) and not info.get("mirror")}  # fmt: skip
+
+
 def record_read(origin: str, **info: Any) -> None:
     _reads[origin] = info
 
@@ -86,18 +97,19 @@ def hub_reads() -> dict[str, dict[str, Any]]:
     return {key: dict(value) for key, value in _reads.items()}
 
 
-def data_commits() -> dict[str, str]:
-    """``repo[/config]`` -> the commit read (what result rows carry)."""
+def data_commits(reads: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, str]:
+    """``repo[/config]`` -> the commit read (what result rows carry), of ``reads`` (state.json's
+    ``hub_reads``) or of this process's reads."""
     commits: dict[str, str] = {}
-    for info in _reads.values():
+    for info in (_reads if reads is None else reads).values():
         key = info["repo"] + (f"/{info['config']}" if info.get("config") else "")
         commits[key] = info.get("commit", "")
     return commits
 
 
-def commits_label() -> str:
+def commits_label(reads: Mapping[str, Mapping[str, Any]] | None = None) -> str:
     """The commits read, as one result-row field: ``repo[/config]@commit`` sorted, ``;``-joined."""
-    return ";".join(f"{key}@{commit or '?'}" for key, commit in sorted(data_commits().items()))
+    return ";".join(f"{key}@{commit or '?'}" for key, commit in sorted(data_commits(reads).items()))
 
 
 def realign_answer(context: str, text: str, start: int) -> int | None:
