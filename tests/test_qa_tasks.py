@@ -34,6 +34,7 @@ from xlt.tasks.qa import (
     read_squad_v2,
     read_tydiqa_goldp,
 )
+from xlt.tasks.spec import OTHER_LANGUAGE
 
 QA_TASKS = ("squad", "squad2", "xquad", "mlqa", "tydiqa")
 
@@ -194,7 +195,7 @@ def test_tydiqa_training_split_is_english_only_from_a_mixed_file(data_dir: Path,
 def test_tydiqa_hub_rows_are_filtered_by_id_prefix() -> None:
     row = {"id": "finnish-1-0", "context": "Helsinki on iso.", "question": "Mikä?",
            "answers": {"text": ["Helsinki"], "answer_start": [0]}}  # fmt: skip
-    assert map_hub_tydiqa(row, "en") is None
+    assert map_hub_tydiqa(row, "en") is OTHER_LANGUAGE  # filtered by language (not dropped data)
     assert map_hub_tydiqa(row, "fi")["id"] == "finnish-1-0"
     assert set(TYDIQA_LANGUAGE_NAMES) == set(XTREME_TASK2LANGS["tydiqa"])
     with pytest.raises(DataError, match="no TyDiQA language prefix"):
