@@ -78,6 +78,9 @@ def test_offline_wandb_run(compose_cfg, data_dir: Path, tmp_path: Path, monkeypa
     params = captured["config"]["params"]
     assert params["total"] == ctx.model_params > 0
     assert params["non_embedding"] == ctx.extra["model_params_non_embedding"] > 0
+    # The commits the run read (none from the hub here: local files, the tiny model) beside its config.
+    assert captured["config"]["data_commits"] == ctx.extra["data_commits"] == ""
+    assert captured["config"]["model_revision"] == ctx.extra["model_revision"]
     # 48 examples, batch 16, one epoch: 3 steps, on Lightning's axis 0, 1, 2; its own epoch-end
     # validation lands on 2, and so does every evaluation after the fit (not a fresh Trainer's 0).
     evals = [d for d in logged if any(k.startswith(("test/", "dev/")) for k in d)]
