@@ -250,3 +250,39 @@ def test_a_relaunch_pins_the_dataset_commits_it_read(monkeypatch) -> None:
     }
     assert hubio.pins(reads) == {"google/xtreme": "1" * 40, "allenai/cosmos_qa": "2" * 40}
     assert hubio.pins(reads, mirror="/a/mirror") == {}
+
+
+def test_skip_members_names_members_of_a_mixture_only(compose_cfg) -> None:
+    from xlt.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match=r"intermediate.skip_members: 'xnli' is not a member of all9"):
+        validate(compose_cfg("+intermediate=all9", "+target=xnli", "intermediate.skip_members=[xnli]"))
+    with pytest.raises(ConfigError, match=r"intermediate.skip_members: only for mixture stages"):
+        validate(compose_cfg("+intermediate=mnli", "+target=xnli", "+intermediate.skip_members=[mnli]"))
+
+
+@pytest.mark.parametrize(
+    ("target", "overrides", "realigned"),
+    [
+        pytest.param("xquad", ("target.languages=[en,zh]", "target.max_seq_length=196"),
+                     {"XQuAD.en": 5, "XQuAD.zh": 100}, marks=pytest.mark.slow),  # 46 s on the loaded 2-core CPU
+        ("panx", ("target.languages=[en,de,ar]",), {}),
+    ],
+)
+def test_tiny_targets_end_to_end_on_the_hub_fixtures(compose_cfg, on_mirror, tmp_path: Path, target, overrides,
+                                                     realigned) -> None:  # fmt: skip
+    """A QA target whose test rows the hub stripped (realigned, counted in state.json) and a tagging
+    target, trained and scored from the hub fixtures alone."""
+    from xlt.results.rows import read_results
+    from xlt.run import run
+
+    run(compose_cfg("model=tiny", f"+target={target}", "debug=fdr", "data.source=hub", f"data.hub_mirror={on_mirror.root}",
+                    "target.max_train_examples=8", "target.max_eval_examples=8", "target.batch_size=4",
+                    "scale.per_device_batch_size=4", *overrides), tmp_path)  # fmt: skip
+    state = json.loads((tmp_path / "state.json").read_text())
+    for config, count in realigned.items():
+        (read,) = [r for r in state["hub_reads"].values() if r["config"] == config]
+        assert read["realigned"] == count
+    records = read_results(tmp_path / "results.jsonl")
+    langs = {r["language"] for r in records if r["split"] == "test"}
+    assert {"en", "gap"} <= langs and all(r["data_source"] == "hub" and r["data_commits"] for r in records)
