@@ -60,7 +60,9 @@ class Mirror:
     )
     cases: list[Case] = field(default_factory=list)
 
-    def add(self, repo: str, config: str | None, split: str, rows: list[dict[str, Any]], features: Features) -> None:
+    def add(
+        self, repo: str, config: str | None, split: str, rows: list[dict[str, Any]], features: Features
+    ) -> None:
         self.splits[(repo, config)][split] = (rows, features)
 
     def link(self, layout: str, official: str) -> None:
@@ -87,7 +89,9 @@ class Mirror:
                     columns = {key: [row[key] for row in rows] for key in features}
                     ds = datasets.Dataset.from_dict(columns, features=features)
                     # The hub's parquet export: <config>/<split>/0000.parquet, no card; a repo: a card.
-                    rel = f"{name}/{split}/0000.parquet" if export else f"{name}/{split}-00000-of-00001.parquet"
+                    rel = (
+                        f"{name}/{split}/0000.parquet" if export else f"{name}/{split}-00000-of-00001.parquet"
+                    )
                     (base / rel).parent.mkdir(parents=True, exist_ok=True)
                     ds.to_parquet(str(base / rel))
                     card.append(f"  - split: {split}\n    path: {rel}")
@@ -183,7 +187,9 @@ def build(root: Path, data: Path) -> Mirror:  # noqa: C901,PLR0915  (one block p
     anli = Features({"uid": Value("string"), **nli, "reason": Value("string")})
     for rnd in ("r1", "r2", "r3"):
         path = f"anli/hf_dummy/anli_v0.1/R{rnd[1]}/train.jsonl"
-        records = [json.loads(line) for line in (data / path).read_text(encoding="utf-8").splitlines() if line]
+        records = [
+            json.loads(line) for line in (data / path).read_text(encoding="utf-8").splitlines() if line
+        ]
         m.add("facebook/anli", None, f"train_{rnd}", [
             {"uid": r["uid"], "premise": r["context"], "hypothesis": r["hypothesis"],
              "label": NLI_LETTER[r["label"]], "reason": r.get("reason", "")} for r in records], anli)  # fmt: skip
@@ -232,7 +238,9 @@ def build(root: Path, data: Path) -> Mirror:  # noqa: C901,PLR0915  (one block p
                    "label": Value("string")})  # fmt: skip
     for split, file in (("train", "train"), ("validation", "val")):
         path = f"hellaswag/hf_dummy/hellaswag_{file}.jsonl"
-        records = [json.loads(line) for line in (data / path).read_text(encoding="utf-8").splitlines() if line]
+        records = [
+            json.loads(line) for line in (data / path).read_text(encoding="utf-8").splitlines() if line
+        ]
         m.add("Rowan/hellaswag", None, split, [{**{k: r[k] for k in hs if k != "label"}, "label": str(r["label"])}
                                                 for r in records], hs)  # fmt: skip
         m.link(f"hellaswag/hellaswag_{file}.jsonl", path)
@@ -268,7 +276,13 @@ def build(root: Path, data: Path) -> Mirror:  # noqa: C901,PLR0915  (one block p
     for repo, split, official, layout, task in (
         ("rajpurkar/squad", "validation", "squad_v1.1/dev-v1.1.explorer.json", None, "squad"),
         ("rajpurkar/squad_v2", "validation", "squad_v2.0/dev-v2.0.explorer.json", None, "squad2"),
-        ("rajpurkar/squad_v2", "train", "squad_v2.0/hf_dummy/train-v2.0.json", "squad_v2.0/train-v2.0.json", "squad2"),
+        (
+            "rajpurkar/squad_v2",
+            "train",
+            "squad_v2.0/hf_dummy/train-v2.0.json",
+            "squad_v2.0/train-v2.0.json",
+            "squad2",
+        ),
     ):
         m.add(repo, None, split, _squad_rows(data / official, strip=False)[:400], SQUAD)
         m.link(layout or official, official)
@@ -281,7 +295,9 @@ def build(root: Path, data: Path) -> Mirror:  # noqa: C901,PLR0915  (one block p
     # google/xtreme: XQuAD.{lang} (stripped), MLQA.{lang}.{lang} (stripped, with title)
     for path in sorted((data / "xquad").glob("xquad.*.json")):
         lang = path.name.split(".")[1]
-        m.add("google/xtreme", f"XQuAD.{lang}", "validation", _squad_rows(path, strip=True, title=False), XQUAD)
+        m.add(
+            "google/xtreme", f"XQuAD.{lang}", "validation", _squad_rows(path, strip=True, title=False), XQUAD
+        )
         m.link(f"xquad/{path.name}", f"xquad/{path.name}")
         if lang != "ro":
             m.cases.append(Case("xquad", "test", lang))
@@ -307,7 +323,9 @@ def build(root: Path, data: Path) -> Mirror:  # noqa: C901,PLR0915  (one block p
     from xlt.tasks.registry import get_task
 
     udpos = get_task("udpos")
-    upos = Features({"tokens": Sequence(Value("string")), "pos_tags": Sequence(ClassLabel(names=list(UPOS_LABELS)))})
+    upos = Features(
+        {"tokens": Sequence(Value("string")), "pos_tags": Sequence(ClassLabel(names=list(UPOS_LABELS)))}
+    )
     by_lang: dict[tuple[str, str], list[Path]] = defaultdict(list)
     for path in sorted((data / "ud_pos").glob("UD_*/*-ud-*.conllu"), key=lambda p: p.name):
         lang, split = path.name.split("_")[0], path.name.rsplit("-", 1)[1].split(".")[0]
@@ -324,7 +342,9 @@ def build(root: Path, data: Path) -> Mirror:  # noqa: C901,PLR0915  (one block p
     for lang in ("en", "de", "ar"):
         for split, file in (("train", "train"), ("validation", "dev"), ("test", "test")):
             rows, tokens, tags, langs = [], [], [], []
-            for line in (data / f"panx/hf_dummy/{lang}/{file}").read_text(encoding="utf-8").splitlines() + [""]:
+            for line in (data / f"panx/hf_dummy/{lang}/{file}").read_text(encoding="utf-8").splitlines() + [
+                ""
+            ]:
                 if not line.strip():
                     if tokens:
                         rows.append({"tokens": tokens, "ner_tags": tags, "langs": langs})
@@ -343,7 +363,11 @@ def build(root: Path, data: Path) -> Mirror:  # noqa: C901,PLR0915  (one block p
     tatoeba = Features({k: Value("string") for k in ("source_sentence", "target_sentence", "source_lang",
                                                       "target_lang")})  # fmt: skip
     for iso3, lang in (("deu", "de"), ("jpn", "ja"), ("swh", "sw")):
-        src = (data / f"tatoeba/tatoeba.{iso3}-eng.{iso3}").read_text(encoding="utf-8").splitlines(keepends=True)
+        src = (
+            (data / f"tatoeba/tatoeba.{iso3}-eng.{iso3}")
+            .read_text(encoding="utf-8")
+            .splitlines(keepends=True)
+        )
         eng = (data / f"tatoeba/tatoeba.{iso3}-eng.eng").read_text(encoding="utf-8").splitlines(keepends=True)
         m.add("google/xtreme", f"tatoeba.{iso3}", "validation", [
             {"source_sentence": s, "target_sentence": t, "source_lang": iso3, "target_lang": "eng"}

@@ -40,8 +40,18 @@ def _as_hub_serves(example: dict, leading: int) -> dict:
     answers = []
     for a in example["answers"]:
         text = a["text"].strip()
-        answers.append({"text": text, "answer_start": a["answer_start"] - leading + (len(a["text"]) - len(a["text"].lstrip()))})
-    return {**example, "context": example["context"].strip(), "question": example["question"].strip(), "answers": answers}
+        answers.append(
+            {
+                "text": text,
+                "answer_start": a["answer_start"] - leading + (len(a["text"]) - len(a["text"].lstrip())),
+            }
+        )
+    return {
+        **example,
+        "context": example["context"].strip(),
+        "question": example["question"].strip(),
+        "answers": answers,
+    }
 
 
 def test_every_task_from_hub_fixtures_equals_the_local_files(on_mirror: hub_fixtures.Mirror) -> None:
@@ -53,7 +63,9 @@ def test_every_task_from_hub_fixtures_equals_the_local_files(on_mirror: hub_fixt
         assert hub.origin.startswith("hub:") and local.examples, case
         expected = local.examples
         if case.task in STRIPPED_QA:
-            expected = [_as_hub_serves(ex, len(ex["context"]) - len(ex["context"].lstrip())) for ex in expected]
+            expected = [
+                _as_hub_serves(ex, len(ex["context"]) - len(ex["context"].lstrip())) for ex in expected
+            ]
         assert hub.examples == expected, case
         covered.add(case.task)
     # UD-POS: tested below (the hub keeps sub-tokens); BUCC and CCG have no usable hub copy: one line.
@@ -63,9 +75,11 @@ def test_every_task_from_hub_fixtures_equals_the_local_files(on_mirror: hub_fixt
         assert "\n" not in str(err.value)
     assert covered | {"udpos", "bucc2018", "ccg"} == set(all_tasks())
     reads = hubio.hub_reads()
-    assert {info["commit"] for info in reads.values()} <= {hub_fixtures.fake_commit(r) for r in
-                                                           {i["repo"] for i in reads.values()}} | {  # fmt: skip
-        hub_fixtures.fake_commit(f"allenai/cosmos_qa@{hub_fixtures.PARQUET_EXPORT}")}
+    assert {info["commit"] for info in reads.values()} <= {
+        hub_fixtures.fake_commit(r) for r in {i["repo"] for i in reads.values()}
+    } | {  # fmt: skip
+        hub_fixtures.fake_commit(f"allenai/cosmos_qa@{hub_fixtures.PARQUET_EXPORT}")
+    }
 
 
 def test_xquad_realigned_counts_and_scores_as_the_official_files(on_mirror: hub_fixtures.Mirror) -> None:
@@ -148,7 +162,9 @@ def test_udpos_hub_differs_from_xtreme_only_on_multi_word_tokens(on_mirror: hub_
         hub = load_split(spec, "test", lang, "hub", None).examples
         assert len(local) == len(hub), lang
         pairs = [(ours, theirs) for ours, theirs in zip(local, hub, strict=True) if ours != theirs]
-        assert all(len(theirs["words"]) > len(ours["words"]) for ours, theirs in pairs), lang  # parts, not fused
+        assert all(len(theirs["words"]) > len(ours["words"]) for ours, theirs in pairs), (
+            lang
+        )  # parts, not fused
         differing[lang] = len(pairs)
     assert differing == {"en": 10, "de": 235, "vi": 0, "ja": 0}
 
@@ -160,7 +176,9 @@ def test_all9_with_a_member_that_cannot_load_stops_in_one_line(compose_cfg, data
     from xlt.config import validate
     from xlt.tasks.loading import check_local_files
 
-    cfg = validate(compose_cfg("+intermediate=all9", "+target=xnli", f"data.dir={data_dir}", "data.source=local"))
+    cfg = validate(
+        compose_cfg("+intermediate=all9", "+target=xnli", f"data.dir={data_dir}", "data.source=local")
+    )
     with pytest.raises(DataError) as err:
         check_local_files(cfg)  # before the run writes anything: SNLI has no training file here
     message = str(err.value)
@@ -209,7 +227,10 @@ def test_tiny_run_on_the_hub_fixtures_records_commits_and_what_was_left_out(
 
     run(compose_cfg(*TINY_HUB, mirror, "intermediate.skip_members=[cosmosqa]"), tmp_path / "run")
     state = json.loads((tmp_path / "run" / "state.json").read_text())
-    assert any(line.startswith("all9: member cosmosqa left out (intermediate.skip_members)") for line in state["skipped"])
+    assert any(
+        line.startswith("all9: member cosmosqa left out (intermediate.skip_members)")
+        for line in state["skipped"]
+    )
     reads = state["hub_reads"]
     for repo, config, split in (("tau/commonsense_qa", None, "train"), ("facebook/xnli", "de", "test"),
                                 ("stanfordnlp/snli", None, "validation")):  # fmt: skip
@@ -218,9 +239,13 @@ def test_tiny_run_on_the_hub_fixtures_records_commits_and_what_was_left_out(
     records = read_results(tmp_path / "run" / "results.jsonl")
     assert records and all(r["data_source"] == "hub" for r in records)
     # Labelled by what it trained (xlt/audit.py mixture_label): every member left out is named.
-    assert {r["intermediate"] for r in records} == {"all9-snli-mnli-anli_rounds-qqp-squad-squad2-hellaswag-ccg-cosmosqa"}
+    assert {r["intermediate"] for r in records} == {
+        "all9-snli-mnli-anli_rounds-qqp-squad-squad2-hellaswag-ccg-cosmosqa"
+    }
     assert {r["intermediate_members"] for r in records} == {"csqa"}
-    assert all(f"facebook/xnli/de@{hub_fixtures.fake_commit('facebook/xnli')}" in r["data_commits"] for r in records)
+    assert all(
+        f"facebook/xnli/de@{hub_fixtures.fake_commit('facebook/xnli')}" in r["data_commits"] for r in records
+    )
     assert {r["language"] for r in records if r["split"] == "test"} >= {"en", "de", "sw", "gap"}
 
 
@@ -245,7 +270,12 @@ def test_a_relaunch_pins_the_dataset_commits_it_read(monkeypatch) -> None:
     monkeypatch.delenv(hubio.HUB_MIRROR_ENV, raising=False)
     reads = {
         "a": {"repo": "google/xtreme", "commit": "1" * 40, "revision": "", "mirror": ""},
-        "b": {"repo": "allenai/cosmos_qa", "commit": "2" * 40, "revision": hub_fixtures.PARQUET_EXPORT, "mirror": ""},
+        "b": {
+            "repo": "allenai/cosmos_qa",
+            "commit": "2" * 40,
+            "revision": hub_fixtures.PARQUET_EXPORT,
+            "mirror": "",
+        },
         "c": {"repo": "facebook/xnli", "commit": "", "revision": "", "mirror": ""},
     }
     assert hubio.pins(reads) == {"google/xtreme": "1" * 40, "allenai/cosmos_qa": "2" * 40}
@@ -264,8 +294,12 @@ def test_skip_members_names_members_of_a_mixture_only(compose_cfg) -> None:
 @pytest.mark.parametrize(
     ("target", "overrides", "realigned"),
     [
-        pytest.param("xquad", ("target.languages=[en,zh]", "target.max_seq_length=196"),
-                     {"XQuAD.en": 5, "XQuAD.zh": 100}, marks=pytest.mark.slow),  # 46 s on the loaded 2-core CPU
+        pytest.param(
+            "xquad",
+            ("target.languages=[en,zh]", "target.max_seq_length=196"),
+            {"XQuAD.en": 5, "XQuAD.zh": 100},
+            marks=pytest.mark.slow,
+        ),  # 46 s on the loaded 2-core CPU
         ("panx", ("target.languages=[en,de,ar]",), {}),
     ],
 )

@@ -35,7 +35,9 @@ _settings: dict[str, Any] = {"mirror": None, "revisions": {}}
 _reads: dict[str, dict[str, Any]] = {}
 
 
-def configure(mirror: str | os.PathLike[str] | None = None, revisions: Mapping[str, str] | None = None) -> None:
+def configure(
+    mirror: str | os.PathLike[str] | None = None, revisions: Mapping[str, str] | None = None
+) -> None:
     """Set the run's ``data.hub_mirror`` and ``data.hub_revisions`` (repo -> revision to pin)."""
     _settings["mirror"] = str(mirror) if mirror else None
     _settings["revisions"] = dict(revisions or {})
