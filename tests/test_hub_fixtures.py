@@ -320,3 +320,29 @@ def test_tiny_targets_end_to_end_on_the_hub_fixtures(compose_cfg, on_mirror, tmp
     records = read_results(tmp_path / "results.jsonl")
     langs = {r["language"] for r in records if r["split"] == "test"}
     assert {"en", "gap"} <= langs and all(r["data_source"] == "hub" and r["data_commits"] for r in records)
+
+
+def test_data_hub_revisions_pins_what_load_dataset_reads(compose_cfg, monkeypatch) -> None:
+    from xlt.config import validate
+
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    cfg = validate(compose_cfg("+target=xnli", f"data.hub_revisions={{facebook/xnli: {sha}}}"))
+    calls = []
+
+    def fake_load(path, name=None, split=None, revision=None):
+        calls.append((path, name, split, revision))
+        return datasets.Dataset.from_dict({"premise": ["p "], "hypothesis": [" h"], "label": [0]})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    hubio.configure(None, cfg.data.hub_revisions)
+    try:
+        loaded = load_split(get_task("xnli"), "test", "de", "hub", None)
+        assert (
+            calls == [("facebook/xnli", "de", "test", sha)]
+            and loaded.origin == f"hub:facebook/xnli@{sha}/de[test]"
+        )
+        assert loaded.examples == [{"text_a": "p", "text_b": "h", "label": 0}]
+        load_split(get_task("snli"), "test", "en", "hub", None)  # not pinned: the default branch
+        assert calls[-1][-1] is None
+    finally:
+        hubio.configure()

@@ -178,7 +178,7 @@ class DataConfig:
     # The hub (data.source=hub): a revision to pin per dataset repo (a full commit hash, a tag or a ref;
     # unset: the repo's default branch, and the commit read is recorded), and a local mirror of the
     # repos (tests, offline copies; xlt/tasks/hub.py).
-    hub_revisions: dict[str, str] = field(default_factory=dict)
+    hub_revisions: dict[str, str] | None = None
     hub_mirror: str | None = None
 
 
