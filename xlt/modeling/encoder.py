@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from xlt.modeling.families import ModelFamily, family_of, family_of_model_type, resolve
+from xlt.modeling.families import WORD_PREFIX_SPACE, ModelFamily, family_of, family_of_model_type, resolve
 from xlt.schema import to_container
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,10 @@ def _e5_tokenizer(path: str) -> PreTrainedTokenizerBase:
 
 
 def load_tokenizer(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedTokenizerBase:
-    return WEIGHT_SOURCES[model_cfg.source].tokenizer(model_cfg, cache_dir)
+    tokenizer = WEIGHT_SOURCES[model_cfg.source].tokenizer(model_cfg, cache_dir)
+    # Byte-level BPE (decoders): pre-split words are tokenised as mid-sentence, " word" (features_tagging).
+    setattr(tokenizer, WORD_PREFIX_SPACE, family_of(model_cfg).word_prefix_space)
+    return tokenizer
 
 
 def _hub_tokenizer(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedTokenizerBase:

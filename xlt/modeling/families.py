@@ -28,6 +28,7 @@ from typing import Any
 
 __all__ = [
     "FAMILIES",
+    "WORD_PREFIX_SPACE",
     "ModelFamily",
     "family_of",
     "family_of_model_type",
@@ -170,6 +171,10 @@ QWEN2 = ModelFamily(
     fp32_buffers=("inv_freq", "original_inv_freq"),
     kv_cache=True,
 )
+
+# The tokenizer attribute xlt.modeling.encoder.load_tokenizer sets for a family with
+# ``word_prefix_space``: the tagging featurizer then tokenises each word as " word" (as mid-sentence).
+WORD_PREFIX_SPACE = "xlt_word_prefix_space"
 
 # The one table; ``conf/model/*.yaml`` ``arch:`` names a key.
 FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (XLMR, XLMR_XL, E5, QWEN2)}
