@@ -8,6 +8,7 @@ in tests/test_stand_in_runs.py.
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 import socket
@@ -212,7 +213,7 @@ def _policy_worker(rank: int, world: int, port: int, cache_dir: str, out_dir: st
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.manual_seed(0)
     base = _Classifier(_tiny_qwen(Path(cache_dir)))
-    init = {k: v.clone() for k, v in base.state_dict().items()}
+    ref, spare = copy.deepcopy(base), copy.deepcopy(base)  # the same weights for DDP and the wrong wrap
     ids, mask, labels = _padded_batch(8 * world, seed=1)
     mine = slice(rank * 8, (rank + 1) * 8)
     result: dict[str, object] = {}
@@ -242,9 +243,6 @@ def _policy_worker(rank: int, world: int, port: int, cache_dir: str, out_dir: st
     result["inv_freq"] = [b.dtype for n, b in fsdp.named_buffers() if n.endswith("inv_freq")]
 
     # DDP under Lightning's mixed precision (autocast on the device, fp32 everything else).
-    torch.manual_seed(0)
-    ref = _Classifier(_tiny_qwen(Path(cache_dir)))
-    ref.load_state_dict(init)
     _checkpoint_layers(ref, "qwen2")
     ddp = DistributedDataParallel(ref)
     amp = MixedPrecision("bf16-mixed", "cpu")
@@ -264,7 +262,7 @@ def _policy_worker(rank: int, world: int, port: int, cache_dir: str, out_dir: st
     # A wrap policy of another family matches no layer of this model: refused, not silently unwrapped.
     try:
         wrong = FullyShardedDataParallel(
-            _Classifier(_tiny_qwen(Path(cache_dir))),
+            spare,
             auto_wrap_policy=layer_policy("xlmr"),
             device_id=torch.device("cpu"),
         )
