@@ -282,13 +282,37 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def test_the_fsdp_strategy_reduces_and_keeps_buffers_in_fp32() -> None:
+    """Lightning's own FSDPPrecision('bf16-mixed') reduces gradients and casts buffers in bf16 and
+    autocasts only on CUDA; the profiles' strategy class installs the policy instead."""
+    from pytorch_lightning.plugins.precision import FSDPPrecision
+
+    from xlt.strategies import FSDP
+
+    assert FSDPPrecision("bf16-mixed").mixed_precision_config.buffer_dtype == torch.bfloat16  # Lightning's
+    strategy = FSDP()
+    strategy.precision_plugin = FSDPPrecision("bf16-mixed")  # what the accelerator connector does
+    config = strategy.mixed_precision_config
+    assert (config.param_dtype, config.reduce_dtype, config.buffer_dtype) == (
+        torch.bfloat16,
+        torch.float32,
+        torch.float32,
+    )
+    with strategy.precision_plugin.forward_context():
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    strategy.precision_plugin = FSDPPrecision("32-true")
+    assert strategy.mixed_precision_config.reduce_dtype == torch.float32
+
+
 # FSDP (bf16 gathered weights, autocast on the device, fp32 reduce-scatter) against DDP (fp32 weights
 # under the same autocast, fp32 all-reduce) on tiny_qwen, 3 AdamW steps: the losses agree to within
 # LOSS_TOL relative. They differ only where FSDP's bf16 compute copy of the weights reaches an op
 # autocast keeps in fp32 (embedding lookup, RMSNorm weights, biases): bf16 rounding, ~2^-8 relative.
-LOSS_TOL = 1e-2
+# Measured (2026-12-06, shared 2-core CPU): relative differences 5.4e-4, 6.3e-4, 1.5e-4.
+LOSS_TOL = 5e-3
 
 
+@pytest.mark.slow  # ~100-240 s on the shared 2-core machine
 def test_fsdp_and_ddp_agree_under_one_precision_policy_and_rotary_buffers_stay_fp32(tmp_path: Path) -> None:
     import torch.multiprocessing as mp
 
@@ -299,6 +323,7 @@ def test_fsdp_and_ddp_agree_under_one_precision_policy_and_rotary_buffers_stay_f
     assert result["fsdp_dtypes"] == (torch.bfloat16, torch.float32, torch.float32)
     assert result["inv_freq"] and set(result["inv_freq"]) == {torch.float32}
     fsdp_losses, ddp_losses = result["losses"]
+    print("FSDP losses", fsdp_losses, "DDP losses", ddp_losses)  # noqa: T201 (shown with -s)
     for f, d in zip(fsdp_losses, ddp_losses, strict=True):
         assert abs(f - d) <= LOSS_TOL * abs(d), result["losses"]
     assert fsdp_losses[-1] != fsdp_losses[0]  # it trained
