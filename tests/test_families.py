@@ -328,3 +328,16 @@ def test_fsdp_and_ddp_agree_under_one_precision_policy_and_rotary_buffers_stay_f
         assert abs(f - d) <= LOSS_TOL * abs(d), result["losses"]
     assert fsdp_losses[-1] != fsdp_losses[0]  # it trained
     assert "FSDP wrapped no transformer layer" in result["refused"]
+
+
+def test_plan_counts_the_stand_ins_as_built(compose_cfg, tmp_path: Path) -> None:
+    """xlt.plan's formula (inputs from the family table) against the random stand-ins the run builds."""
+    from xlt.modeling.encoder import load_encoder
+    from xlt.plan import Architecture, count_parameters
+
+    for model in ("tiny_xl", "tiny_qwen"):
+        cfg = _cfg(compose_cfg, model)
+        encoder = load_encoder(cfg.model, tmp_path)
+        assert type(encoder).__name__ == resolve(family_of(cfg.model).model_class).__name__
+        built = sum(p.numel() for p in encoder.parameters())
+        assert count_parameters(Architecture.from_model(cfg.model)).total == built, model
