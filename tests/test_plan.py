@@ -93,28 +93,31 @@ def test_xlmr_base_ddp_estimate_by_hand(compose_cfg) -> None:
     assert (est.weights, est.gradients, est.optimizer) == (4 * P, 4 * P, 8 * P)
     assert est.activations == activations == 838_860_800
     assert est.gathered == 0 and est.shards == 1 and not est.checkpointing
-    # The AdamW step (foreach: one fp32 temporary of every parameter) outweighs the activations.
-    assert est.peak == 16 * P + max(activations, 4 * P) == 5_549_061_120
+    # Fused AdamW updates in place: its temporaries (the largest tensor, the embedding, in fp32) are
+    # below the activations (the foreach estimate, one fp32 copy of every parameter, was 5.55 GB).
+    assert est.optimizer_step == 4 * V * h
+    assert est.peak == 16 * P + max(activations, 4 * V * h) == 5_278_109_696
 
 
 def test_xlmr_xxl_fsdp_estimate_by_hand(compose_cfg) -> None:
-    """scale=xlmr_xxl: FSDP over 4 GPUs, 4 per device, bf16 mixed precision, checkpointing per layer."""
+    """scale=xlmr_xxl: FSDP over 4 GPUs, 8 per device (auto), bf16 mixed precision, checkpointing per layer."""
     cfg = validate(compose_cfg("model=xlmr_xxl", "scale=xlmr_xxl", "+intermediate=mnli", "+target=xnli"))
     h, f, V, L = 4096, 16384, 250880, 48
     per_layer = 4 * (h * h + h) + 2 * h + (h * f + f) + (f * h + h) + 2 * h
     outside = V * h + 514 * h + 1 * h + 2 * h  # embeddings, type embedding, final LayerNorm (pre-LN)
     P = L * per_layer + outside
     assert P == 10_695_954_432
-    tokens = 4 * 256
+    tokens = 8 * 256
     full_layer = (2 * h * 3 + 3 * 2 * h + 2 * h + 2 * h + 2 * h + 2 * 2 * f + 2 * 4 * h + 2 * h) * tokens
-    checkpointed = L * tokens * h * 4 + full_layer + tokens * h * 5 + 4 * 256 * 256  # fp32 layer inputs
+    checkpointed = L * tokens * h * 4 + full_layer + tokens * h * 5 + 8 * 256 * 256  # fp32 layer inputs
     gathered = (2 * outside + 3 * per_layer) * 2  # root unit, two layer units and their gradients, bf16
     est = estimate_memory(cfg)
     assert est.shards == 4 and est.checkpointing
     assert (est.weights, est.gradients, est.optimizer) == (P * 4 / 4, P * 4 / 4, P * 8 / 4)
-    assert est.activations == checkpointed == 1_011_089_408
+    assert est.activations == checkpointed == 2_022_178_816
     assert est.gathered == gathered
-    assert est.peak == 4 * P + max(checkpointed + gathered, P) == pytest.approx(53.48e9, rel=1e-3)
+    assert est.optimizer_step == V * h * 4 / 4  # fused AdamW: the largest tensor's shard
+    assert est.peak == 4 * P + max(checkpointed + gathered, V * h) == pytest.approx(50.13e9, rel=1e-3)
     # The same model on the one-GPU default profile: fp32 states alone are 16 bytes a parameter.
     default = estimate_memory(
         validate(
@@ -175,7 +178,7 @@ def test_plan_cli_single_run_prints_every_number_with_sources(capsys) -> None:
     assert f"= {flops:.3g} FLOP (model FLOPs {flops:.3g})" in out
     hours = flops / (312e12 * 0.4) / 3600
     assert f"{hours:,.1f} GPU-hours on A100 at 40% utilisation" in out
-    assert "peak 5.55 GB of 80" in out
+    assert "peak 5.28 GB of 80" in out
 
 
 def test_sweep_expands_like_the_basic_sweeper(compose_cfg) -> None:
@@ -360,3 +363,28 @@ def test_a_qwen_7b_tatoeba_job_holds_the_whole_fp32_model_and_every_layers_state
     assert m.weights == params * 4 and m.weights / GB > 28
     seqs, length = int(cfg.target.eval_batch_size), int(cfg.target.max_seq_length)
     assert m.activations >= (28 + 1) * seqs * length * 3584 * 4
+
+
+def test_auto_per_device_batch_is_the_largest_that_fits(compose_cfg) -> None:
+    """Issue 21 item 7: XXL and Qwen 7B ran 4 a device with 2 accumulation steps while the plan left
+    27-45 GB free. ``auto`` (the FSDP profiles' value) resolves at validation to the largest per-device
+    batch that divides the batch and fits scale.gpu_memory_gb; the resolved number is in the config."""
+    from xlt.plan.jobs import AUTO_MEMORY_FRACTION
+    from xlt.schema import batch_plan
+
+    for model in ("xlmr_xxl", "qwen2_5_7b"):
+        cfg = validate(compose_cfg(f"model={model}", "+intermediate=mnli", "+target=xnli"))
+        assert cfg.scale.per_device_batch_size == 8  # 8 x 4 GPUs = 32: no accumulation
+        assert batch_plan(32, cfg.scale.per_device_batch_size, 4) == (8, 1)
+        assert plan_job(cfg).memory.peak <= AUTO_MEMORY_FRACTION * 80 * GB
+    # With less memory XXL gets less, and accumulation makes up the rest; the next divisor would not fit.
+    small = validate(compose_cfg("model=xlmr_xxl", "+intermediate=mnli", "+target=xnli", "scale.gpu_memory_gb=58"))
+    per_device = small.scale.per_device_batch_size
+    assert per_device in (1, 2, 4) and plan_job(small).memory.peak <= AUTO_MEMORY_FRACTION * 58 * GB
+    bigger = validate(compose_cfg("model=xlmr_xxl", "+intermediate=mnli", "+target=xnli", "scale.gpu_memory_gb=58",
+                                  f"scale.per_device_batch_size={per_device * 2}"))  # fmt: skip
+    assert plan_job(bigger).memory.peak > AUTO_MEMORY_FRACTION * 58 * GB
+    # A number stays a number; anything else is one line naming the option.
+    assert validate(compose_cfg("model=tiny", "+target=xnli", "scale.per_device_batch_size=4")).scale.per_device_batch_size == 4
+    with pytest.raises(ConfigError, match=r"^scale.per_device_batch_size='big': expected a positive integer or auto$"):
+        validate(compose_cfg("model=tiny", "+target=xnli", "scale.per_device_batch_size=big"))

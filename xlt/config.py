@@ -10,6 +10,7 @@ dataclasses stay importable from here.
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,7 @@ def validate(cfg: DictConfig) -> DictConfig:
 
     _check_trainer_args(merged.trainer)
     _check_scale_and_model(merged)
+    _resolve_auto_batch(merged)
     _check_ranges(merged)
     _check_data(merged)
     world = merged.scale.devices * merged.scale.num_nodes
@@ -181,6 +183,25 @@ def validate(cfg: DictConfig) -> DictConfig:
     check_gpu_memory(merged)
     OmegaConf.set_readonly(merged, True)
     return merged
+
+
+def _resolve_auto_batch(cfg: DictConfig) -> None:
+    """``scale.per_device_batch_size: auto`` becomes the number xlt.plan picks (the largest that fits
+    ``scale.gpu_memory_gb``), so the run config, the config lock and the result rows record it."""
+    value = cfg.scale.per_device_batch_size
+    if isinstance(value, str) and not value.lstrip("-").isdigit():
+        if value != "auto":
+            raise ConfigError(f"scale.per_device_batch_size={value!r}: expected a positive integer or auto")
+        from xlt.plan.jobs import resolve_per_device_batch
+
+        for name in ("intermediate", "target"):  # a stage's batch must split over the devices first
+            stage = cfg.get(name)
+            if stage is not None:
+                _positive(stage.batch_size, f"{name}.batch_size", integer=True)
+        cfg.scale.per_device_batch_size, why = resolve_per_device_batch(cfg)
+        logging.getLogger(__name__).info("scale.per_device_batch_size=auto -> %s", why)
+    elif isinstance(value, str):
+        cfg.scale.per_device_batch_size = int(value)
 
 
 def _fill_from_specs(cfg: DictConfig) -> None:

@@ -153,7 +153,9 @@ class ScaleConfig:
     strategy: Any = "auto"
     devices: int = 1
     num_nodes: int = 1
-    per_device_batch_size: int = 32
+    # An int, or "auto": the largest that fits gpu_memory_gb by xlt.plan's estimate, resolved (and
+    # recorded as a number) at validation; accumulation makes up the rest of the stage's batch.
+    per_device_batch_size: Any = 32
     # HF gradient checkpointing on the encoder (FSDP profiles use the strategy's own policy instead).
     activation_checkpointing: bool = False
     peft: str = "none"

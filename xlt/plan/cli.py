@@ -82,6 +82,8 @@ def describe(job: JobPlan, gpu: str, mfu: float) -> str:
     m, p = job.memory, job.params
     lines = [f"{job.label}  (scale={job.scale}: {job.world} device(s), {m.shards} shard(s), "
              f"activation checkpointing {'on' if m.checkpointing else 'off'})"]  # fmt: skip
+    if job.batches:
+        lines.append(f"  batch        {'; '.join(job.batches)}")
     published = f"; published {_fmt_count(job.published)}" if job.published else ""
     lines.append(
         f"  parameters   {p.total:,} total, {p.non_embedding:,} non-embedding (from the architecture{published})"

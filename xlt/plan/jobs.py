@@ -164,7 +164,8 @@ class JobPlan:
     # The key of an intermediate stage this job shares with the other jobs of its sweep
     # (reuse.intermediate, xlt/reuse.py): trained by one of them, so a sweep's total counts it once.
     intermediate_key: str | None = None
-    layers_x_hidden: int = 0  # attention's FLOPs per token per attended position: 4 x this per pass
+    layers_x_hidden: int = 0
+    batches: list[str] = field(default_factory=list)  # "stage: per-device x devices x accumulation"  # attention's FLOPs per token per attended position: 4 x this per pass
 
     @property
     def total_tokens(self) -> float | None:
@@ -242,7 +243,52 @@ def plan_job(
     tokens = [stage_tokens(cfg, name, stage) for name, stage in stages(cfg)] if with_tokens else []
     return JobPlan(label, cfg.model.name, cfg.scale.name, cfg.scale.devices * cfg.scale.num_nodes,
                    count_parameters(arch), memory, tokens, float(cfg.scale.gpu_memory_gb),
-                   cfg.model.get("params"), layers_x_hidden=arch.layers * arch.hidden)  # fmt: skip
+                   cfg.model.get("params"), layers_x_hidden=arch.layers * arch.hidden,
+                   batches=[_batch_line(cfg, name, stage) for name, stage in stages(cfg)])  # fmt: skip
+
+
+AUTO = "auto"
+# The share of scale.gpu_memory_gb an ``auto`` per-device batch may fill by the estimate: the rest is
+# for what the estimate leaves out (CUDA context, NCCL buffers, the caching allocator's fragmentation).
+AUTO_MEMORY_FRACTION = 0.85
+
+
+def resolve_per_device_batch(cfg: DictConfig) -> tuple[int, str]:
+    """The per-device batch ``scale.per_device_batch_size: auto`` stands for, and why: the largest
+    that divides every training stage's batch over the devices (so accumulation makes up exactly the
+    rest of the effective batch) and whose estimated peak (:func:`estimate_memory`, on GPUs) stays
+    within :data:`AUTO_MEMORY_FRACTION` of ``scale.gpu_memory_gb``. A model file without its
+    architecture block takes the whole batch a device (no accumulation); a job whose 1 does not fit
+    gets 1 (and the GPU-memory check then refuses it, saying why)."""
+    from math import gcd
+
+    from omegaconf import OmegaConf
+
+    world = int(cfg.scale.devices) * int(cfg.scale.num_nodes)
+    trained = stages(cfg)
+    batches = [int(stage.batch_size) for _, stage in trained] or [int(cfg.target.batch_size)]
+    room = 0
+    for batch in batches:
+        room = gcd(room, max(1, batch // world))
+    candidates = [c for c in range(room, 0, -1) if room % c == 0]
+    if not trained or cfg.model.get("intermediate_size") is None:
+        return candidates[0], f"{candidates[0]} (no accumulation: nothing to estimate memory from)"
+    limit = AUTO_MEMORY_FRACTION * float(cfg.scale.gpu_memory_gb) * GB
+    for candidate in candidates:
+        trial = OmegaConf.merge(cfg, {"scale": {"per_device_batch_size": candidate}})
+        assert isinstance(trial, DictConfig)
+        peak = estimate_memory(trial, Hardware()).peak
+        if peak <= limit:
+            why = (f"{candidate}: the largest dividing the batch over {world} device(s) with an estimated "
+                   f"{peak / GB:.1f} GB <= {AUTO_MEMORY_FRACTION:.0%} of scale.gpu_memory_gb={cfg.scale.gpu_memory_gb:g}")
+            return candidate, why
+    return 1, f"1: no per-device batch fits {AUTO_MEMORY_FRACTION:.0%} of scale.gpu_memory_gb={cfg.scale.gpu_memory_gb:g}"
+
+
+def _batch_line(cfg: DictConfig, name: str, stage: DictConfig) -> str:
+    per_device, accumulate = stage_per_device(cfg, stage, name)
+    world = cfg.scale.devices * cfg.scale.num_nodes
+    return f"{name} {stage.batch_size} = {per_device} a device x {world} device(s) x {accumulate} accumulation"
 
 
 def will_use_gpu(cfg: DictConfig) -> bool:

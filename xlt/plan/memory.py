@@ -126,9 +126,9 @@ def estimate_memory(cfg: DictConfig, hardware: Hardware | None = None) -> Memory
     zeroes them just before backward), so the peak is at the end of the forward: resident states +
     activations (+ under FSDP the gathered units: the root unit, which FSDP keeps unsharded through
     forward and backward, two layer units (current and prefetched) and their unsharded gradients,
-    in the compute dtype). The AdamW step runs after the activations are freed; its temporaries are
-    one fp32 copy of the (sharded) trainable parameters on GPUs (foreach implementation) and of the
-    largest tensor on CPU (per-tensor loop).
+    in the compute dtype). The AdamW step runs after the activations are freed; the runs use fused AdamW
+    (in place: temporaries of the order of the largest tensor, sharded on GPUs), except under fp16's
+    GradScaler, where torch's foreach implementation keeps one fp32 copy of the (sharded) parameters.
     Activations: :func:`activation_bytes_per_layer` per layer, plus the embedding output; with
     checkpointing each layer keeps only its input, and one layer is recomputed at a time.
     """
@@ -152,10 +152,12 @@ def estimate_memory(cfg: DictConfig, hardware: Hardware | None = None) -> Memory
     gathered = 0.0
     if is_sharded(scale.strategy):  # also on one device: FSDP's bf16 copies of the units in use
         gathered = (2 * counts.outside_layers + 3 * counts.per_layer) * compute_bytes
-    if hardware.gpu:
-        optimizer_step = trainable * 4 / shards
+    if hardware.gpu and precision == "16-mixed":
+        optimizer_step = trainable * 4 / shards  # torch's foreach AdamW (the module's choice under a GradScaler)
     else:
-        optimizer_step = max(counts.word_embedding, counts.per_layer) * 4.0
+        # Fused AdamW (the module's choice: xlt.modeling.module.adamw_implementation) updates in place;
+        # what remains is of the order of the largest tensor, as for CPU's per-tensor loop.
+        optimizer_step = max(counts.word_embedding, counts.per_layer) * 4.0 / (shards if hardware.gpu else 1)
     best: tuple[float, float, float, str] | None = None
     for name, stage in stages(cfg):
         seqs, seq_len = stage_batch(cfg, stage, name)
