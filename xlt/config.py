@@ -127,6 +127,7 @@ def validate(cfg: DictConfig) -> DictConfig:
 
     if merged.model.source not in WEIGHT_SOURCES:
         raise ConfigError(f"model.source={merged.model.source!r}: expected one of {', '.join(WEIGHT_SOURCES)}")
+    _fill_from_family(merged)
     for dotted, valid in CHOICES.items():
         value = OmegaConf.select(merged, dotted)
         if value not in valid:
@@ -202,6 +203,37 @@ def _resolve_auto_batch(cfg: DictConfig) -> None:
         logging.getLogger(__name__).info("scale.per_device_batch_size=auto -> %s", why)
     elif isinstance(value, str):
         cfg.scale.per_device_batch_size = int(value)
+
+
+def _fill_from_family(cfg: DictConfig) -> None:
+    """Model settings the family table (:mod:`xlt.modeling.families`, ``model.arch``) decides: the
+    pooling default, the HF ``model_type`` a checkpoint must have, the LoRA target modules (null: the
+    family's; names the family's layers do not have are refused)."""
+    from xlt.modeling.families import family_of
+
+    try:
+        family = family_of(cfg.model)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    model = cfg.model
+    if model.pooling is None:
+        model.pooling = family.pooling
+    if family.decoder and model.pooling == "cls":
+        raise ConfigError(f"model.pooling=cls: model.arch={family.name} is a causal decoder, whose first "
+                          "token has read nothing after it; use last (or mean)")  # fmt: skip
+    if model.expected_model_type is None:
+        model.expected_model_type = family.model_type
+    elif model.expected_model_type != family.model_type:
+        raise ConfigError(f"model.expected_model_type={model.expected_model_type!r}: model.arch={family.name} "
+                          f"is {family.model_type!r}; leave it null")  # fmt: skip
+    lora = cfg.scale.lora
+    if lora.target_modules is None:
+        lora.target_modules = list(family.lora_target_modules)
+    known = [name for name, _, _ in family.projections]
+    for name in lora.target_modules:
+        if name not in known:
+            raise ConfigError(f"scale.lora.target_modules: {name!r} is no projection of model.arch={family.name} "
+                              f"(expected some of {', '.join(known)})")  # fmt: skip
 
 
 def _fill_from_specs(cfg: DictConfig) -> None:

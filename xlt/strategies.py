@@ -26,8 +26,39 @@ from functools import partial
 from typing import Any
 
 import torch
+from pytorch_lightning.plugins.precision import FSDPPrecision
 from pytorch_lightning.strategies import FSDPStrategy
 from torch import nn
+
+# The precision policy of every profile (docs/decoders.md "Precision"; DDP's mixed precision already is it):
+# compute in the low dtype under torch.autocast on the run's device, fp32 master parameters and
+# optimizer states, gradients reduced (all-reduce or reduce-scatter) in fp32, buffers kept fp32.
+# Under FSDP the all-gathered compute copy of the parameters is the low dtype (FSDP's param_dtype:
+# what autocast casts matmul weights to anyway; it halves the all-gather).
+REDUCE_DTYPE = torch.float32
+BUFFER_DTYPE = torch.float32
+
+
+class PolicyFSDPPrecision(FSDPPrecision):
+    """Lightning's ``FSDPPrecision`` under the policy above. Lightning's own reduce-scatters gradients
+    and casts buffers in bf16/fp16 under ``*-mixed`` (Qwen's rotary ``inv_freq`` in bf16: ~0.59 rad
+    off at position 511) and autocasts only on CUDA, where DDP reduces fp32 and keeps buffers fp32."""
+
+    @property
+    def mixed_precision_config(self) -> Any:
+        from torch.distributed.fsdp import MixedPrecision
+
+        config = super().mixed_precision_config
+        if "mixed" not in self.precision:
+            return config
+        return MixedPrecision(param_dtype=config.param_dtype, reduce_dtype=REDUCE_DTYPE, buffer_dtype=BUFFER_DTYPE)
+
+    def forward_context(self) -> Any:
+        if "mixed" not in self.precision:
+            return super().forward_context()
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = torch.bfloat16 if self.precision == "bf16-mixed" else torch.float16
+        return torch.autocast(device, dtype=dtype, cache_enabled=False)  # as Lightning's DDP MixedPrecision
 
 
 class FSDP(FSDPStrategy):
@@ -38,7 +69,23 @@ class FSDP(FSDPStrategy):
     Lightning's ``_setup_model`` uses, then handed to it, which sees it wrapped and does the rest
     (torchmetrics placement, activation checkpointing) as it does on GPUs."""
 
+    @property
+    def precision_plugin(self) -> FSDPPrecision:
+        return FSDPStrategy.precision_plugin.fget(self)  # type: ignore[attr-defined]
+
+    @precision_plugin.setter
+    def precision_plugin(self, plugin: Any) -> None:
+        # The accelerator connector hands Lightning's FSDPPrecision: the same precision under the policy.
+        if type(plugin) is FSDPPrecision:
+            plugin = PolicyFSDPPrecision(plugin.precision, plugin.scaler)  # type: ignore[arg-type]
+        FSDPStrategy.precision_plugin.fset(self, plugin)  # type: ignore[attr-defined]
+
     def _setup_model(self, model: nn.Module) -> nn.Module:
+        wrapped = self._wrap(model)
+        check_layers_wrapped(wrapped)
+        return wrapped
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
         from torch.distributed.fsdp import FullyShardedDataParallel
 
         # Ranks other than 0 may hold the encoder on the meta device (lean loading, xlt/run.py and xlt/stage.py):
@@ -117,6 +164,21 @@ class FSDP(FSDPStrategy):
             if self.global_rank == 0:  # the layout Lightning writes (parameter ids)
                 state = _FSDP.rekey_optim_state_dict(state, OptimStateKeyType.PARAM_ID, self.model)
             return state
+
+
+def check_layers_wrapped(module: nn.Module) -> None:
+    """Refuse a wrap in which no transformer layer became its own FSDP unit (a wrap policy naming
+    another family's layer class would leave the whole model one unit: no sharding per layer, and
+    no activation checkpointing)."""
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    units = [m for m in module.modules() if isinstance(m, FullyShardedDataParallel)]
+    if len(units) < 2:
+        inner = next(iter(units[0].children()), None) if units else module
+        raise RuntimeError(
+            f"FSDP wrapped no transformer layer of {type(inner).__name__}: the wrap policy's layer class is "
+            "not in this model (xlt/modeling/families.py layer_class, conf/scale/fsdp.yaml)"
+        )
 
 
 def empty_meta_tensors(module: nn.Module, device: torch.device) -> None:

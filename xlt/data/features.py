@@ -17,6 +17,7 @@ import datasets
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from xlt.modeling.families import WORD_PREFIX_SPACE
 from xlt.registry import Registry
 from xlt.results.rows import apply_umask
 from xlt.tasks.loading import Loaded
@@ -49,6 +50,8 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     """Identity of a tokenizer's behaviour (its full serialised definition), for cache keys."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     text = backend.to_str() if backend is not None else repr(tokenizer.get_vocab())
+    if getattr(tokenizer, WORD_PREFIX_SPACE, False):  # words tokenised as " word" (features_tagging)
+        text += "|word-prefix-space"
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 

