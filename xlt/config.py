@@ -103,6 +103,24 @@ DERIVED_TRAINER_ARGS = ("precision", "strategy", "devices", "num_nodes", "accumu
                         "gradient_clip_val", "logger", "callbacks", "default_root_dir")  # fmt: skip
 
 
+def _host_memory_gb(*, _root_: DictConfig) -> float | None:
+    """``${xlt_host_memory_gb:}`` (conf/scale/default.yaml): xlt.plan's per-node host RAM for the job
+    the root config describes, in whole GB; None where it cannot be estimated (no architecture block,
+    no target yet)."""
+    try:
+        from xlt.plan.host import estimate_host
+
+        # A job on GPUs unless it says cpu: SLURM jobs resolve this on a login node without CUDA.
+        gpu = str(_root_.trainer.get("accelerator", "auto")) != "cpu"
+        return float(estimate_host(_root_, gpu=gpu).request_gb)
+    except Exception:  # an incomplete config (composition, a test's partial one): no figure, no --mem
+        return None
+
+
+if not OmegaConf.has_resolver("xlt_host_memory_gb"):
+    OmegaConf.register_new_resolver("xlt_host_memory_gb", _host_memory_gb)
+
+
 def validate(cfg: DictConfig) -> DictConfig:
     """Check a composed config against the schema and the registries; return it typed and read-only."""
     from xlt.tasks.registry import UnknownTaskError, get_task
@@ -179,9 +197,10 @@ def validate(cfg: DictConfig) -> DictConfig:
             except ValueError as err:
                 raise ConfigError(f"{stage_name}.batch_size: {err}") from None
     # A GPU run whose estimate exceeds scale.gpu_memory_gb stops here.
-    from xlt.plan.jobs import check_gpu_memory
+    from xlt.plan.jobs import check_gpu_memory, fill_host_memory
 
     check_gpu_memory(merged)
+    fill_host_memory(merged)
     OmegaConf.set_readonly(merged, True)
     return merged
 

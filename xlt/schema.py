@@ -170,6 +170,10 @@ class ScaleConfig:
     # Memory of one GPU in GB (1e9 bytes): a GPU run whose estimated peak per GPU (xlt.plan) exceeds it
     # is refused at validation.
     gpu_memory_gb: float = 80.0
+    # Host RAM a node of the job needs, in GB: the SLURM request (conf/hydra/launcher/slurm.yaml
+    # mem_gb). null: filled at validation from xlt.plan's estimate (xlt/plan/host.py) where the model
+    # file has its architecture block; the big models' profiles set it from that estimate.
+    host_memory_gb: float | None = None
 
 
 @dataclass

@@ -95,6 +95,8 @@ def describe(job: JobPlan, gpu: str, mfu: float) -> str:
         f" | AdamW step temporaries {m.optimizer_step / GB:.2f}"
         f" = peak {m.peak / GB:.2f} GB of {job.limit_gb:g}{'' if job.fits else '  EXCEEDS'}"
     )
+    if job.host is not None:
+        lines.append("  " + job.host.describe())
     for t in job.tokens:
         per = None if t.tokens_per_epoch is None or not t.examples else t.tokens_per_epoch / t.examples
         lines.append(f"  tokens       {t.stage}: {_fmt_opt(t.examples, ',')} sequences x {t.epochs:g} epochs x "

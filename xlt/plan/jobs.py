@@ -8,6 +8,7 @@ from functools import cache
 
 from omegaconf import DictConfig
 
+from xlt.plan.host import HostMemory, estimate_host
 from xlt.plan.memory import (
     GB,
     Hardware,
@@ -165,7 +166,8 @@ class JobPlan:
     # (reuse.intermediate, xlt/reuse.py): trained by one of them, so a sweep's total counts it once.
     intermediate_key: str | None = None
     layers_x_hidden: int = 0
-    batches: list[str] = field(default_factory=list)  # "stage: per-device x devices x accumulation"  # attention's FLOPs per token per attended position: 4 x this per pass
+    batches: list[str] = field(default_factory=list)  # "stage: per-device x devices x accumulation"
+    host: HostMemory | None = None  # attention's FLOPs per token per attended position: 4 x this per pass
 
     @property
     def total_tokens(self) -> float | None:
@@ -244,7 +246,8 @@ def plan_job(
     return JobPlan(label, cfg.model.name, cfg.scale.name, cfg.scale.devices * cfg.scale.num_nodes,
                    count_parameters(arch), memory, tokens, float(cfg.scale.gpu_memory_gb),
                    cfg.model.get("params"), layers_x_hidden=arch.layers * arch.hidden,
-                   batches=[_batch_line(cfg, name, stage) for name, stage in stages(cfg)])  # fmt: skip
+                   batches=[_batch_line(cfg, name, stage) for name, stage in stages(cfg)],
+                   host=estimate_host(cfg, gpu=True if hardware is None else hardware.gpu))  # fmt: skip
 
 
 AUTO = "auto"
@@ -302,6 +305,16 @@ def will_use_gpu(cfg: DictConfig) -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def fill_host_memory(cfg: DictConfig) -> None:
+    """``scale.host_memory_gb`` left null: the plan's per-node host RAM (:mod:`xlt.plan.host`), so the
+    run config records what the job needs. Left null for a model file without its architecture."""
+    if cfg.scale.get("host_memory_gb") is not None or cfg.model.get("intermediate_size") is None:
+        return
+    from xlt.plan.host import estimate_host
+
+    cfg.scale.host_memory_gb = float(estimate_host(cfg, gpu=will_use_gpu(cfg)).request_gb)
 
 
 def check_gpu_memory(cfg: DictConfig) -> None:
