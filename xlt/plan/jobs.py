@@ -25,8 +25,24 @@ from xlt.schema import ConfigError
 # bf16 dense peak throughput (no sparsity) from the vendors' data sheets.
 GPUS = {
     "h100": ("H100 SXM", 989e12),
+    "h100-pcie": ("H100 PCIe", 756e12),
+    "h100-nvl": ("H100 NVL", 835e12),
+    "h200": ("H200", 989e12),
     "a100": ("A100", 312e12),
 }
+# torch.cuda.get_device_name() substrings -> GPUS key, most specific first ("NVIDIA H100 80GB HBM3"
+# is the SXM card; "NVIDIA H100 PCIe", "NVIDIA H100 NVL"; "NVIDIA H200"; "NVIDIA A100-SXM4-80GB").
+DEVICE_NAMES = (("H100 PCIe", "h100-pcie"), ("H100 NVL", "h100-nvl"), ("H200", "h200"), ("H100", "h100"),
+                ("A100", "a100"))  # fmt: skip
+
+
+def peak_flops(device_name: str) -> tuple[str, float] | None:
+    """(card, bf16 dense peak FLOP/s) of a ``torch.cuda.get_device_name()``; None for a card not in
+    :data:`GPUS` (no MFU is computed against a guess)."""
+    for needle, key in DEVICE_NAMES:
+        if needle.lower() in device_name.lower():
+            return GPUS[key]
+    return None
 
 # English training-set sizes (examples; for a '+'-joined split, per part), with their sources. Splits
 # not listed are counted in the data directory (data.dir / ../shared/data) when they are there.
