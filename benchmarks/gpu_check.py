@@ -92,7 +92,7 @@ def featurised_batches(cfg: Any, n_examples: int, seq_len: int, cache_dir: Path)
     from xlt.tasks.loading import resolve_source
     from xlt.tasks.registry import get_task
 
-    tokenizer = load_tokenizer(OmegaConf.create({"source": "random"}), cache_dir)  # XLM-R's tokenizer
+    tokenizer = load_tokenizer(OmegaConf.create({"source": "random", "arch": "xlmr"}), cache_dir)  # XLM-R tokenizer
     source, data_dir = resolve_source("local", cfg.data.dir)
     settings = DataSettings(source, data_dir, cache_dir, tokenizer)
     data = prepare_stage_data(task=get_task("xnli"), train_task=get_task("snli"), train_split="dev", dev_split=None,
