@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from xlt.plan.jobs import GPUS, JobPlan, plan_job
-from xlt.plan.memory import GB
+from xlt.plan.memory import GB, Hardware
 from xlt.schema import CONF_DIR, ConfigError
 
 
@@ -185,7 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             label = (
                 " ".join(o for o in job_overrides if not o.startswith(("+sweep=", "hydra"))) or "(defaults)"
             )
-            job = plan_job(cfg, f"{i}: {label}" if args.multirun else label)
+            # A run on CPU (trainer.accelerator=cpu) is planned for the CPU: memory, host RAM with the model.
+            on_cpu = str(OmegaConf.select(composed[i - 1], "trainer.accelerator")) == "cpu"
+            job = plan_job(cfg, f"{i}: {label}" if args.multirun else label, Hardware(gpu=False) if on_cpu else None)
             if args.multirun and cfg.get("intermediate") and cfg.reuse.intermediate:
                 job.intermediate_key = shared_key(cfg)
             plans.append(job)
