@@ -56,9 +56,10 @@ bench: install
 bench-demo: install
 	$(PY) benchmarks/bench_demo.py
 
-## The GPU check (one GPU, < 5 min on an H100): xlt's step on an xlmr_large-shaped model (tokens/s, MFU) and one
-## FSDP step of an XL-shaped model, peak memory against python -m xlt.plan. Not part of `bench`: on a CPU it would
-## build a 3.5B model; there use GPU_CHECK_ARGS="--device cpu --model tiny --fsdp-model tiny --fsdp-scale fsdp".
+## The GPU check, on a GPU node: (a) xlt's step on an xlmr_large-shaped model on GPU 0 (tokens/s, MFU against the
+## card's own peak); (b) one XXL layer (hidden 4096) and one Qwen 7B layer (3584) under FSDP on EVERY GPU of the node
+## with the runs' fused AdamW, throughput and memory asserted against python -m xlt.plan (exit 1 on a failure).
+## On a CPU: GPU_CHECK_ARGS="--device cpu --model tiny --layer-width 64" (2 gloo processes for part b).
 gpu-check: install
 	$(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 

@@ -1,7 +1,7 @@
 """The GPU check: throughput and memory of xlt's training step, against ``python -m xlt.plan``.
 
-    python benchmarks/gpu_check.py                                  # on one GPU (under 5 min on an H100)
-    python benchmarks/gpu_check.py --model tiny --fsdp-model tiny --device cpu   # the CPU check (tests)
+    python benchmarks/gpu_check.py                 # on a GPU node: (a) on GPU 0, (b) on every GPU
+    python benchmarks/gpu_check.py --model tiny --layer-width 64 --device cpu   # the CPU check (tests)
 
 (a) ``--model`` (default xlmr_large), built from its model YAML with random weights (no hub), trained
     with xlt's own step (TransferModule + its XNLI head, the real Lightning Trainer; bf16-mixed on a
@@ -9,11 +9,11 @@
     padded to ``--seq-len`` (default 256). Reports tokens/s, model FLOPs utilisation (6 x
     non-embedding parameters x tokens / time / the GPU's bf16 peak) and peak memory against the
     plan's estimate for the same batch and length.
-(b) ``--fsdp-model`` (default xlmr_xl, 3.5B) under torch FSDP with the policies of its scale profile
-    (conf/scale/<model>.yaml: one unit and activation checkpointing per transformer layer, bf16
-    mixed precision), one process (NCCL on a GPU, gloo on CPU), one AdamW step: peak memory
-    against the plan's estimate. Lightning's FSDPStrategy refuses a CPU accelerator, so this part
-    wraps the module with torch FSDP itself, configured from the same profile.
+(b) one layer of each family at real width (``--layer-models``, default xlmr_xxl,qwen2_5_7b:
+    XLMRobertaXLLayer at hidden 4096, Qwen2DecoderLayer at 3584, the family table's classes) under
+    FSDP over every GPU of the node (gloo processes on CPU), with the run's fused AdamW and precision
+    policy: throughput against the card's own peak and memory against xlt.plan, ASSERTED (exit 1 on
+    a failure, one line each). See benchmarks/gpu_check_layers.py.
 
 Peak memory: ``torch.cuda.max_memory_allocated`` on a GPU. On CPU the process re-executes itself
 with glibc's mmap threshold at 64 KiB (every tensor larger than that is mapped and unmapped
@@ -92,7 +92,7 @@ def featurised_batches(cfg: Any, n_examples: int, seq_len: int, cache_dir: Path)
     from xlt.tasks.loading import resolve_source
     from xlt.tasks.registry import get_task
 
-    tokenizer = load_tokenizer(OmegaConf.create({"source": "random"}), cache_dir)  # XLM-R's tokenizer
+    tokenizer = load_tokenizer(OmegaConf.create({"source": "random", "arch": "xlmr"}), cache_dir)  # XLM-R tokenizer
     source, data_dir = resolve_source("local", cfg.data.dir)
     settings = DataSettings(source, data_dir, cache_dir, tokenizer)
     data = prepare_stage_data(task=get_task("xnli"), train_task=get_task("snli"), train_split="dev", dev_split=None,
@@ -122,7 +122,8 @@ def part_a(args: argparse.Namespace, gpu: bool, cache_dir: Path) -> dict[str, An
 
     from xlt.modeling.heads import build_head
     from xlt.modeling.module import TransferModule
-    from xlt.plan import GPUS, Architecture, Hardware, count_parameters, estimate_memory
+    from xlt.plan import Architecture, Hardware, count_parameters, estimate_memory
+    from xlt.plan.jobs import peak_flops
     from xlt.tasks.registry import get_task
 
     cfg = compose(args.model, "default", args.batch, args.seq_len, cache_dir, [])
@@ -197,94 +198,26 @@ def part_a(args: argparse.Namespace, gpu: bool, cache_dir: Path) -> dict[str, An
                      "excluded_resident_weights": resident},
     }  # fmt: skip
     if gpu:
-        peak = GPUS[args.gpu][1]
-        result["mfu"] = flops / seconds / peak if seconds else None
+        card = peak_flops(torch.cuda.get_device_name(0))
+        peak = args.peak_flops or (card[1] if card else None)
+        result["mfu"] = flops / seconds / peak if seconds and peak else None
         result["peak_flops"] = peak
     result["estimate_over_measured"] = result["estimated_peak_bytes"] / measured if measured > 0 else None
     return result
 
 
-def part_b(args: argparse.Namespace, gpu: bool, cache_dir: Path) -> dict[str, Any]:
-    """One FSDP step (bf16 mixed precision, activation checkpointing per layer) in a 1-process group."""
-    import torch
-    import torch.distributed as dist
-    from hydra.utils import instantiate
-    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
-    from torch.distributed.fsdp import FullyShardedDataParallel, MixedPrecision, ShardingStrategy
+def part_b(args: argparse.Namespace, gpu: bool) -> list[dict[str, Any]]:
+    """One layer of each family at real width under FSDP on every GPU: benchmarks/gpu_check_layers.py."""
+    from gpu_check_layers import run
 
-    from xlt.modeling.heads import build_head
-    from xlt.modeling.module import TransferModule
-    from xlt.plan import Hardware, estimate_memory, is_sharded
-    from xlt.tasks.registry import get_task
-
-    profile = args.fsdp_scale or (args.fsdp_model if args.fsdp_model in _profiles() else "fsdp")
-    cfg = compose(args.fsdp_model, profile, args.fsdp_batch, args.seq_len, cache_dir, [])
-    strategy = cfg.scale.strategy
-    if isinstance(strategy, str) or not is_sharded(strategy) or "auto_wrap_policy" not in strategy:
-        raise SystemExit(f"scale={profile}: not an FSDP profile with an auto_wrap_policy")
-    _, dm, _ = featurised_batches(cfg, args.fsdp_batch, args.seq_len, cache_dir)
-    dm.setup("fit")
-    batch = next(iter(dm.train_dataloader()))
-    device = torch.device("cuda", torch.cuda.current_device()) if gpu else torch.device("cpu")
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(29500 + os.getpid() % 1000))
-    dist.init_process_group("nccl" if gpu else "gloo", rank=0, world_size=1)
-    try:
-        encoder = build_model(cfg, gpu)
-        xnli = get_task("xnli")
-        module = TransferModule(encoder, build_head(xnli, cfg.model.hidden_size, cfg.model.pooling),
-                                xnli, cfg.target.lr, cfg.optim, val_sets=[], test_sets=[]).to(device)  # fmt: skip
-        wrap = instantiate(strategy.auto_wrap_policy, _convert_="all")
-        ckpt_policy = instantiate(strategy.activation_checkpointing_policy, _convert_="all")
-        layer_classes = tuple(ckpt_policy._module_classes)
-        if gpu:
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-        else:
-            base, peak_before = rss_bytes(), max_rss_bytes()
-        bf16 = torch.bfloat16
-        # What Lightning's FSDPStrategy does for precision=bf16-mixed: MixedPrecision in bf16 + autocast.
-        sharded = FullyShardedDataParallel(module, auto_wrap_policy=wrap, device_id=device, use_orig_params=True,
-                                           sharding_strategy=ShardingStrategy[strategy.get("sharding_strategy", "FULL_SHARD")],
-                                           mixed_precision=MixedPrecision(param_dtype=bf16, reduce_dtype=bf16,
-                                                                          buffer_dtype=bf16))  # fmt: skip
-        apply_activation_checkpointing(sharded, check_fn=lambda m: isinstance(m, layer_classes))
-        optimizer = torch.optim.AdamW(sharded.parameters(), lr=cfg.target.lr, eps=cfg.optim.adam_epsilon)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        start = time.perf_counter()
-        for _ in range(2):  # the second step has the first's gradients and AdamW states resident
-            with torch.autocast(device.type, dtype=bf16):
-                logits = sharded(batch, module.head)
-                loss = module.head.loss(logits, batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            sharded.clip_grad_norm_(cfg.optim.max_grad_norm)
-            optimizer.step()
-        if gpu:
-            torch.cuda.synchronize()
-            measured = torch.cuda.max_memory_allocated()
-            measured_what = "torch.cuda.max_memory_allocated over two steps (weights included)"
-        else:
-            measured = max_rss_bytes() - base
-            measured_what = "ru_maxrss - RSS after the model was built (weights already resident)"
-            if max_rss_bytes() <= peak_before:
-                measured_what += "; INVALID: the process peaked before the step"
-        seconds = time.perf_counter() - start
-    finally:
-        dist.destroy_process_group()
-    estimate = estimate_memory(cfg, Hardware(gpu=gpu, precision="bf16-mixed"))
-    resident = 0.0 if gpu else estimate.weights
-    return {
-        "part": "b", "model": args.fsdp_model, "scale": profile, "device": device_name(gpu),
-        "batch": args.fsdp_batch, "seq_len": args.seq_len, "loss": float(loss), "seconds_two_steps": seconds,
-        "activation_checkpointing": estimate.checkpointing, "shards": estimate.shards,
-        "measured_peak_bytes": measured, "measured": measured_what,
-        "estimated_peak_bytes": estimate.peak - resident,
-        "estimate": {"weights": estimate.weights, "gradients": estimate.gradients, "optimizer": estimate.optimizer,
-                     "activations": estimate.activations, "gathered": estimate.gathered,
-                     "optimizer_step": estimate.optimizer_step, "excluded_resident_weights": resident},
-        "estimate_over_measured": (estimate.peak - resident) / measured if measured > 0 else None,
-    }  # fmt: skip
+    results, failures = run(args, gpu)
+    for line in failures:
+        print(f"gpu_check: FAILED {line}", file=sys.stderr)
+    for r in results:
+        r["failures"] = [f for f in failures if f.startswith(r["model"] + " ")]
+    if not results:
+        results = [{"part": "b", "failures": failures}]
+    return results
 
 
 def _profiles() -> list[str]:
@@ -304,17 +237,24 @@ def device_name(gpu: bool) -> str:
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
-    lines = ["| part | model | device | batch x len | tokens/s | MFU | peak measured | estimate | estimate/measured |",
-             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| part | model | device | GPUs | batch x len | tokens/s | MFU | peak measured | estimate | estimate/measured | failures |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in results:
+        if "model" not in r:
+            lines.append(f"| {r['part']} | | | | | | | | | | {'; '.join(r.get('failures', []))} |")
+            continue
         tps = f"{r['tokens_per_s']:,.0f}" if r.get("tokens_per_s") else ""
-        mfu = f"{r['mfu']:.1%}" if r.get("mfu") else ""
+        mfu = f"{r['mfu']:.1%}" if r.get("mfu") else ("no MFU (unknown peak)" if r["part"] == "b" else "")
         ratio = f"{r['estimate_over_measured']:.2f}" if r.get("estimate_over_measured") else ""
-        lines.append(f"| {r['part']} | {r['model']} | {r['device']} | {r['batch']} x {r['seq_len']} | {tps} | {mfu} | "
-                     f"{r['measured_peak_bytes'] / 2**20:,.0f} MiB | {r['estimated_peak_bytes'] / 2**20:,.0f} MiB | "
-                     f"{ratio} |")  # fmt: skip
+        measured = f"{r['measured_peak_bytes'] / 2**20:,.0f} MiB" if r.get("measured_peak_bytes") else "not measured"
+        model = r["model"] + (f" ({r['layer_class']}, hidden {r['hidden']})" if r["part"] == "b" else "")
+        lines.append(f"| {r['part']} | {model} | {r['device']} | {r.get('world', 1)} | {r['batch']} x {r['seq_len']} | "
+                     f"{tps} | {mfu} | {measured} | {r['estimated_peak_bytes'] / 2**20:,.0f} MiB | {ratio} | "
+                     f"{'; '.join(r.get('failures', [])) or 'none'} |")  # fmt: skip
     lines.append("")
-    lines += [f"- part {r['part']}: measured as {r['measured']}" for r in results]
+    lines += [f"- part {r['part']}: measured as {r['measured']}" for r in results if r.get("measured")]
+    lines += ["- part b: one layer per family under FSDP on every GPU; memory measured on GPUs only "
+              "(torch.cuda.max_memory_allocated), asserted there; throughput asserted where the peak is known"]
     return "\n".join(lines) + "\n"
 
 
@@ -322,17 +262,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     parser.add_argument("--model", default="xlmr_large", help="part (a): model YAML to build (random init)")
-    parser.add_argument("--fsdp-model", default="xlmr_xl", help="part (b): model YAML to build under FSDP")
-    parser.add_argument(
-        "--fsdp-scale", default=None, help="part (b): FSDP profile (default: the model's own)"
-    )
+    parser.add_argument("--layer-models", default="xlmr_xxl,qwen2_5_7b", help="part (b): model YAMLs, one layer each")
+    parser.add_argument("--layer-width", type=int, default=None, help="part (b): hidden size instead of the real one (CPU)")
+    parser.add_argument("--cpu-world", type=int, default=2, help="part (b) on CPU: gloo processes")
     parser.add_argument("--batch", type=int, default=32, help="part (a): sequences per step")
-    parser.add_argument("--fsdp-batch", type=int, default=8, help="part (b): sequences per step")
+    parser.add_argument("--fsdp-batch", type=int, default=8, help="part (b): sequences per step a rank")
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--warmup", type=int, default=3, help="part (a): untimed steps")
     parser.add_argument("--steps", type=int, default=20, help="part (a): timed steps")
     parser.add_argument("--parts", default="ab")
-    parser.add_argument("--gpu", default="h100", help="the bf16 peak MFU is computed against (xlt.plan.GPUS)")
+    parser.add_argument("--peak-flops", type=float, default=None,
+                        help="the card's bf16 peak (default: xlt.plan.jobs.peak_flops by device name; unknown: no MFU)")
+    parser.add_argument("--plan-mfu", type=float, default=0.4, help="part (b): the utilisation xlt.plan assumes")
+    parser.add_argument("--mfu-tolerance", type=float, default=0.5, help="part (b): fail below plan-mfu x (1 - this)")
+    parser.add_argument("--memory-tolerance", type=float, default=0.3, help="part (b), GPU: |measured/estimate - 1| bound")
     parser.add_argument("--cache-dir", type=Path, default=None, help="xlt cache (the e5/XLM-R tokenizer)")
     parser.add_argument("--out", type=Path, default=None, help="output stem (.json and .md are written)")
     args = parser.parse_args(argv)
@@ -359,12 +302,15 @@ def main(argv: list[str] | None = None) -> int:
                 argv_part = list(argv if argv is not None else sys.argv[1:])
                 env = {**os.environ, **({} if gpu else {MMAP_ENV: "65536"})}
                 subprocess.run([sys.executable, __file__, *argv_part, "--parts", part, "--out", str(stem)],
-                               check=True, env=env)  # fmt: skip
+                               check=False, env=env)  # fmt: skip
+                if not stem.with_suffix(".json").exists():
+                    raise SystemExit(f"gpu_check: part {part} wrote no results")
                 results += json.loads(stem.with_suffix(".json").read_text())
     elif args.parts == "a":
         results.append(part_a(args, gpu, cache_dir))
     elif args.parts == "b":
-        results.append(part_b(args, gpu, cache_dir))
+        args.batch = args.fsdp_batch
+        results += part_b(args, gpu)
     else:
         parser.error(f"--parts {args.parts!r}: expected a, b or ab")
     out = args.out or ROOT / "benchmarks" / "results" / f"gpu_check-{'gpu' if gpu else 'cpu'}"
@@ -373,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(results)
     out.with_suffix(".md").write_text(table)
     print(table)
-    return 0
+    failed = [f for r in results for f in r.get("failures", [])]
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

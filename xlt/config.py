@@ -10,6 +10,7 @@ dataclasses stay importable from here.
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,24 @@ DERIVED_TRAINER_ARGS = ("precision", "strategy", "devices", "num_nodes", "accumu
                         "gradient_clip_val", "logger", "callbacks", "default_root_dir")  # fmt: skip
 
 
+def _host_memory_gb(*, _root_: DictConfig) -> float | None:
+    """``${xlt_host_memory_gb:}`` (conf/scale/default.yaml): xlt.plan's per-node host RAM for the job
+    the root config describes, in whole GB; None where it cannot be estimated (no architecture block,
+    no target yet)."""
+    try:
+        from xlt.plan.host import estimate_host
+
+        # A job on GPUs unless it says cpu: SLURM jobs resolve this on a login node without CUDA.
+        gpu = str(_root_.trainer.get("accelerator", "auto")) != "cpu"
+        return float(estimate_host(_root_, gpu=gpu).request_gb)
+    except Exception:  # an incomplete config (composition, a test's partial one): no figure, no --mem
+        return None
+
+
+if not OmegaConf.has_resolver("xlt_host_memory_gb"):
+    OmegaConf.register_new_resolver("xlt_host_memory_gb", _host_memory_gb)
+
+
 def validate(cfg: DictConfig) -> DictConfig:
     """Check a composed config against the schema and the registries; return it typed and read-only."""
     from xlt.tasks.registry import UnknownTaskError, get_task
@@ -166,6 +185,7 @@ def validate(cfg: DictConfig) -> DictConfig:
 
     _check_trainer_args(merged.trainer)
     _check_scale_and_model(merged)
+    _resolve_auto_batch(merged)
     _check_ranges(merged)
     _check_data(merged)
     world = merged.scale.devices * merged.scale.num_nodes
@@ -177,11 +197,31 @@ def validate(cfg: DictConfig) -> DictConfig:
             except ValueError as err:
                 raise ConfigError(f"{stage_name}.batch_size: {err}") from None
     # A GPU run whose estimate exceeds scale.gpu_memory_gb stops here.
-    from xlt.plan.jobs import check_gpu_memory
+    from xlt.plan.jobs import check_gpu_memory, fill_host_memory
 
     check_gpu_memory(merged)
+    fill_host_memory(merged)
     OmegaConf.set_readonly(merged, True)
     return merged
+
+
+def _resolve_auto_batch(cfg: DictConfig) -> None:
+    """``scale.per_device_batch_size: auto`` becomes the number xlt.plan picks (the largest that fits
+    ``scale.gpu_memory_gb``), so the run config, the config lock and the result rows record it."""
+    value = cfg.scale.per_device_batch_size
+    if isinstance(value, str) and not value.lstrip("-").isdigit():
+        if value != "auto":
+            raise ConfigError(f"scale.per_device_batch_size={value!r}: expected a positive integer or auto")
+        from xlt.plan.jobs import resolve_per_device_batch
+
+        for name in ("intermediate", "target"):  # a stage's batch must split over the devices first
+            stage = cfg.get(name)
+            if stage is not None:
+                _positive(stage.batch_size, f"{name}.batch_size", integer=True)
+        cfg.scale.per_device_batch_size, why = resolve_per_device_batch(cfg)
+        logging.getLogger(__name__).info("scale.per_device_batch_size=auto -> %s", why)
+    elif isinstance(value, str):
+        cfg.scale.per_device_batch_size = int(value)
 
 
 def _fill_from_family(cfg: DictConfig) -> None:

@@ -61,7 +61,7 @@ LOCK_FILE = "lock"
 LAUNCH_ENV = "XLT_LAUNCH_ID"
 
 # Settings that do not change the intermediate weights: left out of the key.
-_SCALE_NEUTRAL = ("name", "checkpoint_every_n_steps", "gpu_memory_gb")
+_SCALE_NEUTRAL = ("name", "checkpoint_every_n_steps", "gpu_memory_gb", "host_memory_gb")
 _TRAINER_NEUTRAL = ("enable_progress_bar", "enable_model_summary", "log_every_n_steps")
 _DATA_NEUTRAL = ("cache_dir", "num_workers")
 

@@ -161,7 +161,9 @@ class ScaleConfig:
     strategy: Any = "auto"
     devices: int = 1
     num_nodes: int = 1
-    per_device_batch_size: int = 32
+    # An int, or "auto": the largest that fits gpu_memory_gb by xlt.plan's estimate, resolved (and
+    # recorded as a number) at validation; accumulation makes up the rest of the stage's batch.
+    per_device_batch_size: Any = 32
     # HF gradient checkpointing on the encoder (FSDP profiles use the strategy's own policy instead).
     activation_checkpointing: bool = False
     peft: str = "none"
@@ -172,6 +174,10 @@ class ScaleConfig:
     # Memory of one GPU in GB (1e9 bytes): a GPU run whose estimated peak per GPU (xlt.plan) exceeds it
     # is refused at validation.
     gpu_memory_gb: float = 80.0
+    # Host RAM a node of the job needs, in GB: the SLURM request (conf/hydra/launcher/slurm.yaml
+    # mem_gb). null: filled at validation from xlt.plan's estimate (xlt/plan/host.py) where the model
+    # file has its architecture block; the big models' profiles set it from that estimate.
+    host_memory_gb: float | None = None
 
 
 @dataclass

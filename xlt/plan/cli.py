@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from xlt.plan.jobs import GPUS, JobPlan, plan_job
-from xlt.plan.memory import GB
+from xlt.plan.memory import GB, Hardware
 from xlt.schema import CONF_DIR, ConfigError
 
 
@@ -82,6 +82,8 @@ def describe(job: JobPlan, gpu: str, mfu: float) -> str:
     m, p = job.memory, job.params
     lines = [f"{job.label}  (scale={job.scale}: {job.world} device(s), {m.shards} shard(s), "
              f"activation checkpointing {'on' if m.checkpointing else 'off'})"]  # fmt: skip
+    if job.batches:
+        lines.append(f"  batch        {'; '.join(job.batches)}")
     published = f"; published {_fmt_count(job.published)}" if job.published else ""
     lines.append(
         f"  parameters   {p.total:,} total, {p.non_embedding:,} non-embedding (from the architecture{published})"
@@ -93,14 +95,20 @@ def describe(job: JobPlan, gpu: str, mfu: float) -> str:
         f" | AdamW step temporaries {m.optimizer_step / GB:.2f}"
         f" = peak {m.peak / GB:.2f} GB of {job.limit_gb:g}{'' if job.fits else '  EXCEEDS'}"
     )
+    if job.host is not None:
+        lines.append("  " + job.host.describe())
     for t in job.tokens:
-        lines.append(f"  tokens       {t.stage}: {_fmt_opt(t.examples, ',')} examples x {t.epochs:g} epochs x "
-                     f"{t.seq_len} = {_fmt_opt(t.tokens, ',.0f')}")  # fmt: skip
+        per = None if t.tokens_per_epoch is None or not t.examples else t.tokens_per_epoch / t.examples
+        lines.append(f"  tokens       {t.stage}: {_fmt_opt(t.examples, ',')} sequences x {t.epochs:g} epochs x "
+                     f"{_fmt_opt(per, ',.1f')} tokens after length grouping (max {t.seq_len}) = "
+                     f"{_fmt_opt(t.tokens, ',.0f')}{' (upper bound for unmeasured tasks)' if t.upper_bound else ''}")  # fmt: skip
         lines += [f"                 {s}" for s in t.sources]
     hours = job.gpu_hours(peak, mfu)
-    lines.append(f"  compute      6 x {p.non_embedding:,} x {_fmt_opt(job.total_tokens, ',.0f')} tokens = "
-                 f"{_fmt_opt(job.flops, '.3g')} FLOP = {_fmt_hours(hours)} GPU-hours on {name} at "
-                 f"{mfu:.0%} MFU ({_fmt_hours(None if hours is None else hours / job.world)} h on "
+    recompute = " + 1 recomputed forward (activation checkpointing)" if job.passes == 4 else ""
+    lines.append(f"  compute      (forward + backward{recompute}) x (2 x {p.non_embedding:,} x tokens + attention "
+                 f"4 x layers x hidden x tokens x length) = {_fmt_opt(job.flops, '.3g')} FLOP "
+                 f"(model FLOPs {_fmt_opt(job.model_flops, '.3g')}) = {_fmt_hours(hours)} GPU-hours on {name} at "
+                 f"{mfu:.0%} utilisation ({_fmt_hours(None if hours is None else hours / job.world)} h on "
                  f"{job.world} GPU(s))")  # fmt: skip
     return "\n".join(lines)
 
@@ -177,7 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             label = (
                 " ".join(o for o in job_overrides if not o.startswith(("+sweep=", "hydra"))) or "(defaults)"
             )
-            job = plan_job(cfg, f"{i}: {label}" if args.multirun else label)
+            # A run on CPU (trainer.accelerator=cpu) is planned for the CPU: memory, host RAM with the model.
+            on_cpu = str(OmegaConf.select(composed[i - 1], "trainer.accelerator")) == "cpu"
+            job = plan_job(cfg, f"{i}: {label}" if args.multirun else label, Hardware(gpu=False) if on_cpu else None)
             if args.multirun and cfg.get("intermediate") and cfg.reuse.intermediate:
                 job.intermediate_key = shared_key(cfg)
             plans.append(job)
@@ -195,8 +205,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(plans, args.gpu, args.mfu))
     print(
         "\nMemory: arithmetic estimate per GPU (see xlt/plan/memory.py), checked against CPU measurements only. "
-        "Tokens: examples x epochs x max_seq_length (an upper bound). FLOPs: 6 x non-embedding parameters "
-        "x tokens (training only; evaluation, activation recomputation and attention's seq^2 term not counted)."
+        "Tokens: examples x epochs x tokens per example after length grouping (measured lengths, "
+        "xlt/plan/token_stats.json; max_seq_length where a task has none). FLOPs: 2 x non-embedding parameters "
+        "x tokens + attention per forward, x3 for forward and backward, x4 with activation checkpointing's "
+        "recomputation (training only; evaluation not counted); GPU-hours at the stated utilisation of those FLOPs."
     )
     for job in refused:
         print(job.refusal(), file=sys.stderr)

@@ -126,9 +126,9 @@ def estimate_memory(cfg: DictConfig, hardware: Hardware | None = None) -> Memory
     zeroes them just before backward), so the peak is at the end of the forward: resident states +
     activations (+ under FSDP the gathered units: the root unit, which FSDP keeps unsharded through
     forward and backward, two layer units (current and prefetched) and their unsharded gradients,
-    in the compute dtype). The AdamW step runs after the activations are freed; its temporaries are
-    one fp32 copy of the (sharded) trainable parameters on GPUs (foreach implementation) and of the
-    largest tensor on CPU (per-tensor loop).
+    in the compute dtype). The AdamW step runs after the activations are freed; the runs use fused AdamW
+    (in place: temporaries of the order of the largest tensor, sharded on GPUs), except under fp16's
+    GradScaler, where torch's foreach implementation keeps one fp32 copy of the (sharded) parameters.
     Activations: :func:`activation_bytes_per_layer` per layer, plus the embedding output; with
     checkpointing each layer keeps only its input, and one layer is recomputed at a time.
     """
@@ -152,10 +152,12 @@ def estimate_memory(cfg: DictConfig, hardware: Hardware | None = None) -> Memory
     gathered = 0.0
     if is_sharded(scale.strategy):  # also on one device: FSDP's bf16 copies of the units in use
         gathered = (2 * counts.outside_layers + 3 * counts.per_layer) * compute_bytes
-    if hardware.gpu:
-        optimizer_step = trainable * 4 / shards
+    if hardware.gpu and precision == "16-mixed":
+        optimizer_step = trainable * 4 / shards  # torch's foreach AdamW (the module's choice under a GradScaler)
     else:
-        optimizer_step = max(counts.word_embedding, counts.per_layer) * 4.0
+        # Fused AdamW (the module's choice: xlt.modeling.module.adamw_implementation) updates in place;
+        # what remains is of the order of the largest tensor, as for CPU's per-tensor loop.
+        optimizer_step = max(counts.word_embedding, counts.per_layer) * 4.0 / (shards if hardware.gpu else 1)
     best: tuple[float, float, float, str] | None = None
     for name, stage in stages(cfg):
         seqs, seq_len = stage_batch(cfg, stage, name)
@@ -171,19 +173,29 @@ def estimate_memory(cfg: DictConfig, hardware: Hardware | None = None) -> Memory
         if best is None or max(full, checkpointed) > max(best[0], best[1]):
             best = (full, checkpointed, tokens, name)
     if best is None:
-        # Nothing trains (a retrieval target): the weights, and one layer's activations at a time at the
-        # larger of the target's embedding batch and the probes' (no gradients, nothing kept for backward).
-        sizes = [(int(cfg.target.eval_batch_size), int(cfg.target.max_seq_length))]
-        if cfg.get("probe") and cfg.probe.tasks:
-            sizes.append((int(cfg.retrieval.batch_size), int(cfg.retrieval.max_seq_length)))
-        seqs, seq_len = max(sizes, key=lambda size: size[0] * size[1])
-        layer = activation_bytes_per_layer(
-            arch, seqs * seq_len, seqs, seq_len, precision, False, hardware.gpu
-        )
-        return MemoryEstimate(weights, 0.0, 0.0, layer, layer, layer, 0.0, 0.0, shards, ckpt, "retrieval")
+        return _retrieval_memory(cfg, arch, counts.total * param_bytes, param_bytes, hardware.gpu, ckpt)
     full, checkpointed, _, stage_name = best
     return MemoryEstimate(weights, gradients, optimizer, checkpointed if ckpt else full, full, checkpointed,
                           gathered, optimizer_step, shards, ckpt, stage_name)  # fmt: skip
+
+
+def _retrieval_memory(cfg: DictConfig, arch: Architecture, model_bytes: float, param_bytes: int, gpu: bool,
+                      ckpt: bool) -> MemoryEstimate:  # fmt: skip
+    """A retrieval target trains nothing; its evaluator moves the WHOLE encoder onto the device (not
+    sharded, whatever the profile: xlt/evaluation/base.py) and embeds without autocast, in the
+    weights' dtype, with ``output_hidden_states=True``: every layer's output (layers + 1 tensors of
+    batch x length x hidden) is held until the batch is pooled, plus one layer's working tensors. The
+    batch is the larger of the target's embedding batch and the probes' (retrieval.*)."""
+    sizes = [(int(cfg.target.eval_batch_size), int(cfg.target.max_seq_length))]
+    if cfg.get("probe") and cfg.probe.tasks:
+        sizes.append((int(cfg.retrieval.batch_size), int(cfg.retrieval.max_seq_length)))
+    seqs, seq_len = max(sizes, key=lambda size: size[0] * size[1])
+    tokens = seqs * seq_len
+    precision = "32-true" if param_bytes == 4 else "bf16-true"
+    layer = activation_bytes_per_layer(arch, tokens, seqs, seq_len, precision, False, gpu)
+    states = (arch.layers + 1) * tokens * arch.hidden * param_bytes
+    return MemoryEstimate(model_bytes, 0.0, 0.0, states + layer, states + layer, states + layer, 0.0, 0.0, 1,
+                          ckpt, "retrieval")  # fmt: skip
 
 
 def stages(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
@@ -207,13 +219,18 @@ def choices_of(task: str) -> int:
     return spec.num_labels if spec.head == "multiple_choice" else 1
 
 
-def stage_batch(cfg: DictConfig, stage: DictConfig, name: str) -> tuple[int, int]:
-    """(sequences per device per forward, sequence length) of a stage at its max_seq_length."""
+def stage_per_device(cfg: DictConfig, stage: DictConfig, name: str) -> tuple[int, int]:
+    """(examples per device per forward, gradient accumulation) of a stage."""
     world = cfg.scale.devices * cfg.scale.num_nodes
     try:
-        per_device, _ = batch_plan(stage.batch_size, cfg.scale.per_device_batch_size, world)
+        return batch_plan(stage.batch_size, cfg.scale.per_device_batch_size, world)
     except ValueError as err:
         raise ConfigError(f"{name}.batch_size: {err}") from None
+
+
+def stage_batch(cfg: DictConfig, stage: DictConfig, name: str) -> tuple[int, int]:
+    """(sequences per device per forward, sequence length) of a stage at its max_seq_length."""
+    per_device, _ = stage_per_device(cfg, stage, name)
     tasks = [t for t, _, _ in stage_members(cfg, stage, name)]
     return per_device * max(map(choices_of, tasks)), int(stage.max_seq_length)
 

@@ -37,9 +37,15 @@ class Architecture:
                 f"model={model.name}: {', '.join('model.' + k for k in missing)} not set "
                 "(needed to estimate parameters and memory; copy them from the checkpoint's config.json)"
             )
-        from xlt.modeling.families import family_of
+        model_type = model.get("expected_model_type")
+        if model_type is None and model.get("arch") is not None:
+            from xlt.modeling.families import family_of  # the family table: model.arch -> model_type
 
-        model_type = family_of(model).model_type  # the family table (model.arch)
+            try:
+                model_type = family_of(model).model_type
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+        model_type = model_type or "xlm-roberta"
         if model_type not in ("xlm-roberta", "xlm-roberta-xl", "qwen2"):
             raise ConfigError(f"model={model.name}: no parameter formula for model_type {model_type!r}")
         heads = int(model.num_attention_heads)
