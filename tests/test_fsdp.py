@@ -154,7 +154,7 @@ def test_fsdp_matches_ddp_step_by_step(
             == ddp_results[(stage, "tatoeba", "test", "de", "acc")]
         )
     rank1 = (fsdp_run / "train_ddp_process_1.log").read_text()
-    assert "intermediate probes run on rank 0; rank 1 waits" in rank1
+    assert "intermediate tatoeba: retrieval runs on rank 0; rank 1 waits" in rank1
 
 
 @pytest.mark.ci

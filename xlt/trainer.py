@@ -58,6 +58,33 @@ def own_device() -> torch.device:
     return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 
+_WAIT_GROUPS: dict[int, Any] = {}
+
+
+def wait_for_rank_zero(failure: str | None = None) -> None:
+    """Where rank 0 works alone (retrieval, xlt/stage.py), the others wait here for it, and rank 0
+    comes here when it is done (``failure``: it failed, and the others raise RuntimeError with that
+    line instead of going on to collectives rank 0 will never join). Nothing without a process group.
+
+    A gloo group of its own with a one-day timeout: the default group's (30 min in Lightning, NCCL's
+    watchdog on GPUs) would abort a job whose rank 0 mines BUCC with a large model for longer."""
+    import datetime
+
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    world = dist.distributed_c10d._get_default_group()
+    group = _WAIT_GROUPS.get(id(world))
+    if group is None:
+        _WAIT_GROUPS.clear()  # a group of an earlier, destroyed default group is no use
+        group = _WAIT_GROUPS[id(world)] = dist.new_group(backend="gloo", timeout=datetime.timedelta(days=1))
+    message: list[Any] = [failure]
+    dist.broadcast_object_list(message, src=0, group=group)
+    if message[0] is not None and dist.get_rank() != 0:
+        raise RuntimeError(f"rank 0 failed, so rank {dist.get_rank()} stops: {message[0]}")
+
+
 def cluster_plugins() -> list[Any]:
     """Under SLURM, Lightning's SLURMEnvironment without its own requeue handler: submitit (USR2)
     owns preemption and requeueing, see docs/slurm-requeue.md."""
