@@ -26,6 +26,7 @@ from xlt.callbacks import (
 )
 from xlt.config import batch_plan, to_container
 from xlt.data.datamodule import StageData
+from xlt.preemption import use_xlt_signals
 from xlt.rundir import BEST_CKPT, LAST_CKPT
 
 
@@ -184,6 +185,7 @@ def build_trainer(cfg: DictConfig, stage_cfg: DictConfig, data: StageData, accum
         use_distributed_sampler=False,
         plugins=plugins,
     )
+    use_xlt_signals(trainer)  # SIGTERM without Lightning's broadcast inside the handler (xlt/preemption.py)
     if ckpt_dir is None:  # an evaluator: log at the evaluated weights' step, not a fresh Trainer's 0
         trainer.fit_loop.epoch_loop._batches_that_stepped = eval_step
     return trainer
