@@ -44,7 +44,14 @@ from xlt.rundir import (
 from xlt.strategies import is_sharded, materialize, meta_skeleton
 from xlt.tasks.registry import get_task
 from xlt.tasks.spec import MixtureSpec, TaskSpec
-from xlt.trainer import build_trainer, stage_batch_plan, stage_lr, wait_for_rank_zero
+from xlt.trainer import (
+    build_trainer,
+    end_of_stage_collect,
+    release,
+    stage_batch_plan,
+    stage_lr,
+    wait_for_rank_zero,
+)
 
 log = logging.getLogger(__name__)
 
@@ -205,10 +212,14 @@ class StageRunner:
             stage_state.mark_stage(stage, best=best, task=spec.name, train=data.train_origin, steps=trainer.global_step,
                                    logged_step=self.eval_step, rng=rng_states_to_json(rng_states()),
                                   **({"mixture": mixture_info} if mixture_info else {}))  # fmt: skip
+            release(trainer)  # nothing of the fit (module, optimizer, FSDP wrapper) outlives the stage
+            del trainer, selector
             if is_global_zero():
                 last.unlink(missing_ok=True)  # the stage is done; its resume point is no longer needed
                 (ckpt_dir / PREVIOUS_CKPT).unlink(missing_ok=True)
         self._evaluate_stage(stage, stage_cfg, spec, data, dm, module, skeleton, weights)
+        del module, skeleton, dm, data
+        end_of_stage_collect()
 
     def _stage_data(self, stage: str, stage_cfg: DictConfig, spec: TaskSpec | MixtureSpec,
                     train_spec: TaskSpec | None, test: bool) -> StageData:  # fmt: skip
@@ -254,6 +265,7 @@ class StageRunner:
                     scores = module.scores
                     module = cast(TransferModule, materialize(skeleton, self._checkpoint_weights(weights)))
                     module.scores.update(scores)
+                    release(evaluator)
                     evaluator = self._trainer(stage_cfg, data, 1, None, None)
                 if self.cfg.predictions:
                     module.collect_predictions()
@@ -263,6 +275,8 @@ class StageRunner:
         except SIGTERMException:
             raise Preempted(f"preempted (SIGTERM) while evaluating the {stage} stage; its training is saved, "
                             "relaunch the same command to evaluate it again") from None  # fmt: skip
+        release(evaluator)
+        del evaluator
         if data.test and self.cfg.predictions:
             assert isinstance(spec, TaskSpec), "a mixture stage has no test sets"
             self._write_head_predictions(spec, data.test, module.predictions)

@@ -86,6 +86,43 @@ def wait_for_rank_zero(failure: str | None = None) -> None:
         raise RuntimeError(f"rank 0 failed, so rank {dist.get_rank()} stops: {message[0]}")
 
 
+def release(trainer: pl.Trainer | None) -> None:
+    """Drop what a Trainer that has finished (fit, validate or test) holds of its stage: the module
+    (and through it the FSDP wrapper, the flattened parameters and the heads), the optimizers with
+    their AdamW states, the schedulers, the data. A Trainer is full of reference cycles (its loops and
+    connectors point back at it), so it is only freed by the cyclic garbage collector, at a time of
+    the collector's choosing: without this, a finished stage's model and optimizer states stayed in
+    memory until then (tens of GB per GPU for XXL while the next stage wraps its encoder)."""
+    if trainer is None:
+        return
+    strategy = trainer.strategy
+    module = strategy._lightning_module
+    if module is not None:
+        module._trainer = None
+    strategy._lightning_module = None
+    strategy._model = None
+    strategy._optimizers = []
+    strategy._lightning_optimizers = []
+    strategy.lr_scheduler_configs = []
+    trainer.datamodule = None
+
+
+def end_of_stage_collect() -> None:
+    """Free what is left of a finished stage now, not when the collector next runs on its own.
+    :func:`release` cuts the Trainer's links, so the optimizers and their states go at once (reference
+    counting); the module itself (heads, torchmetrics states, under FSDP the wrapped encoder and its
+    flat parameters) sits in reference cycles that torch and Lightning hooks make (bound methods of
+    the module kept in its own hook tables, the data-hook selector, the profiler), which only the
+    cyclic collector frees. One collection per stage, before the next stage builds its model."""
+    import gc
+
+    for _ in range(3):  # a finaliser or weakref callback may free more on the next pass (FSDP's do)
+        if not gc.collect():
+            break
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def cluster_plugins() -> list[Any]:
     """Under SLURM, Lightning's SLURMEnvironment without its own requeue handler: submitit (USR2)
     owns preemption and requeueing, see docs/slurm-requeue.md."""

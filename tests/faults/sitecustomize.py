@@ -9,7 +9,9 @@ created just before the signal, and an existing file disables the fault (the rel
 
 More hooks and signals for the multi-rank SIGTERM tests (tests/test_sigterm_ranks.py): ``save`` fires
 in ``TransferModule.on_save_checkpoint`` (every rank builds the checkpoint, rank 0 then writes it and
-all meet in a barrier), ``embed`` in ``xlt.modeling.embedding.embed`` (retrieval: a probe between
+all meet in a barrier), ``write`` in Lightning's ``_atomic_save`` (rank 0 writing the file while the
+others already wait in the barrier after the save; ``task`` is the file name, e.g. ``last.ckpt``),
+``embed`` in ``xlt.modeling.embedding.embed`` (retrieval: a probe between
 stages; ``task`` is then the progress label's first word, e.g. ``tatoeba``); ``n`` counts the calls of
 this process. Signal ``TERMGROUP`` sends SIGTERM to the whole process group (every rank, as SLURM
 signals every task of a job step), ``TERM`` to this process only.
@@ -63,6 +65,9 @@ def _patch_counted(module: Any, name: str, task: str, target: int, label: Any) -
 def _patch(module: Any) -> None:
     task, hook, n, _ = SPEC.split(":")
     target = int(n)
+    if hook == "write":
+        _patch_counted(module, "_atomic_save", task, target, lambda a, k: Path(str(a[1])).name)
+        return
     if hook == "save":
         _patch_counted(module, "on_save_checkpoint", task, target, lambda a, k: a[0].task)
         return
@@ -86,7 +91,10 @@ def _patch(module: Any) -> None:
 
 class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
-        wanted = "xlt.modeling.embedding" if SPEC.split(":")[1] == "embed" else "xlt.modeling.module"
+        hook = SPEC.split(":")[1]
+        wanted = {"embed": "xlt.modeling.embedding", "write": "lightning_fabric.utilities.cloud_io"}.get(
+            hook, "xlt.modeling.module"
+        )
         if name != wanted:
             return None
         sys.meta_path.remove(self)
