@@ -22,9 +22,11 @@ What xlt does instead (:func:`handling_sigterm`, around the whole run):
   started (they run the same code), and if the process is still alive ``grace`` seconds later
   (``XLT_SIGTERM_GRACE_S``, default 30) it flushes the logs and ends it with ``os._exit(143)``.
 
-Checkpoints stay consistent: Lightning writes a checkpoint whole and then renames nothing in place,
-last.ckpt is kept as prev.ckpt before it is rewritten (xlt.callbacks.keep_previous), and a relaunch
-sets an unreadable last.ckpt aside (xlt.rundir). See docs/slurm-requeue.md.
+A rank ended by the watchdog in the middle of writing last.ckpt leaves it truncated (Lightning
+serialises to memory, then writes the file in place): the relaunch finds it unreadable, sets it aside
+and resumes from prev.ckpt, the resume point before it (xlt.rundir.resume_checkpoint). Raise the
+grace above the time a checkpoint write takes where that matters (and SLURM's KillWait with it).
+See docs/slurm-requeue.md.
 """
 
 from __future__ import annotations
