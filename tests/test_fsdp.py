@@ -191,9 +191,14 @@ def test_killed_fsdp_run_resumes_to_the_same_numbers(
     run_cli(argv, tmp_path / "relaunch.log")
     assert f"target: resuming from {last}" in (run_dir / "train.log").read_text()
     assert results(run_dir) == results(fsdp_run)
-    # Every step's loss, before the kill and after the mid-epoch resume, bitwise as unbroken (the
+    # Every logged loss, before the kill and after the mid-epoch resume, bitwise as unbroken (the
     # unbroken run saves no step checkpoints; measured: with them it logs the very same losses).
-    assert losses(run_dir) == losses(fsdp_run)
+    # SIGKILL loses the CSV rows not yet flushed; the relaunch does not redo steps before its resume
+    # point, so those rows (steps before the kill only) may be missing; none after it.
+    got, expected = losses(run_dir), losses(fsdp_run)
+    assert {k: expected[k] for k in got} == got
+    missing = expected.keys() - got.keys()
+    assert all(k[0] == "train/xnli/loss" and k[1] < killed_at for k in missing), missing
 
 
 def global_step(path: Path) -> int | None:
