@@ -154,7 +154,7 @@ def test_fsdp_matches_ddp_step_by_step(
             == ddp_results[(stage, "tatoeba", "test", "de", "acc")]
         )
     rank1 = (fsdp_run / "train_ddp_process_1.log").read_text()
-    assert "intermediate probes run on rank 0; rank 1 waits" in rank1
+    assert "intermediate tatoeba: retrieval runs on rank 0; rank 1 waits" in rank1
 
 
 @pytest.mark.ci
@@ -191,13 +191,14 @@ def test_killed_fsdp_run_resumes_to_the_same_numbers(
     run_cli(argv, tmp_path / "relaunch.log")
     assert f"target: resuming from {last}" in (run_dir / "train.log").read_text()
     assert results(run_dir) == results(fsdp_run)
-    # Every step before the kill as unbroken. The steps after a mid-epoch resume are not bitwise
-    # those of an unbroken two-process run, and DDP's differ the same way (measured: the same
-    # resumed losses under FSDP and DDP): a multi-process resume matter, not an FSDP one.
-    target = "train/xnli/loss"
-    before = {k: v for k, v in losses(fsdp_run).items() if k[0] != target or k[1] < killed_at}
-    assert before == {k: v for k, v in losses(run_dir).items() if k[0] != target or k[1] < killed_at}
-    assert {k for k in losses(run_dir) if k[0] == target} == {k for k in losses(fsdp_run) if k[0] == target}
+    # Every logged loss, before the kill and after the mid-epoch resume, bitwise as unbroken (the
+    # unbroken run saves no step checkpoints; measured: with them it logs the very same losses).
+    # SIGKILL loses the CSV rows not yet flushed; the relaunch does not redo steps before its resume
+    # point, so those rows (steps before the kill only) may be missing; none after it.
+    got, expected = losses(run_dir), losses(fsdp_run)
+    assert {k: expected[k] for k in got} == got
+    missing = expected.keys() - got.keys()
+    assert all(k[0] == "train/xnli/loss" and k[1] < killed_at for k in missing), missing
 
 
 def global_step(path: Path) -> int | None:

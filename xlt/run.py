@@ -34,6 +34,7 @@ from xlt.modeling.encoder import (
     load_tokenizer,
     resolved_revision,
 )
+from xlt.preemption import handling_sigterm
 from xlt.results.report import format_table
 from xlt.results.rows import ResultRow, RunContext, atomic_write_text, read_results, write_results
 from xlt.reuse import launch_id
@@ -229,12 +230,13 @@ def run(cfg: DictConfig, run_dir: Path, sweep_dir: Path | None = None) -> dict[s
         start_over(run_dir, state)
     if is_global_zero():
         atomic_write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
-    runner = Runner(cfg, run_dir, sweep_dir)
-    try:
-        rows = runner.execute()
-        runner.finish()
-    finally:
-        runner.close()
+    with handling_sigterm():  # every rank ends with 143 within a bounded time (xlt/preemption.py)
+        runner = Runner(cfg, run_dir, sweep_dir)
+        try:
+            rows = runner.execute()
+            runner.finish()
+        finally:
+            runner.close()
     print_report(rows, runner.skipped)
     return _summary(rows)
 

@@ -44,7 +44,14 @@ from xlt.rundir import (
 from xlt.strategies import is_sharded, materialize, meta_skeleton
 from xlt.tasks.registry import get_task
 from xlt.tasks.spec import MixtureSpec, TaskSpec
-from xlt.trainer import build_trainer, stage_batch_plan, stage_lr
+from xlt.trainer import (
+    build_trainer,
+    end_of_stage_collect,
+    release,
+    stage_batch_plan,
+    stage_lr,
+    wait_for_rank_zero,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,23 +78,28 @@ class StageRunner:
         probe = self.cfg.probe
         if not probe.tasks:
             return
-        # Only rank 0 writes rows: in a multi-process job the other ranks skip the probes and wait.
-        if is_global_zero():
-            for name in probe.tasks:
-                spec = get_task(name, role="probe")
-                languages = list(probe.languages or spec.languages)
-                self.rows.extend(self.evaluate_retrieval(spec, stage, languages, probe.max_examples))
-        else:
-            log.info("%s probes run on rank 0; rank %d waits", stage, getattr(rank_zero_only, "rank", 0))
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.barrier()
+        for name in probe.tasks:
+            spec = get_task(name, role="probe")
+            languages = list(probe.languages or spec.languages)
+            self.rows.extend(self.evaluate_retrieval(spec, stage, languages, probe.max_examples))
 
     def evaluate_retrieval(
         self, spec: TaskSpec, stage: str, languages: list[str], limit: int | None
     ) -> list[ResultRow]:
         """``spec``'s retrieval evaluator (xlt.evaluation) on the current encoder; rows logged. A
         retrieval target embeds with its stage's ``eval_batch_size`` and ``max_seq_length`` (null: the
-        spec's), a probe with ``retrieval.*``."""
+        spec's), a probe with ``retrieval.*``.
+
+        Rank 0 alone evaluates, once, whatever launched the job (Lightning's local launcher, torchrun,
+        SLURM's one task per GPU): a lean rank's encoder is a meta-device skeleton, and DDP ranks would
+        repeat the whole mining. The other ranks get no rows (only rank 0 writes them) and wait for
+        rank 0 when a process group is up (xlt.trainer.wait_for_rank_zero); before the first Trainer
+        there is none, and they go on to it, whose set-up waits for rank 0."""
+        if not is_global_zero():
+            log.info("%s %s: retrieval runs on rank 0; rank %d waits", stage, spec.name,
+                     getattr(rank_zero_only, "rank", 0))  # fmt: skip
+            wait_for_rank_zero()
+            return []
         retrieval = self.cfg.retrieval
         if stage == "target":
             batch_size, max_len = self.cfg.target.eval_batch_size, self.cfg.target.max_seq_length
@@ -96,7 +108,13 @@ class StageRunner:
         write = self._write_predictions if self.cfg.predictions and stage == "target" else None
         run = RetrievalRun(self.encoder, self.tokenizer, self.settings.source, self.settings.data_dir,
                            retrieval.layer, batch_size, max_len, self._skip, write)  # fmt: skip
-        rows = evaluate_retrieval(spec, stage, languages, limit, run)
+        log.info("%s %s: retrieval on rank 0, %d language(s)", stage, spec.name, len(languages))
+        try:
+            rows = evaluate_retrieval(spec, stage, languages, limit, run)
+        except BaseException as err:  # the waiting ranks must not wait for ever: they stop too
+            wait_for_rank_zero(f"{stage} {spec.name}: {type(err).__name__}: {err}")
+            raise
+        wait_for_rank_zero()
         self._log_rows(rows)
         return rows
 
@@ -194,10 +212,14 @@ class StageRunner:
             stage_state.mark_stage(stage, best=best, task=spec.name, train=data.train_origin, steps=trainer.global_step,
                                    logged_step=self.eval_step, rng=rng_states_to_json(rng_states()),
                                   **({"mixture": mixture_info} if mixture_info else {}))  # fmt: skip
+            release(trainer)  # nothing of the fit (module, optimizer, FSDP wrapper) outlives the stage
+            del trainer, selector
             if is_global_zero():
                 last.unlink(missing_ok=True)  # the stage is done; its resume point is no longer needed
                 (ckpt_dir / PREVIOUS_CKPT).unlink(missing_ok=True)
         self._evaluate_stage(stage, stage_cfg, spec, data, dm, module, skeleton, weights)
+        del module, skeleton, dm, data
+        end_of_stage_collect()
 
     def _stage_data(self, stage: str, stage_cfg: DictConfig, spec: TaskSpec | MixtureSpec,
                     train_spec: TaskSpec | None, test: bool) -> StageData:  # fmt: skip
@@ -243,6 +265,7 @@ class StageRunner:
                     scores = module.scores
                     module = cast(TransferModule, materialize(skeleton, self._checkpoint_weights(weights)))
                     module.scores.update(scores)
+                    release(evaluator)
                     evaluator = self._trainer(stage_cfg, data, 1, None, None)
                 if self.cfg.predictions:
                     module.collect_predictions()
@@ -252,6 +275,8 @@ class StageRunner:
         except SIGTERMException:
             raise Preempted(f"preempted (SIGTERM) while evaluating the {stage} stage; its training is saved, "
                             "relaunch the same command to evaluate it again") from None  # fmt: skip
+        release(evaluator)
+        del evaluator
         if data.test and self.cfg.predictions:
             assert isinstance(spec, TaskSpec), "a mixture stage has no test sets"
             self._write_head_predictions(spec, data.test, module.predictions)

@@ -26,6 +26,7 @@ from xlt.callbacks import (
 )
 from xlt.config import batch_plan, to_container
 from xlt.data.datamodule import StageData
+from xlt.preemption import use_xlt_signals
 from xlt.rundir import BEST_CKPT, LAST_CKPT
 
 
@@ -56,6 +57,70 @@ def own_device() -> torch.device:
         return torch.device("cpu")
     local_rank = int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0")))
     return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
+_WAIT_GROUPS: dict[int, Any] = {}
+
+
+def wait_for_rank_zero(failure: str | None = None) -> None:
+    """Where rank 0 works alone (retrieval, xlt/stage.py), the others wait here for it, and rank 0
+    comes here when it is done (``failure``: it failed, and the others raise RuntimeError with that
+    line instead of going on to collectives rank 0 will never join). Nothing without a process group.
+
+    A gloo group of its own with a one-day timeout: the default group's (30 min in Lightning, NCCL's
+    watchdog on GPUs) would abort a job whose rank 0 mines BUCC with a large model for longer."""
+    import datetime
+
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    world = dist.distributed_c10d._get_default_group()
+    group = _WAIT_GROUPS.get(id(world))
+    if group is None:
+        _WAIT_GROUPS.clear()  # a group of an earlier, destroyed default group is no use
+        group = _WAIT_GROUPS[id(world)] = dist.new_group(backend="gloo", timeout=datetime.timedelta(days=1))
+    message: list[Any] = [failure]
+    dist.broadcast_object_list(message, src=0, group=group)
+    if message[0] is not None and dist.get_rank() != 0:
+        raise RuntimeError(f"rank 0 failed, so rank {dist.get_rank()} stops: {message[0]}")
+
+
+def release(trainer: pl.Trainer | None) -> None:
+    """Drop what a Trainer that has finished (fit, validate or test) holds of its stage: the module
+    (and through it the FSDP wrapper, the flattened parameters and the heads), the optimizers with
+    their AdamW states, the schedulers, the data. A Trainer is full of reference cycles (its loops and
+    connectors point back at it), so it is only freed by the cyclic garbage collector, at a time of
+    the collector's choosing: without this, a finished stage's model and optimizer states stayed in
+    memory until then (tens of GB per GPU for XXL while the next stage wraps its encoder)."""
+    if trainer is None:
+        return
+    strategy = trainer.strategy
+    module = strategy._lightning_module
+    if module is not None:
+        module._trainer = None
+    strategy._lightning_module = None
+    strategy._model = None
+    strategy._optimizers = []
+    strategy._lightning_optimizers = []
+    strategy.lr_scheduler_configs = []
+    trainer.datamodule = None
+
+
+def end_of_stage_collect() -> None:
+    """Free what is left of a finished stage now, not when the collector next runs on its own.
+    :func:`release` cuts the Trainer's links, so the optimizers and their states go at once (reference
+    counting); the module itself (heads, torchmetrics states, under FSDP the wrapped encoder and its
+    flat parameters) sits in reference cycles that torch and Lightning hooks make (bound methods of
+    the module kept in its own hook tables, the data-hook selector, the profiler), which only the
+    cyclic collector frees. One collection per stage, before the next stage builds its model."""
+    import gc
+
+    for _ in range(3):  # a finaliser or weakref callback may free more on the next pass (FSDP's do)
+        if not gc.collect():
+            break
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def cluster_plugins() -> list[Any]:
@@ -157,6 +222,7 @@ def build_trainer(cfg: DictConfig, stage_cfg: DictConfig, data: StageData, accum
         use_distributed_sampler=False,
         plugins=plugins,
     )
+    use_xlt_signals(trainer)  # SIGTERM without Lightning's broadcast inside the handler (xlt/preemption.py)
     if ckpt_dir is None:  # an evaluator: log at the evaluated weights' step, not a fresh Trainer's 0
         trainer.fit_loop.epoch_loop._batches_that_stepped = eval_step
     return trainer

@@ -6,6 +6,15 @@ puts this folder first on PYTHONPATH: Python imports ``sitecustomize`` at start-
 (``train``: at the training step whose ``global_step`` is ``n``, i.e. before that step's update;
 ``validation``/``test``: the n-th evaluation batch). It fires once: ``XLT_FAULT_MARK`` names a file
 created just before the signal, and an existing file disables the fault (the relaunch).
+
+More hooks and signals for the multi-rank SIGTERM tests (tests/test_sigterm_ranks.py): ``save`` fires
+in ``TransferModule.on_save_checkpoint`` (every rank builds the checkpoint, rank 0 then writes it and
+all meet in a barrier), ``write`` in Lightning's ``_atomic_save`` (rank 0 writing the file while the
+others already wait in the barrier after the save; ``task`` is the file name, e.g. ``last.ckpt``),
+``embed`` in ``xlt.modeling.embedding.embed`` (retrieval: a probe between
+stages; ``task`` is then the progress label's first word, e.g. ``tatoeba``); ``n`` counts the calls of
+this process. Signal ``TERMGROUP`` sends SIGTERM to the whole process group (every rank, as SLURM
+signals every task of a job step), ``TERM`` to this process only.
 """
 
 from __future__ import annotations
@@ -27,14 +36,44 @@ def _fire() -> None:
     if mark.exists():
         return
     mark.write_text(SPEC)
-    sig = {"TERM": signal.SIGTERM, "KILL": signal.SIGKILL}[SPEC.split(":")[3]]
-    print(f"[fault] {SPEC}", file=sys.stderr, flush=True)
+    how = SPEC.split(":")[3]
+    print(f"[fault] {SPEC} (pid {os.getpid()})", file=sys.stderr, flush=True)
+    if how == "TERMGROUP":
+        os.killpg(os.getpgid(0), signal.SIGTERM)
+        return
+    sig = {"TERM": signal.SIGTERM, "KILL": signal.SIGKILL}[how]
     os.kill(os.getpid(), sig)
+
+
+def _patch_counted(module: Any, name: str, task: str, target: int, label: Any) -> None:
+    """Fire at the ``target``-th call of ``module.name`` (a class attribute when ``label`` takes self)."""
+    owner = module.TransferModule if name == "on_save_checkpoint" else module
+    original = getattr(owner, name)
+    calls = {"n": 0}
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if label(args, kwargs) == task:
+            index = calls["n"]
+            calls["n"] += 1
+            if index == target:
+                _fire()
+        return original(*args, **kwargs)
+
+    setattr(owner, name, wrapper)
 
 
 def _patch(module: Any) -> None:
     task, hook, n, _ = SPEC.split(":")
     target = int(n)
+    if hook == "write":
+        _patch_counted(module, "_atomic_save", task, target, lambda a, k: Path(str(a[1])).name)
+        return
+    if hook == "save":
+        _patch_counted(module, "on_save_checkpoint", task, target, lambda a, k: a[0].task)
+        return
+    if hook == "embed":
+        _patch_counted(module, "embed", task, target, lambda a, k: str(k.get("desc", "")).split(" ")[0])
+        return
     cls = module.TransferModule
     original = getattr(cls, f"{hook}_step")
     calls = {"n": 0}
@@ -52,7 +91,11 @@ def _patch(module: Any) -> None:
 
 class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
-        if name != "xlt.modeling.module":
+        hook = SPEC.split(":")[1]
+        wanted = {"embed": "xlt.modeling.embedding", "write": "lightning_fabric.utilities.cloud_io"}.get(
+            hook, "xlt.modeling.module"
+        )
+        if name != wanted:
             return None
         sys.meta_path.remove(self)
         spec = importlib.machinery.PathFinder.find_spec(name, path)

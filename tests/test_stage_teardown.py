@@ -1,0 +1,73 @@
+"""A finished stage leaves nothing of itself in memory: no optimizer (nor its AdamW states), no
+LightningModule, no Trainer, no FSDP wrapper, counted with the cyclic garbage collector switched off
+(``gc.disable``), i.e. what reference counting and the run's own end-of-stage collection free.
+Before, the intermediate stage's 2 optimizers, 2 modules and 2 Trainers (and under FSDP its wrapped
+modules) were still there when the next phase began, until the collector happened to run.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+
+from xlt.intermediate import IntermediatePhase
+from xlt.run import run
+
+CONFIG = (
+    "model=tiny", "+intermediate=anli_rounds", "intermediate.train_split=dev_r1", "intermediate.dev_split=dev_r3",
+    "intermediate.max_train_examples=32", "intermediate.max_eval_examples=16", "+target=tatoeba",
+    "target.languages=[de]", "target.max_eval_examples=8", "trainer.accelerator=cpu", "probe.tasks=[tatoeba]",
+    "probe.languages=[de]", "probe.max_examples=8",
+)  # fmt: skip
+
+
+def census() -> Counter[str]:
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    counts: Counter[str] = Counter()
+    for obj in gc.get_objects():
+        if isinstance(obj, torch.optim.Optimizer):
+            counts["optimizer"] += 1
+        elif isinstance(obj, pl.Trainer):
+            counts["trainer"] += 1
+        elif isinstance(obj, FullyShardedDataParallel):
+            counts["fsdp"] += 1
+        elif isinstance(obj, pl.LightningModule):
+            counts["module"] += 1
+    return counts
+
+
+@pytest.mark.parametrize(
+    "scale", [("scale=default",), ("scale=fsdp", "scale.devices=1")], ids=["default", "fsdp"]
+)
+def test_nothing_of_a_finished_stage_is_left_without_the_collector(
+    compose_cfg: Callable[..., DictConfig],
+    data_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    scale: tuple[str, ...],
+) -> None:
+    seen: dict[str, Counter[str]] = {}
+    probe = IntermediatePhase.probe
+
+    def counting_probe(self: IntermediatePhase, stage: str) -> None:
+        if stage == "intermediate":  # the intermediate stage is over; the next phase has not begun
+            seen["after stage"] = census()
+        probe(self, stage)
+
+    monkeypatch.setattr(IntermediatePhase, "probe", counting_probe)
+    gc.collect()
+    gc.disable()
+    try:
+        run(compose_cfg(*CONFIG, *scale), tmp_path)
+    finally:
+        gc.enable()
+    assert "after stage" in seen
+    assert seen["after stage"] == Counter(), seen

@@ -1,0 +1,168 @@
+"""SIGTERM on one or several ranks: every rank ends within a bounded time with status 143, at any
+point of the run (training, validation, a checkpoint save, between stages), and the relaunch resumes.
+
+Lightning 2.6.6's own SIGTERM handler (``_SignalConnector._sigterm_notifier_fn``) does not only set a
+flag: it forwards the signal to the processes its launcher started, then runs
+``torch.distributed.broadcast`` *inside the signal handler*, i.e. a collective at whatever line each
+rank happened to be on. The other rank is then in another collective (the barrier after a checkpoint
+save, an FSDP all-gather, the per-batch broadcast of the flag), the two never match, and the job
+hangs (seen: rank 0 in that broadcast, rank 1 in the barrier after ``save_checkpoint``, 15 minutes).
+
+What xlt does instead (:func:`handling_sigterm`, around the whole run):
+
+- a Python SIGTERM handler that only acts where that is safe. While a Trainer runs it sets the
+  Trainer's ``received_sigterm`` and nothing else; Lightning's loops then stop at their own checks
+  (the training loop broadcasts rank 0's flag at every batch start, in step on all ranks, and raises
+  ``SIGTERMException``, which xlt.stage turns into :class:`xlt.callbacks.Preempted`, exit 143).
+  Outside a Trainer (data preparation, retrieval, between stages) it raises Preempted at once;
+- Lightning's handler is not installed (:class:`SignalConnector` replaces the Trainer's connector);
+- a watchdog thread that learns of the signal even when the main thread is blocked in C (a
+  collective waiting for a rank that has left): ``signal.set_wakeup_fd`` writes the signal number to
+  a socket as soon as it arrives. The thread forwards SIGTERM to the ranks Lightning's local launcher
+  started (they run the same code), and if the process is still alive ``grace`` seconds later
+  (``XLT_SIGTERM_GRACE_S``, default 30) it flushes the logs and ends it with ``os._exit(143)``.
+
+A rank ended by the watchdog in the middle of writing last.ckpt leaves it truncated (Lightning
+serialises to memory, then writes the file in place): the relaunch finds it unreadable, sets it aside
+and resumes from prev.ckpt, the resume point before it (xlt.rundir.resume_checkpoint). Raise the
+grace above the time a checkpoint write takes where that matters (and SLURM's KillWait with it).
+See docs/slurm-requeue.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+from pytorch_lightning.trainer.connectors.signal_connector import _SignalConnector
+
+log = logging.getLogger(__name__)
+
+EXIT_STATUS = 143  # 128 + SIGTERM, as a shell reports a process ended by it
+DEFAULT_GRACE_S = 30.0
+
+
+class _State:
+    connector: weakref.ReferenceType[SignalConnector] | None = None  # the running Trainer's, if any
+    children: list[Any] = []  # processes Lightning's local launcher started (subprocess.Popen)
+    received_at: float | None = None
+    installed = False
+
+
+STATE = _State()
+
+
+class SignalConnector(_SignalConnector):
+    """The Trainer's signal connector without Lightning's SIGTERM handler (see the module docstring):
+    while its Trainer runs, xlt's process-wide handler sets ``received_sigterm`` here. Lightning's
+    SLURM requeue handler is not installed either (xlt runs SLURMEnvironment(auto_requeue=False))."""
+
+    def register_signal_handlers(self) -> None:
+        self.received_sigterm = STATE.received_at is not None
+        STATE.connector = weakref.ref(self)
+        launcher = getattr(self.trainer.strategy, "launcher", None)
+        for proc in getattr(launcher, "procs", None) or []:
+            if proc not in STATE.children:
+                STATE.children.append(proc)
+
+    def teardown(self) -> None:
+        if STATE.connector is not None and STATE.connector() is self:
+            STATE.connector = None
+
+
+def use_xlt_signals(trainer: Any) -> None:
+    """Give ``trainer`` the connector above (before fit/validate/test)."""
+    trainer._signal_connector = SignalConnector(trainer)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    from xlt.callbacks import Preempted
+
+    _note()
+    connector = STATE.connector() if STATE.connector is not None else None
+    if connector is not None:
+        connector.received_sigterm = True  # Lightning's loops stop at their next check
+        return
+    raise Preempted("preempted (SIGTERM) outside training (data, retrieval or between stages); "
+                    "relaunch the same command to resume")  # fmt: skip
+
+
+def _note() -> None:
+    if STATE.received_at is None:
+        STATE.received_at = time.monotonic()
+
+
+def _forward_to_children() -> None:
+    for proc in STATE.children:
+        with contextlib.suppress(Exception):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+
+
+def _watchdog(reader: socket.socket, grace: float, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            data = reader.recv(64)
+        except (BlockingIOError, InterruptedError, TimeoutError):
+            continue
+        except OSError:
+            return
+        if not data:
+            return
+        if signal.SIGTERM not in data:
+            continue
+        _note()
+        _forward_to_children()
+        deadline = time.monotonic() + grace
+        while not stop.is_set() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if stop.is_set():
+            return
+        rank = os.environ.get("RANK", os.environ.get("SLURM_PROCID", os.environ.get("LOCAL_RANK", "0")))
+        print(f"xlt: rank {rank}: still running {grace:.0f} s after SIGTERM (waiting for another rank); "
+              f"exiting with status {EXIT_STATUS}", file=sys.stderr, flush=True)  # fmt: skip
+        for handler in logging.getLogger().handlers:
+            with contextlib.suppress(Exception):
+                handler.flush()
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        os._exit(EXIT_STATUS)
+
+
+@contextlib.contextmanager
+def handling_sigterm(grace: float | None = None) -> Iterator[None]:
+    """SIGTERM as described in the module docstring, for the duration of the block (the run); the
+    previous handler and wakeup fd are restored after it. Nothing outside the main thread."""
+    if threading.current_thread() is not threading.main_thread() or STATE.installed:
+        yield
+        return
+    if grace is None:
+        grace = float(os.environ.get("XLT_SIGTERM_GRACE_S", DEFAULT_GRACE_S))
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    reader.settimeout(0.5)
+    stop = threading.Event()
+    previous_handler = signal.signal(signal.SIGTERM, _on_sigterm)
+    previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    thread = threading.Thread(target=_watchdog, args=(reader, grace, stop), name="xlt-sigterm", daemon=True)
+    thread.start()
+    STATE.installed, STATE.received_at, STATE.children = True, None, []
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(previous_fd)
+        signal.signal(signal.SIGTERM, previous_handler)
+        stop.set()
+        thread.join(timeout=5)
+        reader.close()
+        writer.close()
+        STATE.installed, STATE.connector = False, None
