@@ -41,8 +41,9 @@ def _rows(scores, dev=None, task="xnli", metric="acc", model="xlmr_large") -> pd
                 "run_dir": f"{model}/{inter}/{seed}/{task}"}  # fmt: skip
         for lang, value in by_lang.items():
             records.append({**base, "split": "test", "language": lang, "value": float(value)})
-        records.append({**base, "split": "test", "language": "avg",
-                        "value": sum(by_lang.values()) / len(by_lang)})  # as the run writes it
+        records.append(
+            {**base, "split": "test", "language": "avg", "value": sum(by_lang.values()) / len(by_lang)}
+        )  # as the run writes it
         if dev is not None:
             records.append({**base, "split": "dev", "language": "en", "value": float(dev[(inter, seed)])})
     return pd.DataFrame.from_records(records)
@@ -61,7 +62,9 @@ def test_case1_gap_by_size_averages_seeds_over_the_same_languages() -> None:
     mnli = table[table["intermediate"] == "mnli"].iloc[0]
     none = table[table["intermediate"] == "none"].iloc[0]
     assert mnli.gap_mean == pytest.approx(8.25) and mnli.gap_std == pytest.approx(0.0)  # was 11.25 and 8.25
-    assert none.gap_mean == pytest.approx(8.0)  # the baseline too: over de,en,fr, as the runs it is set against
+    assert none.gap_mean == pytest.approx(
+        8.0
+    )  # the baseline too: over de,en,fr, as the runs it is set against
     assert set(table["languages"]) == {"de,en,fr"} and set(table["dropped"]) == {"sw"}
 
 
@@ -77,7 +80,14 @@ CASE2_TEST = {
     ("mnli", 1): {"en": 84, "de": 76}, ("mnli", 2): {"en": 84, "de": 76},
     ("anli", 1): {"en": 85, "de": 77}, ("anli", 2): {"en": 85, "de": 77},
 }  # fmt: skip
-CASE2_DEV = {("none", 1): 80, ("none", 2): 80, ("mnli", 1): 85, ("mnli", 2): 85, ("anli", 1): 84, ("anli", 2): 84}
+CASE2_DEV = {
+    ("none", 1): 80,
+    ("none", 2): 80,
+    ("mnli", 1): 85,
+    ("mnli", 2): 85,
+    ("anli", 1): 84,
+    ("anli", 2): 84,
+}
 
 
 def test_case2_the_winner_is_chosen_on_dev_and_reported_on_test() -> None:
@@ -87,7 +97,9 @@ def test_case2_the_winner_is_chosen_on_dev_and_reported_on_test() -> None:
     (row,) = best_intermediate_on_dev(rows).itertuples()
     assert row.chosen == "mnli" and row.chosen_on == "en dev acc" and row.dev_score == pytest.approx(85.0)
     assert row.test_score == pytest.approx(80.0) and row.none_test == pytest.approx(75.5)
-    assert row.gain == pytest.approx(4.5) and row.seeds == 2 and row.languages == "de,en" and row.dropped == "sw"
+    assert (
+        row.gain == pytest.approx(4.5) and row.seeds == 2 and row.languages == "de,en" and row.dropped == "sw"
+    )
     assert row.compared == "mnli 85.00 (n=2), anli 84.00 (n=2)"
     # what the old table did: ranked on the test scores it then reports
     assert best_intermediate(rows.assign(metric="acc")).iloc[0]["best"] == "anli"
@@ -103,3 +115,47 @@ def test_a_target_without_dev_scores_gets_no_choice_and_the_overall_is_built_fro
     (row,) = overall.itertuples()
     assert (row.n_tasks, row.choices, row.overall, row.none_overall) == (1, "xnli:mnli", 80.0, 75.5)
     assert not math.isnan(row.overall)
+
+
+# ----------------------------------------------------------------------------- published numbers
+
+
+def test_published_xtreme_prints_every_xlmr_large_number_with_its_citation(capsys) -> None:
+    from pathlib import Path
+
+    from xlt.results.__main__ import main
+    from xlt.results.published import PUBLISHED, XTREME
+
+    fixture = Path(__file__).resolve().parent / "fixtures" / "results" / "toy_sweep"
+    assert (
+        main([str(fixture), "--no-plots", "--out", "/tmp/xlt-published-test", "--published", "xtreme"]) == 0
+    )
+    out = capsys.readouterr().out
+    expected = {("xnli", "acc"): 79.2, ("pawsx", "acc"): 86.4, ("udpos", "f1"): 72.6, ("panx", "f1"): 65.4,
+                ("xquad", "f1"): 76.6, ("xquad", "em"): 60.8, ("mlqa", "f1"): 71.6, ("mlqa", "em"): 53.2,
+                ("tydiqa", "f1"): 65.1, ("tydiqa", "em"): 45.0, ("bucc2018", "f1"): 66.0, ("tatoeba", "acc"): 57.3}  # fmt: skip
+    table = {
+        (p.task, p.metric): p.value for p in PUBLISHED if p.source == "xtreme" and p.model == "xlmr_large"
+    }
+    assert table == expected
+    for (task, metric), value in expected.items():
+        assert f"| xlmr_large | {task} | {metric} | {value:.1f} | - |" in out and XTREME in out
+
+
+def test_published_numbers_beside_ours_flag_a_difference_beyond_the_tolerance() -> None:
+    from xlt.results.published import compare
+
+    rows = _rows({("none", 1): {"en": 90, "de": 70}, ("none", 2): {"en": 88, "de": 70}})
+    table = compare(rows, "xtreme").set_index(["task", "metric"])
+    xnli = table.loc[("xnli", "acc")]
+    assert xnli.ours == pytest.approx(79.5) and xnli.seeds == 2 and xnli["diff"] == pytest.approx(0.3)
+    assert xnli.flag == "ok; ours over 2/15 languages" and xnli.languages == "2/15"
+    assert (
+        compare(rows, "xtreme", tolerance=0.1)
+        .set_index(["task", "metric"])
+        .loc[("xnli", "acc")]
+        .flag.startswith("BEYOND TOLERANCE")
+    )
+    stilts = compare(_rows(CASE2_TEST, CASE2_DEV), "x-stilts", choices={("xnli", "xlmr_large"): "mnli"})
+    row = stilts.set_index("task").loc["xnli"]
+    assert row.intermediate == "mnli" and row.ours == pytest.approx(80.0) and row.published == 80.4

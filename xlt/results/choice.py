@@ -41,7 +41,8 @@ def dev_scores(rows: pd.DataFrame) -> pd.DataFrame:
     """Per run: the English dev score of its target task on the selection metric."""
     dev = _target_rows(rows, "dev")
     dev = dev[dev["language"] == "en"]
-    keep = [m == selection_metric(t) for t, m in zip(dev["task"], dev["metric"], strict=True)]
+    keep = pd.Series([m == selection_metric(t) for t, m in zip(dev["task"], dev["metric"], strict=True)],
+                     index=dev.index, dtype=bool)  # fmt: skip
     return dev[keep]
 
 
@@ -84,7 +85,9 @@ def best_intermediate_on_dev(rows: pd.DataFrame, split: str = "test") -> pd.Data
                   .agg(["mean", "count"]).reset_index().sort_values(["mean", "intermediate"],
                                                                     ascending=[False, True]))  # fmt: skip
         record["chosen_on"] = f"en dev {selection_metric(task)}"
-        record["compared"] = ", ".join(f"{r.intermediate} {r.mean:.2f} (n={r.count})" for r in ranked.itertuples())
+        record["compared"] = ", ".join(
+            f"{r.intermediate} {r.mean:.2f} (n={r.count})" for r in ranked.itertuples()
+        )
         if ranked.empty:
             record["note"] = ("no intermediate task ran" if set(group["intermediate"]) <= {NO_INTERMEDIATE}
                               else "no English dev score: nothing chosen (never chosen on test)")  # fmt: skip
@@ -123,8 +126,10 @@ def xstilts_overall(best: pd.DataFrame) -> pd.DataFrame:
     """X-STILTs' overall: per model, the mean over target tasks of the dev-chosen intermediate task's
     test score, beside the mean of no intermediate task's over the same targets."""
     out = []
-    chosen = best[best["chosen"] != ""]
-    for (model, peft), group in chosen.groupby(["model", "peft"], sort=False, dropna=False):
+    chosen = best[best["chosen"] != ""] if "chosen" in best else best.iloc[0:0]
+    for (model, peft), group in (
+        chosen.groupby(["model", "peft"], sort=False, dropna=False) if len(chosen) else ()
+    ):
         tasks = list(group["task"])
         out.append({"model": model, "peft": peft, "n_tasks": len(tasks), "tasks": ",".join(tasks),
                     "choices": ",".join(f"{t}:{c}" for t, c in zip(tasks, group["chosen"], strict=True)),
