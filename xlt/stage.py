@@ -193,6 +193,7 @@ class StageRunner:
             self.eval_step = max(0, trainer.fit_loop.epoch_loop._batches_that_stepped - 1)
             stage_state.mark_stage(stage, best=best, task=spec.name, train=data.train_origin, steps=trainer.global_step,
                                    logged_step=self.eval_step, rng=rng_states_to_json(rng_states()),
+                                   selection=self.settings.pop_selections(),
                                   **({"mixture": mixture_info} if mixture_info else {}))  # fmt: skip
             if is_global_zero():
                 last.unlink(missing_ok=True)  # the stage is done; its resume point is no longer needed
