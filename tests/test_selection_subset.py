@@ -34,7 +34,30 @@ def test_xnli_english_dev_subset_covers_every_genre(data_dir: Path) -> None:
 def test_label_strata_get_their_share_by_largest_remainder() -> None:
     examples = [{"id": str(i), "label": 0 if i < 70 else 1} for i in range(100)]
     drawn, record = draw_selection(Loaded(examples, "x"), 15, 3, "t/dev")
-    assert record["stratified_by"] == "label" and record["strata"] == {"0": 11, "1": 4}  # 10.5 -> 11, 4.5 -> 4
+    assert record["stratified_by"] == "label" and record["strata"] == {
+        "0": 11,
+        "1": 4,
+    }  # 10.5 -> 11, 4.5 -> 4
     assert record["n"] == 15 and record["of"] == 100
     whole, everything = draw_selection(Loaded(examples, "x"), 500, 3, "t/dev")
     assert whole.examples == examples and everything["n"] == 100
+
+
+def test_select_on_train_task_selects_on_the_training_tasks_validation_set(compose_cfg) -> None:
+    """jiant's XTREME scripts early-stop XNLI on MNLI's validation set; target.select_on=train_task does
+    the same (the audit then checks that set); QA targets select on SQuAD dev either way."""
+    import pytest
+
+    from xlt.audit import run_sets
+    from xlt.config import ConfigError, validate
+
+    def selects(*overrides: str) -> list[str]:
+        cfg = validate(compose_cfg("model=tiny", *overrides))
+        return [s.name for s in run_sets(cfg) if s.stage == "target" and s.role == "select"]
+
+    assert selects("+target=xnli") == ["xnli/dev"]
+    assert selects("+target=xnli", "target.select_on=train_task") == ["mnli/dev"]
+    assert selects("+target=xnli", "target.train_task=snli", "target.select_on=train_task") == ["snli/dev"]
+    assert selects("+target=xquad", "target.select_on=train_task") == ["xquad/squad_dev"]
+    with pytest.raises(ConfigError, match=r"target.select_on='mnli': expected target .* or train_task"):
+        validate(compose_cfg("model=tiny", "+target=xnli", "target.select_on=mnli"))

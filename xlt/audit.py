@@ -36,13 +36,10 @@ or selection), and the audit records which: ``state.json`` (``audit``) and the r
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
-import re
 import sys
 import time
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -50,7 +47,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from xlt.audit_fields import FieldAudit, FieldChecker, FieldIndex, field_keys
+from xlt.audit_fields import FieldAudit, FieldChecker, FieldIndex, field_keys, normalise
 from xlt.tasks.spec import DataError, Example, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -65,15 +62,6 @@ Index = dict[str, tuple[set[str], set[bytes]]]  # test language -> (example ids,
 
 class ContaminationError(DataError):
     """A set the run trains or selects on shares examples with a test set, and no exclusion covers it."""
-
-
-_NOT_ALNUM = re.compile(r"[\W_]+")  # \w is str.isalnum() plus "_"
-
-
-@functools.lru_cache(maxsize=65536)  # a SQuAD paragraph is the context of ~5 questions
-def normalise(text: str) -> str:
-    """NFKC, case-folded, letters and digits only (see the module docstring for why)."""
-    return _NOT_ALNUM.sub("", unicodedata.normalize("NFKC", text).casefold())
 
 
 def _digest(text: str) -> bytes:
@@ -280,6 +268,15 @@ class AuditReport:
         return "\n".join(lines)
 
 
+def select_on_spec(target_cfg: Any, spec: TaskSpec, train_spec: TaskSpec | None) -> TaskSpec:
+    """The spec whose English dev set selects a target stage's checkpoint: the target's own, or with
+    ``target.select_on=train_task`` its training task's (jiant's XTREME scripts: MNLI's for XNLI). QA
+    targets select on SQuAD dev either way (their dev split is SQuAD's), so they keep their own."""
+    if target_cfg.get("select_on") == "train_task" and train_spec is not None and spec.head != "span_qa":
+        return train_spec
+    return spec
+
+
 def run_sets(cfg: DictConfig) -> list[RunSet]:
     """Every set a run with (validated) ``cfg`` trains or selects on, in stage order."""
     from xlt.config import MemberConfig
@@ -316,7 +313,8 @@ def run_sets(cfg: DictConfig) -> list[RunSet]:
     target = get_task(cfg.target.name)
     if target.trainable:
         add("target", "train", cfg.target.train_task, cfg.target.train_split)
-        add("target", "select", target.name, cfg.target.dev_split or target.dev_split)
+        selector = select_on_spec(cfg.target, target, get_task(cfg.target.train_task))
+        add("target", "select", selector.name, cfg.target.dev_split or selector.dev_split)
     elif target.retrieval == "mining":
         add("target", "select", target.name, target.dev_split)  # BUCC tunes its threshold on dev gold
     return sets

@@ -23,6 +23,7 @@ set are removed wherever the run reads that set, as whole-example matches are.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -34,7 +35,13 @@ from xlt.tasks.spec import Example
 SENTENCE_FIELDS = ("sentence", "premise", "hypothesis")
 PARAGRAPH_FIELDS = ("context",)
 _ANCHOR = 16  # characters of a test sentence's normalised start used to find it in a paragraph
-_SPLIT = re.compile(r"[\W_]+")
+_SPLIT = re.compile(r"[\W_]+")  # \w is str.isalnum() plus "_"
+
+
+@functools.lru_cache(maxsize=65536)  # a SQuAD paragraph is the context of ~5 questions
+def normalise(text: str) -> str:
+    """NFKC, case-folded, letters and digits only (xlt/audit.py's module docstring says why)."""
+    return _SPLIT.sub("", unicodedata.normalize("NFKC", text).casefold())
 
 
 def _words(text: str) -> list[str]:
@@ -65,8 +72,6 @@ def field_texts(ex: Example) -> list[tuple[str, str]]:
 
 def field_keys(ex: Example, min_chars: int) -> list[tuple[str, bytes]]:
     """(field, digest of its normalised text) for each field long enough to compare."""
-    from xlt.audit import normalise
-
     out = []
     for name, text in field_texts(ex):
         norm = normalise(text)
@@ -85,8 +90,6 @@ class FieldIndex:
     sentences: int = 0
 
     def add(self, lang: str, examples: Iterable[Example]) -> None:
-        from xlt.audit import normalise
-
         for ex in examples:
             for name, text in field_texts(ex):
                 norm = normalise(text)
@@ -166,8 +169,6 @@ class FieldChecker:
         self._scanned: dict[bytes, set[tuple[str, str]]] = {}
 
     def check(self, ex: Example, whole_match: bool) -> None:
-        from xlt.audit import normalise
-
         result, index = self.result, self.index
         hit_excluded = False
         counted: set[str] = set()

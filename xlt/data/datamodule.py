@@ -213,14 +213,18 @@ def selection_cap(max_eval: int | None, val_subset: int | None) -> int | None:
 
 
 def dev_sets(
-    task: TaskSpec, dev_split: str, settings: DataSettings, max_len: int, max_eval: int | None
-) -> list[EvalSet]:
+    task: TaskSpec, dev_split: str, settings: DataSettings, max_len: int, max_eval: int | None,
+    read_from: TaskSpec | None = None,
+) -> list[EvalSet]:  # fmt: skip
     """English dev sets of a task. A '+'-joined split (ANLI's dev_r1+dev_r2+dev_r3) is scored per part,
-    each capped at ``max_eval``; its overall score is then the example-weighted mean of the parts."""
+    each capped at ``max_eval``; its overall score is then the example-weighted mean of the parts.
+    ``read_from``: the spec whose split is read (``target.select_on=train_task``: MNLI's for XNLI),
+    scored as ``task``'s dev set."""
     parts = split_parts(dev_split)
     sets = []
+    source = read_from or task
     for part in parts:
-        feats, loaded = load_and_featurize(task, task.head, part, "en", settings, max_len, max_eval, draw=True)
+        feats, loaded = load_and_featurize(source, task.head, part, "en", settings, max_len, max_eval, draw=True)
         origin, examples = loaded.origin, loaded.examples
         whole = len(parts) > 1
         sets.append(EvalSet(task.name, part if whole else "dev", "en", feats, origin, examples,
@@ -240,6 +244,7 @@ def prepare_stage_data(
     max_train: int | None,
     max_eval: int | None,
     val_subset: int | None = None,
+    dev_task: TaskSpec | None = None,
 ) -> StageData:
     """Load and featurise a stage's data. Training and dev are English; test covers ``languages``.
 
@@ -257,7 +262,8 @@ def prepare_stage_data(
         train, train_origin, _ = load_features(
             train_task, task.head, train_split, "en", settings, max_len, max_train
         )
-    val = dev_sets(task, dev_split, settings, max_len, selection_cap(max_eval, val_subset)) if dev_split else []
+    cap = selection_cap(max_eval, val_subset)
+    val = dev_sets(task, dev_split, settings, max_len, cap, read_from=dev_task) if dev_split else []
     test, skipped = [], []
     if test_split:
         for lang in languages:
