@@ -61,3 +61,12 @@ def test_select_on_train_task_selects_on_the_training_tasks_validation_set(compo
     assert selects("+target=xquad", "target.select_on=train_task") == ["xquad/squad_dev"]
     with pytest.raises(ConfigError, match=r"target.select_on='mnli': expected target .* or train_task"):
         validate(compose_cfg("model=tiny", "+target=xnli", "target.select_on=mnli"))
+
+
+def test_the_xstilts_sweep_adds_squad_and_hellaswag_to_the_intermediate_axis() -> None:
+    from xlt.plan.cli import sweep_jobs
+
+    jobs = sweep_jobs(["+sweep=scale_gap_xstilts"])
+    assert len(jobs) == 6 * 5 * 9 * 3
+    inter = {o for job in jobs for o in job if o.startswith("intermediate=")}
+    assert inter == {f"intermediate={t}" for t in ("none", "mnli", "anli", "squad", "hellaswag")}
