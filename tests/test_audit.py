@@ -159,8 +159,8 @@ def test_squad_to_xquad_run_records_and_applies_the_exclusion(compose_cfg, data_
     read: dict[str, list[str]] = {}
     original = datamodule.load_and_featurize
 
-    def spy(spec, head_kind, split, lang, settings, max_len, limit):
-        features, loaded = original(spec, head_kind, split, lang, settings, max_len, limit)
+    def spy(spec, head_kind, split, lang, settings, max_len, limit, **kwargs):
+        features, loaded = original(spec, head_kind, split, lang, settings, max_len, limit, **kwargs)
         read.setdefault(f"{spec.name}/{split}/{lang}", [str(ex.get("id")) for ex in loaded.examples])
         return features, loaded
 
