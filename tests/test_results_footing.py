@@ -159,3 +159,12 @@ def test_published_numbers_beside_ours_flag_a_difference_beyond_the_tolerance() 
     stilts = compare(_rows(CASE2_TEST, CASE2_DEV), "x-stilts", choices={("xnli", "xlmr_large"): "mnli"})
     row = stilts.set_index("task").loc["xnli"]
     assert row.intermediate == "mnli" and row.ours == pytest.approx(80.0) and row.published == 80.4
+
+
+def test_families_compared_say_what_differs_by_construction() -> None:
+    from xlt.results.families import construction_notes
+
+    assert construction_notes(["xlmr", "xlmr"]) == []
+    lines = construction_notes(["xlmr", "qwen2.5", ""])
+    assert lines[0].startswith("Families compared (qwen2.5, xlmr) differ by construction")
+    assert "causal attention" in lines[1] and "29+ languages" in lines[1] and "bidirectional" in lines[2]
