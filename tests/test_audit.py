@@ -159,8 +159,8 @@ def test_squad_to_xquad_run_records_and_applies_the_exclusion(compose_cfg, data_
     read: dict[str, list[str]] = {}
     original = datamodule.load_and_featurize
 
-    def spy(spec, head_kind, split, lang, settings, max_len, limit):
-        features, loaded = original(spec, head_kind, split, lang, settings, max_len, limit)
+    def spy(spec, head_kind, split, lang, settings, max_len, limit, **kwargs):
+        features, loaded = original(spec, head_kind, split, lang, settings, max_len, limit, **kwargs)
         read.setdefault(f"{spec.name}/{split}/{lang}", [str(ex.get("id")) for ex in loaded.examples])
         return features, loaded
 
@@ -242,7 +242,75 @@ def test_cli_prints_the_overlap_it_removed(data_dir: Path, capsys) -> None:
     for line in ("intermediate select squad/dev", "target       select xquad/squad_dev"):
         (found,) = [x for x in out.splitlines() if line in x]
         assert "10570 examples, 1190 in the test set (en 1190" in found and "excluded -> 9380 kept" in found
-    assert "intermediate train  squad/train                87599 examples, no overlap" in out
+    assert "intermediate train  squad/train                87599 examples, no whole-example overlap" in out
+    assert "by field: 1 share their question with a test question (en)" in out
     assert main(["+target=nope"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Could not find 'target/nope'" in err
+
+
+# ----------------------------------------------------------------------------- per text field (issue 23)
+
+
+def test_squad_v2_no_answer_questions_on_xquad_paragraphs_are_reported_and_excluded(compose_cfg, data_dir: Path) -> None:
+    """SQuAD v2.0 dev writes 882 questions of its own (no-answer ones) on XQuAD's 240 test paragraphs:
+    the whole-example audit kept them; the field audit finds them by their context, and the spec's
+    exclusion (fields=context) removes them with the 817 shared questions."""
+    report = _audit(compose_cfg, "+intermediate=squad2", "intermediate.train_split=null", "+target=xquad",
+                    "target.train_split=null", "target.dev_split=null", data=data_dir)  # fmt: skip
+    s = _by_set(report)["intermediate/select/squad2/dev"]
+    assert s.fields.shared["context"] == 1_699 and s.fields.languages["context"] == {"en"}
+    assert (s.matched, s.fields.excluded, s.removed) == (817, 882, 1_699)
+    assert s.record()["kept"] == 10_174 and s.record()["excluded_by_field"] == 882
+    dev = load_split(get_task("squad2"), "dev", "en", "local", data_dir).examples
+    removal = report.removals()["squad2/dev"]
+    removed = [ex for ex in dev if removal.matches(ex)]
+    assert len(removed) == 1_699
+    xquad_ids = {ex["id"] for ex in load_split(get_task("xquad"), "test", "en", "local", data_dir).examples}
+    new_questions = [ex for ex in removed if ex["id"] not in xquad_ids]
+    assert len(new_questions) == 882 and all(ex["is_impossible"] for ex in new_questions)
+    # the old key (id or question + context) let 30 of them into the first 500 selection examples
+    assert sum(ex["id"] not in xquad_ids and removal.matches(ex) for ex in dev[:500]) == 30
+    assert "(+882 by a shared context) -> 10174 kept" in report.format()
+
+
+def test_fields_catch_a_test_premise_a_test_sentence_in_a_paragraph_and_no_test_data() -> None:
+    from xlt.audit_fields import FieldChecker, FieldIndex
+
+    index = FieldIndex(20)
+    index.add("en", [{"text_a": "The committee met on Tuesday afternoon.", "text_b": "Nobody came.", "label": 0},
+                     {"words": ["The", "Alps", "provide", "lowland", "Europe", "with", "drinking", "water", "."]}])
+    index.add("de", [{"text_a": "Der Ausschuss tagte am Dienstagnachmittag.", "text_b": "Niemand kam.", "label": 0}])
+    checker = FieldChecker(index, ())
+    checker.check({"text_a": "the committee met on tuesday afternoon", "text_b": "A new hypothesis here.", "label": 1}, False)
+    checker.check({"question": "What do the Alps provide?", "context": "Water matters. The Alps provide lowland "
+                   "Europe with drinking water, irrigation and power."}, False)  # fmt: skip
+    checker.check({"question": "What do the Alps provide?", "context": "TheAlps provide lowland Europe..."}, False)
+    result = checker.result
+    assert result.shared == {"premise": 1} and result.shared_with["premise"] == {"premise"}
+    assert result.inside_examples == 1 and {lang: len(s) for lang, s in result.inside_sentences.items()} == {"en": 1}
+    # found again re-spaced, but never from the middle of a word
+    assert index.inside("So the Alpsprovide lowland Europe with drinking-water.")
+    assert not index.inside("Prefixthe Alps provide lowland Europe with drinking water")
+
+
+def test_a_set_audited_against_no_test_data_says_not_checked(compose_cfg, data_dir: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "data"
+    (empty / "commonsenseqa").mkdir(parents=True)
+    for name in ("train_rand_split.jsonl", "dev_rand_split.jsonl"):
+        (empty / "commonsenseqa" / name).symlink_to(data_dir / "commonsenseqa" / name)
+    report = _audit(compose_cfg, "+intermediate=csqa", "+target=tatoeba", data=empty)
+    assert report.test_languages == {} and all(s.not_checked == "no test data" for s in report.sets)
+    assert "not checked: no test data" in report.format() and "no overlap" not in report.format()
+
+
+@pytest.mark.slow  # reads SQuAD v1.1 train (30 MB) and UD test in 33 languages: 30-70 s on the shared machine
+def test_ud_english_pud_sentences_inside_squad_paragraphs_are_reported(compose_cfg, data_dir: Path) -> None:
+    report = _audit(compose_cfg, "+intermediate=squad", "intermediate.dev_split=null", "+target=udpos",
+                    "target.train_split=null", "target.dev_split=null", data=data_dir)  # fmt: skip
+    s = _by_set(report)["intermediate/train/squad/train"]
+    assert s.matched == 0 and not s.removed  # reported, not removed: no exclusion declares it
+    assert {lang: len(v) for lang, v in s.fields.inside_sentences.items()} == {"en": 16}
+    assert s.fields.inside_examples == 41
+    assert "41 paragraphs hold test sentences (en 16)" in report.format()
+    report.check()  # a field overlap alone does not stop the run

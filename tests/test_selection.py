@@ -1,5 +1,5 @@
 """Checkpoint selection as jiant's X-STILTs recipe: validation every N optimizer steps (and after the
-last), on the first N English dev examples, early stopping with patience (stage options)."""
+last), on N English dev examples drawn at random with the run's seed, early stopping with patience (stage options)."""
 
 from __future__ import annotations
 
@@ -25,11 +25,11 @@ TINY = (
 def validation_steps(run_dir: Path) -> list[int]:
     """The optimizer steps after which training validated, from the CSV log. Lightning logs a
     validation run inside training at the number of steps before the current batch's (its counter
-    moves after the validation), hence + 1; the last row is the evaluation after training (step 0 of
-    a new Trainer)."""
+    moves after the validation), hence + 1; the last row is the evaluation after training, logged at
+    the fit's last step (xlt/stage.py: ``eval_step``)."""
     with open(run_dir / "csv" / "metrics.csv") as fh:
         steps = [int(r["step"]) for r in csv.DictReader(fh) if r.get("dev/xnli/en/acc")]
-    assert steps[-1] == 0
+    assert steps[-1] == steps[-2]
     return [s + 1 for s in steps[:-1]]
 
 
@@ -58,7 +58,10 @@ def test_validation_every_n_steps_on_the_dev_subset_and_after_the_last_step(
     # steps, not batches (2 batches a step), counted across the epoch boundary at 6, plus the last
     assert validation_steps(tmp_path) == [5, 10, 12]
     dev = [r for r in read_results(tmp_path / "results.jsonl") if r["split"] == "dev"]
-    assert dev and {r["n_examples"] for r in dev if r["language"] == "en"} == {40}  # the first 40 select
+    assert dev and {r["n_examples"] for r in dev if r["language"] == "en"} == {40}  # 40 drawn at random select
+    drawn = json.loads((tmp_path / "state.json").read_text())["stages"]["target"]["selection"]["xnli/dev"]
+    assert (drawn["n"], drawn["of"], drawn["seed"], drawn["stratified_by"]) == (40, 2_490, 42, "genre")
+    assert len(drawn["strata"]) == 10 and len(drawn["ids_blake2b"]) == 16
 
 
 @pytest.mark.slow

@@ -21,6 +21,11 @@ fewer than ``MIN_TEXT_CHARS`` (20) letters and digits is compared by id only (co
 "Thank you." recurs in any corpus. The keys are
 8-byte BLAKE2b digests, so memory grows with the number of examples, not their length.
 
+Per text field (xlt/audit_fields.py). Each example is also split into its fields (context, question,
+premise, hypothesis, sentence, choice): a field equal to any test text, and a test sentence inside a
+training paragraph, are counted and reported; a field named in the spec's exclusion (``fields``) also
+removes the examples sharing it. A set audited against no test data says "not checked: no test data".
+
 What then. An overlap stops the run (:class:`ContaminationError`, one line naming the sets and the
 count) unless the target's spec declares an :class:`~xlt.tasks.spec.Exclusion` for that set: a
 documented, known overlap (XQuAD's test questions are SQuAD v1.1 dev questions). Then the matching
@@ -31,13 +36,10 @@ or selection), and the audit records which: ``state.json`` (``audit``) and the r
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
-import re
 import sys
 import time
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,6 +47,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from xlt.audit_fields import FieldAudit, FieldChecker, FieldIndex, field_keys, normalise
 from xlt.tasks.spec import DataError, Example, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -59,15 +62,6 @@ Index = dict[str, tuple[set[str], set[bytes]]]  # test language -> (example ids,
 
 class ContaminationError(DataError):
     """A set the run trains or selects on shares examples with a test set, and no exclusion covers it."""
-
-
-_NOT_ALNUM = re.compile(r"[\W_]+")  # \w is str.isalnum() plus "_"
-
-
-@functools.lru_cache(maxsize=65536)  # a SQuAD paragraph is the context of ~5 questions
-def normalise(text: str) -> str:
-    """NFKC, case-folded, letters and digits only (see the module docstring for why)."""
-    return _NOT_ALNUM.sub("", unicodedata.normalize("NFKC", text).casefold())
 
 
 def _digest(text: str) -> bytes:
@@ -110,10 +104,16 @@ class Removal:
     ids: frozenset[str]
     keys: frozenset[bytes]
     because: str  # the test set(s) the examples are in
+    fields: tuple[str, ...] = ()  # text fields whose digests (field_keys) also remove an example
+    field_keys: frozenset[bytes] = frozenset()
 
     def matches(self, ex: Example) -> bool:
         ident = example_id(ex)
-        return (ident is not None and ident in self.ids) or any(k in self.keys for k in text_keys(ex))
+        if (ident is not None and ident in self.ids) or any(k in self.keys for k in text_keys(ex)):
+            return True
+        return bool(self.field_keys) and any(
+            name in self.fields and key in self.field_keys for name, key in field_keys(ex, MIN_TEXT_CHARS)
+        )
 
     @property
     def fingerprint(self) -> str:
@@ -122,6 +122,10 @@ class Removal:
             h.update(item.encode() + b"\0")
         for key in sorted(self.keys):
             h.update(key)
+        if self.field_keys:
+            h.update(("|fields:" + ",".join(self.fields)).encode())
+            for key in sorted(self.field_keys):
+                h.update(key)
         return h.hexdigest()
 
 
@@ -158,6 +162,13 @@ class SetAudit:
     excluded: bool = False  # an exclusion covers the overlap: the matched examples are removed
     reason: str = ""
     removal: Removal | None = None
+    fields: FieldAudit = field(default_factory=FieldAudit)
+    not_checked: str = ""  # why nothing was compared (no test data)
+
+    @property
+    def removed(self) -> int:
+        """Examples the run leaves out of this set: whole-example and declared-field matches."""
+        return (self.matched + self.fields.excluded) if self.excluded else 0
 
     def record(self) -> dict[str, Any]:
         s = self.run_set
@@ -166,9 +177,12 @@ class SetAudit:
                                "by_text": self.by_text, "short": self.short, "overlap_by_language": self.per_language}  # fmt: skip
         if self.absent:
             rec["absent"] = self.absent
-        if self.matched:
-            rec["excluded"] = self.matched if self.excluded else 0
-            rec["kept"] = self.examples - (self.matched if self.excluded else 0)
+        if self.not_checked:
+            rec["not_checked"] = self.not_checked
+        rec.update(self.fields.record())
+        if self.matched or self.removed:
+            rec["excluded"] = self.removed
+            rec["kept"] = self.examples - self.removed
             rec["excluded_because"] = self.reason
             rec["excluded_ids"] = self.matched_ids
         return rec
@@ -211,16 +225,16 @@ class AuditReport:
             "test_languages": self.test_languages,
             "test_absent": self.test_absent,
             "sets": [s.record() for s in self.sets],
-            "excluded": sum(s.matched for s in self.sets if s.excluded),
+            "excluded": sum(s.removed for s in self.sets),
             "seconds": round(self.seconds, 2),
         }
 
     def row_fields(self) -> dict[str, Any]:
         """Fields for every result row: the total removed and, per set, ``set:kept/read``."""
         return {
-            "audit_excluded": sum(s.matched for s in self.sets if s.excluded),
+            "audit_excluded": sum(s.removed for s in self.sets),
             "audit_sets": " ".join(
-                f"{s.run_set.name}:{s.examples - (s.matched if s.excluded else 0)}/{s.examples}"
+                f"{s.run_set.name}:{s.examples - s.removed}/{s.examples}"
                 for s in self.sets
                 if not s.absent
             ),  # fmt: skip
@@ -237,15 +251,30 @@ class AuditReport:
             if s.absent:
                 lines.append(f"{head} not read ({s.absent})")
                 continue
-            if not s.matched:
-                lines.append(f"{head} {s.examples:>7} examples, no overlap")
+            if s.not_checked:
+                lines.append(f"{head} {s.examples:>7} examples, not checked: {s.not_checked}")
+                continue
+            shared = s.fields.describe()
+            fields = f"\n{'':<46}by field: {shared}" if shared else ""
+            if not s.matched and not s.removed:
+                lines.append(f"{head} {s.examples:>7} examples, no {'whole-example ' if shared else ''}overlap{fields}")
                 continue
             langs = ", ".join(f"{lang} {n}" for lang, n in s.per_language.items() if n)
-            what = (f"excluded -> {s.examples - s.matched} kept ({s.reason})" if s.excluded
+            by_field = f" (+{s.fields.excluded} by a shared {'/'.join(s.removal.fields)})" if s.fields.excluded and s.removal else ""
+            what = (f"excluded{by_field} -> {s.examples - s.removed} kept ({s.reason})" if s.excluded
                     else "NOT COVERED: the run stops")  # fmt: skip
             lines.append(f"{head} {s.examples:>7} examples, {s.matched} in the test set "
-                         f"({langs}; {s.by_id} by id, {s.by_text} by text): {what}")  # fmt: skip
+                         f"({langs or '-'}; {s.by_id} by id, {s.by_text} by text): {what}{fields}")  # fmt: skip
         return "\n".join(lines)
+
+
+def select_on_spec(target_cfg: Any, spec: TaskSpec, train_spec: TaskSpec | None) -> TaskSpec:
+    """The spec whose English dev set selects a target stage's checkpoint: the target's own, or with
+    ``target.select_on=train_task`` its training task's (jiant's XTREME scripts: MNLI's for XNLI). QA
+    targets select on SQuAD dev either way (their dev split is SQuAD's), so they keep their own."""
+    if target_cfg.get("select_on") == "train_task" and train_spec is not None and spec.head != "span_qa":
+        return train_spec
+    return spec
 
 
 def run_sets(cfg: DictConfig) -> list[RunSet]:
@@ -284,7 +313,8 @@ def run_sets(cfg: DictConfig) -> list[RunSet]:
     target = get_task(cfg.target.name)
     if target.trainable:
         add("target", "train", cfg.target.train_task, cfg.target.train_split)
-        add("target", "select", target.name, cfg.target.dev_split or target.dev_split)
+        selector = select_on_spec(cfg.target, target, get_task(cfg.target.train_task))
+        add("target", "select", selector.name, cfg.target.dev_split or selector.dev_split)
     elif target.retrieval == "mining":
         add("target", "select", target.name, target.dev_split)  # BUCC tunes its threshold on dev gold
     return sets
@@ -308,13 +338,16 @@ def mixture_label(cfg: DictConfig, report: AuditReport) -> tuple[str, list[str]]
     return "".join([mixture.name, *(f"-{t}" for t in tasks if t not in trained)]), trained
 
 
-def _index(spec: TaskSpec, source: str, data_dir: Path | None) -> tuple[Index, dict[str, int], list[str]]:
-    """Per test language: its example ids and text digests; the example counts; languages without data."""
+def _index(spec: TaskSpec, source: str, data_dir: Path | None
+           ) -> tuple[Index, dict[str, int], list[str], FieldIndex]:  # fmt: skip
+    """Per test language: its example ids and text digests; the example counts; languages without
+    data; and the test set's field index (xlt/audit_fields.py)."""
     from xlt.tasks.loading import MissingDataError, load_split
 
     index: Index = {}
     counts: dict[str, int] = {}
     absent: list[str] = []
+    fields = FieldIndex(MIN_TEXT_CHARS)
     for lang in spec.languages:
         try:
             loaded = load_split(spec, spec.test_split, lang, source, data_dir)
@@ -325,7 +358,8 @@ def _index(spec: TaskSpec, source: str, data_dir: Path | None) -> tuple[Index, d
         keys = {k for ex in loaded.examples for k in text_keys(ex)}
         index[lang] = (ids, keys)
         counts[lang] = len(loaded.examples)
-    return index, counts, absent
+        fields.add(lang, loaded.examples)
+    return index, counts, absent, fields
 
 
 def audit(cfg: DictConfig, source: str, data_dir: Path | None) -> AuditReport:
@@ -335,7 +369,7 @@ def audit(cfg: DictConfig, source: str, data_dir: Path | None) -> AuditReport:
 
     start = time.perf_counter()
     target = get_task(cfg.target.name)
-    index, counts, absent = _index(target, source, data_dir)
+    index, counts, absent, field_index = _index(target, source, data_dir)
     covered = {name: ex for ex in target.exclusions for name in ex.sets}
     results = []
     done: dict[str, SetAudit] = {}  # a set read by both stages (squad/train) is compared once
@@ -352,6 +386,11 @@ def audit(cfg: DictConfig, source: str, data_dir: Path | None) -> AuditReport:
             result.absent = str(err)
             continue
         result.origin, result.examples = loaded.origin, len(loaded.examples)
+        if not index:
+            result.not_checked = "no test data"
+            continue
+        exclusion = covered.get(run_set.name)
+        checker = FieldChecker(field_index, exclusion.fields if exclusion is not None else ())
         ids: set[str] = set()
         keys: set[bytes] = set()
         per_language = dict.fromkeys(index, 0)
@@ -366,6 +405,7 @@ def audit(cfg: DictConfig, source: str, data_dir: Path | None) -> AuditReport:
                 if lang_id or lang_text:
                     per_language[lang] += 1
                 hit_id, hit_text = hit_id or lang_id, hit_text or lang_text
+            checker.check(ex, hit_id or hit_text)
             if hit_id or hit_text:
                 result.matched += 1
                 result.by_id += hit_id
@@ -375,12 +415,13 @@ def audit(cfg: DictConfig, source: str, data_dir: Path | None) -> AuditReport:
                     result.matched_ids.append(ident)
                 keys.update(ex_keys)
         result.per_language = {lang: n for lang, n in per_language.items() if n}
-        exclusion = covered.get(run_set.name)
-        if result.matched and exclusion is not None:
+        result.fields = checker.result
+        if (result.matched or result.fields.excluded) and exclusion is not None:
             result.excluded, result.reason = True, exclusion.reason
             result.removal = Removal(
-                run_set.name, frozenset(ids), frozenset(keys), f"{target.name}/{target.test_split}"
-            )
+                run_set.name, frozenset(ids), frozenset(keys), f"{target.name}/{target.test_split}",
+                exclusion.fields, frozenset(result.fields.keys),
+            )  # fmt: skip
     report = AuditReport(target.name, target.test_split, counts, absent, results)
     report.seconds = time.perf_counter() - start
     return report

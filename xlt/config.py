@@ -172,6 +172,12 @@ def validate(cfg: DictConfig) -> DictConfig:
         raise ConfigError(
             f"target.train_task: {target.name} needs an English training task (default {target.train_task})"
         )
+    select_on = merged.target.get("select_on", "target")
+    if select_on not in ("target", "train_task"):
+        raise ConfigError(f"target.select_on={select_on!r}: expected target (the target's English dev) or "
+                          "train_task (its training task's validation set, as jiant's XTREME scripts)")  # fmt: skip
+    if select_on == "train_task" and not merged.target.train_task:
+        raise ConfigError(f"target.select_on=train_task: {target.name} has no training task to select on")
     if target.retrieval == "mining" and merged.target.max_eval_examples is not None:
         raise ConfigError(
             f"target.max_eval_examples={merged.target.max_eval_examples}: {target.name} mines each corpus "

@@ -86,7 +86,7 @@ class Runner(IntermediatePhase):
         self.cache_dir = Path(cfg.data.cache_dir).expanduser()
         model_cfg = self.state.pinned_model(cfg.model)
         self.tokenizer = load_tokenizer(model_cfg, self.cache_dir)
-        self.settings = DataSettings(source, data_dir, self.cache_dir, self.tokenizer)
+        self.settings = DataSettings(source, data_dir, self.cache_dir, self.tokenizer, seed=cfg.seed)
         pl.seed_everything(cfg.seed, workers=True)
         # Lean loading: under FSDP, ranks other than 0 build the encoder on the meta device and get
         # rank 0's weights when FSDP wraps it (sync_module_states); a random encoder is built anyway.

@@ -113,14 +113,19 @@ class StageConfig:
     # cannot load stops the run. What was left out is in the run's label (all9-cosmosqa) and rows.
     skip_members: list[str] = field(default_factory=list)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    # Checkpoint selection (jiant's X-STILTs recipe: every 1,000 steps on 500 English dev examples,
+    # Checkpoint selection (jiant's XTREME target recipe: every 1,000 steps on 500 English dev examples,
     # stop after 30 validations without improvement). val_check_every: optimizer steps between
-    # validations (null: once per epoch); val_subset: the first N examples of each English dev set
-    # select the checkpoint (null: all); patience: validations without improvement before stopping
+    # validations (null: once per epoch); val_subset: N examples of each English dev set, drawn at
+    # random with the run's seed (xlt/data/selection.py), select the checkpoint (null: all); patience: validations without improvement before stopping
     # (null: never stop early). The stage files set the recipe's values.
     val_check_every: int | None = None
     val_subset: int | None = None
     patience: int | None = None
+    # Targets only: which English set selects the checkpoint. "target": the target's English dev
+    # (XTREME's reference code); "train_task": the training task's validation set, as jiant's XTREME
+    # scripts do (MNLI's for XNLI), for exact replication. The same set for targets trained on their
+    # own English data (PAWS-X, UD-POS, PAN-X) and for QA (SQuAD dev either way).
+    select_on: str = "target"
 
 
 @dataclass

@@ -19,6 +19,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from xlt.audit import select_on_spec
 from xlt.callbacks import Preempted, rng_states, rng_states_from_json, rng_states_to_json, set_rng_states
 from xlt.console import file_only
 from xlt.data.datamodule import DataSettings, EvalSet, StageData, StageDataModule, prepare_stage_data
@@ -211,6 +212,7 @@ class StageRunner:
             self.eval_step = max(0, trainer.fit_loop.epoch_loop._batches_that_stepped - 1)
             stage_state.mark_stage(stage, best=best, task=spec.name, train=data.train_origin, steps=trainer.global_step,
                                    logged_step=self.eval_step, rng=rng_states_to_json(rng_states()),
+                                   selection=self.settings.pop_selections(),
                                   **({"mixture": mixture_info} if mixture_info else {}))  # fmt: skip
             release(trainer)  # nothing of the fit (module, optimizer, FSDP wrapper) outlives the stage
             del trainer, selector
@@ -229,11 +231,13 @@ class StageRunner:
             data = prepare_mixture_data(spec, stage_cfg, self.settings)
         else:
             languages = list(stage_cfg.get("languages") or spec.languages) if test else []
+            dev_spec = select_on_spec(stage_cfg, spec, train_spec)
             data = prepare_stage_data(
                 task=spec,
                 train_task=train_spec,
                 train_split=stage_cfg.train_split,
-                dev_split=stage_cfg.dev_split or spec.dev_split,
+                dev_split=stage_cfg.dev_split or dev_spec.dev_split,
+                dev_task=dev_spec,
                 test_split=spec.test_split if test else None,
                 languages=languages,
                 settings=self.settings,

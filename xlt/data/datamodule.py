@@ -8,7 +8,7 @@ import bisect
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import datasets
 import pytorch_lightning as pl
@@ -112,6 +112,14 @@ class DataSettings:
     tokenizer_id: str = ""
     # ``task/split`` -> what the contamination audit's declared exclusions remove from it (xlt/audit.py)
     exclude: dict[str, Removal] = field(default_factory=dict)
+    # The run's seed: a capped dev set is then drawn at random with it (xlt/data/selection.py), and
+    # each draw is recorded here until the stage that used it takes it (``pop_selections``).
+    seed: int | None = None
+    selections: dict[str, dict] = field(default_factory=dict)
+
+    def pop_selections(self) -> dict[str, dict]:
+        drawn, self.selections = self.selections, {}
+        return drawn
 
     def __post_init__(self) -> None:
         if not self.tokenizer_id:
@@ -139,13 +147,24 @@ def load_and_featurize(
     settings: DataSettings,
     max_len: int,
     limit: int | None,
+    draw: bool = False,
 ) -> tuple[datasets.Dataset, Loaded]:
-    """Features of one split plus what was loaded (origin, raw examples, rows dropped as unlabelled)."""
+    """Features of one split plus what was loaded (origin, raw examples, rows dropped as unlabelled).
+    ``draw``: ``limit`` examples are drawn at random with ``settings.seed`` (xlt/data/selection.py)
+    instead of the first ones."""
+    draw = draw and limit is not None and settings.seed is not None
     removal = settings.exclude.get(f"{spec.name}/{split}")
+    read_limit = None if draw else limit
     if removal is not None:
-        loaded = _without(load_split(spec, split, lang, settings.source, settings.data_dir), removal, limit)
+        loaded = _without(load_split(spec, split, lang, settings.source, settings.data_dir), removal, read_limit)
     else:
-        loaded = load_split_cached(spec, split, lang, settings.source, settings.data_dir, limit, settings.cache_dir)
+        loaded = load_split_cached(spec, split, lang, settings.source, settings.data_dir, read_limit,
+                                   settings.cache_dir)  # fmt: skip
+    if draw:
+        from xlt.data.selection import draw_selection
+
+        name = f"{spec.name}/{split}"
+        loaded, settings.selections[name] = draw_selection(loaded, cast(int, limit), cast(int, settings.seed), name)
     if loaded.dropped:
         log.info(
             "%s %s %s: dropped %d rows without a gold label (as the task defines)",
@@ -186,21 +205,27 @@ def _without(loaded: Loaded, removal: Removal, limit: int | None) -> Loaded:
 
 
 def selection_cap(max_eval: int | None, val_subset: int | None) -> int | None:
-    """How many examples of each English dev set a stage reads to select its checkpoint: the first
-    ``val_subset`` (jiant's ``eval_subset_num``), within the ``max_eval`` cap."""
+    """How many examples of each English dev set a stage reads to select its checkpoint: ``val_subset``
+    (jiant's ``eval_subset_num``), within the ``max_eval`` cap, drawn at random with the run's seed
+    (xlt/data/selection.py)."""
     caps = [c for c in (max_eval, val_subset) if c is not None]
     return min(caps) if caps else None
 
 
 def dev_sets(
-    task: TaskSpec, dev_split: str, settings: DataSettings, max_len: int, max_eval: int | None
-) -> list[EvalSet]:
+    task: TaskSpec, dev_split: str, settings: DataSettings, max_len: int, max_eval: int | None,
+    read_from: TaskSpec | None = None,
+) -> list[EvalSet]:  # fmt: skip
     """English dev sets of a task. A '+'-joined split (ANLI's dev_r1+dev_r2+dev_r3) is scored per part,
-    each capped at ``max_eval``; its overall score is then the example-weighted mean of the parts."""
+    each capped at ``max_eval``; its overall score is then the example-weighted mean of the parts.
+    ``read_from``: the spec whose split is read (``target.select_on=train_task``: MNLI's for XNLI),
+    scored as ``task``'s dev set."""
     parts = split_parts(dev_split)
     sets = []
+    source = read_from or task
     for part in parts:
-        feats, origin, examples = load_features(task, task.head, part, "en", settings, max_len, max_eval)
+        feats, loaded = load_and_featurize(source, task.head, part, "en", settings, max_len, max_eval, draw=True)
+        origin, examples = loaded.origin, loaded.examples
         whole = len(parts) > 1
         sets.append(EvalSet(task.name, part if whole else "dev", "en", feats, origin, examples,
                             part_of="dev" if whole else None, source_split=part))  # fmt: skip
@@ -219,6 +244,7 @@ def prepare_stage_data(
     max_train: int | None,
     max_eval: int | None,
     val_subset: int | None = None,
+    dev_task: TaskSpec | None = None,
 ) -> StageData:
     """Load and featurise a stage's data. Training and dev are English; test covers ``languages``.
 
@@ -236,7 +262,8 @@ def prepare_stage_data(
         train, train_origin, _ = load_features(
             train_task, task.head, train_split, "en", settings, max_len, max_train
         )
-    val = dev_sets(task, dev_split, settings, max_len, selection_cap(max_eval, val_subset)) if dev_split else []
+    cap = selection_cap(max_eval, val_subset)
+    val = dev_sets(task, dev_split, settings, max_len, cap, read_from=dev_task) if dev_split else []
     test, skipped = [], []
     if test_split:
         for lang in languages:

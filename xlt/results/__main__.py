@@ -13,16 +13,21 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from xlt.results.choice import (
+    best_intermediate_on_dev,
+    format_best_on_dev,
+    format_xstilts_overall,
+    xstilts_overall,
+)
 from xlt.results.load import load_sweep
-from xlt.results.stats import gap_by_size
+from xlt.results.stats import gap_by_size, model_families, refusals
 from xlt.results.tables import (
-    format_best_intermediate,
     format_gap_table,
     format_main_table,
     format_overall_table,
     write_tables,
 )
-from xlt.results.xtreme_scores import best_intermediate, overall_by_size, xtreme_overall
+from xlt.results.xtreme_scores import overall_by_size, xtreme_overall
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,6 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true", help="exit 1 when any run could not be used")
     parser.add_argument("--include-debug", action="store_true",
                         help="also analyse debug and partial runs (debug=fdr/limit/overfit, trainer.limit_*)")  # fmt: skip
+    parser.add_argument("--published", choices=("xtreme", "x-stilts"),
+                        help="our rows beside the published numbers of the same model, task and metric")  # fmt: skip
+    parser.add_argument("--tolerance", type=float, default=None,
+                        help="flag a difference from a published number beyond this many points (default 1.0)")  # fmt: skip
     args = parser.parse_args(argv)
 
     missing = [d for d in args.dirs if not d.is_dir()]
@@ -56,6 +65,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     paths = write_tables(sweep, out, args.split)
     gaps = gap_by_size(sweep.rows, args.split)
+    for line in refusals(sweep.rows, args.split):
+        print(line, file=sys.stderr)
+    from xlt.results.families import construction_notes
+
+    for line in construction_notes(model_families(sweep.rows)):
+        print(line)
     if gaps.empty:
         print("no target task with an English score and other languages: no gap to report")
     else:
@@ -66,10 +81,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_overall_table(overall))
         print("\nMain table: XTREME-style overall per model size and intermediate task (mean over seeds):")
         print(format_main_table(overall_by_size(sweep.rows, args.split)))
-    best = best_intermediate(sweep.rows, args.split)
-    if not best.empty:
-        print("\nBest intermediate task per target and model (mean XTREME task score over seeds):")
-        print(format_best_intermediate(best))
+    best = best_intermediate_on_dev(sweep.rows, args.split)
+    if not best.empty and (best["compared"] != "").any():
+        print("\nBest intermediate task per target and model, chosen on the English dev selection metric "
+              "(mean over seeds), with its test score (XTREME task score) over the languages it shares with none:")
+        print(format_best_on_dev(best))
+        overall = xstilts_overall(best)
+        if not overall.empty:
+            print("\nX-STILTs-style overall: mean test score of the dev-chosen intermediate task over targets:")
+            print(format_xstilts_overall(overall))
+    if args.published:
+        from xlt.results.published import TOLERANCE, compare, format_published
+
+        tolerance = TOLERANCE if args.tolerance is None else args.tolerance
+        choices = {(r.task, r.model): r.chosen for r in best.itertuples(index=False)} if not best.empty else {}
+        print()
+        print(format_published(compare(sweep.rows, args.published, args.split, tolerance, choices),
+                               args.published, tolerance))  # fmt: skip
     if not args.no_plots and not gaps.empty:
         from xlt.results.plots import plot_all
 

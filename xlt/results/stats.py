@@ -67,24 +67,81 @@ def _target_rows(rows: pd.DataFrame, split: str) -> pd.DataFrame:
     return rows[(rows["stage"] == "target") & (rows["split"] == split)]
 
 
-def gaps_per_run(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
-    """One row per (run, task, metric): en, avg_non_en, gap, rel_gap and the number of languages,
-    from the run's per-language rows through :func:`compute_gap`. Tasks without an English score
-    (retrieval) have no gap and no row."""
+def _language_rows(rows: pd.DataFrame, split: str) -> pd.DataFrame:
     selected = _target_rows(rows, split)
-    selected = selected[~selected["language"].isin(AGGREGATE_LANGUAGES)]
+    return selected[~selected["language"].isin(AGGREGATE_LANGUAGES)]
+
+
+def _run_gaps(selected: pd.DataFrame, keep: Iterable[str] | None = None) -> list[dict]:
+    """Per run (and task, metric) of ``selected`` (per-language rows): its gap over its languages, or
+    over those of ``keep`` only."""
     keys = ["run_dir", *CONDITION, "seed"]
+    wanted = None if keep is None else set(keep)
     out = []
     for key, group in selected.groupby(keys, sort=False, dropna=False):
-        scores = dict(zip(group["language"], group["value"], strict=True))
+        scores = {lang: v for lang, v in zip(group["language"], group["value"], strict=True)
+                  if wanted is None or lang in wanted}  # fmt: skip
         gap = compute_gap(scores)
         if gap is None:
             continue
         out.append({**dict(zip(keys, key, strict=True)), "en": gap.en, "avg_non_en": gap.avg_non_en,
                     "gap": gap.gap, "rel_gap": gap.rel_gap, "n_languages": len(scores),
                     "languages": ",".join(sorted(scores))})  # fmt: skip
-    columns = [*keys, "en", "avg_non_en", "gap", "rel_gap", "n_languages", "languages"]
-    return pd.DataFrame.from_records(out, columns=columns)
+    return out
+
+
+GAP_COLUMNS = ["run_dir", *CONDITION, "seed", "en", "avg_non_en", "gap", "rel_gap", "n_languages", "languages"]
+# The runs a gap-by-size table compares with one another: every model and intermediate task of a
+# target task, metric and training source.
+COMPARED = ("task", "split", "metric", "train_task")
+
+
+def gaps_per_run(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """One row per (run, task, metric): en, avg_non_en, gap, rel_gap and the number of languages,
+    from the run's per-language rows through :func:`compute_gap`, over every language the run scored.
+    Tasks without an English score (retrieval) have no gap and no row."""
+    return pd.DataFrame.from_records(_run_gaps(_language_rows(rows, split)), columns=GAP_COLUMNS)
+
+
+def shared_languages(selected: pd.DataFrame, keys: Sequence[str]) -> dict[tuple, tuple[list[str], list[str]]]:
+    """Per group of ``keys``: (the languages every run of the group scored, those some run lacks)."""
+    out: dict[tuple, tuple[list[str], list[str]]] = {}
+    for key, group in selected.groupby(list(keys), sort=False, dropna=False):
+        per_run = [set(g["language"]) for _, g in group.groupby("run_dir", sort=False)]
+        common = set.intersection(*per_run)
+        out[key if isinstance(key, tuple) else (key,)] = (sorted(common), sorted(set.union(*per_run) - common))
+    return out
+
+
+def gaps_on_equal_footing(rows: pd.DataFrame, split: str = "test",
+                          keys: Sequence[str] = COMPARED) -> pd.DataFrame:  # fmt: skip
+    """:func:`gaps_per_run`, each run's gap over the languages every run of its ``keys`` group scored
+    (by default every model and intermediate task of a task and metric); ``dropped`` names the
+    languages left out because some compared run lacks them. A group sharing no English and other
+    language has no rows (:func:`refusals` says so)."""
+    selected = _language_rows(rows, split)
+    out = []
+    for key, (common, dropped) in shared_languages(selected, keys).items():
+        mask = pd.Series(True, index=selected.index)
+        for k, v in zip(keys, key, strict=True):
+            mask &= selected[k] == v
+        for record in _run_gaps(selected[mask], common):
+            record["dropped"] = ",".join(dropped)
+            out.append(record)
+    return pd.DataFrame.from_records(out, columns=[*GAP_COLUMNS, "dropped"])
+
+
+def refusals(rows: pd.DataFrame, split: str = "test", keys: Sequence[str] = COMPARED) -> list[str]:
+    """One line per compared group whose runs share no English score and other language: no gap
+    can be compared there."""
+    selected = _language_rows(rows, split)
+    lines = []
+    for key, (common, dropped) in shared_languages(selected, keys).items():
+        if "en" not in common or len(common) < 2:
+            what = ", ".join(f"{k}={v}" for k, v in zip(keys, key, strict=True))
+            lines.append(f"refused: {what}: the compared runs share only {','.join(common) or 'no language'} "
+                         f"(some lack {','.join(dropped)}); no gap compared")  # fmt: skip
+    return lines
 
 
 def _with_sizes(table: pd.DataFrame, rows: pd.DataFrame, order: list[str]) -> pd.DataFrame:
@@ -110,11 +167,14 @@ def _summarise(frame: pd.DataFrame, keys: list[str], values: Sequence[str]) -> p
         if with_languages:
             record["n_languages"] = int(group["n_languages"].min())
             record["languages"] = " | ".join(sorted(set(group["languages"])))
+            if "dropped" in group:
+                record["dropped"] = " | ".join(sorted(set(group["dropped"])))
         out.append(record)
     columns = [*keys, "n", "seeds"] + [
         f"{v}_{s}" for v in values for s in ("mean", "std", "ci95_low", "ci95_high")
     ]
     columns += ["n_languages", "languages"] if with_languages else []
+    columns += ["dropped"] if with_languages and "dropped" in frame else []
     return pd.DataFrame.from_records(out, columns=columns)
 
 
@@ -129,26 +189,33 @@ def score_by_size(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
 
 def gap_by_size(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     """Per task, metric, model and intermediate task: gap (absolute), rel_gap, en and avg_non_en
-    over seeds (mean, std, 95% CI), with the model's size; sorted by task, intermediate, size."""
-    table = _summarise(gaps_per_run(rows, split), list(CONDITION), ["gap", "rel_gap", "en", "avg_non_en"])
+    over seeds (mean, std, 95% CI), with the model's size; sorted by task, intermediate, size. Every
+    gap is over the languages all compared runs (every model, intermediate task and seed of the task
+    and metric) scored: ``languages`` lists them, ``dropped`` those some run lacks."""
+    table = _summarise(gaps_on_equal_footing(rows, split), list(CONDITION), ["gap", "rel_gap", "en", "avg_non_en"])
     return _with_sizes(table, rows, ["task", "metric"])
 
 
 def intermediate_effect(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     """Each intermediate task minus no intermediate ("none"), paired by seed (same model, task,
     metric, training source and peft): the change in en, avg_non_en, gap and rel_gap, over the
-    seeds present in both (mean, std, 95% CI)."""
-    gaps = gaps_per_run(rows, split)
-    pair_keys = [k for k in CONDITION if k != "intermediate"] + ["seed"]
-    base = gaps[gaps["intermediate"] == NO_INTERMEDIATE]
-    treated = gaps[gaps["intermediate"] != NO_INTERMEDIATE]
+    seeds present in both (mean, std, 95% CI). Both sides are scored over the languages every run of
+    the pair (both tasks, all seeds) has: ``languages`` lists them, ``dropped`` those left out."""
+    pair_keys = [k for k in CONDITION if k != "intermediate"]
     measures = ["en", "avg_non_en", "gap", "rel_gap"]
-    paired = treated.merge(base[pair_keys + measures + ["languages"]], on=pair_keys, suffixes=("", "_none"))
-    # a pair is over the languages both runs scored
-    paired["languages"] = [",".join(sorted(set(a.split(",")) & set(b.split(","))))
-                           for a, b in zip(paired["languages"], paired["languages_none"], strict=True)]  # fmt: skip
-    paired["n_languages"] = [len(x.split(",")) if x else 0 for x in paired["languages"]]
-    for m in measures:
-        paired[f"d_{m}"] = paired[m] - paired[f"{m}_none"]
-    table = _summarise(paired, list(CONDITION), [f"d_{m}" for m in measures])
+    tagged = _language_rows(rows, split)
+    out = [pd.DataFrame(columns=[*CONDITION, "seed", *(f"d_{m}" for m in measures), "n_languages",
+                                 "languages", "dropped"])]  # fmt: skip
+    for treated in sorted(set(tagged["intermediate"]) - {NO_INTERMEDIATE}):
+        frame = tagged[tagged["intermediate"].isin([treated, NO_INTERMEDIATE])]
+        gaps = gaps_on_equal_footing(frame, split, pair_keys)
+        base = gaps[gaps["intermediate"] == NO_INTERMEDIATE]
+        treated_gaps = gaps[gaps["intermediate"] != NO_INTERMEDIATE]
+        paired = treated_gaps.merge(base[[*pair_keys, "seed", *measures]], on=[*pair_keys, "seed"],
+                                    suffixes=("", "_none"))  # fmt: skip
+        for m in measures:
+            paired[f"d_{m}"] = paired[m] - paired[f"{m}_none"]
+        out.append(paired)
+    effect = pd.concat([o for o in out if not o.empty] or out[:1], ignore_index=True)
+    table = _summarise(effect, list(CONDITION), [f"d_{m}" for m in measures])
     return _with_sizes(table, rows, ["task", "metric"])

@@ -90,6 +90,8 @@ def xtreme_overall(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
 def best_intermediate(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     """Per target task and model: the intermediate task with the best mean XTREME task score over
     seeds (:func:`xtreme_task_scores`), the no-intermediate score beside it and the difference.
+    Ranked on the split it reports: descriptive only, never a model choice (on test it is the
+    winner's curse); ``python -m xlt.results`` chooses on English dev (:mod:`xlt.results.choice`).
     ``compared`` lists every intermediate task run for that target and model (best first), with its
     mean and seeds; ``languages`` is the fewest of the task's languages any of them scored."""
     scores = xtreme_task_scores(rows, split)

@@ -37,6 +37,13 @@ def _pair(text_a: str, text_b: str, label: str, where: str) -> Example:
     return {"text_a": text_a, "text_b": text_b, "label": NLI_LABELS.index(canonical)}
 
 
+def _with_genre(ex: Example, row: Mapping[str, Any]) -> Example:
+    """XNLI rows carry their genre: kept, so that a selection subset can be stratified by it."""
+    if row.get("genre") and not ex.get("_drop"):
+        ex["genre"] = str(row["genre"]).strip()
+    return ex
+
+
 def _field(row: Mapping[str, Any], name: str, where: str) -> str:
     return str(require(row, name, where)).strip()
 
@@ -45,24 +52,24 @@ def _field(row: Mapping[str, Any], name: str, where: str) -> str:
 def read_multinli_jsonl(path: Path, lang: str) -> Iterator[Example]:
     """MultiNLI 1.0 / SNLI 1.0 jsonl: ``sentence1``, ``sentence2``, ``gold_label``."""
     for where, row in jsonl_records(path):
-        yield _pair(
+        yield _with_genre(_pair(
             _field(row, "sentence1", where),
             _field(row, "sentence2", where),
             _field(row, "gold_label", where),
             where,
-        )
+        ), row)  # fmt: skip
 
 
 @register_format("glue_nli_tsv")
 def read_glue_nli_tsv(path: Path, lang: str) -> Iterator[Example]:
     """GLUE MNLI/SNLI tsv (header with ``sentence1``, ``sentence2``, ``gold_label``)."""
     for where, row in tsv_records(path, ("sentence1", "sentence2", "gold_label")):
-        yield _pair(
+        yield _with_genre(_pair(
             _field(row, "sentence1", where),
             _field(row, "sentence2", where),
             _field(row, "gold_label", where),
             where,
-        )
+        ), row)  # fmt: skip
 
 
 @register_format("xnli_mt_tsv")
@@ -80,24 +87,24 @@ def read_xnli_official_tsv(path: Path, lang: str) -> Iterator[Example]:
     for where, row in tsv_records(path, ("language", "sentence1", "sentence2", "gold_label")):
         if _field(row, "language", where) != lang:
             continue
-        yield _pair(
+        yield _with_genre(_pair(
             _field(row, "sentence1", where),
             _field(row, "sentence2", where),
             _field(row, "gold_label", where),
             where,
-        )
+        ), row)  # fmt: skip
 
 
 @register_format("xnli_genre_tsv")
 def read_xnli_genre_tsv(path: Path, lang: str) -> Iterator[Example]:
     """Per-language XNLI columns ``genre label sentence1_{lang} sentence2_{lang}`` (myXNLI layout)."""
     for where, row in tsv_records(path, ("label", f"sentence1_{lang}", f"sentence2_{lang}")):
-        yield _pair(
+        yield _with_genre(_pair(
             _field(row, f"sentence1_{lang}", where),
             _field(row, f"sentence2_{lang}", where),
             _field(row, "label", where),
             where,
-        )
+        ), row)  # fmt: skip
 
 
 @register_format("nli_tsv3")

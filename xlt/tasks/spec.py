@@ -84,6 +84,9 @@ class Exclusion:
 
     sets: tuple[str, ...]
     reason: str
+    # Text fields (xlt/audit_fields.py: "context", "question", ...) whose sharing with a test text
+    # also removes an example from these sets: XQuAD's paragraphs carry SQuAD v2.0 questions of their own.
+    fields: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

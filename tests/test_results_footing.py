@@ -1,0 +1,170 @@
+"""Issue 23, cases 1 and 2: comparisons on equal footing and model choice on dev, on a synthetic sweep
+built by hand (rows as xlt.results.load reads them).
+
+Case 1: MNLI seed 2 lacks sw. Scored over each run's own languages, MNLI "narrows the gap" by 2.25;
+over the languages every compared run has (de, en, fr) it widens it by 0.25:
+
+    intermediate seed  en   de   fr    sw     gap over de,en,fr   gap over own languages
+    none         1     80   72   72    60     8                   12
+    none         2     80   72   72    60     8                   12
+    mnli         1     82   74   73.5  64.75  8.25                11.25
+    mnli         2     82   74   73.5  -      8.25                8.25
+
+Case 2: ANLI+ wins on test (mean 81 vs MNLI's 80), MNLI on English dev (85 vs 84): the choice is
+MNLI, reported with its test score (80) beside none's (75.5 over de,en: none's seed 2 also has sw,
+which the chosen runs lack), never ANLI+ chosen on test.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from xlt.results.choice import best_intermediate_on_dev, xstilts_overall
+from xlt.results.stats import gap_by_size, intermediate_effect, refusals
+
+CASE1 = {
+    ("none", 1): {"en": 80, "de": 72, "fr": 72, "sw": 60},
+    ("none", 2): {"en": 80, "de": 72, "fr": 72, "sw": 60},
+    ("mnli", 1): {"en": 82, "de": 74, "fr": 73.5, "sw": 64.75},
+    ("mnli", 2): {"en": 82, "de": 74, "fr": 73.5},
+}
+
+
+def _rows(scores, dev=None, task="xnli", metric="acc", model="xlmr_large") -> pd.DataFrame:
+    records = []
+    for (inter, seed), by_lang in scores.items():
+        base = {"stage": "target", "task": task, "metric": metric, "model": model, "model_params": 5.6e8,
+                "intermediate": inter, "seed": seed, "peft": "none", "train_task": "mnli",
+                "run_dir": f"{model}/{inter}/{seed}/{task}"}  # fmt: skip
+        for lang, value in by_lang.items():
+            records.append({**base, "split": "test", "language": lang, "value": float(value)})
+        records.append(
+            {**base, "split": "test", "language": "avg", "value": sum(by_lang.values()) / len(by_lang)}
+        )  # as the run writes it
+        if dev is not None:
+            records.append({**base, "split": "dev", "language": "en", "value": float(dev[(inter, seed)])})
+    return pd.DataFrame.from_records(records)
+
+
+def test_case1_the_intermediate_effect_is_over_the_languages_every_run_has() -> None:
+    table = intermediate_effect(_rows(CASE1))
+    (row,) = table.itertuples()
+    assert row.d_gap_mean == pytest.approx(0.25)  # was -2.25 from each run's own gap
+    assert row.n == 2 and row.languages == "de,en,fr" and row.n_languages == 3 and row.dropped == "sw"
+    assert row.d_en_mean == pytest.approx(2.0) and row.d_avg_non_en_mean == pytest.approx(1.75)
+
+
+def test_case1_gap_by_size_averages_seeds_over_the_same_languages() -> None:
+    table = gap_by_size(_rows(CASE1))
+    mnli = table[table["intermediate"] == "mnli"].iloc[0]
+    none = table[table["intermediate"] == "none"].iloc[0]
+    assert mnli.gap_mean == pytest.approx(8.25) and mnli.gap_std == pytest.approx(0.0)  # was 11.25 and 8.25
+    assert none.gap_mean == pytest.approx(
+        8.0
+    )  # the baseline too: over de,en,fr, as the runs it is set against
+    assert set(table["languages"]) == {"de,en,fr"} and set(table["dropped"]) == {"sw"}
+
+
+def test_no_shared_language_is_refused_in_one_line() -> None:
+    scores = {("none", 1): {"en": 80, "de": 70}, ("mnli", 1): {"en": 82, "sw": 60}}
+    (line,) = refusals(_rows(scores))
+    assert line.startswith("refused: task=xnli") and "share only en" in line and "\n" not in line
+    assert gap_by_size(_rows(scores)).empty
+
+
+CASE2_TEST = {
+    ("none", 1): {"en": 80, "de": 70}, ("none", 2): {"en": 80, "de": 72, "sw": 50},
+    ("mnli", 1): {"en": 84, "de": 76}, ("mnli", 2): {"en": 84, "de": 76},
+    ("anli", 1): {"en": 85, "de": 77}, ("anli", 2): {"en": 85, "de": 77},
+}  # fmt: skip
+CASE2_DEV = {
+    ("none", 1): 80,
+    ("none", 2): 80,
+    ("mnli", 1): 85,
+    ("mnli", 2): 85,
+    ("anli", 1): 84,
+    ("anli", 2): 84,
+}
+
+
+def test_case2_the_winner_is_chosen_on_dev_and_reported_on_test() -> None:
+    from xlt.results.xtreme_scores import best_intermediate
+
+    rows = _rows(CASE2_TEST, CASE2_DEV)
+    (row,) = best_intermediate_on_dev(rows).itertuples()
+    assert row.chosen == "mnli" and row.chosen_on == "en dev acc" and row.dev_score == pytest.approx(85.0)
+    assert row.test_score == pytest.approx(80.0) and row.none_test == pytest.approx(75.5)
+    assert (
+        row.gain == pytest.approx(4.5) and row.seeds == 2 and row.languages == "de,en" and row.dropped == "sw"
+    )
+    assert row.compared == "mnli 85.00 (n=2), anli 84.00 (n=2)"
+    # what the old table did: ranked on the test scores it then reports
+    assert best_intermediate(rows.assign(metric="acc")).iloc[0]["best"] == "anli"
+
+
+def test_a_target_without_dev_scores_gets_no_choice_and_the_overall_is_built_from_choices() -> None:
+    rows = pd.concat([_rows(CASE2_TEST, CASE2_DEV),
+                      _rows({("none", 1): {"en": 60, "de": 50}, ("mnli", 1): {"en": 70, "de": 60}},
+                            task="pawsx")])  # fmt: skip
+    table = best_intermediate_on_dev(rows).set_index("task")
+    assert table.loc["pawsx", "chosen"] == "" and "never chosen on test" in table.loc["pawsx", "note"]
+    overall = xstilts_overall(table.reset_index())
+    (row,) = overall.itertuples()
+    assert (row.n_tasks, row.choices, row.overall, row.none_overall) == (1, "xnli:mnli", 80.0, 75.5)
+    assert not math.isnan(row.overall)
+
+
+# ----------------------------------------------------------------------------- published numbers
+
+
+def test_published_xtreme_prints_every_xlmr_large_number_with_its_citation(capsys) -> None:
+    from pathlib import Path
+
+    from xlt.results.__main__ import main
+    from xlt.results.published import PUBLISHED, XTREME
+
+    fixture = Path(__file__).resolve().parent / "fixtures" / "results" / "toy_sweep"
+    assert (
+        main([str(fixture), "--no-plots", "--out", "/tmp/xlt-published-test", "--published", "xtreme"]) == 0
+    )
+    out = capsys.readouterr().out
+    expected = {("xnli", "acc"): 79.2, ("pawsx", "acc"): 86.4, ("udpos", "f1"): 72.6, ("panx", "f1"): 65.4,
+                ("xquad", "f1"): 76.6, ("xquad", "em"): 60.8, ("mlqa", "f1"): 71.6, ("mlqa", "em"): 53.2,
+                ("tydiqa", "f1"): 65.1, ("tydiqa", "em"): 45.0, ("bucc2018", "f1"): 66.0, ("tatoeba", "acc"): 57.3}  # fmt: skip
+    table = {
+        (p.task, p.metric): p.value for p in PUBLISHED if p.source == "xtreme" and p.model == "xlmr_large"
+    }
+    assert table == expected
+    for (task, metric), value in expected.items():
+        assert f"| xlmr_large | {task} | {metric} | {value:.1f} | - |" in out and XTREME in out
+
+
+def test_published_numbers_beside_ours_flag_a_difference_beyond_the_tolerance() -> None:
+    from xlt.results.published import compare
+
+    rows = _rows({("none", 1): {"en": 90, "de": 70}, ("none", 2): {"en": 88, "de": 70}})
+    table = compare(rows, "xtreme").set_index(["task", "metric"])
+    xnli = table.loc[("xnli", "acc")]
+    assert xnli.ours == pytest.approx(79.5) and xnli.seeds == 2 and xnli["diff"] == pytest.approx(0.3)
+    assert xnli.flag == "ok; ours over 2/15 languages" and xnli.languages == "2/15"
+    assert (
+        compare(rows, "xtreme", tolerance=0.1)
+        .set_index(["task", "metric"])
+        .loc[("xnli", "acc")]
+        .flag.startswith("BEYOND TOLERANCE")
+    )
+    stilts = compare(_rows(CASE2_TEST, CASE2_DEV), "x-stilts", choices={("xnli", "xlmr_large"): "mnli"})
+    row = stilts.set_index("task").loc["xnli"]
+    assert row.intermediate == "mnli" and row.ours == pytest.approx(80.0) and row.published == 80.4
+
+
+def test_families_compared_say_what_differs_by_construction() -> None:
+    from xlt.results.families import construction_notes
+
+    assert construction_notes(["xlmr", "xlmr"]) == []
+    lines = construction_notes(["xlmr", "qwen2.5", ""])
+    assert lines[0].startswith("Families compared (qwen2.5, xlmr) differ by construction")
+    assert "causal attention" in lines[1] and "29+ languages" in lines[1] and "bidirectional" in lines[2]

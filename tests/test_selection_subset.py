@@ -1,0 +1,72 @@
+"""The selection subset (xlt/data/selection.py): drawn at random with the run's seed, stratified by
+genre on XNLI's English dev (whose first 500 are 2 of its 10 genres), recorded with a digest of the
+drawn ids; the same seed draws the same subset."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from xlt.data.selection import draw_selection
+from xlt.tasks.loading import Loaded, load_split
+from xlt.tasks.registry import get_task
+
+
+def test_xnli_english_dev_subset_covers_every_genre(data_dir: Path) -> None:
+    loaded = load_split(get_task("xnli"), "dev", "en", "local", data_dir)
+    genres = Counter(ex["genre"] for ex in loaded.examples)
+    assert len(loaded.examples) == 2_490 and len(genres) == 10 and set(genres.values()) == {249}
+    first = Counter(ex["genre"] for ex in loaded.examples[:500])
+    assert first == {"facetoface": 249, "telephone": 249, "oup": 2}  # what "the first 500" selected on
+    drawn, record = draw_selection(loaded, 500, 1, "xnli/dev")
+    assert len(drawn.examples) == 500 and record["stratified_by"] == "genre"
+    assert set(record["strata"].values()) == {50} and len(record["strata"]) == 10
+    labels = Counter(ex["label"] for ex in drawn.examples)
+    assert max(labels.values()) - min(labels.values()) < 40  # the genres' labels are balanced too
+    again, same = draw_selection(loaded, 500, 1, "xnli/dev")
+    assert again.examples == drawn.examples and same["ids_blake2b"] == record["ids_blake2b"]
+    other, differs = draw_selection(loaded, 500, 2, "xnli/dev")
+    assert differs["ids_blake2b"] != record["ids_blake2b"] and other.fingerprint != drawn.fingerprint
+    order = {id(ex): i for i, ex in enumerate(loaded.examples)}
+    assert [order[id(ex)] for ex in drawn.examples] == sorted(order[id(ex)] for ex in drawn.examples)
+
+
+def test_label_strata_get_their_share_by_largest_remainder() -> None:
+    examples = [{"id": str(i), "label": 0 if i < 70 else 1} for i in range(100)]
+    drawn, record = draw_selection(Loaded(examples, "x"), 15, 3, "t/dev")
+    assert record["stratified_by"] == "label" and record["strata"] == {
+        "0": 11,
+        "1": 4,
+    }  # 10.5 -> 11, 4.5 -> 4
+    assert record["n"] == 15 and record["of"] == 100
+    whole, everything = draw_selection(Loaded(examples, "x"), 500, 3, "t/dev")
+    assert whole.examples == examples and everything["n"] == 100
+
+
+def test_select_on_train_task_selects_on_the_training_tasks_validation_set(compose_cfg) -> None:
+    """jiant's XTREME scripts early-stop XNLI on MNLI's validation set; target.select_on=train_task does
+    the same (the audit then checks that set); QA targets select on SQuAD dev either way."""
+    import pytest
+
+    from xlt.audit import run_sets
+    from xlt.config import ConfigError, validate
+
+    def selects(*overrides: str) -> list[str]:
+        cfg = validate(compose_cfg("model=tiny", *overrides))
+        return [s.name for s in run_sets(cfg) if s.stage == "target" and s.role == "select"]
+
+    assert selects("+target=xnli") == ["xnli/dev"]
+    assert selects("+target=xnli", "target.select_on=train_task") == ["mnli/dev"]
+    assert selects("+target=xnli", "target.train_task=snli", "target.select_on=train_task") == ["snli/dev"]
+    assert selects("+target=xquad", "target.select_on=train_task") == ["xquad/squad_dev"]
+    with pytest.raises(ConfigError, match=r"target.select_on='mnli': expected target .* or train_task"):
+        validate(compose_cfg("model=tiny", "+target=xnli", "target.select_on=mnli"))
+
+
+def test_the_xstilts_sweep_adds_squad_and_hellaswag_to_the_intermediate_axis() -> None:
+    from xlt.plan.cli import sweep_jobs
+
+    jobs = sweep_jobs(["+sweep=scale_gap_xstilts"])
+    assert len(jobs) == 6 * 5 * 9 * 3
+    inter = {o for job in jobs for o in job if o.startswith("intermediate=")}
+    assert inter == {f"intermediate={t}" for t in ("none", "mnli", "anli", "squad", "hellaswag")}

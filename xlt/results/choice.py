@@ -1,0 +1,163 @@
+"""Model choice on dev, numbers on test: the best intermediate task per (target, model) chosen on the
+English dev selection metric, reported with its test score, and the X-STILTs-style overall built from
+those choices.
+
+Choosing on test and reporting the same test numbers is the winner's curse: the best of several noisy
+scores is biased upwards. Here the choice reads only the target stage's English dev rows (the metric
+the stage selected its checkpoint on, ``TaskSpec.metrics[0]``, mean over seeds); the test score of the
+chosen task and of no intermediate task ("none") are then read over the languages both scored, and
+their difference paired by seed. A target without an English dev score (Tatoeba; any run that did not
+select) gets no choice, and says so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import pandas as pd
+
+from xlt.results.load import NO_INTERMEDIATE
+from xlt.results.rows import AGGREGATE_LANGUAGES
+from xlt.results.stats import _target_rows, model_sizes
+
+# results.jsonl metric names -> evaluate.py's, for xlt.metrics.xtreme.task_score.
+_XTREME_METRIC = {"acc": "accuracy", "f1": "f1", "em": "exact_match"}
+COLUMNS = ["task", "model", "peft", "chosen", "chosen_on", "dev_score", "test_score", "none_test", "gain",
+           "seeds", "languages", "n_languages", "dropped", "compared", "note"]  # fmt: skip
+
+
+def selection_metric(task: str) -> str:
+    """The metric a target stage selects its checkpoint on: the spec's first metric."""
+    from xlt.tasks.registry import get_task
+
+    try:
+        return get_task(task).metrics[0]
+    except (KeyError, ValueError, IndexError):
+        return "acc"
+
+
+def dev_scores(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per run: the English dev score of its target task on the selection metric."""
+    dev = _target_rows(rows, "dev")
+    dev = dev[dev["language"] == "en"]
+    keep = pd.Series([m == selection_metric(t) for t, m in zip(dev["task"], dev["metric"], strict=True)],
+                     index=dev.index, dtype=bool)  # fmt: skip
+    return dev[keep]
+
+
+def task_score_over(run: pd.DataFrame, task: str, languages: Iterable[str]) -> float:
+    """XTREME's task score of one run's per-language test rows, averaged over ``languages`` only."""
+    from xlt.metrics.xtreme import QA_TASKS, task_score
+
+    wanted = set(languages)
+    averages = {}
+    for metric, name in _XTREME_METRIC.items():
+        values = run[(run["metric"] == metric) & run["language"].isin(wanted)]["value"]
+        if len(values):
+            averages[f"avg_{name}"] = float(values.mean())
+    try:
+        return task_score(task, averages)
+    except (KeyError, ValueError):
+        if task in QA_TASKS or not averages:
+            return math.nan
+        return next(iter(averages.values()))
+
+
+def _test_by_run(rows: pd.DataFrame, split: str) -> pd.DataFrame:
+    test = _target_rows(rows, split)
+    return test[~test["language"].isin(AGGREGATE_LANGUAGES) & test["metric"].isin(list(_XTREME_METRIC))]
+
+
+def best_intermediate_on_dev(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """Per target task and model: the intermediate task with the best mean English dev selection
+    score (never a test score), its test score and no intermediate task's, over the languages every
+    run of the two scored (``dropped``: those left out), and the gain paired by seed."""
+    dev = dev_scores(rows)
+    test = _test_by_run(rows, split)
+    out = []
+    for (task, model, peft), group in test.groupby(["task", "model", "peft"], sort=False, dropna=False):
+        record = {c: "" for c in COLUMNS} | {"task": task, "model": model, "peft": peft}
+        record.update({"dev_score": math.nan, "test_score": math.nan, "none_test": math.nan, "gain": math.nan,
+                       "seeds": 0, "n_languages": 0})  # fmt: skip
+        mine = dev[(dev["task"] == task) & (dev["model"] == model) & (dev["peft"] == peft)]
+        ranked = (mine[mine["intermediate"] != NO_INTERMEDIATE].groupby("intermediate")["value"]
+                  .agg(["mean", "count"]).reset_index().sort_values(["mean", "intermediate"],
+                                                                    ascending=[False, True]))  # fmt: skip
+        record["chosen_on"] = f"en dev {selection_metric(task)}"
+        record["compared"] = ", ".join(
+            f"{r.intermediate} {r.mean:.2f} (n={r.count})" for r in ranked.itertuples()
+        )
+        if ranked.empty:
+            record["note"] = ("no intermediate task ran" if set(group["intermediate"]) <= {NO_INTERMEDIATE}
+                              else "no English dev score: nothing chosen (never chosen on test)")  # fmt: skip
+            out.append(record)
+            continue
+        chosen = str(ranked.iloc[0]["intermediate"])
+        record["chosen"], record["dev_score"] = chosen, float(ranked.iloc[0]["mean"])
+        pair = group[group["intermediate"].isin([chosen, NO_INTERMEDIATE])]
+        per_run = [set(g["language"]) for _, g in pair.groupby("run_dir")]
+        common = set.intersection(*per_run)
+        record["languages"] = ",".join(sorted(common))
+        record["n_languages"] = len(common)
+        record["dropped"] = ",".join(sorted(set.union(*per_run) - common))
+        scores = {(r, s): task_score_over(g, task, common)
+                  for (r, s), g in pair.groupby(["intermediate", "seed"])}  # fmt: skip
+        chosen_seeds = {s for (r, s) in scores if r == chosen}
+        none_seeds = {s for (r, s) in scores if r == NO_INTERMEDIATE}
+        record["test_score"] = _mean(scores[(chosen, s)] for s in chosen_seeds)
+        record["none_test"] = _mean(scores[(NO_INTERMEDIATE, s)] for s in none_seeds)
+        paired = sorted(chosen_seeds & none_seeds)
+        record["seeds"] = len(paired)
+        record["gain"] = _mean(scores[(chosen, s)] - scores[(NO_INTERMEDIATE, s)] for s in paired)
+        if not none_seeds:
+            record["note"] = "no run without an intermediate task: no gain"
+        out.append(record)
+    table = pd.DataFrame.from_records(out, columns=COLUMNS)
+    return table.merge(model_sizes(rows), on="model", how="left") if not table.empty else table
+
+
+def _mean(values: Iterable[float]) -> float:
+    xs = list(values)
+    return sum(xs) / len(xs) if xs else math.nan
+
+
+def xstilts_overall(best: pd.DataFrame) -> pd.DataFrame:
+    """X-STILTs' overall: per model, the mean over target tasks of the dev-chosen intermediate task's
+    test score, beside the mean of no intermediate task's over the same targets."""
+    out = []
+    chosen = best[best["chosen"] != ""] if "chosen" in best else best.iloc[0:0]
+    for (model, peft), group in (
+        chosen.groupby(["model", "peft"], sort=False, dropna=False) if len(chosen) else ()
+    ):
+        tasks = list(group["task"])
+        out.append({"model": model, "peft": peft, "n_tasks": len(tasks), "tasks": ",".join(tasks),
+                    "choices": ",".join(f"{t}:{c}" for t, c in zip(tasks, group["chosen"], strict=True)),
+                    "overall": float(group["test_score"].mean()), "none_overall": float(group["none_test"].mean())})  # fmt: skip
+    return pd.DataFrame.from_records(
+        out, columns=["model", "peft", "n_tasks", "tasks", "choices", "overall", "none_overall"]
+    )
+
+
+def format_best_on_dev(table: pd.DataFrame) -> str:
+    lines = ["| target | model | chosen (on en dev) | dev | test | none test | gain (paired) | languages | dropped | compared on dev |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in table.itertuples(index=False):
+        if not r.chosen:
+            lines.append(f"| {r.task} | {r.model} | - | - | - | - | - | - | - | {r.note} |")
+            continue
+        lines.append(f"| {r.task} | {r.model} | {r.chosen} | {r.dev_score:.2f} | {r.test_score:.2f} "
+                     f"| {_num(r.none_test)} | {_num(r.gain, '+.2f')} (n={r.seeds}) | {r.n_languages}: {r.languages} "
+                     f"| {r.dropped or '-'} | {r.compared} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def format_xstilts_overall(table: pd.DataFrame) -> str:
+    lines = ["| model | targets | chosen intermediate per target | overall | none |", "|---|---|---|---|---|"]
+    for r in table.itertuples(index=False):
+        lines.append(f"| {r.model} | {r.n_tasks} | {r.choices} | {r.overall:.2f} | {_num(r.none_overall)} |")
+    return "\n".join(lines)
+
+
+def _num(value: float, spec: str = ".2f") -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
