@@ -181,7 +181,14 @@ def export(run_dir: Path, out_dir: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m xlt.export", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m xlt.export",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  xlt-export outputs/<date>/<time> --out exported/xnli\n"
+        "  python -m xlt.evaluate exported/xnli   # evaluate the export on every language of its target",
+    )
     parser.add_argument(
         "run_dir", type=Path, help="a finished run directory (config.yaml, state.json, checkpoints/)"
     )

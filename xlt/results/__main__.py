@@ -13,20 +13,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from xlt.results.load import load_sweep
-from xlt.results.stats import gap_by_size
-from xlt.results.tables import (
-    format_best_intermediate,
-    format_gap_table,
-    format_main_table,
-    format_overall_table,
-    write_tables,
-)
-from xlt.results.xtreme_scores import best_intermediate, overall_by_size, xtreme_overall
-
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m xlt.results", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m xlt.results",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  xlt-results multirun/demo_scale_gap --x params_non_embedding\n"
+        "  python -m xlt.results multirun/scale_gap multirun/scale_gap_xnli --out analysis --strict",
+    )
     parser.add_argument(
         "dirs", nargs="+", type=Path, help="sweep directories (multirun/<sweep>) or run directories"
     )
@@ -41,6 +37,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--include-debug", action="store_true",
                         help="also analyse debug and partial runs (debug=fdr/limit/overfit, trainer.limit_*)")  # fmt: skip
     args = parser.parse_args(argv)
+    # pandas and the analysis modules are imported after the arguments: `--help` answers in well under 2 s
+    from xlt.results.load import load_sweep
+    from xlt.results.stats import gap_by_size
+    from xlt.results.tables import (
+        format_best_intermediate,
+        format_gap_table,
+        format_main_table,
+        format_overall_table,
+        write_tables,
+    )
+    from xlt.results.xtreme_scores import best_intermediate, overall_by_size, xtreme_overall
 
     missing = [d for d in args.dirs if not d.is_dir()]
     if missing:
