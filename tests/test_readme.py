@@ -1,4 +1,4 @@
-"""Every command in the README's ```bash blocks is run here, with the cheapest settings that keep it
+"""Every command in the ```bash blocks of the README and of docs/*.md is run here, with the cheapest settings that keep it
 honest; ``HOW`` says, per command, what is run and how it is shortened:
 
 - ``as printed``: the command itself (plus ``hydra.run.dir``/``--out`` into a temporary folder and
@@ -29,6 +29,8 @@ import pytest
 from xlt import PROJECT_ROOT
 
 README = PROJECT_ROOT / "README.md"
+# The files whose commands are tested: the README and every page under docs/ (reference moved there).
+DOC_FILES = [README, *sorted((PROJECT_ROOT / "docs").glob("*.md"))]
 FIXTURE = PROJECT_ROOT / "tests" / "fixtures" / "results" / "toy_sweep"
 PLACEHOLDER_RUN = "outputs/2026-12-06/03-00-00"  # the run directory the evaluate/export examples name
 
@@ -40,6 +42,18 @@ HUB = [
     "python -m xlt.train +target=xnli model=xlmr_large",
     "python -m xlt.train +target=tatoeba model=xlmr_base",
     "python -m xlt.train +target=bucc2018 model=xlmr_base data.source=local",
+    # docs/mixtures.md
+    "python -m xlt.train +intermediate=all9 +target=xnli intermediate.sampling.cap=20000 intermediate.sampling.temperature=2",
+    "python -m xlt.train +intermediate=anli_rounds +target=xnli",
+]
+# The study's sweep on SLURM (README, docs/sweeps.md): every job composed and validated by `xlt.plan -m`.
+SWEEP_PLAN = [
+    "python -m xlt.train -m +sweep=scale_gap hydra/launcher=slurm",
+    "python -m xlt.train -m +sweep=scale_gap target=xnli hydra/launcher=slurm",
+]
+RESULTS = [
+    "python -m xlt.results multirun/demo_scale_gap --x params_non_embedding",
+    "python -m xlt.results multirun/scale_gap",
 ]
 SWEEP_CAPS = ["target.max_train_examples=32", "target.max_eval_examples=16", "intermediate.max_train_examples=32",
               "intermediate.max_eval_examples=16"]  # fmt: skip
@@ -49,7 +63,8 @@ HOW: dict[str, str] = {
     "make test": "not rerun: this suite",
     "make install": "not rerun: CI runs it before the suite",
     "python -m xlt.train -m +sweep=demo_scale_gap hydra/launcher=local_parallel": "capped: seed=1 (4 jobs), 32 training and 16 evaluation examples per stage",
-    "python -m xlt.results multirun/demo_scale_gap --x params_non_embedding": "as printed, on the toy-sweep fixture copied to multirun/demo_scale_gap",
+    **{cmd: "as printed, on the toy-sweep fixture copied to the sweep directory it names" for cmd in RESULTS},
+    **{cmd: "plan -m: every job composed and validated; slow (486 jobs)" for cmd in SWEEP_PLAN},
     QUICK: "as printed",
     "python -m xlt.train +target=xnli target.train_task=snli target.train_split=dev": "capped: " + " ".join(CAPS),
     "python -m xlt.train +target=tatoeba": "capped: target.max_eval_examples=32",
@@ -62,9 +77,10 @@ HOW: dict[str, str] = {
 
 
 def readme_commands() -> list[str]:
-    """Each command line of the README's ```bash blocks, its trailing comment dropped."""
+    """Each command line of the ```bash blocks of the README and docs/*.md, its trailing comment dropped."""
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S):
+    text = "\n".join(path.read_text() for path in DOC_FILES)
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
         for line in block.splitlines():
             words = shlex.split(line, comments=True)
             if words:
@@ -75,7 +91,7 @@ def readme_commands() -> list[str]:
 def test_every_readme_command_has_a_test() -> None:
     commands = readme_commands()
     assert set(commands) == set(HOW), (
-        f"README commands without a test here: {sorted(set(commands) - set(HOW))}; "
+        f"README/docs commands without a test here: {sorted(set(commands) - set(HOW))}; "
         f"tested but no longer in the README: {sorted(set(HOW) - set(commands))}"
     )
 
@@ -124,16 +140,17 @@ def test_the_old_quick_check_names_the_override_that_works(compose_cfg, data_dir
     assert "target.train_task=snli target.train_split=dev" in QUICK
 
 
-def test_results_command_as_printed(monkeypatch, tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("command", RESULTS)
+def test_results_command_as_printed(command: str, monkeypatch, tmp_path: Path, capsys) -> None:
     from xlt.results.__main__ import main
 
-    shutil.copytree(FIXTURE, tmp_path / "multirun" / "demo_scale_gap")
+    sweep = shlex.split(command)[3]
+    shutil.copytree(FIXTURE, tmp_path / sweep)
     monkeypatch.chdir(tmp_path)
-    command = "python -m xlt.results multirun/demo_scale_gap --x params_non_embedding"
-    main(shlex.split(command)[3:])
+    assert main(shlex.split(command)[3:]) == 0
     out = capsys.readouterr().out
     assert "gap" in out and "small" in out and "big" in out
-    assert any((tmp_path / "multirun" / "demo_scale_gap").rglob("*.png"))
+    assert any((tmp_path / sweep).rglob("*.png"))
 
 
 def test_one_run_plan_as_printed(capsys) -> None:
@@ -169,6 +186,15 @@ def test_sweep_plan_as_printed(capsys) -> None:
 
     assert main(shlex.split("-m +sweep=scale_gap --gpu a100 --mfu 0.35")) == 0
     assert "486 job(s)" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", SWEEP_PLAN)
+def test_slurm_sweep_commands_compose_and_validate(command: str, capsys) -> None:
+    from xlt.plan.cli import main
+
+    assert main(shlex.split(command)[3:]) == 0
+    assert "job(s)" in capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -223,3 +249,16 @@ def test_console_scripts_point_at_the_entry_points() -> None:
         assert callable(getattr(importlib.import_module(module), func)), name
     modules = {shlex.split(c)[2] for c in readme_commands() if c.startswith("python -m ")}
     assert {f"xlt-{m.split('.')[1]}" for m in modules} <= set(scripts)
+
+
+def test_readme_first_screen_and_links() -> None:
+    """What, why and how before line 80; every relative link of the README and docs/ resolves."""
+    lines = README.read_text().splitlines()
+    assert len(lines) < 80, f"README.md has {len(lines)} lines: move reference material to docs/"
+    first = "\n".join(lines[:80])
+    for must in ("What it answers", "Why", "How", "make demo", "make test", "xlt.plan"):
+        assert must in first, must
+    for path in [*DOC_FILES, PROJECT_ROOT / "benchmarks" / "HISTORY.md"]:
+        for target in re.findall(r"\]\(([^)#\s]+)\)", path.read_text()):
+            if not target.startswith(("http://", "https://")):
+                assert (path.parent / target).exists(), f"{path.relative_to(PROJECT_ROOT)}: broken link {target}"
