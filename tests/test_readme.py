@@ -122,6 +122,21 @@ def test_quick_check_runs_as_printed(data_dir: Path, cache_dir: Path, tmp_path: 
     log_file = (tmp_path / "run" / "train.log").read_text()
     assert "GPU available" in log_file and "Contamination audit" in log_file and "xnli/test/ar:" in log_file
     assert terminal.count("target: training xnli") == 1 and terminal.count("target: xnli done") == 1
+    # The no-data heading lists languages without data only; debug=fdr's unwritten prediction files
+    # (one batch scored) have their own heading.
+    no_data = terminal.split("Skipped (no data):\n", 1)[1].split("\n\n", 1)[0]
+    assert "xnli/test/ar:" in no_data and "predictions" not in no_data
+    assert "Prediction files not written:\n  predictions xnli/test-" in terminal
+    # n_examples: what was scored (one batch of dev and of each test language), not the set's size.
+    from omegaconf import OmegaConf
+
+    from xlt.results.rows import read_results
+
+    batch = OmegaConf.load(tmp_path / "run" / "config.yaml").target.eval_batch_size
+    rows = [r for r in read_results(tmp_path / "run" / "results.jsonl") if r["stage"] == "target"
+            and r["language"] == "en" and r["n_examples"] is not None]  # fmt: skip
+    assert {r["split"] for r in rows} == {"dev", "test"}
+    assert all(r["n_examples"] == batch for r in rows), [(r["split"], r["n_examples"], batch) for r in rows]
 
 
 def test_the_old_quick_check_names_the_override_that_works(compose_cfg, data_dir: Path) -> None:

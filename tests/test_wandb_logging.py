@@ -36,6 +36,30 @@ def test_rows_are_logged_in_percent_at_the_evaluated_step() -> None:
     assert metrics["test/xnli/gap/acc"] == 8.0 and metrics["test/xnli/en/acc"] == 80.0
 
 
+def test_results_table_and_summary_are_in_percent_like_the_history() -> None:
+    """The W&B results table stored rel_gap as a fraction (-0.078) beside the history's -7.81."""
+    from types import SimpleNamespace
+
+    from xlt.loggers import log_results
+
+    tables: list[dict[str, Any]] = []
+
+    class TableLogger(Recorder):
+        experiment = SimpleNamespace(summary={})
+
+        def log_table(self, **kwargs: Any) -> None:
+            tables.append(kwargs)
+
+    rows = [ResultRow("target", "xnli", "test", lang, "acc", value, 100)
+            for lang, value in (("en", 80.0), ("avg_non_en", 72.0), ("gap", 8.0), ("rel_gap", 0.1))]  # fmt: skip
+    logger = TableLogger()
+    log_results(logger, rows)
+    ((table,),) = [tables]
+    by_language = {row[3]: row[5] for row in table["data"]}
+    assert by_language["rel_gap"] == pytest.approx(10.0) and by_language["en"] == 80.0
+    assert logger.experiment.summary["summary/xnli/rel_gap/acc"] == pytest.approx(10.0)
+
+
 @pytest.mark.slow
 def test_offline_wandb_run(compose_cfg, data_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     import wandb
