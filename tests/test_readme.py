@@ -66,6 +66,7 @@ HOW: dict[str, str] = {
     **{cmd: "as printed, on the toy-sweep fixture copied to the sweep directory it names" for cmd in RESULTS},
     **{cmd: "plan -m: every job composed and validated; slow (486 jobs)" for cmd in SWEEP_PLAN},
     QUICK: "as printed",
+    "python -m xlt.tasks": "as printed",
     "python -m xlt.train +target=xnli target.train_task=snli target.train_split=dev": "capped: " + " ".join(CAPS),
     "python -m xlt.train +target=tatoeba": "capped: target.max_eval_examples=32",
     **{cmd: "plan" for cmd in HUB},
@@ -166,6 +167,14 @@ def test_results_command_as_printed(command: str, monkeypatch, tmp_path: Path, c
     out = capsys.readouterr().out
     assert "gap" in out and "small" in out and "big" in out
     assert any((tmp_path / sweep).rglob("*.png"))
+
+
+def test_tasks_command_as_printed(capsys) -> None:
+    from xlt.tasks.__main__ import main
+
+    assert main(shlex.split("python -m xlt.tasks")[3:]) == 0
+    out = capsys.readouterr().out
+    assert "xnli" in out and "test languages here" in out
 
 
 def test_one_run_plan_as_printed(capsys) -> None:
