@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import re
 
+import pytest
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -49,3 +50,30 @@ def test_lines_per_quarter_with_rate_and_time_left(tmp_path) -> None:
 
 def test_durations_read_as_words() -> None:
     assert [duration(s) for s in (42, 185, 19140)] == ["42 s", "3 min 5 s", "5 h 19 min"]
+
+
+def test_learning_rate_and_gradient_norm_are_logged(tmp_path) -> None:
+    """DivergenceGuard, which takes the norm every step anyway, logs it with the step's learning rate."""
+    import csv
+
+    from pytorch_lightning.loggers import CSVLogger
+
+    from xlt.callbacks import DivergenceGuard
+
+    torch.manual_seed(0)
+    norms: list[float] = []
+
+    class Recorded(Tiny):
+        def on_before_optimizer_step(self, optimizer) -> None:  # type: ignore[no-untyped-def]
+            grads = [p.grad for p in self.parameters() if p.grad is not None]
+            norms.append(float(torch.nn.utils.get_total_norm(grads)))
+
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=CSVLogger(tmp_path), log_every_n_steps=1,
+                         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
+                         callbacks=[DivergenceGuard("target")])  # fmt: skip
+    trainer.fit(Recorded(), DataLoader(TensorDataset(torch.randn(20, 4)), batch_size=5))
+    text = (tmp_path / "lightning_logs" / "version_0" / "metrics.csv").read_text().splitlines()
+    rows = [r for r in csv.DictReader(text) if r.get("train/grad_norm")]
+    assert len(rows) == 4
+    assert [float(r["train/lr"]) for r in rows] == [0.01] * 4
+    assert [float(r["train/grad_norm"]) for r in rows] == pytest.approx(norms)

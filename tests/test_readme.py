@@ -51,6 +51,7 @@ SWEEP_PLAN = [
     "python -m xlt.train -m +sweep=scale_gap hydra/launcher=slurm",
     "python -m xlt.train -m +sweep=scale_gap target=xnli hydra/launcher=slurm",
 ]
+OPTUNA = "python -m xlt.train -m +sweep=optuna_lr +target=xnli target.train_task=snli target.train_split=dev"
 RESULTS = [
     "python -m xlt.results multirun/demo_scale_gap --x params_non_embedding",
     "python -m xlt.results multirun/scale_gap",
@@ -67,6 +68,7 @@ HOW: dict[str, str] = {
     **{cmd: "plan -m: every job composed and validated; slow (486 jobs)" for cmd in SWEEP_PLAN},
     QUICK: "as printed",
     "python -m xlt.tasks": "as printed",
+    OPTUNA: "capped: model=tiny debug=fdr hydra.sweeper.n_trials=2 (needs '.[optuna]'); slow",
     "python -m xlt.train +target=xnli target.train_task=snli target.train_split=dev": "capped: " + " ".join(CAPS),
     "python -m xlt.train +target=tatoeba": "capped: target.max_eval_examples=32",
     **{cmd: "plan" for cmd in HUB},
@@ -219,6 +221,18 @@ def test_slurm_sweep_commands_compose_and_validate(command: str, capsys) -> None
 
     assert main(shlex.split(command)[3:]) == 0
     assert "job(s)" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_optuna_sweep_capped(data_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="pip install -e '.[optuna]'")
+    sh(OPTUNA, "model=tiny", "debug=fdr", "logger=none", "hydra.sweeper.n_trials=2",
+       f"hydra.sweep.dir={tmp_path / 'opt'}", f"data.cache_dir={cache_dir}")  # fmt: skip
+    from omegaconf import OmegaConf
+
+    best = OmegaConf.load(tmp_path / "opt" / "optimization_results.yaml")
+    assert set(best.best_params) == {"target.lr", "target.batch_size"} and best.best_value > 0
+    assert len(list((tmp_path / "opt").rglob("results.jsonl"))) == 2
 
 
 @pytest.mark.slow
