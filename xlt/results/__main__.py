@@ -21,7 +21,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
         "  xlt-results multirun/demo_scale_gap --x params_non_embedding\n"
-        "  python -m xlt.results multirun/scale_gap multirun/scale_gap_xnli --out analysis --strict",
+        "  python -m xlt.results multirun/scale_gap multirun/scale_gap_xnli --out analysis --strict\n"
+        "  xlt-results multirun/scale_gap --wandb   # the tables and plots on the sweep's W&B dashboard",
     )
     parser.add_argument(
         "dirs", nargs="+", type=Path, help="sweep directories (multirun/<sweep>) or run directories"
@@ -34,6 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--x", default="params", choices=("params", "params_non_embedding"),
                         help="the size axis of the plots (default: every encoder parameter)")  # fmt: skip
     parser.add_argument("--strict", action="store_true", help="exit 1 when any run could not be used")
+    parser.add_argument("--wandb", action="store_true", help="also log the tables and plots to one W&B run in the "
+                        "sweep's group, updated in place on a rerun (xlt/results/wandb_report.py)")  # fmt: skip
     parser.add_argument("--include-debug", action="store_true",
                         help="also analyse debug and partial runs (debug=fdr/limit/overfit, trainer.limit_*)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -82,6 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         paths.update({p.stem: p for p in plot_all(gaps, out, x=args.x)})
     print(f"wrote {len(paths)} files to {out}")
+    if args.wandb:
+        from xlt.results.wandb_report import log_analysis
+
+        log_analysis(paths, args.dirs, out)
     return 1 if args.strict and sweep.problems else 0
 
 
