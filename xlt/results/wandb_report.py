@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 
 def sweep_logger_settings(dirs: Sequence[Path]) -> dict[str, Any]:
@@ -30,7 +30,7 @@ def sweep_logger_settings(dirs: Sequence[Path]) -> dict[str, Any]:
     for root in dirs:
         for path in sorted(Path(root).rglob("config.yaml")):
             cfg = OmegaConf.load(path)
-            logger = cfg.get("logger") if hasattr(cfg, "get") else None
+            logger = cfg.get("logger") if isinstance(cfg, DictConfig) else None
             if logger is not None and logger.get("project"):
                 return {"project": logger.get("project"), "entity": logger.get("entity"),
                         "group": logger.get("group") or Path(dirs[0]).name, "mode": logger.get("mode", "auto")}  # fmt: skip
