@@ -75,5 +75,5 @@ def test_learning_rate_and_gradient_norm_are_logged(tmp_path) -> None:
     text = (tmp_path / "lightning_logs" / "version_0" / "metrics.csv").read_text().splitlines()
     rows = [r for r in csv.DictReader(text) if r.get("train/grad_norm")]
     assert len(rows) == 4
-    assert [float(r["train/lr"]) for r in rows] == [0.01] * 4
+    assert [float(r["train/lr"]) for r in rows] == pytest.approx([0.01] * 4)
     assert [float(r["train/grad_norm"]) for r in rows] == pytest.approx(norms)
