@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from xlt import PROJECT_ROOT
 from xlt.results.__main__ import main
@@ -44,3 +45,21 @@ def test_tables_and_plots_logged_to_the_sweeps_group(tmp_path: Path, monkeypatch
     assert logged["columns"] == list(written.columns) and len(logged["data"]) == len(written)
     plots = {p.name.split("_0_")[0] for p in (files / "images" / "plots").glob("*.png")}
     assert {"gap_vs_size_xnli_acc", "scores_vs_size_xnli_acc"} <= plots
+
+
+@pytest.mark.slow
+def test_the_sweep_end_callback_runs_the_report(tmp_path: Path, monkeypatch) -> None:
+    from omegaconf import OmegaConf
+
+    from xlt.results.wandb_report import ReportAtSweepEnd
+
+    sweep = tmp_path / "multirun" / "toy"
+    shutil.copytree(FIXTURE, sweep)
+    for key, sub in (("WANDB_DIR", "wandb"), ("WANDB_CONFIG_DIR", "config"), ("WANDB_CACHE_DIR", "cache")):
+        monkeypatch.setenv(key, str(tmp_path / sub))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("PYTHONPATH", str(PROJECT_ROOT))
+    ReportAtSweepEnd().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
+    assert (sweep / "analysis" / "gap_by_size.csv").is_file()
+    (run,) = (sweep / "analysis" / "wandb").glob("offline-run-*")
+    assert any((run / "files" / "media" / "table" / "tables").glob("gap_by_size_*.table.json"))

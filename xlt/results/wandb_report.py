@@ -85,6 +85,10 @@ class ReportAtSweepEnd(Callback):
     <sweep dir> --wandb``."""
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        from xlt.results.__main__ import main
+        import subprocess
+        import sys
 
-        main([str(config.hydra.sweep.dir), "--wandb"])
+        # A process of its own, as a user would run it (and no import of xlt.results.__main__ here).
+        subprocess.run(
+            [sys.executable, "-m", "xlt.results", str(config.hydra.sweep.dir), "--wandb"], check=False
+        )
