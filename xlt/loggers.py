@@ -66,8 +66,10 @@ def build_logger(cfg: DictConfig, run_dir: Path, ctx: RunContext) -> Any:
     if mode == "auto":
         mode = "online" if _wandb_key_configured() else "offline"
     id_file = run_dir / WANDB_ID_FILE
-    # A relaunched job continues the same W&B run.
-    run_id = id_file.read_text().strip() if id_file.is_file() else None
+    # A relaunched job continues the same W&B run; logger.run_id names one (e.g. from the dashboard).
+    run_id = cfg.logger.get("run_id") or (id_file.read_text().strip() if id_file.is_file() else None)
+    if cfg.logger.get("run_id") and is_global_zero():
+        atomic_write_text(id_file, run_id)
     if run_id is None:
         run_id = uuid.uuid4().hex[:8]
         if is_global_zero():
@@ -84,6 +86,7 @@ def build_logger(cfg: DictConfig, run_dir: Path, ctx: RunContext) -> Any:
         offline=mode == "offline",
         id=run_id,
         resume="allow",
+        log_model=bool(cfg.logger.get("log_model", False)),
         config={**to_container(cfg), "params": counted_params(ctx)},
         # Its banner and history go to <run_dir>/wandb/*/logs, not the terminal.
         settings=wandb.Settings(silent=True),
