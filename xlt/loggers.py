@@ -67,9 +67,10 @@ def build_logger(cfg: DictConfig, run_dir: Path, ctx: RunContext) -> Any:
         mode = "online" if _wandb_key_configured() else "offline"
     id_file = run_dir / WANDB_ID_FILE
     # A relaunched job continues the same W&B run; logger.run_id names one (e.g. from the dashboard).
-    run_id = cfg.logger.get("run_id") or (id_file.read_text().strip() if id_file.is_file() else None)
-    if cfg.logger.get("run_id") and is_global_zero():
-        atomic_write_text(id_file, run_id)
+    chosen = cfg.logger.get("run_id")
+    run_id = str(chosen) if chosen else (id_file.read_text().strip() if id_file.is_file() else None)
+    if chosen and is_global_zero():
+        atomic_write_text(id_file, str(chosen))
     if run_id is None:
         run_id = uuid.uuid4().hex[:8]
         if is_global_zero():
