@@ -5,8 +5,15 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 PYTEST ?= XLT_SEQEVAL_0012=$(VENV)/oracles/seqeval-0.0.12.tar.gz $(PY) -m pytest
 
-.PHONY: install test test-slow test-all demo lint format bench bench-demo gpu-check clean
+.PHONY: help install test test-slow test-all demo lint format bench bench-demo gpu-check clean
+# What `make lint` and `make format` cover.
+LINT_PATHS := xlt tests benchmarks
 
+## This list: every target with its line of help.
+help:
+	@awk '/^## /{if (!doc) doc = substr($$0, 4); next} /^[a-z-]+:/{split($$0, t, ":"); if (doc) printf "  make %-11s %s\n", t[1], doc; doc = ""; next} {doc = ""}' $(MAKEFILE_LIST)
+
+## Create .venv and install xlt with its pinned dependencies (what every other target runs first).
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
@@ -30,6 +37,7 @@ test: install
 test-slow: install
 	$(PYTEST) -q -m slow
 
+## Both suites.
 test-all: install
 	$(PYTEST) -q -m "slow or not slow"
 
@@ -37,14 +45,18 @@ test-all: install
 demo: install
 	$(PY) -m xlt.train +intermediate=anli_rounds +target=xnli +demo=cpu
 
+## ruff check, ruff format --check and mypy (all three run; the target fails if any does). CI runs it.
 lint: install
-	$(PY) -m ruff check xlt tests
-	$(PY) -m ruff format --check xlt tests
-	$(PY) -m mypy
+	@status=0; \
+	$(PY) -m ruff check $(LINT_PATHS) || status=1; \
+	$(PY) -m ruff format --check $(LINT_PATHS) || status=1; \
+	$(PY) -m mypy || status=1; \
+	exit $$status
 
+## Reformat and autofix what `make lint` checks.
 format: install
-	$(PY) -m ruff format xlt tests
-	$(PY) -m ruff check --fix xlt tests
+	$(PY) -m ruff format $(LINT_PATHS)
+	$(PY) -m ruff check --fix $(LINT_PATHS)
 
 ## Benchmarks (not tests), sized for < 15 min on 2 idle cores: training throughput (xlt, HF Trainer, bare loop), padding,
 ## feature cache, start-up, zero-shot evaluation, margin mining. Writes benchmarks/results/<date>.{json,md}.
@@ -63,5 +75,6 @@ bench-demo: install
 gpu-check: install
 	$(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
+## Remove outputs/ and the tools' caches.
 clean:
 	rm -rf outputs .pytest_cache .mypy_cache .ruff_cache

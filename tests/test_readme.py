@@ -1,4 +1,4 @@
-"""Every command in the README's ```bash blocks is run here, with the cheapest settings that keep it
+"""Every command in the ```bash blocks of the README and of docs/*.md is run here, with the cheapest settings that keep it
 honest; ``HOW`` says, per command, what is run and how it is shortened:
 
 - ``as printed``: the command itself (plus ``hydra.run.dir``/``--out`` into a temporary folder and
@@ -29,6 +29,8 @@ import pytest
 from xlt import PROJECT_ROOT
 
 README = PROJECT_ROOT / "README.md"
+# The files whose commands are tested: the README and every page under docs/ (reference moved there).
+DOC_FILES = [README, *sorted((PROJECT_ROOT / "docs").glob("*.md"))]
 FIXTURE = PROJECT_ROOT / "tests" / "fixtures" / "results" / "toy_sweep"
 PLACEHOLDER_RUN = "outputs/2026-12-06/03-00-00"  # the run directory the evaluate/export examples name
 
@@ -40,6 +42,19 @@ HUB = [
     "python -m xlt.train +target=xnli model=xlmr_large",
     "python -m xlt.train +target=tatoeba model=xlmr_base",
     "python -m xlt.train +target=bucc2018 model=xlmr_base data.source=local",
+    # docs/mixtures.md
+    "python -m xlt.train +intermediate=all9 +target=xnli intermediate.sampling.cap=20000 intermediate.sampling.temperature=2",
+    "python -m xlt.train +intermediate=anli_rounds +target=xnli",
+]
+# The study's sweep on SLURM (README, docs/sweeps.md): every job composed and validated by `xlt.plan -m`.
+SWEEP_PLAN = [
+    "python -m xlt.train -m +sweep=scale_gap hydra/launcher=slurm",
+    "python -m xlt.train -m +sweep=scale_gap target=xnli hydra/launcher=slurm",
+]
+OPTUNA = "python -m xlt.train -m +sweep=optuna_lr +target=xnli target.train_task=snli target.train_split=dev"
+RESULTS = [
+    "python -m xlt.results multirun/demo_scale_gap --x params_non_embedding",
+    "python -m xlt.results multirun/scale_gap",
 ]
 SWEEP_CAPS = ["target.max_train_examples=32", "target.max_eval_examples=16", "intermediate.max_train_examples=32",
               "intermediate.max_eval_examples=16"]  # fmt: skip
@@ -49,8 +64,11 @@ HOW: dict[str, str] = {
     "make test": "not rerun: this suite",
     "make install": "not rerun: CI runs it before the suite",
     "python -m xlt.train -m +sweep=demo_scale_gap hydra/launcher=local_parallel": "capped: seed=1 (4 jobs), 32 training and 16 evaluation examples per stage",
-    "python -m xlt.results multirun/demo_scale_gap --x params_non_embedding": "as printed, on the toy-sweep fixture copied to multirun/demo_scale_gap",
+    **{cmd: "as printed, on the toy-sweep fixture copied to the sweep directory it names" for cmd in RESULTS},
+    **{cmd: "plan -m: every job composed and validated; slow (486 jobs)" for cmd in SWEEP_PLAN},
     QUICK: "as printed",
+    "python -m xlt.tasks": "as printed",
+    OPTUNA: "capped: model=tiny debug=fdr hydra.sweeper.n_trials=2 (needs '.[optuna]'); slow",
     "python -m xlt.train +target=xnli target.train_task=snli target.train_split=dev": "capped: " + " ".join(CAPS),
     "python -m xlt.train +target=tatoeba": "capped: target.max_eval_examples=32",
     **{cmd: "plan" for cmd in HUB},
@@ -62,9 +80,10 @@ HOW: dict[str, str] = {
 
 
 def readme_commands() -> list[str]:
-    """Each command line of the README's ```bash blocks, its trailing comment dropped."""
+    """Each command line of the ```bash blocks of the README and docs/*.md, its trailing comment dropped."""
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S):
+    text = "\n".join(path.read_text() for path in DOC_FILES)
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
         for line in block.splitlines():
             words = shlex.split(line, comments=True)
             if words:
@@ -75,7 +94,7 @@ def readme_commands() -> list[str]:
 def test_every_readme_command_has_a_test() -> None:
     commands = readme_commands()
     assert set(commands) == set(HOW), (
-        f"README commands without a test here: {sorted(set(commands) - set(HOW))}; "
+        f"README/docs commands without a test here: {sorted(set(commands) - set(HOW))}; "
         f"tested but no longer in the README: {sorted(set(HOW) - set(commands))}"
     )
 
@@ -106,6 +125,21 @@ def test_quick_check_runs_as_printed(data_dir: Path, cache_dir: Path, tmp_path: 
     log_file = (tmp_path / "run" / "train.log").read_text()
     assert "GPU available" in log_file and "Contamination audit" in log_file and "xnli/test/ar:" in log_file
     assert terminal.count("target: training xnli") == 1 and terminal.count("target: xnli done") == 1
+    # The no-data heading lists languages without data only; debug=fdr's unwritten prediction files
+    # (one batch scored) have their own heading.
+    no_data = terminal.split("Skipped (no data):\n", 1)[1].split("\n\n", 1)[0]
+    assert "xnli/test/ar:" in no_data and "predictions" not in no_data
+    assert "Prediction files not written:\n  predictions xnli/test-" in terminal
+    # n_examples: what was scored (one batch of dev and of each test language), not the set's size.
+    from omegaconf import OmegaConf
+
+    from xlt.results.rows import read_results
+
+    batch = OmegaConf.load(tmp_path / "run" / "config.yaml").target.eval_batch_size
+    rows = [r for r in read_results(tmp_path / "run" / "results.jsonl") if r["stage"] == "target"
+            and r["language"] == "en" and r["n_examples"] is not None]  # fmt: skip
+    assert {r["split"] for r in rows} == {"dev", "test"}
+    assert all(r["n_examples"] == batch for r in rows), [(r["split"], r["n_examples"], batch) for r in rows]
 
 
 def test_the_old_quick_check_names_the_override_that_works(compose_cfg, data_dir: Path) -> None:
@@ -124,16 +158,25 @@ def test_the_old_quick_check_names_the_override_that_works(compose_cfg, data_dir
     assert "target.train_task=snli target.train_split=dev" in QUICK
 
 
-def test_results_command_as_printed(monkeypatch, tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("command", RESULTS)
+def test_results_command_as_printed(command: str, monkeypatch, tmp_path: Path, capsys) -> None:
     from xlt.results.__main__ import main
 
-    shutil.copytree(FIXTURE, tmp_path / "multirun" / "demo_scale_gap")
+    sweep = shlex.split(command)[3]
+    shutil.copytree(FIXTURE, tmp_path / sweep)
     monkeypatch.chdir(tmp_path)
-    command = "python -m xlt.results multirun/demo_scale_gap --x params_non_embedding"
-    main(shlex.split(command)[3:])
+    assert main(shlex.split(command)[3:]) == 0
     out = capsys.readouterr().out
     assert "gap" in out and "small" in out and "big" in out
-    assert any((tmp_path / "multirun" / "demo_scale_gap").rglob("*.png"))
+    assert any((tmp_path / sweep).rglob("*.png"))
+
+
+def test_tasks_command_as_printed(capsys) -> None:
+    from xlt.tasks.__main__ import main
+
+    assert main(shlex.split("python -m xlt.tasks")[3:]) == 0
+    out = capsys.readouterr().out
+    assert "xnli" in out and "test languages here" in out
 
 
 def test_one_run_plan_as_printed(capsys) -> None:
@@ -169,6 +212,27 @@ def test_sweep_plan_as_printed(capsys) -> None:
 
     assert main(shlex.split("-m +sweep=scale_gap --gpu a100 --mfu 0.35")) == 0
     assert "486 job(s)" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", SWEEP_PLAN)
+def test_slurm_sweep_commands_compose_and_validate(command: str, capsys) -> None:
+    from xlt.plan.cli import main
+
+    assert main(shlex.split(command)[3:]) == 0
+    assert "job(s)" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_optuna_sweep_capped(data_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="pip install -e '.[optuna]'")
+    sh(OPTUNA, "model=tiny", "debug=fdr", "logger=none", "hydra.sweeper.n_trials=2",
+       f"hydra.sweep.dir={tmp_path / 'opt'}", f"data.cache_dir={cache_dir}")  # fmt: skip
+    from omegaconf import OmegaConf
+
+    best = OmegaConf.load(tmp_path / "opt" / "optimization_results.yaml")
+    assert set(best.best_params) == {"target.lr", "target.batch_size"} and best.best_value > 0
+    assert len(list((tmp_path / "opt").rglob("results.jsonl"))) == 2
 
 
 @pytest.mark.slow
@@ -223,3 +287,16 @@ def test_console_scripts_point_at_the_entry_points() -> None:
         assert callable(getattr(importlib.import_module(module), func)), name
     modules = {shlex.split(c)[2] for c in readme_commands() if c.startswith("python -m ")}
     assert {f"xlt-{m.split('.')[1]}" for m in modules} <= set(scripts)
+
+
+def test_readme_first_screen_and_links() -> None:
+    """What, why and how before line 80; every relative link of the README and docs/ resolves."""
+    lines = README.read_text().splitlines()
+    assert len(lines) < 80, f"README.md has {len(lines)} lines: move reference material to docs/"
+    first = "\n".join(lines[:80])
+    for must in ("What it answers", "Why", "How", "make demo", "make test", "xlt.plan"):
+        assert must in first, must
+    for path in [*DOC_FILES, PROJECT_ROOT / "benchmarks" / "HISTORY.md"]:
+        for target in re.findall(r"\]\(([^)#\s]+)\)", path.read_text()):
+            if not target.startswith(("http://", "https://")):
+                assert (path.parent / target).exists(), f"{path.relative_to(PROJECT_ROOT)}: broken link {target}"

@@ -36,6 +36,30 @@ def test_rows_are_logged_in_percent_at_the_evaluated_step() -> None:
     assert metrics["test/xnli/gap/acc"] == 8.0 and metrics["test/xnli/en/acc"] == 80.0
 
 
+def test_results_table_and_summary_are_in_percent_like_the_history() -> None:
+    """The W&B results table stored rel_gap as a fraction (-0.078) beside the history's -7.81."""
+    from types import SimpleNamespace
+
+    from xlt.loggers import log_results
+
+    tables: list[dict[str, Any]] = []
+
+    class TableLogger(Recorder):
+        experiment = SimpleNamespace(summary={})
+
+        def log_table(self, **kwargs: Any) -> None:
+            tables.append(kwargs)
+
+    rows = [ResultRow("target", "xnli", "test", lang, "acc", value, 100)
+            for lang, value in (("en", 80.0), ("avg_non_en", 72.0), ("gap", 8.0), ("rel_gap", 0.1))]  # fmt: skip
+    logger = TableLogger()
+    log_results(logger, rows)
+    ((table,),) = [tables]
+    by_language = {row[3]: row[5] for row in table["data"]}
+    assert by_language["rel_gap"] == pytest.approx(10.0) and by_language["en"] == 80.0
+    assert logger.experiment.summary["summary/xnli/rel_gap/acc"] == pytest.approx(10.0)
+
+
 @pytest.mark.slow
 def test_offline_wandb_run(compose_cfg, data_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     import wandb
@@ -90,3 +114,33 @@ def test_offline_wandb_run(compose_cfg, data_dir: Path, tmp_path: Path, monkeypa
     en, non_en = summary["summary/xnli/en/acc"], summary["summary/xnli/avg_non_en/acc"]
     assert summary["summary/xnli/gap/acc"] == pytest.approx(en - non_en)
     assert summary["summary/xnli/rel_gap/acc"] == pytest.approx(100 * (1 - non_en / en))
+
+
+def test_checkpoint_artifacts_and_a_run_id_from_the_dashboard(compose_cfg, tmp_path: Path, monkeypatch) -> None:
+    """logger.log_model hands Lightning's WandbLogger log_model (each stage's selected checkpoint as an
+    artifact); logger.run_id continues that W&B run and is kept as the run directory's wandb_id."""
+    from types import SimpleNamespace
+
+    import pytorch_lightning.loggers
+
+    from xlt.config import validate
+    from xlt.loggers import build_logger
+
+    seen: dict[str, Any] = {}
+
+    class FakeWandbLogger:
+        def __init__(self, **kwargs: Any) -> None:
+            seen.update(kwargs)
+            self._wandb_init: dict[str, Any] = {}
+
+    monkeypatch.setattr(pytorch_lightning.loggers, "WandbLogger", FakeWandbLogger)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    ctx = SimpleNamespace(model="tiny", intermediate="none", target="xnli", seed=42, model_params=1, extra={})
+    cfg = validate(compose_cfg("+target=xnli", "model=tiny", "logger=wandb", "logger.log_model=true",
+                               "logger.run_id=dash1234", base=()))  # fmt: skip
+    build_logger(cfg, tmp_path, ctx)  # type: ignore[arg-type]
+    assert seen["log_model"] is True and seen["id"] == "dash1234" and seen["resume"] == "allow"
+    assert (tmp_path / "wandb_id").read_text().strip() == "dash1234"
+    seen.clear()
+    build_logger(validate(compose_cfg("+target=xnli", "model=tiny", "logger=wandb", base=())), tmp_path, ctx)  # type: ignore[arg-type]
+    assert seen["log_model"] is False and seen["id"] == "dash1234"  # a relaunch keeps the run

@@ -54,6 +54,9 @@ class DivergenceGuard(pl.Callback):
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                                  optimizer: torch.optim.Optimizer) -> None:  # fmt: skip
+        logged = bool(getattr(trainer, "loggers", None))  # learning rate and norm, where a logger records them
+        if logged:  # this step's learning rate (first parameter group; a Python float, no device sync)
+            pl_module.log("train/lr", float(optimizer.param_groups[0]["lr"]), on_step=True, on_epoch=False)
         if self._scaler(trainer) is not None:
             return
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
@@ -72,6 +75,8 @@ class DivergenceGuard(pl.Callback):
         if bad.item():
             batch_idx = trainer.fit_loop.epoch_loop.batch_idx
             self._stop(trainer, "the gradient norm", float(local), batch_idx)
+        if logged and not sharded:  # the whole gradient's norm before clipping (not a shard's alone)
+            pl_module.log("train/grad_norm", local.detach(), on_step=True, on_epoch=False)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:  # fmt: skip

@@ -22,9 +22,8 @@ import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from xlt import rundir
@@ -36,6 +35,9 @@ from xlt.export import (
     run_config,
     target_checkpoint,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("xlt")
 
@@ -61,6 +63,7 @@ def resolve_source(source: Path) -> tuple[str, Path, DictConfig]:
 
 def _checkpoint_from_export(export_dir: Path, encoder: torch.nn.Module, task: str, out: Path) -> Path:
     """The exported encoder (as loaded) and head as a target-stage checkpoint, for Runner to load."""
+    import torch  # here, not at the top: `--help` answers without loading torch
     from safetensors.torch import load_file
 
     head = load_file(str(export_dir / HEAD_FILE))
@@ -145,7 +148,14 @@ def evaluate(source: Path, out_dir: Path, overrides: list[str] | None = None) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m xlt.evaluate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m xlt.evaluate",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  xlt-evaluate outputs/<date>/<time> --out outputs/eval-xnli   # a run directory's selected checkpoint\n"
+        "  python -m xlt.evaluate exported/xnli target.languages=[en,de] logger.kind=none",
+    )
     parser.add_argument(
         "source", type=Path, help="a run directory, a target checkpoint, or an exported model directory"
     )

@@ -91,20 +91,21 @@ def results_rows(run_dir: Path) -> list[dict[str, Any]]:
     return read_results(path) if path.is_file() else []
 
 
-def model_card(cfg: DictConfig, records: list[dict[str, Any]], source: str, hf_class: str) -> str:
+def model_card(
+    cfg: DictConfig, records: list[dict[str, Any]], source: str, hf_class: str, target: Any = None, debug: str = ""
+) -> str:
+    from xlt.export_hub import debug_note, front_matter, hub_metadata
     from xlt.results.report import format_table
     from xlt.rundir import rows_from_records
 
     rows = rows_from_records([r for r in records if r.get("stage") == "target"])
     tables = [format_table(rows, "target", r.task, r.split) for r in rows]
     tables = list(dict.fromkeys(t for t in tables if t))
-    languages = sorted(
-        {r.language for r in rows if r.language not in ("avg", "avg_non_en", "gap", "rel_gap")}
-    )
-    front = ["---", "library_name: transformers", "tags: [xlt, zero-shot-cross-lingual-transfer]"]
-    if languages:
-        front.append("language: [" + ", ".join(languages) + "]")
-    front.append("---")
+    if target is None:
+        from xlt.tasks.registry import get_task
+
+        target = get_task(cfg.target.name, role="target")
+    front = front_matter(hub_metadata(cfg, target, records, debug))  # license, base_model, datasets, model-index
     inter = cfg.intermediate.name if cfg.get("intermediate") else "none"
     lines = [
         *front,
@@ -115,6 +116,7 @@ def model_card(cfg: DictConfig, records: list[dict[str, Any]], source: str, hf_c
         f"the English intermediate task ({inter}) and then on {cfg.target.name}'s English training data "
         f"({cfg.target.get('train_task') or cfg.target.name}); the other languages are zero-shot.",
         "",
+        *([debug_note(debug), ""] if debug else []),
         "## Results (the run's results.jsonl, target stage)",
         "",
         *([f"```\n{t}\n```\n" for t in tables] or ["(no results recorded)", ""]),
@@ -176,16 +178,34 @@ def export(run_dir: Path, out_dir: Path) -> Path:
             "label_names": list(target.label_names or []),
             "logged_step": json.loads((run_dir / rundir.STATE_FILE).read_text())["stages"]["target"].get("logged_step", 0)}  # fmt: skip
     (out_dir / EXPORT_FILE).write_text(json.dumps(info, indent=1) + "\n")
-    (out_dir / "README.md").write_text(model_card(cfg, results_rows(run_dir), str(run_dir), hf_class))
+    from xlt.export_hub import apply_umask_tree
+    from xlt.trainer import debug_mode
+
+    debug = debug_mode(cfg)
+    if debug:
+        log.warning("%s is a debug run (%s): exported, with a warning in its model card", run_dir, debug)
+    (out_dir / "README.md").write_text(model_card(cfg, results_rows(run_dir), str(run_dir), hf_class, target, debug))
+    apply_umask_tree(out_dir)  # safetensors writes 0600; every file gets the umask's mode
     return out_dir
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m xlt.export", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m xlt.export",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  xlt-export outputs/<date>/<time> --out exported/xnli\n"
+        "  xlt-export outputs/<date>/<time> --push-to-hub your-name/xlmr-large-xnli   # with HF_TOKEN set\n"
+        "  python -m xlt.evaluate exported/xnli   # evaluate the export on every language of its target",
+    )
     parser.add_argument(
         "run_dir", type=Path, help="a finished run directory (config.yaml, state.json, checkpoints/)"
     )
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: <run_dir>/export)")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="then upload it to this Hub model repository "
+                        "(needs HF_TOKEN or `hf auth login`)")  # fmt: skip
+    parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -194,6 +214,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"xlt.export: {err}", file=sys.stderr)
         return 2
     print(f"exported {args.run_dir} -> {out}")
+    if args.push_to_hub:
+        from xlt.export_hub import PushError, push_to_hub
+
+        try:
+            print(f"pushed to {push_to_hub(out, args.push_to_hub, args.private)}")
+        except PushError as err:
+            print(f"xlt.export: {err}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -66,8 +66,11 @@ def build_logger(cfg: DictConfig, run_dir: Path, ctx: RunContext) -> Any:
     if mode == "auto":
         mode = "online" if _wandb_key_configured() else "offline"
     id_file = run_dir / WANDB_ID_FILE
-    # A relaunched job continues the same W&B run.
-    run_id = id_file.read_text().strip() if id_file.is_file() else None
+    # A relaunched job continues the same W&B run; logger.run_id names one (e.g. from the dashboard).
+    chosen = cfg.logger.get("run_id")
+    run_id = str(chosen) if chosen else (id_file.read_text().strip() if id_file.is_file() else None)
+    if chosen and is_global_zero():
+        atomic_write_text(id_file, str(chosen))
     if run_id is None:
         run_id = uuid.uuid4().hex[:8]
         if is_global_zero():
@@ -84,6 +87,7 @@ def build_logger(cfg: DictConfig, run_dir: Path, ctx: RunContext) -> Any:
         offline=mode == "offline",
         id=run_id,
         resume="allow",
+        log_model=bool(cfg.logger.get("log_model", False)),
         config={**to_container(cfg), "params": counted_params(ctx)},
         # Its banner and history go to <run_dir>/wandb/*/logs, not the terminal.
         settings=wandb.Settings(silent=True),
@@ -107,6 +111,11 @@ def _wandb_key_configured() -> bool:
     return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
 
 
+def logged_value(row: ResultRow) -> float:
+    """A row's value as W&B shows it: every number in percent (``rel_gap`` is a fraction in results.jsonl)."""
+    return row.value * (100 if row.language == "rel_gap" else 1)
+
+
 def log_rows(logger: Any, rows: list[ResultRow], step: int, already_logged: bool = False) -> None:
     """Result rows as logger metrics at ``step`` (the evaluated weights' optimizer steps);
     ``already_logged``: the per-language rows were logged by the module, only the aggregates are new."""
@@ -114,8 +123,8 @@ def log_rows(logger: Any, rows: list[ResultRow], step: int, already_logged: bool
         return
     metrics = {
         f"{r.split}/{r.task}/{r.language}/{r.metric}"
-        + ("" if r.stage == "target" else f"@{r.stage}"): r.value * (100 if r.language == "rel_gap" else 1)
-        for r in rows  # every logged metric in percent (rel_gap is a fraction in results.jsonl)
+        + ("" if r.stage == "target" else f"@{r.stage}"): logged_value(r)
+        for r in rows
         if not (already_logged and r.language not in AGGREGATE_LANGUAGES)
     }
     if metrics:
@@ -128,10 +137,10 @@ def log_results(logger: Any, rows: list[ResultRow]) -> None:
     if not (logger and hasattr(logger, "log_table")):
         return
     columns = ["stage", "task", "split", "language", "metric", "value", "n_examples"]
-    data = [[r.stage, r.task, r.split, r.language, r.metric, r.value, r.n_examples] for r in rows]
+    data = [[r.stage, r.task, r.split, r.language, r.metric, logged_value(r), r.n_examples] for r in rows]
     logger.log_table(key="results", columns=columns, data=data)
     # The run's headline in the W&B summary: English, the others' mean and the gap (all percent).
-    headline = {f"summary/{r.task}/{r.language}/{r.metric}": r.value * (100 if r.language == "rel_gap" else 1)
+    headline = {f"summary/{r.task}/{r.language}/{r.metric}": logged_value(r)
                 for r in rows if r.stage == "target" and r.split == "test"
                 and r.language in ("en", "avg_non_en", "gap", "rel_gap")}  # fmt: skip
     if headline:

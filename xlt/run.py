@@ -201,8 +201,12 @@ def print_report(rows: list[ResultRow], skipped: list[str]) -> str:
     blocks = []
     for stage, task, split in dict.fromkeys((r.stage, r.task, r.split) for r in rows):
         blocks.append(format_table(rows, stage, task, split))
-    if skipped:
-        blocks.append("Skipped (no data):\n" + "\n".join(f"  {line}" for line in skipped))
+    # A language without data, and a prediction file not written (a partial run), each under its own heading.
+    unwritten = [line for line in skipped if line.startswith("predictions ")]
+    no_data = [line for line in skipped if line not in unwritten]
+    for heading, lines in (("Skipped (no data)", no_data), ("Prediction files not written", unwritten)):
+        if lines:
+            blocks.append(f"{heading}:\n" + "\n".join(f"  {line}" for line in lines))
     text = "\n\n".join(b for b in blocks if b)
     rank_zero_only(print)("\n" + text + "\n")
     return text

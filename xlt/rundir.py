@@ -121,6 +121,7 @@ RESULT_NEUTRAL_KEYS = (
     "resume",
     "predictions",
     "scale.checkpoint_every_n_steps",
+    "model.license",  # what an export's model card says
     "reuse",  # where the intermediate stage is kept: it is keyed, and a relaunch keeps its folder (xlt/reuse.py)
 )
 

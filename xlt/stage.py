@@ -133,7 +133,10 @@ class StageRunner:
         (several tasks, one head each or shared; see xlt/data/mixture.py). ``home``: the shared
         folder of an intermediate stage (xlt/reuse.py), whose state and checkpoints are used instead
         of the run directory's; it is always resumed (it is no one job's to start over)."""
-        data = self._stage_data(stage, stage_cfg, spec, train_spec, test)
+        stage_state = RunState.load(home.state_path) if home is not None else self.state
+        resume = self.cfg.resume or home is not None
+        done = stage_state.stage(stage) if resume else None  # trained in an earlier launch: evaluate only
+        data = self._stage_data(stage, stage_cfg, spec, train_spec, test, trains=done is None)
         scale = self.cfg.scale
         per_device, accumulate = stage_batch_plan(self.cfg, stage_cfg)
         dm = StageDataModule(
@@ -163,12 +166,9 @@ class StageRunner:
             monitor = f"{data.val[0].overall_key}/{spec.metrics[0]}" if data.val else None
             mixture_info = None
         ckpt_dir = home.ckpt_dir if home is not None else stage_ckpt_dir(self.run_dir, stage)
-        stage_state = RunState.load(home.state_path) if home is not None else self.state
-        resume = self.cfg.resume or home is not None
         # FSDP wraps the module in place and flattens its parameters: keep a meta-device skeleton to
         # rebuild it from full-state checkpoints (xlt.strategies).
         skeleton = meta_skeleton(module) if self.sharded else None
-        done = stage_state.stage(stage) if resume else None
         if done is not None:
             log.info(
                 "%s: finished in an earlier launch; loading %s",
@@ -224,7 +224,7 @@ class StageRunner:
         end_of_stage_collect()
 
     def _stage_data(self, stage: str, stage_cfg: DictConfig, spec: TaskSpec | MixtureSpec,
-                    train_spec: TaskSpec | None, test: bool) -> StageData:  # fmt: skip
+                    train_spec: TaskSpec | None, test: bool, trains: bool = True) -> StageData:  # fmt: skip
         """The stage's featurised English training and dev sets (and, with ``test``, every language's
         test set); a set without data is skipped in one line."""
         if isinstance(spec, MixtureSpec):
@@ -249,7 +249,10 @@ class StageRunner:
         for line in data.skipped:
             self._skip(line)
         n_train = sum(map(len, data.mixture.features)) if data.mixture else len(data.train or ())
-        log.info("%s: training %s on %s (%d examples)", stage, spec.name, data.train_origin, n_train)
+        if trains:
+            log.info("%s: training %s on %s (%d examples)", stage, spec.name, data.train_origin, n_train)
+        else:  # a finished stage (a relaunch, xlt.evaluate): its selected weights are scored, nothing trains
+            log.info("%s: evaluating %s (trained in an earlier launch)", stage, spec.name)
         return data
 
     def _evaluate_stage(self, stage: str, stage_cfg: DictConfig, spec: TaskSpec | MixtureSpec, data: StageData,
@@ -288,8 +291,8 @@ class StageRunner:
             if not sets:
                 continue
             rows = eval_rows(stage, split, sets, module.scores, module.parts, module.selection_key)
-            if split == "test" and self.ctx.extra["debug"] and module.predictions:
-                rows = scored_counts(rows, sets, module.predictions)
+            if self.ctx.extra["debug"]:  # n_examples: what was scored (dev too), not the set's size
+                rows = scored_counts(rows, sets, module.scored)
             self.rows.extend(rows)
             self._log_rows(rows, already_logged=True)
         rank_zero_only(log.info)("%s: %s done (weights: %s)", stage, spec.name, weights)

@@ -194,8 +194,14 @@ def build_trainer(cfg: DictConfig, stage_cfg: DictConfig, data: StageData, accum
         callbacks.append(RngStateInCheckpoint())
         callbacks.append(LoaderStateOnResume())
     if cfg.trainer.get("enable_progress_bar", True):
-        # tqdm, not Rich: it stays readable in log files and SLURM output, not only in terminals.
-        callbacks.append(LossProgressBar(refresh_rate=1 if sys.stderr.isatty() else 25))
+        # On a terminal tqdm's bar; elsewhere (log file, SLURM output, a pipe) a line per 10% or minute
+        # with the rate and the time left (xlt/progress.py), not a bar redrawn every 25 steps.
+        if sys.stderr.isatty():
+            callbacks.append(LossProgressBar(refresh_rate=1))
+        else:
+            from xlt.progress import LineProgress
+
+            callbacks.append(LineProgress(stage or "evaluation"))
     trainer_kwargs = to_container(cfg.trainer)
     if ckpt_dir is not None and monitor is not None:
         callbacks.extend(selection_callbacks(stage_cfg, monitor, accumulate, trainer_kwargs))

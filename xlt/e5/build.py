@@ -344,7 +344,13 @@ def ensure_e5_small(cache_dir: str | os.PathLike | None = None, force: bool = Fa
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: build (or reuse) the converted model and print its directory and the time taken."""
-    parser = argparse.ArgumentParser(prog="python -m xlt.e5", description=main.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m xlt.e5",
+        description=main.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  python -m xlt.e5              # build once, then reuse\n"
+        "  python -m xlt.e5 --force      # rebuild",
+    )
     parser.add_argument("--cache-dir", default=None, help=f"model directory (default: {default_cache_dir()})")
     parser.add_argument("--force", action="store_true", help="rebuild even if the cache is current")
     args = parser.parse_args(argv)

@@ -14,38 +14,74 @@ implementation per metric, checked against the official scorers by tests/test_me
 Scores are percentages (0-100), as google-research/xtreme's evaluate.py reports them.
 """
 
-from xlt.metrics.classification import Accuracy, accuracy, binary_f1_metric
-from xlt.metrics.qa import (
-    MLQA_LANGUAGES,
-    exact_match_score,
-    f1_score,
-    mlqa_evaluate,
-    mlqa_normalize,
-    qa_task_score,
-    squad_evaluate,
-    squad_normalize,
-    squad_v2_evaluate,
-)
-from xlt.metrics.retrieval import (
-    bidirectional_knn,
-    bucc_candidates,
-    bucc_extract,
-    bucc_f1,
-    bucc_optimize,
-    mine_bitext,
-    tatoeba_accuracy,
-    tatoeba_sorted_gold,
-    tatoeba_top1,
-)
-from xlt.metrics.tagging import WordTagScore, chunk_f1, get_chunks, seqeval_scores, token_accuracy
-from xlt.metrics.xtreme import (
-    QA_TASKS,
-    XTREME_GROUP2TASK,
-    XTREME_TASK2LANGS,
-    XTREME_TASK_METRIC,
-    submission_filename,
-    task_score,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# The names below are imported on first use (PEP 562), not with the package: ``xlt.metrics.xtreme``
+# or ``.qa`` alone must not load torch and torchmetrics (``xlt-score --help`` in well under 2 s).
+if TYPE_CHECKING:
+    from xlt.metrics.classification import Accuracy, accuracy, binary_f1_metric
+    from xlt.metrics.qa import (
+        MLQA_LANGUAGES,
+        exact_match_score,
+        f1_score,
+        mlqa_evaluate,
+        mlqa_normalize,
+        qa_task_score,
+        squad_evaluate,
+        squad_normalize,
+        squad_v2_evaluate,
+    )
+    from xlt.metrics.retrieval import (
+        bidirectional_knn,
+        bucc_candidates,
+        bucc_extract,
+        bucc_f1,
+        bucc_optimize,
+        mine_bitext,
+        tatoeba_accuracy,
+        tatoeba_sorted_gold,
+        tatoeba_top1,
+    )
+    from xlt.metrics.tagging import WordTagScore, chunk_f1, get_chunks, seqeval_scores, token_accuracy
+    from xlt.metrics.xtreme import (
+        QA_TASKS,
+        XTREME_GROUP2TASK,
+        XTREME_TASK2LANGS,
+        XTREME_TASK_METRIC,
+        submission_filename,
+        task_score,
+    )
+
+_MODULE = {
+    name: f"xlt.metrics.{module}"
+    for module, names in (
+        ("classification", "Accuracy accuracy binary_f1_metric"),
+        (
+            "qa",
+            "MLQA_LANGUAGES exact_match_score f1_score mlqa_evaluate mlqa_normalize qa_task_score "
+            "squad_evaluate squad_normalize squad_v2_evaluate",
+        ),
+        (
+            "retrieval",
+            "bidirectional_knn bucc_candidates bucc_extract bucc_f1 bucc_optimize mine_bitext "
+            "tatoeba_accuracy tatoeba_sorted_gold tatoeba_top1",
+        ),
+        ("tagging", "WordTagScore chunk_f1 get_chunks seqeval_scores token_accuracy"),
+        (
+            "xtreme",
+            "QA_TASKS XTREME_GROUP2TASK XTREME_TASK2LANGS XTREME_TASK_METRIC submission_filename task_score",
+        ),
+    )
+    for name in names.split()
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_MODULE[name]), name)
+
 
 __all__ = [
     "MLQA_LANGUAGES",

@@ -71,6 +71,25 @@ class Head(nn.Module):
         return out
 
 
+class ExampleCounter(torchmetrics.Metric):
+    """How many distinct examples an evaluation set's batches covered (gathered across ranks): the
+    ``n_examples`` a debug or partial run's row reports, not the set's size."""
+
+    is_differentiable = False
+    full_state_update = False
+    example_idx: list[torch.Tensor]
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("example_idx", default=[], dist_reduce_fx="cat")
+
+    def update(self, example_idx: torch.Tensor) -> None:
+        self.example_idx.append(example_idx.detach().reshape(-1))
+
+    def compute(self) -> int:  # type: ignore[override]
+        return int(dim_zero_cat(self.example_idx).unique().numel()) if len(self.example_idx) else 0
+
+
 class PredictionCollector(torchmetrics.Metric):
     """Keeps every evaluated row's (example index, prediction row) and gathers them across DDP ranks
     ("cat" states), so rank zero can write the whole test set's predictions in dataset order.

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from xlt.data.datamodule import EvalSet, MixtureTrain
-from xlt.modeling.heads import Head, PredictionCollector, build_head
+from xlt.modeling.heads import ExampleCounter, Head, PredictionCollector, build_head
 from xlt.tasks.spec import TaskSpec
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "LayerNorm.bias", "norm.weight")
@@ -103,6 +103,9 @@ class TransferModule(pl.LightningModule):
             }
         )
         self.scores: dict[str, dict[str, float]] = {}
+        # Examples each evaluation set's last epoch scored (fewer than its size under debug=fdr/limit).
+        self.counters = nn.ModuleDict({self._mkey(s.key): ExampleCounter() for s in [*val_sets, *test_sets]})
+        self.scored: dict[str, int] = {}
         # Test predictions per eval-set key (example index -> prediction), when collect_predictions().
         self.collectors = nn.ModuleDict()
         self.predictions: dict[str, dict[int, Any]] = {}
@@ -180,6 +183,7 @@ class TransferModule(pl.LightningModule):
         logits = self(batch, head)
         mkey = self._mkey(key)
         head.update_metrics(cast(nn.ModuleDict, self.metrics[mkey]), logits, batch)
+        self.counters[mkey].update(batch["example_idx"])
         if keys is self.test_keys and mkey in self.collectors:
             self.collectors[mkey].update(*head.prediction_rows(logits, batch))
 
@@ -207,6 +211,8 @@ class TransferModule(pl.LightningModule):
                 )
                 metric.reset()
             self.scores[key] = values
+            self.scored[key] = int(self.counters[self._mkey(key)].compute())
+            self.counters[self._mkey(key)].reset()
             # Keys read like test/xnli/de/acc (the split first, as W&B groups panels by prefix).
             self.log_dict({f"{key}/{name}": v for name, v in values.items()}, add_dataloader_idx=False)
 

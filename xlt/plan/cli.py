@@ -154,6 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m xlt.plan",
         description="Estimate parameters, memory per GPU, tokens, FLOPs and GPU-hours of a run or a sweep "
         "(the same overrides as xlt.train; nothing is launched).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  xlt-plan +intermediate=mnli +target=xnli model=xlmr_large scale=xlmr_large\n"
+        "  python -m xlt.plan -m +sweep=scale_gap --gpu a100 --mfu 0.35   # the whole study",
     )
     parser.add_argument(
         "-m", "--multirun", action="store_true", help="expand a sweep (+sweep=NAME, a,b lists)"

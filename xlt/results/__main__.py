@@ -13,25 +13,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from xlt.results.choice import (
-    best_intermediate_on_dev,
-    format_best_on_dev,
-    format_xstilts_overall,
-    xstilts_overall,
-)
-from xlt.results.load import load_sweep
-from xlt.results.stats import gap_by_size, model_families, refusals
-from xlt.results.tables import (
-    format_gap_table,
-    format_main_table,
-    format_overall_table,
-    write_tables,
-)
-from xlt.results.xtreme_scores import overall_by_size, xtreme_overall
-
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m xlt.results", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m xlt.results",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  xlt-results multirun/demo_scale_gap --x params_non_embedding\n"
+        "  python -m xlt.results multirun/scale_gap multirun/scale_gap_xnli --out analysis --strict\n"
+        "  xlt-results multirun/scale_gap --wandb   # the tables and plots on the sweep's W&B dashboard",
+    )
     parser.add_argument(
         "dirs", nargs="+", type=Path, help="sweep directories (multirun/<sweep>) or run directories"
     )
@@ -43,6 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--x", default="params", choices=("params", "params_non_embedding"),
                         help="the size axis of the plots (default: every encoder parameter)")  # fmt: skip
     parser.add_argument("--strict", action="store_true", help="exit 1 when any run could not be used")
+    parser.add_argument("--wandb", action="store_true", help="also log the tables and plots to one W&B run in the "
+                        "sweep's group, updated in place on a rerun (xlt/results/wandb_report.py)")  # fmt: skip
     parser.add_argument("--include-debug", action="store_true",
                         help="also analyse debug and partial runs (debug=fdr/limit/overfit, trainer.limit_*)")  # fmt: skip
     parser.add_argument("--published", choices=("xtreme", "x-stilts"),
@@ -50,6 +44,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tolerance", type=float, default=None,
                         help="flag a difference from a published number beyond this many points (default 1.0)")  # fmt: skip
     args = parser.parse_args(argv)
+    # pandas and the analysis modules are imported after the arguments: `--help` answers in well under 2 s
+    from xlt.results.choice import (
+        best_intermediate_on_dev,
+        format_best_on_dev,
+        format_xstilts_overall,
+        xstilts_overall,
+    )
+    from xlt.results.load import load_sweep
+    from xlt.results.stats import gap_by_size, model_families, refusals
+    from xlt.results.tables import format_gap_table, format_main_table, format_overall_table, write_tables
+    from xlt.results.xtreme_scores import overall_by_size, xtreme_overall
 
     missing = [d for d in args.dirs if not d.is_dir()]
     if missing:
@@ -103,6 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         paths.update({p.stem: p for p in plot_all(gaps, out, x=args.x)})
     print(f"wrote {len(paths)} files to {out}")
+    if args.wandb:
+        from xlt.results.wandb_report import log_analysis
+
+        log_analysis(paths, args.dirs, out)
     return 1 if args.strict and sweep.problems else 0
 
 

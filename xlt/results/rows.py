@@ -264,9 +264,10 @@ def mining_rows(stage: str, task: str, results: Sequence[tuple[str, MiningResult
     return rows + thresholds
 
 
-def scored_counts(rows: list[ResultRow], sets: Sequence[Any], predicted: Mapping[str, Mapping[int, Any]]) -> list[ResultRow]:
-    """Per-language rows whose ``n_examples`` is the number of examples actually predicted (a
-    debug run scores only some batches), not the set's size (``sets``: the stage's EvalSets)."""
-    counts = {(s.task, s.split, s.lang): len(predicted.get(s.key, {})) for s in sets}
+def scored_counts(rows: list[ResultRow], sets: Sequence[Any], scored: Mapping[str, int]) -> list[ResultRow]:
+    """Per-language rows whose ``n_examples`` is the number of examples actually scored (a debug run
+    scores only some batches), not the set's size (``sets``: the stage's EvalSets; ``scored``: eval-set
+    key -> examples, the module's ``scored``)."""
+    counts = {(s.task, s.split, s.lang): scored[s.key] for s in sets if s.key in scored}
     return [replace(r, n_examples=counts.get((r.task, r.split, r.language), r.n_examples))
             if r.n_examples is not None else r for r in rows]  # fmt: skip

@@ -1,0 +1,105 @@
+"""``python -m xlt.tasks [TASK ...]``: the registered tasks, their heads, metrics and languages, and
+which of their files are present in the data directory here.
+
+Without a task: one line a task (roles, head, metrics, English training source, the English
+train/dev files and how many test languages are present). With tasks: one line per (split, language)
+for each, naming the file found, or the file it needs (the first layout it looks for) when missing.
+The data directory is the one runs use (``data.dir``, ``XLT_DATA_DIR`` or ``../shared/data``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EPILOG = """examples:
+  python -m xlt.tasks                 # every task: head, languages, data present here
+  python -m xlt.tasks xnli udpos      # per language: the file found, or the file needed
+  python -m xlt.tasks --data-dir /data/xtreme tatoeba
+"""
+
+
+def _present(spec, split: str, lang: str, data_dir: Path | None) -> tuple[bool, str]:  # type: ignore[no-untyped-def]
+    """(found, what): the files found, or the file the first layout needs."""
+    from xlt.tasks.loading import local_files, split_parts
+
+    if data_dir is None:
+        return False, "no data directory"
+    found = local_files(spec, split, lang, data_dir)
+    if found:
+        return True, ", ".join(str(p.relative_to(data_dir)) for p in found)
+    needed = []
+    for part in split_parts(split):
+        layouts = spec.raw.get(part, ())
+        needed.append(
+            layouts[0].pattern.format(lang=lang, lang3=spec.code(lang)) if layouts else f"(no {part} layout)"
+        )
+    return False, "needs " + ", ".join(needed)
+
+
+def summary(data_dir: Path | None) -> list[str]:
+    from xlt.tasks.registry import all_tasks
+
+    rows = [("task", "roles", "head", "selects on", "trains on", "en train", "en dev", "test languages here")]
+    for name, spec in sorted(all_tasks().items()):
+        train_spec = spec
+        if spec.train_task and spec.train_task != name:
+            train_spec = all_tasks().get(spec.train_task, spec)
+        train = "train" in train_spec.raw and _present(train_spec, "train", "en", data_dir)[0]
+        dev = spec.dev_split in spec.raw and _present(spec, spec.dev_split, "en", data_dir)[0]
+        tests = [lang for lang in spec.languages if spec.test_split in spec.raw
+                 and _present(spec, spec.test_split, lang, data_dir)[0]]  # fmt: skip
+        tested = "target" in spec.roles or "probe" in spec.roles
+        rows.append((name, ",".join(spec.roles), spec.head, spec.metrics[0],
+                     spec.train_task or name if spec.trainable else "-",
+                     ("yes" if train else "no") if spec.trainable else "-",
+                     ("yes" if dev else "no") if spec.trainable else "-",
+                     (f"{len(tests)}/{len(spec.languages)}" + (f" ({','.join(tests)})" if 0 < len(tests) <= 6 else ""))
+                     if tested else "-"))  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+def detail(name: str, data_dir: Path | None) -> list[str]:
+    from xlt.tasks.registry import get_task
+
+    spec = get_task(name)
+    lines = [f"{name}: {spec.description} (head {spec.head}; metrics {', '.join(spec.metrics)}; "
+             f"{len(spec.languages)} languages: {' '.join(spec.languages)})"]  # fmt: skip
+    for split in spec.raw:
+        languages = spec.languages if split == spec.test_split or not spec.trainable else ("en",)
+        for lang in languages:
+            found, what = _present(spec, split, lang, data_dir)
+            lines.append(f"  {split:<10} {lang:<4} {'present' if found else 'MISSING'}  {what}")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m xlt.tasks", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)  # fmt: skip
+    parser.add_argument("tasks", nargs="*", help="show these tasks language by language")
+    parser.add_argument("--data-dir", type=Path, help="the data directory (default: the one runs use)")
+    args = parser.parse_args(argv)
+    from xlt.tasks.loading import resolve_source
+    from xlt.tasks.registry import UnknownTaskError
+    from xlt.tasks.spec import DataError
+
+    try:
+        _, data_dir = resolve_source("local" if args.data_dir else "auto", args.data_dir)
+        print(f"data directory: {data_dir or '(none found: set XLT_DATA_DIR or data.dir)'}")
+        lines = (
+            [line for name in args.tasks for line in detail(name, data_dir)]
+            if args.tasks
+            else summary(data_dir)
+        )
+    except (UnknownTaskError, DataError) as err:
+        print(f"xlt.tasks: {str(err).strip(chr(34) + chr(39))}", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
