@@ -68,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m xlt.plan.measure_tokens",
         description="Measure training-task token lengths on the real local files.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  python -m xlt.plan.measure_tokens --cache-dir ~/.cache/xlt            # print the lengths\n"
+        "  python -m xlt.plan.measure_tokens --cache-dir ~/.cache/xlt --write    # and rewrite token_stats.json",
     )
     parser.add_argument("--data-dir", type=Path, default=None, help="real data (default ../shared/data)")
     parser.add_argument(
