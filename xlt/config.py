@@ -17,6 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from xlt.public_config import remember_env_keys
 from xlt.schema import (
     CONF_DIR,
     NO_INTERMEDIATE,
@@ -113,6 +114,7 @@ def validate(cfg: DictConfig) -> DictConfig:
         )
     try:
         merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg)
+        remember_env_keys(merged)  # written copies keep ${oc.env:...} unresolved (xlt/public_config.py)
         OmegaConf.resolve(merged)
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or ""

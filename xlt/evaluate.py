@@ -36,6 +36,7 @@ from xlt.export import (
     run_config,
     target_checkpoint,
 )
+from xlt.public_config import public_yaml
 
 log = logging.getLogger("xlt")
 
@@ -103,7 +104,7 @@ def evaluate(source: Path, out_dir: Path, overrides: list[str] | None = None) ->
     out_dir.mkdir(parents=True, exist_ok=True)
     if (out_dir / STATE_FILE).exists():
         raise ExportError(f"{out_dir}: already holds a run (state.json); name a new --out directory")
-    OmegaConf.save(cfg, out_dir / rundir.CONFIG_FILE, resolve=True)
+    (out_dir / rundir.CONFIG_FILE).write_text(public_yaml(cfg))  # ${oc.env:...} left unresolved
     log_file = logging.FileHandler(out_dir / "evaluate.log")  # everything the terminal leaves out
     log_file.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
     logging.getLogger().addHandler(log_file)

@@ -28,6 +28,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from xlt import rundir
+from xlt.public_config import public_yaml
 
 log = logging.getLogger("xlt")
 
@@ -118,10 +119,10 @@ def model_card(cfg: DictConfig, records: list[dict[str, Any]], source: str, hf_c
         "## Results (the run's results.jsonl, target stage)",
         "",
         *([f"```\n{t}\n```\n" for t in tables] or ["(no results recorded)", ""]),
-        "## Config (the run's resolved config.yaml)",
+        "## Config (the run's config.yaml; environment interpolations unresolved)",
         "",
         "```yaml",
-        OmegaConf.to_yaml(cfg).rstrip(),
+        public_yaml(cfg).rstrip(),
         "```",
         "",
     ]
@@ -170,7 +171,7 @@ def export(run_dir: Path, out_dir: Path) -> Path:
         encoder.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     save_file({k: v.contiguous() for k, v in head_state.items()}, str(out_dir / HEAD_FILE))
-    OmegaConf.save(cfg, out_dir / CONFIG_FILE, resolve=True)
+    (out_dir / CONFIG_FILE).write_text(public_yaml(cfg))  # ${oc.env:...} left unresolved: no secret
     info = {"run_dir": str(run_dir.resolve()), "checkpoint": str(ckpt.resolve()), "task": target.name,
             "head": target.head, "pooling": cfg.model.pooling, "hf_class": hf_class,
             "label_names": list(target.label_names or []),

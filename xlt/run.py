@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_only
 
 from xlt import PROJECT_ROOT
@@ -34,6 +34,7 @@ from xlt.modeling.encoder import (
     load_tokenizer,
     resolved_revision,
 )
+from xlt.public_config import public_yaml
 from xlt.results.report import format_table
 from xlt.results.rows import ResultRow, RunContext, atomic_write_text, read_results, write_results
 from xlt.reuse import launch_id
@@ -216,7 +217,7 @@ def run(cfg: DictConfig, run_dir: Path, sweep_dir: Path | None = None) -> dict[s
     if not cfg.resume and is_global_zero():
         start_over(run_dir, state)
     if is_global_zero():
-        atomic_write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
+        atomic_write_text(run_dir / CONFIG_FILE, public_yaml(cfg))  # ${oc.env:...} not resolved
     runner = Runner(cfg, run_dir, sweep_dir)
     try:
         rows = runner.execute()

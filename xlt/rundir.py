@@ -27,6 +27,7 @@ from typing import Any, cast
 from omegaconf import DictConfig, OmegaConf
 
 from xlt.config import ConfigError, to_container
+from xlt.public_config import public_container
 from xlt.results.rows import ResultRow, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -139,13 +140,14 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 def config_differences(cfg: DictConfig, stored: dict[str, Any]) -> list[str]:
     """The result-changing keys (dotted) whose values differ between ``cfg`` and ``stored``."""
-    now, before = _flatten(to_container(cfg)), _flatten(stored)
+    # config.yaml keeps ${oc.env:...} unresolved (xlt/public_config.py); one written before that holds values.
+    now, resolved, before = _flatten(public_container(cfg)), _flatten(to_container(cfg)), _flatten(stored)
 
     def neutral(key: str) -> bool:
         return any(key == k or key.startswith(k + ".") for k in RESULT_NEUTRAL_KEYS)
 
     keys = sorted(k for k in now.keys() | before.keys() if not neutral(k))
-    return [k for k in keys if now.get(k, "<absent>") != before.get(k, "<absent>")]
+    return [k for k in keys if before.get(k, "<absent>") not in (now.get(k, "<absent>"), resolved.get(k, "<absent>"))]
 
 
 def check_same_config(cfg: DictConfig, path: Path) -> None:
