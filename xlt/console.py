@@ -22,6 +22,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 # Loggers whose INFO lines belong in the log file only (their warnings and errors still show).
 FILE_ONLY_LOGGERS = (
@@ -169,3 +170,11 @@ def run_cli(body: Callable[[], int | None], prefix: str = "error: ", argv: list[
         if debug_requested(argv):
             raise
         return report_error(err, prefix)
+
+
+def check_out_dir(out: Path, option: str = "--out") -> None:
+    """``out`` can be made a directory (an output option): not an existing file, not under one."""
+    for parent in (out, *out.parents):
+        if parent.exists() and not parent.is_dir():
+            what = "is a file" if parent == out else f"is under {parent}, which is a file"
+            raise ValueError(f"{option} {out}: {what}; expected a directory")

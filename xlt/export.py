@@ -28,6 +28,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from xlt import rundir
+from xlt.console import check_out_dir
 from xlt.public_config import public_yaml
 
 log = logging.getLogger("xlt")
@@ -42,20 +43,25 @@ class ExportError(ValueError):
     """A run directory that cannot be exported or evaluated; the message is one line."""
 
 
-def run_config(run_dir: Path) -> DictConfig:
-    path = run_dir / rundir.CONFIG_FILE
+def run_config(run_dir: Path, name: str = rundir.CONFIG_FILE) -> DictConfig:
+    """The config stored in a run (or export) directory; missing or unparsable: one line naming it."""
+    path = run_dir / name
     if not path.is_file():
-        raise ExportError(f"{run_dir}: no config.yaml: not an xlt run directory")
-    cfg = OmegaConf.load(path)
-    assert isinstance(cfg, DictConfig)
+        raise ExportError(f"{run_dir}: no {name}: not an xlt run directory")
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as err:  # noqa: BLE001 - yaml's and OmegaConf's errors
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ExportError(f"{where}: not a readable config ({str(err).splitlines()[0]})") from None
+    if not isinstance(cfg, DictConfig) or not isinstance(cfg.get("target"), DictConfig):
+        raise ExportError(f"{path}: expected a run's config (a mapping with a target group)")
     return cfg
 
 
 def target_checkpoint(run_dir: Path) -> Path:
     """The target stage's selected (best) or final checkpoint, as state.json records it."""
-    state_path = run_dir / rundir.STATE_FILE
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
-    done = state.get("stages", {}).get("target")
+    done = rundir.RunState.load(run_dir / rundir.STATE_FILE).stage("target")  # a broken file: one line
     if not done:
         raise ExportError(f"{run_dir}: the target stage has not finished (state.json has no stages.target)")
     recorded = done.get("best") or rundir.FINAL_CKPT
@@ -146,6 +152,7 @@ def export(run_dir: Path, out_dir: Path) -> Path:
         raise ExportError(f"{run_dir}: scale.peft={cfg.scale.peft}: exporting adapter runs is not supported")
     ckpt = target_checkpoint(run_dir)
     cfg = validate(cfg)
+    check_out_dir(out_dir, "--out")
     tokenizer = load_tokenizer(cfg.model, Path(cfg.data.cache_dir).expanduser())
     module = load_target_module(cfg, target, ckpt)
     encoder, head_state = module.encoder, module.heads[target.name].state_dict()
@@ -175,7 +182,7 @@ def export(run_dir: Path, out_dir: Path) -> Path:
     info = {"run_dir": str(run_dir.resolve()), "checkpoint": str(ckpt.resolve()), "task": target.name,
             "head": target.head, "pooling": cfg.model.pooling, "hf_class": hf_class,
             "label_names": list(target.label_names or []),
-            "logged_step": json.loads((run_dir / rundir.STATE_FILE).read_text())["stages"]["target"].get("logged_step", 0)}  # fmt: skip
+            "logged_step": (rundir.RunState.load(run_dir / rundir.STATE_FILE).stage("target") or {}).get("logged_step", 0)}  # fmt: skip
     (out_dir / EXPORT_FILE).write_text(json.dumps(info, indent=1) + "\n")
     (out_dir / "README.md").write_text(model_card(cfg, results_rows(run_dir), str(run_dir), hf_class))
     return out_dir
@@ -189,11 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: <run_dir>/export)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        out = export(args.run_dir, args.out or args.run_dir / "export")
-    except (ExportError, ValueError, FileNotFoundError) as err:
-        print(f"xlt.export: {err}", file=sys.stderr)
-        return 2
+    from xlt.console import run_cli
+
+    out = args.out or args.run_dir / "export"
+    code = run_cli(lambda: export(args.run_dir, out) and None, prefix="xlt.export: ")  # any error: one line, 2
+    if code:
+        return code
     print(f"exported {args.run_dir} -> {out}")
     return 0
 

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from xlt.console import check_out_dir
 from xlt.results.load import load_sweep
 from xlt.results.stats import gap_by_size
 from xlt.results.tables import (
@@ -26,6 +27,12 @@ from xlt.results.xtreme_scores import best_intermediate, overall_by_size, xtreme
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from xlt.console import run_cli
+
+    return run_cli(lambda: _main(argv))  # any error: one line on stderr, exit 2
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m xlt.results", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "dirs", nargs="+", type=Path, help="sweep directories (multirun/<sweep>) or run directories"
@@ -46,8 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing:
         print(f"error: {', '.join(map(str, missing))}: no such directory", file=sys.stderr)
         return 2
-    sweep = load_sweep(args.dirs, include_debug=args.include_debug)
     out = args.out or args.dirs[0] / "analysis"
+    check_out_dir(out, "--out")
+    sweep = load_sweep(args.dirs, include_debug=args.include_debug)
     print(f"{len(sweep.run_dirs)} job directories, {sweep.rows['run_dir'].nunique()} with results")
     for problem in sweep.problems:
         print(f"problem: {problem}", file=sys.stderr)
