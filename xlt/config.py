@@ -166,6 +166,9 @@ def validate(cfg: DictConfig) -> DictConfig:
             )
 
     _check_trainer_args(merged.trainer)
+    from xlt.checks import check_keys
+
+    check_keys(merged)  # seed, architecture, strategy, LoRA, trainer values, train task's head kind
     _check_scale_and_model(merged)
     _check_ranges(merged)
     _check_data(merged)

@@ -233,6 +233,10 @@ def _run_locked(cfg: DictConfig, run_dir: Path, sweep_dir: Path | None) -> dict[
         print_report(rows, state.data.get("skipped", []))
         return _summary(rows)
     check_local_files(cfg)  # the English files a run needs are there, before anything is written
+    languages = cfg.target.languages
+    if languages is not None and "en" not in languages and "en" in get_task(cfg.target.name).languages:
+        rank_zero_only(log.warning)("target.languages=[%s]: no English test, so no cross-lingual gap is reported "
+                                    "(add en to measure it)", ",".join(languages))  # fmt: skip
     if not cfg.resume and is_global_zero():
         start_over(run_dir, state)
     if is_global_zero():
