@@ -35,6 +35,18 @@ def check_keys(cfg: DictConfig) -> None:
         raise ConfigError(f"scale.gpu_memory_gb={cfg.scale.gpu_memory_gb!r}: expected > 0 (GB)")
     check_trainer_values(cfg)
     check_train_task(cfg)
+    check_cache_dir(cfg.data.cache_dir)
+
+
+def check_cache_dir(cache_dir: str) -> None:
+    """``data.cache_dir`` can be a directory: not a file, not under one."""
+    from pathlib import Path
+
+    path = Path(cache_dir).expanduser()
+    for parent in (path, *path.parents):
+        if parent.exists() and not parent.is_dir():
+            what = "is a file" if parent == path else f"is under {parent}, which is a file"
+            raise ConfigError(f"data.cache_dir={cache_dir}: {what}; expected a directory")
 
 
 def check_seed(cfg: DictConfig) -> None:

@@ -121,6 +121,10 @@ def validate(cfg: DictConfig) -> DictConfig:
         msg = str(err).splitlines()[0]
         raise ConfigError(f"config option {key!r}: {msg}" if key else f"config: {msg}") from None
     assert isinstance(merged, DictConfig)
+    missing = sorted(OmegaConf.missing_keys(merged))
+    if missing:
+        raise ConfigError(f"{missing[0]}: no value (a mandatory key{f', as are {len(missing) - 1} more' if len(missing) > 1 else ''}; "
+                          f"set it, e.g. {missing[0]}=...)")  # fmt: skip
     if merged.intermediate is not None and merged.intermediate.name == NO_INTERMEDIATE:
         merged.intermediate = None
 

@@ -139,7 +139,7 @@ def export(run_dir: Path, out_dir: Path) -> Path:
     """Write the run's target model to ``out_dir``; returns it."""
     from safetensors.torch import save_file
 
-    from xlt.config import validate
+    from xlt.config import ConfigError, validate
     from xlt.modeling.encoder import load_tokenizer
     from xlt.tasks.registry import get_task
 
@@ -148,10 +148,13 @@ def export(run_dir: Path, out_dir: Path) -> Path:
     target = get_task(cfg.target.name, role="target")
     if not target.trainable:
         raise ExportError(f"{run_dir}: target {target.name} trains no head; nothing fine-tuned to export")
-    if cfg.scale.get("peft", "none") != "none":
-        raise ExportError(f"{run_dir}: scale.peft={cfg.scale.peft}: exporting adapter runs is not supported")
     ckpt = target_checkpoint(run_dir)
-    cfg = validate(cfg)
+    try:
+        cfg = validate(cfg)
+    except ConfigError as err:  # the stored config itself (edited, or from another version)
+        raise ExportError(f"{run_dir / rundir.CONFIG_FILE}: {err}") from None
+    if cfg.scale.peft != "none":
+        raise ExportError(f"{run_dir}: scale.peft={cfg.scale.peft}: exporting adapter runs is not supported")
     check_out_dir(out_dir, "--out")
     tokenizer = load_tokenizer(cfg.model, Path(cfg.data.cache_dir).expanduser())
     module = load_target_module(cfg, target, ckpt)
