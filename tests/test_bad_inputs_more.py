@@ -640,3 +640,28 @@ def test_reader_refuses_duplicates_and_oddities(data_dir: Path, tmp_path: Path, 
     message = one_line(str(err.value))
     assert message.startswith(str(bad)), message
     assert re.search(expect, message[len(str(bad)) :]), message
+
+
+@pytest.mark.parametrize(
+    "content,expect",
+    [
+        ({"weights": {}}, r"holds no state_dict \(not a checkpoint of this run\)"),
+        ({"state_dict": {"weight": "x"}}, r"not a loadable checkpoint|does not fit this run's model"),
+        ({"state_dict": {}}, r"does not fit this run's model \(Missing key"),
+    ],
+    ids=["no-state-dict", "not-tensors", "other-shapes"],
+)
+def test_checkpoint_of_another_kind_is_one_line(tmp_path: Path, content, expect) -> None:
+    import torch
+
+    from xlt.rundir import CheckpointError
+    from xlt.stage import StageRunner
+
+    path = tmp_path / "best.ckpt"
+    if content == {"state_dict": {}}:
+        content = {"state_dict": {"weight": torch.zeros(3, 3), "bias": torch.zeros(3)}}
+        expect = r"does not fit this run's model \(size mismatch"
+    torch.save(content, path)
+    with pytest.raises(CheckpointError) as err:
+        StageRunner._load_weights(torch.nn.Linear(2, 2), path)
+    assert re.search(expect, one_line(str(err.value))), str(err.value)
