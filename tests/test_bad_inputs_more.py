@@ -183,7 +183,8 @@ def test_train_main_one_line_exit_2(tmp_path: Path, monkeypatch, capsys, args, e
     monkeypatch.setattr(train.hydra_main.__wrapped__, "__module__", "__main__")
     run_dir = tmp_path / "run"
     monkeypatch.setattr(sys, "argv", ["xlt.train", "logger=none", f"hydra.run.dir={run_dir}", *args])
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "")  # recorded, so that what main() sets is undone after the test
+    monkeypatch.delenv("HYDRA_FULL_ERROR")
     with pytest.raises(SystemExit) as stop:
         main()
     assert stop.value.code == 2
