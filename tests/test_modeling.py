@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from xlt.modeling.heads import HEADS, build_head
 from xlt.modeling.module import TransferModule, linear_warmup_decay
 from xlt.modeling.pooling import pool
 from xlt.run import run
+from xlt.rundir import RunState
 from xlt.tasks import get_task
 
 from .test_pipeline import TINY_XNLI
@@ -75,8 +75,8 @@ def test_encoder_carries_over_and_intermediate_head_is_dropped(compose_cfg, data
 
     monkeypatch.setattr(run_module.pl.Trainer, "fit", spy)
     run(compose_cfg(*TINY_XNLI), tmp_path)
-    state = json.loads((tmp_path / "state.json").read_text())
-    trained = torch.load(state["stages"]["intermediate"]["best"], map_location="cpu", weights_only=False)[
+    best = RunState.load(tmp_path / "state.json").stage("intermediate")["best"]  # stored relative to the run dir
+    trained = torch.load(best, map_location="cpu", weights_only=True)[
         "state_dict"
     ]
     at_target_start = seen["xnli"]

@@ -440,6 +440,12 @@ def compose(overrides: Sequence[str]) -> DictConfig:
 
 
 def main(argv: Iterable[str] | None = None) -> int:
+    from xlt.console import run_cli
+
+    return run_cli(lambda: _main(argv))  # any error: one line on stderr, exit 2
+
+
+def _main(argv: Iterable[str] | None) -> int:
     import argparse
 
     from hydra.errors import HydraException
@@ -463,12 +469,9 @@ def main(argv: Iterable[str] | None = None) -> int:
         source, data_dir = resolve_source(cfg.data.source, cfg.data.dir)
         report = audit(cfg, source, data_dir)
     except (ConfigError, DataError, FileNotFoundError, HydraException) as err:
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        lines = lines[
-            : next((i for i, line in enumerate(lines) if line.startswith("Config search path")), None)
-        ]
-        print("error: " + " ".join(lines), file=sys.stderr)  # one line (Hydra's own message has several)
-        return 2
+        from xlt.console import report_error
+
+        return report_error(err)  # one line (Hydra's own message has several, with the choices)
     print(report.format())
     if report.violations:
         try:

@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from xlt.public_config import remember_env_keys
 from xlt.schema import (
     CONF_DIR,
     NO_INTERMEDIATE,
@@ -132,12 +133,17 @@ def validate(cfg: DictConfig) -> DictConfig:
         )
     try:
         merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg)
+        remember_env_keys(merged)  # written copies keep ${oc.env:...} unresolved (xlt/public_config.py)
         OmegaConf.resolve(merged)
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or ""
         msg = str(err).splitlines()[0]
         raise ConfigError(f"config option {key!r}: {msg}" if key else f"config: {msg}") from None
     assert isinstance(merged, DictConfig)
+    missing = sorted(OmegaConf.missing_keys(merged))
+    if missing:
+        raise ConfigError(f"{missing[0]}: no value (a mandatory key{f', as are {len(missing) - 1} more' if len(missing) > 1 else ''}; "
+                          f"set it, e.g. {missing[0]}=...)")  # fmt: skip
     if merged.intermediate is not None and merged.intermediate.name == NO_INTERMEDIATE:
         merged.intermediate = None
 
@@ -190,6 +196,9 @@ def validate(cfg: DictConfig) -> DictConfig:
             )
 
     _check_trainer_args(merged.trainer)
+    from xlt.checks import check_keys
+
+    check_keys(merged)  # seed, architecture, strategy, LoRA, trainer values, train task's head kind
     _check_scale_and_model(merged)
     _resolve_auto_batch(merged)
     _check_ranges(merged)

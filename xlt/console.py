@@ -9,11 +9,20 @@ goes to the run's log file (Hydra's ``<run_dir>/train.log``), not to the termina
 not file handlers), routes Python warnings into logging (so they reach the file, not the terminal),
 and turns off the ``datasets`` progress bars (tokenising, "Saving the dataset") and transformers'
 "Loading weights" bar, which write to the terminal directly.
+
+:func:`run_cli` is what every CLI's ``main`` runs its body in: any exception reaching it becomes one
+line on stderr naming the file, line, field or option, with exit status 2 (a traceback only with
+``XLT_DEBUG=1`` or ``--debug``); Hydra's own errors too, with the valid choices.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
 
 # Loggers whose INFO lines belong in the log file only (their warnings and errors still show).
 FILE_ONLY_LOGGERS = (
@@ -70,3 +79,102 @@ def quiet_terminal() -> None:
 def file_only(**extra: object) -> dict[str, object]:
     """``extra=`` for a log call whose line belongs in the log file only."""
     return {FILE_ONLY: True, **extra}
+
+
+# -- errors: one line on stderr, exit status 2, for every CLI's main --------------------------------
+
+DEBUG_ENV = "XLT_DEBUG"  # XLT_DEBUG=1 (or --debug where a CLI takes it): let the traceback through
+EXIT_BAD_INPUT = 2
+_MAX_LINE = 1200
+
+
+def debug_requested(argv: list[str] | None = None) -> bool:
+    """Whether the user asked for tracebacks: ``XLT_DEBUG`` set (not 0) or ``--debug`` in ``argv``."""
+    return os.environ.get(DEBUG_ENV, "").strip() not in ("", "0") or "--debug" in (argv or [])
+
+
+def _hydra_line(err: BaseException) -> str | None:
+    """Hydra's own errors (unknown option of a group, a key without its ``+``, bad override syntax)
+    in one line, with the valid choices where Hydra lists them; None for other errors."""
+    try:
+        from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+    except ImportError:  # pragma: no cover - a dependency
+        return None
+    if not isinstance(err, HydraException):
+        return None
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    # Drop Hydra's "Config search path" listing; gather "Available options in 'g':" and its entries.
+    lines = lines[: next((i for i, ln in enumerate(lines) if ln.startswith("Config search path")), None)]
+    text, options = [], []
+    for ln in lines:
+        if ln.startswith("Available options in"):
+            text.append(ln.rstrip(":").replace("Available options", "valid choices") + ":")
+        elif text and text[-1].endswith(":") and "valid choices" in text[-1] and " " not in ln:
+            options.append(ln)
+        else:
+            if options:
+                text[-1] += " " + ", ".join(options)
+                options = []
+            text.append(ln)
+    if options:
+        text[-1] += " " + ", ".join(options)
+    message = " ".join(text).replace("' valid choices", "'; valid choices")
+    message = re.sub(r" See https://hydra\.cc/\S+ for details", "", message)
+    if isinstance(err, OverrideParseException):
+        message = f"{getattr(err, 'override', '') or 'override'}: bad override syntax ({message})"
+    unknown = re.match(r"Could not override '([^']+)'\. To append to your config use \+", message)
+    if unknown:
+        message = (f"{unknown.group(1)}: no such config key (check its spelling; `python -m xlt.train --cfg job` "
+                   "prints every key)")  # fmt: skip
+    elif isinstance(err, MissingConfigException) and "valid choices" not in message and err.options:
+        message += f"; valid choices: {', '.join(err.options)}"
+    if "No match in the defaults list" in message or "Could not append to config" in message:
+        message += " (add a key that is not in the defaults list with '+', e.g. +target=xnli)"
+    return message
+
+
+def error_line(err: BaseException) -> str:
+    """``err`` as one line naming what it is about: the file of an OSError, Hydra's choices, the type
+    of an error that is not a bad-input error of xlt's own (ValueError and its kin keep their text)."""
+    hydra = _hydra_line(err)
+    if hydra is not None:
+        text = hydra
+    elif isinstance(err, OSError) and err.filename is not None:
+        other = f" -> {err.filename2}" if err.filename2 is not None else ""
+        text = f"{err.filename}{other}: {err.strerror or type(err).__name__}"
+    elif isinstance(err, ValueError) and str(err):
+        text = str(err)
+    else:
+        text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        text += f" (unexpected; {DEBUG_ENV}=1 shows the traceback)"
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_LINE else text[: _MAX_LINE - 3] + "..."
+
+
+def report_error(err: BaseException, prefix: str = "error: ") -> int:
+    """Print ``err`` as one line on stderr; return the exit status (2)."""
+    print(prefix + error_line(err), file=sys.stderr, flush=True)
+    return EXIT_BAD_INPUT
+
+
+def run_cli(body: Callable[[], int | None], prefix: str = "error: ", argv: list[str] | None = None) -> int:
+    """Call a CLI's ``body``; any exception becomes one line on stderr and exit status 2 (a
+    traceback only with ``XLT_DEBUG=1`` or ``--debug``). SystemExit (argparse's usage errors, a
+    deliberate status) passes; Ctrl-C is one line and 130."""
+    try:
+        return body() or 0
+    except KeyboardInterrupt:
+        print(prefix + "interrupted", file=sys.stderr, flush=True)
+        return 130
+    except Exception as err:
+        if debug_requested(argv):
+            raise
+        return report_error(err, prefix)
+
+
+def check_out_dir(out: Path, option: str = "--out") -> None:
+    """``out`` can be made a directory (an output option): not an existing file, not under one."""
+    for parent in (out, *out.parents):
+        if parent.exists() and not parent.is_dir():
+            what = "is a file" if parent == out else f"is under {parent}, which is a file"
+            raise ValueError(f"{option} {out}: {what}; expected a directory")

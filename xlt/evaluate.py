@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, cast
 from omegaconf import DictConfig, OmegaConf
 
 from xlt import rundir
+from xlt.console import check_out_dir
 from xlt.export import (
     CONFIG_FILE,
     EXPORT_FILE,
@@ -35,6 +36,7 @@ from xlt.export import (
     run_config,
     target_checkpoint,
 )
+from xlt.public_config import public_yaml
 
 if TYPE_CHECKING:
     import torch
@@ -45,9 +47,7 @@ log = logging.getLogger("xlt")
 def resolve_source(source: Path) -> tuple[str, Path, DictConfig]:
     """(kind, checkpoint or export dir, config) of SOURCE; kind is ``checkpoint`` or ``export``."""
     if source.is_dir() and (source / EXPORT_FILE).is_file():
-        cfg = OmegaConf.load(source / CONFIG_FILE)
-        assert isinstance(cfg, DictConfig)
-        return "export", source, cfg
+        return "export", source, run_config(source, CONFIG_FILE)
     if source.is_dir():
         cfg = run_config(source)
         return "checkpoint", target_checkpoint(source), cfg
@@ -79,9 +79,21 @@ def source_step(source: Path, kind: str) -> int:
     if kind == "export":
         return int(json.loads((source / EXPORT_FILE).read_text()).get("logged_step", 0))
     run_dir = source if source.is_dir() else source.parent.parent.parent
-    state_file = run_dir / rundir.STATE_FILE
-    state = json.loads(state_file.read_text()) if state_file.is_file() else {}
-    return int(state.get("stages", {}).get("target", {}).get("logged_step", 0))
+    state = rundir.RunState.load(run_dir / rundir.STATE_FILE).data  # a broken file: one line naming it
+    return int((state.get("stages", {}).get("target") or {}).get("logged_step", 0))
+
+
+def _dotlist(overrides: list[str]) -> DictConfig:
+    """``key=value`` overrides as a config; one without ``=`` (it would set the key to null) or with
+    a value OmegaConf cannot parse is refused in one line naming it."""
+    for item in overrides:
+        key, sep, _ = item.partition("=")
+        if not sep or not key.strip():
+            raise ExportError(f"override {item!r}: expected key=value (e.g. target.languages=[en,de])")
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except Exception as err:  # noqa: BLE001 - OmegaConf's grammar errors
+        raise ExportError(f"overrides {' '.join(overrides)}: {str(err).splitlines()[0]}") from None
 
 
 def evaluate(source: Path, out_dir: Path, overrides: list[str] | None = None) -> list:
@@ -101,12 +113,13 @@ def evaluate(source: Path, out_dir: Path, overrides: list[str] | None = None) ->
         if "keep_layers" in cfg.model:
             cfg.model.keep_layers = None
     if overrides:
-        cfg = cast(DictConfig, OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides)))
+        cfg = cast(DictConfig, OmegaConf.merge(cfg, _dotlist(overrides)))
     cfg = validate(cfg)
+    check_out_dir(out_dir, "--out")
     out_dir.mkdir(parents=True, exist_ok=True)
     if (out_dir / STATE_FILE).exists():
         raise ExportError(f"{out_dir}: already holds a run (state.json); name a new --out directory")
-    OmegaConf.save(cfg, out_dir / rundir.CONFIG_FILE, resolve=True)
+    (out_dir / rundir.CONFIG_FILE).write_text(public_yaml(cfg))  # ${oc.env:...} left unresolved
     log_file = logging.FileHandler(out_dir / "evaluate.log")  # everything the terminal leaves out
     log_file.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
     logging.getLogger().addHandler(log_file)
@@ -171,13 +184,12 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_terminal()
     out = args.out or Path("outputs") / datetime.datetime.now().strftime("%Y-%m-%d/%H-%M-%S-evaluate")
-    from xlt.rundir import CheckpointError
+    from xlt.console import run_cli
 
-    try:
-        evaluate(args.source, out, args.overrides)
-    except (ValueError, CheckpointError) as err:  # ExportError, bad input, validation, a broken checkpoint
-        print(f"xlt.evaluate: {err}", file=sys.stderr)
-        return 2
+    # Any error (bad input, validation, a broken checkpoint, a run directory someone touched): one line, exit 2.
+    code = run_cli(lambda: evaluate(args.source, out, args.overrides) and None, prefix="xlt.evaluate: ")
+    if code:
+        return code
     print(f"results: {out / rundir.RESULTS_FILE}")
     return 0
 

@@ -28,6 +28,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from xlt import rundir
+from xlt.console import check_out_dir
+from xlt.public_config import public_yaml
 
 log = logging.getLogger("xlt")
 
@@ -41,20 +43,25 @@ class ExportError(ValueError):
     """A run directory that cannot be exported or evaluated; the message is one line."""
 
 
-def run_config(run_dir: Path) -> DictConfig:
-    path = run_dir / rundir.CONFIG_FILE
+def run_config(run_dir: Path, name: str = rundir.CONFIG_FILE) -> DictConfig:
+    """The config stored in a run (or export) directory; missing or unparsable: one line naming it."""
+    path = run_dir / name
     if not path.is_file():
-        raise ExportError(f"{run_dir}: no config.yaml: not an xlt run directory")
-    cfg = OmegaConf.load(path)
-    assert isinstance(cfg, DictConfig)
+        raise ExportError(f"{run_dir}: no {name}: not an xlt run directory")
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as err:  # noqa: BLE001 - yaml's and OmegaConf's errors
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ExportError(f"{where}: not a readable config ({str(err).splitlines()[0]})") from None
+    if not isinstance(cfg, DictConfig) or not isinstance(cfg.get("target"), DictConfig):
+        raise ExportError(f"{path}: expected a run's config (a mapping with a target group)")
     return cfg
 
 
 def target_checkpoint(run_dir: Path) -> Path:
     """The target stage's selected (best) or final checkpoint, as state.json records it."""
-    state_path = run_dir / rundir.STATE_FILE
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
-    done = state.get("stages", {}).get("target")
+    done = rundir.RunState.load(run_dir / rundir.STATE_FILE).stage("target")  # a broken file: one line
     if not done:
         raise ExportError(f"{run_dir}: the target stage has not finished (state.json has no stages.target)")
     recorded = done.get("best") or rundir.FINAL_CKPT
@@ -120,10 +127,10 @@ def model_card(
         "## Results (the run's results.jsonl, target stage)",
         "",
         *([f"```\n{t}\n```\n" for t in tables] or ["(no results recorded)", ""]),
-        "## Config (the run's resolved config.yaml)",
+        "## Config (the run's config.yaml; environment interpolations unresolved)",
         "",
         "```yaml",
-        OmegaConf.to_yaml(cfg).rstrip(),
+        public_yaml(cfg).rstrip(),
         "```",
         "",
     ]
@@ -134,7 +141,7 @@ def export(run_dir: Path, out_dir: Path) -> Path:
     """Write the run's target model to ``out_dir``; returns it."""
     from safetensors.torch import save_file
 
-    from xlt.config import validate
+    from xlt.config import ConfigError, validate
     from xlt.modeling.encoder import load_tokenizer
     from xlt.tasks.registry import get_task
 
@@ -143,10 +150,14 @@ def export(run_dir: Path, out_dir: Path) -> Path:
     target = get_task(cfg.target.name, role="target")
     if not target.trainable:
         raise ExportError(f"{run_dir}: target {target.name} trains no head; nothing fine-tuned to export")
-    if cfg.scale.get("peft", "none") != "none":
-        raise ExportError(f"{run_dir}: scale.peft={cfg.scale.peft}: exporting adapter runs is not supported")
     ckpt = target_checkpoint(run_dir)
-    cfg = validate(cfg)
+    try:
+        cfg = validate(cfg)
+    except ConfigError as err:  # the stored config itself (edited, or from another version)
+        raise ExportError(f"{run_dir / rundir.CONFIG_FILE}: {err}") from None
+    if cfg.scale.peft != "none":
+        raise ExportError(f"{run_dir}: scale.peft={cfg.scale.peft}: exporting adapter runs is not supported")
+    check_out_dir(out_dir, "--out")
     tokenizer = load_tokenizer(cfg.model, Path(cfg.data.cache_dir).expanduser())
     module = load_target_module(cfg, target, ckpt)
     encoder, head_state = module.encoder, module.heads[target.name].state_dict()
@@ -172,11 +183,11 @@ def export(run_dir: Path, out_dir: Path) -> Path:
         encoder.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     save_file({k: v.contiguous() for k, v in head_state.items()}, str(out_dir / HEAD_FILE))
-    OmegaConf.save(cfg, out_dir / CONFIG_FILE, resolve=True)
+    (out_dir / CONFIG_FILE).write_text(public_yaml(cfg))  # ${oc.env:...} left unresolved: no secret
     info = {"run_dir": str(run_dir.resolve()), "checkpoint": str(ckpt.resolve()), "task": target.name,
             "head": target.head, "pooling": cfg.model.pooling, "hf_class": hf_class,
             "label_names": list(target.label_names or []),
-            "logged_step": json.loads((run_dir / rundir.STATE_FILE).read_text())["stages"]["target"].get("logged_step", 0)}  # fmt: skip
+            "logged_step": (rundir.RunState.load(run_dir / rundir.STATE_FILE).stage("target") or {}).get("logged_step", 0)}  # fmt: skip
     (out_dir / EXPORT_FILE).write_text(json.dumps(info, indent=1) + "\n")
     from xlt.export_hub import apply_umask_tree
     from xlt.trainer import debug_mode
@@ -208,11 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        out = export(args.run_dir, args.out or args.run_dir / "export")
-    except (ExportError, ValueError, FileNotFoundError) as err:
-        print(f"xlt.export: {err}", file=sys.stderr)
-        return 2
+    from xlt.console import run_cli
+
+    out = args.out or args.run_dir / "export"
+    code = run_cli(lambda: export(args.run_dir, out) and None, prefix="xlt.export: ")  # any error: one line, 2
+    if code:
+        return code
     print(f"exported {args.run_dir} -> {out}")
     if args.push_to_hub:
         from xlt.export_hub import PushError, push_to_hub

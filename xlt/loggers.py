@@ -23,7 +23,7 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities import rank_zero_only
 
-from xlt.config import to_container
+from xlt.public_config import public_container
 from xlt.results.rows import AGGREGATE_LANGUAGES, ResultRow, RunContext, atomic_write_text
 from xlt.rundir import CSV_DIR, WANDB_ID_FILE, is_global_zero
 
@@ -88,7 +88,7 @@ def build_logger(cfg: DictConfig, run_dir: Path, ctx: RunContext) -> Any:
         id=run_id,
         resume="allow",
         log_model=bool(cfg.logger.get("log_model", False)),
-        config={**to_container(cfg), "params": counted_params(ctx)},
+        config={**public_container(cfg), "params": counted_params(ctx)},
         # Its banner and history go to <run_dir>/wandb/*/logs, not the terminal.
         settings=wandb.Settings(silent=True),
     )

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_only
 
 from xlt import PROJECT_ROOT
@@ -35,6 +35,7 @@ from xlt.modeling.encoder import (
     resolved_revision,
 )
 from xlt.preemption import handling_sigterm
+from xlt.public_config import public_yaml
 from xlt.results.report import format_table
 from xlt.results.rows import ResultRow, RunContext, atomic_write_text, read_results, write_results
 from xlt.reuse import launch_id
@@ -42,11 +43,13 @@ from xlt.rundir import (
     CONFIG_FILE,
     RESULTS_FILE,
     STATE_FILE,
+    RunDirError,
     RunState,
     check_same_config,
     has_progress,
     is_global_zero,
     rows_from_records,
+    run_dir_lock,
     start_over,
 )
 from xlt.tasks import hub
@@ -219,21 +222,42 @@ def run(cfg: DictConfig, run_dir: Path, sweep_dir: Path | None = None) -> dict[s
     cfg = validate(cfg)
     launch_id()  # before Lightning starts other ranks as subprocesses: they inherit it (xlt/reuse.py)
     run_dir = Path(run_dir)
+    with run_dir_lock(run_dir):  # a second process in this run directory stops here, in one line
+        return _run_locked(cfg, run_dir, sweep_dir)
+
+
+def _run_locked(cfg: DictConfig, run_dir: Path, sweep_dir: Path | None) -> dict[str, float]:
     run_dir.mkdir(parents=True, exist_ok=True)
-    state = RunState.load(run_dir / STATE_FILE)
+    try:
+        state = RunState.load(run_dir / STATE_FILE)
+    except RunDirError:
+        if cfg.resume:
+            raise
+        state = RunState(run_dir / STATE_FILE, {})  # resume=false starts over: the old state is dropped
     results = run_dir / RESULTS_FILE
     if cfg.resume and has_progress(run_dir, state):
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise RunDirError(f"{run_dir} holds an earlier launch's work but no {CONFIG_FILE} to check this "
+                              "configuration against; restore it, or rerun with resume=false to start over")  # fmt: skip
         check_same_config(cfg, run_dir / CONFIG_FILE)
     if cfg.resume and state.data.get("finished") and results.is_file():
         rank_zero_only(log.info)("%s is finished; nothing to do (resume=false starts it over)", run_dir)
-        rows = rows_from_records(read_results(results))
+        try:
+            rows = rows_from_records(read_results(results))
+        except (ValueError, KeyError, TypeError) as err:
+            detail = str(err) if isinstance(err, ValueError) else f"{results}: a row lacks {err}"
+            raise RunDirError(f"{detail}; rerun with resume=false to compute the results again") from None
         print_report(rows, state.data.get("skipped", []))
         return _summary(rows)
     check_local_files(cfg)  # the English files a run needs are there, before anything is written
+    languages = cfg.target.languages
+    if languages is not None and "en" not in languages and "en" in get_task(cfg.target.name).languages:
+        rank_zero_only(log.warning)("target.languages=[%s]: no English test, so no cross-lingual gap is reported "
+                                    "(add en to measure it)", ",".join(languages))  # fmt: skip
     if not cfg.resume and is_global_zero():
         start_over(run_dir, state)
     if is_global_zero():
-        atomic_write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
+        atomic_write_text(run_dir / CONFIG_FILE, public_yaml(cfg))  # ${oc.env:...} not resolved
     with handling_sigterm():  # every rank ends with 143 within a bounded time (xlt/preemption.py)
         runner = Runner(cfg, run_dir, sweep_dir)
         try:

@@ -10,16 +10,23 @@ the config lock a relaunch must pass, and the checkpoint a relaunch resumes from
         csv/metrics.csv                the CSV logger's rows (xlt.loggers)
         wandb_id, wandb/               the W&B run id a relaunch continues, and wandb's own files
         train.log                      Hydra's job log (the job is xlt.train)
+        .lock                          held (flock) by the process running in it: host, pid, start time
 
 Light on purpose (no Lightning at import): xlt.results may read these names.
 """
 
 from __future__ import annotations
 
+import datetime
+import errno
+import fcntl
 import json
 import logging
 import os
 import shutil
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -27,6 +34,7 @@ from typing import Any, cast
 from omegaconf import DictConfig, OmegaConf
 
 from xlt.config import ConfigError, to_container
+from xlt.public_config import public_container
 from xlt.results.rows import ResultRow, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -46,6 +54,8 @@ CSV_DIR = "csv"  # the CSV logger's folder: metrics.csv, kept and appended to by
 METRICS_CSV = "metrics.csv"
 RNG_FILE = "rng_after.pt"  # a shared intermediate stage's generator states after it (xlt/reuse.py)
 TRAIN_LOG = "train.log"  # Hydra's job log, named after the job (xlt.train)
+LOCK_FILE = ".lock"  # the run directory's lock (run_dir_lock)
+PATH_KEYS = ("best",)  # stage entries of state.json that are paths: stored relative to the state's folder
 
 
 def is_global_zero() -> bool:
@@ -69,12 +79,49 @@ class RunState:
 
     @classmethod
     def load(cls, path: Path) -> RunState:
-        return cls(path, json.loads(path.read_text()) if path.is_file() else {})
+        """The state stored at ``path`` (empty when there is none); a file that is not a JSON object
+        is a :class:`RunDirError` naming it and the line."""
+        if not path.is_file():
+            return cls(path, {})
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise RunDirError(f"{path}: not UTF-8 text; {_FIX_STATE}") from None
+        except json.JSONDecodeError as err:
+            raise RunDirError(f"{path}:{err.lineno}: not valid JSON ({err.msg}); {_FIX_STATE}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("stages", {}), dict):
+            raise RunDirError(f"{path}: expected a JSON object with a 'stages' object; {_FIX_STATE}")
+        return cls(path, data)
 
     def stage(self, name: str) -> dict[str, Any] | None:
-        return self.data.get("stages", {}).get(name)
+        """A finished stage's entry, its paths (``best``) absolute: stored relative to the state's
+        folder, or absolute by an older version (then found under this folder if it was moved)."""
+        info = self.data.get("stages", {}).get(name)
+        if not isinstance(info, dict):
+            return info
+        out = dict(info)
+        for key in PATH_KEYS:
+            if out.get(key):
+                out[key] = str(self._absolute(str(out[key])))
+        return out
+
+    def _absolute(self, recorded: str) -> Path:
+        path, home = Path(recorded), self.path.parent
+        if not path.is_absolute():
+            return home / path
+        if not path.exists() and CHECKPOINTS_DIR in path.parts:  # a run directory moved since
+            index = len(path.parts) - 1 - path.parts[::-1].index(CHECKPOINTS_DIR)
+            moved = home.joinpath(*path.parts[index:])
+            if moved.exists():
+                return moved
+        return path
 
     def mark_stage(self, name: str, **info: Any) -> None:
+        for key in PATH_KEYS:  # relative: a moved (or copied) run directory resumes
+            if info.get(key):
+                path, home = Path(str(info[key])).resolve(), self.path.parent.resolve()
+                if path.is_relative_to(home):
+                    info[key] = path.relative_to(home).as_posix()
         self.data.setdefault("stages", {})[name] = info
         self.save()
 
@@ -101,6 +148,75 @@ class RunState:
         if revision and not self.data.get("model_revision"):
             self.data["model_revision"] = revision
             self.save()
+
+
+class RunDirError(ValueError):
+    """A file of a run directory that cannot be used (unparsable, locked); the message is one line."""
+
+
+_FIX_STATE = "restore it, or rerun with resume=false to start the run over"
+
+
+def _holder(fd: int) -> dict[str, Any]:
+    try:
+        data = json.loads(os.pread(fd, 4096, 0).decode("utf-8") or "{}")
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def run_dir_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``<run_dir>/.lock`` while a run works in ``run_dir``: a second process stops with a
+    :class:`RunDirError` naming the holder's host and pid. The lock is an ``flock`` (released by the
+    kernel when its process dies), so a lock left by a killed run is taken over; the file records
+    the holder. Ranks other than global zero do not lock (rank 0 holds it for the job)."""
+    if not is_global_zero():
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            holder = _holder(fd)
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                # A file system without locks: judge by the recorded holder (same host: is it alive?).
+                if holder.get("pid") and (holder.get("host") != socket.gethostname() or _alive(int(holder["pid"]))):
+                    raise _locked(run_dir, holder) from None
+            else:
+                raise _locked(run_dir, holder) from None
+        stale = _holder(fd)
+        if stale.get("pid"):
+            log.info("%s: taking over the lock of pid %s on %s (that process is gone)", run_dir, stale["pid"],
+                     stale.get("host"))  # fmt: skip
+        me = {"host": socket.gethostname(), "pid": os.getpid(),
+              "since": datetime.datetime.now().isoformat(timespec="seconds")}  # fmt: skip
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode("utf-8"), 0)
+        yield
+        os.ftruncate(fd, 0)  # released: an empty lock file names no holder
+    finally:
+        os.close(fd)  # drops the flock
+
+
+def _locked(run_dir: Path, holder: dict[str, Any]) -> RunDirError:
+    who = (f"pid {holder.get('pid')} on host {holder.get('host')}, since {holder.get('since')}"
+           if holder.get("pid") else "a process that has not written its name yet")  # fmt: skip
+    return RunDirError(f"{run_dir} is in use by another run ({who}); wait for it to end, or use another "
+                       "run directory (hydra.run.dir=...)")  # fmt: skip
 
 
 def rows_from_records(records: list[dict[str, Any]]) -> list[ResultRow]:
@@ -144,13 +260,14 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 def config_differences(cfg: DictConfig, stored: dict[str, Any]) -> list[str]:
     """The result-changing keys (dotted) whose values differ between ``cfg`` and ``stored``."""
-    now, before = _flatten(to_container(cfg)), _flatten(stored)
+    # config.yaml keeps ${oc.env:...} unresolved (xlt/public_config.py); one written before that holds values.
+    now, resolved, before = _flatten(public_container(cfg)), _flatten(to_container(cfg)), _flatten(stored)
 
     def neutral(key: str) -> bool:
         return any(key == k or key.startswith(k + ".") for k in RESULT_NEUTRAL_KEYS)
 
     keys = sorted(k for k in now.keys() | before.keys() if not neutral(k))
-    return [k for k in keys if now.get(k, "<absent>") != before.get(k, "<absent>")]
+    return [k for k in keys if before.get(k, "<absent>") not in (now.get(k, "<absent>"), resolved.get(k, "<absent>"))]
 
 
 def check_same_config(cfg: DictConfig, path: Path) -> None:
@@ -158,8 +275,15 @@ def check_same_config(cfg: DictConfig, path: Path) -> None:
     results (one line listing the keys): the directory belongs to the configuration that started it."""
     if not path.is_file():
         return  # a run directory from before config.yaml was kept: nothing to compare with
-    stored = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    assert isinstance(stored, dict)
+    try:
+        stored = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except Exception as err:  # noqa: BLE001 - yaml's and OmegaConf's errors: one line naming the file
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise RunDirError(f"{where}: not a readable config ({str(err).splitlines()[0]}); restore it, or rerun with "
+                          "resume=false to start the run over") from None  # fmt: skip
+    if not isinstance(stored, dict):
+        raise RunDirError(f"{path}: expected a mapping of config groups; restore it, or rerun with resume=false")
     diff = config_differences(cfg, {str(k): v for k, v in stored.items()})
     if diff:
         shown = ", ".join(diff[:12]) + (f" and {len(diff) - 12} more" if len(diff) > 12 else "")

@@ -362,7 +362,13 @@ def format_table(scores: SubmissionScores) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status."""
+    """CLI entry point; returns the exit status (any error: one line on stderr, exit 2)."""
+    from xlt.console import run_cli
+
+    return run_cli(lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m xlt.score",
         description="Score an XTREME submission folder with the official evaluate.py numbers.",

@@ -357,7 +357,15 @@ class StageRunner:
         except Exception as err:
             raise CheckpointError(f"{path}: not a loadable checkpoint ({type(err).__name__}: "
                                   f"{str(err).splitlines()[0][:200]}); delete it and rerun with resume=false") from None  # fmt: skip
-        module.load_state_dict(state["state_dict"])
+        if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
+            raise CheckpointError(f"{path}: holds no state_dict (not a checkpoint of this run); delete it and rerun "
+                                  "with resume=false")  # fmt: skip
+        try:
+            module.load_state_dict(state["state_dict"])
+        except RuntimeError as err:  # other shapes or names: another model's or task's checkpoint
+            detail = " ".join(line.strip() for line in str(err).splitlines()[1:3])[:300]
+            raise CheckpointError(f"{path}: does not fit this run's model ({detail}); it was written by another "
+                                  "configuration: delete it and rerun with resume=false") from None  # fmt: skip
 
     @staticmethod
     def _preempted_line(stage: str, trainer: pl.Trainer, last: Path) -> str:

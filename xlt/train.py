@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
-from xlt.config import CONF_DIR, ConfigError, run_dir_from_hydra, sweep_dir_from_hydra
-from xlt.tasks.spec import DataError
+from xlt.config import CONF_DIR, run_dir_from_hydra, sweep_dir_from_hydra
 
 log = logging.getLogger("xlt")
 
@@ -17,34 +17,32 @@ log = logging.getLogger("xlt")
 # An absolute config path: a relative one is resolved against the calling module, which works under
 # `python -m xlt.train` but not from the `xlt-train` console script ("Primary config module 'conf' not found").
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
-def _main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     from xlt.callbacks import Diverged, Preempted
-    from xlt.console import quiet_terminal
-    from xlt.reuse import ReuseError
-    from xlt.run import run
-    from xlt.rundir import CheckpointError
+    from xlt.console import debug_requested, quiet_terminal, report_error
 
     quiet_terminal()  # the terminal gets stage lines, the progress bar and the tables; the log file all
 
     try:
+        from xlt.run import run
+
         sweep_dir = sweep_dir_from_hydra()
         summary = run(cfg, run_dir_from_hydra(), **({"sweep_dir": sweep_dir} if sweep_dir is not None else {}))
-    except (ConfigError, DataError, FileNotFoundError) as err:
-        # Bad input is the user's to fix: one line on stderr (not the log, which Hydra sends to
-        # stdout), no traceback, exit status 2.
-        print("error: " + " ".join(str(err).split("\n")), file=sys.stderr, flush=True)
-        sys.exit(2)
     except Preempted as stop:
         # Not a success: a sweep, CI job or `&&` chain must see it (Lightning's own SIGTERMException
         # would exit 0). Under submitit, USR2 requeues the job before this (docs/slurm-requeue.md).
         print(f"xlt: {stop.message}", file=sys.stderr, flush=True)
         sys.exit(stop.code)
-    except (CheckpointError, ReuseError) as err:
-        print(f"xlt: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
     except Diverged as err:
         print(f"xlt: {err}", file=sys.stderr, flush=True)
         sys.exit(3)
+    except Exception as err:
+        # Bad input (config, data, a run directory someone touched) and anything else: one line on
+        # stderr (not the log, which Hydra sends to stdout), no traceback (XLT_DEBUG=1 shows it), exit 2.
+        if debug_requested():
+            raise
+        log.debug("the error, with its traceback", exc_info=True)  # the log file keeps it
+        sys.exit(report_error(err))
     from xlt.results.objective import sweep_objective
 
     return sweep_objective(summary, cfg.target.name)  # the English dev selection metric, never a test score
@@ -67,15 +65,23 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def main() -> float | None:
-    """The console script and `python -m xlt.train`: Hydra's main, with a quick --help."""
+def main() -> None:
+    """``python -m xlt.train`` / ``xlt-train``: Hydra's main with a quick ``--help``, and Hydra's own
+    errors (an unknown option of a group, a key without its ``+``, bad override syntax) also one line
+    and exit 2."""
     if {"-h", "--help"} & set(sys.argv[1:]):
         print(usage())
-        return None
-    return _main()
+        return
+    from xlt.console import DEBUG_ENV, run_cli
+
+    if "--debug" in sys.argv[1:]:  # not a Hydra override: the tracebacks switch
+        sys.argv.remove("--debug")
+        os.environ[DEBUG_ENV] = "1"
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra raises its errors to run_cli (one line)
+    sys.exit(run_cli(hydra_main))
 
 
-main.__wrapped__ = _main.__wrapped__  # type: ignore[attr-defined]  # the job itself (tests/test_sweep.py)
+main.__wrapped__ = hydra_main.__wrapped__  # type: ignore[attr-defined]  # the job itself (tests/test_sweep.py)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ import hashlib
 import json
 import logging
 import os
-import pickle
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -32,8 +31,12 @@ FEATURIZERS: Registry[Featurizer] = Registry("featurizer")
 register_featurizer = FEATURIZERS.register
 # Bump when a featuriser's output changes, so cached features are rebuilt.
 FEATURE_VERSION = 1
-# Bump when what load_split_cached stores changes.
-EXAMPLES_VERSION = 1
+# Bump when what load_split_cached stores changes (2: JSON with a checked header, was a pickle).
+EXAMPLES_VERSION = 2
+# The first line of an examples cache entry; the payload after it is JSON (never a pickle: a cache
+# directory shared by a group must not run code written into it by anyone who can write there).
+EXAMPLES_MAGIC = "xlt-examples"
+
 
 
 @register_featurizer("classification")
@@ -79,7 +82,14 @@ def featurize(
     digest = hashlib.sha1(json.dumps(full_key, sort_keys=True, default=str).encode()).hexdigest()[:20]
     target = cache_dir / "features" / digest if cache_dir is not None else None
     if target is not None and (target / "dataset_info.json").is_file():
-        return datasets.load_from_disk(str(target))
+        problem = features_problem(target)
+        if problem is None:
+            try:
+                return datasets.load_from_disk(str(target))
+            except Exception as err:  # noqa: BLE001 - any unreadable Arrow file: rebuild it
+                problem = f"unreadable: {type(err).__name__}"
+        log.warning("feature cache entry %s is damaged (%s); rebuilding it", target, problem)
+        shutil.rmtree(target, ignore_errors=True)
 
     raw = datasets.Dataset.from_list(
         [{k: v for k, v in ex.items() if not k.startswith("_")} for ex in examples]
@@ -110,7 +120,8 @@ def featurize(
     try:
         apply_umask(tmp, directory=True)  # mkdtemp's 0700 would hide a shared cache from teammates
         features.save_to_disk(str(tmp))
-        (tmp / "xlt_key.json").write_text(json.dumps(full_key, sort_keys=True, default=str, indent=1))
+        files = {p.name: [p.stat().st_size, _sha256(p)] for p in sorted(tmp.iterdir()) if p.is_file()}
+        (tmp / KEY_FILE).write_text(json.dumps({**full_key, "files": files}, sort_keys=True, default=str, indent=1))
         try:
             os.replace(tmp, target)
         except OSError:
@@ -120,6 +131,39 @@ def featurize(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return datasets.load_from_disk(str(target))
+
+
+KEY_FILE = "xlt_key.json"  # a feature cache entry's key and the size and SHA-256 of each of its files
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def features_problem(entry: Path) -> str | None:
+    """Why a feature cache folder cannot be used (a file missing, truncated, edited), or None."""
+    try:
+        files = json.loads((entry / KEY_FILE).read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError):
+        return f"no readable {KEY_FILE}"
+    if not isinstance(files, dict) or not files:
+        return f"{KEY_FILE} lists no files"
+    for name, recorded in files.items():
+        path = entry / str(name)
+        if not (isinstance(recorded, list) and len(recorded) == 2):
+            return f"{KEY_FILE} has a bad entry for {name}"
+        size, sha = recorded
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} bytes, expected {size}"
+        if _sha256(path) != sha:
+            return f"{name}'s SHA-256 does not match {KEY_FILE}"
+    return None
 
 
 def _code_fingerprint() -> str:
@@ -154,23 +198,69 @@ def load_split_cached(
     key = {"task": spec.name, "split": split, "lang": lang, "files": stats, "limit": limit,
            "readers": _code_fingerprint(), "version": EXAMPLES_VERSION}  # fmt: skip
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    target = cache_dir / "examples" / f"{digest}.pkl"
+    target = cache_dir / "examples" / f"{digest}.json"
     if target.is_file():
-        with target.open("rb") as f:
-            cached = pickle.load(f)
-        if isinstance(cached, Loaded):
+        cached, problem = read_examples_entry(target)
+        if cached is not None:
             return cached
+        log.warning("feature cache entry %s is damaged (%s); rebuilding it", target, problem)
     loaded = load_split(spec, split, lang, source, data_dir, limit=limit)
+    payload = _examples_payload(loaded)
+    if payload is None:  # a value JSON cannot hold exactly (a tuple, bytes): read the files each time
+        return loaded
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{digest}.")
     try:
         with os.fdopen(fd, "wb") as f:
-            pickle.dump(loaded, f, protocol=pickle.HIGHEST_PROTOCOL)
+            f.write(payload)
+        apply_umask(Path(tmp))
         os.replace(tmp, target)  # atomic: DDP ranks may write the same file at once
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return loaded
+
+
+def _examples_payload(loaded: Loaded) -> bytes | None:
+    """The bytes of an examples cache entry: a JSON header line (format, size and SHA-256 of the
+    body) and the JSON body; None when the examples do not survive a JSON round trip unchanged."""
+    data = {"examples": loaded.examples, "origin": loaded.origin, "dropped": loaded.dropped,
+            "fingerprint": loaded.fingerprint}  # fmt: skip
+    try:
+        body = json.dumps(data, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError):
+        return None
+    if json.loads(body) != data:
+        return None
+    header = {"format": EXAMPLES_MAGIC, "version": EXAMPLES_VERSION, "bytes": len(body),
+              "sha256": hashlib.sha256(body).hexdigest()}  # fmt: skip
+    return json.dumps(header).encode("utf-8") + b"\n" + body
+
+
+def read_examples_entry(path: Path) -> tuple[Loaded | None, str]:
+    """An examples cache entry read back as data only (JSON), or None and why it cannot be used:
+    not our format, a body of another size (truncated, appended to) or another hash (edited)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        return None, f"unreadable: {err.strerror or err}"
+    head, sep, body = raw.partition(b"\n")
+    try:
+        header = json.loads(head.decode("utf-8")) if sep else None
+    except (UnicodeDecodeError, ValueError):
+        header = None
+    if not isinstance(header, dict) or header.get("format") != EXAMPLES_MAGIC:
+        return None, "not an xlt examples file"
+    if header.get("bytes") != len(body):
+        return None, f"{len(body)} bytes, expected {header.get('bytes')}"
+    if header.get("sha256") != hashlib.sha256(body).hexdigest():
+        return None, "its SHA-256 does not match its header"
+    try:
+        data = json.loads(body.decode("utf-8"))
+        loaded = Loaded(list(data["examples"]), str(data["origin"]), int(data["dropped"]), str(data["fingerprint"]))
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        return None, f"unreadable body ({type(err).__name__})"
+    return loaded, ""
 
 
 def _depth(value: Any) -> int:

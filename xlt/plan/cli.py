@@ -150,6 +150,12 @@ def table(jobs: list[JobPlan], gpu: str, mfu: float) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from xlt.console import run_cli
+
+    return run_cli(lambda: _main(argv), prefix="xlt.plan: ")  # any error: one line on stderr, exit 2
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m xlt.plan",
         description="Estimate parameters, memory per GPU, tokens, FLOPs and GPU-hours of a run or a sweep "
@@ -174,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hydra.errors import HydraException
 
     from xlt.config import validate
+    from xlt.console import report_error
 
     try:
         jobs = sweep_jobs(overrides) if args.multirun else [list(overrides)]
@@ -198,8 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not job.fits:
                 refused.append(job)
     except (ConfigError, HydraException) as err:
-        print(f"xlt.plan: {str(err).splitlines()[0]}", file=sys.stderr)
-        return 2
+        return report_error(err, "xlt.plan: ")
     if not args.multirun and refused:
         print(refused[0].refusal(), file=sys.stderr)
         return 2

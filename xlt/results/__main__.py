@@ -15,6 +15,12 @@ from pathlib import Path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from xlt.console import run_cli
+
+    return run_cli(lambda: _main(argv))  # any error: one line on stderr, exit 2
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m xlt.results",
         description=__doc__.split("\n\n")[0],
@@ -45,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="flag a difference from a published number beyond this many points (default 1.0)")  # fmt: skip
     args = parser.parse_args(argv)
     # pandas and the analysis modules are imported after the arguments: `--help` answers in well under 2 s
+    from xlt.console import check_out_dir
     from xlt.results.choice import (
         best_intermediate_on_dev,
         format_best_on_dev,
@@ -60,8 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing:
         print(f"error: {', '.join(map(str, missing))}: no such directory", file=sys.stderr)
         return 2
-    sweep = load_sweep(args.dirs, include_debug=args.include_debug)
     out = args.out or args.dirs[0] / "analysis"
+    check_out_dir(out, "--out")
+    sweep = load_sweep(args.dirs, include_debug=args.include_debug)
     print(f"{len(sweep.run_dirs)} job directories, {sweep.rows['run_dir'].nunique()} with results")
     for problem in sweep.problems:
         print(f"problem: {problem}", file=sys.stderr)

@@ -128,6 +128,9 @@ def read_esnli_lines(path: Path, lang: str) -> Iterator[Example]:
         if not sibling.is_file():
             raise DataError(f"{sibling}: missing (line-aligned with {path})")
     s1, s2, labels = text_lines(path), text_lines(s2_path), text_lines(label_path)
+    for lines, file in ((s1, path), (s2, s2_path), (labels, label_path)):
+        if not lines and (len(s1) or len(s2) or len(labels)):  # the empty one, not s1, is the problem
+            raise DataError(f"{file}: empty file (line-aligned with {path}, which has {len(s1)} lines)")
     if not len(s1) == len(s2) == len(labels):
         raise DataError(
             f"{path}: {len(s1)} premises, {len(s2)} hypotheses, {len(labels)} labels (expected equal counts)"

@@ -119,8 +119,23 @@ def _load_json(path: Path) -> list[Mapping[str, Any]]:
     return data["data"]
 
 
+def _id_line(path: Path, qid: str) -> str:
+    """``path:N`` of the second question with id ``qid`` (the line of its ``"id"`` key), else ``path``."""
+    import re
+
+    pattern = re.compile(r'"id"\s*:\s*' + re.escape(json.dumps(qid)))
+    text = read_text(path)
+    matches = list(pattern.finditer(text))
+    if len(matches) < 2:
+        return str(path)
+    return f"{path}:{text.count(chr(10), 0, matches[1].start()) + 1}"
+
+
 def _squad_records(path: Path) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
-    """(where, context, qa) for every question of a SQuAD-format file, in file order."""
+    """(where, context, qa) for every question of a SQuAD-format file, in file order. Ids must be
+    unique: predictions and the official scripts key answers by id (a repeated id would be scored
+    by the run and lost from the predictions file)."""
+    seen: dict[str, str] = {}
     for a, article in enumerate(_load_json(path)):
         paragraphs = article.get("paragraphs") if isinstance(article, Mapping) else None
         if not isinstance(paragraphs, list):
@@ -136,6 +151,11 @@ def _squad_records(path: Path) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
                     raise DataError(f"{where}: a question is not an object ({qa!r})")
                 if "answers" not in qa:
                     raise DataError(f"{where} id={qa.get('id')}: missing field 'answers'")
+                qid = str(qa.get("id", ""))
+                if qid and qid in seen:
+                    raise DataError(f"{_id_line(path, qid)}: {where.split(': ', 1)[1]}: question id {qid!r} repeats "
+                                    f"the id of {seen[qid]} (ids must be unique)")  # fmt: skip
+                seen[qid] = where.split(": ", 1)[1]
                 yield where, str(paragraph["context"]), qa
 
 

@@ -108,6 +108,7 @@ def read_bucc_corpus(path: Path, lang: str) -> Iterator[Example]:
     gold: list[tuple[str, str]] | None = None
     if gold_path.is_file():
         gold = []
+        seen: dict[tuple[str, str], int] = {}
         for lineno, raw in enumerate(text_lines(gold_path), 1):
             if not raw.strip():
                 continue
@@ -118,7 +119,11 @@ def read_bucc_corpus(path: Path, lang: str) -> Iterator[Example]:
             for sid, lines, side in ((parts[0], src_lines, path), (parts[1], trg_lines, en_path)):
                 if sid not in lines:
                     raise DataError(f"{where}: id {sid!r} is not in {side}")
-            gold.append((parts[0], parts[1]))
+            pair = (parts[0], parts[1])
+            if pair in seen:  # counted twice, it would raise recall and lower precision
+                raise DataError(f"{where}: the pair {parts[0]}<TAB>{parts[1]} repeats line {seen[pair]}")
+            seen[pair] = lineno
+            gold.append(pair)
     yield {"src_ids": src_ids, "src_texts": src_texts, "trg_ids": trg_ids, "trg_texts": trg_texts,
            "gold": gold}  # fmt: skip
 

@@ -111,11 +111,15 @@ def _conllu_sentences(path: Path) -> Iterator[list[Row]]:
     with open_text(path) as fh:
         for lineno, line in enumerate(fh, 1):
             line = line.rstrip("\r\n")
-            if not line:
+            if not line.strip():
                 if rows:
                     yield rows
                 rows = []
-            elif not line.startswith("#"):
+            elif line.startswith("#"):
+                if rows:  # comments start a sentence: a token line before one means a lost blank line
+                    raise DataError(f"{path}:{lineno}: a comment line inside a sentence (expected a blank line "
+                                    "between the sentence above and this one)")  # fmt: skip
+            else:
                 parts = line.split("\t")
                 if len(parts) != 10:
                     raise DataError(
@@ -163,6 +167,7 @@ def _fuse(rows: list[Row], precedence: Sequence[str], path: Path) -> tuple[list[
     upos: dict[int, str] = {}
     parents: dict[int, set[int]] = defaultdict(set)
     spans: list[tuple[int, int, str, int]] = []
+    line_of: dict[int, int] = {}
     for lineno, cols in rows:
         tid = cols[0]
         try:
@@ -177,6 +182,12 @@ def _fuse(rows: list[Row], precedence: Sequence[str], path: Path) -> tuple[list[
                 parents[i].add(int(cols[6]))
         except ValueError:
             raise DataError(f"{path}:{lineno}: bad token id or head ({tid!r}, {cols[6]!r})") from None
+        if i in line_of:  # a word would be dropped (forms keyed by id), or two sentences run together
+            hint = " (a missing blank line between two sentences?)" if i == 1 else ""
+            raise DataError(f"{path}:{lineno}: token id {i} repeats line {line_of[i]}{hint}")
+        if i != len(line_of) + 1:
+            raise DataError(f"{path}:{lineno}: token id {i} where {len(line_of) + 1} was expected (ids count 1, 2, ...)")
+        line_of[i] = lineno
         forms[i], upos[i] = cols[1], cols[3]
         if cols[8] != "_":
             for arc in cols[8].split("|"):
@@ -185,7 +196,13 @@ def _fuse(rows: list[Row], precedence: Sequence[str], path: Path) -> tuple[list[
                     parents[i].add(int(arc_head))
     replaced: dict[int, str] = {}
     removed: set[int] = set()
+    for head_line, cols in rows:
+        head = cols[6]
+        if head.isdigit() and int(head) > len(line_of):
+            raise DataError(f"{path}:{head_line}: head {head} is not a token of the sentence ({len(line_of)} tokens)")
     for first, last, form, lineno in spans:
+        if last <= first:
+            raise DataError(f"{path}:{lineno}: multi-word token {first}-{last}: expected first < last")
         span = list(range(first, last + 1))
         if any(x not in forms for x in span):
             raise DataError(f"{path}:{lineno}: multi-word token {first}-{last} covers missing token ids")
