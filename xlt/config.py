@@ -133,7 +133,7 @@ def validate(cfg: DictConfig) -> DictConfig:
         )
     try:
         merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg)
-        remember_env_keys(merged)  # written copies keep ${oc.env:...} unresolved (xlt/public_config.py)
+        remember_env_keys(merged)  # type: ignore[arg-type]  # written copies keep ${oc.env:...} unresolved (xlt/public_config.py)
         OmegaConf.resolve(merged)
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or ""

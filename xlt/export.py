@@ -222,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     from xlt.console import run_cli
 
     out = args.out or args.run_dir / "export"
-    code = run_cli(lambda: export(args.run_dir, out) and None, prefix="xlt.export: ")  # any error: one line, 2
+    code = run_cli(lambda: export(args.run_dir, out) and None,  # type: ignore[arg-type,return-value]
+                   prefix="xlt.export: ")  # any error: one line, 2
     if code:
         return code
     print(f"exported {args.run_dir} -> {out}")

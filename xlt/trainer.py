@@ -104,7 +104,7 @@ def release(trainer: pl.Trainer | None) -> None:
     strategy._optimizers = []
     strategy._lightning_optimizers = []
     strategy.lr_scheduler_configs = []
-    trainer.datamodule = None
+    trainer.datamodule = None  # type: ignore[attr-defined]
 
 
 def end_of_stage_collect() -> None:

@@ -197,9 +197,9 @@ def _fuse(rows: list[Row], precedence: Sequence[str], path: Path) -> tuple[list[
     replaced: dict[int, str] = {}
     removed: set[int] = set()
     for head_line, cols in rows:
-        head = cols[6]
-        if head.isdigit() and int(head) > len(line_of):
-            raise DataError(f"{path}:{head_line}: head {head} is not a token of the sentence ({len(line_of)} tokens)")
+        head_id = cols[6]
+        if head_id.isdigit() and int(head_id) > len(line_of):
+            raise DataError(f"{path}:{head_line}: head {head_id} is not a token of the sentence ({len(line_of)} tokens)")
     for first, last, form, lineno in spans:
         if last <= first:
             raise DataError(f"{path}:{lineno}: multi-word token {first}-{last}: expected first < last")
