@@ -115,17 +115,15 @@ def commits_label(reads: Mapping[str, Mapping[str, Any]] | None = None) -> str:
 
 
 def realign_answer(context: str, text: str, start: int) -> int | None:
-    """Where ``text`` is in ``context``: ``start`` when it is there, else the occurrence nearest to
-    ``start`` (the XTREME/TyDiQA builders strip the context and the answer text but keep the original
-    ``answer_start``, which then points a few characters after the answer); None when the text
-    occurs nowhere in the context."""
+    """Where ``text`` is in ``context``: ``start`` when it is there, else the nearest occurrence at
+    or before ``start``, else the nearest after it (the XTREME/TyDiQA builders strip the context and
+    the answer text but keep the original ``answer_start``: stripping only moves text towards the
+    front, so the answer is at or before its old offset); None when the text occurs nowhere in the
+    context."""
     if start >= 0 and context[start : start + len(text)] == text:
         return start
-    best: int | None = None
-    position = context.find(text)
-    while position != -1:
-        # Nearest to start; on a tie the earlier one (stripping moves answers towards the front).
-        if best is None or abs(position - start) < abs(best - start):
-            best = position
-        position = context.find(text, position + 1)
-    return best
+    before = context.rfind(text, 0, max(start, 0) + len(text))
+    if before != -1:
+        return before
+    after = context.find(text, max(start, 0))
+    return after if after != -1 else None
