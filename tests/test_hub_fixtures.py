@@ -148,7 +148,7 @@ def test_cosmosqa_reads_the_parquet_export_and_a_script_error_names_the_fix(monk
     finally:
         hubio.configure()
     assert "\n" not in str(err.value)
-    assert str(err.value).endswith("data.hub_revisions={allenai/cosmos_qa: refs/convert/parquet})")
+    assert str(err.value).endswith("'data.hub_revisions={allenai/cosmos_qa: refs/convert/parquet}')")
 
 
 def test_udpos_hub_differs_from_xtreme_only_on_multi_word_tokens(on_mirror: hub_fixtures.Mirror) -> None:
@@ -183,7 +183,7 @@ def test_all9_with_a_member_that_cannot_load_stops_in_one_line(compose_cfg, data
         check_local_files(cfg)  # before the run writes anything: SNLI has no training file here
     message = str(err.value)
     assert message.startswith("intermediate all9: member snli cannot load (") and "\n" not in message
-    assert message.endswith("name it: intermediate.skip_members=[snli]")
+    assert message.endswith("name it: 'intermediate.skip_members=[snli]'")
 
 
 def _cosmos_offline(monkeypatch) -> None:
