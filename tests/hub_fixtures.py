@@ -40,6 +40,11 @@ def fake_commit(repo: str) -> str:
     return hashlib.sha1(f"mirror:{repo}".encode()).hexdigest()
 
 
+def recorded_commit(repo: str) -> str:
+    """What a read of the mirror records for ``repo``: marked as a mirror's, never a hub commit."""
+    return "mirror:" + fake_commit(repo)
+
+
 @dataclass
 class Case:
     """One (task, split, language) served by both sources; ``limit``: compare the first rows."""

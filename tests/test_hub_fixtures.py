@@ -76,9 +76,9 @@ def test_every_task_from_hub_fixtures_equals_the_local_files(on_mirror: hub_fixt
     assert covered | {"udpos", "bucc2018", "ccg"} == set(all_tasks())
     reads = hubio.hub_reads()
     assert {info["commit"] for info in reads.values()} <= {
-        hub_fixtures.fake_commit(r) for r in {i["repo"] for i in reads.values()}
+        hub_fixtures.recorded_commit(r) for r in {i["repo"] for i in reads.values()}
     } | {  # fmt: skip
-        hub_fixtures.fake_commit(f"allenai/cosmos_qa@{hub_fixtures.PARQUET_EXPORT}")
+        hub_fixtures.recorded_commit(f"allenai/cosmos_qa@{hub_fixtures.PARQUET_EXPORT}")
     }
 
 
@@ -124,7 +124,7 @@ def test_tydiqa_other_languages_are_filtered_not_dropped(on_mirror, caplog) -> N
     loaded = load_split(get_task("tydiqa"), "train", "en", "hub", None)  # the fixture's train is Finnish
     assert loaded.examples == [] and loaded.dropped == 0
     (read,) = [i for o, i in hubio.hub_reads().items() if "tydiqa" in o and "[train]" in o]
-    assert read["other_language"] == 2 and read["commit"] == hub_fixtures.fake_commit(read["repo"])
+    assert read["other_language"] == 2 and read["commit"] == hub_fixtures.recorded_commit(read["repo"])
     assert "2 rows of other languages filtered out" in caplog.text and "not dropped" in caplog.text
 
 
@@ -235,7 +235,7 @@ def test_tiny_run_on_the_hub_fixtures_records_commits_and_what_was_left_out(
     for repo, config, split in (("tau/commonsense_qa", None, "train"), ("facebook/xnli", "de", "test"),
                                 ("stanfordnlp/snli", None, "validation")):  # fmt: skip
         (read,) = [r for r in reads.values() if (r["repo"], r["config"], r["split"]) == (repo, config, split)]
-        assert read["commit"] == hub_fixtures.fake_commit(repo)
+        assert read["commit"] == hub_fixtures.recorded_commit(repo)
     records = read_results(tmp_path / "run" / "results.jsonl")
     assert records and all(r["data_source"] == "hub" for r in records)
     # Labelled by what it trained (xlt/audit.py mixture_label): every member left out is named.
@@ -244,7 +244,7 @@ def test_tiny_run_on_the_hub_fixtures_records_commits_and_what_was_left_out(
     }
     assert {r["intermediate_members"] for r in records} == {"csqa"}
     assert all(
-        f"facebook/xnli/de@{hub_fixtures.fake_commit('facebook/xnli')}" in r["data_commits"] for r in records
+        f"facebook/xnli/de@{hub_fixtures.recorded_commit('facebook/xnli')}" in r["data_commits"] for r in records
     )
     assert {r["language"] for r in records if r["split"] == "test"} >= {"en", "de", "sw", "gap"}
 
@@ -322,7 +322,7 @@ def test_tiny_targets_end_to_end_on_the_hub_fixtures(compose_cfg, on_mirror, tmp
     assert {"en", "gap"} <= langs and all(r["data_source"] == "hub" and r["data_commits"] for r in records)
 
 
-def test_data_hub_revisions_pins_what_load_dataset_reads(compose_cfg, monkeypatch) -> None:
+def test_data_hub_revisions_pins_what_load_dataset_reads(compose_cfg, monkeypatch, tmp_path: Path) -> None:
     from xlt.config import validate
 
     sha = "0123456789abcdef0123456789abcdef01234567"
@@ -331,7 +331,12 @@ def test_data_hub_revisions_pins_what_load_dataset_reads(compose_cfg, monkeypatc
 
     def fake_load(path, name=None, split=None, revision=None):
         calls.append((path, name, split, revision))
-        return datasets.Dataset.from_dict({"premise": ["p "], "hypothesis": [" h"], "label": [0]})
+        ds = datasets.Dataset.from_dict({"premise": ["p "], "hypothesis": [" h"], "label": [0]})
+        if revision is None:
+            return ds
+        cache = tmp_path / f"{path.replace('/', '___')}/{name}/0.0.0/{revision}"  # as datasets caches it
+        cache.mkdir(parents=True, exist_ok=True)
+        return ds.map(lambda row: row, cache_file_name=str(cache / f"{split}.arrow"))
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
     hubio.configure(None, cfg.data.hub_revisions)

@@ -58,3 +58,76 @@ def test_error_hints_are_quoted_for_the_shell() -> None:
 
     line = member_missing("all9", "ccg", RuntimeError("no file"))
     assert line.endswith("'intermediate.skip_members=[ccg]'")
+
+
+def test_the_mirror_variable_is_read_by_the_config_only(monkeypatch, tmp_path, compose_cfg) -> None:
+    """``data.hub_mirror=null`` wins over an exported $XLT_HUB_MIRROR (the config interpolates it,
+    hub.py does not read it again), so relaunch pinning stays on; a mirror read is marked."""
+    monkeypatch.setenv(hubio.HUB_MIRROR_ENV, str(tmp_path))
+    cfg = compose_cfg("+target=xnli", "data.hub_mirror=null")
+    assert cfg.data.hub_mirror is None
+    hubio.configure(cfg.data.hub_mirror)
+    assert hubio.mirror_dir("google/xtreme", None) is None
+    reads = {"a": {"repo": "google/xtreme", "commit": "1" * 40, "mirror": ""}}
+    assert hubio.pins(reads, cfg.data.hub_mirror) == {"google/xtreme": "1" * 40}
+    (tmp_path / "COMMIT").write_text("2" * 40 + "\n")
+    assert hubio.resolved_commit(None, tmp_path) == "mirror:" + "2" * 40
+    assert hubio.pins({"a": {"repo": "google/xtreme", "commit": "mirror:" + "2" * 40, "mirror": ""}}) == {}
+
+
+def _hub_cache(root, repo: str, config: str, split: str, commit: str, rows: dict) -> None:
+    """A ``datasets`` 5.2.0 hub cache entry as the library lays it out and reads it back offline:
+    ``<cache>/<owner>___<name>/<config>/0.0.0/<commit>/`` holding ``dataset_info.json`` and
+    ``<name>-<split>.arrow`` (datasets/builder.py ``_relative_data_dir``, naming.py, and the Cache
+    builder that ``CachedDatasetModuleFactory`` falls back to)."""
+    from datasets.naming import filenames_for_dataset_split
+
+    owner, name = repo.split("/")
+    directory = root / f"{owner}___{name}" / config / "0.0.0" / commit
+    directory.mkdir(parents=True)
+    (arrow,) = filenames_for_dataset_split(str(directory), name, split, filetype_suffix="arrow")
+    ds = datasets.Dataset.from_dict(rows).map(lambda row: row, cache_file_name=arrow)
+    info = datasets.DatasetInfo(features=ds.features, config_name=config, dataset_name=name, version="0.0.0")
+    info.splits = datasets.SplitDict(
+        {split: datasets.SplitInfo(split, num_examples=len(ds), dataset_name=name)}
+    )
+    info.write_to_directory(str(directory))
+
+
+def test_a_commit_pin_that_datasets_drops_offline_is_refused(tmp_path, monkeypatch) -> None:
+    """The production call (repo, config, split, revision) offline: datasets 5.2.0 falls back to the
+    newest cached copy and drops the revision. The commit read comes from the real cache layout
+    (``resolved_commit``); a pin it does not match stops the read in one line."""
+    import datasets.config
+
+    cached, other = "b" * 40, "a" * 40
+    _hub_cache(tmp_path, "facebook/xnli", "de", "test", cached,
+               {"premise": [" p"], "hypothesis": ["h "], "label": [2]})  # fmt: skip
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    hubio.configure(revisions={"facebook/xnli": cached})
+    loaded = load_split(get_task("xnli"), "test", "de", "hub", None)
+    assert loaded.examples == [{"text_a": "p", "text_b": "h", "label": 2}]
+    (read,) = hubio.hub_reads().values()
+    assert read["commit"] == cached and read["revision"] == cached
+    hubio.configure(revisions={"facebook/xnli": other})
+    with pytest.raises(DataError) as err:
+        load_split(get_task("xnli"), "test", "de", "hub", None)
+    assert "\n" not in str(err.value)
+    assert f"hub:facebook/xnli@{other}/de[test]: pinned to commit {other} but read {cached}" in str(err.value)
+
+
+def test_a_commit_pin_on_a_mirror_holding_another_commit_is_refused(tmp_path) -> None:
+    from tests import hub_fixtures
+
+    xnli = datasets.Features({"premise": datasets.Value("string"), "hypothesis": datasets.Value("string"),
+                              "label": hub_fixtures.NLI})  # fmt: skip
+    m = hub_fixtures.Mirror(tmp_path, tmp_path / "local", tmp_path)
+    m.add("facebook/xnli", "de", "test", [{"premise": "p", "hypothesis": "h", "label": 0}], xnli)
+    m.write()
+    held = hub_fixtures.fake_commit("facebook/xnli")
+    hubio.configure(mirror=tmp_path, revisions={"facebook/xnli": held})
+    assert len(load_split(get_task("xnli"), "test", "de", "hub", None).examples) == 1
+    hubio.configure(mirror=tmp_path, revisions={"facebook/xnli": "c" * 40})
+    with pytest.raises(DataError, match=f"pinned to commit {'c' * 40} but read {held}"):
+        load_split(get_task("xnli"), "test", "de", "hub", None)

@@ -241,6 +241,9 @@ def _load_hub(spec: TaskSpec, split: str, lang: str) -> Loaded:
         _check_labels(spec, ex, Path(f"{origin} row {i}"))
         examples.append(ex)
     commit = hubio.resolved_commit(ds, mirror)
+    problem = hubio.pin_problem(revision, commit)
+    if problem:
+        raise DataError(f"{origin}: {problem}")
     hubio.record_read(origin, repo=hub.path, config=name, split=hub.split, revision=revision or "",
                       commit=commit, rows=len(examples), realigned=realigned, other_language=other_language,
                       dropped=dropped, mirror=str(mirror) if mirror else "")  # fmt: skip
