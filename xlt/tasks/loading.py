@@ -196,7 +196,7 @@ def _load_hub(spec: TaskSpec, split: str, lang: str) -> Loaded:
     try:
         mirror = hubio.mirror_dir(hub.path, revision)
         if mirror is not None:  # a local copy laid out as the repo (tests): read by the same builder
-            ds = datasets.load_dataset(str(mirror), name, split=hub.split)
+            ds = datasets.load_dataset(str(mirror), name, split=hub.split, revision=revision)  # local: ignored
         else:
             ds = datasets.load_dataset(hub.path, name, split=hub.split, revision=revision)
     except Exception as err:  # the hub raises many types; the user needs one line saying which dataset
