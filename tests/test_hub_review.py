@@ -131,3 +131,14 @@ def test_a_commit_pin_on_a_mirror_holding_another_commit_is_refused(tmp_path) ->
     hubio.configure(mirror=tmp_path, revisions={"facebook/xnli": "c" * 40})
     with pytest.raises(DataError, match=f"pinned to commit {'c' * 40} but read {held}"):
         load_split(get_task("xnli"), "test", "de", "hub", None)
+
+
+def test_a_misspelt_hub_revisions_repo_is_refused(compose_cfg) -> None:
+    from xlt.config import ConfigError, validate
+
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg("+target=xnli", "data.hub_revisions={google/xtrme: main}"))
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("data.hub_revisions: 'google/xtrme' is not a hub repo")
+    assert "google/xtreme" in message and "allenai/cosmos_qa" in message
+    validate(compose_cfg("+target=xnli", "data.hub_revisions={google/xtreme: main}"))

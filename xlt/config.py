@@ -102,6 +102,17 @@ DERIVED_TRAINER_ARGS = ("precision", "strategy", "devices", "num_nodes", "accumu
                         "gradient_clip_val", "logger", "callbacks", "default_root_dir")  # fmt: skip
 
 
+def _check_hub_revisions(revisions: Any) -> None:
+    """``data.hub_revisions`` keys must be repos some task reads (a typo would pin nothing, silently)."""
+    from xlt.tasks.registry import all_tasks
+
+    repos = sorted({hub.path for spec in all_tasks().values() for hub in spec.hub.values()})
+    unknown = [str(repo) for repo in (revisions or {}) if str(repo) not in repos]
+    if unknown:
+        raise ConfigError(f"data.hub_revisions: {', '.join(map(repr, unknown))} is not a hub repo any task reads "
+                          f"(valid: {', '.join(repos)})")  # fmt: skip
+
+
 def validate(cfg: DictConfig) -> DictConfig:
     """Check a composed config against the schema and the registries; return it typed and read-only."""
     from xlt.tasks.registry import UnknownTaskError, get_task
@@ -147,6 +158,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     except UnknownTaskError as err:
         raise ConfigError(str(err)) from None
     _fill_from_specs(merged)  # train_task, max_seq_length left null: the task spec's values
+    _check_hub_revisions(merged.data.hub_revisions)
     if target.hub_unusable and merged.data.source == "hub":
         raise ConfigError(f"data.source=hub: {target.name}: {target.hub_unusable}")
     if target.trainable and not merged.target.train_task:
