@@ -142,3 +142,27 @@ def test_a_misspelt_hub_revisions_repo_is_refused(compose_cfg) -> None:
     assert "\n" not in message and message.startswith("data.hub_revisions: 'google/xtrme' is not a hub repo")
     assert "google/xtreme" in message and "allenai/cosmos_qa" in message
     validate(compose_cfg("+target=xnli", "data.hub_revisions={google/xtreme: main}"))
+
+
+def test_a_run_stored_before_new_keys_existed_can_be_relaunched(compose_cfg, tmp_path) -> None:
+    """A config.yaml written before this round lacks data.hub_mirror, data.hub_revisions,
+    intermediate.skip_members and model.revision: absent keys stand for their defaults (the schema's,
+    or the config group file's: the model's pinned revision), so the relaunch is accepted; a key
+    absent before and set to something else now still differs."""
+    from omegaconf import OmegaConf
+
+    from xlt.config import ConfigError, to_container, validate
+    from xlt.rundir import check_same_config, config_differences
+
+    args = ("model=xlmr_large", "+intermediate=all9", "+target=xnli")
+    cfg = validate(compose_cfg(*args))
+    stored = to_container(cfg)
+    for section, key in (("data", "hub_mirror"), ("data", "hub_revisions"), ("intermediate", "skip_members"),
+                         ("model", "revision")):  # fmt: skip
+        del stored[section][key]
+    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(stored))
+    check_same_config(cfg, tmp_path / "config.yaml")
+    changed = validate(compose_cfg(*args, "intermediate.skip_members=[ccg]", "model.revision=main"))
+    assert config_differences(changed, stored) == ["intermediate.skip_members", "model.revision"]
+    with pytest.raises(ConfigError, match="belongs to another configuration"):
+        check_same_config(changed, tmp_path / "config.yaml")
