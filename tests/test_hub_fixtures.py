@@ -90,12 +90,28 @@ def test_xquad_realigned_counts_and_scores_as_the_official_files(on_mirror: hub_
         assert read["realigned"] == count, lang
         local = load_split(spec, "test", lang, "local", on_mirror.local)
         for ours, theirs in zip(local.examples, hub.examples, strict=True):
-            # The span at each realigned offset is the official answer, so every gold answer scores EM 1
-            # against the official span (SQuAD v1.1 rules, as XTREME scores XQuAD).
-            for a, b in zip(ours["answers"], theirs["answers"], strict=True):
+            # Each realigned offset is the official one shifted by the whitespace the builder stripped
+            # (from the context's front and the answer's), and the span there scores EM 1 against the
+            # official span (SQuAD v1.1 rules, as XTREME scores XQuAD).
+            leading = len(ours["context"]) - len(ours["context"].lstrip())
+            expected = _as_hub_serves(ours, leading)["answers"]
+            for a, b, want in zip(ours["answers"], theirs["answers"], expected, strict=True):
+                assert b["answer_start"] == want["answer_start"], (lang, ours["id"])
                 official = ours["context"][a["answer_start"] : a["answer_start"] + len(a["text"])]
                 served = theirs["context"][b["answer_start"] : b["answer_start"] + len(b["text"])]
-                assert served == b["text"] and exact_match_score(served, official), (lang, ours["id"])
+                assert exact_match_score(served, official), (lang, ours["id"])
+
+
+def test_mlqa_and_tydiqa_realigned_counts_as_documented(on_mirror: hub_fixtures.Mirror) -> None:
+    """docs/hub-data.md: MLQA de-de dev 0 of 512 realigned; the TyDiQA-GoldP fixture's Finnish
+    training questions: 1 realigned (its context starts with three spaces)."""
+    load_split(get_task("mlqa"), "dev", "de", "hub", None)
+    load_split(get_task("tydiqa"), "train", "fi", "hub", None)
+    reads = hubio.hub_reads()
+    (mlqa,) = [i for o, i in reads.items() if "MLQA.de.de" in o]
+    (tydiqa,) = [i for o, i in reads.items() if "tydiqa" in o]
+    assert (mlqa["rows"], mlqa["realigned"]) == (512, 0)
+    assert (tydiqa["rows"], tydiqa["realigned"]) == (2, 1)
 
 
 def test_an_answer_missing_from_its_context_is_refused_in_one_line(tmp_path: Path) -> None:

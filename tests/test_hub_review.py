@@ -166,3 +166,28 @@ def test_a_run_stored_before_new_keys_existed_can_be_relaunched(compose_cfg, tmp
     assert config_differences(changed, stored) == ["intermediate.skip_members", "model.revision"]
     with pytest.raises(ConfigError, match="belongs to another configuration"):
         check_same_config(changed, tmp_path / "config.yaml")
+
+
+def test_snli_rows_without_consensus_are_dropped_from_hub_shaped_rows(tmp_path) -> None:
+    """stanfordnlp/snli as the hub serves it: untokenized snli_1.0 text, label -1 where the
+    annotators had no consensus; -1 rows are dropped and counted, the others kept as served."""
+    from tests import hub_fixtures
+
+    snli = datasets.Features({"premise": datasets.Value("string"), "hypothesis": datasets.Value("string"),
+                              "label": hub_fixtures.NLI})  # fmt: skip
+    m = hub_fixtures.Mirror(tmp_path, tmp_path / "local", tmp_path)
+    m.add("stanfordnlp/snli", None, "test", [
+        {"premise": "A man, in a hat, sings.", "hypothesis": "A man sings.", "label": 0},
+        {"premise": "Two dogs run.", "hypothesis": "Animals sleep.", "label": -1},
+        {"premise": "A girl reads. ", "hypothesis": "A girl is outside.", "label": 1},
+    ], snli)  # fmt: skip
+    m.write()
+    hubio.configure(mirror=tmp_path)
+    loaded = load_split(get_task("snli"), "test", "en", "hub", None)
+    assert loaded.dropped == 1
+    assert loaded.examples == [
+        {"text_a": "A man, in a hat, sings.", "text_b": "A man sings.", "label": 0},
+        {"text_a": "A girl reads.", "text_b": "A girl is outside.", "label": 1},
+    ]
+    (read,) = hubio.hub_reads().values()
+    assert read["dropped"] == 1 and read["rows"] == 2
