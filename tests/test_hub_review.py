@@ -191,3 +191,22 @@ def test_snli_rows_without_consensus_are_dropped_from_hub_shaped_rows(tmp_path) 
     ]
     (read,) = hubio.hub_reads().values()
     assert read["dropped"] == 1 and read["rows"] == 2
+
+
+def test_the_audit_entry_point_reads_the_configured_mirror(tmp_path, monkeypatch, capsys) -> None:
+    """``python -m xlt.audit ... data.source=hub data.hub_mirror=DIR`` reads DIR (load_split outside
+    the Runner is configured by its entry point), never the hub repos themselves."""
+    from xlt import audit
+    from xlt.tasks.registry import all_tasks
+
+    for repo in {hub.path for spec in all_tasks().values() for hub in spec.hub.values()}:
+        (tmp_path / repo).mkdir(parents=True, exist_ok=True)
+    calls = []
+
+    def fake_load(path, name=None, split=None, revision=None):
+        calls.append(path)
+        raise FileNotFoundError("no rows here")
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    audit.main(["+intermediate=mnli", "+target=xnli", "data.source=hub", f"data.hub_mirror={tmp_path}"])
+    assert calls and all(path.startswith(str(tmp_path)) for path in calls), calls[:3]

@@ -402,12 +402,14 @@ def main(argv: Iterable[str] | None = None) -> int:
     from hydra.errors import HydraException
 
     from xlt.config import ConfigError
+    from xlt.tasks import hub
     from xlt.tasks.loading import resolve_source
 
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         cfg = compose(args)
         source, data_dir = resolve_source(cfg.data.source, cfg.data.dir)
+        hub.configure_from(cfg.data)  # data.hub_mirror, data.hub_revisions: as a run reads
         report = audit(cfg, source, data_dir)
     except (ConfigError, DataError, FileNotFoundError, HydraException) as err:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]

@@ -81,7 +81,7 @@ class Runner(IntermediatePhase):
         # A relaunch reads the dataset commits this run read first (the model's: pinned_model below).
         mirror = cfg.data.get("hub_mirror")
         pinned = hub.pins(self.state.data.get("hub_reads", {}), mirror)
-        hub.configure(mirror, {**pinned, **(cfg.data.get("hub_revisions") or {})})
+        hub.configure_from(cfg.data, pinned)
         self.cache_dir = Path(cfg.data.cache_dir).expanduser()
         model_cfg = self.state.pinned_model(cfg.model)
         self.tokenizer = load_tokenizer(model_cfg, self.cache_dir)

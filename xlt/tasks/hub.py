@@ -47,6 +47,13 @@ def configure(
     _reads.clear()  # a new run (or test) starts: only what it reads is recorded
 
 
+def configure_from(data: Any, pinned: Mapping[str, str] | None = None) -> None:
+    """:func:`configure` from a config's ``data`` section (every entry point that reads task data
+    calls it: the Runner, ``python -m xlt.audit``); ``pinned`` (a relaunch's commits) under the
+    explicit ``data.hub_revisions``."""
+    configure(data.get("hub_mirror"), {**(pinned or {}), **(data.get("hub_revisions") or {})})
+
+
 def is_commit(revision: str | None) -> bool:
     return bool(revision) and re.fullmatch(r"[0-9a-f]{40}", str(revision)) is not None
 
