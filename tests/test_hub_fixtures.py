@@ -230,12 +230,19 @@ def test_tiny_run_on_the_hub_fixtures_records_commits_and_what_was_left_out(
     naming it; with ``skip_members=[cosmosqa]`` it trains CommonsenseQA alone (labelled by the members left out),
     and state.json and every row carry the commits read."""
     from xlt.results.rows import read_results
-    from xlt.run import run
+    from xlt.run import Runner, run
 
     _cosmos_offline(monkeypatch)
     mirror = f"data.hub_mirror={on_mirror.root}"
-    with pytest.raises(DataError) as err:
-        run(compose_cfg(*TINY_HUB, mirror), tmp_path / "stops")
+
+    def too_late(self, *args: object) -> None:
+        raise AssertionError("the run must stop in its audit, before the probe and any training")
+
+    with monkeypatch.context() as early:
+        early.setattr(Runner, "probe", too_late)
+        early.setattr(Runner, "intermediate_phase", too_late)
+        with pytest.raises(DataError) as err:
+            run(compose_cfg(*TINY_HUB, mirror), tmp_path / "stops")
     message = str(err.value)
     assert "\n" not in message and message.startswith("intermediate all9: member cosmosqa cannot load (")
     assert "hub:allenai/cosmos_qa@refs/convert/parquet" in message and "skip_members=[cosmosqa]" in message

@@ -290,6 +290,26 @@ def run_sets(cfg: DictConfig) -> list[RunSet]:
     return sets
 
 
+def missing_member(cfg: DictConfig, report: AuditReport) -> str | None:
+    """The :func:`member_missing` line for the first mixture member whose set the audit found absent
+    (not left out by ``intermediate.only`` or ``intermediate.skip_members``), or None: the run stops
+    on it before the probe and any training, not when the member is loaded."""
+    from xlt.tasks.loading import member_missing
+    from xlt.tasks.registry import get_mixture
+
+    inter = cfg.get("intermediate")
+    mixture = get_mixture(inter.name) if inter is not None else None
+    if mixture is None:
+        return None
+    left_out = set(inter.get("skip_members") or [])
+    for s in report.sets:
+        task = s.run_set.task
+        if (s.run_set.stage == "intermediate" and s.absent and task not in left_out
+                and (inter.only is None or task in inter.only)):  # fmt: skip
+            return member_missing(mixture.name, task, s.absent)
+    return None
+
+
 def mixture_label(cfg: DictConfig, report: AuditReport) -> tuple[str, list[str]] | None:
     """For a mixture intermediate stage: (its label, the members it trains). A member is left out
     (xlt/data/mixture.py) when ``intermediate.only`` omits it or its training or dev files are absent

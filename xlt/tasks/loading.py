@@ -260,7 +260,7 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split())
 
 
-def member_missing(mixture: str, task: str, err: Exception) -> str:
+def member_missing(mixture: str, task: str, err: Exception | str) -> str:
     """The one line that stops a mixture whose member cannot load (it would silently train fewer tasks)."""
     return (f"intermediate {mixture}: member {task} cannot load ({err}); to train {mixture} without it, "
             f"name it: 'intermediate.skip_members=[{task}]'")  # fmt: skip
