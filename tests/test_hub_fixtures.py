@@ -374,3 +374,33 @@ def test_data_hub_revisions_pins_what_load_dataset_reads(compose_cfg, monkeypatc
         assert calls[-1][-1] is None
     finally:
         hubio.configure()
+
+
+@pytest.mark.slow  # two tiny runs: 76 s on the loaded 2-core CPU
+def test_a_job_reusing_a_shared_intermediate_records_the_commits_it_was_trained_on(
+    compose_cfg, mirror: hub_fixtures.Mirror, tmp_path: Path
+) -> None:
+    """Job b reuses job a's intermediate stage (reuse.dir) after the hub moved on (the mirror's
+    commit of the intermediate's repo changed): b's state.json names the commit the stage was trained
+    on (done.json's hub_reads), not the one b's own audit read."""
+    import shutil
+
+    from xlt.run import run
+
+    root = tmp_path / "hub"
+    shutil.copytree(mirror.root, root, symlinks=True)
+    args = ("model=tiny", "+intermediate=csqa", "+target=xnli", "debug=fdr", "data.source=hub",
+            f"data.hub_mirror={root}", f"reuse.dir={tmp_path / 'shared'}", "intermediate.max_train_examples=16",
+            "intermediate.max_eval_examples=8", "intermediate.batch_size=8", "scale.per_device_batch_size=8",
+            "target.train_task=snli", "target.train_split=dev", "target.languages=[en]",
+            "target.max_train_examples=16", "target.max_eval_examples=8", "target.batch_size=8")  # fmt: skip
+    try:
+        run(compose_cfg(*args), tmp_path / "a")
+        (root / "tau/commonsense_qa" / "COMMIT").write_text("f" * 40 + "\n")
+        run(compose_cfg(*args), tmp_path / "b")
+    finally:
+        hubio.configure()
+    b = json.loads((tmp_path / "b" / "state.json").read_text())
+    assert b.get("intermediate_home")  # b reused a's stage
+    reads = {o: i for o, i in b["hub_reads"].items() if i["repo"] == "tau/commonsense_qa"}
+    assert reads and {i["commit"] for i in reads.values()} == {hub_fixtures.recorded_commit("tau/commonsense_qa")}
