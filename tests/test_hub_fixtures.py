@@ -76,9 +76,9 @@ def test_every_task_from_hub_fixtures_equals_the_local_files(on_mirror: hub_fixt
     assert covered | {"udpos", "bucc2018", "ccg"} == set(all_tasks())
     reads = hubio.hub_reads()
     assert {info["commit"] for info in reads.values()} <= {
-        hub_fixtures.fake_commit(r) for r in {i["repo"] for i in reads.values()}
+        hub_fixtures.recorded_commit(r) for r in {i["repo"] for i in reads.values()}
     } | {  # fmt: skip
-        hub_fixtures.fake_commit(f"allenai/cosmos_qa@{hub_fixtures.PARQUET_EXPORT}")
+        hub_fixtures.recorded_commit(f"allenai/cosmos_qa@{hub_fixtures.PARQUET_EXPORT}")
     }
 
 
@@ -90,12 +90,28 @@ def test_xquad_realigned_counts_and_scores_as_the_official_files(on_mirror: hub_
         assert read["realigned"] == count, lang
         local = load_split(spec, "test", lang, "local", on_mirror.local)
         for ours, theirs in zip(local.examples, hub.examples, strict=True):
-            # The span at each realigned offset is the official answer, so every gold answer scores EM 1
-            # against the official span (SQuAD v1.1 rules, as XTREME scores XQuAD).
-            for a, b in zip(ours["answers"], theirs["answers"], strict=True):
+            # Each realigned offset is the official one shifted by the whitespace the builder stripped
+            # (from the context's front and the answer's), and the span there scores EM 1 against the
+            # official span (SQuAD v1.1 rules, as XTREME scores XQuAD).
+            leading = len(ours["context"]) - len(ours["context"].lstrip())
+            expected = _as_hub_serves(ours, leading)["answers"]
+            for a, b, want in zip(ours["answers"], theirs["answers"], expected, strict=True):
+                assert b["answer_start"] == want["answer_start"], (lang, ours["id"])
                 official = ours["context"][a["answer_start"] : a["answer_start"] + len(a["text"])]
                 served = theirs["context"][b["answer_start"] : b["answer_start"] + len(b["text"])]
-                assert served == b["text"] and exact_match_score(served, official), (lang, ours["id"])
+                assert exact_match_score(served, official), (lang, ours["id"])
+
+
+def test_mlqa_and_tydiqa_realigned_counts_as_documented(on_mirror: hub_fixtures.Mirror) -> None:
+    """docs/hub-data.md: MLQA de-de dev 0 of 512 realigned; the TyDiQA-GoldP fixture's Finnish
+    training questions: 1 realigned (its context starts with three spaces)."""
+    load_split(get_task("mlqa"), "dev", "de", "hub", None)
+    load_split(get_task("tydiqa"), "train", "fi", "hub", None)
+    reads = hubio.hub_reads()
+    (mlqa,) = [i for o, i in reads.items() if "MLQA.de.de" in o]
+    (tydiqa,) = [i for o, i in reads.items() if "tydiqa" in o]
+    assert (mlqa["rows"], mlqa["realigned"]) == (512, 0)
+    assert (tydiqa["rows"], tydiqa["realigned"]) == (2, 1)
 
 
 def test_an_answer_missing_from_its_context_is_refused_in_one_line(tmp_path: Path) -> None:
@@ -124,7 +140,7 @@ def test_tydiqa_other_languages_are_filtered_not_dropped(on_mirror, caplog) -> N
     loaded = load_split(get_task("tydiqa"), "train", "en", "hub", None)  # the fixture's train is Finnish
     assert loaded.examples == [] and loaded.dropped == 0
     (read,) = [i for o, i in hubio.hub_reads().items() if "tydiqa" in o and "[train]" in o]
-    assert read["other_language"] == 2 and read["commit"] == hub_fixtures.fake_commit(read["repo"])
+    assert read["other_language"] == 2 and read["commit"] == hub_fixtures.recorded_commit(read["repo"])
     assert "2 rows of other languages filtered out" in caplog.text and "not dropped" in caplog.text
 
 
@@ -148,7 +164,7 @@ def test_cosmosqa_reads_the_parquet_export_and_a_script_error_names_the_fix(monk
     finally:
         hubio.configure()
     assert "\n" not in str(err.value)
-    assert str(err.value).endswith("data.hub_revisions={allenai/cosmos_qa: refs/convert/parquet})")
+    assert str(err.value).endswith("'data.hub_revisions={allenai/cosmos_qa: refs/convert/parquet}')")
 
 
 def test_udpos_hub_differs_from_xtreme_only_on_multi_word_tokens(on_mirror: hub_fixtures.Mirror) -> None:
@@ -183,7 +199,7 @@ def test_all9_with_a_member_that_cannot_load_stops_in_one_line(compose_cfg, data
         check_local_files(cfg)  # before the run writes anything: SNLI has no training file here
     message = str(err.value)
     assert message.startswith("intermediate all9: member snli cannot load (") and "\n" not in message
-    assert message.endswith("name it: intermediate.skip_members=[snli]")
+    assert message.endswith("name it: 'intermediate.skip_members=[snli]'")
 
 
 def _cosmos_offline(monkeypatch) -> None:
@@ -214,12 +230,19 @@ def test_tiny_run_on_the_hub_fixtures_records_commits_and_what_was_left_out(
     naming it; with ``skip_members=[cosmosqa]`` it trains CommonsenseQA alone (labelled by the members left out),
     and state.json and every row carry the commits read."""
     from xlt.results.rows import read_results
-    from xlt.run import run
+    from xlt.run import Runner, run
 
     _cosmos_offline(monkeypatch)
     mirror = f"data.hub_mirror={on_mirror.root}"
-    with pytest.raises(DataError) as err:
-        run(compose_cfg(*TINY_HUB, mirror), tmp_path / "stops")
+
+    def too_late(self, *args: object) -> None:
+        raise AssertionError("the run must stop in its audit, before the probe and any training")
+
+    with monkeypatch.context() as early:
+        early.setattr(Runner, "probe", too_late)
+        early.setattr(Runner, "intermediate_phase", too_late)
+        with pytest.raises(DataError) as err:
+            run(compose_cfg(*TINY_HUB, mirror), tmp_path / "stops")
     message = str(err.value)
     assert "\n" not in message and message.startswith("intermediate all9: member cosmosqa cannot load (")
     assert "hub:allenai/cosmos_qa@refs/convert/parquet" in message and "skip_members=[cosmosqa]" in message
@@ -235,7 +258,7 @@ def test_tiny_run_on_the_hub_fixtures_records_commits_and_what_was_left_out(
     for repo, config, split in (("tau/commonsense_qa", None, "train"), ("facebook/xnli", "de", "test"),
                                 ("stanfordnlp/snli", None, "validation")):  # fmt: skip
         (read,) = [r for r in reads.values() if (r["repo"], r["config"], r["split"]) == (repo, config, split)]
-        assert read["commit"] == hub_fixtures.fake_commit(repo)
+        assert read["commit"] == hub_fixtures.recorded_commit(repo)
     records = read_results(tmp_path / "run" / "results.jsonl")
     assert records and all(r["data_source"] == "hub" for r in records)
     # Labelled by what it trained (xlt/audit.py mixture_label): every member left out is named.
@@ -244,7 +267,7 @@ def test_tiny_run_on_the_hub_fixtures_records_commits_and_what_was_left_out(
     }
     assert {r["intermediate_members"] for r in records} == {"csqa"}
     assert all(
-        f"facebook/xnli/de@{hub_fixtures.fake_commit('facebook/xnli')}" in r["data_commits"] for r in records
+        f"facebook/xnli/de@{hub_fixtures.recorded_commit('facebook/xnli')}" in r["data_commits"] for r in records
     )
     assert {r["language"] for r in records if r["split"] == "test"} >= {"en", "de", "sw", "gap"}
 
@@ -322,7 +345,7 @@ def test_tiny_targets_end_to_end_on_the_hub_fixtures(compose_cfg, on_mirror, tmp
     assert {"en", "gap"} <= langs and all(r["data_source"] == "hub" and r["data_commits"] for r in records)
 
 
-def test_data_hub_revisions_pins_what_load_dataset_reads(compose_cfg, monkeypatch) -> None:
+def test_data_hub_revisions_pins_what_load_dataset_reads(compose_cfg, monkeypatch, tmp_path: Path) -> None:
     from xlt.config import validate
 
     sha = "0123456789abcdef0123456789abcdef01234567"
@@ -331,7 +354,12 @@ def test_data_hub_revisions_pins_what_load_dataset_reads(compose_cfg, monkeypatc
 
     def fake_load(path, name=None, split=None, revision=None):
         calls.append((path, name, split, revision))
-        return datasets.Dataset.from_dict({"premise": ["p "], "hypothesis": [" h"], "label": [0]})
+        ds = datasets.Dataset.from_dict({"premise": ["p "], "hypothesis": [" h"], "label": [0]})
+        if revision is None:
+            return ds
+        cache = tmp_path / f"{path.replace('/', '___')}/{name}/0.0.0/{revision}"  # as datasets caches it
+        cache.mkdir(parents=True, exist_ok=True)
+        return ds.map(lambda row: row, cache_file_name=str(cache / f"{split}.arrow"))
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
     hubio.configure(None, cfg.data.hub_revisions)
@@ -346,3 +374,33 @@ def test_data_hub_revisions_pins_what_load_dataset_reads(compose_cfg, monkeypatc
         assert calls[-1][-1] is None
     finally:
         hubio.configure()
+
+
+@pytest.mark.slow  # two tiny runs: 76 s on the loaded 2-core CPU
+def test_a_job_reusing_a_shared_intermediate_records_the_commits_it_was_trained_on(
+    compose_cfg, mirror: hub_fixtures.Mirror, tmp_path: Path
+) -> None:
+    """Job b reuses job a's intermediate stage (reuse.dir) after the hub moved on (the mirror's
+    commit of the intermediate's repo changed): b's state.json names the commit the stage was trained
+    on (done.json's hub_reads), not the one b's own audit read."""
+    import shutil
+
+    from xlt.run import run
+
+    root = tmp_path / "hub"
+    shutil.copytree(mirror.root, root, symlinks=True)
+    args = ("model=tiny", "+intermediate=csqa", "+target=xnli", "debug=fdr", "data.source=hub",
+            f"data.hub_mirror={root}", f"reuse.dir={tmp_path / 'shared'}", "intermediate.max_train_examples=16",
+            "intermediate.max_eval_examples=8", "intermediate.batch_size=8", "scale.per_device_batch_size=8",
+            "target.train_task=snli", "target.train_split=dev", "target.languages=[en]",
+            "target.max_train_examples=16", "target.max_eval_examples=8", "target.batch_size=8")  # fmt: skip
+    try:
+        run(compose_cfg(*args), tmp_path / "a")
+        (root / "tau/commonsense_qa" / "COMMIT").write_text("f" * 40 + "\n")
+        run(compose_cfg(*args), tmp_path / "b")
+    finally:
+        hubio.configure()
+    b = json.loads((tmp_path / "b" / "state.json").read_text())
+    assert b.get("intermediate_home")  # b reused a's stage
+    reads = {o: i for o, i in b["hub_reads"].items() if i["repo"] == "tau/commonsense_qa"}
+    assert reads and {i["commit"] for i in reads.values()} == {hub_fixtures.recorded_commit("tau/commonsense_qa")}

@@ -3,35 +3,7 @@ every test set of its target, in every language of the target.
 
 ``python -m xlt.audit <overrides>`` takes the overrides of ``xlt.train`` and prints the audit alone.
 
-What is compared. Every English set the run reads to train or to select a checkpoint: the
-intermediate task's train and dev splits (each member's, for a mixture such as ``all9``), the
-target's English training source and its selection split (and BUCC's threshold-tuning dev). Each is
-read whole (debug caps do not apply: a cap must not hide an overlap) and compared with the target's
-test split in every language the task has, present on disk.
-
-How. An example matches a test example when their ids are equal (where both have ids: SQuAD, XQuAD,
-TyDiQA, CCG...) or when their normalised texts are equal. The text of an example is its text fields
-in a fixed order, each normalised, joined with a separator: question + context (span QA), the
-sentence pair (classification, NLI), the sentence's words (tagging), context + choices (multiple
-choice), the sentence pair (Tatoeba), each sentence (BUCC corpora). Normalisation: Unicode NFKC,
-case folding, and only letters and digits kept. It makes a copy found again after re-tokenisation
-(``do n't`` / ``don't``), re-quoting (````x''`` / ``"x"``), re-casing or re-spacing match, and keeps
-the words themselves: two different questions about one paragraph stay different. An example with
-fewer than ``MIN_TEXT_CHARS`` (20) letters and digits is compared by id only (counted as ``short``):
-"Thank you." recurs in any corpus. The keys are
-8-byte BLAKE2b digests, so memory grows with the number of examples, not their length.
-
-Per text field (xlt/audit_fields.py). Each example is also split into its fields (context, question,
-premise, hypothesis, sentence, choice): a field equal to any test text, and a test sentence inside a
-training paragraph, are counted and reported; a field named in the spec's exclusion (``fields``) also
-removes the examples sharing it. A set audited against no test data says "not checked: no test data".
-
-What then. An overlap stops the run (:class:`ContaminationError`, one line naming the sets and the
-count) unless the target's spec declares an :class:`~xlt.tasks.spec.Exclusion` for that set: a
-documented, known overlap (XQuAD's test questions are SQuAD v1.1 dev questions). Then the matching
-examples are removed from that set wherever the run reads it (intermediate or target stage, training
-or selection), and the audit records which: ``state.json`` (``audit``) and the result rows
-(``audit_excluded``, ``audit_sets``).
+What is compared, how, and what then: docs/audit.md.
 """
 
 from __future__ import annotations
@@ -320,6 +292,26 @@ def run_sets(cfg: DictConfig) -> list[RunSet]:
     return sets
 
 
+def missing_member(cfg: DictConfig, report: AuditReport) -> str | None:
+    """The :func:`member_missing` line for the first mixture member whose set the audit found absent
+    (not left out by ``intermediate.only`` or ``intermediate.skip_members``), or None: the run stops
+    on it before the probe and any training, not when the member is loaded."""
+    from xlt.tasks.loading import member_missing
+    from xlt.tasks.registry import get_mixture
+
+    inter = cfg.get("intermediate")
+    mixture = get_mixture(inter.name) if inter is not None else None
+    if mixture is None:
+        return None
+    left_out = set(inter.get("skip_members") or [])
+    for s in report.sets:
+        task = s.run_set.task
+        if (s.run_set.stage == "intermediate" and s.absent and task not in left_out
+                and (inter.only is None or task in inter.only)):  # fmt: skip
+            return member_missing(mixture.name, task, s.absent)
+    return None
+
+
 def mixture_label(cfg: DictConfig, report: AuditReport) -> tuple[str, list[str]] | None:
     """For a mixture intermediate stage: (its label, the members it trains). A member is left out
     (xlt/data/mixture.py) when ``intermediate.only`` omits it or its training or dev files are absent
@@ -451,6 +443,7 @@ def _main(argv: Iterable[str] | None) -> int:
     from hydra.errors import HydraException
 
     from xlt.config import ConfigError
+    from xlt.tasks import hub
     from xlt.tasks.loading import resolve_source
 
     parser = argparse.ArgumentParser(
@@ -467,6 +460,7 @@ def _main(argv: Iterable[str] | None) -> int:
     try:
         cfg = compose(args)
         source, data_dir = resolve_source(cfg.data.source, cfg.data.dir)
+        hub.configure_from(cfg.data)  # data.hub_mirror, data.hub_revisions: as a run reads
         report = audit(cfg, source, data_dir)
     except (ConfigError, DataError, FileNotFoundError, HydraException) as err:
         from xlt.console import report_error

@@ -248,3 +248,14 @@ def check_train_task(cfg: DictConfig) -> None:
     if list(train.label_names or []) != list(target.label_names or []):
         raise ConfigError(f"target.train_task={name}: labels {list(train.label_names or [])}, but {target.name} has "
                           f"{list(target.label_names or [])}")  # fmt: skip
+
+
+def check_hub_revisions(revisions: Any) -> None:
+    """``data.hub_revisions`` keys must be repos some task reads (a typo would pin nothing, silently)."""
+    from xlt.tasks.registry import all_tasks
+
+    repos = sorted({hub.path for spec in all_tasks().values() for hub in spec.hub.values()})
+    unknown = [str(repo) for repo in (revisions or {}) if str(repo) not in repos]
+    if unknown:
+        raise ConfigError(f"data.hub_revisions: {', '.join(map(repr, unknown))} is not a hub repo any task reads "
+                          f"(valid: {', '.join(repos)})")  # fmt: skip

@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from xlt.checks import check_hub_revisions
 from xlt.public_config import remember_env_keys
 from xlt.schema import (
     CONF_DIR,
@@ -172,6 +173,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     except UnknownTaskError as err:
         raise ConfigError(str(err)) from None
     _fill_from_specs(merged)  # train_task, max_seq_length left null: the task spec's values
+    check_hub_revisions(merged.data.hub_revisions)
     if target.hub_unusable and merged.data.source == "hub":
         raise ConfigError(f"data.source=hub: {target.name}: {target.hub_unusable}")
     if target.trainable and not merged.target.train_task:

@@ -104,7 +104,7 @@ class IntermediatePhase(StageRunner):
                 record = {"checkpoint": str(Path(best).resolve()) if best else "", "trained_by": str(self.run_dir),
                           "optimizer_steps": finished.get("steps"), "rows": [dataclasses.asdict(r) for r in dev_rows],
                           "probe_rows": [dataclasses.asdict(r) for r in probe_rows], "probe": self._probe_settings(),
-                          "skipped": self.skipped[first_skip:]}  # fmt: skip
+                          "skipped": self.skipped[first_skip:], "hub_reads": self._intermediate_reads()}  # fmt: skip
                 if is_global_zero():
                     torch.save(rng, home.dir / RNG_FILE)
                     home.finish(record)
@@ -112,6 +112,14 @@ class IntermediatePhase(StageRunner):
                 self.reuse_intermediate(home, record)
         self.ctx.extra.update(intermediate_key=home.key.name, intermediate_checkpoint=record["checkpoint"],
                               intermediate_trained_by=record["trained_by"])  # fmt: skip
+
+    def _intermediate_reads(self) -> dict[str, Any]:
+        """The hub reads (commits) of the intermediate stage's sets, named by the audit's origins."""
+        from xlt.tasks import hub
+
+        sets = (self.state.data.get("audit") or {}).get("sets", [])
+        origins = {s.get("origin") for s in sets if s.get("stage") == "intermediate"}
+        return {origin: info for origin, info in hub.hub_reads().items() if origin in origins}
 
     def _probe_settings(self) -> dict[str, Any]:
         return {"probe": to_container(self.cfg.probe), "retrieval": to_container(self.cfg.retrieval)}
@@ -131,6 +139,10 @@ class IntermediatePhase(StageRunner):
         self.rows.extend(rows)
         self._log_rows(rows)
         self.skipped.extend(record.get("skipped", []))
+        from xlt.tasks import hub
+
+        for origin, info in record.get("hub_reads", {}).items():  # the commits the stage was trained on
+            hub.record_read(origin, **info)
         if record.get("probe") == self._probe_settings():
             probe_rows = rows_from_records(record["probe_rows"])
             self.rows.extend(probe_rows)

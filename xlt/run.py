@@ -85,7 +85,7 @@ class Runner(IntermediatePhase):
         # A relaunch reads the dataset commits this run read first (the model's: pinned_model below).
         mirror = cfg.data.get("hub_mirror")
         pinned = hub.pins(self.state.data.get("hub_reads", {}), mirror)
-        hub.configure(mirror, {**pinned, **(cfg.data.get("hub_revisions") or {})})
+        hub.configure_from(cfg.data, pinned)
         self.cache_dir = Path(cfg.data.cache_dir).expanduser()
         model_cfg = self.state.pinned_model(cfg.model)
         self.tokenizer = load_tokenizer(model_cfg, self.cache_dir)
@@ -143,9 +143,12 @@ class Runner(IntermediatePhase):
         run trains or selects on and a test set of its target stops the run (ContaminationError, one
         line) unless the target's spec declares an exclusion; those are applied to every stage's
         loading. The counts go into state.json (``audit``) and every result row."""
-        from xlt.audit import audit, mixture_label
+        from xlt.audit import audit, missing_member, mixture_label
+        from xlt.tasks.spec import DataError
 
         report = audit(self.cfg, self.settings.source, self.settings.data_dir)
+        if missing := missing_member(self.cfg, report):  # a mixture never silently changes: stop early
+            raise DataError(missing)
         rank_zero_only(log.info)("%s", report.format(), extra=file_only())
         self.state.data["audit"] = report.record()
         self.state.save()

@@ -267,7 +267,37 @@ def config_differences(cfg: DictConfig, stored: dict[str, Any]) -> list[str]:
         return any(key == k or key.startswith(k + ".") for k in RESULT_NEUTRAL_KEYS)
 
     keys = sorted(k for k in now.keys() | before.keys() if not neutral(k))
-    return [k for k in keys if before.get(k, "<absent>") not in (now.get(k, "<absent>"), resolved.get(k, "<absent>"))]
+    return [k for k in keys if before.get(k, "<absent>") not in (now.get(k, "<absent>"), resolved.get(k, "<absent>"))
+            and not (k not in before and now.get(k) in _defaults(k, before))]  # fmt: skip
+
+
+def _defaults(key: str, stored: dict[str, Any]) -> list[Any]:
+    """What a key absent from a stored config (a run started before the key existed) stood for: the
+    schema's default and the default in the config group file the run used (``conf/model/<name>.yaml``
+    for ``model.revision``), so that adding a key never makes an earlier run unresumable."""
+    import dataclasses
+    import typing
+
+    from xlt.schema import CONF_DIR, TrainConfig
+
+    found: list[Any] = []
+    node: Any = TrainConfig
+    for part in key.split("."):
+        hints = typing.get_type_hints(node) if dataclasses.is_dataclass(node) else {}
+        fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
+        if part not in fields:
+            node = None
+            break
+        f = fields[part]
+        node = next((a for a in typing.get_args(hints[part]) if dataclasses.is_dataclass(a)), hints[part])
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    if node is not None and default is not dataclasses.MISSING:
+        found.append(default)
+    group, _, rest = key.partition(".")
+    name = stored.get(f"{group}.name")
+    if rest and name and (CONF_DIR / group / f"{name}.yaml").is_file():
+        found.append(OmegaConf.select(OmegaConf.load(CONF_DIR / group / f"{name}.yaml"), rest, default=None))
+    return found
 
 
 def check_same_config(cfg: DictConfig, path: Path) -> None:

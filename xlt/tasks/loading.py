@@ -196,26 +196,40 @@ def _load_hub(spec: TaskSpec, split: str, lang: str) -> Loaded:
     try:
         mirror = hubio.mirror_dir(hub.path, revision)
         if mirror is not None:  # a local copy laid out as the repo (tests): read by the same builder
-            ds = datasets.load_dataset(str(mirror), name, split=hub.split)
+            ds = datasets.load_dataset(str(mirror), name, split=hub.split, revision=revision)  # local: ignored
         else:
             ds = datasets.load_dataset(hub.path, name, split=hub.split, revision=revision)
     except Exception as err:  # the hub raises many types; the user needs one line saying which dataset
-        message = " ".join(str(err).split())
+        message = _one_line(err)
         if "scripts are no longer supported" in message and revision != hubio.PARQUET_EXPORT:
-            message += f"; read the hub's parquet export: data.hub_revisions={{{hub.path}: {hubio.PARQUET_EXPORT}}}"
+            message += f"; read the hub's parquet export: 'data.hub_revisions={{{hub.path}: {hubio.PARQUET_EXPORT}}}'"
         elif revision == hubio.PARQUET_EXPORT:
             message += "; without the hub's parquet export: the original files under data.dir with data.source=local"
         raise MissingDataError(f"{origin}: could not load ({type(err).__name__}: {message})") from err
-    if hub.lang_filter:
-        ds = ds.filter(lambda row: row[hub.lang_filter] == lang)
+    try:
+        if hub.lang_filter:
+            ds = ds.filter(lambda row: row[hub.lang_filter] == lang)
+        rows = iter(ds)
+    except Exception as err:  # a missing column, a broken file: one line naming the dataset
+        raise DataError(f"{origin}: could not read its rows ({type(err).__name__}: {_one_line(err)})") from err
     mapper = HUB_MAPPERS[hub.mapper]
     examples = []
     dropped = realigned = other_language = 0
-    for i, row in enumerate(ds):
+    i = -1
+    while True:
+        try:
+            row = next(rows, None)
+        except Exception as err:  # a corrupt parquet page, a cast error: one line naming the row
+            raise DataError(f"{origin} row {i + 1}: could not read ({type(err).__name__}: {_one_line(err)})") from err
+        if row is None:
+            break
+        i += 1
         try:
             ex = mapper(row, lang)
         except DataError as err:  # one line naming dataset, config, split and the row
-            raise DataError(f"{origin} row {i}: {err}") from None
+            raise DataError(f"{origin} row {i}: {_one_line(err)}") from None
+        except (KeyError, TypeError, ValueError, IndexError) as err:  # a row not shaped as the mapper expects
+            raise DataError(f"{origin} row {i}: unexpected row ({type(err).__name__}: {_one_line(err)})") from err
         if ex is None:
             dropped += 1
             continue
@@ -227,6 +241,9 @@ def _load_hub(spec: TaskSpec, split: str, lang: str) -> Loaded:
         _check_labels(spec, ex, Path(f"{origin} row {i}"))
         examples.append(ex)
     commit = hubio.resolved_commit(ds, mirror)
+    problem = hubio.pin_problem(revision, commit)
+    if problem:
+        raise DataError(f"{origin}: {problem}")
     hubio.record_read(origin, repo=hub.path, config=name, split=hub.split, revision=revision or "",
                       commit=commit, rows=len(examples), realigned=realigned, other_language=other_language,
                       dropped=dropped, mirror=str(mirror) if mirror else "")  # fmt: skip
@@ -239,10 +256,14 @@ def _load_hub(spec: TaskSpec, split: str, lang: str) -> Loaded:
     return Loaded(examples, origin, dropped, f"{origin}:{commit}:{ds._fingerprint}")
 
 
-def member_missing(mixture: str, task: str, err: Exception) -> str:
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
+
+
+def member_missing(mixture: str, task: str, err: Exception | str) -> str:
     """The one line that stops a mixture whose member cannot load (it would silently train fewer tasks)."""
     return (f"intermediate {mixture}: member {task} cannot load ({err}); to train {mixture} without it, "
-            f"name it: intermediate.skip_members=[{task}]")  # fmt: skip
+            f"name it: 'intermediate.skip_members=[{task}]'")  # fmt: skip
 
 
 def check_local_files(cfg: Any) -> None:

@@ -169,7 +169,8 @@ def map_hub_nli(row: Mapping[str, Any], lang: str) -> Example | None:
     label = int(row["label"])
     if label < 0:
         return None
-    # Stripped as the raw-file readers strip (GLUE's and SNLI's texts keep edge spaces on the hub).
+    # Stripped as the raw-file readers strip (texts may keep edge spaces on the hub). Hub SNLI is the
+    # untokenized snli_1.0 text; the local SNLI files are e-SNLI's tokenized copy (docs/hub-data.md).
     return {"text_a": str(row["premise"]).strip(), "text_b": str(row["hypothesis"]).strip(), "label": label}
 
 
