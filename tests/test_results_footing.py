@@ -168,3 +168,41 @@ def test_families_compared_say_what_differs_by_construction() -> None:
     lines = construction_notes(["xlmr", "qwen2.5", ""])
     assert lines[0].startswith("Families compared (qwen2.5, xlmr) differ by construction")
     assert "causal attention" in lines[1] and "29+ languages" in lines[1] and "bidirectional" in lines[2]
+
+
+# ----------------------------------------------------------------------------- review follow-up (analysis2)
+
+
+def test_xstilts_overall_averages_both_over_the_targets_where_both_exist() -> None:
+    """pawsx has a chosen task but no run without one: its score must not enter the overall alone
+    (the old overall was 90 over xnli+pawsx against none's 75.5 over xnli only)."""
+    rows = pd.concat([_rows(CASE2_TEST, CASE2_DEV),
+                      _rows({("mnli", 1): {"en": 100, "de": 100}}, dev={("mnli", 1): 90}, task="pawsx")])  # fmt: skip
+    overall = xstilts_overall(best_intermediate_on_dev(rows))
+    (row,) = overall.itertuples()
+    assert row.n_tasks == 2 and row.n_compared == 1 and row.compared_tasks == "xnli"
+    assert row.overall == pytest.approx(80.0) and row.none_overall == pytest.approx(75.5)
+    only_unpaired = xstilts_overall(best_intermediate_on_dev(_rows({("mnli", 1): {"en": 1, "de": 1}},
+                                                                   dev={("mnli", 1): 9}, task="pawsx")))  # fmt: skip
+    assert only_unpaired.iloc[0].n_compared == 0 and math.isnan(only_unpaired.iloc[0].overall)
+
+
+def test_choice_scores_are_over_the_paired_seeds() -> None:
+    """MNLI ran seeds 1-3 (dev varies by seed), none seeds 1-2: test and none scores over seeds 1, 2."""
+    test = {("none", 1): {"en": 80, "de": 70}, ("none", 2): {"en": 82, "de": 72},
+            ("mnli", 1): {"en": 84, "de": 76}, ("mnli", 2): {"en": 86, "de": 78}, ("mnli", 3): {"en": 60, "de": 50}}  # fmt: skip
+    dev = {("none", 1): 80, ("none", 2): 81, ("mnli", 1): 85, ("mnli", 2): 87, ("mnli", 3): 83}
+    (row,) = best_intermediate_on_dev(_rows(test, dev)).itertuples()
+    assert row.dev_score == pytest.approx(85.0)
+    assert row.test_score == pytest.approx(81.0) and row.test_seeds == 2  # was 74.0 over seeds 1-3
+    assert row.none_test == pytest.approx(76.0) and row.none_seeds == 2
+    assert row.gain == pytest.approx(5.0) and row.seeds == 2 and "seeds 3 left out" in row.note
+
+
+def test_the_choice_table_labels_its_score_columns_by_split(capsys) -> None:
+    from xlt.results.choice import format_best_on_dev
+
+    table = best_intermediate_on_dev(_rows(CASE2_TEST, CASE2_DEV))
+    header = format_best_on_dev(table, "dev").splitlines()[0]
+    assert "| dev | none dev |" in header and "test" not in header
+    assert "(n=2)" in format_best_on_dev(table).splitlines()[2]

@@ -89,11 +89,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     best = best_intermediate_on_dev(sweep.rows, args.split)
     if not best.empty and (best["compared"] != "").any():
         print("\nBest intermediate task per target and model, chosen on the English dev selection metric "
-              "(mean over seeds), with its test score (XTREME task score) over the languages it shares with none:")
-        print(format_best_on_dev(best))
+              f"(mean over seeds), with its {args.split} score (XTREME task score) over the languages and seeds it "
+              "shares with none:")
+        print(format_best_on_dev(best, args.split))
         overall = xstilts_overall(best)
         if not overall.empty:
-            print("\nX-STILTs-style overall: mean test score of the dev-chosen intermediate task over targets:")
+            print(f"\nX-STILTs-style overall: mean {args.split} score of the dev-chosen intermediate task and of none, "
+                  "over the targets where both exist:")
             print(format_xstilts_overall(overall))
     if args.published:
         from xlt.results.published import TOLERANCE, compare, format_published
