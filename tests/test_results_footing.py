@@ -124,7 +124,7 @@ def test_published_xtreme_prints_every_xlmr_large_number_with_its_citation(capsy
     from pathlib import Path
 
     from xlt.results.__main__ import main
-    from xlt.results.published import PUBLISHED, XTREME
+    from xlt.results.published import PUBLISHED, XTREME, XTREME_SECONDARY
 
     fixture = Path(__file__).resolve().parent / "fixtures" / "results" / "toy_sweep"
     assert (
@@ -139,7 +139,8 @@ def test_published_xtreme_prints_every_xlmr_large_number_with_its_citation(capsy
     }
     assert table == expected
     for (task, metric), value in expected.items():
-        assert f"| xlmr_large | {task} | {metric} | {value:.1f} | - |" in out and XTREME in out
+        assert f"| xlmr_large | {task} | {metric} | {value:.1f} | - |" in out
+    assert XTREME in out and XTREME_SECONDARY in out
 
 
 def test_published_numbers_beside_ours_flag_a_difference_beyond_the_tolerance() -> None:
@@ -156,7 +157,7 @@ def test_published_numbers_beside_ours_flag_a_difference_beyond_the_tolerance() 
         .loc[("xnli", "acc")]
         .flag.startswith("BEYOND TOLERANCE")
     )
-    stilts = compare(_rows(CASE2_TEST, CASE2_DEV), "x-stilts", choices={("xnli", "xlmr_large"): "mnli"})
+    stilts = compare(_rows(CASE2_TEST, CASE2_DEV), "x-stilts", choices={("xnli", "xlmr_large", "none"): "mnli"})
     row = stilts.set_index("task").loc["xnli"]
     assert row.intermediate == "mnli" and row.ours == pytest.approx(80.0) and row.published == 80.4
 
@@ -206,3 +207,29 @@ def test_the_choice_table_labels_its_score_columns_by_split(capsys) -> None:
     header = format_best_on_dev(table, "dev").splitlines()[0]
     assert "| dev | none dev |" in header and "test" not in header
     assert "(n=2)" in format_best_on_dev(table).splitlines()[2]
+
+
+def test_published_citations_name_what_was_read() -> None:
+    """V rows were read in mT5's Table 2 (reference.md section 4.1): cite it, XTREME's table unverified."""
+    from xlt.results.published import PUBLISHED
+
+    for p in PUBLISHED:
+        if p.source == "xtreme":
+            assert "table number unverified" in p.citation
+        if p.checked == "V":
+            assert "read in Xue et al. 2021, mT5" in p.citation
+        else:
+            assert "secondary source" in p.citation
+
+
+def test_a_lora_choice_never_stands_for_the_full_fine_tuning_one() -> None:
+    from xlt.results.published import choices_from, compare
+
+    full = _rows(CASE2_TEST, CASE2_DEV)
+    lora_dev = {k: (90 if k[0] == "anli" else v) for k, v in CASE2_DEV.items()}
+    lora = _rows(CASE2_TEST, lora_dev).assign(peft="lora", run_dir=lambda d: d["run_dir"] + "/lora")
+    rows = pd.concat([full, lora])  # LoRA's choice (anli) comes after full fine-tuning's (mnli)
+    choices = choices_from(best_intermediate_on_dev(rows))
+    assert choices[("xnli", "xlmr_large", "none")] == "mnli" and choices[("xnli", "xlmr_large", "lora")] == "anli"
+    row = compare(rows, "x-stilts", choices=choices).set_index("task").loc["xnli"]
+    assert row.intermediate == "mnli" and row.ours == pytest.approx(80.0) and row.seeds == 2

@@ -98,10 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "over the targets where both exist:")
             print(format_xstilts_overall(overall))
     if args.published:
-        from xlt.results.published import TOLERANCE, compare, format_published
+        from xlt.results.published import TOLERANCE, choices_from, compare, format_published
 
         tolerance = TOLERANCE if args.tolerance is None else args.tolerance
-        choices = {(r.task, r.model): r.chosen for r in best.itertuples(index=False)} if not best.empty else {}
+        choices = choices_from(best)  # keyed by the full condition (task, model, peft)
         print()
         print(format_published(compare(sweep.rows, args.published, args.split, tolerance, choices),
                                args.published, tolerance))  # fmt: skip
