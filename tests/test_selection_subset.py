@@ -70,3 +70,28 @@ def test_the_xstilts_sweep_adds_squad_and_hellaswag_to_the_intermediate_axis() -
     assert len(jobs) == 6 * 5 * 9 * 3
     inter = {o for job in jobs for o in job if o.startswith("intermediate=")}
     assert inter == {f"intermediate={t}" for t in ("none", "mnli", "anli", "squad", "hellaswag")}
+
+
+def _comments(path: Path) -> str:
+    return " ".join(line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#"))
+
+
+def test_qa_target_files_say_where_their_selection_comes_from() -> None:
+    """XTREME's train_qa.sh keeps the final checkpoint (reference.md section 2.2): no QA file may claim
+    that XTREME's reference code selects on the target's English dev; TyDiQA's must say that
+    select_on=train_task is not jiant's set (jiant early-stops on the English GoldP dev = test file)."""
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    for name in ("xquad", "mlqa", "tydiqa"):
+        text = _comments(conf / "target" / f"{name}.yaml")
+        assert "as XTREME's reference code does" not in text, name
+        assert "keeps the final checkpoint" in text and "train_qa.sh" in text, name
+    tydiqa = _comments(conf / "target" / "tydiqa.yaml")
+    assert "does NOT replicate jiant" in tydiqa and "the same set" not in tydiqa.replace("not the same set", "")
+    xquad = _comments(conf / "target" / "xquad.yaml")
+    assert "1,190 questions" not in xquad and "every question written on XQuAD's 240 paragraphs" in xquad
+    for name in ("xnli", "pawsx", "udpos", "panx"):
+        assert "and for QA" not in _comments(conf / "target" / f"{name}.yaml"), name
+    analysis = (conf.parent / "docs" / "analysis.md").read_text()
+    assert "and for QA it is the same set" not in analysis and "keeps the final weights deliberately" in analysis
+    sweep = _comments(conf / "sweep" / "scale_gap_xstilts.yaml")
+    assert "Which SQuAD is unclear in the paper" in sweep and "SQuAD v2.0" in sweep
