@@ -157,9 +157,9 @@ def test_published_numbers_beside_ours_flag_a_difference_beyond_the_tolerance() 
         .loc[("xnli", "acc")]
         .flag.startswith("BEYOND TOLERANCE")
     )
-    stilts = compare(_rows(CASE2_TEST, CASE2_DEV), "x-stilts", choices={("xnli", "xlmr_large", "none"): "mnli"})
-    row = stilts.set_index("task").loc["xnli"]
-    assert row.intermediate == "mnli" and row.ours == pytest.approx(80.0) and row.published == 80.4
+    stilts = compare(_rows(CASE2_TEST, CASE2_DEV), "x-stilts", choices={("xnli", "xlmr_large", "none", "target"): "mnli"})
+    row = stilts.set_index("task").loc["xnli"]  # X-STILTs selected on MNLI's dev (jiant); these runs did not
+    assert row.intermediate == "mnli (selected on target)" and row.ours == pytest.approx(80.0) and row.published == 80.4
 
 
 def test_families_compared_say_what_differs_by_construction() -> None:
@@ -230,6 +230,38 @@ def test_a_lora_choice_never_stands_for_the_full_fine_tuning_one() -> None:
     lora = _rows(CASE2_TEST, lora_dev).assign(peft="lora", run_dir=lambda d: d["run_dir"] + "/lora")
     rows = pd.concat([full, lora])  # LoRA's choice (anli) comes after full fine-tuning's (mnli)
     choices = choices_from(best_intermediate_on_dev(rows))
-    assert choices[("xnli", "xlmr_large", "none")] == "mnli" and choices[("xnli", "xlmr_large", "lora")] == "anli"
+    assert choices[("xnli", "xlmr_large", "none", "target")] == "mnli"
+    assert choices[("xnli", "xlmr_large", "lora", "target")] == "anli"
     row = compare(rows, "x-stilts", choices=choices).set_index("task").loc["xnli"]
-    assert row.intermediate == "mnli" and row.ours == pytest.approx(80.0) and row.seeds == 2
+    assert row.intermediate == "mnli (selected on target)" and row.ours == pytest.approx(80.0) and row.seeds == 2
+
+
+def test_a_sweep_mixing_selection_sets_never_ranks_across_them() -> None:
+    """ANLI+ runs selected on MNLI's dev (select_on=train_task) score 90 on their dev set; the runs
+    selected on XNLI's dev choose among themselves (mnli), and the train_task runs form their own row."""
+    target_sel = _rows(CASE2_TEST, CASE2_DEV).assign(select_on="target")
+    anli_dev = {k: 90 for k in CASE2_DEV if k[0] != "mnli"}
+    train_sel = _rows({k: v for k, v in CASE2_TEST.items() if k[0] != "mnli"}, anli_dev).assign(
+        select_on="train_task", run_dir=lambda d: d["run_dir"] + "/train_task")
+    table = best_intermediate_on_dev(pd.concat([target_sel, train_sel])).set_index("select_on")
+    assert table.loc["target", "chosen"] == "mnli" and table.loc["train_task", "chosen"] == "anli"
+    assert table.loc["target", "compared"] == "mnli 85.00 (n=2), anli 84.00 (n=2)"
+    effect = intermediate_effect(pd.concat([target_sel, train_sel]))
+    assert set(effect["select_on"]) == {"target", "train_task"}
+    overall = xstilts_overall(table.reset_index())
+    assert sorted(overall["select_on"]) == ["target", "train_task"]
+
+
+def test_a_run_records_the_set_it_selected_on() -> None:
+    from xlt.results.load import CONDITION, rows_from_wandb_runs
+    from xlt.results.rows import ResultRow, RunContext
+
+    assert "select_on" in CONDITION
+    ctx = RunContext("m", 1, "none", "xnli", "mnli", 1, "c", "local", select_on="train_task")
+    assert ResultRow("target", "xnli", "test", "en", "acc", 1.0).to_record(ctx)["select_on"] == "train_task"
+
+    class Run:
+        id, summary = "r", {"test/xnli/en/acc": 80.0}
+        config = {"model": {"name": "m"}, "target": {"select_on": "train_task"}, "seed": 1}
+
+    assert set(rows_from_wandb_runs([Run()])["select_on"]) == {"train_task"}

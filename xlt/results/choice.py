@@ -23,7 +23,7 @@ from xlt.results.stats import _target_rows, model_sizes
 
 # results.jsonl metric names -> evaluate.py's, for xlt.metrics.xtreme.task_score.
 _XTREME_METRIC = {"acc": "accuracy", "f1": "f1", "em": "exact_match"}
-COLUMNS = ["task", "model", "peft", "chosen", "chosen_on", "dev_score", "test_score", "none_test", "gain",
+COLUMNS = ["task", "model", "peft", "select_on", "chosen", "chosen_on", "dev_score", "test_score", "none_test", "gain",
            "seeds", "test_seeds", "none_seeds", "languages", "n_languages", "dropped", "compared", "note"]  # fmt: skip
 
 
@@ -76,15 +76,18 @@ def best_intermediate_on_dev(rows: pd.DataFrame, split: str = "test") -> pd.Data
     dev = dev_scores(rows)
     test = _test_by_run(rows, split)
     out = []
-    for (task, model, peft), group in test.groupby(["task", "model", "peft"], sort=False, dropna=False):
-        record = {c: "" for c in COLUMNS} | {"task": task, "model": model, "peft": peft}
+    for (task, model, peft, select_on), group in test.groupby(["task", "model", "peft", "select_on"], sort=False,
+                                                              dropna=False):  # fmt: skip
+        record = {c: "" for c in COLUMNS} | {"task": task, "model": model, "peft": peft, "select_on": select_on}
         record.update({"dev_score": math.nan, "test_score": math.nan, "none_test": math.nan, "gain": math.nan,
                        "seeds": 0, "test_seeds": 0, "none_seeds": 0, "n_languages": 0})  # fmt: skip
-        mine = dev[(dev["task"] == task) & (dev["model"] == model) & (dev["peft"] == peft)]
+        mine = dev[(dev["task"] == task) & (dev["model"] == model) & (dev["peft"] == peft)
+                   & (dev["select_on"] == select_on)]  # fmt: skip
         ranked = (mine[mine["intermediate"] != NO_INTERMEDIATE].groupby("intermediate")["value"]
                   .agg(["mean", "count"]).reset_index().sort_values(["mean", "intermediate"],
                                                                     ascending=[False, True]))  # fmt: skip
         record["chosen_on"] = f"en dev {selection_metric(task)}"
+        # the checkpoints were selected on (select_on): one choice per set, never ranked across sets
         record["compared"] = ", ".join(
             f"{r.intermediate} {r.mean:.2f} (n={r.count})" for r in ranked.itertuples()
         )
@@ -136,13 +139,13 @@ def xstilts_overall(best: pd.DataFrame) -> pd.DataFrame:
     (``n_compared`` of the ``n_tasks`` chosen; NaN where none has both)."""
     out = []
     chosen = best[best["chosen"] != ""] if "chosen" in best else best.iloc[0:0]
-    for (model, peft), group in (
-        chosen.groupby(["model", "peft"], sort=False, dropna=False) if len(chosen) else ()
+    for (model, peft, select_on), group in (
+        chosen.groupby(["model", "peft", "select_on"], sort=False, dropna=False) if len(chosen) else ()
     ):
         tasks = list(group["task"])
         # both means over the same targets: those with a chosen test score and a none score
         both = group[group["test_score"].notna() & group["none_test"].notna()]
-        out.append({"model": model, "peft": peft, "n_tasks": len(tasks), "tasks": ",".join(tasks),
+        out.append({"model": model, "peft": peft, "select_on": select_on, "n_tasks": len(tasks), "tasks": ",".join(tasks),
                     "choices": ",".join(f"{t}:{c}" for t, c in zip(tasks, group["chosen"], strict=True)),
                     "n_compared": len(both), "compared_tasks": ",".join(both["task"]),
                     "overall": float(both["test_score"].mean()) if len(both) else math.nan,
@@ -150,29 +153,29 @@ def xstilts_overall(best: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_records(out, columns=OVERALL_COLUMNS)
 
 
-OVERALL_COLUMNS = ["model", "peft", "n_tasks", "tasks", "choices", "n_compared", "compared_tasks", "overall",
+OVERALL_COLUMNS = ["model", "peft", "select_on", "n_tasks", "tasks", "choices", "n_compared", "compared_tasks", "overall",
                    "none_overall"]  # fmt: skip
 
 
 def format_best_on_dev(table: pd.DataFrame, split: str = "test") -> str:
     """The choice table; the score columns are labelled by the split they were read on."""
-    lines = [f"| target | model | chosen (on en dev) | dev | {split} | none {split} | gain (paired) | languages | dropped | compared on dev |",
-             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [f"| target | model | selected on | chosen (on en dev) | dev | {split} | none {split} | gain (paired) | languages | dropped | compared on dev |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in table.itertuples(index=False):
         if not r.chosen:
-            lines.append(f"| {r.task} | {r.model} | - | - | - | - | - | - | - | {r.note} |")
+            lines.append(f"| {r.task} | {r.model} | {r.select_on} | - | - | - | - | - | - | - | {r.note} |")
             continue
-        lines.append(f"| {r.task} | {r.model} | {r.chosen} | {r.dev_score:.2f} | {r.test_score:.2f} (n={r.test_seeds}) "
+        lines.append(f"| {r.task} | {r.model} | {r.select_on} | {r.chosen} | {r.dev_score:.2f} | {r.test_score:.2f} (n={r.test_seeds}) "
                      f"| {_num(r.none_test)} (n={r.none_seeds}) | {_num(r.gain, '+.2f')} (n={r.seeds}) | {r.n_languages}: {r.languages} "
                      f"| {r.dropped or '-'} | {r.compared} |")  # fmt: skip
     return "\n".join(lines)
 
 
 def format_xstilts_overall(table: pd.DataFrame) -> str:
-    lines = ["| model | targets chosen | chosen intermediate per target | overall (n) | none (n) | over |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| model | selected on | targets chosen | chosen intermediate per target | overall (n) | none (n) | over |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in table.itertuples(index=False):
-        lines.append(f"| {r.model} | {r.n_tasks} | {r.choices} | {_num(r.overall)} (n={r.n_compared}) "
+        lines.append(f"| {r.model} | {r.select_on} | {r.n_tasks} | {r.choices} | {_num(r.overall)} (n={r.n_compared}) "
                      f"| {_num(r.none_overall)} (n={r.n_compared}) | {r.compared_tasks or '-'} |")  # fmt: skip
     return "\n".join(lines)
 

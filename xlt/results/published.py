@@ -71,17 +71,25 @@ TOLERANCE = 1.0  # points: a difference beyond it is flagged
 PUBLISHED_PEFT = "none"  # every published number is of full fine-tuning
 
 
-def choice_key(task: str, model: str, peft: str = PUBLISHED_PEFT) -> tuple[str, str, str]:
+# The dev set each source's runs selected on: XTREME's reference code the target's English dev,
+# X-STILTs (jiant's XTREME scripts) the training task's validation set. Our rows of that set are
+# preferred; where a sweep has only the other, it is used and the table says so (selected_on).
+SOURCE_SELECT_ON = {"xtreme": "target", "x-stilts": "train_task"}
+
+
+def choice_key(task: str, model: str, peft: str = PUBLISHED_PEFT, select_on: str = "target") -> tuple[str, ...]:
     """The full condition a dev choice is made in: a LoRA run's choice never stands for full
-    fine-tuning's (xlt.results.choice makes one choice per (task, model, peft))."""
-    return (task, model, peft)
+    fine-tuning's, nor one selected on another dev set (xlt.results.choice: one choice per
+    (task, model, peft, select_on))."""
+    return (task, model, peft, select_on)
 
 
-def choices_from(best: pd.DataFrame) -> dict[tuple[str, str, str], str]:
+def choices_from(best: pd.DataFrame) -> dict[tuple[str, ...], str]:
     """xlt.results.choice's table -> {choice_key: chosen intermediate}, one entry per full condition."""
     if best.empty:
         return {}
-    return {choice_key(r.task, r.model, r.peft): r.chosen for r in best.itertuples(index=False) if r.chosen}
+    return {choice_key(r.task, r.model, r.peft, r.select_on): r.chosen for r in best.itertuples(index=False)
+            if r.chosen}  # fmt: skip
 
 
 def published(source: str) -> list[Published]:
@@ -91,31 +99,36 @@ def published(source: str) -> list[Published]:
 
 
 def ours(rows: pd.DataFrame, entry: Published, split: str = "test",
-         choices: dict[tuple[str, str, str], str] | None = None) -> tuple[float, int, str, str]:  # fmt: skip
+         choices: dict[tuple[str, ...], str] | None = None) -> tuple[float, int, str, str]:  # fmt: skip
     """Our mean over seeds of ``entry``'s model, task and metric (each run's language average), the
     number of seeds, the intermediate task it is of, and the languages: "n/N" of the task's XTREME list."""
     from xlt.metrics.xtreme import XTREME_TASK2LANGS
 
+    peft = rows["peft"] if "peft" in rows else pd.Series("none", index=rows.index)
+    select_on = rows["select_on"].fillna("target") if "select_on" in rows else pd.Series("target", index=rows.index)
+    condition = ((rows["stage"] == "target") & (rows["split"] == split) & (rows["task"] == entry.task)
+                 & (rows["model"] == entry.model) & (rows["metric"] == entry.metric) & (peft == PUBLISHED_PEFT))  # fmt: skip
+    sets = sorted(set(select_on[condition]))
+    preferred = SOURCE_SELECT_ON.get(entry.source, "target")
+    selected_on = preferred if preferred in sets or not sets else sets[0]
     inter = entry.intermediate
     if inter == "best":
-        inter = (choices or {}).get(choice_key(entry.task, entry.model), "")
+        inter = (choices or {}).get(choice_key(entry.task, entry.model, PUBLISHED_PEFT, selected_on), "")
         if not inter:
             return math.nan, 0, "no dev-chosen intermediate", ""
-    peft = rows["peft"] if "peft" in rows else pd.Series("none", index=rows.index)
-    mine = rows[(rows["stage"] == "target") & (rows["split"] == split) & (rows["task"] == entry.task)
-                & (rows["model"] == entry.model) & (rows["intermediate"] == inter)
-                & (rows["metric"] == entry.metric) & (peft == PUBLISHED_PEFT)]  # fmt: skip
+    mine = rows[condition & (rows["intermediate"] == inter) & (select_on == selected_on)]
     avg = mine[mine["language"] == "avg"]
     if avg.empty:
         return math.nan, 0, inter, ""
     languages = mine[~mine["language"].isin(("avg", "avg_non_en", "gap", "rel_gap"))]
     per_run = languages.groupby("run_dir")["language"].nunique()
     n_all = len(XTREME_TASK2LANGS.get(entry.task, ()))
+    inter = inter if selected_on == preferred else f"{inter} (selected on {selected_on})"
     return float(avg["value"].mean()), int(avg["seed"].nunique()), inter, f"{int(per_run.min())}/{n_all}"
 
 
 def compare(rows: pd.DataFrame, source: str, split: str = "test", tolerance: float = TOLERANCE,
-            choices: dict[tuple[str, str, str], str] | None = None) -> pd.DataFrame:  # fmt: skip
+            choices: dict[tuple[str, ...], str] | None = None) -> pd.DataFrame:  # fmt: skip
     out = []
     for entry in published(source):
         value, seeds, inter, languages = ours(rows, entry, split, choices)

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 import pandas as pd
 
 from xlt.results.gap import compute_gap
-from xlt.results.load import CONDITION, NO_INTERMEDIATE
+from xlt.results.load import CONDITION, DEFAULT_SELECT_ON, NO_INTERMEDIATE
 from xlt.results.rows import AGGREGATE_LANGUAGES
 
 
@@ -64,7 +64,11 @@ def model_sizes(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _target_rows(rows: pd.DataFrame, split: str) -> pd.DataFrame:
-    return rows[(rows["stage"] == "target") & (rows["split"] == split)]
+    selected = rows[(rows["stage"] == "target") & (rows["split"] == split)]
+    if "select_on" not in selected or selected["select_on"].isna().any():  # rows built before it was recorded
+        selected = selected.assign(select_on=selected.get("select_on", DEFAULT_SELECT_ON))
+        selected["select_on"] = selected["select_on"].fillna(DEFAULT_SELECT_ON)
+    return selected
 
 
 def _language_rows(rows: pd.DataFrame, split: str) -> pd.DataFrame:
