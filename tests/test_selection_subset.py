@@ -95,3 +95,48 @@ def test_qa_target_files_say_where_their_selection_comes_from() -> None:
     assert "and for QA it is the same set" not in analysis and "keeps the final weights deliberately" in analysis
     sweep = _comments(conf / "sweep" / "scale_gap_xstilts.yaml")
     assert "Which SQuAD is unclear in the paper" in sweep and "SQuAD v2.0" in sweep
+
+
+def test_select_on_train_task_loads_the_training_tasks_validation_set_in_the_stage(
+    compose_cfg, cache_dir: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """The stage's own data path (StageRunner._stage_data -> prepare_stage_data(dev_task=...)), not only
+    the audit: with select_on=train_task XNLI's selection set is its training task's validation set
+    (MNLI's: the real excerpt of MultiNLI 1.0 dev_matched in the shared data, laid out where the reader
+    looks; SNLI's: its real dev file), with its size and origin recorded; by default it is a draw of
+    500 from XNLI's 2,490 English dev examples."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from xlt.config import validate
+    from xlt.data.datamodule import DataSettings
+    from xlt.modeling.encoder import load_tokenizer
+    from xlt.stage import StageRunner
+
+    mnli_dir = tmp_path / "multinli_1.0"
+    mnli_dir.mkdir()
+    (mnli_dir / "multinli_1.0_dev_matched.jsonl").symlink_to(
+        data_dir / "mnli" / "hf_dummy" / "multinli_1.0" / "multinli_1.0_dev_matched.jsonl")
+    (tmp_path / "xnli").symlink_to(data_dir / "xnli")
+
+    def selection(directory: Path, train_task: str, *overrides: str):
+        cfg = validate(compose_cfg("model=tiny", "+target=xnli", f"target.train_task={train_task}", *overrides))
+        settings = DataSettings("local", directory, cache_dir, load_tokenizer(cfg.model, cache_dir), seed=1)
+        runner = SimpleNamespace(settings=settings, _skip=lambda line: None)
+        stage_cfg = OmegaConf.create(OmegaConf.to_container(cfg.target, resolve=True))
+        stage_cfg.train_split = None  # the selection set only: no training data is read
+        data = StageRunner._stage_data(runner, "target", stage_cfg, get_task("xnli"), get_task(train_task),
+                                       test=False, trains=False)  # fmt: skip
+        (val,) = data.val
+        (record,) = settings.pop_selections().values()
+        return val, record
+
+    val, record = selection(tmp_path, "mnli", "target.select_on=train_task")
+    mnli_dev = load_split(get_task("mnli"), "dev", "en", "local", tmp_path)
+    assert val.origin == mnli_dev.origin and "multinli_1.0_dev_matched" in val.origin and val.task == "xnli"
+    assert len(val.features) == len(mnli_dev.examples) == record["n"] == record["of"]
+    val, record = selection(data_dir, "snli", "target.select_on=train_task")
+    assert "snli" in val.origin and len(val.features) == record["n"] == 500 and record["of"] == 9_842
+    val, record = selection(tmp_path, "mnli")
+    assert "xnli" in val.origin.lower() and len(val.features) == 500 and record["of"] == 2_490
