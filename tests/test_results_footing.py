@@ -53,7 +53,8 @@ def test_case1_the_intermediate_effect_is_over_the_languages_every_run_has() -> 
     table = intermediate_effect(_rows(CASE1))
     (row,) = table.itertuples()
     assert row.d_gap_mean == pytest.approx(0.25)  # was -2.25 from each run's own gap
-    assert row.n == 2 and row.languages == "de,en,fr" and row.n_languages == 3 and row.dropped == "sw"
+    assert row.n == 2 and row.languages == "de,en,fr" and row.n_languages == 3
+    assert row.dropped == "sw (xlmr_large/mnli/2)"  # the run that caused the drop
     assert row.d_en_mean == pytest.approx(2.0) and row.d_avg_non_en_mean == pytest.approx(1.75)
 
 
@@ -65,13 +66,14 @@ def test_case1_gap_by_size_averages_seeds_over_the_same_languages() -> None:
     assert none.gap_mean == pytest.approx(
         8.0
     )  # the baseline too: over de,en,fr, as the runs it is set against
-    assert set(table["languages"]) == {"de,en,fr"} and set(table["dropped"]) == {"sw"}
+    assert set(table["languages"]) == {"de,en,fr"} and set(table["dropped"]) == {"sw (xlmr_large/mnli/2)"}
 
 
 def test_no_shared_language_is_refused_in_one_line() -> None:
     scores = {("none", 1): {"en": 80, "de": 70}, ("mnli", 1): {"en": 82, "sw": 60}}
     (line,) = refusals(_rows(scores))
     assert line.startswith("refused: task=xnli") and "share only en" in line and "\n" not in line
+    assert "lacking: de (xlmr_large/mnli/1); sw (xlmr_large/none/1)" in line
     assert gap_by_size(_rows(scores)).empty
 
 
@@ -98,8 +100,9 @@ def test_case2_the_winner_is_chosen_on_dev_and_reported_on_test() -> None:
     assert row.chosen == "mnli" and row.chosen_on == "en dev acc" and row.dev_score == pytest.approx(85.0)
     assert row.test_score == pytest.approx(80.0) and row.none_test == pytest.approx(75.5)
     assert (
-        row.gain == pytest.approx(4.5) and row.seeds == 2 and row.languages == "de,en" and row.dropped == "sw"
+        row.gain == pytest.approx(4.5) and row.seeds == 2 and row.languages == "de,en"
     )
+    assert row.dropped == "sw (xlmr_large/mnli/1, xlmr_large/mnli/2, xlmr_large/none/1)"
     assert row.compared == "mnli 85.00 (n=2), anli 84.00 (n=2)"
     # what the old table did: ranked on the test scores it then reports
     assert best_intermediate(rows.assign(metric="acc")).iloc[0]["best"] == "anli"
@@ -265,3 +268,18 @@ def test_a_run_records_the_set_it_selected_on() -> None:
         config = {"model": {"name": "m"}, "target": {"select_on": "train_task"}, "seed": 1}
 
     assert set(rows_from_wandb_runs([Run()])["select_on"]) == {"train_task"}
+
+
+def test_dropped_names_the_runs_that_caused_each_drop_and_caps_them() -> None:
+    from xlt.results.stats import dropped_languages
+
+    scores = {("none", seed): {"en": 80, "de": 70, "sw": 60} for seed in range(1, 6)}
+    scores.update({("mnli", seed): {"en": 80, "de": 70} for seed in range(1, 6)})
+    rows = _rows(scores).query("language != 'avg'")
+    assert dropped_languages(rows) == [
+        "sw (xlmr_large/mnli/1, xlmr_large/mnli/2, xlmr_large/mnli/3, +2 more)"
+    ]
+    lora = rows.assign(peft="lora", run_dir=rows["run_dir"] + "/lora").query("intermediate == 'mnli'")
+    assert dropped_languages(pd.concat([rows.query("intermediate == 'none'"), lora]), most=1) == [
+        "sw (xlmr_large/mnli/1/lora, +4 more)"
+    ]

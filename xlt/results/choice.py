@@ -19,7 +19,7 @@ import pandas as pd
 
 from xlt.results.load import NO_INTERMEDIATE
 from xlt.results.rows import AGGREGATE_LANGUAGES
-from xlt.results.stats import _target_rows, model_sizes
+from xlt.results.stats import _target_rows, dropped_languages, model_sizes
 
 # results.jsonl metric names -> evaluate.py's, for xlt.metrics.xtreme.task_score.
 _XTREME_METRIC = {"acc": "accuracy", "f1": "f1", "em": "exact_match"}
@@ -103,7 +103,7 @@ def best_intermediate_on_dev(rows: pd.DataFrame, split: str = "test") -> pd.Data
         common = set.intersection(*per_run)
         record["languages"] = ",".join(sorted(common))
         record["n_languages"] = len(common)
-        record["dropped"] = ",".join(sorted(set.union(*per_run) - common))
+        record["dropped"] = "; ".join(dropped_languages(pair, common))
         scores = {(r, s): task_score_over(g, task, common)
                   for (r, s), g in pair.groupby(["intermediate", "seed"])}  # fmt: skip
         chosen_seeds = {s for (r, s) in scores if r == chosen}
