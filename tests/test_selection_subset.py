@@ -140,3 +140,23 @@ def test_select_on_train_task_loads_the_training_tasks_validation_set_in_the_sta
     assert "snli" in val.origin and len(val.features) == record["n"] == 500 and record["of"] == 9_842
     val, record = selection(tmp_path, "mnli")
     assert "xnli" in val.origin.lower() and len(val.features) == 500 and record["of"] == 2_490
+
+
+def test_a_draw_without_ids_is_digested_by_text_not_position() -> None:
+    """NLI and tagging examples have no id: the digest names the drawn texts, so two sets whose drawn
+    positions agree but whose texts differ get different digests; the loaded fingerprint is recorded."""
+    def nli(texts: list[str]) -> Loaded:
+        return Loaded([{"text_a": t, "text_b": "a hypothesis long enough to count", "label": 0} for t in texts],
+                      "x", 0, "fp-" + texts[0])  # fmt: skip
+
+    first = nli([f"premise number {i} of the first file" for i in range(10)])
+    second = nli([f"premise number {i} of another file" for i in range(10)])
+    _, a = draw_selection(first, 4, 1, "t/dev")
+    _, b = draw_selection(second, 4, 1, "t/dev")
+    assert a["digest_of"] == "texts" and a["ids_blake2b"] != b["ids_blake2b"]  # was equal: positions
+    assert a["loaded_fingerprint"] == first.fingerprint
+    _, short = draw_selection(Loaded([{"text_a": "Hi.", "text_b": "", "label": i % 2} for i in range(6)], "x"),
+                              2, 1, "t/dev")  # fmt: skip
+    assert short["digest_of"] == "texts" and short["n"] == 2
+    with_ids = Loaded([{"id": str(i), "label": 0} for i in range(10)], "x")
+    assert draw_selection(with_ids, 4, 1, "t/dev")[1]["digest_of"] == "ids"
