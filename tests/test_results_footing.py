@@ -134,15 +134,11 @@ def test_published_xtreme_prints_every_xlmr_large_number_with_its_citation(capsy
         main([str(fixture), "--no-plots", "--out", "/tmp/xlt-published-test", "--published", "xtreme"]) == 0
     )
     out = capsys.readouterr().out
-    expected = {("xnli", "acc"): 79.2, ("pawsx", "acc"): 86.4, ("udpos", "f1"): 72.6, ("panx", "f1"): 65.4,
-                ("xquad", "f1"): 76.6, ("xquad", "em"): 60.8, ("mlqa", "f1"): 71.6, ("mlqa", "em"): 53.2,
-                ("tydiqa", "f1"): 65.1, ("tydiqa", "em"): 45.0, ("bucc2018", "f1"): 66.0, ("tatoeba", "acc"): 57.3}  # fmt: skip
-    table = {
-        (p.task, p.metric): p.value for p in PUBLISHED if p.source == "xtreme" and p.model == "xlmr_large"
-    }
-    assert table == expected
-    for (task, metric), value in expected.items():
-        assert f"| xlmr_large | {task} | {metric} | {value:.1f} | - |" in out
+    table = [p for p in PUBLISHED if p.source == "xtreme" and p.model == "xlmr_large"]
+    assert {p.task for p in table} == {"xnli", "pawsx", "udpos", "panx", "xquad", "mlqa", "tydiqa", "bucc2018",
+                                       "tatoeba"}  # every task; the values: test_published_values_match_reference_md
+    for p in table:
+        assert f"| xlmr_large | {p.task} | {p.metric} | {p.value:.1f} | - |" in out
     assert XTREME in out and XTREME_SECONDARY in out
 
 
@@ -283,3 +279,46 @@ def test_dropped_names_the_runs_that_caused_each_drop_and_caps_them() -> None:
     assert dropped_languages(pd.concat([rows.query("intermediate == 'none'"), lora]), most=1) == [
         "sw (xlmr_large/mnli/1/lora, +4 more)"
     ]
+
+
+REFERENCE_COLUMNS = {"XNLI": ("xnli", "acc"), "PAWS-X": ("pawsx", "acc"), "WikiAnn-NER": ("panx", "f1"),
+                     "XQuAD": ("xquad", "f1"), "MLQA": ("mlqa", "f1"), "TyDiQA-GoldP": ("tydiqa", "f1")}  # fmt: skip
+REFERENCE_ROWS = {"XLM-R (large)": "xtreme", "X-STILTs": "x-stilts"}
+
+
+def _reference_numbers() -> dict[tuple[str, str, str], float]:
+    """(source, task, metric) -> value, parsed from reference.md section 4.1 (the mT5 Table 2 copy)."""
+    import os
+    from pathlib import Path
+
+    path = Path(os.environ.get("XLT_REFERENCE_MD", Path(__file__).resolve().parents[2] / "shared" / "docs" / "reference.md"))
+    if not path.is_file():
+        pytest.skip(f"{path}: absent (the shared reference notes); set XLT_REFERENCE_MD")
+    section = path.read_text().split("## 4.", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    out = {}
+    for line in lines[2:]:
+        cells = [c.strip().strip("*").strip() for c in line.strip("|").split("|")]
+        source = REFERENCE_ROWS.get(cells[0])
+        if source is None:
+            continue
+        for name, cell in zip(header[1:], cells[1:], strict=False):
+            if name in REFERENCE_COLUMNS:
+                out[(source, *REFERENCE_COLUMNS[name])] = float(cell)
+    return out
+
+
+def test_published_values_match_reference_md() -> None:
+    """Every published number is checked against reference.md section 4 where it has it (no hand copy):
+    each "V" value must be there and equal; every number there must be in the table."""
+    from xlt.results.published import PUBLISHED
+
+    reference = _reference_numbers()
+    assert len(reference) == 12  # the two rows of section 4.1, six tasks each
+    ours = {(p.source, p.task, p.metric): p for p in PUBLISHED if p.model == "xlmr_large"}
+    for key, value in reference.items():
+        assert key in ours and ours[key].value == pytest.approx(value), key
+    for key, p in ours.items():
+        if p.checked == "V":
+            assert key in reference, f"{key} marked V but not in reference.md section 4"
