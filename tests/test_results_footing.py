@@ -139,6 +139,8 @@ def test_published_xtreme_prints_every_xlmr_large_number_with_its_citation(capsy
                                        "tatoeba"}  # every task; the values: test_published_values_match_reference_md
     for p in table:
         assert f"| xlmr_large | {p.task} | {p.metric} | {p.value:.1f} | - |" in out
+    # the choice table's heading states the bias of the dev score it chose on (docs/analysis.md)
+    assert "Best intermediate task per target" in out and "biased upwards" in out
     assert XTREME in out and XTREME_SECONDARY in out
 
 

@@ -90,7 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not best.empty and (best["compared"] != "").any():
         print("\nBest intermediate task per target and model, chosen on the English dev selection metric "
               f"(mean over seeds), with its {args.split} score (XTREME task score) over the languages and seeds it "
-              "shares with none:")
+              "shares with none. Caution: the dev score is the selected checkpoint's on the selection subset "
+              "it was picked on (a maximum over many validations: biased upwards; docs/analysis.md); "
+              "treat small dev differences as ties:")
         print(format_best_on_dev(best, args.split))
         overall = xstilts_overall(best)
         if not overall.empty:
