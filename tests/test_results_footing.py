@@ -251,6 +251,13 @@ def test_a_sweep_mixing_selection_sets_never_ranks_across_them() -> None:
     assert set(effect["select_on"]) == {"target", "train_task"}
     overall = xstilts_overall(table.reset_index())
     assert sorted(overall["select_on"]) == ["target", "train_task"]
+    from xlt.results.xtreme_scores import best_intermediate, xtreme_task_scores
+
+    mixed = pd.concat([target_sel, train_sel])
+    scores = xtreme_task_scores(mixed)
+    assert len(scores) == 10 and set(scores["runs"]) == {1}  # 6 + 4 runs, none merged across selection sets
+    old_table = best_intermediate(mixed).set_index("select_on")
+    assert old_table.loc["train_task", "compared"].startswith("anli") and "mnli" not in old_table.loc["train_task", "compared"]
 
 
 def test_a_run_records_the_set_it_selected_on() -> None:
