@@ -208,6 +208,10 @@ def test_the_choice_table_labels_its_score_columns_by_split(capsys) -> None:
     header = format_best_on_dev(table, "dev").splitlines()[0]
     assert "| dev | none dev |" in header and "test" not in header
     assert "(n=2)" in format_best_on_dev(table).splitlines()[2]
+    from xlt.results.published import compare, format_published
+
+    rows = _rows(CASE2_TEST, CASE2_DEV)
+    assert "beside ours (dev," in format_published(compare(rows, "xtreme", "dev"), "xtreme", split="dev")
 
 
 def test_published_citations_name_what_was_read() -> None:

@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices = choices_from(best)  # keyed by the full condition (task, model, peft)
         print()
         print(format_published(compare(sweep.rows, args.published, args.split, tolerance, choices),
-                               args.published, tolerance))  # fmt: skip
+                               args.published, tolerance, args.split))  # fmt: skip
     if not args.no_plots and not gaps.empty:
         from xlt.results.plots import plot_all
 

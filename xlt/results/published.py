@@ -143,8 +143,8 @@ def compare(rows: pd.DataFrame, source: str, split: str = "test", tolerance: flo
     return pd.DataFrame.from_records(out)
 
 
-def format_published(table: pd.DataFrame, source: str, tolerance: float = TOLERANCE) -> str:
-    lines = [f"Published {source} numbers beside ours (test, mean over languages; tolerance {tolerance:g} "
+def format_published(table: pd.DataFrame, source: str, tolerance: float = TOLERANCE, split: str = "test") -> str:
+    lines = [f"Published {source} numbers (test) beside ours ({split}, mean over languages; tolerance {tolerance:g} "
              "points; checked V: read in a primary source, U: secondary source only):",
              "| model | task | metric | published | ours | seeds | intermediate | languages | diff | flag | checked | source |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
