@@ -311,6 +311,28 @@ def test_ud_english_pud_sentences_inside_squad_paragraphs_are_reported(compose_c
     s = _by_set(report)["intermediate/train/squad/train"]
     assert s.matched == 0 and not s.removed  # reported, not removed: no exclusion declares it
     assert {lang: len(v) for lang, v in s.fields.inside_sentences.items()} == {"en": 16}
-    assert s.fields.inside_examples == 41
-    assert "41 paragraphs hold test sentences (en 16)" in report.format()
+    assert s.fields.inside_examples == 41  # examples (questions); their distinct paragraphs are fewer
+    n = len(s.fields.inside_paragraphs)
+    assert 0 < n < 41
+    text = report.format()
+    assert f"{n} distinct paragraphs (41 examples) hold test sentences (en 16)" in text
+    assert "41 paragraphs hold" not in text
+    listed = [line for line in text.splitlines() if "test sentence inside a paragraph: en: " in line]
+    assert len(listed) == 16  # each one printed, so the count (the issue said 15) can be checked
     report.check()  # a field overlap alone does not stop the run
+
+
+def test_paragraphs_holding_test_sentences_are_counted_once_and_listed() -> None:
+    from xlt.audit_fields import FieldChecker, FieldIndex
+
+    index = FieldIndex(20)
+    index.add("en", [{"words": ["The", "Alps", "provide", "lowland", "Europe", "with", "drinking", "water", "."]}])
+    checker = FieldChecker(index, ())
+    paragraph = "Water matters. The Alps provide lowland Europe with drinking water, irrigation and power."
+    for question in ("What do the Alps provide?", "Which mountains provide water?"):
+        checker.check({"question": question, "context": paragraph}, False)
+    result = checker.result
+    assert result.inside_examples == 2 and len(result.inside_paragraphs) == 1
+    assert "1 distinct paragraphs (2 examples) hold test sentences (en 1)" in result.describe()
+    assert result.sentence_lines() == ["en: The Alps provide lowland Europe with drinking water ."]
+    assert result.record()["test_sentences_inside_paragraphs"]["paragraphs"] == 1

@@ -228,6 +228,8 @@ class AuditReport:
                 continue
             shared = s.fields.describe()
             fields = f"\n{'':<46}by field: {shared}" if shared else ""
+            fields += "".join(f"\n{'':<48}test sentence inside a paragraph: {line}"
+                              for line in s.fields.sentence_lines())  # fmt: skip
             if not s.matched and not s.removed:
                 lines.append(f"{head} {s.examples:>7} examples, no {'whole-example ' if shared else ''}overlap{fields}")
                 continue

@@ -88,6 +88,7 @@ class FieldIndex:
     keys: dict[bytes, set[tuple[str, str]]] = field(default_factory=dict)
     anchors: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # anchor -> [(sentence, lang)]
     sentences: int = 0
+    originals: dict[str, str] = field(default_factory=dict)  # normalised sentence -> its text as read
 
     def add(self, lang: str, examples: Iterable[Example]) -> None:
         for ex in examples:
@@ -98,6 +99,7 @@ class FieldIndex:
                 self.keys.setdefault(_digest(norm), set()).add((lang, name))
                 if name in SENTENCE_FIELDS:
                     self.anchors.setdefault(norm[:_ANCHOR], []).append((norm, lang))
+                    self.originals.setdefault(norm, text)
                     self.sentences += 1
 
     def inside(self, paragraph: str) -> set[tuple[str, str]]:
@@ -125,6 +127,8 @@ class FieldAudit:
     shared_with: dict[str, set[str]] = field(default_factory=dict)  # training field -> test fields
     languages: dict[str, set[str]] = field(default_factory=dict)  # training field -> test languages
     inside_examples: int = 0  # training examples whose context holds a test sentence
+    inside_paragraphs: set[bytes] = field(default_factory=set)  # the distinct such contexts (digests)
+    originals: dict[str, str] = field(default_factory=dict)  # a found sentence (normalised) -> as read
     inside_sentences: dict[str, set[str]] = field(default_factory=dict)  # language -> sentences found
     excluded: int = 0  # examples removed for a declared field (not already whole-example matches)
     keys: set[bytes] = field(default_factory=set)  # the digests of the excluded fields that matched
@@ -139,8 +143,11 @@ class FieldAudit:
             }  # fmt: skip
         if self.inside_examples:
             rec["test_sentences_inside_paragraphs"] = {
+                "paragraphs": len(self.inside_paragraphs),
                 "paragraph_examples": self.inside_examples,
                 "test_sentences": {lang: len(s) for lang, s in sorted(self.inside_sentences.items())},
+                "sentences": {lang: sorted(self.originals.get(x, x) for x in s)
+                              for lang, s in sorted(self.inside_sentences.items())},
             }
         if self.excluded:
             rec["excluded_by_field"] = self.excluded
@@ -155,8 +162,15 @@ class FieldAudit:
             )
         if self.inside_examples:
             found = ", ".join(f"{lang} {len(s)}" for lang, s in sorted(self.inside_sentences.items()))
-            parts.append(f"{self.inside_examples} paragraphs hold test sentences ({found})")
+            parts.append(f"{len(self.inside_paragraphs)} distinct paragraphs ({self.inside_examples} examples) "
+                         f"hold test sentences ({found})")  # fmt: skip
         return "; ".join(parts)
+
+    def sentence_lines(self) -> list[str]:
+        """The test sentences found inside training paragraphs (normalised), one line each, so the
+        count can be checked by hand."""
+        return [f"{lang}: {self.originals.get(sentence, sentence)}" for lang, found in sorted(self.inside_sentences.items())
+                for sentence in sorted(found)]  # fmt: skip
 
 
 class FieldChecker:
@@ -192,7 +206,9 @@ class FieldChecker:
                     inside = self._scanned[key] = index.inside(text)
                 if inside:
                     result.inside_examples += 1
+                    result.inside_paragraphs.add(key)
                     for sentence, lang in inside:
                         result.inside_sentences.setdefault(lang, set()).add(sentence)
+                        result.originals.setdefault(sentence, index.originals.get(sentence, sentence))
         if hit_excluded and not whole_match:
             result.excluded += 1

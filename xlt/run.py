@@ -117,6 +117,7 @@ class Runner(IntermediatePhase):
             git_commit=git_commit(),
             data_source=source,
             peft=cfg.scale.peft,
+            select_on=cfg.target.get("select_on") or "target",
             run_dir=str(run_dir),
             extra={
                 "model_params_published": cfg.model.params,

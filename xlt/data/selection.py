@@ -7,12 +7,14 @@ stratified by genre where the examples carry one (XNLI), else by label (classifi
 answerability (SQuAD v2.0), else drawn plainly; each stratum gets its share by largest remainder,
 and the drawn examples keep their file order. The draw is a function of (seed, task/split, the
 examples): the same run draws the same subset after a relaunch, and ``state.json`` records it
-(size, strata, a BLAKE2b digest of the drawn ids, or of their positions where examples have no id).
+(size, strata, the loaded set's fingerprint, and a BLAKE2b digest of the drawn ids, or of their
+texts where examples have no id: ``digest_of``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from collections import Counter
 from typing import Any
@@ -28,6 +30,19 @@ def stratum_key(examples: list[Example]) -> str | None:
         if examples and all(isinstance(ex.get(key), (str, int, bool)) for ex in examples):
             return key
     return None
+
+
+def example_text_key(ex: Example) -> str:
+    """An example without an id (NLI, tagging), named by its text: the contamination audit's text key
+    (its normalised fields, xlt.audit.text_keys), or for a text too short to have one, the digest of
+    the example itself. Never its position, which says nothing about which example was drawn."""
+    from xlt.audit import text_keys
+
+    keys = text_keys(ex)
+    if keys:
+        return keys[0].hex()
+    whole = json.dumps(ex, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.blake2b(whole.encode("utf-8"), digest_size=8).hexdigest()
 
 
 def draw_selection(loaded: Loaded, n: int, seed: int, name: str) -> tuple[Loaded, dict[str, Any]]:
@@ -49,9 +64,11 @@ def draw_selection(loaded: Loaded, n: int, seed: int, name: str) -> tuple[Loaded
             counts[g] += 1
         chosen = sorted(i for g, idx in sorted(groups.items(), key=lambda kv: str(kv[0]))
                         for i in rng.sample(idx, counts[g]))  # fmt: skip
-    ids = [str(examples[i].get("id", f"#{i}")) for i in chosen]
+    with_ids = all(examples[i].get("id") not in (None, "") for i in chosen)
+    ids = [str(examples[i]["id"]) if with_ids else example_text_key(examples[i]) for i in chosen]
     digest = hashlib.blake2b("\n".join(ids).encode(), digest_size=8).hexdigest()
-    record.update({"n": len(chosen), "ids_blake2b": digest,
+    record.update({"n": len(chosen), "ids_blake2b": digest, "digest_of": "ids" if with_ids else "texts",
+                   "loaded_fingerprint": loaded.fingerprint,
                    "strata": dict(sorted(Counter(str(examples[i].get(key)) for i in chosen).items())) if key else {}})  # fmt: skip
     drawn = Loaded([examples[i] for i in chosen], loaded.origin, loaded.dropped,
                    f"{loaded.fingerprint}|drawn:{seed}:{n}:{digest}")  # fmt: skip

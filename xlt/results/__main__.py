@@ -97,20 +97,24 @@ def _main(argv: Sequence[str] | None) -> int:
     best = best_intermediate_on_dev(sweep.rows, args.split)
     if not best.empty and (best["compared"] != "").any():
         print("\nBest intermediate task per target and model, chosen on the English dev selection metric "
-              "(mean over seeds), with its test score (XTREME task score) over the languages it shares with none:")
-        print(format_best_on_dev(best))
+              f"(mean over seeds), with its {args.split} score (XTREME task score) over the languages and seeds it "
+              "shares with none. Caution: the dev score is the selected checkpoint's on the selection subset "
+              "it was picked on (a maximum over many validations: biased upwards; docs/analysis.md); "
+              "treat small dev differences as ties:")
+        print(format_best_on_dev(best, args.split))
         overall = xstilts_overall(best)
         if not overall.empty:
-            print("\nX-STILTs-style overall: mean test score of the dev-chosen intermediate task over targets:")
+            print(f"\nX-STILTs-style overall: mean {args.split} score of the dev-chosen intermediate task and of none, "
+                  "over the targets where both exist:")
             print(format_xstilts_overall(overall))
     if args.published:
-        from xlt.results.published import TOLERANCE, compare, format_published
+        from xlt.results.published import TOLERANCE, choices_from, compare, format_published
 
         tolerance = TOLERANCE if args.tolerance is None else args.tolerance
-        choices = {(r.task, r.model): r.chosen for r in best.itertuples(index=False)} if not best.empty else {}
+        choices = choices_from(best)  # keyed by the full condition (task, model, peft)
         print()
         print(format_published(compare(sweep.rows, args.published, args.split, tolerance, choices),
-                               args.published, tolerance))  # fmt: skip
+                               args.published, tolerance, args.split))  # fmt: skip
     if not args.no_plots and not gaps.empty:
         from xlt.results.plots import plot_all
 

@@ -19,12 +19,12 @@ import pandas as pd
 
 from xlt.results.load import NO_INTERMEDIATE
 from xlt.results.rows import AGGREGATE_LANGUAGES
-from xlt.results.stats import _target_rows, model_sizes
+from xlt.results.stats import _target_rows, dropped_languages, model_sizes
 
 # results.jsonl metric names -> evaluate.py's, for xlt.metrics.xtreme.task_score.
 _XTREME_METRIC = {"acc": "accuracy", "f1": "f1", "em": "exact_match"}
-COLUMNS = ["task", "model", "peft", "chosen", "chosen_on", "dev_score", "test_score", "none_test", "gain",
-           "seeds", "languages", "n_languages", "dropped", "compared", "note"]  # fmt: skip
+COLUMNS = ["task", "model", "peft", "select_on", "chosen", "chosen_on", "dev_score", "test_score", "none_test", "gain",
+           "seeds", "test_seeds", "none_seeds", "languages", "n_languages", "dropped", "compared", "note"]  # fmt: skip
 
 
 def selection_metric(task: str) -> str:
@@ -76,15 +76,18 @@ def best_intermediate_on_dev(rows: pd.DataFrame, split: str = "test") -> pd.Data
     dev = dev_scores(rows)
     test = _test_by_run(rows, split)
     out = []
-    for (task, model, peft), group in test.groupby(["task", "model", "peft"], sort=False, dropna=False):
-        record = {c: "" for c in COLUMNS} | {"task": task, "model": model, "peft": peft}
+    for (task, model, peft, select_on), group in test.groupby(["task", "model", "peft", "select_on"], sort=False,
+                                                              dropna=False):  # fmt: skip
+        record = {c: "" for c in COLUMNS} | {"task": task, "model": model, "peft": peft, "select_on": select_on}
         record.update({"dev_score": math.nan, "test_score": math.nan, "none_test": math.nan, "gain": math.nan,
-                       "seeds": 0, "n_languages": 0})  # fmt: skip
-        mine = dev[(dev["task"] == task) & (dev["model"] == model) & (dev["peft"] == peft)]
+                       "seeds": 0, "test_seeds": 0, "none_seeds": 0, "n_languages": 0})  # fmt: skip
+        mine = dev[(dev["task"] == task) & (dev["model"] == model) & (dev["peft"] == peft)
+                   & (dev["select_on"] == select_on)]  # fmt: skip
         ranked = (mine[mine["intermediate"] != NO_INTERMEDIATE].groupby("intermediate")["value"]
                   .agg(["mean", "count"]).reset_index().sort_values(["mean", "intermediate"],
                                                                     ascending=[False, True]))  # fmt: skip
         record["chosen_on"] = f"en dev {selection_metric(task)}"
+        # the checkpoints were selected on (select_on): one choice per set, never ranked across sets
         record["compared"] = ", ".join(
             f"{r.intermediate} {r.mean:.2f} (n={r.count})" for r in ranked.itertuples()
         )
@@ -100,18 +103,26 @@ def best_intermediate_on_dev(rows: pd.DataFrame, split: str = "test") -> pd.Data
         common = set.intersection(*per_run)
         record["languages"] = ",".join(sorted(common))
         record["n_languages"] = len(common)
-        record["dropped"] = ",".join(sorted(set.union(*per_run) - common))
+        record["dropped"] = "; ".join(dropped_languages(pair, common))
         scores = {(r, s): task_score_over(g, task, common)
                   for (r, s), g in pair.groupby(["intermediate", "seed"])}  # fmt: skip
         chosen_seeds = {s for (r, s) in scores if r == chosen}
         none_seeds = {s for (r, s) in scores if r == NO_INTERMEDIATE}
-        record["test_score"] = _mean(scores[(chosen, s)] for s in chosen_seeds)
-        record["none_test"] = _mean(scores[(NO_INTERMEDIATE, s)] for s in none_seeds)
         paired = sorted(chosen_seeds & none_seeds)
+        # test, none and gain over the same (paired) seeds; without a pair, each over its own seeds
+        test_seeds, base_seeds = (paired, paired) if paired else (sorted(chosen_seeds), sorted(none_seeds))
+        record["test_score"] = _mean(scores[(chosen, s)] for s in test_seeds)
+        record["none_test"] = _mean(scores[(NO_INTERMEDIATE, s)] for s in base_seeds)
+        record["test_seeds"], record["none_seeds"] = len(test_seeds), len(base_seeds)
         record["seeds"] = len(paired)
         record["gain"] = _mean(scores[(chosen, s)] - scores[(NO_INTERMEDIATE, s)] for s in paired)
         if not none_seeds:
             record["note"] = "no run without an intermediate task: no gain"
+        elif not paired:
+            record["note"] = "no seed run both with and without the intermediate task: no gain"
+        unpaired = sorted((chosen_seeds | none_seeds) - set(paired)) if paired else []
+        if unpaired:
+            record["note"] = f"seeds {','.join(map(str, unpaired))} left out: run on one side only"
         out.append(record)
     table = pd.DataFrame.from_records(out, columns=COLUMNS)
     return table.merge(model_sizes(rows), on="model", how="left") if not table.empty else table
@@ -124,38 +135,48 @@ def _mean(values: Iterable[float]) -> float:
 
 def xstilts_overall(best: pd.DataFrame) -> pd.DataFrame:
     """X-STILTs' overall: per model, the mean over target tasks of the dev-chosen intermediate task's
-    test score, beside the mean of no intermediate task's over the same targets."""
+    test score, beside the mean of no intermediate task's, both over the targets where both exist
+    (``n_compared`` of the ``n_tasks`` chosen; NaN where none has both)."""
     out = []
     chosen = best[best["chosen"] != ""] if "chosen" in best else best.iloc[0:0]
-    for (model, peft), group in (
-        chosen.groupby(["model", "peft"], sort=False, dropna=False) if len(chosen) else ()
+    for (model, peft, select_on), group in (
+        chosen.groupby(["model", "peft", "select_on"], sort=False, dropna=False) if len(chosen) else ()
     ):
         tasks = list(group["task"])
-        out.append({"model": model, "peft": peft, "n_tasks": len(tasks), "tasks": ",".join(tasks),
+        # both means over the same targets: those with a chosen test score and a none score
+        both = group[group["test_score"].notna() & group["none_test"].notna()]
+        out.append({"model": model, "peft": peft, "select_on": select_on, "n_tasks": len(tasks), "tasks": ",".join(tasks),
                     "choices": ",".join(f"{t}:{c}" for t, c in zip(tasks, group["chosen"], strict=True)),
-                    "overall": float(group["test_score"].mean()), "none_overall": float(group["none_test"].mean())})  # fmt: skip
-    return pd.DataFrame.from_records(
-        out, columns=["model", "peft", "n_tasks", "tasks", "choices", "overall", "none_overall"]
-    )
+                    "n_compared": len(both), "compared_tasks": ",".join(both["task"]),
+                    "overall": float(both["test_score"].mean()) if len(both) else math.nan,
+                    "none_overall": float(both["none_test"].mean()) if len(both) else math.nan})  # fmt: skip
+    return pd.DataFrame.from_records(out, columns=OVERALL_COLUMNS)
 
 
-def format_best_on_dev(table: pd.DataFrame) -> str:
-    lines = ["| target | model | chosen (on en dev) | dev | test | none test | gain (paired) | languages | dropped | compared on dev |",
-             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+OVERALL_COLUMNS = ["model", "peft", "select_on", "n_tasks", "tasks", "choices", "n_compared", "compared_tasks", "overall",
+                   "none_overall"]  # fmt: skip
+
+
+def format_best_on_dev(table: pd.DataFrame, split: str = "test") -> str:
+    """The choice table; the score columns are labelled by the split they were read on."""
+    lines = [f"| target | model | selected on | chosen (on en dev) | dev | {split} | none {split} | gain (paired) | languages | dropped | compared on dev |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in table.itertuples(index=False):
         if not r.chosen:
-            lines.append(f"| {r.task} | {r.model} | - | - | - | - | - | - | - | {r.note} |")
+            lines.append(f"| {r.task} | {r.model} | {r.select_on} | - | - | - | - | - | - | - | {r.note} |")
             continue
-        lines.append(f"| {r.task} | {r.model} | {r.chosen} | {r.dev_score:.2f} | {r.test_score:.2f} "
-                     f"| {_num(r.none_test)} | {_num(r.gain, '+.2f')} (n={r.seeds}) | {r.n_languages}: {r.languages} "
+        lines.append(f"| {r.task} | {r.model} | {r.select_on} | {r.chosen} | {r.dev_score:.2f} | {r.test_score:.2f} (n={r.test_seeds}) "
+                     f"| {_num(r.none_test)} (n={r.none_seeds}) | {_num(r.gain, '+.2f')} (n={r.seeds}) | {r.n_languages}: {r.languages} "
                      f"| {r.dropped or '-'} | {r.compared} |")  # fmt: skip
     return "\n".join(lines)
 
 
 def format_xstilts_overall(table: pd.DataFrame) -> str:
-    lines = ["| model | targets | chosen intermediate per target | overall | none |", "|---|---|---|---|---|"]
+    lines = ["| model | selected on | targets chosen | chosen intermediate per target | overall (n) | none (n) | over |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in table.itertuples(index=False):
-        lines.append(f"| {r.model} | {r.n_tasks} | {r.choices} | {r.overall:.2f} | {_num(r.none_overall)} |")
+        lines.append(f"| {r.model} | {r.select_on} | {r.n_tasks} | {r.choices} | {_num(r.overall)} (n={r.n_compared}) "
+                     f"| {_num(r.none_overall)} (n={r.n_compared}) | {r.compared_tasks or '-'} |")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -29,7 +29,11 @@ from xlt.schema import NO_INTERMEDIATE
 REQUIRED_FIELDS = ("stage", "task", "split", "language", "metric", "value", "model", "model_params",
                    "intermediate", "seed")  # fmt: skip
 # A run's identity apart from its seed: runs that differ only in seed are samples of one condition.
-CONDITION = ("task", "split", "metric", "model", "peft", "train_task", "intermediate")
+# select_on: the dev set the target stage selected its checkpoint on ("target": the target's English
+# dev; "train_task": its training task's validation set): scores selected on different sets are
+# different conditions, never ranked or averaged together.
+CONDITION = ("task", "split", "metric", "model", "peft", "train_task", "select_on", "intermediate")
+DEFAULT_SELECT_ON = "target"  # rows written before select_on was recorded: the only choice then
 # Files and folders that mark a job directory (Hydra's .hydra/, or what xlt.run writes).
 _RUN_MARKERS = (RESULTS_FILE, STATE_FILE, CONFIG_FILE, ".hydra")
 _NOT_RUNS = {".submitit", CHECKPOINTS_DIR, CSV_DIR, "wandb", PREDICTIONS_DIR, "analysis", ".hydra"}
@@ -197,6 +201,7 @@ def rows_from_wandb_runs(runs: Iterable[Any]) -> pd.DataFrame:
             "train_task": target.get("train_task") or "",
             "seed": config.get("seed"),
             "peft": (config.get("scale") or {}).get("peft", "none"),
+            "select_on": target.get("select_on") or DEFAULT_SELECT_ON,
             "run_dir": f"wandb:{run.id}",
         }
         for key, value in summary.items():
@@ -207,7 +212,7 @@ def rows_from_wandb_runs(runs: Iterable[Any]) -> pd.DataFrame:
             records.append({"stage": "target", "task": task, "split": split, "language": language,
                             "metric": metric, "value": float(value), **context})  # fmt: skip
     return _normalise(
-        pd.DataFrame.from_records(records, columns=[*REQUIRED_FIELDS, "train_task", "peft", "run_dir"])
+        pd.DataFrame.from_records(records, columns=[*REQUIRED_FIELDS, "train_task", "peft", "select_on", "run_dir"])
     )
 
 
@@ -221,10 +226,12 @@ def load_wandb(path: str, group: str | None = None) -> pd.DataFrame:
 
 def _normalise(rows: pd.DataFrame) -> pd.DataFrame:
     rows = rows.copy()
-    for column, default in (("peft", "none"), ("train_task", ""), ("n_examples", None)):
+    for column, default in (("peft", "none"), ("train_task", ""), ("n_examples", None),
+                            ("select_on", DEFAULT_SELECT_ON)):  # fmt: skip
         if column not in rows:
             rows[column] = default
     rows["peft"] = rows["peft"].fillna("none")
+    rows["select_on"] = rows["select_on"].fillna(DEFAULT_SELECT_ON)
     rows["train_task"] = rows["train_task"].fillna("")
     rows["value"] = pd.to_numeric(rows["value"], errors="coerce")
     rows["model_params"] = pd.to_numeric(rows["model_params"], errors="coerce")

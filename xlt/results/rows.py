@@ -38,6 +38,7 @@ class RunContext:
     git_commit: str
     data_source: str  # "local" or "hub"
     peft: str = "none"
+    select_on: str = "target"  # the dev set the target stage selected on: target | train_task (target.select_on)
     run_dir: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 import pandas as pd
 
 from xlt.results.gap import compute_gap
-from xlt.results.load import CONDITION, NO_INTERMEDIATE
+from xlt.results.load import CONDITION, DEFAULT_SELECT_ON, NO_INTERMEDIATE
 from xlt.results.rows import AGGREGATE_LANGUAGES
 
 
@@ -64,7 +64,11 @@ def model_sizes(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _target_rows(rows: pd.DataFrame, split: str) -> pd.DataFrame:
-    return rows[(rows["stage"] == "target") & (rows["split"] == split)]
+    selected = rows[(rows["stage"] == "target") & (rows["split"] == split)]
+    if "select_on" not in selected or selected["select_on"].isna().any():  # rows built before it was recorded
+        selected = selected.assign(select_on=selected.get("select_on", DEFAULT_SELECT_ON))
+        selected["select_on"] = selected["select_on"].fillna(DEFAULT_SELECT_ON)
+    return selected
 
 
 def _language_rows(rows: pd.DataFrame, split: str) -> pd.DataFrame:
@@ -103,13 +107,38 @@ def gaps_per_run(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     return pd.DataFrame.from_records(_run_gaps(_language_rows(rows, split)), columns=GAP_COLUMNS)
 
 
+def run_label(run: pd.DataFrame) -> str:
+    """A run, as the tables name it: model/intermediate/seed (and peft or select_on where not the default)."""
+    first = run.iloc[0]
+    label = f"{first['model']}/{first['intermediate']}/{first['seed']}"
+    for column, default in (("peft", "none"), ("select_on", "target")):
+        value = first.get(column, default)
+        if isinstance(value, str) and value not in (default, ""):
+            label += f"/{value}"
+    return label
+
+
+def dropped_languages(group: pd.DataFrame, common: set[str] | None = None, most: int = 3) -> list[str]:
+    """The languages some run of ``group`` (per-language rows of the compared runs) lacks, each with
+    the runs that lack it: ``sw (xlmr_base/none/2)``; past ``most`` runs, "+N more"."""
+    per_run = {run_label(g): set(g["language"]) for _, g in group.groupby("run_dir", sort=False)}
+    common = set.intersection(*per_run.values()) if common is None else common
+    out = []
+    for lang in sorted(set.union(*per_run.values()) - common):
+        lacking = sorted(label for label, langs in per_run.items() if lang not in langs)
+        more = f", +{len(lacking) - most} more" if len(lacking) > most else ""
+        out.append(f"{lang} ({', '.join(lacking[:most])}{more})")
+    return out
+
+
 def shared_languages(selected: pd.DataFrame, keys: Sequence[str]) -> dict[tuple, tuple[list[str], list[str]]]:
-    """Per group of ``keys``: (the languages every run of the group scored, those some run lacks)."""
+    """Per group of ``keys``: (the languages every run of the group scored, those some run lacks,
+    each with the runs that lack it: :func:`dropped_languages`)."""
     out: dict[tuple, tuple[list[str], list[str]]] = {}
     for key, group in selected.groupby(list(keys), sort=False, dropna=False):
         per_run = [set(g["language"]) for _, g in group.groupby("run_dir", sort=False)]
         common = set.intersection(*per_run)
-        out[key if isinstance(key, tuple) else (key,)] = (sorted(common), sorted(set.union(*per_run) - common))
+        out[key if isinstance(key, tuple) else (key,)] = (sorted(common), dropped_languages(group, common))
     return out
 
 
@@ -126,7 +155,7 @@ def gaps_on_equal_footing(rows: pd.DataFrame, split: str = "test",
         for k, v in zip(keys, key, strict=True):
             mask &= selected[k] == v
         for record in _run_gaps(selected[mask], common):
-            record["dropped"] = ",".join(dropped)
+            record["dropped"] = "; ".join(dropped)
             out.append(record)
     return pd.DataFrame.from_records(out, columns=[*GAP_COLUMNS, "dropped"])
 
@@ -140,7 +169,7 @@ def refusals(rows: pd.DataFrame, split: str = "test", keys: Sequence[str] = COMP
         if "en" not in common or len(common) < 2:
             what = ", ".join(f"{k}={v}" for k, v in zip(keys, key, strict=True))
             lines.append(f"refused: {what}: the compared runs share only {','.join(common) or 'no language'} "
-                         f"(some lack {','.join(dropped)}); no gap compared")  # fmt: skip
+                         f"(lacking: {'; '.join(dropped)}); no gap compared")  # fmt: skip
     return lines
 
 

@@ -14,7 +14,7 @@ from xlt.results.stats import _target_rows, model_sizes, seed_stats
 
 # A run of one model, intermediate task and seed, whatever its target: the targets of one such run
 # family make up an XTREME-style overall score.
-FAMILY = ("model", "peft", "intermediate", "seed")
+FAMILY = ("model", "peft", "select_on", "intermediate", "seed")  # select_on: never averaged across dev sets
 # results.jsonl metric names -> evaluate.py's, for xlt.metrics.xtreme.task_score.
 _XTREME_METRIC = {"acc": "accuracy", "f1": "f1", "em": "exact_match"}
 
@@ -99,7 +99,7 @@ def best_intermediate(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
         return pd.DataFrame(columns=["task", "model", "family", "params", "best", "best_score", "best_seeds",
                                      "none_score", "gain", "compared", "languages", "n_languages"])  # fmt: skip
     means = (
-        scores.groupby(["task", "model", "peft", "intermediate"], as_index=False, dropna=False).agg(
+        scores.groupby(["task", "model", "peft", "select_on", "intermediate"], as_index=False, dropna=False).agg(
             score=("score", "mean"),
             seeds=("seed", "nunique"),
             languages=("languages", "min"),
@@ -107,14 +107,15 @@ def best_intermediate(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
         )  # fmt: skip
     )
     out = []
-    for (task, model, peft), group in means.groupby(["task", "model", "peft"], sort=False, dropna=False):
+    for (task, model, peft, select_on), group in means.groupby(["task", "model", "peft", "select_on"], sort=False,
+                                                              dropna=False):  # fmt: skip
         ranked = group.sort_values(["score", "intermediate"], ascending=[False, True])
         treated = ranked[ranked["intermediate"] != NO_INTERMEDIATE]
         base = ranked[ranked["intermediate"] == NO_INTERMEDIATE]
         none_score = float(base["score"].iloc[0]) if not base.empty else math.nan
         best = treated.iloc[0] if not treated.empty else None  # no intermediate task ran: no best
         best_score = float(best["score"]) if best is not None else math.nan
-        out.append({"task": task, "model": model, "peft": peft,
+        out.append({"task": task, "model": model, "peft": peft, "select_on": select_on,
                     "best": best["intermediate"] if best is not None else "",
                     "best_score": best_score, "best_seeds": int(best["seeds"]) if best is not None else 0,
                     "none_score": none_score, "gain": best_score - none_score,
@@ -141,9 +142,9 @@ def overall_by_size(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     overall = xtreme_overall(rows, split)
     task_columns = [c for c in overall.columns if c.startswith("score_")]
     out = []
-    for key, group in overall.groupby(["model", "peft", "intermediate", "tasks", "partial"], sort=False,
+    for key, group in overall.groupby(["model", "peft", "select_on", "intermediate", "tasks", "partial"], sort=False,
                                       dropna=False):  # fmt: skip
-        record = dict(zip(["model", "peft", "intermediate", "tasks", "partial"], key, strict=True))
+        record = dict(zip(["model", "peft", "select_on", "intermediate", "tasks", "partial"], key, strict=True))
         stats = seed_stats(group["overall"])
         record.update({"seeds": ",".join(str(s) for s in sorted(group["seed"].unique())), "n": stats["n"],
                        "n_tasks": int(group["n_tasks"].iloc[0]), "complete": bool(group["complete"].all()),
@@ -151,7 +152,7 @@ def overall_by_size(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
                        "overall_ci95_high": stats["ci95_high"]})  # fmt: skip
         record.update({c: float(group[c].mean()) for c in task_columns})
         out.append(record)
-    columns = ["model", "peft", "intermediate", "seeds", "n", "n_tasks", "tasks", "partial", "complete",
+    columns = ["model", "peft", "select_on", "intermediate", "seeds", "n", "n_tasks", "tasks", "partial", "complete",
                "overall_mean", "overall_ci95_low", "overall_ci95_high", *task_columns]  # fmt: skip
     table = pd.DataFrame.from_records(out, columns=columns).merge(model_sizes(rows), on="model", how="left")
     table["_baseline_last"] = table["intermediate"] != NO_INTERMEDIATE

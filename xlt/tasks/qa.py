@@ -327,7 +327,7 @@ SQUAD_V2 = register_task(
 XQUAD = register_task(
     TaskSpec(
         name="xquad",
-        description="XQuAD: trained on SQuAD v1.1, selected on SQuAD v1.1 dev minus XQuAD's questions, tested on "
+        description="XQuAD: trained on SQuAD v1.1, selected on SQuAD v1.1 dev minus every question on XQuAD's paragraphs, tested on "
         "11 languages (v1.1 scoring)",
         head="span_qa",
         metrics=QA_METRICS,
