@@ -161,7 +161,7 @@ def test_accelerator_gpu_without_a_gpu(compose_cfg, tmp_path: Path) -> None:
 
 TRAIN_CASES = [
     ("unknown-model", ("model=nope", "+target=xnli"),
-     r"^error: .*Could not find 'model/nope'; valid choices in 'model': e5_small, .*tiny, xlmr_base"),
+     r"^error: .*Could not find 'model/nope'; valid choices in 'model': e5_small, .*tiny, tiny_qwen, tiny_xl, xlmr_base"),
     ("unknown-target", ("+target=nope",), r"^error: .*Could not find 'target/nope'; valid choices in 'target': bucc2018"),
     ("unknown-scale", ("+target=xnli", "scale=huge"), r"^error: .*Could not find 'scale/huge'; valid choices in 'scale'"),
     ("unknown-logger", ("+target=xnli", "logger=mlflow"), r"^error: .*Could not find 'logger/mlflow'; valid choices in 'logger': csv, none, wandb$"),

@@ -82,8 +82,8 @@ def check_model_architecture(model: DictConfig) -> None:
         )
     init = model.get("random_init") or {}
     for key, value in init.items():
-        if (str(key).endswith(("_size", "_heads", "_layers", "_embeddings")) and value is not None
-                and not (_is_int(value) and value >= 1)):  # fmt: skip
+        sized = str(key).endswith(("_size", "_heads", "_layers", "_embeddings")) and not str(key).startswith("tie_")
+        if sized and value is not None and not (_is_int(value) and value >= 1):  # tie_word_embeddings: a flag
             raise ConfigError(f"model.random_init.{key}={value!r}: expected an integer >= 1")
         if str(key).endswith("_prob") and not (_is_number(value) and 0 <= value < 1):
             raise ConfigError(f"model.random_init.{key}={value!r}: expected 0 <= p < 1")
