@@ -219,3 +219,10 @@ def test_state_is_reset_before_the_handler_and_the_watchdog_start(monkeypatch: A
     finally:
         preemption.STATE.reset()
     assert seen == 1.0
+
+
+def test_the_default_grace_is_below_slurms_default_killwait() -> None:
+    """SLURM sends SIGKILL KillWait (30 s by default) after SIGTERM: the watchdog must act first."""
+    from xlt.preemption import DEFAULT_GRACE_S
+
+    assert DEFAULT_GRACE_S < 30

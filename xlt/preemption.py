@@ -10,22 +10,36 @@ hangs (seen: rank 0 in that broadcast, rank 1 in the barrier after ``save_checkp
 
 What xlt does instead (:func:`handling_sigterm`, around the whole run):
 
-- a Python SIGTERM handler that only acts where that is safe. While a Trainer runs it sets the
-  Trainer's ``received_sigterm`` and nothing else; Lightning's loops then stop at their own checks
-  (the training loop broadcasts rank 0's flag at every batch start, in step on all ranks, and raises
-  ``SIGTERMException``, which xlt.stage turns into :class:`xlt.callbacks.Preempted`, exit 143).
-  Outside a Trainer (data preparation, retrieval, between stages) it raises Preempted at once;
-- Lightning's handler is not installed (:class:`SignalConnector` replaces the Trainer's connector);
+- a Python SIGTERM handler that only acts where that is safe. While a Trainer runs it sets this
+  rank's own (local) flag and nothing else; the Trainer's ``received_sigterm``, which every stop check
+  of Lightning's loops and of xlt.stage reads, is the *shared* decision: one ``all_reduce(MAX)`` of
+  the local flags at every training, validation and test batch start (:class:`SharedSigterm`; every
+  rank reaches those together), so all ranks stop at the same check (``SIGTERMException``, which
+  xlt.stage turns into :class:`xlt.callbacks.Preempted`, exit 143). Lightning's per-batch
+  ``_broadcast_sigterm_tensor`` (which swallowed a failed broadcast) becomes a plain read of that
+  decision. Outside a Trainer (data preparation, retrieval, between stages) the handler raises
+  Preempted at once. Only the first SIGTERM acts: a second one while the first unwinds does nothing;
+- Lightning's handler is not installed (:class:`SignalConnector` replaces the Trainer's connector),
+  and the first SIGTERM switches off Lightning's child-process observer (it SIGKILLs rank 0 within
+  5 s of a child rank exiting non-zero, and every rank now exits 143 on purpose);
 - a watchdog thread that learns of the signal even when the main thread is blocked in C (a
   collective waiting for a rank that has left): ``signal.set_wakeup_fd`` writes the signal number to
   a socket as soon as it arrives. The thread forwards SIGTERM to the ranks Lightning's local launcher
   started (they run the same code), and if the process is still alive ``grace`` seconds later
-  (``XLT_SIGTERM_GRACE_S``, default 30) it flushes the logs and ends it with ``os._exit(143)``.
+  (``XLT_SIGTERM_GRACE_S``, default 20) it flushes the logs (unless a log lock stays held) and ends it
+  with ``os._exit(143)``. Once a SIGTERM came it stays armed after the block, while the process unwinds.
 
-A rank ended by the watchdog in the middle of writing last.ckpt leaves it truncated (Lightning
-serialises to memory, then writes the file in place): the relaunch finds it unreadable, sets it aside
-and resumes from prev.ckpt, the resume point before it (xlt.rundir.resume_checkpoint). Raise the
-grace above the time a checkpoint write takes where that matters (and SLURM's KillWait with it).
+The grace must stay below SLURM's ``KillWait`` (30 s by default; SIGKILL follows SIGTERM after it),
+hence the default of 20 s: raise ``KillWait`` with it where more is needed.
+
+A rank ended in the middle of writing last.ckpt (by the watchdog or SIGKILL): Lightning's
+``_atomic_save`` serialises the checkpoint into memory, writes it to a temporary file made by
+``tempfile.mkstemp`` in ``$TMPDIR`` (fsspec's local transaction) and then moves it over last.ckpt;
+xlt has renamed the previous last.ckpt to prev.ckpt just before (xlt.callbacks.keep_previous). A
+kill during the write leaves no last.ckpt and an orphaned temporary file in ``$TMPDIR``; the relaunch
+resumes from prev.ckpt, the resume point before it (xlt.rundir.resume_checkpoint). Put ``$TMPDIR`` on
+the checkpoints' file system with room for one checkpoint: on another file system the move is a copy,
+which a kill can cut short, leaving a truncated last.ckpt (set aside as unreadable by the relaunch).
 See docs/slurm-requeue.md.
 """
 
@@ -52,7 +66,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 log = logging.getLogger(__name__)
 
 EXIT_STATUS = 143  # 128 + SIGTERM, as a shell reports a process ended by it
-DEFAULT_GRACE_S = 30.0
+DEFAULT_GRACE_S = 20.0  # below SLURM's default KillWait (30 s), after which SIGKILL comes
 
 
 class _State:
