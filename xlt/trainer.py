@@ -59,7 +59,7 @@ def own_device() -> torch.device:
     return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 
-_WAIT_GROUPS: dict[int, Any] = {}
+_WAIT_GROUPS: dict[str, tuple[Any, Any]] = {}
 
 
 def wait_for_rank_zero(failure: str | None = None) -> None:
@@ -76,10 +76,14 @@ def wait_for_rank_zero(failure: str | None = None) -> None:
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return
     world = dist.distributed_c10d._get_default_group()
-    group = _WAIT_GROUPS.get(id(world))
-    if group is None:
-        _WAIT_GROUPS.clear()  # a group of an earlier, destroyed default group is no use
-        group = _WAIT_GROUPS[id(world)] = dist.new_group(backend="gloo", timeout=datetime.timedelta(days=1))
+    # Keyed by the default group itself (held here, so its id cannot be reused by a later one), not
+    # by id(): a group of an earlier, destroyed default group is no use.
+    held = _WAIT_GROUPS.get("world")
+    if held is None or held[0] is not world:
+        group = dist.new_group(backend="gloo", timeout=datetime.timedelta(days=1))
+        _WAIT_GROUPS["world"] = (world, group)
+    else:
+        group = held[1]
     message: list[Any] = [failure]
     dist.broadcast_object_list(message, src=0, group=group)
     if message[0] is not None and dist.get_rank() != 0:
