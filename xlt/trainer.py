@@ -4,6 +4,7 @@ accumulation), the step limit of a fractional epoch count, and the run's callbac
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
 import sys
@@ -47,7 +48,18 @@ def build_strategy(strategy: Any, several_heads: bool = False) -> Any:
         return "ddp_find_unused_parameters_true" if several_heads and strategy == "ddp" else strategy
     from hydra.utils import instantiate
 
-    return instantiate(strategy, _convert_="all")
+    built = instantiate(strategy, _convert_="all")
+    if hasattr(built, "_timeout"):  # Lightning's DDP/FSDP strategies: the process group's timeout
+        built._timeout = PROCESS_GROUP_TIMEOUT
+    return built
+
+
+# The default process group's timeout under a strategy object (the FSDP profiles): Lightning's default
+# (30 min) would end ranks > 0 that wait in init_process_group or FSDP's sync_module_states while rank
+# 0 alone loads the model or evaluates a retrieval probe or target first (hours for BUCC with XXL).
+# The cost: a real hang in a collective is only ended at this timeout (or the job's time limit).
+# Strategy names (``ddp``, ``auto``) keep Lightning's 30 min (docs/slurm-requeue.md).
+PROCESS_GROUP_TIMEOUT = datetime.timedelta(hours=24)
 
 
 def own_device() -> torch.device:
@@ -69,7 +81,6 @@ def wait_for_rank_zero(failure: str | None = None) -> None:
 
     A gloo group of its own with a one-day timeout: the default group's (30 min in Lightning, NCCL's
     watchdog on GPUs) would abort a job whose rank 0 mines BUCC with a large model for longer."""
-    import datetime
 
     import torch.distributed as dist
 
