@@ -57,3 +57,33 @@ def test_the_encoder_goes_back_to_the_cpu_when_the_evaluation_fails(monkeypatch:
     with pytest.raises(RuntimeError, match="out of memory"):
         xlt.evaluation.base.evaluate_retrieval(get_task("tatoeba"), "target", ["de"], 8, run)  # type: ignore[arg-type]
     assert encoder.moves == ["cuda:1", "cpu"]
+
+
+def test_rank_zeros_own_error_stands_when_the_waiting_ranks_are_already_gone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SIGTERM to every rank between stages: rank 1 leaves with 143 while rank 0 tells it of its own
+    Preempted; the broadcast to the departed rank fails, and rank 0 must still exit with Preempted
+    (143), not that RuntimeError (seen: status 1)."""
+    from xlt.callbacks import Preempted
+
+    def gone(failure: str | None = None) -> None:
+        if failure is not None:
+            raise RuntimeError("Connection closed by peer")
+
+    monkeypatch.setattr(xlt.stage, "is_global_zero", lambda: True)
+    monkeypatch.setattr(xlt.stage, "wait_for_rank_zero", gone)
+
+    def preempted(*args: Any, **kwargs: Any) -> None:
+        raise Preempted("preempted (SIGTERM) outside training")
+
+    monkeypatch.setattr(xlt.stage, "RetrievalRun", preempted)
+    cfg = SimpleNamespace(
+        retrieval=SimpleNamespace(batch_size=8, max_seq_length=32, layer=2),
+        target=SimpleNamespace(eval_batch_size=8, max_seq_length=32),
+        predictions=False,
+    )
+    runner = SimpleNamespace(cfg=cfg, encoder=None, tokenizer=None, _skip=print, _write_predictions=None,
+                             settings=SimpleNamespace(source=None, data_dir=None))  # fmt: skip
+    with pytest.raises(Preempted):
+        StageRunner.evaluate_retrieval(runner, get_task("tatoeba"), "target", ["de"], 8)  # type: ignore[arg-type]

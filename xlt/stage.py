@@ -113,7 +113,10 @@ class StageRunner:
             log.info("%s %s: retrieval on rank 0, %d language(s)", stage, spec.name, len(languages))
             rows = evaluate_retrieval(spec, stage, languages, limit, run)
         except BaseException as err:  # the waiting ranks must not wait for ever: they stop too
-            wait_for_rank_zero(f"{stage} {spec.name}: {type(err).__name__}: {err}")
+            try:
+                wait_for_rank_zero(f"{stage} {spec.name}: {type(err).__name__}: {err}")
+            except Exception as gone:  # e.g. the same SIGTERM already ended them: rank 0's error stands
+                log.warning("%s %s: could not tell the waiting ranks (%s)", stage, spec.name, gone)
             raise
         wait_for_rank_zero()
         self._log_rows(rows)
