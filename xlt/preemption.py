@@ -94,7 +94,9 @@ class SignalConnector(_SignalConnector):
     def received_sigterm(self) -> bool:
         """The stop decision every rank shares (the all_reduce of :meth:`sync`), never this rank's own
         flag: Lightning's loops and xlt.stage read it at their checks, and a rank that stopped alone
-        would leave the others in the next collective."""
+        would leave the others in the next collective. One process: its own flag, at once."""
+        if getattr(self.trainer, "world_size", 1) == 1:
+            return STATE.received_at is not None
         return self._shared
 
     @received_sigterm.setter
