@@ -105,7 +105,7 @@ DERIVED_TRAINER_ARGS = ("precision", "strategy", "devices", "num_nodes", "accumu
                         "gradient_clip_val", "logger", "callbacks", "default_root_dir")  # fmt: skip
 
 
-def _host_memory_gb(*, _root_: DictConfig) -> float | None:
+def _host_memory_gb(*, _root_: DictConfig) -> int | None:
     """``${xlt_host_memory_gb:}`` (conf/scale/default.yaml): xlt.plan's per-node host RAM for the job
     the root config describes, in whole GB; None where it cannot be estimated (no architecture block,
     no target yet)."""
@@ -114,7 +114,13 @@ def _host_memory_gb(*, _root_: DictConfig) -> float | None:
 
         # A job on GPUs unless it says cpu: SLURM jobs resolve this on a login node without CUDA.
         gpu = str(_root_.trainer.get("accelerator", "auto")) != "cpu"
-        return float(estimate_host(_root_, gpu=gpu).request_gb)
+        # An int: the SLURM launcher's mem_gb (submitit's SlurmQueueConf) is typed int, and a float
+        # such as 743.0 fails the launcher's composition.
+        # The composed config, not yet validated: stage lengths left null take the task spec's, as
+        # validation does (a CPU job's estimate needs them), on a copy.
+        job = OmegaConf.create(OmegaConf.to_container(_root_, resolve=False))
+        _fill_from_specs(job)
+        return int(estimate_host(job, gpu=gpu).request_gb)
     except Exception:  # an incomplete config (composition, a test's partial one): no figure, no --mem
         return None
 

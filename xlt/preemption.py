@@ -10,22 +10,36 @@ hangs (seen: rank 0 in that broadcast, rank 1 in the barrier after ``save_checkp
 
 What xlt does instead (:func:`handling_sigterm`, around the whole run):
 
-- a Python SIGTERM handler that only acts where that is safe. While a Trainer runs it sets the
-  Trainer's ``received_sigterm`` and nothing else; Lightning's loops then stop at their own checks
-  (the training loop broadcasts rank 0's flag at every batch start, in step on all ranks, and raises
-  ``SIGTERMException``, which xlt.stage turns into :class:`xlt.callbacks.Preempted`, exit 143).
-  Outside a Trainer (data preparation, retrieval, between stages) it raises Preempted at once;
-- Lightning's handler is not installed (:class:`SignalConnector` replaces the Trainer's connector);
+- a Python SIGTERM handler that only acts where that is safe. While a Trainer runs it sets this
+  rank's own (local) flag and nothing else; the Trainer's ``received_sigterm``, which every stop check
+  of Lightning's loops and of xlt.stage reads, is the *shared* decision: one ``all_reduce(MAX)`` of
+  the local flags at every training, validation and test batch start (:class:`SharedSigterm`; every
+  rank reaches those together), so all ranks stop at the same check (``SIGTERMException``, which
+  xlt.stage turns into :class:`xlt.callbacks.Preempted`, exit 143). Lightning's per-batch
+  ``_broadcast_sigterm_tensor`` (which swallowed a failed broadcast) becomes a plain read of that
+  decision. Outside a Trainer (data preparation, retrieval, between stages) the handler raises
+  Preempted at once. Only the first SIGTERM acts: a second one while the first unwinds does nothing;
+- Lightning's handler is not installed (:class:`SignalConnector` replaces the Trainer's connector),
+  and the first SIGTERM switches off Lightning's child-process observer (it SIGKILLs rank 0 within
+  5 s of a child rank exiting non-zero, and every rank now exits 143 on purpose);
 - a watchdog thread that learns of the signal even when the main thread is blocked in C (a
   collective waiting for a rank that has left): ``signal.set_wakeup_fd`` writes the signal number to
   a socket as soon as it arrives. The thread forwards SIGTERM to the ranks Lightning's local launcher
   started (they run the same code), and if the process is still alive ``grace`` seconds later
-  (``XLT_SIGTERM_GRACE_S``, default 30) it flushes the logs and ends it with ``os._exit(143)``.
+  (``XLT_SIGTERM_GRACE_S``, default 20) it flushes the logs (unless a log lock stays held) and ends it
+  with ``os._exit(143)``. Once a SIGTERM came it stays armed after the block, while the process unwinds.
 
-A rank ended by the watchdog in the middle of writing last.ckpt leaves it truncated (Lightning
-serialises to memory, then writes the file in place): the relaunch finds it unreadable, sets it aside
-and resumes from prev.ckpt, the resume point before it (xlt.rundir.resume_checkpoint). Raise the
-grace above the time a checkpoint write takes where that matters (and SLURM's KillWait with it).
+The grace must stay below SLURM's ``KillWait`` (30 s by default; SIGKILL follows SIGTERM after it),
+hence the default of 20 s: raise ``KillWait`` with it where more is needed.
+
+A rank ended in the middle of writing last.ckpt (by the watchdog or SIGKILL): Lightning's
+``_atomic_save`` serialises the checkpoint into memory, writes it to a temporary file made by
+``tempfile.mkstemp`` in ``$TMPDIR`` (fsspec's local transaction) and then moves it over last.ckpt;
+xlt has renamed the previous last.ckpt to prev.ckpt just before (xlt.callbacks.keep_previous). A
+kill during the write leaves no last.ckpt and an orphaned temporary file in ``$TMPDIR``; the relaunch
+resumes from prev.ckpt, the resume point before it (xlt.rundir.resume_checkpoint). Put ``$TMPDIR`` on
+the checkpoints' file system with room for one checkpoint: on another file system the move is a copy,
+which a kill can cut short, leaving a truncated last.ckpt (set aside as unreadable by the relaunch).
 See docs/slurm-requeue.md.
 """
 
@@ -43,19 +57,27 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
+import torch
+import torch.distributed as dist
+from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.trainer.connectors.signal_connector import _SignalConnector
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
 
 EXIT_STATUS = 143  # 128 + SIGTERM, as a shell reports a process ended by it
-DEFAULT_GRACE_S = 30.0
+DEFAULT_GRACE_S = 20.0  # below SLURM's default KillWait (30 s), after which SIGKILL comes
 
 
 class _State:
     connector: weakref.ReferenceType[SignalConnector] | None = None  # the running Trainer's, if any
     children: list[Any] = []  # processes Lightning's local launcher started (subprocess.Popen)
-    received_at: float | None = None
+    received_at: float | None = None  # this rank's own (local) flag: when its first SIGTERM came
+    handled = False  # the handler acted on a first SIGTERM (raised Preempted or left it to the Trainer)
     installed = False
+
+    def reset(self) -> None:
+        self.connector, self.children, self.received_at, self.handled = None, [], None, False
 
 
 STATE = _State()
@@ -66,8 +88,34 @@ class SignalConnector(_SignalConnector):
     while its Trainer runs, xlt's process-wide handler sets ``received_sigterm`` here. Lightning's
     SLURM requeue handler is not installed either (xlt runs SLURMEnvironment(auto_requeue=False))."""
 
+    _shared = False
+
+    @property  # type: ignore[override]
+    def received_sigterm(self) -> bool:
+        """The stop decision every rank shares (the all_reduce of :meth:`sync`), never this rank's own
+        flag: Lightning's loops and xlt.stage read it at their checks, and a rank that stopped alone
+        would leave the others in the next collective. One process: its own flag, at once."""
+        if getattr(self.trainer, "world_size", 1) == 1:
+            return STATE.received_at is not None
+        return self._shared
+
+    @received_sigterm.setter
+    def received_sigterm(self, value: bool) -> None:
+        self._shared = bool(value)
+
+    def sync(self) -> None:
+        """One all_reduce(MAX) of every rank's local flag, at a point every rank reaches together."""
+        local = STATE.received_at is not None
+        strategy = self.trainer.strategy
+        if dist.is_available() and dist.is_initialized() and self.trainer.world_size > 1:
+            flag = torch.tensor([1 if local else 0], device=strategy.root_device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            self._shared = bool(flag.item())
+        else:
+            self._shared = local
+
     def register_signal_handlers(self) -> None:
-        self.received_sigterm = STATE.received_at is not None
+        self._shared = False  # the first sync decides, on every rank alike
         STATE.connector = weakref.ref(self)
         launcher = getattr(self.trainer.strategy, "launcher", None)
         for proc in getattr(launcher, "procs", None) or []:
@@ -79,9 +127,38 @@ class SignalConnector(_SignalConnector):
             STATE.connector = None
 
 
+class SharedSigterm(Callback):
+    """Updates the shared stop decision at every batch start (training, validation, test): every
+    rank reaches those together, so one all_reduce there cannot pair with another collective."""
+
+    def _sync(self, trainer: Any) -> None:
+        connector = trainer._signal_connector
+        if isinstance(connector, SignalConnector):
+            connector.sync()
+
+    def on_train_batch_start(self, trainer: Any, *args: Any) -> None:
+        self._sync(trainer)
+
+    def on_validation_batch_start(self, trainer: Any, *args: Any) -> None:
+        self._sync(trainer)
+
+    def on_test_batch_start(self, trainer: Any, *args: Any) -> None:
+        self._sync(trainer)
+
+
 def use_xlt_signals(trainer: Any) -> None:
-    """Give ``trainer`` the connector above (before fit/validate/test)."""
+    """Give ``trainer`` the connector above and the callback that shares the stop decision (before
+    fit/validate/test). Lightning's per-batch ``_broadcast_sigterm_tensor`` (which swallows a failed
+    broadcast and then reads 0) becomes a plain check of the shared decision: no collective, and a
+    failure is not hidden."""
     trainer._signal_connector = SignalConnector(trainer)
+    trainer.callbacks.append(SharedSigterm())
+
+    def check_shared_decision() -> None:
+        if trainer.received_sigterm:
+            raise SIGTERMException()
+
+    trainer.fit_loop.epoch_loop._broadcast_sigterm_tensor = check_shared_decision
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -89,9 +166,11 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
     _note()
     connector = STATE.connector() if STATE.connector is not None else None
+    if STATE.handled:
+        return  # a second SIGTERM while the first unwinds (or its Trainer stops): nothing more
+    STATE.handled = True
     if connector is not None:
-        connector.received_sigterm = True  # Lightning's loops stop at their next check
-        return
+        return  # a Trainer runs: its next batch start shares the decision (SharedSigterm)
     raise Preempted("preempted (SIGTERM) outside training (data, retrieval or between stages); "
                     "relaunch the same command to resume")  # fmt: skip
 
@@ -99,6 +178,17 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 def _note() -> None:
     if STATE.received_at is None:
         STATE.received_at = time.monotonic()
+        disable_child_observer()
+
+
+def disable_child_observer() -> None:
+    """Stop Lightning's child-process observer (lightning_fabric's subprocess_script launcher): it
+    SIGKILLs rank 0 within 5 s of a child rank exiting non-zero, and after SIGTERM every rank exits
+    with 143 on purpose; rank 0 must be left to end on its own (and with its own status)."""
+    for thread in threading.enumerate():
+        if thread.name == "child-process-observer":
+            thread._finished = True  # type: ignore[attr-defined]
+            thread._run = lambda: True  # type: ignore[attr-defined]  # it may be mid-sleep: no last check
 
 
 def _forward_to_children() -> None:
@@ -131,11 +221,24 @@ def _watchdog(reader: socket.socket, grace: float, stop: threading.Event) -> Non
         print(f"xlt: rank {rank}: still running {grace:.0f} s after SIGTERM (waiting for another rank); "
               f"exiting with status {EXIT_STATUS}", file=sys.stderr, flush=True)  # fmt: skip
         for handler in logging.getLogger().handlers:
-            with contextlib.suppress(Exception):
-                handler.flush()
+            _flush_unless_held(handler)
         with contextlib.suppress(Exception):
             sys.stdout.flush()
         os._exit(EXIT_STATUS)
+
+
+def _flush_unless_held(handler: logging.Handler, timeout: float = 1.0) -> None:
+    """Flush ``handler`` unless its lock stays held (the main thread may be stuck inside an emit):
+    the watchdog must exit, not wait on that lock."""
+    lock = handler.lock
+    if lock is not None and not lock.acquire(timeout=timeout):
+        return
+    try:
+        with contextlib.suppress(Exception):
+            handler.flush()
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 @contextlib.contextmanager
@@ -151,18 +254,21 @@ def handling_sigterm(grace: float | None = None) -> Iterator[None]:
     writer.setblocking(False)
     reader.settimeout(0.5)
     stop = threading.Event()
+    STATE.reset()  # before the handler and the thread: a signal at once must not be wiped out
+    STATE.installed = True
     previous_handler = signal.signal(signal.SIGTERM, _on_sigterm)
     previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
     thread = threading.Thread(target=_watchdog, args=(reader, grace, stop), name="xlt-sigterm", daemon=True)
     thread.start()
-    STATE.installed, STATE.received_at, STATE.children = True, None, []
     try:
         yield
     finally:
         signal.set_wakeup_fd(previous_fd)
         signal.signal(signal.SIGTERM, previous_handler)
-        stop.set()
-        thread.join(timeout=5)
-        reader.close()
-        writer.close()
+        if STATE.received_at is None:
+            stop.set()
+            thread.join(timeout=5)
+            reader.close()
+            writer.close()
+        # else: the watchdog stays armed (the grace still bounds the exit while the process unwinds)
         STATE.installed, STATE.connector = False, None

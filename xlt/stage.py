@@ -101,19 +101,22 @@ class StageRunner:
                      getattr(rank_zero_only, "rank", 0))  # fmt: skip
             wait_for_rank_zero()
             return []
-        retrieval = self.cfg.retrieval
-        if stage == "target":
-            batch_size, max_len = self.cfg.target.eval_batch_size, self.cfg.target.max_seq_length
-        else:
-            batch_size, max_len = retrieval.batch_size, retrieval.max_seq_length
-        write = self._write_predictions if self.cfg.predictions and stage == "target" else None
-        run = RetrievalRun(self.encoder, self.tokenizer, self.settings.source, self.settings.data_dir,
-                           retrieval.layer, batch_size, max_len, self._skip, write)  # fmt: skip
-        log.info("%s %s: retrieval on rank 0, %d language(s)", stage, spec.name, len(languages))
-        try:
+        try:  # from the first line: whatever fails on rank 0, the waiting ranks are told
+            retrieval = self.cfg.retrieval
+            if stage == "target":
+                batch_size, max_len = self.cfg.target.eval_batch_size, self.cfg.target.max_seq_length
+            else:
+                batch_size, max_len = retrieval.batch_size, retrieval.max_seq_length
+            write = self._write_predictions if self.cfg.predictions and stage == "target" else None
+            run = RetrievalRun(self.encoder, self.tokenizer, self.settings.source, self.settings.data_dir,
+                               retrieval.layer, batch_size, max_len, self._skip, write)  # fmt: skip
+            log.info("%s %s: retrieval on rank 0, %d language(s)", stage, spec.name, len(languages))
             rows = evaluate_retrieval(spec, stage, languages, limit, run)
         except BaseException as err:  # the waiting ranks must not wait for ever: they stop too
-            wait_for_rank_zero(f"{stage} {spec.name}: {type(err).__name__}: {err}")
+            try:
+                wait_for_rank_zero(f"{stage} {spec.name}: {type(err).__name__}: {err}")
+            except Exception as gone:  # e.g. the same SIGTERM already ended them: rank 0's error stands
+                log.warning("%s %s: could not tell the waiting ranks (%s)", stage, spec.name, gone)
             raise
         wait_for_rank_zero()
         self._log_rows(rows)

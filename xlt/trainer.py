@@ -4,6 +4,7 @@ accumulation), the step limit of a fractional epoch count, and the run's callbac
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
 import sys
@@ -47,7 +48,18 @@ def build_strategy(strategy: Any, several_heads: bool = False) -> Any:
         return "ddp_find_unused_parameters_true" if several_heads and strategy == "ddp" else strategy
     from hydra.utils import instantiate
 
-    return instantiate(strategy, _convert_="all")
+    built = instantiate(strategy, _convert_="all")
+    if hasattr(built, "_timeout"):  # Lightning's DDP/FSDP strategies: the process group's timeout
+        built._timeout = PROCESS_GROUP_TIMEOUT
+    return built
+
+
+# The default process group's timeout under a strategy object (the FSDP profiles): Lightning's default
+# (30 min) would end ranks > 0 that wait in init_process_group or FSDP's sync_module_states while rank
+# 0 alone loads the model or evaluates a retrieval probe or target first (hours for BUCC with XXL).
+# The cost: a real hang in a collective is only ended at this timeout (or the job's time limit).
+# Strategy names (``ddp``, ``auto``) keep Lightning's 30 min (docs/slurm-requeue.md).
+PROCESS_GROUP_TIMEOUT = datetime.timedelta(hours=24)
 
 
 def own_device() -> torch.device:
@@ -59,7 +71,7 @@ def own_device() -> torch.device:
     return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 
-_WAIT_GROUPS: dict[int, Any] = {}
+_WAIT_GROUPS: dict[str, tuple[Any, Any]] = {}
 
 
 def wait_for_rank_zero(failure: str | None = None) -> None:
@@ -69,17 +81,20 @@ def wait_for_rank_zero(failure: str | None = None) -> None:
 
     A gloo group of its own with a one-day timeout: the default group's (30 min in Lightning, NCCL's
     watchdog on GPUs) would abort a job whose rank 0 mines BUCC with a large model for longer."""
-    import datetime
 
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return
     world = dist.distributed_c10d._get_default_group()
-    group = _WAIT_GROUPS.get(id(world))
-    if group is None:
-        _WAIT_GROUPS.clear()  # a group of an earlier, destroyed default group is no use
-        group = _WAIT_GROUPS[id(world)] = dist.new_group(backend="gloo", timeout=datetime.timedelta(days=1))
+    # Keyed by the default group itself (held here, so its id cannot be reused by a later one), not
+    # by id(): a group of an earlier, destroyed default group is no use.
+    held = _WAIT_GROUPS.get("world")
+    if held is None or held[0] is not world:
+        group = dist.new_group(backend="gloo", timeout=datetime.timedelta(days=1))
+        _WAIT_GROUPS["world"] = (world, group)
+    else:
+        group = held[1]
     message: list[Any] = [failure]
     dist.broadcast_object_list(message, src=0, group=group)
     if message[0] is not None and dist.get_rank() != 0:

@@ -15,6 +15,10 @@ others already wait in the barrier after the save; ``task`` is the file name, e.
 stages; ``task`` is then the progress label's first word, e.g. ``tatoeba``); ``n`` counts the calls of
 this process. Signal ``TERMGROUP`` sends SIGTERM to the whole process group (every rank, as SLURM
 signals every task of a job step), ``TERM`` to this process only.
+
+``XLT_FAULT_EXITS`` names a folder where every process writes, at exit, ``<pid>`` holding its rank
+and the status it passed to ``sys.exit`` (0 when it returned normally). A process ended by
+``os._exit`` (the SIGTERM watchdog) or a signal writes nothing: the test sees the missing rank.
 """
 
 from __future__ import annotations
@@ -29,6 +33,25 @@ from typing import Any
 
 SPEC = os.environ.get("XLT_FAULT", "")
 MARK = os.environ.get("XLT_FAULT_MARK", "")
+EXITS = os.environ.get("XLT_FAULT_EXITS", "")
+
+
+def _record_exits(folder: Path) -> None:
+    import atexit
+
+    status = {"code": 0}
+    original_exit = sys.exit
+
+    def exit_(code: Any = None) -> None:
+        status["code"] = code if isinstance(code, int) else (0 if code is None else 1)
+        original_exit(code)
+
+    def write() -> None:
+        rank = os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0"))
+        (folder / str(os.getpid())).write_text(f"{rank} {status['code']}")
+
+    sys.exit = exit_  # type: ignore[assignment]
+    atexit.register(write)
 
 
 def _fire() -> None:
@@ -114,3 +137,5 @@ class _Finder(importlib.abc.MetaPathFinder):
 
 if SPEC and MARK:
     sys.meta_path.insert(0, _Finder())
+if EXITS:
+    _record_exits(Path(EXITS))

@@ -76,6 +76,7 @@ def evaluate_retrieval(spec: TaskSpec, stage: str, languages: list[str], limit: 
     device = own_device()
     cast(torch.nn.Module, run.encoder).to(device)
     run.device = device
-    rows = evaluator.evaluate(spec, stage, languages, limit, run)
-    cast(torch.nn.Module, run.encoder).to("cpu")
-    return rows
+    try:
+        return evaluator.evaluate(spec, stage, languages, limit, run)
+    finally:  # also on failure or preemption: the encoder must not stay on the GPU
+        cast(torch.nn.Module, run.encoder).to("cpu")
