@@ -119,6 +119,7 @@ def _host_memory_gb(*, _root_: DictConfig) -> int | None:
         # The composed config, not yet validated: stage lengths left null take the task spec's, as
         # validation does (a CPU job's estimate needs them), on a copy.
         job = OmegaConf.create(OmegaConf.to_container(_root_, resolve=False))
+        assert isinstance(job, DictConfig)
         _fill_from_specs(job)
         return int(estimate_host(job, gpu=gpu).request_gb)
     except Exception:  # an incomplete config (composition, a test's partial one): no figure, no --mem
