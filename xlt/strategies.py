@@ -44,6 +44,16 @@ class PolicyFSDPPrecision(FSDPPrecision):
     and casts buffers in bf16/fp16 under ``*-mixed`` (Qwen's rotary ``inv_freq`` in bf16: ~0.59 rad
     off at position 511) and autocasts only on CUDA, where DDP reduces fp32 and keeps buffers fp32."""
 
+    def __init__(self, precision: Any, scaler: Any = None) -> None:
+        # Lightning's __init__ tests ``self.precision`` (still the class default "32-true") before it sets
+        # it, so any scaler is refused, also 16-mixed's own ShardedGradScaler that the accelerator connector
+        # hands over. Build without it (16-mixed then makes a fresh one) and keep the one given.
+        super().__init__(precision)
+        if scaler is not None:
+            if precision != "16-mixed":
+                raise ValueError(f"`precision={precision!r}` does not use a scaler, found {scaler}.")
+            self.scaler = scaler
+
     @property
     def mixed_precision_config(self) -> Any:
         from torch.distributed.fsdp import MixedPrecision
