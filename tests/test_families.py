@@ -98,6 +98,28 @@ def test_stand_ins_take_their_real_counterparts_profiles_with_only_sizes_changed
         assert t["devices"] == 2 and t["precision"] == "bf16-mixed"
 
 
+# Qwen2.5-7B's config.json (hub, pinned revision in conf/model/qwen2_5_7b.yaml), written by hand.
+QWEN25_7B_CONFIG = {"rope_theta": 1_000_000.0, "tie_word_embeddings": False, "num_attention_heads": 28,
+                    "num_key_value_heads": 4, "pad_token_id": None}  # fmt: skip
+
+
+def test_tiny_qwen_has_qwen25s_architecture_facts(compose_cfg, tmp_path: Path) -> None:
+    """Rope theta, untied embeddings, GQA ratio and no padding row, as the real 7B: the <|endoftext|>
+    row (pair separator, the token `pooling: last` reads) is an ordinary trained row."""
+    from xlt.modeling.encoder import load_encoder, load_tokenizer
+
+    cfg = _cfg(compose_cfg, "tiny_qwen")
+    encoder = load_encoder(cfg.model, tmp_path)
+    config, real = encoder.config, QWEN25_7B_CONFIG
+    assert config.rope_parameters["rope_theta"] == real["rope_theta"]
+    assert config.tie_word_embeddings == real["tie_word_embeddings"]
+    ratio = real["num_attention_heads"] // real["num_key_value_heads"]
+    assert config.num_attention_heads // config.num_key_value_heads == ratio
+    assert config.pad_token_id is None and encoder.embed_tokens.padding_idx is None
+    eot = load_tokenizer(cfg.model, tmp_path).convert_tokens_to_ids("<|endoftext|>")
+    assert encoder.embed_tokens.weight[eot].abs().sum() > 0
+
+
 @pytest.fixture(scope="module")
 def qwen_tokenizer(tmp_path_factory: pytest.TempPathFactory):
     from xlt.modeling.encoder import load_tokenizer

@@ -150,15 +150,17 @@ def _random_encoder(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedModel:
         "vocab_size": model_cfg.get("vocab_size") or len(tokenizer),
         "hidden_size": model_cfg.hidden_size,
         "num_hidden_layers": model_cfg.num_layers,
-        "pad_token_id": tokenizer.pad_token_id,
         "bos_token_id": tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id,
         "eos_token_id": tokenizer.eos_token_id,
     }
     if model_cfg.get("max_position_embeddings"):
         sizes["max_position_embeddings"] = model_cfg.max_position_embeddings
     if family.decoder:
+        # No pad_token_id, as the real Qwen2.5 configs (bos/eos only): the embedding's padding row would be
+        # <|endoftext|>, the pair separator and the token `pooling: last` reads, kept zero and never trained.
         sizes["tie_word_embeddings"] = extra.pop("tie_word_embeddings", True)
     else:
+        sizes["pad_token_id"] = tokenizer.pad_token_id
         sizes.setdefault("max_position_embeddings", 514)
         sizes["type_vocab_size"] = 1
     if len(tokenizer) > sizes["vocab_size"]:
