@@ -245,7 +245,7 @@ def _policy_worker(rank: int, world: int, port: int, cache_dir: str, out_dir: st
     # FSDP under the profile's strategy class: the accelerator connector hands it Lightning's plugin.
     from pytorch_lightning.plugins.precision import FSDPPrecision
 
-    strategy = FSDP()
+    strategy = FSDP(parallel_devices=[torch.device("cpu")])
     strategy.precision_plugin = FSDPPrecision("bf16-mixed")
     plugin = strategy.precision_plugin
     config = strategy.mixed_precision_config
@@ -314,7 +314,7 @@ def test_the_fsdp_strategy_reduces_and_keeps_buffers_in_fp32() -> None:
     from xlt.strategies import FSDP
 
     assert FSDPPrecision("bf16-mixed").mixed_precision_config.buffer_dtype == torch.bfloat16  # Lightning's
-    strategy = FSDP()
+    strategy = FSDP(parallel_devices=[torch.device("cpu")])
     strategy.precision_plugin = FSDPPrecision("bf16-mixed")  # what the accelerator connector does
     config = strategy.mixed_precision_config
     assert (config.param_dtype, config.reduce_dtype, config.buffer_dtype) == (

@@ -44,7 +44,7 @@ class PolicyFSDPPrecision(FSDPPrecision):
     and casts buffers in bf16/fp16 under ``*-mixed`` (Qwen's rotary ``inv_freq`` in bf16: ~0.59 rad
     off at position 511) and autocasts only on CUDA, where DDP reduces fp32 and keeps buffers fp32."""
 
-    def __init__(self, precision: Any, scaler: Any = None) -> None:
+    def __init__(self, precision: Any, scaler: Any = None, device: str | None = None) -> None:
         # Lightning's __init__ tests ``self.precision`` (still the class default "32-true") before it sets
         # it, so any scaler is refused, also 16-mixed's own ShardedGradScaler that the accelerator connector
         # hands over. Build without it (16-mixed then makes a fresh one) and keep the one given.
@@ -53,6 +53,9 @@ class PolicyFSDPPrecision(FSDPPrecision):
             if precision != "16-mixed":
                 raise ValueError(f"`precision={precision!r}` does not use a scaler, found {scaler}.")
             self.scaler = scaler
+        # The run's device type (the strategy's root_device, set by :class:`FSDP` before it wraps), not
+        # whether CUDA exists: a CPU run on a GPU node must autocast on CPU.
+        self.device = device
 
     @property
     def mixed_precision_config(self) -> Any:
@@ -66,7 +69,9 @@ class PolicyFSDPPrecision(FSDPPrecision):
     def forward_context(self) -> Any:
         if "mixed" not in self.precision:
             return super().forward_context()
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device is None:
+            raise RuntimeError("PolicyFSDPPrecision.device is unset: the FSDP strategy sets it to its root device")
+        device = self.device
         dtype = torch.bfloat16 if self.precision == "bf16-mixed" else torch.float16
         return torch.autocast(device, dtype=dtype, cache_enabled=False)  # as Lightning's DDP MixedPrecision
 
@@ -88,9 +93,13 @@ class FSDP(FSDPStrategy):
         # The accelerator connector hands Lightning's FSDPPrecision: the same precision under the policy.
         if type(plugin) is FSDPPrecision:
             plugin = PolicyFSDPPrecision(plugin.precision, plugin.scaler)  # type: ignore[arg-type]
+        if isinstance(plugin, PolicyFSDPPrecision) and self.parallel_devices:
+            plugin.device = self.root_device.type
         FSDPStrategy.precision_plugin.fset(self, plugin)  # type: ignore[attr-defined]
 
     def _setup_model(self, model: nn.Module) -> nn.Module:
+        if isinstance(self.precision_plugin, PolicyFSDPPrecision):
+            self.precision_plugin.device = self.root_device.type  # autocast where the run runs
         wrapped = self._wrap(model)
         check_layers_wrapped(wrapped)
         return wrapped
