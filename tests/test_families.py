@@ -158,12 +158,64 @@ def test_decoder_tagging_tokenises_each_word_as_in_running_text(qwen_tokenizer) 
     batch = {"words": [words], "labels": [[1, 2, 3, 4, 5]], "example_idx": [0]}
     out = featurize_tagging(tok, batch, 64)
     ids = out["input_ids"][0]
-    running = tok(" " + " ".join(words), add_special_tokens=False)["input_ids"]
+    running = tok(" The children played outside.", add_special_tokens=False)["input_ids"]
     assert ids[: len(running)] == running  # exactly the sentence's own tokens (with the first word's space)
     assert tok.convert_ids_to_tokens(ids[1]) == "Ġchildren"
-    first = [i for i, w in enumerate(out["word_index"][0]) if w >= 0]
-    assert [out["labels"][0][i] for i in first] == [1, 2, 3, 4, 5]
+    labelled = [i for i, w in enumerate(out["word_index"][0]) if w >= 0]
+    assert [out["labels"][0][i] for i in labelled] == [1, 2, 3, 4, 5]
     assert ids[-1] == tok.eos_token_id
+
+
+def _ud_sentence(data_dir: Path, pattern: str, text: str) -> list[str]:
+    """The words of the real UD sentence whose ``# text =`` line starts with ``text``."""
+    path = next((data_dir / "ud_pos").glob(pattern))
+    words: list[str] = []
+    inside = False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# text = "):
+            inside = line[len("# text = ") :].startswith(text)
+        elif inside and line and line[0].isdigit() and "\t" in line:
+            index, word = line.split("\t")[:2]
+            if index.isdigit():
+                words.append(word)
+        elif inside and not line:
+            return words
+    raise AssertionError(f"{text!r} not in {path}")
+
+
+def test_decoder_tagging_spaces_only_words_that_have_a_space_in_running_text(qwen_tokenizer, data_dir: Path) -> None:
+    """Real UD sentences, each word's pieces and labelled piece written by hand."""
+    from xlt.data.features_tagging import featurize_tagging
+
+    tok = qwen_tokenizer
+    cases = {
+        "en": _ud_sentence(data_dir, "UD_English-PUD/*test.conllu", '"Physicians don\'t have these tools,'),
+        "zh": _ud_sentence(data_dir, "UD_Chinese-GSD/*test.conllu", "然而，這樣的處理也衍生了一些問題。"),
+        "th": _ud_sentence(data_dir, "UD_Thai-PUD/*test.conllu", "“แม้ว่าการเปลี่ยนไปใช้ระบบดิจิตัล"),
+    }
+    pieces = {}
+    for lang, words in cases.items():
+        out = featurize_tagging(tok, {"words": [words], "labels": [list(range(len(words)))], "example_idx": [0]}, 512)
+        ids, labels = out["input_ids"][0], out["labels"][0]
+        tokens = tok.convert_ids_to_tokens(ids)
+        labelled = [i for i, label in enumerate(labels) if label >= 0]
+        assert [labels[i] for i in labelled] == list(range(len(words))), lang  # one label a word, in order
+        # Per word: its tokens (the labelled one is its last: the one that has read the whole word).
+        starts = [0, *(i + 1 for i in labelled[:-1])]
+        pieces[lang] = {w: tokens[a : b + 1] for w, a, b in zip(words, starts, labelled, strict=True)}
+        assert "Ġ" not in tokens, lang  # no bare-space piece anywhere
+    en = pieces["en"]
+    assert en["Physicians"][0].startswith("ĠPhys") and en["do"] == ["Ġdo"] and en["have"] == ["Ġhave"]
+    assert en[","] == [","] and en["."] == ["."] and en['"'] == ['"']  # punctuation: no space before
+    assert en["n't"] == ["Ġn", "'t"]  # a letter first: spaced (running text's "Ġdon 't" is not a word split)
+    assert en["said"] == ["Ġsaid"] and en["Mailis"][0] == "ĠMail"
+    zh, th = pieces["zh"], pieces["th"]
+    # Scripts written without spaces: bare words, whole as in running text (然而 is one piece).
+    assert tok.convert_tokens_to_string(zh["然而"]) == "然而" and len(zh["然而"]) == 1
+    assert zh["，"] == tok.convert_ids_to_tokens(tok("，", add_special_tokens=False)["input_ids"])
+    assert all(not t.startswith("Ġ") for w in zh.values() for t in w)
+    assert all(not t.startswith("Ġ") for w in th.values() for t in w)
+    assert tok.convert_tokens_to_string(th["ระบบ"]) == "ระบบ"
 
 
 def _tiny_qwen(cache_dir: Path):

@@ -17,7 +17,14 @@ import torch
 from omegaconf import DictConfig
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from xlt.modeling.families import WORD_PREFIX_SPACE, ModelFamily, family_of, family_of_model_type, resolve
+from xlt.modeling.families import (
+    LABEL_PIECE,
+    WORD_PREFIX_SPACE,
+    ModelFamily,
+    family_of,
+    family_of_model_type,
+    resolve,
+)
 from xlt.schema import to_container
 
 log = logging.getLogger(__name__)
@@ -46,8 +53,10 @@ def _e5_tokenizer(path: str) -> PreTrainedTokenizerBase:
 def load_tokenizer(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedTokenizerBase:
     tokenizer = WEIGHT_SOURCES[model_cfg.source].tokenizer(model_cfg, cache_dir)
     # Byte-level BPE (decoders): pre-split words are tokenised as mid-sentence, " word" (features_tagging).
-    if family_of(model_cfg).word_prefix_space:
+    family = family_of(model_cfg)
+    if family.word_prefix_space:
         setattr(tokenizer, WORD_PREFIX_SPACE, True)
+    setattr(tokenizer, LABEL_PIECE, family.label_piece)  # the tagged word's labelled sub-word
     return tokenizer
 
 

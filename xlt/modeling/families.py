@@ -28,6 +28,7 @@ from typing import Any
 
 __all__ = [
     "FAMILIES",
+    "LABEL_PIECE",
     "WORD_PREFIX_SPACE",
     "ModelFamily",
     "family_of",
@@ -59,6 +60,9 @@ class ModelFamily:
     formula: tuple[tuple[str, Any], ...]
     # Tokenizer quirks.
     word_prefix_space: bool  # byte-level BPE: a word mid-sentence is " word"; pre-split words need it
+    # The sub-word of a tagged word that carries its label: "first" (XTREME's convention, bidirectional
+    # encoders) or "last" (decoders: under causal attention only the last piece has read the whole word).
+    label_piece: str
     pair_template: bool  # the tokenizer adds its own specials around a pair (XLM-R: <s> A </s></s> B </s>)
     position_offset: int  # positions lost to the padding index (XLM-R: 2 of 514); rotary: 0
     # The real tokenizer a random-weight stand-in of the family uses, built offline: "xlmr" (XLM-R's
@@ -104,6 +108,7 @@ XLMR = ModelFamily(
         ("tied_embeddings", True),
     ),  # fmt: skip
     word_prefix_space=False,
+    label_piece="first",
     pair_template=True,
     position_offset=2,
     offline_tokenizer="xlmr",
@@ -165,6 +170,7 @@ QWEN2 = ModelFamily(
         ("gqa", True),
     ),  # fmt: skip
     word_prefix_space=True,
+    label_piece="last",
     pair_template=False,
     position_offset=0,
     offline_tokenizer="qwen2.5",
@@ -175,6 +181,8 @@ QWEN2 = ModelFamily(
 # The tokenizer attribute xlt.modeling.encoder.load_tokenizer sets for a family with
 # ``word_prefix_space``: the tagging featurizer then tokenises each word as " word" (as mid-sentence).
 WORD_PREFIX_SPACE = "xlt_word_prefix_space"
+# The tokenizer attribute holding the family's ``label_piece`` (set by load_tokenizer, read by the featurizer).
+LABEL_PIECE = "xlt_label_piece"
 
 # The one table; ``conf/model/*.yaml`` ``arch:`` names a key.
 FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (XLMR, XLMR_XL, E5, QWEN2)}
