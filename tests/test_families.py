@@ -369,8 +369,9 @@ def test_the_fsdp_strategy_reduces_and_keeps_buffers_in_fp32() -> None:
     strategy = FSDP(parallel_devices=[torch.device("cpu")])
     strategy.precision_plugin = FSDPPrecision("bf16-mixed")  # what the accelerator connector does
     config = strategy.mixed_precision_config
+    # DDP's numerics: fp32 weights (also the gathered copy) under bf16 autocast, fp32 reduction and buffers.
     assert (config.param_dtype, config.reduce_dtype, config.buffer_dtype) == (
-        torch.bfloat16,
+        torch.float32,
         torch.float32,
         torch.float32,
     )
@@ -396,7 +397,7 @@ def test_fsdp_and_ddp_agree_under_one_precision_policy_and_rotary_buffers_stay_f
     _tiny_qwen(cache)  # build the tokenizer once, before the ranks read it
     mp.spawn(_policy_worker, args=(2, _free_port(), str(cache), str(tmp_path)), nprocs=2, join=True)
     result = torch.load(tmp_path / "result.pt", weights_only=False)
-    assert result["fsdp_dtypes"] == (torch.bfloat16, torch.float32, torch.float32)
+    assert result["fsdp_dtypes"] == (torch.float32, torch.float32, torch.float32)
     assert result["inv_freq"] and set(result["inv_freq"]) == {torch.float32}
     fsdp_losses, ddp_losses = result["losses"]
     print("FSDP losses", fsdp_losses, "DDP losses", ddp_losses)  # noqa: T201 (shown with -s)

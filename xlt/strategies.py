@@ -31,17 +31,19 @@ from pytorch_lightning.strategies import FSDPStrategy
 from torch import nn
 
 # The precision policy of every profile (docs/decoders.md "Precision"; DDP's mixed precision already is it):
-# compute in the low dtype under torch.autocast on the run's device, fp32 master parameters and
-# optimizer states, gradients reduced (all-reduce or reduce-scatter) in fp32, buffers kept fp32.
-# Under FSDP the all-gathered compute copy of the parameters is the low dtype (FSDP's param_dtype:
-# what autocast casts matmul weights to anyway; it halves the all-gather).
+# compute in the low dtype under torch.autocast on the run's device, fp32 parameters (also the
+# all-gathered compute copy under FSDP: autocast casts each matmul's weight to the low dtype, as under
+# DDP; LayerNorm/RMSNorm weights, embeddings and biases stay fp32) and optimizer states, gradients
+# reduced (all-reduce or reduce-scatter) in fp32, buffers kept fp32. The price under FSDP: fp32
+# all-gathers, twice the bytes of a bf16 param_dtype, and twice the memory of the gathered units.
+PARAM_DTYPE = torch.float32
 REDUCE_DTYPE = torch.float32
 BUFFER_DTYPE = torch.float32
 
 
 class PolicyFSDPPrecision(FSDPPrecision):
-    """Lightning's ``FSDPPrecision`` under the policy above. Lightning's own reduce-scatters gradients
-    and casts buffers in bf16/fp16 under ``*-mixed`` (Qwen's rotary ``inv_freq`` in bf16: ~0.59 rad
+    """Lightning's ``FSDPPrecision`` under the policy above. Lightning's own gathers parameters,
+    reduce-scatters gradients and casts buffers in bf16/fp16 under ``*-mixed`` (Qwen's rotary ``inv_freq`` in bf16: ~0.59 rad
     off at position 511) and autocasts only on CUDA, where DDP reduces fp32 and keeps buffers fp32."""
 
     def __init__(self, precision: Any, scaler: Any = None, device: str | None = None) -> None:
@@ -64,7 +66,7 @@ class PolicyFSDPPrecision(FSDPPrecision):
         config = super().mixed_precision_config
         if "mixed" not in self.precision:
             return config
-        return MixedPrecision(param_dtype=config.param_dtype, reduce_dtype=REDUCE_DTYPE, buffer_dtype=BUFFER_DTYPE)
+        return MixedPrecision(param_dtype=PARAM_DTYPE, reduce_dtype=REDUCE_DTYPE, buffer_dtype=BUFFER_DTYPE)
 
     def forward_context(self) -> Any:
         if "mixed" not in self.precision:
