@@ -21,6 +21,7 @@ Two things the run does around it (xlt/stage.py, xlt/modeling/module.py):
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Mapping
 from functools import partial
 from typing import Any
@@ -39,6 +40,19 @@ from torch import nn
 PARAM_DTYPE = torch.float32
 REDUCE_DTYPE = torch.float32
 BUFFER_DTYPE = torch.float32
+
+
+def precision_policy(precision: str, strategy: Any) -> str:
+    """What the result rows record as ``precision_policy``: compute/parameter/reduction/buffer dtypes
+    of a run with ``scale.precision`` and ``scale.strategy``. The same string for DDP and FSDP under
+    one ``*-mixed`` precision (the policy above); rows written before it existed have no field (FSDP
+    then gathered bf16 weights, reduced bf16 gradients and kept bf16 buffers)."""
+    if "mixed" in precision:
+        low = "bf16" if precision.startswith("bf16") else "fp16"
+        return f"{precision}:compute={low}-autocast,params=fp32,reduce=fp32,buffers=fp32"
+    if precision in ("32-true", "32", "64-true"):
+        return f"{precision}:fp32"
+    return f"{precision}:lightning{'-fsdp' if is_sharded(strategy) else ''}"  # *-true: Lightning's own
 
 
 class PolicyFSDPPrecision(FSDPPrecision):
@@ -104,6 +118,7 @@ class FSDP(FSDPStrategy):
             self.precision_plugin.device = self.root_device.type  # autocast where the run runs
         wrapped = self._wrap(model)
         check_layers_wrapped(wrapped)
+        log_precision(wrapped, self.precision_plugin)
         return wrapped
 
     def _wrap(self, model: nn.Module) -> nn.Module:
@@ -123,8 +138,14 @@ class FSDP(FSDPStrategy):
         if kwargs.get("sync_module_states"):
             # torch refuses sync_module_states for CPU tensors; do what it does (materialise meta
             # tensors, broadcast every parameter and buffer from rank 0) before wrapping.
+            on_meta = sum(t.is_meta for t in [*model.parameters(), *model.buffers()])
             sync_from_rank_zero(model, self.root_device)
             kwargs["sync_module_states"] = False
+            checksum = sum(float(t.detach().double().sum()) for t in [*model.parameters(), *model.buffers()])
+            logging.getLogger(__name__).info(
+                "FSDP sync_module_states: rank %d had %d meta tensors; after rank 0's broadcast, checksum %.12e",
+                self.global_rank, on_meta, checksum,
+            )
         wrapped = FullyShardedDataParallel(
             module=model,
             cpu_offload=self.cpu_offload,
@@ -185,6 +206,18 @@ class FSDP(FSDPStrategy):
             if self.global_rank == 0:  # the layout Lightning writes (parameter ids)
                 state = _FSDP.rekey_optim_state_dict(state, OptimStateKeyType.PARAM_ID, self.model)
             return state
+
+
+def log_precision(wrapped: nn.Module, plugin: Any) -> None:
+    """One line in the run's log: the wrapped model's mixed-precision settings, the autocast device
+    and the dtypes of its rotary buffers (what the precision policy promises, as the run has it)."""
+    mp = getattr(wrapped, "mixed_precision", None)
+    dtypes = sorted({str(b.dtype) for n, b in wrapped.named_buffers() if n.endswith("inv_freq")})
+    logging.getLogger(__name__).info(
+        "FSDP precision: %s param_dtype=%s reduce_dtype=%s buffer_dtype=%s autocast_device=%s inv_freq=%s",
+        getattr(plugin, "precision", None), getattr(mp, "param_dtype", None), getattr(mp, "reduce_dtype", None),
+        getattr(mp, "buffer_dtype", None), getattr(plugin, "device", None), ",".join(dtypes) or "none",
+    )
 
 
 def check_layers_wrapped(module: nn.Module) -> None:
