@@ -19,6 +19,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from tests.qwen_npm import needs_qwen_tokenizer
 from xlt.config import CONF_DIR, ConfigError, validate
 from xlt.modeling.families import FAMILIES, family_of, layer_policy, resolve
 
@@ -103,6 +104,7 @@ QWEN25_7B_CONFIG = {"rope_theta": 1_000_000.0, "tie_word_embeddings": False, "nu
                     "num_key_value_heads": 4, "pad_token_id": None}  # fmt: skip
 
 
+@needs_qwen_tokenizer
 def test_tiny_qwen_has_qwen25s_architecture_facts(compose_cfg, tmp_path: Path) -> None:
     """Rope theta, untied embeddings, GQA ratio and no padding row, as the real 7B: the <|endoftext|>
     row (pair separator, the token `pooling: last` reads) is an ordinary trained row."""
@@ -129,6 +131,7 @@ def qwen_tokenizer(tmp_path_factory: pytest.TempPathFactory):
     return load_tokenizer(model_cfg, cache)
 
 
+@needs_qwen_tokenizer
 def test_qwen25_tokenizer_is_built_from_the_npm_package(qwen_tokenizer, tmp_path: Path) -> None:
     from xlt.modeling import qwen_tokenizer as qt
 
@@ -150,6 +153,23 @@ def test_qwen25_tokenizer_is_built_from_the_npm_package(qwen_tokenizer, tmp_path
         qt.build_qwen25_tokenizer_dir(tmp_path / "out", bad)
 
 
+@needs_qwen_tokenizer
+def test_qwen25_tokenizer_dir_is_keyed_by_its_source_and_build_settings(tmp_path: Path, monkeypatch) -> None:
+    """A changed build setting builds a new directory instead of reusing the stale one."""
+    import json
+
+    from xlt.modeling import qwen_tokenizer as qt
+
+    first = qt.qwen25_dir(tmp_path)
+    assert first.name == f"qwen2.5-tokenizer-{qt.build_key()}"
+    monkeypatch.setitem(qt.SETTINGS, "model_max_length", 4096)
+    second = qt.qwen25_dir(tmp_path)
+    assert second != first
+    assert json.loads((second / "tokenizer_config.json").read_text())["model_max_length"] == 4096
+    assert json.loads((first / "tokenizer_config.json").read_text())["model_max_length"] == 32768
+
+
+@needs_qwen_tokenizer
 def test_decoder_tagging_tokenises_each_word_as_in_running_text(qwen_tokenizer) -> None:
     from xlt.data.features_tagging import featurize_tagging
 
@@ -183,6 +203,7 @@ def _ud_sentence(data_dir: Path, pattern: str, text: str) -> list[str]:
     raise AssertionError(f"{text!r} not in {path}")
 
 
+@needs_qwen_tokenizer
 def test_decoder_tagging_spaces_only_words_that_have_a_space_in_running_text(qwen_tokenizer, data_dir: Path) -> None:
     """Real UD sentences, each word's pieces and labelled piece written by hand."""
     from xlt.data.features_tagging import featurize_tagging
@@ -250,6 +271,7 @@ def _padded_batch(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, to
     return ids, mask, torch.randint(0, 3, (n,), generator=g)
 
 
+@needs_qwen_tokenizer
 def test_decoder_trains_with_activation_checkpointing_and_a_padded_batch(tmp_path: Path) -> None:
     """One process: Qwen2 with the KV cache on appends K/V again when the checkpointed layer is
     recomputed ("size of tensor a (24) must match ... (12)"); the encoder turns it off."""
@@ -389,6 +411,7 @@ def test_the_fsdp_strategy_reduces_and_keeps_buffers_in_fp32() -> None:
 LOSS_TOL = 5e-3
 
 
+@needs_qwen_tokenizer
 @pytest.mark.slow  # ~100-240 s on the shared 2-core machine
 def test_fsdp_and_ddp_agree_under_one_precision_policy_and_rotary_buffers_stay_fp32(tmp_path: Path) -> None:
     import torch.multiprocessing as mp
@@ -407,6 +430,7 @@ def test_fsdp_and_ddp_agree_under_one_precision_policy_and_rotary_buffers_stay_f
     assert "FSDP wrapped no transformer layer" in result["refused"]
 
 
+@needs_qwen_tokenizer
 def test_plan_counts_the_stand_ins_as_built(compose_cfg, tmp_path: Path) -> None:
     """xlt.plan's formula (inputs from the family table) against the random stand-ins the run builds."""
     from xlt.modeling.encoder import load_encoder
@@ -418,3 +442,24 @@ def test_plan_counts_the_stand_ins_as_built(compose_cfg, tmp_path: Path) -> None
         assert type(encoder).__name__ == resolve(family_of(cfg.model).model_class).__name__
         built = sum(p.numel() for p in encoder.parameters())
         assert count_parameters(Architecture.from_model(cfg.model)).total == built, model
+
+
+@needs_qwen_tokenizer
+def test_plan_lora_count_reads_the_family_tables_projections(compose_cfg, tmp_path: Path) -> None:
+    """xlt.plan's LoRA parameters equal peft's on the built stand-in, for every projection the
+    family table lists (the plan's own table knew no SwiGLU projection and raised)."""
+    import inspect
+
+    import xlt.plan.model as plan_model
+    from xlt.modeling.encoder import add_lora, load_encoder
+    from xlt.plan import Architecture
+
+    assert '"q_proj"' not in inspect.getsource(plan_model)  # one table: the family's
+    for model in ("tiny_qwen", "tiny_xl"):
+        arch = "xlmr_xl" if model == "tiny_xl" else "qwen2"
+        names = ",".join(dict.fromkeys(name for name, _, _ in FAMILIES[arch].projections))
+        cfg = _cfg(compose_cfg, model, "scale.peft=lora", f"scale.lora.target_modules=[{names}]")
+        encoder = add_lora(load_encoder(cfg.model, tmp_path), cfg.scale.lora)
+        built = sum(p.numel() for n, p in encoder.named_parameters() if "lora_" in n)
+        planned = plan_model.lora_parameters(Architecture.from_model(cfg.model), cfg.scale.lora)
+        assert planned == built, (model, planned, built)

