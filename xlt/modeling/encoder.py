@@ -56,7 +56,8 @@ def load_tokenizer(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedTokenize
     family = family_of(model_cfg)
     if family.word_prefix_space:
         setattr(tokenizer, WORD_PREFIX_SPACE, True)
-    setattr(tokenizer, LABEL_PIECE, family.label_piece)  # the tagged word's labelled sub-word
+    if family.label_piece != "first":  # the tagged word's labelled sub-word (the featurizer's default: first)
+        setattr(tokenizer, LABEL_PIECE, family.label_piece)
     return tokenizer
 
 
