@@ -146,7 +146,7 @@ def worker(rank: int, world: int, args: Any, port: int, out_dir: str) -> None:
             with torch.device(device):
                 block = _block(layer_cls, config, family.decoder).train()
             total = sum(p.numel() for p in block.parameters())
-            policy = PolicyFSDPPrecision("bf16-mixed")
+            policy = PolicyFSDPPrecision("bf16-mixed", device=torch.device(device).type)
             sharded = FullyShardedDataParallel(block, auto_wrap_policy=layer_policy(family.name),
                                                mixed_precision=policy.mixed_precision_config,
                                                sharding_strategy=ShardingStrategy.FULL_SHARD, device_id=device,

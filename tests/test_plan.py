@@ -110,14 +110,14 @@ def test_xlmr_xxl_fsdp_estimate_by_hand(compose_cfg) -> None:
     tokens = 8 * 256
     full_layer = (2 * h * 3 + 3 * 2 * h + 2 * h + 2 * h + 2 * h + 2 * 2 * f + 2 * 4 * h + 2 * h) * tokens
     checkpointed = L * tokens * h * 4 + full_layer + tokens * h * 5 + 8 * 256 * 256  # fp32 layer inputs
-    gathered = (2 * outside + 3 * per_layer) * 2  # root unit, two layer units and their gradients, bf16
+    gathered = (2 * outside + 3 * per_layer) * 4  # root unit, two layer units and their gradients, fp32 (policy)
     est = estimate_memory(cfg)
     assert est.shards == 4 and est.checkpointing
     assert (est.weights, est.gradients, est.optimizer) == (P * 4 / 4, P * 4 / 4, P * 8 / 4)
     assert est.activations == checkpointed == 2_022_178_816
     assert est.gathered == gathered
     assert est.optimizer_step == V * h * 4 / 4  # fused AdamW: the largest tensor's shard
-    assert est.peak == 4 * P + max(checkpointed + gathered, V * h) == pytest.approx(50.13e9, rel=1e-3)
+    assert est.peak == 4 * P + max(checkpointed + gathered, V * h) == pytest.approx(55.46e9, rel=1e-3)
     # The same model on the one-GPU default profile: fp32 states alone are 16 bytes a parameter.
     default = estimate_memory(
         validate(
@@ -378,12 +378,12 @@ def test_auto_per_device_batch_is_the_largest_that_fits(compose_cfg) -> None:
         assert batch_plan(32, cfg.scale.per_device_batch_size, 4) == (8, 1)
         assert plan_job(cfg).memory.peak <= AUTO_MEMORY_FRACTION * 80 * GB
     # With less memory XXL gets less, and accumulation makes up the rest; the next divisor would not fit.
-    small = validate(compose_cfg("model=xlmr_xxl", "+intermediate=mnli", "+target=xnli", "scale.gpu_memory_gb=58"))
+    small = validate(compose_cfg("model=xlmr_xxl", "+intermediate=mnli", "+target=xnli", "scale.gpu_memory_gb=64"))
     per_device = small.scale.per_device_batch_size
-    assert per_device in (1, 2, 4) and plan_job(small).memory.peak <= AUTO_MEMORY_FRACTION * 58 * GB
-    bigger = validate(compose_cfg("model=xlmr_xxl", "+intermediate=mnli", "+target=xnli", "scale.gpu_memory_gb=58",
+    assert per_device in (1, 2, 4) and plan_job(small).memory.peak <= AUTO_MEMORY_FRACTION * 64 * GB
+    bigger = validate(compose_cfg("model=xlmr_xxl", "+intermediate=mnli", "+target=xnli", "scale.gpu_memory_gb=64",
                                   f"scale.per_device_batch_size={per_device * 2}"))  # fmt: skip
-    assert plan_job(bigger).memory.peak > AUTO_MEMORY_FRACTION * 58 * GB
+    assert plan_job(bigger).memory.peak > AUTO_MEMORY_FRACTION * 64 * GB
     # A number stays a number; anything else is one line naming the option.
     assert validate(compose_cfg("model=tiny", "+target=xnli", "scale.per_device_batch_size=4")).scale.per_device_batch_size == 4
     with pytest.raises(ConfigError, match=r"^scale.per_device_batch_size='big': expected a positive integer or auto$"):

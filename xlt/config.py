@@ -273,7 +273,7 @@ def _fill_from_family(cfg: DictConfig) -> None:
     lora = cfg.scale.lora
     if lora.target_modules is None:
         lora.target_modules = list(family.lora_target_modules)
-    known = [name for name, _, _ in family.projections]
+    known = list(dict.fromkeys(name for name, _, _ in family.projections))
     for name in lora.target_modules:
         if name not in known:
             raise ConfigError(f"scale.lora.target_modules: {name!r} is no projection of model.arch={family.name} "

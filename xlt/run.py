@@ -52,10 +52,11 @@ from xlt.rundir import (
     run_dir_lock,
     start_over,
 )
+from xlt.strategies import precision_policy
 from xlt.tasks import hub
 from xlt.tasks.loading import check_local_files, resolve_source
 from xlt.tasks.registry import get_task
-from xlt.trainer import debug_mode, stage_lr
+from xlt.trainer import debug_mode, resolve_precision, stage_lr
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,7 @@ class Runner(IntermediatePhase):
                 "model_params_non_embedding": n_params - self.encoder.get_input_embeddings().weight.numel(),
                 "trainable_params": sum(p.numel() for p in self.encoder.parameters() if p.requires_grad),
                 "scale": cfg.scale.name,
+                "precision_policy": precision_policy(resolve_precision(str(cfg.scale.precision)), cfg.scale.strategy),
                 "model_revision": revision or model_cfg.revision or "",  # the hub commit of the weights
                 # The learning rates the stages train at (LoRA has its own: scale.lora.lr).
                 "lr_intermediate": stage_lr(cfg, cfg.intermediate) if cfg.intermediate is not None else None,

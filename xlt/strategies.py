@@ -21,6 +21,7 @@ Two things the run does around it (xlt/stage.py, xlt/modeling/module.py):
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Mapping
 from functools import partial
 from typing import Any
@@ -31,18 +32,46 @@ from pytorch_lightning.strategies import FSDPStrategy
 from torch import nn
 
 # The precision policy of every profile (docs/decoders.md "Precision"; DDP's mixed precision already is it):
-# compute in the low dtype under torch.autocast on the run's device, fp32 master parameters and
-# optimizer states, gradients reduced (all-reduce or reduce-scatter) in fp32, buffers kept fp32.
-# Under FSDP the all-gathered compute copy of the parameters is the low dtype (FSDP's param_dtype:
-# what autocast casts matmul weights to anyway; it halves the all-gather).
+# compute in the low dtype under torch.autocast on the run's device, fp32 parameters (also the
+# all-gathered compute copy under FSDP: autocast casts each matmul's weight to the low dtype, as under
+# DDP; LayerNorm/RMSNorm weights, embeddings and biases stay fp32) and optimizer states, gradients
+# reduced (all-reduce or reduce-scatter) in fp32, buffers kept fp32. The price under FSDP: fp32
+# all-gathers, twice the bytes of a bf16 param_dtype, and twice the memory of the gathered units.
+PARAM_DTYPE = torch.float32
 REDUCE_DTYPE = torch.float32
 BUFFER_DTYPE = torch.float32
 
 
+def precision_policy(precision: str, strategy: Any) -> str:
+    """What the result rows record as ``precision_policy``: compute/parameter/reduction/buffer dtypes
+    of a run with ``scale.precision`` and ``scale.strategy``. The same string for DDP and FSDP under
+    one ``*-mixed`` precision (the policy above); rows written before it existed have no field (FSDP
+    then gathered bf16 weights, reduced bf16 gradients and kept bf16 buffers)."""
+    if "mixed" in precision:
+        low = "bf16" if precision.startswith("bf16") else "fp16"
+        return f"{precision}:compute={low}-autocast,params=fp32,reduce=fp32,buffers=fp32"
+    if precision in ("32-true", "32", "64-true"):
+        return f"{precision}:fp32"
+    return f"{precision}:lightning{'-fsdp' if is_sharded(strategy) else ''}"  # *-true: Lightning's own
+
+
 class PolicyFSDPPrecision(FSDPPrecision):
-    """Lightning's ``FSDPPrecision`` under the policy above. Lightning's own reduce-scatters gradients
-    and casts buffers in bf16/fp16 under ``*-mixed`` (Qwen's rotary ``inv_freq`` in bf16: ~0.59 rad
+    """Lightning's ``FSDPPrecision`` under the policy above. Lightning's own gathers parameters,
+    reduce-scatters gradients and casts buffers in bf16/fp16 under ``*-mixed`` (Qwen's rotary ``inv_freq`` in bf16: ~0.59 rad
     off at position 511) and autocasts only on CUDA, where DDP reduces fp32 and keeps buffers fp32."""
+
+    def __init__(self, precision: Any, scaler: Any = None, device: str | None = None) -> None:
+        # Lightning's __init__ tests ``self.precision`` (still the class default "32-true") before it sets
+        # it, so any scaler is refused, also 16-mixed's own ShardedGradScaler that the accelerator connector
+        # hands over. Build without it (16-mixed then makes a fresh one) and keep the one given.
+        super().__init__(precision)
+        if scaler is not None:
+            if precision != "16-mixed":
+                raise ValueError(f"`precision={precision!r}` does not use a scaler, found {scaler}.")
+            self.scaler = scaler
+        # The run's device type (the strategy's root_device, set by :class:`FSDP` before it wraps), not
+        # whether CUDA exists: a CPU run on a GPU node must autocast on CPU.
+        self.device = device
 
     @property
     def mixed_precision_config(self) -> Any:
@@ -51,12 +80,14 @@ class PolicyFSDPPrecision(FSDPPrecision):
         config = super().mixed_precision_config
         if "mixed" not in self.precision:
             return config
-        return MixedPrecision(param_dtype=config.param_dtype, reduce_dtype=REDUCE_DTYPE, buffer_dtype=BUFFER_DTYPE)
+        return MixedPrecision(param_dtype=PARAM_DTYPE, reduce_dtype=REDUCE_DTYPE, buffer_dtype=BUFFER_DTYPE)
 
     def forward_context(self) -> Any:
         if "mixed" not in self.precision:
             return super().forward_context()
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device is None:
+            raise RuntimeError("PolicyFSDPPrecision.device is unset: the FSDP strategy sets it to its root device")
+        device = self.device
         dtype = torch.bfloat16 if self.precision == "bf16-mixed" else torch.float16
         return torch.autocast(device, dtype=dtype, cache_enabled=False)  # as Lightning's DDP MixedPrecision
 
@@ -78,11 +109,16 @@ class FSDP(FSDPStrategy):
         # The accelerator connector hands Lightning's FSDPPrecision: the same precision under the policy.
         if type(plugin) is FSDPPrecision:
             plugin = PolicyFSDPPrecision(plugin.precision, plugin.scaler)  # type: ignore[arg-type]
+        if isinstance(plugin, PolicyFSDPPrecision) and self.parallel_devices:
+            plugin.device = self.root_device.type
         FSDPStrategy.precision_plugin.fset(self, plugin)  # type: ignore[attr-defined]
 
     def _setup_model(self, model: nn.Module) -> nn.Module:
+        if isinstance(self.precision_plugin, PolicyFSDPPrecision):
+            self.precision_plugin.device = self.root_device.type  # autocast where the run runs
         wrapped = self._wrap(model)
         check_layers_wrapped(wrapped)
+        log_precision(wrapped, self.precision_plugin)
         return wrapped
 
     def _wrap(self, model: nn.Module) -> nn.Module:
@@ -102,8 +138,14 @@ class FSDP(FSDPStrategy):
         if kwargs.get("sync_module_states"):
             # torch refuses sync_module_states for CPU tensors; do what it does (materialise meta
             # tensors, broadcast every parameter and buffer from rank 0) before wrapping.
+            on_meta = sum(t.is_meta for t in [*model.parameters(), *model.buffers()])
             sync_from_rank_zero(model, self.root_device)
             kwargs["sync_module_states"] = False
+            checksum = sum(float(t.detach().double().sum()) for t in [*model.parameters(), *model.buffers()])
+            logging.getLogger(__name__).info(
+                "FSDP sync_module_states: rank %d had %d meta tensors; after rank 0's broadcast, checksum %.12e",
+                self.global_rank, on_meta, checksum,
+            )
         wrapped = FullyShardedDataParallel(
             module=model,
             cpu_offload=self.cpu_offload,
@@ -164,6 +206,18 @@ class FSDP(FSDPStrategy):
             if self.global_rank == 0:  # the layout Lightning writes (parameter ids)
                 state = _FSDP.rekey_optim_state_dict(state, OptimStateKeyType.PARAM_ID, self.model)
             return state
+
+
+def log_precision(wrapped: nn.Module, plugin: Any) -> None:
+    """One line in the run's log: the wrapped model's mixed-precision settings, the autocast device
+    and the dtypes of its rotary buffers (what the precision policy promises, as the run has it)."""
+    mp = getattr(wrapped, "mixed_precision", None)
+    dtypes = sorted({str(b.dtype) for n, b in wrapped.named_buffers() if n.endswith("inv_freq")})
+    logging.getLogger(__name__).info(
+        "FSDP precision: %s param_dtype=%s reduce_dtype=%s buffer_dtype=%s autocast_device=%s inv_freq=%s",
+        getattr(plugin, "precision", None), getattr(mp, "param_dtype", None), getattr(mp, "reduce_dtype", None),
+        getattr(mp, "buffer_dtype", None), getattr(plugin, "device", None), ",".join(dtypes) or "none",
+    )
 
 
 def check_layers_wrapped(module: nn.Module) -> None:

@@ -16,7 +16,7 @@ import datasets
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from xlt.modeling.families import WORD_PREFIX_SPACE
+from xlt.modeling.families import LABEL_PIECE, WORD_PREFIX_SPACE
 from xlt.registry import Registry
 from xlt.results.rows import apply_umask
 from xlt.tasks.loading import Loaded
@@ -54,7 +54,9 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     text = backend.to_str() if backend is not None else repr(tokenizer.get_vocab())
     if getattr(tokenizer, WORD_PREFIX_SPACE, False):  # words tokenised as " word" (features_tagging)
-        text += "|word-prefix-space"
+        text += "|word-prefix-space-where-spaced"
+    if getattr(tokenizer, LABEL_PIECE, "first") != "first":
+        text += f"|label-{getattr(tokenizer, LABEL_PIECE)}"
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 

