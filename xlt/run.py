@@ -24,7 +24,7 @@ from xlt.config import validate
 from xlt.console import file_only
 from xlt.data.datamodule import DataSettings
 from xlt.intermediate import IntermediatePhase
-from xlt.loggers import build_logger, close_wandb, log_results
+from xlt.loggers import build_logger, check_run_id, close_wandb, log_results
 from xlt.modeling.encoder import (
     WEIGHT_SOURCES,
     add_lora,
@@ -221,6 +221,7 @@ def run(cfg: DictConfig, run_dir: Path, sweep_dir: Path | None = None) -> dict[s
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     state = RunState.load(run_dir / STATE_FILE)
+    check_run_id(cfg, run_dir)  # logger.run_id: only in the run directory of that W&B run
     results = run_dir / RESULTS_FILE
     if cfg.resume and has_progress(run_dir, state):
         check_same_config(cfg, run_dir / CONFIG_FILE)
