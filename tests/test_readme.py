@@ -179,6 +179,18 @@ def test_tasks_command_as_printed(capsys) -> None:
     assert "xnli" in out and "test languages here" in out
 
 
+def test_tasks_without_data_names_its_own_option(monkeypatch, capsys) -> None:
+    """xlt.tasks reads no Hydra overrides: without data it names --data-dir, not data.dir."""
+    from xlt.tasks import loading
+    from xlt.tasks.__main__ import main
+
+    monkeypatch.setattr(loading, "default_data_dir", lambda: None)
+    monkeypatch.delenv("XLT_DATA_DIR", raising=False)
+    main([])
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == "data directory: (none found: pass --data-dir or set XLT_DATA_DIR)"
+
+
 def test_one_run_plan_as_printed(capsys) -> None:
     from xlt.plan.cli import main
 
