@@ -364,6 +364,22 @@ def test_demo_sweep_capped_then_results(data_dir: Path, cache_dir: Path, tmp_pat
     sh("python -m xlt.results multirun/demo_scale_gap --x params_non_embedding", cwd=tmp_path)
 
 
+def test_readme_commands_as_console_scripts(monkeypatch, tmp_path: Path) -> None:
+    """The README says each command is also a console script: xlt-tasks and xlt-results run as
+    printed, the installed scripts in a subprocess (this checkout through PYTHONPATH)."""
+    bin_dir = Path(sys.executable).parent
+    if not (bin_dir / "xlt-tasks").exists():
+        pytest.skip(f"console scripts not installed in {bin_dir}")
+    shutil.copytree(FIXTURE, tmp_path / "multirun" / "demo_scale_gap")
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    for command in ("python -m xlt.tasks", RESULTS[0]):
+        script = "xlt-" + shlex.split(command)[2].split(".")[1]
+        argv = [str(bin_dir / script), *shlex.split(command)[3:]]
+        proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"{argv}\n{proc.stderr[-2000:]}"
+        assert ("test languages here" if script == "xlt-tasks" else "gap") in proc.stdout, proc.stdout[-2000:]
+
+
 def test_console_scripts_point_at_the_entry_points() -> None:
     """pyproject's [project.scripts] (xlt-train, xlt-evaluate, ...) each name a callable main, and every
     ``python -m xlt.X`` the README shows has its script."""
