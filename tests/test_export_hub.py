@@ -167,7 +167,7 @@ def _http_error() -> Exception:
 
     request = httpx.Request("POST", "https://huggingface.co/api/repos/create")
     return HfHubHTTPError("403 Forbidden: you have no write access to someone\n(Request ID: x)",
-                          response=httpx.Response(403, request=request))  # fmt: skip
+                          response=httpx.Response(403, request=request))  # type: ignore[arg-type]  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -39,8 +39,11 @@ def test_lines_per_quarter_with_rate_and_time_left(tmp_path) -> None:
     lines = stream.getvalue().splitlines()
     assert lines[0] == "target: 16 optimizer steps (2 epochs)"
     (estimate,) = [line for line in lines if "over the first" in line]
-    assert re.fullmatch(r"target: .* over the first 3 steps: about \d+ s for the 13 left \(training only; "
-                        r"evaluation comes on top\)", estimate)  # fmt: skip, estimate
+    assert re.fullmatch(
+        r"target: .* over the first 3 steps: about \d+ s for the 13 left \(training only; "
+        r"evaluation comes on top\)",
+        estimate,
+    ), estimate
     assert lines.index(estimate) == 2  # after the start line and step 1's
     steps = [line for line in lines if line.startswith("target: step ")]
     assert [re.search(r"step (\d+)/16 \((\d+)%\)", line).groups() for line in steps] == [  # type: ignore[union-attr]

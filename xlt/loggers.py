@@ -148,7 +148,9 @@ def log_checkpoint(cfg: DictConfig, logger: Any, path: Path, stage: str, step: i
                               metadata={"stage": stage, "step": step, "file": Path(path).name, "selected": selected})  # fmt: skip
     artifact.add_file(str(path), name=f"{stage}/{Path(path).name}")
     run.log_artifact(artifact, aliases=[stage, "best" if selected else "final"])
-    rank_zero_only(log.info)("W&B: %s's checkpoint %s logged as artifact model-%s:%s", stage, path, run.id, stage)
+    rank_zero_only(log.info)(
+        "W&B: %s's checkpoint %s logged as artifact model-%s:%s", stage, path, run.id, stage
+    )
 
 
 def counted_params(ctx: RunContext) -> dict[str, Any]:

@@ -39,7 +39,9 @@ def duration(seconds: float) -> str:
 def rate(seconds_per_step: float) -> str:
     """``31.2 s/step``, ``118 s/step`` (never ``1.2e+02``), ``4.17 steps/s``."""
     if seconds_per_step >= 1:
-        return f"{seconds_per_step:.1f} s/step" if seconds_per_step < 100 else f"{seconds_per_step:.0f} s/step"
+        return (
+            f"{seconds_per_step:.1f} s/step" if seconds_per_step < 100 else f"{seconds_per_step:.0f} s/step"
+        )
     per_s = 1 / seconds_per_step
     return f"{per_s:.3g} steps/s" if per_s < 100 else f"{per_s:.0f} steps/s"
 

@@ -93,7 +93,14 @@ class ReportAtSweepEnd(Callback):
     def command(self, sweep_dir: str) -> list[str]:
         import sys
 
-        return [sys.executable, "-m", "xlt.results", sweep_dir, "--wandb", *(["--x", self.x] if self.x else [])]
+        return [
+            sys.executable,
+            "-m",
+            "xlt.results",
+            sweep_dir,
+            "--wandb",
+            *(["--x", self.x] if self.x else []),
+        ]
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         import shlex

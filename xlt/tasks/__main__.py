@@ -82,8 +82,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m xlt.tasks", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)  # fmt: skip
     parser.add_argument("tasks", nargs="*", help="show these tasks language by language")
-    parser.add_argument("--data-dir", type=Path, help="the data directory (default: $XLT_DATA_DIR, else ../shared/data; "
-                        "a run's data.dir=... goes here)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="the data directory (default: $XLT_DATA_DIR, else ../shared/data; "
+        "a run's data.dir=... goes here)",
+    )
     args = parser.parse_args(argv)
     from xlt.tasks.loading import resolve_source
     from xlt.tasks.registry import UnknownTaskError
