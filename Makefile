@@ -9,9 +9,9 @@ PYTEST ?= XLT_SEQEVAL_0012=$(VENV)/oracles/seqeval-0.0.12.tar.gz $(PY) -m pytest
 # What `make lint` and `make format` cover.
 LINT_PATHS := xlt tests benchmarks
 
-## This list: every target with its line of help.
+## This list: every target with its help (every line of its ## comment).
 help:
-	@awk '/^## /{if (!doc) doc = substr($$0, 4); next} /^[a-z-]+:/{split($$0, t, ":"); if (doc) printf "  make %-11s %s\n", t[1], doc; doc = ""; next} {doc = ""}' $(MAKEFILE_LIST)
+	@awk '/^## /{doc = doc ? doc "\n                   " substr($$0, 4) : substr($$0, 4); next} /^[a-z-]+:/{split($$0, t, ":"); if (doc) printf "  make %-11s %s\n", t[1], doc; doc = ""; next} {doc = ""}' $(MAKEFILE_LIST)
 
 ## Create .venv and install xlt with its pinned dependencies (what every other target runs first).
 install: $(VENV)/.installed
@@ -42,7 +42,7 @@ test-slow: install
 test-all: install
 	$(PYTEST) -q -m "slow or not slow"
 
-## The main job on the embedded default model (offline, CPU, < 20 min on 2 cores).
+## The main job on the embedded default model (offline, CPU): 3-14 min on 2 CPU cores (README).
 demo: install
 	$(PY) -m xlt.train +intermediate=anli_rounds +target=xnli +demo=cpu
 

@@ -34,18 +34,38 @@ def test_card_metadata_is_what_the_hub_reads(compose_cfg) -> None:
     card = ModelCard("\n".join([*front_matter(meta), "", "# card"]))
     data = card.data
     assert data.license == "mit" and data.base_model == "xlm-roberta-large"
-    assert "facebook/xnli" in data.datasets and data.library_name == "transformers"
+    # The training data (MNLI, XNLI's English source, and the MNLI intermediate), not the test sets.
+    assert data.datasets == ["nyu-mll/glue"] and data.library_name == "transformers"
     assert sorted(data.language) == sorted(tests)
     results = {r.dataset_config: r for r in data.eval_results}  # the Hub's own model-index parser
     assert set(results) == set(tests)
     for lang, value in tests.items():
         assert results[lang].metric_type == "acc" and results[lang].metric_value == pytest.approx(value)
         assert results[lang].task_type == "text-classification" and results[lang].dataset_split == "test"
+        assert results[lang].dataset_type == "facebook/xnli"  # where the target's test sets live
     assert "debug-run" not in data.tags
     assert (
         "debug-run"
         in hub_metadata(cfg, get_task("xnli", role="target"), records, debug="fast_dev_run=True")["tags"]
     )
+
+
+def test_card_names_the_training_data_and_the_qwen_research_license(compose_cfg) -> None:
+    """An SNLI-trained XNLI target after the all9 mixture (CCG left out, it has no hub copy); the
+    Qwen2.5-3B license is "other", so the card carries its name and link."""
+    from xlt.config import validate
+    from xlt.tasks.registry import get_task
+
+    cfg = validate(compose_cfg("+intermediate=all9", "intermediate.skip_members=[ccg]", "+target=panx",
+                               "target.train_task=panx", "model=qwen2_5_3b"))  # fmt: skip
+    meta = hub_metadata(cfg, get_task("panx", role="target"), [
+        {"stage": "target", "task": "panx", "split": "test", "language": "de", "metric": "f1", "value": 71.0}])  # fmt: skip
+    assert meta["license"] == "other" and meta["license_name"] == "qwen-research"
+    assert meta["license_link"] == "https://huggingface.co/Qwen/Qwen2.5-3B/blob/main/LICENSE"
+    assert "google/xtreme" in meta["datasets"] and "stanfordnlp/snli" in meta["datasets"]
+    assert "nyu-mll/glue" in meta["datasets"] and "rajpurkar/squad" in meta["datasets"]
+    (result,) = meta["model-index"][0]["results"]
+    assert result["dataset"]["type"] == "google/xtreme" and result["dataset"]["config"] == "PAN-X.de"
 
 
 def test_exported_weights_follow_the_umask(tmp_path: Path) -> None:
@@ -62,6 +82,30 @@ def test_exported_weights_follow_the_umask(tmp_path: Path) -> None:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "model.safetensors").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "sub").stat().st_mode) == 0o755
+
+
+def test_umask_only_for_what_the_export_wrote(tmp_path: Path) -> None:
+    """An export into an existing folder: the user's own private file there keeps its mode 0600."""
+    from safetensors.torch import save_file
+
+    from xlt.export_hub import tree_state
+
+    out = tmp_path / "exported"
+    out.mkdir(mode=0o700)
+    (out / "notes.txt").write_text("mine")
+    os.chmod(out / "notes.txt", 0o600)
+    os.chmod(out, 0o700)
+    before = tree_state(out)
+    old = os.umask(0o022)
+    try:
+        save_file({"w": torch.zeros(2)}, str(out / "model.safetensors"))
+        changed = apply_umask_tree(out, before)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((out / "model.safetensors").stat().st_mode) == 0o644
+    assert stat.S_IMODE((out / "notes.txt").stat().st_mode) == 0o600  # not the export's
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700  # the user's folder, not the export's
+    assert changed == [out / "model.safetensors"]
 
 
 class FakeApi:
@@ -115,6 +159,45 @@ def test_push_to_hub_without_a_token_sends_nothing(monkeypatch, tmp_path: Path) 
     with pytest.raises(PushError, match="no Hugging Face token"):
         push_to_hub(tmp_path, "someone/xnli-model")
     assert FakeApi.calls == []
+
+
+def _http_error() -> Exception:
+    import httpx
+    from huggingface_hub.errors import HfHubHTTPError
+
+    request = httpx.Request("POST", "https://huggingface.co/api/repos/create")
+    return HfHubHTTPError("403 Forbidden: you have no write access to someone\n(Request ID: x)",
+                          response=httpx.Response(403, request=request))  # type: ignore[arg-type]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "error, expected",
+    [
+        (_http_error, "HfHubHTTPError: 403 Forbidden: you have no write access to someone"),
+        (lambda: __import__("huggingface_hub.errors").errors.OfflineModeIsEnabled("Cannot reach: offline mode"),
+         "OfflineModeIsEnabled: Cannot reach: offline mode"),
+        (lambda: ConnectionError("Connection refused\ntraceback-ish detail"), "ConnectionError: Connection refused"),
+    ],
+)  # fmt: skip
+def test_push_errors_are_one_line(monkeypatch, tmp_path: Path, capsys, error, expected) -> None:
+    """The Hub's refusal, offline mode or the network: xlt.export says so in one line and exits 2."""
+    import huggingface_hub
+
+    from xlt import export
+
+    class Refusing(FakeApi):
+        def upload_folder(self, **kwargs) -> None:
+            raise error()
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", Refusing)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    with pytest.raises(PushError) as caught:
+        push_to_hub(tmp_path, "someone/xnli-model")
+    assert str(caught.value) == f"--push-to-hub someone/xnli-model: {expected}"
+    monkeypatch.setattr(export, "export", lambda run_dir, out: out)
+    assert export.main([str(tmp_path), "--out", str(tmp_path), "--push-to-hub", "someone/xnli-model"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"xlt.export: --push-to-hub someone/xnli-model: {expected}"
 
 
 @pytest.mark.slow

@@ -73,6 +73,12 @@ def run_cli(argv: list[str], log: Path, timeout: int = 600) -> None:
     assert proc.returncode == 0, log.read_text()[-4000:]
 
 
+def grad_norms(run_dir: Path) -> list[float]:
+    """Every logged ``train/grad_norm``, in the order logged (both stages)."""
+    with open(run_dir / "csv" / "metrics.csv") as fh:
+        return [float(row["train/grad_norm"]) for row in csv.DictReader(fh) if row.get("train/grad_norm")]
+
+
 def losses(run_dir: Path) -> dict[tuple[str, int], float]:
     """(loss key, step) -> training loss, the last row of each step (a relaunch repeats steps)."""
     out: dict[tuple[str, int], float] = {}
@@ -137,6 +143,10 @@ def test_fsdp_matches_ddp_step_by_step(
     assert fsdp_losses.keys() == ddp_losses.keys()
     for key, value in ddp_losses.items():
         assert fsdp_losses[key] == pytest.approx(value, rel=REL_TOL), key
+    # The logged gradient norm is the whole gradient's under FSDP too (not rank 0's shard's).
+    fsdp_norms, ddp_norms = grad_norms(fsdp_run), grad_norms(ddp_run)
+    assert len(ddp_norms) == len(ddp_losses)  # one a step, both stages
+    assert fsdp_norms == pytest.approx(ddp_norms, rel=1e-5)
     fsdp_results, ddp_results = results(fsdp_run), results(ddp_run)
     assert fsdp_results.keys() == ddp_results.keys()
     for key, value in ddp_results.items():

@@ -126,12 +126,23 @@ def test_wandb_offline_run_with_results_table(
 ) -> None:
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-    wandb_cfg = (*LIMIT_XNLI, "logger=wandb", "logger.group=g", "trainer.enable_progress_bar=false", "seed=3")
+    wandb_cfg = (*LIMIT_XNLI, "logger=wandb", "logger.group=g", "trainer.enable_progress_bar=false", "seed=3",
+                 "logger.log_model=true")  # fmt: skip
     run(compose_cfg(*wandb_cfg, base=()), tmp_path)
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1  # offline without an API key; one run for the whole job
     run_id = (tmp_path / "wandb_id").read_text().strip()
     assert runs[0].name.endswith(run_id)
+    # log_model: the target's selected checkpoint (the one state.json names), never last.ckpt.
+    from tests.test_wandb_logging import wandb_records
+
+    (log_file,) = runs[0].glob("run-*.wandb")
+    artifacts = [r.artifact for r in wandb_records(log_file)
+                 if r.WhichOneof("record_type") == "artifact" and r.artifact.type == "model"]  # fmt: skip
+    best = Path(json.loads((tmp_path / "state.json").read_text())["stages"]["target"]["best"]).name
+    assert [(a.name, [e.path for e in a.manifest.contents]) for a in artifacts] == [
+        (f"model-{run_id}", [f"target/{best}"])]  # fmt: skip
+    assert "target" in artifacts[0].aliases
     # the relaunch of a finished job adds nothing; resume=false starts a new W&B run
     run(compose_cfg(*wandb_cfg, base=()), tmp_path)
     assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 1

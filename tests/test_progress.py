@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from xlt.progress import LineProgress, duration
+from xlt.progress import LineProgress, duration, rate
 
 
 class Tiny(pl.LightningModule):
@@ -39,13 +39,36 @@ def test_lines_per_quarter_with_rate_and_time_left(tmp_path) -> None:
     lines = stream.getvalue().splitlines()
     assert lines[0] == "target: 16 optimizer steps (2 epochs)"
     (estimate,) = [line for line in lines if "over the first" in line]
-    assert re.fullmatch(r"target: .* over the first 3 steps: about \d+ s for the 13 left", estimate), estimate
+    assert re.fullmatch(
+        r"target: .* over the first 3 steps: about \d+ s for the 13 left \(training only; "
+        r"evaluation comes on top\)",
+        estimate,
+    ), estimate
     assert lines.index(estimate) == 2  # after the start line and step 1's
     steps = [line for line in lines if line.startswith("target: step ")]
     assert [re.search(r"step (\d+)/16 \((\d+)%\)", line).groups() for line in steps] == [  # type: ignore[union-attr]
         ("1", "6"), ("4", "25"), ("8", "50"), ("12", "75"), ("16", "100")]  # fmt: skip
     assert all("elapsed, about" in line and "left; loss " in line for line in steps), steps
     assert "\r" not in stream.getvalue()  # lines, not a redrawn bar
+
+
+def test_gradient_accumulation_prints_each_step_once(tmp_path) -> None:
+    """accumulate_grad_batches=4: four batches end at each optimizer step; one line, not four."""
+    stream = io.StringIO()
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_model_summary=False, default_root_dir=tmp_path, accumulate_grad_batches=4,
+                         callbacks=[LineProgress("target", every_pct=25, every_s=0, stream=stream)])  # fmt: skip
+    trainer.fit(Tiny(), DataLoader(TensorDataset(torch.randn(80, 4)), batch_size=5))  # 16 batches, 4 steps
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "target: 4 optimizer steps (1 epoch)"
+    assert len([line for line in lines if "over the first 3 steps" in line]) == 1, lines
+    steps = [re.search(r"step (\d+)/4", line).group(1) for line in lines if line.startswith("target: step ")]  # type: ignore[union-attr]
+    assert steps == ["1", "2", "3", "4"], lines
+
+
+def test_rates_read_without_exponents() -> None:
+    assert [rate(s) for s in (118.4, 31.23, 1.0, 0.24, 0.004)] == [
+        "118 s/step", "31.2 s/step", "1.0 s/step", "4.17 steps/s", "250 steps/s"]  # fmt: skip
 
 
 def test_durations_read_as_words() -> None:

@@ -179,11 +179,80 @@ def test_tasks_command_as_printed(capsys) -> None:
     assert "xnli" in out and "test languages here" in out
 
 
+def test_tasks_without_data_names_its_own_option(monkeypatch, capsys) -> None:
+    """xlt.tasks reads no Hydra overrides: without data it names --data-dir, not data.dir."""
+    from xlt.tasks import loading
+    from xlt.tasks.__main__ import main
+
+    monkeypatch.setattr(loading, "default_data_dir", lambda: None)
+    monkeypatch.delenv("XLT_DATA_DIR", raising=False)
+    main([])
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == "data directory: (none found: pass --data-dir or set XLT_DATA_DIR)"
+
+
 def test_one_run_plan_as_printed(capsys) -> None:
     from xlt.plan.cli import main
 
     assert main(shlex.split("+intermediate=mnli +target=xnli model=xlmr_large scale=xlmr_large")) == 0
     assert "GPU-hours" in capsys.readouterr().out
+
+
+def plan_numbers(out: str) -> dict[str, str]:
+    """GPU-hours, hours on the profile's GPUs, their count and peak GB per GPU, as xlt.plan prints them."""
+    hours = re.search(r"= ([\d.e+-]+) GPU-hours on .*? \(([\d.e+-]+) h on (\d+) GPU\(s\)\)", out)
+    peak = re.search(r"peak ([\d.]+) GB of", out)
+    assert hours and peak, out[-2000:]
+    return {"gpu_h": hours.group(1), "h": hours.group(2), "gpus": hours.group(3), "gb": peak.group(1)}
+
+
+def test_readme_plan_numbers_are_what_xlt_plan_prints(capsys) -> None:
+    """The README's one-job numbers (GPU-hours, hours on its GPUs, GB per GPU) against xlt.plan's output."""
+    from xlt.plan.cli import main
+
+    text = README.read_text()
+    said = re.search(r"`\+intermediate=mnli \+target=xnli model=xlmr_large`: ([\d.]+) GPU-hours \(([\d.]+) h "
+                     r"on its (\d+) GPUs\), ([\d.]+) GB a GPU", " ".join(text.split()))  # fmt: skip
+    assert said, "README: the one-job plan sentence changed; update this test"
+    assert main(shlex.split("+intermediate=mnli +target=xnli model=xlmr_large")) == 0
+    got = plan_numbers(capsys.readouterr().out)
+    assert said.groups()[:3] == (got["gpu_h"], got["h"], got["gpus"]), (said.groups(), got)
+    assert said.group(4) == f"{float(got['gb']):.1f}", (said.groups(), got)  # its table's rounding
+    # The table's one-GPU cell of the XNLI command.
+    row = re.search(r"^\| XNLI on SNLI's .*\| ([\d.e-]+) GPU-h \|$", text, flags=re.M)
+    assert row, "README: the XNLI row's GPU-h cell changed; update this test"
+    assert main(shlex.split("+target=xnli target.train_task=snli target.train_split=dev")) == 0
+    assert plan_numbers(capsys.readouterr().out)["gpu_h"] == row.group(1)
+
+
+def test_times_agree_everywhere() -> None:
+    """README, `xlt-train --help` (conf/train.yaml) and `make help` give make demo's and the quick
+    check's time in the same words (they disagreed: "1 min", "~20 min", "< 20 min")."""
+    demo = "3-14 min on 2 CPU cores"
+    readme, train_help, makefile = (
+        (PROJECT_ROOT / name).read_text() for name in ("README.md", "conf/train.yaml", "Makefile")
+    )
+    assert f"make demo   # the whole pipeline on real data, offline: {demo}" in readme
+    assert f"+demo=cpu   # make demo, {demo}" in train_help
+    assert re.search(rf"^## The main job .*: {demo} \(README\)\.$", makefile, flags=re.M)
+    quick = re.search(r"debug=fdr model=tiny  # (.+) \(README\)$", train_help, flags=re.M)
+    row = re.search(r"^\| quick check: .*$", readme, flags=re.M)
+    assert quick and row and quick.group(1) in row.group(0), (quick, row)
+    for text in (train_help, makefile):
+        lines = [line for line in text.splitlines() if "demo" in line or "debug=fdr" in line]
+        assert not re.search(r"(~|< ?)\d+ min|\b1 min, CPU", "\n".join(lines)), "an old time claim"
+
+
+def test_make_help_prints_every_line_of_each_comment() -> None:
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make not installed")
+    out = subprocess.run([make, "-s", "help"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60).stdout
+    comments = re.findall(r"((?:^## .*\n)+)[a-z-]+:", (PROJECT_ROOT / "Makefile").read_text(), flags=re.M)
+    assert comments
+    for block in comments:
+        for line in block.splitlines():
+            assert line[3:] in out, line
 
 
 @pytest.mark.parametrize("command", HUB)
@@ -223,9 +292,29 @@ def test_slurm_sweep_commands_compose_and_validate(command: str, capsys) -> None
     assert "job(s)" in capsys.readouterr().out
 
 
+def require_optuna() -> None:
+    """Skip without the Optuna extra, but fail under CI=true (CI installs it: the `dev` extra)."""
+    try:
+        import hydra_plugins.hydra_optuna_sweeper  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI=true but the Optuna sweeper is not installed: pip install -e '.[dev]'")
+        pytest.skip("pip install -e '.[optuna]'")
+
+
+def test_optuna_missing_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.setitem(sys.modules, "hydra_plugins.hydra_optuna_sweeper", None)  # import fails
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        require_optuna()
+    monkeypatch.setenv("CI", "false")
+    with pytest.raises(pytest.skip.Exception):
+        require_optuna()
+
+
 @pytest.mark.slow
 def test_optuna_sweep_capped(data_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="pip install -e '.[optuna]'")
+    require_optuna()
     sh(OPTUNA, "model=tiny", "debug=fdr", "logger=none", "hydra.sweeper.n_trials=2",
        f"hydra.sweep.dir={tmp_path / 'opt'}", f"data.cache_dir={cache_dir}")  # fmt: skip
     from omegaconf import OmegaConf
@@ -273,6 +362,22 @@ def test_demo_sweep_capped_then_results(data_dir: Path, cache_dir: Path, tmp_pat
        f"hydra.sweep.dir={sweep_dir}", f"data.cache_dir={cache_dir}", timeout=2400)  # fmt: skip
     assert len(list(sweep_dir.rglob("results.jsonl"))) == 4
     sh("python -m xlt.results multirun/demo_scale_gap --x params_non_embedding", cwd=tmp_path)
+
+
+def test_readme_commands_as_console_scripts(monkeypatch, tmp_path: Path) -> None:
+    """The README says each command is also a console script: xlt-tasks and xlt-results run as
+    printed, the installed scripts in a subprocess (this checkout through PYTHONPATH)."""
+    bin_dir = Path(sys.executable).parent
+    if not (bin_dir / "xlt-tasks").exists():
+        pytest.skip(f"console scripts not installed in {bin_dir}")
+    shutil.copytree(FIXTURE, tmp_path / "multirun" / "demo_scale_gap")
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    for command in ("python -m xlt.tasks", RESULTS[0]):
+        script = "xlt-" + shlex.split(command)[2].split(".")[1]
+        argv = [str(bin_dir / script), *shlex.split(command)[3:]]
+        proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"{argv}\n{proc.stderr[-2000:]}"
+        assert ("test languages here" if script == "xlt-tasks" else "gap") in proc.stdout, proc.stdout[-2000:]
 
 
 def test_console_scripts_point_at_the_entry_points() -> None:

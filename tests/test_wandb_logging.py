@@ -3,7 +3,9 @@ percent, evaluation metrics at the step the evaluated weights were trained to, t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -117,8 +119,7 @@ def test_offline_wandb_run(compose_cfg, data_dir: Path, tmp_path: Path, monkeypa
 
 
 def test_checkpoint_artifacts_and_a_run_id_from_the_dashboard(compose_cfg, tmp_path: Path, monkeypatch) -> None:
-    """logger.log_model hands Lightning's WandbLogger log_model (each stage's selected checkpoint as an
-    artifact); logger.run_id continues that W&B run and is kept as the run directory's wandb_id."""
+    """logger.log_model does not turn on Lightning's log_model; logger.run_id continues that W&B run and is kept as the run directory's wandb_id."""
     from types import SimpleNamespace
 
     import pytorch_lightning.loggers
@@ -139,8 +140,111 @@ def test_checkpoint_artifacts_and_a_run_id_from_the_dashboard(compose_cfg, tmp_p
     cfg = validate(compose_cfg("+target=xnli", "model=tiny", "logger=wandb", "logger.log_model=true",
                                "logger.run_id=dash1234", base=()))  # fmt: skip
     build_logger(cfg, tmp_path, ctx)  # type: ignore[arg-type]
-    assert seen["log_model"] is True and seen["id"] == "dash1234" and seen["resume"] == "allow"
+    # Lightning's log_model stays off: it uploads whatever saved last; xlt.loggers.log_checkpoint uploads
+    # the selected checkpoint (test_selected_checkpoint_is_the_artifact).
+    assert seen["log_model"] is False and seen["id"] == "dash1234" and seen["resume"] == "allow"
     assert (tmp_path / "wandb_id").read_text().strip() == "dash1234"
     seen.clear()
     build_logger(validate(compose_cfg("+target=xnli", "model=tiny", "logger=wandb", base=())), tmp_path, ctx)  # type: ignore[arg-type]
     assert seen["log_model"] is False and seen["id"] == "dash1234"  # a relaunch keeps the run
+
+
+def test_run_id_only_with_the_run_directory_of_that_run(compose_cfg, tmp_path: Path, monkeypatch) -> None:
+    """logger.run_id is not a resume by itself: the checkpoints and state are in the run's folder.
+    A fresh folder (no state.json) or one of another W&B run is refused in one line; the folder
+    holding that id under outputs/ is named."""
+    from xlt.config import ConfigError, validate
+    from xlt.loggers import check_run_id
+
+    monkeypatch.chdir(tmp_path)
+    cfg = validate(compose_cfg("+target=xnli", "model=tiny", "logger=wandb", "logger.run_id=dash1234", base=()))
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    with pytest.raises(ConfigError, match="no run directory under outputs/ or multirun/ has that wandb_id"):
+        check_run_id(cfg, fresh)
+    origin = tmp_path / "outputs" / "2026-12-06" / "10-00-00"
+    (origin / "checkpoints" / "target").mkdir(parents=True)
+    (origin / "wandb_id").write_text("dash1234")
+    (origin / "state.json").write_text("{}")
+    with pytest.raises(ConfigError) as caught:
+        check_run_id(cfg, fresh)
+    message = str(caught.value)
+    assert "\n" not in message and f"{fresh} has no state.json" in message
+    assert message.endswith("add hydra.run.dir=outputs/2026-12-06/10-00-00")
+    check_run_id(cfg, origin)  # its own folder: fine
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "state.json").write_text("{}")
+    (other / "wandb_id").write_text("abcd0000")
+    with pytest.raises(ConfigError, match="belongs to W&B run abcd0000"):
+        check_run_id(cfg, other)
+    (other / "wandb_id").unlink()
+    check_run_id(cfg, other)  # a run dir without a W&B id (CSV before) may adopt one
+    check_run_id(validate(compose_cfg("+target=xnli", "model=tiny", "logger=wandb", base=())), fresh)
+
+
+def wandb_records(path: Path) -> list[Any]:
+    """The records of an offline run's ``run-<id>.wandb`` (wandb's LevelDB-style log: 32 KiB blocks,
+    each record a 7-byte header, checksum, length and kind, then its protobuf ``Record``)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", data[:7]
+    pos, block, pending, records = 7, 32768, b"", []
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        _checksum, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if kind == 0 and length == 0:
+            break
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        pending = chunk if kind in (1, 2) else pending + chunk  # full/first, or middle/last
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+    return records
+
+
+def test_selected_checkpoint_is_the_artifact(compose_cfg, tmp_path: Path, monkeypatch) -> None:
+    """log_model uploads the stage's selected best.ckpt (not last.ckpt) as model-<run id> with the
+    aliases [stage, best]; read back from the offline run's own record of the artifact manifest."""
+    import base64
+    import hashlib
+
+    import wandb
+
+    from xlt.config import validate
+    from xlt.loggers import log_checkpoint
+
+    for key, sub in (("WANDB_DIR", "wandb"), ("WANDB_CONFIG_DIR", "config"), ("WANDB_CACHE_DIR", "cache")):
+        monkeypatch.setenv(key, str(tmp_path / sub))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    ckpts = tmp_path / "checkpoints" / "target"
+    ckpts.mkdir(parents=True)
+    (ckpts / "best.ckpt").write_bytes(b"selected weights")
+    (ckpts / "last.ckpt").write_bytes(b"weights and optimizer state, saved later")
+    cfg = validate(compose_cfg("+target=xnli", "model=tiny", "logger=wandb", "logger.log_model=true", base=()))
+    run = wandb.init(project="xlt-test", id="art12345", dir=str(tmp_path / "wandb"),
+                     settings=wandb.Settings(silent=True))  # fmt: skip
+    try:
+        log_checkpoint(cfg, SimpleNamespace(experiment=run), ckpts / "best.ckpt", "target", 6)
+        off = validate(compose_cfg("+target=xnli", "model=tiny", "logger=wandb", base=()))
+        log_checkpoint(off, SimpleNamespace(experiment=run), ckpts / "last.ckpt", "target", 6)  # log_model off
+    finally:
+        wandb.finish()
+    (log_file,) = (tmp_path / "wandb").rglob("run-art12345.wandb")
+    artifacts = [r.artifact for r in wandb_records(log_file) if r.WhichOneof("record_type") == "artifact"]
+    assert len(artifacts) == 1, artifacts
+    (artifact,) = artifacts
+    assert artifact.name == "model-art12345" and artifact.type == "model"
+    assert {"target", "best"} <= set(artifact.aliases)
+    assert json.loads(artifact.metadata) == {"stage": "target", "step": 6, "file": "best.ckpt", "selected": True}
+    entries = {e.path: e for e in artifact.manifest.contents}
+    assert list(entries) == ["target/best.ckpt"]
+    md5 = base64.b64encode(hashlib.md5(b"selected weights").digest()).decode()
+    assert entries["target/best.ckpt"].digest == md5 and entries["target/best.ckpt"].size == 16

@@ -63,3 +63,34 @@ def test_the_sweep_end_callback_runs_the_report(tmp_path: Path, monkeypatch) -> 
     assert (sweep / "analysis" / "gap_by_size.csv").is_file()
     (run,) = (sweep / "analysis" / "wandb").glob("offline-run-*")
     assert any((run / "files" / "media" / "table" / "tables").glob("gap_by_size_*.table.json"))
+
+
+def test_sweep_end_callback_reports_a_failure_and_passes_x(monkeypatch, capsys) -> None:
+    import subprocess
+
+    from omegaconf import OmegaConf
+
+    from xlt.results.wandb_report import ReportAtSweepEnd
+
+    seen: list[list[str]] = []
+
+    def failing(argv, check=False):  # type: ignore[no-untyped-def]
+        seen.append(argv)
+        return subprocess.CompletedProcess(argv, 1)
+
+    monkeypatch.setattr(subprocess, "run", failing)
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": "multirun/toy"}}})
+    ReportAtSweepEnd(x="params_non_embedding").on_multirun_end(config)
+    assert seen[0][1:] == ["-m", "xlt.results", "multirun/toy", "--wandb", "--x", "params_non_embedding"]
+    err = capsys.readouterr().err.strip()
+    assert err == ("xlt: the sweep's W&B report failed (exit 1); rerun: python -m xlt.results multirun/toy "
+                   "--wandb --x params_non_embedding")  # fmt: skip
+
+
+def test_analysis_run_id_is_the_set_of_sweep_dirs(tmp_path: Path) -> None:
+    from xlt.results.wandb_report import analysis_run_id
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert analysis_run_id("p", "g", [a, b]) == analysis_run_id("p", "g", [b, a])
+    assert analysis_run_id("p", "g", [a]) != analysis_run_id("p", "g", [b])
+    assert analysis_run_id("p", "g", [a]) != analysis_run_id("p", "h", [a])

@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.strategies import FSDPStrategy
 
 from xlt.rundir import PREVIOUS_CKPT
 
@@ -60,8 +61,9 @@ class DivergenceGuard(pl.Callback):
         if self._scaler(trainer) is not None:
             return
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        sharded = any(hasattr(grad, "to_local") for grad in grads)
-        if sharded:  # DTensor shards (FSDP2): this rank's own part of each gradient
+        # FSDP1 (FSDPStrategy) holds flat shards; FSDP2 DTensor shards: this rank's part of each gradient
+        sharded = isinstance(trainer.strategy, FSDPStrategy) or any(hasattr(g, "to_local") for g in grads)
+        if sharded:
             grads = [grad.to_local() if hasattr(grad, "to_local") else grad for grad in grads]
         local = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
         if hasattr(pl_module, "unclipped_grad_norm"):  # xlt.modeling.module.TransferModule
@@ -75,7 +77,9 @@ class DivergenceGuard(pl.Callback):
         if bad.item():
             batch_idx = trainer.fit_loop.epoch_loop.batch_idx
             self._stop(trainer, "the gradient norm", float(local), batch_idx)
-        if logged and not sharded:  # the whole gradient's norm before clipping (not a shard's alone)
+        # The whole gradient's norm before clipping (never a shard's). An xlt TransferModule logs it
+        # where its clipping takes it (under FSDP too: the norm over every rank's shards).
+        if logged and not sharded and not hasattr(pl_module, "unclipped_grad_norm"):
             pl_module.log("train/grad_norm", local.detach(), on_step=True, on_epoch=False)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,

@@ -162,6 +162,9 @@ def export(run_dir: Path, out_dir: Path) -> Path:
     module = load_target_module(cfg, target, ckpt)
     encoder, head_state = module.encoder, module.heads[target.name].state_dict()
     encoder.eval()
+    from xlt.export_hub import tree_state
+
+    existing = tree_state(out_dir)  # the umask is applied to what this export writes, nothing else
     out_dir.mkdir(parents=True, exist_ok=True)
     hf_class = type(encoder).__name__
     model_type = getattr(encoder.config, "model_type", "")
@@ -196,7 +199,7 @@ def export(run_dir: Path, out_dir: Path) -> Path:
     if debug:
         log.warning("%s is a debug run (%s): exported, with a warning in its model card", run_dir, debug)
     (out_dir / "README.md").write_text(model_card(cfg, results_rows(run_dir), str(run_dir), hf_class, target, debug))
-    apply_umask_tree(out_dir)  # safetensors writes 0600; every file gets the umask's mode
+    apply_umask_tree(out_dir, existing)  # safetensors writes 0600; what export wrote gets the umask's mode
     return out_dir
 
 

@@ -23,9 +23,10 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities import rank_zero_only
 
+from xlt.config import ConfigError
 from xlt.public_config import public_container
 from xlt.results.rows import AGGREGATE_LANGUAGES, ResultRow, RunContext, atomic_write_text
-from xlt.rundir import CSV_DIR, WANDB_ID_FILE, is_global_zero
+from xlt.rundir import CSV_DIR, FINAL_CKPT, STATE_FILE, WANDB_ID_FILE, is_global_zero
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,40 @@ class ResumableCSVLogger(CSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment
+
+
+def run_dirs_with_wandb_id(run_id: str, roots: tuple[str, ...] = ("outputs", "multirun"),
+                           depth: int = 4) -> list[Path]:  # fmt: skip
+    """The run directories (under ``roots``, relative to the working directory, at most ``depth``
+    folders down) whose ``wandb_id`` is ``run_id``: where ``logger.run_id`` can continue it."""
+    found = []
+    for root in roots:
+        for folder, dirs, files in os.walk(root):
+            if WANDB_ID_FILE in files and Path(folder, WANDB_ID_FILE).read_text().strip() == run_id:
+                found.append(Path(folder))
+            level = Path(folder).relative_to(root).parts
+            # Not into a run's own folders (checkpoints, wandb files, predictions).
+            dirs[:] = [] if len(level) >= depth or WANDB_ID_FILE in files else sorted(dirs)
+    return found
+
+
+def check_run_id(cfg: DictConfig, run_dir: Path) -> None:
+    """``logger.run_id`` continues a W&B run in the run directory that run wrote (its checkpoints and
+    state are there, not on W&B): refuse it, in one line, in a fresh directory or beside another id."""
+    chosen = cfg.logger.get("run_id") if cfg.logger.kind == "wandb" else None
+    if not chosen:
+        return
+    chosen = str(chosen)
+    id_file = run_dir / WANDB_ID_FILE
+    if id_file.is_file() and id_file.read_text().strip() != chosen:
+        raise ConfigError(f"logger.run_id={chosen}: {run_dir} belongs to W&B run {id_file.read_text().strip()} "
+                          f"({id_file}); give that run's own run directory (hydra.run.dir=...)")  # fmt: skip
+    if not (run_dir / STATE_FILE).is_file():
+        found = run_dirs_with_wandb_id(chosen)
+        where = (f"its run directory is {', '.join(map(str, found))}: add hydra.run.dir={found[0]}" if found
+                 else "no run directory under outputs/ or multirun/ has that wandb_id; give it with hydra.run.dir=...")  # fmt: skip
+        raise ConfigError(f"logger.run_id={chosen} resumes a run in the run directory it started in, and "
+                          f"{run_dir} has no {STATE_FILE}: {where}")  # fmt: skip
 
 
 def build_logger(cfg: DictConfig, run_dir: Path, ctx: RunContext) -> Any:
@@ -87,7 +122,9 @@ def build_logger(cfg: DictConfig, run_dir: Path, ctx: RunContext) -> Any:
         offline=mode == "offline",
         id=run_id,
         resume="allow",
-        log_model=bool(cfg.logger.get("log_model", False)),
+        # Not Lightning's log_model, which uploads whatever checkpoint saved last (last.ckpt with the
+        # optimizer's state): xlt uploads the selected one itself (log_checkpoint).
+        log_model=False,
         config={**public_container(cfg), "params": counted_params(ctx)},
         # Its banner and history go to <run_dir>/wandb/*/logs, not the terminal.
         settings=wandb.Settings(silent=True),
@@ -96,6 +133,25 @@ def build_logger(cfg: DictConfig, run_dir: Path, ctx: RunContext) -> Any:
                              "`wandb sync <its offline-run-* folder>` uploads it" if mode == "offline" else "online")  # fmt: skip
     logger._wandb_init.pop("anonymous", None)  # Lightning always passes it; wandb warns it has no effect
     return logger
+
+
+def log_checkpoint(cfg: DictConfig, logger: Any, path: Path, stage: str, step: int) -> None:
+    """With ``logger.log_model``: the stage's selected checkpoint (``best.ckpt``; ``final.ckpt`` where
+    nothing was selected) as a version of the W&B artifact ``model-<run id>``, aliased with the stage
+    and ``best`` (``final``). Rank 0 only; nothing without a W&B logger."""
+    if not (cfg.logger.kind == "wandb" and cfg.logger.get("log_model") and logger and is_global_zero()):
+        return
+    import wandb
+
+    run = logger.experiment
+    selected = Path(path).name != FINAL_CKPT
+    artifact = wandb.Artifact(name=f"model-{run.id}", type="model",
+                              metadata={"stage": stage, "step": step, "file": Path(path).name, "selected": selected})  # fmt: skip
+    artifact.add_file(str(path), name=f"{stage}/{Path(path).name}")
+    run.log_artifact(artifact, aliases=[stage, "best" if selected else "final"])
+    rank_zero_only(log.info)(
+        "W&B: %s's checkpoint %s logged as artifact model-%s:%s", stage, path, run.id, stage
+    )
 
 
 def counted_params(ctx: RunContext) -> dict[str, Any]:

@@ -9,7 +9,9 @@ time spent and left, and the training losses:
     target: 31.2 s/step over the first 3 steps: about 5 h 19 min for the 613 left
     target: step 62/616 (10%), 30.8 s/step, 32 min elapsed, about 4 h 44 min left; loss 1.09
 
-Evaluation loops get a line per ``every_s`` seconds only (batches done of the loop). On a terminal
+The time left counts training steps only: the evaluations (validation each epoch, the test sets at
+the stage's end) come on top. Evaluation loops get a line per ``every_s`` seconds only (batches done
+of the loop). On a terminal
 xlt keeps tqdm's bar (:class:`xlt.callbacks.LossProgressBar`); ``trainer.py`` picks one.
 """
 
@@ -35,9 +37,13 @@ def duration(seconds: float) -> str:
 
 
 def rate(seconds_per_step: float) -> str:
-    return (
-        f"{seconds_per_step:.2g} s/step" if seconds_per_step >= 1 else f"{1 / seconds_per_step:.3g} steps/s"
-    )
+    """``31.2 s/step``, ``118 s/step`` (never ``1.2e+02``), ``4.17 steps/s``."""
+    if seconds_per_step >= 1:
+        return (
+            f"{seconds_per_step:.1f} s/step" if seconds_per_step < 100 else f"{seconds_per_step:.0f} s/step"
+        )
+    per_s = 1 / seconds_per_step
+    return f"{per_s:.3g} steps/s" if per_s < 100 else f"{per_s:.0f} steps/s"
 
 
 class LineProgress(ProgressBar):
@@ -74,6 +80,7 @@ class LineProgress(ProgressBar):
         self.start_step = trainer.global_step
         self.t0 = self.last_t = time.monotonic()
         self.last_bucket = -1
+        self.last_step = self.start_step
         epochs = (
             f" ({trainer.max_epochs} epoch{'s' if trainer.max_epochs != 1 else ''})"
             if trainer.max_epochs
@@ -86,14 +93,16 @@ class LineProgress(ProgressBar):
                            batch_idx: int) -> None:  # fmt: skip
         step = trainer.global_step
         done = step - self.start_step
-        if done <= 0:
+        # With gradient accumulation several batches end at the same optimizer step: one line per step.
+        if done <= 0 or step == self.last_step:
             return
+        self.last_step = step
         now = time.monotonic()
         per_step = (now - self.t0) / done
         left = (self.total - step) * per_step if self.total else None
         if done == self.first_after and left is not None and self.total is not None:
             self._print(f"{rate(per_step)} over the first {done} steps: about {duration(left)} "
-                        f"for the {self.total - step} left")  # fmt: skip
+                        f"for the {self.total - step} left (training only; evaluation comes on top)")  # fmt: skip
         bucket = int(100 * step / self.total // self.every_pct) if self.total else -1
         if bucket > self.last_bucket or now - self.last_t >= self.every_s:
             self.last_bucket, self.last_t = max(bucket, self.last_bucket), now

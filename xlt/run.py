@@ -24,7 +24,7 @@ from xlt.config import validate
 from xlt.console import file_only
 from xlt.data.datamodule import DataSettings
 from xlt.intermediate import IntermediatePhase
-from xlt.loggers import build_logger, close_wandb, log_results
+from xlt.loggers import build_logger, check_run_id, close_wandb, log_results
 from xlt.modeling.encoder import (
     WEIGHT_SOURCES,
     add_lora,
@@ -240,6 +240,7 @@ def _run_locked(cfg: DictConfig, run_dir: Path, sweep_dir: Path | None) -> dict[
         if cfg.resume:
             raise
         state = RunState(run_dir / STATE_FILE, {})  # resume=false starts over: the old state is dropped
+    check_run_id(cfg, run_dir)  # logger.run_id: only in the run directory of that W&B run
     results = run_dir / RESULTS_FILE
     if cfg.resume and has_progress(run_dir, state):
         if not (run_dir / CONFIG_FILE).is_file():

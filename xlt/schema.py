@@ -38,6 +38,9 @@ class ModelConfig:
     hub_id: str | None = None
     revision: str | None = None
     license: str | None = None  # the weights' license (Hub identifier), for an export's model card
+    # With license "other" (the Hub's word for a license it has no id for): its name and text's URL.
+    license_name: str | None = None
+    license_link: str | None = None
     params: int | None = None  # published parameter count; the counted one is recorded too
     num_layers: int = MISSING
     hidden_size: int = MISSING
@@ -207,7 +210,7 @@ class LoggerConfig:
     group: str | None = None
     tags: list[str] = field(default_factory=list)
     mode: str = "auto"
-    # W&B: each stage's selected checkpoint (best.ckpt) as a run artifact (Lightning's log_model).
+    # W&B: each stage's selected checkpoint (best.ckpt) as a run artifact (xlt.loggers.log_checkpoint).
     log_model: bool = False
     # W&B: the run id to continue (as the dashboard shows it) instead of the run directory's wandb_id.
     run_id: str | None = None

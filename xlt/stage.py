@@ -25,7 +25,7 @@ from xlt.console import file_only
 from xlt.data.datamodule import DataSettings, EvalSet, StageData, StageDataModule, prepare_stage_data
 from xlt.data.mixture import log_mixture, prepare_mixture_data
 from xlt.evaluation import RetrievalRun, evaluate_retrieval
-from xlt.loggers import log_rows
+from xlt.loggers import log_checkpoint, log_rows
 from xlt.modeling.heads import build_head
 from xlt.modeling.module import TransferModule
 from xlt.results.rows import ResultRow, RunContext, eval_rows, scored_counts
@@ -217,6 +217,7 @@ class StageRunner:
                                    logged_step=self.eval_step, rng=rng_states_to_json(rng_states()),
                                    selection=self.settings.pop_selections(),
                                   **({"mixture": mixture_info} if mixture_info else {}))  # fmt: skip
+            log_checkpoint(self.cfg, self.logger, Path(best), stage, trainer.global_step)  # logger.log_model
             release(trainer)  # nothing of the fit (module, optimizer, FSDP wrapper) outlives the stage
             del trainer, selector
             if is_global_zero():

@@ -255,8 +255,11 @@ class TransferModule(pl.LightningModule):
         wrapped = self.trainer.strategy.model
         norm, self.unclipped_grad_norm = self.unclipped_grad_norm, None
         norm_clip = bool(gradient_clip_val) and gradient_clip_algorithm in (None, "norm") and wrapped is not None
-        if norm_clip and clip_grad_norm(cast(nn.Module, wrapped), float(gradient_clip_val or 0)) is not None:
-            return
+        if norm_clip:
+            sharded_norm = clip_grad_norm(cast(nn.Module, wrapped), float(gradient_clip_val or 0))
+            if sharded_norm is not None:  # FSDP: the norm over every rank's shards, the whole gradient's
+                self._log_grad_norm(sharded_norm)
+                return
         if norm_clip and not self._scaled():
             # torch's clip_grad_norm_ in two halves: the total norm (DivergenceGuard's of this step when
             # it took one: same gradients, same order, same function), then the scaling: what
@@ -265,9 +268,17 @@ class TransferModule(pl.LightningModule):
             params = [p for group in optimizer.param_groups for p in group["params"]]
             if norm is None:
                 norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+            self._log_grad_norm(norm)
             torch.nn.utils.clip_grads_with_norm_(params, float(gradient_clip_val or 0), norm)
             return
+        if norm is not None:  # no clipping, unsharded: DivergenceGuard's norm of the whole gradient
+            self._log_grad_norm(norm)
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    def _log_grad_norm(self, norm: torch.Tensor) -> None:
+        """``train/grad_norm``: the whole gradient's norm before clipping, where a logger records it."""
+        if getattr(self.trainer, "loggers", None):
+            self.log("train/grad_norm", norm.detach(), on_step=True, on_epoch=False)
 
     def _scaled(self) -> bool:
         """Whether training runs under a GradScaler (precision 16-mixed)."""

@@ -4,7 +4,7 @@ Every table ``xlt.results`` writes (``<name>.csv``: gap by size, the intermediat
 XTREME-style overall, ...) becomes a W&B Table under ``tables/<name>``, and every plot (``*.png``)
 an image under ``plots/<name>``, in one run of the sweep's W&B project and group (the jobs'
 ``logger.project`` / ``logger.group``, read from their ``config.yaml``), named ``<group> analysis``
-with ``job_type=analysis``. Its id is derived from project and group, so a rerun (more jobs
+with ``job_type=analysis``. Its id is derived from project, group and the set of sweep directories, so a rerun (more jobs
 finished, a fix) resumes the same run and logs new versions of its tables and plots in place of a new
 run beside them. Offline unless a W&B key is configured, as the jobs' runs (``logger.mode``).
 
@@ -37,9 +37,11 @@ def sweep_logger_settings(dirs: Sequence[Path]) -> dict[str, Any]:
     return {"project": "xlt", "entity": None, "group": Path(dirs[0]).name, "mode": "auto"}
 
 
-def analysis_run_id(project: str, group: str) -> str:
-    """The same id for the same (project, group): a rerun updates the run."""
-    return "analysis-" + hashlib.sha1(f"{project}/{group}".encode()).hexdigest()[:12]
+def analysis_run_id(project: str, group: str, dirs: Sequence[Path] = ()) -> str:
+    """The same id for the same (project, group) and the same set of sweep directories (in any order):
+    a rerun updates the run; another sweep in the same group gets its own."""
+    key = "\n".join([f"{project}/{group}", *sorted({str(Path(d).resolve()) for d in dirs})])
+    return "analysis-" + hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
 def log_analysis(paths: Mapping[str, Path], dirs: Sequence[Path], save_dir: Path) -> str:
@@ -54,7 +56,7 @@ def log_analysis(paths: Mapping[str, Path], dirs: Sequence[Path], save_dir: Path
     if mode == "auto":
         mode = "online" if _wandb_key_configured() else "offline"
     mode = os.environ.get("WANDB_MODE", mode)
-    run_id = analysis_run_id(str(settings["project"]), str(settings["group"]))
+    run_id = analysis_run_id(str(settings["project"]), str(settings["group"]), dirs)
     save_dir.mkdir(parents=True, exist_ok=True)
     run = wandb.init(project=settings["project"], entity=settings["entity"], group=settings["group"],
                      name=f"{settings['group']} analysis", job_type="analysis", id=run_id, resume="allow",
@@ -82,13 +84,32 @@ from hydra.experimental.callback import Callback  # noqa: E402 (kept beside the 
 
 class ReportAtSweepEnd(Callback):
     """A Hydra callback (``hydra.callbacks``): after the last job of a multirun, ``xlt.results
-    <sweep dir> --wandb``."""
+    <sweep dir> --wandb`` (``x``: its ``--x``, e.g. ``params_non_embedding``). A failure is reported on
+    stderr in one line with the command to rerun; the jobs' results stay as they are."""
+
+    def __init__(self, x: str | None = None) -> None:
+        self.x = x
+
+    def command(self, sweep_dir: str) -> list[str]:
+        import sys
+
+        return [
+            sys.executable,
+            "-m",
+            "xlt.results",
+            sweep_dir,
+            "--wandb",
+            *(["--x", self.x] if self.x else []),
+        ]
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        import shlex
         import subprocess
         import sys
 
         # A process of its own, as a user would run it (and no import of xlt.results.__main__ here).
-        subprocess.run(
-            [sys.executable, "-m", "xlt.results", str(config.hydra.sweep.dir), "--wandb"], check=False
-        )
+        argv = self.command(str(config.hydra.sweep.dir))
+        code = subprocess.run(argv, check=False).returncode
+        if code:
+            print(f"xlt: the sweep's W&B report failed (exit {code}); rerun: python "
+                  f"{shlex.join(argv[1:])}", file=sys.stderr, flush=True)  # fmt: skip

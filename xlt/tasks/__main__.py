@@ -4,7 +4,9 @@ which of their files are present in the data directory here.
 Without a task: one line a task (roles, head, metrics, English training source, the English
 train/dev files and how many test languages are present). With tasks: one line per (split, language)
 for each, naming the file found, or the file it needs (the first layout it looks for) when missing.
-The data directory is the one runs use (``data.dir``, ``XLT_DATA_DIR`` or ``../shared/data``).
+The data directory: ``--data-dir``, else the one a run uses without a ``data.dir`` override
+(``$XLT_DATA_DIR``, else ``../shared/data`` beside the project). This command reads no Hydra
+overrides: for a run's ``data.dir=...`` pass the same folder as ``--data-dir``.
 """
 
 from __future__ import annotations
@@ -80,7 +82,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m xlt.tasks", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)  # fmt: skip
     parser.add_argument("tasks", nargs="*", help="show these tasks language by language")
-    parser.add_argument("--data-dir", type=Path, help="the data directory (default: the one runs use)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="the data directory (default: $XLT_DATA_DIR, else ../shared/data; "
+        "a run's data.dir=... goes here)",
+    )
     args = parser.parse_args(argv)
     from xlt.tasks.loading import resolve_source
     from xlt.tasks.registry import UnknownTaskError
@@ -88,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         _, data_dir = resolve_source("local" if args.data_dir else "auto", args.data_dir)
-        print(f"data directory: {data_dir or '(none found: set XLT_DATA_DIR or data.dir)'}")
+        print(f"data directory: {data_dir or '(none found: pass --data-dir or set XLT_DATA_DIR)'}")
         lines = (
             [line for name in args.tasks for line in detail(name, data_dir)]
             if args.tasks
