@@ -3,7 +3,6 @@ checkpoints, the resume points (last.ckpt and prev.ckpt), checkpoint selection, 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, cast
 
@@ -13,6 +12,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
 from xlt.rundir import PREVIOUS_CKPT
+from xlt.sharded_ckpt import rotate
 
 
 class Diverged(RuntimeError):
@@ -215,9 +215,10 @@ class RngStateInCheckpoint(pl.Callback):
 
 def keep_previous(last: Path) -> None:
     """Before ``last`` is overwritten, keep it as ``prev.ckpt`` beside it (an atomic rename): if the
-    new file ends up unreadable, a relaunch resumes from the previous one."""
-    if last.is_file():
-        os.replace(last, last.with_name(PREVIOUS_CKPT))
+    new file ends up unreadable, a relaunch resumes from the previous one. A sharded checkpoint
+    (a directory, xlt/sharded_ckpt.py) is renamed too, after the older prev.ckpt is deleted."""
+    if last.exists():
+        rotate(last, last.with_name(PREVIOUS_CKPT))
 
 
 class LastCheckpoint(ModelCheckpoint):

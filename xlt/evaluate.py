@@ -36,6 +36,7 @@ from xlt.export import (
     run_config,
     target_checkpoint,
 )
+from xlt.sharded_ckpt import DCP_METADATA
 
 log = logging.getLogger("xlt")
 
@@ -46,10 +47,10 @@ def resolve_source(source: Path) -> tuple[str, Path, DictConfig]:
         cfg = OmegaConf.load(source / CONFIG_FILE)
         assert isinstance(cfg, DictConfig)
         return "export", source, cfg
-    if source.is_dir():
+    if source.is_dir() and not (source / DCP_METADATA).is_file():
         cfg = run_config(source)
         return "checkpoint", target_checkpoint(source), cfg
-    if source.is_file():
+    if source.exists():  # a checkpoint file, or a sharded checkpoint directory (xlt/sharded_ckpt.py)
         run_dir = source.parent.parent.parent  # <run>/checkpoints/<stage>/<file>
         if source.parent.name != "target":
             raise ExportError(
