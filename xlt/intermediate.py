@@ -122,7 +122,7 @@ class IntermediatePhase(StageRunner):
         rank_zero_only(log.info)("intermediate: reusing %s (key %s, %s optimizer steps, trained by %s)", checkpoint,
                                  home.key.name, record.get("optimizer_steps"), record["trained_by"])  # fmt: skip
         if not self.lean:  # a lean rank (FSDP) gets rank 0's weights when FSDP wraps the encoder
-            state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["state_dict"]
+            state = read_weights(checkpoint)  # a file, or a sharded checkpoint's directory
             prefix = "encoder."
             self.encoder.load_state_dict(
                 {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
