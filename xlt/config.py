@@ -103,7 +103,7 @@ DERIVED_TRAINER_ARGS = ("precision", "strategy", "devices", "num_nodes", "accumu
                         "gradient_clip_val", "logger", "callbacks", "default_root_dir")  # fmt: skip
 
 
-def _host_memory_gb(*, _root_: DictConfig) -> float | None:
+def _host_memory_gb(*, _root_: DictConfig) -> int | None:
     """``${xlt_host_memory_gb:}`` (conf/scale/default.yaml): xlt.plan's per-node host RAM for the job
     the root config describes, in whole GB; None where it cannot be estimated (no architecture block,
     no target yet)."""
@@ -112,7 +112,8 @@ def _host_memory_gb(*, _root_: DictConfig) -> float | None:
 
         # A job on GPUs unless it says cpu: SLURM jobs resolve this on a login node without CUDA.
         gpu = str(_root_.trainer.get("accelerator", "auto")) != "cpu"
-        return float(estimate_host(_root_, gpu=gpu).request_gb)
+        # Whole GB as an int: the SLURM launcher's mem_gb (hydra.launcher, an int field) interpolates it.
+        return int(estimate_host(_root_, gpu=gpu).request_gb)
     except Exception:  # an incomplete config (composition, a test's partial one): no figure, no --mem
         return None
 
