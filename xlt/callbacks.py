@@ -221,6 +221,24 @@ def keep_previous(last: Path) -> None:
         rotate(last, last.with_name(PREVIOUS_CKPT))
 
 
+class BestCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint for the selected weights (``best.ckpt``). A sharded checkpoint (a
+    directory, xlt/sharded_ckpt.py) is written beside it as ``best.ckpt.partial`` and renamed into
+    place once every rank has written (``Trainer.save_checkpoint`` ends in a barrier): a kill
+    mid-save leaves the previous best whole instead of shards of two saves in one directory. A file
+    is written as Lightning writes it (an atomic save)."""
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        if getattr(trainer.strategy, "_state_dict_type", "full") != "sharded":
+            super()._save_checkpoint(trainer, filepath)
+            return
+        staging = filepath + ".partial"
+        super()._save_checkpoint(trainer, staging)
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            rotate(Path(staging), Path(filepath))
+
+
 class LastCheckpoint(ModelCheckpoint):
     """Lightning's ModelCheckpoint for ``last.ckpt``, keeping the file it overwrites as ``prev.ckpt``."""
 
