@@ -24,6 +24,7 @@ import torch
 
 from xlt import PROJECT_ROOT
 from xlt.results.rows import read_results
+from xlt.sharded_ckpt import read_meta, read_weights
 
 pytestmark = pytest.mark.slow  # the tests are also marked ci: `make test` and CI run them
 
@@ -152,8 +153,7 @@ def test_fsdp_matches_ddp_step_by_step(
     for key, value in ddp_results.items():
         assert fsdp_results[key] == pytest.approx(value, rel=REL_TOL, abs=1e-6), key
     # The selected weights: the best checkpoints hold the same tensors.
-    best_f, best_d = (torch.load(r / "checkpoints/target/best.ckpt", weights_only=True)["state_dict"]
-                      for r in (fsdp_run, ddp_run))  # fmt: skip
+    best_f, best_d = (read_weights(r / "checkpoints/target/best.ckpt") for r in (fsdp_run, ddp_run))
     assert best_f.keys() == best_d.keys()
     for name, tensor in best_d.items():
         torch.testing.assert_close(best_f[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
@@ -213,7 +213,7 @@ def test_killed_fsdp_run_resumes_to_the_same_numbers(
 
 def global_step(path: Path) -> int | None:
     try:
-        return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+        return int(read_meta(path)["global_step"])  # a file, or a sharded checkpoint's directory
     except Exception:  # not written yet, or being written: look again
         return None
 

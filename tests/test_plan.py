@@ -135,6 +135,7 @@ def test_xlmr_xxl_fsdp_estimate_by_hand(compose_cfg) -> None:
 
 def test_oversized_gpu_run_is_refused_at_validation(compose_cfg, monkeypatch) -> None:
     args = ("model=xlmr_xxl", "scale=default", "+intermediate=mnli", "+target=xnli")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # accelerator=gpu needs one (xlt/checks.py)
     with pytest.raises(ConfigError) as err:
         validate(compose_cfg(*args, "trainer.accelerator=gpu"))
     line = str(err.value)

@@ -22,8 +22,9 @@ def test_xxl_full_checkpoints_cost_rank_0_two_copies_and_every_rank_one(compose_
     """Issue 21 item 3: XXL's last.ckpt with AdamW states is ~128 GB; Lightning's atomic save holds a
     second copy on rank 0 (~257 GB), and a resume loads the full checkpoint on every rank."""
     cfg = validate(
-        compose_cfg("model=xlmr_xxl", "+intermediate=mnli", "+target=xnli", "trainer.accelerator=gpu")
-    )
+        compose_cfg("model=xlmr_xxl", "+intermediate=mnli", "+target=xnli",
+                    "scale.strategy.state_dict_type=full")
+    )  # fmt: skip
     params = count_parameters(Architecture.from_model(cfg.model)).total
     host = estimate_host(cfg, gpu=True)
     assert host.checkpoint == 12 * params and 128e9 < host.checkpoint < 129e9
@@ -32,18 +33,20 @@ def test_xxl_full_checkpoints_cost_rank_0_two_copies_and_every_rank_one(compose_
     assert host.load_rank0 == 4 * params + 4 * params and host.load_other == 0  # the fp32 .bin, once a node
     assert host.disk == 2 * host.checkpoint + 2 * 4 * params  # last + prev, and two stages' best.ckpt
     assert cfg.scale.host_memory_gb == host.request_gb > host.node / GB
-    # Sharded checkpoints: each rank saves and resumes its quarter; rank 0's peak is then the load.
-    sharded = validate(compose_cfg("model=xlmr_xxl", "+intermediate=mnli", "+target=xnli", "trainer.accelerator=gpu",
+    # Sharded checkpoints (opt-in): each rank saves its quarter (held twice while writing, measured:
+    # benchmarks/results/host_memory.md) and resumes it; rank 0's peak is then the load.
+    sharded = validate(compose_cfg("model=xlmr_xxl", "+intermediate=mnli", "+target=xnli",
                                    "scale.strategy.state_dict_type=sharded"))  # fmt: skip
+    assert sharded.scale.strategy.state_dict_type == "sharded"
     lean = estimate_host(sharded, gpu=True)
-    assert lean.save_rank0 == lean.resume == host.checkpoint / 4
-    assert lean.rank0 == pytest.approx(BASE_BYTES + 8 * params) and lean.node < host.node / 3
+    assert lean.save_rank0 == lean.save_other == 2 * host.checkpoint / 4 and lean.resume == host.checkpoint / 4
+    assert lean.rank0 == pytest.approx(BASE_BYTES + 8 * params) and lean.node < host.node / 2
 
 
 def test_host_memory_is_resolved_when_the_config_is_composed(compose_cfg) -> None:
     """The SLURM launcher reads scale.host_memory_gb before any validation (mem_gb interpolates it):
     it has the plan's figure as soon as the config is composed; a number set by the user stays."""
-    composed = compose_cfg("model=xlmr_xl", "+intermediate=mnli", "+target=xnli", "trainer.accelerator=gpu")
+    composed = compose_cfg("model=xlmr_xl", "+intermediate=mnli", "+target=xnli")
     expected = estimate_host(validate(composed), gpu=True).request_gb
     assert OmegaConf.select(composed, "scale.host_memory_gb") == expected > 100
     assert (

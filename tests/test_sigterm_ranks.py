@@ -76,13 +76,14 @@ def unbroken(data_dir: Path, cache_dir: Path, tmp_path_factory: pytest.TempPathF
 
 
 CASES = [
-    # rank 0 writing last.ckpt while rank 1 waits in the barrier after the save: the reported hang
+    # every rank writing its shards of last.ckpt/ (the FSDP profile's sharded checkpoints)
     ("fsdp", "last.ckpt:write:1:TERMGROUP"),
     ("fsdp", "anli_rounds:validation:1:TERMGROUP"),  # inside a validation
     # between stages: the probe after the intermediate stage (calls 0-1 are the pretrained probe, before
     # the launcher has started rank 1)
     ("fsdp", "tatoeba:embed:2:TERMGROUP"),
     ("ddp", "xnli:training:3:TERMGROUP"),  # mid-epoch, after the step-2 checkpoint
+    # rank 0 writing a full last.ckpt while rank 1 waits in the barrier after the save (the reported hang)
     ("ddp", "last.ckpt:write:2:TERMGROUP"),
 ]
 

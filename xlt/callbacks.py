@@ -3,7 +3,6 @@ checkpoints, the resume points (last.ckpt and prev.ckpt), checkpoint selection, 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, cast
 
@@ -14,6 +13,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.strategies import FSDPStrategy
 
 from xlt.rundir import PREVIOUS_CKPT
+from xlt.sharded_ckpt import rotate
 
 
 class Diverged(RuntimeError):
@@ -224,9 +224,28 @@ class RngStateInCheckpoint(pl.Callback):
 
 def keep_previous(last: Path) -> None:
     """Before ``last`` is overwritten, keep it as ``prev.ckpt`` beside it (an atomic rename): if the
-    new file ends up unreadable, a relaunch resumes from the previous one."""
-    if last.is_file():
-        os.replace(last, last.with_name(PREVIOUS_CKPT))
+    new file ends up unreadable, a relaunch resumes from the previous one. A sharded checkpoint
+    (a directory, xlt/sharded_ckpt.py) is renamed too, after the older prev.ckpt is deleted."""
+    if last.exists():
+        rotate(last, last.with_name(PREVIOUS_CKPT))
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint for the selected weights (``best.ckpt``). A sharded checkpoint (a
+    directory, xlt/sharded_ckpt.py) is written beside it as ``best.ckpt.partial`` and renamed into
+    place once every rank has written (``Trainer.save_checkpoint`` ends in a barrier): a kill
+    mid-save leaves the previous best whole instead of shards of two saves in one directory. A file
+    is written as Lightning writes it (an atomic save)."""
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        if getattr(trainer.strategy, "_state_dict_type", "full") != "sharded":
+            super()._save_checkpoint(trainer, filepath)
+            return
+        staging = filepath + ".partial"
+        super()._save_checkpoint(trainer, staging)
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            rotate(Path(staging), Path(filepath))
 
 
 class LastCheckpoint(ModelCheckpoint):

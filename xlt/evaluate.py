@@ -37,6 +37,7 @@ from xlt.export import (
     target_checkpoint,
 )
 from xlt.public_config import public_yaml
+from xlt.sharded_ckpt import DCP_METADATA
 
 if TYPE_CHECKING:
     import torch
@@ -48,10 +49,10 @@ def resolve_source(source: Path) -> tuple[str, Path, DictConfig]:
     """(kind, checkpoint or export dir, config) of SOURCE; kind is ``checkpoint`` or ``export``."""
     if source.is_dir() and (source / EXPORT_FILE).is_file():
         return "export", source, run_config(source, CONFIG_FILE)
-    if source.is_dir():
+    if source.is_dir() and not (source / DCP_METADATA).is_file():
         cfg = run_config(source)
         return "checkpoint", target_checkpoint(source), cfg
-    if source.is_file():
+    if source.exists():  # a checkpoint file, or a sharded checkpoint directory (xlt/sharded_ckpt.py)
         run_dir = source.parent.parent.parent  # <run>/checkpoints/<stage>/<file>
         if source.parent.name != "target":
             raise ExportError(

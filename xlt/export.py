@@ -67,7 +67,7 @@ def target_checkpoint(run_dir: Path) -> Path:
     recorded = done.get("best") or rundir.FINAL_CKPT
     # state.json records the path as the training run saw it (often relative to its working directory).
     path = rundir.stage_ckpt_dir(run_dir, "target") / Path(recorded).name
-    if not path.is_file():
+    if not path.exists():  # a file, or a sharded checkpoint's directory
         raise ExportError(f"{path}: the target stage's checkpoint is missing")
     return path
 

@@ -17,6 +17,7 @@ from xlt.callbacks import RngStateInCheckpoint
 from xlt.config import to_container
 from xlt.reuse import ROOT_NAME, IntermediateKey, SharedStage, code_version, intermediate_key
 from xlt.rundir import RNG_FILE, RunState, is_global_zero, rows_from_records
+from xlt.sharded_ckpt import read_weights
 from xlt.stage import StageRunner
 from xlt.tasks.registry import get_mixture, get_task
 from xlt.trainer import resolve_precision
@@ -130,7 +131,7 @@ class IntermediatePhase(StageRunner):
         rank_zero_only(log.info)("intermediate: reusing %s (key %s, %s optimizer steps, trained by %s)", checkpoint,
                                  home.key.name, record.get("optimizer_steps"), record["trained_by"])  # fmt: skip
         if not self.lean:  # a lean rank (FSDP) gets rank 0's weights when FSDP wraps the encoder
-            state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["state_dict"]
+            state = read_weights(checkpoint)  # a file, or a sharded checkpoint's directory
             prefix = "encoder."
             self.encoder.load_state_dict(
                 {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}

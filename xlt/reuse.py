@@ -196,7 +196,7 @@ class SharedStage:
         if record is None:
             return None
         checkpoint = Path(record.get("checkpoint", ""))
-        if not checkpoint.is_file():
+        if not checkpoint.exists():  # a file, or a sharded checkpoint's directory
             raise ReuseError(f"{self.dir / DONE_FILE} names the checkpoint {checkpoint}, which is missing; delete "
                              f"{self.dir} to train that intermediate stage again")  # fmt: skip
         return record

@@ -341,12 +341,15 @@ class CheckpointError(RuntimeError):
 
 
 def checkpoint_problem(path: Path) -> str | None:
-    """Why ``path`` is not a complete checkpoint file, or None. Cheap (reads the zip directory that
-    ``torch.save`` writes at the file's end, not the tensors): a truncated or empty file fails."""
+    """Why ``path`` is not a complete checkpoint file (or sharded checkpoint directory), or None.
+    Cheap (reads the zip directory that ``torch.save`` writes at the file's end, not the tensors): a
+    truncated or empty file fails, and a directory without every file a finished save writes."""
     import zipfile
 
-    if path.is_dir():  # a sharded (distributed) checkpoint: left to the strategy
-        return None
+    if path.is_dir():  # a sharded (distributed) checkpoint, xlt/sharded_ckpt.py
+        from xlt import sharded_ckpt
+
+        return sharded_ckpt.problem(path) or checkpoint_problem(path / sharded_ckpt.META_FILE)
     try:
         size = path.stat().st_size
         if size == 0:
@@ -375,7 +378,9 @@ def resume_checkpoint(ckpt_dir: Path) -> Path | None:
         if is_global_zero():
             log.warning("%s is unusable (%s); resuming from the one before it, %s (the unusable file is kept "
                         "as %s)", last, problem, prev, UNUSABLE_CKPT)  # fmt: skip
-            os.replace(last, last.with_name(UNUSABLE_CKPT))  # not rotated over prev.ckpt by the next save
+            from xlt.sharded_ckpt import rotate
+
+            rotate(last, last.with_name(UNUSABLE_CKPT))  # not rotated over prev.ckpt by the next save
         return prev
     raise CheckpointError(f"{last} is unusable ({problem}) and there is no earlier checkpoint to resume from; "
                           "delete it to restart the stage, or rerun with resume=false")  # fmt: skip

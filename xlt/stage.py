@@ -42,6 +42,7 @@ from xlt.rundir import (
     resume_checkpoint,
     stage_ckpt_dir,
 )
+from xlt.sharded_ckpt import read_weights, remove
 from xlt.strategies import is_sharded, materialize, meta_skeleton
 from xlt.tasks.registry import get_task
 from xlt.tasks.spec import MixtureSpec, TaskSpec
@@ -221,8 +222,8 @@ class StageRunner:
             release(trainer)  # nothing of the fit (module, optimizer, FSDP wrapper) outlives the stage
             del trainer, selector
             if is_global_zero():
-                last.unlink(missing_ok=True)  # the stage is done; its resume point is no longer needed
-                (ckpt_dir / PREVIOUS_CKPT).unlink(missing_ok=True)
+                remove(last)  # the stage is done; its resume point is no longer needed (file or directory)
+                remove(ckpt_dir / PREVIOUS_CKPT)
         self._evaluate_stage(stage, stage_cfg, spec, data, dm, module, skeleton, weights)
         del module, skeleton, dm, data
         end_of_stage_collect()
@@ -342,19 +343,21 @@ class StageRunner:
         return is_sharded(self.cfg.scale.strategy)
 
     def _checkpoint_weights(self, path: Path) -> dict[str, torch.Tensor] | None:
-        """The full state dict of a checkpoint file, memory-mapped: the ranks of a node share the
-        file's pages instead of each holding a private copy (the tensors are read, then FSDP copies
-        its shard out of them). None on a lean rank, which gets rank 0's weights from FSDP."""
+        """The full state dict of a checkpoint: a file memory-mapped (the ranks of a node share the
+        file's pages instead of each holding a private copy; the tensors are read, then FSDP copies
+        its shard out of them), a sharded checkpoint's directory read into one full copy
+        (xlt/sharded_ckpt.py). None on a lean rank, which gets rank 0's weights from FSDP."""
         if self.lean:
             return None
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        return cast(dict[str, torch.Tensor], checkpoint["state_dict"])
+        return read_weights(path)
 
     @staticmethod
     def _load_weights(module: TransferModule, path: Path) -> None:
         """A finished stage's weights: data only (``weights_only=True`` refuses pickled code)."""
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            if not path.exists():
+                raise FileNotFoundError(path)
+            state = {"state_dict": read_weights(path)}  # a file, or a sharded checkpoint directory
         except FileNotFoundError:
             raise CheckpointError(f"{path}: the finished stage's checkpoint is missing; delete state.json's "
                                   "stage entry or rerun with resume=false") from None  # fmt: skip
@@ -373,7 +376,7 @@ class StageRunner:
 
     @staticmethod
     def _preempted_line(stage: str, trainer: pl.Trainer, last: Path) -> str:
-        where = str(last) if last.is_file() else "none yet (the stage restarts)"
+        where = str(last) if last.exists() else "none yet (the stage restarts)"
         return (f"preempted (SIGTERM) during {stage} training at step {trainer.global_step}; resume point: "
                 f"{where}; relaunch the same command to resume")  # fmt: skip
 

@@ -13,9 +13,9 @@ Two things the run does around it (xlt/stage.py, xlt/modeling/module.py):
 - gradient-norm clipping through the root FSDP module's ``clip_grad_norm_`` (Lightning's
   ``FSDPPrecision.clip_grad_by_norm`` raises): :func:`clip_grad_norm`;
 - FSDP wraps the LightningModule's submodules in place and flattens their parameters, so a wrapped
-  encoder is never reused: weights move between stages and Trainers as full state dicts
-  (``state_dict_type: full`` checkpoints), loaded into an unwrapped copy built from a meta-device
-  skeleton (:func:`meta_skeleton`, :func:`materialize`).
+  encoder is never reused: weights move between stages and Trainers as full state dicts read on
+  rank 0 from the checkpoints (sharded directories under the FSDP profile, xlt/sharded_ckpt.py),
+  loaded into an unwrapped copy built from a meta-device skeleton (:func:`meta_skeleton`, :func:`materialize`).
 """
 
 from __future__ import annotations

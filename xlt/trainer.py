@@ -14,9 +14,10 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import ModelCheckpoint, ModelSummary
+from pytorch_lightning.callbacks import ModelSummary
 
 from xlt.callbacks import (
+    BestCheckpoint,
     DivergenceGuard,
     LoaderStateOnResume,
     LossProgressBar,
@@ -197,8 +198,8 @@ def build_trainer(cfg: DictConfig, stage_cfg: DictConfig, data: StageData, accum
     if ckpt_dir is not None:
         # First: a diverged step must stop the run before any checkpoint callback saves it.
         callbacks.append(DivergenceGuard(stage))
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename=BEST_CKPT, monitor=monitor, mode="max",
-                                         save_top_k=1 if monitor else 0, save_weights_only=True))  # fmt: skip
+        callbacks.append(BestCheckpoint(dirpath=ckpt_dir, filename=BEST_CKPT, monitor=monitor, mode="max",
+                                        save_top_k=1 if monitor else 0, save_weights_only=True))  # fmt: skip
         # last.ckpt (one file, overwritten) after every validation and, with
         # scale.checkpoint_every_n_steps, every N optimizer steps: what a preempted job resumes from.
         # (Not save_last=True with save_top_k=0: Lightning 2.6 then never writes last.ckpt.)

@@ -11,6 +11,8 @@ More hooks and signals for the multi-rank SIGTERM tests (tests/test_sigterm_rank
 in ``TransferModule.on_save_checkpoint`` (every rank builds the checkpoint, rank 0 then writes it and
 all meet in a barrier), ``write`` in Lightning's ``_atomic_save`` (rank 0 writing the file while the
 others already wait in the barrier after the save; ``task`` is the file name, e.g. ``last.ckpt``),
+``shardwrite`` in Lightning's ``_distributed_checkpoint_save`` (a sharded checkpoint: every rank
+writing its shards into the directory ``task``, e.g. ``last.ckpt``),
 ``embed`` in ``xlt.modeling.embedding.embed`` (retrieval: a probe between
 stages; ``task`` is then the progress label's first word, e.g. ``tatoeba``); ``n`` counts the calls of
 this process. Signal ``TERMGROUP`` sends SIGTERM to the whole process group (every rank, as SLURM
@@ -91,6 +93,9 @@ def _patch(module: Any) -> None:
     if hook == "write":
         _patch_counted(module, "_atomic_save", task, target, lambda a, k: Path(str(a[1])).name)
         return
+    if hook == "shardwrite":
+        _patch_counted(module, "_distributed_checkpoint_save", task, target, lambda a, k: Path(str(a[1])).name)
+        return
     if hook == "save":
         _patch_counted(module, "on_save_checkpoint", task, target, lambda a, k: a[0].task)
         return
@@ -115,9 +120,8 @@ def _patch(module: Any) -> None:
 class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
         hook = SPEC.split(":")[1]
-        wanted = {"embed": "xlt.modeling.embedding", "write": "lightning_fabric.utilities.cloud_io"}.get(
-            hook, "xlt.modeling.module"
-        )
+        wanted = {"embed": "xlt.modeling.embedding", "write": "lightning_fabric.utilities.cloud_io",
+                  "shardwrite": "lightning_fabric.strategies.fsdp"}.get(hook, "xlt.modeling.module")  # fmt: skip
         if name != wanted:
             return None
         sys.meta_path.remove(self)

@@ -11,7 +11,11 @@ RAM there: :func:`xlt.plan.memory.estimate_memory` on CPU), plus the largest of 
 - **save, full state dict** (``state_dict_type: full``): rank 0 gathers the whole checkpoint C =
   fp32 weights (4 bytes a parameter) + AdamW's two fp32 states (8 bytes a trainable parameter), and
   Lightning's atomic save serialises it into a buffer before writing: 2 x C on rank 0;
-- **save, sharded** (``state_dict_type: sharded``): each rank writes its own 1/world of C;
+- **save, sharded** (``state_dict_type: sharded``, the FSDP profile's): each rank writes its own
+  1/world of C, and holds it twice while it does (Lightning's sharded state dict copies the local
+  shards, ``offload_to_cpu=True``, and the distributed-checkpoint writer serialises them): 2 x C /
+  world a rank. Measured 2026-12-07 (benchmarks/results/host_memory.md, hidden 512, 2 ranks): with
+  C / world the estimate was 0.88 of the measured peak of either rank, with 2 x C / world 1.08;
 - **resume**: a full checkpoint is loaded on every rank (Lightning loads the full optimizer state
   with ``rank0_only=False``): C per rank; a sharded one C / world;
 - **hand-off**: the next stage (or an export) gets the selected weights as a full state dict on rank 0
@@ -118,7 +122,8 @@ def estimate_host(cfg: DictConfig, gpu: bool = True) -> HostMemory:
     trains = bool(stages(cfg))
     checkpoint = (4.0 * params + 8.0 * trainable) if trains else 0.0
     if sharded:
-        save_rank0 = save_other = resume = checkpoint / world
+        save_rank0 = save_other = 2 * checkpoint / world
+        resume = checkpoint / world
     else:
         save_rank0, save_other, resume = 2 * checkpoint, 0.0, checkpoint
     training = 0.0 if gpu else estimate_memory(cfg, Hardware(gpu=False)).peak
