@@ -92,7 +92,9 @@ def featurised_batches(cfg: Any, n_examples: int, seq_len: int, cache_dir: Path)
     from xlt.tasks.loading import resolve_source
     from xlt.tasks.registry import get_task
 
-    tokenizer = load_tokenizer(OmegaConf.create({"source": "random", "arch": "xlmr"}), cache_dir)  # XLM-R tokenizer
+    tokenizer = load_tokenizer(
+        OmegaConf.create({"source": "random", "arch": "xlmr"}), cache_dir
+    )  # XLM-R tokenizer
     source, data_dir = resolve_source("local", cfg.data.dir)
     settings = DataSettings(source, data_dir, cache_dir, tokenizer)
     data = prepare_stage_data(task=get_task("xnli"), train_task=get_task("snli"), train_split="dev", dev_split=None,
@@ -246,15 +248,19 @@ def markdown(results: list[dict[str, Any]]) -> str:
         tps = f"{r['tokens_per_s']:,.0f}" if r.get("tokens_per_s") else ""
         mfu = f"{r['mfu']:.1%}" if r.get("mfu") else ("no MFU (unknown peak)" if r["part"] == "b" else "")
         ratio = f"{r['estimate_over_measured']:.2f}" if r.get("estimate_over_measured") else ""
-        measured = f"{r['measured_peak_bytes'] / 2**20:,.0f} MiB" if r.get("measured_peak_bytes") else "not measured"
+        measured = (
+            f"{r['measured_peak_bytes'] / 2**20:,.0f} MiB" if r.get("measured_peak_bytes") else "not measured"
+        )
         model = r["model"] + (f" ({r['layer_class']}, hidden {r['hidden']})" if r["part"] == "b" else "")
         lines.append(f"| {r['part']} | {model} | {r['device']} | {r.get('world', 1)} | {r['batch']} x {r['seq_len']} | "
                      f"{tps} | {mfu} | {measured} | {r['estimated_peak_bytes'] / 2**20:,.0f} MiB | {ratio} | "
                      f"{'; '.join(r.get('failures', [])) or 'none'} |")  # fmt: skip
     lines.append("")
     lines += [f"- part {r['part']}: measured as {r['measured']}" for r in results if r.get("measured")]
-    lines += ["- part b: one layer per family under FSDP on every GPU; memory measured on GPUs only "
-              "(torch.cuda.max_memory_allocated), asserted there; throughput asserted where the peak is known"]
+    lines += [
+        "- part b: one layer per family under FSDP on every GPU; memory measured on GPUs only "
+        "(torch.cuda.max_memory_allocated), asserted there; throughput asserted where the peak is known"
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -262,8 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     parser.add_argument("--model", default="xlmr_large", help="part (a): model YAML to build (random init)")
-    parser.add_argument("--layer-models", default="xlmr_xxl,qwen2_5_7b", help="part (b): model YAMLs, one layer each")
-    parser.add_argument("--layer-width", type=int, default=None, help="part (b): hidden size instead of the real one (CPU)")
+    parser.add_argument(
+        "--layer-models", default="xlmr_xxl,qwen2_5_7b", help="part (b): model YAMLs, one layer each"
+    )
+    parser.add_argument(
+        "--layer-width", type=int, default=None, help="part (b): hidden size instead of the real one (CPU)"
+    )
     parser.add_argument("--cpu-world", type=int, default=2, help="part (b) on CPU: gloo processes")
     parser.add_argument("--batch", type=int, default=32, help="part (a): sequences per step")
     parser.add_argument("--fsdp-batch", type=int, default=8, help="part (b): sequences per step a rank")
@@ -271,11 +281,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3, help="part (a): untimed steps")
     parser.add_argument("--steps", type=int, default=20, help="part (a): timed steps")
     parser.add_argument("--parts", default="ab")
-    parser.add_argument("--peak-flops", type=float, default=None,
-                        help="the card's bf16 peak (default: xlt.plan.jobs.peak_flops by device name; unknown: no MFU)")
-    parser.add_argument("--plan-mfu", type=float, default=0.4, help="part (b): the utilisation xlt.plan assumes")
-    parser.add_argument("--mfu-tolerance", type=float, default=0.5, help="part (b): fail below plan-mfu x (1 - this)")
-    parser.add_argument("--memory-tolerance", type=float, default=0.3, help="part (b), GPU: |measured/estimate - 1| bound")
+    parser.add_argument(
+        "--peak-flops",
+        type=float,
+        default=None,
+        help="the card's bf16 peak (default: xlt.plan.jobs.peak_flops by device name; unknown: no MFU)",
+    )
+    parser.add_argument(
+        "--plan-mfu", type=float, default=0.4, help="part (b): the utilisation xlt.plan assumes"
+    )
+    parser.add_argument(
+        "--mfu-tolerance", type=float, default=0.5, help="part (b): fail below plan-mfu x (1 - this)"
+    )
+    parser.add_argument(
+        "--memory-tolerance", type=float, default=0.3, help="part (b), GPU: |measured/estimate - 1| bound"
+    )
     parser.add_argument("--cache-dir", type=Path, default=None, help="xlt cache (the e5/XLM-R tokenizer)")
     parser.add_argument("--out", type=Path, default=None, help="output stem (.json and .md are written)")
     args = parser.parse_args(argv)

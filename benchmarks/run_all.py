@@ -121,7 +121,13 @@ def markdown(result: dict[str, Any]) -> str:
         if "bare" in trainers and "hf_group_by_length" in trainers:
             # The most any trainer of this model, data and numerics reaches against HF group_by_length.
             ceiling = trainers["bare"]["examples_per_s"] / trainers["hf_group_by_length"]["examples_per_s"]
-            row("ceiling: bare loop over xlt's batches vs hf group by length", ceiling, "(reported)", None, "{:.2f}x")
+            row(
+                "ceiling: bare loop over xlt's batches vs hf group by length",
+                ceiling,
+                "(reported)",
+                None,
+                "{:.2f}x",
+            )
         if "xlt_step_over_bare_step" in r:
             v = r["xlt_step_over_bare_step"]
             row("framework overhead: xlt step / bare-loop step", v, "<= 1.10", v <= 1.10)

@@ -36,7 +36,12 @@ PARQUET_EXPORT = "refs/convert/parquet"
 # loading script), not taken from xlt, so that a wrong order or name in xlt fails the comparison.
 HUB_UPOS = ClassLabel(names=["ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON",
                              "PROPN", "PUNCT", "SCONJ", "SYM", "VERB", "X"])  # fmt: skip
-HUB_UDPOS_CONFIG = {"en": "udpos.English", "de": "udpos.German", "vi": "udpos.Vietnamese", "ja": "udpos.Japanese"}
+HUB_UDPOS_CONFIG = {
+    "en": "udpos.English",
+    "de": "udpos.German",
+    "vi": "udpos.Vietnamese",
+    "ja": "udpos.Japanese",
+}
 UDPOS_LANGS = ("en", "de", "vi", "ja")  # UD-POS test sets mirrored (all 33: docs/hub-data.md)
 
 

@@ -252,7 +252,9 @@ def test_cli_prints_the_overlap_it_removed(data_dir: Path, capsys) -> None:
 # ----------------------------------------------------------------------------- per text field (issue 23)
 
 
-def test_squad_v2_no_answer_questions_on_xquad_paragraphs_are_reported_and_excluded(compose_cfg, data_dir: Path) -> None:
+def test_squad_v2_no_answer_questions_on_xquad_paragraphs_are_reported_and_excluded(
+    compose_cfg, data_dir: Path
+) -> None:
     """SQuAD v2.0 dev writes 882 questions of its own (no-answer ones) on XQuAD's 240 test paragraphs:
     the whole-example audit kept them; the field audit finds them by their context, and the spec's
     exclusion (fields=context) removes them with the 817 shared questions."""
@@ -278,23 +280,39 @@ def test_fields_catch_a_test_premise_a_test_sentence_in_a_paragraph_and_no_test_
     from xlt.audit_fields import FieldChecker, FieldIndex
 
     index = FieldIndex(20)
-    index.add("en", [{"text_a": "The committee met on Tuesday afternoon.", "text_b": "Nobody came.", "label": 0},
-                     {"words": ["The", "Alps", "provide", "lowland", "Europe", "with", "drinking", "water", "."]}])
-    index.add("de", [{"text_a": "Der Ausschuss tagte am Dienstagnachmittag.", "text_b": "Niemand kam.", "label": 0}])
+    index.add(
+        "en",
+        [
+            {"text_a": "The committee met on Tuesday afternoon.", "text_b": "Nobody came.", "label": 0},
+            {"words": ["The", "Alps", "provide", "lowland", "Europe", "with", "drinking", "water", "."]},
+        ],
+    )
+    index.add(
+        "de", [{"text_a": "Der Ausschuss tagte am Dienstagnachmittag.", "text_b": "Niemand kam.", "label": 0}]
+    )
     checker = FieldChecker(index, ())
-    checker.check({"text_a": "the committee met on tuesday afternoon", "text_b": "A new hypothesis here.", "label": 1}, False)
+    checker.check(
+        {"text_a": "the committee met on tuesday afternoon", "text_b": "A new hypothesis here.", "label": 1},
+        False,
+    )
     checker.check({"question": "What do the Alps provide?", "context": "Water matters. The Alps provide lowland "
                    "Europe with drinking water, irrigation and power."}, False)  # fmt: skip
-    checker.check({"question": "What do the Alps provide?", "context": "TheAlps provide lowland Europe..."}, False)
+    checker.check(
+        {"question": "What do the Alps provide?", "context": "TheAlps provide lowland Europe..."}, False
+    )
     result = checker.result
     assert result.shared == {"premise": 1} and result.shared_with["premise"] == {"premise"}
-    assert result.inside_examples == 1 and {lang: len(s) for lang, s in result.inside_sentences.items()} == {"en": 1}
+    assert result.inside_examples == 1 and {lang: len(s) for lang, s in result.inside_sentences.items()} == {
+        "en": 1
+    }
     # found again re-spaced, but never from the middle of a word
     assert index.inside("So the Alpsprovide lowland Europe with drinking-water.")
     assert not index.inside("Prefixthe Alps provide lowland Europe with drinking water")
 
 
-def test_a_set_audited_against_no_test_data_says_not_checked(compose_cfg, data_dir: Path, tmp_path: Path) -> None:
+def test_a_set_audited_against_no_test_data_says_not_checked(
+    compose_cfg, data_dir: Path, tmp_path: Path
+) -> None:
     empty = tmp_path / "data"
     (empty / "commonsenseqa").mkdir(parents=True)
     for name in ("train_rand_split.jsonl", "dev_rand_split.jsonl"):
@@ -326,7 +344,9 @@ def test_paragraphs_holding_test_sentences_are_counted_once_and_listed() -> None
     from xlt.audit_fields import FieldChecker, FieldIndex
 
     index = FieldIndex(20)
-    index.add("en", [{"words": ["The", "Alps", "provide", "lowland", "Europe", "with", "drinking", "water", "."]}])
+    index.add(
+        "en", [{"words": ["The", "Alps", "provide", "lowland", "Europe", "with", "drinking", "water", "."]}]
+    )
     checker = FieldChecker(index, ())
     paragraph = "Water matters. The Alps provide lowland Europe with drinking water, irrigation and power."
     for question in ("What do the Alps provide?", "Which mountains provide water?"):

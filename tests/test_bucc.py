@@ -55,7 +55,10 @@ def test_missing_tab_is_one_line_naming_file_and_line(tmp_path: Path) -> None:
     folder = _write_pair(tmp_path, src="de-1\tHallo Welt\nde-2 Guten Morgen\n")
     with pytest.raises(DataError) as err:
         load_split(get_task("bucc2018"), "dev", "de", "local", tmp_path)
-    assert str(err.value) == f"{folder / 'de-en.dev.de'}:2: expected 'id<TAB>sentence', got 1 tab-separated field(s)"
+    assert (
+        str(err.value)
+        == f"{folder / 'de-en.dev.de'}:2: expected 'id<TAB>sentence', got 1 tab-separated field(s)"
+    )
 
 
 def test_gold_id_not_in_sentence_files_is_one_line_naming_file_and_line(tmp_path: Path) -> None:

@@ -53,7 +53,9 @@ def test_evaluate_checkpoint_export_and_evaluate_export(
     # Written under umask 002: group-writable like any file the user makes.
     assert stat.S_IMODE((train_dir / "results.jsonl").stat().st_mode) == 0o664
 
-    proc = run("xlt.evaluate", str(train_dir), "--out", str(eval_dir), "logger.kind=none", cache, cache=cache_dir)
+    proc = run(
+        "xlt.evaluate", str(train_dir), "--out", str(eval_dir), "logger.kind=none", cache, cache=cache_dir
+    )
     assert "target: evaluating xnli" in proc.stdout + proc.stderr  # it evaluates; it does not say "training"
     assert "training" not in proc.stdout + proc.stderr
     assert target_rows(eval_dir) == trained

@@ -94,8 +94,9 @@ def test_stand_ins_take_their_real_counterparts_profiles_with_only_sizes_changed
         r = OmegaConf.to_container(_cfg(compose_cfg, real).scale)
         changed = {k for k in r if t[k] != r[k]}
         # host_memory_gb and an `auto` per_device_batch_size are resolved from the sizes by xlt.plan's rule.
-        assert {"name", "devices"} <= changed <= {"name", "devices", "host_memory_gb", "per_device_batch_size"}, (
-            tiny, changed)
+        assert (
+            {"name", "devices"} <= changed <= {"name", "devices", "host_memory_gb", "per_device_batch_size"}
+        ), (tiny, changed)
         assert t["devices"] == 2 and t["precision"] == "bf16-mixed"
 
 
@@ -204,19 +205,23 @@ def _ud_sentence(data_dir: Path, pattern: str, text: str) -> list[str]:
 
 
 @needs_qwen_tokenizer
-def test_decoder_tagging_spaces_only_words_that_have_a_space_in_running_text(qwen_tokenizer, data_dir: Path) -> None:
+def test_decoder_tagging_spaces_only_words_that_have_a_space_in_running_text(
+    qwen_tokenizer, data_dir: Path
+) -> None:
     """Real UD sentences, each word's pieces and labelled piece written by hand."""
     from xlt.data.features_tagging import featurize_tagging
 
     tok = qwen_tokenizer
     cases = {
-        "en": _ud_sentence(data_dir, "UD_English-PUD/*test.conllu", '"Physicians don\'t have these tools,'),
+        "en": _ud_sentence(data_dir, "UD_English-PUD/*test.conllu", "\"Physicians don't have these tools,"),
         "zh": _ud_sentence(data_dir, "UD_Chinese-GSD/*test.conllu", "然而，這樣的處理也衍生了一些問題。"),
         "th": _ud_sentence(data_dir, "UD_Thai-PUD/*test.conllu", "“แม้ว่าการเปลี่ยนไปใช้ระบบดิจิตัล"),
     }
     pieces = {}
     for lang, words in cases.items():
-        out = featurize_tagging(tok, {"words": [words], "labels": [list(range(len(words)))], "example_idx": [0]}, 512)
+        out = featurize_tagging(
+            tok, {"words": [words], "labels": [list(range(len(words)))], "example_idx": [0]}, 512
+        )
         ids, labels = out["input_ids"][0], out["labels"][0]
         tokens = tok.convert_ids_to_tokens(ids)
         labelled = [i for i, label in enumerate(labels) if label >= 0]

@@ -47,7 +47,9 @@ def test_gpu_check_layers_shard_over_every_rank_with_the_runs_optimizer_and_can_
     cmd = [sys.executable, str(PROJECT_ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--parts", "b",
            "--layer-width", "64", "--fsdp-batch", "2", "--seq-len", "32", "--warmup", "1", "--steps", "2",
            "--peak-flops", "1e18", "--out", str(out)]  # fmt: skip
-    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]
     failed = [line for line in proc.stderr.splitlines() if line.startswith("gpu_check: FAILED")]
     assert len(failed) == 2 and all("throughput" in line and "below 20.0%" in line for line in failed), failed

@@ -267,7 +267,8 @@ def test_tiny_run_on_the_hub_fixtures_records_commits_and_what_was_left_out(
     }
     assert {r["intermediate_members"] for r in records} == {"csqa"}
     assert all(
-        f"facebook/xnli/de@{hub_fixtures.recorded_commit('facebook/xnli')}" in r["data_commits"] for r in records
+        f"facebook/xnli/de@{hub_fixtures.recorded_commit('facebook/xnli')}" in r["data_commits"]
+        for r in records
     )
     assert {r["language"] for r in records if r["split"] == "test"} >= {"en", "de", "sw", "gap"}
 
@@ -403,4 +404,6 @@ def test_a_job_reusing_a_shared_intermediate_records_the_commits_it_was_trained_
     b = json.loads((tmp_path / "b" / "state.json").read_text())
     assert b.get("intermediate_home")  # b reused a's stage
     reads = {o: i for o, i in b["hub_reads"].items() if i["repo"] == "tau/commonsense_qa"}
-    assert reads and {i["commit"] for i in reads.values()} == {hub_fixtures.recorded_commit("tau/commonsense_qa")}
+    assert reads and {i["commit"] for i in reads.values()} == {
+        hub_fixtures.recorded_commit("tau/commonsense_qa")
+    }

@@ -255,7 +255,10 @@ def _span_example(pred: str, golds: list[str]) -> tuple[dict, tuple[int, int]]:
     """A span-QA example whose context holds the prediction (the span it returns) and every gold answer."""
     context = " ## ".join([pred, *golds])
     answers = [{"text": g, "answer_start": context.index(g)} for g in golds]
-    return {"id": "?", "question": "?", "context": context, "answers": answers, "is_impossible": False}, (0, len(pred))
+    return {"id": "?", "question": "?", "context": context, "answers": answers, "is_impossible": False}, (
+        0,
+        len(pred),
+    )
 
 
 def _windows(metric: SpanQAMetric, rows: list[tuple[int, int, int, float, float]]) -> SpanQAMetric:
@@ -265,7 +268,9 @@ def _windows(metric: SpanQAMetric, rows: list[tuple[int, int, int, float, float]
     return metric
 
 
-def _xquad(data_dir: Path, lang: str) -> tuple[list[dict], list[dict], list[tuple[int, int, int, float, float]]]:
+def _xquad(
+    data_dir: Path, lang: str
+) -> tuple[list[dict], list[dict], list[tuple[int, int, int, float, float]]]:
     """XQuAD's gold file, its questions as span-QA examples, and two windows per question: a decoy
     (span score 0.5) and the best one, which cuts the first word off every third gold answer."""
     data = json.loads((data_dir / f"xquad/xquad.{lang}.json").read_text())["data"]
@@ -398,7 +403,11 @@ def _ddp_worker(rank: int, port: int, queue: object) -> None:
     if rank == 0:  # rank 1 stays idle: the empty-rank corner of torchmetrics' gather
         _windows(qa, WINDOWS)
         # sentence 0 predicted B-PER O, sentence 1 NOUN NOUN VERB (gold NOUN NOUN NOUN)
-        tags.update(torch.tensor([[1, 0, 0], [2, 2, 3]]), torch.tensor([0, 1]), torch.tensor([[0, 1, -100], [0, 1, 2]]))
+        tags.update(
+            torch.tensor([[1, 0, 0], [2, 2, 3]]),
+            torch.tensor([0, 1]),
+            torch.tensor([[0, 1, -100], [0, 1, 2]]),
+        )
     result = {f"qa_{k}": float(v) for k, v in qa.compute().items()}
     result["tag_f1"] = float(tags.compute())
     queue.put((rank, result))  # type: ignore[attr-defined]

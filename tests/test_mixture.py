@@ -171,7 +171,11 @@ def test_absent_members_are_left_out_with_one_line_each(compose_cfg, settings, c
 def test_no_member_left_is_a_one_line_error_naming_the_mixture(compose_cfg, settings) -> None:
     # Offline there is no SNLI, MNLI or ANLI train split: ANLI+ as configured has nothing to train on.
     with pytest.raises(DataError) as err:
-        prepare_mixture_data(get_mixture("anli"), _stage(compose_cfg, "anli", "intermediate.skip_members=[snli,mnli,anli_rounds]"), settings)
+        prepare_mixture_data(
+            get_mixture("anli"),
+            _stage(compose_cfg, "anli", "intermediate.skip_members=[snli,mnli,anli_rounds]"),
+            settings,
+        )
     assert str(err.value).startswith("intermediate anli: no member has training data") and "\n" not in str(
         err.value
     )

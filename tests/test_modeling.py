@@ -75,10 +75,10 @@ def test_encoder_carries_over_and_intermediate_head_is_dropped(compose_cfg, data
 
     monkeypatch.setattr(run_module.pl.Trainer, "fit", spy)
     run(compose_cfg(*TINY_XNLI), tmp_path)
-    best = RunState.load(tmp_path / "state.json").stage("intermediate")["best"]  # stored relative to the run dir
-    trained = torch.load(best, map_location="cpu", weights_only=True)[
-        "state_dict"
-    ]
+    best = RunState.load(tmp_path / "state.json").stage("intermediate")[
+        "best"
+    ]  # stored relative to the run dir
+    trained = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     at_target_start = seen["xnli"]
     encoder_keys = [k for k in trained if k.startswith("encoder.")]
     assert encoder_keys

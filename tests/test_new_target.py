@@ -127,7 +127,9 @@ def test_a_spec_scored_by_xtreme_must_have_its_place_in_the_benchmarks_order() -
     scored = dataclasses.replace(SPEC, xtreme=Xtreme("classification", "accuracy"))
     register_task(scored)
     try:
-        with pytest.raises(ValueError, match=f"task\\(s\\) {NAME} have xtreme scoring .* not in XTREME_TASKS"):
+        with pytest.raises(
+            ValueError, match=f"task\\(s\\) {NAME} have xtreme scoring .* not in XTREME_TASKS"
+        ):
             xtreme._specs()
     finally:
         del TASKS[NAME]

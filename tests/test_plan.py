@@ -110,7 +110,9 @@ def test_xlmr_xxl_fsdp_estimate_by_hand(compose_cfg) -> None:
     tokens = 8 * 256
     full_layer = (2 * h * 3 + 3 * 2 * h + 2 * h + 2 * h + 2 * h + 2 * 2 * f + 2 * 4 * h + 2 * h) * tokens
     checkpointed = L * tokens * h * 4 + full_layer + tokens * h * 5 + 8 * 256 * 256  # fp32 layer inputs
-    gathered = (2 * outside + 3 * per_layer) * 4  # root unit, two layer units and their gradients, fp32 (policy)
+    gathered = (
+        2 * outside + 3 * per_layer
+    ) * 4  # root unit, two layer units and their gradients, fp32 (policy)
     est = estimate_memory(cfg)
     assert est.shards == 4 and est.checkpointing
     assert (est.weights, est.gradients, est.optimizer) == (P * 4 / 4, P * 4 / 4, P * 8 / 4)
@@ -193,7 +195,9 @@ def test_sweep_expands_like_the_basic_sweeper(compose_cfg) -> None:
 
 
 def test_plan_cli_narrowed_sweep(capsys) -> None:
-    rc = main(["-m", "+sweep=scale_gap", "model=xlmr_base,xlmr_xxl", "intermediate=none", "target=xnli", "seed=1"])
+    rc = main(
+        ["-m", "+sweep=scale_gap", "model=xlmr_base,xlmr_xxl", "intermediate=none", "target=xnli", "seed=1"]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     rows = [line for line in out.splitlines() if line[:2] in ("1:", "2:")]
@@ -296,7 +300,9 @@ def test_a_retrieval_targets_memory_follows_the_batch_it_embeds_with(compose_cfg
     the GPU refusal) grows with those, not with the probes' retrieval.* sizes unless probes run."""
 
     def activations(*overrides: str) -> float:
-        return plan_job(validate(compose_cfg("model=xlmr_base", "+target=tatoeba", *overrides))).memory.activations
+        return plan_job(
+            validate(compose_cfg("model=xlmr_base", "+target=tatoeba", *overrides))
+        ).memory.activations
 
     base = activations()
     assert activations("target.eval_batch_size=512") == pytest.approx(8 * base)
@@ -347,8 +353,12 @@ def test_measured_token_stats_match_the_real_files(data_dir, cache_dir) -> None:
 
 def test_activation_recomputation_is_counted_in_the_flops(compose_cfg) -> None:
     """With activation checkpointing every layer's forward runs twice: 4 passes instead of 3."""
-    on = plan_job(validate(compose_cfg("model=xlmr_large", "+target=xnli", "scale.activation_checkpointing=true")))
-    off = plan_job(validate(compose_cfg("model=xlmr_large", "+target=xnli", "scale.activation_checkpointing=false")))
+    on = plan_job(
+        validate(compose_cfg("model=xlmr_large", "+target=xnli", "scale.activation_checkpointing=true"))
+    )
+    off = plan_job(
+        validate(compose_cfg("model=xlmr_large", "+target=xnli", "scale.activation_checkpointing=false"))
+    )
     assert on.model_flops == pytest.approx(off.model_flops)
     assert on.flops == pytest.approx(off.flops * 4 / 3)
     assert on.gpu_hours(1e15, 0.4) == pytest.approx(off.gpu_hours(1e15, 0.4) * 4 / 3)
@@ -379,13 +389,22 @@ def test_auto_per_device_batch_is_the_largest_that_fits(compose_cfg) -> None:
         assert batch_plan(32, cfg.scale.per_device_batch_size, 4) == (8, 1)
         assert plan_job(cfg).memory.peak <= AUTO_MEMORY_FRACTION * 80 * GB
     # With less memory XXL gets less, and accumulation makes up the rest; the next divisor would not fit.
-    small = validate(compose_cfg("model=xlmr_xxl", "+intermediate=mnli", "+target=xnli", "scale.gpu_memory_gb=64"))
+    small = validate(
+        compose_cfg("model=xlmr_xxl", "+intermediate=mnli", "+target=xnli", "scale.gpu_memory_gb=64")
+    )
     per_device = small.scale.per_device_batch_size
     assert per_device in (1, 2, 4) and plan_job(small).memory.peak <= AUTO_MEMORY_FRACTION * 64 * GB
     bigger = validate(compose_cfg("model=xlmr_xxl", "+intermediate=mnli", "+target=xnli", "scale.gpu_memory_gb=64",
                                   f"scale.per_device_batch_size={per_device * 2}"))  # fmt: skip
     assert plan_job(bigger).memory.peak > AUTO_MEMORY_FRACTION * 64 * GB
     # A number stays a number; anything else is one line naming the option.
-    assert validate(compose_cfg("model=tiny", "+target=xnli", "scale.per_device_batch_size=4")).scale.per_device_batch_size == 4
-    with pytest.raises(ConfigError, match=r"^scale.per_device_batch_size='big': expected a positive integer or auto$"):
+    assert (
+        validate(
+            compose_cfg("model=tiny", "+target=xnli", "scale.per_device_batch_size=4")
+        ).scale.per_device_batch_size
+        == 4
+    )
+    with pytest.raises(
+        ConfigError, match=r"^scale.per_device_batch_size='big': expected a positive integer or auto$"
+    ):
         validate(compose_cfg("model=tiny", "+target=xnli", "scale.per_device_batch_size=big"))

@@ -39,7 +39,9 @@ def test_xxl_full_checkpoints_cost_rank_0_two_copies_and_every_rank_one(compose_
                                    "scale.strategy.state_dict_type=sharded"))  # fmt: skip
     assert sharded.scale.strategy.state_dict_type == "sharded"
     lean = estimate_host(sharded, gpu=True)
-    assert lean.save_rank0 == lean.save_other == 2 * host.checkpoint / 4 and lean.resume == host.checkpoint / 4
+    assert (
+        lean.save_rank0 == lean.save_other == 2 * host.checkpoint / 4 and lean.resume == host.checkpoint / 4
+    )
     assert lean.rank0 == pytest.approx(BASE_BYTES + 8 * params) and lean.node < host.node / 2
 
 

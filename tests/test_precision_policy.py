@@ -169,6 +169,9 @@ def test_result_rows_name_one_policy_for_ddp_and_fsdp() -> None:
 
     fsdp = {"_target_": "xlt.strategies.FSDP"}
     assert precision_policy("bf16-mixed", "ddp") == precision_policy("bf16-mixed", fsdp)
-    assert precision_policy("bf16-mixed", fsdp) == "bf16-mixed:compute=bf16-autocast,params=fp32,reduce=fp32,buffers=fp32"
+    assert (
+        precision_policy("bf16-mixed", fsdp)
+        == "bf16-mixed:compute=bf16-autocast,params=fp32,reduce=fp32,buffers=fp32"
+    )
     assert precision_policy("32-true", "auto") == "32-true:fp32"
     assert precision_policy("bf16-true", fsdp) != precision_policy("bf16-true", "ddp")

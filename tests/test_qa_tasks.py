@@ -188,7 +188,9 @@ def test_tydiqa_training_split_is_english_only_from_a_mixed_file(data_dir: Path,
         load_split(tydiqa, "train", "ar", "local", tmp_path)
     # Every multilingual layout of the spec goes through the filter; per-language files need none.
     for raw in (*tydiqa.raw["train"], *tydiqa.raw["test"]):
-        per_language = "{lang}" in raw.pattern or "{lang3}" in raw.pattern  # {lang3}: the official dev tarball's
+        per_language = (
+            "{lang}" in raw.pattern or "{lang3}" in raw.pattern
+        )  # {lang3}: the official dev tarball's
         assert per_language != (raw.format == "tydiqa_goldp_json"), raw
 
 

@@ -247,7 +247,9 @@ def test_make_help_prints_every_line_of_each_comment() -> None:
     make = shutil.which("make")
     if make is None:
         pytest.skip("make not installed")
-    out = subprocess.run([make, "-s", "help"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60).stdout
+    out = subprocess.run(
+        [make, "-s", "help"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60
+    ).stdout
     comments = re.findall(r"((?:^## .*\n)+)[a-z-]+:", (PROJECT_ROOT / "Makefile").read_text(), flags=re.M)
     assert comments
     for block in comments:
@@ -404,4 +406,6 @@ def test_readme_first_screen_and_links() -> None:
     for path in [*DOC_FILES, PROJECT_ROOT / "benchmarks" / "HISTORY.md"]:
         for target in re.findall(r"\]\(([^)#\s]+)\)", path.read_text()):
             if not target.startswith(("http://", "https://")):
-                assert (path.parent / target).exists(), f"{path.relative_to(PROJECT_ROOT)}: broken link {target}"
+                assert (path.parent / target).exists(), (
+                    f"{path.relative_to(PROJECT_ROOT)}: broken link {target}"
+                )

@@ -104,7 +104,9 @@ def test_a_results_file_is_complete_only_with_its_end_marker(tmp_path) -> None:
     from xlt.results.rows import IncompleteResults
 
     path = tmp_path / "results.jsonl"
-    rows = [ResultRow("target", "xnli", "test", lang, "acc", v, 5) for lang, v in (("en", 80.0), ("sw", 60.0))]
+    rows = [
+        ResultRow("target", "xnli", "test", lang, "acc", v, 5) for lang, v in (("en", 80.0), ("sw", 60.0))
+    ]
     write_results(path, rows, CTX)
     lines = path.read_text().splitlines(keepends=True)
     assert len(read_results(path)) == 2

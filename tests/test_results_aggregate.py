@@ -127,8 +127,10 @@ def test_scores_by_size_per_language(sweep) -> None:
         (lambda p: p.write_text(p.read_text().replace('"seed": 1, ', "", 1)), "altered"),
         (lambda p: p.write_text(p.read_text().replace('"value": 79.0', '"value": "high"', 1)), "altered"),
         # cut at a line boundary (the sw row and the summary rows lost): valid JSONL, but incomplete
-        (lambda p: p.write_text("".join(p.read_text().splitlines(keepends=True)[:3])),
-         "incomplete (no end marker after its 3 rows)"),
+        (
+            lambda p: p.write_text("".join(p.read_text().splitlines(keepends=True)[:3])),
+            "incomplete (no end marker after its 3 rows)",
+        ),
         (lambda p: p.write_text(""), "incomplete (no end marker after its 0 rows)"),
     ],
 )
@@ -353,7 +355,11 @@ def test_plots_draw_one_line_per_family_and_intermediate() -> None:
 
     table = gap_by_size(_two_families())
     assert set(zip(table["model"], table["family"], strict=True)) == {
-        ("xlmr_base", "xlmr"), ("xlmr_xl", "xlmr"), ("qwen2_5_3b", "qwen2.5"), ("qwen2_5_7b", "qwen2.5")}
+        ("xlmr_base", "xlmr"),
+        ("xlmr_xl", "xlmr"),
+        ("qwen2_5_3b", "qwen2.5"),
+        ("qwen2_5_7b", "qwen2.5"),
+    }
     fig = plot_gap_vs_size(table, "xnli", "acc")
     for ax in fig.axes:
         lines = [c for c in ax.containers]  # one errorbar container per curve
@@ -361,7 +367,9 @@ def test_plots_draw_one_line_per_family_and_intermediate() -> None:
     labels = fig.axes[0].get_legend_handles_labels()[1]
     assert labels == ["qwen2.5: none", "qwen2.5: mnli", "xlmr: none", "xlmr: mnli"]
     assert "over 2 languages" in fig._suptitle.get_text()
-    points = {label: len(c.lines[0].get_xdata()) for label, c in zip(labels, fig.axes[0].containers, strict=True)}
+    points = {
+        label: len(c.lines[0].get_xdata()) for label, c in zip(labels, fig.axes[0].containers, strict=True)
+    }
     assert set(points.values()) == {2}  # each curve holds its own family's two sizes, never the other's
     scores = plot_scores_vs_size(table, "xnli", "acc").axes[0].get_legend_handles_labels()[1]
     assert "xlmr: mnli: en" in scores and "qwen2.5: none: mean non-en" in scores
@@ -375,7 +383,10 @@ def test_best_intermediate_per_target_and_size() -> None:
     table = best_intermediate(rows)
     xnli = one(table, task="xnli")
     assert (xnli.best, xnli.best_score, xnli.none_score, xnli.gain) == ("mnli", 80.0, 75.0, 5.0)
-    assert xnli.compared == "mnli 80.00 (n=1), none 75.00 (n=2)" and (xnli.languages, xnli.n_languages) == (2, 15)
+    assert xnli.compared == "mnli 80.00 (n=1), none 75.00 (n=2)" and (xnli.languages, xnli.n_languages) == (
+        2,
+        15,
+    )
     udpos = one(table, task="udpos")  # only the baseline ran: no best
     assert udpos.best == "" and math.isnan(udpos.gain)
     text = format_best_intermediate(table)
@@ -397,7 +408,9 @@ def test_main_table_is_the_overall_per_size_over_seeds() -> None:
     assert row.score_udpos == pytest.approx(31.0)  # udpos is XTREME's 4th task: 30 and 32
     assert row.overall_ci95_low < 41.0 < row.overall_ci95_high
     text = format_main_table(table)
-    assert "| m |  | 500M | none | 2 | 41.00 | 1.0 | 11.0 | 21.0 | 31.0 |" in text and text.endswith("| XTREME |")
+    assert "| m |  | 500M | none | 2 | 41.00 | 1.0 | 11.0 | 21.0 | 31.0 |" in text and text.endswith(
+        "| XTREME |"
+    )
     cut = format_main_table(overall_by_size(_all_nine(missing=("udpos", "yo")).assign(model_params=5e8)))
     assert cut.endswith("| some languages only: udpos 32/33 |")
 
@@ -413,7 +426,9 @@ def test_debug_runs_and_non_finite_values_are_left_out_and_said(tmp_path: Path) 
     write_results(job / "results.jsonl", [ResultRow("target", "xnli", "test", "en", "acc", 50.0, 32)], ctx)
     sweep = load_sweep(root)
     problems = [str(p) for p in sweep.problems if UNFINISHED not in str(p.path)]
-    assert problems == [f"{job / 'results.jsonl'}: a debug run (fast_dev_run=True): left out (--include-debug to analyse it)"]
+    assert problems == [
+        f"{job / 'results.jsonl'}: a debug run (fast_dev_run=True): left out (--include-debug to analyse it)"
+    ]
     assert sweep.rows["run_dir"].nunique() == 7
     assert load_sweep(root, include_debug=True).rows["run_dir"].nunique() == 8
     # a NaN written by hand (write_results refuses it) is a problem, not a number

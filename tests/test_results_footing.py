@@ -99,9 +99,7 @@ def test_case2_the_winner_is_chosen_on_dev_and_reported_on_test() -> None:
     (row,) = best_intermediate_on_dev(rows).itertuples()
     assert row.chosen == "mnli" and row.chosen_on == "en dev acc" and row.dev_score == pytest.approx(85.0)
     assert row.test_score == pytest.approx(80.0) and row.none_test == pytest.approx(75.5)
-    assert (
-        row.gain == pytest.approx(4.5) and row.seeds == 2 and row.languages == "de,en"
-    )
+    assert row.gain == pytest.approx(4.5) and row.seeds == 2 and row.languages == "de,en"
     assert row.dropped == "sw (xlmr_large/mnli/1, xlmr_large/mnli/2, xlmr_large/none/1)"
     assert row.compared == "mnli 85.00 (n=2), anli 84.00 (n=2)"
     # what the old table did: ranked on the test scores it then reports
@@ -135,8 +133,17 @@ def test_published_xtreme_prints_every_xlmr_large_number_with_its_citation(capsy
     )
     out = capsys.readouterr().out
     table = [p for p in PUBLISHED if p.source == "xtreme" and p.model == "xlmr_large"]
-    assert {p.task for p in table} == {"xnli", "pawsx", "udpos", "panx", "xquad", "mlqa", "tydiqa", "bucc2018",
-                                       "tatoeba"}  # every task; the values: test_published_values_match_reference_md
+    assert {p.task for p in table} == {
+        "xnli",
+        "pawsx",
+        "udpos",
+        "panx",
+        "xquad",
+        "mlqa",
+        "tydiqa",
+        "bucc2018",
+        "tatoeba",
+    }  # every task; the values: test_published_values_match_reference_md
     for p in table:
         assert f"| xlmr_large | {p.task} | {p.metric} | {p.value:.1f} | - |" in out
     # the choice table's heading states the bias of the dev score it chose on (docs/analysis.md)
@@ -158,9 +165,15 @@ def test_published_numbers_beside_ours_flag_a_difference_beyond_the_tolerance() 
         .loc[("xnli", "acc")]
         .flag.startswith("BEYOND TOLERANCE")
     )
-    stilts = compare(_rows(CASE2_TEST, CASE2_DEV), "x-stilts", choices={("xnli", "xlmr_large", "none", "target"): "mnli"})
+    stilts = compare(
+        _rows(CASE2_TEST, CASE2_DEV), "x-stilts", choices={("xnli", "xlmr_large", "none", "target"): "mnli"}
+    )
     row = stilts.set_index("task").loc["xnli"]  # X-STILTs selected on MNLI's dev (jiant); these runs did not
-    assert row.intermediate == "mnli (selected on target)" and row.ours == pytest.approx(80.0) and row.published == 80.4
+    assert (
+        row.intermediate == "mnli (selected on target)"
+        and row.ours == pytest.approx(80.0)
+        and row.published == 80.4
+    )
 
 
 def test_families_compared_say_what_differs_by_construction() -> None:
@@ -238,7 +251,9 @@ def test_a_lora_choice_never_stands_for_the_full_fine_tuning_one() -> None:
     assert choices[("xnli", "xlmr_large", "none", "target")] == "mnli"
     assert choices[("xnli", "xlmr_large", "lora", "target")] == "anli"
     row = compare(rows, "x-stilts", choices=choices).set_index("task").loc["xnli"]
-    assert row.intermediate == "mnli (selected on target)" and row.ours == pytest.approx(80.0) and row.seeds == 2
+    assert (
+        row.intermediate == "mnli (selected on target)" and row.ours == pytest.approx(80.0) and row.seeds == 2
+    )
 
 
 def test_a_sweep_mixing_selection_sets_never_ranks_across_them() -> None:
@@ -247,7 +262,8 @@ def test_a_sweep_mixing_selection_sets_never_ranks_across_them() -> None:
     target_sel = _rows(CASE2_TEST, CASE2_DEV).assign(select_on="target")
     anli_dev = {k: 90 for k in CASE2_DEV if k[0] != "mnli"}
     train_sel = _rows({k: v for k, v in CASE2_TEST.items() if k[0] != "mnli"}, anli_dev).assign(
-        select_on="train_task", run_dir=lambda d: d["run_dir"] + "/train_task")
+        select_on="train_task", run_dir=lambda d: d["run_dir"] + "/train_task"
+    )
     table = best_intermediate_on_dev(pd.concat([target_sel, train_sel])).set_index("select_on")
     assert table.loc["target", "chosen"] == "mnli" and table.loc["train_task", "chosen"] == "anli"
     assert table.loc["target", "compared"] == "mnli 85.00 (n=2), anli 84.00 (n=2)"
@@ -261,7 +277,10 @@ def test_a_sweep_mixing_selection_sets_never_ranks_across_them() -> None:
     scores = xtreme_task_scores(mixed)
     assert len(scores) == 10 and set(scores["runs"]) == {1}  # 6 + 4 runs, none merged across selection sets
     old_table = best_intermediate(mixed).set_index("select_on")
-    assert old_table.loc["train_task", "compared"].startswith("anli") and "mnli" not in old_table.loc["train_task", "compared"]
+    assert (
+        old_table.loc["train_task", "compared"].startswith("anli")
+        and "mnli" not in old_table.loc["train_task", "compared"]
+    )
 
 
 def test_a_run_records_the_set_it_selected_on() -> None:
@@ -304,7 +323,11 @@ def _reference_numbers() -> dict[tuple[str, str, str], float]:
     import os
     from pathlib import Path
 
-    path = Path(os.environ.get("XLT_REFERENCE_MD", Path(__file__).resolve().parents[2] / "shared" / "docs" / "reference.md"))
+    path = Path(
+        os.environ.get(
+            "XLT_REFERENCE_MD", Path(__file__).resolve().parents[2] / "shared" / "docs" / "reference.md"
+        )
+    )
     if not path.is_file():
         pytest.skip(f"{path}: absent (the shared reference notes); set XLT_REFERENCE_MD")
     section = path.read_text().split("## 4.", 1)[1].split("\n## ", 1)[0]

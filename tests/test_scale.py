@@ -81,7 +81,9 @@ def test_each_model_gets_its_own_profile_unless_scale_is_given(compose_cfg) -> N
     conf/scale/xlmr_xxl.yaml (FSDP, bf16, activation checkpointing); ``scale=`` still overrides."""
     for model in MODELS:
         alone = validate(compose_cfg(f"model={model}", "+target=xnli", "+intermediate=mnli"))
-        named = validate(compose_cfg(f"model={model}", f"scale={model}", "+target=xnli", "+intermediate=mnli"))
+        named = validate(
+            compose_cfg(f"model={model}", f"scale={model}", "+target=xnli", "+intermediate=mnli")
+        )
         assert alone.scale == named.scale, model
     xxl = validate(compose_cfg("model=xlmr_xxl", "+target=xnli", "+intermediate=mnli")).scale
     assert xxl.name == "xlmr_xxl" and xxl.precision == "bf16-mixed"

@@ -58,7 +58,9 @@ def test_validation_every_n_steps_on_the_dev_subset_and_after_the_last_step(
     # steps, not batches (2 batches a step), counted across the epoch boundary at 6, plus the last
     assert validation_steps(tmp_path) == [5, 10, 12]
     dev = [r for r in read_results(tmp_path / "results.jsonl") if r["split"] == "dev"]
-    assert dev and {r["n_examples"] for r in dev if r["language"] == "en"} == {40}  # 40 drawn at random select
+    assert dev and {r["n_examples"] for r in dev if r["language"] == "en"} == {
+        40
+    }  # 40 drawn at random select
     drawn = json.loads((tmp_path / "state.json").read_text())["stages"]["target"]["selection"]["xnli/dev"]
     assert (drawn["n"], drawn["of"], drawn["seed"], drawn["stratified_by"]) == (40, 2_490, 42, "genre")
     assert len(drawn["strata"]) == 10 and len(drawn["ids_blake2b"]) == 16

@@ -73,7 +73,9 @@ def test_the_xstilts_sweep_adds_squad_and_hellaswag_to_the_intermediate_axis() -
 
 
 def _comments(path: Path) -> str:
-    return " ".join(line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#"))
+    return " ".join(
+        line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")
+    )
 
 
 def test_qa_target_files_say_where_their_selection_comes_from() -> None:
@@ -86,13 +88,17 @@ def test_qa_target_files_say_where_their_selection_comes_from() -> None:
         assert "as XTREME's reference code does" not in text, name
         assert "keeps the final checkpoint" in text and "train_qa.sh" in text, name
     tydiqa = _comments(conf / "target" / "tydiqa.yaml")
-    assert "does NOT replicate jiant" in tydiqa and "the same set" not in tydiqa.replace("not the same set", "")
+    assert "does NOT replicate jiant" in tydiqa and "the same set" not in tydiqa.replace(
+        "not the same set", ""
+    )
     xquad = _comments(conf / "target" / "xquad.yaml")
     assert "1,190 questions" not in xquad and "every question written on XQuAD's 240 paragraphs" in xquad
     for name in ("xnli", "pawsx", "udpos", "panx"):
         assert "and for QA" not in _comments(conf / "target" / f"{name}.yaml"), name
     analysis = (conf.parent / "docs" / "analysis.md").read_text()
-    assert "and for QA it is the same set" not in analysis and "keeps the final weights deliberately" in analysis
+    assert (
+        "and for QA it is the same set" not in analysis and "keeps the final weights deliberately" in analysis
+    )
     sweep = _comments(conf / "sweep" / "scale_gap_xstilts.yaml")
     assert "Which SQuAD is unclear in the paper" in sweep and "SQuAD v2.0" in sweep
 
@@ -117,11 +123,14 @@ def test_select_on_train_task_loads_the_training_tasks_validation_set_in_the_sta
     mnli_dir = tmp_path / "multinli_1.0"
     mnli_dir.mkdir()
     (mnli_dir / "multinli_1.0_dev_matched.jsonl").symlink_to(
-        data_dir / "mnli" / "hf_dummy" / "multinli_1.0" / "multinli_1.0_dev_matched.jsonl")
+        data_dir / "mnli" / "hf_dummy" / "multinli_1.0" / "multinli_1.0_dev_matched.jsonl"
+    )
     (tmp_path / "xnli").symlink_to(data_dir / "xnli")
 
     def selection(directory: Path, train_task: str, *overrides: str):
-        cfg = validate(compose_cfg("model=tiny", "+target=xnli", f"target.train_task={train_task}", *overrides))
+        cfg = validate(
+            compose_cfg("model=tiny", "+target=xnli", f"target.train_task={train_task}", *overrides)
+        )
         settings = DataSettings("local", directory, cache_dir, load_tokenizer(cfg.model, cache_dir), seed=1)
         runner = SimpleNamespace(settings=settings, _skip=lambda line: None)
         stage_cfg = OmegaConf.create(OmegaConf.to_container(cfg.target, resolve=True))
@@ -145,6 +154,7 @@ def test_select_on_train_task_loads_the_training_tasks_validation_set_in_the_sta
 def test_a_draw_without_ids_is_digested_by_text_not_position() -> None:
     """NLI and tagging examples have no id: the digest names the drawn texts, so two sets whose drawn
     positions agree but whose texts differ get different digests; the loaded fingerprint is recorded."""
+
     def nli(texts: list[str]) -> Loaded:
         return Loaded([{"text_a": t, "text_b": "a hypothesis long enough to count", "label": 0} for t in texts],
                       "x", 0, "fp-" + texts[0])  # fmt: skip

@@ -91,6 +91,7 @@ def test_resume_points_rotate_as_directories(tmp_path: Path) -> None:
 
 # -- two processes ---------------------------------------------------------------------------------
 
+
 @pytest.mark.slow  # 2 processes, ~12 min loaded; sharded checkpoints are opt-in
 def test_killed_sharded_run_resumes_to_the_full_state_runs_numbers(
     data_dir: Path, cache_dir: Path, tmp_path: Path
@@ -108,8 +109,14 @@ def test_killed_sharded_run_resumes_to_the_full_state_runs_numbers(
     assert (full / "checkpoints" / "target" / "best.ckpt").is_file()
 
     run_dir = tmp_path / "sharded"
-    argv = xlt_train(run_dir, cache_dir, *SMALL, *FSDP, "scale.checkpoint_every_n_steps=2",
-                     "scale.strategy.state_dict_type=sharded")
+    argv = xlt_train(
+        run_dir,
+        cache_dir,
+        *SMALL,
+        *FSDP,
+        "scale.checkpoint_every_n_steps=2",
+        "scale.strategy.state_dict_type=sharded",
+    )
     last = run_dir / "checkpoints" / "target" / "last.ckpt"
     with open(tmp_path / "first.log", "w") as fh:
         proc = subprocess.Popen(argv, cwd=PROJECT_ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env(),

@@ -36,7 +36,9 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
-def interrupt(run_dir: Path, cache_dir: Path, fault: str, *overrides: str) -> tuple[int, float, str, list[str]]:
+def interrupt(
+    run_dir: Path, cache_dir: Path, fault: str, *overrides: str
+) -> tuple[int, float, str, list[str]]:
     """Run until the fault sends SIGTERM to the group; (status, seconds until no rank is left, log,
     each process's "rank status" as it exited through sys.exit or a return)."""
     mark = run_dir.parent / f"{run_dir.name}.mark"

@@ -67,7 +67,9 @@ def test_stand_in_trains_each_head_kind_on_two_fsdp_processes(
 
 
 @needs_qwen_tokenizer
-def test_tiny_qwen_loads_lean_from_its_saved_random_weights(data_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
+def test_tiny_qwen_loads_lean_from_its_saved_random_weights(
+    data_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
     """The stand-in takes the real models' loading path (model.source=saved_random): rank 1 starts on
     the meta device and ends with rank 0's weights (the same checksum after the broadcast), its rotary
     inv_freq filled and fp32."""
@@ -80,7 +82,9 @@ def test_tiny_qwen_loads_lean_from_its_saved_random_weights(data_dir: Path, cach
     assert "source: saved_random" in (run_dir / "config.yaml").read_text()
     rank0, rank1 = (run_dir / "train.log").read_text(), (run_dir / "train_ddp_process_1.log").read_text()
     assert "encoder built on the meta device" in rank1 and "encoder built on the meta device" not in rank0
-    sync = r"FSDP sync_module_states: rank (\d) had (\d+) meta tensors; after rank 0's broadcast, checksum (\S+)"
+    sync = (
+        r"FSDP sync_module_states: rank (\d) had (\d+) meta tensors; after rank 0's broadcast, checksum (\S+)"
+    )
     zero, one = re.findall(sync, rank0), re.findall(sync, rank1)
     assert zero and one and len(zero) == len(one)
     assert zero[0][:2] == ("0", "0") and one[0][0] == "1" and int(one[0][1]) > 0  # rank 1 started on meta

@@ -103,7 +103,8 @@ def test_scale_gap_xnli_is_models_x_intermediates_x_seeds(cache_dir: Path) -> No
             == f"intermediate={intermediate},model={cfg.model.name},seed={cfg.seed},target=xnli"
         )
         assert (
-            cfg.logger.group == "scale_gap_xnli" and "scale_gap_xnli" in cfg.logger.tags
+            cfg.logger.group == "scale_gap_xnli"
+            and "scale_gap_xnli" in cfg.logger.tags
             and cfg.logger.kind == "wandb"
         )
         # each model's own profile: DDP for base/large, FSDP (+ activation checkpointing) from XL up
@@ -144,7 +145,13 @@ def test_demo_sweep_is_two_e5_sizes_x_none_or_anli_x_two_targets_x_two_seeds(cac
             assert cfg.target.train_task == "snli" and cfg.target.max_train_examples == 1600
         else:
             assert cfg.target.name == "udpos" and cfg.target.train_task == "udpos"
-            assert cfg.target.max_train_examples == 800 and cfg.target.languages == ["en", "de", "ar", "hi", "zh"]
+            assert cfg.target.max_train_examples == 800 and cfg.target.languages == [
+                "en",
+                "de",
+                "ar",
+                "hi",
+                "zh",
+            ]
         assert cfg.target.epochs == 1 and cfg.target.max_eval_examples == 250
         if cfg.intermediate is not None:  # ANLI's rounds alone: ANLI+ has no train data offline
             assert hydra.runtime.choices.intermediate == "anli_rounds"

@@ -118,7 +118,9 @@ def test_offline_wandb_run(compose_cfg, data_dir: Path, tmp_path: Path, monkeypa
     assert summary["summary/xnli/rel_gap/acc"] == pytest.approx(100 * (1 - non_en / en))
 
 
-def test_checkpoint_artifacts_and_a_run_id_from_the_dashboard(compose_cfg, tmp_path: Path, monkeypatch) -> None:
+def test_checkpoint_artifacts_and_a_run_id_from_the_dashboard(
+    compose_cfg, tmp_path: Path, monkeypatch
+) -> None:
     """logger.log_model does not turn on Lightning's log_model; logger.run_id continues that W&B run and is kept as the run directory's wandb_id."""
     from types import SimpleNamespace
 
@@ -157,7 +159,9 @@ def test_run_id_only_with_the_run_directory_of_that_run(compose_cfg, tmp_path: P
     from xlt.loggers import check_run_id
 
     monkeypatch.chdir(tmp_path)
-    cfg = validate(compose_cfg("+target=xnli", "model=tiny", "logger=wandb", "logger.run_id=dash1234", base=()))
+    cfg = validate(
+        compose_cfg("+target=xnli", "model=tiny", "logger=wandb", "logger.run_id=dash1234", base=())
+    )
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     with pytest.raises(ConfigError, match="no run directory under outputs/ or multirun/ has that wandb_id"):
@@ -228,13 +232,17 @@ def test_selected_checkpoint_is_the_artifact(compose_cfg, tmp_path: Path, monkey
     ckpts.mkdir(parents=True)
     (ckpts / "best.ckpt").write_bytes(b"selected weights")
     (ckpts / "last.ckpt").write_bytes(b"weights and optimizer state, saved later")
-    cfg = validate(compose_cfg("+target=xnli", "model=tiny", "logger=wandb", "logger.log_model=true", base=()))
+    cfg = validate(
+        compose_cfg("+target=xnli", "model=tiny", "logger=wandb", "logger.log_model=true", base=())
+    )
     run = wandb.init(project="xlt-test", id="art12345", dir=str(tmp_path / "wandb"),
                      settings=wandb.Settings(silent=True))  # fmt: skip
     try:
         log_checkpoint(cfg, SimpleNamespace(experiment=run), ckpts / "best.ckpt", "target", 6)
         off = validate(compose_cfg("+target=xnli", "model=tiny", "logger=wandb", base=()))
-        log_checkpoint(off, SimpleNamespace(experiment=run), ckpts / "last.ckpt", "target", 6)  # log_model off
+        log_checkpoint(
+            off, SimpleNamespace(experiment=run), ckpts / "last.ckpt", "target", 6
+        )  # log_model off
     finally:
         wandb.finish()
     (log_file,) = (tmp_path / "wandb").rglob("run-art12345.wandb")
@@ -243,7 +251,12 @@ def test_selected_checkpoint_is_the_artifact(compose_cfg, tmp_path: Path, monkey
     (artifact,) = artifacts
     assert artifact.name == "model-art12345" and artifact.type == "model"
     assert {"target", "best"} <= set(artifact.aliases)
-    assert json.loads(artifact.metadata) == {"stage": "target", "step": 6, "file": "best.ckpt", "selected": True}
+    assert json.loads(artifact.metadata) == {
+        "stage": "target",
+        "step": 6,
+        "file": "best.ckpt",
+        "selected": True,
+    }
     entries = {e.path: e for e in artifact.manifest.contents}
     assert list(entries) == ["target/best.ckpt"]
     md5 = base64.b64encode(hashlib.md5(b"selected weights").digest()).decode()

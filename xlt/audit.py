@@ -206,9 +206,7 @@ class AuditReport:
         return {
             "audit_excluded": sum(s.removed for s in self.sets),
             "audit_sets": " ".join(
-                f"{s.run_set.name}:{s.examples - s.removed}/{s.examples}"
-                for s in self.sets
-                if not s.absent
+                f"{s.run_set.name}:{s.examples - s.removed}/{s.examples}" for s in self.sets if not s.absent
             ),  # fmt: skip
         }
 
@@ -231,10 +229,16 @@ class AuditReport:
             fields += "".join(f"\n{'':<48}test sentence inside a paragraph: {line}"
                               for line in s.fields.sentence_lines())  # fmt: skip
             if not s.matched and not s.removed:
-                lines.append(f"{head} {s.examples:>7} examples, no {'whole-example ' if shared else ''}overlap{fields}")
+                lines.append(
+                    f"{head} {s.examples:>7} examples, no {'whole-example ' if shared else ''}overlap{fields}"
+                )
                 continue
             langs = ", ".join(f"{lang} {n}" for lang, n in s.per_language.items() if n)
-            by_field = f" (+{s.fields.excluded} by a shared {'/'.join(s.removal.fields)})" if s.fields.excluded and s.removal else ""
+            by_field = (
+                f" (+{s.fields.excluded} by a shared {'/'.join(s.removal.fields)})"
+                if s.fields.excluded and s.removal
+                else ""
+            )
             what = (f"excluded{by_field} -> {s.examples - s.removed} kept ({s.reason})" if s.excluded
                     else "NOT COVERED: the run stops")  # fmt: skip
             lines.append(f"{head} {s.examples:>7} examples, {s.matched} in the test set "

@@ -146,8 +146,10 @@ class FieldAudit:
                 "paragraphs": len(self.inside_paragraphs),
                 "paragraph_examples": self.inside_examples,
                 "test_sentences": {lang: len(s) for lang, s in sorted(self.inside_sentences.items())},
-                "sentences": {lang: sorted(self.originals.get(x, x) for x in s)
-                              for lang, s in sorted(self.inside_sentences.items())},
+                "sentences": {
+                    lang: sorted(self.originals.get(x, x) for x in s)
+                    for lang, s in sorted(self.inside_sentences.items())
+                },
             }
         if self.excluded:
             rec["excluded_by_field"] = self.excluded

@@ -55,7 +55,9 @@ class DivergenceGuard(pl.Callback):
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                                  optimizer: torch.optim.Optimizer) -> None:  # fmt: skip
-        logged = bool(getattr(trainer, "loggers", None))  # learning rate and norm, where a logger records them
+        logged = bool(
+            getattr(trainer, "loggers", None)
+        )  # learning rate and norm, where a logger records them
         if logged:  # this step's learning rate (first parameter group; a Python float, no device sync)
             pl_module.log("train/lr", float(optimizer.param_groups[0]["lr"]), on_step=True, on_epoch=False)
         if self._scaler(trainer) is not None:

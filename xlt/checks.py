@@ -82,7 +82,9 @@ def check_model_architecture(model: DictConfig) -> None:
         )
     init = model.get("random_init") or {}
     for key, value in init.items():
-        sized = str(key).endswith(("_size", "_heads", "_layers", "_embeddings")) and not str(key).startswith("tie_")
+        sized = str(key).endswith(("_size", "_heads", "_layers", "_embeddings")) and not str(key).startswith(
+            "tie_"
+        )
         if sized and value is not None and not (_is_int(value) and value >= 1):  # tie_word_embeddings: a flag
             raise ConfigError(f"model.random_init.{key}={value!r}: expected an integer >= 1")
         if str(key).endswith("_prob") and not (_is_number(value) and 0 <= value < 1):
@@ -259,3 +261,107 @@ def check_hub_revisions(revisions: Any) -> None:
     if unknown:
         raise ConfigError(f"data.hub_revisions: {', '.join(map(repr, unknown))} is not a hub repo any task reads "
                           f"(valid: {', '.join(repos)})")  # fmt: skip
+
+
+def positive(
+    value: Any, option: str, what: str = "> 0", integer: bool = False, nullable: bool = False
+) -> None:
+    """A ConfigError naming ``option`` unless ``value`` is a finite number > 0 (an integer >= 1 when
+    ``integer``; None allowed when ``nullable``)."""
+    if value is None and nullable:
+        return
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    if integer:
+        ok = ok and float(value) == int(value)
+    if not ok:
+        expected = ">= 1" if integer else what
+        raise ConfigError(f"{option}={value!r}: expected {expected}{' or null' if nullable else ''}")
+
+
+def check_seq_length(option: str, length: int, specs: list[Any], model: DictConfig) -> None:
+    """``length`` (the value of ``option``) between the tasks' shortest usable length and the model's positions."""
+    positive(length, option, integer=True)
+    for spec in specs:
+        if length < spec.shortest_seq_length:
+            raise ConfigError(
+                f"{option}={length}: below {spec.name}'s minimum of {spec.shortest_seq_length} tokens "
+                f"({SEQ_LENGTH_NEEDS.get(spec.head, 'its special tokens and some text')})"
+            )
+    if model.max_positions is not None and length > model.max_positions:
+        raise ConfigError(
+            f"{option}={length}: above the {model.max_positions} positions of model {model.name} (model.max_positions)"
+        )
+
+
+# What the shortest max_seq_length of each head kind must hold (said when a length is too short).
+SEQ_LENGTH_NEEDS = {
+    "classification": "a pair's special tokens and a few tokens of each text",
+    "multiple_choice": "a context-choice pair's special tokens and a few tokens of each",
+    "tagging": "the special tokens and some words per window",
+    "span_qa": "a question of up to 64 tokens, the special tokens and a context window of one doc stride, 128",
+    "retrieval": "the special tokens and some words",
+}
+
+
+def check_ranges(cfg: DictConfig) -> None:
+    """Numeric settings in range before any data or model is loaded: learning rates, batch sizes and
+    epochs positive, example caps >= 1 or null, every max_seq_length between its tasks' minimum
+    (``TaskSpec.shortest_seq_length``) and the model's positions (``model.max_positions``)."""
+    from xlt.tasks.registry import flatten_mixture, get_mixture, get_task
+
+    model = cfg.model
+    positive(model.max_positions, "model.max_positions", integer=True, nullable=True)
+    for key in ("per_device_batch_size", "devices", "num_nodes"):
+        positive(cfg.scale[key], f"scale.{key}", integer=True)
+    if cfg.data.num_workers < 0:
+        raise ConfigError(f"data.num_workers={cfg.data.num_workers}: expected >= 0")
+    optim = cfg.optim
+    positive(optim.adam_epsilon, "optim.adam_epsilon")
+    for key in ("weight_decay", "max_grad_norm"):
+        if not (math.isfinite(optim[key]) and optim[key] >= 0):
+            raise ConfigError(f"optim.{key}={optim[key]!r}: expected >= 0")
+    if not 0 <= optim.warmup_ratio < 1:
+        raise ConfigError(f"optim.warmup_ratio={optim.warmup_ratio!r}: expected 0 <= ratio < 1")
+    positive(cfg.retrieval.batch_size, "retrieval.batch_size", integer=True)
+    positive(cfg.probe.max_examples, "probe.max_examples", integer=True, nullable=True)
+    # retrieval.* sizes the probes; a retrieval target embeds with its own stage settings (checked
+    # with the other stages' max_seq_length).
+    retrieval_specs = [get_task(name) for name in cfg.probe.tasks]
+    target = get_task(cfg.target.name)
+    check_seq_length("retrieval.max_seq_length", cfg.retrieval.max_seq_length, retrieval_specs, model)
+
+    for stage_name in ("intermediate", "target"):
+        stage = cfg.get(stage_name)
+        if stage is None:
+            continue
+        for key in ("max_train_examples", "max_eval_examples", "val_check_every", "val_subset", "patience"):
+            positive(stage[key], f"{stage_name}.{key}", integer=True, nullable=True)
+        if stage_name == "target" and not target.trainable:
+            # Retrieval: nothing trained (lr, epochs, batch_size unused); it embeds with these two.
+            positive(stage.eval_batch_size, "target.eval_batch_size", integer=True)
+            check_seq_length("target.max_seq_length", stage.max_seq_length, [target], model)
+            continue
+        for key in ("lr", "epochs"):
+            positive(stage[key], f"{stage_name}.{key}")
+        for key in ("batch_size", "eval_batch_size"):
+            positive(stage[key], f"{stage_name}.{key}", integer=True)
+        mixture = get_mixture(stage.name)
+        if mixture is not None:
+            members = flatten_mixture(mixture).tasks
+            for task in members:
+                member = stage.members.get(task)
+                option = f"{stage_name}.max_seq_length"
+                if member is not None:
+                    for key in ("max_train_examples", "max_eval_examples"):
+                        positive(
+                            member[key], f"{stage_name}.members.{task}.{key}", integer=True, nullable=True
+                        )
+                    if member.max_seq_length is not None:
+                        option = f"{stage_name}.members.{task}.max_seq_length"
+                length = member.max_seq_length if member is not None and member.max_seq_length is not None else (
+                    stage.max_seq_length)  # fmt: skip
+                check_seq_length(option, length, [get_task(task)], model)
+            continue
+        spec = get_task(stage.name)
+        specs = [spec] + ([get_task(stage.train_task)] if stage.get("train_task") else [])
+        check_seq_length(f"{stage_name}.max_seq_length", stage.max_seq_length, specs, model)

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from xlt.checks import check_hub_revisions
+from xlt.checks import SEQ_LENGTH_NEEDS, check_hub_revisions, check_ranges, positive
 from xlt.public_config import remember_env_keys
 from xlt.schema import (
     CONF_DIR,
@@ -158,7 +156,9 @@ def validate(cfg: DictConfig) -> DictConfig:
     from xlt.modeling.encoder import WEIGHT_SOURCES  # the one table of weight sources
 
     if merged.model.source not in WEIGHT_SOURCES:
-        raise ConfigError(f"model.source={merged.model.source!r}: expected one of {', '.join(WEIGHT_SOURCES)}")
+        raise ConfigError(
+            f"model.source={merged.model.source!r}: expected one of {', '.join(WEIGHT_SOURCES)}"
+        )
     _fill_from_family(merged)
     for dotted, valid in CHOICES.items():
         value = OmegaConf.select(merged, dotted)
@@ -210,7 +210,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     check_keys(merged)  # seed, architecture, strategy, LoRA, trainer values, train task's head kind
     _check_scale_and_model(merged)
     _resolve_auto_batch(merged)
-    _check_ranges(merged)
+    check_ranges(merged)
     _check_data(merged)
     world = merged.scale.devices * merged.scale.num_nodes
     for stage_name in ("intermediate", "target"):
@@ -241,7 +241,7 @@ def _resolve_auto_batch(cfg: DictConfig) -> None:
         for name in ("intermediate", "target"):  # a stage's batch must split over the devices first
             stage = cfg.get(name)
             if stage is not None:
-                _positive(stage.batch_size, f"{name}.batch_size", integer=True)
+                positive(stage.batch_size, f"{name}.batch_size", integer=True)
         cfg.scale.per_device_batch_size, why = resolve_per_device_batch(cfg)
         logging.getLogger(__name__).info("scale.per_device_batch_size=auto -> %s", why)
     elif isinstance(value, str):
@@ -312,8 +312,11 @@ def _check_intermediate(stage: DictConfig) -> None:
                 f"intermediate.members.<task>.{key} instead"
             )
     tasks = flatten_mixture(mixture).tasks
-    for key, names in (("members", list(stage.members)), ("only", list(stage.only or [])),
-                       ("skip_members", list(stage.skip_members))):
+    for key, names in (
+        ("members", list(stage.members)),
+        ("only", list(stage.only or [])),
+        ("skip_members", list(stage.skip_members)),
+    ):
         for name in names:
             if name not in tasks:
                 raise ConfigError(
@@ -332,7 +335,12 @@ def _check_intermediate(stage: DictConfig) -> None:
 
 def _check_not_a_mixture(stage_name: str, stage: DictConfig) -> None:
     """members/only/sampling mean something only for a mixture: setting them elsewhere is a mistake."""
-    if stage.members or stage.only is not None or stage.skip_members or OmegaConf.to_object(stage.sampling) != SamplingConfig():
+    if (
+        stage.members
+        or stage.only is not None
+        or stage.skip_members
+        or OmegaConf.to_object(stage.sampling) != SamplingConfig()
+    ):
         key = ("members" if stage.members else "only" if stage.only is not None
                else "skip_members" if stage.skip_members else "sampling")  # fmt: skip
         raise ConfigError(f"{stage_name}.{key}: only for mixture stages ({stage.name} is a single task)")
@@ -355,106 +363,6 @@ def _check_scale_and_model(cfg: DictConfig) -> None:
         )
     if not 0 <= cfg.retrieval.layer <= model.num_layers and cfg.retrieval.layer != -1:
         raise ConfigError(f"retrieval.layer={cfg.retrieval.layer}: the model has {model.num_layers} layers")
-
-
-def _positive(value: Any, option: str, what: str = "> 0", integer: bool = False, nullable: bool = False) -> None:
-    """A ConfigError naming ``option`` unless ``value`` is a finite number > 0 (an integer >= 1 when
-    ``integer``; None allowed when ``nullable``)."""
-    if value is None and nullable:
-        return
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-    if integer:
-        ok = ok and float(value) == int(value)
-    if not ok:
-        expected = ">= 1" if integer else what
-        raise ConfigError(f"{option}={value!r}: expected {expected}{' or null' if nullable else ''}")
-
-
-def _check_seq_length(option: str, length: int, specs: list[Any], model: DictConfig) -> None:
-    """``length`` (the value of ``option``) between the tasks' shortest usable length and the model's positions."""
-    _positive(length, option, integer=True)
-    for spec in specs:
-        if length < spec.shortest_seq_length:
-            raise ConfigError(
-                f"{option}={length}: below {spec.name}'s minimum of {spec.shortest_seq_length} tokens "
-                f"({SEQ_LENGTH_NEEDS.get(spec.head, 'its special tokens and some text')})"
-            )
-    if model.max_positions is not None and length > model.max_positions:
-        raise ConfigError(
-            f"{option}={length}: above the {model.max_positions} positions of model {model.name} (model.max_positions)"
-        )
-
-
-# What the shortest max_seq_length of each head kind must hold (said when a length is too short).
-SEQ_LENGTH_NEEDS = {
-    "classification": "a pair's special tokens and a few tokens of each text",
-    "multiple_choice": "a context-choice pair's special tokens and a few tokens of each",
-    "tagging": "the special tokens and some words per window",
-    "span_qa": "a question of up to 64 tokens, the special tokens and a context window of one doc stride, 128",
-    "retrieval": "the special tokens and some words",
-}
-
-
-def _check_ranges(cfg: DictConfig) -> None:
-    """Numeric settings in range before any data or model is loaded: learning rates, batch sizes and
-    epochs positive, example caps >= 1 or null, every max_seq_length between its tasks' minimum
-    (``TaskSpec.shortest_seq_length``) and the model's positions (``model.max_positions``)."""
-    from xlt.tasks.registry import flatten_mixture, get_mixture, get_task
-
-    model = cfg.model
-    _positive(model.max_positions, "model.max_positions", integer=True, nullable=True)
-    for key in ("per_device_batch_size", "devices", "num_nodes"):
-        _positive(cfg.scale[key], f"scale.{key}", integer=True)
-    if cfg.data.num_workers < 0:
-        raise ConfigError(f"data.num_workers={cfg.data.num_workers}: expected >= 0")
-    optim = cfg.optim
-    _positive(optim.adam_epsilon, "optim.adam_epsilon")
-    for key in ("weight_decay", "max_grad_norm"):
-        if not (math.isfinite(optim[key]) and optim[key] >= 0):
-            raise ConfigError(f"optim.{key}={optim[key]!r}: expected >= 0")
-    if not 0 <= optim.warmup_ratio < 1:
-        raise ConfigError(f"optim.warmup_ratio={optim.warmup_ratio!r}: expected 0 <= ratio < 1")
-    _positive(cfg.retrieval.batch_size, "retrieval.batch_size", integer=True)
-    _positive(cfg.probe.max_examples, "probe.max_examples", integer=True, nullable=True)
-    # retrieval.* sizes the probes; a retrieval target embeds with its own stage settings (checked
-    # with the other stages' max_seq_length).
-    retrieval_specs = [get_task(name) for name in cfg.probe.tasks]
-    target = get_task(cfg.target.name)
-    _check_seq_length("retrieval.max_seq_length", cfg.retrieval.max_seq_length, retrieval_specs, model)
-
-    for stage_name in ("intermediate", "target"):
-        stage = cfg.get(stage_name)
-        if stage is None:
-            continue
-        for key in ("max_train_examples", "max_eval_examples", "val_check_every", "val_subset", "patience"):
-            _positive(stage[key], f"{stage_name}.{key}", integer=True, nullable=True)
-        if stage_name == "target" and not target.trainable:
-            # Retrieval: nothing trained (lr, epochs, batch_size unused); it embeds with these two.
-            _positive(stage.eval_batch_size, "target.eval_batch_size", integer=True)
-            _check_seq_length("target.max_seq_length", stage.max_seq_length, [target], model)
-            continue
-        for key in ("lr", "epochs"):
-            _positive(stage[key], f"{stage_name}.{key}")
-        for key in ("batch_size", "eval_batch_size"):
-            _positive(stage[key], f"{stage_name}.{key}", integer=True)
-        mixture = get_mixture(stage.name)
-        if mixture is not None:
-            members = flatten_mixture(mixture).tasks
-            for task in members:
-                member = stage.members.get(task)
-                option = f"{stage_name}.max_seq_length"
-                if member is not None:
-                    for key in ("max_train_examples", "max_eval_examples"):
-                        _positive(member[key], f"{stage_name}.members.{task}.{key}", integer=True, nullable=True)
-                    if member.max_seq_length is not None:
-                        option = f"{stage_name}.members.{task}.max_seq_length"
-                length = member.max_seq_length if member is not None and member.max_seq_length is not None else (
-                    stage.max_seq_length)  # fmt: skip
-                _check_seq_length(option, length, [get_task(task)], model)
-            continue
-        spec = get_task(stage.name)
-        specs = [spec] + ([get_task(stage.train_task)] if stage.get("train_task") else [])
-        _check_seq_length(f"{stage_name}.max_seq_length", stage.max_seq_length, specs, model)
 
 
 def _check_data(cfg: DictConfig) -> None:

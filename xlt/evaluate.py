@@ -188,8 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     from xlt.console import run_cli
 
     # Any error (bad input, validation, a broken checkpoint, a run directory someone touched): one line, exit 2.
-    code = run_cli(lambda: evaluate(args.source, out, args.overrides) and None,  # type: ignore[arg-type,return-value]
-                   prefix="xlt.evaluate: ")
+    code = run_cli(
+        lambda: evaluate(args.source, out, args.overrides) and None,  # type: ignore[arg-type,return-value]
+        prefix="xlt.evaluate: ",
+    )
     if code:
         return code
     print(f"results: {out / rundir.RESULTS_FILE}")

@@ -99,7 +99,12 @@ def results_rows(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def model_card(
-    cfg: DictConfig, records: list[dict[str, Any]], source: str, hf_class: str, target: Any = None, debug: str = ""
+    cfg: DictConfig,
+    records: list[dict[str, Any]],
+    source: str,
+    hf_class: str,
+    target: Any = None,
+    debug: str = "",
 ) -> str:
     from xlt.export_hub import debug_note, front_matter, hub_metadata
     from xlt.results.report import format_table
@@ -112,7 +117,9 @@ def model_card(
         from xlt.tasks.registry import get_task
 
         target = get_task(cfg.target.name, role="target")
-    front = front_matter(hub_metadata(cfg, target, records, debug))  # license, base_model, datasets, model-index
+    front = front_matter(
+        hub_metadata(cfg, target, records, debug)
+    )  # license, base_model, datasets, model-index
     inter = cfg.intermediate.name if cfg.get("intermediate") else "none"
     lines = [
         *front,
@@ -198,7 +205,9 @@ def export(run_dir: Path, out_dir: Path) -> Path:
     debug = debug_mode(cfg)
     if debug:
         log.warning("%s is a debug run (%s): exported, with a warning in its model card", run_dir, debug)
-    (out_dir / "README.md").write_text(model_card(cfg, results_rows(run_dir), str(run_dir), hf_class, target, debug))
+    (out_dir / "README.md").write_text(
+        model_card(cfg, results_rows(run_dir), str(run_dir), hf_class, target, debug)
+    )
     apply_umask_tree(out_dir, existing)  # safetensors writes 0600; what export wrote gets the umask's mode
     return out_dir
 
@@ -219,14 +228,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: <run_dir>/export)")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="then upload it to this Hub model repository "
                         "(needs HF_TOKEN or `hf auth login`)")  # fmt: skip
-    parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
+    parser.add_argument(
+        "--private", action="store_true", help="with --push-to-hub: create the repository private"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from xlt.console import run_cli
 
     out = args.out or args.run_dir / "export"
-    code = run_cli(lambda: export(args.run_dir, out) and None,  # type: ignore[arg-type,return-value]
-                   prefix="xlt.export: ")  # any error: one line, 2
+    code = run_cli(
+        lambda: export(args.run_dir, out) and None,  # type: ignore[arg-type,return-value]
+        prefix="xlt.export: ",
+    )  # any error: one line, 2
     if code:
         return code
     print(f"exported {args.run_dir} -> {out}")

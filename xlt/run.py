@@ -126,7 +126,9 @@ class Runner(IntermediatePhase):
                 "model_params_non_embedding": n_params - self.encoder.get_input_embeddings().weight.numel(),
                 "trainable_params": sum(p.numel() for p in self.encoder.parameters() if p.requires_grad),
                 "scale": cfg.scale.name,
-                "precision_policy": precision_policy(resolve_precision(str(cfg.scale.precision)), cfg.scale.strategy),
+                "precision_policy": precision_policy(
+                    resolve_precision(str(cfg.scale.precision)), cfg.scale.strategy
+                ),
                 "model_revision": revision or model_cfg.revision or "",  # the hub commit of the weights
                 # The learning rates the stages train at (LoRA has its own: scale.lora.lr).
                 "lr_intermediate": stage_lr(cfg, cfg.intermediate) if cfg.intermediate is not None else None,
@@ -136,7 +138,9 @@ class Runner(IntermediatePhase):
         )
         self.logger = build_logger(cfg, run_dir, self.ctx)
         self.rows: list[ResultRow] = []
-        self.eval_step = 0  # the logger step of evaluation metrics: the optimizer steps of the evaluated weights
+        self.eval_step = (
+            0  # the logger step of evaluation metrics: the optimizer steps of the evaluated weights
+        )
         self.skipped: list[str] = []
 
     # -- the phases ------------------------------------------------------------------------------
@@ -161,7 +165,9 @@ class Runner(IntermediatePhase):
         label = mixture_label(self.cfg, report)  # a mixture without some members: rows say what it trained
         if label is not None:
             self.ctx = replace(self.ctx, intermediate=label[0])
-            self.ctx.extra.update(intermediate_mixture=self.cfg.intermediate.name, intermediate_members=",".join(label[1]))
+            self.ctx.extra.update(
+                intermediate_mixture=self.cfg.intermediate.name, intermediate_members=",".join(label[1])
+            )
 
     def target_phase(self) -> None:
         """Train the target on its English training task and evaluate every language zero-shot, or,
@@ -192,7 +198,10 @@ class Runner(IntermediatePhase):
         self.ctx.extra["data_commits"] = hub.commits_label(self.state.data.get("hub_reads", {}))
         if self.logger and self.cfg.logger.kind == "wandb":  # W&B: the commits beside the run's config
             self.logger.experiment.config.update(
-                {"data_commits": self.ctx.extra["data_commits"], "model_revision": self.ctx.extra["model_revision"]},
+                {
+                    "data_commits": self.ctx.extra["data_commits"],
+                    "model_revision": self.ctx.extra["model_revision"],
+                },
                 allow_val_change=True,
             )
         write_results(self.run_dir / RESULTS_FILE, self.rows, self.ctx)

@@ -194,7 +194,9 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
             holder = _holder(fd)
             if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 # A file system without locks: judge by the recorded holder (same host: is it alive?).
-                if holder.get("pid") and (holder.get("host") != socket.gethostname() or _alive(int(holder["pid"]))):
+                if holder.get("pid") and (
+                    holder.get("host") != socket.gethostname() or _alive(int(holder["pid"]))
+                ):
                     raise _locked(run_dir, holder) from None
             else:
                 raise _locked(run_dir, holder) from None
@@ -313,7 +315,9 @@ def check_same_config(cfg: DictConfig, path: Path) -> None:
         raise RunDirError(f"{where}: not a readable config ({str(err).splitlines()[0]}); restore it, or rerun with "
                           "resume=false to start the run over") from None  # fmt: skip
     if not isinstance(stored, dict):
-        raise RunDirError(f"{path}: expected a mapping of config groups; restore it, or rerun with resume=false")
+        raise RunDirError(
+            f"{path}: expected a mapping of config groups; restore it, or rerun with resume=false"
+        )
     diff = config_differences(cfg, {str(k): v for k, v in stored.items()})
     if diff:
         shown = ", ".join(diff[:12]) + (f" and {len(diff) - 12} more" if len(diff) > 12 else "")

@@ -86,7 +86,9 @@ def _check_fields(path: Path, lines: list[str], fields: int, layout: str) -> lis
     naming the file and the first bad line (a stray tab would otherwise make a label that never matches)."""
     for number, line in enumerate(lines, start=1):
         if line and len(line.split("\t")) != fields:
-            raise BadFile(f"{path}:{number}: {len(line.split(chr(9)))} tab-separated fields, expected {fields} ({layout})")
+            raise BadFile(
+                f"{path}:{number}: {len(line.split(chr(9)))} tab-separated fields, expected {fields} ({layout})"
+            )
     return lines
 
 
@@ -130,7 +132,9 @@ def read_squad_json(path: Path) -> Any:
 
 
 def _score_lines(pred_path: Path, label_path: Path) -> dict[str, float]:
-    predictions, labels = (_check_fields(p, read_lines(p), 1, "one label per line") for p in (pred_path, label_path))
+    predictions, labels = (
+        _check_fields(p, read_lines(p), 1, "one label per line") for p in (pred_path, label_path)
+    )
     if len(predictions) != len(labels):
         raise BadFile(f"{pred_path}: {len(predictions)} lines, expected {len(labels)} as in {label_path}")
     if not labels:
@@ -194,7 +198,9 @@ def score_language(
     if kind == "seqeval":
         return _score_tags(pred_path, label_path)
     if kind == "bucc_f1":
-        gold, pred = (_check_fields(p, read_lines(p), 2, "src_id<TAB>trg_id") for p in (label_path, pred_path))
+        gold, pred = (
+            _check_fields(p, read_lines(p), 2, "src_id<TAB>trg_id") for p in (label_path, pred_path)
+        )
         from xlt.metrics.retrieval import bucc_f1  # torch: imported when used
 
         return bucc_f1(gold, pred)

@@ -66,10 +66,16 @@ def read_meta(path: Path) -> dict[str, Any]:
     return dict(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
 
 
+class NoStateDict(ValueError):
+    """A checkpoint file that loads but holds no ``state_dict`` (not a checkpoint of an xlt run)."""
+
+
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
     """The full model state dict of a checkpoint (file or sharded directory), one copy in memory."""
     if not is_sharded(path):
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+            raise NoStateDict(str(path))
         return dict(checkpoint["state_dict"])
     from torch.distributed.checkpoint import FileSystemReader
     from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner

@@ -42,7 +42,7 @@ from xlt.rundir import (
     resume_checkpoint,
     stage_ckpt_dir,
 )
-from xlt.sharded_ckpt import read_weights, remove
+from xlt.sharded_ckpt import NoStateDict, read_weights, remove
 from xlt.strategies import is_sharded, materialize, meta_skeleton
 from xlt.tasks.registry import get_task
 from xlt.tasks.spec import MixtureSpec, TaskSpec
@@ -361,6 +361,8 @@ class StageRunner:
         except FileNotFoundError:
             raise CheckpointError(f"{path}: the finished stage's checkpoint is missing; delete state.json's "
                                   "stage entry or rerun with resume=false") from None  # fmt: skip
+        except NoStateDict:
+            state = {}
         except Exception as err:
             raise CheckpointError(f"{path}: not a loadable checkpoint ({type(err).__name__}: "
                                   f"{str(err).splitlines()[0][:200]}); delete it and rerun with resume=false") from None  # fmt: skip

@@ -86,7 +86,9 @@ class PolicyFSDPPrecision(FSDPPrecision):
         if "mixed" not in self.precision:
             return super().forward_context()
         if self.device is None:
-            raise RuntimeError("PolicyFSDPPrecision.device is unset: the FSDP strategy sets it to its root device")
+            raise RuntimeError(
+                "PolicyFSDPPrecision.device is unset: the FSDP strategy sets it to its root device"
+            )
         device = self.device
         dtype = torch.bfloat16 if self.precision == "bf16-mixed" else torch.float16
         return torch.autocast(device, dtype=dtype, cache_enabled=False)  # as Lightning's DDP MixedPrecision
@@ -144,7 +146,9 @@ class FSDP(FSDPStrategy):
             checksum = sum(float(t.detach().double().sum()) for t in [*model.parameters(), *model.buffers()])
             logging.getLogger(__name__).info(
                 "FSDP sync_module_states: rank %d had %d meta tensors; after rank 0's broadcast, checksum %.12e",
-                self.global_rank, on_meta, checksum,
+                self.global_rank,
+                on_meta,
+                checksum,
             )
         wrapped = FullyShardedDataParallel(
             module=model,
@@ -215,8 +219,12 @@ def log_precision(wrapped: nn.Module, plugin: Any) -> None:
     dtypes = sorted({str(b.dtype) for n, b in wrapped.named_buffers() if n.endswith("inv_freq")})
     logging.getLogger(__name__).info(
         "FSDP precision: %s param_dtype=%s reduce_dtype=%s buffer_dtype=%s autocast_device=%s inv_freq=%s",
-        getattr(plugin, "precision", None), getattr(mp, "param_dtype", None), getattr(mp, "reduce_dtype", None),
-        getattr(mp, "buffer_dtype", None), getattr(plugin, "device", None), ",".join(dtypes) or "none",
+        getattr(plugin, "precision", None),
+        getattr(mp, "param_dtype", None),
+        getattr(mp, "reduce_dtype", None),
+        getattr(mp, "buffer_dtype", None),
+        getattr(plugin, "device", None),
+        ",".join(dtypes) or "none",
     )
 
 

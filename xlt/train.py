@@ -27,7 +27,9 @@ def hydra_main(cfg: DictConfig) -> float | None:
         from xlt.run import run
 
         sweep_dir = sweep_dir_from_hydra()
-        summary = run(cfg, run_dir_from_hydra(), **({"sweep_dir": sweep_dir} if sweep_dir is not None else {}))
+        summary = run(
+            cfg, run_dir_from_hydra(), **({"sweep_dir": sweep_dir} if sweep_dir is not None else {})
+        )
     except Preempted as stop:
         # Not a success: a sweep, CI job or `&&` chain must see it (Lightning's own SIGTERMException
         # would exit 0). Under submitit, USR2 requeues the job before this (docs/slurm-requeue.md).

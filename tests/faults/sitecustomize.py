@@ -94,7 +94,9 @@ def _patch(module: Any) -> None:
         _patch_counted(module, "_atomic_save", task, target, lambda a, k: Path(str(a[1])).name)
         return
     if hook == "shardwrite":
-        _patch_counted(module, "_distributed_checkpoint_save", task, target, lambda a, k: Path(str(a[1])).name)
+        _patch_counted(
+            module, "_distributed_checkpoint_save", task, target, lambda a, k: Path(str(a[1])).name
+        )
         return
     if hook == "save":
         _patch_counted(module, "on_save_checkpoint", task, target, lambda a, k: a[0].task)

@@ -156,7 +156,9 @@ def load_and_featurize(
     removal = settings.exclude.get(f"{spec.name}/{split}")
     read_limit = None if draw else limit
     if removal is not None:
-        loaded = _without(load_split(spec, split, lang, settings.source, settings.data_dir), removal, read_limit)
+        loaded = _without(
+            load_split(spec, split, lang, settings.source, settings.data_dir), removal, read_limit
+        )
     else:
         loaded = load_split_cached(spec, split, lang, settings.source, settings.data_dir, read_limit,
                                    settings.cache_dir)  # fmt: skip
@@ -164,7 +166,9 @@ def load_and_featurize(
         from xlt.data.selection import draw_selection
 
         name = f"{spec.name}/{split}"
-        loaded, settings.selections[name] = draw_selection(loaded, cast(int, limit), cast(int, settings.seed), name)
+        loaded, settings.selections[name] = draw_selection(
+            loaded, cast(int, limit), cast(int, settings.seed), name
+        )
     if loaded.dropped:
         log.info(
             "%s %s %s: dropped %d rows without a gold label (as the task defines)",
@@ -224,7 +228,9 @@ def dev_sets(
     sets = []
     source = read_from or task
     for part in parts:
-        feats, loaded = load_and_featurize(source, task.head, part, "en", settings, max_len, max_eval, draw=True)
+        feats, loaded = load_and_featurize(
+            source, task.head, part, "en", settings, max_len, max_eval, draw=True
+        )
         origin, examples = loaded.origin, loaded.examples
         whole = len(parts) > 1
         sets.append(EvalSet(task.name, part if whole else "dev", "en", feats, origin, examples,

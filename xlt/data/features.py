@@ -38,7 +38,6 @@ EXAMPLES_VERSION = 2
 EXAMPLES_MAGIC = "xlt-examples"
 
 
-
 @register_featurizer("classification")
 def featurize_classification(
     tokenizer: PreTrainedTokenizerBase, batch: dict[str, list[Any]], max_len: int
@@ -123,7 +122,9 @@ def featurize(
         apply_umask(tmp, directory=True)  # mkdtemp's 0700 would hide a shared cache from teammates
         features.save_to_disk(str(tmp))
         files = {p.name: [p.stat().st_size, _sha256(p)] for p in sorted(tmp.iterdir()) if p.is_file()}
-        (tmp / KEY_FILE).write_text(json.dumps({**full_key, "files": files}, sort_keys=True, default=str, indent=1))
+        (tmp / KEY_FILE).write_text(
+            json.dumps({**full_key, "files": files}, sort_keys=True, default=str, indent=1)
+        )
         try:
             os.replace(tmp, target)
         except OSError:
@@ -259,7 +260,9 @@ def read_examples_entry(path: Path) -> tuple[Loaded | None, str]:
         return None, "its SHA-256 does not match its header"
     try:
         data = json.loads(body.decode("utf-8"))
-        loaded = Loaded(list(data["examples"]), str(data["origin"]), int(data["dropped"]), str(data["fingerprint"]))
+        loaded = Loaded(
+            list(data["examples"]), str(data["origin"]), int(data["dropped"]), str(data["fingerprint"])
+        )
     except (UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
         return None, f"unreadable body ({type(err).__name__})"
     return loaded, ""

@@ -76,10 +76,16 @@ def word_pieces(
         # batch), bare where not; a " word" whose first piece is the space alone is retokenised bare.
         flat = [w for words in sentences for w in words]
         space = tokenizer(" ", add_special_tokens=False)["input_ids"]
-        ids = tokenizer([" " + w if spaced(w) else w for w in flat], add_special_tokens=False)["input_ids"] if flat else []
+        ids = (
+            tokenizer([" " + w if spaced(w) else w for w in flat], add_special_tokens=False)["input_ids"]
+            if flat
+            else []
+        )
         redo = [i for i, p in enumerate(ids) if len(p) > 1 and p[:1] == space and spaced(flat[i])]
         if redo:
-            for i, p in zip(redo, tokenizer([flat[i] for i in redo], add_special_tokens=False)["input_ids"], strict=True):
+            for i, p in zip(
+                redo, tokenizer([flat[i] for i in redo], add_special_tokens=False)["input_ids"], strict=True
+            ):
                 ids[i] = p
         unk = unk or space
         out, at = [], 0

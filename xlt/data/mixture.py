@@ -59,15 +59,22 @@ def prepare_mixture_data(mixture: MixtureSpec, stage: DictConfig, settings: Data
             train, loaded = load_and_featurize(spec, spec.head, member.train_split, "en", settings, max_len,
                                                max_train)  # fmt: skip
             dev = (
-                dev_sets(spec, member.dev_split or spec.dev_split, settings, max_len,
-                         selection_cap(max_eval, stage.get("val_subset")))
+                dev_sets(
+                    spec,
+                    member.dev_split or spec.dev_split,
+                    settings,
+                    max_len,
+                    selection_cap(max_eval, stage.get("val_subset")),
+                )
                 if (member.evaluate if member.evaluate is not None else task in flat.evaluated)
                 else []
             )
         except MissingDataError as err:
             if task not in skip:  # a mixture never silently changes
                 raise DataError(member_missing(mixture.name, task, err)) from None
-            skipped.append(f"{mixture.name}: member {task} left out (intermediate.skip_members), no data ({err})")
+            skipped.append(
+                f"{mixture.name}: member {task} left out (intermediate.skip_members), no data ({err})"
+            )
             continue
         tasks.append(task)
         features.append(train)

@@ -201,7 +201,9 @@ class WordTagScore(torchmetrics.Metric):
         # Lists before a DDP sync (empty when nothing was scored), tensors after it.
         if isinstance(self.example, list) and not self.example:
             return [], []
-        examples, words, preds = ([int(v) for v in dim_zero_cat(s).tolist()] for s in (self.example, self.word, self.pred))
+        examples, words, preds = (
+            [int(v) for v in dim_zero_cat(s).tolist()] for s in (self.example, self.word, self.pred)
+        )
         predicted: dict[tuple[int, int], int] = {}
         for key in zip(examples, words, preds, strict=True):
             predicted.setdefault(key[:2], key[2])  # first occurrence: DDP pads with repeated batches

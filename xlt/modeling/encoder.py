@@ -160,7 +160,9 @@ def _random_encoder(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedModel:
         "vocab_size": model_cfg.get("vocab_size") or len(tokenizer),
         "hidden_size": model_cfg.hidden_size,
         "num_hidden_layers": model_cfg.num_layers,
-        "bos_token_id": tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id,
+        "bos_token_id": tokenizer.bos_token_id
+        if tokenizer.bos_token_id is not None
+        else tokenizer.eos_token_id,
         "eos_token_id": tokenizer.eos_token_id,
     }
     if model_cfg.get("max_position_embeddings"):
@@ -294,7 +296,9 @@ def layer_list(encoder: torch.nn.Module, family: ModelFamily) -> torch.nn.Module
     layers: Any = encoder
     for attr in family.layers_path.split("."):
         layers = getattr(layers, attr)
-    assert isinstance(layers, torch.nn.ModuleList), f"no layer list at {family.layers_path} of {type(encoder).__name__}"
+    assert isinstance(layers, torch.nn.ModuleList), (
+        f"no layer list at {family.layers_path} of {type(encoder).__name__}"
+    )
     return layers
 
 

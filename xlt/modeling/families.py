@@ -182,7 +182,9 @@ def layer_policy(arch: str) -> Any:
     return ModuleWrapPolicy({resolve(family_of(arch).layer_class)})
 
 
-def projection_shapes(family: ModelFamily, hidden: int, ffn: int, kv: int) -> dict[str, list[tuple[int, int]]]:
+def projection_shapes(
+    family: ModelFamily, hidden: int, ffn: int, kv: int
+) -> dict[str, list[tuple[int, int]]]:
     """(in, out) features of the Linear modules of one layer each LoRA target name matches."""
     sizes = {"h": hidden, "f": ffn, "kv": kv}
     shapes: dict[str, list[tuple[int, int]]] = {}

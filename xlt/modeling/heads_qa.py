@@ -88,7 +88,9 @@ class SpanQAHead(Head):
     def build_metrics(cls, spec: TaskSpec, eval_set: EvalSet) -> dict[str, torchmetrics.Metric]:
         """One :class:`SpanQAMetric` scored as the spec says the set's data is (``spec.qa_scoring``)."""
         if not eval_set.examples:
-            raise ValueError("span-QA metrics need the evaluation set's raw examples (EvalSet.examples is empty)")
+            raise ValueError(
+                "span-QA metrics need the evaluation set's raw examples (EvalSet.examples is empty)"
+            )
         scoring = spec.qa_scoring.get(eval_set.data_split, "squad")
         return {"span_qa": SpanQAMetric(eval_set.examples, scoring, eval_set.lang, spec.metrics)}
 

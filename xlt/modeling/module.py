@@ -246,7 +246,10 @@ class TransferModule(pl.LightningModule):
             collector.reset()
 
     def configure_gradient_clipping(
-        self, optimizer: Any, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+        self,
+        optimizer: Any,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
     ) -> None:
         """Norm clipping over the whole model also when FSDP shards it (xlt.strategies.clip_grad_norm);
         Lightning's own path raises under FSDP. Otherwise Lightning's clipping, unchanged."""
@@ -254,7 +257,9 @@ class TransferModule(pl.LightningModule):
 
         wrapped = self.trainer.strategy.model
         norm, self.unclipped_grad_norm = self.unclipped_grad_norm, None
-        norm_clip = bool(gradient_clip_val) and gradient_clip_algorithm in (None, "norm") and wrapped is not None
+        norm_clip = (
+            bool(gradient_clip_val) and gradient_clip_algorithm in (None, "norm") and wrapped is not None
+        )
         if norm_clip:
             sharded_norm = clip_grad_norm(cast(nn.Module, wrapped), float(gradient_clip_val or 0))
             if sharded_norm is not None:  # FSDP: the norm over every rank's shards, the whole gradient's

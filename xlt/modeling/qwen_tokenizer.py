@@ -94,7 +94,12 @@ SETTINGS: dict[str, Any] = {
 def build_key() -> str:
     """The cache key of the built directory: the source file's sha256 and every build setting, so a
     changed setting (or source) builds a new directory instead of reusing a stale one."""
-    facts = {"source_sha256": TOKENIZER_JSON_SHA256, "bpe": BPE_SIZE, "added": QWEN25_ADDED, "settings": SETTINGS}
+    facts = {
+        "source_sha256": TOKENIZER_JSON_SHA256,
+        "bpe": BPE_SIZE,
+        "added": QWEN25_ADDED,
+        "settings": SETTINGS,
+    }
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -198,7 +198,9 @@ def _main(argv: Sequence[str] | None) -> int:
             )
             # A run on CPU (trainer.accelerator=cpu) is planned for the CPU: memory, host RAM with the model.
             on_cpu = str(OmegaConf.select(composed[i - 1], "trainer.accelerator")) == "cpu"
-            job = plan_job(cfg, f"{i}: {label}" if args.multirun else label, Hardware(gpu=False) if on_cpu else None)
+            job = plan_job(
+                cfg, f"{i}: {label}" if args.multirun else label, Hardware(gpu=False) if on_cpu else None
+            )
             if args.multirun and cfg.get("intermediate") and cfg.reuse.intermediate:
                 job.intermediate_key = shared_key(cfg)
             plans.append(job)

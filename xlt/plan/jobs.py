@@ -44,6 +44,7 @@ def peak_flops(device_name: str) -> tuple[str, float] | None:
             return GPUS[key]
     return None
 
+
 # English training-set sizes (examples; for a '+'-joined split, per part), with their sources. Splits
 # not listed are counted in the data directory (data.dir / ../shared/data) when they are there.
 # Numbers from ../shared/docs/reference.md (the HF dataset cards and jiant/XTREME files it cites).
@@ -201,7 +202,9 @@ class JobPlan:
             return None
         # A forward pass: 2 FLOPs per weight per token (matmuls), and attention's scores and
         # weighted values, 2 x 2 x hidden per token per attended position per layer.
-        return passes * (2.0 * self.params.non_embedding * t.tokens + 4.0 * self.layers_x_hidden * t.length_tokens)
+        return passes * (
+            2.0 * self.params.non_embedding * t.tokens + 4.0 * self.layers_x_hidden * t.length_tokens
+        )
 
     def _flops(self, passes: int, stage: str | None = None) -> float | None:
         values = [self._stage_flops(t, passes) for t in self.tokens if stage is None or t.stage == stage]
@@ -298,16 +301,23 @@ def resolve_per_device_batch(cfg: DictConfig) -> tuple[int, str]:
         assert isinstance(trial, DictConfig)
         peak = estimate_memory(trial, Hardware()).peak
         if peak <= limit:
-            why = (f"{candidate}: the largest dividing the batch over {world} device(s) with an estimated "
-                   f"{peak / GB:.1f} GB <= {AUTO_MEMORY_FRACTION:.0%} of scale.gpu_memory_gb={cfg.scale.gpu_memory_gb:g}")
+            why = (
+                f"{candidate}: the largest dividing the batch over {world} device(s) with an estimated "
+                f"{peak / GB:.1f} GB <= {AUTO_MEMORY_FRACTION:.0%} of scale.gpu_memory_gb={cfg.scale.gpu_memory_gb:g}"
+            )
             return candidate, why
-    return 1, f"1: no per-device batch fits {AUTO_MEMORY_FRACTION:.0%} of scale.gpu_memory_gb={cfg.scale.gpu_memory_gb:g}"
+    return (
+        1,
+        f"1: no per-device batch fits {AUTO_MEMORY_FRACTION:.0%} of scale.gpu_memory_gb={cfg.scale.gpu_memory_gb:g}",
+    )
 
 
 def _batch_line(cfg: DictConfig, name: str, stage: DictConfig) -> str:
     per_device, accumulate = stage_per_device(cfg, stage, name)
     world = cfg.scale.devices * cfg.scale.num_nodes
-    return f"{name} {stage.batch_size} = {per_device} a device x {world} device(s) x {accumulate} accumulation"
+    return (
+        f"{name} {stage.batch_size} = {per_device} a device x {world} device(s) x {accumulate} accumulation"
+    )
 
 
 def will_use_gpu(cfg: DictConfig) -> bool:

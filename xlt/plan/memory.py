@@ -155,7 +155,9 @@ def estimate_memory(cfg: DictConfig, hardware: Hardware | None = None) -> Memory
         gather_bytes = 4 if "mixed" in precision else compute_bytes
         gathered = (2 * counts.outside_layers + 3 * counts.per_layer) * gather_bytes
     if hardware.gpu and precision == "16-mixed":
-        optimizer_step = trainable * 4 / shards  # torch's foreach AdamW (the module's choice under a GradScaler)
+        optimizer_step = (
+            trainable * 4 / shards
+        )  # torch's foreach AdamW (the module's choice under a GradScaler)
     else:
         # Fused AdamW (the module's choice: xlt.modeling.module.adamw_implementation) updates in place;
         # what remains is of the order of the largest tensor, as for CPU's per-tensor loop.

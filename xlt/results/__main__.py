@@ -96,16 +96,20 @@ def _main(argv: Sequence[str] | None) -> int:
         print(format_main_table(overall_by_size(sweep.rows, args.split)))
     best = best_intermediate_on_dev(sweep.rows, args.split)
     if not best.empty and (best["compared"] != "").any():
-        print("\nBest intermediate task per target and model, chosen on the English dev selection metric "
-              f"(mean over seeds), with its {args.split} score (XTREME task score) over the languages and seeds it "
-              "shares with none. Caution: the dev score is the selected checkpoint's on the selection subset "
-              "it was picked on (a maximum over many validations: biased upwards; docs/analysis.md); "
-              "treat small dev differences as ties:")
+        print(
+            "\nBest intermediate task per target and model, chosen on the English dev selection metric "
+            f"(mean over seeds), with its {args.split} score (XTREME task score) over the languages and seeds it "
+            "shares with none. Caution: the dev score is the selected checkpoint's on the selection subset "
+            "it was picked on (a maximum over many validations: biased upwards; docs/analysis.md); "
+            "treat small dev differences as ties:"
+        )
         print(format_best_on_dev(best, args.split))
         overall = xstilts_overall(best)
         if not overall.empty:
-            print(f"\nX-STILTs-style overall: mean {args.split} score of the dev-chosen intermediate task and of none, "
-                  "over the targets where both exist:")
+            print(
+                f"\nX-STILTs-style overall: mean {args.split} score of the dev-chosen intermediate task and of none, "
+                "over the targets where both exist:"
+            )
             print(format_xstilts_overall(overall))
     if args.published:
         from xlt.results.published import TOLERANCE, choices_from, compare, format_published

@@ -78,7 +78,12 @@ def best_intermediate_on_dev(rows: pd.DataFrame, split: str = "test") -> pd.Data
     out = []
     for (task, model, peft, select_on), group in test.groupby(["task", "model", "peft", "select_on"], sort=False,
                                                               dropna=False):  # fmt: skip
-        record = {c: "" for c in COLUMNS} | {"task": task, "model": model, "peft": peft, "select_on": select_on}
+        record = {c: "" for c in COLUMNS} | {
+            "task": task,
+            "model": model,
+            "peft": peft,
+            "select_on": select_on,
+        }
         record.update({"dev_score": math.nan, "test_score": math.nan, "none_test": math.nan, "gain": math.nan,
                        "seeds": 0, "test_seeds": 0, "none_seeds": 0, "n_languages": 0})  # fmt: skip
         mine = dev[(dev["task"] == task) & (dev["model"] == model) & (dev["peft"] == peft)

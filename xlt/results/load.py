@@ -212,7 +212,9 @@ def rows_from_wandb_runs(runs: Iterable[Any]) -> pd.DataFrame:
             records.append({"stage": "target", "task": task, "split": split, "language": language,
                             "metric": metric, "value": float(value), **context})  # fmt: skip
     return _normalise(
-        pd.DataFrame.from_records(records, columns=[*REQUIRED_FIELDS, "train_task", "peft", "select_on", "run_dir"])
+        pd.DataFrame.from_records(
+            records, columns=[*REQUIRED_FIELDS, "train_task", "peft", "select_on", "run_dir"]
+        )
     )
 
 
@@ -270,7 +272,9 @@ def mixed_commits(rows: pd.DataFrame) -> list[Problem]:
                 seen.setdefault((str(sweep), what), {}).setdefault(commit, []).append(str(run_dir))
         for (sweep, what), commits in sorted(seen.items()):
             if len(commits) > 1:
-                listed = "; ".join(f"{c} ({len(d)} jobs, e.g. {sorted(d)[0]})" for c, d in sorted(commits.items()))
+                listed = "; ".join(
+                    f"{c} ({len(d)} jobs, e.g. {sorted(d)[0]})" for c, d in sorted(commits.items())
+                )
                 problems.append(Problem(Path(sorted(next(iter(commits.values())))[0]),
                                         f"sweep {sweep}: jobs read different commits of {what}: {listed}"))  # fmt: skip
     return problems

@@ -25,7 +25,9 @@ X_LABELS = {"params": "encoder parameters", "params_non_embedding": "encoder par
 
 def _curves(table: pd.DataFrame) -> list[tuple[str, str]]:
     """(family, intermediate) pairs, one line each: per family, the baseline first."""
-    families = table["family"].fillna("") if "family" in table else pd.Series([""] * len(table), index=table.index)
+    families = (
+        table["family"].fillna("") if "family" in table else pd.Series([""] * len(table), index=table.index)
+    )
     pairs = set(zip(families, table["intermediate"], strict=True))
     return sorted(pairs, key=lambda p: (p[0], p[1] != NO_INTERMEDIATE, p[1]))
 

@@ -77,7 +77,9 @@ PUBLISHED_PEFT = "none"  # every published number is of full fine-tuning
 SOURCE_SELECT_ON = {"xtreme": "target", "x-stilts": "train_task"}
 
 
-def choice_key(task: str, model: str, peft: str = PUBLISHED_PEFT, select_on: str = "target") -> tuple[str, ...]:
+def choice_key(
+    task: str, model: str, peft: str = PUBLISHED_PEFT, select_on: str = "target"
+) -> tuple[str, ...]:
     """The full condition a dev choice is made in: a LoRA run's choice never stands for full
     fine-tuning's, nor one selected on another dev set (xlt.results.choice: one choice per
     (task, model, peft, select_on))."""
@@ -105,7 +107,9 @@ def ours(rows: pd.DataFrame, entry: Published, split: str = "test",
     from xlt.metrics.xtreme import XTREME_TASK2LANGS
 
     peft = rows["peft"] if "peft" in rows else pd.Series("none", index=rows.index)
-    select_on = rows["select_on"].fillna("target") if "select_on" in rows else pd.Series("target", index=rows.index)
+    select_on = (
+        rows["select_on"].fillna("target") if "select_on" in rows else pd.Series("target", index=rows.index)
+    )
     condition = ((rows["stage"] == "target") & (rows["split"] == split) & (rows["task"] == entry.task)
                  & (rows["model"] == entry.model) & (rows["metric"] == entry.metric) & (peft == PUBLISHED_PEFT))  # fmt: skip
     sets = sorted(set(select_on[condition]))
@@ -143,7 +147,9 @@ def compare(rows: pd.DataFrame, source: str, split: str = "test", tolerance: flo
     return pd.DataFrame.from_records(out)
 
 
-def format_published(table: pd.DataFrame, source: str, tolerance: float = TOLERANCE, split: str = "test") -> str:
+def format_published(
+    table: pd.DataFrame, source: str, tolerance: float = TOLERANCE, split: str = "test"
+) -> str:
     lines = [f"Published {source} numbers (test) beside ours ({split}, mean over languages; tolerance {tolerance:g} "
              "points; checked V: read in a primary source, U: secondary source only):",
              "| model | task | metric | published | ours | seeds | intermediate | languages | diff | flag | checked | source |",

@@ -38,7 +38,9 @@ class RunContext:
     git_commit: str
     data_source: str  # "local" or "hub"
     peft: str = "none"
-    select_on: str = "target"  # the dev set the target stage selected on: target | train_task (target.select_on)
+    select_on: str = (
+        "target"  # the dev set the target stage selected on: target | train_task (target.select_on)
+    )
     run_dir: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -81,7 +83,10 @@ def language_rows(
     get no row (a results file holds only finite numbers; a diverged run is stopped in training).
     """
     counts = counts or {}
-    scores = {lang: {m: v for m, v in metrics.items() if not math.isnan(float(v))} for lang, metrics in scores.items()}
+    scores = {
+        lang: {m: v for m, v in metrics.items() if not math.isnan(float(v))}
+        for lang, metrics in scores.items()
+    }
     rows = [
         ResultRow(stage, task, split, lang, metric, float(value), counts.get(lang))
         for lang, metrics in scores.items()
@@ -141,11 +146,15 @@ def eval_rows(
             _, task, lang = whole.split("/")
             by_lang = {lang: scores.get(whole, {})}
             rows.extend(
-                language_rows(stage, task, "dev", by_lang, {lang: sum(n for _, n in whole_parts)}, with_gap=False)
+                language_rows(
+                    stage, task, "dev", by_lang, {lang: sum(n for _, n in whole_parts)}, with_gap=False
+                )
             )
         if selection_key is not None and selection_key in scores:
             _, task, lang = selection_key.split("/")
-            rows.append(ResultRow(stage, task, "dev", lang, "selection", scores[selection_key]["selection"], None))
+            rows.append(
+                ResultRow(stage, task, "dev", lang, "selection", scores[selection_key]["selection"], None)
+            )
     return rows
 
 
@@ -239,7 +248,9 @@ def read_results(path: Path) -> list[dict[str, Any]]:
     if marker is None:
         raise IncompleteResults(f"{path}: incomplete (no end marker after its {len(records)} rows)")
     if marker.get("rows") != len(records):
-        raise IncompleteResults(f"{path}: incomplete: {len(records)} rows, the end marker says {marker.get('rows')}")
+        raise IncompleteResults(
+            f"{path}: incomplete: {len(records)} rows, the end marker says {marker.get('rows')}"
+        )
     if marker.get("sha256") != _checksum(lines):
         raise IncompleteResults(f"{path}: altered: the rows' checksum differs from the end marker's")
     return records

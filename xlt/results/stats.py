@@ -94,7 +94,17 @@ def _run_gaps(selected: pd.DataFrame, keep: Iterable[str] | None = None) -> list
     return out
 
 
-GAP_COLUMNS = ["run_dir", *CONDITION, "seed", "en", "avg_non_en", "gap", "rel_gap", "n_languages", "languages"]
+GAP_COLUMNS = [
+    "run_dir",
+    *CONDITION,
+    "seed",
+    "en",
+    "avg_non_en",
+    "gap",
+    "rel_gap",
+    "n_languages",
+    "languages",
+]
 # The runs a gap-by-size table compares with one another: every model and intermediate task of a
 # target task, metric and training source.
 COMPARED = ("task", "split", "metric", "train_task")
@@ -221,7 +231,9 @@ def gap_by_size(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     over seeds (mean, std, 95% CI), with the model's size; sorted by task, intermediate, size. Every
     gap is over the languages all compared runs (every model, intermediate task and seed of the task
     and metric) scored: ``languages`` lists them, ``dropped`` those some run lacks."""
-    table = _summarise(gaps_on_equal_footing(rows, split), list(CONDITION), ["gap", "rel_gap", "en", "avg_non_en"])
+    table = _summarise(
+        gaps_on_equal_footing(rows, split), list(CONDITION), ["gap", "rel_gap", "en", "avg_non_en"]
+    )
     return _with_sizes(table, rows, ["task", "metric"])
 
 

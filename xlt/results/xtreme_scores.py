@@ -99,7 +99,9 @@ def best_intermediate(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
         return pd.DataFrame(columns=["task", "model", "family", "params", "best", "best_score", "best_seeds",
                                      "none_score", "gain", "compared", "languages", "n_languages"])  # fmt: skip
     means = (
-        scores.groupby(["task", "model", "peft", "select_on", "intermediate"], as_index=False, dropna=False).agg(
+        scores.groupby(
+            ["task", "model", "peft", "select_on", "intermediate"], as_index=False, dropna=False
+        ).agg(
             score=("score", "mean"),
             seeds=("seed", "nunique"),
             languages=("languages", "min"),
@@ -144,7 +146,9 @@ def overall_by_size(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     out = []
     for key, group in overall.groupby(["model", "peft", "select_on", "intermediate", "tasks", "partial"], sort=False,
                                       dropna=False):  # fmt: skip
-        record = dict(zip(["model", "peft", "select_on", "intermediate", "tasks", "partial"], key, strict=True))
+        record = dict(
+            zip(["model", "peft", "select_on", "intermediate", "tasks", "partial"], key, strict=True)
+        )
         stats = seed_stats(group["overall"])
         record.update({"seeds": ",".join(str(s) for s in sorted(group["seed"].unique())), "n": stats["n"],
                        "n_tasks": int(group["n_tasks"].iloc[0]), "complete": bool(group["complete"].all()),

@@ -103,8 +103,10 @@ def pin_problem(revision: str | None, commit: str) -> str | None:
     if not is_commit(read):
         shown = commit or "no commit in the rows' cache path"
         return f"pinned to commit {revision} but the commit read cannot be resolved ({shown}): refusing rows of an unknown commit"
-    return (f"pinned to commit {revision} but read {read} (offline or on a hub error datasets falls back to its "
-            "newest cached copy; a mirror holds one copy): fetch the pinned commit, or pin the one read")
+    return (
+        f"pinned to commit {revision} but read {read} (offline or on a hub error datasets falls back to its "
+        "newest cached copy; a mirror holds one copy): fetch the pinned commit, or pin the one read"
+    )
 
 
 def pins(reads: Mapping[str, Mapping[str, Any]], mirror: str | None = None) -> dict[str, str]:

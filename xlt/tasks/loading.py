@@ -196,7 +196,9 @@ def _load_hub(spec: TaskSpec, split: str, lang: str) -> Loaded:
     try:
         mirror = hubio.mirror_dir(hub.path, revision)
         if mirror is not None:  # a local copy laid out as the repo (tests): read by the same builder
-            ds = datasets.load_dataset(str(mirror), name, split=hub.split, revision=revision)  # local: ignored
+            ds = datasets.load_dataset(
+                str(mirror), name, split=hub.split, revision=revision
+            )  # local: ignored
         else:
             ds = datasets.load_dataset(hub.path, name, split=hub.split, revision=revision)
     except Exception as err:  # the hub raises many types; the user needs one line saying which dataset
@@ -204,14 +206,18 @@ def _load_hub(spec: TaskSpec, split: str, lang: str) -> Loaded:
         if "scripts are no longer supported" in message and revision != hubio.PARQUET_EXPORT:
             message += f"; read the hub's parquet export: 'data.hub_revisions={{{hub.path}: {hubio.PARQUET_EXPORT}}}'"
         elif revision == hubio.PARQUET_EXPORT:
-            message += "; without the hub's parquet export: the original files under data.dir with data.source=local"
+            message += (
+                "; without the hub's parquet export: the original files under data.dir with data.source=local"
+            )
         raise MissingDataError(f"{origin}: could not load ({type(err).__name__}: {message})") from err
     try:
         if hub.lang_filter:
             ds = ds.filter(lambda row: row[hub.lang_filter] == lang)
         rows = iter(ds)
     except Exception as err:  # a missing column, a broken file: one line naming the dataset
-        raise DataError(f"{origin}: could not read its rows ({type(err).__name__}: {_one_line(err)})") from err
+        raise DataError(
+            f"{origin}: could not read its rows ({type(err).__name__}: {_one_line(err)})"
+        ) from err
     mapper = HUB_MAPPERS[hub.mapper]
     examples = []
     dropped = realigned = other_language = 0
@@ -220,7 +226,9 @@ def _load_hub(spec: TaskSpec, split: str, lang: str) -> Loaded:
         try:
             row = next(rows, None)
         except Exception as err:  # a corrupt parquet page, a cast error: one line naming the row
-            raise DataError(f"{origin} row {i + 1}: could not read ({type(err).__name__}: {_one_line(err)})") from err
+            raise DataError(
+                f"{origin} row {i + 1}: could not read ({type(err).__name__}: {_one_line(err)})"
+            ) from err
         if row is None:
             break
         i += 1
@@ -229,7 +237,9 @@ def _load_hub(spec: TaskSpec, split: str, lang: str) -> Loaded:
         except DataError as err:  # one line naming dataset, config, split and the row
             raise DataError(f"{origin} row {i}: {_one_line(err)}") from None
         except (KeyError, TypeError, ValueError, IndexError) as err:  # a row not shaped as the mapper expects
-            raise DataError(f"{origin} row {i}: unexpected row ({type(err).__name__}: {_one_line(err)})") from err
+            raise DataError(
+                f"{origin} row {i}: unexpected row ({type(err).__name__}: {_one_line(err)})"
+            ) from err
         if ex is None:
             dropped += 1
             continue

@@ -175,7 +175,10 @@ def map_hub_csqa(row: Mapping[str, Any], lang: str) -> Example | None:
 
 def _mc_spec(**kwargs: Any) -> TaskSpec:
     return TaskSpec(
-        head="multiple_choice", metrics=("acc",), languages=("en",), roles=("intermediate",),
+        head="multiple_choice",
+        metrics=("acc",),
+        languages=("en",),
+        roles=("intermediate",),
         max_seq_length=256,  # jiant's simple-API length (X-STILTs intermediate tasks)
         **kwargs,
     )

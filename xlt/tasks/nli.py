@@ -190,7 +190,9 @@ MNLI = register_task(
                 RawFile("XNLI-MT-1.0/multinli/multinli.train.en.tsv", "xnli_mt_tsv"),
                 RawFile("mnli/multinli_1.0/multinli_1.0_train.jsonl", "multinli_jsonl"),
                 RawFile("multinli_1.0/multinli_1.0_train.jsonl", "multinli_jsonl"),
-                RawFile("multinli_1.0/multinli_1.0_train.txt", "glue_nli_tsv"),  # the zip's tab-separated copy
+                RawFile(
+                    "multinli_1.0/multinli_1.0_train.txt", "glue_nli_tsv"
+                ),  # the zip's tab-separated copy
                 RawFile("glue_data/MNLI/train.tsv", "glue_nli_tsv"),
                 RawFile("MNLI/train.tsv", "glue_nli_tsv"),  # GLUE's MNLI.zip unpacked on its own
                 RawFile("xnli/train-en.tsv", "nli_tsv3"),  # XTREME's download (XNLI-MT English)

@@ -16,7 +16,10 @@ TASKS: Registry[TaskSpec] = Registry("task")
 MIXTURES: Registry[MixtureSpec] = Registry("mixture")
 FORMATS: Registry[Reader] = Registry("raw format")
 HUB_MAPPERS: Registry[HubMapper] = Registry("hub mapper")
-RETRIEVAL_KINDS = ("top1", "mining")  # the evaluators of xlt/evaluation/ (tests/test_evaluation.py checks both lists agree)
+RETRIEVAL_KINDS = (
+    "top1",
+    "mining",
+)  # the evaluators of xlt/evaluation/ (tests/test_evaluation.py checks both lists agree)
 
 
 class UnknownTaskError(KeyError):
@@ -135,4 +138,3 @@ def get_task(name: str, role: str | None = None) -> TaskSpec:
 
 def all_tasks() -> dict[str, TaskSpec]:
     return dict(TASKS)
-

@@ -55,7 +55,9 @@ TATOEBA = register_task(
         raw={
             "test": (
                 RawFile("tatoeba/tatoeba.{lang3}-eng.{lang3}", "laser_tatoeba"),
-                RawFile("tatoeba/v1/tatoeba.{lang3}-eng.{lang3}", "laser_tatoeba"),  # LASER's data/tatoeba/v1/
+                RawFile(
+                    "tatoeba/v1/tatoeba.{lang3}-eng.{lang3}", "laser_tatoeba"
+                ),  # LASER's data/tatoeba/v1/
                 RawFile("LASER/data/tatoeba/v1/tatoeba.{lang3}-eng.{lang3}", "laser_tatoeba"),
             )
         },
@@ -84,7 +86,9 @@ def _read_id_sentences(path: Path) -> tuple[list[str], list[str], dict[str, int]
             raise DataError(f"{where}: expected 'id<TAB>sentence', got {len(fields)} tab-separated field(s)")
         sid, text = fields[0].strip(), fields[1].strip()
         if not sid or not text:
-            raise DataError(f"{where}: expected 'id<TAB>sentence', got an empty {'id' if not sid else 'sentence'}")
+            raise DataError(
+                f"{where}: expected 'id<TAB>sentence', got an empty {'id' if not sid else 'sentence'}"
+            )
         if sid in line_of:
             raise DataError(f"{where}: id {sid!r} repeats line {line_of[sid]}")
         line_of[sid] = lineno
@@ -115,7 +119,9 @@ def read_bucc_corpus(path: Path, lang: str) -> Iterator[Example]:
             parts = [part.strip() for part in raw.split("\t")]
             where = f"{gold_path}:{lineno}"
             if len(parts) != 2:
-                raise DataError(f"{where}: expected '{lang}_id<TAB>en_id', got {len(parts)} tab-separated field(s)")
+                raise DataError(
+                    f"{where}: expected '{lang}_id<TAB>en_id', got {len(parts)} tab-separated field(s)"
+                )
             for sid, lines, side in ((parts[0], src_lines, path), (parts[1], trg_lines, en_path)):
                 if sid not in lines:
                     raise DataError(f"{where}: id {sid!r} is not in {side}")
