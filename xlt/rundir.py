@@ -270,7 +270,7 @@ def config_differences(cfg: DictConfig, stored: dict[str, Any]) -> list[str]:
 
     keys = sorted(k for k in now.keys() | before.keys() if not neutral(k))
     return [k for k in keys if before.get(k, "<absent>") not in (now.get(k, "<absent>"), resolved.get(k, "<absent>"))
-            and not (k not in before and now.get(k) in _defaults(k, before))]  # fmt: skip
+            and not (k not in before and (now.get(k) in (found := _defaults(k, before)) or resolved.get(k) in found))]  # fmt: skip
 
 
 def _defaults(key: str, stored: dict[str, Any]) -> list[Any]:
