@@ -19,9 +19,10 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported where a checkpoint is read: `xlt.evaluate --help` stays quick
+    import torch
 
 META_FILE = "meta.pt"  # Lightning's name (pytorch_lightning.strategies.fsdp._METADATA_FILENAME)
 DCP_METADATA = ".metadata"  # torch.distributed.checkpoint's, written last by its coordinator
@@ -61,6 +62,8 @@ def rotate(src: Path, dst: Path) -> None:
 
 def read_meta(path: Path) -> dict[str, Any]:
     """The checkpoint's loop and callback state (``global_step``, ``epoch``, ``callbacks``...)."""
+    import torch
+
     if is_sharded(path):
         return dict(torch.load(path / META_FILE, map_location="cpu", weights_only=True))
     return dict(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
@@ -72,6 +75,8 @@ class NoStateDict(ValueError):
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
     """The full model state dict of a checkpoint (file or sharded directory), one copy in memory."""
+    import torch
+
     if not is_sharded(path):
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
