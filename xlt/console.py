@@ -215,6 +215,7 @@ def text_table(
     (``str()``; numbers are formatted by the caller, tabulate does not reparse them); ``align`` is
     ``"left"``/``"right"``/``"center"`` per column (default: all left). Every line starts with
     ``indent``."""
+    import tabulate as tabulate_module
     from tabulate import SEPARATING_LINE, tabulate
 
     markdown = style == "markdown"
@@ -230,11 +231,15 @@ def text_table(
         for row in rows
         if not (markdown and row is RULE)  # a markdown table has one rule, under its header
     ]
-    text = tabulate(
-        body,
-        headers=[cell(h) for h in header],
-        tablefmt="pipe" if markdown else "simple",
-        disable_numparse=True,
-        colalign=tuple(align) if align else ("left",) * len(header),
-    )
+    padding, tabulate_module.MIN_PADDING = tabulate_module.MIN_PADDING, 0  # a header as wide as its text
+    try:
+        text = tabulate(
+            body,
+            headers=[cell(h) for h in header],
+            tablefmt="pipe" if markdown else "simple",
+            disable_numparse=True,
+            colalign=tuple(align) if align else ("left",) * len(header),
+        )
+    finally:
+        tabulate_module.MIN_PADDING = padding
     return "\n".join(indent + line.rstrip() for line in text.splitlines())
