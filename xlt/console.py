@@ -227,7 +227,7 @@ def text_table(
         return text.replace("|", "\\|") if markdown else text
 
     body = [
-        SEPARATING_LINE if row is RULE else [cell(c) for c in row]  # type: ignore[attr-defined]
+        SEPARATING_LINE if row is RULE else [cell(c) for c in row]  # type: ignore[union-attr]
         for row in rows
         if not (markdown and row is RULE)  # a markdown table has one rule, under its header
     ]
