@@ -96,7 +96,9 @@ def analysis_sets(
     own_split = stage_cfg.get("dev_split") or spec.dev_split
     for lang in dev_languages(stage_cfg.get("eval_dev_languages"), spec):
         try:
-            feats, origin, examples = load_features(spec, spec.head, own_split, lang, settings, max_len, max_eval)
+            feats, origin, examples = load_features(
+                spec, spec.head, own_split, lang, settings, max_len, max_eval
+            )
         except MissingDataError as err:
             skipped.append(f"{err} (target.eval_dev_languages: dev {lang} not scored)")
             continue
@@ -128,5 +130,7 @@ def analysis_eval_rows(
     if test:
         rows.extend(eval_rows(stage, "test", test, scores, parts))
     if heldout:
-        rows.extend(replace(r, note=HELDOUT_NOTE) for r in eval_rows(stage, HELDOUT_SPLIT, heldout, scores, {}))
+        rows.extend(
+            replace(r, note=HELDOUT_NOTE) for r in eval_rows(stage, HELDOUT_SPLIT, heldout, scores, {})
+        )
     return rows
