@@ -19,8 +19,22 @@ TEST = {
     ("mnli", 1): {"en": 83, "de": 75}, ("mnli", 2): {"en": 83, "de": 75},
     ("anli", 1): {"en": 82, "de": 72}, ("anli", 2): {"en": 82, "de": 72},
 }  # fmt: skip
-SUBSET = {("none", 1): 80, ("none", 2): 80, ("mnli", 1): 84, ("mnli", 2): 84, ("anli", 1): 88, ("anli", 2): 86}
-HELDOUT = {("none", 1): 78, ("none", 2): 78, ("mnli", 1): 82, ("mnli", 2): 81, ("anli", 1): 80, ("anli", 2): 79}
+SUBSET = {
+    ("none", 1): 80,
+    ("none", 2): 80,
+    ("mnli", 1): 84,
+    ("mnli", 2): 84,
+    ("anli", 1): 88,
+    ("anli", 2): 86,
+}
+HELDOUT = {
+    ("none", 1): 78,
+    ("none", 2): 78,
+    ("mnli", 1): 82,
+    ("mnli", 2): 81,
+    ("anli", 1): 80,
+    ("anli", 2): 79,
+}
 
 
 def _with_heldout(rows: pd.DataFrame, heldout: dict, skip: set = frozenset()) -> pd.DataFrame:
@@ -42,7 +56,10 @@ def test_the_choice_ranks_on_the_held_out_dev_score_not_the_selection_maximum() 
     assert row.chosen == "mnli" and row.heldout and row.chosen_on == "en dev held out of selection, acc"
     assert row.dev_score == pytest.approx(81.5) and row.compared == "mnli 81.50 (n=2), anli 79.50 (n=2)"
     assert row.test_score == pytest.approx(79.0) and row.gain == pytest.approx(4.0)  # mnli's test, paired
-    assert xstilts_overall(best_intermediate_on_dev(_with_heldout(rows, HELDOUT))).iloc[0]["choices"] == "xnli:mnli"
+    assert (
+        xstilts_overall(best_intermediate_on_dev(_with_heldout(rows, HELDOUT))).iloc[0]["choices"]
+        == "xnli:mnli"
+    )
 
 
 def test_without_a_held_out_score_for_every_compared_run_the_choice_falls_back_flagged() -> None:
@@ -130,7 +147,9 @@ def test_a_run_with_dev_languages_selects_the_same_checkpoint_and_chooses_the_sa
                 if r["split"] == split and r["language"] not in ("avg",)}  # fmt: skip
 
     assert kept("on", "test") == kept("off", "test")
-    assert kept("on", "dev_heldout") == kept("off", "dev_heldout") and ("en", "acc") in kept("on", "dev_heldout")
+    assert kept("on", "dev_heldout") == kept("off", "dev_heldout") and ("en", "acc") in kept(
+        "on", "dev_heldout"
+    )
     dev_on = {r["language"]: r for r in rows["on"] if r["split"] == "dev"}
     dev_off = {r["language"]: r for r in rows["off"] if r["split"] == "dev"}
     assert dev_on["en"]["value"] == dev_off["en"]["value"] and dev_on["en"]["n_examples"] == 40
