@@ -160,3 +160,41 @@ def test_a_run_with_dev_languages_selects_the_same_checkpoint_and_chooses_the_sa
     # the choice over both runs' rows: the same (one reads the other's analysis rows as absent)
     frames = {d: pd.DataFrame.from_records(rows[d]) for d in rows}
     assert best_intermediate_on_dev(frames["on"]).equals(best_intermediate_on_dev(frames["off"]))
+
+
+def test_the_cli_labels_non_english_dev_analysis_only_and_chooses_on_held_out(tmp_path: Path, capsys) -> None:
+    """``python -m xlt.results DIR --split dev``: a gap on dev (en and sw dev rows), labelled analysis
+    only; the choice is made on the held-out English dev score, without the bias caution."""
+    from xlt.evaluation.analysis_dev import ANALYSIS_NOTE, HELDOUT_NOTE
+    from xlt.results.__main__ import main
+    from xlt.results.rows import ResultRow, RunContext, write_results
+
+    sweep = tmp_path / "sweep"
+    for (inter, seed), scores in TEST.items():
+        run_dir = sweep / f"intermediate={inter},seed={seed}"
+        run_dir.mkdir(parents=True)
+        (run_dir / "state.json").write_text('{"finished": true}')
+        ctx = RunContext("xlmr_large", 560_000_000, inter, "xnli", "mnli", seed, "fixture", "local",
+                         run_dir=run_dir.name)  # fmt: skip
+        rows = [ResultRow("target", "xnli", "test", lang, "acc", float(v), 100) for lang, v in scores.items()]
+        rows += [
+            ResultRow("target", "xnli", "dev", "en", "acc", float(SUBSET[(inter, seed)]), 500),
+            ResultRow("target", "xnli", "dev", "sw", "acc", 60.0 + seed, 2490, ANALYSIS_NOTE),
+            ResultRow(
+                "target",
+                "xnli",
+                "dev_heldout",
+                "en",
+                "acc",
+                float(HELDOUT[(inter, seed)]),
+                1990,
+                HELDOUT_NOTE,
+            ),
+        ]
+        write_results(run_dir / "results.jsonl", rows, ctx)
+    assert main([str(sweep), "--split", "dev", "--no-plots", "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "languages other than English are analysis only" in out
+    assert "| xnli | acc | mnli |" in out  # the gap on dev: en and sw
+    assert "| xnli | xlmr_large | target | mnli | en dev held out of selection, acc | 81.50 |" in out
+    assert "biased upwards" not in out
