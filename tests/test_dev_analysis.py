@@ -5,6 +5,7 @@ tasks, and other languages' dev sets for analysis only (``target.eval_dev_langua
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from pathlib import Path
 
 import pandas as pd
@@ -37,7 +38,7 @@ HELDOUT = {
 }
 
 
-def _with_heldout(rows: pd.DataFrame, heldout: dict, skip: set = frozenset()) -> pd.DataFrame:
+def _with_heldout(rows: pd.DataFrame, heldout: dict, skip: Collection[tuple] = ()) -> pd.DataFrame:
     dev = rows[rows["split"] == "dev"]
     extra = []
     for r in dev.to_dict("records"):
