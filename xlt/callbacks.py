@@ -236,8 +236,12 @@ class BestCheckpoint(ModelCheckpoint):
     """Lightning's ModelCheckpoint for the selected weights (``best.ckpt``). A sharded checkpoint (a
     directory, xlt/sharded_ckpt.py) is written beside it as ``best.ckpt.partial`` and renamed into
     place once every rank has written (``Trainer.save_checkpoint`` ends in a barrier): a kill
-    mid-save leaves the previous best whole instead of shards of two saves in one directory. A file
-    is written as Lightning writes it (an atomic save)."""
+    mid-save leaves the previous best whole instead of shards of two saves in one directory. Every
+    rank then waits until rank 0 has renamed it: the other ranks read ``best.ckpt`` as soon as the
+    fit ends (the evaluation copies, the next stage's encoder), and while rank 0 deletes the older
+    ``best.ckpt/`` and renames the new one into place there is no ``best.ckpt`` to read (a rank
+    failed there with "No such file or directory" and left rank 0 in the evaluation's first
+    broadcast). A file is written as Lightning writes it (an atomic save)."""
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         if getattr(trainer.strategy, "_state_dict_type", "full") != "sharded":
@@ -248,6 +252,7 @@ class BestCheckpoint(ModelCheckpoint):
         self._last_checkpoint_saved = filepath
         if trainer.is_global_zero:
             rotate(Path(staging), Path(filepath))
+        trainer.strategy.barrier("best.ckpt in place")
 
 
 class LastCheckpoint(ModelCheckpoint):
