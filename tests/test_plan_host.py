@@ -33,10 +33,9 @@ def test_xxl_full_checkpoints_cost_rank_0_two_copies_and_every_rank_one(compose_
     assert host.load_rank0 == 4 * params + 4 * params and host.load_other == 0  # the fp32 .bin, once a node
     assert host.disk == 2 * host.checkpoint + 2 * 4 * params  # last + prev, and two stages' best.ckpt
     assert cfg.scale.host_memory_gb == host.request_gb > host.node / GB
-    # Sharded checkpoints (opt-in): each rank saves its quarter (held twice while writing, measured:
-    # benchmarks/results/host_memory.md) and resumes it; rank 0's peak is then the load.
-    sharded = validate(compose_cfg("model=xlmr_xxl", "+intermediate=mnli", "+target=xnli",
-                                   "scale.strategy.state_dict_type=sharded"))  # fmt: skip
+    # Sharded checkpoints (the FSDP profile's default): each rank saves its quarter (held twice while
+    # writing, measured: benchmarks/results/host_memory.md) and resumes it; rank 0's peak is the load.
+    sharded = validate(compose_cfg("model=xlmr_xxl", "+intermediate=mnli", "+target=xnli"))
     assert sharded.scale.strategy.state_dict_type == "sharded"
     lean = estimate_host(sharded, gpu=True)
     assert (

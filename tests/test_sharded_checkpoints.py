@@ -101,7 +101,7 @@ def test_resume_points_rotate_as_directories(tmp_path: Path) -> None:
 # -- two processes ---------------------------------------------------------------------------------
 
 
-@pytest.mark.slow  # 2 processes, ~12 min loaded; sharded checkpoints are opt-in
+@pytest.mark.slow  # 2 processes, ~12 min loaded
 def test_killed_sharded_run_resumes_to_the_full_state_runs_numbers(
     data_dir: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
@@ -228,6 +228,7 @@ TARGET_ONLY = (
 )  # fmt: skip
 
 
+@pytest.mark.slow  # 2 processes: 3.2-4.1 min on the loaded 2-core machine (load average 10-12)
 def test_a_slow_rename_of_the_sharded_best_on_rank_0_is_waited_for(data_dir: Path, cache_dir: Path,
                                                                    tmp_path: Path) -> None:  # fmt: skip
     """Two processes, the FSDP profile's sharded checkpoints, rank 0 renaming best.ckpt.partial into
