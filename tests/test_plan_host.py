@@ -67,8 +67,9 @@ def test_host_memory_is_resolved_when_the_config_is_composed(compose_cfg) -> Non
 
 
 # A tiny XLM-R widened to hidden 256 (64M embedding parameters: a 0.8 GB full checkpoint), 2 gloo
-# processes under the FSDP profile, a last.ckpt save after step 1. Measured 2026-12-06: peak RSS
-# 3.09 GB (hidden 512: 5.37 GB); the plan says 3.4 (5.9): benchmarks/results/host_memory.md.
+# processes under the FSDP profile, a last.ckpt save after step 1. Measured 2026-12-06 with full
+# checkpoints: peak RSS 3.09 GB (hidden 512: 5.37 GB); the plan says 3.4 (5.9). The profile now saves
+# sharded: hidden 512 measured 3.97 GB, plan 4.30 (benchmarks/results/host_memory.md).
 WIDE = ("+target=xnli", "target.train_task=snli", "target.train_split=dev", "target.languages=[en]", "model=tiny",
         "model.hidden_size=256", "model.intermediate_size=1024", "model.num_attention_heads=4", "scale=fsdp",
         "scale.devices=2", "trainer.accelerator=cpu", "target.max_train_examples=32", "target.max_eval_examples=16",
