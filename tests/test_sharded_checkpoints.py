@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -54,11 +55,15 @@ FSDP_PROFILES = ("xlmr_xl", "xlmr_xxl", "qwen2_5_3b", "qwen2_5_7b", "tiny_xl", "
 
 def test_the_fsdp_profiles_save_sharded_by_default_and_full_on_request(compose_cfg) -> None:
     assert compose_cfg("+target=xnli", "model=tiny", "scale=fsdp").scale.strategy.state_dict_type == "sharded"
-    for model in FSDP_PROFILES:  # each model's own profile (scale: ${model}), FSDP through conf/scale/fsdp.yaml
+    for (
+        model
+    ) in FSDP_PROFILES:  # each model's own profile (scale: ${model}), FSDP through conf/scale/fsdp.yaml
         strategy = compose_cfg("+target=xnli", f"model={model}").scale.strategy
         assert strategy._target_ == "xlt.strategies.FSDP" and strategy.state_dict_type == "sharded", model
     for model in ("xlmr_base", "xlmr_large", "tiny"):  # DDP: one file, as before
-        assert "state_dict_type" not in str(compose_cfg("+target=xnli", f"model={model}").scale.strategy), model
+        assert "state_dict_type" not in str(compose_cfg("+target=xnli", f"model={model}").scale.strategy), (
+            model
+        )
     cfg = compose_cfg("+target=xnli", "model=tiny", "scale=fsdp", "scale.strategy.state_dict_type=full")
     assert cfg.scale.strategy.state_dict_type == "full"
 
@@ -79,6 +84,28 @@ def test_a_sharded_directory_reads_into_one_full_state_dict(tmp_path: Path) -> N
     torch.save({"global_step": 7}, ckpt / META_FILE)
     (ckpt / DCP_METADATA).unlink()
     assert "no .metadata" in str(checkpoint_problem(ckpt))
+
+
+def test_a_finished_best_replaces_the_older_one_without_deleting_it_first(
+    monkeypatch, tmp_path: Path
+) -> None:
+    """best.ckpt is missing only between two renames, not while a large older directory is deleted."""
+    from xlt.sharded_ckpt import put_in_place
+
+    best, partial = tmp_path / "best.ckpt", tmp_path / "best.ckpt.partial"
+    write_sharded(best, sample_weights(1), step=2)
+    write_sharded(partial, sample_weights(2), step=4)
+    events: list[str] = []
+    real_replace, real_rmtree = os.replace, shutil.rmtree
+    monkeypatch.setattr(os, "replace", lambda s, d: (events.append(f"{Path(s).name}->{Path(d).name}"),
+                                                      real_replace(s, d))[1])  # fmt: skip
+    monkeypatch.setattr(
+        shutil, "rmtree", lambda p, **k: (events.append(f"rm {Path(p).name}"), real_rmtree(p, **k))[1]
+    )
+    put_in_place(partial, best)
+    assert events == ["best.ckpt->best.ckpt.old", "best.ckpt.partial->best.ckpt", "rm best.ckpt.old"]
+    assert read_meta(best)["global_step"] == 4 and sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt"]
+    torch.testing.assert_close(read_weights(best)["heads.xnli.bias"], sample_weights(2)["heads.xnli.bias"])
 
 
 def test_resume_points_rotate_as_directories(tmp_path: Path) -> None:
@@ -202,16 +229,20 @@ def test_every_rank_waits_until_rank_0_has_put_the_sharded_best_in_place(monkeyp
         events.append(f"save {Path(filepath).name}")
 
     monkeypatch.setattr(ModelCheckpoint, "_save_checkpoint", save)
-    real_rotate = callbacks.rotate
-    monkeypatch.setattr(callbacks, "rotate", lambda s, d: (real_rotate(s, d), events.append(f"rotate {d.name}")))
+    real = callbacks.put_in_place
+    monkeypatch.setattr(
+        callbacks, "put_in_place", lambda s, d: (real(s, d), events.append(f"place {d.name}"))
+    )
     for rank in (0, 1):
-        strategy = SimpleNamespace(_state_dict_type="sharded", barrier=lambda name=None: events.append("barrier"))
+        strategy = SimpleNamespace(
+            _state_dict_type="sharded", barrier=lambda name=None: events.append("barrier")
+        )
         trainer = SimpleNamespace(strategy=strategy, is_global_zero=rank == 0)
         BestCheckpoint(dirpath=tmp_path, filename="best", monitor="m", mode="max")._save_checkpoint(
             trainer, str(tmp_path / f"r{rank}" / "best.ckpt")
         )
     assert events == [
-        "save best.ckpt.partial", "rotate best.ckpt", "barrier",  # rank 0
+        "save best.ckpt.partial", "place best.ckpt", "barrier",  # rank 0
         "save best.ckpt.partial", "barrier",  # rank 1: waits for rank 0's rename
     ]  # fmt: skip
     assert checkpoint_problem(tmp_path / "r0" / "best.ckpt") is None
@@ -237,7 +268,7 @@ def test_a_slow_rename_of_the_sharded_best_on_rank_0_is_waited_for(data_dir: Pat
     from tests.test_fsdp import results, xlt_train
 
     run_dir = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "XLT_FAULT": "best.ckpt:rotate:0:SLEEP4",
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "XLT_FAULT": "best.ckpt:place:0:SLEEP4",
            "XLT_FAULT_MARK": str(tmp_path / "mark"),
            "PYTHONPATH": os.pathsep.join([str(FAULTS), os.environ.get("PYTHONPATH", str(PROJECT_ROOT))])}  # fmt: skip
     proc = subprocess.run(xlt_train(run_dir, cache_dir, *TARGET_ONLY), cwd=PROJECT_ROOT, env=env, timeout=600,
@@ -245,4 +276,7 @@ def test_a_slow_rename_of_the_sharded_best_on_rank_0_is_waited_for(data_dir: Pat
     assert (tmp_path / "mark").exists(), "the slow rename never happened:\n" + proc.stdout[-3000:]
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert (run_dir / "checkpoints" / "target" / "best.ckpt").is_dir()
-    assert {(k[0], k[2], k[3]) for k in results(run_dir)} >= {("target", "test", "en"), ("target", "test", "de")}
+    assert {(k[0], k[2], k[3]) for k in results(run_dir)} >= {
+        ("target", "test", "en"),
+        ("target", "test", "de"),
+    }

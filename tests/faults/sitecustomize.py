@@ -14,9 +14,9 @@ others already wait in the barrier after the save; ``task`` is the file name, e.
 ``shardwrite`` in Lightning's ``_distributed_checkpoint_save`` (a sharded checkpoint: every rank
 writing its shards into the directory ``task``, e.g. ``last.ckpt``),
 ``embed`` in ``xlt.modeling.embedding.embed`` (retrieval: a probe between
-stages; ``task`` is then the progress label's first word, e.g. ``tatoeba``), ``rotate`` in
-``xlt.callbacks.rotate`` (rank 0 renaming a finished sharded checkpoint into place; ``task`` is the
-destination's name, e.g. ``best.ckpt``); ``n`` counts the calls of this process. Signal ``TERMGROUP``
+stages; ``task`` is then the progress label's first word, e.g. ``tatoeba``), ``place`` in
+``xlt.callbacks.put_in_place`` (rank 0 renaming a finished sharded ``best.ckpt`` into place; ``task``
+is the destination's name, e.g. ``best.ckpt``); ``n`` counts the calls of this process. Signal ``TERMGROUP``
 sends SIGTERM to the whole process group (every rank, as SLURM signals every task of a job step),
 ``TERM`` to this process only, ``SLEEP<seconds>`` sends nothing and sleeps that long (a slow file
 system, to widen a race between ranks).
@@ -112,8 +112,8 @@ def _patch(module: Any) -> None:
     if hook == "embed":
         _patch_counted(module, "embed", task, target, lambda a, k: str(k.get("desc", "")).split(" ")[0])
         return
-    if hook == "rotate":
-        _patch_counted(module, "rotate", task, target, lambda a, k: Path(str(a[1])).name)
+    if hook == "place":
+        _patch_counted(module, "put_in_place", task, target, lambda a, k: Path(str(a[1])).name)
         return
     cls = module.TransferModule
     original = getattr(cls, f"{hook}_step")
@@ -135,7 +135,7 @@ class _Finder(importlib.abc.MetaPathFinder):
         hook = SPEC.split(":")[1]
         wanted = {"embed": "xlt.modeling.embedding", "write": "lightning_fabric.utilities.cloud_io",
                   "shardwrite": "lightning_fabric.strategies.fsdp",
-                  "rotate": "xlt.callbacks"}.get(hook, "xlt.modeling.module")  # fmt: skip
+                  "place": "xlt.callbacks"}.get(hook, "xlt.modeling.module")  # fmt: skip
         if name != wanted:
             return None
         sys.meta_path.remove(self)
