@@ -1,0 +1,348 @@
+"""``make rehearsal``: the study sweep (``+sweep=scale_gap``) at stand-in size, through the real multirun.
+
+    python -m benchmarks.rehearsal [--out DIR] [--no-faults] [OVERRIDE ...]
+
+Runs ``python -m xlt.train -m +sweep=rehearsal`` (conf/sweep/rehearsal.yaml: scale_gap's axes with the
+stand-ins tiny, tiny_xl, tiny_qwen, one seed, each job on 2 gloo processes under its stand-in's own
+profile), sends SIGTERM to the whole process group in chosen jobs (mid-training, mid-validation and
+while rank 0 writes ``last.ckpt``: ``tests/faults/sitecustomize.py``), relaunches the same command
+until the sweep ends, runs ``python -m xlt.results`` over it, and prints and writes the table (job,
+passed, wall time, launches, peak host RAM per rank) to ``benchmarks/results/rehearsal-<date>.md``
+and ``.json``. OVERRIDEs narrow the sweep (``model=tiny target=xnli,tatoeba``) as on any multirun.
+
+Peak host RAM per rank is the kernel's high-water mark of the process's resident set (``VmHWM`` in
+``/proc/<pid>/status``), read every 0.2 s: rank 1 is a process of its own per job; rank 0 is the
+multirun's process, which the basic launcher reuses for every job, so its mark is reset (``5`` into
+``/proc/<pid>/clear_refs``) when Hydra announces each job: it then starts at what the process
+already holds (imports, allocator caches of earlier jobs), an upper bound for a fresh process.
+
+The data: a folder of links to ``../shared/data`` (never copied) merged with the real fixture excerpts
+laid out where xlt reads the splits that are not there (MNLI, ANLI train, PAWS-X English, PAN-X,
+MLQA, TyDiQA: tests/hub_fixtures.py), and two more: BUCC's test split is its one-pair sample, PAWS-X's
+English dev is its train excerpt. The numbers mean nothing; every code path of every job runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xlt import PROJECT_ROOT
+
+FAULTS_DIR = PROJECT_ROOT / "tests" / "faults"
+RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
+# (job folder, XLT_FAULT): one SIGTERM to the job's process group per launch, in sweep order.
+FAULTS = (
+    ("intermediate=mnli,model=tiny,seed=1,target=udpos", "last.ckpt:write:0:TERMGROUP"),  # DDP, rank 0 saving
+    ("intermediate=none,model=tiny_xl,seed=1,target=xnli", "xnli:training:1:TERMGROUP"),  # FSDP, mid-epoch
+    (
+        "intermediate=anli,model=tiny_qwen,seed=1,target=pawsx",
+        "pawsx:validation:0:TERMGROUP",
+    ),  # FSDP, validation
+)
+JOB_LINE = re.compile(r"\[HYDRA\]\s+#(\d+) : (.*)$")
+EXCLUDED = ("+sweep=", "data.", "hydra", "trainer.accelerator", "trainer.devices", "logger", "resume")
+
+
+def build_data(root: Path, shared: Path) -> Path:
+    """``root/data``: real directories, a link for every file (shared data first, then the fixtures)."""
+    sys.path.insert(0, str(PROJECT_ROOT))
+    from tests import hub_fixtures
+
+    fixtures = hub_fixtures.build(root / "fixtures", shared).local
+    data = root / "data"
+
+    def merge(dst: Path, sources: list[Path]) -> None:
+        dst.mkdir(parents=True, exist_ok=True)
+        for name in sorted({p.name for s in sources if s.is_dir() for p in s.iterdir()}):
+            here = [s / name for s in sources if (s / name).exists()]
+            if all(p.is_dir() for p in here):
+                merge(dst / name, here)
+            elif not (dst / name).exists():
+                (dst / name).symlink_to(here[0].resolve())
+
+    merge(data, [shared, fixtures])
+    extra = {
+        "bucc2018/fr-en/fr-en.training.{}": "bucc2018/tfds_dummy/fr-en/fr-en.sample.{}",
+        "x-final/en/dev_2k.tsv{}": "pawsx/hf_dummy/en/train.tsv{}",
+    }
+    for layout, official in extra.items():
+        for ext in ("fr", "en", "gold") if "{}" in layout and "bucc" in layout else ("",):
+            link = data / layout.format(ext)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            assert not link.parent.is_symlink()  # never write into the shared folder
+            if not link.exists():
+                link.symlink_to(shared / official.format(ext))
+    return data
+
+
+def job_name(overrides: str) -> str:
+    """The job folder Hydra names from the announced overrides (scale_gap's override_dirname)."""
+    kept = [o for o in overrides.split() if not o.startswith(EXCLUDED)]
+    return ",".join(sorted(kept))
+
+
+def vm_hwm(pid: int) -> int | None:
+    """The process's peak resident set in bytes (VmHWM), None when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def children(pid: int) -> list[int]:
+    try:
+        tasks = Path(f"/proc/{pid}/task").iterdir()
+        return [int(c) for t in tasks for c in (t / "children").read_text().split()]
+    except OSError:
+        return []
+
+
+@dataclass
+class Job:
+    name: str
+    wall_s: float = 0.0
+    launches: int = 0
+    peak: dict[int, int] = field(default_factory=dict)  # rank -> bytes
+    interrupted: str = ""
+
+
+class Monitor:
+    """Follows one launch: which job runs (Hydra's ``#k : overrides`` lines), its time and peaks."""
+
+    def __init__(self, proc: subprocess.Popen[str], jobs: dict[str, Job], log: Path) -> None:
+        self.proc, self.jobs, self.log = proc, jobs, log
+        self.current: Job | None = None
+        self.started = time.monotonic()
+        self.lock = threading.Lock()
+        self.sampler = threading.Thread(target=self._sample, daemon=True)
+        self.sampler.start()
+
+    def _rank1(self) -> list[int]:
+        found = []
+        for child in children(self.proc.pid):
+            try:
+                cmd = Path(f"/proc/{child}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"hydra.job.name=train_ddp_process_1" in cmd:
+                found.append(child)
+        return found
+
+    def _sample(self) -> None:
+        while self.proc.poll() is None:
+            with self.lock:
+                job = self.current
+                if job is not None:
+                    for rank, pids in ((0, [self.proc.pid]), (1, self._rank1())):
+                        for pid in pids:
+                            peak = vm_hwm(pid)
+                            if peak is not None:
+                                job.peak[rank] = max(job.peak.get(rank, 0), peak)
+            time.sleep(0.2)
+
+    def _switch(self, job: Job | None) -> None:
+        now = time.monotonic()
+        with self.lock:
+            if self.current is not None:
+                self.current.wall_s += now - self.started
+            self.current, self.started = job, now
+            if job is not None:
+                job.launches += 1
+                with contextlib.suppress(OSError):  # rank 0's high-water mark restarts with the job
+                    Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
+
+    def follow(self) -> int:
+        assert self.proc.stdout is not None
+        with open(self.log, "a") as out:
+            for line in self.proc.stdout:
+                out.write(line)
+                match = JOB_LINE.search(line.rstrip("\n"))
+                if match:
+                    name = job_name(match.group(2))
+                    self._switch(self.jobs.setdefault(name, Job(name)))
+        status = self.proc.wait()
+        self._switch(None)
+        return status
+
+
+def launch(argv: list[str], jobs: dict[str, Job], log: Path, fault: tuple[str, str] | None) -> int:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    if fault is not None:
+        mark = log.parent / f"fault-{len(list(log.parent.glob('fault-*')))}.mark"
+        env.update(
+            XLT_FAULT=fault[1],
+            XLT_FAULT_JOB=fault[0],
+            XLT_FAULT_MARK=str(mark),
+            PYTHONPATH=os.pathsep.join([str(FAULTS_DIR), env.get("PYTHONPATH", str(PROJECT_ROOT))]),
+        )
+    proc = subprocess.Popen(
+        argv,
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    return Monitor(proc, jobs, log).follow()
+
+
+def sweep_jobs(overrides: list[str]) -> list[str]:
+    """The job folders of the sweep (its axes, narrowed by ``key=a,b`` overrides)."""
+    from omegaconf import OmegaConf
+
+    sweep = PROJECT_ROOT / "conf" / "sweep"
+    axes = dict(OmegaConf.load(sweep / "scale_gap.yaml").hydra.sweeper.params)
+    axes.update(OmegaConf.load(sweep / "rehearsal.yaml").hydra.sweeper.params)
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key in axes:
+            axes[key] = value
+    grid = [[]]
+    for key in sorted(axes):
+        grid = [[*g, f"{key}={v}"] for g in grid for v in str(axes[key]).split(",")]
+    return [",".join(g) for g in grid]
+
+
+def passed(run_dir: Path) -> bool:
+    """Finished with the target's test rows (retrieval targets: their test rows too)."""
+    path = run_dir / "results.jsonl"
+    if not path.is_file():
+        return False
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return any(r.get("stage") == "target" and r.get("split") == "test" for r in rows)
+
+
+def table(jobs: list[Job], sweep_dir: Path) -> list[dict]:
+    rows = []
+    for job in jobs:
+        rows.append(
+            {
+                "job": job.name,
+                "passed": passed(sweep_dir / job.name),
+                "wall_s": round(job.wall_s, 1),
+                "launches": job.launches,
+                "interrupted": job.interrupted,
+                **{
+                    f"peak_rss_rank{r}_mib": round(job.peak[r] / 2**20) if r in job.peak else None
+                    for r in (0, 1)
+                },
+            }
+        )
+    return rows
+
+
+def markdown(rows: list[dict], header: list[str]) -> str:
+    cols = ["job", "passed", "wall_s", "launches", "peak_rss_rank0_mib", "peak_rss_rank1_mib", "interrupted"]
+    lines = [*header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join("" if r[c] is None else str(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.rehearsal", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=PROJECT_ROOT / "multirun" / "rehearsal-work",
+        help="work folder: data links, cache, the sweep, logs (default: %(default)s)",
+    )
+    parser.add_argument("--shared", type=Path, default=PROJECT_ROOT.parent / "shared" / "data")
+    parser.add_argument("--no-faults", action="store_true", help="no SIGTERM: one launch")
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="where the table goes")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides narrowing the sweep")
+    args = parser.parse_args(argv)
+    shared = args.shared if args.shared.is_dir() else Path(os.environ.get("XLT_DATA_DIR", args.shared))
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    data = out / "data" if (out / "data").is_dir() else build_data(out, shared)
+    sweep_dir = out / "sweep"
+    command = [
+        sys.executable,
+        "-m",
+        "xlt.train",
+        "-m",
+        "+sweep=rehearsal",
+        f"data.dir={data}",
+        f"data.cache_dir={out / 'cache'}",
+        f"hydra.sweep.dir={sweep_dir}",
+        *args.overrides,
+    ]
+    expected = sweep_jobs(args.overrides)
+    print(f"rehearsal: {len(expected)} jobs into {sweep_dir}; log {out / 'sweep.log'}", flush=True)
+    jobs: dict[str, Job] = {}
+    faults = (
+        [] if args.no_faults else [f for f in FAULTS if f[0] in expected and not passed(sweep_dir / f[0])]
+    )
+    began = time.monotonic()
+    problems = []
+    for fault in [*faults, None]:
+        status = launch(command, jobs, out / "sweep.log", fault)
+        if fault is None:
+            if status != 0:
+                problems.append(f"the last launch ended with {status}")
+            break
+        mark = next(iter(sorted(out.glob("fault-*.mark"), key=lambda p: p.stat().st_mtime)[-1:]), None)
+        ended = time.time() - mark.stat().st_mtime if mark else float("nan")
+        jobs.setdefault(
+            fault[0], Job(fault[0])
+        ).interrupted = f"{fault[1].rsplit(':', 1)[0]}: {status} in {ended:.0f} s"
+        print(
+            f"rehearsal: SIGTERM in {fault[0]} at {fault[1]}: status {status}, every rank gone {ended:.0f} s after",
+            flush=True,
+        )
+        if status != 143 or not ended < 60:
+            problems.append(f"{fault[0]}: SIGTERM at {fault[1]} ended with {status} after {ended:.0f} s")
+    total = time.monotonic() - began
+    analysis = subprocess.run(
+        [sys.executable, "-m", "xlt.results", str(sweep_dir)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if analysis.returncode != 0:
+        problems.append(f"xlt.results ended with {analysis.returncode}: {analysis.stderr.strip()[-500:]}")
+    rows = table([jobs.get(name, Job(name)) for name in expected], sweep_dir)
+    problems += [f"{r['job']}: no test rows" for r in rows if not r["passed"]]
+    stamp = datetime.datetime.now(datetime.UTC)
+    header = [
+        f"# Rehearsal {stamp:%Y-%m-%d %H:%M} UTC: {len(rows)} jobs, {sum(r['passed'] for r in rows)} passed",
+        "",
+        f"`python -m benchmarks.rehearsal {' '.join(args.overrides)}` on {os.cpu_count()} CPU cores; "
+        f"total {total / 60:.1f} min over {len(faults) + 1} launches ({len(faults)} SIGTERMs). "
+        "wall_s: the job's time in every launch it ran in; peak RSS: VmHWM of each rank (MiB).",
+    ]
+    if problems:
+        header += ["", "Problems:", *(f"- {p}" for p in problems)]
+    text = markdown(rows, header)
+    print(text, flush=True)
+    args.results.mkdir(parents=True, exist_ok=True)
+    name = f"rehearsal-{stamp:%Y-%m-%d}"
+    (args.results / f"{name}.md").write_text(text)
+    (args.results / f"{name}.json").write_text(
+        json.dumps(
+            {"total_s": round(total, 1), "problems": problems, "command": command, "jobs": rows}, indent=1
+        )
+        + "\n"
+    )
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
