@@ -57,7 +57,11 @@ EXCLUDED = ("+sweep=", "data.", "hydra", "trainer.accelerator", "trainer.devices
 def build_data(root: Path, shared: Path) -> Path:
     """``root/data``: real directories, a link for every file (shared data first, then the fixtures)."""
     sys.path.insert(0, str(PROJECT_ROOT))
+    import datasets
+
     from tests import hub_fixtures
+
+    datasets.disable_progress_bars()
 
     fixtures = hub_fixtures.build(root / "fixtures", shared).local
     data = root / "data"
@@ -170,6 +174,7 @@ class Monitor:
         with open(self.log, "a") as out:
             for line in self.proc.stdout:
                 out.write(line)
+                out.flush()
                 match = JOB_LINE.search(line.rstrip("\n"))
                 if match:
                     name = job_name(match.group(2))
