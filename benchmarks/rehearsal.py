@@ -269,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         help="work folder: data links, cache, the sweep, logs (default: %(default)s)",
     )
     parser.add_argument("--shared", type=Path, default=PROJECT_ROOT.parent / "shared" / "data")
+    parser.add_argument("--cache", type=Path, default=None, help="data.cache_dir (default: OUT/cache)")
     parser.add_argument("--no-faults", action="store_true", help="no SIGTERM: one launch")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="where the table goes")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides narrowing the sweep")
@@ -285,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         "-m",
         "+sweep=rehearsal",
         f"data.dir={data}",
-        f"data.cache_dir={out / 'cache'}",
+        f"data.cache_dir={args.cache or out / 'cache'}",
         f"hydra.sweep.dir={sweep_dir}",
         *args.overrides,
     ]
