@@ -34,6 +34,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,17 +77,50 @@ def build_data(root: Path, shared: Path) -> Path:
                 (dst / name).symlink_to(here[0].resolve())
 
     merge(data, [shared, fixtures])
-    extra = {
-        "bucc2018/fr-en/fr-en.training.{}": "bucc2018/tfds_dummy/fr-en/fr-en.sample.{}",
-        "x-final/en/dev_2k.tsv{}": "pawsx/hf_dummy/en/train.tsv{}",
+    # Where an evaluation set of the excerpts has one example (2 ranks need 2 at least), a derived
+    # file repeats it; where a split has no excerpt at all, the nearest real one stands in.
+    derived = {
+        "bucc2018/fr-en/fr-en.training.{x}": ("bucc2018/tfds_dummy/fr-en/fr-en.sample.{x}", "link"),
+        "x-final/en/dev_2k.tsv": ("pawsx/hf_dummy/en/train.tsv", "link"),
+        "MLQA_V1/test/test-context-en-question-en.json": (
+            "mlqa/hf_dummy/MLQA_V1/test/test-context-en-question-en.json",
+            "squad",
+        ),
+        # TyDiQA: English train = the SQuAD v1.1 train excerpt; tested on the Arabic dev excerpt and the
+        # Finnish train excerpt (per-language files, XTREME's layout)
+        "tydiqa/tydiqa-goldp-v1.1-train/tydiqa.goldp.en.train.json": (
+            "squad_v1.1/allennlp_fixture_squad_train_excerpt.json",
+            "link",
+        ),
+        "tydiqa/tydiqa-goldp-v1.1-dev/tydiqa.goldp.ar.dev.json": (
+            "tydiqa/hf_dummy/tydiqa-goldp-v1.1-dev.json",
+            "squad",
+        ),
+        "tydiqa/tydiqa-goldp-v1.1-dev/tydiqa.goldp.fi.dev.json": (
+            "tydiqa/hf_dummy/tydiqa-goldp-v1.1-train.json",
+            "link",
+        ),
     }
-    for layout, official in extra.items():
-        for ext in ("fr", "en", "gold") if "{}" in layout and "bucc" in layout else ("",):
-            link = data / layout.format(ext)
+    for lang in ("en", "de", "ar"):
+        for split in ("train", "dev", "test"):
+            derived[f"panx_dataset/{lang}/{split}"] = (f"panx/hf_dummy/{lang}/{split}", "blocks")
+    for layout, (official, how) in derived.items():
+        for ext in ("fr", "en", "gold") if "{x}" in layout else ("",):
+            link, source = data / layout.format(x=ext), shared / official.format(x=ext)
             link.parent.mkdir(parents=True, exist_ok=True)
-            assert not link.parent.is_symlink()  # never write into the shared folder
-            if not link.exists():
-                link.symlink_to(shared / official.format(ext))
+            assert not any(p.is_symlink() for p in link.parents)  # never write into the shared folder
+            link.unlink(missing_ok=True)
+            if how == "link":
+                link.symlink_to(source)
+            elif how == "blocks":  # blank-line separated sentences, twice
+                text = source.read_text(encoding="utf-8").strip("\n")
+                link.write_text(f"{text}\n\n{text}\n", encoding="utf-8")
+            else:  # SQuAD JSON: every question twice (the copy's id suffixed)
+                doc = json.loads(source.read_text(encoding="utf-8"))
+                for article in doc["data"]:
+                    for para in article["paragraphs"]:
+                        para["qas"] += [{**qa, "id": f"{qa['id']}-copy"} for qa in para["qas"]]
+                link.write_text(json.dumps(doc), encoding="utf-8")
     return data
 
 
@@ -127,8 +161,10 @@ class Job:
 class Monitor:
     """Follows one launch: which job runs (Hydra's ``#k : overrides`` lines), its time and peaks."""
 
-    def __init__(self, proc: subprocess.Popen[str], jobs: dict[str, Job], log: Path) -> None:
-        self.proc, self.jobs, self.log = proc, jobs, log
+    def __init__(
+        self, proc: subprocess.Popen[str], jobs: dict[str, Job], log: Path, on_job: Callable[[], object]
+    ) -> None:
+        self.proc, self.jobs, self.log, self.on_job = proc, jobs, log, on_job
         self.current: Job | None = None
         self.started = time.monotonic()
         self.lock = threading.Lock()
@@ -179,12 +215,19 @@ class Monitor:
                 if match:
                     name = job_name(match.group(2))
                     self._switch(self.jobs.setdefault(name, Job(name)))
+                    self.on_job()  # the table so far
         status = self.proc.wait()
         self._switch(None)
         return status
 
 
-def launch(argv: list[str], jobs: dict[str, Job], log: Path, fault: tuple[str, str] | None) -> int:
+def launch(
+    argv: list[str],
+    jobs: dict[str, Job],
+    log: Path,
+    fault: tuple[str, str] | None,
+    on_job: Callable[[], object],
+) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     if fault is not None:
         mark = log.parent / f"fault-{len(list(log.parent.glob('fault-*')))}.mark"
@@ -203,7 +246,7 @@ def launch(argv: list[str], jobs: dict[str, Job], log: Path, fault: tuple[str, s
         text=True,
         start_new_session=True,
     )
-    return Monitor(proc, jobs, log).follow()
+    return Monitor(proc, jobs, log, on_job).follow()
 
 
 def sweep_jobs(overrides: list[str]) -> list[str]:
@@ -297,57 +340,63 @@ def main(argv: list[str] | None = None) -> int:
         [] if args.no_faults else [f for f in FAULTS if f[0] in expected and not passed(sweep_dir / f[0])]
     )
     began = time.monotonic()
-    problems = []
+    problems: list[str] = []
+
+    def report(final: bool) -> int:
+        total = time.monotonic() - began
+        if final:
+            analysis = subprocess.run(
+                [sys.executable, "-m", "xlt.results", str(sweep_dir)],
+                cwd=PROJECT_ROOT,
+                capture_output=True,
+                text=True,
+            )
+            if analysis.returncode != 0:
+                problems.append(
+                    f"xlt.results ended with {analysis.returncode}: {analysis.stderr.strip()[-500:]}"
+                )
+        rows = table([jobs.get(name, Job(name)) for name in expected], sweep_dir)
+        unfinished = [f"{r['job']}: no test rows" for r in rows if not r["passed"]]
+        stamp = datetime.datetime.now(datetime.UTC)
+        header = [
+            f"# Rehearsal {stamp:%Y-%m-%d %H:%M} UTC: {len(rows)} jobs, {sum(r['passed'] for r in rows)} passed"
+            + ("" if final else " (PARTIAL: still running)"),
+            "",
+            f"`python -m benchmarks.rehearsal {' '.join(args.overrides)}` on {os.cpu_count()} CPU cores"
+            f" (shared with other sessions); {total / 60:.1f} min so far over {launches['n']} launches"
+            f" ({len(faults)} SIGTERMs planned). wall_s: the job's time in every launch it ran in; peak RSS:"
+            " VmHWM of each rank (MiB).",
+        ]
+        if problems or (final and unfinished):
+            header += ["", "Problems:", *(f"- {p}" for p in problems + (unfinished if final else []))]
+        text = markdown(rows, header)
+        args.results.mkdir(parents=True, exist_ok=True)
+        name = f"rehearsal-{stamp:%Y-%m-%d}"
+        (args.results / f"{name}.md").write_text(text)
+        summary = {"total_s": round(total, 1), "final": final, "problems": problems, "command": command}
+        (args.results / f"{name}.json").write_text(json.dumps({**summary, "jobs": rows}, indent=1) + "\n")
+        if final:
+            print(text, flush=True)
+        return 1 if problems or unfinished else 0
+
+    launches = {"n": 0}
     for fault in [*faults, None]:
-        status = launch(command, jobs, out / "sweep.log", fault)
+        launches["n"] += 1
+        status = launch(command, jobs, out / "sweep.log", fault, lambda: report(final=False))
         if fault is None:
             if status != 0:
                 problems.append(f"the last launch ended with {status}")
             break
-        mark = next(iter(sorted(out.glob("fault-*.mark"), key=lambda p: p.stat().st_mtime)[-1:]), None)
-        ended = time.time() - mark.stat().st_mtime if mark else float("nan")
-        jobs.setdefault(
-            fault[0], Job(fault[0])
-        ).interrupted = f"{fault[1].rsplit(':', 1)[0]}: {status} in {ended:.0f} s"
-        print(
-            f"rehearsal: SIGTERM in {fault[0]} at {fault[1]}: status {status}, every rank gone {ended:.0f} s after",
-            flush=True,
-        )
+        marks = sorted(out.glob("fault-*.mark"), key=lambda p: p.stat().st_mtime)
+        ended = time.time() - marks[-1].stat().st_mtime if marks else float("nan")
+        what = f"{fault[1].rsplit(':', 1)[0]}: status {status}, every rank gone {ended:.0f} s after"
+        jobs.setdefault(fault[0], Job(fault[0])).interrupted = what
+        print(f"rehearsal: SIGTERM in {fault[0]} at {what}", flush=True)
         if status != 143 or not ended < 60:
             problems.append(f"{fault[0]}: SIGTERM at {fault[1]} ended with {status} after {ended:.0f} s")
-    total = time.monotonic() - began
-    analysis = subprocess.run(
-        [sys.executable, "-m", "xlt.results", str(sweep_dir)],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-    )
-    if analysis.returncode != 0:
-        problems.append(f"xlt.results ended with {analysis.returncode}: {analysis.stderr.strip()[-500:]}")
-    rows = table([jobs.get(name, Job(name)) for name in expected], sweep_dir)
-    problems += [f"{r['job']}: no test rows" for r in rows if not r["passed"]]
-    stamp = datetime.datetime.now(datetime.UTC)
-    header = [
-        f"# Rehearsal {stamp:%Y-%m-%d %H:%M} UTC: {len(rows)} jobs, {sum(r['passed'] for r in rows)} passed",
-        "",
-        f"`python -m benchmarks.rehearsal {' '.join(args.overrides)}` on {os.cpu_count()} CPU cores; "
-        f"total {total / 60:.1f} min over {len(faults) + 1} launches ({len(faults)} SIGTERMs). "
-        "wall_s: the job's time in every launch it ran in; peak RSS: VmHWM of each rank (MiB).",
-    ]
-    if problems:
-        header += ["", "Problems:", *(f"- {p}" for p in problems)]
-    text = markdown(rows, header)
-    print(text, flush=True)
-    args.results.mkdir(parents=True, exist_ok=True)
-    name = f"rehearsal-{stamp:%Y-%m-%d}"
-    (args.results / f"{name}.md").write_text(text)
-    (args.results / f"{name}.json").write_text(
-        json.dumps(
-            {"total_s": round(total, 1), "problems": problems, "command": command, "jobs": rows}, indent=1
-        )
-        + "\n"
-    )
-    return 1 if problems else 0
+            if status not in (0, 143):
+                break  # a job failed: the relaunch would fail on it again
+    return report(final=True)
 
 
 if __name__ == "__main__":
