@@ -2,24 +2,19 @@
 
     python -m benchmarks.rehearsal [--out DIR] [--no-faults] [OVERRIDE ...]
 
-Runs ``python -m xlt.train -m +sweep=rehearsal`` (conf/sweep/rehearsal.yaml: scale_gap's axes with the
-stand-ins tiny, tiny_xl, tiny_qwen, one seed, each job on 2 gloo processes under its stand-in's own
-profile), sends SIGTERM to the whole process group in chosen jobs (mid-training, mid-validation and
-while rank 0 writes ``last.ckpt``: ``tests/faults/sitecustomize.py``), relaunches the same command
-until the sweep ends, runs ``python -m xlt.results`` over it, and prints and writes the table (job,
-passed, wall time, launches, peak host RAM per rank) to ``benchmarks/results/rehearsal-<date>.md``
-and ``.json``. OVERRIDEs narrow the sweep (``model=tiny target=xnli,tatoeba``) as on any multirun.
+Runs ``python -m xlt.train -m +sweep=rehearsal`` (conf/sweep/rehearsal.yaml), sends SIGTERM to the
+process group in chosen jobs (``FAULTS``, through tests/faults/sitecustomize.py), relaunches the same
+command until the sweep ends, runs ``python -m xlt.results`` over it, and writes the table (job,
+passed, wall time, launches, peak host RAM per rank) to ``benchmarks/results/rehearsal-<date>.{md,json}``.
+OVERRIDEs narrow the sweep (``model=tiny target=xnli,tatoeba``). Details: docs/sweeps.md, "The rehearsal".
 
-Peak host RAM per rank is the kernel's high-water mark of the process's resident set (``VmHWM`` in
-``/proc/<pid>/status``), read every 0.2 s: rank 1 is a process of its own per job; rank 0 is the
-multirun's process, which the basic launcher reuses for every job, so its mark is reset (``5`` into
-``/proc/<pid>/clear_refs``) when Hydra announces each job: it then starts at what the process
-already holds (imports, allocator caches of earlier jobs), an upper bound for a fresh process.
+Peak host RAM per rank: ``VmHWM`` of ``/proc/<pid>/status``, read every 0.2 s. Rank 1 is a process
+of its own per job; rank 0 is the multirun's process, reused for every job, so its mark is reset
+(``5`` into ``/proc/<pid>/clear_refs``) as each job starts, and includes what the process already held.
 
-The data: a folder of links to ``../shared/data`` (never copied) merged with the real fixture excerpts
-laid out where xlt reads the splits that are not there (MNLI, ANLI train, PAWS-X English, PAN-X,
-MLQA, TyDiQA: tests/hub_fixtures.py), and two more: BUCC's test split is its one-pair sample, PAWS-X's
-English dev is its train excerpt. The numbers mean nothing; every code path of every job runs.
+The data: links to ``../shared/data`` (never copied) merged with the real fixture excerpts where a
+split is not there (tests/hub_fixtures.py), and derived files where an excerpt is too small for 2
+ranks (``build_data``). The numbers mean nothing; every code path of every job runs.
 """
 
 from __future__ import annotations
@@ -46,10 +41,7 @@ RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
 FAULTS = (
     ("intermediate=mnli,model=tiny,seed=1,target=udpos", "last.ckpt:write:0:TERMGROUP"),  # DDP, rank 0 saving
     ("intermediate=none,model=tiny_xl,seed=1,target=xnli", "xnli:training:1:TERMGROUP"),  # FSDP, mid-epoch
-    (
-        "intermediate=anli,model=tiny_qwen,seed=1,target=pawsx",
-        "pawsx:validation:0:TERMGROUP",
-    ),  # FSDP, validation
+    ("intermediate=anli,model=tiny_qwen,seed=1,target=pawsx", "pawsx:validation:0:TERMGROUP"),  # FSDP
 )
 JOB_LINE = re.compile(r"\[HYDRA\]\s+#(\d+) : (.*)$")
 EXCLUDED = ("+sweep=", "data.", "hydra", "trainer.accelerator", "trainer.devices", "logger", "resume")
@@ -260,7 +252,7 @@ def sweep_jobs(overrides: list[str]) -> list[str]:
         key, _, value = override.partition("=")
         if key in axes:
             axes[key] = value
-    grid = [[]]
+    grid: list[list[str]] = [[]]
     for key in sorted(axes):
         grid = [[*g, f"{key}={v}"] for g in grid for v in str(axes[key]).split(",")]
     return [",".join(g) for g in grid]
