@@ -7,8 +7,9 @@ under FSDP). Slow suite: every architecture with each head kind of the sweep (cl
 span QA) and retrieval under DDP and FSDP. On this 2-core machine, loaded by other sessions, a 2-process
 job takes 1-3 min (mostly rank 1's start-up), so the whole subset does not fit the default suite.
 
-Several 2-process jobs in one multirun failed before xlt/launch.py: Lightning started rank 1 with the
-whole sweep's command line, and the next job in the same process started no rank 1 at all.
+Before xlt/launch.py, Lightning started rank 1 of a multirun job with the whole sweep's command line:
+rank 1 ran a sweep of its own, in step with rank 0's only as long as both walked the same jobs, and
+later jobs started no rank 1 (they reused that process and the first job's process group).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ ARCHS = {"tiny": "ddp", "tiny_xl": "fsdp", "tiny_qwen": "fsdp"}
 
 def rehearse(work: Path, shared: Path, cache: Path, *overrides: str) -> dict[str, dict]:
     """Run the driver (no SIGTERMs) on a narrowed sweep; its table's rows by job folder."""
-    results = work / "results"
+    results, log = work / "results", work / "sweep.log"
+    sweeps_before = log.read_text().count("[HYDRA] Launching") if log.is_file() else 0
     argv = [
         sys.executable,
         "-m",
@@ -43,12 +45,13 @@ def rehearse(work: Path, shared: Path, cache: Path, *overrides: str) -> dict[str
     ]
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     proc = subprocess.run(argv, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=1200, env=env)
-    log = work / "sweep.log"
     tail = proc.stdout[-3000:] + proc.stderr[-2000:] + (log.read_text()[-3000:] if log.is_file() else "")
     assert proc.returncode == 0, tail
     (table,) = results.glob("rehearsal-*.json")
     rows = {row["job"]: row for row in json.loads(table.read_text())["jobs"]}
     assert rows and all(row["passed"] for row in rows.values()), tail
+    # one sweep: rank 1 ran its job, not a sweep of its own (before xlt/launch.py: two "Launching" lines)
+    assert log.read_text().count("[HYDRA] Launching") == sweeps_before + 1, tail
     return rows
 
 

@@ -2,11 +2,11 @@
 
 Lightning 2.6.6 starts the other ranks of a job by rerunning the script: ``sys.argv[1:]`` plus
 ``hydra.run.dir=<hydra.run.dir>``. In a multirun that is the whole sweep (``-m`` and every axis), so
-rank 1 ran a sweep of its own: the first job with rank 0, then every later job alone. And the job's
-process (rank 0, which the basic launcher reuses for the next job) kept what Lightning put in its
-environment (``LOCAL_RANK``, ``MASTER_PORT``...) and its process group: the next job then believed its
-processes were started externally and started no rank 1. A SLURM job never takes this path (every
-rank is a task of its own: SLURMEnvironment).
+rank 1 ran a sweep of its own, in step with rank 0's only as long as both walked the same jobs. And
+the job's process (rank 0, which the basic launcher reuses for the next job) kept what Lightning put
+in its environment (``LOCAL_RANK``, ``MASTER_PORT``...) and its process group: the next job then took
+its processes for started externally, started no rank 1 and relied on that stray one. A SLURM job
+never takes this path (every rank is a task of its own: SLURMEnvironment).
 
 In a multirun job, :func:`job_command` starts the other ranks on that job alone (its own overrides,
 its output directory) and tells them the sweep folder (``XLT_SWEEP_DIR``, so that they share the
