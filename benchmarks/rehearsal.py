@@ -158,6 +158,7 @@ class Monitor:
     ) -> None:
         self.proc, self.jobs, self.log, self.on_job = proc, jobs, log, on_job
         self.current: Job | None = None
+        self.stale: set[int] = set()  # rank 1 of the previous job, still exiting
         self.started = time.monotonic()
         self.lock = threading.Lock()
         self.sampler = threading.Thread(target=self._sample, daemon=True)
@@ -179,7 +180,8 @@ class Monitor:
             with self.lock:
                 job = self.current
                 if job is not None:
-                    for rank, pids in ((0, [self.proc.pid]), (1, self._rank1())):
+                    rank1 = [pid for pid in self._rank1() if pid not in self.stale]  # not the last job's
+                    for rank, pids in ((0, [self.proc.pid]), (1, rank1)):
                         for pid in pids:
                             peak = vm_hwm(pid)
                             if peak is not None:
@@ -191,7 +193,7 @@ class Monitor:
         with self.lock:
             if self.current is not None:
                 self.current.wall_s += now - self.started
-            self.current, self.started = job, now
+            self.current, self.started, self.stale = job, now, set(self._rank1())
             if job is not None:
                 job.launches += 1
                 with contextlib.suppress(OSError):  # rank 0's high-water mark restarts with the job
