@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import json
 import os
@@ -30,7 +31,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from xlt import PROJECT_ROOT
@@ -41,7 +41,7 @@ RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
 FAULTS = (
     ("intermediate=mnli,model=tiny,seed=1,target=udpos", "last.ckpt:write:0:TERMGROUP"),  # DDP, rank 0 saving
     ("intermediate=none,model=tiny_xl,seed=1,target=xnli", "xnli:training:1:TERMGROUP"),  # FSDP, mid-epoch
-    ("intermediate=anli,model=tiny_qwen,seed=1,target=pawsx", "pawsx:validation:0:TERMGROUP"),  # FSDP
+    ("intermediate=none,model=tiny_qwen,seed=1,target=pawsx", "pawsx:validation:0:TERMGROUP"),  # FSDP
 )
 JOB_LINE = re.compile(r"\[HYDRA\]\s+#(\d+) : (.*)$")
 EXCLUDED = ("+sweep=", "data.", "hydra", "trainer.accelerator", "trainer.devices", "logger", "resume")
@@ -141,12 +141,12 @@ def children(pid: int) -> list[int]:
         return []
 
 
-@dataclass
+@dataclasses.dataclass
 class Job:
     name: str
     wall_s: float = 0.0
     launches: int = 0
-    peak: dict[int, int] = field(default_factory=dict)  # rank -> bytes
+    peak: dict[int, int] = dataclasses.field(default_factory=dict)  # rank -> bytes
     interrupted: str = ""
 
 
@@ -270,22 +270,21 @@ def passed(run_dir: Path) -> bool:
 
 
 def table(jobs: list[Job], sweep_dir: Path) -> list[dict]:
-    rows = []
-    for job in jobs:
-        rows.append(
-            {
-                "job": job.name,
-                "passed": passed(sweep_dir / job.name),
-                "wall_s": round(job.wall_s, 1),
-                "launches": job.launches,
-                "interrupted": job.interrupted,
-                **{
-                    f"peak_rss_rank{r}_mib": round(job.peak[r] / 2**20) if r in job.peak else None
-                    for r in (0, 1)
-                },
-            }
-        )
-    return rows
+    def mib(job: Job, rank: int) -> int | None:
+        return round(job.peak[rank] / 2**20) if rank in job.peak else None
+
+    return [
+        {
+            "job": j.name,
+            "passed": passed(sweep_dir / j.name),
+            "wall_s": round(j.wall_s, 1),
+            "launches": j.launches,
+            "interrupted": j.interrupted,
+            "peak_rss_rank0_mib": mib(j, 0),
+            "peak_rss_rank1_mib": mib(j, 1),
+        }
+        for j in jobs
+    ]
 
 
 def markdown(rows: list[dict], header: list[str]) -> str:
@@ -316,28 +315,31 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data" if (out / "data").is_dir() else build_data(out, shared)
     sweep_dir = out / "sweep"
-    command = [
-        sys.executable,
-        "-m",
-        "xlt.train",
-        "-m",
-        "+sweep=rehearsal",
-        f"data.dir={data}",
+    command = [sys.executable, "-m", "xlt.train", "-m", "+sweep=rehearsal", f"data.dir={data}"]
+    command += [
         f"data.cache_dir={args.cache or out / 'cache'}",
         f"hydra.sweep.dir={sweep_dir}",
         *args.overrides,
     ]
     expected = sweep_jobs(args.overrides)
     print(f"rehearsal: {len(expected)} jobs into {sweep_dir}; log {out / 'sweep.log'}", flush=True)
-    jobs: dict[str, Job] = {}
-    faults = (
-        [] if args.no_faults else [f for f in FAULTS if f[0] in expected and not passed(sweep_dir / f[0])]
+    # The driver itself may be stopped and rerun: what it measured so far is kept in OUT/jobs.json.
+    state = out / "jobs.json"
+    saved = (
+        json.loads(state.read_text())
+        if state.is_file()
+        else {"began": time.time(), "launches": 0, "jobs": []}
     )
-    began = time.monotonic()
+    jobs = {j["name"]: Job(**{**j, "peak": {int(r): v for r, v in j["peak"].items()}}) for j in saved["jobs"]}
+    done = {name for name, job in jobs.items() if job.interrupted}  # a rerun driver signals no job twice
+    faults = [] if args.no_faults else [f for f in FAULTS if f[0] in expected and f[0] not in done]
+    began = saved["began"]
     problems: list[str] = []
 
     def report(final: bool) -> int:
-        total = time.monotonic() - began
+        total = time.time() - began
+        saved.update(launches=launches["n"], jobs=[dataclasses.asdict(j) for j in jobs.values()])
+        state.write_text(json.dumps(saved) + "\n")
         if final:
             analysis = subprocess.run(
                 [sys.executable, "-m", "xlt.results", str(sweep_dir)],
@@ -373,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
             print(text, flush=True)
         return 1 if problems or unfinished else 0
 
-    launches = {"n": 0}
+    launches = {"n": saved["launches"]}
     for fault in [*faults, None]:
         launches["n"] += 1
         status = launch(command, jobs, out / "sweep.log", fault, lambda: report(final=False))
