@@ -67,8 +67,8 @@ __all__ = [
     "TrainConfig",
     "batch_plan",
     "group_choices",
-    "register_configs",
     "is_multirun",
+    "register_configs",
     "run_dir_from_hydra",
     "sweep_dir_from_hydra",
     "to_container",
@@ -415,6 +415,8 @@ def sweep_dir_from_hydra() -> Path | None:
     hydra = HydraConfig.get()
     if hydra.mode == RunMode.MULTIRUN:
         return Path(hydra.sweep.dir)
+    from xlt.launch import SWEEP_ENV
+
     # another rank of a multirun job, started by Lightning on that job alone (xlt/launch.py)
-    started_for = os.environ.get("XLT_SWEEP_DIR")
+    started_for = os.environ.get(SWEEP_ENV)
     return Path(started_for) if started_for else None
