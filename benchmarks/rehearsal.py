@@ -12,9 +12,8 @@ Peak host RAM per rank: ``VmHWM`` of ``/proc/<pid>/status``, read every 0.2 s. R
 of its own per job; rank 0 is the multirun's process, reused for every job, so its mark is reset
 (``5`` into ``/proc/<pid>/clear_refs``) as each job starts, and includes what the process already held.
 
-The data: links to ``../shared/data`` (never copied) merged with the real fixture excerpts where a
-split is not there (tests/hub_fixtures.py), and derived files where an excerpt is too small for 2
-ranks (``build_data``). The numbers mean nothing; every code path of every job runs.
+The data (``build_data``): links to ``../shared/data``, real fixture excerpts where a split is not there,
+derived files where an excerpt is too small for 2 ranks. The numbers mean nothing; the code paths run.
 """
 
 from __future__ import annotations
@@ -359,8 +358,9 @@ def main(argv: list[str] | None = None) -> int:
             + ("" if final else " (PARTIAL: still running)"),
             "",
             f"`python -m benchmarks.rehearsal {' '.join(args.overrides)}` on {os.cpu_count()} CPU cores"
-            f" (shared with other sessions); {total / 60:.1f} min so far over {launches['n']} launches"
-            f" ({len(faults)} SIGTERMs planned). wall_s: the job's time in every launch it ran in; peak RSS:"
+            f" (shared with other sessions); {total / 60:.1f} min{'' if final else ' so far'} over"
+            f" {launches['n']} launches, {sum(bool(j.interrupted) for j in jobs.values())} SIGTERMs. wall_s: the"
+            " job's time in every launch that reached it (a finished job is skipped in seconds); peak RSS:"
             " VmHWM of each rank (MiB).",
         ]
         if problems or (final and unfinished):
