@@ -3,7 +3,7 @@ multirun (``python -m xlt.train -m +sweep=rehearsal``), each job on 2 processes 
 own profile (tiny: XLM-R under DDP; tiny_xl, tiny_qwen: their FSDP profiles).
 
 Default suite: two jobs of the decoder stand-in in one multirun (classification, tagging, retrieval
-under FSDP). Slow suite: every architecture with each head kind of the sweep (classification, tagging,
+under FSDP; 1.8-4.4 min here). Slow suite: every architecture with each head kind of the sweep (classification, tagging,
 span QA) and retrieval under DDP and FSDP. On this 2-core machine, loaded by other sessions, a 2-process
 job takes 1-3 min (mostly rank 1's start-up), so the whole subset does not fit the default suite.
 
