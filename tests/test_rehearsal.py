@@ -3,9 +3,10 @@ multirun (``python -m xlt.train -m +sweep=rehearsal``), each job on 2 processes 
 own profile (tiny: XLM-R under DDP; tiny_xl, tiny_qwen: their FSDP profiles).
 
 Default suite: two jobs of the decoder stand-in in one multirun (classification, tagging, retrieval
-under FSDP; 1.8-4.4 min here). Slow suite: every architecture with each head kind of the sweep (classification, tagging,
-span QA) and retrieval under DDP and FSDP. On this 2-core machine, loaded by other sessions, a 2-process
-job takes 1-3 min (mostly rank 1's start-up), so the whole subset does not fit the default suite.
+under FSDP; 1.8-4.4 min here). Slow suite: every architecture with each head kind of the sweep
+(classification, tagging, span QA) and retrieval under DDP and FSDP. On this 2-core machine, loaded by
+other sessions, a trained 2-process job takes 20 s to 2.5 min (much of it rank 1's start-up), so the
+whole subset does not fit the default suite.
 
 Before xlt/launch.py, Lightning started rank 1 of a multirun job with the whole sweep's command line:
 rank 1 ran a sweep of its own, in step with rank 0's only as long as both walked the same jobs, and
