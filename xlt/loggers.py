@@ -24,6 +24,7 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities import rank_zero_only
 
 from xlt.config import ConfigError
+from xlt.metrics.keys import metric_key
 from xlt.public_config import public_container
 from xlt.results.rows import AGGREGATE_LANGUAGES, ResultRow, RunContext, atomic_write_text
 from xlt.rundir import CSV_DIR, FINAL_CKPT, STATE_FILE, WANDB_ID_FILE, is_global_zero
@@ -178,7 +179,7 @@ def log_rows(logger: Any, rows: list[ResultRow], step: int, already_logged: bool
     if not logger:
         return
     metrics = {
-        f"{r.split}/{r.task}/{r.language}/{r.metric}"
+        metric_key(r.split, r.task, r.language, r.metric)
         + ("" if r.stage == "target" else f"@{r.stage}"): logged_value(r)
         for r in rows
         if not (already_logged and r.language not in AGGREGATE_LANGUAGES)

@@ -18,6 +18,7 @@ from transformers import PreTrainedTokenizerBase
 from xlt.audit import Removal, apply_removal
 from xlt.data.features import Collator, featurize, load_split_cached, tokenizer_fingerprint
 from xlt.data.sampling import LengthGroupedBatchSampler, MultiTaskBatchSampler, ResumableDataLoader
+from xlt.metrics.keys import set_key
 from xlt.tasks.loading import Loaded, MissingDataError, load_split, split_parts
 from xlt.tasks.spec import DataError, Example, TaskSpec
 
@@ -47,12 +48,12 @@ class EvalSet:
 
     @property
     def key(self) -> str:
-        return f"{self.split}/{self.task}/{self.lang}"
+        return set_key(self.split, self.task, self.lang)
 
     @property
     def overall_key(self) -> str:
         """The key of the whole split: this set's own key, or its union's for a part."""
-        return f"{self.part_of or self.split}/{self.task}/{self.lang}"
+        return set_key(self.part_of or self.split, self.task, self.lang)
 
     def __len__(self) -> int:
         """Examples, not features: QA and tagging windows make several features of one example."""

@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from xlt.metrics.keys import parse_metric_key
 from xlt.results.rows import IncompleteResults, read_results
 from xlt.rundir import CHECKPOINTS_DIR, CONFIG_FILE, CSV_DIR, PREDICTIONS_DIR, RESULTS_FILE, STATE_FILE
 from xlt.schema import NO_INTERMEDIATE
@@ -205,8 +206,8 @@ def rows_from_wandb_runs(runs: Iterable[Any]) -> pd.DataFrame:
             "run_dir": f"wandb:{run.id}",
         }
         for key, value in summary.items():
-            parts = key.split("/")
-            if len(parts) != 4 or "@" in key or not isinstance(value, int | float) or isinstance(value, bool):
+            parts = parse_metric_key(key)
+            if parts is None or "@" in key or not isinstance(value, int | float) or isinstance(value, bool):
                 continue
             split, task, language, metric = parts
             records.append({"stage": "target", "task": task, "split": split, "language": language,

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from xlt.metrics.keys import SELECTION, parse_set_key
 from xlt.results.gap import compute_gap, mean
 
 if TYPE_CHECKING:
@@ -143,7 +144,7 @@ def eval_rows(
         rows.extend(language_rows(stage, task, part, by_lang, counts, with_gap=split == "test"))
     if split == "dev":
         for whole, whole_parts in parts.items():
-            _, task, lang = whole.split("/")
+            _, task, lang = parse_set_key(whole)
             by_lang = {lang: scores.get(whole, {})}
             rows.extend(
                 language_rows(
@@ -151,9 +152,9 @@ def eval_rows(
                 )
             )
         if selection_key is not None and selection_key in scores:
-            _, task, lang = selection_key.split("/")
+            _, task, lang = parse_set_key(selection_key)
             rows.append(
-                ResultRow(stage, task, "dev", lang, "selection", scores[selection_key]["selection"], None)
+                ResultRow(stage, task, "dev", lang, SELECTION, scores[selection_key][SELECTION], None)
             )
     return rows
 

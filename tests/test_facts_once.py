@@ -1,0 +1,44 @@
+"""Each fact of issue 26's list is written once (task arch4): the metric-key format, the per-head-kind
+table, the per-task training-set sizes, MLQA's languages, a stage's sequence length, the selection
+recipe of the stage files."""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from xlt import PROJECT_ROOT
+from xlt.metrics.keys import metric_key, parse_metric_key, parse_set_key, score_key, set_key
+
+PACKAGE = PROJECT_ROOT / "xlt"
+
+
+def test_metric_keys_round_trip() -> None:
+    assert set_key("dev", "xnli", "en") == "dev/xnli/en"
+    assert metric_key("test", "xnli", "de", "acc") == "test/xnli/de/acc" == score_key("test/xnli/de", "acc")
+    assert parse_set_key("dev/anli/en") == ("dev", "anli", "en")
+    assert parse_metric_key("test/xnli/de/acc") == ("test", "xnli", "de", "acc")
+    assert parse_metric_key("test/xnli/de") is None and parse_metric_key("epoch") is None
+
+
+# arch3's files (the run's orchestration) build three of these keys until the lead merges arch3.
+KEY_BUILDERS_ALLOWED = {"xlt/metrics/keys.py", "xlt/stage.py", "xlt/run.py"}
+
+
+def test_the_metric_key_format_is_built_in_one_module() -> None:
+    """No f-string of the shape ``{a}/{b}/{c}`` or ``{key}/{metric}`` with an evaluation's names
+    outside xlt/metrics/keys.py."""
+    pattern = re.compile(r"\{[^{}]*(split|key|whole|name)[^{}]*\}/\{[^{}]*(task|name|metric)[^{}]*\}")
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = str(path.relative_to(PROJECT_ROOT))
+        if rel in KEY_BUILDERS_ALLOWED:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.JoinedStr):
+                text = ast.unparse(node)
+                if pattern.search(text) and (
+                    "lang" in text or "metric" in text or "selection" in text or "name" in text
+                ):
+                    found.append(f"{rel}:{node.lineno}: {text}")
+    assert not found, "metric keys built outside xlt/metrics/keys.py:\n" + "\n".join(found)
