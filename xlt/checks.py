@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig
 
 from xlt.schema import ConfigError
+from xlt.tasks.spec import HEAD_KINDS
 
 SEED_MAX = 2**32 - 1  # numpy's and Lightning's seed range
 
@@ -278,6 +279,12 @@ def positive(
         raise ConfigError(f"{option}={value!r}: expected {expected}{' or null' if nullable else ''}")
 
 
+def _needs(head: str) -> str:
+    """What the shortest max_seq_length of a head kind must hold (``HEAD_KINDS``)."""
+    kind = HEAD_KINDS.get(head)
+    return kind.needs if kind else "its special tokens and some text"
+
+
 def check_seq_length(option: str, length: int, specs: list[Any], model: DictConfig) -> None:
     """``length`` (the value of ``option``) between the tasks' shortest usable length and the model's positions."""
     positive(length, option, integer=True)
@@ -285,22 +292,13 @@ def check_seq_length(option: str, length: int, specs: list[Any], model: DictConf
         if length < spec.shortest_seq_length:
             raise ConfigError(
                 f"{option}={length}: below {spec.name}'s minimum of {spec.shortest_seq_length} tokens "
-                f"({SEQ_LENGTH_NEEDS.get(spec.head, 'its special tokens and some text')})"
+                f"({_needs(spec.head)})"
             )
     if model.max_positions is not None and length > model.max_positions:
         raise ConfigError(
             f"{option}={length}: above the {model.max_positions} positions of model {model.name} (model.max_positions)"
         )
 
-
-# What the shortest max_seq_length of each head kind must hold (said when a length is too short).
-SEQ_LENGTH_NEEDS = {
-    "classification": "a pair's special tokens and a few tokens of each text",
-    "multiple_choice": "a context-choice pair's special tokens and a few tokens of each",
-    "tagging": "the special tokens and some words per window",
-    "span_qa": "a question of up to 64 tokens, the special tokens and a context window of one doc stride, 128",
-    "retrieval": "the special tokens and some words",
-}
 
 
 def check_ranges(cfg: DictConfig) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from xlt.checks import SEQ_LENGTH_NEEDS, check_hub_revisions, check_ranges, positive
+from xlt.checks import check_hub_revisions, check_ranges, positive
 from xlt.public_config import remember_env_keys
 from xlt.schema import (
     CONF_DIR,
@@ -48,7 +48,6 @@ __all__ = [
     "CONF_DIR",
     "DERIVED_TRAINER_ARGS",
     "NO_INTERMEDIATE",
-    "SEQ_LENGTH_NEEDS",
     "ConfigError",
     "DataConfig",
     "LoggerConfig",
