@@ -42,3 +42,14 @@ def test_the_metric_key_format_is_built_in_one_module() -> None:
                 ):
                     found.append(f"{rel}:{node.lineno}: {text}")
     assert not found, "metric keys built outside xlt/metrics/keys.py:\n" + "\n".join(found)
+
+
+def test_mlqa_languages_are_the_scorers_rules() -> None:
+    """MLQA's languages are written once, in the task spec (evaluate.py's order); the scorer's list is
+    the keys of its per-language rules, the same set."""
+    from xlt.metrics.qa import MLQA_LANGUAGES
+    from xlt.tasks.registry import get_task
+
+    assert set(MLQA_LANGUAGES) == set(get_task("mlqa").languages)
+    source = (PACKAGE / "metrics" / "qa.py").read_text(encoding="utf-8")
+    assert '"en", "es"' not in source  # no second literal list
