@@ -53,3 +53,15 @@ def test_mlqa_languages_are_the_scorers_rules() -> None:
     assert set(MLQA_LANGUAGES) == set(get_task("mlqa").languages)
     source = (PACKAGE / "metrics" / "qa.py").read_text(encoding="utf-8")
     assert '"en", "es"' not in source  # no second literal list
+
+
+def test_training_set_sizes_live_on_the_task_specs() -> None:
+    """xlt.plan reads a published training-set size from the task's spec (no table of its own)."""
+    import xlt.plan.jobs as jobs
+    from xlt.tasks.registry import get_task
+
+    assert not hasattr(jobs, "TRAIN_SIZES")
+    n, source = jobs.training_set_size("anli_rounds", "train_r1+train_r2", None)
+    sizes = get_task("anli_rounds").train_sizes
+    assert n == sizes["train_r1"][0] + sizes["train_r2"][0]
+    assert sizes["train_r1"][1] in source

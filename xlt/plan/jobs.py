@@ -45,27 +45,6 @@ def peak_flops(device_name: str) -> tuple[str, float] | None:
     return None
 
 
-# English training-set sizes (examples; for a '+'-joined split, per part), with their sources. Splits
-# not listed are counted in the data directory (data.dir / ../shared/data) when they are there.
-# Numbers from ../shared/docs/reference.md (the HF dataset cards and jiant/XTREME files it cites).
-TRAIN_SIZES: dict[tuple[str, str], tuple[int, str]] = {
-    ("mnli", "train"): (392_702, "GLUE MNLI train (HF nyu-mll/glue)"),
-    ("snli", "train"): (550_152, "SNLI train rows (HF stanfordnlp/snli), incl. the few without a gold label"),
-    ("anli_rounds", "train_r1"): (16_946, "ANLI R1 train (HF facebook/anli)"),
-    ("anli_rounds", "train_r2"): (45_460, "ANLI R2 train (HF facebook/anli)"),
-    ("anli_rounds", "train_r3"): (100_459, "ANLI R3 train (HF facebook/anli)"),
-    ("qqp", "train"): (363_846, "GLUE QQP train (HF nyu-mll/glue)"),
-    ("squad", "train"): (87_599, "SQuAD v1.1 train"),
-    ("squad2", "train"): (130_319, "SQuAD v2.0 train"),
-    ("hellaswag", "train"): (39_905, "HellaSwag train (HF Rowan/hellaswag)"),
-    ("cosmosqa", "train"): (25_262, "Cosmos QA train (TFDS cosmos_qa)"),
-    ("csqa", "train"): (9_741, "CommonsenseQA v1.11 train"),
-    ("panx", "train"): (20_000, "PAN-X en train (HF google/xtreme PAN-X.en, 20k/10k/10k)"),
-    ("pawsx", "train"): (49_401, "PAWS-X en train (unverified: reference.md marks it [U])"),
-    ("tydiqa", "train"): (3_696, "TyDiQA-GoldP en train (unverified: reference.md marks it [U])"),
-}
-
-
 @dataclass
 class StageTokens:
     """What one training stage computes on. ``tokens_per_epoch``: the rows the encoder runs, each
@@ -105,10 +84,13 @@ def _local_count(task: str, split: str, data_dir: str | None) -> tuple[int | Non
 
 
 def training_set_size(task: str, split: str, data_dir: str | None) -> tuple[int | None, str]:
-    """(examples, where the number comes from) of an English training split; '+' joins parts."""
+    """(examples, where the number comes from) of an English training split; '+' joins parts: the
+    spec's published size (``TaskSpec.train_sizes``), else counted in the data directory."""
+    from xlt.tasks.registry import get_task
+
     total, sources = 0, []
     for part in split.split("+"):
-        known = TRAIN_SIZES.get((task, part))
+        known = get_task(task).train_sizes.get(part)
         n, source = known if known else _local_count(task, part, data_dir)
         if n is None:
             return None, source

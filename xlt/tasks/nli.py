@@ -183,6 +183,9 @@ def _nli_spec(**kwargs: Any) -> TaskSpec:
 MNLI = register_task(
     _nli_spec(
         name="mnli",
+        train_sizes={
+            "train": (392_702, "GLUE MNLI train (HF nyu-mll/glue)"),
+        },
         description="MultiNLI (GLUE), English; dev = matched",
         languages=("en",),
         raw={
@@ -218,6 +221,9 @@ MNLI = register_task(
 SNLI = register_task(
     _nli_spec(
         name="snli",
+        train_sizes={
+            "train": (550_152, "SNLI train rows (HF stanfordnlp/snli), incl. the few without a gold label"),
+        },
         description="SNLI, English; rows without a consensus label are dropped (the task's own definition)",
         languages=("en",),
         raw={
@@ -255,6 +261,11 @@ def _anli_raw(split: str, rnd: str) -> tuple[RawFile, ...]:
 ANLI = register_task(
     _nli_spec(
         name="anli_rounds",
+        train_sizes={
+            "train_r1": (16_946, "ANLI R1 train (HF facebook/anli)"),
+            "train_r2": (45_460, "ANLI R2 train (HF facebook/anli)"),
+            "train_r3": (100_459, "ANLI R3 train (HF facebook/anli)"),
+        },
         description="Adversarial NLI rounds 1-3 alone (ANLI+ is the mixture `anli`); split names per round "
         "(dev_r1) or unions (dev_r1+dev_r2)",
         languages=("en",),

@@ -285,6 +285,9 @@ SQUAD_DEV_HUB = HubFile("rajpurkar/squad", None, "validation", "squad_hf")
 SQUAD = register_task(
     TaskSpec(
         name="squad",
+        train_sizes={
+            "train": (87_599, "SQuAD v1.1 train"),
+        },
         description="SQuAD v1.1, English; official EM/F1 (v1.1 script)",
         head="span_qa",
         metrics=QA_METRICS,
@@ -300,6 +303,9 @@ SQUAD = register_task(
 SQUAD_V2 = register_task(
     TaskSpec(
         name="squad2",
+        train_sizes={
+            "train": (130_319, "SQuAD v2.0 train"),
+        },
         description="SQuAD v2.0, English, with no-answer questions; official v2.0 EM/F1, HasAns/NoAns, best threshold",
         head="span_qa",
         metrics=SQUAD_V2_METRICS,
@@ -397,6 +403,9 @@ MLQA = register_task(
 TYDIQA = register_task(
     TaskSpec(
         name="tydiqa",
+        train_sizes={
+            "train": (3_696, "TyDiQA-GoldP en train (unverified: reference.md marks it [U])"),
+        },
         description="TyDiQA-GoldP: trained on its English train only (ids english-*), no selection set (final "
         "checkpoint), tested on the GoldP dev of 9 languages (v1.1 scoring)",
         head="span_qa",

@@ -169,6 +169,10 @@ class TaskSpec:
     exclusions: tuple[Exclusion, ...] = ()
     # One of XTREME's nine tasks: how evaluate.py scores it (None: not an XTREME task).
     xtreme: Xtreme | None = None
+    # Published English training-set sizes (python -m xlt.plan): split (one part of a '+'-joined
+    # split) -> (examples, source). A split not listed is counted in the data directory when there.
+    # Numbers from ../shared/docs/reference.md (the HF dataset cards and jiant/XTREME files it cites).
+    train_sizes: Mapping[str, tuple[int, str]] = field(default_factory=dict)
 
     @property
     def trainable(self) -> bool:

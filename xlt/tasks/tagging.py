@@ -341,6 +341,9 @@ UDPOS = register_task(
 PANX = register_task(
     TaskSpec(
         name="panx",
+        train_sizes={
+            "train": (20_000, "PAN-X en train (HF google/xtreme PAN-X.en, 20k/10k/10k)"),
+        },
         description="PAN-X / WikiANN NER (Rahimi et al. splits): English train, English dev, 40 test languages",
         head="tagging",
         metrics=("f1", "precision", "recall"),  # seqeval-0.0.12 entity F1 as evaluate.py scores it
