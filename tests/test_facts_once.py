@@ -65,3 +65,48 @@ def test_training_set_sizes_live_on_the_task_specs() -> None:
     sizes = get_task("anli_rounds").train_sizes
     assert n == sizes["train_r1"][0] + sizes["train_r2"][0]
     assert sizes["train_r1"][1] in source
+
+
+def test_a_stage_sequence_length_is_decided_by_one_function() -> None:
+    """xlt.tasks.lengths.seq_length: a member's own length, else the stage's, else the spec's; the
+    probes' is retrieval.max_seq_length. Validation fills null stage lengths with it."""
+    from omegaconf import OmegaConf
+
+    from xlt.tasks.lengths import seq_length
+    from xlt.tasks.registry import get_task
+
+    stage = OmegaConf.create({"name": "xnli", "max_seq_length": None, "members": {}})
+    assert seq_length(stage) == get_task("xnli").max_seq_length
+    mixture = OmegaConf.create(
+        {"name": "all9", "max_seq_length": 200, "members": {"squad": {"max_seq_length": 384}, "mnli": {}}}
+    )
+    assert (seq_length(mixture, "squad"), seq_length(mixture, "mnli"), seq_length(mixture, "qqp")) == (
+        384,
+        200,
+        200,
+    )
+    assert seq_length(OmegaConf.create({"max_seq_length": 512, "batch_size": 64})) == 512
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = str(path.relative_to(PROJECT_ROOT))
+        if rel in ARCH3_FILES or rel == "xlt/tasks/lengths.py":
+            continue
+        text = path.read_text(encoding="utf-8")
+        assert "member.max_seq_length or" not in text, rel
+        assert "int(stage.max_seq_length)" not in text, rel
+
+
+# Files of the run's orchestration that task arch3 rewrites (it applies these functions there).
+ARCH3_FILES = {
+    f"xlt/{name}.py"
+    for name in (
+        "run",
+        "intermediate",
+        "stage",
+        "evaluate",
+        "reuse",
+        "rundir",
+        "trainer",
+        "callbacks",
+        "strategies",
+    )
+}

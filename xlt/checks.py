@@ -305,6 +305,7 @@ def check_ranges(cfg: DictConfig) -> None:
     """Numeric settings in range before any data or model is loaded: learning rates, batch sizes and
     epochs positive, example caps >= 1 or null, every max_seq_length between its tasks' minimum
     (``TaskSpec.shortest_seq_length``) and the model's positions (``model.max_positions``)."""
+    from xlt.tasks.lengths import seq_length
     from xlt.tasks.registry import flatten_mixture, get_mixture, get_task
 
     model = cfg.model
@@ -326,7 +327,7 @@ def check_ranges(cfg: DictConfig) -> None:
     # with the other stages' max_seq_length).
     retrieval_specs = [get_task(name) for name in cfg.probe.tasks]
     target = get_task(cfg.target.name)
-    check_seq_length("retrieval.max_seq_length", cfg.retrieval.max_seq_length, retrieval_specs, model)
+    check_seq_length("retrieval.max_seq_length", seq_length(cfg.retrieval), retrieval_specs, model)
 
     for stage_name in ("intermediate", "target"):
         stage = cfg.get(stage_name)
@@ -356,9 +357,7 @@ def check_ranges(cfg: DictConfig) -> None:
                         )
                     if member.max_seq_length is not None:
                         option = f"{stage_name}.members.{task}.max_seq_length"
-                length = member.max_seq_length if member is not None and member.max_seq_length is not None else (
-                    stage.max_seq_length)  # fmt: skip
-                check_seq_length(option, length, [get_task(task)], model)
+                check_seq_length(option, seq_length(stage, task), [get_task(task)], model)
             continue
         spec = get_task(stage.name)
         specs = [spec] + ([get_task(stage.train_task)] if stage.get("train_task") else [])

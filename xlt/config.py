@@ -283,17 +283,16 @@ def _fill_from_specs(cfg: DictConfig) -> None:
     """Stage settings left null take the task spec's value (``TaskSpec.train_task``,
     ``TaskSpec.max_seq_length``): the YAML files override a spec's fact, never restate it, and the
     validated config (hence the config lock, reuse key and result rows) records the value used."""
+    from xlt.tasks.lengths import seq_length
     from xlt.tasks.registry import get_mixture, get_task
 
     for name in ("intermediate", "target"):
         stage = cfg.get(name)
         if stage is None or get_mixture(stage.name) is not None:
             continue  # a mixture has no spec length: its stage file sets max_seq_length
-        spec = get_task(stage.name)
-        if stage.max_seq_length is None:
-            stage.max_seq_length = spec.max_seq_length
+        stage.max_seq_length = seq_length(stage)
         if name == "target" and stage.train_task is None:
-            stage.train_task = spec.train_task
+            stage.train_task = get_task(stage.name).train_task
 
 
 def _check_intermediate(stage: DictConfig) -> None:

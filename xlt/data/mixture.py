@@ -22,6 +22,7 @@ from xlt.data.datamodule import (
     selection_cap,
 )
 from xlt.data.sampling import MultiTaskBatchSampler, mixture_probabilities
+from xlt.tasks.lengths import seq_length
 from xlt.tasks.loading import MissingDataError, member_missing
 from xlt.tasks.registry import flatten_mixture, get_task
 from xlt.tasks.spec import DataError, MixtureSpec, TaskSpec
@@ -52,7 +53,7 @@ def prepare_mixture_data(mixture: MixtureSpec, stage: DictConfig, settings: Data
             continue
         member = stage.members.get(task) or MemberConfig()
         spec = get_task(task)
-        max_len = member.max_seq_length or stage.max_seq_length
+        max_len = seq_length(stage, task)
         max_train = member.max_train_examples or stage.max_train_examples
         max_eval = member.max_eval_examples or stage.max_eval_examples
         try:

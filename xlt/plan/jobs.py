@@ -112,10 +112,12 @@ def _member_tokens(task: str, per_device: int, seq_len: int) -> tuple[float, flo
 
 def stage_tokens(cfg: DictConfig, name: str, stage: DictConfig) -> StageTokens:
     """Examples x epochs x tokens per example after length grouping (see :class:`StageTokens`)."""
+    from xlt.tasks.lengths import seq_length
+
     data_dir = cfg.data.get("dir")
     epochs = float(cfg.trainer.get("max_epochs") or stage.epochs)
     members = stage_members(cfg, stage, name)
-    seq_len = int(stage.max_seq_length)
+    seq_len = seq_length(stage)
     per_device, _ = stage_per_device(cfg, stage, name)
     sampling = stage.get("sampling")
     sizes: list[tuple[str, int]] = []

@@ -190,9 +190,11 @@ def _retrieval_memory(cfg: DictConfig, arch: Architecture, model_bytes: float, p
     weights' dtype, with ``output_hidden_states=True``: every layer's output (layers + 1 tensors of
     batch x length x hidden) is held until the batch is pooled, plus one layer's working tensors. The
     batch is the larger of the target's embedding batch and the probes' (retrieval.*)."""
-    sizes = [(int(cfg.target.eval_batch_size), int(cfg.target.max_seq_length))]
+    from xlt.tasks.lengths import seq_length
+
+    sizes = [(int(cfg.target.eval_batch_size), seq_length(cfg.target))]
     if cfg.get("probe") and cfg.probe.tasks:
-        sizes.append((int(cfg.retrieval.batch_size), int(cfg.retrieval.max_seq_length)))
+        sizes.append((int(cfg.retrieval.batch_size), seq_length(cfg.retrieval)))
     seqs, seq_len = max(sizes, key=lambda size: size[0] * size[1])
     tokens = seqs * seq_len
     precision = "32-true" if param_bytes == 4 else "bf16-true"
@@ -234,9 +236,11 @@ def stage_per_device(cfg: DictConfig, stage: DictConfig, name: str) -> tuple[int
 
 def stage_batch(cfg: DictConfig, stage: DictConfig, name: str) -> tuple[int, int]:
     """(sequences per device per forward, sequence length) of a stage at its max_seq_length."""
+    from xlt.tasks.lengths import seq_length
+
     per_device, _ = stage_per_device(cfg, stage, name)
     tasks = [t for t, _, _ in stage_members(cfg, stage, name)]
-    return per_device * max(map(choices_of, tasks)), int(stage.max_seq_length)
+    return per_device * max(map(choices_of, tasks)), seq_length(stage)
 
 
 def stage_members(cfg: DictConfig, stage: DictConfig, name: str) -> list[tuple[str, str, int | None]]:
