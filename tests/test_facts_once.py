@@ -110,3 +110,33 @@ ARCH3_FILES = {
         "strategies",
     )
 }
+
+
+def test_the_selection_recipe_is_one_shared_default_of_every_stage_file() -> None:
+    """Every trained stage file names conf/selection/ in its defaults list and restates none of the
+    recipe's keys; the recipe's values are written once (conf/selection/jiant.yaml)."""
+    import yaml
+
+    conf = PROJECT_ROOT / "conf"
+    recipe = ("val_check_every", "val_subset", "patience", "select_on")
+    stage_files = sorted((conf / "target").glob("*.yaml")) + sorted((conf / "intermediate").glob("*.yaml"))
+    trained = [p for p in stage_files if p.stem not in ("tatoeba", "bucc2018")]  # retrieval: nothing trained
+    assert len(trained) == 18
+    for path in trained:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        option = "jiant_target" if path.parent.name == "target" else "jiant"
+        assert data["defaults"] == [{"/selection@_here_": option}, "_self_"], path.name
+        assert not set(recipe) & set(data), f"{path.name} restates the selection recipe"
+    values = [
+        p for p in (conf / "selection").glob("*.yaml") if "val_check_every" in p.read_text(encoding="utf-8")
+    ]
+    assert [p.name for p in values] == ["jiant.yaml"]
+
+
+def test_the_stage_files_compose_to_the_recipe(compose_cfg) -> None:
+    cfg = compose_cfg("+intermediate=mnli", "+target=xquad", "model=tiny")
+    for stage in (cfg.intermediate, cfg.target):
+        assert (stage.val_check_every, stage.val_subset, stage.patience) == (1000, 500, 30)
+    assert cfg.target.select_on == "target" and "select_on" not in cfg.intermediate
+    overridden = compose_cfg("+target=xnli", "model=tiny", "target.patience=null")
+    assert overridden.target.patience is None and overridden.target.val_check_every == 1000
