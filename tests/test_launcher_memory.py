@@ -8,8 +8,8 @@ from __future__ import annotations
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from xlt.config import CONF_DIR
 from xlt.plan.host import estimate_host
+from xlt.schema import CONF_DIR
 from xlt.tasks.registry import get_task
 
 

@@ -324,7 +324,7 @@ def test_families_come_from_the_rows_or_the_model_name() -> None:
 def test_every_model_file_states_its_family() -> None:
     from omegaconf import OmegaConf
 
-    from xlt.config import CONF_DIR
+    from xlt.schema import CONF_DIR
 
     for path in sorted((CONF_DIR / "model").glob("*.yaml")):
         lines = path.read_text().splitlines()

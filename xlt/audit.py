@@ -257,7 +257,7 @@ def select_on_spec(target_cfg: Any, spec: TaskSpec, train_spec: TaskSpec | None)
 
 def run_sets(cfg: DictConfig) -> list[RunSet]:
     """Every set a run with (validated) ``cfg`` trains or selects on, in stage order."""
-    from xlt.config import MemberConfig
+    from xlt.schema import MemberConfig
     from xlt.tasks.loading import split_parts
     from xlt.tasks.registry import flatten_mixture, get_mixture, get_task
 
@@ -430,7 +430,8 @@ def compose(overrides: Sequence[str]) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from xlt.config import CONF_DIR, validate
+    from xlt.config import validate
+    from xlt.schema import CONF_DIR
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = hydra_compose("train", overrides=list(overrides))

@@ -3,8 +3,12 @@
 Hydra composes ``conf/train.yaml``; :func:`validate` merges the result into the dataclasses of
 :mod:`xlt.schema` (unknown keys and wrong types fail), checks the task names against the task
 registry, the weight source against :data:`xlt.modeling.encoder.WEIGHT_SOURCES` and the Trainer
-arguments against ``pytorch_lightning.Trainer``, and returns a read-only config. The schema's
-dataclasses stay importable from here.
+arguments against ``pytorch_lightning.Trainer``, and returns a read-only config.
+
+Validation sits above what it checks: it imports the task registry, the family and weight-source
+tables (xlt.modeling) and the planner's memory check (xlt.plan); none of those, nor any module below
+the run's orchestration, imports it. What every layer shares (the schema's dataclasses,
+:class:`~xlt.schema.ConfigError`, ``CONF_DIR``, the batch arithmetic) is :mod:`xlt.schema`.
 """
 
 from __future__ import annotations
@@ -19,58 +23,14 @@ from omegaconf.errors import OmegaConfBaseException
 from xlt.checks import check_hub_revisions, check_ranges, positive
 from xlt.public_config import remember_env_keys
 from xlt.schema import (
-    CONF_DIR,
     NO_INTERMEDIATE,
     ConfigError,
-    DataConfig,
-    LoggerConfig,
-    LoraConfig,
-    MemberConfig,
-    ModelConfig,
-    OptimConfig,
-    ProbeConfig,
-    RetrievalConfig,
-    ReuseConfig,
     SamplingConfig,
-    ScaleConfig,
-    StageConfig,
-    SweepConfig,
     TrainConfig,
     batch_plan,
     group_choices,
-    to_container,
 )
-
-# Re-exported from xlt.schema (the leaf module xlt.plan and xlt.modeling.encoder import, so that
-# validate() can call them without an import circle): callers import these from xlt.config.
-__all__ = [
-    "CHOICES",
-    "CONF_DIR",
-    "DERIVED_TRAINER_ARGS",
-    "NO_INTERMEDIATE",
-    "ConfigError",
-    "DataConfig",
-    "LoggerConfig",
-    "LoraConfig",
-    "MemberConfig",
-    "ModelConfig",
-    "OptimConfig",
-    "ProbeConfig",
-    "RetrievalConfig",
-    "ReuseConfig",
-    "SamplingConfig",
-    "ScaleConfig",
-    "StageConfig",
-    "SweepConfig",
-    "TrainConfig",
-    "batch_plan",
-    "group_choices",
-    "register_configs",
-    "run_dir_from_hydra",
-    "sweep_dir_from_hydra",
-    "to_container",
-    "validate",
-]
+from xlt.schema import to_container as to_container  # noqa: F401  # xlt/plan/cli.py's until newcomer3 lands (then: from xlt.schema)
 
 
 def register_configs() -> None:

@@ -148,8 +148,9 @@ def export(run_dir: Path, out_dir: Path) -> Path:
     """Write the run's target model to ``out_dir``; returns it."""
     from safetensors.torch import save_file
 
-    from xlt.config import ConfigError, validate
+    from xlt.config import validate
     from xlt.modeling.encoder import load_tokenizer
+    from xlt.schema import ConfigError
     from xlt.tasks.registry import get_task
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)

@@ -23,11 +23,11 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities import rank_zero_only
 
-from xlt.config import ConfigError
 from xlt.metrics.keys import metric_key
 from xlt.public_config import public_container
 from xlt.results.rows import AGGREGATE_LANGUAGES, ResultRow, RunContext, atomic_write_text
 from xlt.rundir import CSV_DIR, FINAL_CKPT, STATE_FILE, WANDB_ID_FILE, is_global_zero
+from xlt.schema import ConfigError
 
 log = logging.getLogger(__name__)
 

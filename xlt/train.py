@@ -9,7 +9,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from xlt.config import CONF_DIR, run_dir_from_hydra, sweep_dir_from_hydra
+from xlt.config import run_dir_from_hydra, sweep_dir_from_hydra
+from xlt.schema import CONF_DIR
 
 log = logging.getLogger("xlt")
 

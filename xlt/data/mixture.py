@@ -11,7 +11,6 @@ from typing import Any
 import datasets
 from omegaconf import DictConfig
 
-from xlt.config import MemberConfig
 from xlt.data.datamodule import (
     DataSettings,
     EvalSet,
@@ -22,6 +21,7 @@ from xlt.data.datamodule import (
     selection_cap,
 )
 from xlt.data.sampling import MultiTaskBatchSampler, mixture_probabilities
+from xlt.schema import MemberConfig
 from xlt.tasks.lengths import seq_length
 from xlt.tasks.loading import MissingDataError, member_missing
 from xlt.tasks.registry import flatten_mixture, get_task
