@@ -10,7 +10,7 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from xlt import bucc
+from xlt.evaluation import bucc
 from xlt.config import validate
 from xlt.metrics.retrieval import bucc_extract, bucc_f1, bucc_optimize
 from xlt.run import run

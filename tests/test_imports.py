@@ -163,3 +163,10 @@ def test_validation_is_imported_only_from_above() -> None:
     assert not hasattr(xlt.config, "__all__")
     for name in ("MemberConfig", "StageConfig", "CONF_DIR", "LoraConfig", "SEQ_LENGTH_NEEDS"):
         assert not hasattr(xlt.config, name), f"xlt.config re-exports {name}"
+
+
+def test_the_mixtures_module_reaches_no_task_family() -> None:
+    """xlt.tasks.mixtures registers mixtures of tasks the package ``__init__`` registered first: it
+    imports the registry and the spec only, not the task families through the package (issue 26)."""
+    assert import_graph()["xlt.tasks.mixtures"] <= {"xlt.tasks.registry", "xlt.tasks.spec", "xlt.registry", "xlt"}
+    assert not (PACKAGE / "bucc.py").exists() and (PACKAGE / "evaluation" / "bucc.py").exists()

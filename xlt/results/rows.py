@@ -20,7 +20,7 @@ from xlt.metrics.keys import SELECTION, parse_set_key
 from xlt.results.gap import compute_gap, mean
 
 if TYPE_CHECKING:
-    from xlt.bucc import MiningResult
+    from xlt.evaluation.bucc import MiningResult
 
 AGGREGATE_LANGUAGES = ("avg", "avg_non_en", "gap", "rel_gap")
 STAGES = ("pretrained", "intermediate", "target")
@@ -258,7 +258,7 @@ def read_results(path: Path) -> list[dict[str, Any]]:
 
 
 def mining_rows(stage: str, task: str, results: Sequence[tuple[str, MiningResult]]) -> list[ResultRow]:
-    """Bitext mining (xlt.bucc): per-language f1/precision/recall rows and their mean per scored split, then one ``threshold``
+    """Bitext mining (xlt.evaluation.bucc): per-language f1/precision/recall rows and their mean per scored split, then one ``threshold``
     row per language whose ``note`` names the split it was tuned on."""
     by_split: dict[str, tuple[dict[str, dict[str, float]], dict[str, int]]] = {}
     thresholds = []
