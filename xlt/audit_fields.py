@@ -3,7 +3,7 @@
 A whole-example key misses a test paragraph under a new question, a test premise with a new
 hypothesis, a test sentence quoted inside a training paragraph, and cannot compare examples of
 different formats (a QA set against Tatoeba pairs). So each example is also split into its text
-fields, each normalised as in :func:`xlt.audit.normalise`:
+fields, each normalised as in :func:`normalise`:
 
 - ``context``: a QA paragraph, a multiple-choice context;
 - ``question``;

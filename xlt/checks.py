@@ -14,6 +14,8 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig
 
 from xlt.schema import ConfigError
+from xlt.tasks.lengths import seq_length
+from xlt.tasks.registry import all_tasks, flatten_mixture, get_mixture, get_task
 from xlt.tasks.spec import HEAD_KINDS
 
 SEED_MAX = 2**32 - 1  # numpy's and Lightning's seed range
@@ -239,8 +241,6 @@ def check_trainer_values(cfg: DictConfig) -> None:
 def check_train_task(cfg: DictConfig) -> None:
     """The target's English training task has the target's head kind and labels (else the model
     would be built and loaded before the datamodule refused it)."""
-    from xlt.tasks.registry import get_mixture, get_task
-
     name = cfg.target.get("train_task")
     if not name or get_mixture(name) is not None:
         return
@@ -255,8 +255,6 @@ def check_train_task(cfg: DictConfig) -> None:
 
 def check_hub_revisions(revisions: Any) -> None:
     """``data.hub_revisions`` keys must be repos some task reads (a typo would pin nothing, silently)."""
-    from xlt.tasks.registry import all_tasks
-
     repos = sorted({hub.path for spec in all_tasks().values() for hub in spec.hub.values()})
     unknown = [str(repo) for repo in (revisions or {}) if str(repo) not in repos]
     if unknown:
@@ -305,9 +303,6 @@ def check_ranges(cfg: DictConfig) -> None:
     """Numeric settings in range before any data or model is loaded: learning rates, batch sizes and
     epochs positive, example caps >= 1 or null, every max_seq_length between its tasks' minimum
     (``TaskSpec.shortest_seq_length``) and the model's positions (``model.max_positions``)."""
-    from xlt.tasks.lengths import seq_length
-    from xlt.tasks.registry import flatten_mixture, get_mixture, get_task
-
     model = cfg.model
     positive(model.max_positions, "model.max_positions", integer=True, nullable=True)
     for key in ("per_device_batch_size", "devices", "num_nodes"):

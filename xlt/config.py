@@ -20,7 +20,9 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from xlt.checks import check_hub_revisions, check_ranges, positive
+from xlt.checks import check_hub_revisions, check_keys, check_ranges, positive
+from xlt.plan.host import estimate_host
+from xlt.plan.jobs import check_gpu_memory, fill_host_memory, resolve_per_device_batch
 from xlt.public_config import remember_env_keys
 from xlt.schema import (
     NO_INTERMEDIATE,
@@ -31,6 +33,9 @@ from xlt.schema import (
     group_choices,
 )
 from xlt.schema import to_container as to_container  # noqa: F401  # xlt/plan/cli.py's until newcomer3 lands (then: from xlt.schema)
+from xlt.tasks.lengths import seq_length
+from xlt.tasks.loading import configured_data_dir_error
+from xlt.tasks.registry import UnknownTaskError, flatten_mixture, get_mixture, get_task
 
 
 def register_configs() -> None:
@@ -67,8 +72,6 @@ def _host_memory_gb(*, _root_: DictConfig) -> int | None:
     the root config describes, in whole GB; None where it cannot be estimated (no architecture block,
     no target yet)."""
     try:
-        from xlt.plan.host import estimate_host
-
         # A job on GPUs unless it says cpu: SLURM jobs resolve this on a login node without CUDA.
         gpu = str(_root_.trainer.get("accelerator", "auto")) != "cpu"
         # An int: the SLURM launcher's mem_gb (submitit's SlurmQueueConf) is typed int, and a float
@@ -89,8 +92,6 @@ if not OmegaConf.has_resolver("xlt_host_memory_gb"):
 
 def validate(cfg: DictConfig) -> DictConfig:
     """Check a composed config against the schema and the registries; return it typed and read-only."""
-    from xlt.tasks.registry import UnknownTaskError, get_task
-
     if cfg.get("target") is None:
         raise ConfigError(
             "no target task: add +target=NAME (with '+', since target is not in the defaults list); "
@@ -164,8 +165,6 @@ def validate(cfg: DictConfig) -> DictConfig:
             )
 
     _check_trainer_args(merged.trainer)
-    from xlt.checks import check_keys
-
     check_keys(merged)  # seed, architecture, strategy, LoRA, trainer values, train task's head kind
     _check_scale_and_model(merged)
     _resolve_auto_batch(merged)
@@ -180,8 +179,6 @@ def validate(cfg: DictConfig) -> DictConfig:
             except ValueError as err:
                 raise ConfigError(f"{stage_name}.batch_size: {err}") from None
     # A GPU run whose estimate exceeds scale.gpu_memory_gb stops here.
-    from xlt.plan.jobs import check_gpu_memory, fill_host_memory
-
     check_gpu_memory(merged)
     fill_host_memory(merged)
     OmegaConf.set_readonly(merged, True)
@@ -195,8 +192,6 @@ def _resolve_auto_batch(cfg: DictConfig) -> None:
     if isinstance(value, str) and not value.lstrip("-").isdigit():
         if value != "auto":
             raise ConfigError(f"scale.per_device_batch_size={value!r}: expected a positive integer or auto")
-        from xlt.plan.jobs import resolve_per_device_batch
-
         for name in ("intermediate", "target"):  # a stage's batch must split over the devices first
             stage = cfg.get(name)
             if stage is not None:
@@ -243,9 +238,6 @@ def _fill_from_specs(cfg: DictConfig) -> None:
     """Stage settings left null take the task spec's value (``TaskSpec.train_task``,
     ``TaskSpec.max_seq_length``): the YAML files override a spec's fact, never restate it, and the
     validated config (hence the config lock, reuse key and result rows) records the value used."""
-    from xlt.tasks.lengths import seq_length
-    from xlt.tasks.registry import get_mixture, get_task
-
     for name in ("intermediate", "target"):
         stage = cfg.get(name)
         if stage is None or get_mixture(stage.name) is not None:
@@ -256,8 +248,6 @@ def _fill_from_specs(cfg: DictConfig) -> None:
 
 
 def _check_intermediate(stage: DictConfig) -> None:
-    from xlt.tasks.registry import flatten_mixture, get_mixture, get_task
-
     mixture = get_mixture(stage.name)
     if mixture is None:
         get_task(stage.name, role="intermediate")
@@ -326,8 +316,6 @@ def _check_scale_and_model(cfg: DictConfig) -> None:
 def _check_data(cfg: DictConfig) -> None:
     """A data directory the user named (``data.dir``, ``$XLT_DATA_DIR``) must exist: no silent hub
     fallback. (Which files it holds is checked by ``xlt.tasks.loading.check_local_files``.)"""
-    from xlt.tasks.loading import configured_data_dir_error
-
     problem = configured_data_dir_error(cfg.data.source, cfg.data.dir)
     if problem:
         raise ConfigError(problem)

@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
 
-from xlt.audit import Removal, apply_removal
+from xlt.audit_keys import Removal, apply_removal
 from xlt.data.features import Collator, featurize, load_split_cached, tokenizer_fingerprint
 from xlt.data.sampling import LengthGroupedBatchSampler, MultiTaskBatchSampler, ResumableDataLoader
 from xlt.metrics.keys import set_key

@@ -18,7 +18,7 @@ import torchmetrics
 from torchmetrics.utilities import dim_zero_cat
 
 from xlt.metrics.qa import mlqa_evaluate, qa_task_score, squad_evaluate, squad_v2_evaluate
-from xlt.tasks.qa import QA_METRICS, SCORINGS, SQUAD_V2_METRICS
+from xlt.tasks.qa_formats import QA_METRICS, SCORINGS, SQUAD_V2_METRICS
 from xlt.tasks.spec import Example
 
 log = logging.getLogger(__name__)
