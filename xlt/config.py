@@ -36,6 +36,7 @@ from xlt.schema import to_container as to_container  # noqa: F401  # xlt/plan/cl
 from xlt.tasks.lengths import seq_length
 from xlt.tasks.loading import configured_data_dir_error
 from xlt.tasks.registry import UnknownTaskError, flatten_mixture, get_mixture, get_task
+from xlt.tasks.spec import TaskSpec
 
 
 def register_configs() -> None:
@@ -92,78 +93,12 @@ if not OmegaConf.has_resolver("xlt_host_memory_gb"):
 
 def validate(cfg: DictConfig) -> DictConfig:
     """Check a composed config against the schema and the registries; return it typed and read-only."""
-    if cfg.get("target") is None:
-        raise ConfigError(
-            "no target task: add +target=NAME (with '+', since target is not in the defaults list); "
-            f"choices: {', '.join(group_choices('target'))}"
-        )
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg)
-        remember_env_keys(merged)  # type: ignore[arg-type]  # written copies keep ${oc.env:...} unresolved (xlt/public_config.py)
-        OmegaConf.resolve(merged)
-    except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None) or ""
-        msg = str(err).splitlines()[0]
-        raise ConfigError(f"config option {key!r}: {msg}" if key else f"config: {msg}") from None
-    assert isinstance(merged, DictConfig)
-    missing = sorted(OmegaConf.missing_keys(merged))
-    if missing:
-        raise ConfigError(f"{missing[0]}: no value (a mandatory key{f', as are {len(missing) - 1} more' if len(missing) > 1 else ''}; "
-                          f"set it, e.g. {missing[0]}=...)")  # fmt: skip
-    if merged.intermediate is not None and merged.intermediate.name == NO_INTERMEDIATE:
-        merged.intermediate = None
-
-    from xlt.modeling.encoder import WEIGHT_SOURCES  # the one table of weight sources
-
-    if merged.model.source not in WEIGHT_SOURCES:
-        raise ConfigError(
-            f"model.source={merged.model.source!r}: expected one of {', '.join(WEIGHT_SOURCES)}"
-        )
-    _fill_from_family(merged)
-    for dotted, valid in CHOICES.items():
-        value = OmegaConf.select(merged, dotted)
-        if value not in valid:
-            raise ConfigError(f"{dotted}={value!r}: expected one of {', '.join(valid)}")
-
-    try:
-        if merged.intermediate is not None:
-            _check_intermediate(merged.intermediate)
-        _check_not_a_mixture("target", merged.target)
-        target = get_task(merged.target.name, role="target")
-        if merged.target.train_task:
-            get_task(merged.target.train_task)
-        for probe in merged.probe.tasks:
-            spec = get_task(probe, role="probe")
-            for lang in merged.probe.languages or []:
-                if lang not in spec.languages:
-                    raise ConfigError(f"probe.languages: {lang!r} is not a language of {spec.name}")
-    except UnknownTaskError as err:
-        raise ConfigError(str(err)) from None
+    merged = _merge_schema(cfg)
+    _check_model_choices(merged)
+    target = _check_task_names(merged)
     _fill_from_specs(merged)  # train_task, max_seq_length left null: the task spec's values
     check_hub_revisions(merged.data.hub_revisions)
-    if target.hub_unusable and merged.data.source == "hub":
-        raise ConfigError(f"data.source=hub: {target.name}: {target.hub_unusable}")
-    if target.trainable and not merged.target.train_task:
-        raise ConfigError(
-            f"target.train_task: {target.name} needs an English training task (default {target.train_task})"
-        )
-    select_on = merged.target.get("select_on", "target")
-    if select_on not in ("target", "train_task"):
-        raise ConfigError(f"target.select_on={select_on!r}: expected target (the target's English dev) or "
-                          "train_task (its training task's validation set, as jiant's XTREME scripts)")  # fmt: skip
-    if select_on == "train_task" and not merged.target.train_task:
-        raise ConfigError(f"target.select_on=train_task: {target.name} has no training task to select on")
-    if target.retrieval == "mining" and merged.target.max_eval_examples is not None:
-        raise ConfigError(
-            f"target.max_eval_examples={merged.target.max_eval_examples}: {target.name} mines each corpus "
-            "whole (a cut corpus changes every margin score); leave it null"
-        )
-    for lang in merged.target.languages or []:
-        if lang not in target.languages:
-            raise ConfigError(
-                f"target.languages: {lang!r} is not a language of {target.name} ({', '.join(target.languages)})"
-            )
-
+    _check_target(merged.target, target, merged.data.source)
     _check_trainer_args(merged.trainer)
     check_keys(merged)  # seed, architecture, strategy, LoRA, trainer values, train task's head kind
     _check_scale_and_model(merged)
@@ -183,6 +118,93 @@ def validate(cfg: DictConfig) -> DictConfig:
     fill_host_memory(merged)
     OmegaConf.set_readonly(merged, True)
     return merged
+
+
+def _merge_schema(cfg: DictConfig) -> DictConfig:
+    """The composed config merged into :class:`~xlt.schema.TrainConfig` and resolved: unknown keys,
+    wrong types and missing mandatory values fail here; ``intermediate=none`` becomes null."""
+    if cfg.get("target") is None:
+        raise ConfigError(
+            "no target task: add +target=NAME (with '+', since target is not in the defaults list); "
+            f"choices: {', '.join(group_choices('target'))}"
+        )
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg)
+        remember_env_keys(merged)  # type: ignore[arg-type]  # written copies keep ${oc.env:...} unresolved (xlt/public_config.py)
+        OmegaConf.resolve(merged)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or ""
+        msg = str(err).splitlines()[0]
+        raise ConfigError(f"config option {key!r}: {msg}" if key else f"config: {msg}") from None
+    assert isinstance(merged, DictConfig)
+    missing = sorted(OmegaConf.missing_keys(merged))
+    if missing:
+        more = f", as are {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise ConfigError(f"{missing[0]}: no value (a mandatory key{more}; set it, e.g. {missing[0]}=...)")
+    if merged.intermediate is not None and merged.intermediate.name == NO_INTERMEDIATE:
+        merged.intermediate = None
+    return merged
+
+
+def _check_model_choices(cfg: DictConfig) -> None:
+    """The weight source (a key of the one table of them), the family table's fills, the closed choices."""
+    from xlt.modeling.encoder import WEIGHT_SOURCES  # lazy: torch and transformers (--help speed)
+
+    if cfg.model.source not in WEIGHT_SOURCES:
+        raise ConfigError(f"model.source={cfg.model.source!r}: expected one of {', '.join(WEIGHT_SOURCES)}")
+    _fill_from_family(cfg)
+    for dotted, valid in CHOICES.items():
+        value = OmegaConf.select(cfg, dotted)
+        if value not in valid:
+            raise ConfigError(f"{dotted}={value!r}: expected one of {', '.join(valid)}")
+
+
+def _check_task_names(cfg: DictConfig) -> TaskSpec:
+    """Every task the config names is registered for its role; returns the target's spec."""
+    try:
+        if cfg.intermediate is not None:
+            _check_intermediate(cfg.intermediate)
+        _check_not_a_mixture("target", cfg.target)
+        target = get_task(cfg.target.name, role="target")
+        if cfg.target.train_task:
+            get_task(cfg.target.train_task)
+        for probe in cfg.probe.tasks:
+            spec = get_task(probe, role="probe")
+            for lang in cfg.probe.languages or []:
+                if lang not in spec.languages:
+                    raise ConfigError(f"probe.languages: {lang!r} is not a language of {spec.name}")
+    except UnknownTaskError as err:
+        raise ConfigError(str(err)) from None
+    return target
+
+
+def _check_target(stage: DictConfig, target: TaskSpec, source: str) -> None:
+    """The target stage's settings against its spec: data source, training task, selection set,
+    example cap of a mined corpus, languages."""
+    if target.hub_unusable and source == "hub":
+        raise ConfigError(f"data.source=hub: {target.name}: {target.hub_unusable}")
+    if target.trainable and not stage.train_task:
+        raise ConfigError(
+            f"target.train_task: {target.name} needs an English training task (default {target.train_task})"
+        )
+    select_on = stage.get("select_on", "target")
+    if select_on not in ("target", "train_task"):
+        raise ConfigError(
+            f"target.select_on={select_on!r}: expected target (the target's English dev) or "
+            "train_task (its training task's validation set, as jiant's XTREME scripts)"
+        )
+    if select_on == "train_task" and not stage.train_task:
+        raise ConfigError(f"target.select_on=train_task: {target.name} has no training task to select on")
+    if target.retrieval == "mining" and stage.max_eval_examples is not None:
+        raise ConfigError(
+            f"target.max_eval_examples={stage.max_eval_examples}: {target.name} mines each corpus "
+            "whole (a cut corpus changes every margin score); leave it null"
+        )
+    for lang in stage.languages or []:
+        if lang not in target.languages:
+            raise ConfigError(
+                f"target.languages: {lang!r} is not a language of {target.name} ({', '.join(target.languages)})"
+            )
 
 
 def _resolve_auto_batch(cfg: DictConfig) -> None:
