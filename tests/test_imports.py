@@ -161,7 +161,7 @@ def test_validation_is_imported_only_from_above() -> None:
     importers = {name for name, targets in import_graph().items() if "xlt.config" in targets}
     assert importers <= VALIDATORS, f"modules below the orchestration import xlt.config: {importers - VALIDATORS}"
     assert not hasattr(xlt.config, "__all__")
-    for name in ("MemberConfig", "StageConfig", "CONF_DIR", "LoraConfig", "SEQ_LENGTH_NEEDS"):
+    for name in ("MemberConfig", "StageConfig", "CONF_DIR", "LoraConfig", "SEQ_LENGTH_NEEDS", "to_container"):
         assert not hasattr(xlt.config, name), f"xlt.config re-exports {name}"
 
 

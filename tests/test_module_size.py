@@ -36,11 +36,10 @@ LEFT: dict[str, int] = {
     "xlt/e5/format.py::read_e5_file": 74,
     "xlt/e5/tokenizer.py::build_precompiled_charsmap": 70,
     "xlt/export.py::export": 67,
-    "xlt/plan/cli.py::_main": 70,
+    "xlt/plan/cli.py::_main": 69,
     "xlt/plan/memory.py::estimate_memory": 64,
-    "xlt/results/__main__.py::_main": 109,
+    "xlt/results/__main__.py::_main": 108,
     "xlt/results/choice.py::best_intermediate_on_dev": 62,
-    "xlt/score.py": 419,
     "xlt/tasks/loading.py::_load_hub": 86,
 }
 

@@ -238,8 +238,8 @@ def main(argv: Iterable[str] | None = None) -> int:
 def _main(argv: Iterable[str] | None) -> int:
     from hydra.errors import HydraException
 
-    from xlt.config import ConfigError
     from xlt.console import cli_parser
+    from xlt.schema import ConfigError
     from xlt.tasks import hub
     from xlt.tasks.loading import resolve_source
 

@@ -32,7 +32,6 @@ from xlt.schema import (
     batch_plan,
     group_choices,
 )
-from xlt.schema import to_container as to_container  # noqa: F401  # xlt/plan/cli.py's until newcomer3 lands (then: from xlt.schema)
 from xlt.tasks.lengths import seq_length
 from xlt.tasks.loading import configured_data_dir_error
 from xlt.tasks.registry import UnknownTaskError, flatten_mixture, get_mixture, get_task

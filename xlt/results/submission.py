@@ -20,7 +20,7 @@ from typing import Any
 from xlt.results.rows import atomic_write_text
 from xlt.tasks.spec import FORMAT_SUFFIX
 
-# Each task's format is TaskSpec.prediction_format (xlt/tasks/spec.py: PREDICTION_FORMAT, FORMAT_SUFFIX).
+# Each task's format is TaskSpec.prediction_format (xlt/tasks/spec.py: HEAD_KINDS, RETRIEVAL_KINDS, FORMAT_SUFFIX).
 FORMATS = tuple(FORMAT_SUFFIX)
 
 
