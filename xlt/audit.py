@@ -94,8 +94,12 @@ def missing_member(cfg: DictConfig, report: AuditReport) -> str | None:
     left_out = set(inter.get("skip_members") or [])
     for s in report.sets:
         task = s.run_set.task
-        if (s.run_set.stage == "intermediate" and s.absent and task not in left_out
-                and (inter.only is None or task in inter.only)):  # fmt: skip
+        if (
+            s.run_set.stage == "intermediate"
+            and s.absent
+            and task not in left_out
+            and (inter.only is None or task in inter.only)
+        ):
             return member_missing(mixture.name, task, s.absent)
     return None
 
@@ -118,8 +122,9 @@ def mixture_label(cfg: DictConfig, report: AuditReport) -> tuple[str, list[str]]
     return "".join([mixture.name, *(f"-{t}" for t in tasks if t not in trained)]), trained
 
 
-def _index(spec: TaskSpec, source: str, data_dir: Path | None
-           ) -> tuple[Index, dict[str, int], list[str], FieldIndex]:  # fmt: skip
+def _index(
+    spec: TaskSpec, source: str, data_dir: Path | None
+) -> tuple[Index, dict[str, int], list[str], FieldIndex]:
     """Per test language: its example ids and text digests; the example counts; languages without
     data; and the test set's field index (xlt/audit_fields.py)."""
     from xlt.tasks.loading import MissingDataError, load_split
@@ -208,9 +213,13 @@ def audit(cfg: DictConfig, source: str, data_dir: Path | None) -> AuditReport:
         if (result.matched or result.fields.excluded) and exclusion is not None:
             result.excluded, result.reason = True, exclusion.reason
             result.removal = Removal(
-                run_set.name, frozenset(ids), frozenset(keys), f"{target.name}/{target.test_split}",
-                exclusion.fields, frozenset(result.fields.keys),
-            )  # fmt: skip
+                run_set.name,
+                frozenset(ids),
+                frozenset(keys),
+                f"{target.name}/{target.test_split}",
+                exclusion.fields,
+                frozenset(result.fields.keys),
+            )
     report = AuditReport(target.name, target.test_split, counts, absent, results)
     report.seconds = time.perf_counter() - start
     return report

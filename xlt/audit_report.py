@@ -57,9 +57,18 @@ class SetAudit:
 
     def record(self) -> dict[str, Any]:
         s = self.run_set
-        rec: dict[str, Any] = {"stage": s.stage, "role": s.role, "set": s.name, "origin": self.origin,
-                               "examples": self.examples, "overlap": self.matched, "by_id": self.by_id,
-                               "by_text": self.by_text, "short": self.short, "overlap_by_language": self.per_language}  # fmt: skip
+        rec: dict[str, Any] = {
+            "stage": s.stage,
+            "role": s.role,
+            "set": s.name,
+            "origin": self.origin,
+            "examples": self.examples,
+            "overlap": self.matched,
+            "by_id": self.by_id,
+            "by_text": self.by_text,
+            "short": self.short,
+            "overlap_by_language": self.per_language,
+        }
         if self.absent:
             rec["absent"] = self.absent
         if self.not_checked:
@@ -97,8 +106,10 @@ class AuditReport:
         parts = []
         for s in bad:
             langs = ", ".join(f"{lang} {n}" for lang, n in s.per_language.items() if n)
-            parts.append(f"{s.run_set.stage} {s.run_set.role} set {s.run_set.name} shares {s.matched} examples "
-                         f"with {self.target}/{self.test_split} ({langs})")  # fmt: skip
+            parts.append(
+                f"{s.run_set.stage} {s.run_set.role} set {s.run_set.name} shares {s.matched} examples "
+                f"with {self.target}/{self.test_split} ({langs})"
+            )
         raise ContaminationError(
             "contamination: " + "; ".join(parts) + f"; no exclusion in {self.target}'s task spec covers "
             f"{', '.join(dict.fromkeys(s.run_set.name for s in bad))} (declare one in its exclusions, with the reason)"
@@ -120,13 +131,15 @@ class AuditReport:
             "audit_excluded": sum(s.removed for s in self.sets),
             "audit_sets": " ".join(
                 f"{s.run_set.name}:{s.examples - s.removed}/{s.examples}" for s in self.sets if not s.absent
-            ),  # fmt: skip
+            ),
         }
 
     def format(self) -> str:
-        lines = [f"Contamination audit: against {self.target}/{self.test_split} in "
-                 f"{len(self.test_languages)} languages ({sum(self.test_languages.values())} test examples; "
-                 f"{self.seconds:.1f} s)"]  # fmt: skip
+        lines = [
+            f"Contamination audit: against {self.target}/{self.test_split} in "
+            f"{len(self.test_languages)} languages ({sum(self.test_languages.values())} test examples; "
+            f"{self.seconds:.1f} s)"
+        ]
         if self.test_absent:
             lines.append(f"  test languages without data here: {', '.join(self.test_absent)}")
         for s in self.sets:
@@ -139,8 +152,9 @@ class AuditReport:
                 continue
             shared = s.fields.describe()
             fields = f"\n{'':<46}by field: {shared}" if shared else ""
-            fields += "".join(f"\n{'':<48}test sentence inside a paragraph: {line}"
-                              for line in s.fields.sentence_lines())  # fmt: skip
+            fields += "".join(
+                f"\n{'':<48}test sentence inside a paragraph: {line}" for line in s.fields.sentence_lines()
+            )
             if not s.matched and not s.removed:
                 lines.append(
                     f"{head} {s.examples:>7} examples, no {'whole-example ' if shared else ''}overlap{fields}"
@@ -152,8 +166,13 @@ class AuditReport:
                 if s.fields.excluded and s.removal
                 else ""
             )
-            what = (f"excluded{by_field} -> {s.examples - s.removed} kept ({s.reason})" if s.excluded
-                    else "NOT COVERED: the run stops")  # fmt: skip
-            lines.append(f"{head} {s.examples:>7} examples, {s.matched} in the test set "
-                         f"({langs or '-'}; {s.by_id} by id, {s.by_text} by text): {what}{fields}")  # fmt: skip
+            what = (
+                f"excluded{by_field} -> {s.examples - s.removed} kept ({s.reason})"
+                if s.excluded
+                else "NOT COVERED: the run stops"
+            )
+            lines.append(
+                f"{head} {s.examples:>7} examples, {s.matched} in the test set "
+                f"({langs or '-'}; {s.by_id} by id, {s.by_text} by text): {what}{fields}"
+            )
         return "\n".join(lines)

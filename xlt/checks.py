@@ -63,8 +63,14 @@ def check_model_architecture(model: DictConfig) -> None:
     for key in ("num_layers", "hidden_size"):
         if not (_is_int(model[key]) and model[key] >= 1):
             raise ConfigError(f"model.{key}={model[key]!r}: expected an integer >= 1")
-    for key in ("intermediate_size", "num_attention_heads", "num_key_value_heads", "max_position_embeddings",
-                "vocab_size", "keep_layers"):  # fmt: skip
+    for key in (
+        "intermediate_size",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "max_position_embeddings",
+        "vocab_size",
+        "keep_layers",
+    ):
         value = model.get(key)
         if value is not None and not (_is_int(value) and value >= 1):
             raise ConfigError(f"model.{key}={value!r}: expected an integer >= 1 or null")
@@ -94,8 +100,10 @@ def check_model_architecture(model: DictConfig) -> None:
             raise ConfigError(f"model.random_init.{key}={value!r}: expected 0 <= p < 1")
     init_heads, init_hidden = init.get("num_attention_heads"), init.get("hidden_size", model.hidden_size)
     if _is_int(init_heads) and _is_int(init_hidden) and init_heads >= 1 and init_hidden % init_heads:
-        raise ConfigError(f"model.random_init.num_attention_heads={init_heads}: does not divide the hidden size "
-                          f"{init_hidden}")  # fmt: skip
+        raise ConfigError(
+            f"model.random_init.num_attention_heads={init_heads}: does not divide the hidden size "
+            f"{init_hidden}"
+        )
 
 
 def check_strategy(strategy: Any) -> None:
@@ -120,8 +128,10 @@ def check_strategy(strategy: Any) -> None:
         except (ImportError, ValueError):
             found = None
         if found is None:
-            raise ConfigError(f"scale.strategy._target_={target!r}: no such class (expected e.g. "
-                              "pytorch_lightning.strategies.FSDPStrategy)")  # fmt: skip
+            raise ConfigError(
+                f"scale.strategy._target_={target!r}: no such class (expected e.g. "
+                "pytorch_lightning.strategies.FSDPStrategy)"
+            )
 
 
 def check_lora(scale: DictConfig) -> None:
@@ -217,8 +227,10 @@ def check_trainer_values(cfg: DictConfig) -> None:
         import torch
 
         if not torch.cuda.is_available():
-            raise ConfigError(f"trainer.accelerator={accelerator}: this machine has no usable CUDA GPU "
-                              "(use trainer.accelerator=cpu or auto)")  # fmt: skip
+            raise ConfigError(
+                f"trainer.accelerator={accelerator}: this machine has no usable CUDA GPU "
+                "(use trainer.accelerator=cpu or auto)"
+            )
     if accelerator == "mps":
         import torch
 
@@ -246,11 +258,15 @@ def check_train_task(cfg: DictConfig) -> None:
         return
     target, train = get_task(cfg.target.name), get_task(name)
     if train.head != target.head:
-        raise ConfigError(f"target.train_task={name}: a {train.head} task, but {target.name} is {target.head} "
-                          f"(its own training task: {target.train_task})")  # fmt: skip
+        raise ConfigError(
+            f"target.train_task={name}: a {train.head} task, but {target.name} is {target.head} "
+            f"(its own training task: {target.train_task})"
+        )
     if list(train.label_names or []) != list(target.label_names or []):
-        raise ConfigError(f"target.train_task={name}: labels {list(train.label_names or [])}, but {target.name} has "
-                          f"{list(target.label_names or [])}")  # fmt: skip
+        raise ConfigError(
+            f"target.train_task={name}: labels {list(train.label_names or [])}, but {target.name} has "
+            f"{list(target.label_names or [])}"
+        )
 
 
 def check_hub_revisions(revisions: Any) -> None:
@@ -258,8 +274,10 @@ def check_hub_revisions(revisions: Any) -> None:
     repos = sorted({hub.path for spec in all_tasks().values() for hub in spec.hub.values()})
     unknown = [str(repo) for repo in (revisions or {}) if str(repo) not in repos]
     if unknown:
-        raise ConfigError(f"data.hub_revisions: {', '.join(map(repr, unknown))} is not a hub repo any task reads "
-                          f"(valid: {', '.join(repos)})")  # fmt: skip
+        raise ConfigError(
+            f"data.hub_revisions: {', '.join(map(repr, unknown))} is not a hub repo any task reads "
+            f"(valid: {', '.join(repos)})"
+        )
 
 
 def positive(
@@ -296,7 +314,6 @@ def check_seq_length(option: str, length: int, specs: list[Any], model: DictConf
         raise ConfigError(
             f"{option}={length}: above the {model.max_positions} positions of model {model.name} (model.max_positions)"
         )
-
 
 
 def check_ranges(cfg: DictConfig) -> None:

@@ -63,8 +63,17 @@ CHOICES = {
 }
 # Trainer arguments that the run derives from `scale`, `optim` and the stage; setting them under
 # `trainer` is an error. (`trainer.max_epochs`, when set, overrides every stage's `epochs`: debug configs use it.)
-DERIVED_TRAINER_ARGS = ("precision", "strategy", "devices", "num_nodes", "accumulate_grad_batches",
-                        "gradient_clip_val", "logger", "callbacks", "default_root_dir")  # fmt: skip
+DERIVED_TRAINER_ARGS = (
+    "precision",
+    "strategy",
+    "devices",
+    "num_nodes",
+    "accumulate_grad_batches",
+    "gradient_clip_val",
+    "logger",
+    "callbacks",
+    "default_root_dir",
+)
 
 
 def _host_memory_gb(*, _root_: DictConfig) -> int | None:
@@ -238,21 +247,27 @@ def _fill_from_family(cfg: DictConfig) -> None:
     if model.pooling is None:
         model.pooling = family.pooling
     if family.decoder and model.pooling == "cls":
-        raise ConfigError(f"model.pooling=cls: model.arch={family.name} is a causal decoder, whose first "
-                          "token has read nothing after it; use last (or mean)")  # fmt: skip
+        raise ConfigError(
+            f"model.pooling=cls: model.arch={family.name} is a causal decoder, whose first "
+            "token has read nothing after it; use last (or mean)"
+        )
     if model.expected_model_type is None:
         model.expected_model_type = family.model_type
     elif model.expected_model_type != family.model_type:
-        raise ConfigError(f"model.expected_model_type={model.expected_model_type!r}: model.arch={family.name} "
-                          f"is {family.model_type!r}; leave it null")  # fmt: skip
+        raise ConfigError(
+            f"model.expected_model_type={model.expected_model_type!r}: model.arch={family.name} "
+            f"is {family.model_type!r}; leave it null"
+        )
     lora = cfg.scale.lora
     if lora.target_modules is None:
         lora.target_modules = list(family.lora_target_modules)
     known = list(dict.fromkeys(name for name, _, _ in family.projections))
     for name in lora.target_modules:
         if name not in known:
-            raise ConfigError(f"scale.lora.target_modules: {name!r} is no projection of model.arch={family.name} "
-                              f"(expected some of {', '.join(known)})")  # fmt: skip
+            raise ConfigError(
+                f"scale.lora.target_modules: {name!r} is no projection of model.arch={family.name} "
+                f"(expected some of {', '.join(known)})"
+            )
 
 
 def _fill_from_specs(cfg: DictConfig) -> None:
@@ -310,8 +325,15 @@ def _check_not_a_mixture(stage_name: str, stage: DictConfig) -> None:
         or stage.skip_members
         or OmegaConf.to_object(stage.sampling) != SamplingConfig()
     ):
-        key = ("members" if stage.members else "only" if stage.only is not None
-               else "skip_members" if stage.skip_members else "sampling")  # fmt: skip
+        key = (
+            "members"
+            if stage.members
+            else "only"
+            if stage.only is not None
+            else "skip_members"
+            if stage.skip_members
+            else "sampling"
+        )
         raise ConfigError(f"{stage_name}.{key}: only for mixture stages ({stage.name} is a single task)")
 
 

@@ -161,8 +161,9 @@ def load_and_featurize(
             load_split(spec, split, lang, settings.source, settings.data_dir), removal, read_limit
         )
     else:
-        loaded = load_split_cached(spec, split, lang, settings.source, settings.data_dir, read_limit,
-                                   settings.cache_dir)  # fmt: skip
+        loaded = load_split_cached(
+            spec, split, lang, settings.source, settings.data_dir, read_limit, settings.cache_dir
+        )
     if draw:
         from xlt.data.selection import draw_selection
 
@@ -200,8 +201,13 @@ def load_and_featurize(
 def _without(loaded: Loaded, removal: Removal, limit: int | None) -> Loaded:
     """``loaded`` minus the examples a declared exclusion removes (then cut to ``limit``)."""
     kept = apply_removal(loaded.examples, removal)
-    log.info("%s: %d of %d examples left out, as the audit's exclusion says (they are in %s)",
-             removal.name, len(loaded.examples) - len(kept), len(loaded.examples), removal.because)  # fmt: skip
+    log.info(
+        "%s: %d of %d examples left out, as the audit's exclusion says (they are in %s)",
+        removal.name,
+        len(loaded.examples) - len(kept),
+        len(loaded.examples),
+        removal.because,
+    )
     if not kept:
         raise DataError(f"{loaded.origin}: every example is also in {removal.because}; nothing left")
     kept = kept[:limit] if limit is not None else kept
@@ -218,9 +224,13 @@ def selection_cap(max_eval: int | None, val_subset: int | None) -> int | None:
 
 
 def dev_sets(
-    task: TaskSpec, dev_split: str, settings: DataSettings, max_len: int, max_eval: int | None,
+    task: TaskSpec,
+    dev_split: str,
+    settings: DataSettings,
+    max_len: int,
+    max_eval: int | None,
     read_from: TaskSpec | None = None,
-) -> list[EvalSet]:  # fmt: skip
+) -> list[EvalSet]:
     """English dev sets of a task. A '+'-joined split (ANLI's dev_r1+dev_r2+dev_r3) is scored per part,
     each capped at ``max_eval``; its overall score is then the example-weighted mean of the parts.
     ``read_from``: the spec whose split is read (``target.select_on=train_task``: MNLI's for XNLI),
@@ -234,8 +244,18 @@ def dev_sets(
         )
         origin, examples = loaded.origin, loaded.examples
         whole = len(parts) > 1
-        sets.append(EvalSet(task.name, part if whole else "dev", "en", feats, origin, examples,
-                            part_of="dev" if whole else None, source_split=part))  # fmt: skip
+        sets.append(
+            EvalSet(
+                task.name,
+                part if whole else "dev",
+                "en",
+                feats,
+                origin,
+                examples,
+                part_of="dev" if whole else None,
+                source_split=part,
+            )
+        )
     return sets
 
 

@@ -57,8 +57,9 @@ def prepare_mixture_data(mixture: MixtureSpec, stage: DictConfig, settings: Data
         max_train = member.max_train_examples or stage.max_train_examples
         max_eval = member.max_eval_examples or stage.max_eval_examples
         try:
-            train, loaded = load_and_featurize(spec, spec.head, member.train_split, "en", settings, max_len,
-                                               max_train)  # fmt: skip
+            train, loaded = load_and_featurize(
+                spec, spec.head, member.train_split, "en", settings, max_len, max_train
+            )
             dev = (
                 dev_sets(
                     spec,
@@ -94,8 +95,9 @@ def prepare_mixture_data(mixture: MixtureSpec, stage: DictConfig, settings: Data
     probabilities = mixture_probabilities(sizes, sampling.cap, sampling.temperature)
     steps = sampling.steps_per_epoch or mixture_steps_per_epoch(sizes, stage.batch_size, sampling.cap)
     head_of = {t: flat.head_of[t] for t in tasks}
-    train_data = MixtureTrain(mixture.name, tasks, features, origins, head_of, probabilities, steps, dropped,
-                              specs)  # fmt: skip
+    train_data = MixtureTrain(
+        mixture.name, tasks, features, origins, head_of, probabilities, steps, dropped, specs
+    )
     origin = " ; ".join(f"{t}: {o}" for t, o in zip(tasks, origins, strict=True))
     return StageData(None, origin, val, [], skipped, mixture=train_data)
 
@@ -146,9 +148,16 @@ def log_mixture(
         log.info(
             "%s: %s (head %s): %d training features, p=%.4f, sampler draws %d batches / %d examples "
             "over %d epoch(s); %d unlabelled rows dropped",
-            mixture.name, task, mixture.head_of[task], n, mixture.probabilities[i], drawn[i][0],
-            drawn[i][1], n_epochs, mixture.dropped.get(task, 0),
-        )  # fmt: skip
+            mixture.name,
+            task,
+            mixture.head_of[task],
+            n,
+            mixture.probabilities[i],
+            drawn[i][0],
+            drawn[i][1],
+            n_epochs,
+            mixture.dropped.get(task, 0),
+        )
     if logger:
         logger.log_metrics(
             {f"train/{task}/drawn_examples": v["drawn_examples"] for task, v in info["tasks"].items()}

@@ -62,14 +62,27 @@ def draw_selection(loaded: Loaded, n: int, seed: int, name: str) -> tuple[Loaded
         left = n - sum(counts.values())
         for g in sorted(groups, key=lambda g: (-(shares[g] - counts[g]), str(g)))[:left]:
             counts[g] += 1
-        chosen = sorted(i for g, idx in sorted(groups.items(), key=lambda kv: str(kv[0]))
-                        for i in rng.sample(idx, counts[g]))  # fmt: skip
+        chosen = sorted(
+            i
+            for g, idx in sorted(groups.items(), key=lambda kv: str(kv[0]))
+            for i in rng.sample(idx, counts[g])
+        )
     with_ids = all(examples[i].get("id") not in (None, "") for i in chosen)
     ids = [str(examples[i]["id"]) if with_ids else example_text_key(examples[i]) for i in chosen]
     digest = hashlib.blake2b("\n".join(ids).encode(), digest_size=8).hexdigest()
-    record.update({"n": len(chosen), "ids_blake2b": digest, "digest_of": "ids" if with_ids else "texts",
-                   "loaded_fingerprint": loaded.fingerprint,
-                   "strata": dict(sorted(Counter(str(examples[i].get(key)) for i in chosen).items())) if key else {}})  # fmt: skip
-    drawn = Loaded([examples[i] for i in chosen], loaded.origin, loaded.dropped,
-                   f"{loaded.fingerprint}|drawn:{seed}:{n}:{digest}")  # fmt: skip
+    record.update(
+        {
+            "n": len(chosen),
+            "ids_blake2b": digest,
+            "digest_of": "ids" if with_ids else "texts",
+            "loaded_fingerprint": loaded.fingerprint,
+            "strata": dict(sorted(Counter(str(examples[i].get(key)) for i in chosen).items())) if key else {},
+        }
+    )
+    drawn = Loaded(
+        [examples[i] for i in chosen],
+        loaded.origin,
+        loaded.dropped,
+        f"{loaded.fingerprint}|drawn:{seed}:{n}:{digest}",
+    )
     return drawn, record

@@ -18,8 +18,9 @@ from xlt.tasks.spec import TaskSpec
 class MiningRetrieval(RetrievalEvaluator):
     kind = "mining"
 
-    def evaluate(self, spec: TaskSpec, stage: str, languages: list[str], limit: int | None,
-                 run: RetrievalRun) -> list[ResultRow]:  # fmt: skip
+    def evaluate(
+        self, spec: TaskSpec, stage: str, languages: list[str], limit: int | None, run: RetrievalRun
+    ) -> list[ResultRow]:
         """``limit`` is not applied: a mined corpus is one example, scored whole."""
 
         def embed_texts(texts: Sequence[str]) -> torch.Tensor:

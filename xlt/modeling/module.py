@@ -334,5 +334,15 @@ class TransferModule(pl.LightningModule):
                 heads[mixture.head_of[spec.name]] = build_head(spec, hidden_size, pooling)
         wholes = {s.overall_key: mixture.specs[s.task] for s in val_sets}
         pairs = [(key, spec.metrics[0]) for key, spec in wholes.items()]
-        return cls(encoder, heads, mixture.name, lr, optim, val_sets, [], head_of=mixture.head_of,
-                   train_tasks=specs, selection=(set_key("dev", mixture.name, "en"), pairs))  # fmt: skip
+        return cls(
+            encoder,
+            heads,
+            mixture.name,
+            lr,
+            optim,
+            val_sets,
+            [],
+            head_of=mixture.head_of,
+            train_tasks=specs,
+            selection=(set_key("dev", mixture.name, "en"), pairs),
+        )

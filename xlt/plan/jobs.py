@@ -32,8 +32,13 @@ GPUS = {
 }
 # torch.cuda.get_device_name() substrings -> GPUS key, most specific first ("NVIDIA H100 80GB HBM3"
 # is the SXM card; "NVIDIA H100 PCIe", "NVIDIA H100 NVL"; "NVIDIA H200"; "NVIDIA A100-SXM4-80GB").
-DEVICE_NAMES = (("H100 PCIe", "h100-pcie"), ("H100 NVL", "h100-nvl"), ("H200", "h200"), ("H100", "h100"),
-                ("A100", "a100"))  # fmt: skip
+DEVICE_NAMES = (
+    ("H100 PCIe", "h100-pcie"),
+    ("H100 NVL", "h100-nvl"),
+    ("H200", "h200"),
+    ("H100", "h100"),
+    ("A100", "a100"),
+)
 
 
 def peak_flops(device_name: str) -> tuple[str, float] | None:
@@ -135,17 +140,30 @@ def stage_tokens(cfg: DictConfig, name: str, stage: DictConfig) -> StageTokens:
     per_task = {task: _member_tokens(task, per_device, seq_len) for task, _ in sizes}
     upper = [task for task, (_, _, bound) in per_task.items() if bound]
     for task, (tokens, _, bound) in per_task.items():
-        sources.append(f"{task}: {tokens:,.1f} tokens/example after length grouping at {per_device} a device"
-                       + (f" (no measured lengths: padded to {seq_len}, an upper bound)" if bound else
-                          " (measured lengths, xlt/plan/token_stats.json)"))  # fmt: skip
+        sources.append(
+            f"{task}: {tokens:,.1f} tokens/example after length grouping at {per_device} a device"
+            + (
+                f" (no measured lengths: padded to {seq_len}, an upper bound)"
+                if bound
+                else " (measured lengths, xlt/plan/token_stats.json)"
+            )
+        )
     if name == "intermediate" and sampling is not None and sampling.get("steps_per_epoch"):
         # A fixed number of draws: each example costs the members' mean, weighted by their sizes.
         n = sampling.steps_per_epoch * stage.batch_size
         total = sum(size for _, size in sizes) or 1
         tok = sum(per_task[t][0] * size for t, size in sizes) / total
         sq = sum(per_task[t][1] * size for t, size in sizes) / total
-        return StageTokens(name, n, epochs, seq_len, [f"intermediate.sampling.steps_per_epoch x batch = {n:,}",
-                           *sources[len(sizes):]], n * tok, n * sq, bool(upper))  # fmt: skip
+        return StageTokens(
+            name,
+            n,
+            epochs,
+            seq_len,
+            [f"intermediate.sampling.steps_per_epoch x batch = {n:,}", *sources[len(sizes) :]],
+            n * tok,
+            n * sq,
+            bool(upper),
+        )
     examples = sum(size * choices_of(task) for task, size in sizes)
     tokens = sum(per_task[task][0] * size for task, size in sizes)
     squared = sum(per_task[task][1] * size for task, size in sizes)
@@ -227,8 +245,11 @@ class JobPlan:
             advice.append(f"a sharded profile ({own}scale=fsdp)")
         if not m.checkpointing:
             advice.append("scale.activation_checkpointing=true")
-        advice += ["a smaller scale.per_device_batch_size (accumulation keeps the batch)", "more scale.devices",
-                   "or scale.peft=lora"]  # fmt: skip
+        advice += [
+            "a smaller scale.per_device_batch_size (accumulation keeps the batch)",
+            "more scale.devices",
+            "or scale.peft=lora",
+        ]
         working = m.peak - m.states - m.activations
         return (
             f"model={self.model} scale={self.scale}: estimated {m.peak / GB:.1f} GB per GPU "
@@ -246,11 +267,20 @@ def plan_job(
     arch = Architecture.from_model(cfg.model)
     memory = estimate_memory(cfg, hardware)
     tokens = [stage_tokens(cfg, name, stage) for name, stage in stages(cfg)] if with_tokens else []
-    return JobPlan(label, cfg.model.name, cfg.scale.name, cfg.scale.devices * cfg.scale.num_nodes,
-                   count_parameters(arch), memory, tokens, float(cfg.scale.gpu_memory_gb),
-                   cfg.model.get("params"), layers_x_hidden=arch.layers * arch.hidden,
-                   batches=[_batch_line(cfg, name, stage) for name, stage in stages(cfg)],
-                   host=estimate_host(cfg, gpu=True if hardware is None else hardware.gpu))  # fmt: skip
+    return JobPlan(
+        label,
+        cfg.model.name,
+        cfg.scale.name,
+        cfg.scale.devices * cfg.scale.num_nodes,
+        count_parameters(arch),
+        memory,
+        tokens,
+        float(cfg.scale.gpu_memory_gb),
+        cfg.model.get("params"),
+        layers_x_hidden=arch.layers * arch.hidden,
+        batches=[_batch_line(cfg, name, stage) for name, stage in stages(cfg)],
+        host=estimate_host(cfg, gpu=True if hardware is None else hardware.gpu),
+    )
 
 
 AUTO = "auto"

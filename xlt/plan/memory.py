@@ -75,8 +75,9 @@ def resolve_precision(precision: str, hardware: Hardware) -> str:
     return hardware.precision if hardware.gpu else "32-true"
 
 
-def activation_bytes_per_layer(arch: Architecture, tokens: int, seqs: int, seq_len: int, precision: str,
-                               dropout: bool, gpu: bool) -> float:  # fmt: skip
+def activation_bytes_per_layer(
+    arch: Architecture, tokens: int, seqs: int, seq_len: int, precision: str, dropout: bool, gpu: bool
+) -> float:
     """Bytes one transformer layer keeps for backward, for ``tokens`` = ``seqs`` x ``seq_len`` tokens.
 
     The accounting of Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large
@@ -179,12 +180,24 @@ def estimate_memory(cfg: DictConfig, hardware: Hardware | None = None) -> Memory
     if best is None:
         return _retrieval_memory(cfg, arch, counts.total * param_bytes, param_bytes, hardware.gpu, ckpt)
     full, checkpointed, _, stage_name = best
-    return MemoryEstimate(weights, gradients, optimizer, checkpointed if ckpt else full, full, checkpointed,
-                          gathered, optimizer_step, shards, ckpt, stage_name)  # fmt: skip
+    return MemoryEstimate(
+        weights,
+        gradients,
+        optimizer,
+        checkpointed if ckpt else full,
+        full,
+        checkpointed,
+        gathered,
+        optimizer_step,
+        shards,
+        ckpt,
+        stage_name,
+    )
 
 
-def _retrieval_memory(cfg: DictConfig, arch: Architecture, model_bytes: float, param_bytes: int, gpu: bool,
-                      ckpt: bool) -> MemoryEstimate:  # fmt: skip
+def _retrieval_memory(
+    cfg: DictConfig, arch: Architecture, model_bytes: float, param_bytes: int, gpu: bool, ckpt: bool
+) -> MemoryEstimate:
     """A retrieval target trains nothing; its evaluator moves the WHOLE encoder onto the device (not
     sharded, whatever the profile: xlt/evaluation/base.py) and embeds without autocast, in the
     weights' dtype, with ``output_hidden_states=True``: every layer's output (layers + 1 tensors of
@@ -200,8 +213,9 @@ def _retrieval_memory(cfg: DictConfig, arch: Architecture, model_bytes: float, p
     precision = "32-true" if param_bytes == 4 else "bf16-true"
     layer = activation_bytes_per_layer(arch, tokens, seqs, seq_len, precision, False, gpu)
     states = (arch.layers + 1) * tokens * arch.hidden * param_bytes
-    return MemoryEstimate(model_bytes, 0.0, 0.0, states + layer, states + layer, states + layer, 0.0, 0.0, 1,
-                          ckpt, "retrieval")  # fmt: skip
+    return MemoryEstimate(
+        model_bytes, 0.0, 0.0, states + layer, states + layer, states + layer, 0.0, 0.0, 1, ckpt, "retrieval"
+    )
 
 
 def stages(cfg: DictConfig) -> list[tuple[str, DictConfig]]:

@@ -218,8 +218,10 @@ def write_results(path: Path, rows: Iterable[ResultRow], ctx: RunContext) -> Non
     bad = [r for r in rows if not math.isfinite(r.value)]
     if bad:
         first = bad[0]
-        raise ValueError(f"{path}: {len(bad)} result value(s) not finite, e.g. {first.stage} {first.task} "
-                         f"{first.split} {first.language} {first.metric} = {first.value}; nothing written")  # fmt: skip
+        raise ValueError(
+            f"{path}: {len(bad)} result value(s) not finite, e.g. {first.stage} {first.task} "
+            f"{first.split} {first.language} {first.metric} = {first.value}; nothing written"
+        )
     lines = [json.dumps(row.to_record(ctx), ensure_ascii=False, sort_keys=True) for row in rows]
     marker = json.dumps({END_MARKER: True, "rows": len(lines), "sha256": _checksum(lines)}, sort_keys=True)
     atomic_write_text(path, "\n".join([*lines, marker]) + "\n")
@@ -272,8 +274,11 @@ def mining_rows(stage: str, task: str, results: Sequence[tuple[str, MiningResult
         thresholds.append(
             ResultRow(stage, task, result.split, lang, "threshold", result.threshold, note=note)
         )
-    rows = [row for split, (scores, counts) in by_split.items()
-            for row in language_rows(stage, task, split, scores, counts, with_gap=False)]  # fmt: skip
+    rows = [
+        row
+        for split, (scores, counts) in by_split.items()
+        for row in language_rows(stage, task, split, scores, counts, with_gap=False)
+    ]
     return rows + thresholds
 
 
@@ -282,5 +287,9 @@ def scored_counts(rows: list[ResultRow], sets: Sequence[Any], scored: Mapping[st
     scores only some batches), not the set's size (``sets``: the stage's EvalSets; ``scored``: eval-set
     key -> examples, the module's ``scored``)."""
     counts = {(s.task, s.split, s.lang): scored[s.key] for s in sets if s.key in scored}
-    return [replace(r, n_examples=counts.get((r.task, r.split, r.language), r.n_examples))
-            if r.n_examples is not None else r for r in rows]  # fmt: skip
+    return [
+        replace(r, n_examples=counts.get((r.task, r.split, r.language), r.n_examples))
+        if r.n_examples is not None
+        else r
+        for r in rows
+    ]

@@ -254,15 +254,35 @@ def _load_hub(spec: TaskSpec, split: str, lang: str) -> Loaded:
     problem = hubio.pin_problem(revision, commit)
     if problem:
         raise DataError(f"{origin}: {problem}")
-    hubio.record_read(origin, repo=hub.path, config=name, split=hub.split, revision=revision or "",
-                      commit=commit, rows=len(examples), realigned=realigned, other_language=other_language,
-                      dropped=dropped, mirror=str(mirror) if mirror else "")  # fmt: skip
+    hubio.record_read(
+        origin,
+        repo=hub.path,
+        config=name,
+        split=hub.split,
+        revision=revision or "",
+        commit=commit,
+        rows=len(examples),
+        realigned=realigned,
+        other_language=other_language,
+        dropped=dropped,
+        mirror=str(mirror) if mirror else "",
+    )
     if realigned:
-        log.warning("%s: %d rows realigned (the hub stripped the context but kept answer_start; each answer "
-                    "moved to its nearest occurrence)", origin, realigned)  # fmt: skip
+        log.warning(
+            "%s: %d rows realigned (the hub stripped the context but kept answer_start; each answer "
+            "moved to its nearest occurrence)",
+            origin,
+            realigned,
+        )
     if other_language:
-        log.info("%s: kept the %d %s rows; %d rows of other languages filtered out (the config mixes "
-                 "languages; not dropped data)", origin, len(examples), lang, other_language)  # fmt: skip
+        log.info(
+            "%s: kept the %d %s rows; %d rows of other languages filtered out (the config mixes "
+            "languages; not dropped data)",
+            origin,
+            len(examples),
+            lang,
+            other_language,
+        )
     return Loaded(examples, origin, dropped, f"{origin}:{commit}:{ds._fingerprint}")
 
 
@@ -272,8 +292,10 @@ def _one_line(err: BaseException) -> str:
 
 def member_missing(mixture: str, task: str, err: Exception | str) -> str:
     """The one line that stops a mixture whose member cannot load (it would silently train fewer tasks)."""
-    return (f"intermediate {mixture}: member {task} cannot load ({err}); to train {mixture} without it, "
-            f"name it: 'intermediate.skip_members=[{task}]'")  # fmt: skip
+    return (
+        f"intermediate {mixture}: member {task} cannot load ({err}); to train {mixture} without it, "
+        f"name it: 'intermediate.skip_members=[{task}]'"
+    )
 
 
 def check_local_files(cfg: Any) -> None:
@@ -338,8 +360,13 @@ def english_training_alternatives(target: Any, data_dir: Path) -> list[tuple[str
     found = []
     for split in ("train", "dev"):
         for spec in all_tasks().values():
-            if (spec.name == target.name or spec.head != target.head or spec.label_names != target.label_names
-                    or "en" not in spec.languages or split not in spec.raw):  # fmt: skip
+            if (
+                spec.name == target.name
+                or spec.head != target.head
+                or spec.label_names != target.label_names
+                or "en" not in spec.languages
+                or split not in spec.raw
+            ):
                 continue
             try:
                 locate_split(spec, split, "en", data_dir)

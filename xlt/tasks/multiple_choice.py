@@ -64,9 +64,12 @@ def read_hellaswag_jsonl(path: Path, lang: str) -> Iterator[Example]:
     """Official ``hellaswag_{train,val}.jsonl``: ``ctx_a``, ``ctx_b``, ``endings`` (4), ``label``."""
     for where, row in jsonl_records(path):
         yield _hellaswag(
-            str(require(row, "ctx_a", where)), str(row.get("ctx_b") or ""), require(row, "endings", where),
-            require(row, "label", where), where,
-        )  # fmt: skip
+            str(require(row, "ctx_a", where)),
+            str(row.get("ctx_b") or ""),
+            require(row, "endings", where),
+            require(row, "label", where),
+            where,
+        )
 
 
 @register_format("hellaswag_text6")

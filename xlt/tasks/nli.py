@@ -52,24 +52,30 @@ def _field(row: Mapping[str, Any], name: str, where: str) -> str:
 def read_multinli_jsonl(path: Path, lang: str) -> Iterator[Example]:
     """MultiNLI 1.0 / SNLI 1.0 jsonl: ``sentence1``, ``sentence2``, ``gold_label``."""
     for where, row in jsonl_records(path):
-        yield _with_genre(_pair(
-            _field(row, "sentence1", where),
-            _field(row, "sentence2", where),
-            _field(row, "gold_label", where),
-            where,
-        ), row)  # fmt: skip
+        yield _with_genre(
+            _pair(
+                _field(row, "sentence1", where),
+                _field(row, "sentence2", where),
+                _field(row, "gold_label", where),
+                where,
+            ),
+            row,
+        )
 
 
 @register_format("glue_nli_tsv")
 def read_glue_nli_tsv(path: Path, lang: str) -> Iterator[Example]:
     """GLUE MNLI/SNLI tsv (header with ``sentence1``, ``sentence2``, ``gold_label``)."""
     for where, row in tsv_records(path, ("sentence1", "sentence2", "gold_label")):
-        yield _with_genre(_pair(
-            _field(row, "sentence1", where),
-            _field(row, "sentence2", where),
-            _field(row, "gold_label", where),
-            where,
-        ), row)  # fmt: skip
+        yield _with_genre(
+            _pair(
+                _field(row, "sentence1", where),
+                _field(row, "sentence2", where),
+                _field(row, "gold_label", where),
+                where,
+            ),
+            row,
+        )
 
 
 @register_format("xnli_mt_tsv")
@@ -87,24 +93,30 @@ def read_xnli_official_tsv(path: Path, lang: str) -> Iterator[Example]:
     for where, row in tsv_records(path, ("language", "sentence1", "sentence2", "gold_label")):
         if _field(row, "language", where) != lang:
             continue
-        yield _with_genre(_pair(
-            _field(row, "sentence1", where),
-            _field(row, "sentence2", where),
-            _field(row, "gold_label", where),
-            where,
-        ), row)  # fmt: skip
+        yield _with_genre(
+            _pair(
+                _field(row, "sentence1", where),
+                _field(row, "sentence2", where),
+                _field(row, "gold_label", where),
+                where,
+            ),
+            row,
+        )
 
 
 @register_format("xnli_genre_tsv")
 def read_xnli_genre_tsv(path: Path, lang: str) -> Iterator[Example]:
     """Per-language XNLI columns ``genre label sentence1_{lang} sentence2_{lang}`` (myXNLI layout)."""
     for where, row in tsv_records(path, ("label", f"sentence1_{lang}", f"sentence2_{lang}")):
-        yield _with_genre(_pair(
-            _field(row, f"sentence1_{lang}", where),
-            _field(row, f"sentence2_{lang}", where),
-            _field(row, "label", where),
-            where,
-        ), row)  # fmt: skip
+        yield _with_genre(
+            _pair(
+                _field(row, f"sentence1_{lang}", where),
+                _field(row, f"sentence2_{lang}", where),
+                _field(row, "label", where),
+                where,
+            ),
+            row,
+        )
 
 
 @register_format("nli_tsv3")

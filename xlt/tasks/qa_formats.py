@@ -23,16 +23,31 @@ log = logging.getLogger(__name__)
 # jiant's "major" QA metric, its early-stopping criterion), so it comes first: it selects checkpoints.
 QA_METRICS = ("score", "em", "f1")
 # SQuAD v2.0 adds the official script's HasAns/NoAns splits and its best-threshold search.
-SQUAD_V2_METRICS = (*QA_METRICS, "has_ans_em", "has_ans_f1", "no_ans_em", "no_ans_f1", "best_em", "best_f1",
-                    "best_f1_thresh")  # fmt: skip
+SQUAD_V2_METRICS = (
+    *QA_METRICS,
+    "has_ans_em",
+    "has_ans_f1",
+    "no_ans_em",
+    "no_ans_f1",
+    "best_em",
+    "best_f1",
+    "best_f1_thresh",
+)
 SCORINGS = ("squad", "squad_v2", "mlqa")
 
 # TyDiQA-GoldP's nine languages (evaluate.py's order): its ids start with the language's English name
 # ("english-1234...-0"); the official train and dev files mix all nine languages.
 TYDIQA_LANGUAGE_NAMES = {
-    "en": "english", "ar": "arabic", "bn": "bengali", "fi": "finnish", "id": "indonesian",
-    "ko": "korean", "ru": "russian", "sw": "swahili", "te": "telugu",
-}  # fmt: skip
+    "en": "english",
+    "ar": "arabic",
+    "bn": "bengali",
+    "fi": "finnish",
+    "id": "indonesian",
+    "ko": "korean",
+    "ru": "russian",
+    "sw": "swahili",
+    "te": "telugu",
+}
 STRIPPED_HINT = (
     "the answers look stripped (XTREME's download script removes test labels); point data.dir at the "
     "original files"
@@ -141,8 +156,10 @@ def _squad_records(path: Path) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
                     raise DataError(f"{where} id={qa.get('id')}: missing field 'answers'")
                 qid = str(qa.get("id", ""))
                 if qid and qid in seen:
-                    raise DataError(f"{_id_line(path, qid)}: {where.split(': ', 1)[1]}: question id {qid!r} repeats "
-                                    f"the id of {seen[qid]} (ids must be unique)")  # fmt: skip
+                    raise DataError(
+                        f"{_id_line(path, qid)}: {where.split(': ', 1)[1]}: question id {qid!r} repeats "
+                        f"the id of {seen[qid]} (ids must be unique)"
+                    )
                 seen[qid] = where.split(": ", 1)[1]
                 yield where, str(paragraph["context"]), qa
 
