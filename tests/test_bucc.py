@@ -10,8 +10,8 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from xlt.evaluation import bucc
 from xlt.config import validate
+from xlt.evaluation import bucc
 from xlt.metrics.retrieval import bucc_extract, bucc_f1, bucc_optimize
 from xlt.run import run
 from xlt.schema import ConfigError

@@ -38,8 +38,8 @@ LEFT: dict[str, int] = {
     "xlt/export.py::export": 75,
     "xlt/plan/cli.py::_main": 69,
     "xlt/plan/memory.py::estimate_memory": 75,
-    "xlt/results/__main__.py::_main": 132,
-    "xlt/results/choice.py::best_intermediate_on_dev": 85,
+    "xlt/results/__main__.py::_main": 142,
+    "xlt/results/choice.py::best_intermediate_on_dev": 92,
     "xlt/results/xtreme_scores.py::best_intermediate": 65,
     "xlt/tasks/loading.py::_load_hub": 106,
 }

@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig
 
+from xlt.checks_trainer import check_trainer_values, is_int, is_number
 from xlt.schema import ConfigError
 from xlt.tasks.lengths import seq_length
 from xlt.tasks.registry import all_tasks, flatten_mixture, get_mixture, get_task
@@ -21,20 +22,12 @@ from xlt.tasks.spec import HEAD_KINDS
 SEED_MAX = 2**32 - 1  # numpy's and Lightning's seed range
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def check_keys(cfg: DictConfig) -> None:
     check_seed(cfg)
     check_model_architecture(cfg.model)
     check_strategy(cfg.scale.strategy)
     check_lora(cfg.scale)
-    if not (_is_number(cfg.scale.gpu_memory_gb) and cfg.scale.gpu_memory_gb > 0):
+    if not (is_number(cfg.scale.gpu_memory_gb) and cfg.scale.gpu_memory_gb > 0):
         raise ConfigError(f"scale.gpu_memory_gb={cfg.scale.gpu_memory_gb!r}: expected > 0 (GB)")
     check_trainer_values(cfg)
     check_train_task(cfg)
@@ -54,14 +47,14 @@ def check_cache_dir(cache_dir: str) -> None:
 
 def check_seed(cfg: DictConfig) -> None:
     seed = cfg.seed
-    if not (_is_int(seed) and 0 <= seed <= SEED_MAX):
+    if not (is_int(seed) and 0 <= seed <= SEED_MAX):
         raise ConfigError(f"seed={seed!r}: expected an integer from 0 to {SEED_MAX}")
 
 
 def check_model_architecture(model: DictConfig) -> None:
     """Sizes >= 1 and the head count dividing the hidden size (what the encoder's config asserts)."""
     for key in ("num_layers", "hidden_size"):
-        if not (_is_int(model[key]) and model[key] >= 1):
+        if not (is_int(model[key]) and model[key] >= 1):
             raise ConfigError(f"model.{key}={model[key]!r}: expected an integer >= 1")
     for key in (
         "intermediate_size",
@@ -72,10 +65,10 @@ def check_model_architecture(model: DictConfig) -> None:
         "keep_layers",
     ):
         value = model.get(key)
-        if value is not None and not (_is_int(value) and value >= 1):
+        if value is not None and not (is_int(value) and value >= 1):
             raise ConfigError(f"model.{key}={value!r}: expected an integer >= 1 or null")
     if model.get("type_vocab_size") is not None and not (
-        _is_int(model.type_vocab_size) and model.type_vocab_size >= 0
+        is_int(model.type_vocab_size) and model.type_vocab_size >= 0
     ):
         raise ConfigError(
             f"model.type_vocab_size={model.type_vocab_size!r}: expected an integer >= 0 or null"
@@ -94,12 +87,12 @@ def check_model_architecture(model: DictConfig) -> None:
         sized = str(key).endswith(("_size", "_heads", "_layers", "_embeddings")) and not str(key).startswith(
             "tie_"
         )
-        if sized and value is not None and not (_is_int(value) and value >= 1):  # tie_word_embeddings: a flag
+        if sized and value is not None and not (is_int(value) and value >= 1):  # tie_word_embeddings: a flag
             raise ConfigError(f"model.random_init.{key}={value!r}: expected an integer >= 1")
-        if str(key).endswith("_prob") and not (_is_number(value) and 0 <= value < 1):
+        if str(key).endswith("_prob") and not (is_number(value) and 0 <= value < 1):
             raise ConfigError(f"model.random_init.{key}={value!r}: expected 0 <= p < 1")
     init_heads, init_hidden = init.get("num_attention_heads"), init.get("hidden_size", model.hidden_size)
-    if _is_int(init_heads) and _is_int(init_hidden) and init_heads >= 1 and init_hidden % init_heads:
+    if is_int(init_heads) and is_int(init_hidden) and init_heads >= 1 and init_hidden % init_heads:
         raise ConfigError(
             f"model.random_init.num_attention_heads={init_heads}: does not divide the hidden size "
             f"{init_hidden}"
@@ -137,117 +130,19 @@ def check_strategy(strategy: Any) -> None:
 def check_lora(scale: DictConfig) -> None:
     """Every ``scale.lora.*`` value (checked whatever scale.peft is: a profile may switch it on)."""
     lora = scale.lora
-    if not (_is_int(lora.r) and lora.r >= 1):
+    if not (is_int(lora.r) and lora.r >= 1):
         raise ConfigError(f"scale.lora.r={lora.r!r}: expected an integer >= 1")
-    if not (_is_number(lora.alpha) and lora.alpha > 0):
+    if not (is_number(lora.alpha) and lora.alpha > 0):
         raise ConfigError(f"scale.lora.alpha={lora.alpha!r}: expected > 0")
-    if not (_is_number(lora.dropout) and 0 <= lora.dropout < 1):
+    if not (is_number(lora.dropout) and 0 <= lora.dropout < 1):
         raise ConfigError(f"scale.lora.dropout={lora.dropout!r}: expected 0 <= dropout < 1")
     modules = lora.target_modules
     if not (
         isinstance(modules, ListConfig | list) and modules and all(isinstance(m, str) and m for m in modules)
     ):
         raise ConfigError(f"scale.lora.target_modules={modules!r}: expected a non-empty list of module names")
-    if lora.lr is not None and not (_is_number(lora.lr) and lora.lr > 0):
+    if lora.lr is not None and not (is_number(lora.lr) and lora.lr > 0):
         raise ConfigError(f"scale.lora.lr={lora.lr!r}: expected > 0 or null")
-
-
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
-
-
-def _int_at_least(low: int) -> Any:
-    return lambda v: (_is_int(v) and v >= low, f"an integer >= {low}")
-
-
-def _fraction_or_count(closed: bool = True) -> Any:
-    def check(v: Any) -> tuple[bool, str]:
-        if _is_int(v):
-            return v >= 0, "a count >= 0 or a fraction in [0, 1]"
-        return _is_number(v) and 0 <= v <= 1 and (closed or v < 1), "a count >= 0 or a fraction in [0, 1]"
-
-    return check
-
-
-def _bool(v: Any) -> tuple[bool, str]:
-    return isinstance(v, bool), "true or false"
-
-
-def _val_check_interval(v: Any) -> tuple[bool, str]:
-    if _is_int(v):
-        return v >= 1, "a batch count >= 1 or an epoch fraction in (0, 1]"
-    return _is_number(v) and 0 < v <= 1, "a batch count >= 1 or an epoch fraction in (0, 1]"
-
-
-# Pass-through Trainer arguments with the values Lightning accepts (others are checked by name only).
-TRAINER_VALUES = {
-    "log_every_n_steps": _int_at_least(1),
-    "num_sanity_val_steps": _int_at_least(-1),
-    "max_epochs": _int_at_least(-1),
-    "min_epochs": _int_at_least(0),
-    "max_steps": _int_at_least(-1),
-    "min_steps": _int_at_least(0),
-    "check_val_every_n_epoch": _int_at_least(1),
-    "reload_dataloaders_every_n_epochs": _int_at_least(0),
-    "val_check_interval": _val_check_interval,
-    "limit_train_batches": _fraction_or_count(),
-    "limit_val_batches": _fraction_or_count(),
-    "limit_test_batches": _fraction_or_count(),
-    "limit_predict_batches": _fraction_or_count(),
-    "overfit_batches": _fraction_or_count(closed=False),
-    "fast_dev_run": lambda v: (
-        isinstance(v, bool) or (_is_int(v) and v >= 0),
-        "true, false or a batch count >= 0",
-    ),
-    "enable_progress_bar": _bool,
-    "enable_model_summary": _bool,
-    "enable_checkpointing": _bool,
-    "detect_anomaly": _bool,
-    "barebones": _bool,
-    "inference_mode": _bool,
-    "use_distributed_sampler": _bool,
-    "sync_batchnorm": _bool,
-    "deterministic": lambda v: (isinstance(v, bool) or v == "warn", "true, false or warn"),
-    "benchmark": lambda v: (v is None or isinstance(v, bool), "true, false or null"),
-}
-
-
-def check_trainer_values(cfg: DictConfig) -> None:
-    trainer = cfg.trainer
-    for key in map(str, trainer):
-        value = trainer[key]
-        check = TRAINER_VALUES.get(key)
-        if check is not None:
-            ok, expected = check(value)
-            if not ok:
-                raise ConfigError(f"trainer.{key}={value!r}: expected {expected}")
-    accelerator = trainer.get("accelerator", "auto")
-    if accelerator not in ACCELERATORS:
-        raise ConfigError(f"trainer.accelerator={accelerator!r}: expected one of {', '.join(ACCELERATORS)}")
-    if accelerator in ("gpu", "cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"trainer.accelerator={accelerator}: this machine has no usable CUDA GPU "
-                "(use trainer.accelerator=cpu or auto)"
-            )
-    if accelerator == "mps":
-        import torch
-
-        if not torch.backends.mps.is_available():
-            raise ConfigError("trainer.accelerator=mps: this machine has no MPS device")
-    if accelerator == "tpu":
-        raise ConfigError("trainer.accelerator=tpu: not supported by xlt (cpu, gpu)")
-    interval = trainer.get("val_check_interval", 1.0)
-    if interval not in (1, 1.0) and not trainer.get("fast_dev_run"):
-        for name in ("intermediate", "target"):
-            stage = cfg.get(name)
-            if stage is not None and stage.get("val_check_every"):
-                raise ConfigError(
-                    f"trainer.val_check_interval={interval}: {name}.val_check_every={stage.val_check_every} "
-                    f"sets when {name} validates and would replace it; set {name}.val_check_every (optimizer "
-                    f"steps) instead, or {name}.val_check_every=null to use trainer.val_check_interval"
-                )
 
 
 def check_train_task(cfg: DictConfig) -> None:
@@ -374,3 +269,34 @@ def check_ranges(cfg: DictConfig) -> None:
         spec = get_task(stage.name)
         specs = [spec] + ([get_task(stage.train_task)] if stage.get("train_task") else [])
         check_seq_length(f"{stage_name}.max_seq_length", stage.max_seq_length, specs, model)
+
+
+def check_dev_analysis(target: DictConfig, spec: Any) -> None:
+    """``target.eval_dev_languages`` (false, true or a list of the task's languages; only where its dev
+    split exists in other languages, and only when selecting on the target's own dev) and
+    ``target.eval_dev_heldout`` (a boolean): xlt/evaluation/analysis_dev.py."""
+    heldout = target.get("eval_dev_heldout", True)
+    if not isinstance(heldout, bool):
+        raise ConfigError(f"target.eval_dev_heldout={heldout!r}: expected true or false")
+    option = target.get("eval_dev_languages", False)
+    where = "target.eval_dev_languages"
+    if option is None or option is False:
+        return
+    if not (option is True or isinstance(option, (list, tuple, ListConfig))):
+        raise ConfigError(f"{where}={option!r}: expected false, true or a list of {spec.name}'s languages")
+    if not spec.dev_in_other_languages:
+        raise ConfigError(
+            f"{where}: {spec.name} has no dev split in other languages (its dev set is English "
+            "only, or it has none); leave it false"
+        )
+    select_on = target.get("select_on", "target")
+    if select_on != "target":
+        raise ConfigError(
+            f"{where} with target.select_on={select_on}: the English dev row is then the training "
+            "task's validation set, not the target's; a gap on dev would compare different sets"
+        )
+    for lang in [] if option is True else list(option):
+        if lang not in spec.languages:
+            raise ConfigError(
+                f"{where}: {lang!r} is not a language of {spec.name} ({', '.join(spec.languages)})"
+            )

@@ -20,7 +20,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from xlt.checks import check_hub_revisions, check_keys, check_ranges, positive
+from xlt.checks import check_dev_analysis, check_hub_revisions, check_keys, check_ranges, positive
 from xlt.plan.host import estimate_host
 from xlt.plan.jobs import check_gpu_memory, fill_host_memory, resolve_per_device_batch
 from xlt.public_config import remember_env_keys
@@ -203,6 +203,7 @@ def _check_target(stage: DictConfig, target: TaskSpec, source: str) -> None:
         )
     if select_on == "train_task" and not stage.train_task:
         raise ConfigError(f"target.select_on=train_task: {target.name} has no training task to select on")
+    check_dev_analysis(stage, target)
     if target.retrieval == "mining" and stage.max_eval_examples is not None:
         raise ConfigError(
             f"target.max_eval_examples={stage.max_eval_examples}: {target.name} mines each corpus "

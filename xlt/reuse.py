@@ -64,6 +64,9 @@ LAUNCH_ENV = "XLT_LAUNCH_ID"
 _SCALE_NEUTRAL = ("name", "checkpoint_every_n_steps", "gpu_memory_gb", "host_memory_gb")
 _TRAINER_NEUTRAL = ("enable_progress_bar", "enable_model_summary", "log_every_n_steps")
 _DATA_NEUTRAL = ("cache_dir", "num_workers")
+# Target-only options (xlt/evaluation/analysis_dev.py): meaningless to an intermediate stage, left out of
+# its key so that a stage trained before they existed keeps its key under a fixed reuse.code.
+_STAGE_TARGET_ONLY = ("eval_dev_heldout", "eval_dev_languages")
 
 
 class ReuseError(RuntimeError):
@@ -118,7 +121,7 @@ def intermediate_key(
     scale["precision"] = precision
     material = {
         "model": model,
-        "intermediate": stage,
+        "intermediate": _without(stage, _STAGE_TARGET_ONLY),
         "seed": cfg["seed"],
         "code": code,
         "scale": scale,

@@ -25,10 +25,11 @@ from xlt.console import file_only
 from xlt.data.datamodule import DataSettings, EvalSet, StageData, StageDataModule, prepare_stage_data
 from xlt.data.mixture import log_mixture, prepare_mixture_data
 from xlt.evaluation import RetrievalRun, evaluate_retrieval
+from xlt.evaluation.analysis_dev import analysis_eval_rows, analysis_sets
 from xlt.loggers import log_checkpoint, log_rows
 from xlt.modeling.heads import build_head
 from xlt.modeling.module import TransferModule
-from xlt.results.rows import ResultRow, RunContext, eval_rows, scored_counts
+from xlt.results.rows import ResultRow, RunContext, scored_counts
 from xlt.results.submission import write_predictions
 from xlt.reuse import SharedStage
 from xlt.rundir import (
@@ -165,7 +166,7 @@ class StageRunner:
             assert isinstance(spec, TaskSpec)
             module = TransferModule(
                 self.encoder, build_head(spec, hidden, pooling), spec, stage_lr(self.cfg, stage_cfg),
-                self.cfg.optim, val_sets=data.val, test_sets=data.test,
+                self.cfg.optim, val_sets=data.val, test_sets=[*data.test, *data.analysis],
             )  # fmt: skip
             monitor = f"{data.val[0].overall_key}/{spec.metrics[0]}" if data.val else None
             mixture_info = None
@@ -251,6 +252,9 @@ class StageRunner:
                 max_eval=stage_cfg.max_eval_examples,
                 val_subset=stage_cfg.get("val_subset"),
             )
+            if test:  # a target: dev scored after selection, never selected on (held-out en, other languages)
+                data.analysis, skipped = analysis_sets(spec, dev_spec, stage_cfg, self.settings)
+                data.skipped.extend(skipped)
         for line in data.skipped:
             self._skip(line)
         n_train = sum(map(len, data.mixture.features)) if data.mixture else len(data.train or ())
@@ -270,7 +274,7 @@ class StageRunner:
                 evaluator.validate(module, datamodule=dm, verbose=False)
                 if evaluator.received_sigterm:  # Lightning notes SIGTERM in validate/test but may finish
                     raise SIGTERMException
-            if data.test:
+            if data.test or data.analysis:
                 if skeleton is not None and data.val:
                     # Validation wrapped the module, and FSDP cannot wrap a wrapped module again: test an
                     # unwrapped copy of the same weights, with a fresh strategy, keeping the dev scores.
@@ -292,14 +296,12 @@ class StageRunner:
         if data.test and self.cfg.predictions:
             assert isinstance(spec, TaskSpec), "a mixture stage has no test sets"
             self._write_head_predictions(spec, data.test, module.predictions)
-        for split, sets in (("dev", data.val), ("test", data.test)):
-            if not sets:
-                continue
-            rows = eval_rows(stage, split, sets, module.scores, module.parts, module.selection_key)
-            if self.ctx.extra["debug"]:  # n_examples: what was scored (dev too), not the set's size
-                rows = scored_counts(rows, sets, module.scored)
-            self.rows.extend(rows)
-            self._log_rows(rows, already_logged=True)
+        rows = analysis_eval_rows(stage, data.val, data.test, data.analysis, module.scores, module.parts,
+                                  module.selection_key)  # fmt: skip
+        if self.ctx.extra["debug"]:  # n_examples: what was scored (dev too), not the set's size
+            rows = scored_counts(rows, [*data.val, *data.test, *data.analysis], module.scored)
+        self.rows.extend(rows)
+        self._log_rows(rows, already_logged=True)
         rank_zero_only(log.info)("%s: %s done (weights: %s)", stage, spec.name, weights)
         if skeleton is not None:
             # The evaluator wrapped this module's encoder: the probes and the next stage get an

@@ -8,6 +8,13 @@ the stage selected its checkpoint on, ``TaskSpec.metrics[0]``, mean over seeds);
 chosen task and of no intermediate task ("none") are then read over the languages both scored, and
 their difference paired by seed. A target without an English dev score (Tatoeba; any run that did not
 select) gets no choice, and says so.
+
+The English dev score of the selection subset is biased upwards: the checkpoint was picked as its
+maximum over many validations of those same examples. Runs that also scored the selected checkpoint on
+the English dev examples outside the subset (split ``dev_heldout``, xlt/evaluation/analysis_dev.py) are
+ranked on that instead, when every compared run has it; otherwise the choice falls back to the
+selection subset's score and ``chosen_on`` says so (runs written before the held-out split existed).
+Other languages' dev rows (``target.eval_dev_languages``) are analysis only: never read here.
 """
 
 from __future__ import annotations
@@ -43,7 +50,9 @@ COLUMNS = [
     "dropped",
     "compared",
     "note",
+    "heldout",
 ]
+HELDOUT_SPLIT = "dev_heldout"  # xlt.evaluation.analysis_dev.HELDOUT_SPLIT (not imported: no torch here)
 
 
 def selection_metric(task: str) -> str:
@@ -56,9 +65,10 @@ def selection_metric(task: str) -> str:
         return "acc"
 
 
-def dev_scores(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per run: the English dev score of its target task on the selection metric."""
-    dev = _target_rows(rows, "dev")
+def dev_scores(rows: pd.DataFrame, split: str = "dev") -> pd.DataFrame:
+    """Per run: the English dev score of its target task on the selection metric (``split``: "dev", the
+    selection subset's, or ``HELDOUT_SPLIT``, the examples outside it)."""
+    dev = _target_rows(rows, split)
     dev = dev[dev["language"] == "en"]
     keep = pd.Series(
         [m == selection_metric(t) for t, m in zip(dev["task"], dev["metric"], strict=True)],
@@ -96,6 +106,7 @@ def best_intermediate_on_dev(rows: pd.DataFrame, split: str = "test") -> pd.Data
     score (never a test score), its test score and no intermediate task's, over the languages every
     run of the two scored (``dropped``: those left out), and the gain paired by seed."""
     dev = dev_scores(rows)
+    heldout = dev_scores(rows, HELDOUT_SPLIT)
     test = _test_by_run(rows, split)
     out = []
     for (task, model, peft, select_on), group in test.groupby(
@@ -117,14 +128,21 @@ def best_intermediate_on_dev(rows: pd.DataFrame, split: str = "test") -> pd.Data
                 "test_seeds": 0,
                 "none_seeds": 0,
                 "n_languages": 0,
+                "heldout": False,
             }
         )
-        mine = dev[
-            (dev["task"] == task)
-            & (dev["model"] == model)
-            & (dev["peft"] == peft)
-            & (dev["select_on"] == select_on)
-        ]
+        mine = _condition(dev, task, model, peft, select_on)
+        held = _condition(heldout, task, model, peft, select_on)
+        runs = set(mine[mine["intermediate"] != NO_INTERMEDIATE]["run_dir"])
+        record["chosen_on"] = f"en dev {selection_metric(task)}"
+        if runs and runs <= set(held["run_dir"]):  # every compared run has a held-out score: rank on it
+            mine, record["heldout"] = held[held["run_dir"].isin(runs)], True
+            record["chosen_on"] = f"en dev held out of selection, {selection_metric(task)}"
+        elif runs:
+            record["chosen_on"] += (
+                f" (selection subset, biased upwards: {len(runs - set(held['run_dir']))} of "
+                f"{len(runs)} runs have no held-out dev score)"
+            )
         ranked = (
             mine[mine["intermediate"] != NO_INTERMEDIATE]
             .groupby("intermediate")["value"]
@@ -132,7 +150,6 @@ def best_intermediate_on_dev(rows: pd.DataFrame, split: str = "test") -> pd.Data
             .reset_index()
             .sort_values(["mean", "intermediate"], ascending=[False, True])
         )
-        record["chosen_on"] = f"en dev {selection_metric(task)}"
         # the checkpoints were selected on (select_on): one choice per set, never ranked across sets
         record["compared"] = ", ".join(
             f"{r.intermediate} {r.mean:.2f} (n={r.count})" for r in ranked.itertuples()
@@ -176,6 +193,15 @@ def best_intermediate_on_dev(rows: pd.DataFrame, split: str = "test") -> pd.Data
         out.append(record)
     table = pd.DataFrame.from_records(out, columns=COLUMNS)
     return table.merge(model_sizes(rows), on="model", how="left") if not table.empty else table
+
+
+def _condition(frame: pd.DataFrame, task: str, model: str, peft: str, select_on: str) -> pd.DataFrame:
+    return frame[
+        (frame["task"] == task)
+        & (frame["model"] == model)
+        & (frame["peft"] == peft)
+        & (frame["select_on"] == select_on)
+    ]
 
 
 def _mean(values: Iterable[float]) -> float:
@@ -233,6 +259,7 @@ def format_best_on_dev(table: pd.DataFrame, split: str = "test") -> str:
         "model",
         "selected on",
         "chosen (on en dev)",
+        "chosen on",
         "dev",
         split,
         f"none {split}",
@@ -244,7 +271,7 @@ def format_best_on_dev(table: pd.DataFrame, split: str = "test") -> str:
     rows = []
     for r in table.itertuples(index=False):
         if not r.chosen:
-            rows.append([r.task, r.model, r.select_on, *["-"] * 7, r.note])
+            rows.append([r.task, r.model, r.select_on, *["-"] * 8, r.note])
             continue
         rows.append(
             [
@@ -252,6 +279,7 @@ def format_best_on_dev(table: pd.DataFrame, split: str = "test") -> str:
                 r.model,
                 r.select_on,
                 r.chosen,
+                r.chosen_on,
                 f"{r.dev_score:.2f}",
                 f"{r.test_score:.2f} (n={r.test_seeds})",
                 f"{_num(r.none_test)} (n={r.none_seeds})",

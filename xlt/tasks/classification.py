@@ -111,6 +111,7 @@ PAWSX = register_task(
         train_sizes={
             "train": (49_401, "PAWS-X en train (unverified: reference.md marks it [U])"),
         },
+        dev_in_other_languages=True,
         description="PAWS-X: trained on English PAWS-X train, selected on English dev_2k, tested on 7 languages",
         head="classification",
         metrics=("acc",),
