@@ -32,16 +32,14 @@ ARCH3 = {
 LEFT: dict[str, int] = {
     "xlt/data/features.py::featurize": 75,
     "xlt/data/features_qa.py::featurize_span_qa": 89,
-    "xlt/data/mixture.py::prepare_mixture_data": 70,
     "xlt/e5/format.py::read_e5_file": 74,
     "xlt/e5/tokenizer.py::build_precompiled_charsmap": 70,
     "xlt/export.py::export": 75,
     "xlt/plan/cli.py::_main": 69,
-    "xlt/plan/memory.py::estimate_memory": 75,
+    "xlt/plan/memory.py::estimate_memory": 62,
     "xlt/results/__main__.py::_main": 142,
     "xlt/results/choice.py::best_intermediate_on_dev": 92,
     "xlt/results/xtreme_scores.py::best_intermediate": 65,
-    "xlt/tasks/loading.py::_load_hub": 106,
 }
 
 

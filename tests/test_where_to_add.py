@@ -179,13 +179,14 @@ def test_a_mixture_is_a_mixture_spec_and_a_stage_file(
     registered.append(name)
     conf = _conf(tmp_path, "intermediate", name, MIXTURE_YAML.format(name=name))
     cfg = validate(compose_cfg(f"hydra.searchpath=[file://{conf}]", f"+intermediate={name}", *TINY_TARGET))
-    assert flatten_mixture(get_mixture(name)).tasks == ("snli", member)
+    mixture = get_mixture(name)
+    assert mixture is not None and flatten_mixture(mixture).tasks == ("snli", member)
     tokens = stage_tokens(cfg, "intermediate", cfg.intermediate)  # xlt.plan reads the mixture
     assert tokens.seq_len == 40 and tokens.examples == 24 + 24
     settings = DataSettings(
         tokenizer=load_tokenizer(cfg.model, cache_dir), source="local", data_dir=data_dir, cache_dir=cache_dir
     )
-    data = prepare_mixture_data(get_mixture(name), cfg.intermediate, settings)
+    data = prepare_mixture_data(mixture, cfg.intermediate, settings)
     assert data.mixture is not None and [s.task for s in data.val] == [member]
     assert len(data.val[0]) == 16
 

@@ -163,20 +163,7 @@ def estimate_memory(cfg: DictConfig, hardware: Hardware | None = None) -> Memory
         # Fused AdamW (the module's choice: xlt.modeling.module.adamw_implementation) updates in place;
         # what remains is of the order of the largest tensor, as for CPU's per-tensor loop.
         optimizer_step = max(counts.word_embedding, counts.per_layer) * 4.0 / (shards if hardware.gpu else 1)
-    best: tuple[float, float, float, str] | None = None
-    for name, stage in stages(cfg):
-        seqs, seq_len = stage_batch(cfg, stage, name)
-        tokens = seqs * seq_len
-        dropout = not arch.decoder  # XLM-R's hidden/attention dropout 0.1; Qwen2.5: 0
-        layer = activation_bytes_per_layer(arch, tokens, seqs, seq_len, precision, dropout, hardware.gpu)
-        norm = 4 if ("mixed" in precision or compute_bytes == 4) else 2
-        mask = (1 if hardware.gpu else compute_bytes) if dropout else 0
-        # The embeddings' LayerNorm input and dropout mask, and the 4-D padding mask (bool, one for all layers).
-        embedding = tokens * arch.hidden * (norm + mask) + seqs * seq_len * seq_len
-        full = arch.layers * layer + embedding
-        checkpointed = arch.layers * tokens * arch.hidden * norm + layer + embedding
-        if best is None or max(full, checkpointed) > max(best[0], best[1]):
-            best = (full, checkpointed, tokens, name)
+    best = _largest_activations(cfg, arch, precision, compute_bytes, hardware.gpu)
     if best is None:
         return _retrieval_memory(cfg, arch, counts.total * param_bytes, param_bytes, hardware.gpu, ckpt)
     full, checkpointed, _, stage_name = best
@@ -193,6 +180,28 @@ def estimate_memory(cfg: DictConfig, hardware: Hardware | None = None) -> Memory
         ckpt,
         stage_name,
     )
+
+
+def _largest_activations(
+    cfg: DictConfig, arch: Architecture, precision: str, compute_bytes: int, gpu: bool
+) -> tuple[float, float, float, str] | None:
+    """(activations without, with checkpointing, tokens, stage) of the stage whose activations are
+    largest; None when no stage trains (a retrieval target)."""
+    best: tuple[float, float, float, str] | None = None
+    for name, stage in stages(cfg):
+        seqs, seq_len = stage_batch(cfg, stage, name)
+        tokens = seqs * seq_len
+        dropout = not arch.decoder  # XLM-R's hidden/attention dropout 0.1; Qwen2.5: 0
+        layer = activation_bytes_per_layer(arch, tokens, seqs, seq_len, precision, dropout, gpu)
+        norm = 4 if ("mixed" in precision or compute_bytes == 4) else 2
+        mask = (1 if gpu else compute_bytes) if dropout else 0
+        # The embeddings' LayerNorm input and dropout mask, and the 4-D padding mask (bool, one for all layers).
+        embedding = tokens * arch.hidden * (norm + mask) + seqs * seq_len * seq_len
+        full = arch.layers * layer + embedding
+        checkpointed = arch.layers * tokens * arch.hidden * norm + layer + embedding
+        if best is None or max(full, checkpointed) > max(best[0], best[1]):
+            best = (full, checkpointed, tokens, name)
+    return best
 
 
 def _retrieval_memory(
