@@ -14,9 +14,9 @@ import torch
 from pytorch_lightning.utilities import rank_zero_only
 
 from xlt.callbacks import RngStateInCheckpoint
-from xlt.config import to_container
 from xlt.reuse import ROOT_NAME, IntermediateKey, SharedStage, code_version, intermediate_key
 from xlt.rundir import RNG_FILE, RunState, is_global_zero, rows_from_records
+from xlt.schema import to_container
 from xlt.sharded_ckpt import read_weights
 from xlt.stage import StageRunner
 from xlt.tasks.registry import get_mixture, get_task

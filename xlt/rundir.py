@@ -33,9 +33,9 @@ from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
-from xlt.config import ConfigError, to_container
 from xlt.public_config import public_container
 from xlt.results.rows import ResultRow, atomic_write_text
+from xlt.schema import ConfigError, to_container
 
 log = logging.getLogger(__name__)
 

@@ -26,10 +26,10 @@ from xlt.callbacks import (
     StepCheckpoint,
     selection_callbacks,
 )
-from xlt.config import batch_plan, to_container
 from xlt.data.datamodule import StageData
 from xlt.preemption import use_xlt_signals
 from xlt.rundir import BEST_CKPT, LAST_CKPT
+from xlt.schema import batch_plan, to_container
 
 
 def resolve_precision(precision: str) -> str:
