@@ -478,3 +478,18 @@ def test_the_sweep_objective_is_the_english_dev_selection_metric(compose_cfg, mo
     monkeypatch.setattr(xlt.train, "run_dir_from_hydra", lambda: Path("unused"))
     cfg = compose_cfg(f"+target={target}", "model=tiny")
     assert xlt.train.main.__wrapped__(cfg) == expected
+
+
+def test_the_entry_point_composes_a_sweep_with_intermediate_none() -> None:
+    """``intermediate=none`` is registered in code (not a YAML): ``python -m xlt.train`` must register
+    it itself. In-process tests import xlt.config and so always had it; the entry point lost it once
+    (a sweep then failed with "Could not find 'intermediate/none'")."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "xlt.train", "+sweep=demo_scale_gap", "--cfg", "job"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "intermediate:\n  name: none" in proc.stdout, proc.stdout[:500]

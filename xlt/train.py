@@ -10,10 +10,12 @@ from contextlib import nullcontext
 import hydra
 from omegaconf import DictConfig
 
+from xlt.config import register_configs
 from xlt.launch import is_multirun, run_dir_from_hydra, sweep_dir_from_hydra
 from xlt.schema import CONF_DIR
 
 log = logging.getLogger("xlt")
+register_configs()  # intermediate=none, before Hydra composes
 
 
 # An absolute config path: a relative one is resolved against the calling module, which works under
