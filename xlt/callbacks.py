@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.strategies import FSDPStrategy
 
+from xlt.orchestration.lightning_adapter import restore_loader_states, state_dict_type
 from xlt.rundir import PREVIOUS_CKPT
 from xlt.sharded_ckpt import rotate
 
@@ -159,9 +160,7 @@ class LoaderStateOnResume(pl.Callback):
     """
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        fit_loop = trainer.fit_loop
-        if fit_loop.restarting and fit_loop._combined_loader_states_to_load:
-            fit_loop._load_combined_loader_states()
+        restore_loader_states(trainer)
 
 
 class RngStateInCheckpoint(pl.Callback):
@@ -240,7 +239,7 @@ class BestCheckpoint(ModelCheckpoint):
     is written as Lightning writes it (an atomic save)."""
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
-        if getattr(trainer.strategy, "_state_dict_type", "full") != "sharded":
+        if state_dict_type(trainer.strategy) != "sharded":
             super()._save_checkpoint(trainer, filepath)
             return
         staging = filepath + ".partial"

@@ -24,6 +24,7 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities import rank_zero_only
 
 from xlt.config import ConfigError
+from xlt.orchestration.lightning_adapter import wandb_init_kwargs
 from xlt.public_config import public_container
 from xlt.results.rows import AGGREGATE_LANGUAGES, ResultRow, RunContext, atomic_write_text
 from xlt.rundir import CSV_DIR, FINAL_CKPT, STATE_FILE, WANDB_ID_FILE, is_global_zero
@@ -131,7 +132,7 @@ def build_logger(cfg: DictConfig, run_dir: Path, ctx: RunContext) -> Any:
     )
     rank_zero_only(log.info)("W&B: %s run %s under %s (%s)", mode, run_id, run_dir / "wandb",
                              "`wandb sync <its offline-run-* folder>` uploads it" if mode == "offline" else "online")  # fmt: skip
-    logger._wandb_init.pop("anonymous", None)  # Lightning always passes it; wandb warns it has no effect
+    wandb_init_kwargs(logger).pop("anonymous", None)  # Lightning always passes it; wandb warns it has no effect
     return logger
 
 

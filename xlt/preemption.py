@@ -60,8 +60,14 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.trainer.connectors.signal_connector import _SignalConnector
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from xlt.orchestration.lightning_adapter import (
+    LightningSignalConnector,
+    set_signal_connector,
+    set_sigterm_check,
+    signal_connector,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +89,7 @@ class _State:
 STATE = _State()
 
 
-class SignalConnector(_SignalConnector):
+class SignalConnector(LightningSignalConnector):
     """The Trainer's signal connector without Lightning's SIGTERM handler (see the module docstring):
     while its Trainer runs, xlt's process-wide handler sets ``received_sigterm`` here. Lightning's
     SLURM requeue handler is not installed either (xlt runs SLURMEnvironment(auto_requeue=False))."""
@@ -132,7 +138,7 @@ class SharedSigterm(Callback):
     rank reaches those together, so one all_reduce there cannot pair with another collective."""
 
     def _sync(self, trainer: Any) -> None:
-        connector = trainer._signal_connector
+        connector = signal_connector(trainer)
         if isinstance(connector, SignalConnector):
             connector.sync()
 
@@ -151,14 +157,14 @@ def use_xlt_signals(trainer: Any) -> None:
     fit/validate/test). Lightning's per-batch ``_broadcast_sigterm_tensor`` (which swallows a failed
     broadcast and then reads 0) becomes a plain check of the shared decision: no collective, and a
     failure is not hidden."""
-    trainer._signal_connector = SignalConnector(trainer)
+    set_signal_connector(trainer, SignalConnector(trainer))
     trainer.callbacks.append(SharedSigterm())
 
     def check_shared_decision() -> None:
         if trainer.received_sigterm:
             raise SIGTERMException()
 
-    trainer.fit_loop.epoch_loop._broadcast_sigterm_tensor = check_shared_decision
+    set_sigterm_check(trainer, check_shared_decision)
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:

@@ -28,6 +28,7 @@ from xlt.evaluation import RetrievalRun, evaluate_retrieval
 from xlt.loggers import log_checkpoint, log_rows
 from xlt.modeling.heads import build_head
 from xlt.modeling.module import TransferModule
+from xlt.orchestration.lightning_adapter import logged_steps
 from xlt.results.rows import ResultRow, RunContext, eval_rows, scored_counts
 from xlt.results.submission import write_predictions
 from xlt.reuse import SharedStage
@@ -213,7 +214,7 @@ class StageRunner:
                 self._load_weights(module, Path(best))
             weights = Path(best)
             # Lightning's logger axis: the fit's last step (where its own epoch-end validation landed).
-            self.eval_step = max(0, trainer.fit_loop.epoch_loop._batches_that_stepped - 1)
+            self.eval_step = max(0, logged_steps(trainer) - 1)
             stage_state.mark_stage(stage, best=best, task=spec.name, train=data.train_origin, steps=trainer.global_step,
                                    logged_step=self.eval_step, rng=rng_states_to_json(rng_states()),
                                    selection=self.settings.pop_selections(),

@@ -28,6 +28,7 @@ from xlt.callbacks import (
 )
 from xlt.config import batch_plan, to_container
 from xlt.data.datamodule import StageData
+from xlt.orchestration.lightning_adapter import release_strategy, set_logged_steps, set_process_group_timeout
 from xlt.preemption import use_xlt_signals
 from xlt.rundir import BEST_CKPT, LAST_CKPT
 
@@ -50,8 +51,7 @@ def build_strategy(strategy: Any, several_heads: bool = False) -> Any:
     from hydra.utils import instantiate
 
     built = instantiate(strategy, _convert_="all")
-    if hasattr(built, "_timeout"):  # Lightning's DDP/FSDP strategies: the process group's timeout
-        built._timeout = PROCESS_GROUP_TIMEOUT
+    set_process_group_timeout(built, PROCESS_GROUP_TIMEOUT)  # Lightning's DDP/FSDP strategies
     return built
 
 
@@ -111,15 +111,7 @@ def release(trainer: pl.Trainer | None) -> None:
     memory until then (tens of GB per GPU for XXL while the next stage wraps its encoder)."""
     if trainer is None:
         return
-    strategy = trainer.strategy
-    module = strategy._lightning_module
-    if module is not None:
-        module._trainer = None
-    strategy._lightning_module = None
-    strategy._model = None
-    strategy._optimizers = []
-    strategy._lightning_optimizers = []
-    strategy.lr_scheduler_configs = []
+    release_strategy(trainer)
     trainer.datamodule = None  # type: ignore[attr-defined]
 
 
@@ -246,5 +238,5 @@ def build_trainer(cfg: DictConfig, stage_cfg: DictConfig, data: StageData, accum
     )
     use_xlt_signals(trainer)  # SIGTERM without Lightning's broadcast inside the handler (xlt/preemption.py)
     if ckpt_dir is None:  # an evaluator: log at the evaluated weights' step, not a fresh Trainer's 0
-        trainer.fit_loop.epoch_loop._batches_that_stepped = eval_step
+        set_logged_steps(trainer, eval_step)
     return trainer
