@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from xlt.results.rows import read_results  # noqa: E402
-from xlt.rundir import RESULTS_FILE, STATE_FILE  # noqa: E402
+from xlt.orchestration.rundir import RESULTS_FILE, STATE_FILE  # noqa: E402
 
 QUIET = ["logger=none", "trainer.enable_progress_bar=false"]
 TINY_RUN = ["+target=xnli", "target.train_task=snli", "target.train_split=dev", "target.max_train_examples=32",

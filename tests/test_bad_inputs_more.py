@@ -289,7 +289,7 @@ def test_resume_false_starts_over_a_broken_state(compose_cfg, tmp_path: Path) ->
 _HOLD = """
 import sys, time
 from pathlib import Path
-from xlt.rundir import run_dir_lock
+from xlt.orchestration.rundir import run_dir_lock
 with run_dir_lock(Path(sys.argv[1])):
     print("held", flush=True)
     time.sleep(60)
@@ -300,7 +300,7 @@ def test_second_process_in_a_run_directory_stops_in_one_line(compose_cfg, tmp_pa
     import socket
 
     from xlt.run import run
-    from xlt.rundir import RunDirError
+    from xlt.orchestration.rundir import RunDirError
 
     run_dir = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(run_dir)], stdout=subprocess.PIPE, text=True,
@@ -316,7 +316,7 @@ def test_second_process_in_a_run_directory_stops_in_one_line(compose_cfg, tmp_pa
         holder.kill()
         holder.wait()
     # The holder is gone (killed: its lock file still names it): the next run takes the lock over.
-    from xlt.rundir import LOCK_FILE, run_dir_lock
+    from xlt.orchestration.rundir import LOCK_FILE, run_dir_lock
 
     assert str(holder.pid) in (run_dir / LOCK_FILE).read_text()
     with run_dir_lock(run_dir):
@@ -325,7 +325,7 @@ def test_second_process_in_a_run_directory_stops_in_one_line(compose_cfg, tmp_pa
 
 
 def test_moved_run_directory_finds_its_checkpoints(tmp_path: Path) -> None:
-    from xlt.rundir import RunState
+    from xlt.orchestration.rundir import RunState
 
     old = tmp_path / "old"
     ckpt = old / "checkpoints" / "target" / "best.ckpt"
@@ -655,7 +655,7 @@ def test_reader_refuses_duplicates_and_oddities(data_dir: Path, tmp_path: Path, 
 def test_checkpoint_of_another_kind_is_one_line(tmp_path: Path, content, expect) -> None:
     import torch
 
-    from xlt.rundir import CheckpointError
+    from xlt.orchestration.rundir import CheckpointError
     from xlt.stage import StageRunner
 
     path = tmp_path / "best.ckpt"

@@ -14,7 +14,7 @@ from xlt.modeling.heads import HEADS, build_head
 from xlt.modeling.module import TransferModule, linear_warmup_decay
 from xlt.modeling.pooling import pool
 from xlt.run import run
-from xlt.rundir import RunState
+from xlt.orchestration.rundir import RunState
 from xlt.tasks import get_task
 
 from .test_pipeline import TINY_XNLI

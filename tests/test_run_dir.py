@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from xlt.config import ConfigError
 from xlt.results.rows import read_results
 from xlt.run import Runner, run
-from xlt.rundir import CheckpointError, config_differences, resume_checkpoint
+from xlt.orchestration.rundir import CheckpointError, config_differences, resume_checkpoint
 
 TINY = (
     "model=tiny", "+target=xnli", "debug=fdr", "target.train_task=snli", "target.train_split=dev",

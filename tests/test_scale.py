@@ -197,7 +197,7 @@ def test_model_files_record_the_vocabulary_their_checkpoints_have(compose_cfg, c
 
 def test_a_run_pins_the_hub_commit_it_first_loaded(tmp_path: Path) -> None:
     from xlt.modeling.encoder import resolved_revision
-    from xlt.rundir import RunState
+    from xlt.orchestration.rundir import RunState
 
     hub = OmegaConf.create({"source": "hub", "revision": None})
     state = RunState.load(tmp_path / "state.json")

@@ -13,7 +13,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.strategies import FSDPStrategy
 
 from xlt.orchestration.lightning_adapter import restore_loader_states, state_dict_type
-from xlt.rundir import PREVIOUS_CKPT
+from xlt.orchestration.rundir import PREVIOUS_CKPT
 from xlt.sharded_ckpt import rotate
 
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, cast
 
 from omegaconf import DictConfig, OmegaConf
 
-from xlt import rundir
+from xlt.orchestration import rundir
 from xlt.console import check_out_dir
 from xlt.export import (
     CONFIG_FILE,
@@ -100,7 +100,7 @@ def _dotlist(overrides: list[str]) -> DictConfig:
 def evaluate(source: Path, out_dir: Path, overrides: list[str] | None = None) -> list:
     from xlt.config import validate
     from xlt.run import Runner, print_report
-    from xlt.rundir import STATE_FILE, RunState
+    from xlt.orchestration.rundir import STATE_FILE, RunState
 
     kind, weights, cfg = resolve_source(Path(source))
     intermediate = cfg.intermediate.name if cfg.get("intermediate") else "none"

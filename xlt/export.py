@@ -27,7 +27,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from xlt import rundir
+from xlt.orchestration import rundir
 from xlt.console import check_out_dir
 from xlt.public_config import public_yaml
 
@@ -108,7 +108,7 @@ def model_card(
 ) -> str:
     from xlt.export_hub import debug_note, front_matter, hub_metadata
     from xlt.results.report import format_table
-    from xlt.rundir import rows_from_records
+    from xlt.orchestration.rundir import rows_from_records
 
     rows = rows_from_records([r for r in records if r.get("stage") == "target"])
     tables = [format_table(rows, "target", r.task, r.split) for r in rows]

@@ -1,5 +1,5 @@
 """The intermediate phase: the intermediate stage trained in the run directory, or once per key in a
-folder the jobs of a sweep share (xlt/reuse.py) and reused by every job with that key; either way the
+folder the jobs of a sweep share (xlt/orchestration/reuse.py) and reused by every job with that key; either way the
 stage's rows and the random generators' states after it are the same as if the job trained it."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from xlt.callbacks import RngStateInCheckpoint
 from xlt.config import to_container
-from xlt.reuse import ROOT_NAME, IntermediateKey, SharedStage, code_version, intermediate_key
-from xlt.rundir import RNG_FILE, RunState, is_global_zero, rows_from_records
+from xlt.orchestration.reuse import ROOT_NAME, IntermediateKey, SharedStage, code_version, intermediate_key
+from xlt.orchestration.rundir import RNG_FILE, RunState, is_global_zero, rows_from_records
 from xlt.sharded_ckpt import read_weights
 from xlt.stage import StageRunner
 from xlt.tasks.registry import get_mixture, get_task
@@ -31,7 +31,7 @@ class IntermediatePhase(StageRunner):
     sweep_dir: Path | None  # a Hydra multirun's folder: shared intermediate stages live under it
 
     def intermediate_key(self) -> IntermediateKey:
-        """What names this run's intermediate model: see xlt.reuse.intermediate_key."""
+        """What names this run's intermediate model: see xlt.orchestration.reuse.intermediate_key."""
         audit = self.state.data.get("audit", {})
         exclusions = {r["set"]: sorted(r.get("excluded_ids", [])) for r in audit.get("sets", [])
                       if r.get("stage") == "intermediate" and r.get("excluded")}  # fmt: skip

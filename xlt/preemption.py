@@ -37,7 +37,7 @@ A rank ended in the middle of writing last.ckpt (by the watchdog or SIGKILL): Li
 ``tempfile.mkstemp`` in ``$TMPDIR`` (fsspec's local transaction) and then moves it over last.ckpt;
 xlt has renamed the previous last.ckpt to prev.ckpt just before (xlt.callbacks.keep_previous). A
 kill during the write leaves no last.ckpt and an orphaned temporary file in ``$TMPDIR``; the relaunch
-resumes from prev.ckpt, the resume point before it (xlt.rundir.resume_checkpoint). Put ``$TMPDIR`` on
+resumes from prev.ckpt, the resume point before it (xlt.orchestration.rundir.resume_checkpoint). Put ``$TMPDIR`` on
 the checkpoints' file system with room for one checkpoint: on another file system the move is a copy,
 which a kill can cut short, leaving a truncated last.ckpt (set aside as unreadable by the relaunch).
 See docs/slurm-requeue.md.

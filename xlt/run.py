@@ -5,13 +5,12 @@ zero-shot evaluation on every language of the target, all in one run directory.
 :class:`Runner` orders the three phases (probe the pretrained encoder; the intermediate stage,
 xlt/intermediate.py; the target stage, trained or retrieval-only) over what xlt/stage.py provides.
 Where the rest lives: the Trainer in xlt/trainer.py, callbacks in xlt/callbacks.py, loggers in
-xlt/loggers.py, the run directory's files in xlt/rundir.py, retrieval evaluation in xlt/evaluation/.
+xlt/loggers.py, the run directory's files in xlt/orchestration/rundir.py, retrieval evaluation in xlt/evaluation/.
 """
 
 from __future__ import annotations
 
 import logging
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,7 +18,6 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_only
 
-from xlt import PROJECT_ROOT
 from xlt.config import validate
 from xlt.console import file_only
 from xlt.data.datamodule import DataSettings
@@ -34,12 +32,8 @@ from xlt.modeling.encoder import (
     load_tokenizer,
     resolved_revision,
 )
-from xlt.preemption import handling_sigterm
-from xlt.public_config import public_yaml
-from xlt.results.report import format_table
-from xlt.results.rows import ResultRow, RunContext, atomic_write_text, read_results, write_results
-from xlt.reuse import launch_id
-from xlt.rundir import (
+from xlt.orchestration.reuse import code_version, launch_id
+from xlt.orchestration.rundir import (
     CONFIG_FILE,
     RESULTS_FILE,
     STATE_FILE,
@@ -52,6 +46,10 @@ from xlt.rundir import (
     run_dir_lock,
     start_over,
 )
+from xlt.preemption import handling_sigterm
+from xlt.public_config import public_yaml
+from xlt.results.report import format_table
+from xlt.results.rows import ResultRow, RunContext, atomic_write_text, read_results, write_results
 from xlt.strategies import precision_policy
 from xlt.tasks import hub
 from xlt.tasks.loading import check_local_files, resolve_source
@@ -59,19 +57,6 @@ from xlt.tasks.registry import get_task
 from xlt.trainer import debug_mode, resolve_precision, stage_lr
 
 log = logging.getLogger(__name__)
-
-
-def git_commit() -> str:
-    """The project's commit, with ``-dirty`` when the work tree has changes; ``unknown`` outside git."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
-        )
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
-                               capture_output=True, text=True, check=True)  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
 class Runner(IntermediatePhase):
@@ -115,7 +100,7 @@ class Runner(IntermediatePhase):
             target=cfg.target.name,
             train_task=cfg.target.train_task or "",
             seed=cfg.seed,
-            git_commit=git_commit(),
+            git_commit=code_version(diff_hash=False),
             data_source=source,
             peft=cfg.scale.peft,
             select_on=cfg.target.get("select_on") or "target",
@@ -235,7 +220,7 @@ def run(cfg: DictConfig, run_dir: Path, sweep_dir: Path | None = None) -> dict[s
     metrics (``{split}/{task}/{language}/{metric}`` of the target stage), e.g. for a sweep objective.
     ``sweep_dir``: the multirun folder, under which jobs share their intermediate stages."""
     cfg = validate(cfg)
-    launch_id()  # before Lightning starts other ranks as subprocesses: they inherit it (xlt/reuse.py)
+    launch_id()  # before Lightning starts other ranks as subprocesses: they inherit it (xlt/orchestration/reuse.py)
     run_dir = Path(run_dir)
     with run_dir_lock(run_dir):  # a second process in this run directory stops here, in one line
         return _run_locked(cfg, run_dir, sweep_dir)

@@ -31,8 +31,8 @@ from xlt.modeling.module import TransferModule
 from xlt.orchestration.lightning_adapter import logged_steps
 from xlt.results.rows import ResultRow, RunContext, eval_rows, scored_counts
 from xlt.results.submission import write_predictions
-from xlt.reuse import SharedStage
-from xlt.rundir import (
+from xlt.orchestration.reuse import SharedStage
+from xlt.orchestration.rundir import (
     FINAL_CKPT,
     LAST_CKPT,
     PREDICTIONS_DIR,
@@ -136,7 +136,7 @@ class StageRunner:
         """Fit fresh heads (and the shared encoder) on English data, select on English dev, then
         evaluate dev (and, for targets, every language's test set). ``spec`` may be a mixture
         (several tasks, one head each or shared; see xlt/data/mixture.py). ``home``: the shared
-        folder of an intermediate stage (xlt/reuse.py), whose state and checkpoints are used instead
+        folder of an intermediate stage (xlt/orchestration/reuse.py), whose state and checkpoints are used instead
         of the run directory's; it is always resumed (it is no one job's to start over)."""
         stage_state = RunState.load(home.state_path) if home is not None else self.state
         resume = self.cfg.resume or home is not None

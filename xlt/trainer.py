@@ -30,7 +30,7 @@ from xlt.config import batch_plan, to_container
 from xlt.data.datamodule import StageData
 from xlt.orchestration.lightning_adapter import release_strategy, set_logged_steps, set_process_group_timeout
 from xlt.preemption import use_xlt_signals
-from xlt.rundir import BEST_CKPT, LAST_CKPT
+from xlt.orchestration.rundir import BEST_CKPT, LAST_CKPT
 
 
 def resolve_precision(precision: str) -> str:

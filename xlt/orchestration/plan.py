@@ -20,7 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from xlt.rundir import CHECKPOINTS_DIR, LAST_CKPT, PREVIOUS_CKPT
+from xlt.orchestration.rundir import CHECKPOINTS_DIR, LAST_CKPT, PREVIOUS_CKPT
 from xlt.schema import batch_plan
 
 
@@ -120,7 +120,7 @@ class ReusePlan:
     shared: bool
     root: str | None  # reuse.dir, or <sweep dir>/intermediate in a multirun; None: the run directory
     wait_timeout_min: float | None
-    code: str | None  # reuse.code (None: the project's commit, xlt.reuse.code_version)
+    code: str | None  # reuse.code (None: the project's commit, xlt.orchestration.reuse.code_version)
     key_prefix: str  # <model>-<intermediate>-s<seed>; the digest is added once the weights are loaded
 
 

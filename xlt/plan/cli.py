@@ -49,7 +49,7 @@ def shared_key(cfg: DictConfig) -> str:
     questions) may change the intermediate's data, so its jobs are counted as training their own."""
     from xlt.config import to_container
     from xlt.plan.memory import Hardware, resolve_precision
-    from xlt.reuse import intermediate_key
+    from xlt.orchestration.reuse import intermediate_key
     from xlt.tasks.registry import get_task
 
     precision = resolve_precision(str(cfg.scale.precision), Hardware())

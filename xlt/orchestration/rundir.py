@@ -52,7 +52,7 @@ UNUSABLE_CKPT = "last.ckpt.unusable"  # an unreadable last.ckpt, set aside
 WANDB_ID_FILE = "wandb_id"  # the job's W&B run id: a relaunch continues that run
 CSV_DIR = "csv"  # the CSV logger's folder: metrics.csv, kept and appended to by a relaunch
 METRICS_CSV = "metrics.csv"
-RNG_FILE = "rng_after.pt"  # a shared intermediate stage's generator states after it (xlt/reuse.py)
+RNG_FILE = "rng_after.pt"  # a shared intermediate stage's generator states after it (xlt/orchestration/reuse.py)
 TRAIN_LOG = "train.log"  # Hydra's job log, named after the job (xlt.train)
 LOCK_FILE = ".lock"  # the run directory's lock (run_dir_lock)
 PATH_KEYS = ("best",)  # stage entries of state.json that are paths: stored relative to the state's folder
@@ -226,9 +226,10 @@ def rows_from_records(records: list[dict[str, Any]]) -> list[ResultRow]:
                       r.get("note", "")) for r in records]  # fmt: skip
 
 
-# Keys a relaunch may change: they do not change a number the run reports (what is logged where, how
-# fast data is read, how often a resume point is written, whether predictions are also written).
-# Every other key of the resolved config must equal the stored config.yaml's.
+# The one list of keys that do not change a number the run reports (what is logged where, how fast
+# data is read, how often a resume point is written, whether predictions are also written, what the
+# job asks the scheduler for): a relaunch may change them (every other key of the resolved config must
+# equal the stored config.yaml's), and the intermediate stage's reuse key leaves them out (xlt/orchestration/reuse.py).
 RESULT_NEUTRAL_KEYS = (
     "logger",
     "trainer.enable_progress_bar",
@@ -240,8 +241,16 @@ RESULT_NEUTRAL_KEYS = (
     "predictions",
     "scale.checkpoint_every_n_steps",
     "model.license",  # what an export's model card says
-    "reuse",  # where the intermediate stage is kept: it is keyed, and a relaunch keeps its folder (xlt/reuse.py)
+    "reuse",  # where the intermediate stage is kept: it is keyed, and a relaunch keeps its folder (xlt/orchestration/reuse.py)
+    "scale.name",  # a profile's label; its settings are compared one by one
+    "scale.gpu_memory_gb",  # what per_device_batch_size=auto fits: the resolved batch is compared
+    "scale.host_memory_gb",  # the host memory a SLURM job asks for
 )
+
+
+def is_result_neutral(key: str) -> bool:
+    """Whether the dotted config ``key`` is (under) one of :data:`RESULT_NEUTRAL_KEYS`."""
+    return any(key == k or key.startswith(k + ".") for k in RESULT_NEUTRAL_KEYS)
 
 
 def has_progress(run_dir: Path, state: RunState) -> bool:
@@ -264,11 +273,7 @@ def config_differences(cfg: DictConfig, stored: dict[str, Any]) -> list[str]:
     """The result-changing keys (dotted) whose values differ between ``cfg`` and ``stored``."""
     # config.yaml keeps ${oc.env:...} unresolved (xlt/public_config.py); one written before that holds values.
     now, resolved, before = _flatten(public_container(cfg)), _flatten(to_container(cfg)), _flatten(stored)
-
-    def neutral(key: str) -> bool:
-        return any(key == k or key.startswith(k + ".") for k in RESULT_NEUTRAL_KEYS)
-
-    keys = sorted(k for k in now.keys() | before.keys() if not neutral(k))
+    keys = sorted(k for k in now.keys() | before.keys() if not is_result_neutral(k))
     return [k for k in keys if before.get(k, "<absent>") not in (now.get(k, "<absent>"), resolved.get(k, "<absent>"))
             and not (k not in before and (now.get(k) in (found := _defaults(k, before)) or resolved.get(k) in found))]  # fmt: skip
 

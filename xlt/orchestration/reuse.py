@@ -49,38 +49,37 @@ from pathlib import Path
 from typing import Any
 
 from xlt import PROJECT_ROOT
+from xlt.orchestration.rundir import is_result_neutral
 
 log = logging.getLogger(__name__)
 
 ROOT_NAME = "intermediate"  # <sweep dir>/intermediate/<key>
 KEY_FILE = "key.json"
-STATE_FILE = "stage.json"
+SHARED_STATE_FILE = "stage.json"  # the shared stage's RunState (a run directory's is rundir.STATE_FILE)
 DONE_FILE = "done.json"
 OWNER_FILE = "owner.json"
 LOCK_FILE = "lock"
 LAUNCH_ENV = "XLT_LAUNCH_ID"
 
-# Settings that do not change the intermediate weights: left out of the key.
-_SCALE_NEUTRAL = ("name", "checkpoint_every_n_steps", "gpu_memory_gb", "host_memory_gb")
-_TRAINER_NEUTRAL = ("enable_progress_bar", "enable_model_summary", "log_every_n_steps")
-_DATA_NEUTRAL = ("cache_dir", "num_workers")
 
 
 class ReuseError(RuntimeError):
     """The shared intermediate stage cannot be used; the message names the folder and what to do."""
 
 
-def code_version() -> str:
-    """The commit of the project, plus ``-dirty-<hash of git diff HEAD>`` when tracked files have
-    changes (two different uncommitted states must not share a key); ``unknown`` outside git."""
+def code_version(diff_hash: bool = True) -> str:
+    """The project's commit (the one git helper: result rows' ``git_commit`` and the reuse key's
+    code), plus ``-dirty`` when tracked files have changes: ``-dirty-<hash of git diff HEAD>`` with
+    ``diff_hash`` (two different uncommitted states must not share a key); ``unknown`` outside git."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                                check=True).stdout.strip()  # fmt: skip
-        diff = subprocess.run(["git", "diff", "HEAD", "--no-color"], cwd=PROJECT_ROOT, capture_output=True,
-                              check=True).stdout  # fmt: skip
+        git = ["git", "-C", str(PROJECT_ROOT)]
+        commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        diff = subprocess.run([*git, "diff", "HEAD", "--no-color"], capture_output=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return commit + (f"-dirty-{hashlib.sha256(diff).hexdigest()[:12]}" if diff.strip() else "")
+    if not diff.strip():
+        return commit.stdout.strip()
+    return commit.stdout.strip() + (f"-dirty-{hashlib.sha256(diff).hexdigest()[:12]}" if diff_hash else "-dirty")
 
 
 @dataclass(frozen=True)
@@ -90,8 +89,9 @@ class IntermediateKey:
     material: dict[str, Any]
 
 
-def _without(section: dict[str, Any] | None, keys: tuple[str, ...]) -> dict[str, Any]:
-    return {k: v for k, v in (section or {}).items() if k not in keys}
+def _without(name: str, section: dict[str, Any] | None) -> dict[str, Any]:
+    """A config section without its result-neutral keys (rundir.RESULT_NEUTRAL_KEYS)."""
+    return {k: v for k, v in (section or {}).items() if not is_result_neutral(f"{name}.{k}")}
 
 
 def intermediate_key(
@@ -114,7 +114,7 @@ def intermediate_key(
         raise ValueError("no intermediate stage: nothing to key")
     model = dict(cfg["model"])
     model["revision"] = model_revision or model.get("revision")
-    scale = _without(cfg.get("scale"), _SCALE_NEUTRAL)
+    scale = _without("scale", cfg.get("scale"))
     scale["precision"] = precision
     material = {
         "model": model,
@@ -123,8 +123,8 @@ def intermediate_key(
         "code": code,
         "scale": scale,
         "optim": cfg.get("optim"),
-        "trainer": _without(cfg.get("trainer"), _TRAINER_NEUTRAL),
-        "data": _without(cfg.get("data"), _DATA_NEUTRAL),
+        "trainer": _without("trainer", cfg.get("trainer")),
+        "data": _without("data", cfg.get("data")),
         "exclusions": exclusions,
         "accelerator": accelerator,
     }
@@ -177,7 +177,7 @@ class SharedStage:
         self.key = key
         self.dir = Path(root) / key.name
         self.ckpt_dir = self.dir / "checkpoints" / "intermediate"
-        self.state_path = self.dir / STATE_FILE
+        self.state_path = self.dir / SHARED_STATE_FILE
 
     @classmethod
     def pinned(cls, folder: Path) -> SharedStage:
