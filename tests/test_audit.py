@@ -16,8 +16,8 @@ import pytest
 import xlt.data.datamodule as datamodule
 from xlt.audit import ContaminationError, audit, normalise, text_keys
 from xlt.config import validate
+from xlt.orchestration.run import run
 from xlt.results.rows import read_results
-from xlt.run import run
 from xlt.tasks.loading import load_split
 from xlt.tasks.registry import get_task
 

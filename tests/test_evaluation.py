@@ -53,17 +53,17 @@ def test_a_retrieval_target_embeds_with_its_stage_settings_and_a_probe_with_retr
 ) -> None:
     """target.max_seq_length (null: the spec's) and target.eval_batch_size size a Tatoeba target's
     embedding; retrieval.* sizes the probes (a value the config records must be the value used)."""
-    import xlt.stage
-    from xlt.run import run
+    import xlt.orchestration.stage
+    from xlt.orchestration.run import run
 
     seen: list[tuple[str, int, int]] = []
-    real = xlt.stage.evaluate_retrieval
+    real = xlt.orchestration.stage.evaluate_retrieval
 
     def spy(spec, stage, languages, limit, retrieval_run):  # type: ignore[no-untyped-def]
         seen.append((stage, retrieval_run.batch_size, retrieval_run.max_length))
         return real(spec, stage, languages, limit, retrieval_run)
 
-    monkeypatch.setattr(xlt.stage, "evaluate_retrieval", spy)
+    monkeypatch.setattr(xlt.orchestration.stage, "evaluate_retrieval", spy)
     cfg = compose_cfg("+target=tatoeba", "model=tiny", "target.languages=[de]", "target.max_eval_examples=12",
                       "target.max_seq_length=24", "target.eval_batch_size=8", "probe.tasks=[tatoeba]",
                       "probe.languages=[de]", "probe.max_examples=12", "retrieval.batch_size=4",

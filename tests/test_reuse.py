@@ -67,7 +67,7 @@ def test_the_key_changes_with_whatever_changes_the_intermediate_weights() -> Non
         assert key_of(CFG, **{arg: value}).digest != key.digest, arg
 
 
-# A job's use of the shared stage, as xlt.run makes it, with the training replaced by a sleep.
+# A job's use of the shared stage, as xlt.orchestration.run makes it, with the training replaced by a sleep.
 CLAIMANT = textwrap.dedent("""
     import logging, sys, time
     from pathlib import Path

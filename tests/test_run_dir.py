@@ -9,9 +9,10 @@ import torch
 from omegaconf import OmegaConf
 
 from xlt.config import ConfigError
-from xlt.results.rows import read_results
-from xlt.run import Runner, run
+from xlt.orchestration.run import run
 from xlt.orchestration.rundir import CheckpointError, config_differences, resume_checkpoint
+from xlt.orchestration.weights import load_weights
+from xlt.results.rows import read_results
 
 TINY = (
     "model=tiny", "+target=xnli", "debug=fdr", "target.train_task=snli", "target.train_split=dev",
@@ -99,5 +100,5 @@ def test_a_crafted_checkpoint_is_refused_not_executed(tmp_path: Path) -> None:
     crafted = tmp_path / "best.ckpt"
     torch.save({"state_dict": {}, "evil": _Payload(marker)}, crafted)
     with pytest.raises(CheckpointError, match="best.ckpt: not a loadable checkpoint"):
-        Runner._load_weights(None, crafted)  # type: ignore[arg-type]
+        load_weights(None, crafted)  # type: ignore[arg-type]
     assert not marker.exists()

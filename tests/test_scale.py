@@ -266,7 +266,7 @@ def test_lora_is_recorded_and_profiles_name_their_decoder_modules(compose_cfg) -
 def test_lora_trains_at_its_own_learning_rate_recorded_in_every_row(
     compose_cfg, data_dir: Path, tmp_path: Path, monkeypatch, peft: str
 ) -> None:
-    import xlt.run as run_module
+    import xlt.orchestration.run as run_module
     from xlt.modeling.module import TransferModule
     from xlt.results.rows import read_results
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from xlt.config import validate
+from xlt.orchestration.run import run
 from xlt.results.rows import read_results
-from xlt.run import run
 
 # 48 SNLI pairs, batch 8 = 2 accumulated batches of 4: 6 optimizer steps an epoch, 2 epochs.
 TINY = (

@@ -4,17 +4,19 @@ checkpoints, the resume points (last.ckpt and prev.ckpt), checkpoint selection, 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.strategies import FSDPStrategy
 
 from xlt.orchestration.lightning_adapter import restore_loader_states, state_dict_type
 from xlt.orchestration.rundir import PREVIOUS_CKPT
 from xlt.sharded_ckpt import rotate
+
+if TYPE_CHECKING:
+    from xlt.orchestration.plan import SelectionPlan
 
 
 class Diverged(RuntimeError):
@@ -335,7 +337,7 @@ class ValidateAfterLastStep(pl.Callback):
 
 
 def selection_callbacks(
-    stage_cfg: DictConfig, monitor: str, accumulate: int, trainer_kwargs: dict[str, Any]
+    selection: SelectionPlan, monitor: str, accumulate: int, trainer_kwargs: dict[str, Any]
 ) -> list[pl.Callback]:
     """Checkpoint selection as jiant's X-STILTs recipe does it (stage options, conf/*/*.yaml):
 
@@ -350,13 +352,13 @@ def selection_callbacks(
 
     ``trainer_kwargs`` is updated in place."""
     callbacks: list[pl.Callback] = []
-    if stage_cfg.get("val_check_every") and not trainer_kwargs.get("fast_dev_run"):
-        trainer_kwargs["val_check_interval"] = int(stage_cfg.val_check_every) * accumulate
+    if selection.val_check_every and not trainer_kwargs.get("fast_dev_run"):
+        trainer_kwargs["val_check_interval"] = int(selection.val_check_every) * accumulate
         trainer_kwargs["check_val_every_n_epoch"] = None
         callbacks.append(ValidateAfterLastStep())
-    if stage_cfg.get("patience"):
+    if selection.patience:
         from pytorch_lightning.callbacks import EarlyStopping
 
-        callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=int(stage_cfg.patience),
+        callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=int(selection.patience),
                                        check_on_train_epoch_end=False))  # fmt: skip
     return callbacks

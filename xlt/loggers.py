@@ -25,9 +25,9 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from xlt.config import ConfigError
 from xlt.orchestration.lightning_adapter import wandb_init_kwargs
+from xlt.orchestration.rundir import CSV_DIR, FINAL_CKPT, STATE_FILE, WANDB_ID_FILE, is_global_zero
 from xlt.public_config import public_container
 from xlt.results.rows import AGGREGATE_LANGUAGES, ResultRow, RunContext, atomic_write_text
-from xlt.orchestration.rundir import CSV_DIR, FINAL_CKPT, STATE_FILE, WANDB_ID_FILE, is_global_zero
 
 log = logging.getLogger(__name__)
 

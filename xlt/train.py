@@ -28,7 +28,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
         if show is not None:
             print(show_plan(cfg, show), end="")
             return None
-        from xlt.run import run
+        from xlt.orchestration.run import run
 
         sweep_dir = sweep_dir_from_hydra()
         summary = run(

@@ -26,11 +26,12 @@ from xlt.callbacks import (
     StepCheckpoint,
     selection_callbacks,
 )
-from xlt.config import batch_plan, to_container
+from xlt.config import to_container
 from xlt.data.datamodule import StageData
 from xlt.orchestration.lightning_adapter import release_strategy, set_logged_steps, set_process_group_timeout
-from xlt.preemption import use_xlt_signals
+from xlt.orchestration.plan import StagePlan
 from xlt.orchestration.rundir import BEST_CKPT, LAST_CKPT
+from xlt.preemption import use_xlt_signals
 
 
 def resolve_precision(precision: str) -> str:
@@ -154,33 +155,22 @@ def debug_mode(cfg: DictConfig) -> str:
     return ",".join(parts)
 
 
-def stage_lr(cfg: DictConfig, stage_cfg: DictConfig) -> float:
-    """The learning rate a stage trains at: its own, or ``scale.lora.lr`` under LoRA."""
-    lora_lr = cfg.scale.lora.get("lr")
-    return float(lora_lr if cfg.scale.peft == "lora" and lora_lr is not None else stage_cfg.lr)
-
-
-def stage_batch_plan(cfg: DictConfig, stage_cfg: DictConfig) -> tuple[int, int]:
-    """(per-device batch, gradient accumulation) giving the stage's batch size on this job's devices."""
-    scale = cfg.scale
-    return batch_plan(stage_cfg.batch_size, scale.per_device_batch_size, scale.devices * scale.num_nodes)
-
-
-def fractional_epoch_steps(stage_cfg: DictConfig, data: StageData, accumulate: int) -> int | None:
+def fractional_epoch_steps(stage: StagePlan, data: StageData, accumulate: int) -> int | None:
     """``max_steps`` for a fractional ``epochs`` (e.g. 0.5), None for a whole number of epochs."""
-    epochs = float(stage_cfg.epochs)
+    assert stage.epochs is not None and stage.batch is not None
+    epochs = float(stage.epochs)
     if epochs == int(epochs) or (data.train is None and data.mixture is None):
         return None
     if data.mixture is not None:
         steps_per_epoch = data.mixture.steps_per_epoch
     else:
         assert data.train is not None
-        batches = math.ceil(len(data.train) / (stage_cfg.batch_size // accumulate))
+        batches = math.ceil(len(data.train) / (stage.batch.batch_size // accumulate))
         steps_per_epoch = math.ceil(batches / accumulate)
     return max(1, math.ceil(epochs * steps_per_epoch))
 
 
-def build_trainer(cfg: DictConfig, stage_cfg: DictConfig, data: StageData, accumulate: int, *, logger: Any,
+def build_trainer(cfg: DictConfig, stage_plan: StagePlan, data: StageData, accumulate: int, *, logger: Any,
                   run_dir: Path, ckpt_dir: Path | None = None, monitor: str | None = None, stage: str = "",
                   eval_step: int = 0) -> pl.Trainer:  # fmt: skip
     """The Trainer of a stage's fit (``ckpt_dir`` given: divergence guard, selection, resume points)
@@ -211,12 +201,12 @@ def build_trainer(cfg: DictConfig, stage_cfg: DictConfig, data: StageData, accum
 
             callbacks.append(LineProgress(stage or "evaluation"))
     trainer_kwargs = to_container(cfg.trainer)
-    if ckpt_dir is not None and monitor is not None:
-        callbacks.extend(selection_callbacks(stage_cfg, monitor, accumulate, trainer_kwargs))
-    max_steps = fractional_epoch_steps(stage_cfg, data, accumulate)
+    if ckpt_dir is not None and monitor is not None and stage_plan.selection is not None:
+        callbacks.extend(selection_callbacks(stage_plan.selection, monitor, accumulate, trainer_kwargs))
+    max_steps = fractional_epoch_steps(stage_plan, data, accumulate)
     if max_steps is not None:
         trainer_kwargs.setdefault("max_steps", max_steps)
-    max_epochs = trainer_kwargs.pop("max_epochs", max(1, math.ceil(float(stage_cfg.epochs))))
+    max_epochs = trainer_kwargs.pop("max_epochs", max(1, math.ceil(float(stage_plan.epochs or 1))))
     plugins = [*(trainer_kwargs.pop("plugins", None) or []), *cluster_plugins()]
     # Lightning's model summary as a log line (the log file), not the Rich table it prints directly.
     callbacks.append(ModelSummary(max_depth=1))

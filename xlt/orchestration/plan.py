@@ -20,6 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from xlt.orchestration.reuse import ROOT_NAME
 from xlt.orchestration.rundir import CHECKPOINTS_DIR, LAST_CKPT, PREVIOUS_CKPT
 from xlt.schema import batch_plan
 
@@ -107,6 +108,9 @@ class StagePlan:
     checkpoint: CheckpointPlan | None = None
     evaluation: tuple[EvalTarget, ...] = ()
     probes_after: tuple[EvalTarget, ...] = ()
+    # An evaluation-only stage (xlt.evaluate): these weights are scored, logged at logged_step; nothing trains.
+    weights: str | None = None
+    logged_step: int = 0
 
     @property
     def trains(self) -> bool:
@@ -297,7 +301,7 @@ def _retrieval_target(cfg: DictConfig) -> StagePlan:
 
 
 def _reuse(cfg: DictConfig, sweep_dir: Path | None) -> ReusePlan:
-    root = cfg.reuse.dir or (str(Path(sweep_dir) / "intermediate") if sweep_dir is not None else None)
+    root = cfg.reuse.dir or (str(Path(sweep_dir) / ROOT_NAME) if sweep_dir is not None else None)
     safe = "".join(
         c if c.isalnum() or c in "._-" else "_" for c in f"{cfg.model.name}-{cfg.intermediate.name}"
     )
@@ -341,6 +345,16 @@ def build_plan(cfg: DictConfig, run_dir: Path | str, sweep_dir: Path | None = No
         stages=tuple(stages),
         reuse=_reuse(cfg, sweep_dir) if cfg.intermediate is not None else None,
     )
+
+
+def evaluation_only(plan: RunPlan, weights: Path, logged_step: int) -> RunPlan:
+    """``plan``'s target stage scoring ``weights`` (a target-stage checkpoint) instead of training:
+    the plan ``xlt.evaluate`` executes. The plan must have no intermediate stage and no probes."""
+    target = plan.stage("target")
+    if target is None or len(plan.stages) != 1 or not target.trains or plan.probes_pretrained:
+        raise ValueError("an evaluation-only plan has one trained target stage and no probes")
+    evaluated = dataclasses.replace(target, weights=str(weights), logged_step=logged_step)
+    return dataclasses.replace(plan, stages=(evaluated,))
 
 
 def format_plan(plan: RunPlan) -> str:

@@ -48,8 +48,8 @@ def shared_key(cfg: DictConfig) -> str:
     exclusions are known only when the job runs; a target that declares any (XQuAD removes SQuAD dev
     questions) may change the intermediate's data, so its jobs are counted as training their own."""
     from xlt.config import to_container
-    from xlt.plan.memory import Hardware, resolve_precision
     from xlt.orchestration.reuse import intermediate_key
+    from xlt.plan.memory import Hardware, resolve_precision
     from xlt.tasks.registry import get_task
 
     precision = resolve_precision(str(cfg.scale.precision), Hardware())

@@ -21,8 +21,15 @@ from typing import Any
 
 import pandas as pd
 
+from xlt.orchestration.rundir import (
+    CHECKPOINTS_DIR,
+    CONFIG_FILE,
+    CSV_DIR,
+    PREDICTIONS_DIR,
+    RESULTS_FILE,
+    STATE_FILE,
+)
 from xlt.results.rows import IncompleteResults, read_results
-from xlt.orchestration.rundir import CHECKPOINTS_DIR, CONFIG_FILE, CSV_DIR, PREDICTIONS_DIR, RESULTS_FILE, STATE_FILE
 from xlt.schema import NO_INTERMEDIATE
 
 # What a results.jsonl row must carry for the analysis.
