@@ -152,7 +152,7 @@ def test_a_run_stored_before_new_keys_existed_can_be_relaunched(compose_cfg, tmp
     from omegaconf import OmegaConf
 
     from xlt.config import ConfigError, to_container, validate
-    from xlt.orchestration.rundir import check_same_config, config_differences
+    from xlt.orchestration.config_lock import check_same_config, config_differences
 
     args = ("model=xlmr_large", "+intermediate=all9", "+target=xnli")
     cfg = validate(compose_cfg(*args))

@@ -9,8 +9,9 @@ import torch
 from omegaconf import OmegaConf
 
 from xlt.config import ConfigError
+from xlt.orchestration.config_lock import config_differences
 from xlt.orchestration.run import run
-from xlt.orchestration.rundir import CheckpointError, config_differences, resume_checkpoint
+from xlt.orchestration.rundir import CheckpointError, resume_checkpoint
 from xlt.orchestration.weights import load_weights
 from xlt.results.rows import read_results
 

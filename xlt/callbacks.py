@@ -48,16 +48,19 @@ class DivergenceGuard(pl.Callback):
         self.stage = stage
 
     def _stop(self, trainer: pl.Trainer, what: str, value: float, batch_idx: int) -> None:
-        raise Diverged(f"{self.stage} training diverged: {what} is {value} at step {trainer.global_step} "
-                       f"(epoch {trainer.current_epoch}, batch {batch_idx}); no results written, the "
-                       "checkpoints on disk are from before this step")  # fmt: skip
+        raise Diverged(
+            f"{self.stage} training diverged: {what} is {value} at step {trainer.global_step} "
+            f"(epoch {trainer.current_epoch}, batch {batch_idx}); no results written, the "
+            "checkpoints on disk are from before this step"
+        )
 
     @staticmethod
     def _scaler(trainer: pl.Trainer) -> Any:
         return getattr(trainer.precision_plugin, "scaler", None)
 
-    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                                 optimizer: torch.optim.Optimizer) -> None:  # fmt: skip
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
         logged = bool(
             getattr(trainer, "loggers", None)
         )  # learning rate and norm, where a logger records them
@@ -87,8 +90,9 @@ class DivergenceGuard(pl.Callback):
         if logged and not sharded and not hasattr(pl_module, "unclipped_grad_norm"):
             pl_module.log("train/grad_norm", local.detach(), on_step=True, on_epoch=False)
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:  # fmt: skip
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if self._scaler(trainer) is None:
             return
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
@@ -188,15 +192,17 @@ class RngStateInCheckpoint(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._mid_epoch = False
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
-                             batch_idx: int) -> None:  # fmt: skip
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if self._pending is not None:
             set_rng_states(self._pending)
             self._pending = None
         self._mid_epoch = True  # a save from now until the epoch's last batch ends follows its draw
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:  # fmt: skip
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         # Callbacks that save in this same hook (StepCheckpoint, listed before) see True: they run
         # first, and StepCheckpoint never saves at an epoch's last batch.
         self._mid_epoch = batch_idx + 1 < trainer.num_training_batches
@@ -277,8 +283,9 @@ class StepCheckpoint(pl.Callback):
         self.every = every
         self._saved_at = -1
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:  # fmt: skip
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         step = trainer.global_step
         last_batch = batch_idx + 1 >= trainer.num_training_batches
         if step and step % self.every == 0 and step != self._saved_at and not last_batch:
@@ -327,8 +334,9 @@ class ValidateAfterLastStep(pl.Callback):
     stop, which makes Lightning validate after that batch (``_should_check_val_fx``: a requested stop
     is validated first, checked in Lightning 2.6)."""
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:  # fmt: skip
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         last_epoch = trainer.max_epochs is not None and 0 <= trainer.max_epochs <= trainer.current_epoch + 1
         epoch_end = batch_idx + 1 >= trainer.num_training_batches
         at_max_steps = trainer.max_steps is not None and 0 < trainer.max_steps <= trainer.global_step
@@ -359,6 +367,9 @@ def selection_callbacks(
     if selection.patience:
         from pytorch_lightning.callbacks import EarlyStopping
 
-        callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=int(selection.patience),
-                                       check_on_train_epoch_end=False))  # fmt: skip
+        callbacks.append(
+            EarlyStopping(
+                monitor=monitor, mode="max", patience=int(selection.patience), check_on_train_epoch_end=False
+            )
+        )
     return callbacks

@@ -140,8 +140,13 @@ def cluster_plugins() -> list[Any]:
     return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
 
 
-DEBUG_TRAINER_KEYS = {"fast_dev_run": False, "overfit_batches": 0.0, "limit_train_batches": 1.0,
-                      "limit_val_batches": 1.0, "limit_test_batches": 1.0}  # fmt: skip
+DEBUG_TRAINER_KEYS = {
+    "fast_dev_run": False,
+    "overfit_batches": 0.0,
+    "limit_train_batches": 1.0,
+    "limit_val_batches": 1.0,
+    "limit_test_batches": 1.0,
+}
 
 
 def debug_mode(cfg: DictConfig) -> str:
@@ -170,36 +175,66 @@ def fractional_epoch_steps(stage: StagePlan, data: StageData, accumulate: int) -
     return max(1, math.ceil(epochs * steps_per_epoch))
 
 
-def build_trainer(cfg: DictConfig, stage_plan: StagePlan, data: StageData, accumulate: int, *, logger: Any,
-                  run_dir: Path, ckpt_dir: Path | None = None, monitor: str | None = None, stage: str = "",
-                  eval_step: int = 0) -> pl.Trainer:  # fmt: skip
+def fit_callbacks(
+    stage: str, ckpt_dir: Path, monitor: str | None, every_n_steps: int | None
+) -> list[pl.Callback]:
+    """The callbacks of a stage's fit, in their order: divergence guard, selection, resume points."""
+    return [
+        # First: a diverged step must stop the run before any checkpoint callback saves it.
+        DivergenceGuard(stage),
+        BestCheckpoint(
+            dirpath=ckpt_dir,
+            filename=BEST_CKPT,
+            monitor=monitor,
+            mode="max",
+            save_top_k=1 if monitor else 0,
+            save_weights_only=True,
+        ),
+        # last.ckpt (one file, overwritten) after every validation and, with
+        # scale.checkpoint_every_n_steps, every N optimizer steps: what a preempted job resumes from.
+        # (Not save_last=True with save_top_k=0: Lightning 2.6 then never writes last.ckpt.)
+        ResumePoint(
+            dirpath=ckpt_dir, filename=Path(LAST_CKPT).stem, save_top_k=1, enable_version_counter=False
+        ),
+        *([StepCheckpoint(ckpt_dir / LAST_CKPT, every_n_steps)] if every_n_steps else []),
+        RngStateInCheckpoint(),
+        LoaderStateOnResume(),
+    ]
+
+
+def progress_callbacks(trainer_cfg: DictConfig, stage: str) -> list[pl.Callback]:
+    """On a terminal tqdm's bar; elsewhere (log file, SLURM output, a pipe) a line per 10% or minute
+    with the rate and the time left (xlt/progress.py), not a bar redrawn every 25 steps."""
+    if not trainer_cfg.get("enable_progress_bar", True):
+        return []
+    if sys.stderr.isatty():
+        return [LossProgressBar(refresh_rate=1)]
+    from xlt.progress import LineProgress
+
+    return [LineProgress(stage or "evaluation")]
+
+
+def build_trainer(
+    cfg: DictConfig,
+    stage_plan: StagePlan,
+    data: StageData,
+    accumulate: int,
+    *,
+    logger: Any,
+    run_dir: Path,
+    ckpt_dir: Path | None = None,
+    monitor: str | None = None,
+    stage: str = "",
+    eval_step: int = 0,
+) -> pl.Trainer:
     """The Trainer of a stage's fit (``ckpt_dir`` given: divergence guard, selection, resume points)
     or of its evaluation (``ckpt_dir`` None: logs at ``eval_step``, the evaluated weights' step)."""
     scale = cfg.scale
     callbacks: list[pl.Callback] = []
     if ckpt_dir is not None:
-        # First: a diverged step must stop the run before any checkpoint callback saves it.
-        callbacks.append(DivergenceGuard(stage))
-        callbacks.append(BestCheckpoint(dirpath=ckpt_dir, filename=BEST_CKPT, monitor=monitor, mode="max",
-                                        save_top_k=1 if monitor else 0, save_weights_only=True))  # fmt: skip
-        # last.ckpt (one file, overwritten) after every validation and, with
-        # scale.checkpoint_every_n_steps, every N optimizer steps: what a preempted job resumes from.
-        # (Not save_last=True with save_top_k=0: Lightning 2.6 then never writes last.ckpt.)
-        callbacks.append(ResumePoint(dirpath=ckpt_dir, filename=Path(LAST_CKPT).stem, save_top_k=1,
-                                     enable_version_counter=False))  # fmt: skip
-        if scale.checkpoint_every_n_steps:
-            callbacks.append(StepCheckpoint(ckpt_dir / LAST_CKPT, scale.checkpoint_every_n_steps))
-        callbacks.append(RngStateInCheckpoint())
-        callbacks.append(LoaderStateOnResume())
-    if cfg.trainer.get("enable_progress_bar", True):
-        # On a terminal tqdm's bar; elsewhere (log file, SLURM output, a pipe) a line per 10% or minute
-        # with the rate and the time left (xlt/progress.py), not a bar redrawn every 25 steps.
-        if sys.stderr.isatty():
-            callbacks.append(LossProgressBar(refresh_rate=1))
-        else:
-            from xlt.progress import LineProgress
-
-            callbacks.append(LineProgress(stage or "evaluation"))
+        every = stage_plan.checkpoint.every_n_steps if stage_plan.checkpoint is not None else None
+        callbacks.extend(fit_callbacks(stage, ckpt_dir, monitor, every))
+    callbacks.extend(progress_callbacks(cfg.trainer, stage))
     trainer_kwargs = to_container(cfg.trainer)
     if ckpt_dir is not None and monitor is not None and stage_plan.selection is not None:
         callbacks.extend(selection_callbacks(stage_plan.selection, monitor, accumulate, trainer_kwargs))

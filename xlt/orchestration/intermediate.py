@@ -91,7 +91,9 @@ class IntermediatePhase:
             self.executor.probe("intermediate", self.stage.probes_after)
             best = (self.s.state.stage("intermediate") or {}).get("best", "")
             # relative to the run dir (as the folder is moved or compared), like the run's other files
-            self.s.ctx.extra["intermediate_checkpoint"] = os.path.relpath(best, self.s.run_dir) if best else ""
+            self.s.ctx.extra["intermediate_checkpoint"] = (
+                os.path.relpath(best, self.s.run_dir) if best else ""
+            )
             return
         if is_global_zero():
             self.s.state.data["intermediate_home"] = str(home.dir)
@@ -163,6 +165,8 @@ class IntermediatePhase:
         if record.get("probe") == self._probe_settings():
             self.s.add_rows(rows_from_records(record["probe_rows"]))
         else:
-            rank_zero_only(log.info)("intermediate: probing here (the probe settings differ from the job that trained it)")
+            rank_zero_only(log.info)(
+                "intermediate: probing here (the probe settings differ from the job that trained it)"
+            )
             self.executor.probe("intermediate", self.stage.probes_after)
         RngStateInCheckpoint().load_state_dict(torch.load(home.dir / RNG_FILE, weights_only=True))

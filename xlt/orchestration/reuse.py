@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from xlt import PROJECT_ROOT
-from xlt.orchestration.rundir import is_result_neutral
+from xlt.orchestration.config_lock import is_result_neutral
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,6 @@ DONE_FILE = "done.json"
 OWNER_FILE = "owner.json"
 LOCK_FILE = "lock"
 LAUNCH_ENV = "XLT_LAUNCH_ID"
-
 
 
 class ReuseError(RuntimeError):
@@ -79,7 +78,9 @@ def code_version(diff_hash: bool = True) -> str:
         return "unknown"
     if not diff.strip():
         return commit.stdout.strip()
-    return commit.stdout.strip() + (f"-dirty-{hashlib.sha256(diff).hexdigest()[:12]}" if diff_hash else "-dirty")
+    return commit.stdout.strip() + (
+        f"-dirty-{hashlib.sha256(diff).hexdigest()[:12]}" if diff_hash else "-dirty"
+    )
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class IntermediateKey:
 
 
 def _without(name: str, section: dict[str, Any] | None) -> dict[str, Any]:
-    """A config section without its result-neutral keys (rundir.RESULT_NEUTRAL_KEYS)."""
+    """A config section without its result-neutral keys (config_lock.RESULT_NEUTRAL_KEYS)."""
     return {k: v for k, v in (section or {}).items() if not is_result_neutral(f"{name}.{k}")}
 
 
@@ -184,8 +185,10 @@ class SharedStage:
         """The stage in ``folder`` (a run's recorded ``intermediate_home``), with the key stored there."""
         stored = _read_json(folder / KEY_FILE)
         if stored is None:
-            raise ReuseError(f"{folder}: the shared intermediate stage this job started from is gone (no {KEY_FILE}); "
-                             "rerun with resume=false to start the job over")  # fmt: skip
+            raise ReuseError(
+                f"{folder}: the shared intermediate stage this job started from is gone (no {KEY_FILE}); "
+                "rerun with resume=false to start the job over"
+            )
         return cls(
             folder.parent, IntermediateKey(folder.name, str(stored.get("digest")), stored.get("material", {}))
         )
@@ -197,8 +200,10 @@ class SharedStage:
             return None
         checkpoint = Path(record.get("checkpoint", ""))
         if not checkpoint.exists():  # a file, or a sharded checkpoint's directory
-            raise ReuseError(f"{self.dir / DONE_FILE} names the checkpoint {checkpoint}, which is missing; delete "
-                             f"{self.dir} to train that intermediate stage again")  # fmt: skip
+            raise ReuseError(
+                f"{self.dir / DONE_FILE} names the checkpoint {checkpoint}, which is missing; delete "
+                f"{self.dir} to train that intermediate stage again"
+            )
         return record
 
     def owner(self) -> dict[str, Any]:
@@ -211,21 +216,32 @@ class SharedStage:
                 self.dir / KEY_FILE, {"digest": self.key.digest, "material": self.key.material}
             )
         elif stored.get("digest") != self.key.digest:
-            raise ReuseError(f"{self.dir / KEY_FILE} holds another key ({str(stored.get('digest'))[:16]}..., this job's "
-                             f"is {self.key.digest[:16]}...); move that folder away")  # fmt: skip
+            raise ReuseError(
+                f"{self.dir / KEY_FILE} holds another key ({str(stored.get('digest'))[:16]}..., this job's "
+                f"is {self.key.digest[:16]}...); move that folder away"
+            )
 
     def finish(self, record: dict[str, Any]) -> None:
         """Mark the stage complete (rank 0, while holding the lock): ``done.json``, atomically."""
         if (self.dir / DONE_FILE).exists():
             # Only one holder at a time can get here; a second completion means the lock did not
             # exclude another process (a filesystem without working POSIX locks across nodes).
-            raise ReuseError(f"{self.dir / DONE_FILE} appeared while this job held the lock: POSIX locks do not "
-                             f"work across the machines sharing {self.dir.parent} (see docs/sweeps.md, reuse)")  # fmt: skip
+            raise ReuseError(
+                f"{self.dir / DONE_FILE} appeared while this job held the lock: POSIX locks do not "
+                f"work across the machines sharing {self.dir.parent} (see docs/sweeps.md, reuse)"
+            )
         _atomic_write_json(self.dir / DONE_FILE, {**record, "key": self.key.name, "finished_at": time.time()})
 
     @contextlib.contextmanager
-    def claim(self, who: str, *, rank_zero: bool = True, timeout_s: float | None = None,
-              poll_s: float = 2.0, say_every_s: float = 300.0) -> Iterator[dict[str, Any] | None]:  # fmt: skip
+    def claim(
+        self,
+        who: str,
+        *,
+        rank_zero: bool = True,
+        timeout_s: float | None = None,
+        poll_s: float = 2.0,
+        say_every_s: float = 300.0,
+    ) -> Iterator[dict[str, Any] | None]:
         """Yield the completion record when the stage is complete (reuse it), or None when this job
         must train it, holding the lock until the block ends.
 
@@ -250,9 +266,16 @@ class SharedStage:
                 yield record
                 return
             self._check_key()
-            _atomic_write_json(self.dir / OWNER_FILE, {"launch": launch_id(), "run_dir": who,
-                                                       "host": socket.gethostname(), "pid": os.getpid(),
-                                                       "since": time.time()})  # fmt: skip
+            _atomic_write_json(
+                self.dir / OWNER_FILE,
+                {
+                    "launch": launch_id(),
+                    "run_dir": who,
+                    "host": socket.gethostname(),
+                    "pid": os.getpid(),
+                    "since": time.time(),
+                },
+            )
             yield None
         finally:
             os.close(fd)  # releases the lock (POSIX locks are the process's: this is its only descriptor)
@@ -269,18 +292,27 @@ class SharedStage:
                 return None
             except OSError as err:
                 if err.errno not in (errno.EACCES, errno.EAGAIN):
-                    raise ReuseError(f"{self.dir / LOCK_FILE}: cannot lock it ({err}); the filesystem of "
-                                     f"{self.dir.parent} must support POSIX locks (see docs/sweeps.md, reuse)") from None  # fmt: skip
+                    raise ReuseError(
+                        f"{self.dir / LOCK_FILE}: cannot lock it ({err}); the filesystem of "
+                        f"{self.dir.parent} must support POSIX locks (see docs/sweeps.md, reuse)"
+                    ) from None
             record = self.done()
             if record is not None:
                 return record
             waited = time.monotonic() - start
             if timeout_s is not None and waited > timeout_s:
-                raise ReuseError(f"gave up after {waited:.0f} s waiting for {self.describe_owner()} to train "
-                                 f"{self.dir} (reuse.wait_timeout_min)")  # fmt: skip
+                raise ReuseError(
+                    f"gave up after {waited:.0f} s waiting for {self.describe_owner()} to train "
+                    f"{self.dir} (reuse.wait_timeout_min)"
+                )
             if waited - said >= say_every_s:
-                log.warning("intermediate stage %s is being trained by %s; waiting for it (lock %s, waited %.0f s)",
-                            self.key.name, self.describe_owner(), self.dir / LOCK_FILE, waited)  # fmt: skip
+                log.warning(
+                    "intermediate stage %s is being trained by %s; waiting for it (lock %s, waited %.0f s)",
+                    self.key.name,
+                    self.describe_owner(),
+                    self.dir / LOCK_FILE,
+                    waited,
+                )
                 said = waited
             time.sleep(poll_s)
 

@@ -20,6 +20,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from xlt.config import validate
 from xlt.console import file_only
 from xlt.loggers import check_run_id
+from xlt.orchestration.config_lock import check_same_config
 from xlt.orchestration.intermediate import IntermediatePhase
 from xlt.orchestration.plan import RunPlan, build_plan
 from xlt.orchestration.reuse import launch_id
@@ -29,7 +30,6 @@ from xlt.orchestration.rundir import (
     STATE_FILE,
     RunDirError,
     RunState,
-    check_same_config,
     has_progress,
     is_global_zero,
     rows_from_records,
@@ -69,7 +69,9 @@ def audit(session: RunSession) -> None:
     label = mixture_label(cfg, report)  # a mixture without some members: rows say what it trained
     if label is not None:
         session.relabel(intermediate=label[0])
-        session.ctx.extra.update(intermediate_mixture=cfg.intermediate.name, intermediate_members=",".join(label[1]))
+        session.ctx.extra.update(
+            intermediate_mixture=cfg.intermediate.name, intermediate_members=",".join(label[1])
+        )
 
 
 def execute(session: RunSession) -> list[ResultRow]:

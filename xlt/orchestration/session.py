@@ -115,7 +115,10 @@ class RunSession:
         self.ctx.extra["data_commits"] = hub.commits_label(self.state.data.get("hub_reads", {}))
         if self.logger and self.cfg.logger.kind == "wandb":  # W&B: the commits beside the run's config
             self.logger.experiment.config.update(
-                {"data_commits": self.ctx.extra["data_commits"], "model_revision": self.ctx.extra["model_revision"]},
+                {
+                    "data_commits": self.ctx.extra["data_commits"],
+                    "model_revision": self.ctx.extra["model_revision"],
+                },
                 allow_val_change=True,
             )
         write_results(self.run_dir / RESULTS_FILE, self.rows, self.ctx)

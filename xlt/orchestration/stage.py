@@ -87,9 +87,17 @@ class StageExecutor:
             return []
         try:  # from the first line: whatever fails on rank 0, the waiting ranks are told
             write = self.write_predictions if target.predictions else None
-            run = RetrievalRun(self.s.model.encoder, self.s.model.tokenizer, self.s.settings.source,
-                               self.s.settings.data_dir, target.layer if target.layer is not None else -1,
-                               target.batch_size, target.max_seq_length, self.s.skip, write)  # fmt: skip
+            run = RetrievalRun(
+                self.s.model.encoder,
+                self.s.model.tokenizer,
+                self.s.settings.source,
+                self.s.settings.data_dir,
+                target.layer if target.layer is not None else -1,
+                target.batch_size,
+                target.max_seq_length,
+                self.s.skip,
+                write,
+            )
             log.info("%s %s: retrieval on rank 0, %d language(s)", stage, spec.name, len(target.languages))
             rows = evaluate_retrieval(spec, stage, list(target.languages), target.max_examples, run)
         except BaseException as err:  # the waiting ranks must not wait for ever: they stop too
@@ -118,8 +126,15 @@ class StageExecutor:
         done = state.stage(plan.name) if resume and weights is None else None
         data = self.stage_data(plan, trains=done is None and weights is None)
         assert plan.batch is not None
-        dm = StageDataModule(data, self.s.model.tokenizer, plan.batch.per_device, plan.batch.eval_batch_size,
-                             self.s.plan.seed, self.s.cfg.data.num_workers, plan.batch.accumulate)  # fmt: skip
+        dm = StageDataModule(
+            data,
+            self.s.model.tokenizer,
+            plan.batch.per_device,
+            plan.batch.eval_batch_size,
+            self.s.plan.seed,
+            self.s.cfg.data.num_workers,
+            plan.batch.accumulate,
+        )
         module, mixture_info = self._module(plan, data)
         self.s.model.weights.prepare(module)
         ckpt_dir = home.ckpt_dir if home is not None else self.s.run_dir / plan.checkpoint.dir  # type: ignore[union-attr]
@@ -170,23 +185,44 @@ class StageExecutor:
         hidden, pooling = encoder.config.hidden_size, cfg.model.pooling
         assert plan.lr is not None and plan.batch is not None and plan.epochs is not None
         if data.mixture is not None:
-            module = TransferModule.for_mixture(encoder, data.mixture, plan.lr, cfg.optim, data.val, hidden, pooling)
+            module = TransferModule.for_mixture(
+                encoder, data.mixture, plan.lr, cfg.optim, data.val, hidden, pooling
+            )
             batch = plan.batch
-            info = log_mixture(data.mixture, batch.per_device, batch.accumulate, self.s.plan.seed, plan.epochs,
-                               self.s.logger, batch.devices)  # fmt: skip
+            info = log_mixture(
+                data.mixture,
+                batch.per_device,
+                batch.accumulate,
+                self.s.plan.seed,
+                plan.epochs,
+                self.s.logger,
+                batch.devices,
+            )
             return module, info
         spec = get_task(plan.task)
         head = build_head(spec, hidden, pooling)
-        module = TransferModule(encoder, head, spec, plan.lr, cfg.optim, val_sets=data.val, test_sets=data.test)
+        module = TransferModule(
+            encoder, head, spec, plan.lr, cfg.optim, val_sets=data.val, test_sets=data.test
+        )
         return module, None
 
-    def _load(self, plan: StagePlan, module: TransferModule, done: dict[str, Any] | None, ckpt_dir: Path,
-              weights: Path | None) -> Fitted:  # fmt: skip
+    def _load(
+        self,
+        plan: StagePlan,
+        module: TransferModule,
+        done: dict[str, Any] | None,
+        ckpt_dir: Path,
+        weights: Path | None,
+    ) -> Fitted:
         """A stage finished in an earlier launch (``done``, its state entry), or given ``weights``."""
         logged_step = plan.logged_step
         if weights is None:
             assert done is not None
-            log.info("%s: finished in an earlier launch; loading %s", plan.name, done.get("best") or "its final weights")
+            log.info(
+                "%s: finished in an earlier launch; loading %s",
+                plan.name,
+                done.get("best") or "its final weights",
+            )
             weights = Path(done["best"]) if done.get("best") else ckpt_dir / FINAL_CKPT
             logged_step = int(done.get("logged_step", 0))
         self.s.eval_step = logged_step
@@ -196,8 +232,17 @@ class StageExecutor:
             set_rng_states(rng_states_from_json(done["rng"]))
         return Fitted(module, weights)
 
-    def _fit(self, plan: StagePlan, module: TransferModule, data: StageData, dm: StageDataModule, ckpt_dir: Path,
-             resume: bool, state: RunState, mixture_info: dict[str, Any] | None) -> Fitted:  # fmt: skip
+    def _fit(
+        self,
+        plan: StagePlan,
+        module: TransferModule,
+        data: StageData,
+        dm: StageDataModule,
+        ckpt_dir: Path,
+        resume: bool,
+        state: RunState,
+        mixture_info: dict[str, Any] | None,
+    ) -> Fitted:
         """Fit, select (the best checkpoint, or the final weights where nothing was selected), and
         record the finished stage in ``state``."""
         assert plan.batch is not None and plan.selection is not None
@@ -221,10 +266,20 @@ class StageExecutor:
         # Lightning's logger axis: the fit's last step (where its own epoch-end validation landed).
         self.s.eval_step = max(0, logged_steps(trainer) - 1)
         extra = {"mixture": mixture_info} if mixture_info else {}
-        state.mark_stage(plan.name, best=best, task=plan.task, train=data.train_origin, steps=trainer.global_step,
-                         logged_step=self.s.eval_step, rng=rng_states_to_json(rng_states()),
-                         selection=self.s.settings.pop_selections(), **extra)  # fmt: skip
-        log_checkpoint(self.s.cfg, self.s.logger, Path(best), plan.name, trainer.global_step)  # logger.log_model
+        state.mark_stage(
+            plan.name,
+            best=best,
+            task=plan.task,
+            train=data.train_origin,
+            steps=trainer.global_step,
+            logged_step=self.s.eval_step,
+            rng=rng_states_to_json(rng_states()),
+            selection=self.s.settings.pop_selections(),
+            **extra,
+        )
+        log_checkpoint(
+            self.s.cfg, self.s.logger, Path(best), plan.name, trainer.global_step
+        )  # logger.log_model
         release(trainer)  # nothing of the fit (module, optimizer, FSDP wrapper) outlives the stage
         del trainer, selector
         if is_global_zero():
@@ -255,8 +310,10 @@ class StageExecutor:
             if evaluator.received_sigterm:
                 raise SIGTERMException
         except SIGTERMException:
-            raise Preempted(f"preempted (SIGTERM) while evaluating the {plan.name} stage; its training is saved, "
-                            "relaunch the same command to evaluate it again") from None  # fmt: skip
+            raise Preempted(
+                f"preempted (SIGTERM) while evaluating the {plan.name} stage; its training is saved, "
+                "relaunch the same command to evaluate it again"
+            ) from None
         release(evaluator)
         del evaluator
         if data.test and predictions:
@@ -264,7 +321,9 @@ class StageExecutor:
         self._stage_rows(plan.name, data, module)
         rank_zero_only(log.info)("%s: %s done (weights: %s)", plan.name, plan.task, weights)
         encoder = handler.next_encoder(module, weights)
-        if encoder is not None:  # the evaluator wrapped this module's encoder: the next stage gets a fresh one
+        if (
+            encoder is not None
+        ):  # the evaluator wrapped this module's encoder: the next stage gets a fresh one
             self.s.model.encoder = encoder
 
     def _stage_rows(self, stage: str, data: StageData, module: TransferModule) -> None:
@@ -277,15 +336,19 @@ class StageExecutor:
             self.s.rows.extend(rows)
             self.s.log_rows(rows, already_logged=True)
 
-    def _write_head_predictions(self, spec: TaskSpec, sets: list[EvalSet], predicted: dict[str, dict[int, Any]]) -> None:
+    def _write_head_predictions(
+        self, spec: TaskSpec, sets: list[EvalSet], predicted: dict[str, dict[int, Any]]
+    ) -> None:
         """Write each test language's predictions in the submission layout; a language with
         unpredicted examples (e.g. limit_test_batches) is not written, and says so in one line."""
         fmt = spec.prediction_format
         for s in sets:
             by_example = predicted.get(s.key, {})
             if len(by_example) < len(s):
-                self.s.skip(f"predictions {spec.name}/{s.split}-{s.lang}: only {len(by_example)} of {len(s)} "
-                            "examples were predicted; file not written")  # fmt: skip
+                self.s.skip(
+                    f"predictions {spec.name}/{s.split}-{s.lang}: only {len(by_example)} of {len(s)} "
+                    "examples were predicted; file not written"
+                )
                 continue
             ordered = [by_example[i] for i in range(len(s))]
             content: Any = ordered
@@ -297,14 +360,26 @@ class StageExecutor:
         if is_global_zero():
             write_predictions(self.s.run_dir / PREDICTIONS_DIR, task, split, lang, fmt, content)
 
-    def _trainer(self, plan: StagePlan, data: StageData, accumulate: int, ckpt_dir: Path | None,
-                 monitor: str | None) -> pl.Trainer:  # fmt: skip
-        return build_trainer(self.s.cfg, plan, data, accumulate, logger=self.s.logger, run_dir=self.s.run_dir,
-                             ckpt_dir=ckpt_dir, monitor=monitor, stage=plan.name if ckpt_dir else "",
-                             eval_step=self.s.eval_step)  # fmt: skip
+    def _trainer(
+        self, plan: StagePlan, data: StageData, accumulate: int, ckpt_dir: Path | None, monitor: str | None
+    ) -> pl.Trainer:
+        return build_trainer(
+            self.s.cfg,
+            plan,
+            data,
+            accumulate,
+            logger=self.s.logger,
+            run_dir=self.s.run_dir,
+            ckpt_dir=ckpt_dir,
+            monitor=monitor,
+            stage=plan.name if ckpt_dir else "",
+            eval_step=self.s.eval_step,
+        )
 
 
 def _preempted_line(stage: str, trainer: pl.Trainer, last: Path) -> str:
     where = str(last) if last.exists() else "none yet (the stage restarts)"
-    return (f"preempted (SIGTERM) during {stage} training at step {trainer.global_step}; resume point: "
-            f"{where}; relaunch the same command to resume")  # fmt: skip
+    return (
+        f"preempted (SIGTERM) during {stage} training at step {trainer.global_step}; resume point: "
+        f"{where}; relaunch the same command to resume"
+    )
