@@ -143,6 +143,7 @@ class StageExecutor:
         else:
             fitted = self._fit(plan, module, data, dm, ckpt_dir, resume, state, mixture_info)
         self._evaluate(plan, data, dm, fitted)
+        self.s.model.weights.end_stage()
         del module, fitted, dm, data
         end_of_stage_collect()
 

@@ -46,6 +46,9 @@ class WeightHandler:
         """The encoder the next stage and the probes get, or None to keep the run's (trained in place)."""
         return None
 
+    def end_stage(self) -> None:
+        """Drop what the handler kept for the stage (nothing of a finished stage outlives it)."""
+
     def encoder_state(self, path: Path) -> dict[str, torch.Tensor] | None:
         """The encoder's part of a checkpoint (None on a lean rank, which gets rank 0's from FSDP)."""
         state = read_weights(path)
@@ -66,6 +69,9 @@ class ShardedWeights(WeightHandler):
 
     def prepare(self, module: TransferModule) -> None:
         self.skeleton = cast(TransferModule, meta_skeleton(module))
+
+    def end_stage(self) -> None:
+        self.skeleton = None
 
     def _state(self, path: Path) -> dict[str, torch.Tensor] | None:
         return None if self.lean else read_weights(path)
