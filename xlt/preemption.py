@@ -12,10 +12,10 @@ What xlt does instead (:func:`handling_sigterm`, around the whole run):
 
 - a Python SIGTERM handler that only acts where that is safe. While a Trainer runs it sets this
   rank's own (local) flag and nothing else; the Trainer's ``received_sigterm``, which every stop check
-  of Lightning's loops and of xlt.stage reads, is the *shared* decision: one ``all_reduce(MAX)`` of
+  of Lightning's loops and of xlt.orchestration.stage reads, is the *shared* decision: one ``all_reduce(MAX)`` of
   the local flags at every training, validation and test batch start (:class:`SharedSigterm`; every
   rank reaches those together), so all ranks stop at the same check (``SIGTERMException``, which
-  xlt.stage turns into :class:`xlt.callbacks.Preempted`, exit 143). Lightning's per-batch
+  xlt.orchestration.stage turns into :class:`xlt.callbacks.Preempted`, exit 143). Lightning's per-batch
   ``_broadcast_sigterm_tensor`` (which swallowed a failed broadcast) becomes a plain read of that
   decision. Outside a Trainer (data preparation, retrieval, between stages) the handler raises
   Preempted at once. Only the first SIGTERM acts: a second one while the first unwinds does nothing;
@@ -99,7 +99,7 @@ class SignalConnector(LightningSignalConnector):
     @property  # type: ignore[override]
     def received_sigterm(self) -> bool:
         """The stop decision every rank shares (the all_reduce of :meth:`sync`), never this rank's own
-        flag: Lightning's loops and xlt.stage read it at their checks, and a rank that stopped alone
+        flag: Lightning's loops and xlt.orchestration.stage read it at their checks, and a rank that stopped alone
         would leave the others in the next collective. One process: its own flag, at once."""
         if getattr(self.trainer, "world_size", 1) == 1:
             return STATE.received_at is not None

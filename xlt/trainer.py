@@ -77,7 +77,7 @@ _WAIT_GROUPS: dict[str, tuple[Any, Any]] = {}
 
 
 def wait_for_rank_zero(failure: str | None = None) -> None:
-    """Where rank 0 works alone (retrieval, xlt/stage.py), the others wait here for it, and rank 0
+    """Where rank 0 works alone (retrieval, xlt/orchestration/stage.py), the others wait here for it, and rank 0
     comes here when it is done (``failure``: it failed, and the others raise RuntimeError with that
     line instead of going on to collectives rank 0 will never join). Nothing without a process group.
 

@@ -41,7 +41,7 @@ REQUIRED_FIELDS = ("stage", "task", "split", "language", "metric", "value", "mod
 # different conditions, never ranked or averaged together.
 CONDITION = ("task", "split", "metric", "model", "peft", "train_task", "select_on", "intermediate")
 DEFAULT_SELECT_ON = "target"  # rows written before select_on was recorded: the only choice then
-# Files and folders that mark a job directory (Hydra's .hydra/, or what xlt.run writes).
+# Files and folders that mark a job directory (Hydra's .hydra/, or what xlt.orchestration.run writes).
 _RUN_MARKERS = (RESULTS_FILE, STATE_FILE, CONFIG_FILE, ".hydra")
 _NOT_RUNS = {".submitit", CHECKPOINTS_DIR, CSV_DIR, "wandb", PREDICTIONS_DIR, "analysis", ".hydra"}
 
