@@ -139,6 +139,8 @@ class RunPlan:
     data_source: str
     precision: str  # scale.precision as configured (auto is resolved on the machine that runs it)
     strategy: str
+    pooling: str  # how a head reads the encoder's tokens (cls, mean, last; the family's when null)
+    num_workers: int  # data-loader worker processes
     probes_pretrained: tuple[EvalTarget, ...]
     stages: tuple[StagePlan, ...]
     reuse: ReusePlan | None  # None: no intermediate stage
@@ -341,6 +343,8 @@ def build_plan(cfg: DictConfig, run_dir: Path | str, sweep_dir: Path | None = No
         data_source=cfg.data.source,
         precision=str(cfg.scale.precision),
         strategy=strategy if isinstance(strategy, str) else str(strategy.get("_target_")),
+        pooling=cfg.model.pooling,
+        num_workers=cfg.data.num_workers,
         probes_pretrained=probes,
         stages=tuple(stages),
         reuse=_reuse(cfg, sweep_dir) if cfg.intermediate is not None else None,

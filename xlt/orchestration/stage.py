@@ -132,7 +132,7 @@ class StageExecutor:
             plan.batch.per_device,
             plan.batch.eval_batch_size,
             self.s.plan.seed,
-            self.s.cfg.data.num_workers,
+            self.s.plan.num_workers,
             plan.batch.accumulate,
         )
         module, mixture_info = self._module(plan, data)
@@ -183,7 +183,7 @@ class StageExecutor:
     def _module(self, plan: StagePlan, data: StageData) -> tuple[TransferModule, dict[str, Any] | None]:
         """The stage's fresh module (heads on the session's encoder), and a mixture's sampling record."""
         encoder, cfg = self.s.model.encoder, self.s.cfg
-        hidden, pooling = encoder.config.hidden_size, cfg.model.pooling
+        hidden, pooling = encoder.config.hidden_size, self.s.plan.pooling
         assert plan.lr is not None and plan.batch is not None and plan.epochs is not None
         if data.mixture is not None:
             module = TransferModule.for_mixture(
