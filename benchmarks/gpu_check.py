@@ -239,11 +239,25 @@ def device_name(gpu: bool) -> str:
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
-    lines = ["| part | model | device | GPUs | batch x len | tokens/s | MFU | peak measured | estimate | estimate/measured | failures |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    from xlt.console import text_table
+
+    header = [
+        "part",
+        "model",
+        "device",
+        "GPUs",
+        "batch x len",
+        "tokens/s",
+        "MFU",
+        "peak measured",
+        "estimate",
+        "estimate/measured",
+        "failures",
+    ]
+    rows = []
     for r in results:
         if "model" not in r:
-            lines.append(f"| {r['part']} | | | | | | | | | | {'; '.join(r.get('failures', []))} |")
+            rows.append([r["part"], *[""] * 9, "; ".join(r.get("failures", []))])
             continue
         tps = f"{r['tokens_per_s']:,.0f}" if r.get("tokens_per_s") else ""
         mfu = f"{r['mfu']:.1%}" if r.get("mfu") else ("no MFU (unknown peak)" if r["part"] == "b" else "")
@@ -252,9 +266,22 @@ def markdown(results: list[dict[str, Any]]) -> str:
             f"{r['measured_peak_bytes'] / 2**20:,.0f} MiB" if r.get("measured_peak_bytes") else "not measured"
         )
         model = r["model"] + (f" ({r['layer_class']}, hidden {r['hidden']})" if r["part"] == "b" else "")
-        lines.append(f"| {r['part']} | {model} | {r['device']} | {r.get('world', 1)} | {r['batch']} x {r['seq_len']} | "
-                     f"{tps} | {mfu} | {measured} | {r['estimated_peak_bytes'] / 2**20:,.0f} MiB | {ratio} | "
-                     f"{'; '.join(r.get('failures', [])) or 'none'} |")  # fmt: skip
+        rows.append(
+            [
+                r["part"],
+                model,
+                r["device"],
+                r.get("world", 1),
+                f"{r['batch']} x {r['seq_len']}",
+                tps,
+                mfu,
+                measured,
+                f"{r['estimated_peak_bytes'] / 2**20:,.0f} MiB",
+                ratio,
+                "; ".join(r.get("failures", [])) or "none",
+            ]
+        )
+    lines = [text_table(header, rows)]
     lines.append("")
     lines += [f"- part {r['part']}: measured as {r['measured']}" for r in results if r.get("measured")]
     lines += [

@@ -93,6 +93,8 @@ def plan(hidden: int, fmt: str) -> tuple[float, float, float]:
 
 
 def main() -> None:
+    from xlt.console import text_table
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--format", nargs="+", default=["full", "sharded"], choices=["full", "sharded"])
@@ -100,14 +102,36 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="xlt-hostmem-"))
     cache = args.cache_dir or str(work / "cache")
-    print("| hidden | checkpoints | C (full) | measured rank 0 | measured rank 1 | plan rank 0 | plan rank 1 "
-          "| plan/measured (rank 0, rank 1) | wall |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
+    header = [
+        "hidden",
+        "checkpoints",
+        "C (full)",
+        "measured rank 0",
+        "measured rank 1",
+        "plan rank 0",
+        "plan rank 1",
+        "plan/measured (rank 0, rank 1)",
+        "wall",
+    ]
+    rows = []
     for fmt in args.format:
         got = measure(args.hidden, fmt, cache, work)
         p0, p1, c = plan(args.hidden, fmt)
-        print(f"| {args.hidden} | {fmt} | {c:.2f} GB | {got['rank0']:.2f} GB | {got['rank1']:.2f} GB | {p0:.2f} GB "
-              f"| {p1:.2f} GB | {p0 / got['rank0']:.2f}, {p1 / got['rank1']:.2f} | {got['wall']:.0f} s |", flush=True)  # fmt: skip
+        print(f"measured {fmt} checkpoints in {got['wall']:.0f} s", file=sys.stderr, flush=True)
+        rows.append(
+            [
+                args.hidden,
+                fmt,
+                f"{c:.2f} GB",
+                f"{got['rank0']:.2f} GB",
+                f"{got['rank1']:.2f} GB",
+                f"{p0:.2f} GB",
+                f"{p1:.2f} GB",
+                f"{p0 / got['rank0']:.2f}, {p1 / got['rank1']:.2f}",
+                f"{got['wall']:.0f} s",
+            ]
+        )
+    print(text_table(header, rows))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_pipeline  # noqa: E402
 import bench_training  # noqa: E402
 
+from xlt.console import text_table  # noqa: E402
+
 
 def machine() -> dict[str, Any]:
     import pytorch_lightning
@@ -88,21 +90,28 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"Training, {t['examples']} SNLI dev pairs, batch {t['batch_size']}, max length {t['max_len']}, "
                      "fp32, all weights trained, one epoch, e5_small, CPU:")  # fmt: skip
         lines.append("")
-        lines.append("| trainer | examples/s | s / optimizer step | padding efficiency | repeats |")
-        lines.append("|---|---|---|---|---|")
+        trainer_rows = []
         names = {"xlt": "xlt", "bare": "bare PyTorch loop over xlt's batches",
                  "hf_group_by_length": "HF Trainer, group_by_length", "hf_dynamic": "HF Trainer, dynamic padding",
                  "hf_fixed": "HF Trainer, fixed padding to 128 (XTREME)"}  # fmt: skip
         for key, r in t["trainers"].items():
-            lines.append(f"| {names.get(key, key)} | {spread(r['examples_per_s'], r['examples_per_s_min'], r['examples_per_s_max'])} "
-                         f"| {r['seconds_per_step']:.3f} | {r['padding_efficiency']:.2f} | {r['repeats']} |")  # fmt: skip
-        lines.append("")
-    lines.append("| target (issue 15) | measured | target | met |")
-    lines.append("|---|---|---|---|")
+            throughput = spread(r["examples_per_s"], r["examples_per_s_min"], r["examples_per_s_max"])
+            trainer_rows.append(
+                [
+                    names.get(key, key),
+                    throughput,
+                    f"{r['seconds_per_step']:.3f}",
+                    f"{r['padding_efficiency']:.2f}",
+                    r["repeats"],
+                ]
+            )
+        header = ["trainer", "examples/s", "s / optimizer step", "padding efficiency", "repeats"]
+        lines += [text_table(header, trainer_rows), ""]
+    target_rows: list[list[str]] = []
 
     def row(name: str, value: float | None, target: str, ok: bool | None, fmt: str = "{:.2f}") -> None:
         shown = "n/a" if value is None else fmt.format(value)
-        lines.append(f"| {name} | {shown} | {target} | {'' if ok is None else ('yes' if ok else 'NO')} |")
+        target_rows.append([name, shown, target, "" if ok is None else ("yes" if ok else "NO")])
 
     if t:
         r = t["ratios"]
@@ -161,6 +170,7 @@ def markdown(result: dict[str, Any]) -> str:
         row(f"BUCC-style mining {b['n_src']:,} x {b['n_trg']:,} (dim {b['dim']}, k {b['k']}): {b['mine_seconds']:.0f} s, "
             f"extra peak {b['mining_extra_peak_mib']:.0f} MiB vs dense {b['dense_sim_matrix_mib'] / 1024:.1f} GiB",
             b["planted_f1"], "planted-pair F1 100", b["planted_f1"] == 100.0, "{:.1f}")  # fmt: skip
+    lines.append(text_table(["target (issue 15)", "measured", "target", "met"], target_rows))
     return "\n".join(lines) + "\n"
 
 

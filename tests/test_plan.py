@@ -200,7 +200,7 @@ def test_plan_cli_narrowed_sweep(capsys) -> None:
     )
     out = capsys.readouterr().out
     assert rc == 0
-    rows = [line for line in out.splitlines() if line[:2] in ("1:", "2:")]
+    rows = [line for line in out.splitlines() if line.startswith(("| 1:", "| 2:"))]  # markdown rows
     assert len(rows) == 2 and "| xlmr_base " in rows[0] and "| xlmr_xxl " in rows[1]
     assert "total: 2 job(s), " in out
 
@@ -210,7 +210,7 @@ def test_plan_cli_prints_every_sweep_job_and_the_total(capsys) -> None:
     rc = main(["-m", "+sweep=scale_gap_xnli"])
     out = capsys.readouterr().out
     assert rc == 0
-    rows = [line for line in out.splitlines() if line.split(":")[0].strip().isdigit()]
+    rows = [line for line in out.splitlines() if line.startswith("| ") and line[2:].split(":")[0].isdigit()]
     assert len(rows) == 54
     # Each job composed its model's own profile (the sweep's defaults interpolation).
     for row in rows:
@@ -218,7 +218,7 @@ def test_plan_cli_prints_every_sweep_job_and_the_total(capsys) -> None:
         assert f"| {model} " in row.replace(f"model={model}", ""), row
     total = [line for line in out.splitlines() if line.startswith("total: 54 job(s), ")]
     assert total
-    hours = sum(float(r.split("|")[-1].replace(",", "")) for r in rows)
+    hours = sum(float(r.split("|")[-2].replace(",", "")) for r in rows)  # the last cell
     stated = float(total[0].split(", ")[1].split(" GPU-hours")[0].replace(",", ""))
     assert stated == pytest.approx(hours, abs=0.05 * 54)
 

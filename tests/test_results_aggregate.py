@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
+from tests.mdtable import md
 from xlt.results.__main__ import main as results_main
 from xlt.results.load import load_sweep, rows_from_wandb_runs
 from xlt.results.stats import (
@@ -157,7 +158,7 @@ def test_cli_writes_tables_and_plots(tmp_path: Path, capsys) -> None:
     out = tmp_path / "analysis"
     assert results_main([str(FIXTURE), "--out", str(out)]) == 0
     printed = capsys.readouterr()
-    assert "| xnli | acc | none | small | 100M | 2 | 81.00 | 65.00 | 16.00 [3.29, 28.71] |" in printed.out
+    assert "| xnli | acc | none | small | 100M | 2 | 81.00 | 65.00 | 16.00 [3.29, 28.71] |" in md(printed.out)
     assert f"{UNFINISHED}/results.jsonl: missing" in printed.err
     for name in ("runs", "scores_by_size", "gaps_per_run", "gap_by_size", "intermediate_effect"):
         assert (out / f"{name}.csv").stat().st_size > 0
@@ -265,12 +266,12 @@ def test_xtreme_overall_is_complete_only_with_every_language_of_every_task() -> 
 
     full = one(xtreme_overall(_all_nine()), model="m")
     assert (full.overall, full.n_tasks, full.partial, full.complete) == (40.0, 9, "", True)  # mean of 0..80
-    assert "| m | none | 1 | 40.00 | pawsx, xnli, panx, udpos, bucc2018, tatoeba, xquad, mlqa, tydiqa |" in (
+    assert "| m | none | 1 | 40.00 | pawsx, xnli, panx, udpos, bucc2018, tatoeba, xquad, mlqa, tydiqa |" in md(
         format_overall_table(xtreme_overall(_all_nine()))
     )
     cut = xtreme_overall(_all_nine(missing=("udpos", "yo")))
     assert (one(cut, model="m").partial, one(cut, model="m").complete) == ("udpos 32/33", False)
-    assert format_overall_table(cut).endswith(
+    assert md(format_overall_table(cut)).endswith(
         "mlqa, tydiqa (some languages only: udpos 32/33: not XTREME's full score) |"
     )
 
@@ -279,7 +280,7 @@ def test_cli_prints_the_overall_with_its_tasks(tmp_path: Path, capsys) -> None:
     from xlt.results.__main__ import main
 
     assert main([str(MULTI), "--out", str(tmp_path / "out"), "--no-plots"]) == 0
-    out = capsys.readouterr().out
+    out = md(capsys.readouterr().out)
     assert (
         "| m | none | 1 | 58.00 | xnli, udpos, bucc2018, tatoeba, xquad (5 of 9; some languages only: "
         "xnli 2/15, udpos 2/33, bucc2018 1/4, tatoeba 2/36, xquad 2/11: not XTREME's full score) |" in out
@@ -300,7 +301,7 @@ def test_gap_tables_carry_the_number_and_list_of_languages(sweep, tmp_path: Path
     effect = intermediate_effect(sweep.rows)
     assert set(effect["languages"]) == {"de,en,sw"} and set(effect["n_languages"]) == {3}
     assert results_main([str(FIXTURE), "--out", str(tmp_path), "--no-plots"]) == 0
-    assert "| 16.00 [3.29, 28.71] | 19.7% [7.2%, 32.3%] | 3: de,en,sw |" in capsys.readouterr().out
+    assert "| 16.00 [3.29, 28.71] | 19.7% [7.2%, 32.3%] | 3: de,en,sw |" in md(capsys.readouterr().out)
 
 
 def test_seeds_over_different_languages_say_so() -> None:
@@ -389,7 +390,7 @@ def test_best_intermediate_per_target_and_size() -> None:
     )
     udpos = one(table, task="udpos")  # only the baseline ran: no best
     assert udpos.best == "" and math.isnan(udpos.gain)
-    text = format_best_intermediate(table)
+    text = md(format_best_intermediate(table))
     assert "| xnli | m |  | 1M | mnli | 80.00 | 75.00 | +5.00 | 2/15 |" in text
     assert "| udpos | m |  | 1M | - | - | 80.00 | - | 2/33 |" in text
     assert list(table["task"]) == ["xnli", "udpos", "bucc2018", "tatoeba", "xquad"]  # XTREME order
@@ -407,11 +408,11 @@ def test_main_table_is_the_overall_per_size_over_seeds() -> None:
     assert (row.n, row.seeds, row.complete, row.overall_mean) == (2, "1,2", True, pytest.approx(41.0))
     assert row.score_udpos == pytest.approx(31.0)  # udpos is XTREME's 4th task: 30 and 32
     assert row.overall_ci95_low < 41.0 < row.overall_ci95_high
-    text = format_main_table(table)
+    text = md(format_main_table(table))
     assert "| m |  | 500M | none | 2 | 41.00 | 1.0 | 11.0 | 21.0 | 31.0 |" in text and text.endswith(
         "| XTREME |"
     )
-    cut = format_main_table(overall_by_size(_all_nine(missing=("udpos", "yo")).assign(model_params=5e8)))
+    cut = md(format_main_table(overall_by_size(_all_nine(missing=("udpos", "yo")).assign(model_params=5e8))))
     assert cut.endswith("| some languages only: udpos 32/33 |")
 
 

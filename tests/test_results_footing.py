@@ -22,6 +22,7 @@ import math
 import pandas as pd
 import pytest
 
+from tests.mdtable import md
 from xlt.results.choice import best_intermediate_on_dev, xstilts_overall
 from xlt.results.stats import gap_by_size, intermediate_effect, refusals
 
@@ -131,7 +132,7 @@ def test_published_xtreme_prints_every_xlmr_large_number_with_its_citation(capsy
     assert (
         main([str(fixture), "--no-plots", "--out", "/tmp/xlt-published-test", "--published", "xtreme"]) == 0
     )
-    out = capsys.readouterr().out
+    out = md(capsys.readouterr().out)
     table = [p for p in PUBLISHED if p.source == "xtreme" and p.model == "xlmr_large"]
     assert {p.task for p in table} == {
         "xnli",
@@ -218,7 +219,7 @@ def test_the_choice_table_labels_its_score_columns_by_split(capsys) -> None:
     from xlt.results.choice import format_best_on_dev
 
     table = best_intermediate_on_dev(_rows(CASE2_TEST, CASE2_DEV))
-    header = format_best_on_dev(table, "dev").splitlines()[0]
+    header = md(format_best_on_dev(table, "dev")).splitlines()[0]
     assert "| dev | none dev |" in header and "test" not in header
     assert "(n=2)" in format_best_on_dev(table).splitlines()[2]
     from xlt.results.published import compare, format_published

@@ -26,7 +26,7 @@ def validation_steps(run_dir: Path) -> list[int]:
     """The optimizer steps after which training validated, from the CSV log. Lightning logs a
     validation run inside training at the number of steps before the current batch's (its counter
     moves after the validation), hence + 1; the last row is the evaluation after training, logged at
-    the fit's last step (xlt/stage.py: ``eval_step``)."""
+    the fit's last step (xlt/orchestration/stage.py: ``eval_step``)."""
     with open(run_dir / "csv" / "metrics.csv") as fh:
         steps = [int(r["step"]) for r in csv.DictReader(fh) if r.get("dev/xnli/en/acc")]
     assert steps[-1] == steps[-2]

@@ -21,7 +21,7 @@ def test_summary_lists_every_task_with_its_data_here(tmp_path: Path, capsys) -> 
     assert main(["--data-dir", str(make_data(tmp_path))]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"data directory: {tmp_path}"
-    rows = {line.split()[0]: line.split() for line in out[2:]}
+    rows = {line.split()[0]: line.split() for line in out[3:]}  # under the header and its rule
     assert set(rows) == set(all_tasks())
     assert rows["xnli"][1:6] == ["target", "classification", "acc", "mnli", "no"]  # trains on MNLI: absent
     assert rows["xnli"][6:] == ["yes", "2/15", "(de,en)"]
@@ -30,7 +30,7 @@ def test_summary_lists_every_task_with_its_data_here(tmp_path: Path, capsys) -> 
 def test_one_task_names_each_file_found_or_needed(tmp_path: Path, capsys) -> None:
     assert main(["--data-dir", str(make_data(tmp_path)), "xnli"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    by_key = {tuple(line.split()[:2]): line for line in lines[2:]}
+    by_key = {tuple(line.split()[:2]): line for line in lines[4:]}  # under the header and its rule
     assert by_key["dev", "en"].split()[2:] == ["present", "xnli/en/en.genre.dev.tsv"]
     assert by_key["test", "de"].split()[2:] == ["present", "xnli/de/xglue_de_test.tsv"]
     assert (

@@ -444,22 +444,21 @@ def main(argv: Iterable[str] | None = None) -> int:
 
 
 def _main(argv: Iterable[str] | None) -> int:
-    import argparse
-
     from hydra.errors import HydraException
 
     from xlt.config import ConfigError
+    from xlt.console import cli_parser
     from xlt.tasks import hub
     from xlt.tasks.loading import resolve_source
 
-    parser = argparse.ArgumentParser(
-        prog="python -m xlt.audit",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Check every set a run would train or select on against every test set of its target\n"
+    parser = cli_parser(
+        "python -m xlt.audit",
+        "Check every set a run would train or select on against every test set of its target\n"
         "(the audit xlt.train runs first) and print the report. Exit 1 on an overlap no exclusion covers.",
-        epilog="examples:\n"
-        "  xlt-audit +target=xnli target.train_task=snli target.train_split=dev\n"
-        "  python -m xlt.audit +intermediate=squad +target=xquad   # a documented overlap, excluded",
+        [
+            "xlt-audit +target=xnli target.train_task=snli target.train_split=dev",
+            "python -m xlt.audit +intermediate=squad +target=xquad   # a documented overlap, excluded",
+        ],
     )
     parser.add_argument("overrides", nargs="*", help="the overrides of xlt.train (group=option, key=value)")
     args = parser.parse_args(sys.argv[1:] if argv is None else list(argv)).overrides

@@ -10,6 +10,9 @@ not file handlers), routes Python warnings into logging (so they reach the file,
 and turns off the ``datasets`` progress bars (tokenising, "Saving the dataset") and transformers'
 "Loading weights" bar, which write to the terminal directly.
 
+:func:`cli_parser` is the argument parser every CLI starts from (its examples after the options), and
+:func:`text_table` renders every table a tool prints (tabulate: markdown pipes or plain columns).
+
 :func:`run_cli` is what every CLI's ``main`` runs its body in: any exception reaching it becomes one
 line on stderr naming the file, line, field or option, with exit status 2 (a traceback only with
 ``XLT_DEBUG=1`` or ``--debug``); Hydra's own errors too, with the valid choices.
@@ -17,11 +20,12 @@ line on stderr naming the file, line, field or option, with exit status 2 (a tra
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 # Loggers whose INFO lines belong in the log file only (their warnings and errors still show).
@@ -178,3 +182,64 @@ def check_out_dir(out: Path, option: str = "--out") -> None:
         if parent.exists() and not parent.is_dir():
             what = "is a file" if parent == out else f"is under {parent}, which is a file"
             raise ValueError(f"{option} {out}: {what}; expected a directory")
+
+
+# -- the parser every CLI starts from, and every printed table ---------------------------------------
+
+
+def cli_parser(prog: str, doc: str | None, examples: Iterable[str]) -> argparse.ArgumentParser:
+    """An argument parser named ``prog`` with ``doc`` as its description and ``examples`` (one command
+    a line, comments aligned as written) printed after the options by ``--help``."""
+    lines = "\n".join(f"  {line}" for line in examples)
+    return argparse.ArgumentParser(
+        prog=prog,
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"examples:\n{lines}",
+    )
+
+
+RULE = object()  # a row of text_table's rows that is a rule (plain style): the aggregates below it
+
+
+def text_table(
+    header: Sequence[str],
+    rows: Iterable[Sequence[object] | object],
+    style: str = "markdown",
+    align: Sequence[str] | None = None,
+    indent: str = "",
+) -> str:
+    """``rows`` under ``header`` as text: ``style="markdown"`` is a GitHub table (``|`` between
+    cells, a ``|---|`` rule; a ``|`` inside a cell is escaped), ``"plain"`` columns two spaces apart
+    under a dashed rule (a row that is :data:`RULE` draws the rule again). Cells are shown as given
+    (``str()``; numbers are formatted by the caller, tabulate does not reparse them); ``align`` is
+    ``"left"``/``"right"``/``"center"`` per column (default: all left). Every line starts with
+    ``indent``."""
+    import tabulate as tabulate_module
+    from tabulate import SEPARATING_LINE, tabulate
+
+    markdown = style == "markdown"
+    if style not in ("markdown", "plain"):
+        raise ValueError(f"text_table style {style!r}: expected 'markdown' or 'plain'")
+
+    def cell(value: object) -> str:
+        text = "" if value is None else str(value)
+        return text.replace("|", "\\|") if markdown else text
+
+    body = [
+        SEPARATING_LINE if row is RULE else [cell(c) for c in row]  # type: ignore[union-attr]
+        for row in rows
+        if not (markdown and row is RULE)  # a markdown table has one rule, under its header
+    ]
+    padding, tabulate_module.MIN_PADDING = tabulate_module.MIN_PADDING, 0  # a header as wide as its text
+    try:
+        text = tabulate(
+            body,
+            headers=[cell(h) for h in header],
+            tablefmt="pipe" if markdown else "simple",
+            disable_numparse=True,
+            colalign=tuple(align) if align else ("left",) * len(header),
+        )
+    finally:
+        tabulate_module.MIN_PADDING = padding
+    return "\n".join(indent + line.rstrip() for line in text.splitlines())

@@ -14,7 +14,6 @@ the target stage with SOURCE's weights, nothing trained) executed by the same pa
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import logging
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, cast
 
 from omegaconf import DictConfig, OmegaConf
 
-from xlt.console import check_out_dir
+from xlt.console import check_out_dir, cli_parser
 from xlt.export import (
     CONFIG_FILE,
     EXPORT_FILE,
@@ -160,13 +159,13 @@ def evaluate(source: Path, out_dir: Path, overrides: list[str] | None = None) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m xlt.evaluate",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n"
-        "  xlt-evaluate outputs/<date>/<time> --out outputs/eval-xnli   # a run directory's selected checkpoint\n"
-        "  python -m xlt.evaluate exported/xnli target.languages=[en,de] logger.kind=none",
+    parser = cli_parser(
+        "python -m xlt.evaluate",
+        __doc__.split("\n\n")[0],
+        [
+            "xlt-evaluate outputs/<date>/<time> --out outputs/eval-xnli   # a run directory's selected checkpoint",
+            "python -m xlt.evaluate exported/xnli target.languages=[en,de] logger.kind=none",
+        ],
     )
     parser.add_argument(
         "source", type=Path, help="a run directory, a target checkpoint, or an exported model directory"

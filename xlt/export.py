@@ -18,7 +18,6 @@ run's config and results.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -27,7 +26,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from xlt.console import check_out_dir
+from xlt.console import check_out_dir, cli_parser
 from xlt.orchestration import rundir
 from xlt.public_config import public_yaml
 
@@ -213,14 +212,14 @@ def export(run_dir: Path, out_dir: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m xlt.export",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n"
-        "  xlt-export outputs/<date>/<time> --out exported/xnli\n"
-        "  xlt-export outputs/<date>/<time> --push-to-hub your-name/xlmr-large-xnli   # with HF_TOKEN set\n"
-        "  python -m xlt.evaluate exported/xnli   # evaluate the export on every language of its target",
+    parser = cli_parser(
+        "python -m xlt.export",
+        __doc__.split("\n\n")[0],
+        [
+            "xlt-export outputs/<date>/<time> --out exported/xnli",
+            "xlt-export outputs/<date>/<time> --push-to-hub your-name/xlmr-large-xnli   # with HF_TOKEN set",
+            "python -m xlt.evaluate exported/xnli   # evaluate the export on every language of its target",
+        ],
     )
     parser.add_argument(
         "run_dir", type=Path, help="a finished run directory (config.yaml, state.json, checkpoints/)"

@@ -31,7 +31,6 @@ when anything was reported, else 0.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -39,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xlt.console import RULE, cli_parser, run_cli, text_table
 from xlt.metrics.qa import mlqa_evaluate, squad_evaluate
 from xlt.metrics.xtreme import (
     XTREME_GROUP2TASK,
@@ -348,14 +348,16 @@ def format_table(scores: SubmissionScores) -> str:
             else ""
         )
         lines.append(f"== {task}: avg_metric {result['avg_metric']:.2f}{flag}")
-        lines.append("  " + "lang".ljust(6) + "".join(m.rjust(13) for m in metrics))
-        for lang in result[metrics[0]]:
-            lines.append("  " + lang.ljust(6) + "".join(f"{result[m][lang]:13.2f}" for m in metrics))
-        lines.append("  " + "avg".ljust(6) + "".join(f"{result['avg_' + m]:13.2f}" for m in metrics))
-        lines.append("")
+        rows: list[list[str] | object] = [
+            [lang, *(f"{result[m][lang]:.2f}" for m in metrics)] for lang in result[metrics[0]]
+        ]
+        rows += [RULE, ["avg", *(f"{result['avg_' + m]:.2f}" for m in metrics)]]
+        align = ["left"] + ["right"] * len(metrics)
+        lines += [text_table(["lang", *metrics], rows, "plain", align, indent="  "), ""]
     if scores.overall:
         lines.append("== overall")
-        lines.extend(f"  {name.ljust(15)}{value:8.2f}" for name, value in scores.overall.items())
+        overall = [[name, f"{value:.2f}"] for name, value in scores.overall.items()]
+        lines.append(text_table(["group", "score"], overall, "plain", ["left", "right"], indent="  "))
     elif scores.tasks:
         lines.append("== overall: no complete group of tasks")
     if scores.subset_overall and len(scores.subset_overall["tasks"]) < len(XTREME_TASK2LANGS):
@@ -369,19 +371,17 @@ def format_table(scores: SubmissionScores) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (any error: one line on stderr, exit 2)."""
-    from xlt.console import run_cli
-
     return run_cli(lambda: _main(argv))
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m xlt.score",
-        description="Score an XTREME submission folder with the official evaluate.py numbers.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n"
-        "  xlt-score --predictions outputs/<date>/<time>/predictions --labels <gold folder> --format table\n"
-        "  python -m xlt.score --predictions PRED --labels GOLD --tasks xnli pawsx --output scores.json",
+    parser = cli_parser(
+        "python -m xlt.score",
+        "Score an XTREME submission folder with the official evaluate.py numbers.",
+        [
+            "xlt-score --predictions outputs/<date>/<time>/predictions --labels <gold folder> --format table",
+            "python -m xlt.score --predictions PRED --labels GOLD --tasks xnli pawsx --output scores.json",
+        ],
     )
     parser.add_argument("--predictions", required=True, type=Path, help="folder with one sub-folder per task")
     parser.add_argument("--labels", required=True, type=Path, help="folder with the gold files, same layout")

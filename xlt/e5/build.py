@@ -6,7 +6,6 @@ Run ``python -m xlt.e5 [--cache-dir DIR] [--force]`` to build it ahead of time.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import importlib.metadata
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xlt.console import cli_parser
 from xlt.e5.format import (
     _Q4_BLOCK_BYTES,
     _QK,
@@ -344,12 +344,13 @@ def ensure_e5_small(cache_dir: str | os.PathLike | None = None, force: bool = Fa
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: build (or reuse) the converted model and print its directory and the time taken."""
-    parser = argparse.ArgumentParser(
-        prog="python -m xlt.e5",
-        description=main.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n  python -m xlt.e5              # build once, then reuse\n"
-        "  python -m xlt.e5 --force      # rebuild",
+    parser = cli_parser(
+        "python -m xlt.e5",
+        main.__doc__,
+        [
+            "python -m xlt.e5              # build once, then reuse",
+            "python -m xlt.e5 --force      # rebuild",
+        ],
     )
     parser.add_argument("--cache-dir", default=None, help=f"model directory (default: {default_cache_dir()})")
     parser.add_argument("--force", action="store_true", help="rebuild even if the cache is current")

@@ -3,13 +3,13 @@ each job's details and the table with the sweep's totals."""
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import sys
 from collections.abc import Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from xlt.console import cli_parser, report_error, run_cli, text_table
 from xlt.plan.jobs import GPUS, JobPlan, plan_job
 from xlt.plan.memory import GB, Hardware
 from xlt.schema import CONF_DIR, ConfigError
@@ -138,10 +138,8 @@ def table(jobs: list[JobPlan], gpu: str, mfu: float) -> str:
                 shared += 1
             trained.add(job.intermediate_key)
         total += hours
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    out = [" | ".join(c.ljust(w) for c, w in zip(header, widths, strict=True))]
-    out.append("-+-".join("-" * w for w in widths))
-    out += [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    align = ("left", "right", "right", "left", "right", "right", "left", "left", "right", "right", "right")
+    out = [text_table(header, rows, "markdown", align), ""]  # a markdown table ends at a blank line
     out.append(f"total: {len(jobs)} job(s), {total:,.1f} GPU-hours on {name} at {mfu:.0%} MFU"
                + (f" ({unknown} job(s) with an unknown training-set size not counted)" if unknown else "")
                + (f"; {shared} job(s) reuse the intermediate stage another job trains (reuse.intermediate): "
@@ -150,20 +148,18 @@ def table(jobs: list[JobPlan], gpu: str, mfu: float) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from xlt.console import run_cli
-
     return run_cli(lambda: _main(argv), prefix="xlt.plan: ")  # any error: one line on stderr, exit 2
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m xlt.plan",
-        description="Estimate parameters, memory per GPU, tokens, FLOPs and GPU-hours of a run or a sweep "
+    parser = cli_parser(
+        "python -m xlt.plan",
+        "Estimate parameters, memory per GPU, tokens, FLOPs and GPU-hours of a run or a sweep "
         "(the same overrides as xlt.train; nothing is launched).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n"
-        "  xlt-plan +intermediate=mnli +target=xnli model=xlmr_large scale=xlmr_large\n"
-        "  python -m xlt.plan -m +sweep=scale_gap --gpu a100 --mfu 0.35   # the whole study",
+        [
+            "xlt-plan +intermediate=mnli +target=xnli model=xlmr_large scale=xlmr_large",
+            "python -m xlt.plan -m +sweep=scale_gap --gpu a100 --mfu 0.35   # the whole study",
+        ],
     )
     parser.add_argument(
         "-m", "--multirun", action="store_true", help="expand a sweep (+sweep=NAME, a,b lists)"
@@ -180,7 +176,6 @@ def _main(argv: Sequence[str] | None) -> int:
     from hydra.errors import HydraException
 
     from xlt.config import validate
-    from xlt.console import report_error
 
     try:
         jobs = sweep_jobs(overrides) if args.multirun else [list(overrides)]

@@ -4,11 +4,11 @@ training task on the real local files and rewrite ``xlt/plan/token_stats.json`` 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
+from xlt.console import cli_parser
 from xlt.plan.tokens import QUANTILES, STATS_FILE
 
 # (task, split measured, language, why that split) for every training task the study uses; a task
@@ -65,13 +65,13 @@ def measure(data_dir: Path | None, cache_dir: Path, sample: int = SAMPLE) -> dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m xlt.plan.measure_tokens",
-        description="Measure training-task token lengths on the real local files.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n"
-        "  python -m xlt.plan.measure_tokens --cache-dir ~/.cache/xlt            # print the lengths\n"
-        "  python -m xlt.plan.measure_tokens --cache-dir ~/.cache/xlt --write    # and rewrite token_stats.json",
+    parser = cli_parser(
+        "python -m xlt.plan.measure_tokens",
+        "Measure training-task token lengths on the real local files.",
+        [
+            "python -m xlt.plan.measure_tokens --cache-dir ~/.cache/xlt            # print the lengths",
+            "python -m xlt.plan.measure_tokens --cache-dir ~/.cache/xlt --write    # and rewrite token_stats.json",
+        ],
     )
     parser.add_argument("--data-dir", type=Path, default=None, help="real data (default ../shared/data)")
     parser.add_argument(

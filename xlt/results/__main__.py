@@ -8,27 +8,26 @@ that cannot be read). Exit status 0 when at least one run was read (``--strict``
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from xlt.console import check_out_dir, cli_parser, run_cli
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from xlt.console import run_cli
-
     return run_cli(lambda: _main(argv))  # any error: one line on stderr, exit 2
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m xlt.results",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n"
-        "  xlt-results multirun/demo_scale_gap --x params_non_embedding\n"
-        "  python -m xlt.results multirun/scale_gap multirun/scale_gap_xnli --out analysis --strict\n"
-        "  xlt-results multirun/scale_gap --wandb   # the tables and plots on the sweep's W&B dashboard",
+    parser = cli_parser(
+        "python -m xlt.results",
+        __doc__.split("\n\n")[0],
+        [
+            "xlt-results multirun/demo_scale_gap --x params_non_embedding",
+            "python -m xlt.results multirun/scale_gap multirun/scale_gap_xnli --out analysis --strict",
+            "xlt-results multirun/scale_gap --wandb   # the tables and plots on the sweep's W&B dashboard",
+        ],
     )
     parser.add_argument(
         "dirs", nargs="+", type=Path, help="sweep directories (multirun/<sweep>) or run directories"
@@ -51,7 +50,6 @@ def _main(argv: Sequence[str] | None) -> int:
                         help="flag a difference from a published number beyond this many points (default 1.0)")  # fmt: skip
     args = parser.parse_args(argv)
     # pandas and the analysis modules are imported after the arguments: `--help` answers in well under 2 s
-    from xlt.console import check_out_dir
     from xlt.results.choice import (
         best_intermediate_on_dev,
         format_best_on_dev,

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 
+from xlt.console import text_table
 from xlt.results.load import NO_INTERMEDIATE
 from xlt.results.rows import AGGREGATE_LANGUAGES
 from xlt.results.stats import _target_rows, dropped_languages, model_sizes
@@ -164,25 +165,65 @@ OVERALL_COLUMNS = ["model", "peft", "select_on", "n_tasks", "tasks", "choices", 
 
 def format_best_on_dev(table: pd.DataFrame, split: str = "test") -> str:
     """The choice table; the score columns are labelled by the split they were read on."""
-    lines = [f"| target | model | selected on | chosen (on en dev) | dev | {split} | none {split} | gain (paired) | languages | dropped | compared on dev |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    header = [
+        "target",
+        "model",
+        "selected on",
+        "chosen (on en dev)",
+        "dev",
+        split,
+        f"none {split}",
+        "gain (paired)",
+        "languages",
+        "dropped",
+        "compared on dev",
+    ]
+    rows = []
     for r in table.itertuples(index=False):
         if not r.chosen:
-            lines.append(f"| {r.task} | {r.model} | {r.select_on} | - | - | - | - | - | - | - | {r.note} |")
+            rows.append([r.task, r.model, r.select_on, *["-"] * 7, r.note])
             continue
-        lines.append(f"| {r.task} | {r.model} | {r.select_on} | {r.chosen} | {r.dev_score:.2f} | {r.test_score:.2f} (n={r.test_seeds}) "
-                     f"| {_num(r.none_test)} (n={r.none_seeds}) | {_num(r.gain, '+.2f')} (n={r.seeds}) | {r.n_languages}: {r.languages} "
-                     f"| {r.dropped or '-'} | {r.compared} |")  # fmt: skip
-    return "\n".join(lines)
+        rows.append(
+            [
+                r.task,
+                r.model,
+                r.select_on,
+                r.chosen,
+                f"{r.dev_score:.2f}",
+                f"{r.test_score:.2f} (n={r.test_seeds})",
+                f"{_num(r.none_test)} (n={r.none_seeds})",
+                f"{_num(r.gain, '+.2f')} (n={r.seeds})",
+                f"{r.n_languages}: {r.languages}",
+                r.dropped or "-",
+                r.compared,
+            ]
+        )
+    return text_table(header, rows)
 
 
 def format_xstilts_overall(table: pd.DataFrame) -> str:
-    lines = ["| model | selected on | targets chosen | chosen intermediate per target | overall (n) | none (n) | over |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
-    for r in table.itertuples(index=False):
-        lines.append(f"| {r.model} | {r.select_on} | {r.n_tasks} | {r.choices} | {_num(r.overall)} (n={r.n_compared}) "
-                     f"| {_num(r.none_overall)} (n={r.n_compared}) | {r.compared_tasks or '-'} |")  # fmt: skip
-    return "\n".join(lines)
+    header = [
+        "model",
+        "selected on",
+        "targets chosen",
+        "chosen intermediate per target",
+        "overall (n)",
+        "none (n)",
+        "over",
+    ]
+    rows = [
+        [
+            r.model,
+            r.select_on,
+            r.n_tasks,
+            r.choices,
+            f"{_num(r.overall)} (n={r.n_compared})",
+            f"{_num(r.none_overall)} (n={r.n_compared})",
+            r.compared_tasks or "-",
+        ]
+        for r in table.itertuples(index=False)
+    ]
+    return text_table(header, rows)
 
 
 def _num(value: float, spec: str = ".2f") -> str:

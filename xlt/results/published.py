@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from xlt.console import text_table
+
 MT5 = "Xue et al. 2021, mT5 (NAACL), Table 2 (quoting XTREME and X-STILTs); google-research/multilingual-t5 README"
 # What was read (V): mT5 Table 2's XLM-R large row, which quotes Hu et al. 2020; XTREME's own table
 # for these numbers was not read here, so its number is not given.
@@ -150,14 +152,42 @@ def compare(rows: pd.DataFrame, source: str, split: str = "test", tolerance: flo
 def format_published(
     table: pd.DataFrame, source: str, tolerance: float = TOLERANCE, split: str = "test"
 ) -> str:
-    lines = [f"Published {source} numbers (test) beside ours ({split}, mean over languages; tolerance {tolerance:g} "
-             "points; checked V: read in a primary source, U: secondary source only):",
-             "| model | task | metric | published | ours | seeds | intermediate | languages | diff | flag | checked | source |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    title = (
+        f"Published {source} numbers (test) beside ours ({split}, mean over languages; tolerance {tolerance:g} "
+        "points; checked V: read in a primary source, U: secondary source only):"
+    )
+    header = [
+        "model",
+        "task",
+        "metric",
+        "published",
+        "ours",
+        "seeds",
+        "intermediate",
+        "languages",
+        "diff",
+        "flag",
+        "checked",
+        "source",
+    ]
+    rows = []
     for r in table.itertuples(index=False):
         mine = "-" if math.isnan(r.ours) else f"{r.ours:.2f}"
         diff = "-" if math.isnan(r.diff) else f"{r.diff:+.2f}"
-        lines.append(f"| {r.model} | {r.task} | {r.metric} | {r.published:.1f} | {mine} | {r.seeds} "
-                     f"| {r.intermediate} | {r.languages or '-'} | {diff} | {r.flag or 'no run'} "
-                     f"| {r.checked} | {r.citation} |")  # fmt: skip
-    return "\n".join(lines)
+        rows.append(
+            [
+                r.model,
+                r.task,
+                r.metric,
+                f"{r.published:.1f}",
+                mine,
+                r.seeds,
+                r.intermediate,
+                r.languages or "-",
+                diff,
+                r.flag or "no run",
+                r.checked,
+                r.citation,
+            ]
+        )
+    return f"{title}\n{text_table(header, rows)}"

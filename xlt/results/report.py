@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+from xlt.console import RULE, text_table
 from xlt.results.rows import AGGREGATE_LANGUAGES, ResultRow
 
 
@@ -24,26 +25,16 @@ def format_table(rows: Iterable[ResultRow], stage: str, task: str, split: str) -
     aggregates = [a for a in AGGREGATE_LANGUAGES if any(r.language == a for r in selected)]
     value = {(r.language, r.metric): r.value for r in selected}
     count = {r.language: r.n_examples for r in selected if r.n_examples is not None}
-    header = ["lang", *metrics, "n"]
-    lines = []
+    lines: list[list[str] | object] = []
     for lang in [*langs, *aggregates]:
+        if aggregates and lang == aggregates[0]:
+            lines.append(RULE)
         cells = [lang]
         for metric in metrics:
             v = value.get((lang, metric))
             cells.append("" if v is None else _fmt(v, lang == "rel_gap"))
         cells.append(str(count.get(lang, "")))
         lines.append(cells)
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *lines, strict=True)]
-
-    def render(cells: list[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-
-    title = f"{stage} / {task} / {split}"
-    out = [title, render(header), render(["-" * w for w in widths])]
-    for cells in lines:
-        if cells[0] == aggregates[0] if aggregates else False:
-            out.append(render(["-" * w for w in widths]))
-        out.append(render(cells))
-    return "\n".join(out)
+    header = ["lang", *metrics, "n"]
+    table = text_table(header, lines, "plain", ["left"] + ["right"] * (len(header) - 1))
+    return f"{stage} / {task} / {split}\n{table}"

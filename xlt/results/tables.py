@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from xlt.console import text_table
 from xlt.results.choice import best_intermediate_on_dev, xstilts_overall
 from xlt.results.load import Sweep
 from xlt.results.stats import gap_by_size, gaps_per_run, intermediate_effect, score_by_size
@@ -20,7 +21,7 @@ def format_overall_table(table: pd.DataFrame) -> str:
     from xlt.metrics.xtreme import XTREME_TASK2LANGS
 
     n_all = len(XTREME_TASK2LANGS)
-    lines = ["| model | intermediate | seed | overall | tasks averaged |", "|---|---|---|---|---|"]
+    rows = []
     for r in table.itertuples(index=False):
         notes = [f"{r.n_tasks} of {n_all}"] if r.n_tasks < n_all else []
         if r.partial:
@@ -28,8 +29,8 @@ def format_overall_table(table: pd.DataFrame) -> str:
         which = r.tasks.replace(",", ", ") + (
             f" ({'; '.join(notes)}: not XTREME's full score)" if notes else ""
         )
-        lines.append(f"| {r.model} | {r.intermediate} | {r.seed} | {r.overall:.2f} | {which} |")
-    return "\n".join(lines)
+        rows.append([r.model, r.intermediate, r.seed, f"{r.overall:.2f}", which])
+    return text_table(["model", "intermediate", "seed", "overall", "tasks averaged"], rows)
 
 
 def _num(value: float, spec: str = ".2f") -> str:
@@ -37,29 +38,50 @@ def _num(value: float, spec: str = ".2f") -> str:
 
 
 def format_best_intermediate(table: pd.DataFrame) -> str:
-    lines = ["| target | model | family | params | best intermediate | score | none | gain | languages | compared |",
-             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for r in table.itertuples(index=False):
-        lines.append(f"| {r.task} | {r.model} | {r.family} | {_human(r.params)} | {r.best or '-'} "
-                     f"| {_num(r.best_score)} | {_num(r.none_score)} | {_num(r.gain, '+.2f')} "
-                     f"| {r.languages}/{r.n_languages} | {r.compared} |")  # fmt: skip
-    return "\n".join(lines)
+    header = [
+        "target",
+        "model",
+        "family",
+        "params",
+        "best intermediate",
+        "score",
+        "none",
+        "gain",
+        "languages",
+        "compared",
+    ]
+    rows = [
+        [
+            r.task,
+            r.model,
+            r.family,
+            _human(r.params),
+            r.best or "-",
+            _num(r.best_score),
+            _num(r.none_score),
+            _num(r.gain, "+.2f"),
+            f"{r.languages}/{r.n_languages}",
+            r.compared,
+        ]
+        for r in table.itertuples(index=False)
+    ]
+    return text_table(header, rows)
 
 
 def format_main_table(table: pd.DataFrame) -> str:
     """:func:`overall_by_size` as markdown: sizes down, the overall then one column per XTREME task."""
     tasks = _xtreme_order()
-    lines = ["| model | family | params | intermediate | seeds | overall | " + " | ".join(tasks) + " | over |",
-             "|" + "---|" * (7 + len(tasks))]  # fmt: skip
+    rows = []
     for r in table.itertuples(index=False):
-        cells = [f"{getattr(r, f'score_{t}'):.1f}" if not math.isnan(getattr(r, f"score_{t}")) else "-"
-                 for t in tasks]  # fmt: skip
+        cells = [_num(getattr(r, f"score_{t}"), ".1f") for t in tasks]
         notes = [f"{r.n_tasks} of {len(tasks)} tasks"] if r.n_tasks < len(tasks) else []
         notes += [f"some languages only: {r.partial.replace(',', ', ')}"] if r.partial else []
         note = "XTREME" if r.complete else "; ".join(notes)
-        lines.append(f"| {r.model} | {r.family} | {_human(r.params)} | {r.intermediate} | {r.n} "
-                     f"| {r.overall_mean:.2f} | " + " | ".join(cells) + f" | {note} |")  # fmt: skip
-    return "\n".join(lines)
+        rows.append(
+            [r.model, r.family, _human(r.params), r.intermediate, r.n, f"{r.overall_mean:.2f}", *cells, note]
+        )
+    header = ["model", "family", "params", "intermediate", "seeds", "overall", *tasks, "over"]
+    return text_table(header, rows)
 
 
 def write_tables(sweep: Sweep, out_dir: Path, split: str = "test") -> dict[str, Path]:
@@ -94,20 +116,36 @@ def format_gap_table(table: pd.DataFrame, task: str | None = None, metric: str |
         table = table[table["task"] == task]
     if metric is not None:
         table = table[table["metric"] == metric]
-    header = (
-        "| task | metric | intermediate | model | params | seeds | en | avg non-en | gap (95% CI) "
-        "| rel. gap (95% CI) | languages |"
-    )
-    lines = [header, "|" + "|".join(["---"] * (header.count("|") - 1)) + "|"]
-    for r in table.itertuples(index=False):
-        lines.append(
-            f"| {r.task} | {r.metric} | {r.intermediate} | {r.model} | {_human(r.params)} | {r.n} "
-            f"| {r.en_mean:.2f} | {r.avg_non_en_mean:.2f} "
-            f"| {r.gap_mean:.2f} {_ci(r.gap_ci95_low, r.gap_ci95_high)} "
-            f"| {100 * r.rel_gap_mean:.1f}% {_ci(100 * r.rel_gap_ci95_low, 100 * r.rel_gap_ci95_high, '%')} "
-            f"| {_languages(r.n_languages, r.languages)} |"
-        )
-    return "\n".join(lines)
+    header = [
+        "task",
+        "metric",
+        "intermediate",
+        "model",
+        "params",
+        "seeds",
+        "en",
+        "avg non-en",
+        "gap (95% CI)",
+        "rel. gap (95% CI)",
+        "languages",
+    ]
+    rows = [
+        [
+            r.task,
+            r.metric,
+            r.intermediate,
+            r.model,
+            _human(r.params),
+            r.n,
+            f"{r.en_mean:.2f}",
+            f"{r.avg_non_en_mean:.2f}",
+            f"{r.gap_mean:.2f} {_ci(r.gap_ci95_low, r.gap_ci95_high)}",
+            f"{100 * r.rel_gap_mean:.1f}% {_ci(100 * r.rel_gap_ci95_low, 100 * r.rel_gap_ci95_high, '%')}",
+            _languages(r.n_languages, r.languages),
+        ]
+        for r in table.itertuples(index=False)
+    ]
+    return text_table(header, rows)
 
 
 def _languages(n: int, languages: str) -> str:

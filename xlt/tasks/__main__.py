@@ -11,16 +11,17 @@ overrides: for a run's ``data.dir=...`` pass the same folder as ``--data-dir``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-EPILOG = """examples:
-  python -m xlt.tasks                 # every task: head, languages, data present here
-  python -m xlt.tasks xnli udpos      # per language: the file found, or the file needed
-  python -m xlt.tasks --data-dir /data/xtreme tatoeba
-"""
+from xlt.console import cli_parser, text_table
+
+EXAMPLES = (
+    "python -m xlt.tasks                 # every task: head, languages, data present here",
+    "python -m xlt.tasks xnli udpos      # per language: the file found, or the file needed",
+    "python -m xlt.tasks --data-dir /data/xtreme tatoeba",
+)
 
 
 def _present(spec, split: str, lang: str, data_dir: Path | None) -> tuple[bool, str]:  # type: ignore[no-untyped-def]
@@ -60,8 +61,7 @@ def summary(data_dir: Path | None) -> list[str]:
                      ("yes" if dev else "no") if spec.trainable else "-",
                      (f"{len(tests)}/{len(spec.languages)}" + (f" ({','.join(tests)})" if 0 < len(tests) <= 6 else ""))
                      if tested else "-"))  # fmt: skip
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return text_table(rows[0], rows[1:], "plain").splitlines()
 
 
 def detail(name: str, data_dir: Path | None) -> list[str]:
@@ -70,17 +70,17 @@ def detail(name: str, data_dir: Path | None) -> list[str]:
     spec = get_task(name)
     lines = [f"{name}: {spec.description} (head {spec.head}; metrics {', '.join(spec.metrics)}; "
              f"{len(spec.languages)} languages: {' '.join(spec.languages)})"]  # fmt: skip
+    rows = []
     for split in spec.raw:
         languages = spec.languages if split == spec.test_split or not spec.trainable else ("en",)
         for lang in languages:
             found, what = _present(spec, split, lang, data_dir)
-            lines.append(f"  {split:<10} {lang:<4} {'present' if found else 'MISSING'}  {what}")
-    return lines
+            rows.append([split, lang, "present" if found else "MISSING", what])
+    return [*lines, *text_table(["split", "lang", "data", "file"], rows, "plain", indent="  ").splitlines()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m xlt.tasks", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)  # fmt: skip
+    parser = cli_parser("python -m xlt.tasks", __doc__.split("\n\n")[0], EXAMPLES)
     parser.add_argument("tasks", nargs="*", help="show these tasks language by language")
     parser.add_argument(
         "--data-dir",
