@@ -100,3 +100,18 @@ def test_show_plan_prints_without_running(tmp_path: Path) -> None:
         cwd=PROJECT_ROOT,
     )
     assert bad.returncode == 2 and "show='nonsense': expected one of plan" in bad.stderr
+
+
+def test_evaluation_only_plan(compose_cfg, tmp_path: Path) -> None:
+    """What xlt.evaluate executes: the target stage scoring given weights, nothing trained."""
+    from xlt.orchestration.plan import evaluation_only
+
+    cfg = validate(compose_cfg("model=tiny", "+target=xnli"))
+    plan = evaluation_only(build_plan(cfg, tmp_path / "eval"), tmp_path / "best.ckpt", 12)
+    (target,) = plan.stages
+    assert target.weights == str(tmp_path / "best.ckpt") and target.logged_step == 12
+    with_intermediate = build_plan(
+        validate(compose_cfg("model=tiny", "+target=xnli", "+intermediate=mnli")), tmp_path
+    )
+    with pytest.raises(ValueError, match="evaluation-only plan"):
+        evaluation_only(with_intermediate, tmp_path / "best.ckpt", 0)
