@@ -33,10 +33,9 @@ def test_xxl_full_checkpoints_cost_rank_0_two_copies_and_every_rank_one(compose_
     assert host.load_rank0 == 4 * params + 4 * params and host.load_other == 0  # the fp32 .bin, once a node
     assert host.disk == 2 * host.checkpoint + 2 * 4 * params  # last + prev, and two stages' best.ckpt
     assert cfg.scale.host_memory_gb == host.request_gb > host.node / GB
-    # Sharded checkpoints (opt-in): each rank saves its quarter (held twice while writing, measured:
-    # benchmarks/results/host_memory.md) and resumes it; rank 0's peak is then the load.
-    sharded = validate(compose_cfg("model=xlmr_xxl", "+intermediate=mnli", "+target=xnli",
-                                   "scale.strategy.state_dict_type=sharded"))  # fmt: skip
+    # Sharded checkpoints (the FSDP profile's default): each rank saves its quarter (held twice while
+    # writing, measured: benchmarks/results/host_memory.md) and resumes it; rank 0's peak is the load.
+    sharded = validate(compose_cfg("model=xlmr_xxl", "+intermediate=mnli", "+target=xnli"))
     assert sharded.scale.strategy.state_dict_type == "sharded"
     lean = estimate_host(sharded, gpu=True)
     assert (
@@ -68,8 +67,9 @@ def test_host_memory_is_resolved_when_the_config_is_composed(compose_cfg) -> Non
 
 
 # A tiny XLM-R widened to hidden 256 (64M embedding parameters: a 0.8 GB full checkpoint), 2 gloo
-# processes under the FSDP profile, a last.ckpt save after step 1. Measured 2026-12-06: peak RSS
-# 3.09 GB (hidden 512: 5.37 GB); the plan says 3.4 (5.9): benchmarks/results/host_memory.md.
+# processes under the FSDP profile, a last.ckpt save after step 1. Measured 2026-12-06 with full
+# checkpoints: peak RSS 3.09 GB (hidden 512: 5.37 GB); the plan says 3.4 (5.9). The profile now saves
+# sharded: hidden 512 measured 3.97 GB, plan 4.30 (benchmarks/results/host_memory.md).
 WIDE = ("+target=xnli", "target.train_task=snli", "target.train_split=dev", "target.languages=[en]", "model=tiny",
         "model.hidden_size=256", "model.intermediate_size=1024", "model.num_attention_heads=4", "scale=fsdp",
         "scale.devices=2", "trainer.accelerator=cpu", "target.max_train_examples=32", "target.max_eval_examples=16",

@@ -33,6 +33,7 @@ def test_squad_then_xquad_fast_dev_run(compose_cfg, data_dir: Path, tmp_path: Pa
         ("intermediate", "squad", "dev"),
         ("target", "xquad", "dev"),
         ("target", "xquad", "test"),
+        ("target", "xquad", "dev_heldout"),  # SQuAD dev less XQuAD's, outside the selection subset
     }
     assert {r["metric"] for r in records} == {"score", "em", "f1"}
     assert {r["language"] for r in records if r["split"] == "test"} == {
@@ -141,7 +142,7 @@ def test_squad2_then_mlqa_fast_dev_run(compose_cfg, data_dir: Path, tmp_path: Pa
     # undefined there (0/0) and get no row, rather than a NaN that xlt.results would refuse.
     assert "no_ans_f1" not in intermediate
     assert {(r["stage"], r["task"], r["split"]) for r in records if r["stage"] == "target"} == {
-        ("target", "mlqa", "dev"), ("target", "mlqa", "test"),
+        ("target", "mlqa", "dev"), ("target", "mlqa", "test"), ("target", "mlqa", "dev_heldout"),
     }  # fmt: skip
     em, f1 = summary["test/mlqa/en/em"], summary["test/mlqa/en/f1"]
     assert 0.0 <= em <= f1 <= 100.0 and summary["test/mlqa/en/score"] == pytest.approx((em + f1) / 2)

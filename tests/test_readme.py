@@ -138,7 +138,7 @@ def test_quick_check_runs_as_printed(data_dir: Path, cache_dir: Path, tmp_path: 
     batch = OmegaConf.load(tmp_path / "run" / "config.yaml").target.eval_batch_size
     rows = [r for r in read_results(tmp_path / "run" / "results.jsonl") if r["stage"] == "target"
             and r["language"] == "en" and r["n_examples"] is not None]  # fmt: skip
-    assert {r["split"] for r in rows} == {"dev", "test"}
+    assert {r["split"] for r in rows} == {"dev", "test", "dev_heldout"}
     assert all(r["n_examples"] == batch for r in rows), [(r["split"], r["n_examples"], batch) for r in rows]
 
 

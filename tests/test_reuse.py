@@ -52,7 +52,8 @@ def test_the_key_names_model_task_seed_and_ignores_what_does_not_change_the_weig
     assert key.name.startswith("tiny-anli_rounds-s1-") and len(key.name.rsplit("-", 1)[1]) == 12
     for path, value in [("target.name", "pawsx"), ("target.epochs", 3), ("probe.tasks", ["tatoeba"]),
                         ("logger.kind", "wandb"), ("data.cache_dir", "/b"), ("trainer.log_every_n_steps", 1),
-                        ("scale.checkpoint_every_n_steps", 50), ("scale.name", "tiny")]:  # fmt: skip
+                        ("scale.checkpoint_every_n_steps", 50), ("scale.name", "tiny"),
+                        ("intermediate.eval_dev_heldout", False), ("intermediate.eval_dev_languages", True)]:  # fmt: skip
         assert key_of(changed(path, value)).name == key.name, path
 
 

@@ -114,7 +114,7 @@ def test_fsdp_policies_wrap_and_checkpoint_every_layer_of_each_architecture(comp
     for policy in (wrap, checkpoint):
         matched = [m for m in encoder.modules() if type(m) in policy._module_classes]
         assert len(matched) == encoder.config.num_hidden_layers == 2
-    assert strategy.sharding_strategy.name == "FULL_SHARD" and strategy._state_dict_type == "full"
+    assert strategy.sharding_strategy.name == "FULL_SHARD" and strategy._state_dict_type == "sharded"
     assert cfg.scale.precision == "bf16-mixed"
 
 

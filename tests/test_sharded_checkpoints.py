@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -24,6 +25,8 @@ from xlt import PROJECT_ROOT
 from xlt.callbacks import keep_previous
 from xlt.orchestration.rundir import PREVIOUS_CKPT, UNUSABLE_CKPT, checkpoint_problem, resume_checkpoint
 from xlt.sharded_ckpt import DCP_METADATA, META_FILE, read_meta, read_weights, remove
+
+FAULTS = Path(__file__).parent / "faults"
 
 
 def write_sharded(path: Path, weights: dict[str, torch.Tensor], step: int) -> None:
@@ -47,11 +50,22 @@ def sample_weights(seed: int) -> dict[str, torch.Tensor]:
     }
 
 
-def test_the_fsdp_profile_saves_full_by_default_and_sharded_on_request(compose_cfg) -> None:
-    # Sharded is opt-in until a relaunch after SIGTERM during a sharded save works (conf/scale/fsdp.yaml).
-    assert compose_cfg("+target=xnli", "model=tiny", "scale=fsdp").scale.strategy.state_dict_type == "full"
-    cfg = compose_cfg("+target=xnli", "model=tiny", "scale=fsdp", "scale.strategy.state_dict_type=sharded")
-    assert cfg.scale.strategy.state_dict_type == "sharded"
+FSDP_PROFILES = ("xlmr_xl", "xlmr_xxl", "qwen2_5_3b", "qwen2_5_7b", "tiny_xl", "tiny_qwen")
+
+
+def test_the_fsdp_profiles_save_sharded_by_default_and_full_on_request(compose_cfg) -> None:
+    assert compose_cfg("+target=xnli", "model=tiny", "scale=fsdp").scale.strategy.state_dict_type == "sharded"
+    for (
+        model
+    ) in FSDP_PROFILES:  # each model's own profile (scale: ${model}), FSDP through conf/scale/fsdp.yaml
+        strategy = compose_cfg("+target=xnli", f"model={model}").scale.strategy
+        assert strategy._target_ == "xlt.strategies.FSDP" and strategy.state_dict_type == "sharded", model
+    for model in ("xlmr_base", "xlmr_large", "tiny"):  # DDP: one file, as before
+        assert "state_dict_type" not in str(compose_cfg("+target=xnli", f"model={model}").scale.strategy), (
+            model
+        )
+    cfg = compose_cfg("+target=xnli", "model=tiny", "scale=fsdp", "scale.strategy.state_dict_type=full")
+    assert cfg.scale.strategy.state_dict_type == "full"
 
 
 def test_a_sharded_directory_reads_into_one_full_state_dict(tmp_path: Path) -> None:
@@ -70,6 +84,28 @@ def test_a_sharded_directory_reads_into_one_full_state_dict(tmp_path: Path) -> N
     torch.save({"global_step": 7}, ckpt / META_FILE)
     (ckpt / DCP_METADATA).unlink()
     assert "no .metadata" in str(checkpoint_problem(ckpt))
+
+
+def test_a_finished_best_replaces_the_older_one_without_deleting_it_first(
+    monkeypatch, tmp_path: Path
+) -> None:
+    """best.ckpt is missing only between two renames, not while a large older directory is deleted."""
+    from xlt.sharded_ckpt import put_in_place
+
+    best, partial = tmp_path / "best.ckpt", tmp_path / "best.ckpt.partial"
+    write_sharded(best, sample_weights(1), step=2)
+    write_sharded(partial, sample_weights(2), step=4)
+    events: list[str] = []
+    real_replace, real_rmtree = os.replace, shutil.rmtree
+    monkeypatch.setattr(os, "replace", lambda s, d: (events.append(f"{Path(s).name}->{Path(d).name}"),
+                                                      real_replace(s, d))[1])  # fmt: skip
+    monkeypatch.setattr(
+        shutil, "rmtree", lambda p, **k: (events.append(f"rm {Path(p).name}"), real_rmtree(p, **k))[1]
+    )
+    put_in_place(partial, best)
+    assert events == ["best.ckpt->best.ckpt.old", "best.ckpt.partial->best.ckpt", "rm best.ckpt.old"]
+    assert read_meta(best)["global_step"] == 4 and sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt"]
+    torch.testing.assert_close(read_weights(best)["heads.xnli.bias"], sample_weights(2)["heads.xnli.bias"])
 
 
 def test_resume_points_rotate_as_directories(tmp_path: Path) -> None:
@@ -92,7 +128,7 @@ def test_resume_points_rotate_as_directories(tmp_path: Path) -> None:
 # -- two processes ---------------------------------------------------------------------------------
 
 
-@pytest.mark.slow  # 2 processes, ~12 min loaded; sharded checkpoints are opt-in
+@pytest.mark.slow  # 2 processes, ~12 min loaded
 def test_killed_sharded_run_resumes_to_the_full_state_runs_numbers(
     data_dir: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
@@ -173,3 +209,74 @@ def test_killed_sharded_run_resumes_to_the_full_state_runs_numbers(
     for name, tensor in head.items():
         torch.testing.assert_close(tensor, best_sharded[f"heads.xnli.{name}"], rtol=0, atol=0, msg=name)
     assert json.loads((out / "xlt_export.json").read_text())["checkpoint"].endswith("best.ckpt")
+
+
+def test_every_rank_waits_until_rank_0_has_put_the_sharded_best_in_place(monkeypatch, tmp_path: Path) -> None:
+    """The root cause of the failed relaunch after a SIGTERM during a sharded save: rank 0 renames
+    best.ckpt.partial into place after the save's barrier, and the other ranks read best.ckpt as soon
+    as the fit ends. BestCheckpoint must meet the other ranks in a barrier after the rename."""
+    from types import SimpleNamespace
+
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    import xlt.callbacks as callbacks
+    from xlt.callbacks import BestCheckpoint
+
+    events: list[str] = []
+
+    def save(self, trainer, filepath):  # ModelCheckpoint's save: the shards, then Lightning's barrier
+        write_sharded(Path(filepath), sample_weights(0), step=3)
+        events.append(f"save {Path(filepath).name}")
+
+    monkeypatch.setattr(ModelCheckpoint, "_save_checkpoint", save)
+    real = callbacks.put_in_place
+    monkeypatch.setattr(
+        callbacks, "put_in_place", lambda s, d: (real(s, d), events.append(f"place {d.name}"))
+    )
+    for rank in (0, 1):
+        strategy = SimpleNamespace(
+            _state_dict_type="sharded", barrier=lambda name=None: events.append("barrier")
+        )
+        trainer = SimpleNamespace(strategy=strategy, is_global_zero=rank == 0)
+        BestCheckpoint(dirpath=tmp_path, filename="best", monitor="m", mode="max")._save_checkpoint(
+            trainer, str(tmp_path / f"r{rank}" / "best.ckpt")
+        )
+    assert events == [
+        "save best.ckpt.partial", "place best.ckpt", "barrier",  # rank 0
+        "save best.ckpt.partial", "barrier",  # rank 1: waits for rank 0's rename
+    ]  # fmt: skip
+    assert checkpoint_problem(tmp_path / "r0" / "best.ckpt") is None
+
+
+# Only the target stage, one epoch, validated once at its end: the fit's one best.ckpt save is its last
+# act, after which every rank reads best.ckpt (the evaluation copies).
+TARGET_ONLY = (
+    "model=tiny", "+target=xnli", "target.train_task=snli", "target.train_split=dev",
+    "target.languages=[en,de]", "target.max_train_examples=32", "target.max_eval_examples=16",
+    "target.epochs=1", "target.batch_size=16", "scale.per_device_batch_size=8", "target.eval_batch_size=16",
+    "scale=fsdp", "scale.devices=2", "trainer.accelerator=cpu", "scale.precision=32-true",
+    "trainer.enable_progress_bar=false", "logger=csv",
+)  # fmt: skip
+
+
+@pytest.mark.slow  # 2 processes: 3.2-4.1 min on the loaded 2-core machine (load average 10-12)
+def test_a_slow_rename_of_the_sharded_best_on_rank_0_is_waited_for(data_dir: Path, cache_dir: Path,
+                                                                   tmp_path: Path) -> None:  # fmt: skip
+    """Two processes, the FSDP profile's sharded checkpoints, rank 0 renaming best.ckpt.partial into
+    place 4 s late (a slow or loaded file system): the run ends with every row. Before the barrier,
+    rank 1 read best.ckpt before it existed and the job died (rank 0 in the evaluation's broadcast)."""
+    from tests.test_fsdp import results, xlt_train
+
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "XLT_FAULT": "best.ckpt:place:0:SLEEP4",
+           "XLT_FAULT_MARK": str(tmp_path / "mark"),
+           "PYTHONPATH": os.pathsep.join([str(FAULTS), os.environ.get("PYTHONPATH", str(PROJECT_ROOT))])}  # fmt: skip
+    proc = subprocess.run(xlt_train(run_dir, cache_dir, *TARGET_ONLY), cwd=PROJECT_ROOT, env=env, timeout=600,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    assert (tmp_path / "mark").exists(), "the slow rename never happened:\n" + proc.stdout[-3000:]
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert (run_dir / "checkpoints" / "target" / "best.ckpt").is_dir()
+    assert {(k[0], k[2], k[3]) for k in results(run_dir)} >= {
+        ("target", "test", "en"),
+        ("target", "test", "de"),
+    }

@@ -300,6 +300,7 @@ def test_fast_dev_run_ccg_then_udpos(compose_cfg, data_dir: Path, tmp_path: Path
     assert {(r["stage"], r["task"], r["split"], r["metric"]) for r in records if r["language"] == "en"} == {
         ("intermediate", "ccg", "dev", "acc"), ("target", "udpos", "dev", "f1"), ("target", "udpos", "dev", "acc"),
         ("target", "udpos", "test", "f1"), ("target", "udpos", "test", "acc"),
+        ("target", "udpos", "dev_heldout", "f1"), ("target", "udpos", "dev_heldout", "acc"),
     }  # fmt: skip
     assert {"test/udpos/de/f1", "test/udpos/ja/acc", "test/udpos/gap/f1"} <= set(summary)
 

@@ -13,7 +13,7 @@ from pytorch_lightning.strategies import FSDPStrategy
 
 from xlt.orchestration.lightning_adapter import restore_loader_states, state_dict_type
 from xlt.orchestration.rundir import PREVIOUS_CKPT
-from xlt.sharded_ckpt import rotate
+from xlt.sharded_ckpt import put_in_place, rotate
 
 if TYPE_CHECKING:
     from xlt.orchestration.plan import SelectionPlan
@@ -243,8 +243,12 @@ class BestCheckpoint(ModelCheckpoint):
     """Lightning's ModelCheckpoint for the selected weights (``best.ckpt``). A sharded checkpoint (a
     directory, xlt/sharded_ckpt.py) is written beside it as ``best.ckpt.partial`` and renamed into
     place once every rank has written (``Trainer.save_checkpoint`` ends in a barrier): a kill
-    mid-save leaves the previous best whole instead of shards of two saves in one directory. A file
-    is written as Lightning writes it (an atomic save)."""
+    mid-save leaves the previous best whole instead of shards of two saves in one directory. Every
+    rank then waits until rank 0 has renamed it: the other ranks read ``best.ckpt`` as soon as the
+    fit ends (the evaluation copies, the next stage's encoder), and until rank 0 has renamed the new
+    one into place (the older ``best.ckpt/`` renamed aside first) there is no ``best.ckpt`` (a rank
+    failed there with "No such file or directory" and left rank 0 in the evaluation's first
+    broadcast). A file is written as Lightning writes it (an atomic save)."""
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         if state_dict_type(trainer.strategy) != "sharded":
@@ -254,7 +258,8 @@ class BestCheckpoint(ModelCheckpoint):
         super()._save_checkpoint(trainer, staging)
         self._last_checkpoint_saved = filepath
         if trainer.is_global_zero:
-            rotate(Path(staging), Path(filepath))
+            put_in_place(Path(staging), Path(filepath))
+        trainer.strategy.barrier("best.ckpt in place")
 
 
 class LastCheckpoint(ModelCheckpoint):

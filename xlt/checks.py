@@ -365,3 +365,28 @@ def check_ranges(cfg: DictConfig) -> None:
         spec = get_task(stage.name)
         specs = [spec] + ([get_task(stage.train_task)] if stage.get("train_task") else [])
         check_seq_length(f"{stage_name}.max_seq_length", stage.max_seq_length, specs, model)
+
+
+def check_dev_analysis(target: DictConfig, spec: Any) -> None:
+    """``target.eval_dev_languages`` (false, true or a list of the task's languages; only where its dev
+    split exists in other languages, and only when selecting on the target's own dev) and
+    ``target.eval_dev_heldout`` (a boolean): xlt/evaluation/analysis_dev.py."""
+    heldout = target.get("eval_dev_heldout", True)
+    if not isinstance(heldout, bool):
+        raise ConfigError(f"target.eval_dev_heldout={heldout!r}: expected true or false")
+    option = target.get("eval_dev_languages", False)
+    where = "target.eval_dev_languages"
+    if option is None or option is False:
+        return
+    if not (option is True or isinstance(option, (list, tuple, ListConfig))):
+        raise ConfigError(f"{where}={option!r}: expected false, true or a list of {spec.name}'s languages")
+    if not spec.dev_in_other_languages:
+        raise ConfigError(f"{where}: {spec.name} has no dev split in other languages (its dev set is English "
+                          "only, or it has none); leave it false")  # fmt: skip
+    select_on = target.get("select_on", "target")
+    if select_on != "target":
+        raise ConfigError(f"{where} with target.select_on={select_on}: the English dev row is then the training "
+                          "task's validation set, not the target's; a gap on dev would compare different sets")  # fmt: skip
+    for lang in [] if option is True else list(option):
+        if lang not in spec.languages:
+            raise ConfigError(f"{where}: {lang!r} is not a language of {spec.name} ({', '.join(spec.languages)})")

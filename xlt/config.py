@@ -193,6 +193,9 @@ def validate(cfg: DictConfig) -> DictConfig:
                           "train_task (its training task's validation set, as jiant's XTREME scripts)")  # fmt: skip
     if select_on == "train_task" and not merged.target.train_task:
         raise ConfigError(f"target.select_on=train_task: {target.name} has no training task to select on")
+    from xlt.checks import check_dev_analysis
+
+    check_dev_analysis(merged.target, target)
     if target.retrieval == "mining" and merged.target.max_eval_examples is not None:
         raise ConfigError(
             f"target.max_eval_examples={merged.target.max_eval_examples}: {target.name} mines each corpus "

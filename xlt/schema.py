@@ -130,6 +130,12 @@ class StageConfig:
     # scripts do (MNLI's for XNLI), for exact replication. The same set for targets trained on their
     # own English data (PAWS-X, UD-POS, PAN-X) and for QA (SQuAD dev either way).
     select_on: str = "target"
+    # Targets only, scored on the selected checkpoint after selection, never selected on
+    # (xlt/evaluation/analysis_dev.py): the English dev examples outside the selection subset (split
+    # dev_heldout; xlt.results chooses intermediate tasks on it), and for analysis only the dev sets of
+    # other languages (false, true: every language of the task, or a list) where the task has them.
+    eval_dev_heldout: bool = True
+    eval_dev_languages: Any = False
 
 
 @dataclass

@@ -11,7 +11,8 @@ here take either kind:
   tensors one after another (DCP's no-process-group read of only the ``model`` entries; the
   optimizer states are never read). Nothing is held twice.
 - :func:`read_meta`: the checkpoint without tensors of the model or optimizer (``global_step``...).
-- :func:`problem`, :func:`remove`, :func:`rotate`: what the run directory does with a resume point.
+- :func:`problem`, :func:`remove`, :func:`rotate`: what the run directory does with a resume point;
+  :func:`put_in_place`: a finished ``best.ckpt`` renamed into place.
 """
 
 from __future__ import annotations
@@ -58,6 +59,18 @@ def rotate(src: Path, dst: Path) -> None:
     if (src.is_dir() and dst.exists()) or (src.is_file() and dst.is_dir()):
         remove(dst)
     os.replace(src, dst)
+
+
+def put_in_place(src: Path, dst: Path) -> None:
+    """Rename the finished checkpoint ``src`` to ``dst``, replacing what ``dst`` held, with ``dst``
+    missing only between two renames: an older directory is renamed aside (``<dst>.old``) and deleted
+    after the new one is in place (:func:`rotate` deletes it first: seconds for a large directory)."""
+    aside = dst.with_name(dst.name + ".old")
+    if dst.exists():
+        remove(aside)
+        os.replace(dst, aside)
+    os.replace(src, dst)
+    remove(aside)
 
 
 def read_meta(path: Path) -> dict[str, Any]:

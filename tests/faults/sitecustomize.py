@@ -14,9 +14,12 @@ others already wait in the barrier after the save; ``task`` is the file name, e.
 ``shardwrite`` in Lightning's ``_distributed_checkpoint_save`` (a sharded checkpoint: every rank
 writing its shards into the directory ``task``, e.g. ``last.ckpt``),
 ``embed`` in ``xlt.modeling.embedding.embed`` (retrieval: a probe between
-stages; ``task`` is then the progress label's first word, e.g. ``tatoeba``); ``n`` counts the calls of
-this process. Signal ``TERMGROUP`` sends SIGTERM to the whole process group (every rank, as SLURM
-signals every task of a job step), ``TERM`` to this process only.
+stages; ``task`` is then the progress label's first word, e.g. ``tatoeba``), ``place`` in
+``xlt.callbacks.put_in_place`` (rank 0 renaming a finished sharded ``best.ckpt`` into place; ``task``
+is the destination's name, e.g. ``best.ckpt``); ``n`` counts the calls of this process. Signal ``TERMGROUP``
+sends SIGTERM to the whole process group (every rank, as SLURM signals every task of a job step),
+``TERM`` to this process only, ``SLEEP<seconds>`` sends nothing and sleeps that long (a slow file
+system, to widen a race between ranks).
 
 ``XLT_FAULT_EXITS`` names a folder where every process writes, at exit, ``<pid>`` holding its rank
 and the status it passed to ``sys.exit`` (0 when it returned normally). A process ended by
@@ -63,6 +66,11 @@ def _fire() -> None:
     mark.write_text(SPEC)
     how = SPEC.split(":")[3]
     print(f"[fault] {SPEC} (pid {os.getpid()})", file=sys.stderr, flush=True)
+    if how.startswith("SLEEP"):
+        import time
+
+        time.sleep(float(how.removeprefix("SLEEP")))
+        return
     if how == "TERMGROUP":
         os.killpg(os.getpgid(0), signal.SIGTERM)
         return
@@ -104,6 +112,9 @@ def _patch(module: Any) -> None:
     if hook == "embed":
         _patch_counted(module, "embed", task, target, lambda a, k: str(k.get("desc", "")).split(" ")[0])
         return
+    if hook == "place":
+        _patch_counted(module, "put_in_place", task, target, lambda a, k: Path(str(a[1])).name)
+        return
     cls = module.TransferModule
     original = getattr(cls, f"{hook}_step")
     calls = {"n": 0}
@@ -123,7 +134,8 @@ class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
         hook = SPEC.split(":")[1]
         wanted = {"embed": "xlt.modeling.embedding", "write": "lightning_fabric.utilities.cloud_io",
-                  "shardwrite": "lightning_fabric.strategies.fsdp"}.get(hook, "xlt.modeling.module")  # fmt: skip
+                  "shardwrite": "lightning_fabric.strategies.fsdp",
+                  "place": "xlt.callbacks"}.get(hook, "xlt.modeling.module")  # fmt: skip
         if name != wanted:
             return None
         sys.meta_path.remove(self)

@@ -67,6 +67,9 @@ class StageData:
     test: list[EvalSet]
     skipped: list[str] = field(default_factory=list)  # one line per language with no data
     mixture: MixtureTrain | None = None  # a multi-task stage's training sets (then ``train`` is None)
+    # Scored with the test sets, after selection, never selected on: the English dev examples outside
+    # the selection subset and other languages' dev sets (xlt/evaluation/analysis_dev.py).
+    analysis: list[EvalSet] = field(default_factory=list)
 
 
 @dataclass
@@ -153,15 +156,7 @@ def load_and_featurize(
     ``draw``: ``limit`` examples are drawn at random with ``settings.seed`` (xlt/data/selection.py)
     instead of the first ones."""
     draw = draw and limit is not None and settings.seed is not None
-    removal = settings.exclude.get(f"{spec.name}/{split}")
-    read_limit = None if draw else limit
-    if removal is not None:
-        loaded = _without(
-            load_split(spec, split, lang, settings.source, settings.data_dir), removal, read_limit
-        )
-    else:
-        loaded = load_split_cached(spec, split, lang, settings.source, settings.data_dir, read_limit,
-                                   settings.cache_dir)  # fmt: skip
+    loaded = load_examples(spec, split, lang, settings, None if draw else limit)
     if draw:
         from xlt.data.selection import draw_selection
 
@@ -194,6 +189,15 @@ def load_and_featurize(
         desc=f"{spec.name} {split} {lang}",
     )
     return features, loaded
+
+
+def load_examples(spec: TaskSpec, split: str, lang: str, settings: DataSettings, limit: int | None) -> Loaded:
+    """One split's examples as a stage reads them: less what the audit's declared exclusions remove,
+    then cut to ``limit``."""
+    removal = settings.exclude.get(f"{spec.name}/{split}")
+    if removal is not None:
+        return _without(load_split(spec, split, lang, settings.source, settings.data_dir), removal, limit)
+    return load_split_cached(spec, split, lang, settings.source, settings.data_dir, limit, settings.cache_dir)
 
 
 def _without(loaded: Loaded, removal: Removal, limit: int | None) -> Loaded:
@@ -355,4 +359,5 @@ class StageDataModule(pl.LightningDataModule):
         return [self._loader(s.features, self.eval_batch_size, shuffle=False) for s in self.data.val]
 
     def test_dataloader(self) -> list[DataLoader]:
-        return [self._loader(s.features, self.eval_batch_size, shuffle=False) for s in self.data.test]
+        sets = [*self.data.test, *self.data.analysis]
+        return [self._loader(s.features, self.eval_batch_size, shuffle=False) for s in sets]

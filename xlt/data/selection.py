@@ -45,25 +45,31 @@ def example_text_key(ex: Example) -> str:
     return hashlib.blake2b(whole.encode("utf-8"), digest_size=8).hexdigest()
 
 
+def selection_indices(examples: list[Example], n: int, seed: int, name: str) -> list[int]:
+    """The positions of the ``n`` examples :func:`draw_selection` draws, in file order; the rest of
+    the set is the held-out part (xlt/evaluation/analysis_dev.py)."""
+    key = stratum_key(examples)
+    if n >= len(examples):
+        return list(range(len(examples)))
+    rng = random.Random(f"xlt-selection:{seed}:{name}")
+    groups: dict[Any, list[int]] = {}
+    for i, ex in enumerate(examples):
+        groups.setdefault(ex.get(key) if key else None, []).append(i)
+    shares = {g: n * len(idx) / len(examples) for g, idx in groups.items()}
+    counts = {g: int(s) for g, s in shares.items()}
+    left = n - sum(counts.values())
+    for g in sorted(groups, key=lambda g: (-(shares[g] - counts[g]), str(g)))[:left]:
+        counts[g] += 1
+    return sorted(i for g, idx in sorted(groups.items(), key=lambda kv: str(kv[0]))
+                  for i in rng.sample(idx, counts[g]))  # fmt: skip
+
+
 def draw_selection(loaded: Loaded, n: int, seed: int, name: str) -> tuple[Loaded, dict[str, Any]]:
     """``n`` examples of ``loaded`` drawn as the module docstring says, and the record of the draw."""
     examples = loaded.examples
     key = stratum_key(examples)
     record: dict[str, Any] = {"set": name, "seed": seed, "of": len(examples), "stratified_by": key}
-    if n >= len(examples):
-        chosen = list(range(len(examples)))
-    else:
-        rng = random.Random(f"xlt-selection:{seed}:{name}")
-        groups: dict[Any, list[int]] = {}
-        for i, ex in enumerate(examples):
-            groups.setdefault(ex.get(key) if key else None, []).append(i)
-        shares = {g: n * len(idx) / len(examples) for g, idx in groups.items()}
-        counts = {g: int(s) for g, s in shares.items()}
-        left = n - sum(counts.values())
-        for g in sorted(groups, key=lambda g: (-(shares[g] - counts[g]), str(g)))[:left]:
-            counts[g] += 1
-        chosen = sorted(i for g, idx in sorted(groups.items(), key=lambda kv: str(kv[0]))
-                        for i in rng.sample(idx, counts[g]))  # fmt: skip
+    chosen = selection_indices(examples, n, seed, name)
     with_ids = all(examples[i].get("id") not in (None, "") for i in chosen)
     ids = [str(examples[i]["id"]) if with_ids else example_text_key(examples[i]) for i in chosen]
     digest = hashlib.blake2b("\n".join(ids).encode(), digest_size=8).hexdigest()

@@ -61,6 +61,10 @@ OWNER_FILE = "owner.json"
 LOCK_FILE = "lock"
 LAUNCH_ENV = "XLT_LAUNCH_ID"
 
+# Target-only options (xlt/evaluation/analysis_dev.py): meaningless to an intermediate stage, left out of
+# its key so that a stage trained before they existed keeps its key under a fixed reuse.code.
+_STAGE_TARGET_ONLY = ("eval_dev_heldout", "eval_dev_languages")
+
 
 class ReuseError(RuntimeError):
     """The shared intermediate stage cannot be used; the message names the folder and what to do."""
@@ -119,7 +123,7 @@ def intermediate_key(
     scale["precision"] = precision
     material = {
         "model": model,
-        "intermediate": stage,
+        "intermediate": {k: v for k, v in stage.items() if k not in _STAGE_TARGET_ONLY},
         "seed": cfg["seed"],
         "code": code,
         "scale": scale,

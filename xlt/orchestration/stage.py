@@ -24,6 +24,7 @@ from xlt.callbacks import Preempted, rng_states, rng_states_from_json, rng_state
 from xlt.data.datamodule import EvalSet, StageData, StageDataModule, prepare_stage_data
 from xlt.data.mixture import log_mixture, prepare_mixture_data
 from xlt.evaluation import RetrievalRun, evaluate_retrieval
+from xlt.evaluation.analysis_dev import analysis_eval_rows, analysis_sets
 from xlt.loggers import log_checkpoint
 from xlt.modeling.heads import build_head
 from xlt.modeling.module import TransferModule
@@ -40,7 +41,7 @@ from xlt.orchestration.rundir import (
     resume_checkpoint,
 )
 from xlt.orchestration.session import RunSession
-from xlt.results.rows import ResultRow, eval_rows, scored_counts
+from xlt.results.rows import ResultRow, scored_counts
 from xlt.results.submission import write_predictions
 from xlt.sharded_ckpt import remove
 from xlt.tasks.registry import get_mixture, get_task
@@ -171,6 +172,14 @@ class StageExecutor:
                 max_eval=plan.max_eval_examples,
                 val_subset=plan.selection.val_subset,
             )
+            if (
+                test is not None
+            ):  # a target: dev scored after selection, never selected on (held-out en, other languages)
+                dev_spec = get_task(plan.selection.dev_task)
+                data.analysis, skipped = analysis_sets(
+                    get_task(plan.task), dev_spec, self.s.cfg.target, self.s.settings
+                )
+                data.skipped.extend(skipped)
         for line in data.skipped:
             self.s.skip(line)
         n_train = sum(map(len, data.mixture.features)) if data.mixture else len(data.train or ())
@@ -203,7 +212,7 @@ class StageExecutor:
         spec = get_task(plan.task)
         head = build_head(spec, hidden, pooling)
         module = TransferModule(
-            encoder, head, spec, plan.lr, cfg.optim, val_sets=data.val, test_sets=data.test
+            encoder, head, spec, plan.lr, cfg.optim, val_sets=data.val, test_sets=[*data.test, *data.analysis]
         )
         return module, None
 
@@ -299,7 +308,7 @@ class StageExecutor:
                 evaluator.validate(module, datamodule=dm, verbose=False)
                 if evaluator.received_sigterm:  # Lightning notes SIGTERM in validate/test but may finish
                     raise SIGTERMException
-            if data.test:
+            if data.test or data.analysis:
                 fresh = handler.for_test(module, weights, validated=bool(data.val))
                 if fresh is not None:
                     module = fresh
@@ -328,14 +337,13 @@ class StageExecutor:
             self.s.model.encoder = encoder
 
     def _stage_rows(self, stage: str, data: StageData, module: TransferModule) -> None:
-        for split, sets in (("dev", data.val), ("test", data.test)):
-            if not sets:
-                continue
-            rows = eval_rows(stage, split, sets, module.scores, module.parts, module.selection_key)
-            if self.s.ctx.extra["debug"]:  # n_examples: what was scored (dev too), not the set's size
-                rows = scored_counts(rows, sets, module.scored)
-            self.s.rows.extend(rows)
-            self.s.log_rows(rows, already_logged=True)
+        rows = analysis_eval_rows(
+            stage, data.val, data.test, data.analysis, module.scores, module.parts, module.selection_key
+        )
+        if self.s.ctx.extra["debug"]:  # n_examples: what was scored (dev too), not the set's size
+            rows = scored_counts(rows, [*data.val, *data.test, *data.analysis], module.scored)
+        self.s.rows.extend(rows)
+        self.s.log_rows(rows, already_logged=True)
 
     def _write_head_predictions(
         self, spec: TaskSpec, sets: list[EvalSet], predicted: dict[str, dict[int, Any]]

@@ -82,6 +82,9 @@ def _main(argv: Sequence[str] | None) -> int:
 
     for line in construction_notes(model_families(sweep.rows)):
         print(line)
+    if args.split == "dev" and not gaps.empty:
+        print("Dev split: languages other than English are analysis only (target.eval_dev_languages, scored "
+              "after selection on the selected checkpoint); nothing is selected or chosen on them.")  # fmt: skip
     if gaps.empty:
         print("no target task with an English score and other languages: no gap to report")
     else:
@@ -97,10 +100,15 @@ def _main(argv: Sequence[str] | None) -> int:
         print(
             "\nBest intermediate task per target and model, chosen on the English dev selection metric "
             f"(mean over seeds), with its {args.split} score (XTREME task score) over the languages and seeds it "
-            "shares with none. Caution: the dev score is the selected checkpoint's on the selection subset "
-            "it was picked on (a maximum over many validations: biased upwards; docs/analysis.md); "
-            "treat small dev differences as ties:"
+            "shares with none. The dev score is the selected checkpoint's on the English dev examples held "
+            "out of selection where every compared run has one (dev_heldout)."
         )
+        if not best[best["chosen"] != ""]["heldout"].all():
+            print(
+                "Caution: where 'chosen on' says 'selection subset', runs lack a held-out score and the dev "
+                "score is the one the checkpoint was picked on (a maximum over many validations: biased "
+                "upwards; docs/analysis.md); treat small dev differences there as ties:"
+            )
         print(format_best_on_dev(best, args.split))
         overall = xstilts_overall(best)
         if not overall.empty:

@@ -8,6 +8,13 @@ the stage selected its checkpoint on, ``TaskSpec.metrics[0]``, mean over seeds);
 chosen task and of no intermediate task ("none") are then read over the languages both scored, and
 their difference paired by seed. A target without an English dev score (Tatoeba; any run that did not
 select) gets no choice, and says so.
+
+The English dev score of the selection subset is biased upwards: the checkpoint was picked as its
+maximum over many validations of those same examples. Runs that also scored the selected checkpoint on
+the English dev examples outside the subset (split ``dev_heldout``, xlt/evaluation/analysis_dev.py) are
+ranked on that instead, when every compared run has it; otherwise the choice falls back to the
+selection subset's score and ``chosen_on`` says so (runs written before the held-out split existed).
+Other languages' dev rows (``target.eval_dev_languages``) are analysis only: never read here.
 """
 
 from __future__ import annotations
@@ -25,7 +32,9 @@ from xlt.results.stats import _target_rows, dropped_languages, model_sizes
 # results.jsonl metric names -> evaluate.py's, for xlt.metrics.xtreme.task_score.
 _XTREME_METRIC = {"acc": "accuracy", "f1": "f1", "em": "exact_match"}
 COLUMNS = ["task", "model", "peft", "select_on", "chosen", "chosen_on", "dev_score", "test_score", "none_test", "gain",
-           "seeds", "test_seeds", "none_seeds", "languages", "n_languages", "dropped", "compared", "note"]  # fmt: skip
+           "seeds", "test_seeds", "none_seeds", "languages", "n_languages", "dropped", "compared", "note",
+           "heldout"]  # fmt: skip
+HELDOUT_SPLIT = "dev_heldout"  # xlt.evaluation.analysis_dev.HELDOUT_SPLIT (not imported: no torch here)
 
 
 def selection_metric(task: str) -> str:
@@ -38,9 +47,10 @@ def selection_metric(task: str) -> str:
         return "acc"
 
 
-def dev_scores(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per run: the English dev score of its target task on the selection metric."""
-    dev = _target_rows(rows, "dev")
+def dev_scores(rows: pd.DataFrame, split: str = "dev") -> pd.DataFrame:
+    """Per run: the English dev score of its target task on the selection metric (``split``: "dev", the
+    selection subset's, or ``HELDOUT_SPLIT``, the examples outside it)."""
+    dev = _target_rows(rows, split)
     dev = dev[dev["language"] == "en"]
     keep = pd.Series([m == selection_metric(t) for t, m in zip(dev["task"], dev["metric"], strict=True)],
                      index=dev.index, dtype=bool)  # fmt: skip
@@ -75,6 +85,7 @@ def best_intermediate_on_dev(rows: pd.DataFrame, split: str = "test") -> pd.Data
     score (never a test score), its test score and no intermediate task's, over the languages every
     run of the two scored (``dropped``: those left out), and the gain paired by seed."""
     dev = dev_scores(rows)
+    heldout = dev_scores(rows, HELDOUT_SPLIT)
     test = _test_by_run(rows, split)
     out = []
     for (task, model, peft, select_on), group in test.groupby(["task", "model", "peft", "select_on"], sort=False,
@@ -86,13 +97,20 @@ def best_intermediate_on_dev(rows: pd.DataFrame, split: str = "test") -> pd.Data
             "select_on": select_on,
         }
         record.update({"dev_score": math.nan, "test_score": math.nan, "none_test": math.nan, "gain": math.nan,
-                       "seeds": 0, "test_seeds": 0, "none_seeds": 0, "n_languages": 0})  # fmt: skip
-        mine = dev[(dev["task"] == task) & (dev["model"] == model) & (dev["peft"] == peft)
-                   & (dev["select_on"] == select_on)]  # fmt: skip
+                       "seeds": 0, "test_seeds": 0, "none_seeds": 0, "n_languages": 0, "heldout": False})  # fmt: skip
+        mine = _condition(dev, task, model, peft, select_on)
+        held = _condition(heldout, task, model, peft, select_on)
+        runs = set(mine[mine["intermediate"] != NO_INTERMEDIATE]["run_dir"])
+        record["chosen_on"] = f"en dev {selection_metric(task)}"
+        if runs and runs <= set(held["run_dir"]):  # every compared run has a held-out score: rank on it
+            mine, record["heldout"] = held[held["run_dir"].isin(runs)], True
+            record["chosen_on"] = f"en dev held out of selection, {selection_metric(task)}"
+        elif runs:
+            record["chosen_on"] += (f" (selection subset, biased upwards: {len(runs - set(held['run_dir']))} of "
+                                    f"{len(runs)} runs have no held-out dev score)")  # fmt: skip
         ranked = (mine[mine["intermediate"] != NO_INTERMEDIATE].groupby("intermediate")["value"]
                   .agg(["mean", "count"]).reset_index().sort_values(["mean", "intermediate"],
                                                                     ascending=[False, True]))  # fmt: skip
-        record["chosen_on"] = f"en dev {selection_metric(task)}"
         # the checkpoints were selected on (select_on): one choice per set, never ranked across sets
         record["compared"] = ", ".join(
             f"{r.intermediate} {r.mean:.2f} (n={r.count})" for r in ranked.itertuples()
@@ -134,6 +152,11 @@ def best_intermediate_on_dev(rows: pd.DataFrame, split: str = "test") -> pd.Data
     return table.merge(model_sizes(rows), on="model", how="left") if not table.empty else table
 
 
+def _condition(frame: pd.DataFrame, task: str, model: str, peft: str, select_on: str) -> pd.DataFrame:
+    return frame[(frame["task"] == task) & (frame["model"] == model) & (frame["peft"] == peft)
+                 & (frame["select_on"] == select_on)]  # fmt: skip
+
+
 def _mean(values: Iterable[float]) -> float:
     xs = list(values)
     return sum(xs) / len(xs) if xs else math.nan
@@ -170,6 +193,7 @@ def format_best_on_dev(table: pd.DataFrame, split: str = "test") -> str:
         "model",
         "selected on",
         "chosen (on en dev)",
+        "chosen on",
         "dev",
         split,
         f"none {split}",
@@ -181,7 +205,7 @@ def format_best_on_dev(table: pd.DataFrame, split: str = "test") -> str:
     rows = []
     for r in table.itertuples(index=False):
         if not r.chosen:
-            rows.append([r.task, r.model, r.select_on, *["-"] * 7, r.note])
+            rows.append([r.task, r.model, r.select_on, *["-"] * 8, r.note])
             continue
         rows.append(
             [
@@ -189,6 +213,7 @@ def format_best_on_dev(table: pd.DataFrame, split: str = "test") -> str:
                 r.model,
                 r.select_on,
                 r.chosen,
+                r.chosen_on,
                 f"{r.dev_score:.2f}",
                 f"{r.test_score:.2f} (n={r.test_seeds})",
                 f"{_num(r.none_test)} (n={r.none_seeds})",

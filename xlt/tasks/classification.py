@@ -105,6 +105,7 @@ def _pawsx_raw(file: str, lang: str = "{lang}") -> tuple[RawFile, ...]:
 PAWSX = register_task(
     TaskSpec(
         name="pawsx",
+        dev_in_other_languages=True,
         description="PAWS-X: trained on English PAWS-X train, selected on English dev_2k, tested on 7 languages",
         head="classification",
         metrics=("acc",),

@@ -278,6 +278,7 @@ ANLI = register_task(
 XNLI = register_task(
     _nli_spec(
         name="xnli",
+        dev_in_other_languages=True,
         description="XNLI: trained on English MNLI, selected on English XNLI dev, tested on 15 languages",
         languages=XNLI_LANGS,
         raw={

@@ -115,6 +115,10 @@ class TaskSpec:
     lang3: Mapping[str, str] = field(default_factory=dict)  # ISO code -> the dataset's own code
     train_task: str | None = None  # targets: the XTREME English training source (xnli -> mnli)
     dev_split: str = "dev"  # model selection split (English only for targets)
+    # Its dev split exists in its other languages too (XNLI, PAWS-X, PAN-X, UD-POS): what
+    # target.eval_dev_languages scores, for analysis only (xlt/evaluation/analysis_dev.py); False where the
+    # dev split is English whatever the language (QA's SQuAD dev) or there is none.
+    dev_in_other_languages: bool = False
     test_split: str = "test"  # zero-shot evaluation split
     max_seq_length: int = 128
     # The shortest max_seq_length the task can run with (0: its head kind's, MIN_SEQ_LENGTH); checked

@@ -304,6 +304,7 @@ for _split in CCG_SECTIONS:
 UDPOS = register_task(
     TaskSpec(
         name="udpos",
+        dev_in_other_languages=True,
         description="UD-POS (UD v2.5, XTREME's conversion): English train, English dev, 33 test languages",
         head="tagging",
         metrics=("f1", "acc"),  # seqeval-0.0.12 F1 as evaluate.py scores it, then token accuracy
@@ -341,6 +342,7 @@ UDPOS = register_task(
 PANX = register_task(
     TaskSpec(
         name="panx",
+        dev_in_other_languages=True,
         description="PAN-X / WikiANN NER (Rahimi et al. splits): English train, English dev, 40 test languages",
         head="tagging",
         metrics=("f1", "precision", "recall"),  # seqeval-0.0.12 entity F1 as evaluate.py scores it
