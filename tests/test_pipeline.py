@@ -33,6 +33,7 @@ def test_three_phases_with_tiny_model(compose_cfg, data_dir: Path, tmp_path: Pat
         ("intermediate", "anli_rounds", "dev"),
         ("target", "xnli", "dev"),
         ("target", "xnli", "test"),
+        ("target", "xnli", "dev_heldout"),  # English dev outside the selection subset (analysis_dev.py)
     }
     test_langs = {r["language"] for r in records if r["split"] == "test"}
     assert test_langs == {"en", "de", "sw", "avg", "avg_non_en", "gap", "rel_gap"}  # ar has no file here
