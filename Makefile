@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 PYTEST ?= XLT_SEQEVAL_0012=$(VENV)/oracles/seqeval-0.0.12.tar.gz $(PY) -m pytest
 
-.PHONY: help install test test-slow test-all demo lint format bench bench-demo gpu-check clean
+.PHONY: help install test test-slow test-all demo lint format bench bench-demo rehearsal gpu-check clean
 # What `make lint` and `make format` cover.
 LINT_PATHS := xlt tests benchmarks
 
@@ -68,6 +68,12 @@ bench: install
 ## make demo's run timed per stage, with its peak memory (writes benchmarks/results/demo-<date>.json).
 bench-demo: install
 	$(PY) benchmarks/bench_demo.py
+
+## The study sweep (+sweep=scale_gap) at stand-in size: every (tiny, tiny_xl, tiny_qwen) x intermediate x target
+## job (81, one seed) through the real multirun on 2 processes each, 3 of them SIGTERMed and relaunched, then
+## xlt.results; writes benchmarks/results/rehearsal-<date>.{md,json}. REHEARSAL_ARGS="model=tiny target=xnli" narrows it.
+rehearsal: install
+	$(PY) -m benchmarks.rehearsal $(REHEARSAL_ARGS)
 
 ## The GPU check, on a GPU node: (a) xlt's step on an xlmr_large-shaped model on GPU 0 (tokens/s, MFU against the
 ## card's own peak); (b) one XXL layer (hidden 4096) and one Qwen 7B layer (3584) under FSDP on EVERY GPU of the node

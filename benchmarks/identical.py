@@ -10,7 +10,7 @@ demo``'s run) and the CPU size sweep (``+sweep=demo_scale_gap``), then asks ``xl
 ``xlt.results`` output (printed and written) and ``xlt.plan`` output, the SHA-256 of its content with
 only what cannot match between two checkouts taken out (the git commit and the run directory of each
 row, the run directory in printed text). ``--quick`` caps the demo and the sweep (2 of its 16 jobs)
-so that the whole check takes minutes, not an hour. ``compare`` exits 1 and names every file that
+so that the whole check takes minutes, not an hour. ``hash OUT`` rewrites the manifest from what a run left on disk. ``compare`` exits 1 and names every file that
 differs or is missing on one side. Informational files (``config.yaml``, ``state.json``) are hashed
 too but reported apart: a restructuring may legitimately rename a key.
 
@@ -154,9 +154,12 @@ def _env() -> dict[str, str]:
 
 
 def _call(args: list[str], log: Path) -> str:
-    """Run ``python -m <args>`` from the checkout; its output goes to ``log`` and is returned."""
+    """Run ``python -m <args>`` from the checkout; its output goes to ``log``, its standard output
+    alone to ``printed/<log's name>`` too, and is returned."""
     proc = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=_env(), capture_output=True, text=True)
     log.write_text(proc.stdout + proc.stderr, encoding="utf-8")
+    (log.parent / "printed").mkdir(exist_ok=True)
+    (log.parent / "printed" / log.name).write_text(proc.stdout, encoding="utf-8")
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args[:3])}... failed ({proc.returncode}); its output: {log}")
     return proc.stdout
@@ -166,6 +169,8 @@ def _normal_rows(path: Path) -> str:
     rows = []
     for line in path.read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
+        if row.get("end_of_results"):  # its sha256 covers the volatile fields: the rows are compared
+            continue
         for key in ROW_VOLATILE:
             row.pop(key, None)
         rows.append(json.dumps(row, sort_keys=True))
@@ -193,51 +198,68 @@ def _hash_run_dir(run_dir: Path, out: Path, manifest: dict[str, str]) -> None:
             manifest[rel] = _digest(_normal_text(path.read_text(encoding="utf-8"), out))
 
 
-def _results(target: Path, out: Path, name: str, manifest: dict[str, str], *extra: str) -> None:
+def _printed(out: Path, log_name: str) -> str:
+    """A tool's standard output (``printed/``; a run of an older version of this script kept only
+    the log of both streams)."""
+    path = out / "printed" / log_name
+    return (path if path.exists() else out / log_name).read_text(encoding="utf-8")
+
+
+def manifest_of(out: Path) -> dict[str, str]:
+    """The hashes of everything ``run`` left in ``out``, read from disk."""
+    manifest: dict[str, str] = {}
+    for parent in (out / "runs", out / "sweep"):
+        for run_dir in sorted(p for p in parent.glob("*") if p.is_dir() and p.name != "analysis"):
+            _hash_run_dir(run_dir, out, manifest)
+    for tables in sorted(p for p in (out / "tables").glob("*") if p.is_dir()):
+        printed = _printed(out, f"{tables.name}.results.log")
+        manifest[f"tables/{tables.name}/printed"] = _digest(_normal_text(printed, out))
+        for path in sorted(tables.rglob("*")):
+            if path.is_file() and path.suffix != ".png":  # PNG bytes carry matplotlib's metadata
+                text = path.read_text(encoding="utf-8")
+                manifest[str(path.relative_to(out))] = _digest(_normal_text(text, out))
+    for log in sorted(out.glob("*.plan.log")):
+        name = log.name.removesuffix(".plan.log")
+        manifest[f"plan/{name}"] = _digest(_normal_text(_printed(out, log.name), out))
+    return manifest
+
+
+def _results(target: Path, out: Path, name: str, *extra: str) -> None:
     tables = out / "tables" / name
     tables.mkdir(parents=True, exist_ok=True)
-    printed = _call(["xlt.results", str(target), "--out", str(tables), *extra], out / f"{name}.results.log")
-    manifest[f"tables/{name}/printed"] = _digest(_normal_text(printed, out))
-    for path in sorted(tables.rglob("*")):
-        if path.is_file() and path.suffix != ".png":  # PNG bytes carry matplotlib's metadata
-            manifest[str(path.relative_to(out))] = _digest(
-                _normal_text(path.read_text(encoding="utf-8"), out)
-            )
+    _call(["xlt.results", str(target), "--out", str(tables), *extra], out / f"{name}.results.log")
 
 
 def run(out: Path, quick: bool, only: list[str]) -> None:
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=False)
-    manifest: dict[str, str] = {}
     for name, (overrides, build) in RUNS.items():
         if only and name not in only:
             continue
         extra = build(out / "data" / name) if build else []
         print(f"[identical] {name}", flush=True)
         _call(["xlt.train", *overrides, *extra, f"hydra.run.dir={out}/runs/{name}"], out / f"{name}.log")
-        plan = _call(["xlt.plan", *overrides, *extra], out / f"{name}.plan.log")
-        manifest[f"plan/{name}"] = _digest(_normal_text(plan, out))
-        _hash_run_dir(out / "runs" / name, out, manifest)
+        _call(["xlt.plan", *overrides, *extra], out / f"{name}.plan.log")
     if (out / "runs").exists():
-        _results(out / "runs", out, "tiny", manifest, "--include-debug", "--no-plots")
+        _results(out / "runs", out, "tiny", "--include-debug", "--no-plots")
     if not only or "demo" in only:
         print("[identical] demo", flush=True)
         demo = [*DEMO, *(DEMO_QUICK if quick else ())]
         _call(["xlt.train", *demo, f"hydra.run.dir={out}/runs/demo"], out / "demo.log")
-        _hash_run_dir(out / "runs" / "demo", out, manifest)
-        _results(out / "runs" / "demo", out, "demo", manifest)
+        _results(out / "runs" / "demo", out, "demo")
     if not only or "sweep" in only:
         print("[identical] sweep", flush=True)
         sweep = [*SWEEP, *(SWEEP_QUICK if quick else ()), f"hydra.sweep.dir={out}/sweep"]
         _call(["xlt.train", *sweep], out / "sweep.log")
-        for job in sorted(p for p in (out / "sweep").iterdir() if p.is_dir()):
-            _hash_run_dir(job, out, manifest)
-        _results(out / "sweep", out, "sweep", manifest, "--x", "params_non_embedding")
-        plan = _call(["xlt.plan", "-m", "+sweep=demo_scale_gap", "-v"], out / "sweep.plan.log")
-        manifest["plan/sweep"] = _digest(_normal_text(plan, out))
-    (out / "manifest.json").write_text(
-        json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8"
-    )
+        _results(out / "sweep", out, "sweep", "--x", "params_non_embedding")
+        _call(["xlt.plan", "-m", "+sweep=demo_scale_gap", "-v"], out / "sweep.plan.log")
+    write_manifest(out)
+
+
+def write_manifest(out: Path) -> None:
+    manifest = manifest_of(out.resolve())
+    text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
+    (out / "manifest.json").write_text(text, encoding="utf-8")
     print(f"[identical] {len(manifest)} files hashed: {out / 'manifest.json'}")
 
 
@@ -267,12 +289,16 @@ def main() -> None:
     r.add_argument("out", type=Path)
     r.add_argument("--quick", action="store_true")
     r.add_argument("--only", nargs="*", default=[], help=f"of {', '.join([*RUNS, 'demo', 'sweep'])}")
+    h = sub.add_parser("hash", help="(re)write OUT/manifest.json from what a run left in OUT")
+    h.add_argument("out", type=Path)
     c = sub.add_parser("compare")
     c.add_argument("before", type=Path)
     c.add_argument("after", type=Path)
     args = parser.parse_args()
     if args.command == "run":
         run(args.out, args.quick, args.only)
+    elif args.command == "hash":
+        write_manifest(args.out)
     else:
         raise SystemExit(compare(args.before, args.after))
 

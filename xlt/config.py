@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -66,6 +67,7 @@ __all__ = [
     "TrainConfig",
     "batch_plan",
     "group_choices",
+    "is_multirun",
     "register_configs",
     "run_dir_from_hydra",
     "sweep_dir_from_hydra",
@@ -398,6 +400,14 @@ def run_dir_from_hydra() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
+def is_multirun() -> bool:
+    """Whether this process runs a job of a Hydra multirun (``-m``) itself."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def sweep_dir_from_hydra() -> Path | None:
     """The folder of a Hydra multirun (``hydra.sweep.dir``), or None for a single run."""
     from hydra.core.hydra_config import HydraConfig
@@ -406,4 +416,10 @@ def sweep_dir_from_hydra() -> Path | None:
     if not HydraConfig.initialized():
         return None
     hydra = HydraConfig.get()
-    return Path(hydra.sweep.dir) if hydra.mode == RunMode.MULTIRUN else None
+    if hydra.mode == RunMode.MULTIRUN:
+        return Path(hydra.sweep.dir)
+    from xlt.launch import SWEEP_ENV
+
+    # another rank of a multirun job, started by Lightning on that job alone (xlt/launch.py)
+    started_for = os.environ.get(SWEEP_ENV)
+    return Path(started_for) if started_for else None

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from contextlib import nullcontext
 
 import hydra
 from omegaconf import DictConfig
 
-from xlt.config import CONF_DIR, run_dir_from_hydra, sweep_dir_from_hydra
+from xlt.config import CONF_DIR, is_multirun, run_dir_from_hydra, sweep_dir_from_hydra
 
 log = logging.getLogger("xlt")
 
@@ -28,12 +29,15 @@ def hydra_main(cfg: DictConfig) -> float | None:
         if show is not None:
             print(show_plan(cfg, show), end="")
             return None
+        from xlt.launch import install, multirun_job
         from xlt.orchestration.run import run
 
+        install()  # the other ranks of a multirun job run that job alone
         sweep_dir = sweep_dir_from_hydra()
-        summary = run(
-            cfg, run_dir_from_hydra(), **({"sweep_dir": sweep_dir} if sweep_dir is not None else {})
-        )
+        with multirun_job() if is_multirun() else nullcontext():
+            summary = run(
+                cfg, run_dir_from_hydra(), **({"sweep_dir": sweep_dir} if sweep_dir is not None else {})
+            )
     except Preempted as stop:
         # Not a success: a sweep, CI job or `&&` chain must see it (Lightning's own SIGTERMException
         # would exit 0). Under submitit, USR2 requeues the job before this (docs/slurm-requeue.md).

@@ -39,6 +39,17 @@ from typing import Any
 SPEC = os.environ.get("XLT_FAULT", "")
 MARK = os.environ.get("XLT_FAULT_MARK", "")
 EXITS = os.environ.get("XLT_FAULT_EXITS", "")
+JOB = os.environ.get("XLT_FAULT_JOB", "")
+
+
+def _in_job() -> bool:
+    """``XLT_FAULT_JOB`` (a Hydra job's folder name, e.g. a multirun job's): count calls in that job
+    only (benchmarks/rehearsal.py: one job of a sweep whose process runs many)."""
+    if not JOB:
+        return True
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.initialized() and Path(HydraConfig.get().runtime.output_dir).name == JOB
 
 
 def _record_exits(folder: Path) -> None:
@@ -85,7 +96,7 @@ def _patch_counted(module: Any, name: str, task: str, target: int, label: Any) -
     calls = {"n": 0}
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if label(args, kwargs) == task:
+        if label(args, kwargs) == task and _in_job():
             index = calls["n"]
             calls["n"] += 1
             if index == target:
@@ -120,7 +131,7 @@ def _patch(module: Any) -> None:
     calls = {"n": 0}
 
     def step(self: Any, batch: Any, batch_idx: int, *args: Any, **kwargs: Any) -> Any:
-        if self.task == task:
+        if self.task == task and _in_job():
             index = self.trainer.global_step if hook == "training" else calls["n"]
             calls["n"] += 1
             if index == target:

@@ -248,8 +248,10 @@ def _normalise(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def duplicate_runs(rows: pd.DataFrame) -> list[Problem]:
-    """Conditions with the same seed in more than one run directory (e.g. two sweeps merged)."""
-    runs = rows[[*CONDITION, "seed", "run_dir"]].drop_duplicates()
+    """Conditions with the same seed in more than one run directory (e.g. two sweeps merged). Target
+    rows only: a shared intermediate stage's rows (and a probe's) are copied into every job that
+    reuses it, so they repeat across the targets by design."""
+    runs = rows[rows["stage"] == "target"][[*CONDITION, "seed", "run_dir"]].drop_duplicates()
     problems = []
     for key, group in runs.groupby([*CONDITION, "seed"], dropna=False):
         if len(group) > 1:
