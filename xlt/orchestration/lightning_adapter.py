@@ -3,7 +3,8 @@
 xlt needs a few things Lightning has no public API for: the logger step a fit ended at (and giving
 an evaluator that step), dropping what a finished Trainer holds, its signal connector and per-batch
 SIGTERM broadcast (xlt/preemption.py), the training loader's checkpointed state on resume, the
-checkpoint format and process-group timeout of a DDP/FSDP strategy, and WandbLogger's init kwargs.
+checkpoint format and process-group timeout of a DDP/FSDP strategy, WandbLogger's init kwargs, and the
+launchers' per-rank command under Hydra (xlt/launch.py).
 Each is a function here; nothing else in xlt/ reads or writes a ``trainer._*``/``strategy._*``
 attribute. The overrides of Lightning's private methods (``FSDPStrategy._setup_model`` in
 xlt/strategies.py, ``ModelCheckpoint._save_checkpoint`` in xlt/callbacks.py) are subclassing, not
@@ -96,3 +97,15 @@ def set_process_group_timeout(strategy: Any, timeout: Any) -> None:
 def wandb_init_kwargs(logger: Any) -> dict[str, Any]:
     """The keyword arguments WandbLogger will pass to ``wandb.init`` (editable in place)."""
     return logger._wandb_init
+
+
+def replace_hydra_subprocess_cmd(command: Any) -> Any:
+    """Route both Lightning launchers (fabric's and the Trainer's ``_hydra_subprocess_cmd``, the
+    command of each rank of a Hydra job) through ``command``; return the one fabric had before."""
+    import lightning_fabric.strategies.launchers.subprocess_script as fabric
+    import pytorch_lightning.strategies.launchers.subprocess_script as trainer_launcher
+
+    before = fabric._hydra_subprocess_cmd
+    fabric._hydra_subprocess_cmd = command
+    trainer_launcher._hydra_subprocess_cmd = command  # type: ignore[attr-defined]
+    return before
