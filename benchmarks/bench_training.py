@@ -54,7 +54,8 @@ def compose(*overrides: str) -> Any:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from xlt.config import CONF_DIR, validate
+    from xlt.config import validate
+    from xlt.schema import CONF_DIR
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         return validate(hydra_compose("train", overrides=["logger=none", "trainer.enable_progress_bar=false",

@@ -54,7 +54,8 @@ def compose(model: str, scale: str, batch: int, seq_len: int, cache_dir: Path, e
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    from xlt.config import CONF_DIR, validate
+    from xlt.config import validate
+    from xlt.schema import CONF_DIR
 
     overrides = [f"model={model}", f"scale={scale}", "+target=xnli", "target.train_task=snli",
                  "target.train_split=dev", f"target.max_seq_length={seq_len}", f"target.batch_size={batch}",
@@ -223,7 +224,7 @@ def part_b(args: argparse.Namespace, gpu: bool) -> list[dict[str, Any]]:
 
 
 def _profiles() -> list[str]:
-    from xlt.config import group_choices
+    from xlt.schema import group_choices
 
     return group_choices("scale")
 

@@ -47,8 +47,8 @@ def layer_config(model: str, width: int | None) -> tuple[Any, Any, Any]:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from xlt.config import CONF_DIR
     from xlt.plan import Architecture, hf_config
+    from xlt.schema import CONF_DIR
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[f"model={model}", "+target=xnli"])

@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from xlt.config import CONF_DIR
+from xlt.schema import CONF_DIR
 from xlt.tasks.loading import default_data_dir
 
 

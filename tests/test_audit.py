@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 
 import xlt.data.datamodule as datamodule
-from xlt.audit import ContaminationError, audit, normalise, text_keys
+from xlt.audit import audit
+from xlt.audit_fields import normalise
+from xlt.audit_keys import text_keys
+from xlt.audit_report import ContaminationError
 from xlt.config import validate
 from xlt.orchestration.run import run
 from xlt.results.rows import read_results
@@ -189,7 +192,8 @@ def test_squad_to_xquad_run_records_and_applies_the_exclusion(compose_cfg, data_
 
 
 def test_a_mixture_without_a_member_is_labelled_by_what_it_trained(compose_cfg) -> None:
-    from xlt.audit import AuditReport, RunSet, SetAudit, mixture_label
+    from xlt.audit import mixture_label
+    from xlt.audit_report import AuditReport, RunSet, SetAudit
 
     cfg = validate(compose_cfg("model=tiny", "+intermediate=all9", "+target=xnli"))
     present = [SetAudit(RunSet("intermediate", "train", t, "train"), examples=5)

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from xlt import PROJECT_ROOT
-from xlt.config import ConfigError
+from xlt.schema import ConfigError
 from xlt.score import main as score_main
 from xlt.tasks import DataError, get_task
 from xlt.tasks.loading import load_split

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from xlt import PROJECT_ROOT
-from xlt.config import ConfigError
+from xlt.schema import ConfigError
 from xlt.tasks import DataError, get_task
 from xlt.tasks.loading import load_split
 

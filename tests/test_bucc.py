@@ -10,10 +10,11 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from xlt import bucc
-from xlt.config import ConfigError, validate
+from xlt.config import validate
+from xlt.evaluation import bucc
 from xlt.metrics.retrieval import bucc_extract, bucc_f1, bucc_optimize
 from xlt.orchestration.run import run
+from xlt.schema import ConfigError
 from xlt.tasks.loading import MissingDataError, load_split
 from xlt.tasks.registry import get_task
 from xlt.tasks.spec import DataError

@@ -9,7 +9,8 @@ import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from xlt import PROJECT_ROOT
-from xlt.config import ConfigError, group_choices, validate
+from xlt.config import validate
+from xlt.schema import ConfigError, group_choices
 from xlt.tasks.registry import all_tasks, intermediate_choices
 
 MODELS = group_choices("model")
@@ -107,7 +108,7 @@ def test_cli_bad_input_exits_with_one_line(tmp_path) -> None:
 
 
 def test_batch_plan_keeps_the_effective_batch() -> None:
-    from xlt.config import batch_plan
+    from xlt.schema import batch_plan
 
     assert batch_plan(32, 8, 1) == (8, 4)
     assert batch_plan(32, 4, 2) == (4, 4)

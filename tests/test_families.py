@@ -20,8 +20,9 @@ import torch
 from omegaconf import OmegaConf
 
 from tests.qwen_npm import needs_qwen_tokenizer
-from xlt.config import CONF_DIR, ConfigError, validate
+from xlt.config import validate
 from xlt.modeling.families import FAMILIES, family_of, layer_policy, resolve
+from xlt.schema import CONF_DIR, ConfigError
 
 MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
 

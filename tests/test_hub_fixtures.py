@@ -311,7 +311,8 @@ def test_a_relaunch_pins_the_dataset_commits_it_read(monkeypatch) -> None:
 
 
 def test_skip_members_names_members_of_a_mixture_only(compose_cfg) -> None:
-    from xlt.config import ConfigError, validate
+    from xlt.config import validate
+    from xlt.schema import ConfigError
 
     with pytest.raises(ConfigError, match=r"intermediate.skip_members: 'xnli' is not a member of all9"):
         validate(compose_cfg("+intermediate=all9", "+target=xnli", "intermediate.skip_members=[xnli]"))

@@ -134,7 +134,8 @@ def test_a_commit_pin_on_a_mirror_holding_another_commit_is_refused(tmp_path) ->
 
 
 def test_a_misspelt_hub_revisions_repo_is_refused(compose_cfg) -> None:
-    from xlt.config import ConfigError, validate
+    from xlt.config import validate
+    from xlt.schema import ConfigError
 
     with pytest.raises(ConfigError) as err:
         validate(compose_cfg("+target=xnli", "data.hub_revisions={google/xtrme: main}"))
@@ -151,8 +152,9 @@ def test_a_run_stored_before_new_keys_existed_can_be_relaunched(compose_cfg, tmp
     absent before and set to something else now still differs."""
     from omegaconf import OmegaConf
 
-    from xlt.config import ConfigError, to_container, validate
+    from xlt.config import validate
     from xlt.orchestration.config_lock import check_same_config, config_differences
+    from xlt.schema import ConfigError, to_container
 
     args = ("model=xlmr_large", "+intermediate=all9", "+target=xnli")
     cfg = validate(compose_cfg(*args))

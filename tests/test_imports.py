@@ -146,3 +146,34 @@ def test_the_check_sees_cycles(tmp_path: Path) -> None:
     assert all_cycles(graph) == [["pkg.a", "pkg.sub", "pkg.sub.b", "pkg.a"]]
     (pkg / "sub" / "b.py").write_text("thing = 1\n")
     assert all_cycles(import_graph(pkg)) == []
+
+
+# The run's orchestration and command lines: the only modules that validate a config.
+VALIDATORS = {"xlt.train", "xlt.orchestration.run", "xlt.evaluate", "xlt.export", "xlt.audit", "xlt.plan.cli"}
+
+
+def test_validation_is_imported_only_from_above() -> None:
+    """xlt.config imports what it checks with (tasks, the model tables, the planner); nothing it
+    checks with, nor any other layer, imports it back (issue 26: validation depended upward, hence
+    26 re-exported names). Every layer reads the shared names from xlt.schema."""
+    import xlt.config
+
+    importers = {name for name, targets in import_graph().items() if "xlt.config" in targets}
+    assert importers <= VALIDATORS, (
+        f"modules below the orchestration import xlt.config: {importers - VALIDATORS}"
+    )
+    assert not hasattr(xlt.config, "__all__")
+    for name in ("MemberConfig", "StageConfig", "CONF_DIR", "LoraConfig", "SEQ_LENGTH_NEEDS", "to_container"):
+        assert not hasattr(xlt.config, name), f"xlt.config re-exports {name}"
+
+
+def test_the_mixtures_module_reaches_no_task_family() -> None:
+    """xlt.tasks.mixtures registers mixtures of tasks the package ``__init__`` registered first: it
+    imports the registry and the spec only, not the task families through the package (issue 26)."""
+    assert import_graph()["xlt.tasks.mixtures"] <= {
+        "xlt.tasks.registry",
+        "xlt.tasks.spec",
+        "xlt.registry",
+        "xlt",
+    }
+    assert not (PACKAGE / "bucc.py").exists() and (PACKAGE / "evaluation" / "bucc.py").exists()

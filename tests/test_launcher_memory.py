@@ -8,8 +8,8 @@ from __future__ import annotations
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from xlt.config import CONF_DIR
 from xlt.plan.host import estimate_host
+from xlt.schema import CONF_DIR
 from xlt.tasks.registry import get_task
 
 
@@ -26,7 +26,9 @@ def test_slurm_launcher_requests_the_plans_host_memory_for_xxl() -> None:
     expected = estimate_host(cfg, gpu=True).request_gb
     assert isinstance(launcher.mem_gb, int)
     assert launcher.mem_gb == expected
-    assert launcher.mem_gb > 100  # XXL's node (4 ranks; rank 0 loads the 42.9 GB file) is far above the default
+    assert (
+        launcher.mem_gb > 100
+    )  # XXL's node (4 ranks; rank 0 loads the 42.9 GB file) is far above the default
     assert launcher.tasks_per_node == launcher.gpus_per_node == 4
 
 

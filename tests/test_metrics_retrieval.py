@@ -12,14 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+from xlt.metrics.knn import bidirectional_knn, l2_normalize, mine_bitext
 from xlt.metrics.retrieval import (
-    bidirectional_knn,
     bucc_candidates,
     bucc_extract,
     bucc_f1,
     bucc_optimize,
-    l2_normalize,
-    mine_bitext,
     tatoeba_accuracy,
     tatoeba_sorted_gold,
     tatoeba_top1,

@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 import pytorch_lightning
 
-from xlt.config import ConfigError, validate
+from xlt.config import validate
 from xlt.data.datamodule import DataSettings, MixtureDataset
 from xlt.data.mixture import log_mixture, mixture_steps_per_epoch, prepare_mixture_data
 from xlt.data.sampling import MultiTaskBatchSampler, mixture_probabilities
 from xlt.modeling.encoder import load_tokenizer
 from xlt.orchestration.run import run
 from xlt.results.rows import read_results
+from xlt.schema import ConfigError
 from xlt.tasks.registry import flatten_mixture, get_mixture
 from xlt.tasks.spec import DataError
 

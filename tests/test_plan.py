@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from xlt.config import ConfigError, group_choices, validate
+from xlt.config import validate
 from xlt.plan import (
     GB,
     Architecture,
@@ -22,6 +22,7 @@ from xlt.plan import (
 from xlt.plan.cli import main, sweep_jobs
 from xlt.plan.memory import stage_per_device
 from xlt.plan.tokens import mean_tokens_per_example, padded_tokens_per_example, token_stats
+from xlt.schema import ConfigError, group_choices
 
 MODELS = group_choices("model")
 
@@ -267,8 +268,8 @@ def test_a_sweep_counts_a_shared_intermediate_stage_once(capsys) -> None:
     the total is the two jobs minus one MNLI stage; without reuse it is the two jobs' sum."""
     from hydra import compose, initialize_config_dir
 
-    from xlt.config import CONF_DIR
     from xlt.plan.jobs import GPUS
+    from xlt.schema import CONF_DIR
 
     sweep = ["model=xlmr_large", "+intermediate=mnli", "+target=xnli,pawsx"]
 

@@ -58,7 +58,7 @@ def test_host_memory_is_resolved_when_the_config_is_composed(compose_cfg) -> Non
     if "host_memory_gb" in launcher:  # wired by the "dist" branch: mem_gb = scale.host_memory_gb
         from hydra import compose, initialize_config_dir
 
-        from xlt.config import CONF_DIR
+        from xlt.schema import CONF_DIR
 
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
             cfg = compose("train", overrides=["model=xlmr_xl", "+target=xnli", "hydra/launcher=slurm",

@@ -24,7 +24,7 @@ from xlt.modeling.heads import build_head
 from xlt.modeling.heads_qa import SpanQAHead
 from xlt.tasks import DataError, all_tasks, get_task
 from xlt.tasks.loading import MissingDataError, load_split
-from xlt.tasks.qa import (
+from xlt.tasks.qa_formats import (
     SCORINGS,
     TYDIQA_LANGUAGE_NAMES,
     map_hub_squad_v2,

@@ -266,8 +266,9 @@ def test_xtreme_overall_is_complete_only_with_every_language_of_every_task() -> 
 
     full = one(xtreme_overall(_all_nine()), model="m")
     assert (full.overall, full.n_tasks, full.partial, full.complete) == (40.0, 9, "", True)  # mean of 0..80
-    assert "| m | none | 1 | 40.00 | pawsx, xnli, panx, udpos, bucc2018, tatoeba, xquad, mlqa, tydiqa |" in md(
-        format_overall_table(xtreme_overall(_all_nine()))
+    assert (
+        "| m | none | 1 | 40.00 | pawsx, xnli, panx, udpos, bucc2018, tatoeba, xquad, mlqa, tydiqa |"
+        in md(format_overall_table(xtreme_overall(_all_nine())))
     )
     cut = xtreme_overall(_all_nine(missing=("udpos", "yo")))
     assert (one(cut, model="m").partial, one(cut, model="m").complete) == ("udpos 32/33", False)
@@ -325,7 +326,7 @@ def test_families_come_from_the_rows_or_the_model_name() -> None:
 def test_every_model_file_states_its_family() -> None:
     from omegaconf import OmegaConf
 
-    from xlt.config import CONF_DIR
+    from xlt.schema import CONF_DIR
 
     for path in sorted((CONF_DIR / "model").glob("*.yaml")):
         lines = path.read_text().splitlines()

@@ -8,12 +8,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from xlt.config import ConfigError
 from xlt.orchestration.config_lock import config_differences
 from xlt.orchestration.run import run
 from xlt.orchestration.rundir import CheckpointError, resume_checkpoint
 from xlt.orchestration.weights import load_weights
 from xlt.results.rows import read_results
+from xlt.schema import ConfigError
 
 TINY = (
     "model=tiny", "+target=xnli", "debug=fdr", "target.train_task=snli", "target.train_split=dev",
@@ -48,7 +48,8 @@ def test_a_relaunch_with_other_settings_is_refused_and_resume_false_starts_afres
 
 
 def test_config_differences_lists_only_result_changing_keys(compose_cfg) -> None:
-    from xlt.config import to_container, validate
+    from xlt.config import validate
+    from xlt.schema import to_container
 
     cfg = validate(compose_cfg(*TINY))
     stored = to_container(cfg)

@@ -16,8 +16,9 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf
 from pytorch_lightning.strategies import FSDPStrategy
 
-from xlt.config import ConfigError, batch_plan, group_choices, validate
+from xlt.config import validate
 from xlt.modeling.encoder import add_lora, check_model_type, keep_first_layers
+from xlt.schema import ConfigError, batch_plan, group_choices
 from xlt.trainer import build_strategy, cluster_plugins
 
 MODELS = group_choices("model")

@@ -49,7 +49,8 @@ def test_select_on_train_task_selects_on_the_training_tasks_validation_set(compo
     import pytest
 
     from xlt.audit import run_sets
-    from xlt.config import ConfigError, validate
+    from xlt.config import validate
+    from xlt.schema import ConfigError
 
     def selects(*overrides: str) -> list[str]:
         cfg = validate(compose_cfg("model=tiny", *overrides))

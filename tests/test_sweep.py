@@ -24,7 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from xlt import PROJECT_ROOT
 from xlt.callbacks import RngStateInCheckpoint, StepCheckpoint
-from xlt.config import CONF_DIR, group_choices, validate
+from xlt.config import validate
+from xlt.schema import CONF_DIR, group_choices
 
 
 def compose_hydra(*overrides: str) -> DictConfig:

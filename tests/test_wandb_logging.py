@@ -156,8 +156,9 @@ def test_run_id_only_with_the_run_directory_of_that_run(compose_cfg, tmp_path: P
     """logger.run_id is not a resume by itself: the checkpoints and state are in the run's folder.
     A fresh folder (no state.json) or one of another W&B run is refused in one line; the folder
     holding that id under outputs/ is named."""
-    from xlt.config import ConfigError, validate
+    from xlt.config import validate
     from xlt.loggers import check_run_id
+    from xlt.schema import ConfigError
 
     monkeypatch.chdir(tmp_path)
     cfg = validate(

@@ -9,8 +9,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from xlt.config import ConfigError, validate
+from xlt.config import validate
 from xlt.modeling import encoder
+from xlt.schema import ConfigError
 
 
 def test_validation_reads_the_weight_source_table(compose_cfg, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,7 +3,7 @@
 A whole-example key misses a test paragraph under a new question, a test premise with a new
 hypothesis, a test sentence quoted inside a training paragraph, and cannot compare examples of
 different formats (a QA set against Tatoeba pairs). So each example is also split into its text
-fields, each normalised as in :func:`xlt.audit.normalise`:
+fields, each normalised as in :func:`normalise`:
 
 - ``context``: a QA paragraph, a multiple-choice context;
 - ``question``;
@@ -137,10 +137,13 @@ class FieldAudit:
         rec: dict = {}
         if self.shared:
             rec["shared_fields"] = {
-                name: {"examples": n, "test_fields": sorted(self.shared_with[name]),
-                       "test_languages": sorted(self.languages[name])}
+                name: {
+                    "examples": n,
+                    "test_fields": sorted(self.shared_with[name]),
+                    "test_languages": sorted(self.languages[name]),
+                }
                 for name, n in self.shared.items()
-            }  # fmt: skip
+            }
         if self.inside_examples:
             rec["test_sentences_inside_paragraphs"] = {
                 "paragraphs": len(self.inside_paragraphs),
@@ -164,15 +167,20 @@ class FieldAudit:
             )
         if self.inside_examples:
             found = ", ".join(f"{lang} {len(s)}" for lang, s in sorted(self.inside_sentences.items()))
-            parts.append(f"{len(self.inside_paragraphs)} distinct paragraphs ({self.inside_examples} examples) "
-                         f"hold test sentences ({found})")  # fmt: skip
+            parts.append(
+                f"{len(self.inside_paragraphs)} distinct paragraphs ({self.inside_examples} examples) "
+                f"hold test sentences ({found})"
+            )
         return "; ".join(parts)
 
     def sentence_lines(self) -> list[str]:
         """The test sentences found inside training paragraphs (normalised), one line each, so the
         count can be checked by hand."""
-        return [f"{lang}: {self.originals.get(sentence, sentence)}" for lang, found in sorted(self.inside_sentences.items())
-                for sentence in sorted(found)]  # fmt: skip
+        return [
+            f"{lang}: {self.originals.get(sentence, sentence)}"
+            for lang, found in sorted(self.inside_sentences.items())
+            for sentence in sorted(found)
+        ]
 
 
 class FieldChecker:

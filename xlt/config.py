@@ -3,77 +3,38 @@
 Hydra composes ``conf/train.yaml``; :func:`validate` merges the result into the dataclasses of
 :mod:`xlt.schema` (unknown keys and wrong types fail), checks the task names against the task
 registry, the weight source against :data:`xlt.modeling.encoder.WEIGHT_SOURCES` and the Trainer
-arguments against ``pytorch_lightning.Trainer``, and returns a read-only config. The schema's
-dataclasses stay importable from here.
+arguments against ``pytorch_lightning.Trainer``, and returns a read-only config.
+
+Validation sits above what it checks: it imports the task registry, the family and weight-source
+tables (xlt.modeling) and the planner's memory check (xlt.plan); none of those, nor any module below
+the run's orchestration, imports it. What every layer shares (the schema's dataclasses,
+:class:`~xlt.schema.ConfigError`, ``CONF_DIR``, the batch arithmetic) is :mod:`xlt.schema`.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-import os
-from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from xlt.checks import SEQ_LENGTH_NEEDS, check_hub_revisions, check_ranges, positive
+from xlt.checks import check_dev_analysis, check_hub_revisions, check_keys, check_ranges, positive
+from xlt.plan.host import estimate_host
+from xlt.plan.jobs import check_gpu_memory, fill_host_memory, resolve_per_device_batch
 from xlt.public_config import remember_env_keys
 from xlt.schema import (
-    CONF_DIR,
     NO_INTERMEDIATE,
     ConfigError,
-    DataConfig,
-    LoggerConfig,
-    LoraConfig,
-    MemberConfig,
-    ModelConfig,
-    OptimConfig,
-    ProbeConfig,
-    RetrievalConfig,
-    ReuseConfig,
     SamplingConfig,
-    ScaleConfig,
-    StageConfig,
-    SweepConfig,
     TrainConfig,
     batch_plan,
     group_choices,
-    to_container,
 )
-
-# Re-exported from xlt.schema (the leaf module xlt.plan and xlt.modeling.encoder import, so that
-# validate() can call them without an import circle): callers import these from xlt.config.
-__all__ = [
-    "CHOICES",
-    "CONF_DIR",
-    "DERIVED_TRAINER_ARGS",
-    "NO_INTERMEDIATE",
-    "SEQ_LENGTH_NEEDS",
-    "ConfigError",
-    "DataConfig",
-    "LoggerConfig",
-    "LoraConfig",
-    "MemberConfig",
-    "ModelConfig",
-    "OptimConfig",
-    "ProbeConfig",
-    "RetrievalConfig",
-    "ReuseConfig",
-    "SamplingConfig",
-    "ScaleConfig",
-    "StageConfig",
-    "SweepConfig",
-    "TrainConfig",
-    "batch_plan",
-    "group_choices",
-    "is_multirun",
-    "register_configs",
-    "run_dir_from_hydra",
-    "sweep_dir_from_hydra",
-    "to_container",
-    "validate",
-]
+from xlt.tasks.lengths import seq_length
+from xlt.tasks.loading import configured_data_dir_error
+from xlt.tasks.registry import UnknownTaskError, flatten_mixture, get_mixture, get_task
+from xlt.tasks.spec import TaskSpec
 
 
 def register_configs() -> None:
@@ -101,8 +62,17 @@ CHOICES = {
 }
 # Trainer arguments that the run derives from `scale`, `optim` and the stage; setting them under
 # `trainer` is an error. (`trainer.max_epochs`, when set, overrides every stage's `epochs`: debug configs use it.)
-DERIVED_TRAINER_ARGS = ("precision", "strategy", "devices", "num_nodes", "accumulate_grad_batches",
-                        "gradient_clip_val", "logger", "callbacks", "default_root_dir")  # fmt: skip
+DERIVED_TRAINER_ARGS = (
+    "precision",
+    "strategy",
+    "devices",
+    "num_nodes",
+    "accumulate_grad_batches",
+    "gradient_clip_val",
+    "logger",
+    "callbacks",
+    "default_root_dir",
+)
 
 
 def _host_memory_gb(*, _root_: DictConfig) -> int | None:
@@ -110,8 +80,6 @@ def _host_memory_gb(*, _root_: DictConfig) -> int | None:
     the root config describes, in whole GB; None where it cannot be estimated (no architecture block,
     no target yet)."""
     try:
-        from xlt.plan.host import estimate_host
-
         # A job on GPUs unless it says cpu: SLURM jobs resolve this on a login node without CUDA.
         gpu = str(_root_.trainer.get("accelerator", "auto")) != "cpu"
         # An int: the SLURM launcher's mem_gb (submitit's SlurmQueueConf) is typed int, and a float
@@ -132,8 +100,36 @@ if not OmegaConf.has_resolver("xlt_host_memory_gb"):
 
 def validate(cfg: DictConfig) -> DictConfig:
     """Check a composed config against the schema and the registries; return it typed and read-only."""
-    from xlt.tasks.registry import UnknownTaskError, get_task
+    merged = _merge_schema(cfg)
+    _check_model_choices(merged)
+    target = _check_task_names(merged)
+    _fill_from_specs(merged)  # train_task, max_seq_length left null: the task spec's values
+    check_hub_revisions(merged.data.hub_revisions)
+    _check_target(merged.target, target, merged.data.source)
+    _check_trainer_args(merged.trainer)
+    check_keys(merged)  # seed, architecture, strategy, LoRA, trainer values, train task's head kind
+    _check_scale_and_model(merged)
+    _resolve_auto_batch(merged)
+    check_ranges(merged)
+    _check_data(merged)
+    world = merged.scale.devices * merged.scale.num_nodes
+    for stage_name in ("intermediate", "target"):
+        stage = merged.get(stage_name)
+        if stage is not None:
+            try:
+                batch_plan(stage.batch_size, merged.scale.per_device_batch_size, world)
+            except ValueError as err:
+                raise ConfigError(f"{stage_name}.batch_size: {err}") from None
+    # A GPU run whose estimate exceeds scale.gpu_memory_gb stops here.
+    check_gpu_memory(merged)
+    fill_host_memory(merged)
+    OmegaConf.set_readonly(merged, True)
+    return merged
 
+
+def _merge_schema(cfg: DictConfig) -> DictConfig:
+    """The composed config merged into :class:`~xlt.schema.TrainConfig` and resolved: unknown keys,
+    wrong types and missing mandatory values fail here; ``intermediate=none`` becomes null."""
     if cfg.get("target") is None:
         raise ConfigError(
             "no target task: add +target=NAME (with '+', since target is not in the defaults list); "
@@ -150,88 +146,73 @@ def validate(cfg: DictConfig) -> DictConfig:
     assert isinstance(merged, DictConfig)
     missing = sorted(OmegaConf.missing_keys(merged))
     if missing:
-        raise ConfigError(f"{missing[0]}: no value (a mandatory key{f', as are {len(missing) - 1} more' if len(missing) > 1 else ''}; "
-                          f"set it, e.g. {missing[0]}=...)")  # fmt: skip
+        more = f", as are {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise ConfigError(f"{missing[0]}: no value (a mandatory key{more}; set it, e.g. {missing[0]}=...)")
     if merged.intermediate is not None and merged.intermediate.name == NO_INTERMEDIATE:
         merged.intermediate = None
+    return merged
 
-    from xlt.modeling.encoder import WEIGHT_SOURCES  # the one table of weight sources
 
-    if merged.model.source not in WEIGHT_SOURCES:
-        raise ConfigError(
-            f"model.source={merged.model.source!r}: expected one of {', '.join(WEIGHT_SOURCES)}"
-        )
-    _fill_from_family(merged)
+def _check_model_choices(cfg: DictConfig) -> None:
+    """The weight source (a key of the one table of them), the family table's fills, the closed choices."""
+    from xlt.modeling.encoder import WEIGHT_SOURCES  # lazy: torch and transformers (--help speed)
+
+    if cfg.model.source not in WEIGHT_SOURCES:
+        raise ConfigError(f"model.source={cfg.model.source!r}: expected one of {', '.join(WEIGHT_SOURCES)}")
+    _fill_from_family(cfg)
     for dotted, valid in CHOICES.items():
-        value = OmegaConf.select(merged, dotted)
+        value = OmegaConf.select(cfg, dotted)
         if value not in valid:
             raise ConfigError(f"{dotted}={value!r}: expected one of {', '.join(valid)}")
 
+
+def _check_task_names(cfg: DictConfig) -> TaskSpec:
+    """Every task the config names is registered for its role; returns the target's spec."""
     try:
-        if merged.intermediate is not None:
-            _check_intermediate(merged.intermediate)
-        _check_not_a_mixture("target", merged.target)
-        target = get_task(merged.target.name, role="target")
-        if merged.target.train_task:
-            get_task(merged.target.train_task)
-        for probe in merged.probe.tasks:
+        if cfg.intermediate is not None:
+            _check_intermediate(cfg.intermediate)
+        _check_not_a_mixture("target", cfg.target)
+        target = get_task(cfg.target.name, role="target")
+        if cfg.target.train_task:
+            get_task(cfg.target.train_task)
+        for probe in cfg.probe.tasks:
             spec = get_task(probe, role="probe")
-            for lang in merged.probe.languages or []:
+            for lang in cfg.probe.languages or []:
                 if lang not in spec.languages:
                     raise ConfigError(f"probe.languages: {lang!r} is not a language of {spec.name}")
     except UnknownTaskError as err:
         raise ConfigError(str(err)) from None
-    _fill_from_specs(merged)  # train_task, max_seq_length left null: the task spec's values
-    check_hub_revisions(merged.data.hub_revisions)
-    if target.hub_unusable and merged.data.source == "hub":
+    return target
+
+
+def _check_target(stage: DictConfig, target: TaskSpec, source: str) -> None:
+    """The target stage's settings against its spec: data source, training task, selection set,
+    example cap of a mined corpus, languages."""
+    if target.hub_unusable and source == "hub":
         raise ConfigError(f"data.source=hub: {target.name}: {target.hub_unusable}")
-    if target.trainable and not merged.target.train_task:
+    if target.trainable and not stage.train_task:
         raise ConfigError(
             f"target.train_task: {target.name} needs an English training task (default {target.train_task})"
         )
-    select_on = merged.target.get("select_on", "target")
+    select_on = stage.get("select_on", "target")
     if select_on not in ("target", "train_task"):
-        raise ConfigError(f"target.select_on={select_on!r}: expected target (the target's English dev) or "
-                          "train_task (its training task's validation set, as jiant's XTREME scripts)")  # fmt: skip
-    if select_on == "train_task" and not merged.target.train_task:
-        raise ConfigError(f"target.select_on=train_task: {target.name} has no training task to select on")
-    from xlt.checks import check_dev_analysis
-
-    check_dev_analysis(merged.target, target)
-    if target.retrieval == "mining" and merged.target.max_eval_examples is not None:
         raise ConfigError(
-            f"target.max_eval_examples={merged.target.max_eval_examples}: {target.name} mines each corpus "
+            f"target.select_on={select_on!r}: expected target (the target's English dev) or "
+            "train_task (its training task's validation set, as jiant's XTREME scripts)"
+        )
+    if select_on == "train_task" and not stage.train_task:
+        raise ConfigError(f"target.select_on=train_task: {target.name} has no training task to select on")
+    check_dev_analysis(stage, target)
+    if target.retrieval == "mining" and stage.max_eval_examples is not None:
+        raise ConfigError(
+            f"target.max_eval_examples={stage.max_eval_examples}: {target.name} mines each corpus "
             "whole (a cut corpus changes every margin score); leave it null"
         )
-    for lang in merged.target.languages or []:
+    for lang in stage.languages or []:
         if lang not in target.languages:
             raise ConfigError(
                 f"target.languages: {lang!r} is not a language of {target.name} ({', '.join(target.languages)})"
             )
-
-    _check_trainer_args(merged.trainer)
-    from xlt.checks import check_keys
-
-    check_keys(merged)  # seed, architecture, strategy, LoRA, trainer values, train task's head kind
-    _check_scale_and_model(merged)
-    _resolve_auto_batch(merged)
-    check_ranges(merged)
-    _check_data(merged)
-    world = merged.scale.devices * merged.scale.num_nodes
-    for stage_name in ("intermediate", "target"):
-        stage = merged.get(stage_name)
-        if stage is not None:
-            try:
-                batch_plan(stage.batch_size, merged.scale.per_device_batch_size, world)
-            except ValueError as err:
-                raise ConfigError(f"{stage_name}.batch_size: {err}") from None
-    # A GPU run whose estimate exceeds scale.gpu_memory_gb stops here.
-    from xlt.plan.jobs import check_gpu_memory, fill_host_memory
-
-    check_gpu_memory(merged)
-    fill_host_memory(merged)
-    OmegaConf.set_readonly(merged, True)
-    return merged
 
 
 def _resolve_auto_batch(cfg: DictConfig) -> None:
@@ -241,8 +222,6 @@ def _resolve_auto_batch(cfg: DictConfig) -> None:
     if isinstance(value, str) and not value.lstrip("-").isdigit():
         if value != "auto":
             raise ConfigError(f"scale.per_device_batch_size={value!r}: expected a positive integer or auto")
-        from xlt.plan.jobs import resolve_per_device_batch
-
         for name in ("intermediate", "target"):  # a stage's batch must split over the devices first
             stage = cfg.get(name)
             if stage is not None:
@@ -268,43 +247,43 @@ def _fill_from_family(cfg: DictConfig) -> None:
     if model.pooling is None:
         model.pooling = family.pooling
     if family.decoder and model.pooling == "cls":
-        raise ConfigError(f"model.pooling=cls: model.arch={family.name} is a causal decoder, whose first "
-                          "token has read nothing after it; use last (or mean)")  # fmt: skip
+        raise ConfigError(
+            f"model.pooling=cls: model.arch={family.name} is a causal decoder, whose first "
+            "token has read nothing after it; use last (or mean)"
+        )
     if model.expected_model_type is None:
         model.expected_model_type = family.model_type
     elif model.expected_model_type != family.model_type:
-        raise ConfigError(f"model.expected_model_type={model.expected_model_type!r}: model.arch={family.name} "
-                          f"is {family.model_type!r}; leave it null")  # fmt: skip
+        raise ConfigError(
+            f"model.expected_model_type={model.expected_model_type!r}: model.arch={family.name} "
+            f"is {family.model_type!r}; leave it null"
+        )
     lora = cfg.scale.lora
     if lora.target_modules is None:
         lora.target_modules = list(family.lora_target_modules)
     known = list(dict.fromkeys(name for name, _, _ in family.projections))
     for name in lora.target_modules:
         if name not in known:
-            raise ConfigError(f"scale.lora.target_modules: {name!r} is no projection of model.arch={family.name} "
-                              f"(expected some of {', '.join(known)})")  # fmt: skip
+            raise ConfigError(
+                f"scale.lora.target_modules: {name!r} is no projection of model.arch={family.name} "
+                f"(expected some of {', '.join(known)})"
+            )
 
 
 def _fill_from_specs(cfg: DictConfig) -> None:
     """Stage settings left null take the task spec's value (``TaskSpec.train_task``,
     ``TaskSpec.max_seq_length``): the YAML files override a spec's fact, never restate it, and the
     validated config (hence the config lock, reuse key and result rows) records the value used."""
-    from xlt.tasks.registry import get_mixture, get_task
-
     for name in ("intermediate", "target"):
         stage = cfg.get(name)
         if stage is None or get_mixture(stage.name) is not None:
             continue  # a mixture has no spec length: its stage file sets max_seq_length
-        spec = get_task(stage.name)
-        if stage.max_seq_length is None:
-            stage.max_seq_length = spec.max_seq_length
+        stage.max_seq_length = seq_length(stage)
         if name == "target" and stage.train_task is None:
-            stage.train_task = spec.train_task
+            stage.train_task = get_task(stage.name).train_task
 
 
 def _check_intermediate(stage: DictConfig) -> None:
-    from xlt.tasks.registry import flatten_mixture, get_mixture, get_task
-
     mixture = get_mixture(stage.name)
     if mixture is None:
         get_task(stage.name, role="intermediate")
@@ -346,8 +325,15 @@ def _check_not_a_mixture(stage_name: str, stage: DictConfig) -> None:
         or stage.skip_members
         or OmegaConf.to_object(stage.sampling) != SamplingConfig()
     ):
-        key = ("members" if stage.members else "only" if stage.only is not None
-               else "skip_members" if stage.skip_members else "sampling")  # fmt: skip
+        key = (
+            "members"
+            if stage.members
+            else "only"
+            if stage.only is not None
+            else "skip_members"
+            if stage.skip_members
+            else "sampling"
+        )
         raise ConfigError(f"{stage_name}.{key}: only for mixture stages ({stage.name} is a single task)")
 
 
@@ -373,8 +359,6 @@ def _check_scale_and_model(cfg: DictConfig) -> None:
 def _check_data(cfg: DictConfig) -> None:
     """A data directory the user named (``data.dir``, ``$XLT_DATA_DIR``) must exist: no silent hub
     fallback. (Which files it holds is checked by ``xlt.tasks.loading.check_local_files``.)"""
-    from xlt.tasks.loading import configured_data_dir_error
-
     problem = configured_data_dir_error(cfg.data.source, cfg.data.dir)
     if problem:
         raise ConfigError(problem)
@@ -391,35 +375,3 @@ def _check_trainer_args(trainer: DictConfig) -> None:
             )
         if key not in accepted:
             raise ConfigError(f"trainer.{key}: not an argument of pytorch_lightning.Trainer")
-
-
-def run_dir_from_hydra() -> Path:
-    """The run directory Hydra created for this job (Hydra owns it; nothing uses the CWD)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    return Path(HydraConfig.get().runtime.output_dir)
-
-
-def is_multirun() -> bool:
-    """Whether this process runs a job of a Hydra multirun (``-m``) itself."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def sweep_dir_from_hydra() -> Path | None:
-    """The folder of a Hydra multirun (``hydra.sweep.dir``), or None for a single run."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized():
-        return None
-    hydra = HydraConfig.get()
-    if hydra.mode == RunMode.MULTIRUN:
-        return Path(hydra.sweep.dir)
-    from xlt.launch import SWEEP_ENV
-
-    # another rank of a multirun job, started by Lightning on that job alone (xlt/launch.py)
-    started_for = os.environ.get(SWEEP_ENV)
-    return Path(started_for) if started_for else None

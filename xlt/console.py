@@ -57,8 +57,11 @@ class TerminalFilter(logging.Filter):
 
 
 def _terminal_handlers(logger: logging.Logger) -> list[logging.Handler]:
-    return [h for h in logger.handlers
-            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]  # fmt: skip
+    return [
+        h
+        for h in logger.handlers
+        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+    ]
 
 
 def quiet_terminal() -> None:
@@ -128,8 +131,10 @@ def _hydra_line(err: BaseException) -> str | None:
         message = f"{getattr(err, 'override', '') or 'override'}: bad override syntax ({message})"
     unknown = re.match(r"Could not override '([^']+)'\. To append to your config use \+", message)
     if unknown:
-        message = (f"{unknown.group(1)}: no such config key (check its spelling; `python -m xlt.train --cfg job` "
-                   "prints every key)")  # fmt: skip
+        message = (
+            f"{unknown.group(1)}: no such config key (check its spelling; `python -m xlt.train --cfg job` "
+            "prints every key)"
+        )
     elif isinstance(err, MissingConfigException) and "valid choices" not in message and err.options:
         message += f"; valid choices: {', '.join(err.options)}"
     if "No match in the defaults list" in message or "Could not append to config" in message:

@@ -147,8 +147,9 @@ def export(run_dir: Path, out_dir: Path) -> Path:
     """Write the run's target model to ``out_dir``; returns it."""
     from safetensors.torch import save_file
 
-    from xlt.config import ConfigError, validate
+    from xlt.config import validate
     from xlt.modeling.encoder import load_tokenizer
+    from xlt.schema import ConfigError
     from xlt.tasks.registry import get_task
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -193,10 +194,18 @@ def export(run_dir: Path, out_dir: Path) -> Path:
     tokenizer.save_pretrained(out_dir)
     save_file({k: v.contiguous() for k, v in head_state.items()}, str(out_dir / HEAD_FILE))
     (out_dir / CONFIG_FILE).write_text(public_yaml(cfg))  # ${oc.env:...} left unresolved: no secret
-    info = {"run_dir": str(run_dir.resolve()), "checkpoint": str(ckpt.resolve()), "task": target.name,
-            "head": target.head, "pooling": cfg.model.pooling, "hf_class": hf_class,
-            "label_names": list(target.label_names or []),
-            "logged_step": (rundir.RunState.load(run_dir / rundir.STATE_FILE).stage("target") or {}).get("logged_step", 0)}  # fmt: skip
+    info = {
+        "run_dir": str(run_dir.resolve()),
+        "checkpoint": str(ckpt.resolve()),
+        "task": target.name,
+        "head": target.head,
+        "pooling": cfg.model.pooling,
+        "hf_class": hf_class,
+        "label_names": list(target.label_names or []),
+        "logged_step": (rundir.RunState.load(run_dir / rundir.STATE_FILE).stage("target") or {}).get(
+            "logged_step", 0
+        ),
+    }
     (out_dir / EXPORT_FILE).write_text(json.dumps(info, indent=1) + "\n")
     from xlt.export_hub import apply_umask_tree
     from xlt.trainer import debug_mode
@@ -225,8 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         "run_dir", type=Path, help="a finished run directory (config.yaml, state.json, checkpoints/)"
     )
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: <run_dir>/export)")
-    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="then upload it to this Hub model repository "
-                        "(needs HF_TOKEN or `hf auth login`)")  # fmt: skip
+    parser.add_argument(
+        "--push-to-hub",
+        metavar="REPO_ID",
+        help="then upload it to this Hub model repository (needs HF_TOKEN or `hf auth login`)",
+    )
     parser.add_argument(
         "--private", action="store_true", help="with --push-to-hub: create the repository private"
     )

@@ -156,8 +156,11 @@ def apply_umask_tree(out_dir: Path, before: dict[Path, int] | None = None) -> li
     from xlt.results.rows import apply_umask
 
     before = before or {}
-    written = [p for p in [out_dir, *out_dir.rglob("*")] if not p.is_symlink()
-               and (p not in before or (not p.is_dir() and before[p] != p.lstat().st_mtime_ns))]  # fmt: skip
+    written = [
+        p
+        for p in [out_dir, *out_dir.rglob("*")]
+        if not p.is_symlink() and (p not in before or (not p.is_dir() and before[p] != p.lstat().st_mtime_ns))
+    ]
     for path in written:
         apply_umask(path, directory=path.is_dir())
     return written

@@ -20,6 +20,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 SWEEP_ENV = "XLT_SWEEP_DIR"
@@ -39,9 +40,15 @@ def job_command(local_rank: int) -> tuple[Sequence[str], str]:
     if hydra.mode != RunMode.MULTIRUN:
         return _ORIGINAL["fabric"](local_rank)  # type: ignore[no-any-return]
     os.environ[SWEEP_ENV] = str(hydra.sweep.dir)  # the children inherit it (and only they read it)
-    command = [sys.executable, "-m", "xlt.train", *hydra.overrides.task,
-               f'hydra.run.dir="{hydra.runtime.output_dir}"', f"hydra.job.name=train_ddp_process_{local_rank}",
-               "hydra.output_subdir=null"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "xlt.train",
+        *hydra.overrides.task,
+        f'hydra.run.dir="{hydra.runtime.output_dir}"',
+        f"hydra.job.name=train_ddp_process_{local_rank}",
+        "hydra.output_subdir=null",
+    ]
     return command, get_original_cwd()
 
 
@@ -69,3 +76,33 @@ def multirun_job() -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def run_dir_from_hydra() -> Path:
+    """The run directory Hydra created for this job (Hydra owns it; nothing uses the CWD)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def is_multirun() -> bool:
+    """Whether this process runs a job of a Hydra multirun (``-m``) itself."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def sweep_dir_from_hydra() -> Path | None:
+    """The folder of a Hydra multirun (``hydra.sweep.dir``), or None for a single run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hydra = HydraConfig.get()
+    if hydra.mode == RunMode.MULTIRUN:
+        return Path(hydra.sweep.dir)
+    # another rank of a multirun job, started by Lightning on that job alone (xlt/launch.py)
+    started_for = os.environ.get(SWEEP_ENV)
+    return Path(started_for) if started_for else None

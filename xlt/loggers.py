@@ -23,11 +23,12 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities import rank_zero_only
 
-from xlt.config import ConfigError
+from xlt.metrics.keys import metric_key
 from xlt.orchestration.lightning_adapter import wandb_init_kwargs
 from xlt.orchestration.rundir import CSV_DIR, FINAL_CKPT, STATE_FILE, WANDB_ID_FILE, is_global_zero
 from xlt.public_config import public_container
 from xlt.results.rows import AGGREGATE_LANGUAGES, ResultRow, RunContext, atomic_write_text
+from xlt.schema import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,9 @@ class ResumableCSVLogger(CSVLogger):
         return self._experiment
 
 
-def run_dirs_with_wandb_id(run_id: str, roots: tuple[str, ...] = ("outputs", "multirun"),
-                           depth: int = 4) -> list[Path]:  # fmt: skip
+def run_dirs_with_wandb_id(
+    run_id: str, roots: tuple[str, ...] = ("outputs", "multirun"), depth: int = 4
+) -> list[Path]:
     """The run directories (under ``roots``, relative to the working directory, at most ``depth``
     folders down) whose ``wandb_id`` is ``run_id``: where ``logger.run_id`` can continue it."""
     found = []
@@ -79,14 +81,21 @@ def check_run_id(cfg: DictConfig, run_dir: Path) -> None:
     chosen = str(chosen)
     id_file = run_dir / WANDB_ID_FILE
     if id_file.is_file() and id_file.read_text().strip() != chosen:
-        raise ConfigError(f"logger.run_id={chosen}: {run_dir} belongs to W&B run {id_file.read_text().strip()} "
-                          f"({id_file}); give that run's own run directory (hydra.run.dir=...)")  # fmt: skip
+        raise ConfigError(
+            f"logger.run_id={chosen}: {run_dir} belongs to W&B run {id_file.read_text().strip()} "
+            f"({id_file}); give that run's own run directory (hydra.run.dir=...)"
+        )
     if not (run_dir / STATE_FILE).is_file():
         found = run_dirs_with_wandb_id(chosen)
-        where = (f"its run directory is {', '.join(map(str, found))}: add hydra.run.dir={found[0]}" if found
-                 else "no run directory under outputs/ or multirun/ has that wandb_id; give it with hydra.run.dir=...")  # fmt: skip
-        raise ConfigError(f"logger.run_id={chosen} resumes a run in the run directory it started in, and "
-                          f"{run_dir} has no {STATE_FILE}: {where}")  # fmt: skip
+        where = (
+            f"its run directory is {', '.join(map(str, found))}: add hydra.run.dir={found[0]}"
+            if found
+            else "no run directory under outputs/ or multirun/ has that wandb_id; give it with hydra.run.dir=..."
+        )
+        raise ConfigError(
+            f"logger.run_id={chosen} resumes a run in the run directory it started in, and "
+            f"{run_dir} has no {STATE_FILE}: {where}"
+        )
 
 
 def build_logger(cfg: DictConfig, run_dir: Path, ctx: RunContext) -> Any:
@@ -111,8 +120,13 @@ def build_logger(cfg: DictConfig, run_dir: Path, ctx: RunContext) -> Any:
         run_id = uuid.uuid4().hex[:8]
         if is_global_zero():
             atomic_write_text(id_file, run_id)
-    tags = [*cfg.logger.tags, f"model:{ctx.model}", f"intermediate:{ctx.intermediate}", f"target:{ctx.target}",
-            f"seed:{ctx.seed}"]  # fmt: skip
+    tags = [
+        *cfg.logger.tags,
+        f"model:{ctx.model}",
+        f"intermediate:{ctx.intermediate}",
+        f"target:{ctx.target}",
+        f"seed:{ctx.seed}",
+    ]
     logger = WandbLogger(
         project=cfg.logger.project,
         entity=cfg.logger.entity,
@@ -130,8 +144,13 @@ def build_logger(cfg: DictConfig, run_dir: Path, ctx: RunContext) -> Any:
         # Its banner and history go to <run_dir>/wandb/*/logs, not the terminal.
         settings=wandb.Settings(silent=True),
     )
-    rank_zero_only(log.info)("W&B: %s run %s under %s (%s)", mode, run_id, run_dir / "wandb",
-                             "`wandb sync <its offline-run-* folder>` uploads it" if mode == "offline" else "online")  # fmt: skip
+    rank_zero_only(log.info)(
+        "W&B: %s run %s under %s (%s)",
+        mode,
+        run_id,
+        run_dir / "wandb",
+        "`wandb sync <its offline-run-* folder>` uploads it" if mode == "offline" else "online",
+    )
     wandb_init_kwargs(logger).pop("anonymous", None)  # Lightning always passes it; wandb warns it has no effect
     return logger
 
@@ -146,8 +165,11 @@ def log_checkpoint(cfg: DictConfig, logger: Any, path: Path, stage: str, step: i
 
     run = logger.experiment
     selected = Path(path).name != FINAL_CKPT
-    artifact = wandb.Artifact(name=f"model-{run.id}", type="model",
-                              metadata={"stage": stage, "step": step, "file": Path(path).name, "selected": selected})  # fmt: skip
+    artifact = wandb.Artifact(
+        name=f"model-{run.id}",
+        type="model",
+        metadata={"stage": stage, "step": step, "file": Path(path).name, "selected": selected},
+    )
     artifact.add_file(str(path), name=f"{stage}/{Path(path).name}")
     run.log_artifact(artifact, aliases=[stage, "best" if selected else "final"])
     rank_zero_only(log.info)(
@@ -157,8 +179,12 @@ def log_checkpoint(cfg: DictConfig, logger: Any, path: Path, stage: str, step: i
 
 def counted_params(ctx: RunContext) -> dict[str, Any]:
     """The encoder's counted parameters (what the result rows hold), for the W&B run config."""
-    return {"total": ctx.model_params, "non_embedding": ctx.extra.get("model_params_non_embedding"),
-            "trainable": ctx.extra.get("trainable_params"), "published": ctx.extra.get("model_params_published")}  # fmt: skip
+    return {
+        "total": ctx.model_params,
+        "non_embedding": ctx.extra.get("model_params_non_embedding"),
+        "trainable": ctx.extra.get("trainable_params"),
+        "published": ctx.extra.get("model_params_published"),
+    }
 
 
 def _wandb_key_configured() -> bool:
@@ -179,7 +205,7 @@ def log_rows(logger: Any, rows: list[ResultRow], step: int, already_logged: bool
     if not logger:
         return
     metrics = {
-        f"{r.split}/{r.task}/{r.language}/{r.metric}"
+        metric_key(r.split, r.task, r.language, r.metric)
         + ("" if r.stage == "target" else f"@{r.stage}"): logged_value(r)
         for r in rows
         if not (already_logged and r.language not in AGGREGATE_LANGUAGES)
@@ -197,9 +223,11 @@ def log_results(logger: Any, rows: list[ResultRow]) -> None:
     data = [[r.stage, r.task, r.split, r.language, r.metric, logged_value(r), r.n_examples] for r in rows]
     logger.log_table(key="results", columns=columns, data=data)
     # The run's headline in the W&B summary: English, the others' mean and the gap (all percent).
-    headline = {f"summary/{r.task}/{r.language}/{r.metric}": logged_value(r)
-                for r in rows if r.stage == "target" and r.split == "test"
-                and r.language in ("en", "avg_non_en", "gap", "rel_gap")}  # fmt: skip
+    headline = {
+        f"summary/{r.task}/{r.language}/{r.metric}": logged_value(r)
+        for r in rows
+        if r.stage == "target" and r.split == "test" and r.language in ("en", "avg_non_en", "gap", "rel_gap")
+    }
     if headline:
         logger.experiment.summary.update(headline)
 

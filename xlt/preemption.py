@@ -177,8 +177,10 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     STATE.handled = True
     if connector is not None:
         return  # a Trainer runs: its next batch start shares the decision (SharedSigterm)
-    raise Preempted("preempted (SIGTERM) outside training (data, retrieval or between stages); "
-                    "relaunch the same command to resume")  # fmt: skip
+    raise Preempted(
+        "preempted (SIGTERM) outside training (data, retrieval or between stages); "
+        "relaunch the same command to resume"
+    )
 
 
 def _note() -> None:
@@ -224,8 +226,12 @@ def _watchdog(reader: socket.socket, grace: float, stop: threading.Event) -> Non
         if stop.is_set():
             return
         rank = os.environ.get("RANK", os.environ.get("SLURM_PROCID", os.environ.get("LOCAL_RANK", "0")))
-        print(f"xlt: rank {rank}: still running {grace:.0f} s after SIGTERM (waiting for another rank); "
-              f"exiting with status {EXIT_STATUS}", file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"xlt: rank {rank}: still running {grace:.0f} s after SIGTERM (waiting for another rank); "
+            f"exiting with status {EXIT_STATUS}",
+            file=sys.stderr,
+            flush=True,
+        )
         for handler in logging.getLogger().handlers:
             _flush_unless_held(handler)
         with contextlib.suppress(Exception):

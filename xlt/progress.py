@@ -49,8 +49,14 @@ def rate(seconds_per_step: float) -> str:
 class LineProgress(ProgressBar):
     """Lightning's progress bar slot, filled with plain lines (see the module docstring)."""
 
-    def __init__(self, stage: str = "", every_pct: float = 10, every_s: float = 60, first_after: int = 3,
-                 stream: Any = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        stage: str = "",
+        every_pct: float = 10,
+        every_s: float = 60,
+        first_after: int = 3,
+        stream: Any = None,
+    ) -> None:
         super().__init__()
         self.stage, self.every_pct, self.every_s, self.first_after = (
             stage or "train",
@@ -89,8 +95,9 @@ class LineProgress(ProgressBar):
         resumed = f", resuming at step {self.start_step}" if self.start_step else ""
         self._print(f"{self.total if self.total else 'unknown number of'} optimizer steps{epochs}{resumed}")
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:  # fmt: skip
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         step = trainer.global_step
         done = step - self.start_step
         # With gradient accumulation several batches end at the same optimizer step: one line per step.
@@ -101,8 +108,10 @@ class LineProgress(ProgressBar):
         per_step = (now - self.t0) / done
         left = (self.total - step) * per_step if self.total else None
         if done == self.first_after and left is not None and self.total is not None:
-            self._print(f"{rate(per_step)} over the first {done} steps: about {duration(left)} "
-                        f"for the {self.total - step} left (training only; evaluation comes on top)")  # fmt: skip
+            self._print(
+                f"{rate(per_step)} over the first {done} steps: about {duration(left)} "
+                f"for the {self.total - step} left (training only; evaluation comes on top)"
+            )
         bucket = int(100 * step / self.total // self.every_pct) if self.total else -1
         if bucket > self.last_bucket or now - self.last_t >= self.every_s:
             self.last_bucket, self.last_t = max(bucket, self.last_bucket), now
@@ -115,9 +124,15 @@ class LineProgress(ProgressBar):
                 for k, v in trainer.callback_metrics.items()
                 if k.startswith("train/") and k.endswith("/loss")
             }
-            loss = "; " + ", ".join(
-                f"{'loss' if len(losses) == 1 else k.split('/')[1] + ' loss'} {float(v):.3g}" for k, v in losses.items()
-            ) if losses else ""  # fmt: skip
+            loss = (
+                "; "
+                + ", ".join(
+                    f"{'loss' if len(losses) == 1 else k.split('/')[1] + ' loss'} {float(v):.3g}"
+                    for k, v in losses.items()
+                )
+                if losses
+                else ""
+            )
             self._print(f"{where}, {rate(per_step)}, {duration(now - self.t0)} elapsed{ahead}{loss}")
 
     def _eval_line(self, trainer: pl.Trainer, kind: str, batch_idx: int, dataloader_idx: int) -> None:
@@ -136,11 +151,25 @@ class LineProgress(ProgressBar):
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._eval_last = time.monotonic()
 
-    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                                batch_idx: int, dataloader_idx: int = 0) -> None:  # fmt: skip
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         if not trainer.sanity_checking:
             self._eval_line(trainer, "validating", batch_idx, dataloader_idx)
 
-    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                          batch_idx: int, dataloader_idx: int = 0) -> None:  # fmt: skip
+    def on_test_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         self._eval_line(trainer, "testing", batch_idx, dataloader_idx)

@@ -2,8 +2,8 @@
 :func:`xlt.config.validate` (unknown keys and wrong types fail there); and what every reader of a
 config shares: the ``conf/`` directory and its options, the one-line :class:`ConfigError`, the
 no-intermediate choice, the batch arithmetic. A leaf module (it imports no other xlt module but the
-package root), so that xlt.plan and xlt.modeling.encoder, which validate() calls, import from here;
-xlt.config re-exports every name.
+package root): every layer imports these names from here; validation (:mod:`xlt.config`) sits above
+the modules it checks with and is imported only by the run's orchestration and command lines.
 """
 
 from __future__ import annotations

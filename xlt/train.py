@@ -10,7 +10,8 @@ from contextlib import nullcontext
 import hydra
 from omegaconf import DictConfig
 
-from xlt.config import CONF_DIR, is_multirun, run_dir_from_hydra, sweep_dir_from_hydra
+from xlt.launch import is_multirun, run_dir_from_hydra, sweep_dir_from_hydra
+from xlt.schema import CONF_DIR
 
 log = logging.getLogger("xlt")
 

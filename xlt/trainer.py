@@ -26,12 +26,12 @@ from xlt.callbacks import (
     StepCheckpoint,
     selection_callbacks,
 )
-from xlt.config import to_container
 from xlt.data.datamodule import StageData
 from xlt.orchestration.lightning_adapter import release_strategy, set_logged_steps, set_process_group_timeout
 from xlt.orchestration.plan import StagePlan
 from xlt.orchestration.rundir import BEST_CKPT, LAST_CKPT
 from xlt.preemption import use_xlt_signals
+from xlt.schema import to_container
 
 
 def resolve_precision(precision: str) -> str:

@@ -15,9 +15,10 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
 
-from xlt.audit import Removal, apply_removal
+from xlt.audit_keys import Removal, apply_removal
 from xlt.data.features import Collator, featurize, load_split_cached, tokenizer_fingerprint
 from xlt.data.sampling import LengthGroupedBatchSampler, MultiTaskBatchSampler, ResumableDataLoader
+from xlt.metrics.keys import set_key
 from xlt.tasks.loading import Loaded, MissingDataError, load_split, split_parts
 from xlt.tasks.spec import DataError, Example, TaskSpec
 
@@ -47,12 +48,12 @@ class EvalSet:
 
     @property
     def key(self) -> str:
-        return f"{self.split}/{self.task}/{self.lang}"
+        return set_key(self.split, self.task, self.lang)
 
     @property
     def overall_key(self) -> str:
         """The key of the whole split: this set's own key, or its union's for a part."""
-        return f"{self.part_of or self.split}/{self.task}/{self.lang}"
+        return set_key(self.part_of or self.split, self.task, self.lang)
 
     def __len__(self) -> int:
         """Examples, not features: QA and tagging windows make several features of one example."""
@@ -203,8 +204,13 @@ def load_examples(spec: TaskSpec, split: str, lang: str, settings: DataSettings,
 def _without(loaded: Loaded, removal: Removal, limit: int | None) -> Loaded:
     """``loaded`` minus the examples a declared exclusion removes (then cut to ``limit``)."""
     kept = apply_removal(loaded.examples, removal)
-    log.info("%s: %d of %d examples left out, as the audit's exclusion says (they are in %s)",
-             removal.name, len(loaded.examples) - len(kept), len(loaded.examples), removal.because)  # fmt: skip
+    log.info(
+        "%s: %d of %d examples left out, as the audit's exclusion says (they are in %s)",
+        removal.name,
+        len(loaded.examples) - len(kept),
+        len(loaded.examples),
+        removal.because,
+    )
     if not kept:
         raise DataError(f"{loaded.origin}: every example is also in {removal.because}; nothing left")
     kept = kept[:limit] if limit is not None else kept
@@ -221,9 +227,13 @@ def selection_cap(max_eval: int | None, val_subset: int | None) -> int | None:
 
 
 def dev_sets(
-    task: TaskSpec, dev_split: str, settings: DataSettings, max_len: int, max_eval: int | None,
+    task: TaskSpec,
+    dev_split: str,
+    settings: DataSettings,
+    max_len: int,
+    max_eval: int | None,
     read_from: TaskSpec | None = None,
-) -> list[EvalSet]:  # fmt: skip
+) -> list[EvalSet]:
     """English dev sets of a task. A '+'-joined split (ANLI's dev_r1+dev_r2+dev_r3) is scored per part,
     each capped at ``max_eval``; its overall score is then the example-weighted mean of the parts.
     ``read_from``: the spec whose split is read (``target.select_on=train_task``: MNLI's for XNLI),
@@ -237,8 +247,18 @@ def dev_sets(
         )
         origin, examples = loaded.origin, loaded.examples
         whole = len(parts) > 1
-        sets.append(EvalSet(task.name, part if whole else "dev", "en", feats, origin, examples,
-                            part_of="dev" if whole else None, source_split=part))  # fmt: skip
+        sets.append(
+            EvalSet(
+                task.name,
+                part if whole else "dev",
+                "en",
+                feats,
+                origin,
+                examples,
+                part_of="dev" if whole else None,
+                source_split=part,
+            )
+        )
     return sets
 
 

@@ -184,9 +184,14 @@ _CODE_FINGERPRINT: str | None = None
 
 
 def load_split_cached(
-    spec: TaskSpec, split: str, lang: str, source: str, data_dir: Path | None, limit: int | None,
+    spec: TaskSpec,
+    split: str,
+    lang: str,
+    source: str,
+    data_dir: Path | None,
+    limit: int | None,
     cache_dir: Path | None,
-) -> Loaded:  # fmt: skip
+) -> Loaded:
     """:func:`xlt.tasks.loading.load_split`, with the parsed examples of local files kept in
     ``cache_dir/examples`` under the files' paths, sizes and modification times and the readers'
     source hash. A repeated run then skips parsing (UD-POS English train: most of a warm start,
@@ -198,8 +203,15 @@ def load_split_cached(
         return load_split(spec, split, lang, source, data_dir, limit=limit)
     assert cache_dir is not None
     stats = [f"{p}:{st.st_size}:{st.st_mtime_ns}" for p, st in ((p, p.stat()) for p in files)]
-    key = {"task": spec.name, "split": split, "lang": lang, "files": stats, "limit": limit,
-           "readers": _code_fingerprint(), "version": EXAMPLES_VERSION}  # fmt: skip
+    key = {
+        "task": spec.name,
+        "split": split,
+        "lang": lang,
+        "files": stats,
+        "limit": limit,
+        "readers": _code_fingerprint(),
+        "version": EXAMPLES_VERSION,
+    }
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     target = cache_dir / "examples" / f"{digest}.json"
     if target.is_file():
@@ -227,16 +239,24 @@ def load_split_cached(
 def _examples_payload(loaded: Loaded) -> bytes | None:
     """The bytes of an examples cache entry: a JSON header line (format, size and SHA-256 of the
     body) and the JSON body; None when the examples do not survive a JSON round trip unchanged."""
-    data = {"examples": loaded.examples, "origin": loaded.origin, "dropped": loaded.dropped,
-            "fingerprint": loaded.fingerprint}  # fmt: skip
+    data = {
+        "examples": loaded.examples,
+        "origin": loaded.origin,
+        "dropped": loaded.dropped,
+        "fingerprint": loaded.fingerprint,
+    }
     try:
         body = json.dumps(data, ensure_ascii=False, allow_nan=False).encode("utf-8")
     except (TypeError, ValueError):
         return None
     if json.loads(body) != data:
         return None
-    header = {"format": EXAMPLES_MAGIC, "version": EXAMPLES_VERSION, "bytes": len(body),
-              "sha256": hashlib.sha256(body).hexdigest()}  # fmt: skip
+    header = {
+        "format": EXAMPLES_MAGIC,
+        "version": EXAMPLES_VERSION,
+        "bytes": len(body),
+        "sha256": hashlib.sha256(body).hexdigest(),
+    }
     return json.dumps(header).encode("utf-8") + b"\n" + body
 
 

@@ -116,8 +116,19 @@ def featurize_span_qa(
                 }
             )
 
-    out: dict[str, list[Any]] = {k: [] for k in ("input_ids", "attention_mask", "start_positions", "end_positions",
-                                                  "offset_starts", "offset_ends", "max_context", "example_idx")}  # fmt: skip
+    out: dict[str, list[Any]] = {
+        k: []
+        for k in (
+            "input_ids",
+            "attention_mask",
+            "start_positions",
+            "end_positions",
+            "offset_starts",
+            "offset_ends",
+            "max_context",
+            "example_idx",
+        )
+    }
     for i, example_windows in enumerate(windows):
         answers = batch["answers"][i]
         impossible = bool(batch["is_impossible"][i]) or not answers

@@ -52,8 +52,17 @@ def _special_affixes(tokenizer: PreTrainedTokenizerBase) -> tuple[tuple[int, ...
 
 
 # Scripts written without spaces between words (Unicode character-name prefixes).
-NO_SPACE_SCRIPTS = ("CJK", "HIRAGANA", "KATAKANA", "HALFWIDTH KATAKANA", "THAI", "LAO", "KHMER", "MYANMAR",
-                    "TIBETAN")  # fmt: skip
+NO_SPACE_SCRIPTS = (
+    "CJK",
+    "HIRAGANA",
+    "KATAKANA",
+    "HALFWIDTH KATAKANA",
+    "THAI",
+    "LAO",
+    "KHMER",
+    "MYANMAR",
+    "TIBETAN",
+)
 
 
 def spaced(word: str) -> bool:

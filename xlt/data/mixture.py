@@ -11,7 +11,6 @@ from typing import Any
 import datasets
 from omegaconf import DictConfig
 
-from xlt.config import MemberConfig
 from xlt.data.datamodule import (
     DataSettings,
     EvalSet,
@@ -22,11 +21,32 @@ from xlt.data.datamodule import (
     selection_cap,
 )
 from xlt.data.sampling import MultiTaskBatchSampler, mixture_probabilities
-from xlt.tasks.loading import MissingDataError, member_missing
+from xlt.schema import MemberConfig
+from xlt.tasks.lengths import seq_length
+from xlt.tasks.loading import Loaded, MissingDataError, member_missing
 from xlt.tasks.registry import flatten_mixture, get_task
 from xlt.tasks.spec import DataError, MixtureSpec, TaskSpec
 
 log = logging.getLogger(__name__)
+
+
+def _member_data(
+    task: str, stage: DictConfig, settings: DataSettings, evaluated: bool
+) -> tuple[datasets.Dataset, Loaded, list[EvalSet]]:
+    """One member's featurized training set, what it was loaded from, and its dev sets (none when
+    the member is not scored on dev: ``members.<task>.evaluate``, else the mixture's ``evaluated``)."""
+    member = stage.members.get(task) or MemberConfig()
+    spec = get_task(task)
+    max_len = seq_length(stage, task)
+    max_train = member.max_train_examples or stage.max_train_examples
+    max_eval = member.max_eval_examples or stage.max_eval_examples
+    train, loaded = load_and_featurize(
+        spec, spec.head, member.train_split, "en", settings, max_len, max_train
+    )
+    if not (member.evaluate if member.evaluate is not None else evaluated):
+        return train, loaded, []
+    cap = selection_cap(max_eval, stage.get("val_subset"))
+    return train, loaded, dev_sets(spec, member.dev_split or spec.dev_split, settings, max_len, cap)
 
 
 def prepare_mixture_data(mixture: MixtureSpec, stage: DictConfig, settings: DataSettings) -> StageData:
@@ -50,25 +70,8 @@ def prepare_mixture_data(mixture: MixtureSpec, stage: DictConfig, settings: Data
         if only is not None and task not in only:
             log.info("%s: member %s not trained (intermediate.only)", mixture.name, task)
             continue
-        member = stage.members.get(task) or MemberConfig()
-        spec = get_task(task)
-        max_len = member.max_seq_length or stage.max_seq_length
-        max_train = member.max_train_examples or stage.max_train_examples
-        max_eval = member.max_eval_examples or stage.max_eval_examples
         try:
-            train, loaded = load_and_featurize(spec, spec.head, member.train_split, "en", settings, max_len,
-                                               max_train)  # fmt: skip
-            dev = (
-                dev_sets(
-                    spec,
-                    member.dev_split or spec.dev_split,
-                    settings,
-                    max_len,
-                    selection_cap(max_eval, stage.get("val_subset")),
-                )
-                if (member.evaluate if member.evaluate is not None else task in flat.evaluated)
-                else []
-            )
+            train, loaded, dev = _member_data(task, stage, settings, task in flat.evaluated)
         except MissingDataError as err:
             if task not in skip:  # a mixture never silently changes
                 raise DataError(member_missing(mixture.name, task, err)) from None
@@ -80,7 +83,7 @@ def prepare_mixture_data(mixture: MixtureSpec, stage: DictConfig, settings: Data
         features.append(train)
         origins.append(loaded.origin)
         dropped[task] = loaded.dropped
-        specs[task] = spec
+        specs[task] = get_task(task)
         val.extend(dev)
     if not tasks:
         for line in skipped:  # the reasons, before the one-line error
@@ -93,8 +96,9 @@ def prepare_mixture_data(mixture: MixtureSpec, stage: DictConfig, settings: Data
     probabilities = mixture_probabilities(sizes, sampling.cap, sampling.temperature)
     steps = sampling.steps_per_epoch or mixture_steps_per_epoch(sizes, stage.batch_size, sampling.cap)
     head_of = {t: flat.head_of[t] for t in tasks}
-    train_data = MixtureTrain(mixture.name, tasks, features, origins, head_of, probabilities, steps, dropped,
-                              specs)  # fmt: skip
+    train_data = MixtureTrain(
+        mixture.name, tasks, features, origins, head_of, probabilities, steps, dropped, specs
+    )
     origin = " ; ".join(f"{t}: {o}" for t, o in zip(tasks, origins, strict=True))
     return StageData(None, origin, val, [], skipped, mixture=train_data)
 
@@ -145,9 +149,16 @@ def log_mixture(
         log.info(
             "%s: %s (head %s): %d training features, p=%.4f, sampler draws %d batches / %d examples "
             "over %d epoch(s); %d unlabelled rows dropped",
-            mixture.name, task, mixture.head_of[task], n, mixture.probabilities[i], drawn[i][0],
-            drawn[i][1], n_epochs, mixture.dropped.get(task, 0),
-        )  # fmt: skip
+            mixture.name,
+            task,
+            mixture.head_of[task],
+            n,
+            mixture.probabilities[i],
+            drawn[i][0],
+            drawn[i][1],
+            n_epochs,
+            mixture.dropped.get(task, 0),
+        )
     if logger:
         logger.log_metrics(
             {f"train/{task}/drawn_examples": v["drawn_examples"] for task, v in info["tasks"].items()}

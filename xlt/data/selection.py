@@ -34,9 +34,9 @@ def stratum_key(examples: list[Example]) -> str | None:
 
 def example_text_key(ex: Example) -> str:
     """An example without an id (NLI, tagging), named by its text: the contamination audit's text key
-    (its normalised fields, xlt.audit.text_keys), or for a text too short to have one, the digest of
+    (its normalised fields, xlt.audit_keys.text_keys), or for a text too short to have one, the digest of
     the example itself. Never its position, which says nothing about which example was drawn."""
-    from xlt.audit import text_keys
+    from xlt.audit_keys import text_keys
 
     keys = text_keys(ex)
     if keys:
@@ -60,8 +60,9 @@ def selection_indices(examples: list[Example], n: int, seed: int, name: str) -> 
     left = n - sum(counts.values())
     for g in sorted(groups, key=lambda g: (-(shares[g] - counts[g]), str(g)))[:left]:
         counts[g] += 1
-    return sorted(i for g, idx in sorted(groups.items(), key=lambda kv: str(kv[0]))
-                  for i in rng.sample(idx, counts[g]))  # fmt: skip
+    return sorted(
+        i for g, idx in sorted(groups.items(), key=lambda kv: str(kv[0])) for i in rng.sample(idx, counts[g])
+    )
 
 
 def draw_selection(loaded: Loaded, n: int, seed: int, name: str) -> tuple[Loaded, dict[str, Any]]:
@@ -73,9 +74,19 @@ def draw_selection(loaded: Loaded, n: int, seed: int, name: str) -> tuple[Loaded
     with_ids = all(examples[i].get("id") not in (None, "") for i in chosen)
     ids = [str(examples[i]["id"]) if with_ids else example_text_key(examples[i]) for i in chosen]
     digest = hashlib.blake2b("\n".join(ids).encode(), digest_size=8).hexdigest()
-    record.update({"n": len(chosen), "ids_blake2b": digest, "digest_of": "ids" if with_ids else "texts",
-                   "loaded_fingerprint": loaded.fingerprint,
-                   "strata": dict(sorted(Counter(str(examples[i].get(key)) for i in chosen).items())) if key else {}})  # fmt: skip
-    drawn = Loaded([examples[i] for i in chosen], loaded.origin, loaded.dropped,
-                   f"{loaded.fingerprint}|drawn:{seed}:{n}:{digest}")  # fmt: skip
+    record.update(
+        {
+            "n": len(chosen),
+            "ids_blake2b": digest,
+            "digest_of": "ids" if with_ids else "texts",
+            "loaded_fingerprint": loaded.fingerprint,
+            "strata": dict(sorted(Counter(str(examples[i].get(key)) for i in chosen).items())) if key else {},
+        }
+    )
+    drawn = Loaded(
+        [examples[i] for i in chosen],
+        loaded.origin,
+        loaded.dropped,
+        f"{loaded.fingerprint}|drawn:{seed}:{n}:{digest}",
+    )
     return drawn, record

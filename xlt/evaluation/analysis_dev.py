@@ -48,9 +48,14 @@ def dev_languages(option: Any, spec: TaskSpec) -> list[str]:
 
 
 def heldout_set(
-    task: TaskSpec, source: TaskSpec, split: str, settings: DataSettings, max_len: int, max_eval: int | None,
+    task: TaskSpec,
+    source: TaskSpec,
+    split: str,
+    settings: DataSettings,
+    max_len: int,
+    max_eval: int | None,
     val_subset: int | None,
-) -> EvalSet | None:  # fmt: skip
+) -> EvalSet | None:
     """The English ``split`` of ``source`` (scored as ``task``'s) less its selection subset, the first
     ``max_eval`` of them; None where nothing is left out of the subset or the split is '+'-joined."""
     cap = selection_cap(max_eval, val_subset)
@@ -76,8 +81,13 @@ def heldout_set(
     }
     desc = f"{source.name} {split} en (held out of selection)"
     features = featurize(rest, task.head, settings.tokenizer, max_len, settings.cache_dir, key, desc=desc)
-    log.info("%s: %d English dev examples outside the selection subset of %d scored as %s", task.name,
-             len(rest), cap, HELDOUT_SPLIT)  # fmt: skip
+    log.info(
+        "%s: %d English dev examples outside the selection subset of %d scored as %s",
+        task.name,
+        len(rest),
+        cap,
+        HELDOUT_SPLIT,
+    )
     return EvalSet(task.name, HELDOUT_SPLIT, "en", features, loaded.origin, rest, source_split=split)
 
 
@@ -124,8 +134,10 @@ def analysis_eval_rows(
     if val:
         dev = eval_rows(stage, "dev", [*val, *other_dev], scores, parts, selection_key)
         if other_dev:
-            dev = [r if r.language == "en" or r.metric == "selection" else replace(r, note=ANALYSIS_NOTE)
-                   for r in dev]  # fmt: skip
+            dev = [
+                r if r.language == "en" or r.metric == "selection" else replace(r, note=ANALYSIS_NOTE)
+                for r in dev
+            ]
         rows.extend(dev)
     if test:
         rows.extend(eval_rows(stage, "test", test, scores, parts))

@@ -38,8 +38,16 @@ class RetrievalRun:
 
     def embed(self, texts: Sequence[str], desc: str) -> torch.Tensor:
         """Sentence embeddings of ``texts`` (retrieval.layer, mean-pooled), float32, one row each."""
-        return embed(self.encoder, self.tokenizer, texts, layer=self.layer, batch_size=self.batch_size,
-                     max_length=self.max_length, device=self.device, desc=desc)  # fmt: skip
+        return embed(
+            self.encoder,
+            self.tokenizer,
+            texts,
+            layer=self.layer,
+            batch_size=self.batch_size,
+            max_length=self.max_length,
+            device=self.device,
+            desc=desc,
+        )
 
 
 class RetrievalEvaluator:
@@ -47,8 +55,9 @@ class RetrievalEvaluator:
 
     kind: ClassVar[str]
 
-    def evaluate(self, spec: TaskSpec, stage: str, languages: list[str], limit: int | None,
-                 run: RetrievalRun) -> list[ResultRow]:  # fmt: skip
+    def evaluate(
+        self, spec: TaskSpec, stage: str, languages: list[str], limit: int | None, run: RetrievalRun
+    ) -> list[ResultRow]:
         raise NotImplementedError
 
 
@@ -64,12 +73,15 @@ def evaluator_for(spec: TaskSpec) -> RetrievalEvaluator:
     try:
         return EVALUATORS[spec.retrieval]()
     except KeyError:
-        raise ValueError(f"task {spec.name}: no evaluator for retrieval kind {spec.retrieval!r} "
-                         f"(known: {', '.join(sorted(EVALUATORS))})") from None  # fmt: skip
+        raise ValueError(
+            f"task {spec.name}: no evaluator for retrieval kind {spec.retrieval!r} "
+            f"(known: {', '.join(sorted(EVALUATORS))})"
+        ) from None
 
 
-def evaluate_retrieval(spec: TaskSpec, stage: str, languages: list[str], limit: int | None,
-                       run: RetrievalRun) -> list[ResultRow]:  # fmt: skip
+def evaluate_retrieval(
+    spec: TaskSpec, stage: str, languages: list[str], limit: int | None, run: RetrievalRun
+) -> list[ResultRow]:
     """Evaluate ``spec`` with its kind's evaluator on this process's device, then put the encoder
     back on the CPU (where training stages expect it)."""
     evaluator = evaluator_for(spec)

@@ -1,5 +1,5 @@
 """Bitext mining (BUCC 2018): per language, margin-scored candidate pairs, the F1-optimal threshold
-tuned on dev gold and frozen for test (the protocol is :mod:`xlt.bucc`, the scoring
+tuned on dev gold and frozen for test (the protocol is :mod:`xlt.evaluation.bucc`, the scoring
 :mod:`xlt.metrics.retrieval`)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import torch
 
-from xlt import bucc
+from xlt.evaluation import bucc
 from xlt.evaluation.base import RetrievalEvaluator, RetrievalRun, register_evaluator
 from xlt.results.rows import ResultRow, mining_rows
 from xlt.tasks.spec import TaskSpec
@@ -18,8 +18,9 @@ from xlt.tasks.spec import TaskSpec
 class MiningRetrieval(RetrievalEvaluator):
     kind = "mining"
 
-    def evaluate(self, spec: TaskSpec, stage: str, languages: list[str], limit: int | None,
-                 run: RetrievalRun) -> list[ResultRow]:  # fmt: skip
+    def evaluate(
+        self, spec: TaskSpec, stage: str, languages: list[str], limit: int | None, run: RetrievalRun
+    ) -> list[ResultRow]:
         """``limit`` is not applied: a mined corpus is one example, scored whole."""
 
         def embed_texts(texts: Sequence[str]) -> torch.Tensor:

@@ -16,8 +16,9 @@ from xlt.tasks.spec import TaskSpec
 class Top1Retrieval(RetrievalEvaluator):
     kind = "top1"
 
-    def evaluate(self, spec: TaskSpec, stage: str, languages: list[str], limit: int | None,
-                 run: RetrievalRun) -> list[ResultRow]:  # fmt: skip
+    def evaluate(
+        self, spec: TaskSpec, stage: str, languages: list[str], limit: int | None, run: RetrievalRun
+    ) -> list[ResultRow]:
         scores: dict[str, dict[str, float]] = {}
         counts: dict[str, int] = {}
         for lang in languages:

@@ -5,7 +5,8 @@
 - :mod:`xlt.metrics.span_qa`: :class:`SpanQAMetric`, a run's span predictions scored by ``qa``
   (imported on its own: it reads the QA task module's metric names).
 - :mod:`xlt.metrics.tagging`: seqeval-0.0.12 chunk F1 (UD-POS, PAN-X), token accuracy; :class:`WordTagScore`.
-- :mod:`xlt.metrics.retrieval`: Tatoeba top-1 accuracy, BUCC margin mining, threshold and F1.
+- :mod:`xlt.metrics.retrieval`: Tatoeba top-1 accuracy, BUCC mining, threshold and F1;
+  :mod:`xlt.metrics.knn`: the exact k-NN in both directions and margin mining under them.
 - :mod:`xlt.metrics.classification`: accuracy (:class:`Accuracy`) and binary F1.
 
 The torchmetrics classes here are the ones the heads (xlt/modeling/heads*.py) evaluate with: one
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 # or ``.qa`` alone must not load torch and torchmetrics (``xlt-score --help`` in well under 2 s).
 if TYPE_CHECKING:
     from xlt.metrics.classification import Accuracy, accuracy, binary_f1_metric
+    from xlt.metrics.knn import bidirectional_knn, mine_bitext
     from xlt.metrics.qa import (
         MLQA_LANGUAGES,
         exact_match_score,
@@ -33,12 +35,10 @@ if TYPE_CHECKING:
         squad_v2_evaluate,
     )
     from xlt.metrics.retrieval import (
-        bidirectional_knn,
         bucc_candidates,
         bucc_extract,
         bucc_f1,
         bucc_optimize,
-        mine_bitext,
         tatoeba_accuracy,
         tatoeba_sorted_gold,
         tatoeba_top1,
@@ -62,10 +62,10 @@ _MODULE = {
             "MLQA_LANGUAGES exact_match_score f1_score mlqa_evaluate mlqa_normalize qa_task_score "
             "squad_evaluate squad_normalize squad_v2_evaluate",
         ),
+        ("knn", "bidirectional_knn mine_bitext"),
         (
             "retrieval",
-            "bidirectional_knn bucc_candidates bucc_extract bucc_f1 bucc_optimize mine_bitext "
-            "tatoeba_accuracy tatoeba_sorted_gold tatoeba_top1",
+            "bucc_candidates bucc_extract bucc_f1 bucc_optimize tatoeba_accuracy tatoeba_sorted_gold tatoeba_top1",
         ),
         ("tagging", "WordTagScore chunk_f1 get_chunks seqeval_scores token_accuracy"),
         (

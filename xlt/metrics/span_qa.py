@@ -18,7 +18,7 @@ import torchmetrics
 from torchmetrics.utilities import dim_zero_cat
 
 from xlt.metrics.qa import mlqa_evaluate, qa_task_score, squad_evaluate, squad_v2_evaluate
-from xlt.tasks.qa import QA_METRICS, SCORINGS, SQUAD_V2_METRICS
+from xlt.tasks.qa_formats import QA_METRICS, SCORINGS, SQUAD_V2_METRICS
 from xlt.tasks.spec import Example
 
 log = logging.getLogger(__name__)
@@ -86,8 +86,14 @@ class SpanQAMetric(torchmetrics.Metric):
             self.add_state(state, default=[], dist_reduce_fx="cat")
         self.set_dtype(torch.float64)  # an empty rank's synced state then matches the others' dtype
 
-    def update(self, example_idx: torch.Tensor, char_start: torch.Tensor, char_end: torch.Tensor,
-               span_score: torch.Tensor, null_score: torch.Tensor) -> None:  # fmt: skip
+    def update(
+        self,
+        example_idx: torch.Tensor,
+        char_start: torch.Tensor,
+        char_end: torch.Tensor,
+        span_score: torch.Tensor,
+        null_score: torch.Tensor,
+    ) -> None:
         values = (example_idx, char_start, char_end, span_score, null_score)
         for name, value in zip(STATES, values, strict=True):
             getattr(self, name).append(value.detach().to(torch.float64))
@@ -121,8 +127,13 @@ class SpanQAMetric(torchmetrics.Metric):
         if self.scoring == "squad_v2":
             na = {str(i): diff for i, (_, diff) in predicted.items()}
             v2 = squad_v2_evaluate(gold, texts, na_probs=na, na_prob_thresh=NULL_SCORE_DIFF_THRESHOLD)
-            values = {"em": v2["exact"], "f1": v2["f1"], "best_em": v2["best_exact"], "best_f1": v2["best_f1"],
-                      "best_f1_thresh": v2["best_f1_thresh"]}  # fmt: skip
+            values = {
+                "em": v2["exact"],
+                "f1": v2["f1"],
+                "best_em": v2["best_exact"],
+                "best_f1": v2["best_f1"],
+                "best_f1_thresh": v2["best_f1_thresh"],
+            }
             for prefix, key in (("has_ans", "HasAns"), ("no_ans", "NoAns")):
                 values[f"{prefix}_em"] = v2.get(f"{key}_exact", float("nan"))
                 values[f"{prefix}_f1"] = v2.get(f"{key}_f1", float("nan"))

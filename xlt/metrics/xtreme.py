@@ -36,8 +36,10 @@ def _xtreme_spec(task: str) -> TaskSpec:
 def _specs() -> dict[str, TaskSpec]:
     outside = sorted(name for name, spec in all_tasks().items() if spec.xtreme and name not in XTREME_TASKS)
     if outside:
-        raise ValueError(f"task(s) {', '.join(outside)} have xtreme scoring (TaskSpec.xtreme) but are not in "
-                         "XTREME_TASKS, the benchmark's task order")  # fmt: skip
+        raise ValueError(
+            f"task(s) {', '.join(outside)} have xtreme scoring (TaskSpec.xtreme) but are not in "
+            "XTREME_TASKS, the benchmark's task order"
+        )
     return {task: _xtreme_spec(task) for task in XTREME_TASKS}
 
 

@@ -176,8 +176,10 @@ def _random_encoder(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedModel:
         sizes.setdefault("max_position_embeddings", 514)
         sizes["type_vocab_size"] = 1
     if len(tokenizer) > sizes["vocab_size"]:
-        raise ValueError(f"model={model_cfg.name}: model.vocab_size={sizes['vocab_size']} is smaller than its "
-                         f"tokenizer ({len(tokenizer)} tokens)")  # fmt: skip
+        raise ValueError(
+            f"model={model_cfg.name}: model.vocab_size={sizes['vocab_size']} is smaller than its "
+            f"tokenizer ({len(tokenizer)} tokens)"
+        )
     config = resolve(family.config_class)(**sizes, **extra)
     return resolve(family.model_class)(config, **_class_kwargs(family))
 
@@ -306,8 +308,12 @@ def add_lora(encoder: PreTrainedModel, lora_cfg: DictConfig) -> PreTrainedModel:
     """LoRA adapters (peft) in place; every other encoder weight is frozen."""
     from peft import LoraConfig, inject_adapter_in_model
 
-    config = LoraConfig(r=lora_cfg.r, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout,
-                        target_modules=list(lora_cfg.target_modules))  # fmt: skip
+    config = LoraConfig(
+        r=lora_cfg.r,
+        lora_alpha=lora_cfg.alpha,
+        lora_dropout=lora_cfg.dropout,
+        target_modules=list(lora_cfg.target_modules),
+    )
     inject_adapter_in_model(config, encoder)  # in place: the encoder keeps its class
     for name, param in encoder.named_parameters():
         param.requires_grad_("lora_" in name)

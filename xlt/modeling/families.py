@@ -71,10 +71,14 @@ class ModelFamily:
 
 
 _XLMR_PROJECTIONS = (
-    ("query", "h", "h"), ("key", "h", "h"), ("value", "h", "h"),
+    ("query", "h", "h"),
+    ("key", "h", "h"),
+    ("value", "h", "h"),
     # peft matches a name wherever it occurs: "dense" is the attention output and both FFN layers.
-    ("dense", "h", "h"), ("dense", "h", "f"), ("dense", "f", "h"),
-)  # fmt: skip
+    ("dense", "h", "h"),
+    ("dense", "h", "f"),
+    ("dense", "f", "h"),
+)
 
 XLMR = ModelFamily(
     name="xlmr",
@@ -124,7 +128,7 @@ QWEN2 = ModelFamily(
         ("gate_proj", "h", "f"),
         ("up_proj", "h", "f"),
         ("down_proj", "f", "h"),
-    ),  # fmt: skip
+    ),
     has_pooler=False,
     word_prefix_space=True,
     label_piece="last",

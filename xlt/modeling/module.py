@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from xlt.data.datamodule import EvalSet, MixtureTrain
+from xlt.metrics.keys import SELECTION, score_key, set_key
 from xlt.modeling.heads import ExampleCounter, Head, PredictionCollector, build_head
 from xlt.tasks.spec import TaskSpec
 
@@ -214,7 +215,7 @@ class TransferModule(pl.LightningModule):
             self.scored[key] = int(self.counters[self._mkey(key)].compute())
             self.counters[self._mkey(key)].reset()
             # Keys read like test/xnli/de/acc (the split first, as W&B groups panels by prefix).
-            self.log_dict({f"{key}/{name}": v for name, v in values.items()}, add_dataloader_idx=False)
+            self.log_dict({score_key(key, name): v for name, v in values.items()}, add_dataloader_idx=False)
 
     def _combine_parts(self) -> None:
         for whole, parts in self.parts.items():
@@ -222,13 +223,13 @@ class TransferModule(pl.LightningModule):
             names = set.intersection(*(set(self.scores.get(k, {})) for k, _ in parts))
             values = {m: sum(self.scores[k][m] * n for k, n in parts) / total for m in sorted(names)}
             self.scores[whole] = values
-            self.log_dict({f"{whole}/{name}": v for name, v in values.items()}, add_dataloader_idx=False)
+            self.log_dict({score_key(whole, name): v for name, v in values.items()}, add_dataloader_idx=False)
         if self.selection is not None:
             name, pairs = self.selection
             found = [self.scores[k][m] for k, m in pairs if m in self.scores.get(k, {})]
             if found:
-                self.scores[name] = {"selection": sum(found) / len(found)}
-                self.log(f"{name}/selection", self.scores[name]["selection"])
+                self.scores[name] = {SELECTION: sum(found) / len(found)}
+                self.log(score_key(name, SELECTION), self.scores[name][SELECTION])
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end(self.val_keys)
@@ -333,5 +334,15 @@ class TransferModule(pl.LightningModule):
                 heads[mixture.head_of[spec.name]] = build_head(spec, hidden_size, pooling)
         wholes = {s.overall_key: mixture.specs[s.task] for s in val_sets}
         pairs = [(key, spec.metrics[0]) for key, spec in wholes.items()]
-        return cls(encoder, heads, mixture.name, lr, optim, val_sets, [], head_of=mixture.head_of,
-                   train_tasks=specs, selection=(f"dev/{mixture.name}/en", pairs))  # fmt: skip
+        return cls(
+            encoder,
+            heads,
+            mixture.name,
+            lr,
+            optim,
+            val_sets,
+            [],
+            head_of=mixture.head_of,
+            train_tasks=specs,
+            selection=(set_key("dev", mixture.name, "en"), pairs),
+        )

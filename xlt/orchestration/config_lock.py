@@ -9,9 +9,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from xlt.config import ConfigError, to_container
 from xlt.orchestration.rundir import RunDirError
 from xlt.public_config import public_container
+from xlt.schema import ConfigError, to_container
 
 # The one list of keys that do not change a number the run reports (what is logged where, how fast
 # data is read, how often a resume point is written, whether predictions are also written, what the

@@ -15,12 +15,12 @@ import torch
 from pytorch_lightning.utilities import rank_zero_only
 
 from xlt.callbacks import RngStateInCheckpoint
-from xlt.config import to_container
 from xlt.orchestration.plan import ReusePlan, StagePlan
 from xlt.orchestration.reuse import IntermediateKey, SharedStage, code_version, intermediate_key
 from xlt.orchestration.rundir import RNG_FILE, RunState, is_global_zero, rows_from_records
 from xlt.orchestration.session import RunSession
 from xlt.orchestration.stage import StageExecutor
+from xlt.schema import to_container
 from xlt.tasks import hub
 from xlt.trainer import resolve_precision
 

@@ -20,9 +20,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from xlt.metrics.keys import metric_key
 from xlt.orchestration.reuse import ROOT_NAME
 from xlt.orchestration.rundir import CHECKPOINTS_DIR, LAST_CKPT, PREVIOUS_CKPT
 from xlt.schema import batch_plan
+from xlt.tasks.lengths import seq_length
 
 
 @dataclass(frozen=True)
@@ -232,14 +234,16 @@ def _mixture_stage(cfg: DictConfig, stage: DictConfig, mixture: Any) -> StagePla
                 head=flat.head_of[task],
                 train_split=member.train_split,
                 dev_split=(member.dev_split or spec.dev_split) if scored else None,
-                max_seq_length=member.max_seq_length or stage.max_seq_length,
+                max_seq_length=seq_length(stage, task),
                 max_train_examples=member.max_train_examples or stage.max_train_examples,
                 max_eval_examples=member.max_eval_examples or stage.max_eval_examples,
             )
         )
     fields = _trained_fields(cfg, stage, "intermediate")
     fields["train_split"] = None  # each member's own
-    selection = _selection(stage, f"dev/{mixture.name}/en/selection", mixture.name, "(members)")
+    selection = _selection(
+        stage, metric_key("dev", mixture.name, "en", "selection"), mixture.name, "(members)"
+    )
     return StagePlan(
         "intermediate", mixture.name, "mixture", members=tuple(members), selection=selection, **fields
     )
@@ -253,7 +257,7 @@ def _task_stage(cfg: DictConfig, name: str, stage: DictConfig, test: bool) -> St
     train_spec = get_task(stage.train_task) if name == "target" else spec
     dev_spec = select_on_spec(stage, spec, train_spec)
     dev_split = stage.dev_split or dev_spec.dev_split
-    monitor = f"dev/{spec.name}/en/{spec.metrics[0]}"
+    monitor = metric_key("dev", spec.name, "en", spec.metrics[0])
     evaluation: tuple[EvalTarget, ...] = ()
     if test:
         languages = tuple(stage.get("languages") or spec.languages)

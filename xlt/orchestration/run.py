@@ -20,6 +20,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from xlt.config import validate
 from xlt.console import file_only
 from xlt.loggers import check_run_id
+from xlt.metrics.keys import metric_key
 from xlt.orchestration.config_lock import check_same_config
 from xlt.orchestration.intermediate import IntermediatePhase
 from xlt.orchestration.plan import RunPlan, build_plan
@@ -180,4 +181,4 @@ def _run_locked(plan: RunPlan, cfg: DictConfig, sweep_dir: Path | None) -> dict[
 
 
 def _summary(rows: list[ResultRow]) -> dict[str, float]:
-    return {f"{r.split}/{r.task}/{r.language}/{r.metric}": r.value for r in rows if r.stage == "target"}
+    return {metric_key(r.split, r.task, r.language, r.metric): r.value for r in rows if r.stage == "target"}

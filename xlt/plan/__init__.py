@@ -29,7 +29,6 @@ against hand computations and against the measured peak of a small CPU training 
 
 from xlt.plan.jobs import (
     GPUS,
-    TRAIN_SIZES,
     JobPlan,
     StageTokens,
     check_gpu_memory,
@@ -59,7 +58,6 @@ __all__ = [
     "DTYPE_BYTES",
     "GB",
     "GPUS",
-    "TRAIN_SIZES",
     "Architecture",
     "Hardware",
     "JobPlan",

@@ -47,16 +47,22 @@ def shared_key(cfg: DictConfig) -> str:
     model revision and code for every job of one launch, so those parts are left equal). The audit's
     exclusions are known only when the job runs; a target that declares any (XQuAD removes SQuAD dev
     questions) may change the intermediate's data, so its jobs are counted as training their own."""
-    from xlt.config import to_container
     from xlt.orchestration.reuse import intermediate_key
     from xlt.plan.memory import Hardware, resolve_precision
+    from xlt.schema import to_container
     from xlt.tasks.registry import get_task
 
     precision = resolve_precision(str(cfg.scale.precision), Hardware())
     declared = get_task(cfg.target.name).exclusions
     exclusions = {"declared by target": cfg.target.name} if declared else {}
-    return intermediate_key(to_container(cfg), model_revision="", exclusions=exclusions, code="",
-                            precision=precision, accelerator="cuda").name  # fmt: skip
+    return intermediate_key(
+        to_container(cfg),
+        model_revision="",
+        exclusions=exclusions,
+        code="",
+        precision=precision,
+        accelerator="cuda",
+    ).name
 
 
 def _fmt_count(n: float) -> str:
@@ -80,8 +86,10 @@ def describe(job: JobPlan, gpu: str, mfu: float) -> str:
     """The per-job block: where every number comes from."""
     name, peak = GPUS[gpu]
     m, p = job.memory, job.params
-    lines = [f"{job.label}  (scale={job.scale}: {job.world} device(s), {m.shards} shard(s), "
-             f"activation checkpointing {'on' if m.checkpointing else 'off'})"]  # fmt: skip
+    lines = [
+        f"{job.label}  (scale={job.scale}: {job.world} device(s), {m.shards} shard(s), "
+        f"activation checkpointing {'on' if m.checkpointing else 'off'})"
+    ]
     if job.batches:
         lines.append(f"  batch        {'; '.join(job.batches)}")
     published = f"; published {_fmt_count(job.published)}" if job.published else ""
@@ -99,33 +107,57 @@ def describe(job: JobPlan, gpu: str, mfu: float) -> str:
         lines.append("  " + job.host.describe())
     for t in job.tokens:
         per = None if t.tokens_per_epoch is None or not t.examples else t.tokens_per_epoch / t.examples
-        lines.append(f"  tokens       {t.stage}: {_fmt_opt(t.examples, ',')} sequences x {t.epochs:g} epochs x "
-                     f"{_fmt_opt(per, ',.1f')} tokens after length grouping (max {t.seq_len}) = "
-                     f"{_fmt_opt(t.tokens, ',.0f')}{' (upper bound for unmeasured tasks)' if t.upper_bound else ''}")  # fmt: skip
+        lines.append(
+            f"  tokens       {t.stage}: {_fmt_opt(t.examples, ',')} sequences x {t.epochs:g} epochs x "
+            f"{_fmt_opt(per, ',.1f')} tokens after length grouping (max {t.seq_len}) = "
+            f"{_fmt_opt(t.tokens, ',.0f')}{' (upper bound for unmeasured tasks)' if t.upper_bound else ''}"
+        )
         lines += [f"                 {s}" for s in t.sources]
     hours = job.gpu_hours(peak, mfu)
     recompute = " + 1 recomputed forward (activation checkpointing)" if job.passes == 4 else ""
-    lines.append(f"  compute      (forward + backward{recompute}) x (2 x {p.non_embedding:,} x tokens + attention "
-                 f"4 x layers x hidden x tokens x length) = {_fmt_opt(job.flops, '.3g')} FLOP "
-                 f"(model FLOPs {_fmt_opt(job.model_flops, '.3g')}) = {_fmt_hours(hours)} GPU-hours on {name} at "
-                 f"{mfu:.0%} utilisation ({_fmt_hours(None if hours is None else hours / job.world)} h on "
-                 f"{job.world} GPU(s))")  # fmt: skip
+    lines.append(
+        f"  compute      (forward + backward{recompute}) x (2 x {p.non_embedding:,} x tokens + attention "
+        f"4 x layers x hidden x tokens x length) = {_fmt_opt(job.flops, '.3g')} FLOP "
+        f"(model FLOPs {_fmt_opt(job.model_flops, '.3g')}) = {_fmt_hours(hours)} GPU-hours on {name} at "
+        f"{mfu:.0%} utilisation ({_fmt_hours(None if hours is None else hours / job.world)} h on "
+        f"{job.world} GPU(s))"
+    )
     return "\n".join(lines)
 
 
 def table(jobs: list[JobPlan], gpu: str, mfu: float) -> str:
     name, peak = GPUS[gpu]
-    header = ["job", "params", "non-emb", "scale", "GPUs", "mem/GPU GB", "ckpt", "fits", "tokens", "PFLOP",
-              f"GPU-h ({name}, {mfu:.0%} MFU)"]  # fmt: skip
+    header = [
+        "job",
+        "params",
+        "non-emb",
+        "scale",
+        "GPUs",
+        "mem/GPU GB",
+        "ckpt",
+        "fits",
+        "tokens",
+        "PFLOP",
+        f"GPU-h ({name}, {mfu:.0%} MFU)",
+    ]
     rows = []
     for job in jobs:
         flops, hours = job.flops, job.gpu_hours(peak, mfu)
-        rows.append([
-            job.label, _fmt_count(job.params.total), _fmt_count(job.params.non_embedding), job.scale,
-            str(job.world), f"{job.memory.peak / GB:.1f}", "yes" if job.memory.checkpointing else "no",
-            "yes" if job.fits else "NO", "?" if job.total_tokens is None else _fmt_count(job.total_tokens),
-            _fmt_opt(None if flops is None else flops / 1e15, ",.0f"), _fmt_hours(hours),
-        ])  # fmt: skip
+        rows.append(
+            [
+                job.label,
+                _fmt_count(job.params.total),
+                _fmt_count(job.params.non_embedding),
+                job.scale,
+                str(job.world),
+                f"{job.memory.peak / GB:.1f}",
+                "yes" if job.memory.checkpointing else "no",
+                "yes" if job.fits else "NO",
+                "?" if job.total_tokens is None else _fmt_count(job.total_tokens),
+                _fmt_opt(None if flops is None else flops / 1e15, ",.0f"),
+                _fmt_hours(hours),
+            ]
+        )
     total, unknown, shared, trained = 0.0, 0, 0, set()
     for job in jobs:
         hours = job.gpu_hours(peak, mfu)
@@ -140,10 +172,16 @@ def table(jobs: list[JobPlan], gpu: str, mfu: float) -> str:
         total += hours
     align = ("left", "right", "right", "left", "right", "right", "left", "left", "right", "right", "right")
     out = [text_table(header, rows, "markdown", align), ""]  # a markdown table ends at a blank line
-    out.append(f"total: {len(jobs)} job(s), {total:,.1f} GPU-hours on {name} at {mfu:.0%} MFU"
-               + (f" ({unknown} job(s) with an unknown training-set size not counted)" if unknown else "")
-               + (f"; {shared} job(s) reuse the intermediate stage another job trains (reuse.intermediate): "
-                  "counted once" if shared else ""))  # fmt: skip
+    out.append(
+        f"total: {len(jobs)} job(s), {total:,.1f} GPU-hours on {name} at {mfu:.0%} MFU"
+        + (f" ({unknown} job(s) with an unknown training-set size not counted)" if unknown else "")
+        + (
+            f"; {shared} job(s) reuse the intermediate stage another job trains (reuse.intermediate): "
+            "counted once"
+            if shared
+            else ""
+        )
+    )
     return "\n".join(out)
 
 

@@ -85,13 +85,15 @@ class HostMemory:
 
     def describe(self) -> str:
         fmt = "sharded" if self.sharded_checkpoint else "full"
-        return (f"host RAM/rank  rank 0 {self.rank0 / GB:.1f} GB, others {self.other / GB:.1f} GB (base "
-                f"{self.base / GB:.1f}{f' + training {self.training / GB:.1f}' if self.training else ''} + the largest "
-                f"of: load {self.load_rank0 / GB:.1f}/{self.load_other / GB:.1f}, {fmt} checkpoint save "
-                f"{self.save_rank0 / GB:.1f}/{self.save_other / GB:.1f}, resume {self.resume / GB:.1f}, hand-off "
-                f"{self.handoff / GB:.1f}); per node {self.node / GB:.1f} GB -> request {self.request_gb} GB\n"
-                f"  disk         checkpoint {self.checkpoint / GB:.1f} GB ({fmt}); peak {self.disk / GB:.1f} GB a job "
-                "(last.ckpt + prev.ckpt + every stage's best.ckpt)")  # fmt: skip
+        return (
+            f"host RAM/rank  rank 0 {self.rank0 / GB:.1f} GB, others {self.other / GB:.1f} GB (base "
+            f"{self.base / GB:.1f}{f' + training {self.training / GB:.1f}' if self.training else ''} + the largest "
+            f"of: load {self.load_rank0 / GB:.1f}/{self.load_other / GB:.1f}, {fmt} checkpoint save "
+            f"{self.save_rank0 / GB:.1f}/{self.save_other / GB:.1f}, resume {self.resume / GB:.1f}, hand-off "
+            f"{self.handoff / GB:.1f}); per node {self.node / GB:.1f} GB -> request {self.request_gb} GB\n"
+            f"  disk         checkpoint {self.checkpoint / GB:.1f} GB ({fmt}); peak {self.disk / GB:.1f} GB a job "
+            "(last.ckpt + prev.ckpt + every stage's best.ckpt)"
+        )
 
 
 def checkpoint_format(scale: DictConfig) -> str:
@@ -129,5 +131,17 @@ def estimate_host(cfg: DictConfig, gpu: bool = True) -> HostMemory:
     training = 0.0 if gpu else estimate_memory(cfg, Hardware(gpu=False)).peak
     n_stages = len(stages(cfg))
     disk = 2 * checkpoint + n_stages * 4.0 * params
-    return HostMemory(BASE_BYTES, training, load_rank0, load_other, checkpoint, save_rank0, save_other, resume,
-                      4.0 * params if trains else 0.0, sharded, int(scale.devices), disk)  # fmt: skip
+    return HostMemory(
+        BASE_BYTES,
+        training,
+        load_rank0,
+        load_other,
+        checkpoint,
+        save_rank0,
+        save_other,
+        resume,
+        4.0 * params if trains else 0.0,
+        sharded,
+        int(scale.devices),
+        disk,
+    )

@@ -32,8 +32,13 @@ GPUS = {
 }
 # torch.cuda.get_device_name() substrings -> GPUS key, most specific first ("NVIDIA H100 80GB HBM3"
 # is the SXM card; "NVIDIA H100 PCIe", "NVIDIA H100 NVL"; "NVIDIA H200"; "NVIDIA A100-SXM4-80GB").
-DEVICE_NAMES = (("H100 PCIe", "h100-pcie"), ("H100 NVL", "h100-nvl"), ("H200", "h200"), ("H100", "h100"),
-                ("A100", "a100"))  # fmt: skip
+DEVICE_NAMES = (
+    ("H100 PCIe", "h100-pcie"),
+    ("H100 NVL", "h100-nvl"),
+    ("H200", "h200"),
+    ("H100", "h100"),
+    ("A100", "a100"),
+)
 
 
 def peak_flops(device_name: str) -> tuple[str, float] | None:
@@ -43,27 +48,6 @@ def peak_flops(device_name: str) -> tuple[str, float] | None:
         if needle.lower() in device_name.lower():
             return GPUS[key]
     return None
-
-
-# English training-set sizes (examples; for a '+'-joined split, per part), with their sources. Splits
-# not listed are counted in the data directory (data.dir / ../shared/data) when they are there.
-# Numbers from ../shared/docs/reference.md (the HF dataset cards and jiant/XTREME files it cites).
-TRAIN_SIZES: dict[tuple[str, str], tuple[int, str]] = {
-    ("mnli", "train"): (392_702, "GLUE MNLI train (HF nyu-mll/glue)"),
-    ("snli", "train"): (550_152, "SNLI train rows (HF stanfordnlp/snli), incl. the few without a gold label"),
-    ("anli_rounds", "train_r1"): (16_946, "ANLI R1 train (HF facebook/anli)"),
-    ("anli_rounds", "train_r2"): (45_460, "ANLI R2 train (HF facebook/anli)"),
-    ("anli_rounds", "train_r3"): (100_459, "ANLI R3 train (HF facebook/anli)"),
-    ("qqp", "train"): (363_846, "GLUE QQP train (HF nyu-mll/glue)"),
-    ("squad", "train"): (87_599, "SQuAD v1.1 train"),
-    ("squad2", "train"): (130_319, "SQuAD v2.0 train"),
-    ("hellaswag", "train"): (39_905, "HellaSwag train (HF Rowan/hellaswag)"),
-    ("cosmosqa", "train"): (25_262, "Cosmos QA train (TFDS cosmos_qa)"),
-    ("csqa", "train"): (9_741, "CommonsenseQA v1.11 train"),
-    ("panx", "train"): (20_000, "PAN-X en train (HF google/xtreme PAN-X.en, 20k/10k/10k)"),
-    ("pawsx", "train"): (49_401, "PAWS-X en train (unverified: reference.md marks it [U])"),
-    ("tydiqa", "train"): (3_696, "TyDiQA-GoldP en train (unverified: reference.md marks it [U])"),
-}
 
 
 @dataclass
@@ -105,10 +89,13 @@ def _local_count(task: str, split: str, data_dir: str | None) -> tuple[int | Non
 
 
 def training_set_size(task: str, split: str, data_dir: str | None) -> tuple[int | None, str]:
-    """(examples, where the number comes from) of an English training split; '+' joins parts."""
+    """(examples, where the number comes from) of an English training split; '+' joins parts: the
+    spec's published size (``TaskSpec.train_sizes``), else counted in the data directory."""
+    from xlt.tasks.registry import get_task
+
     total, sources = 0, []
     for part in split.split("+"):
-        known = TRAIN_SIZES.get((task, part))
+        known = get_task(task).train_sizes.get(part)
         n, source = known if known else _local_count(task, part, data_dir)
         if n is None:
             return None, source
@@ -130,10 +117,12 @@ def _member_tokens(task: str, per_device: int, seq_len: int) -> tuple[float, flo
 
 def stage_tokens(cfg: DictConfig, name: str, stage: DictConfig) -> StageTokens:
     """Examples x epochs x tokens per example after length grouping (see :class:`StageTokens`)."""
+    from xlt.tasks.lengths import seq_length
+
     data_dir = cfg.data.get("dir")
     epochs = float(cfg.trainer.get("max_epochs") or stage.epochs)
     members = stage_members(cfg, stage, name)
-    seq_len = int(stage.max_seq_length)
+    seq_len = seq_length(stage)
     per_device, _ = stage_per_device(cfg, stage, name)
     sampling = stage.get("sampling")
     sizes: list[tuple[str, int]] = []
@@ -151,17 +140,30 @@ def stage_tokens(cfg: DictConfig, name: str, stage: DictConfig) -> StageTokens:
     per_task = {task: _member_tokens(task, per_device, seq_len) for task, _ in sizes}
     upper = [task for task, (_, _, bound) in per_task.items() if bound]
     for task, (tokens, _, bound) in per_task.items():
-        sources.append(f"{task}: {tokens:,.1f} tokens/example after length grouping at {per_device} a device"
-                       + (f" (no measured lengths: padded to {seq_len}, an upper bound)" if bound else
-                          " (measured lengths, xlt/plan/token_stats.json)"))  # fmt: skip
+        sources.append(
+            f"{task}: {tokens:,.1f} tokens/example after length grouping at {per_device} a device"
+            + (
+                f" (no measured lengths: padded to {seq_len}, an upper bound)"
+                if bound
+                else " (measured lengths, xlt/plan/token_stats.json)"
+            )
+        )
     if name == "intermediate" and sampling is not None and sampling.get("steps_per_epoch"):
         # A fixed number of draws: each example costs the members' mean, weighted by their sizes.
         n = sampling.steps_per_epoch * stage.batch_size
         total = sum(size for _, size in sizes) or 1
         tok = sum(per_task[t][0] * size for t, size in sizes) / total
         sq = sum(per_task[t][1] * size for t, size in sizes) / total
-        return StageTokens(name, n, epochs, seq_len, [f"intermediate.sampling.steps_per_epoch x batch = {n:,}",
-                           *sources[len(sizes):]], n * tok, n * sq, bool(upper))  # fmt: skip
+        return StageTokens(
+            name,
+            n,
+            epochs,
+            seq_len,
+            [f"intermediate.sampling.steps_per_epoch x batch = {n:,}", *sources[len(sizes) :]],
+            n * tok,
+            n * sq,
+            bool(upper),
+        )
     examples = sum(size * choices_of(task) for task, size in sizes)
     tokens = sum(per_task[task][0] * size for task, size in sizes)
     squared = sum(per_task[task][1] * size for task, size in sizes)
@@ -243,8 +245,11 @@ class JobPlan:
             advice.append(f"a sharded profile ({own}scale=fsdp)")
         if not m.checkpointing:
             advice.append("scale.activation_checkpointing=true")
-        advice += ["a smaller scale.per_device_batch_size (accumulation keeps the batch)", "more scale.devices",
-                   "or scale.peft=lora"]  # fmt: skip
+        advice += [
+            "a smaller scale.per_device_batch_size (accumulation keeps the batch)",
+            "more scale.devices",
+            "or scale.peft=lora",
+        ]
         working = m.peak - m.states - m.activations
         return (
             f"model={self.model} scale={self.scale}: estimated {m.peak / GB:.1f} GB per GPU "
@@ -262,11 +267,20 @@ def plan_job(
     arch = Architecture.from_model(cfg.model)
     memory = estimate_memory(cfg, hardware)
     tokens = [stage_tokens(cfg, name, stage) for name, stage in stages(cfg)] if with_tokens else []
-    return JobPlan(label, cfg.model.name, cfg.scale.name, cfg.scale.devices * cfg.scale.num_nodes,
-                   count_parameters(arch), memory, tokens, float(cfg.scale.gpu_memory_gb),
-                   cfg.model.get("params"), layers_x_hidden=arch.layers * arch.hidden,
-                   batches=[_batch_line(cfg, name, stage) for name, stage in stages(cfg)],
-                   host=estimate_host(cfg, gpu=True if hardware is None else hardware.gpu))  # fmt: skip
+    return JobPlan(
+        label,
+        cfg.model.name,
+        cfg.scale.name,
+        cfg.scale.devices * cfg.scale.num_nodes,
+        count_parameters(arch),
+        memory,
+        tokens,
+        float(cfg.scale.gpu_memory_gb),
+        cfg.model.get("params"),
+        layers_x_hidden=arch.layers * arch.hidden,
+        batches=[_batch_line(cfg, name, stage) for name, stage in stages(cfg)],
+        host=estimate_host(cfg, gpu=True if hardware is None else hardware.gpu),
+    )
 
 
 AUTO = "auto"

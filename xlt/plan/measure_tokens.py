@@ -14,7 +14,13 @@ from xlt.plan.tokens import QUANTILES, STATS_FILE
 # (task, split measured, language, why that split) for every training task the study uses; a task
 # whose training split is not local is measured on a local split of the same data.
 MEASURED: list[tuple[str, str, str, str, str]] = [
-    ("mnli", "xnli", "dev", "en", "XNLI en dev: 2,490 MNLI-style pairs written like MNLI's (MNLI train not local)"),
+    (
+        "mnli",
+        "xnli",
+        "dev",
+        "en",
+        "XNLI en dev: 2,490 MNLI-style pairs written like MNLI's (MNLI train not local)",
+    ),
     ("snli", "snli", "dev", "en", "SNLI dev (train not local; the same collection)"),
     ("anli_rounds", "anli_rounds", "dev_r1+dev_r2+dev_r3", "en", "ANLI R1-R3 dev (train not local)"),
     ("squad", "squad", "train", "en", "SQuAD v1.1 train (first 3,000 questions)"),
@@ -23,7 +29,7 @@ MEASURED: list[tuple[str, str, str, str, str]] = [
     ("cosmosqa", "cosmosqa", "dev", "en", "Cosmos QA dev (train not local)"),
     ("csqa", "csqa", "train", "en", "CommonsenseQA train"),
     ("udpos", "udpos", "train", "en", "UD-POS English train (EWT, LinES, ParTUT)"),
-]  # fmt: skip
+]
 SAMPLE = 3000  # examples featurised per task
 
 
@@ -54,13 +60,19 @@ def measure(data_dir: Path | None, cache_dir: Path, sample: int = SAMPLE) -> dic
         if directory is not None:
             origin = origin.replace(str(directory) + "/", "")  # relative to the data directory
         out[task] = {
-            "task": task, "measured_on": f"{measured_task}/{split} ({why}; {origin})", "examples": len(examples),
-            "rows_per_example": round(len(lengths) / len(examples), 4), "max_seq_length": max_len,
-            "quantiles": q, "mean": round(sum(lengths) / len(lengths), 2),
+            "task": task,
+            "measured_on": f"{measured_task}/{split} ({why}; {origin})",
+            "examples": len(examples),
+            "rows_per_example": round(len(lengths) / len(examples), 4),
+            "max_seq_length": max_len,
+            "quantiles": q,
+            "mean": round(sum(lengths) / len(lengths), 2),
             "tokenizer": "XLM-R SentencePiece, 250,002 pieces (e5 conversion)",
-        }  # fmt: skip
-        print(f"{task:12s} {len(examples):5d} examples  mean {out[task]['mean']:7.1f}  "
-              f"rows/example {out[task]['rows_per_example']}  median {q[QUANTILES // 2]}  max {q[-1]}")  # fmt: skip
+        }
+        print(
+            f"{task:12s} {len(examples):5d} examples  mean {out[task]['mean']:7.1f}  "
+            f"rows/example {out[task]['rows_per_example']}  median {q[QUANTILES // 2]}  max {q[-1]}"
+        )
     return out
 
 

@@ -75,8 +75,9 @@ def resolve_precision(precision: str, hardware: Hardware) -> str:
     return hardware.precision if hardware.gpu else "32-true"
 
 
-def activation_bytes_per_layer(arch: Architecture, tokens: int, seqs: int, seq_len: int, precision: str,
-                               dropout: bool, gpu: bool) -> float:  # fmt: skip
+def activation_bytes_per_layer(
+    arch: Architecture, tokens: int, seqs: int, seq_len: int, precision: str, dropout: bool, gpu: bool
+) -> float:
     """Bytes one transformer layer keeps for backward, for ``tokens`` = ``seqs`` x ``seq_len`` tokens.
 
     The accounting of Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large
@@ -162,44 +163,68 @@ def estimate_memory(cfg: DictConfig, hardware: Hardware | None = None) -> Memory
         # Fused AdamW (the module's choice: xlt.modeling.module.adamw_implementation) updates in place;
         # what remains is of the order of the largest tensor, as for CPU's per-tensor loop.
         optimizer_step = max(counts.word_embedding, counts.per_layer) * 4.0 / (shards if hardware.gpu else 1)
+    best = _largest_activations(cfg, arch, precision, compute_bytes, hardware.gpu)
+    if best is None:
+        return _retrieval_memory(cfg, arch, counts.total * param_bytes, param_bytes, hardware.gpu, ckpt)
+    full, checkpointed, _, stage_name = best
+    return MemoryEstimate(
+        weights,
+        gradients,
+        optimizer,
+        checkpointed if ckpt else full,
+        full,
+        checkpointed,
+        gathered,
+        optimizer_step,
+        shards,
+        ckpt,
+        stage_name,
+    )
+
+
+def _largest_activations(
+    cfg: DictConfig, arch: Architecture, precision: str, compute_bytes: int, gpu: bool
+) -> tuple[float, float, float, str] | None:
+    """(activations without, with checkpointing, tokens, stage) of the stage whose activations are
+    largest; None when no stage trains (a retrieval target)."""
     best: tuple[float, float, float, str] | None = None
     for name, stage in stages(cfg):
         seqs, seq_len = stage_batch(cfg, stage, name)
         tokens = seqs * seq_len
         dropout = not arch.decoder  # XLM-R's hidden/attention dropout 0.1; Qwen2.5: 0
-        layer = activation_bytes_per_layer(arch, tokens, seqs, seq_len, precision, dropout, hardware.gpu)
+        layer = activation_bytes_per_layer(arch, tokens, seqs, seq_len, precision, dropout, gpu)
         norm = 4 if ("mixed" in precision or compute_bytes == 4) else 2
-        mask = (1 if hardware.gpu else compute_bytes) if dropout else 0
+        mask = (1 if gpu else compute_bytes) if dropout else 0
         # The embeddings' LayerNorm input and dropout mask, and the 4-D padding mask (bool, one for all layers).
         embedding = tokens * arch.hidden * (norm + mask) + seqs * seq_len * seq_len
         full = arch.layers * layer + embedding
         checkpointed = arch.layers * tokens * arch.hidden * norm + layer + embedding
         if best is None or max(full, checkpointed) > max(best[0], best[1]):
             best = (full, checkpointed, tokens, name)
-    if best is None:
-        return _retrieval_memory(cfg, arch, counts.total * param_bytes, param_bytes, hardware.gpu, ckpt)
-    full, checkpointed, _, stage_name = best
-    return MemoryEstimate(weights, gradients, optimizer, checkpointed if ckpt else full, full, checkpointed,
-                          gathered, optimizer_step, shards, ckpt, stage_name)  # fmt: skip
+    return best
 
 
-def _retrieval_memory(cfg: DictConfig, arch: Architecture, model_bytes: float, param_bytes: int, gpu: bool,
-                      ckpt: bool) -> MemoryEstimate:  # fmt: skip
+def _retrieval_memory(
+    cfg: DictConfig, arch: Architecture, model_bytes: float, param_bytes: int, gpu: bool, ckpt: bool
+) -> MemoryEstimate:
     """A retrieval target trains nothing; its evaluator moves the WHOLE encoder onto the device (not
     sharded, whatever the profile: xlt/evaluation/base.py) and embeds without autocast, in the
     weights' dtype, with ``output_hidden_states=True``: every layer's output (layers + 1 tensors of
     batch x length x hidden) is held until the batch is pooled, plus one layer's working tensors. The
     batch is the larger of the target's embedding batch and the probes' (retrieval.*)."""
-    sizes = [(int(cfg.target.eval_batch_size), int(cfg.target.max_seq_length))]
+    from xlt.tasks.lengths import seq_length
+
+    sizes = [(int(cfg.target.eval_batch_size), seq_length(cfg.target))]
     if cfg.get("probe") and cfg.probe.tasks:
-        sizes.append((int(cfg.retrieval.batch_size), int(cfg.retrieval.max_seq_length)))
+        sizes.append((int(cfg.retrieval.batch_size), seq_length(cfg.retrieval)))
     seqs, seq_len = max(sizes, key=lambda size: size[0] * size[1])
     tokens = seqs * seq_len
     precision = "32-true" if param_bytes == 4 else "bf16-true"
     layer = activation_bytes_per_layer(arch, tokens, seqs, seq_len, precision, False, gpu)
     states = (arch.layers + 1) * tokens * arch.hidden * param_bytes
-    return MemoryEstimate(model_bytes, 0.0, 0.0, states + layer, states + layer, states + layer, 0.0, 0.0, 1,
-                          ckpt, "retrieval")  # fmt: skip
+    return MemoryEstimate(
+        model_bytes, 0.0, 0.0, states + layer, states + layer, states + layer, 0.0, 0.0, 1, ckpt, "retrieval"
+    )
 
 
 def stages(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
@@ -234,9 +259,11 @@ def stage_per_device(cfg: DictConfig, stage: DictConfig, name: str) -> tuple[int
 
 def stage_batch(cfg: DictConfig, stage: DictConfig, name: str) -> tuple[int, int]:
     """(sequences per device per forward, sequence length) of a stage at its max_seq_length."""
+    from xlt.tasks.lengths import seq_length
+
     per_device, _ = stage_per_device(cfg, stage, name)
     tasks = [t for t, _, _ in stage_members(cfg, stage, name)]
-    return per_device * max(map(choices_of, tasks)), int(stage.max_seq_length)
+    return per_device * max(map(choices_of, tasks)), seq_length(stage)
 
 
 def stage_members(cfg: DictConfig, stage: DictConfig, name: str) -> list[tuple[str, str, int | None]]:

@@ -121,8 +121,14 @@ def hf_config(model: DictConfig, **overrides: Any) -> Any:
     """A transformers config for ``model`` built from its YAML alone (no hub): random-init models for
     benchmarks and the parameter-count tests."""
     arch = Architecture.from_model(model)
-    common: dict[str, Any] = dict(hidden_size=arch.hidden, num_hidden_layers=arch.layers, num_attention_heads=arch.heads,
-                  intermediate_size=arch.ffn, vocab_size=arch.vocab, max_position_embeddings=arch.positions)  # fmt: skip
+    common: dict[str, Any] = dict(
+        hidden_size=arch.hidden,
+        num_hidden_layers=arch.layers,
+        num_attention_heads=arch.heads,
+        intermediate_size=arch.ffn,
+        vocab_size=arch.vocab,
+        max_position_embeddings=arch.positions,
+    )
     if arch.decoder:
         from transformers import Qwen2Config
 
@@ -133,5 +139,6 @@ def hf_config(model: DictConfig, **overrides: Any) -> Any:
 
     cls = XLMRobertaXLConfig if arch.model_type == "xlm-roberta-xl" else XLMRobertaConfig
     # XLM-R's special ids (its tokenizer: <s>=0, <pad>=1, </s>=2).
-    return cls(**common, type_vocab_size=arch.type_vocab, pad_token_id=1, bos_token_id=0, eos_token_id=2,
-               **overrides)  # fmt: skip
+    return cls(
+        **common, type_vocab_size=arch.type_vocab, pad_token_id=1, bos_token_id=0, eos_token_id=2, **overrides
+    )

@@ -37,17 +37,35 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     parser.add_argument("--split", default="test", help="the target split analysed (default: test)")
     parser.add_argument("--no-plots", action="store_true", help="CSV tables only")
-    parser.add_argument("--x", default="params", choices=("params", "params_non_embedding"),
-                        help="the size axis of the plots (default: every encoder parameter)")  # fmt: skip
+    parser.add_argument(
+        "--x",
+        default="params",
+        choices=("params", "params_non_embedding"),
+        help="the size axis of the plots (default: every encoder parameter)",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when any run could not be used")
-    parser.add_argument("--wandb", action="store_true", help="also log the tables and plots to one W&B run in the "
-                        "sweep's group, updated in place on a rerun (xlt/results/wandb_report.py)")  # fmt: skip
-    parser.add_argument("--include-debug", action="store_true",
-                        help="also analyse debug and partial runs (debug=fdr/limit/overfit, trainer.limit_*)")  # fmt: skip
-    parser.add_argument("--published", choices=("xtreme", "x-stilts"),
-                        help="our rows beside the published numbers of the same model, task and metric")  # fmt: skip
-    parser.add_argument("--tolerance", type=float, default=None,
-                        help="flag a difference from a published number beyond this many points (default 1.0)")  # fmt: skip
+    parser.add_argument(
+        "--wandb",
+        action="store_true",
+        help="also log the tables and plots to one W&B run in the "
+        "sweep's group, updated in place on a rerun (xlt/results/wandb_report.py)",
+    )
+    parser.add_argument(
+        "--include-debug",
+        action="store_true",
+        help="also analyse debug and partial runs (debug=fdr/limit/overfit, trainer.limit_*)",
+    )
+    parser.add_argument(
+        "--published",
+        choices=("xtreme", "x-stilts"),
+        help="our rows beside the published numbers of the same model, task and metric",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help="flag a difference from a published number beyond this many points (default 1.0)",
+    )
     args = parser.parse_args(argv)
     # pandas and the analysis modules are imported after the arguments: `--help` answers in well under 2 s
     from xlt.results.choice import (
@@ -83,8 +101,10 @@ def _main(argv: Sequence[str] | None) -> int:
     for line in construction_notes(model_families(sweep.rows)):
         print(line)
     if args.split == "dev" and not gaps.empty:
-        print("Dev split: languages other than English are analysis only (target.eval_dev_languages, scored "
-              "after selection on the selected checkpoint); nothing is selected or chosen on them.")  # fmt: skip
+        print(
+            "Dev split: languages other than English are analysis only (target.eval_dev_languages, scored "
+            "after selection on the selected checkpoint); nothing is selected or chosen on them."
+        )
     if gaps.empty:
         print("no target task with an English score and other languages: no gap to report")
     else:
@@ -123,8 +143,14 @@ def _main(argv: Sequence[str] | None) -> int:
         tolerance = TOLERANCE if args.tolerance is None else args.tolerance
         choices = choices_from(best)  # keyed by the full condition (task, model, peft)
         print()
-        print(format_published(compare(sweep.rows, args.published, args.split, tolerance, choices),
-                               args.published, tolerance, args.split))  # fmt: skip
+        print(
+            format_published(
+                compare(sweep.rows, args.published, args.split, tolerance, choices),
+                args.published,
+                tolerance,
+                args.split,
+            )
+        )
     if not args.no_plots and not gaps.empty:
         from xlt.results.plots import plot_all
 

@@ -31,9 +31,27 @@ from xlt.results.stats import _target_rows, dropped_languages, model_sizes
 
 # results.jsonl metric names -> evaluate.py's, for xlt.metrics.xtreme.task_score.
 _XTREME_METRIC = {"acc": "accuracy", "f1": "f1", "em": "exact_match"}
-COLUMNS = ["task", "model", "peft", "select_on", "chosen", "chosen_on", "dev_score", "test_score", "none_test", "gain",
-           "seeds", "test_seeds", "none_seeds", "languages", "n_languages", "dropped", "compared", "note",
-           "heldout"]  # fmt: skip
+COLUMNS = [
+    "task",
+    "model",
+    "peft",
+    "select_on",
+    "chosen",
+    "chosen_on",
+    "dev_score",
+    "test_score",
+    "none_test",
+    "gain",
+    "seeds",
+    "test_seeds",
+    "none_seeds",
+    "languages",
+    "n_languages",
+    "dropped",
+    "compared",
+    "note",
+    "heldout",
+]
 HELDOUT_SPLIT = "dev_heldout"  # xlt.evaluation.analysis_dev.HELDOUT_SPLIT (not imported: no torch here)
 
 
@@ -52,8 +70,11 @@ def dev_scores(rows: pd.DataFrame, split: str = "dev") -> pd.DataFrame:
     selection subset's, or ``HELDOUT_SPLIT``, the examples outside it)."""
     dev = _target_rows(rows, split)
     dev = dev[dev["language"] == "en"]
-    keep = pd.Series([m == selection_metric(t) for t, m in zip(dev["task"], dev["metric"], strict=True)],
-                     index=dev.index, dtype=bool)  # fmt: skip
+    keep = pd.Series(
+        [m == selection_metric(t) for t, m in zip(dev["task"], dev["metric"], strict=True)],
+        index=dev.index,
+        dtype=bool,
+    )
     return dev[keep]
 
 
@@ -88,16 +109,28 @@ def best_intermediate_on_dev(rows: pd.DataFrame, split: str = "test") -> pd.Data
     heldout = dev_scores(rows, HELDOUT_SPLIT)
     test = _test_by_run(rows, split)
     out = []
-    for (task, model, peft, select_on), group in test.groupby(["task", "model", "peft", "select_on"], sort=False,
-                                                              dropna=False):  # fmt: skip
+    for (task, model, peft, select_on), group in test.groupby(
+        ["task", "model", "peft", "select_on"], sort=False, dropna=False
+    ):
         record = {c: "" for c in COLUMNS} | {
             "task": task,
             "model": model,
             "peft": peft,
             "select_on": select_on,
         }
-        record.update({"dev_score": math.nan, "test_score": math.nan, "none_test": math.nan, "gain": math.nan,
-                       "seeds": 0, "test_seeds": 0, "none_seeds": 0, "n_languages": 0, "heldout": False})  # fmt: skip
+        record.update(
+            {
+                "dev_score": math.nan,
+                "test_score": math.nan,
+                "none_test": math.nan,
+                "gain": math.nan,
+                "seeds": 0,
+                "test_seeds": 0,
+                "none_seeds": 0,
+                "n_languages": 0,
+                "heldout": False,
+            }
+        )
         mine = _condition(dev, task, model, peft, select_on)
         held = _condition(heldout, task, model, peft, select_on)
         runs = set(mine[mine["intermediate"] != NO_INTERMEDIATE]["run_dir"])
@@ -106,18 +139,27 @@ def best_intermediate_on_dev(rows: pd.DataFrame, split: str = "test") -> pd.Data
             mine, record["heldout"] = held[held["run_dir"].isin(runs)], True
             record["chosen_on"] = f"en dev held out of selection, {selection_metric(task)}"
         elif runs:
-            record["chosen_on"] += (f" (selection subset, biased upwards: {len(runs - set(held['run_dir']))} of "
-                                    f"{len(runs)} runs have no held-out dev score)")  # fmt: skip
-        ranked = (mine[mine["intermediate"] != NO_INTERMEDIATE].groupby("intermediate")["value"]
-                  .agg(["mean", "count"]).reset_index().sort_values(["mean", "intermediate"],
-                                                                    ascending=[False, True]))  # fmt: skip
+            record["chosen_on"] += (
+                f" (selection subset, biased upwards: {len(runs - set(held['run_dir']))} of "
+                f"{len(runs)} runs have no held-out dev score)"
+            )
+        ranked = (
+            mine[mine["intermediate"] != NO_INTERMEDIATE]
+            .groupby("intermediate")["value"]
+            .agg(["mean", "count"])
+            .reset_index()
+            .sort_values(["mean", "intermediate"], ascending=[False, True])
+        )
         # the checkpoints were selected on (select_on): one choice per set, never ranked across sets
         record["compared"] = ", ".join(
             f"{r.intermediate} {r.mean:.2f} (n={r.count})" for r in ranked.itertuples()
         )
         if ranked.empty:
-            record["note"] = ("no intermediate task ran" if set(group["intermediate"]) <= {NO_INTERMEDIATE}
-                              else "no English dev score: nothing chosen (never chosen on test)")  # fmt: skip
+            record["note"] = (
+                "no intermediate task ran"
+                if set(group["intermediate"]) <= {NO_INTERMEDIATE}
+                else "no English dev score: nothing chosen (never chosen on test)"
+            )
             out.append(record)
             continue
         chosen = str(ranked.iloc[0]["intermediate"])
@@ -128,8 +170,9 @@ def best_intermediate_on_dev(rows: pd.DataFrame, split: str = "test") -> pd.Data
         record["languages"] = ",".join(sorted(common))
         record["n_languages"] = len(common)
         record["dropped"] = "; ".join(dropped_languages(pair, common))
-        scores = {(r, s): task_score_over(g, task, common)
-                  for (r, s), g in pair.groupby(["intermediate", "seed"])}  # fmt: skip
+        scores = {
+            (r, s): task_score_over(g, task, common) for (r, s), g in pair.groupby(["intermediate", "seed"])
+        }
         chosen_seeds = {s for (r, s) in scores if r == chosen}
         none_seeds = {s for (r, s) in scores if r == NO_INTERMEDIATE}
         paired = sorted(chosen_seeds & none_seeds)
@@ -153,8 +196,12 @@ def best_intermediate_on_dev(rows: pd.DataFrame, split: str = "test") -> pd.Data
 
 
 def _condition(frame: pd.DataFrame, task: str, model: str, peft: str, select_on: str) -> pd.DataFrame:
-    return frame[(frame["task"] == task) & (frame["model"] == model) & (frame["peft"] == peft)
-                 & (frame["select_on"] == select_on)]  # fmt: skip
+    return frame[
+        (frame["task"] == task)
+        & (frame["model"] == model)
+        & (frame["peft"] == peft)
+        & (frame["select_on"] == select_on)
+    ]
 
 
 def _mean(values: Iterable[float]) -> float:
@@ -174,16 +221,35 @@ def xstilts_overall(best: pd.DataFrame) -> pd.DataFrame:
         tasks = list(group["task"])
         # both means over the same targets: those with a chosen test score and a none score
         both = group[group["test_score"].notna() & group["none_test"].notna()]
-        out.append({"model": model, "peft": peft, "select_on": select_on, "n_tasks": len(tasks), "tasks": ",".join(tasks),
-                    "choices": ",".join(f"{t}:{c}" for t, c in zip(tasks, group["chosen"], strict=True)),
-                    "n_compared": len(both), "compared_tasks": ",".join(both["task"]),
-                    "overall": float(both["test_score"].mean()) if len(both) else math.nan,
-                    "none_overall": float(both["none_test"].mean()) if len(both) else math.nan})  # fmt: skip
+        out.append(
+            {
+                "model": model,
+                "peft": peft,
+                "select_on": select_on,
+                "n_tasks": len(tasks),
+                "tasks": ",".join(tasks),
+                "choices": ",".join(f"{t}:{c}" for t, c in zip(tasks, group["chosen"], strict=True)),
+                "n_compared": len(both),
+                "compared_tasks": ",".join(both["task"]),
+                "overall": float(both["test_score"].mean()) if len(both) else math.nan,
+                "none_overall": float(both["none_test"].mean()) if len(both) else math.nan,
+            }
+        )
     return pd.DataFrame.from_records(out, columns=OVERALL_COLUMNS)
 
 
-OVERALL_COLUMNS = ["model", "peft", "select_on", "n_tasks", "tasks", "choices", "n_compared", "compared_tasks", "overall",
-                   "none_overall"]  # fmt: skip
+OVERALL_COLUMNS = [
+    "model",
+    "peft",
+    "select_on",
+    "n_tasks",
+    "tasks",
+    "choices",
+    "n_compared",
+    "compared_tasks",
+    "overall",
+    "none_overall",
+]
 
 
 def format_best_on_dev(table: pd.DataFrame, split: str = "test") -> str:

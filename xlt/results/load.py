@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from xlt.metrics.keys import parse_metric_key
 from xlt.orchestration.rundir import (
     CHECKPOINTS_DIR,
     CONFIG_FILE,
@@ -33,8 +34,18 @@ from xlt.results.rows import IncompleteResults, read_results
 from xlt.schema import NO_INTERMEDIATE
 
 # What a results.jsonl row must carry for the analysis.
-REQUIRED_FIELDS = ("stage", "task", "split", "language", "metric", "value", "model", "model_params",
-                   "intermediate", "seed")  # fmt: skip
+REQUIRED_FIELDS = (
+    "stage",
+    "task",
+    "split",
+    "language",
+    "metric",
+    "value",
+    "model",
+    "model_params",
+    "intermediate",
+    "seed",
+)
 # A run's identity apart from its seed: runs that differ only in seed are samples of one condition.
 # select_on: the dev set the target stage selected its checkpoint on ("target": the target's English
 # dev; "train_task": its training task's validation set): scores selected on different sets are
@@ -174,8 +185,12 @@ def load_sweep(roots: Path | str | Sequence[Path | str], include_debug: bool = F
                 continue
             debug = is_debug(records)
             if debug and not include_debug:
-                problems.append(Problem(run_dir / RESULTS_FILE, f"a debug run ({debug}): left out "
-                                        "(--include-debug to analyse it)"))  # fmt: skip
+                problems.append(
+                    Problem(
+                        run_dir / RESULTS_FILE,
+                        f"a debug run ({debug}): left out (--include-debug to analyse it)",
+                    )
+                )
                 continue
             frame = pd.DataFrame.from_records(records)
             frame["run_dir"] = str(run_dir)
@@ -212,12 +227,21 @@ def rows_from_wandb_runs(runs: Iterable[Any]) -> pd.DataFrame:
             "run_dir": f"wandb:{run.id}",
         }
         for key, value in summary.items():
-            parts = key.split("/")
-            if len(parts) != 4 or "@" in key or not isinstance(value, int | float) or isinstance(value, bool):
+            parts = parse_metric_key(key)
+            if parts is None or "@" in key or not isinstance(value, int | float) or isinstance(value, bool):
                 continue
             split, task, language, metric = parts
-            records.append({"stage": "target", "task": task, "split": split, "language": language,
-                            "metric": metric, "value": float(value), **context})  # fmt: skip
+            records.append(
+                {
+                    "stage": "target",
+                    "task": task,
+                    "split": split,
+                    "language": language,
+                    "metric": metric,
+                    "value": float(value),
+                    **context,
+                }
+            )
     return _normalise(
         pd.DataFrame.from_records(
             records, columns=[*REQUIRED_FIELDS, "train_task", "peft", "select_on", "run_dir"]
@@ -235,8 +259,12 @@ def load_wandb(path: str, group: str | None = None) -> pd.DataFrame:
 
 def _normalise(rows: pd.DataFrame) -> pd.DataFrame:
     rows = rows.copy()
-    for column, default in (("peft", "none"), ("train_task", ""), ("n_examples", None),
-                            ("select_on", DEFAULT_SELECT_ON)):  # fmt: skip
+    for column, default in (
+        ("peft", "none"),
+        ("train_task", ""),
+        ("n_examples", None),
+        ("select_on", DEFAULT_SELECT_ON),
+    ):
         if column not in rows:
             rows[column] = default
     rows["peft"] = rows["peft"].fillna("none")
@@ -275,8 +303,11 @@ def mixed_commits(rows: pd.DataFrame) -> list[Problem]:
         for sweep, model, run_dir, value in runs.itertuples(index=False):
             if not isinstance(value, str) or not value:
                 continue
-            pairs = [("model " + str(model), value)] if column == "model_revision" else [
-                tuple(item.rsplit("@", 1)) for item in value.split(";") if "@" in item]  # fmt: skip
+            pairs = (
+                [("model " + str(model), value)]
+                if column == "model_revision"
+                else [tuple(item.rsplit("@", 1)) for item in value.split(";") if "@" in item]
+            )
             for what, commit in pairs:
                 seen.setdefault((str(sweep), what), {}).setdefault(commit, []).append(str(run_dir))
         for (sweep, what), commits in sorted(seen.items()):
@@ -284,6 +315,10 @@ def mixed_commits(rows: pd.DataFrame) -> list[Problem]:
                 listed = "; ".join(
                     f"{c} ({len(d)} jobs, e.g. {sorted(d)[0]})" for c, d in sorted(commits.items())
                 )
-                problems.append(Problem(Path(sorted(next(iter(commits.values())))[0]),
-                                        f"sweep {sweep}: jobs read different commits of {what}: {listed}"))  # fmt: skip
+                problems.append(
+                    Problem(
+                        Path(sorted(next(iter(commits.values())))[0]),
+                        f"sweep {sweep}: jobs read different commits of {what}: {listed}",
+                    )
+                )
     return problems

@@ -65,8 +65,9 @@ def _size_axis(ax: Any, table: pd.DataFrame, x: str) -> None:
     ax.grid(alpha=0.3)
 
 
-def _lines(fig: Figure, ax: Any, table: pd.DataFrame, column: str, x: str, scale: float = 1.0,
-           label_suffix: str = "") -> None:  # fmt: skip
+def _lines(
+    fig: Figure, ax: Any, table: pd.DataFrame, column: str, x: str, scale: float = 1.0, label_suffix: str = ""
+) -> None:
     names = _curves(table)
     for i, (family, intermediate) in enumerate(names):
         part = _curve(table, family, intermediate).sort_values(x)
@@ -76,11 +77,20 @@ def _lines(fig: Figure, ax: Any, table: pd.DataFrame, column: str, x: str, scale
         dodge = ScaledTranslation(5 * (i - 0.5 * (len(names) - 1)) / 72, 0, fig.dpi_scale_trans)
         mean = part[f"{column}_mean"] * scale
         low, high = _errors(part, column, scale)
-        ax.errorbar(part[x], mean, yerr=[low, high], marker="o", capsize=4, label=f"{label}{label_suffix}",
-                    transform=ax.transData + dodge)  # fmt: skip
+        ax.errorbar(
+            part[x],
+            mean,
+            yerr=[low, high],
+            marker="o",
+            capsize=4,
+            label=f"{label}{label_suffix}",
+            transform=ax.transData + dodge,
+        )
         # A transform other than transData leaves the data limits alone: extend them by hand.
-        ax.update_datalim([(px, m - lo) for px, m, lo in zip(part[x], mean, low, strict=True)]
-                          + [(px, m + hi) for px, m, hi in zip(part[x], mean, high, strict=True)])  # fmt: skip
+        ax.update_datalim(
+            [(px, m - lo) for px, m, lo in zip(part[x], mean, low, strict=True)]
+            + [(px, m + hi) for px, m, hi in zip(part[x], mean, high, strict=True)]
+        )
     ax.autoscale_view()
 
 
@@ -100,8 +110,9 @@ def _save(fig: Figure, path: Path | None) -> Figure:
     return fig
 
 
-def plot_gap_vs_size(gap_table: pd.DataFrame, task: str, metric: str, path: Path | None = None,
-                     x: str = "params") -> Figure:  # fmt: skip
+def plot_gap_vs_size(
+    gap_table: pd.DataFrame, task: str, metric: str, path: Path | None = None, x: str = "params"
+) -> Figure:
     """Gap and relative gap vs parameter count for one task and metric; saved to ``path`` if given."""
     table = _select(gap_table, task, metric, x)
     fig = Figure(figsize=(11, 4.2))
@@ -115,14 +126,17 @@ def plot_gap_vs_size(gap_table: pd.DataFrame, task: str, metric: str, path: Path
     ax_abs.legend(title="family: intermediate task")
     n = ",".join(str(v) for v in sorted(set(table["n"])))
     langs = ",".join(str(v) for v in sorted(set(table["n_languages"]))) if "n_languages" in table else "?"
-    fig.suptitle(f"{task} ({metric}): transfer gap vs model size over {langs} languages; "
-                 f"bars: 95% CI over seeds (n={n})")  # fmt: skip
+    fig.suptitle(
+        f"{task} ({metric}): transfer gap vs model size over {langs} languages; "
+        f"bars: 95% CI over seeds (n={n})"
+    )
     fig.tight_layout()
     return _save(fig, path)
 
 
-def plot_scores_vs_size(gap_table: pd.DataFrame, task: str, metric: str, path: Path | None = None,
-                        x: str = "params") -> Figure:  # fmt: skip
+def plot_scores_vs_size(
+    gap_table: pd.DataFrame, task: str, metric: str, path: Path | None = None, x: str = "params"
+) -> Figure:
     """English and mean non-English score vs parameter count, one pair of lines per intermediate task."""
     table = _select(gap_table, task, metric, x)
     fig = Figure(figsize=(6.5, 4.2))

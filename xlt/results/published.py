@@ -23,11 +23,15 @@ from xlt.console import text_table
 MT5 = "Xue et al. 2021, mT5 (NAACL), Table 2 (quoting XTREME and X-STILTs); google-research/multilingual-t5 README"
 # What was read (V): mT5 Table 2's XLM-R large row, which quotes Hu et al. 2020; XTREME's own table
 # for these numbers was not read here, so its number is not given.
-XTREME = ("read in " + MT5 + ", XLM-R (large) row; first published in Hu et al. 2020, XTREME (ICML), "
-          "zero-shot test (XTREME table number unverified)")  # fmt: skip
+XTREME = (
+    "read in " + MT5 + ", XLM-R (large) row; first published in Hu et al. 2020, XTREME (ICML), "
+    "zero-shot test (XTREME table number unverified)"
+)
 # Not read in any primary source (U): issue 23's list / the XTREME leaderboard.
-XTREME_SECONDARY = ("Hu et al. 2020, XTREME (ICML), XLM-R large zero-shot test (table number unverified); "
-                    "value from a secondary source only (issue 23's list), not checked against the paper")  # fmt: skip
+XTREME_SECONDARY = (
+    "Hu et al. 2020, XTREME (ICML), XLM-R large zero-shot test (table number unverified); "
+    "value from a secondary source only (issue 23's list), not checked against the paper"
+)
 XSTILTS = "Phang et al. 2020, X-STILTs (AACL), best intermediate task per target, XTREME test; read in " + MT5
 
 
@@ -92,8 +96,11 @@ def choices_from(best: pd.DataFrame) -> dict[tuple[str, ...], str]:
     """xlt.results.choice's table -> {choice_key: chosen intermediate}, one entry per full condition."""
     if best.empty:
         return {}
-    return {choice_key(r.task, r.model, r.peft, r.select_on): r.chosen for r in best.itertuples(index=False)
-            if r.chosen}  # fmt: skip
+    return {
+        choice_key(r.task, r.model, r.peft, r.select_on): r.chosen
+        for r in best.itertuples(index=False)
+        if r.chosen
+    }
 
 
 def published(source: str) -> list[Published]:
@@ -102,8 +109,12 @@ def published(source: str) -> list[Published]:
     return [p for p in PUBLISHED if p.source == source]
 
 
-def ours(rows: pd.DataFrame, entry: Published, split: str = "test",
-         choices: dict[tuple[str, ...], str] | None = None) -> tuple[float, int, str, str]:  # fmt: skip
+def ours(
+    rows: pd.DataFrame,
+    entry: Published,
+    split: str = "test",
+    choices: dict[tuple[str, ...], str] | None = None,
+) -> tuple[float, int, str, str]:
     """Our mean over seeds of ``entry``'s model, task and metric (each run's language average), the
     number of seeds, the intermediate task it is of, and the languages: "n/N" of the task's XTREME list."""
     from xlt.metrics.xtreme import XTREME_TASK2LANGS
@@ -112,8 +123,14 @@ def ours(rows: pd.DataFrame, entry: Published, split: str = "test",
     select_on = (
         rows["select_on"].fillna("target") if "select_on" in rows else pd.Series("target", index=rows.index)
     )
-    condition = ((rows["stage"] == "target") & (rows["split"] == split) & (rows["task"] == entry.task)
-                 & (rows["model"] == entry.model) & (rows["metric"] == entry.metric) & (peft == PUBLISHED_PEFT))  # fmt: skip
+    condition = (
+        (rows["stage"] == "target")
+        & (rows["split"] == split)
+        & (rows["task"] == entry.task)
+        & (rows["model"] == entry.model)
+        & (rows["metric"] == entry.metric)
+        & (peft == PUBLISHED_PEFT)
+    )
     sets = sorted(set(select_on[condition]))
     preferred = SOURCE_SELECT_ON.get(entry.source, "target")
     selected_on = preferred if preferred in sets or not sets else sets[0]
@@ -133,8 +150,13 @@ def ours(rows: pd.DataFrame, entry: Published, split: str = "test",
     return float(avg["value"].mean()), int(avg["seed"].nunique()), inter, f"{int(per_run.min())}/{n_all}"
 
 
-def compare(rows: pd.DataFrame, source: str, split: str = "test", tolerance: float = TOLERANCE,
-            choices: dict[tuple[str, ...], str] | None = None) -> pd.DataFrame:  # fmt: skip
+def compare(
+    rows: pd.DataFrame,
+    source: str,
+    split: str = "test",
+    tolerance: float = TOLERANCE,
+    choices: dict[tuple[str, ...], str] | None = None,
+) -> pd.DataFrame:
     out = []
     for entry in published(source):
         value, seeds, inter, languages = ours(rows, entry, split, choices)
@@ -142,10 +164,22 @@ def compare(rows: pd.DataFrame, source: str, split: str = "test", tolerance: flo
         flag = "" if math.isnan(value) else ("BEYOND TOLERANCE" if abs(diff) > tolerance else "ok")
         if languages and languages.split("/")[0] != languages.split("/")[1]:
             flag = (flag + "; " if flag else "") + f"ours over {languages} languages"
-        out.append({"model": entry.model, "task": entry.task, "metric": entry.metric,
-                    "published": entry.value, "ours": value, "seeds": seeds, "intermediate": inter,
-                    "languages": languages, "diff": diff, "flag": flag, "checked": entry.checked,
-                    "citation": entry.citation})  # fmt: skip
+        out.append(
+            {
+                "model": entry.model,
+                "task": entry.task,
+                "metric": entry.metric,
+                "published": entry.value,
+                "ours": value,
+                "seeds": seeds,
+                "intermediate": inter,
+                "languages": languages,
+                "diff": diff,
+                "flag": flag,
+                "checked": entry.checked,
+                "citation": entry.citation,
+            }
+        )
     return pd.DataFrame.from_records(out)
 
 

@@ -16,10 +16,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from xlt.metrics.keys import SELECTION, parse_set_key
 from xlt.results.gap import compute_gap, mean
 
 if TYPE_CHECKING:
-    from xlt.bucc import MiningResult
+    from xlt.evaluation.bucc import MiningResult
 
 AGGREGATE_LANGUAGES = ("avg", "avg_non_en", "gap", "rel_gap")
 STAGES = ("pretrained", "intermediate", "target")
@@ -143,7 +144,7 @@ def eval_rows(
         rows.extend(language_rows(stage, task, part, by_lang, counts, with_gap=split == "test"))
     if split == "dev":
         for whole, whole_parts in parts.items():
-            _, task, lang = whole.split("/")
+            _, task, lang = parse_set_key(whole)
             by_lang = {lang: scores.get(whole, {})}
             rows.extend(
                 language_rows(
@@ -151,9 +152,9 @@ def eval_rows(
                 )
             )
         if selection_key is not None and selection_key in scores:
-            _, task, lang = selection_key.split("/")
+            _, task, lang = parse_set_key(selection_key)
             rows.append(
-                ResultRow(stage, task, "dev", lang, "selection", scores[selection_key]["selection"], None)
+                ResultRow(stage, task, "dev", lang, SELECTION, scores[selection_key][SELECTION], None)
             )
     return rows
 
@@ -217,8 +218,10 @@ def write_results(path: Path, rows: Iterable[ResultRow], ctx: RunContext) -> Non
     bad = [r for r in rows if not math.isfinite(r.value)]
     if bad:
         first = bad[0]
-        raise ValueError(f"{path}: {len(bad)} result value(s) not finite, e.g. {first.stage} {first.task} "
-                         f"{first.split} {first.language} {first.metric} = {first.value}; nothing written")  # fmt: skip
+        raise ValueError(
+            f"{path}: {len(bad)} result value(s) not finite, e.g. {first.stage} {first.task} "
+            f"{first.split} {first.language} {first.metric} = {first.value}; nothing written"
+        )
     lines = [json.dumps(row.to_record(ctx), ensure_ascii=False, sort_keys=True) for row in rows]
     marker = json.dumps({END_MARKER: True, "rows": len(lines), "sha256": _checksum(lines)}, sort_keys=True)
     atomic_write_text(path, "\n".join([*lines, marker]) + "\n")
@@ -257,7 +260,7 @@ def read_results(path: Path) -> list[dict[str, Any]]:
 
 
 def mining_rows(stage: str, task: str, results: Sequence[tuple[str, MiningResult]]) -> list[ResultRow]:
-    """Bitext mining (xlt.bucc): per-language f1/precision/recall rows and their mean per scored split, then one ``threshold``
+    """Bitext mining (xlt.evaluation.bucc): per-language f1/precision/recall rows and their mean per scored split, then one ``threshold``
     row per language whose ``note`` names the split it was tuned on."""
     by_split: dict[str, tuple[dict[str, dict[str, float]], dict[str, int]]] = {}
     thresholds = []
@@ -271,8 +274,11 @@ def mining_rows(stage: str, task: str, results: Sequence[tuple[str, MiningResult
         thresholds.append(
             ResultRow(stage, task, result.split, lang, "threshold", result.threshold, note=note)
         )
-    rows = [row for split, (scores, counts) in by_split.items()
-            for row in language_rows(stage, task, split, scores, counts, with_gap=False)]  # fmt: skip
+    rows = [
+        row
+        for split, (scores, counts) in by_split.items()
+        for row in language_rows(stage, task, split, scores, counts, with_gap=False)
+    ]
     return rows + thresholds
 
 
@@ -281,5 +287,9 @@ def scored_counts(rows: list[ResultRow], sets: Sequence[Any], scored: Mapping[st
     scores only some batches), not the set's size (``sets``: the stage's EvalSets; ``scored``: eval-set
     key -> examples, the module's ``scored``)."""
     counts = {(s.task, s.split, s.lang): scored[s.key] for s in sets if s.key in scored}
-    return [replace(r, n_examples=counts.get((r.task, r.split, r.language), r.n_examples))
-            if r.n_examples is not None else r for r in rows]  # fmt: skip
+    return [
+        replace(r, n_examples=counts.get((r.task, r.split, r.language), r.n_examples))
+        if r.n_examples is not None
+        else r
+        for r in rows
+    ]

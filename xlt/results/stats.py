@@ -83,14 +83,25 @@ def _run_gaps(selected: pd.DataFrame, keep: Iterable[str] | None = None) -> list
     wanted = None if keep is None else set(keep)
     out = []
     for key, group in selected.groupby(keys, sort=False, dropna=False):
-        scores = {lang: v for lang, v in zip(group["language"], group["value"], strict=True)
-                  if wanted is None or lang in wanted}  # fmt: skip
+        scores = {
+            lang: v
+            for lang, v in zip(group["language"], group["value"], strict=True)
+            if wanted is None or lang in wanted
+        }
         gap = compute_gap(scores)
         if gap is None:
             continue
-        out.append({**dict(zip(keys, key, strict=True)), "en": gap.en, "avg_non_en": gap.avg_non_en,
-                    "gap": gap.gap, "rel_gap": gap.rel_gap, "n_languages": len(scores),
-                    "languages": ",".join(sorted(scores))})  # fmt: skip
+        out.append(
+            {
+                **dict(zip(keys, key, strict=True)),
+                "en": gap.en,
+                "avg_non_en": gap.avg_non_en,
+                "gap": gap.gap,
+                "rel_gap": gap.rel_gap,
+                "n_languages": len(scores),
+                "languages": ",".join(sorted(scores)),
+            }
+        )
     return out
 
 
@@ -152,8 +163,9 @@ def shared_languages(selected: pd.DataFrame, keys: Sequence[str]) -> dict[tuple,
     return out
 
 
-def gaps_on_equal_footing(rows: pd.DataFrame, split: str = "test",
-                          keys: Sequence[str] = COMPARED) -> pd.DataFrame:  # fmt: skip
+def gaps_on_equal_footing(
+    rows: pd.DataFrame, split: str = "test", keys: Sequence[str] = COMPARED
+) -> pd.DataFrame:
     """:func:`gaps_per_run`, each run's gap over the languages every run of its ``keys`` group scored
     (by default every model and intermediate task of a task and metric); ``dropped`` names the
     languages left out because some compared run lacks them. A group sharing no English and other
@@ -178,8 +190,10 @@ def refusals(rows: pd.DataFrame, split: str = "test", keys: Sequence[str] = COMP
     for key, (common, dropped) in shared_languages(selected, keys).items():
         if "en" not in common or len(common) < 2:
             what = ", ".join(f"{k}={v}" for k, v in zip(keys, key, strict=True))
-            lines.append(f"refused: {what}: the compared runs share only {','.join(common) or 'no language'} "
-                         f"(lacking: {'; '.join(dropped)}); no gap compared")  # fmt: skip
+            lines.append(
+                f"refused: {what}: the compared runs share only {','.join(common) or 'no language'} "
+                f"(lacking: {'; '.join(dropped)}); no gap compared"
+            )
     return lines
 
 
@@ -245,15 +259,19 @@ def intermediate_effect(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame
     pair_keys = [k for k in CONDITION if k != "intermediate"]
     measures = ["en", "avg_non_en", "gap", "rel_gap"]
     tagged = _language_rows(rows, split)
-    out = [pd.DataFrame(columns=[*CONDITION, "seed", *(f"d_{m}" for m in measures), "n_languages",
-                                 "languages", "dropped"])]  # fmt: skip
+    out = [
+        pd.DataFrame(
+            columns=[*CONDITION, "seed", *(f"d_{m}" for m in measures), "n_languages", "languages", "dropped"]
+        )
+    ]
     for treated in sorted(set(tagged["intermediate"]) - {NO_INTERMEDIATE}):
         frame = tagged[tagged["intermediate"].isin([treated, NO_INTERMEDIATE])]
         gaps = gaps_on_equal_footing(frame, split, pair_keys)
         base = gaps[gaps["intermediate"] == NO_INTERMEDIATE]
         treated_gaps = gaps[gaps["intermediate"] != NO_INTERMEDIATE]
-        paired = treated_gaps.merge(base[[*pair_keys, "seed", *measures]], on=[*pair_keys, "seed"],
-                                    suffixes=("", "_none"))  # fmt: skip
+        paired = treated_gaps.merge(
+            base[[*pair_keys, "seed", *measures]], on=[*pair_keys, "seed"], suffixes=("", "_none")
+        )
         for m in measures:
             paired[f"d_{m}"] = paired[m] - paired[f"{m}_none"]
         out.append(paired)

@@ -20,7 +20,7 @@ from typing import Any
 from xlt.results.rows import atomic_write_text
 from xlt.tasks.spec import FORMAT_SUFFIX
 
-# Each task's format is TaskSpec.prediction_format (xlt/tasks/spec.py: PREDICTION_FORMAT, FORMAT_SUFFIX).
+# Each task's format is TaskSpec.prediction_format (xlt/tasks/spec.py: HEAD_KINDS, RETRIEVAL_KINDS, FORMAT_SUFFIX).
 FORMATS = tuple(FORMAT_SUFFIX)
 
 
@@ -41,8 +41,9 @@ def render(fmt: str, predictions: Sequence[Any] | Mapping[str, str]) -> str:
     raise ValueError(f"unknown prediction format {fmt!r}; valid: {', '.join(FORMATS)}")
 
 
-def write_predictions(root: Path, task: str, split: str, lang: str, fmt: str,
-                      predictions: Sequence[Any] | Mapping[str, str]) -> Path:  # fmt: skip
+def write_predictions(
+    root: Path, task: str, split: str, lang: str, fmt: str, predictions: Sequence[Any] | Mapping[str, str]
+) -> Path:
     """Write one language's predictions atomically; returns the file's path."""
     content = render(fmt, predictions)  # an unknown format stops here, before a path is made
     path = submission_path(root, task, split, lang, fmt)

@@ -32,8 +32,12 @@ def sweep_logger_settings(dirs: Sequence[Path]) -> dict[str, Any]:
             cfg = OmegaConf.load(path)
             logger = cfg.get("logger") if isinstance(cfg, DictConfig) else None
             if logger is not None and logger.get("project"):
-                return {"project": logger.get("project"), "entity": logger.get("entity"),
-                        "group": logger.get("group") or Path(dirs[0]).name, "mode": logger.get("mode", "auto")}  # fmt: skip
+                return {
+                    "project": logger.get("project"),
+                    "entity": logger.get("entity"),
+                    "group": logger.get("group") or Path(dirs[0]).name,
+                    "mode": logger.get("mode", "auto"),
+                }
     return {"project": "xlt", "entity": None, "group": Path(dirs[0]).name, "mode": "auto"}
 
 
@@ -58,9 +62,18 @@ def log_analysis(paths: Mapping[str, Path], dirs: Sequence[Path], save_dir: Path
     mode = os.environ.get("WANDB_MODE", mode)
     run_id = analysis_run_id(str(settings["project"]), str(settings["group"]), dirs)
     save_dir.mkdir(parents=True, exist_ok=True)
-    run = wandb.init(project=settings["project"], entity=settings["entity"], group=settings["group"],
-                     name=f"{settings['group']} analysis", job_type="analysis", id=run_id, resume="allow",
-                     mode=mode, dir=str(save_dir), settings=wandb.Settings(silent=True))  # fmt: skip
+    run = wandb.init(
+        project=settings["project"],
+        entity=settings["entity"],
+        group=settings["group"],
+        name=f"{settings['group']} analysis",
+        job_type="analysis",
+        id=run_id,
+        resume="allow",
+        mode=mode,
+        dir=str(save_dir),
+        settings=wandb.Settings(silent=True),
+    )
     try:
         logged: dict[str, Any] = {}
         for name, path in sorted(paths.items()):
@@ -74,8 +87,10 @@ def log_analysis(paths: Mapping[str, Path], dirs: Sequence[Path], save_dir: Path
         run.summary["analysis/sweep_dirs"] = [str(d) for d in dirs]
     finally:
         run.finish()
-    print(f"W&B: {mode} run {run_id} in group {settings['group']} (project {settings['project']}): "
-          f"{len(logged)} tables and plots")  # fmt: skip
+    print(
+        f"W&B: {mode} run {run_id} in group {settings['group']} (project {settings['project']}): "
+        f"{len(logged)} tables and plots"
+    )
     return run_id
 
 
@@ -111,5 +126,8 @@ class ReportAtSweepEnd(Callback):
         argv = self.command(str(config.hydra.sweep.dir))
         code = subprocess.run(argv, check=False).returncode
         if code:
-            print(f"xlt: the sweep's W&B report failed (exit {code}); rerun: python "
-                  f"{shlex.join(argv[1:])}", file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"xlt: the sweep's W&B report failed (exit {code}); rerun: python {shlex.join(argv[1:])}",
+                file=sys.stderr,
+                flush=True,
+            )

@@ -51,8 +51,15 @@ def xtreme_task_scores(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
             covered.append(len(scored_languages.get(run_dir, set()) & set(XTREME_TASK2LANGS[task])))
         if per_run:
             record = dict(zip([*FAMILY, "task"], key, strict=True))
-            out.append({**record, "score": sum(per_run) / len(per_run), "runs": len(per_run),
-                        "languages": min(covered), "n_languages": len(XTREME_TASK2LANGS[task])})  # fmt: skip
+            out.append(
+                {
+                    **record,
+                    "score": sum(per_run) / len(per_run),
+                    "runs": len(per_run),
+                    "languages": min(covered),
+                    "n_languages": len(XTREME_TASK2LANGS[task]),
+                }
+            )
     return pd.DataFrame.from_records(
         out, columns=[*FAMILY, "task", "score", "runs", "languages", "n_languages"]
     )
@@ -74,12 +81,21 @@ def xtreme_overall(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
             continue
         by_task = {r.task: r for r in group.itertuples(index=False)}
         tasks = [t for t in order if t in by_task]
-        partial = [f"{t} {by_task[t].languages}/{by_task[t].n_languages}" for t in tasks
-                   if by_task[t].languages < by_task[t].n_languages]  # fmt: skip
+        partial = [
+            f"{t} {by_task[t].languages}/{by_task[t].n_languages}"
+            for t in tasks
+            if by_task[t].languages < by_task[t].n_languages
+        ]
         record = dict(zip(FAMILY, key, strict=True))
-        record.update({"n_tasks": len(tasks), "tasks": ",".join(tasks), "partial": ",".join(partial),
-                       "complete": len(tasks) == len(order) and not partial,
-                       "overall": sum(by_task[t].score for t in tasks) / len(tasks)})  # fmt: skip
+        record.update(
+            {
+                "n_tasks": len(tasks),
+                "tasks": ",".join(tasks),
+                "partial": ",".join(partial),
+                "complete": len(tasks) == len(order) and not partial,
+                "overall": sum(by_task[t].score for t in tasks) / len(tasks),
+            }
+        )
         record.update({f"score_{t}": by_task[t].score if t in by_task else math.nan for t in order})
         out.append(record)
     columns = [*FAMILY, "n_tasks", "tasks", "partial", "complete", "overall", *(f"score_{t}" for t in order)]
@@ -96,34 +112,58 @@ def best_intermediate(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     mean and seeds; ``languages`` is the fewest of the task's languages any of them scored."""
     scores = xtreme_task_scores(rows, split)
     if scores.empty:
-        return pd.DataFrame(columns=["task", "model", "family", "params", "best", "best_score", "best_seeds",
-                                     "none_score", "gain", "compared", "languages", "n_languages"])  # fmt: skip
-    means = (
-        scores.groupby(
-            ["task", "model", "peft", "select_on", "intermediate"], as_index=False, dropna=False
-        ).agg(
-            score=("score", "mean"),
-            seeds=("seed", "nunique"),
-            languages=("languages", "min"),
-            n_languages=("n_languages", "first"),
-        )  # fmt: skip
+        return pd.DataFrame(
+            columns=[
+                "task",
+                "model",
+                "family",
+                "params",
+                "best",
+                "best_score",
+                "best_seeds",
+                "none_score",
+                "gain",
+                "compared",
+                "languages",
+                "n_languages",
+            ]
+        )
+    means = scores.groupby(
+        ["task", "model", "peft", "select_on", "intermediate"], as_index=False, dropna=False
+    ).agg(
+        score=("score", "mean"),
+        seeds=("seed", "nunique"),
+        languages=("languages", "min"),
+        n_languages=("n_languages", "first"),
     )
     out = []
-    for (task, model, peft, select_on), group in means.groupby(["task", "model", "peft", "select_on"], sort=False,
-                                                              dropna=False):  # fmt: skip
+    for (task, model, peft, select_on), group in means.groupby(
+        ["task", "model", "peft", "select_on"], sort=False, dropna=False
+    ):
         ranked = group.sort_values(["score", "intermediate"], ascending=[False, True])
         treated = ranked[ranked["intermediate"] != NO_INTERMEDIATE]
         base = ranked[ranked["intermediate"] == NO_INTERMEDIATE]
         none_score = float(base["score"].iloc[0]) if not base.empty else math.nan
         best = treated.iloc[0] if not treated.empty else None  # no intermediate task ran: no best
         best_score = float(best["score"]) if best is not None else math.nan
-        out.append({"task": task, "model": model, "peft": peft, "select_on": select_on,
-                    "best": best["intermediate"] if best is not None else "",
-                    "best_score": best_score, "best_seeds": int(best["seeds"]) if best is not None else 0,
-                    "none_score": none_score, "gain": best_score - none_score,
-                    "compared": ", ".join(f"{r.intermediate} {r.score:.2f} (n={r.seeds})"
-                                          for r in ranked.itertuples(index=False)),
-                    "languages": int(ranked["languages"].min()), "n_languages": int(ranked["n_languages"].iloc[0])})  # fmt: skip
+        out.append(
+            {
+                "task": task,
+                "model": model,
+                "peft": peft,
+                "select_on": select_on,
+                "best": best["intermediate"] if best is not None else "",
+                "best_score": best_score,
+                "best_seeds": int(best["seeds"]) if best is not None else 0,
+                "none_score": none_score,
+                "gain": best_score - none_score,
+                "compared": ", ".join(
+                    f"{r.intermediate} {r.score:.2f} (n={r.seeds})" for r in ranked.itertuples(index=False)
+                ),
+                "languages": int(ranked["languages"].min()),
+                "n_languages": int(ranked["n_languages"].iloc[0]),
+            }
+        )
     table = pd.DataFrame.from_records(out).merge(model_sizes(rows), on="model", how="left")
     order = {t: i for i, t in enumerate(_xtreme_order())}
     table["_task"] = table["task"].map(order)
@@ -144,20 +184,42 @@ def overall_by_size(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     overall = xtreme_overall(rows, split)
     task_columns = [c for c in overall.columns if c.startswith("score_")]
     out = []
-    for key, group in overall.groupby(["model", "peft", "select_on", "intermediate", "tasks", "partial"], sort=False,
-                                      dropna=False):  # fmt: skip
+    for key, group in overall.groupby(
+        ["model", "peft", "select_on", "intermediate", "tasks", "partial"], sort=False, dropna=False
+    ):
         record = dict(
             zip(["model", "peft", "select_on", "intermediate", "tasks", "partial"], key, strict=True)
         )
         stats = seed_stats(group["overall"])
-        record.update({"seeds": ",".join(str(s) for s in sorted(group["seed"].unique())), "n": stats["n"],
-                       "n_tasks": int(group["n_tasks"].iloc[0]), "complete": bool(group["complete"].all()),
-                       "overall_mean": stats["mean"], "overall_ci95_low": stats["ci95_low"],
-                       "overall_ci95_high": stats["ci95_high"]})  # fmt: skip
+        record.update(
+            {
+                "seeds": ",".join(str(s) for s in sorted(group["seed"].unique())),
+                "n": stats["n"],
+                "n_tasks": int(group["n_tasks"].iloc[0]),
+                "complete": bool(group["complete"].all()),
+                "overall_mean": stats["mean"],
+                "overall_ci95_low": stats["ci95_low"],
+                "overall_ci95_high": stats["ci95_high"],
+            }
+        )
         record.update({c: float(group[c].mean()) for c in task_columns})
         out.append(record)
-    columns = ["model", "peft", "select_on", "intermediate", "seeds", "n", "n_tasks", "tasks", "partial", "complete",
-               "overall_mean", "overall_ci95_low", "overall_ci95_high", *task_columns]  # fmt: skip
+    columns = [
+        "model",
+        "peft",
+        "select_on",
+        "intermediate",
+        "seeds",
+        "n",
+        "n_tasks",
+        "tasks",
+        "partial",
+        "complete",
+        "overall_mean",
+        "overall_ci95_low",
+        "overall_ci95_high",
+        *task_columns,
+    ]
     table = pd.DataFrame.from_records(out, columns=columns).merge(model_sizes(rows), on="model", how="left")
     table["_baseline_last"] = table["intermediate"] != NO_INTERMEDIATE
     table = table.sort_values(["params", "model", "_baseline_last", "intermediate"], ignore_index=True)

@@ -4,7 +4,10 @@ Importing the package registers every built-in task: the task-family modules bel
 the registries of xlt/tasks/registry.py, which imports none of them.
 """
 
-from xlt.tasks import classification, mixtures, multiple_choice, nli, qa, retrieval, tagging  # noqa: F401
+from xlt.tasks import classification, multiple_choice, nli, qa, retrieval, tagging  # noqa: F401
+
+# isort: split
+from xlt.tasks import mixtures  # noqa: F401  (after the tasks: a mixture's members must be registered)
 from xlt.tasks.registry import all_tasks, get_task
 from xlt.tasks.spec import DataError, TaskSpec
 

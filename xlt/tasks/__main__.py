@@ -52,15 +52,29 @@ def summary(data_dir: Path | None) -> list[str]:
             train_spec = all_tasks().get(spec.train_task, spec)
         train = "train" in train_spec.raw and _present(train_spec, "train", "en", data_dir)[0]
         dev = spec.dev_split in spec.raw and _present(spec, spec.dev_split, "en", data_dir)[0]
-        tests = [lang for lang in spec.languages if spec.test_split in spec.raw
-                 and _present(spec, spec.test_split, lang, data_dir)[0]]  # fmt: skip
+        tests = [
+            lang
+            for lang in spec.languages
+            if spec.test_split in spec.raw and _present(spec, spec.test_split, lang, data_dir)[0]
+        ]
         tested = "target" in spec.roles or "probe" in spec.roles
-        rows.append((name, ",".join(spec.roles), spec.head, spec.metrics[0],
-                     spec.train_task or name if spec.trainable else "-",
-                     ("yes" if train else "no") if spec.trainable else "-",
-                     ("yes" if dev else "no") if spec.trainable else "-",
-                     (f"{len(tests)}/{len(spec.languages)}" + (f" ({','.join(tests)})" if 0 < len(tests) <= 6 else ""))
-                     if tested else "-"))  # fmt: skip
+        rows.append(
+            (
+                name,
+                ",".join(spec.roles),
+                spec.head,
+                spec.metrics[0],
+                spec.train_task or name if spec.trainable else "-",
+                ("yes" if train else "no") if spec.trainable else "-",
+                ("yes" if dev else "no") if spec.trainable else "-",
+                (
+                    f"{len(tests)}/{len(spec.languages)}"
+                    + (f" ({','.join(tests)})" if 0 < len(tests) <= 6 else "")
+                )
+                if tested
+                else "-",
+            )
+        )
     return text_table(rows[0], rows[1:], "plain").splitlines()
 
 
@@ -68,8 +82,10 @@ def detail(name: str, data_dir: Path | None) -> list[str]:
     from xlt.tasks.registry import get_task
 
     spec = get_task(name)
-    lines = [f"{name}: {spec.description} (head {spec.head}; metrics {', '.join(spec.metrics)}; "
-             f"{len(spec.languages)} languages: {' '.join(spec.languages)})"]  # fmt: skip
+    lines = [
+        f"{name}: {spec.description} (head {spec.head}; metrics {', '.join(spec.metrics)}; "
+        f"{len(spec.languages)} languages: {' '.join(spec.languages)})"
+    ]
     rows = []
     for split in spec.raw:
         languages = spec.languages if split == spec.test_split or not spec.trainable else ("en",)

@@ -70,6 +70,9 @@ def map_hub_pawsx(row: Mapping[str, Any], lang: str) -> Example | None:
 QQP = register_task(
     TaskSpec(
         name="qqp",
+        train_sizes={
+            "train": (363_846, "GLUE QQP train (HF nyu-mll/glue)"),
+        },
         description="Quora Question Pairs (GLUE): duplicate or not; test labels are hidden, so dev is the GLUE dev",
         head="classification",
         metrics=("acc", "f1"),  # jiant's AccAndF1EvaluationScheme; F1 of the duplicate class
@@ -105,6 +108,9 @@ def _pawsx_raw(file: str, lang: str = "{lang}") -> tuple[RawFile, ...]:
 PAWSX = register_task(
     TaskSpec(
         name="pawsx",
+        train_sizes={
+            "train": (49_401, "PAWS-X en train (unverified: reference.md marks it [U])"),
+        },
         dev_in_other_languages=True,
         description="PAWS-X: trained on English PAWS-X train, selected on English dev_2k, tested on 7 languages",
         head="classification",

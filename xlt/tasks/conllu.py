@@ -25,8 +25,10 @@ def conllu_sentences(path: Path) -> Iterator[list[Row]]:
                 rows = []
             elif line.startswith("#"):
                 if rows:  # comments start a sentence: a token line before one means a lost blank line
-                    raise DataError(f"{path}:{lineno}: a comment line inside a sentence (expected a blank line "
-                                    "between the sentence above and this one)")  # fmt: skip
+                    raise DataError(
+                        f"{path}:{lineno}: a comment line inside a sentence (expected a blank line "
+                        "between the sentence above and this one)"
+                    )
             else:
                 parts = line.split("\t")
                 if len(parts) != 10:

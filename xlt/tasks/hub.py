@@ -115,8 +115,11 @@ def pins(reads: Mapping[str, Mapping[str, Any]], mirror: str | None = None) -> d
     pinned when reading a mirror (it has no commits)."""
     if mirror:
         return {}
-    return {str(info["repo"]): str(info["commit"]) for info in reads.values()
-            if is_commit(info.get("commit")) and not info.get("mirror")}  # fmt: skip
+    return {
+        str(info["repo"]): str(info["commit"])
+        for info in reads.values()
+        if is_commit(info.get("commit")) and not info.get("mirror")
+    }
 
 
 def record_read(origin: str, **info: Any) -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from xlt import PROJECT_ROOT
+from xlt.tasks.hub_rows import log_hub_read, map_hub_rows, one_line
 from xlt.tasks.registry import FORMATS, HUB_MAPPERS
-from xlt.tasks.spec import DataError, Example, RawFile, TaskSpec
+from xlt.tasks.spec import DataError, Example, HubFile, RawFile, TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -184,14 +185,50 @@ def _load_hub(spec: TaskSpec, split: str, lang: str) -> Loaded:
     hub = spec.hub.get(split)
     if hub is None:
         raise MissingDataError(f"{spec.name}: split {split!r} is not on the hub for this task")
-    import datasets
-
     from xlt.tasks import hub as hubio
 
     name = hub.name.format(lang=lang, lang3=spec.code(lang)) if hub.name else None
     revision = hubio.revision_for(hub.path, hub.revision)
     at = f"@{revision}" if revision else ""
     origin = f"hub:{hub.path}{at}" + (f"/{name}" if name else "") + f"[{hub.split}]"
+    ds, mirror = _open_hub_dataset(hub, name, revision, origin)
+    try:
+        if hub.lang_filter:
+            ds = ds.filter(lambda row: row[hub.lang_filter] == lang)
+        rows = iter(ds)
+    except Exception as err:  # a missing column, a broken file: one line naming the dataset
+        raise DataError(f"{origin}: could not read its rows ({type(err).__name__}: {one_line(err)})") from err
+    examples, dropped, realigned, other_language = map_hub_rows(
+        spec, rows, HUB_MAPPERS[hub.mapper], lang, origin, _check_labels
+    )
+    commit = hubio.resolved_commit(ds, mirror)
+    problem = hubio.pin_problem(revision, commit)
+    if problem:
+        raise DataError(f"{origin}: {problem}")
+    hubio.record_read(
+        origin,
+        repo=hub.path,
+        config=name,
+        split=hub.split,
+        revision=revision or "",
+        commit=commit,
+        rows=len(examples),
+        realigned=realigned,
+        other_language=other_language,
+        dropped=dropped,
+        mirror=str(mirror) if mirror else "",
+    )
+    log_hub_read(origin, lang, len(examples), realigned, other_language)
+    return Loaded(examples, origin, dropped, f"{origin}:{commit}:{ds._fingerprint}")
+
+
+def _open_hub_dataset(hub: HubFile, name: str | None, revision: str | None, origin: str) -> tuple[Any, Any]:
+    """The split's dataset (from the local mirror when there is one) and that mirror; a dataset that
+    cannot load is a MissingDataError in one line naming it."""
+    import datasets
+
+    from xlt.tasks import hub as hubio
+
     mirror = None
     try:
         mirror = hubio.mirror_dir(hub.path, revision)
@@ -202,7 +239,7 @@ def _load_hub(spec: TaskSpec, split: str, lang: str) -> Loaded:
         else:
             ds = datasets.load_dataset(hub.path, name, split=hub.split, revision=revision)
     except Exception as err:  # the hub raises many types; the user needs one line saying which dataset
-        message = _one_line(err)
+        message = one_line(err)
         if "scripts are no longer supported" in message and revision != hubio.PARQUET_EXPORT:
             message += f"; read the hub's parquet export: 'data.hub_revisions={{{hub.path}: {hubio.PARQUET_EXPORT}}}'"
         elif revision == hubio.PARQUET_EXPORT:
@@ -210,70 +247,15 @@ def _load_hub(spec: TaskSpec, split: str, lang: str) -> Loaded:
                 "; without the hub's parquet export: the original files under data.dir with data.source=local"
             )
         raise MissingDataError(f"{origin}: could not load ({type(err).__name__}: {message})") from err
-    try:
-        if hub.lang_filter:
-            ds = ds.filter(lambda row: row[hub.lang_filter] == lang)
-        rows = iter(ds)
-    except Exception as err:  # a missing column, a broken file: one line naming the dataset
-        raise DataError(
-            f"{origin}: could not read its rows ({type(err).__name__}: {_one_line(err)})"
-        ) from err
-    mapper = HUB_MAPPERS[hub.mapper]
-    examples = []
-    dropped = realigned = other_language = 0
-    i = -1
-    while True:
-        try:
-            row = next(rows, None)
-        except Exception as err:  # a corrupt parquet page, a cast error: one line naming the row
-            raise DataError(
-                f"{origin} row {i + 1}: could not read ({type(err).__name__}: {_one_line(err)})"
-            ) from err
-        if row is None:
-            break
-        i += 1
-        try:
-            ex = mapper(row, lang)
-        except DataError as err:  # one line naming dataset, config, split and the row
-            raise DataError(f"{origin} row {i}: {_one_line(err)}") from None
-        except (KeyError, TypeError, ValueError, IndexError) as err:  # a row not shaped as the mapper expects
-            raise DataError(
-                f"{origin} row {i}: unexpected row ({type(err).__name__}: {_one_line(err)})"
-            ) from err
-        if ex is None:
-            dropped += 1
-            continue
-        if ex.get("_other_language"):
-            other_language += 1
-            continue
-        if ex.pop("_realigned", False):
-            realigned += 1
-        _check_labels(spec, ex, Path(f"{origin} row {i}"))
-        examples.append(ex)
-    commit = hubio.resolved_commit(ds, mirror)
-    problem = hubio.pin_problem(revision, commit)
-    if problem:
-        raise DataError(f"{origin}: {problem}")
-    hubio.record_read(origin, repo=hub.path, config=name, split=hub.split, revision=revision or "",
-                      commit=commit, rows=len(examples), realigned=realigned, other_language=other_language,
-                      dropped=dropped, mirror=str(mirror) if mirror else "")  # fmt: skip
-    if realigned:
-        log.warning("%s: %d rows realigned (the hub stripped the context but kept answer_start; each answer "
-                    "moved to its nearest occurrence)", origin, realigned)  # fmt: skip
-    if other_language:
-        log.info("%s: kept the %d %s rows; %d rows of other languages filtered out (the config mixes "
-                 "languages; not dropped data)", origin, len(examples), lang, other_language)  # fmt: skip
-    return Loaded(examples, origin, dropped, f"{origin}:{commit}:{ds._fingerprint}")
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())
+    return ds, mirror
 
 
 def member_missing(mixture: str, task: str, err: Exception | str) -> str:
     """The one line that stops a mixture whose member cannot load (it would silently train fewer tasks)."""
-    return (f"intermediate {mixture}: member {task} cannot load ({err}); to train {mixture} without it, "
-            f"name it: 'intermediate.skip_members=[{task}]'")  # fmt: skip
+    return (
+        f"intermediate {mixture}: member {task} cannot load ({err}); to train {mixture} without it, "
+        f"name it: 'intermediate.skip_members=[{task}]'"
+    )
 
 
 def check_local_files(cfg: Any) -> None:
@@ -338,8 +320,13 @@ def english_training_alternatives(target: Any, data_dir: Path) -> list[tuple[str
     found = []
     for split in ("train", "dev"):
         for spec in all_tasks().values():
-            if (spec.name == target.name or spec.head != target.head or spec.label_names != target.label_names
-                    or "en" not in spec.languages or split not in spec.raw):  # fmt: skip
+            if (
+                spec.name == target.name
+                or spec.head != target.head
+                or spec.label_names != target.label_names
+                or "en" not in spec.languages
+                or split not in spec.raw
+            ):
                 continue
             try:
                 locate_split(spec, split, "en", data_dir)

@@ -2,12 +2,12 @@
 
 Members, which of them share a head, and which are scored on dev are facts of the mixture and live
 here; the sampling settings (cap, temperature, steps) and each member's splits are run settings
-(``conf/intermediate/<name>.yaml``).
+(``conf/intermediate/<name>.yaml``). Registering a mixture checks its members against the task
+registry: the package ``__init__`` imports this module after the task families.
 """
 
 from __future__ import annotations
 
-from xlt.tasks import classification, multiple_choice, nli, qa, tagging  # noqa: F401  (members first)
 from xlt.tasks.registry import register_mixture
 from xlt.tasks.spec import MixtureSpec
 

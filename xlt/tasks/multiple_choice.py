@@ -64,9 +64,12 @@ def read_hellaswag_jsonl(path: Path, lang: str) -> Iterator[Example]:
     """Official ``hellaswag_{train,val}.jsonl``: ``ctx_a``, ``ctx_b``, ``endings`` (4), ``label``."""
     for where, row in jsonl_records(path):
         yield _hellaswag(
-            str(require(row, "ctx_a", where)), str(row.get("ctx_b") or ""), require(row, "endings", where),
-            require(row, "label", where), where,
-        )  # fmt: skip
+            str(require(row, "ctx_a", where)),
+            str(row.get("ctx_b") or ""),
+            require(row, "endings", where),
+            require(row, "label", where),
+            where,
+        )
 
 
 @register_format("hellaswag_text6")
@@ -187,6 +190,9 @@ def _mc_spec(**kwargs: Any) -> TaskSpec:
 HELLASWAG = register_task(
     _mc_spec(
         name="hellaswag",
+        train_sizes={
+            "train": (39_905, "HellaSwag train (HF Rowan/hellaswag)"),
+        },
         description="HellaSwag (4 endings); test labels are hidden, so dev = the official val split",
         label_names=FOUR_CHOICES,
         raw={
@@ -211,6 +217,9 @@ HELLASWAG = register_task(
 COSMOSQA = register_task(
     _mc_spec(
         name="cosmosqa",
+        train_sizes={
+            "train": (25_262, "Cosmos QA train (TFDS cosmos_qa)"),
+        },
         description="Cosmos QA (4 answers, context + question as prompt); dev = the official valid split",
         label_names=FOUR_CHOICES,
         raw={
@@ -236,6 +245,9 @@ COSMOSQA = register_task(
 CSQA = register_task(
     _mc_spec(
         name="csqa",
+        train_sizes={
+            "train": (9_741, "CommonsenseQA v1.11 train"),
+        },
         description="CommonsenseQA v1.11 (5 answers A-E, random split); dev = dev_rand_split",
         label_names=CSQA_KEYS,
         raw={

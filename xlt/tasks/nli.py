@@ -52,24 +52,30 @@ def _field(row: Mapping[str, Any], name: str, where: str) -> str:
 def read_multinli_jsonl(path: Path, lang: str) -> Iterator[Example]:
     """MultiNLI 1.0 / SNLI 1.0 jsonl: ``sentence1``, ``sentence2``, ``gold_label``."""
     for where, row in jsonl_records(path):
-        yield _with_genre(_pair(
-            _field(row, "sentence1", where),
-            _field(row, "sentence2", where),
-            _field(row, "gold_label", where),
-            where,
-        ), row)  # fmt: skip
+        yield _with_genre(
+            _pair(
+                _field(row, "sentence1", where),
+                _field(row, "sentence2", where),
+                _field(row, "gold_label", where),
+                where,
+            ),
+            row,
+        )
 
 
 @register_format("glue_nli_tsv")
 def read_glue_nli_tsv(path: Path, lang: str) -> Iterator[Example]:
     """GLUE MNLI/SNLI tsv (header with ``sentence1``, ``sentence2``, ``gold_label``)."""
     for where, row in tsv_records(path, ("sentence1", "sentence2", "gold_label")):
-        yield _with_genre(_pair(
-            _field(row, "sentence1", where),
-            _field(row, "sentence2", where),
-            _field(row, "gold_label", where),
-            where,
-        ), row)  # fmt: skip
+        yield _with_genre(
+            _pair(
+                _field(row, "sentence1", where),
+                _field(row, "sentence2", where),
+                _field(row, "gold_label", where),
+                where,
+            ),
+            row,
+        )
 
 
 @register_format("xnli_mt_tsv")
@@ -87,24 +93,30 @@ def read_xnli_official_tsv(path: Path, lang: str) -> Iterator[Example]:
     for where, row in tsv_records(path, ("language", "sentence1", "sentence2", "gold_label")):
         if _field(row, "language", where) != lang:
             continue
-        yield _with_genre(_pair(
-            _field(row, "sentence1", where),
-            _field(row, "sentence2", where),
-            _field(row, "gold_label", where),
-            where,
-        ), row)  # fmt: skip
+        yield _with_genre(
+            _pair(
+                _field(row, "sentence1", where),
+                _field(row, "sentence2", where),
+                _field(row, "gold_label", where),
+                where,
+            ),
+            row,
+        )
 
 
 @register_format("xnli_genre_tsv")
 def read_xnli_genre_tsv(path: Path, lang: str) -> Iterator[Example]:
     """Per-language XNLI columns ``genre label sentence1_{lang} sentence2_{lang}`` (myXNLI layout)."""
     for where, row in tsv_records(path, ("label", f"sentence1_{lang}", f"sentence2_{lang}")):
-        yield _with_genre(_pair(
-            _field(row, f"sentence1_{lang}", where),
-            _field(row, f"sentence2_{lang}", where),
-            _field(row, "label", where),
-            where,
-        ), row)  # fmt: skip
+        yield _with_genre(
+            _pair(
+                _field(row, f"sentence1_{lang}", where),
+                _field(row, f"sentence2_{lang}", where),
+                _field(row, "label", where),
+                where,
+            ),
+            row,
+        )
 
 
 @register_format("nli_tsv3")
@@ -183,6 +195,9 @@ def _nli_spec(**kwargs: Any) -> TaskSpec:
 MNLI = register_task(
     _nli_spec(
         name="mnli",
+        train_sizes={
+            "train": (392_702, "GLUE MNLI train (HF nyu-mll/glue)"),
+        },
         description="MultiNLI (GLUE), English; dev = matched",
         languages=("en",),
         raw={
@@ -218,6 +233,9 @@ MNLI = register_task(
 SNLI = register_task(
     _nli_spec(
         name="snli",
+        train_sizes={
+            "train": (550_152, "SNLI train rows (HF stanfordnlp/snli), incl. the few without a gold label"),
+        },
         description="SNLI, English; rows without a consensus label are dropped (the task's own definition)",
         languages=("en",),
         raw={
@@ -255,6 +273,11 @@ def _anli_raw(split: str, rnd: str) -> tuple[RawFile, ...]:
 ANLI = register_task(
     _nli_spec(
         name="anli_rounds",
+        train_sizes={
+            "train_r1": (16_946, "ANLI R1 train (HF facebook/anli)"),
+            "train_r2": (45_460, "ANLI R2 train (HF facebook/anli)"),
+            "train_r3": (100_459, "ANLI R3 train (HF facebook/anli)"),
+        },
         description="Adversarial NLI rounds 1-3 alone (ANLI+ is the mixture `anli`); split names per round "
         "(dev_r1) or unions (dev_r1+dev_r2)",
         languages=("en",),

@@ -36,8 +36,10 @@ def decode_text(data: bytes, where: str) -> str:
     nul = text.find("\x00")
     if nul >= 0:
         line = text.count("\n", 0, nul) + 1
-        raise DataError(f"{where}:{line}: NUL byte (UTF-16 without a byte-order mark, or a binary file?); "
-                        "expected UTF-8 text")  # fmt: skip
+        raise DataError(
+            f"{where}:{line}: NUL byte (UTF-16 without a byte-order mark, or a binary file?); "
+            "expected UTF-8 text"
+        )
     return text
 
 
@@ -76,8 +78,13 @@ def delimited_rows(path: Path, delimiter: str, quoting: int) -> Iterator[tuple[s
     """(where, fields) of every non-blank row of a delimited file, numbered by the line it starts on
     (``quoting``: ``csv.QUOTE_NONE`` for TSV whose text holds bare quotes, ``csv.QUOTE_MINIMAL`` for CSV)."""
     dialect = "excel" if quoting == csv.QUOTE_MINIMAL else "excel-tab"
-    reader = csv.reader(open_text(path, newline=""), dialect, delimiter=delimiter, strict=True,
-                        quoting=csv.QUOTE_NONE if quoting == csv.QUOTE_NONE else csv.QUOTE_MINIMAL)  # fmt: skip
+    reader = csv.reader(
+        open_text(path, newline=""),
+        dialect,
+        delimiter=delimiter,
+        strict=True,
+        quoting=csv.QUOTE_NONE if quoting == csv.QUOTE_NONE else csv.QUOTE_MINIMAL,
+    )
     lineno = 1
     try:
         for row in reader:
@@ -142,3 +149,13 @@ def require(row: Mapping[str, Any], name: str, where: str) -> Any:
     if name not in row or row[name] is None:
         raise DataError(f"{where}: missing field {name!r}")
     return row[name]
+
+
+def words(text: str) -> tuple[str, ...]:
+    """A table of names written as text (the formatter leaves it readable): ``"ADJ ADP ADV"``."""
+    return tuple(text.split())
+
+
+def pairs(text: str) -> dict[str, str]:
+    """A table of ``key:value`` pairs written as text, in order: ``"af:Afrikaans ar:Arabic"``."""
+    return dict(item.split(":", 1) for item in text.split())

@@ -10,16 +10,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from xlt.registry import Registry
-from xlt.tasks.spec import HubMapper, MixtureSpec, Reader, TaskSpec
+from xlt.tasks.spec import RETRIEVAL_KINDS, HubMapper, MixtureSpec, Reader, TaskSpec
 
 TASKS: Registry[TaskSpec] = Registry("task")
 MIXTURES: Registry[MixtureSpec] = Registry("mixture")
 FORMATS: Registry[Reader] = Registry("raw format")
 HUB_MAPPERS: Registry[HubMapper] = Registry("hub mapper")
-RETRIEVAL_KINDS = (
-    "top1",
-    "mining",
-)  # the evaluators of xlt/evaluation/ (tests/test_evaluation.py checks both lists agree)
 
 
 class UnknownTaskError(KeyError):

@@ -7,18 +7,19 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from xlt.tasks.rawio import text_lines
+from xlt.tasks.rawio import pairs, text_lines
 from xlt.tasks.registry import register_format, register_hub_mapper, register_task
 from xlt.tasks.spec import DataError, Example, HubFile, RawFile, TaskSpec, Xtreme
 
-# XTREME's 36 Tatoeba languages and LASER's three-letter codes for them (xtreme utils_preprocess.py).
-TATOEBA_CODES = {
-    "ar": "ara", "he": "heb", "vi": "vie", "id": "ind", "jv": "jav", "tl": "tgl", "eu": "eus", "ml": "mal",
-    "ta": "tam", "te": "tel", "af": "afr", "nl": "nld", "de": "deu", "el": "ell", "bn": "ben", "hi": "hin",
-    "mr": "mar", "ur": "urd", "fa": "pes", "fr": "fra", "it": "ita", "pt": "por", "es": "spa", "bg": "bul",
-    "ru": "rus", "ja": "jpn", "ka": "kat", "ko": "kor", "th": "tha", "sw": "swh", "zh": "cmn", "kk": "kaz",
-    "tr": "tur", "et": "est", "fi": "fin", "hu": "hun",
-}  # fmt: skip
+# XTREME's 36 Tatoeba languages and LASER's three-letter codes for them (xtreme utils_preprocess.py),
+# as "code:LASER" pairs.
+TATOEBA_CODES = pairs(
+    """
+    ar:ara he:heb vi:vie id:ind jv:jav tl:tgl eu:eus ml:mal ta:tam te:tel af:afr nl:nld de:deu el:ell bn:ben
+    hi:hin mr:mar ur:urd fa:pes fr:fra it:ita pt:por es:spa bg:bul ru:rus ja:jpn ka:kat ko:kor th:tha sw:swh
+    zh:cmn kk:kaz tr:tur et:est fi:fin hu:hun
+    """
+)
 
 
 @register_format("laser_tatoeba")
@@ -130,8 +131,13 @@ def read_bucc_corpus(path: Path, lang: str) -> Iterator[Example]:
                 raise DataError(f"{where}: the pair {parts[0]}<TAB>{parts[1]} repeats line {seen[pair]}")
             seen[pair] = lineno
             gold.append(pair)
-    yield {"src_ids": src_ids, "src_texts": src_texts, "trg_ids": trg_ids, "trg_texts": trg_texts,
-           "gold": gold}  # fmt: skip
+    yield {
+        "src_ids": src_ids,
+        "src_texts": src_texts,
+        "trg_ids": trg_ids,
+        "trg_texts": trg_texts,
+        "gold": gold,
+    }
 
 
 def _bucc_layouts(xtreme_split: str, bucc_split: str) -> tuple[RawFile, ...]:

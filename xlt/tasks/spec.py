@@ -17,19 +17,52 @@ OTHER_LANGUAGE: dict[str, Any] = {"_other_language": True}
 HubMapper = Callable[[Mapping[str, Any], str], "Example | None"]
 
 
-# The shortest max_seq_length each head kind can use, in tokens: a sentence pair (classification,
-# multiple choice) needs its special tokens (4 for XLM-R) and a few tokens of each text; a tagging
-# window its 2 special tokens and some words; span QA its question (cut at 64 tokens), the pair's
-# special tokens and a context window at least one doc stride (128) long (xlt/data/features_qa.py).
-MIN_SEQ_LENGTH = {"classification": 16, "multiple_choice": 16, "tagging": 8, "span_qa": 64 + 4 + 128,
-                  "retrieval": 8}  # fmt: skip
+@dataclass(frozen=True)
+class HeadKind:
+    """The facts of one head kind besides its featurizer and head classes (their registries).
+
+    ``min_seq_length``: the shortest max_seq_length it can use, in tokens, and ``needs``: what that
+    length must hold (said when a length is too short). ``prediction_format``: how a task's
+    per-example predictions are written in XTREME's submission layout (xlt/results/submission.py);
+    a retrieval task's comes from its retrieval kind (``RETRIEVAL_KINDS``).
+    """
+
+    min_seq_length: int
+    needs: str
+    prediction_format: str = ""
 
 
-# How a task's per-example predictions are written in XTREME's submission layout (rendered by
-# xlt/results/submission.py): by head kind, or by retrieval kind for a retrieval task; and the file
-# suffix of each format (evaluate.py reads test-{lang}.json for QA, test-{lang}.tsv otherwise).
-PREDICTION_FORMAT = {"classification": "labels", "multiple_choice": "labels", "tagging": "tags", "span_qa": "qa",
-                     "top1": "index", "mining": "pairs"}  # fmt: skip
+# The one table of head kinds. A sentence pair (classification, multiple choice) needs its special
+# tokens (4 for XLM-R) and a few tokens of each text; a tagging window its 2 special tokens and some
+# words; span QA its question (cut at 64 tokens), the pair's special tokens and a context window at
+# least one doc stride (128) long (xlt/data/features_qa.py).
+HEAD_KINDS = {
+    "classification": HeadKind(
+        min_seq_length=16,
+        needs="a pair's special tokens and a few tokens of each text",
+        prediction_format="labels",
+    ),
+    "multiple_choice": HeadKind(
+        min_seq_length=16,
+        needs="a context-choice pair's special tokens and a few tokens of each",
+        prediction_format="labels",
+    ),
+    "tagging": HeadKind(
+        min_seq_length=8,
+        needs="the special tokens and some words per window",
+        prediction_format="tags",
+    ),
+    "span_qa": HeadKind(
+        min_seq_length=64 + 4 + 128,
+        needs="a question of up to 64 tokens, the special tokens and a context window of one doc stride, 128",
+        prediction_format="qa",
+    ),
+    "retrieval": HeadKind(min_seq_length=8, needs="the special tokens and some words"),
+}
+# Retrieval kinds (the evaluators of xlt/evaluation/; tests/test_evaluation.py checks both agree)
+# and the prediction format of each.
+RETRIEVAL_KINDS = {"top1": "index", "mining": "pairs"}
+# The file suffix of each prediction format (evaluate.py reads test-{lang}.json for QA, .tsv otherwise).
 FORMAT_SUFFIX = {"labels": "tsv", "tags": "tsv", "qa": "json", "index": "tsv", "pairs": "tsv"}
 
 # XTREME's scorers (evaluate.py ``METRIC_FUNCTION``): ``seqeval`` is chunk F1/precision/recall with
@@ -121,7 +154,7 @@ class TaskSpec:
     dev_in_other_languages: bool = False
     test_split: str = "test"  # zero-shot evaluation split
     max_seq_length: int = 128
-    # The shortest max_seq_length the task can run with (0: its head kind's, MIN_SEQ_LENGTH); checked
+    # The shortest max_seq_length the task can run with (0: its head kind's, HEAD_KINDS); checked
     # by config validation before any data is read.
     min_seq_length: int = 0
     roles: tuple[str, ...] = ("intermediate", "target")
@@ -140,6 +173,10 @@ class TaskSpec:
     exclusions: tuple[Exclusion, ...] = ()
     # One of XTREME's nine tasks: how evaluate.py scores it (None: not an XTREME task).
     xtreme: Xtreme | None = None
+    # Published English training-set sizes (python -m xlt.plan): split (one part of a '+'-joined
+    # split) -> (examples, source). A split not listed is counted in the data directory when there.
+    # Numbers from ../shared/docs/reference.md (the HF dataset cards and jiant/XTREME files it cites).
+    train_sizes: Mapping[str, tuple[int, str]] = field(default_factory=dict)
 
     @property
     def trainable(self) -> bool:
@@ -148,18 +185,20 @@ class TaskSpec:
     @property
     def shortest_seq_length(self) -> int:
         """The smallest usable ``max_seq_length`` (``min_seq_length``, else the head kind's)."""
-        return self.min_seq_length or MIN_SEQ_LENGTH.get(self.head, 8)
+        kind = HEAD_KINDS.get(self.head)
+        return self.min_seq_length or (kind.min_seq_length if kind else 8)
 
     @property
     def prediction_format(self) -> str:
-        """How its test predictions are written (``PREDICTION_FORMAT``: by retrieval kind, else head kind)."""
-        try:
-            return PREDICTION_FORMAT[self.retrieval or self.head]
-        except KeyError:
+        """How its test predictions are written: by retrieval kind, else by head kind."""
+        kind = HEAD_KINDS.get(self.head)
+        found = RETRIEVAL_KINDS.get(self.retrieval) if self.retrieval else kind and kind.prediction_format
+        if not found:
             raise KeyError(
                 f"task {self.name}: no prediction format for {self.retrieval or self.head!r} "
-                f"(xlt.tasks.spec.PREDICTION_FORMAT has {', '.join(PREDICTION_FORMAT)})"
-            ) from None
+                "(xlt.tasks.spec.HEAD_KINDS, RETRIEVAL_KINDS)"
+            )
+        return found
 
     @property
     def prediction_suffix(self) -> str:

@@ -46,41 +46,40 @@ from pathlib import Path
 from typing import Any
 
 from xlt.tasks.conllu import conllu_sentences, fuse
-from xlt.tasks.rawio import open_text, text_lines
+from xlt.tasks.rawio import open_text, pairs, text_lines, words
 from xlt.tasks.registry import register_format, register_hub_mapper, register_task
 from xlt.tasks.spec import DataError, Example, Exclusion, HubFile, RawFile, Reader, TaskSpec, Xtreme
 
 log = logging.getLogger(__name__)
 
 # The 17 UPOS tags in google/xtreme's udpos ClassLabel order (alphabetical).
-UPOS_LABELS = ("ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN",
-               "PUNCT", "SCONJ", "SYM", "VERB", "X")  # fmt: skip
+UPOS_LABELS = words("ADJ ADP ADV AUX CCONJ DET INTJ NOUN NUM PART PRON PROPN PUNCT SCONJ SYM VERB X")
 # google/xtreme PAN-X.* ner_tags ClassLabel order.
 PANX_LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC")
 
-# XTREME's 33 UD-POS languages and the google/xtreme config names (udpos.{Name}).
-UDPOS_HUB_NAMES = {
-    "af": "Afrikaans", "ar": "Arabic", "bg": "Bulgarian", "de": "German", "el": "Greek", "en": "English",
-    "es": "Spanish", "et": "Estonian", "eu": "Basque", "fa": "Persian", "fi": "Finnish", "fr": "French",
-    "he": "Hebrew", "hi": "Hindi", "hu": "Hungarian", "id": "Indonesian", "it": "Italian", "ja": "Japanese",
-    "kk": "Kazakh", "ko": "Korean", "mr": "Marathi", "nl": "Dutch", "pt": "Portuguese", "ru": "Russian",
-    "ta": "Tamil", "te": "Telugu", "th": "Thai", "tl": "Tagalog", "tr": "Turkish", "ur": "Urdu",
-    "vi": "Vietnamese", "yo": "Yoruba", "zh": "Chinese",
-}  # fmt: skip
+# XTREME's 33 UD-POS languages and the google/xtreme config names (udpos.{Name}), as "code:Name" pairs.
+UDPOS_HUB_NAMES = pairs(
+    """
+    af:Afrikaans ar:Arabic bg:Bulgarian de:German el:Greek en:English es:Spanish et:Estonian eu:Basque
+    fa:Persian fi:Finnish fr:French he:Hebrew hi:Hindi hu:Hungarian id:Indonesian it:Italian ja:Japanese
+    kk:Kazakh ko:Korean mr:Marathi nl:Dutch pt:Portuguese ru:Russian ta:Tamil te:Telugu th:Thai tl:Tagalog
+    tr:Turkish ur:Urdu vi:Vietnamese yo:Yoruba zh:Chinese
+    """
+)
 UDPOS_LANGS = tuple(UDPOS_HUB_NAMES)
 # XTREME's 40 PAN-X languages (evaluate.py XTREME_TASK2LANGS order).
-PANX_LANGS = ("ar", "he", "vi", "id", "jv", "ms", "tl", "eu", "ml", "ta", "te", "af", "nl", "en", "de", "el", "bn",
-              "hi", "mr", "ur", "fa", "fr", "it", "pt", "es", "bg", "ru", "ja", "ka", "ko", "th", "sw", "yo", "my",
-              "zh", "kk", "tr", "et", "fi", "hu")  # fmt: skip
+PANX_LANGS = words(
+    "ar he vi id jv ms tl eu ml ta te af nl en de el bn hi mr ur fa fr it pt es bg ru ja ka ko th sw yo my zh "
+    "kk tr et fi hu"
+)
 
 # conllu_to_conll.py's POSRANKPRECEDENCEDICT in XTREME's copy (keyed by the file-name language).
 POS_PRECEDENCE: dict[str, tuple[str, ...]] = {
-    "default": ("VERB", "NOUN", "PROPN", "PRON", "ADJ", "NUM", "ADV", "INTJ", "AUX", "ADP", "DET", "PART", "CCONJ",
-                "SCONJ", "X", "PUNCT"),
+    "default": words("VERB NOUN PROPN PRON ADJ NUM ADV INTJ AUX ADP DET PART CCONJ SCONJ X PUNCT"),
     "es": ("VERB", "AUX", "PRON", "ADP", "DET"),
     "fr": ("VERB", "AUX", "PRON", "NOUN", "ADJ", "ADV", "ADP", "DET", "PART", "SCONJ", "CONJ"),
     "it": ("VERB", "AUX", "ADV", "PRON", "ADP", "DET", "INTJ"),
-}  # fmt: skip
+}
 
 ZWNJ = "\u200c"
 
@@ -246,8 +245,11 @@ def read_ccgbank_auto(path: Path, lang: str = "en") -> Iterator[dict[str, Any]]:
                     f"{path}:{lineno}: {line.count('(<L ') - len(leaves)} of {line.count('(<L ')} leaves lack "
                     "fields (expected '(<L category POS POS word pred-arg-category>)')"
                 )
-            yield {"id": ident or f"{path.name}:{lineno}", "words": [leaf[3] for leaf in leaves],
-                   "tags": [leaf[0] for leaf in leaves]}  # fmt: skip
+            yield {
+                "id": ident or f"{path.name}:{lineno}",
+                "words": [leaf[3] for leaf in leaves],
+                "tags": [leaf[0] for leaf in leaves],
+            }
 
 
 def _ccg_section(path: Path) -> int:
@@ -275,8 +277,12 @@ def ccg_supertag_inventory(auto_root: Path) -> tuple[str, ...]:
         raise DataError(
             f"{auto_root}: {len(inventory)} distinct supertags, more than jiant's {CCG_NUM_LABELS} outputs"
         )
-    log.info("ccg: %d supertags in %s (train, test, dev sections in order of first appearance; jiant: %d)",
-             len(inventory), auto_root, CCG_NUM_LABELS)  # fmt: skip
+    log.info(
+        "ccg: %d supertags in %s (train, test, dev sections in order of first appearance; jiant: %d)",
+        len(inventory),
+        auto_root,
+        CCG_NUM_LABELS,
+    )
     return inventory
 
 
@@ -342,6 +348,9 @@ UDPOS = register_task(
 PANX = register_task(
     TaskSpec(
         name="panx",
+        train_sizes={
+            "train": (20_000, "PAN-X en train (HF google/xtreme PAN-X.en, 20k/10k/10k)"),
+        },
         dev_in_other_languages=True,
         description="PAN-X / WikiANN NER (Rahimi et al. splits): English train, English dev, 40 test languages",
         head="tagging",

@@ -43,8 +43,15 @@ class Corpus:
             raise DataError(f"{origin}: {len(examples)} BUCC corpora for one split and language, expected 1")
         ex = examples[0]
         gold = [tuple(p) for p in ex["gold"]] if ex["gold"] is not None else None
-        return cls(split, origin, list(ex["src_ids"]), list(ex["src_texts"]), list(ex["trg_ids"]),
-                   list(ex["trg_texts"]), gold)  # type: ignore[arg-type]  # fmt: skip
+        return cls(
+            split,
+            origin,
+            list(ex["src_ids"]),
+            list(ex["src_texts"]),
+            list(ex["trg_ids"]),
+            list(ex["trg_texts"]),
+            gold,
+        )  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -57,18 +64,32 @@ class MiningResult:
     n_gold: int | None
 
 
-def candidates(corpus: Corpus, embed: Embed, device: torch.device | str | None = None,
-               chunk_size: int = DEFAULT_CHUNK) -> dict[tuple[str, str], float]:  # fmt: skip
+def candidates(
+    corpus: Corpus, embed: Embed, device: torch.device | str | None = None, chunk_size: int = DEFAULT_CHUNK
+) -> dict[tuple[str, str], float]:
     """Scored candidate pairs of a corpus (deduplicated sentences, ratio margin, k=4, "max")."""
     return bucc_candidates(
-        corpus.src_ids, corpus.src_texts, embed(corpus.src_texts),
-        corpus.trg_ids, corpus.trg_texts, embed(corpus.trg_texts),
-        k=K, margin=MARGIN, retrieval="max", chunk_size=chunk_size, device=device,
-    )  # fmt: skip
+        corpus.src_ids,
+        corpus.src_texts,
+        embed(corpus.src_texts),
+        corpus.trg_ids,
+        corpus.trg_texts,
+        embed(corpus.trg_texts),
+        k=K,
+        margin=MARGIN,
+        retrieval="max",
+        chunk_size=chunk_size,
+        device=device,
+    )
 
 
-def mine(dev: Corpus | None, test: Corpus | None, embed: Embed, device: torch.device | str | None = None,
-         chunk_size: int = DEFAULT_CHUNK) -> MiningResult:  # fmt: skip
+def mine(
+    dev: Corpus | None,
+    test: Corpus | None,
+    embed: Embed,
+    device: torch.device | str | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> MiningResult:
     """Tune the threshold on ``dev``'s gold and extract ``test``'s pairs with it.
 
     When only one split is there (or only one has gold to tune on) the threshold is tuned on that
@@ -85,8 +106,14 @@ def mine(dev: Corpus | None, test: Corpus | None, embed: Embed, device: torch.de
     scored_candidates = tune_candidates if scored is tune else candidates(scored, embed, device, chunk_size)
     pairs = bucc_extract(scored_candidates, threshold)
     scores = bucc_f1(scored.gold, pairs) if scored.gold is not None else None
-    return MiningResult(scored.split, tune.split, threshold, pairs, scores,
-                        len(scored.gold) if scored.gold is not None else None)  # fmt: skip
+    return MiningResult(
+        scored.split,
+        tune.split,
+        threshold,
+        pairs,
+        scores,
+        len(scored.gold) if scored.gold is not None else None,
+    )
 
 
 def evaluate_languages(
