@@ -51,8 +51,8 @@ def main() -> None:
         total = time.perf_counter() - start
         if proc.returncode != 0:
             raise SystemExit(f"the demo failed ({proc.returncode})")
+        from xlt.orchestration.rundir import RESULTS_FILE
         from xlt.results.rows import read_results
-        from xlt.rundir import RESULTS_FILE
 
         # The target's test rows, so that a timing can be checked to come from the same run as the
         # README's table (the language accuracies, their mean, the gap).

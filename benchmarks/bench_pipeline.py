@@ -10,7 +10,7 @@
 - ``startup``: ``python -m xlt.train`` as a user starts it, as a fresh process, for a tiny run
   (``model=tiny``, 32 SNLI pairs, XNLI en dev/test 32 examples) and the same run on e5_small: seconds
   from launching the process to its first training batch (``benchmarks/_first_step.py`` records it)
-  and to the process's end; plus ``import xlt.run`` alone in a fresh interpreter.
+  and to the process's end; plus ``import xlt.orchestration.run`` alone in a fresh interpreter.
 - ``zero_shot``: UD-POS target on e5_small, trained once (32 sentences) in one run directory. Then the
   evaluation of all chosen languages from that checkpoint: one ``python -m xlt.train`` process for all
   of them (xlt's way: the finished stage is reloaded and every language is a dataloader of one
@@ -36,8 +36,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from xlt.orchestration.rundir import RESULTS_FILE, STATE_FILE  # noqa: E402
 from xlt.results.rows import read_results  # noqa: E402
-from xlt.rundir import RESULTS_FILE, STATE_FILE  # noqa: E402
 
 QUIET = ["logger=none", "trainer.enable_progress_bar=false"]
 TINY_RUN = ["+target=xnli", "target.train_task=snli", "target.train_split=dev", "target.max_train_examples=32",
@@ -136,7 +136,7 @@ def bench_startup(repeats: int, tmp: Path) -> dict[str, Any]:
     runs: dict[str, list[dict[str, float]]] = {"import_xlt_run": [], "tiny": [], "e5_small": []}
     for r in range(repeats):
         start = time.time()
-        subprocess.run([sys.executable, "-c", "import xlt.run"], cwd=ROOT, env=_env(cache), check=True)
+        subprocess.run([sys.executable, "-c", "import xlt.orchestration.run"], cwd=ROOT, env=_env(cache), check=True)
         runs["import_xlt_run"].append({"total_s": time.time() - start})
         for model in ("tiny", "e5_small"):
             run_dir = tmp / f"startup-{model}-{r}"

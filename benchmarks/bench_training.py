@@ -67,7 +67,9 @@ class Setup:
 
     def __init__(self, examples: int, batch_size: int, max_len: int, run_dir: Path) -> None:
         from xlt.data.datamodule import prepare_stage_data
-        from xlt.run import Runner
+        from xlt.orchestration.plan import build_plan
+        from xlt.orchestration.session import RunSession
+        from xlt.orchestration.stage import StageExecutor
         from xlt.tasks.registry import get_task
 
         self.cfg = compose(
@@ -78,11 +80,14 @@ class Setup:
             "model.freeze_embeddings=false", "predictions=false",
         )  # fmt: skip
         self.run_dir = run_dir
-        self.runner = Runner(self.cfg, run_dir)
+        plan = build_plan(self.cfg, run_dir)
+        self.session = RunSession.open(plan, self.cfg)
+        self.executor = StageExecutor(self.session)
+        self.target_plan = plan.stage("target")
         self.spec = get_task("xnli")
         self.data = prepare_stage_data(
             task=self.spec, train_task=get_task("snli"), train_split="dev", dev_split=None, test_split=None,
-            languages=[], settings=self.runner.settings, max_len=max_len, max_train=examples, max_eval=None,
+            languages=[], settings=self.session.settings, max_len=max_len, max_train=examples, max_eval=None,
         )  # fmt: skip
         assert self.data.train is not None
         self.train = self.data.train
@@ -94,14 +99,14 @@ class Setup:
         from xlt.modeling.heads import build_head
         from xlt.modeling.module import TransferModule
 
-        encoder = copy.deepcopy(self.runner.encoder)
+        encoder = copy.deepcopy(self.session.model.encoder)
         head = build_head(self.spec, encoder.config.hidden_size, self.cfg.model.pooling)
         return TransferModule(encoder, head, self.spec, self.cfg.target.lr, self.cfg.optim, [], [])
 
     def datamodule(self) -> Any:
         from xlt.data.datamodule import StageDataModule
 
-        return StageDataModule(self.data, self.runner.tokenizer, self.batch_size, 64, self.cfg.seed)
+        return StageDataModule(self.data, self.session.model.tokenizer, self.batch_size, 64, self.cfg.seed)
 
 
 def efficiency(masks: list[torch.Tensor]) -> float:
@@ -123,7 +128,7 @@ def run_xlt(setup: Setup) -> dict[str, Any]:
     module, dm = setup.module(), setup.datamodule()
     masks = [b["attention_mask"] for b in dm.train_dataloader()]
     ckpt_dir = Path(tempfile.mkdtemp(dir=setup.run_dir, prefix="ckpt-"))
-    trainer = setup.runner._trainer(setup.cfg.target, setup.data, 1, ckpt_dir, None)
+    trainer = setup.executor._trainer(setup.target_plan, setup.data, 1, ckpt_dir, None)
     clock = EpochClock()
     trainer.callbacks.append(clock)
     trainer.fit(module, datamodule=dm)
@@ -183,14 +188,14 @@ def run_hf(setup: Setup, mode: str) -> dict[str, Any]:
             self.seconds = time.perf_counter() - self.start
             self.steps = state.global_step
 
-    tokenizer = setup.runner.tokenizer
+    tokenizer = setup.session.model.tokenizer
     train = setup.train.select_columns(["input_ids", "attention_mask", "labels", "length"])
     if mode == "fixed":
         train = train.map(lambda b: tokenizer.pad(b, padding="max_length", max_length=setup.max_len),
                           batched=True, desc="padding to max_length")  # fmt: skip
     cfg = setup.cfg
     model = XLMRobertaForSequenceClassification.from_pretrained(
-        _e5_dir(setup.runner.cache_dir), num_labels=3, dtype=torch.float32
+        _e5_dir(setup.session.settings.cache_dir), num_labels=3, dtype=torch.float32
     )
     args = TrainingArguments(
         output_dir=str(setup.run_dir / f"hf-{mode}"),
@@ -241,9 +246,9 @@ def padding_efficiency(
                                            ("xnli", "snli", "dev", None)):  # fmt: skip
         spec = get_task(task)
         data = prepare_stage_data(task=spec, train_task=get_task(train_task), train_split=split, dev_split=None,
-                                  test_split=None, languages=[], settings=setup.runner.settings, max_len=256,
+                                  test_split=None, languages=[], settings=setup.session.settings, max_len=256,
                                   max_train=limit, max_eval=None)  # fmt: skip
-        dm = StageDataModule(data, setup.runner.tokenizer, batch_size, 64, setup.cfg.seed)
+        dm = StageDataModule(data, setup.session.model.tokenizer, batch_size, 64, setup.cfg.seed)
         masks = [b["attention_mask"] for b in dm.train_dataloader()]
         assert data.train is not None
         out[f"{train_task}_{split}"] = {"features": len(data.train), "batch_size": batch_size,

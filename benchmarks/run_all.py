@@ -159,7 +159,7 @@ def markdown(result: dict[str, Any]) -> str:
                 row(f"start-up to the first training step, 32-example {model} run (whole run {s[model]['total_s']:.1f} s)",
                     s[model]["first_step_s"], "(reported)", None, "{:.1f} s")  # fmt: skip
         row(
-            "`import xlt.run` in a fresh interpreter",
+            "`import xlt.orchestration.run` in a fresh interpreter",
             s["import_xlt_run"]["total_s"],
             "(reported)",
             None,

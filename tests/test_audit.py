@@ -19,8 +19,8 @@ from xlt.audit_fields import normalise
 from xlt.audit_keys import text_keys
 from xlt.audit_report import ContaminationError
 from xlt.config import validate
+from xlt.orchestration.run import run
 from xlt.results.rows import read_results
-from xlt.run import run
 from xlt.tasks.loading import load_split
 from xlt.tasks.registry import get_task
 

@@ -3,7 +3,7 @@
 nothing behind that a later run or ``xlt.results`` trusts (results, predictions, state).
 
 Bad files are made in ``tmp_path`` from a few genuine lines of the real data (``../shared/data``),
-laid out as each reader expects, then corrupted. Most cases call the readers, ``xlt.run.run`` or
+laid out as each reader expects, then corrupted. Most cases call the readers, ``xlt.orchestration.run.run`` or
 ``xlt.score.main`` in-process; a few go through a real ``python -m xlt.train`` subprocess to check
 stderr and the exit status end to end.
 """
@@ -383,7 +383,7 @@ OPTION_CASES = [
 def test_bad_option_refused_before_anything_is_written(
     compose_cfg, tmp_path: Path, overrides, expect
 ) -> None:
-    from xlt.run import run
+    from xlt.orchestration.run import run
 
     cfg = compose_cfg(*XNLI_RUN, *overrides)
     with pytest.raises(ConfigError) as err:
@@ -419,7 +419,7 @@ def test_span_qa_minimum_matches_the_featuriser(compose_cfg) -> None:
 def test_missing_xlt_data_dir_is_an_error_not_a_hub_fallback(
     compose_cfg, tmp_path: Path, monkeypatch
 ) -> None:
-    from xlt.run import run
+    from xlt.orchestration.run import run
 
     monkeypatch.setenv("XLT_DATA_DIR", str(tmp_path / "absent"))
     with pytest.raises(ConfigError, match=r"^XLT_DATA_DIR=.*absent: no such directory"):
@@ -455,7 +455,7 @@ RUN_ARGS = ("model=tiny", "+target=xnli", "target.languages=[en,de]", "data.sour
 def test_missing_english_file_is_an_error_before_anything_is_written(
     compose_cfg, data_dir: Path, tmp_path: Path, missing: str
 ) -> None:
-    from xlt.run import run
+    from xlt.orchestration.run import run
 
     root = xnli_data(data_dir, tmp_path / "data")
     (root / missing).unlink()
@@ -472,7 +472,7 @@ def test_missing_english_file_is_an_error_before_anything_is_written(
 
 
 def test_bad_english_test_row_in_a_run_leaves_no_results(compose_cfg, data_dir: Path, tmp_path: Path) -> None:
-    from xlt.run import run
+    from xlt.orchestration.run import run
 
     root = xnli_data(data_dir, tmp_path / "data")
     test = root / "xnli/en/en.genre.test.tsv"
@@ -486,7 +486,7 @@ def test_bad_english_test_row_in_a_run_leaves_no_results(compose_cfg, data_dir: 
 def test_missing_non_english_test_is_still_one_skipped_line(
     compose_cfg, data_dir: Path, tmp_path: Path
 ) -> None:
-    from xlt.run import run
+    from xlt.orchestration.run import run
 
     root = xnli_data(data_dir, tmp_path / "data")
     (root / "xnli/de/xglue_de_test.tsv").unlink()

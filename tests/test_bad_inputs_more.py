@@ -137,7 +137,7 @@ KEY_CASES = [
 def test_every_key_is_validated_before_anything_is_built(
     compose_cfg, tmp_path: Path, overrides, expect
 ) -> None:
-    from xlt.run import run
+    from xlt.orchestration.run import run
 
     cfg = compose_cfg(*XNLI_RUN, *overrides)
     with pytest.raises(ConfigError) as err:
@@ -247,7 +247,7 @@ RUN_DIR_CASES = [
 
 @pytest.mark.parametrize("touch,expect", [c[1:] for c in RUN_DIR_CASES], ids=[c[0] for c in RUN_DIR_CASES])
 def test_touched_run_directory_is_one_line(compose_cfg, tmp_path: Path, capsys, touch, expect) -> None:
-    from xlt.run import run
+    from xlt.orchestration.run import run
 
     run_dir = tmp_path / "run"
     cfg = _finished_run(compose_cfg, run_dir)
@@ -261,7 +261,7 @@ def test_touched_run_directory_is_one_line(compose_cfg, tmp_path: Path, capsys, 
 def test_relaunch_with_config_deleted_and_another_seed_prints_no_old_results(
     compose_cfg, tmp_path: Path, capsys
 ) -> None:
-    from xlt.run import run
+    from xlt.orchestration.run import run
 
     run_dir = tmp_path / "run"
     _finished_run(compose_cfg, run_dir)
@@ -273,7 +273,7 @@ def test_relaunch_with_config_deleted_and_another_seed_prints_no_old_results(
 
 def test_resume_false_starts_over_a_broken_state(compose_cfg, tmp_path: Path) -> None:
     from xlt.config import validate
-    from xlt.run import _run_locked
+    from xlt.orchestration.run import _run_locked
 
     run_dir = tmp_path / "run"
     _finished_run(compose_cfg, run_dir)
@@ -289,7 +289,7 @@ def test_resume_false_starts_over_a_broken_state(compose_cfg, tmp_path: Path) ->
 _HOLD = """
 import sys, time
 from pathlib import Path
-from xlt.rundir import run_dir_lock
+from xlt.orchestration.rundir import run_dir_lock
 with run_dir_lock(Path(sys.argv[1])):
     print("held", flush=True)
     time.sleep(60)
@@ -299,8 +299,8 @@ with run_dir_lock(Path(sys.argv[1])):
 def test_second_process_in_a_run_directory_stops_in_one_line(compose_cfg, tmp_path: Path) -> None:
     import socket
 
-    from xlt.run import run
-    from xlt.rundir import RunDirError
+    from xlt.orchestration.run import run
+    from xlt.orchestration.rundir import RunDirError
 
     run_dir = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(run_dir)], stdout=subprocess.PIPE, text=True,
@@ -316,7 +316,7 @@ def test_second_process_in_a_run_directory_stops_in_one_line(compose_cfg, tmp_pa
         holder.kill()
         holder.wait()
     # The holder is gone (killed: its lock file still names it): the next run takes the lock over.
-    from xlt.rundir import LOCK_FILE, run_dir_lock
+    from xlt.orchestration.rundir import LOCK_FILE, run_dir_lock
 
     assert str(holder.pid) in (run_dir / LOCK_FILE).read_text()
     with run_dir_lock(run_dir):
@@ -325,7 +325,7 @@ def test_second_process_in_a_run_directory_stops_in_one_line(compose_cfg, tmp_pa
 
 
 def test_moved_run_directory_finds_its_checkpoints(tmp_path: Path) -> None:
-    from xlt.rundir import RunState
+    from xlt.orchestration.rundir import RunState
 
     old = tmp_path / "old"
     ckpt = old / "checkpoints" / "target" / "best.ckpt"
@@ -655,8 +655,8 @@ def test_reader_refuses_duplicates_and_oddities(data_dir: Path, tmp_path: Path, 
 def test_checkpoint_of_another_kind_is_one_line(tmp_path: Path, content, expect) -> None:
     import torch
 
-    from xlt.rundir import CheckpointError
-    from xlt.stage import StageRunner
+    from xlt.orchestration.rundir import CheckpointError
+    from xlt.orchestration.weights import load_weights
 
     path = tmp_path / "best.ckpt"
     if content == {"state_dict": {}}:
@@ -664,5 +664,5 @@ def test_checkpoint_of_another_kind_is_one_line(tmp_path: Path, content, expect)
         expect = r"does not fit this run's model \(size mismatch"
     torch.save(content, path)
     with pytest.raises(CheckpointError) as err:
-        StageRunner._load_weights(torch.nn.Linear(2, 2), path)
+        load_weights(torch.nn.Linear(2, 2), path)
     assert re.search(expect, one_line(str(err.value))), str(err.value)

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from xlt.config import validate
 from xlt.evaluation import bucc
 from xlt.metrics.retrieval import bucc_extract, bucc_f1, bucc_optimize
-from xlt.run import run
+from xlt.orchestration.run import run
 from xlt.schema import ConfigError
 from xlt.tasks.loading import MissingDataError, load_split
 from xlt.tasks.registry import get_task

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from xlt.orchestration.run import run
 from xlt.results.rows import read_results
-from xlt.run import run
 from xlt.tasks import DataError, get_task
 from xlt.tasks.classification import read_glue_qqp_tsv, read_pawsx_tsv
 from xlt.tasks.loading import MissingDataError, load_split

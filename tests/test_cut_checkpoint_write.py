@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from xlt import PROJECT_ROOT
-from xlt.rundir import PREVIOUS_CKPT, resume_checkpoint
+from xlt.orchestration.rundir import PREVIOUS_CKPT, resume_checkpoint
 
 SCRIPT = """
 import os, sys

@@ -134,8 +134,8 @@ def test_a_run_with_dev_languages_selects_the_same_checkpoint_and_chooses_the_sa
     same English dev and test rows; the run with it has an sw dev row (noted analysis only); both
     have the held-out English dev row (60 of the 2,450 examples outside the 40 drawn)."""
     from xlt.evaluation.analysis_dev import ANALYSIS_NOTE, HELDOUT_NOTE
+    from xlt.orchestration.run import run
     from xlt.results.rows import read_results
-    from xlt.run import run
 
     run(compose_cfg(*TINY), tmp_path / "off")
     run(compose_cfg(*TINY, "target.eval_dev_languages=true"), tmp_path / "on")

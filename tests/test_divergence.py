@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader
 
 from xlt import PROJECT_ROOT
 from xlt.callbacks import Diverged, DivergenceGuard
+from xlt.orchestration.run import run
 from xlt.results.rows import ResultRow, RunContext, write_results
-from xlt.run import run
 
 TINY = (
     "model=tiny", "+target=xnli", "target.train_task=snli", "target.train_split=dev",

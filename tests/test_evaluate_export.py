@@ -62,6 +62,8 @@ def test_evaluate_checkpoint_export_and_evaluate_export(
     assert predictions(eval_dir) == predictions(train_dir)
     state = json.loads((eval_dir / "state.json").read_text())
     assert state["finished"] and state["evaluated_from"] == str(train_dir.resolve())
+    # an evaluation-only plan ran: no stage was faked as trained (issue 26)
+    assert "target" not in state.get("stages", {})
 
     run("xlt.export", str(train_dir), "--out", str(export_dir), cache=cache_dir)
     card = (export_dir / "README.md").read_text()

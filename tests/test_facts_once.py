@@ -21,8 +21,7 @@ def test_metric_keys_round_trip() -> None:
     assert parse_metric_key("test/xnli/de") is None and parse_metric_key("epoch") is None
 
 
-# arch3's files (the run's orchestration) build three of these keys until the lead merges arch3.
-KEY_BUILDERS_ALLOWED = {"xlt/metrics/keys.py", "xlt/stage.py", "xlt/run.py"}
+KEY_BUILDERS_ALLOWED = {"xlt/metrics/keys.py"}
 
 
 def test_the_metric_key_format_is_built_in_one_module() -> None:
@@ -95,21 +94,8 @@ def test_a_stage_sequence_length_is_decided_by_one_function() -> None:
         assert "int(stage.max_seq_length)" not in text, rel
 
 
-# Files of the run's orchestration that task arch3 rewrites (it applies these functions there).
-ARCH3_FILES = {
-    f"xlt/{name}.py"
-    for name in (
-        "run",
-        "intermediate",
-        "stage",
-        "evaluate",
-        "reuse",
-        "rundir",
-        "trainer",
-        "callbacks",
-        "strategies",
-    )
-}
+# arch3 merged: the orchestration (xlt/orchestration/) applies these functions too; nothing is exempt.
+ARCH3_FILES: set[str] = set()
 
 
 def test_the_selection_recipe_is_one_shared_default_of_every_stage_file() -> None:

@@ -231,8 +231,10 @@ def test_tiny_run_on_the_hub_fixtures_records_commits_and_what_was_left_out(
     """data.source=hub end to end (tiny model): all9 with Cosmos QA unreadable stops in one line
     naming it; with ``skip_members=[cosmosqa]`` it trains CommonsenseQA alone (labelled by the members left out),
     and state.json and every row carry the commits read."""
+    from xlt.orchestration.intermediate import IntermediatePhase
+    from xlt.orchestration.run import run
+    from xlt.orchestration.stage import StageExecutor
     from xlt.results.rows import read_results
-    from xlt.run import Runner, run
 
     _cosmos_offline(monkeypatch)
     mirror = f"data.hub_mirror={on_mirror.root}"
@@ -241,8 +243,8 @@ def test_tiny_run_on_the_hub_fixtures_records_commits_and_what_was_left_out(
         raise AssertionError("the run must stop in its audit, before the probe and any training")
 
     with monkeypatch.context() as early:
-        early.setattr(Runner, "probe", too_late)
-        early.setattr(Runner, "intermediate_phase", too_late)
+        early.setattr(StageExecutor, "probe", too_late)
+        early.setattr(IntermediatePhase, "execute", too_late)
         with pytest.raises(DataError) as err:
             run(compose_cfg(*TINY_HUB, mirror), tmp_path / "stops")
     message = str(err.value)
@@ -334,8 +336,8 @@ def test_tiny_targets_end_to_end_on_the_hub_fixtures(compose_cfg, on_mirror, tmp
                                                      realigned) -> None:  # fmt: skip
     """A QA target whose test rows the hub stripped (realigned, counted in state.json) and a tagging
     target, trained and scored from the hub fixtures alone."""
+    from xlt.orchestration.run import run
     from xlt.results.rows import read_results
-    from xlt.run import run
 
     run(compose_cfg("model=tiny", f"+target={target}", "debug=fdr", "data.source=hub", f"data.hub_mirror={on_mirror.root}",
                     "target.max_train_examples=8", "target.max_eval_examples=8", "target.batch_size=4",
@@ -389,7 +391,7 @@ def test_a_job_reusing_a_shared_intermediate_records_the_commits_it_was_trained_
     on (done.json's hub_reads), not the one b's own audit read."""
     import shutil
 
-    from xlt.run import run
+    from xlt.orchestration.run import run
 
     root = tmp_path / "hub"
     shutil.copytree(mirror.root, root, symlinks=True)

@@ -153,7 +153,7 @@ def test_a_run_stored_before_new_keys_existed_can_be_relaunched(compose_cfg, tmp
     from omegaconf import OmegaConf
 
     from xlt.config import validate
-    from xlt.rundir import check_same_config, config_differences
+    from xlt.orchestration.config_lock import check_same_config, config_differences
     from xlt.schema import ConfigError, to_container
 
     args = ("model=xlmr_large", "+intermediate=all9", "+target=xnli")

@@ -149,7 +149,7 @@ def test_the_check_sees_cycles(tmp_path: Path) -> None:
 
 
 # The run's orchestration and command lines: the only modules that validate a config.
-VALIDATORS = {"xlt.train", "xlt.run", "xlt.evaluate", "xlt.export", "xlt.audit", "xlt.plan.cli"}
+VALIDATORS = {"xlt.train", "xlt.orchestration.run", "xlt.evaluate", "xlt.export", "xlt.audit", "xlt.plan.cli"}
 
 
 def test_validation_is_imported_only_from_above() -> None:

@@ -13,8 +13,8 @@ import torch
 
 from xlt.data.features import Collator, featurize
 from xlt.modeling.heads import build_head
+from xlt.orchestration.run import run
 from xlt.results.rows import read_results
-from xlt.run import run
 from xlt.tasks import DataError, get_task
 from xlt.tasks.loading import load_split
 from xlt.tasks.multiple_choice import (

@@ -11,15 +11,15 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import pytorch_lightning
 
-import xlt.run as run_module
 from xlt.config import validate
 from xlt.data.datamodule import DataSettings, MixtureDataset
 from xlt.data.mixture import log_mixture, mixture_steps_per_epoch, prepare_mixture_data
 from xlt.data.sampling import MultiTaskBatchSampler, mixture_probabilities
 from xlt.modeling.encoder import load_tokenizer
+from xlt.orchestration.run import run
 from xlt.results.rows import read_results
-from xlt.run import run
 from xlt.schema import ConfigError
 from xlt.tasks.registry import flatten_mixture, get_mixture
 from xlt.tasks.spec import DataError
@@ -224,13 +224,13 @@ def test_fast_dev_run_through_a_real_two_task_mixture(compose_cfg, data_dir: Pat
                                                       monkeypatch) -> None:  # fmt: skip
     """ANLI rounds (classification, NLI head) + CommonsenseQA (multiple choice) on real data."""
     heads = {}
-    original = run_module.pl.Trainer.fit
+    original = pytorch_lightning.Trainer.fit
 
     def spy(self, module, *args, **kwargs):
         heads[module.task] = sorted(module.heads)
         return original(self, module, *args, **kwargs)
 
-    monkeypatch.setattr(run_module.pl.Trainer, "fit", spy)
+    monkeypatch.setattr(pytorch_lightning.Trainer, "fit", spy)
     run(compose_cfg(*TINY_MIX), tmp_path)
     assert heads == {"all9": ["csqa", "nli"], "xnli": ["xnli"]}  # a fresh single head for the target
     records = read_results(tmp_path / "results.jsonl")

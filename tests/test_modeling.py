@@ -5,16 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import pytorch_lightning
 import torch
 from omegaconf import OmegaConf
 from transformers import XLMRobertaConfig, XLMRobertaModel
 
-import xlt.run as run_module
 from xlt.modeling.heads import HEADS, build_head
 from xlt.modeling.module import TransferModule, linear_warmup_decay
 from xlt.modeling.pooling import pool
-from xlt.run import run
-from xlt.rundir import RunState
+from xlt.orchestration.run import run
+from xlt.orchestration.rundir import RunState
 from xlt.tasks import get_task
 
 from .test_pipeline import TINY_XNLI
@@ -67,13 +67,13 @@ def test_pooling() -> None:
 def test_encoder_carries_over_and_intermediate_head_is_dropped(compose_cfg, data_dir: Path, tmp_path: Path,
                                                                monkeypatch) -> None:  # fmt: skip
     seen = {}
-    original = run_module.pl.Trainer.fit
+    original = pytorch_lightning.Trainer.fit
 
     def spy(self, module, *args, **kwargs):
         seen[module.task] = {k: v.clone() for k, v in module.state_dict().items()}
         return original(self, module, *args, **kwargs)
 
-    monkeypatch.setattr(run_module.pl.Trainer, "fit", spy)
+    monkeypatch.setattr(pytorch_lightning.Trainer, "fit", spy)
     run(compose_cfg(*TINY_XNLI), tmp_path)
     best = RunState.load(tmp_path / "state.json").stage("intermediate")[
         "best"

@@ -14,20 +14,7 @@ from xlt import PROJECT_ROOT
 
 MODULE_LIMIT = 400
 FUNCTION_LIMIT = 60
-ARCH3 = {
-    f"xlt/{name}.py"
-    for name in (
-        "run",
-        "intermediate",
-        "stage",
-        "evaluate",
-        "reuse",
-        "rundir",
-        "trainer",
-        "callbacks",
-        "strategies",
-    )
-}
+ARCH3: set[str] = set()  # arch3 merged: the orchestration (xlt/orchestration/) is held to the limits too
 # Modules and functions (path::qualified name) over a limit today, outside ARCH3.
 LEFT: dict[str, int] = {
     "xlt/data/features.py::featurize": 75,

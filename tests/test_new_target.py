@@ -1,7 +1,7 @@
 """A 10th target of an existing head kind is one task spec and one YAML file.
 
 The spec is registered for this test only and the YAML lives in a temporary config folder on Hydra's
-search path; the run goes through the real ``xlt.run.run`` with ``model=tiny``. The spec is the only
+search path; the run goes through the real ``xlt.orchestration.run.run`` with ``model=tiny``. The spec is the only
 place that says the task's languages, English training source and sequence length: the validated
 config, the config lock, the result rows and the prediction files must all show them.
 """
@@ -16,8 +16,8 @@ from omegaconf import OmegaConf
 
 from xlt.config import validate
 from xlt.metrics.xtreme import XTREME_TASK2LANGS
+from xlt.orchestration.run import run
 from xlt.results.rows import read_results
-from xlt.run import run
 from xlt.tasks.loading import load_split
 from xlt.tasks.nli import NLI_ALIASES, NLI_LABELS
 from xlt.tasks.registry import TASKS, get_task, register_task

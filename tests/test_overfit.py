@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from xlt.run import run
+from xlt.orchestration.run import run
 
 
 @pytest.mark.slow

@@ -7,11 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+import pytorch_lightning
 
-import xlt.run as run_module
+import xlt.orchestration.run as run_module
 from xlt.config import validate
+from xlt.orchestration.run import run
 from xlt.results.rows import read_results
-from xlt.run import run
 
 TINY_XNLI = (
     "model=tiny", "+intermediate=anli_rounds", "+target=xnli", "debug=fdr",
@@ -32,6 +33,7 @@ def test_three_phases_with_tiny_model(compose_cfg, data_dir: Path, tmp_path: Pat
         ("intermediate", "anli_rounds", "dev"),
         ("target", "xnli", "dev"),
         ("target", "xnli", "test"),
+        ("target", "xnli", "dev_heldout"),  # English dev outside the selection subset (analysis_dev.py)
     }
     test_langs = {r["language"] for r in records if r["split"] == "test"}
     assert test_langs == {"en", "de", "sw", "avg", "avg_non_en", "gap", "rel_gap"}  # ar has no file here
@@ -50,9 +52,9 @@ def test_finished_run_is_not_run_again(compose_cfg, data_dir: Path, tmp_path: Pa
     first = run(compose_cfg(*TINY_XNLI), tmp_path)
 
     def refuse(*args, **kwargs):
-        raise AssertionError("a finished run must not build a new Runner")
+        raise AssertionError("a finished run must not open a new session")
 
-    monkeypatch.setattr(run_module, "Runner", refuse)
+    monkeypatch.setattr(run_module.RunSession, "open", refuse)
     assert run(compose_cfg(*TINY_XNLI), tmp_path) == first
 
 
@@ -64,13 +66,13 @@ def test_finished_stage_is_loaded_not_retrained(
     del state["finished"], state["stages"]["target"]
     (tmp_path / "state.json").write_text(json.dumps(state))
     fits = []
-    original = run_module.pl.Trainer.fit
+    original = pytorch_lightning.Trainer.fit
 
     def counting_fit(self, module, *args, **kwargs):
         fits.append(module.task)
         return original(self, module, *args, **kwargs)
 
-    monkeypatch.setattr(run_module.pl.Trainer, "fit", counting_fit)
+    monkeypatch.setattr(pytorch_lightning.Trainer, "fit", counting_fit)
     run(compose_cfg(*TINY_XNLI), tmp_path)
     assert fits == ["xnli"]  # the intermediate stage came from its checkpoint
 

@@ -264,7 +264,7 @@ def test_retrieval_target_needs_only_the_weights(capsys) -> None:
 
 
 def test_a_sweep_counts_a_shared_intermediate_stage_once(capsys) -> None:
-    """Two targets after the same intermediate task: the sweep trains MNLI once (xlt/reuse.py), so
+    """Two targets after the same intermediate task: the sweep trains MNLI once (xlt/orchestration/reuse.py), so
     the total is the two jobs minus one MNLI stage; without reuse it is the two jobs' sum."""
     from hydra import compose, initialize_config_dir
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from xlt.orchestration.run import run
 from xlt.results.submission import render, write_predictions
-from xlt.run import run
 from xlt.score import score_submission
 from xlt.tasks.loading import load_split
 from xlt.tasks.registry import get_task

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-import xlt.stage as stage_module
+import xlt.orchestration.stage as stage_module
+from xlt.orchestration.run import run
 from xlt.results.rows import read_results
-from xlt.run import run
 
 TINY_QA = (
     "model=tiny", "debug=fdr", "scale.per_device_batch_size=16",

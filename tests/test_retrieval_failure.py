@@ -11,28 +11,34 @@ import pytest
 import torch
 
 import xlt.evaluation.base
-import xlt.stage
-from xlt.stage import StageRunner
+import xlt.orchestration.stage
+from xlt.orchestration.plan import EvalTarget
+from xlt.orchestration.stage import StageExecutor
 from xlt.tasks.registry import get_task
+
+_TATOEBA = EvalTarget("tatoeba", "retrieval", "test", ("de",), 8, 8, 32, retrieval="top1", layer=2)
+
+
+def _executor() -> StageExecutor:
+    """An executor over a session holding only what retrieval reads."""
+    model = SimpleNamespace(encoder=None, tokenizer=None)
+    session = SimpleNamespace(model=model, skip=print, settings=SimpleNamespace(source=None, data_dir=None))
+    return StageExecutor(session)  # type: ignore[arg-type]
 
 
 def test_a_failure_building_the_retrieval_run_reaches_the_waiting_ranks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     told: list[str | None] = []
-    monkeypatch.setattr(xlt.stage, "is_global_zero", lambda: True)
-    monkeypatch.setattr(xlt.stage, "wait_for_rank_zero", lambda failure=None: told.append(failure))
+    monkeypatch.setattr(xlt.orchestration.stage, "is_global_zero", lambda: True)
+    monkeypatch.setattr(xlt.orchestration.stage, "wait_for_rank_zero", lambda failure=None: told.append(failure))
 
     def broken_run(*args: Any, **kwargs: Any) -> None:
         raise ValueError("no tokenizer")
 
-    monkeypatch.setattr(xlt.stage, "RetrievalRun", broken_run)
-    cfg = SimpleNamespace(retrieval=SimpleNamespace(batch_size=8, max_seq_length=32, layer=2),
-                          target=SimpleNamespace(eval_batch_size=8, max_seq_length=32), predictions=False)  # fmt: skip
-    runner = SimpleNamespace(cfg=cfg, encoder=None, tokenizer=None, _skip=print, _write_predictions=None,
-                             settings=SimpleNamespace(source=None, data_dir=None))  # fmt: skip
+    monkeypatch.setattr(xlt.orchestration.stage, "RetrievalRun", broken_run)
     with pytest.raises(ValueError, match="no tokenizer"):
-        StageRunner.evaluate_retrieval(runner, get_task("tatoeba"), "target", ["de"], 8)  # type: ignore[arg-type]
+        _executor().retrieval(_TATOEBA, "target")
     assert told == ["target tatoeba: ValueError: no tokenizer"]
 
 
@@ -71,19 +77,12 @@ def test_rank_zeros_own_error_stands_when_the_waiting_ranks_are_already_gone(
         if failure is not None:
             raise RuntimeError("Connection closed by peer")
 
-    monkeypatch.setattr(xlt.stage, "is_global_zero", lambda: True)
-    monkeypatch.setattr(xlt.stage, "wait_for_rank_zero", gone)
+    monkeypatch.setattr(xlt.orchestration.stage, "is_global_zero", lambda: True)
+    monkeypatch.setattr(xlt.orchestration.stage, "wait_for_rank_zero", gone)
 
     def preempted(*args: Any, **kwargs: Any) -> None:
         raise Preempted("preempted (SIGTERM) outside training")
 
-    monkeypatch.setattr(xlt.stage, "RetrievalRun", preempted)
-    cfg = SimpleNamespace(
-        retrieval=SimpleNamespace(batch_size=8, max_seq_length=32, layer=2),
-        target=SimpleNamespace(eval_batch_size=8, max_seq_length=32),
-        predictions=False,
-    )
-    runner = SimpleNamespace(cfg=cfg, encoder=None, tokenizer=None, _skip=print, _write_predictions=None,
-                             settings=SimpleNamespace(source=None, data_dir=None))  # fmt: skip
+    monkeypatch.setattr(xlt.orchestration.stage, "RetrievalRun", preempted)
     with pytest.raises(Preempted):
-        StageRunner.evaluate_retrieval(runner, get_task("tatoeba"), "target", ["de"], 8)  # type: ignore[arg-type]
+        _executor().retrieval(_TATOEBA, "target")

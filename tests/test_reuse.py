@@ -1,4 +1,4 @@
-"""The shared intermediate stage (xlt/reuse.py): its key, and the lock between real processes."""
+"""The shared intermediate stage (xlt/orchestration/reuse.py): its key, and the lock between real processes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from xlt import PROJECT_ROOT
-from xlt.reuse import IntermediateKey, ReuseError, SharedStage, intermediate_key
+from xlt.orchestration.reuse import IntermediateKey, ReuseError, SharedStage, intermediate_key
 
 CFG = {
     "model": {"name": "tiny", "revision": None, "dtype": "float32"},
@@ -68,11 +68,11 @@ def test_the_key_changes_with_whatever_changes_the_intermediate_weights() -> Non
         assert key_of(CFG, **{arg: value}).digest != key.digest, arg
 
 
-# A job's use of the shared stage, as xlt.run makes it, with the training replaced by a sleep.
+# A job's use of the shared stage, as xlt.orchestration.run makes it, with the training replaced by a sleep.
 CLAIMANT = textwrap.dedent("""
     import logging, sys, time
     from pathlib import Path
-    from xlt.reuse import IntermediateKey, SharedStage
+    from xlt.orchestration.reuse import IntermediateKey, SharedStage
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     root, who, seconds = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
     stage = SharedStage(root, IntermediateKey("tiny-anli-s1-0123456789ab", "d" * 64, {"x": 1}))

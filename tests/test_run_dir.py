@@ -8,9 +8,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from xlt.orchestration.config_lock import config_differences
+from xlt.orchestration.run import run
+from xlt.orchestration.rundir import CheckpointError, resume_checkpoint
+from xlt.orchestration.weights import load_weights
 from xlt.results.rows import read_results
-from xlt.run import Runner, run
-from xlt.rundir import CheckpointError, config_differences, resume_checkpoint
 from xlt.schema import ConfigError
 
 TINY = (
@@ -100,5 +102,5 @@ def test_a_crafted_checkpoint_is_refused_not_executed(tmp_path: Path) -> None:
     crafted = tmp_path / "best.ckpt"
     torch.save({"state_dict": {}, "evil": _Payload(marker)}, crafted)
     with pytest.raises(CheckpointError, match="best.ckpt: not a loadable checkpoint"):
-        Runner._load_weights(None, crafted)  # type: ignore[arg-type]
+        load_weights(None, crafted)  # type: ignore[arg-type]
     assert not marker.exists()

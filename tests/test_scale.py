@@ -198,7 +198,7 @@ def test_model_files_record_the_vocabulary_their_checkpoints_have(compose_cfg, c
 
 def test_a_run_pins_the_hub_commit_it_first_loaded(tmp_path: Path) -> None:
     from xlt.modeling.encoder import resolved_revision
-    from xlt.rundir import RunState
+    from xlt.orchestration.rundir import RunState
 
     hub = OmegaConf.create({"source": "hub", "revision": None})
     state = RunState.load(tmp_path / "state.json")
@@ -267,7 +267,7 @@ def test_lora_is_recorded_and_profiles_name_their_decoder_modules(compose_cfg) -
 def test_lora_trains_at_its_own_learning_rate_recorded_in_every_row(
     compose_cfg, data_dir: Path, tmp_path: Path, monkeypatch, peft: str
 ) -> None:
-    import xlt.run as run_module
+    import xlt.orchestration.run as run_module
     from xlt.modeling.module import TransferModule
     from xlt.results.rows import read_results
 

@@ -127,7 +127,8 @@ def test_planted_secret_reaches_no_file_and_no_logger_payload(
 
     from xlt.evaluate import evaluate
     from xlt.export import export
-    from xlt.run import Runner, run
+    from xlt.orchestration.run import run
+    from xlt.orchestration.session import RunSession as Runner
 
     data = tmp_path / "data"
     for rel in ("xnli/en/en.genre.dev.tsv", "xnli/en/en.genre.test.tsv", "xnli/de/xglue_de_test.tsv"):

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from xlt.config import validate
+from xlt.orchestration.run import run
 from xlt.results.rows import read_results
-from xlt.run import run
 
 # 48 SNLI pairs, batch 8 = 2 accumulated batches of 4: 6 optimizer steps an epoch, 2 epochs.
 TINY = (
@@ -26,7 +26,7 @@ def validation_steps(run_dir: Path) -> list[int]:
     """The optimizer steps after which training validated, from the CSV log. Lightning logs a
     validation run inside training at the number of steps before the current batch's (its counter
     moves after the validation), hence + 1; the last row is the evaluation after training, logged at
-    the fit's last step (xlt/stage.py: ``eval_step``)."""
+    the fit's last step (xlt/orchestration/stage.py: ``eval_step``)."""
     with open(run_dir / "csv" / "metrics.csv") as fh:
         steps = [int(r["step"]) for r in csv.DictReader(fh) if r.get("dev/xnli/en/acc")]
     assert steps[-1] == steps[-2]

@@ -107,19 +107,19 @@ def test_qa_target_files_say_where_their_selection_comes_from() -> None:
 def test_select_on_train_task_loads_the_training_tasks_validation_set_in_the_stage(
     compose_cfg, cache_dir: Path, data_dir: Path, tmp_path: Path
 ) -> None:
-    """The stage's own data path (StageRunner._stage_data -> prepare_stage_data(dev_task=...)), not only
+    """The stage's own data path (StageExecutor.stage_data -> prepare_stage_data(dev_task=...)), not only
     the audit: with select_on=train_task XNLI's selection set is its training task's validation set
     (MNLI's: the real excerpt of MultiNLI 1.0 dev_matched in the shared data, laid out where the reader
     looks; SNLI's: its real dev file), with its size and origin recorded; by default it is a draw of
     500 from XNLI's 2,490 English dev examples."""
+    import dataclasses
     from types import SimpleNamespace
-
-    from omegaconf import OmegaConf
 
     from xlt.config import validate
     from xlt.data.datamodule import DataSettings
     from xlt.modeling.encoder import load_tokenizer
-    from xlt.stage import StageRunner
+    from xlt.orchestration.plan import build_plan
+    from xlt.orchestration.stage import StageExecutor
 
     mnli_dir = tmp_path / "multinli_1.0"
     mnli_dir.mkdir()
@@ -133,11 +133,11 @@ def test_select_on_train_task_loads_the_training_tasks_validation_set_in_the_sta
             compose_cfg("model=tiny", "+target=xnli", f"target.train_task={train_task}", *overrides)
         )
         settings = DataSettings("local", directory, cache_dir, load_tokenizer(cfg.model, cache_dir), seed=1)
-        runner = SimpleNamespace(settings=settings, _skip=lambda line: None)
-        stage_cfg = OmegaConf.create(OmegaConf.to_container(cfg.target, resolve=True))
-        stage_cfg.train_split = None  # the selection set only: no training data is read
-        data = StageRunner._stage_data(runner, "target", stage_cfg, get_task("xnli"), get_task(train_task),
-                                       test=False, trains=False)  # fmt: skip
+        session = SimpleNamespace(settings=settings, skip=lambda line: None)
+        target = build_plan(cfg, directory).stage("target")
+        # the selection set only: no training data is read, no test set
+        stage = dataclasses.replace(target, train_split=None, evaluation=())
+        data = StageExecutor(session).stage_data(stage, trains=False)  # type: ignore[arg-type]
         (val,) = data.val
         (record,) = settings.pop_selections().values()
         return val, record

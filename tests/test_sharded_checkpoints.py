@@ -23,7 +23,7 @@ import torch
 
 from xlt import PROJECT_ROOT
 from xlt.callbacks import keep_previous
-from xlt.rundir import PREVIOUS_CKPT, UNUSABLE_CKPT, checkpoint_problem, resume_checkpoint
+from xlt.orchestration.rundir import PREVIOUS_CKPT, UNUSABLE_CKPT, checkpoint_problem, resume_checkpoint
 from xlt.sharded_ckpt import DCP_METADATA, META_FILE, read_meta, read_weights, remove
 
 FAULTS = Path(__file__).parent / "faults"

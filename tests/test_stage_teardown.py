@@ -17,9 +17,9 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
-import xlt.stage
-from xlt.intermediate import IntermediatePhase
-from xlt.run import run
+import xlt.orchestration.stage
+from xlt.orchestration.run import run
+from xlt.orchestration.stage import StageExecutor
 
 CONFIG = (
     "model=tiny", "+intermediate=anli_rounds", "intermediate.train_split=dev_r1", "intermediate.dev_split=dev_r3",
@@ -67,15 +67,15 @@ def test_nothing_of_a_finished_stage_is_left_without_the_collector(
     scale: tuple[str, ...],
 ) -> None:
     seen: dict[str, Counter[str]] = {}
-    probe = IntermediatePhase.probe
+    probe = StageExecutor.probe
 
-    def counting_probe(self: IntermediatePhase, stage: str) -> None:
+    def counting_probe(self: StageExecutor, stage: str, probes: tuple) -> None:
         if stage == "intermediate":  # the intermediate stage is over; the next phase has not begun
             seen["after stage"] = census()
-        probe(self, stage)
+        probe(self, stage, probes)
 
-    monkeypatch.setattr(IntermediatePhase, "probe", counting_probe)
-    collect = xlt.stage.end_of_stage_collect
+    monkeypatch.setattr(StageExecutor, "probe", counting_probe)
+    collect = xlt.orchestration.stage.end_of_stage_collect
 
     def counting_collect() -> None:
         # Before the run's own collection: what release() and reference counting alone have freed.
@@ -84,7 +84,7 @@ def test_nothing_of_a_finished_stage_is_left_without_the_collector(
             seen["before collect"]["holding trainer"] = holding_trainers()
         collect()
 
-    monkeypatch.setattr(xlt.stage, "end_of_stage_collect", counting_collect)
+    monkeypatch.setattr(xlt.orchestration.stage, "end_of_stage_collect", counting_collect)
     gc.collect()
     gc.disable()
     try:

@@ -465,7 +465,7 @@ def test_the_sweep_objective_is_the_english_dev_selection_metric(compose_cfg, mo
                                                                  expected: float | None) -> None:  # fmt: skip
     """What xlt.train returns to Hydra's sweeper (Optuna tunes on it): the target's English dev score
     on its selection metric, never a test score; None when the target selects on nothing."""
-    import xlt.run
+    import xlt.orchestration.run
     import xlt.train
 
     summary = {  # test scores above every dev score: a test key picked by mistake shows
@@ -474,7 +474,7 @@ def test_the_sweep_objective_is_the_english_dev_selection_metric(compose_cfg, mo
         "test/xquad/avg/em": 99.0, "dev/xquad/en/em": 50.0, "dev/xquad/en/f1": 73.0, "dev/xquad/en/score": 61.5,
         "test/tydiqa/avg/score": 99.0, "test/tatoeba/avg/acc": 99.0,
     }  # fmt: skip
-    monkeypatch.setattr(xlt.run, "run", lambda cfg, run_dir: summary)
+    monkeypatch.setattr(xlt.orchestration.run, "run", lambda cfg, run_dir: summary)
     monkeypatch.setattr(xlt.train, "run_dir_from_hydra", lambda: Path("unused"))
     cfg = compose_cfg(f"+target={target}", "model=tiny")
     assert xlt.train.main.__wrapped__(cfg) == expected

@@ -12,8 +12,8 @@ import torch
 from xlt.data.features import Collator, featurize
 from xlt.data.features_tagging import IGNORE, windows
 from xlt.metrics.tagging import MISSING, WordTagScore
+from xlt.orchestration.run import run
 from xlt.results.rows import read_results
-from xlt.run import run
 from xlt.tasks import DataError, get_task
 from xlt.tasks.loading import MissingDataError, load_split
 from xlt.tasks.tagging import (

@@ -25,13 +25,13 @@ class Recorder:
 
 
 def test_rows_are_logged_in_percent_at_the_evaluated_step() -> None:
-    from xlt.run import Runner
+    from xlt.orchestration.session import RunSession
 
-    runner = Runner.__new__(Runner)  # only what _log_rows reads
+    runner = RunSession.__new__(RunSession)  # only what log_rows reads
     runner.logger, runner.eval_step = Recorder(), 7
     rows = [ResultRow("target", "xnli", "test", lang, "acc", value)
             for lang, value in (("en", 80.0), ("de", 72.0), ("avg_non_en", 72.0), ("gap", 8.0), ("rel_gap", 0.1))]  # fmt: skip
-    runner._log_rows(rows)
+    runner.log_rows(rows)
     ((metrics, step),) = runner.logger.calls
     assert step == 7
     assert metrics["test/xnli/rel_gap/acc"] == pytest.approx(10.0)  # percent, like the accuracies beside it
@@ -66,7 +66,8 @@ def test_results_table_and_summary_are_in_percent_like_the_history() -> None:
 def test_offline_wandb_run(compose_cfg, data_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     import wandb
 
-    from xlt.run import Runner, run
+    from xlt.orchestration.run import run
+    from xlt.orchestration.session import RunSession as Runner
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from xlt.config import validate
+from xlt.orchestration.run import run
 from xlt.results.rows import read_results
-from xlt.run import run
 from xlt.schema import ConfigError
 from xlt.tasks.nli import NLI_ALIASES, NLI_LABELS
 from xlt.tasks.registry import MIXTURES, TASKS, register_mixture, register_task

@@ -4,16 +4,19 @@ checkpoints, the resume points (last.ckpt and prev.ckpt), checkpoint selection, 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.strategies import FSDPStrategy
 
-from xlt.rundir import PREVIOUS_CKPT
+from xlt.orchestration.lightning_adapter import restore_loader_states, state_dict_type
+from xlt.orchestration.rundir import PREVIOUS_CKPT
 from xlt.sharded_ckpt import put_in_place, rotate
+
+if TYPE_CHECKING:
+    from xlt.orchestration.plan import SelectionPlan
 
 
 class Diverged(RuntimeError):
@@ -45,16 +48,19 @@ class DivergenceGuard(pl.Callback):
         self.stage = stage
 
     def _stop(self, trainer: pl.Trainer, what: str, value: float, batch_idx: int) -> None:
-        raise Diverged(f"{self.stage} training diverged: {what} is {value} at step {trainer.global_step} "
-                       f"(epoch {trainer.current_epoch}, batch {batch_idx}); no results written, the "
-                       "checkpoints on disk are from before this step")  # fmt: skip
+        raise Diverged(
+            f"{self.stage} training diverged: {what} is {value} at step {trainer.global_step} "
+            f"(epoch {trainer.current_epoch}, batch {batch_idx}); no results written, the "
+            "checkpoints on disk are from before this step"
+        )
 
     @staticmethod
     def _scaler(trainer: pl.Trainer) -> Any:
         return getattr(trainer.precision_plugin, "scaler", None)
 
-    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                                 optimizer: torch.optim.Optimizer) -> None:  # fmt: skip
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
         logged = bool(
             getattr(trainer, "loggers", None)
         )  # learning rate and norm, where a logger records them
@@ -84,8 +90,9 @@ class DivergenceGuard(pl.Callback):
         if logged and not sharded and not hasattr(pl_module, "unclipped_grad_norm"):
             pl_module.log("train/grad_norm", local.detach(), on_step=True, on_epoch=False)
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:  # fmt: skip
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if self._scaler(trainer) is None:
             return
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
@@ -159,9 +166,7 @@ class LoaderStateOnResume(pl.Callback):
     """
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        fit_loop = trainer.fit_loop
-        if fit_loop.restarting and fit_loop._combined_loader_states_to_load:
-            fit_loop._load_combined_loader_states()
+        restore_loader_states(trainer)
 
 
 class RngStateInCheckpoint(pl.Callback):
@@ -187,15 +192,17 @@ class RngStateInCheckpoint(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._mid_epoch = False
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
-                             batch_idx: int) -> None:  # fmt: skip
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if self._pending is not None:
             set_rng_states(self._pending)
             self._pending = None
         self._mid_epoch = True  # a save from now until the epoch's last batch ends follows its draw
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:  # fmt: skip
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         # Callbacks that save in this same hook (StepCheckpoint, listed before) see True: they run
         # first, and StepCheckpoint never saves at an epoch's last batch.
         self._mid_epoch = batch_idx + 1 < trainer.num_training_batches
@@ -244,7 +251,7 @@ class BestCheckpoint(ModelCheckpoint):
     broadcast). A file is written as Lightning writes it (an atomic save)."""
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
-        if getattr(trainer.strategy, "_state_dict_type", "full") != "sharded":
+        if state_dict_type(trainer.strategy) != "sharded":
             super()._save_checkpoint(trainer, filepath)
             return
         staging = filepath + ".partial"
@@ -281,8 +288,9 @@ class StepCheckpoint(pl.Callback):
         self.every = every
         self._saved_at = -1
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:  # fmt: skip
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         step = trainer.global_step
         last_batch = batch_idx + 1 >= trainer.num_training_batches
         if step and step % self.every == 0 and step != self._saved_at and not last_batch:
@@ -331,8 +339,9 @@ class ValidateAfterLastStep(pl.Callback):
     stop, which makes Lightning validate after that batch (``_should_check_val_fx``: a requested stop
     is validated first, checked in Lightning 2.6)."""
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:  # fmt: skip
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         last_epoch = trainer.max_epochs is not None and 0 <= trainer.max_epochs <= trainer.current_epoch + 1
         epoch_end = batch_idx + 1 >= trainer.num_training_batches
         at_max_steps = trainer.max_steps is not None and 0 < trainer.max_steps <= trainer.global_step
@@ -341,7 +350,7 @@ class ValidateAfterLastStep(pl.Callback):
 
 
 def selection_callbacks(
-    stage_cfg: DictConfig, monitor: str, accumulate: int, trainer_kwargs: dict[str, Any]
+    selection: SelectionPlan, monitor: str, accumulate: int, trainer_kwargs: dict[str, Any]
 ) -> list[pl.Callback]:
     """Checkpoint selection as jiant's X-STILTs recipe does it (stage options, conf/*/*.yaml):
 
@@ -356,13 +365,16 @@ def selection_callbacks(
 
     ``trainer_kwargs`` is updated in place."""
     callbacks: list[pl.Callback] = []
-    if stage_cfg.get("val_check_every") and not trainer_kwargs.get("fast_dev_run"):
-        trainer_kwargs["val_check_interval"] = int(stage_cfg.val_check_every) * accumulate
+    if selection.val_check_every and not trainer_kwargs.get("fast_dev_run"):
+        trainer_kwargs["val_check_interval"] = int(selection.val_check_every) * accumulate
         trainer_kwargs["check_val_every_n_epoch"] = None
         callbacks.append(ValidateAfterLastStep())
-    if stage_cfg.get("patience"):
+    if selection.patience:
         from pytorch_lightning.callbacks import EarlyStopping
 
-        callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=int(stage_cfg.patience),
-                                       check_on_train_epoch_end=False))  # fmt: skip
+        callbacks.append(
+            EarlyStopping(
+                monitor=monitor, mode="max", patience=int(selection.patience), check_on_train_epoch_end=False
+            )
+        )
     return callbacks

@@ -8,9 +8,8 @@ e.g. ``target.languages=[en,de]`` or ``logger.kind=none``); the results (``resul
 dev/test rows, averages and gap as the training run's target stage), ``state.json`` and the test
 predictions go to a new run directory (default ``outputs/<date>/<time>-evaluate``).
 
-It runs the training run's own code: the target stage is marked finished with SOURCE's weights as
-its checkpoint, so :class:`xlt.run.Runner` loads them and evaluates, as a relaunch of a finished
-stage does.
+It runs the training run's own code: an evaluation-only plan (xlt.orchestration.plan.evaluation_only:
+the target stage with SOURCE's weights, nothing trained) executed by the same parts as a training run.
 """
 
 from __future__ import annotations
@@ -19,13 +18,11 @@ import datetime
 import json
 import logging
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from omegaconf import DictConfig, OmegaConf
 
-from xlt import rundir
 from xlt.console import check_out_dir, cli_parser
 from xlt.export import (
     CONFIG_FILE,
@@ -35,6 +32,7 @@ from xlt.export import (
     run_config,
     target_checkpoint,
 )
+from xlt.orchestration import rundir
 from xlt.public_config import public_yaml
 from xlt.sharded_ckpt import DCP_METADATA
 
@@ -62,7 +60,7 @@ def resolve_source(source: Path) -> tuple[str, Path, DictConfig]:
 
 
 def _checkpoint_from_export(export_dir: Path, encoder: torch.nn.Module, task: str, out: Path) -> Path:
-    """The exported encoder (as loaded) and head as a target-stage checkpoint, for Runner to load."""
+    """The exported encoder (as loaded) and head as a target-stage checkpoint, for the stage to load."""
     import torch  # here, not at the top: `--help` answers without loading torch
     from safetensors.torch import load_file
 
@@ -96,67 +94,67 @@ def _dotlist(overrides: list[str]) -> DictConfig:
         raise ExportError(f"overrides {' '.join(overrides)}: {str(err).splitlines()[0]}") from None
 
 
-def evaluate(source: Path, out_dir: Path, overrides: list[str] | None = None) -> list:
+def _evaluation_config(kind: str, weights: Path, cfg: DictConfig, overrides: list[str] | None) -> DictConfig:
+    """The training run's config for evaluating its target: no intermediate stage (its weights are in
+    the target checkpoint), no probes; an export's directory is the model (encoder and tokenizer)."""
     from xlt.config import validate
-    from xlt.run import Runner, print_report
-    from xlt.rundir import STATE_FILE, RunState
 
-    kind, weights, cfg = resolve_source(Path(source))
-    intermediate = cfg.intermediate.name if cfg.get("intermediate") else "none"
     OmegaConf.set_struct(cfg, False)
-    cfg.intermediate = None  # its weights are in the target checkpoint; no stage to run
+    cfg.intermediate = None
     cfg.probe.tasks = []
     cfg.resume = True
     if kind == "export":
-        # The exported directory is the model: encoder and tokenizer come from it.
         cfg.model.source, cfg.model.hub_id, cfg.model.revision = "hub", str(Path(weights).resolve()), None
         if "keep_layers" in cfg.model:
             cfg.model.keep_layers = None
     if overrides:
         cfg = cast(DictConfig, OmegaConf.merge(cfg, _dotlist(overrides)))
-    cfg = validate(cfg)
+    return validate(cfg)
+
+
+def _open_out_dir(out_dir: Path, cfg: DictConfig, source: Path) -> None:
+    """A new run directory: its config, its log file, state.json naming the source."""
     check_out_dir(out_dir, "--out")
     out_dir.mkdir(parents=True, exist_ok=True)
-    if (out_dir / STATE_FILE).exists():
+    if (out_dir / rundir.STATE_FILE).exists():
         raise ExportError(f"{out_dir}: already holds a run (state.json); name a new --out directory")
     (out_dir / rundir.CONFIG_FILE).write_text(public_yaml(cfg))  # ${oc.env:...} left unresolved
     log_file = logging.FileHandler(out_dir / "evaluate.log")  # everything the terminal leaves out
     log_file.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
     logging.getLogger().addHandler(log_file)
-    state = RunState.load(out_dir / STATE_FILE)
-    runner_ckpt = Path(weights)
-    step = source_step(Path(source), kind)  # log at the step the weights were trained to
-    if kind == "checkpoint":
-        state.mark_stage(
-            "target",
-            best=str(runner_ckpt.resolve()),
-            task=cfg.target.name,
-            train="(evaluated only)",
-            logged_step=step,
-        )
-    state.data["evaluated_from"] = str(Path(source).resolve())
+    state = rundir.RunState.load(out_dir / rundir.STATE_FILE)
+    state.data["evaluated_from"] = str(source.resolve())
     state.save()
-    runner = Runner(cfg, out_dir)
-    if kind == "export":
-        runner_ckpt = _checkpoint_from_export(
-            Path(weights),
-            runner.encoder,
-            cfg.target.name,
-            rundir.stage_ckpt_dir(out_dir, "target") / "exported.ckpt",
-        )
-        runner.state.mark_stage(
-            "target", best=str(runner_ckpt), task=cfg.target.name, train="(evaluated only)", logged_step=step
-        )
-    runner.ctx = replace(runner.ctx, intermediate=intermediate)
-    runner.ctx.extra["evaluated_from"] = str(Path(source).resolve())
+
+
+def evaluate(source: Path, out_dir: Path, overrides: list[str] | None = None) -> list:
+    from xlt.orchestration.plan import build_plan, evaluation_only
+    from xlt.orchestration.run import execute, print_report
+    from xlt.orchestration.session import RunSession
+
+    source = Path(source)
+    kind, weights, cfg = resolve_source(source)
+    intermediate = cfg.intermediate.name if cfg.get("intermediate") else "none"
+    cfg = _evaluation_config(kind, weights, cfg, overrides)
+    _open_out_dir(out_dir, cfg, source)
+    step = source_step(source, kind)  # log at the step the weights were trained to
+    checkpoint = Path(weights).resolve()
+    if kind == "export":  # written once the session has loaded the exported encoder
+        checkpoint = rundir.stage_ckpt_dir(out_dir, "target") / "exported.ckpt"
+    plan = evaluation_only(build_plan(cfg, out_dir), checkpoint, step)
+    session = RunSession.open(plan, cfg)
     try:
-        rows = runner.execute()
-        runner.finish()
-    finally:
-        runner.close()
         if kind == "export":
-            runner_ckpt.unlink(missing_ok=True)  # a copy of the exported weights; the export is the source
-    print_report(rows, runner.skipped)
+            _checkpoint_from_export(Path(weights), session.model.encoder, cfg.target.name, checkpoint)
+        session.relabel(intermediate=intermediate)
+        session.ctx.extra["evaluated_from"] = str(source.resolve())
+        rows = execute(session)
+        session.finish()
+    finally:
+        session.close()
+        if kind == "export":
+            checkpoint.unlink(missing_ok=True)  # a copy of the exported weights; the export is the source
+    print_report(rows, session.skipped)
     return rows
 
 

@@ -26,8 +26,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from xlt import rundir
 from xlt.console import check_out_dir, cli_parser
+from xlt.orchestration import rundir
 from xlt.public_config import public_yaml
 
 log = logging.getLogger("xlt")
@@ -73,18 +73,18 @@ def target_checkpoint(run_dir: Path) -> Path:
 
 def load_target_module(cfg: DictConfig, target: Any, ckpt: Path) -> Any:
     """The target stage's TransferModule (encoder + head) with the checkpoint's weights, loaded by the
-    run's own loader (``xlt.stage.StageRunner._load_weights``: ``weights_only=True``, strict, one-line
+    run's own loader (``xlt.orchestration.weights.load_weights``: ``weights_only=True``, strict, one-line
     CheckpointError)."""
     from xlt.modeling.encoder import load_encoder
     from xlt.modeling.heads import build_head
     from xlt.modeling.module import TransferModule
-    from xlt.run import Runner
+    from xlt.orchestration.weights import load_weights
 
     encoder = load_encoder(cfg.model, Path(cfg.data.cache_dir).expanduser())  # the architecture
     head = build_head(target, encoder.config.hidden_size, cfg.model.pooling)
     module = TransferModule(encoder, head, target, cfg.target.lr, cfg.optim, val_sets=[], test_sets=[])
     try:
-        Runner._load_weights(module, ckpt)
+        load_weights(module, ckpt)
     except RuntimeError as err:  # CheckpointError, or weights that do not fit the architecture
         raise ExportError(" ".join(str(err).split("\n"))[:500]) from None
     return module
@@ -106,8 +106,8 @@ def model_card(
     debug: str = "",
 ) -> str:
     from xlt.export_hub import debug_note, front_matter, hub_metadata
+    from xlt.orchestration.rundir import rows_from_records
     from xlt.results.report import format_table
-    from xlt.rundir import rows_from_records
 
     rows = rows_from_records([r for r in records if r.get("stage") == "target"])
     tables = [format_table(rows, "target", r.task, r.split) for r in rows]

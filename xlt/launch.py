@@ -54,12 +54,9 @@ def job_command(local_rank: int) -> tuple[Sequence[str], str]:
 
 def install() -> None:
     """Route both Lightning launchers (fabric's and the Trainer's) through :func:`job_command`."""
-    import lightning_fabric.strategies.launchers.subprocess_script as fabric
-    import pytorch_lightning.strategies.launchers.subprocess_script as trainer
+    from xlt.orchestration.lightning_adapter import replace_hydra_subprocess_cmd
 
-    _ORIGINAL.setdefault("fabric", fabric._hydra_subprocess_cmd)
-    fabric._hydra_subprocess_cmd = job_command
-    trainer._hydra_subprocess_cmd = job_command  # type: ignore[attr-defined]
+    _ORIGINAL.setdefault("fabric", replace_hydra_subprocess_cmd(job_command))
 
 
 @contextmanager

@@ -24,9 +24,10 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities import rank_zero_only
 
 from xlt.metrics.keys import metric_key
+from xlt.orchestration.lightning_adapter import wandb_init_kwargs
+from xlt.orchestration.rundir import CSV_DIR, FINAL_CKPT, STATE_FILE, WANDB_ID_FILE, is_global_zero
 from xlt.public_config import public_container
 from xlt.results.rows import AGGREGATE_LANGUAGES, ResultRow, RunContext, atomic_write_text
-from xlt.rundir import CSV_DIR, FINAL_CKPT, STATE_FILE, WANDB_ID_FILE, is_global_zero
 from xlt.schema import ConfigError
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ def build_logger(cfg: DictConfig, run_dir: Path, ctx: RunContext) -> Any:
         run_dir / "wandb",
         "`wandb sync <its offline-run-* folder>` uploads it" if mode == "offline" else "online",
     )
-    logger._wandb_init.pop("anonymous", None)  # Lightning always passes it; wandb warns it has no effect
+    wandb_init_kwargs(logger).pop("anonymous", None)  # Lightning always passes it; wandb warns it has no effect
     return logger
 
 

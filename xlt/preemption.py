@@ -12,10 +12,10 @@ What xlt does instead (:func:`handling_sigterm`, around the whole run):
 
 - a Python SIGTERM handler that only acts where that is safe. While a Trainer runs it sets this
   rank's own (local) flag and nothing else; the Trainer's ``received_sigterm``, which every stop check
-  of Lightning's loops and of xlt.stage reads, is the *shared* decision: one ``all_reduce(MAX)`` of
+  of Lightning's loops and of xlt.orchestration.stage reads, is the *shared* decision: one ``all_reduce(MAX)`` of
   the local flags at every training, validation and test batch start (:class:`SharedSigterm`; every
   rank reaches those together), so all ranks stop at the same check (``SIGTERMException``, which
-  xlt.stage turns into :class:`xlt.callbacks.Preempted`, exit 143). Lightning's per-batch
+  xlt.orchestration.stage turns into :class:`xlt.callbacks.Preempted`, exit 143). Lightning's per-batch
   ``_broadcast_sigterm_tensor`` (which swallowed a failed broadcast) becomes a plain read of that
   decision. Outside a Trainer (data preparation, retrieval, between stages) the handler raises
   Preempted at once. Only the first SIGTERM acts: a second one while the first unwinds does nothing;
@@ -37,7 +37,7 @@ A rank ended in the middle of writing last.ckpt (by the watchdog or SIGKILL): Li
 ``tempfile.mkstemp`` in ``$TMPDIR`` (fsspec's local transaction) and then moves it over last.ckpt;
 xlt has renamed the previous last.ckpt to prev.ckpt just before (xlt.callbacks.keep_previous). A
 kill during the write leaves no last.ckpt and an orphaned temporary file in ``$TMPDIR``; the relaunch
-resumes from prev.ckpt, the resume point before it (xlt.rundir.resume_checkpoint). Put ``$TMPDIR`` on
+resumes from prev.ckpt, the resume point before it (xlt.orchestration.rundir.resume_checkpoint). Put ``$TMPDIR`` on
 the checkpoints' file system with room for one checkpoint: on another file system the move is a copy,
 which a kill can cut short, leaving a truncated last.ckpt (set aside as unreadable by the relaunch).
 See docs/slurm-requeue.md.
@@ -60,8 +60,14 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.trainer.connectors.signal_connector import _SignalConnector
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from xlt.orchestration.lightning_adapter import (
+    LightningSignalConnector,
+    set_signal_connector,
+    set_sigterm_check,
+    signal_connector,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +89,7 @@ class _State:
 STATE = _State()
 
 
-class SignalConnector(_SignalConnector):
+class SignalConnector(LightningSignalConnector):
     """The Trainer's signal connector without Lightning's SIGTERM handler (see the module docstring):
     while its Trainer runs, xlt's process-wide handler sets ``received_sigterm`` here. Lightning's
     SLURM requeue handler is not installed either (xlt runs SLURMEnvironment(auto_requeue=False))."""
@@ -93,7 +99,7 @@ class SignalConnector(_SignalConnector):
     @property  # type: ignore[override]
     def received_sigterm(self) -> bool:
         """The stop decision every rank shares (the all_reduce of :meth:`sync`), never this rank's own
-        flag: Lightning's loops and xlt.stage read it at their checks, and a rank that stopped alone
+        flag: Lightning's loops and xlt.orchestration.stage read it at their checks, and a rank that stopped alone
         would leave the others in the next collective. One process: its own flag, at once."""
         if getattr(self.trainer, "world_size", 1) == 1:
             return STATE.received_at is not None
@@ -132,7 +138,7 @@ class SharedSigterm(Callback):
     rank reaches those together, so one all_reduce there cannot pair with another collective."""
 
     def _sync(self, trainer: Any) -> None:
-        connector = trainer._signal_connector
+        connector = signal_connector(trainer)
         if isinstance(connector, SignalConnector):
             connector.sync()
 
@@ -151,14 +157,14 @@ def use_xlt_signals(trainer: Any) -> None:
     fit/validate/test). Lightning's per-batch ``_broadcast_sigterm_tensor`` (which swallows a failed
     broadcast and then reads 0) becomes a plain check of the shared decision: no collective, and a
     failure is not hidden."""
-    trainer._signal_connector = SignalConnector(trainer)
+    set_signal_connector(trainer, SignalConnector(trainer))
     trainer.callbacks.append(SharedSigterm())
 
     def check_shared_decision() -> None:
         if trainer.received_sigterm:
             raise SIGTERMException()
 
-    trainer.fit_loop.epoch_loop._broadcast_sigterm_tensor = check_shared_decision
+    set_sigterm_check(trainer, check_shared_decision)
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:

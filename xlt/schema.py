@@ -140,7 +140,7 @@ class StageConfig:
 
 @dataclass
 class ReuseConfig:
-    """The intermediate stage trained once per key and shared by the jobs that have it (xlt/reuse.py)."""
+    """The intermediate stage trained once per key and shared by the jobs that have it (xlt/orchestration/reuse.py)."""
 
     intermediate: bool = True
     # Where the shared stages live: null = <sweep dir>/intermediate in a Hydra multirun, and the run's

@@ -8,7 +8,7 @@ runs on CPU with the gloo backend. Every profile names this class, on GPUs as on
 multi-process CPU tests run the very code path the GPU jobs run. Why FSDP1 rather than
 ``ModelParallelStrategy`` (FSDP2): see docs/sweeps.md.
 
-Two things the run does around it (xlt/stage.py, xlt/modeling/module.py):
+Two things the run does around it (xlt/orchestration/stage.py, xlt/modeling/module.py):
 
 - gradient-norm clipping through the root FSDP module's ``clip_grad_norm_`` (Lightning's
   ``FSDPPrecision.clip_grad_by_norm`` raises): :func:`clip_grad_norm`;
@@ -126,7 +126,7 @@ class FSDP(FSDPStrategy):
     def _wrap(self, model: nn.Module) -> nn.Module:
         from torch.distributed.fsdp import FullyShardedDataParallel
 
-        # Ranks other than 0 may hold the encoder on the meta device (lean loading, xlt/run.py and xlt/stage.py):
+        # Ranks other than 0 may hold the encoder on the meta device (lean loading: xlt/orchestration/session.py):
         # give its tensors memory on this rank's device, leave everything else alone (torch's
         # default would also re-initialise modules that are already real, torchmetrics' states
         # among them); sync_module_states then broadcasts rank 0's values.

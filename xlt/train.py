@@ -28,8 +28,12 @@ def hydra_main(cfg: DictConfig) -> float | None:
     quiet_terminal()  # the terminal gets stage lines, the progress bar and the tables; the log file all
 
     try:
+        show = pop_show(cfg)
+        if show is not None:
+            print(show_plan(cfg, show), end="")
+            return None
         from xlt.launch import install, multirun_job
-        from xlt.run import run
+        from xlt.orchestration.run import run
 
         install()  # the other ranks of a multirun job run that job alone
         sweep_dir = sweep_dir_from_hydra()
@@ -57,6 +61,33 @@ def hydra_main(cfg: DictConfig) -> float | None:
     return sweep_objective(summary, cfg.target.name)  # the English dev selection metric, never a test score
 
 
+SHOW_CHOICES = ("plan",)
+
+
+def pop_show(cfg: DictConfig) -> str | None:
+    """``+show=plan``: the run's plan printed instead of running it (Hydra's own ``--cfg`` shows the
+    composed config); the key is removed so that validation sees the run's config."""
+    if "show" not in cfg:
+        return None
+    from omegaconf import OmegaConf
+
+    from xlt.schema import ConfigError
+
+    OmegaConf.set_struct(cfg, False)
+    show = cfg.pop("show")
+    if show not in SHOW_CHOICES:
+        raise ConfigError(f"show={show!r}: expected one of {', '.join(SHOW_CHOICES)} (e.g. +show=plan)")
+    return str(show)
+
+
+def show_plan(cfg: DictConfig, show: str) -> str:
+    """What ``+show=<show>`` prints for ``cfg`` (nothing is trained or written)."""
+    from xlt.config import validate
+    from xlt.orchestration.plan import build_plan, format_plan
+
+    return format_plan(build_plan(validate(cfg), run_dir_from_hydra(), sweep_dir_from_hydra()))
+
+
 def usage() -> str:
     """`--help`: conf/train.yaml's hydra.help header and footer around the config groups, read from conf/
     (Hydra's own --help composes every group twice: 3-9 s on this 2-core machine)."""
@@ -70,7 +101,7 @@ def usage() -> str:
     )
     lines = [help_cfg.header, "Config groups (group=option, or +group=option when not in the defaults):"]
     lines += [f"  {group}: {', '.join(options)}" for group, options in groups if options]
-    lines += ["", "The composed config of a command: add --cfg job (nothing runs).", help_cfg.footer]
+    lines += ["", "The composed config of a command: add --cfg job (nothing runs); its plan: +show=plan.", help_cfg.footer]
     return "\n".join(lines)
 
 

@@ -27,9 +27,11 @@ from xlt.callbacks import (
     selection_callbacks,
 )
 from xlt.data.datamodule import StageData
+from xlt.orchestration.lightning_adapter import release_strategy, set_logged_steps, set_process_group_timeout
+from xlt.orchestration.plan import StagePlan
+from xlt.orchestration.rundir import BEST_CKPT, LAST_CKPT
 from xlt.preemption import use_xlt_signals
-from xlt.rundir import BEST_CKPT, LAST_CKPT
-from xlt.schema import batch_plan, to_container
+from xlt.schema import to_container
 
 
 def resolve_precision(precision: str) -> str:
@@ -50,8 +52,7 @@ def build_strategy(strategy: Any, several_heads: bool = False) -> Any:
     from hydra.utils import instantiate
 
     built = instantiate(strategy, _convert_="all")
-    if hasattr(built, "_timeout"):  # Lightning's DDP/FSDP strategies: the process group's timeout
-        built._timeout = PROCESS_GROUP_TIMEOUT
+    set_process_group_timeout(built, PROCESS_GROUP_TIMEOUT)  # Lightning's DDP/FSDP strategies
     return built
 
 
@@ -76,7 +77,7 @@ _WAIT_GROUPS: dict[str, tuple[Any, Any]] = {}
 
 
 def wait_for_rank_zero(failure: str | None = None) -> None:
-    """Where rank 0 works alone (retrieval, xlt/stage.py), the others wait here for it, and rank 0
+    """Where rank 0 works alone (retrieval, xlt/orchestration/stage.py), the others wait here for it, and rank 0
     comes here when it is done (``failure``: it failed, and the others raise RuntimeError with that
     line instead of going on to collectives rank 0 will never join). Nothing without a process group.
 
@@ -111,15 +112,7 @@ def release(trainer: pl.Trainer | None) -> None:
     memory until then (tens of GB per GPU for XXL while the next stage wraps its encoder)."""
     if trainer is None:
         return
-    strategy = trainer.strategy
-    module = strategy._lightning_module
-    if module is not None:
-        module._trainer = None
-    strategy._lightning_module = None
-    strategy._model = None
-    strategy._optimizers = []
-    strategy._lightning_optimizers = []
-    strategy.lr_scheduler_configs = []
+    release_strategy(trainer)
     trainer.datamodule = None  # type: ignore[attr-defined]
 
 
@@ -147,8 +140,13 @@ def cluster_plugins() -> list[Any]:
     return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
 
 
-DEBUG_TRAINER_KEYS = {"fast_dev_run": False, "overfit_batches": 0.0, "limit_train_batches": 1.0,
-                      "limit_val_batches": 1.0, "limit_test_batches": 1.0}  # fmt: skip
+DEBUG_TRAINER_KEYS = {
+    "fast_dev_run": False,
+    "overfit_batches": 0.0,
+    "limit_train_batches": 1.0,
+    "limit_val_batches": 1.0,
+    "limit_test_batches": 1.0,
+}
 
 
 def debug_mode(cfg: DictConfig) -> str:
@@ -162,69 +160,88 @@ def debug_mode(cfg: DictConfig) -> str:
     return ",".join(parts)
 
 
-def stage_lr(cfg: DictConfig, stage_cfg: DictConfig) -> float:
-    """The learning rate a stage trains at: its own, or ``scale.lora.lr`` under LoRA."""
-    lora_lr = cfg.scale.lora.get("lr")
-    return float(lora_lr if cfg.scale.peft == "lora" and lora_lr is not None else stage_cfg.lr)
-
-
-def stage_batch_plan(cfg: DictConfig, stage_cfg: DictConfig) -> tuple[int, int]:
-    """(per-device batch, gradient accumulation) giving the stage's batch size on this job's devices."""
-    scale = cfg.scale
-    return batch_plan(stage_cfg.batch_size, scale.per_device_batch_size, scale.devices * scale.num_nodes)
-
-
-def fractional_epoch_steps(stage_cfg: DictConfig, data: StageData, accumulate: int) -> int | None:
+def fractional_epoch_steps(stage: StagePlan, data: StageData, accumulate: int) -> int | None:
     """``max_steps`` for a fractional ``epochs`` (e.g. 0.5), None for a whole number of epochs."""
-    epochs = float(stage_cfg.epochs)
+    assert stage.epochs is not None and stage.batch is not None
+    epochs = float(stage.epochs)
     if epochs == int(epochs) or (data.train is None and data.mixture is None):
         return None
     if data.mixture is not None:
         steps_per_epoch = data.mixture.steps_per_epoch
     else:
         assert data.train is not None
-        batches = math.ceil(len(data.train) / (stage_cfg.batch_size // accumulate))
+        batches = math.ceil(len(data.train) / (stage.batch.batch_size // accumulate))
         steps_per_epoch = math.ceil(batches / accumulate)
     return max(1, math.ceil(epochs * steps_per_epoch))
 
 
-def build_trainer(cfg: DictConfig, stage_cfg: DictConfig, data: StageData, accumulate: int, *, logger: Any,
-                  run_dir: Path, ckpt_dir: Path | None = None, monitor: str | None = None, stage: str = "",
-                  eval_step: int = 0) -> pl.Trainer:  # fmt: skip
+def fit_callbacks(
+    stage: str, ckpt_dir: Path, monitor: str | None, every_n_steps: int | None
+) -> list[pl.Callback]:
+    """The callbacks of a stage's fit, in their order: divergence guard, selection, resume points."""
+    return [
+        # First: a diverged step must stop the run before any checkpoint callback saves it.
+        DivergenceGuard(stage),
+        BestCheckpoint(
+            dirpath=ckpt_dir,
+            filename=BEST_CKPT,
+            monitor=monitor,
+            mode="max",
+            save_top_k=1 if monitor else 0,
+            save_weights_only=True,
+        ),
+        # last.ckpt (one file, overwritten) after every validation and, with
+        # scale.checkpoint_every_n_steps, every N optimizer steps: what a preempted job resumes from.
+        # (Not save_last=True with save_top_k=0: Lightning 2.6 then never writes last.ckpt.)
+        ResumePoint(
+            dirpath=ckpt_dir, filename=Path(LAST_CKPT).stem, save_top_k=1, enable_version_counter=False
+        ),
+        *([StepCheckpoint(ckpt_dir / LAST_CKPT, every_n_steps)] if every_n_steps else []),
+        RngStateInCheckpoint(),
+        LoaderStateOnResume(),
+    ]
+
+
+def progress_callbacks(trainer_cfg: DictConfig, stage: str) -> list[pl.Callback]:
+    """On a terminal tqdm's bar; elsewhere (log file, SLURM output, a pipe) a line per 10% or minute
+    with the rate and the time left (xlt/progress.py), not a bar redrawn every 25 steps."""
+    if not trainer_cfg.get("enable_progress_bar", True):
+        return []
+    if sys.stderr.isatty():
+        return [LossProgressBar(refresh_rate=1)]
+    from xlt.progress import LineProgress
+
+    return [LineProgress(stage or "evaluation")]
+
+
+def build_trainer(
+    cfg: DictConfig,
+    stage_plan: StagePlan,
+    data: StageData,
+    accumulate: int,
+    *,
+    logger: Any,
+    run_dir: Path,
+    ckpt_dir: Path | None = None,
+    monitor: str | None = None,
+    stage: str = "",
+    eval_step: int = 0,
+) -> pl.Trainer:
     """The Trainer of a stage's fit (``ckpt_dir`` given: divergence guard, selection, resume points)
     or of its evaluation (``ckpt_dir`` None: logs at ``eval_step``, the evaluated weights' step)."""
     scale = cfg.scale
     callbacks: list[pl.Callback] = []
     if ckpt_dir is not None:
-        # First: a diverged step must stop the run before any checkpoint callback saves it.
-        callbacks.append(DivergenceGuard(stage))
-        callbacks.append(BestCheckpoint(dirpath=ckpt_dir, filename=BEST_CKPT, monitor=monitor, mode="max",
-                                        save_top_k=1 if monitor else 0, save_weights_only=True))  # fmt: skip
-        # last.ckpt (one file, overwritten) after every validation and, with
-        # scale.checkpoint_every_n_steps, every N optimizer steps: what a preempted job resumes from.
-        # (Not save_last=True with save_top_k=0: Lightning 2.6 then never writes last.ckpt.)
-        callbacks.append(ResumePoint(dirpath=ckpt_dir, filename=Path(LAST_CKPT).stem, save_top_k=1,
-                                     enable_version_counter=False))  # fmt: skip
-        if scale.checkpoint_every_n_steps:
-            callbacks.append(StepCheckpoint(ckpt_dir / LAST_CKPT, scale.checkpoint_every_n_steps))
-        callbacks.append(RngStateInCheckpoint())
-        callbacks.append(LoaderStateOnResume())
-    if cfg.trainer.get("enable_progress_bar", True):
-        # On a terminal tqdm's bar; elsewhere (log file, SLURM output, a pipe) a line per 10% or minute
-        # with the rate and the time left (xlt/progress.py), not a bar redrawn every 25 steps.
-        if sys.stderr.isatty():
-            callbacks.append(LossProgressBar(refresh_rate=1))
-        else:
-            from xlt.progress import LineProgress
-
-            callbacks.append(LineProgress(stage or "evaluation"))
+        every = stage_plan.checkpoint.every_n_steps if stage_plan.checkpoint is not None else None
+        callbacks.extend(fit_callbacks(stage, ckpt_dir, monitor, every))
+    callbacks.extend(progress_callbacks(cfg.trainer, stage))
     trainer_kwargs = to_container(cfg.trainer)
-    if ckpt_dir is not None and monitor is not None:
-        callbacks.extend(selection_callbacks(stage_cfg, monitor, accumulate, trainer_kwargs))
-    max_steps = fractional_epoch_steps(stage_cfg, data, accumulate)
+    if ckpt_dir is not None and monitor is not None and stage_plan.selection is not None:
+        callbacks.extend(selection_callbacks(stage_plan.selection, monitor, accumulate, trainer_kwargs))
+    max_steps = fractional_epoch_steps(stage_plan, data, accumulate)
     if max_steps is not None:
         trainer_kwargs.setdefault("max_steps", max_steps)
-    max_epochs = trainer_kwargs.pop("max_epochs", max(1, math.ceil(float(stage_cfg.epochs))))
+    max_epochs = trainer_kwargs.pop("max_epochs", max(1, math.ceil(float(stage_plan.epochs or 1))))
     plugins = [*(trainer_kwargs.pop("plugins", None) or []), *cluster_plugins()]
     # Lightning's model summary as a log line (the log file), not the Rich table it prints directly.
     callbacks.append(ModelSummary(max_depth=1))
@@ -246,5 +263,5 @@ def build_trainer(cfg: DictConfig, stage_cfg: DictConfig, data: StageData, accum
     )
     use_xlt_signals(trainer)  # SIGTERM without Lightning's broadcast inside the handler (xlt/preemption.py)
     if ckpt_dir is None:  # an evaluator: log at the evaluated weights' step, not a fresh Trainer's 0
-        trainer.fit_loop.epoch_loop._batches_that_stepped = eval_step
+        set_logged_steps(trainer, eval_step)
     return trainer

@@ -47,8 +47,8 @@ def shared_key(cfg: DictConfig) -> str:
     model revision and code for every job of one launch, so those parts are left equal). The audit's
     exclusions are known only when the job runs; a target that declares any (XQuAD removes SQuAD dev
     questions) may change the intermediate's data, so its jobs are counted as training their own."""
+    from xlt.orchestration.reuse import intermediate_key
     from xlt.plan.memory import Hardware, resolve_precision
-    from xlt.reuse import intermediate_key
     from xlt.schema import to_container
     from xlt.tasks.registry import get_task
 

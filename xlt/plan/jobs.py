@@ -182,7 +182,7 @@ class JobPlan:
     limit_gb: float
     published: int | None = None
     # The key of an intermediate stage this job shares with the other jobs of its sweep
-    # (reuse.intermediate, xlt/reuse.py): trained by one of them, so a sweep's total counts it once.
+    # (reuse.intermediate, xlt/orchestration/reuse.py): trained by one of them, so a sweep's total counts it once.
     intermediate_key: str | None = None
     layers_x_hidden: int = 0
     batches: list[str] = field(default_factory=list)  # "stage: per-device x devices x accumulation"

@@ -22,8 +22,15 @@ from typing import Any
 import pandas as pd
 
 from xlt.metrics.keys import parse_metric_key
+from xlt.orchestration.rundir import (
+    CHECKPOINTS_DIR,
+    CONFIG_FILE,
+    CSV_DIR,
+    PREDICTIONS_DIR,
+    RESULTS_FILE,
+    STATE_FILE,
+)
 from xlt.results.rows import IncompleteResults, read_results
-from xlt.rundir import CHECKPOINTS_DIR, CONFIG_FILE, CSV_DIR, PREDICTIONS_DIR, RESULTS_FILE, STATE_FILE
 from xlt.schema import NO_INTERMEDIATE
 
 # What a results.jsonl row must carry for the analysis.
@@ -45,7 +52,7 @@ REQUIRED_FIELDS = (
 # different conditions, never ranked or averaged together.
 CONDITION = ("task", "split", "metric", "model", "peft", "train_task", "select_on", "intermediate")
 DEFAULT_SELECT_ON = "target"  # rows written before select_on was recorded: the only choice then
-# Files and folders that mark a job directory (Hydra's .hydra/, or what xlt.run writes).
+# Files and folders that mark a job directory (Hydra's .hydra/, or what xlt.orchestration.run writes).
 _RUN_MARKERS = (RESULTS_FILE, STATE_FILE, CONFIG_FILE, ".hydra")
 _NOT_RUNS = {".submitit", CHECKPOINTS_DIR, CSV_DIR, "wandb", PREDICTIONS_DIR, "analysis", ".hydra"}
 

@@ -49,7 +49,7 @@ def configure(
 
 def configure_from(data: Any, pinned: Mapping[str, str] | None = None) -> None:
     """:func:`configure` from a config's ``data`` section (every entry point that reads task data
-    calls it: the Runner, ``python -m xlt.audit``); ``pinned`` (a relaunch's commits) under the
+    calls it: the run session, ``python -m xlt.audit``); ``pinned`` (a relaunch's commits) under the
     explicit ``data.hub_revisions``."""
     configure(data.get("hub_mirror"), {**(pinned or {}), **(data.get("hub_revisions") or {})})
 

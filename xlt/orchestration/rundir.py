@@ -33,9 +33,7 @@ from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
-from xlt.public_config import public_container
 from xlt.results.rows import ResultRow, atomic_write_text
-from xlt.schema import ConfigError, to_container
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +50,9 @@ UNUSABLE_CKPT = "last.ckpt.unusable"  # an unreadable last.ckpt, set aside
 WANDB_ID_FILE = "wandb_id"  # the job's W&B run id: a relaunch continues that run
 CSV_DIR = "csv"  # the CSV logger's folder: metrics.csv, kept and appended to by a relaunch
 METRICS_CSV = "metrics.csv"
-RNG_FILE = "rng_after.pt"  # a shared intermediate stage's generator states after it (xlt/reuse.py)
+RNG_FILE = (
+    "rng_after.pt"  # a shared intermediate stage's generator states after it (xlt/orchestration/reuse.py)
+)
 TRAIN_LOG = "train.log"  # Hydra's job log, named after the job (xlt.train)
 LOCK_FILE = ".lock"  # the run directory's lock (run_dir_lock)
 PATH_KEYS = ("best",)  # stage entries of state.json that are paths: stored relative to the state's folder
@@ -202,10 +202,17 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
                 raise _locked(run_dir, holder) from None
         stale = _holder(fd)
         if stale.get("pid"):
-            log.info("%s: taking over the lock of pid %s on %s (that process is gone)", run_dir, stale["pid"],
-                     stale.get("host"))  # fmt: skip
-        me = {"host": socket.gethostname(), "pid": os.getpid(),
-              "since": datetime.datetime.now().isoformat(timespec="seconds")}  # fmt: skip
+            log.info(
+                "%s: taking over the lock of pid %s on %s (that process is gone)",
+                run_dir,
+                stale["pid"],
+                stale.get("host"),
+            )
+        me = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "since": datetime.datetime.now().isoformat(timespec="seconds"),
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(me).encode("utf-8"), 0)
         yield
@@ -215,33 +222,31 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
 
 
 def _locked(run_dir: Path, holder: dict[str, Any]) -> RunDirError:
-    who = (f"pid {holder.get('pid')} on host {holder.get('host')}, since {holder.get('since')}"
-           if holder.get("pid") else "a process that has not written its name yet")  # fmt: skip
-    return RunDirError(f"{run_dir} is in use by another run ({who}); wait for it to end, or use another "
-                       "run directory (hydra.run.dir=...)")  # fmt: skip
+    who = (
+        f"pid {holder.get('pid')} on host {holder.get('host')}, since {holder.get('since')}"
+        if holder.get("pid")
+        else "a process that has not written its name yet"
+    )
+    return RunDirError(
+        f"{run_dir} is in use by another run ({who}); wait for it to end, or use another "
+        "run directory (hydra.run.dir=...)"
+    )
 
 
 def rows_from_records(records: list[dict[str, Any]]) -> list[ResultRow]:
-    return [ResultRow(r["stage"], r["task"], r["split"], r["language"], r["metric"], r["value"], r.get("n_examples"),
-                      r.get("note", "")) for r in records]  # fmt: skip
-
-
-# Keys a relaunch may change: they do not change a number the run reports (what is logged where, how
-# fast data is read, how often a resume point is written, whether predictions are also written).
-# Every other key of the resolved config must equal the stored config.yaml's.
-RESULT_NEUTRAL_KEYS = (
-    "logger",
-    "trainer.enable_progress_bar",
-    "trainer.enable_model_summary",
-    "trainer.log_every_n_steps",
-    "data.cache_dir",
-    "data.num_workers",
-    "resume",
-    "predictions",
-    "scale.checkpoint_every_n_steps",
-    "model.license",  # what an export's model card says
-    "reuse",  # where the intermediate stage is kept: it is keyed, and a relaunch keeps its folder (xlt/reuse.py)
-)
+    return [
+        ResultRow(
+            r["stage"],
+            r["task"],
+            r["split"],
+            r["language"],
+            r["metric"],
+            r["value"],
+            r.get("n_examples"),
+            r.get("note", ""),
+        )
+        for r in records
+    ]
 
 
 def has_progress(run_dir: Path, state: RunState) -> bool:
@@ -249,80 +254,6 @@ def has_progress(run_dir: Path, state: RunState) -> bool:
     return bool(state.data.get("stages") or state.data.get("finished")) or any(
         (run_dir / CHECKPOINTS_DIR).glob("*/*.ckpt")
     )
-
-
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out or {prefix[:-1]: {}}
-    return {prefix[:-1]: node}
-
-
-def config_differences(cfg: DictConfig, stored: dict[str, Any]) -> list[str]:
-    """The result-changing keys (dotted) whose values differ between ``cfg`` and ``stored``."""
-    # config.yaml keeps ${oc.env:...} unresolved (xlt/public_config.py); one written before that holds values.
-    now, resolved, before = _flatten(public_container(cfg)), _flatten(to_container(cfg)), _flatten(stored)
-
-    def neutral(key: str) -> bool:
-        return any(key == k or key.startswith(k + ".") for k in RESULT_NEUTRAL_KEYS)
-
-    keys = sorted(k for k in now.keys() | before.keys() if not neutral(k))
-    return [k for k in keys if before.get(k, "<absent>") not in (now.get(k, "<absent>"), resolved.get(k, "<absent>"))
-            and not (k not in before and (now.get(k) in (found := _defaults(k, before)) or resolved.get(k) in found))]  # fmt: skip
-
-
-def _defaults(key: str, stored: dict[str, Any]) -> list[Any]:
-    """What a key absent from a stored config (a run started before the key existed) stood for: the
-    schema's default and the default in the config group file the run used (``conf/model/<name>.yaml``
-    for ``model.revision``), so that adding a key never makes an earlier run unresumable."""
-    import dataclasses
-    import typing
-
-    from xlt.schema import CONF_DIR, TrainConfig
-
-    found: list[Any] = []
-    node: Any = TrainConfig
-    for part in key.split("."):
-        hints = typing.get_type_hints(node) if dataclasses.is_dataclass(node) else {}
-        fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
-        if part not in fields:
-            node = None
-            break
-        f = fields[part]
-        node = next((a for a in typing.get_args(hints[part]) if dataclasses.is_dataclass(a)), hints[part])
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-    if node is not None and default is not dataclasses.MISSING:
-        found.append(default)
-    group, _, rest = key.partition(".")
-    name = stored.get(f"{group}.name")
-    if rest and name and (CONF_DIR / group / f"{name}.yaml").is_file():
-        found.append(OmegaConf.select(OmegaConf.load(CONF_DIR / group / f"{name}.yaml"), rest, default=None))
-    return found
-
-
-def check_same_config(cfg: DictConfig, path: Path) -> None:
-    """Refuse a relaunch into a run directory whose stored config differs in a key that changes
-    results (one line listing the keys): the directory belongs to the configuration that started it."""
-    if not path.is_file():
-        return  # a run directory from before config.yaml was kept: nothing to compare with
-    try:
-        stored = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    except Exception as err:  # noqa: BLE001 - yaml's and OmegaConf's errors: one line naming the file
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise RunDirError(f"{where}: not a readable config ({str(err).splitlines()[0]}); restore it, or rerun with "
-                          "resume=false to start the run over") from None  # fmt: skip
-    if not isinstance(stored, dict):
-        raise RunDirError(
-            f"{path}: expected a mapping of config groups; restore it, or rerun with resume=false"
-        )
-    diff = config_differences(cfg, {str(k): v for k, v in stored.items()})
-    if diff:
-        shown = ", ".join(diff[:12]) + (f" and {len(diff) - 12} more" if len(diff) > 12 else "")
-        raise ConfigError(f"{path.parent} belongs to another configuration: {shown} differ from its {path.name} "
-                          "(use another run directory, restore those values, or resume=false to start it over)")  # fmt: skip
 
 
 def start_over(run_dir: Path, state: RunState) -> None:
@@ -380,11 +311,18 @@ def resume_checkpoint(ckpt_dir: Path) -> Path | None:
         return last
     if prev.exists() and checkpoint_problem(prev) is None:
         if is_global_zero():
-            log.warning("%s is unusable (%s); resuming from the one before it, %s (the unusable file is kept "
-                        "as %s)", last, problem, prev, UNUSABLE_CKPT)  # fmt: skip
+            log.warning(
+                "%s is unusable (%s); resuming from the one before it, %s (the unusable file is kept as %s)",
+                last,
+                problem,
+                prev,
+                UNUSABLE_CKPT,
+            )
             from xlt.sharded_ckpt import rotate
 
             rotate(last, last.with_name(UNUSABLE_CKPT))  # not rotated over prev.ckpt by the next save
         return prev
-    raise CheckpointError(f"{last} is unusable ({problem}) and there is no earlier checkpoint to resume from; "
-                          "delete it to restart the stage, or rerun with resume=false")  # fmt: skip
+    raise CheckpointError(
+        f"{last} is unusable ({problem}) and there is no earlier checkpoint to resume from; "
+        "delete it to restart the stage, or rerun with resume=false"
+    )

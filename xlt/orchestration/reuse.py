@@ -49,21 +49,18 @@ from pathlib import Path
 from typing import Any
 
 from xlt import PROJECT_ROOT
+from xlt.orchestration.config_lock import is_result_neutral
 
 log = logging.getLogger(__name__)
 
 ROOT_NAME = "intermediate"  # <sweep dir>/intermediate/<key>
 KEY_FILE = "key.json"
-STATE_FILE = "stage.json"
+SHARED_STATE_FILE = "stage.json"  # the shared stage's RunState (a run directory's is rundir.STATE_FILE)
 DONE_FILE = "done.json"
 OWNER_FILE = "owner.json"
 LOCK_FILE = "lock"
 LAUNCH_ENV = "XLT_LAUNCH_ID"
 
-# Settings that do not change the intermediate weights: left out of the key.
-_SCALE_NEUTRAL = ("name", "checkpoint_every_n_steps", "gpu_memory_gb", "host_memory_gb")
-_TRAINER_NEUTRAL = ("enable_progress_bar", "enable_model_summary", "log_every_n_steps")
-_DATA_NEUTRAL = ("cache_dir", "num_workers")
 # Target-only options (xlt/evaluation/analysis_dev.py): meaningless to an intermediate stage, left out of
 # its key so that a stage trained before they existed keeps its key under a fixed reuse.code.
 _STAGE_TARGET_ONLY = ("eval_dev_heldout", "eval_dev_languages")
@@ -73,17 +70,21 @@ class ReuseError(RuntimeError):
     """The shared intermediate stage cannot be used; the message names the folder and what to do."""
 
 
-def code_version() -> str:
-    """The commit of the project, plus ``-dirty-<hash of git diff HEAD>`` when tracked files have
-    changes (two different uncommitted states must not share a key); ``unknown`` outside git."""
+def code_version(diff_hash: bool = True) -> str:
+    """The project's commit (the one git helper: result rows' ``git_commit`` and the reuse key's
+    code), plus ``-dirty`` when tracked files have changes: ``-dirty-<hash of git diff HEAD>`` with
+    ``diff_hash`` (two different uncommitted states must not share a key); ``unknown`` outside git."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                                check=True).stdout.strip()  # fmt: skip
-        diff = subprocess.run(["git", "diff", "HEAD", "--no-color"], cwd=PROJECT_ROOT, capture_output=True,
-                              check=True).stdout  # fmt: skip
+        git = ["git", "-C", str(PROJECT_ROOT)]
+        commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        diff = subprocess.run([*git, "diff", "HEAD", "--no-color"], capture_output=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return commit + (f"-dirty-{hashlib.sha256(diff).hexdigest()[:12]}" if diff.strip() else "")
+    if not diff.strip():
+        return commit.stdout.strip()
+    return commit.stdout.strip() + (
+        f"-dirty-{hashlib.sha256(diff).hexdigest()[:12]}" if diff_hash else "-dirty"
+    )
 
 
 @dataclass(frozen=True)
@@ -93,8 +94,9 @@ class IntermediateKey:
     material: dict[str, Any]
 
 
-def _without(section: dict[str, Any] | None, keys: tuple[str, ...]) -> dict[str, Any]:
-    return {k: v for k, v in (section or {}).items() if k not in keys}
+def _without(name: str, section: dict[str, Any] | None) -> dict[str, Any]:
+    """A config section without its result-neutral keys (config_lock.RESULT_NEUTRAL_KEYS)."""
+    return {k: v for k, v in (section or {}).items() if not is_result_neutral(f"{name}.{k}")}
 
 
 def intermediate_key(
@@ -117,17 +119,17 @@ def intermediate_key(
         raise ValueError("no intermediate stage: nothing to key")
     model = dict(cfg["model"])
     model["revision"] = model_revision or model.get("revision")
-    scale = _without(cfg.get("scale"), _SCALE_NEUTRAL)
+    scale = _without("scale", cfg.get("scale"))
     scale["precision"] = precision
     material = {
         "model": model,
-        "intermediate": _without(stage, _STAGE_TARGET_ONLY),
+        "intermediate": {k: v for k, v in stage.items() if k not in _STAGE_TARGET_ONLY},
         "seed": cfg["seed"],
         "code": code,
         "scale": scale,
         "optim": cfg.get("optim"),
-        "trainer": _without(cfg.get("trainer"), _TRAINER_NEUTRAL),
-        "data": _without(cfg.get("data"), _DATA_NEUTRAL),
+        "trainer": _without("trainer", cfg.get("trainer")),
+        "data": _without("data", cfg.get("data")),
         "exclusions": exclusions,
         "accelerator": accelerator,
     }
@@ -180,15 +182,17 @@ class SharedStage:
         self.key = key
         self.dir = Path(root) / key.name
         self.ckpt_dir = self.dir / "checkpoints" / "intermediate"
-        self.state_path = self.dir / STATE_FILE
+        self.state_path = self.dir / SHARED_STATE_FILE
 
     @classmethod
     def pinned(cls, folder: Path) -> SharedStage:
         """The stage in ``folder`` (a run's recorded ``intermediate_home``), with the key stored there."""
         stored = _read_json(folder / KEY_FILE)
         if stored is None:
-            raise ReuseError(f"{folder}: the shared intermediate stage this job started from is gone (no {KEY_FILE}); "
-                             "rerun with resume=false to start the job over")  # fmt: skip
+            raise ReuseError(
+                f"{folder}: the shared intermediate stage this job started from is gone (no {KEY_FILE}); "
+                "rerun with resume=false to start the job over"
+            )
         return cls(
             folder.parent, IntermediateKey(folder.name, str(stored.get("digest")), stored.get("material", {}))
         )
@@ -200,8 +204,10 @@ class SharedStage:
             return None
         checkpoint = Path(record.get("checkpoint", ""))
         if not checkpoint.exists():  # a file, or a sharded checkpoint's directory
-            raise ReuseError(f"{self.dir / DONE_FILE} names the checkpoint {checkpoint}, which is missing; delete "
-                             f"{self.dir} to train that intermediate stage again")  # fmt: skip
+            raise ReuseError(
+                f"{self.dir / DONE_FILE} names the checkpoint {checkpoint}, which is missing; delete "
+                f"{self.dir} to train that intermediate stage again"
+            )
         return record
 
     def owner(self) -> dict[str, Any]:
@@ -214,21 +220,32 @@ class SharedStage:
                 self.dir / KEY_FILE, {"digest": self.key.digest, "material": self.key.material}
             )
         elif stored.get("digest") != self.key.digest:
-            raise ReuseError(f"{self.dir / KEY_FILE} holds another key ({str(stored.get('digest'))[:16]}..., this job's "
-                             f"is {self.key.digest[:16]}...); move that folder away")  # fmt: skip
+            raise ReuseError(
+                f"{self.dir / KEY_FILE} holds another key ({str(stored.get('digest'))[:16]}..., this job's "
+                f"is {self.key.digest[:16]}...); move that folder away"
+            )
 
     def finish(self, record: dict[str, Any]) -> None:
         """Mark the stage complete (rank 0, while holding the lock): ``done.json``, atomically."""
         if (self.dir / DONE_FILE).exists():
             # Only one holder at a time can get here; a second completion means the lock did not
             # exclude another process (a filesystem without working POSIX locks across nodes).
-            raise ReuseError(f"{self.dir / DONE_FILE} appeared while this job held the lock: POSIX locks do not "
-                             f"work across the machines sharing {self.dir.parent} (see docs/sweeps.md, reuse)")  # fmt: skip
+            raise ReuseError(
+                f"{self.dir / DONE_FILE} appeared while this job held the lock: POSIX locks do not "
+                f"work across the machines sharing {self.dir.parent} (see docs/sweeps.md, reuse)"
+            )
         _atomic_write_json(self.dir / DONE_FILE, {**record, "key": self.key.name, "finished_at": time.time()})
 
     @contextlib.contextmanager
-    def claim(self, who: str, *, rank_zero: bool = True, timeout_s: float | None = None,
-              poll_s: float = 2.0, say_every_s: float = 300.0) -> Iterator[dict[str, Any] | None]:  # fmt: skip
+    def claim(
+        self,
+        who: str,
+        *,
+        rank_zero: bool = True,
+        timeout_s: float | None = None,
+        poll_s: float = 2.0,
+        say_every_s: float = 300.0,
+    ) -> Iterator[dict[str, Any] | None]:
         """Yield the completion record when the stage is complete (reuse it), or None when this job
         must train it, holding the lock until the block ends.
 
@@ -253,9 +270,16 @@ class SharedStage:
                 yield record
                 return
             self._check_key()
-            _atomic_write_json(self.dir / OWNER_FILE, {"launch": launch_id(), "run_dir": who,
-                                                       "host": socket.gethostname(), "pid": os.getpid(),
-                                                       "since": time.time()})  # fmt: skip
+            _atomic_write_json(
+                self.dir / OWNER_FILE,
+                {
+                    "launch": launch_id(),
+                    "run_dir": who,
+                    "host": socket.gethostname(),
+                    "pid": os.getpid(),
+                    "since": time.time(),
+                },
+            )
             yield None
         finally:
             os.close(fd)  # releases the lock (POSIX locks are the process's: this is its only descriptor)
@@ -272,18 +296,27 @@ class SharedStage:
                 return None
             except OSError as err:
                 if err.errno not in (errno.EACCES, errno.EAGAIN):
-                    raise ReuseError(f"{self.dir / LOCK_FILE}: cannot lock it ({err}); the filesystem of "
-                                     f"{self.dir.parent} must support POSIX locks (see docs/sweeps.md, reuse)") from None  # fmt: skip
+                    raise ReuseError(
+                        f"{self.dir / LOCK_FILE}: cannot lock it ({err}); the filesystem of "
+                        f"{self.dir.parent} must support POSIX locks (see docs/sweeps.md, reuse)"
+                    ) from None
             record = self.done()
             if record is not None:
                 return record
             waited = time.monotonic() - start
             if timeout_s is not None and waited > timeout_s:
-                raise ReuseError(f"gave up after {waited:.0f} s waiting for {self.describe_owner()} to train "
-                                 f"{self.dir} (reuse.wait_timeout_min)")  # fmt: skip
+                raise ReuseError(
+                    f"gave up after {waited:.0f} s waiting for {self.describe_owner()} to train "
+                    f"{self.dir} (reuse.wait_timeout_min)"
+                )
             if waited - said >= say_every_s:
-                log.warning("intermediate stage %s is being trained by %s; waiting for it (lock %s, waited %.0f s)",
-                            self.key.name, self.describe_owner(), self.dir / LOCK_FILE, waited)  # fmt: skip
+                log.warning(
+                    "intermediate stage %s is being trained by %s; waiting for it (lock %s, waited %.0f s)",
+                    self.key.name,
+                    self.describe_owner(),
+                    self.dir / LOCK_FILE,
+                    waited,
+                )
                 said = waited
             time.sleep(poll_s)
 
