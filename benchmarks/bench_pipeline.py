@@ -136,7 +136,9 @@ def bench_startup(repeats: int, tmp: Path) -> dict[str, Any]:
     runs: dict[str, list[dict[str, float]]] = {"import_xlt_run": [], "tiny": [], "e5_small": []}
     for r in range(repeats):
         start = time.time()
-        subprocess.run([sys.executable, "-c", "import xlt.orchestration.run"], cwd=ROOT, env=_env(cache), check=True)
+        subprocess.run(
+            [sys.executable, "-c", "import xlt.orchestration.run"], cwd=ROOT, env=_env(cache), check=True
+        )
         runs["import_xlt_run"].append({"total_s": time.time() - start})
         for model in ("tiny", "e5_small"):
             run_dir = tmp / f"startup-{model}-{r}"

@@ -31,7 +31,9 @@ def test_a_failure_building_the_retrieval_run_reaches_the_waiting_ranks(
 ) -> None:
     told: list[str | None] = []
     monkeypatch.setattr(xlt.orchestration.stage, "is_global_zero", lambda: True)
-    monkeypatch.setattr(xlt.orchestration.stage, "wait_for_rank_zero", lambda failure=None: told.append(failure))
+    monkeypatch.setattr(
+        xlt.orchestration.stage, "wait_for_rank_zero", lambda failure=None: told.append(failure)
+    )
 
     def broken_run(*args: Any, **kwargs: Any) -> None:
         raise ValueError("no tokenizer")

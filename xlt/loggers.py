@@ -151,7 +151,8 @@ def build_logger(cfg: DictConfig, run_dir: Path, ctx: RunContext) -> Any:
         run_dir / "wandb",
         "`wandb sync <its offline-run-* folder>` uploads it" if mode == "offline" else "online",
     )
-    wandb_init_kwargs(logger).pop("anonymous", None)  # Lightning always passes it; wandb warns it has no effect
+    # Lightning always passes it; wandb warns it has no effect
+    wandb_init_kwargs(logger).pop("anonymous", None)
     return logger
 
 

@@ -101,7 +101,11 @@ def usage() -> str:
     )
     lines = [help_cfg.header, "Config groups (group=option, or +group=option when not in the defaults):"]
     lines += [f"  {group}: {', '.join(options)}" for group, options in groups if options]
-    lines += ["", "The composed config of a command: add --cfg job (nothing runs); its plan: +show=plan.", help_cfg.footer]
+    lines += [
+        "",
+        "The composed config of a command: add --cfg job (nothing runs); its plan: +show=plan.",
+        help_cfg.footer,
+    ]
     return "\n".join(lines)
 
 
