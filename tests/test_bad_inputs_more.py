@@ -273,17 +273,21 @@ def test_relaunch_with_config_deleted_and_another_seed_prints_no_old_results(
 
 def test_resume_false_starts_over_a_broken_state(compose_cfg, tmp_path: Path) -> None:
     from xlt.config import validate
+    from xlt.orchestration.plan import build_plan
     from xlt.orchestration.run import _run_locked
+
+    def run_locked(cfg) -> None:
+        _run_locked(build_plan(cfg, run_dir, None), cfg, None)
 
     run_dir = tmp_path / "run"
     _finished_run(compose_cfg, run_dir)
     (run_dir / "state.json").write_text("{broken")
     cfg = validate(compose_cfg(*XNLI_RUN, "resume=false", "data.source=local", f"data.dir={tmp_path}"))
     with pytest.raises(DataError):  # past the state: the (absent) data is what stops it
-        _run_locked(cfg, run_dir, None)
+        run_locked(cfg)
     (run_dir / "state.json").write_text("{broken")
     with pytest.raises(ValueError, match=r"state\.json:1: not valid JSON"):  # resume=true: one line
-        _run_locked(validate(compose_cfg(*XNLI_RUN)), run_dir, None)
+        run_locked(validate(compose_cfg(*XNLI_RUN)))
 
 
 _HOLD = """
