@@ -48,34 +48,24 @@ def _field(row: Mapping[str, Any], name: str, where: str) -> str:
     return str(require(row, name, where)).strip()
 
 
+def _sentence_pair_row(row: Mapping[str, Any], where: str) -> Example:
+    """A MultiNLI/SNLI/XNLI row: ``sentence1``, ``sentence2``, ``gold_label``, its genre if any."""
+    premise, hypothesis = _field(row, "sentence1", where), _field(row, "sentence2", where)
+    return _with_genre(_pair(premise, hypothesis, _field(row, "gold_label", where), where), row)
+
+
 @register_format("multinli_jsonl")
 def read_multinli_jsonl(path: Path, lang: str) -> Iterator[Example]:
     """MultiNLI 1.0 / SNLI 1.0 jsonl: ``sentence1``, ``sentence2``, ``gold_label``."""
     for where, row in jsonl_records(path):
-        yield _with_genre(
-            _pair(
-                _field(row, "sentence1", where),
-                _field(row, "sentence2", where),
-                _field(row, "gold_label", where),
-                where,
-            ),
-            row,
-        )
+        yield _sentence_pair_row(row, where)
 
 
 @register_format("glue_nli_tsv")
 def read_glue_nli_tsv(path: Path, lang: str) -> Iterator[Example]:
     """GLUE MNLI/SNLI tsv (header with ``sentence1``, ``sentence2``, ``gold_label``)."""
     for where, row in tsv_records(path, ("sentence1", "sentence2", "gold_label")):
-        yield _with_genre(
-            _pair(
-                _field(row, "sentence1", where),
-                _field(row, "sentence2", where),
-                _field(row, "gold_label", where),
-                where,
-            ),
-            row,
-        )
+        yield _sentence_pair_row(row, where)
 
 
 @register_format("xnli_mt_tsv")
@@ -93,15 +83,7 @@ def read_xnli_official_tsv(path: Path, lang: str) -> Iterator[Example]:
     for where, row in tsv_records(path, ("language", "sentence1", "sentence2", "gold_label")):
         if _field(row, "language", where) != lang:
             continue
-        yield _with_genre(
-            _pair(
-                _field(row, "sentence1", where),
-                _field(row, "sentence2", where),
-                _field(row, "gold_label", where),
-                where,
-            ),
-            row,
-        )
+        yield _sentence_pair_row(row, where)
 
 
 @register_format("xnli_genre_tsv")
