@@ -22,11 +22,6 @@ LEFT: dict[str, int] = {
     "xlt/e5/format.py::read_e5_file": 74,
     "xlt/e5/tokenizer.py::build_precompiled_charsmap": 70,
     "xlt/export.py::export": 75,
-    "xlt/plan/cli.py::_main": 69,
-    "xlt/plan/memory.py::estimate_memory": 62,
-    "xlt/results/__main__.py::_main": 142,
-    "xlt/results/choice.py::best_intermediate_on_dev": 92,
-    "xlt/results/xtreme_scores.py::best_intermediate": 65,
 }
 
 

@@ -3,6 +3,7 @@ each job's details and the table with the sweep's totals."""
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import sys
 from collections.abc import Sequence
@@ -11,8 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from xlt.console import cli_parser, report_error, run_cli, text_table
 from xlt.plan.jobs import GPUS, JobPlan, plan_job
-from xlt.plan.memory import GB, Hardware
-from xlt.schema import CONF_DIR, ConfigError
+from xlt.plan.memory import GB, Hardware, resolve_precision
+from xlt.schema import CONF_DIR, ConfigError, to_container
 
 
 def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
@@ -47,9 +48,7 @@ def shared_key(cfg: DictConfig) -> str:
     model revision and code for every job of one launch, so those parts are left equal). The audit's
     exclusions are known only when the job runs; a target that declares any (XQuAD removes SQuAD dev
     questions) may change the intermediate's data, so its jobs are counted as training their own."""
-    from xlt.orchestration.reuse import intermediate_key
-    from xlt.plan.memory import Hardware, resolve_precision
-    from xlt.schema import to_container
+    from xlt.orchestration.reuse import intermediate_key  # lazy: `--help` stays fast
     from xlt.tasks.registry import get_task
 
     precision = resolve_precision(str(cfg.scale.precision), Hardware())
@@ -190,6 +189,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
+    parser = _parser()
+    args, overrides = parser.parse_known_args(argv)
+    if not 0 < args.mfu <= 1:
+        parser.error(f"--mfu {args.mfu}: expected a fraction in (0, 1]")
+    from hydra.errors import HydraException
+
+    try:
+        plans = plan_jobs(overrides, args.multirun)
+    except (ConfigError, HydraException) as err:
+        return report_error(err, "xlt.plan: ")
+    refused = [job for job in plans if not job.fits]
+    if not args.multirun and refused:
+        print(refused[0].refusal(), file=sys.stderr)
+        return 2
+    if not args.multirun or args.verbose:
+        print("\n\n".join(describe(p, args.gpu, args.mfu) for p in plans))
+        print()
+    print(table(plans, args.gpu, args.mfu))
+    print(HOW_ESTIMATED)
+    for job in refused:
+        print(job.refusal(), file=sys.stderr)
+    return 2 if refused else 0
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = cli_parser(
         "python -m xlt.plan",
         "Estimate parameters, memory per GPU, tokens, FLOPs and GPU-hours of a run or a sweep "
@@ -207,54 +231,45 @@ def _main(argv: Sequence[str] | None) -> int:
         "--mfu", type=float, default=0.4, help="model FLOPs utilisation assumed (default 0.4)"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="per-job details under a sweep")
-    args, overrides = parser.parse_known_args(argv)
-    if not 0 < args.mfu <= 1:
-        parser.error(f"--mfu {args.mfu}: expected a fraction in (0, 1]")
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
+    return parser
 
+
+# Printed under the table: where each number comes from.
+HOW_ESTIMATED = (
+    "\nMemory: arithmetic estimate per GPU (see xlt/plan/memory.py), checked against CPU measurements only. "
+    "Tokens: examples x epochs x tokens per example after length grouping (measured lengths, "
+    "xlt/plan/token_stats.json; max_seq_length where a task has none). FLOPs: 2 x non-embedding parameters "
+    "x tokens + attention per forward, x3 for forward and backward, x4 with activation checkpointing's "
+    "recomputation (training only; evaluation not counted); GPU-hours at the stated utilisation of those FLOPs."
+)
+
+
+def plan_jobs(overrides: Sequence[str], multirun: bool) -> list[JobPlan]:
+    """The plan of each job of the run (``multirun``: of the sweep), in order."""
+    from hydra import compose, initialize_config_dir
+
+    jobs = sweep_jobs(overrides) if multirun else [list(overrides)]
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        composed = [compose("train", overrides=job) for job in jobs]
+    return [
+        _plan_one(job, cfg, f"{i}: " if multirun else None)
+        for i, (job, cfg) in enumerate(zip(jobs, composed, strict=True), 1)
+    ]
+
+
+def _plan_one(overrides: list[str], composed: DictConfig, number: str | None) -> JobPlan:
+    """One job's plan, labelled by its overrides (after ``number`` in a sweep, whose jobs also get
+    the reuse key of their intermediate stage)."""
     from xlt.config import validate
 
-    try:
-        jobs = sweep_jobs(overrides) if args.multirun else [list(overrides)]
-        plans = []
-        refused = []
-        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            composed = [compose("train", overrides=job) for job in jobs]
-        for i, (job_overrides, cfg) in enumerate(zip(jobs, composed, strict=True), 1):
-            # Validate as a CPU run would (no GPU refusal there), then judge the GPU estimate here.
-            as_cpu = OmegaConf.merge(cfg, {"trainer": {"accelerator": "cpu"}})
-            assert isinstance(as_cpu, DictConfig)
-            cfg = validate(as_cpu)
-            label = (
-                " ".join(o for o in job_overrides if not o.startswith(("+sweep=", "hydra"))) or "(defaults)"
-            )
-            # A run on CPU (trainer.accelerator=cpu) is planned for the CPU: memory, host RAM with the model.
-            on_cpu = str(OmegaConf.select(composed[i - 1], "trainer.accelerator")) == "cpu"
-            job = plan_job(
-                cfg, f"{i}: {label}" if args.multirun else label, Hardware(gpu=False) if on_cpu else None
-            )
-            if args.multirun and cfg.get("intermediate") and cfg.reuse.intermediate:
-                job.intermediate_key = shared_key(cfg)
-            plans.append(job)
-            if not job.fits:
-                refused.append(job)
-    except (ConfigError, HydraException) as err:
-        return report_error(err, "xlt.plan: ")
-    if not args.multirun and refused:
-        print(refused[0].refusal(), file=sys.stderr)
-        return 2
-    if not args.multirun or args.verbose:
-        print("\n\n".join(describe(p, args.gpu, args.mfu) for p in plans))
-        print()
-    print(table(plans, args.gpu, args.mfu))
-    print(
-        "\nMemory: arithmetic estimate per GPU (see xlt/plan/memory.py), checked against CPU measurements only. "
-        "Tokens: examples x epochs x tokens per example after length grouping (measured lengths, "
-        "xlt/plan/token_stats.json; max_seq_length where a task has none). FLOPs: 2 x non-embedding parameters "
-        "x tokens + attention per forward, x3 for forward and backward, x4 with activation checkpointing's "
-        "recomputation (training only; evaluation not counted); GPU-hours at the stated utilisation of those FLOPs."
-    )
-    for job in refused:
-        print(job.refusal(), file=sys.stderr)
-    return 2 if refused else 0
+    # Validate as a CPU run would (no GPU refusal there), then judge the GPU estimate here.
+    as_cpu = OmegaConf.merge(composed, {"trainer": {"accelerator": "cpu"}})
+    assert isinstance(as_cpu, DictConfig)
+    cfg = validate(as_cpu)
+    label = " ".join(o for o in overrides if not o.startswith(("+sweep=", "hydra"))) or "(defaults)"
+    # A run on CPU (trainer.accelerator=cpu) is planned for the CPU: memory, host RAM with the model.
+    on_cpu = str(OmegaConf.select(composed, "trainer.accelerator")) == "cpu"
+    job = plan_job(cfg, label if number is None else number + label, Hardware(gpu=False) if on_cpu else None)
+    if number is not None and cfg.get("intermediate") and cfg.reuse.intermediate:
+        job.intermediate_key = shared_key(cfg)
+    return job

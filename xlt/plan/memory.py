@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from xlt.plan.model import Architecture, count_parameters, lora_parameters
+from xlt.plan.model import Architecture, ParamCount, count_parameters, lora_parameters
 from xlt.schema import NO_INTERMEDIATE, ConfigError, batch_plan
 
 GB = 1e9
@@ -142,27 +142,13 @@ def estimate_memory(cfg: DictConfig, hardware: Hardware | None = None) -> Memory
     shards = world if is_sharded(scale.strategy) else 1
     ckpt = uses_activation_checkpointing(scale)
     param_bytes = DTYPE_BYTES[cfg.model.dtype]
-    if scale.peft == "lora":
-        trainable = lora_parameters(arch, scale.lora)
-    else:
-        trainable = counts.total - (counts.word_embedding if cfg.model.freeze_embeddings else 0)
+    trainable = _trainable_parameters(cfg, arch, counts)
     weights = counts.total * param_bytes / shards
     gradients = trainable * 4 / shards
     optimizer = trainable * 8 / shards
     compute_bytes = 2 if any(p in precision for p in ("bf16", "16")) else 4
-    gathered = 0.0
-    if is_sharded(scale.strategy):  # also on one device: FSDP's copies of the units in use
-        # *-mixed gathers fp32 (xlt.strategies.PARAM_DTYPE: DDP's numerics); *-true the low dtype.
-        gather_bytes = 4 if "mixed" in precision else compute_bytes
-        gathered = (2 * counts.outside_layers + 3 * counts.per_layer) * gather_bytes
-    if hardware.gpu and precision == "16-mixed":
-        optimizer_step = (
-            trainable * 4 / shards
-        )  # torch's foreach AdamW (the module's choice under a GradScaler)
-    else:
-        # Fused AdamW (the module's choice: xlt.modeling.module.adamw_implementation) updates in place;
-        # what remains is of the order of the largest tensor, as for CPU's per-tensor loop.
-        optimizer_step = max(counts.word_embedding, counts.per_layer) * 4.0 / (shards if hardware.gpu else 1)
+    gathered = _gathered_bytes(counts, scale.strategy, precision, compute_bytes)
+    optimizer_step = _optimizer_step_bytes(counts, trainable, shards, precision, hardware)
     best = _largest_activations(cfg, arch, precision, compute_bytes, hardware.gpu)
     if best is None:
         return _retrieval_memory(cfg, arch, counts.total * param_bytes, param_bytes, hardware.gpu, ckpt)
@@ -180,6 +166,35 @@ def estimate_memory(cfg: DictConfig, hardware: Hardware | None = None) -> Memory
         ckpt,
         stage_name,
     )
+
+
+def _trainable_parameters(cfg: DictConfig, arch: Architecture, counts: ParamCount) -> int:
+    """The parameters with gradients and AdamW states: the LoRA adapters, else all but frozen embeddings."""
+    if cfg.scale.peft == "lora":
+        return lora_parameters(arch, cfg.scale.lora)
+    return counts.total - (counts.word_embedding if cfg.model.freeze_embeddings else 0)
+
+
+def _gathered_bytes(counts: ParamCount, strategy: Any, precision: str, compute_bytes: int) -> float:
+    """FSDP's unsharded units during forward/backward (none without sharding): the root unit, two
+    layer units (current and prefetched) and their unsharded gradients."""
+    if not is_sharded(strategy):
+        return 0.0
+    # also on one device: FSDP's copies of the units in use.
+    # *-mixed gathers fp32 (xlt.strategies.PARAM_DTYPE: DDP's numerics); *-true the low dtype.
+    gather_bytes = 4 if "mixed" in precision else compute_bytes
+    return (2 * counts.outside_layers + 3 * counts.per_layer) * gather_bytes
+
+
+def _optimizer_step_bytes(
+    counts: ParamCount, trainable: int, shards: int, precision: str, hardware: Hardware
+) -> float:
+    """The AdamW step's temporaries."""
+    if hardware.gpu and precision == "16-mixed":
+        return trainable * 4 / shards  # torch's foreach AdamW (the module's choice under a GradScaler)
+    # Fused AdamW (the module's choice: xlt.modeling.module.adamw_implementation) updates in place;
+    # what remains is of the order of the largest tensor, as for CPU's per-tensor loop.
+    return max(counts.word_embedding, counts.per_layer) * 4.0 / (shards if hardware.gpu else 1)
 
 
 def _largest_activations(

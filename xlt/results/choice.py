@@ -21,13 +21,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import pandas as pd
 
 from xlt.console import text_table
+from xlt.metrics.xtreme import QA_TASKS, task_score
 from xlt.results.load import NO_INTERMEDIATE
 from xlt.results.rows import AGGREGATE_LANGUAGES
 from xlt.results.stats import _target_rows, dropped_languages, model_sizes
+from xlt.tasks.registry import get_task
 
 # results.jsonl metric names -> evaluate.py's, for xlt.metrics.xtreme.task_score.
 _XTREME_METRIC = {"acc": "accuracy", "f1": "f1", "em": "exact_match"}
@@ -57,8 +61,6 @@ HELDOUT_SPLIT = "dev_heldout"  # xlt.evaluation.analysis_dev.HELDOUT_SPLIT (not 
 
 def selection_metric(task: str) -> str:
     """The metric a target stage selects its checkpoint on: the spec's first metric."""
-    from xlt.tasks.registry import get_task
-
     try:
         return get_task(task).metrics[0]
     except (KeyError, ValueError, IndexError):
@@ -80,8 +82,6 @@ def dev_scores(rows: pd.DataFrame, split: str = "dev") -> pd.DataFrame:
 
 def task_score_over(run: pd.DataFrame, task: str, languages: Iterable[str]) -> float:
     """XTREME's task score of one run's per-language test rows, averaged over ``languages`` only."""
-    from xlt.metrics.xtreme import QA_TASKS, task_score
-
     wanted = set(languages)
     averages = {}
     for metric, name in _XTREME_METRIC.items():
@@ -105,94 +105,129 @@ def best_intermediate_on_dev(rows: pd.DataFrame, split: str = "test") -> pd.Data
     """Per target task and model: the intermediate task with the best mean English dev selection
     score (never a test score), its test score and no intermediate task's, over the languages every
     run of the two scored (``dropped``: those left out), and the gain paired by seed."""
-    dev = dev_scores(rows)
-    heldout = dev_scores(rows, HELDOUT_SPLIT)
+    dev = _EnglishDev(dev_scores(rows), dev_scores(rows, HELDOUT_SPLIT))
     test = _test_by_run(rows, split)
-    out = []
-    for (task, model, peft, select_on), group in test.groupby(
-        ["task", "model", "peft", "select_on"], sort=False, dropna=False
-    ):
-        record = {c: "" for c in COLUMNS} | {
-            "task": task,
-            "model": model,
-            "peft": peft,
-            "select_on": select_on,
-        }
-        record.update(
-            {
-                "dev_score": math.nan,
-                "test_score": math.nan,
-                "none_test": math.nan,
-                "gain": math.nan,
-                "seeds": 0,
-                "test_seeds": 0,
-                "none_seeds": 0,
-                "n_languages": 0,
-                "heldout": False,
-            }
-        )
-        mine = _condition(dev, task, model, peft, select_on)
-        held = _condition(heldout, task, model, peft, select_on)
-        runs = set(mine[mine["intermediate"] != NO_INTERMEDIATE]["run_dir"])
-        record["chosen_on"] = f"en dev {selection_metric(task)}"
-        if runs and runs <= set(held["run_dir"]):  # every compared run has a held-out score: rank on it
-            mine, record["heldout"] = held[held["run_dir"].isin(runs)], True
-            record["chosen_on"] = f"en dev held out of selection, {selection_metric(task)}"
-        elif runs:
-            record["chosen_on"] += (
-                f" (selection subset, biased upwards: {len(runs - set(held['run_dir']))} of "
-                f"{len(runs)} runs have no held-out dev score)"
-            )
-        ranked = (
-            mine[mine["intermediate"] != NO_INTERMEDIATE]
-            .groupby("intermediate")["value"]
-            .agg(["mean", "count"])
-            .reset_index()
-            .sort_values(["mean", "intermediate"], ascending=[False, True])
-        )
-        # the checkpoints were selected on (select_on): one choice per set, never ranked across sets
-        record["compared"] = ", ".join(
-            f"{r.intermediate} {r.mean:.2f} (n={r.count})" for r in ranked.itertuples()
-        )
-        if ranked.empty:
-            record["note"] = (
-                "no intermediate task ran"
-                if set(group["intermediate"]) <= {NO_INTERMEDIATE}
-                else "no English dev score: nothing chosen (never chosen on test)"
-            )
-            out.append(record)
-            continue
-        chosen = str(ranked.iloc[0]["intermediate"])
-        record["chosen"], record["dev_score"] = chosen, float(ranked.iloc[0]["mean"])
-        pair = group[group["intermediate"].isin([chosen, NO_INTERMEDIATE])]
-        per_run = [set(g["language"]) for _, g in pair.groupby("run_dir")]
-        common = set.intersection(*per_run)
-        record["languages"] = ",".join(sorted(common))
-        record["n_languages"] = len(common)
-        record["dropped"] = "; ".join(dropped_languages(pair, common))
-        scores = {
-            (r, s): task_score_over(g, task, common) for (r, s), g in pair.groupby(["intermediate", "seed"])
-        }
-        chosen_seeds = {s for (r, s) in scores if r == chosen}
-        none_seeds = {s for (r, s) in scores if r == NO_INTERMEDIATE}
-        paired = sorted(chosen_seeds & none_seeds)
-        # test, none and gain over the same (paired) seeds; without a pair, each over its own seeds
-        test_seeds, base_seeds = (paired, paired) if paired else (sorted(chosen_seeds), sorted(none_seeds))
-        record["test_score"] = _mean(scores[(chosen, s)] for s in test_seeds)
-        record["none_test"] = _mean(scores[(NO_INTERMEDIATE, s)] for s in base_seeds)
-        record["test_seeds"], record["none_seeds"] = len(test_seeds), len(base_seeds)
-        record["seeds"] = len(paired)
-        record["gain"] = _mean(scores[(chosen, s)] - scores[(NO_INTERMEDIATE, s)] for s in paired)
-        if not none_seeds:
-            record["note"] = "no run without an intermediate task: no gain"
-        elif not paired:
-            record["note"] = "no seed run both with and without the intermediate task: no gain"
-        unpaired = sorted((chosen_seeds | none_seeds) - set(paired)) if paired else []
-        if unpaired:
-            record["note"] = f"seeds {','.join(map(str, unpaired))} left out: run on one side only"
-        out.append(record)
+    out = [
+        _choose(dev, group, Condition(*key))
+        for key, group in test.groupby(list(Condition._fields), sort=False, dropna=False)
+    ]
     table = pd.DataFrame.from_records(out, columns=COLUMNS)
     return table.merge(model_sizes(rows), on="model", how="left") if not table.empty else table
+
+
+class Condition(NamedTuple):
+    """What one choice is made for: the checkpoints were selected on ``select_on``, one choice per
+    set, never ranked across sets."""
+
+    task: str
+    model: str
+    peft: str
+    select_on: str
+
+
+@dataclass(frozen=True)
+class _EnglishDev:
+    """Every run's English dev score on the selection metric: on the selection subset, and on the
+    examples held out of it."""
+
+    selection: pd.DataFrame
+    heldout: pd.DataFrame
+
+
+def _choose(dev: _EnglishDev, test: pd.DataFrame, condition: Condition) -> dict[str, Any]:
+    """One row of the choice table: the intermediate tasks ranked on English dev, the best of them
+    and, when there is one, its test score beside no intermediate task's."""
+    record: dict[str, Any] = {c: "" for c in COLUMNS} | condition._asdict()
+    record.update(
+        {
+            "dev_score": math.nan,
+            "test_score": math.nan,
+            "none_test": math.nan,
+            "gain": math.nan,
+            "seeds": 0,
+            "test_seeds": 0,
+            "none_seeds": 0,
+            "n_languages": 0,
+            "heldout": False,
+        }
+    )
+    ranked, ranking = _rank_on_dev(dev, condition)
+    record.update(ranking)
+    if ranked.empty:
+        record["note"] = (
+            "no intermediate task ran"
+            if set(test["intermediate"]) <= {NO_INTERMEDIATE}
+            else "no English dev score: nothing chosen (never chosen on test)"
+        )
+        return record
+    chosen = str(ranked.iloc[0]["intermediate"])
+    record["chosen"], record["dev_score"] = chosen, float(ranked.iloc[0]["mean"])
+    record.update(_chosen_against_none(test, condition.task, chosen))
+    return record
+
+
+def _rank_on_dev(dev: _EnglishDev, condition: Condition) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The intermediate tasks by mean English dev score, best first, ranked on the held-out examples
+    when every compared run has a score there, else on the selection subset; and the record's
+    ``chosen_on``, ``heldout`` and ``compared``."""
+    mine = _condition(dev.selection, *condition)
+    held = _condition(dev.heldout, *condition)
+    runs = set(mine[mine["intermediate"] != NO_INTERMEDIATE]["run_dir"])
+    metric = selection_metric(condition.task)
+    fields: dict[str, Any] = {"chosen_on": f"en dev {metric}"}
+    if runs and runs <= set(held["run_dir"]):  # every compared run has a held-out score: rank on it
+        mine, fields["heldout"] = held[held["run_dir"].isin(runs)], True
+        fields["chosen_on"] = f"en dev held out of selection, {metric}"
+    elif runs:
+        fields["chosen_on"] += (
+            f" (selection subset, biased upwards: {len(runs - set(held['run_dir']))} of "
+            f"{len(runs)} runs have no held-out dev score)"
+        )
+    ranked = (
+        mine[mine["intermediate"] != NO_INTERMEDIATE]
+        .groupby("intermediate")["value"]
+        .agg(["mean", "count"])
+        .reset_index()
+        .sort_values(["mean", "intermediate"], ascending=[False, True])
+    )
+    fields["compared"] = ", ".join(
+        f"{r.intermediate} {r.mean:.2f} (n={r.count})" for r in ranked.itertuples()
+    )
+    return ranked, fields
+
+
+def _chosen_against_none(test: pd.DataFrame, task: str, chosen: str) -> dict[str, Any]:
+    """The test scores of ``chosen`` and of no intermediate task over the languages every run of the
+    two scored, and the gain paired by seed (without a pair, each score over its own seeds)."""
+    pair = test[test["intermediate"].isin([chosen, NO_INTERMEDIATE])]
+    common = set.intersection(*[set(g["language"]) for _, g in pair.groupby("run_dir")])
+    scores = {
+        (r, s): task_score_over(g, task, common) for (r, s), g in pair.groupby(["intermediate", "seed"])
+    }
+    chosen_seeds = {s for (r, s) in scores if r == chosen}
+    none_seeds = {s for (r, s) in scores if r == NO_INTERMEDIATE}
+    paired = sorted(chosen_seeds & none_seeds)
+    test_seeds, base_seeds = (paired, paired) if paired else (sorted(chosen_seeds), sorted(none_seeds))
+    note = ""
+    if not none_seeds:
+        note = "no run without an intermediate task: no gain"
+    elif not paired:
+        note = "no seed run both with and without the intermediate task: no gain"
+    unpaired = sorted((chosen_seeds | none_seeds) - set(paired)) if paired else []
+    if unpaired:
+        note = f"seeds {','.join(map(str, unpaired))} left out: run on one side only"
+    return {
+        "languages": ",".join(sorted(common)),
+        "n_languages": len(common),
+        "dropped": "; ".join(dropped_languages(pair, common)),
+        "test_score": _mean(scores[(chosen, s)] for s in test_seeds),
+        "none_test": _mean(scores[(NO_INTERMEDIATE, s)] for s in base_seeds),
+        "test_seeds": len(test_seeds),
+        "none_seeds": len(base_seeds),
+        "seeds": len(paired),
+        "gain": _mean(scores[(chosen, s)] - scores[(NO_INTERMEDIATE, s)] for s in paired),
+        "note": note,
+    }
 
 
 def _condition(frame: pd.DataFrame, task: str, model: str, peft: str, select_on: str) -> pd.DataFrame:

@@ -5,9 +5,11 @@ and the best intermediate task per target and model (:func:`best_intermediate`).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pandas as pd
 
+from xlt.metrics.xtreme import XTREME_TASK2LANGS, task_score
 from xlt.results.load import NO_INTERMEDIATE
 from xlt.results.rows import AGGREGATE_LANGUAGES
 from xlt.results.stats import _target_rows, model_sizes, seed_stats
@@ -25,8 +27,6 @@ def xtreme_task_scores(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     A task run more than once in a family (e.g. two training sources) is averaged, ``runs`` says so.
     ``languages`` counts the task's XTREME languages that were scored (the fewest over those runs),
     out of ``n_languages``: an average over fewer languages is not the task's XTREME score."""
-    from xlt.metrics.xtreme import XTREME_TASK2LANGS, task_score
-
     selected = _target_rows(rows, split)
     selected = selected[
         selected["task"].isin(list(XTREME_TASK2LANGS)) & selected["metric"].isin(list(_XTREME_METRIC))
@@ -71,8 +71,6 @@ def xtreme_overall(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     lists the tasks that went in (XTREME order), ``partial`` those scored on only some of their
     languages (``udpos 3/33``), and ``complete`` says whether all nine went in on all their
     languages: anything less is not XTREME's overall score. One ``score_<task>`` column per task."""
-    from xlt.metrics.xtreme import XTREME_TASK2LANGS
-
     scores = xtreme_task_scores(rows, split)
     order = list(XTREME_TASK2LANGS)
     out = []
@@ -112,22 +110,7 @@ def best_intermediate(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     mean and seeds; ``languages`` is the fewest of the task's languages any of them scored."""
     scores = xtreme_task_scores(rows, split)
     if scores.empty:
-        return pd.DataFrame(
-            columns=[
-                "task",
-                "model",
-                "family",
-                "params",
-                "best",
-                "best_score",
-                "best_seeds",
-                "none_score",
-                "gain",
-                "compared",
-                "languages",
-                "n_languages",
-            ]
-        )
+        return pd.DataFrame(columns=_NO_BEST_COLUMNS)
     means = scores.groupby(
         ["task", "model", "peft", "select_on", "intermediate"], as_index=False, dropna=False
     ).agg(
@@ -136,43 +119,62 @@ def best_intermediate(rows: pd.DataFrame, split: str = "test") -> pd.DataFrame:
         languages=("languages", "min"),
         n_languages=("n_languages", "first"),
     )
-    out = []
-    for (task, model, peft, select_on), group in means.groupby(
-        ["task", "model", "peft", "select_on"], sort=False, dropna=False
-    ):
-        ranked = group.sort_values(["score", "intermediate"], ascending=[False, True])
-        treated = ranked[ranked["intermediate"] != NO_INTERMEDIATE]
-        base = ranked[ranked["intermediate"] == NO_INTERMEDIATE]
-        none_score = float(base["score"].iloc[0]) if not base.empty else math.nan
-        best = treated.iloc[0] if not treated.empty else None  # no intermediate task ran: no best
-        best_score = float(best["score"]) if best is not None else math.nan
-        out.append(
-            {
-                "task": task,
-                "model": model,
-                "peft": peft,
-                "select_on": select_on,
-                "best": best["intermediate"] if best is not None else "",
-                "best_score": best_score,
-                "best_seeds": int(best["seeds"]) if best is not None else 0,
-                "none_score": none_score,
-                "gain": best_score - none_score,
-                "compared": ", ".join(
-                    f"{r.intermediate} {r.score:.2f} (n={r.seeds})" for r in ranked.itertuples(index=False)
-                ),
-                "languages": int(ranked["languages"].min()),
-                "n_languages": int(ranked["n_languages"].iloc[0]),
-            }
-        )
+    out = [
+        _best_of(key, group)
+        for key, group in means.groupby(["task", "model", "peft", "select_on"], sort=False, dropna=False)
+    ]
     table = pd.DataFrame.from_records(out).merge(model_sizes(rows), on="model", how="left")
     order = {t: i for i, t in enumerate(_xtreme_order())}
     table["_task"] = table["task"].map(order)
     return table.sort_values(["_task", "params", "model"], ignore_index=True).drop(columns="_task")
 
 
-def _xtreme_order() -> list[str]:
-    from xlt.metrics.xtreme import XTREME_TASK2LANGS
+# The columns of best_intermediate's table when no XTREME task was scored.
+_NO_BEST_COLUMNS = [
+    "task",
+    "model",
+    "family",
+    "params",
+    "best",
+    "best_score",
+    "best_seeds",
+    "none_score",
+    "gain",
+    "compared",
+    "languages",
+    "n_languages",
+]
 
+
+def _best_of(key: tuple[str, str, str, str], means: pd.DataFrame) -> dict[str, Any]:
+    """One row of :func:`best_intermediate`: the intermediate tasks of one (task, model, peft,
+    select_on), each with its mean score over seeds, ranked."""
+    task, model, peft, select_on = key
+    ranked = means.sort_values(["score", "intermediate"], ascending=[False, True])
+    treated = ranked[ranked["intermediate"] != NO_INTERMEDIATE]
+    base = ranked[ranked["intermediate"] == NO_INTERMEDIATE]
+    none_score = float(base["score"].iloc[0]) if not base.empty else math.nan
+    best = treated.iloc[0] if not treated.empty else None  # no intermediate task ran: no best
+    best_score = float(best["score"]) if best is not None else math.nan
+    return {
+        "task": task,
+        "model": model,
+        "peft": peft,
+        "select_on": select_on,
+        "best": best["intermediate"] if best is not None else "",
+        "best_score": best_score,
+        "best_seeds": int(best["seeds"]) if best is not None else 0,
+        "none_score": none_score,
+        "gain": best_score - none_score,
+        "compared": ", ".join(
+            f"{r.intermediate} {r.score:.2f} (n={r.seeds})" for r in ranked.itertuples(index=False)
+        ),
+        "languages": int(ranked["languages"].min()),
+        "n_languages": int(ranked["n_languages"].iloc[0]),
+    }
+
+
+def _xtreme_order() -> list[str]:
     return list(XTREME_TASK2LANGS)
 
 
