@@ -248,24 +248,27 @@ def plan_jobs(overrides: Sequence[str], multirun: bool) -> list[JobPlan]:
     """The plan of each job of the run (``multirun``: of the sweep), in order."""
     from hydra import compose, initialize_config_dir
 
+    from xlt.config import validate  # before composing: its import registers `intermediate=none`
+
     jobs = sweep_jobs(overrides) if multirun else [list(overrides)]
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         composed = [compose("train", overrides=job) for job in jobs]
+    # Validate as a CPU run would (no GPU refusal there), then judge the GPU estimate here.
     return [
-        _plan_one(job, cfg, f"{i}: " if multirun else None)
+        _plan_one(job, cfg, validate(_as_cpu_run(cfg)), f"{i}: " if multirun else None)
         for i, (job, cfg) in enumerate(zip(jobs, composed, strict=True), 1)
     ]
 
 
-def _plan_one(overrides: list[str], composed: DictConfig, number: str | None) -> JobPlan:
-    """One job's plan, labelled by its overrides (after ``number`` in a sweep, whose jobs also get
-    the reuse key of their intermediate stage)."""
-    from xlt.config import validate
-
-    # Validate as a CPU run would (no GPU refusal there), then judge the GPU estimate here.
-    as_cpu = OmegaConf.merge(composed, {"trainer": {"accelerator": "cpu"}})
+def _as_cpu_run(cfg: DictConfig) -> DictConfig:
+    as_cpu = OmegaConf.merge(cfg, {"trainer": {"accelerator": "cpu"}})
     assert isinstance(as_cpu, DictConfig)
-    cfg = validate(as_cpu)
+    return as_cpu
+
+
+def _plan_one(overrides: list[str], composed: DictConfig, cfg: DictConfig, number: str | None) -> JobPlan:
+    """One job's plan from its composed and validated config, labelled by its overrides (after
+    ``number`` in a sweep, whose jobs also get the reuse key of their intermediate stage)."""
     label = " ".join(o for o in overrides if not o.startswith(("+sweep=", "hydra"))) or "(defaults)"
     # A run on CPU (trainer.accelerator=cpu) is planned for the CPU: memory, host RAM with the model.
     on_cpu = str(OmegaConf.select(composed, "trainer.accelerator")) == "cpu"
