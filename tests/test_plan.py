@@ -409,3 +409,24 @@ def test_auto_per_device_batch_is_the_largest_that_fits(compose_cfg) -> None:
         ConfigError, match=r"^scale.per_device_batch_size='big': expected a positive integer or auto$"
     ):
         validate(compose_cfg("model=tiny", "+target=xnli", "scale.per_device_batch_size=big"))
+
+
+def test_plan_cli_in_a_fresh_process_knows_intermediate_none() -> None:
+    """``intermediate=none`` is a Hydra option that importing xlt.config registers: the command line
+    must import it before composing a sweep that lists it (this module imports it already, so
+    only a fresh process shows the order)."""
+    import subprocess
+    import sys
+
+    from xlt import PROJECT_ROOT
+
+    args = ["-m", "+sweep=scale_gap", "model=xlmr_base", "intermediate=none,mnli", "target=xnli", "seed=1"]
+    done = subprocess.run(
+        [sys.executable, "-m", "xlt.plan", *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "total: 2 job(s), " in done.stdout
