@@ -5,6 +5,7 @@ accumulation), the step limit of a fractional epoch count, and the run's callbac
 from __future__ import annotations
 
 import datetime
+import gc
 import math
 import os
 import sys
@@ -31,6 +32,7 @@ from xlt.orchestration.lightning_adapter import release_strategy, set_logged_ste
 from xlt.orchestration.plan import StagePlan
 from xlt.orchestration.rundir import BEST_CKPT, LAST_CKPT
 from xlt.preemption import use_xlt_signals
+from xlt.progress import LineProgress
 from xlt.schema import to_container
 
 
@@ -123,8 +125,6 @@ def end_of_stage_collect() -> None:
     flat parameters) sits in reference cycles that torch and Lightning hooks make (bound methods of
     the module kept in its own hook tables, the data-hook selector, the profiler), which only the
     cyclic collector frees. One collection per stage, before the next stage builds its model."""
-    import gc
-
     for _ in range(3):  # a finaliser or weakref callback may free more on the next pass (FSDP's do)
         if not gc.collect():
             break
@@ -209,7 +209,6 @@ def progress_callbacks(trainer_cfg: DictConfig, stage: str) -> list[pl.Callback]
         return []
     if sys.stderr.isatty():
         return [LossProgressBar(refresh_rate=1)]
-    from xlt.progress import LineProgress
 
     return [LineProgress(stage or "evaluation")]
 
