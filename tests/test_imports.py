@@ -2,11 +2,13 @@
 
 The graph has an edge A -> B for every ``import xlt...`` / ``from xlt... import ...`` statement in
 module A, at module level or inside a function (a function-level import that runs back up is still a
-circle, only a lazier one); imports under ``if TYPE_CHECKING:`` never run and are left out. Every import of an xlt module
-that stays inside a function is listed with its reason in INSIDE_FUNCTIONS (below), a list that
-only shrinks; no command line loads torch, Lightning or pandas before it parses its arguments.
+circle, only a lazier one); imports under ``if TYPE_CHECKING:`` never run and are left out.
 ``from P import name`` points at the submodule ``P.name`` when there is one, else at ``P`` itself;
 importing ``P.name`` also runs the ``__init__`` of ``P`` (and of its parents), so those are edges too.
+
+Every import of an xlt module that stays inside a function is listed with its reason in
+INSIDE_FUNCTIONS (below), a list that only shrinks; no command line loads torch, Lightning or pandas
+before it parses its arguments.
 """
 
 from __future__ import annotations
