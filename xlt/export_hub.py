@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig
 
 from xlt.results.rows import apply_umask
@@ -125,8 +126,6 @@ def _hub_config(location: Any, lang: str) -> str:
 
 def front_matter(meta: dict[str, Any]) -> list[str]:
     """The ``---``-delimited YAML block a model card starts with."""
-    import yaml
-
     return ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---"]
 
 
