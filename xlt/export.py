@@ -86,7 +86,7 @@ def load_target_module(cfg: DictConfig, target: Any, ckpt: Path) -> Any:
     """The target stage's TransferModule (encoder + head) with the checkpoint's weights, loaded by the
     run's own loader (``xlt.orchestration.weights.load_weights``: ``weights_only=True``, strict, one-line
     CheckpointError)."""
-    from xlt.modeling.encoder import load_encoder
+    from xlt.modeling.encoder import load_encoder  # these four import torch: not for --help
     from xlt.modeling.heads import build_head
     from xlt.modeling.module import TransferModule
     from xlt.orchestration.weights import load_weights
@@ -185,7 +185,7 @@ def _exportable_run(run_dir: Path) -> tuple[DictConfig, Any, Path]:
     """The run's validated config, target task and target checkpoint; ExportError (one line) when the
     run trained nothing to export, has not finished, or its stored config is invalid."""
     from xlt.config import validate  # imports the planning modules: slow for --help
-    from xlt.schema import ConfigError
+    from xlt.schema import ConfigError  # with validate: only when a run is exported
     from xlt.tasks.registry import get_task  # imports every task's reader
 
     cfg = run_config(run_dir)
