@@ -26,6 +26,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from xlt.config import validate
 from xlt.console import check_out_dir, cli_parser, run_cli
 from xlt.export_hub import (
     PushError,
@@ -40,6 +41,8 @@ from xlt.orchestration import rundir
 from xlt.public_config import public_yaml
 from xlt.results.report import format_table
 from xlt.results.rows import read_results
+from xlt.schema import ConfigError
+from xlt.tasks.registry import get_task
 
 log = logging.getLogger("xlt")
 
@@ -118,8 +121,6 @@ def model_card(
     tables = [format_table(rows, "target", r.task, r.split) for r in rows]
     tables = list(dict.fromkeys(t for t in tables if t))
     if target is None:
-        from xlt.tasks.registry import get_task
-
         target = get_task(cfg.target.name, role="target")
     front = front_matter(
         hub_metadata(cfg, target, records, debug)
@@ -184,9 +185,6 @@ def export(run_dir: Path, out_dir: Path) -> Path:
 def _exportable_run(run_dir: Path) -> tuple[DictConfig, Any, Path]:
     """The run's validated config, target task and target checkpoint; ExportError (one line) when the
     run trained nothing to export, has not finished, or its stored config is invalid."""
-    from xlt.config import validate  # imports the planning modules: slow for --help
-    from xlt.schema import ConfigError  # with validate: only when a run is exported
-    from xlt.tasks.registry import get_task  # imports every task's reader
 
     cfg = run_config(run_dir)
     target = get_task(cfg.target.name, role="target")
