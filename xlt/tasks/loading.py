@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from xlt import PROJECT_ROOT
+from xlt.tasks import hub as hubio
 from xlt.tasks.hub_rows import log_hub_read, map_hub_rows, one_line
-from xlt.tasks.registry import FORMATS, HUB_MAPPERS
+from xlt.tasks.registry import FORMATS, HUB_MAPPERS, all_tasks, flatten_mixture, get_mixture, get_task
 from xlt.tasks.spec import DataError, Example, HubFile, RawFile, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -185,7 +186,6 @@ def _load_hub(spec: TaskSpec, split: str, lang: str) -> Loaded:
     hub = spec.hub.get(split)
     if hub is None:
         raise MissingDataError(f"{spec.name}: split {split!r} is not on the hub for this task")
-    from xlt.tasks import hub as hubio
 
     name = hub.name.format(lang=lang, lang3=spec.code(lang)) if hub.name else None
     revision = hubio.revision_for(hub.path, hub.revision)
@@ -227,8 +227,6 @@ def _open_hub_dataset(hub: HubFile, name: str | None, revision: str | None, orig
     cannot load is a MissingDataError in one line naming it."""
     import datasets
 
-    from xlt.tasks import hub as hubio
-
     mirror = None
     try:
         mirror = hubio.mirror_dir(hub.path, revision)
@@ -265,8 +263,6 @@ def check_local_files(cfg: Any) -> None:
     training set (unless ``intermediate.skip_members`` names it). Other test languages may be absent
     (skipped, one line each). With the hub
     nothing is checked here (a missing English test is an error when it is loaded)."""
-    from xlt.tasks.registry import get_mixture, get_task
-
     source, data_dir = resolve_source(cfg.data.source, cfg.data.dir)
     if source != "local" or data_dir is None:
         return
@@ -282,8 +278,6 @@ def check_local_files(cfg: Any) -> None:
     stage = cfg.intermediate
     mixture = get_mixture(stage.name) if stage is not None else None
     if mixture is not None:  # each member's English training set, unless the config may skip it
-        from xlt.tasks.registry import flatten_mixture
-
         for task in flatten_mixture(mixture).tasks:
             if (stage.only is not None and task not in stage.only) or task in (stage.skip_members or []):
                 continue
@@ -315,8 +309,6 @@ def check_local_files(cfg: Any) -> None:
 def english_training_alternatives(target: Any, data_dir: Path) -> list[tuple[str, str]]:
     """(task, split) pairs present under ``data_dir`` that can train ``target``'s head: English tasks
     with the same head kind and label names (e.g. SNLI or ANLI for XNLI), train splits first."""
-    from xlt.tasks.registry import all_tasks
-
     found = []
     for split in ("train", "dev"):
         for spec in all_tasks().values():
