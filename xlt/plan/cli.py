@@ -14,6 +14,7 @@ from xlt.console import cli_parser, report_error, run_cli, text_table
 from xlt.plan.jobs import GPUS, JobPlan, plan_job
 from xlt.plan.memory import GB, Hardware, resolve_precision
 from xlt.schema import CONF_DIR, ConfigError, to_container
+from xlt.tasks.registry import get_task
 
 
 def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
@@ -49,7 +50,6 @@ def shared_key(cfg: DictConfig) -> str:
     exclusions are known only when the job runs; a target that declares any (XQuAD removes SQuAD dev
     questions) may change the intermediate's data, so its jobs are counted as training their own."""
     from xlt.orchestration.reuse import intermediate_key  # lazy: `--help` stays fast
-    from xlt.tasks.registry import get_task
 
     precision = resolve_precision(str(cfg.scale.precision), Hardware())
     declared = get_task(cfg.target.name).exclusions

@@ -11,6 +11,8 @@ from omegaconf import DictConfig
 
 from xlt.plan.model import Architecture, ParamCount, count_parameters, lora_parameters
 from xlt.schema import NO_INTERMEDIATE, ConfigError, batch_plan
+from xlt.tasks.lengths import seq_length
+from xlt.tasks.registry import flatten_mixture, get_mixture, get_task
 
 GB = 1e9
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -227,8 +229,6 @@ def _retrieval_memory(
     weights' dtype, with ``output_hidden_states=True``: every layer's output (layers + 1 tensors of
     batch x length x hidden) is held until the batch is pooled, plus one layer's working tensors. The
     batch is the larger of the target's embedding batch and the probes' (retrieval.*)."""
-    from xlt.tasks.lengths import seq_length
-
     sizes = [(int(cfg.target.eval_batch_size), seq_length(cfg.target))]
     if cfg.get("probe") and cfg.probe.tasks:
         sizes.append((int(cfg.retrieval.batch_size), seq_length(cfg.retrieval)))
@@ -244,8 +244,6 @@ def _retrieval_memory(
 
 def stages(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
     """The training stages of a run: (name, stage config); a retrieval target trains nothing."""
-    from xlt.tasks.registry import get_task
-
     found = []
     intermediate = cfg.get("intermediate")
     if intermediate is not None and intermediate.name != NO_INTERMEDIATE:
@@ -257,8 +255,6 @@ def stages(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
 
 def choices_of(task: str) -> int:
     """Sequences per example: a multiple-choice example encodes every choice."""
-    from xlt.tasks.registry import get_task
-
     spec = get_task(task)
     return spec.num_labels if spec.head == "multiple_choice" else 1
 
@@ -274,8 +270,6 @@ def stage_per_device(cfg: DictConfig, stage: DictConfig, name: str) -> tuple[int
 
 def stage_batch(cfg: DictConfig, stage: DictConfig, name: str) -> tuple[int, int]:
     """(sequences per device per forward, sequence length) of a stage at its max_seq_length."""
-    from xlt.tasks.lengths import seq_length
-
     per_device, _ = stage_per_device(cfg, stage, name)
     tasks = [t for t, _, _ in stage_members(cfg, stage, name)]
     return per_device * max(map(choices_of, tasks)), seq_length(stage)
@@ -283,8 +277,6 @@ def stage_batch(cfg: DictConfig, stage: DictConfig, name: str) -> tuple[int, int
 
 def stage_members(cfg: DictConfig, stage: DictConfig, name: str) -> list[tuple[str, str, int | None]]:
     """(task, training split, example cap) of every task a stage trains on."""
-    from xlt.tasks.registry import flatten_mixture, get_mixture
-
     if name == "target":
         return [(stage.train_task or stage.name, stage.train_split, stage.max_train_examples)]
     mixture = get_mixture(stage.name)
