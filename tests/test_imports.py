@@ -246,8 +246,6 @@ INSIDE_FUNCTIONS: dict[str, str] = {
     # long1 kept these two lazy: at the top they add about 0.13 s (config: its import registers
     # intermediate=none with Hydra, so loads hydra at run time, unseen by the static check) and 0.05 s
     # (reuse) to `python -m xlt.plan --help` (0.25 s), measured on the 2-core machine, 2026-12-07.
-    "xlt.plan.cli -> xlt.config": "pending: lead (hydra at run time, see above)",
-    "xlt.plan.cli -> xlt.orchestration.reuse": "pending: lead (+0.05 s on --help, see above)",
     "xlt.plan.measure_tokens -> xlt.data.datamodule": "lazy: torch",
     "xlt.plan.measure_tokens -> xlt.modeling.encoder": "lazy: torch",
     "xlt.plan.model -> xlt.modeling.families": "lazy: torch",  # as xlt.config's

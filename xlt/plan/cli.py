@@ -10,7 +10,9 @@ from collections.abc import Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from xlt.config import validate  # its import registers `intermediate=none` before a sweep is composed
 from xlt.console import cli_parser, report_error, run_cli, text_table
+from xlt.orchestration.reuse import intermediate_key
 from xlt.plan.jobs import GPUS, JobPlan, plan_job
 from xlt.plan.memory import GB, Hardware, resolve_precision
 from xlt.schema import CONF_DIR, ConfigError, to_container
@@ -49,7 +51,6 @@ def shared_key(cfg: DictConfig) -> str:
     model revision and code for every job of one launch, so those parts are left equal). The audit's
     exclusions are known only when the job runs; a target that declares any (XQuAD removes SQuAD dev
     questions) may change the intermediate's data, so its jobs are counted as training their own."""
-    from xlt.orchestration.reuse import intermediate_key  # lazy: `--help` stays fast
 
     precision = resolve_precision(str(cfg.scale.precision), Hardware())
     declared = get_task(cfg.target.name).exclusions
@@ -247,8 +248,6 @@ HOW_ESTIMATED = (
 def plan_jobs(overrides: Sequence[str], multirun: bool) -> list[JobPlan]:
     """The plan of each job of the run (``multirun``: of the sweep), in order."""
     from hydra import compose, initialize_config_dir
-
-    from xlt.config import validate  # before composing: its import registers `intermediate=none`
 
     jobs = sweep_jobs(overrides) if multirun else [list(overrides)]
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
