@@ -251,7 +251,6 @@ INSIDE_FUNCTIONS: dict[str, str] = {
     "xlt.plan.model -> xlt.modeling.families": "lazy: torch",  # as xlt.config's
     "xlt.plan.tokens -> xlt.data.sampling": "lazy: torch",
     "xlt.results.__main__ -> xlt.results.sweep_report": "lazy: pandas",
-    "xlt.results.objective -> xlt.tasks.registry": "pending: unassigned this round",
     "xlt.results.sweep_report -> xlt.results.plots": "lazy: matplotlib",
     "xlt.results.sweep_report -> xlt.results.wandb_report": "lazy: hydra",
     "xlt.results.wandb_report -> xlt.loggers": "lazy: pytorch_lightning",
