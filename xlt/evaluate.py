@@ -33,7 +33,6 @@ from xlt.export import (
     target_checkpoint,
 )
 from xlt.orchestration import rundir
-from xlt.public_config import public_yaml
 from xlt.sharded_ckpt import DCP_METADATA
 
 if TYPE_CHECKING:
@@ -112,13 +111,14 @@ def _evaluation_config(kind: str, weights: Path, cfg: DictConfig, overrides: lis
     return validate(cfg)
 
 
-def _open_out_dir(out_dir: Path, cfg: DictConfig, source: Path) -> None:
-    """A new run directory: its config, its log file, state.json naming the source."""
+def _open_out_dir(out_dir: Path, config_yaml: str, source: Path) -> None:
+    """A new run directory: its config (the plan's ``config.yaml`` text), its log file, state.json
+    naming the source."""
     check_out_dir(out_dir, "--out")
     out_dir.mkdir(parents=True, exist_ok=True)
     if (out_dir / rundir.STATE_FILE).exists():
         raise ExportError(f"{out_dir}: already holds a run (state.json); name a new --out directory")
-    (out_dir / rundir.CONFIG_FILE).write_text(public_yaml(cfg))  # ${oc.env:...} left unresolved
+    (out_dir / rundir.CONFIG_FILE).write_text(config_yaml)  # ${oc.env:...} left unresolved
     log_file = logging.FileHandler(out_dir / "evaluate.log")  # everything the terminal leaves out
     log_file.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
     logging.getLogger().addHandler(log_file)
@@ -135,17 +135,18 @@ def evaluate(source: Path, out_dir: Path, overrides: list[str] | None = None) ->
     source = Path(source)
     kind, weights, cfg = resolve_source(source)
     intermediate = cfg.intermediate.name if cfg.get("intermediate") else "none"
-    cfg = _evaluation_config(kind, weights, cfg, overrides)
-    _open_out_dir(out_dir, cfg, source)
+    planned = build_plan(_evaluation_config(kind, weights, cfg, overrides), out_dir)  # the config's last use
+    _open_out_dir(out_dir, planned.config.yaml, source)
     step = source_step(source, kind)  # log at the step the weights were trained to
     checkpoint = Path(weights).resolve()
     if kind == "export":  # written once the session has loaded the exported encoder
         checkpoint = rundir.stage_ckpt_dir(out_dir, "target") / "exported.ckpt"
-    plan = evaluation_only(build_plan(cfg, out_dir), checkpoint, step)
-    session = RunSession.open(plan, cfg)
+    plan = evaluation_only(planned, checkpoint, step)
+    session = RunSession.open(plan)
     try:
         if kind == "export":
-            _checkpoint_from_export(Path(weights), session.model.encoder, cfg.target.name, checkpoint)
+            target = plan.stages[-1].task
+            _checkpoint_from_export(Path(weights), session.model.encoder, target, checkpoint)
         session.relabel(intermediate=intermediate)
         session.ctx.extra["evaluated_from"] = str(source.resolve())
         rows = execute(session)

@@ -208,9 +208,9 @@ def export(run_dir: Path, out_dir: Path) -> Path:
     }
     (out_dir / EXPORT_FILE).write_text(json.dumps(info, indent=1) + "\n")
     from xlt.export_hub import apply_umask_tree
-    from xlt.trainer import debug_mode
+    from xlt.orchestration.plan_sections import debug_mode
 
-    debug = debug_mode(cfg)
+    debug = debug_mode(cfg.trainer)
     if debug:
         log.warning("%s is a debug run (%s): exported, with a warning in its model card", run_dir, debug)
     (out_dir / "README.md").write_text(

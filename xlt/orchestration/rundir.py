@@ -29,9 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
-
-from omegaconf import DictConfig, OmegaConf
+from typing import Any
 
 from xlt.results.rows import ResultRow, atomic_write_text
 
@@ -133,15 +131,15 @@ class RunState:
         if is_global_zero():
             atomic_write_text(self.path, json.dumps(self.data, indent=1))
 
-    def pinned_model(self, model_cfg: DictConfig) -> DictConfig:
-        """``model_cfg`` with ``revision`` set to the hub commit this run first loaded, when the model
-        file names none: a relaunch resumes on the same weights even if the hub moved meanwhile."""
+    def pinned_revision(self, source: str, revision: str | None) -> str | None:
+        """The hub commit this run first loaded, for a model of weight ``source`` whose file names no
+        ``revision`` (else None): a relaunch resumes on the same weights even if the hub moved meanwhile."""
         pinned = self.data.get("model_revision")
         from xlt.modeling.encoder import WEIGHT_SOURCES  # torch, transformers: only when pinning
 
-        if not WEIGHT_SOURCES[model_cfg.source].hub_commit or model_cfg.revision is not None or not pinned:
-            return model_cfg
-        return cast(DictConfig, OmegaConf.merge(model_cfg, {"revision": pinned}))
+        if not WEIGHT_SOURCES[source].hub_commit or revision is not None or not pinned:
+            return None
+        return str(pinned)
 
     def pin_model(self, revision: str | None) -> None:
         """Record the hub commit the weights came from (first load only)."""
