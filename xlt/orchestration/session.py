@@ -81,13 +81,13 @@ class RunSession:
         hub_data = {"hub_mirror": data.hub_mirror, "hub_revisions": thaw(data.hub_revisions)}
         hub.configure_from(hub_data, hub.pins(state.data.get("hub_reads", {}), data.hub_mirror))
         cache_dir = Path(data.cache_dir).expanduser()
-        model_cfg = _model_section(plan, state)
-        tokenizer = load_tokenizer(model_cfg, cache_dir)
+        model_section = _model_section(plan, state)
+        tokenizer = load_tokenizer(model_section, cache_dir)
         settings = DataSettings(source, data_dir, cache_dir, tokenizer, seed=plan.seed)
         pl.seed_everything(plan.seed, workers=True)
-        model = _load_model(plan, model_cfg, cache_dir, tokenizer)
+        model = _load_model(plan, model_section, cache_dir, tokenizer)
         state.pin_model(model.revision)
-        ctx = _row_context(plan, model, source, model_cfg.revision)
+        ctx = _row_context(plan, model, source, model_section.revision)
         session = cls(plan, run_dir, sweep_dir, state, settings, model, ctx)
         session.logger = build_logger(plan.logger, plan.config.public, run_dir, ctx)
         return session
@@ -142,7 +142,7 @@ def _model_section(plan: RunPlan, state: RunState) -> DictConfig:
     return OmegaConf.create(section)
 
 
-def _load_model(plan: RunPlan, model_cfg: DictConfig, cache_dir: Path, tokenizer: Any) -> Model:
+def _load_model(plan: RunPlan, model_section: Any, cache_dir: Path, tokenizer: Any) -> Model:
     """The encoder (with LoRA and activation checkpointing as the scale asks) and its weight handler.
     Lean loading: under FSDP, ranks other than 0 build the encoder on the meta device and get rank
     0's weights when FSDP wraps it (sync_module_states); a random encoder is built anyway."""
@@ -155,7 +155,7 @@ def _load_model(plan: RunPlan, model_cfg: DictConfig, cache_dir: Path, tokenizer
             "rank %d: encoder built on the meta device; its weights come from rank 0 (sync_module_states)",
             getattr(rank_zero_only, "rank", 0),
         )
-    encoder = (encoder_skeleton if lean else load_encoder)(model_cfg, cache_dir)
+    encoder = (encoder_skeleton if lean else load_encoder)(model_section, cache_dir)
     revision = resolved_revision(encoder) if source.hub_commit else None
     if scale.activation_checkpointing:
         encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
