@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, cast
 
 from omegaconf import DictConfig, OmegaConf
 
-from xlt.console import check_out_dir, cli_parser
+from xlt.console import check_out_dir, cli_parser, quiet_terminal, run_cli
 from xlt.export import (
     CONFIG_FILE,
     EXPORT_FILE,
@@ -179,12 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
-    from xlt.console import quiet_terminal
-
     quiet_terminal()
     out = args.out or Path("outputs") / datetime.datetime.now().strftime("%Y-%m-%d/%H-%M-%S-evaluate")
-    from xlt.console import run_cli
-
     # Any error (bad input, validation, a broken checkpoint, a run directory someone touched): one line, exit 2.
     code = run_cli(
         lambda: evaluate(args.source, out, args.overrides) and None,  # type: ignore[arg-type,return-value]

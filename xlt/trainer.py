@@ -32,6 +32,7 @@ from xlt.orchestration.lightning_adapter import release_strategy, set_logged_ste
 from xlt.orchestration.plan import RunPlan, StagePlan
 from xlt.orchestration.rundir import BEST_CKPT, LAST_CKPT
 from xlt.preemption import use_xlt_signals
+from xlt.progress import LineProgress
 
 
 def resolve_precision(precision: str) -> str:
@@ -189,8 +190,6 @@ def progress_callbacks(trainer: Mapping[str, Any], stage: str) -> list[pl.Callba
         return []
     if sys.stderr.isatty():
         return [LossProgressBar(refresh_rate=1)]
-    from xlt.progress import LineProgress
-
     return [LineProgress(stage or "evaluation")]
 
 

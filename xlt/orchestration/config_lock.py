@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from xlt.orchestration.frozen import thaw
 from xlt.orchestration.rundir import RunDirError
-from xlt.schema import ConfigError
+from xlt.schema import CONF_DIR, ConfigError, TrainConfig
 
 if TYPE_CHECKING:
     from xlt.orchestration.plan_sections import ConfigRecord
@@ -73,8 +73,6 @@ def _defaults(key: str, stored: dict[str, Any]) -> list[Any]:
     for ``model.revision``), so that adding a key never makes an earlier run unresumable."""
     import dataclasses
     import typing
-
-    from xlt.schema import CONF_DIR, TrainConfig
 
     found: list[Any] = []
     node: Any = TrainConfig
