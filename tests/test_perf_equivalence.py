@@ -125,6 +125,7 @@ def test_parsed_examples_are_cached_and_follow_their_files(
     changing a file (size or mtime) parses it anew, and the cached examples equal the parsed ones."""
     import os
 
+    import xlt.data.features as features
     import xlt.tasks.loading as loading
     from xlt.data.features import load_split_cached
 
@@ -134,7 +135,8 @@ def test_parsed_examples_are_cached_and_follow_their_files(
     conllu.write_text("1\tDas\tder\tDET\t_\t_\t2\tdet\t_\t_\n2\tHaus\tHaus\tNOUN\t_\t_\t0\troot\t_\t_\n\n")
     parses = []
     real = loading.load_split
-    monkeypatch.setattr(loading, "load_split", lambda *a, **k: parses.append(a) or real(*a, **k))
+    # Counted where load_split_cached calls it (xlt.data.features imports it at module level).
+    monkeypatch.setattr(features, "load_split", lambda *a, **k: parses.append(a) or real(*a, **k))
     spec, cache = get_task("udpos"), tmp_path / "cache"
 
     def load() -> loading.Loaded:

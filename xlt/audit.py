@@ -21,6 +21,12 @@ from omegaconf import DictConfig
 from xlt.audit_fields import FieldChecker, FieldIndex
 from xlt.audit_keys import MIN_TEXT_CHARS, Removal, example_id, text_keys
 from xlt.audit_report import AuditReport, ContaminationError, RunSet, SetAudit
+from xlt.config import validate
+from xlt.console import cli_parser, report_error, run_cli
+from xlt.schema import CONF_DIR, ConfigError, MemberConfig
+from xlt.tasks import hub
+from xlt.tasks.loading import MissingDataError, load_split, member_missing, resolve_source, split_parts
+from xlt.tasks.registry import flatten_mixture, get_mixture, get_task
 from xlt.tasks.spec import DataError, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -39,9 +45,6 @@ def select_on_spec(target_cfg: Any, spec: TaskSpec, train_spec: TaskSpec | None)
 
 def run_sets(cfg: DictConfig) -> list[RunSet]:
     """Every set a run with (validated) ``cfg`` trains or selects on, in stage order."""
-    from xlt.schema import MemberConfig
-    from xlt.tasks.loading import split_parts
-    from xlt.tasks.registry import flatten_mixture, get_mixture, get_task
 
     sets: list[RunSet] = []
 
@@ -93,7 +96,6 @@ class AuditScope:
 
 def audit_scope(cfg: DictConfig) -> AuditScope:
     """The :class:`AuditScope` of a run with (validated) ``cfg``."""
-    from xlt.tasks.registry import get_mixture
 
     inter = cfg.get("intermediate")
     mixture = get_mixture(inter.name) if inter is not None else None
@@ -110,7 +112,6 @@ def missing_member(scope: AuditScope, report: AuditReport) -> str | None:
     """The :func:`member_missing` line for the first mixture member whose set the audit found absent
     (not left out by ``intermediate.only`` or ``intermediate.skip_members``), or None: the run stops
     on it before the probe and any training, not when the member is loaded."""
-    from xlt.tasks.loading import member_missing
 
     if scope.mixture is None:
         return None
@@ -132,7 +133,6 @@ def mixture_label(scope: AuditScope, report: AuditReport) -> tuple[str, list[str
     (xlt/data/mixture.py) when ``intermediate.only`` omits it or its training or dev files are absent
     (the audit's ``absent`` sets); the label is then the mixture's name minus each left-out member
     (``all9-ccg``), so that its rows never pass for the full mixture. None for a single task."""
-    from xlt.tasks.registry import flatten_mixture, get_mixture
 
     mixture = get_mixture(scope.mixture) if scope.mixture is not None else None
     if mixture is None:
@@ -149,7 +149,6 @@ def _index(
 ) -> tuple[Index, dict[str, int], list[str], FieldIndex]:
     """Per test language: its example ids and text digests; the example counts; languages without
     data; and the test set's field index (xlt/audit_fields.py)."""
-    from xlt.tasks.loading import MissingDataError, load_split
 
     index: Index = {}
     counts: dict[str, int] = {}
@@ -203,8 +202,6 @@ def _compare(
 def audit(scope: AuditScope, source: str, data_dir: Path | None) -> AuditReport:
     """Compare every set of ``scope`` (:func:`run_sets`) with every test language of its target (see
     module doc)."""
-    from xlt.tasks.loading import MissingDataError, load_split
-    from xlt.tasks.registry import get_task
 
     start = time.perf_counter()
     target = get_task(scope.target)
@@ -253,27 +250,18 @@ def compose(overrides: Sequence[str]) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from xlt.config import validate
-    from xlt.schema import CONF_DIR
-
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = hydra_compose("train", overrides=list(overrides))
     return validate(cfg)
 
 
 def main(argv: Iterable[str] | None = None) -> int:
-    from xlt.console import run_cli
 
     return run_cli(lambda: _main(argv))  # any error: one line on stderr, exit 2
 
 
 def _main(argv: Iterable[str] | None) -> int:
     from hydra.errors import HydraException
-
-    from xlt.console import cli_parser
-    from xlt.schema import ConfigError
-    from xlt.tasks import hub
-    from xlt.tasks.loading import resolve_source
 
     parser = cli_parser(
         "python -m xlt.audit",
@@ -292,8 +280,6 @@ def _main(argv: Iterable[str] | None) -> int:
         hub.configure_from(cfg.data)  # data.hub_mirror, data.hub_revisions: as a run reads
         report = audit(audit_scope(cfg), source, data_dir)
     except (ConfigError, DataError, FileNotFoundError, HydraException) as err:
-        from xlt.console import report_error
-
         return report_error(err)  # one line (Hydra's own message has several, with the choices)
     print(report.format())
     if report.violations:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, cast
 
 from omegaconf import DictConfig, OmegaConf
 
+from xlt.config import validate
 from xlt.console import check_out_dir, cli_parser, quiet_terminal, run_cli
 from xlt.export import (
     CONFIG_FILE,
@@ -33,6 +34,7 @@ from xlt.export import (
     target_checkpoint,
 )
 from xlt.orchestration import rundir
+from xlt.orchestration.plan import build_plan, evaluation_only
 from xlt.sharded_ckpt import DCP_METADATA
 
 if TYPE_CHECKING:
@@ -96,8 +98,6 @@ def _dotlist(overrides: list[str]) -> DictConfig:
 def _evaluation_config(kind: str, weights: Path, cfg: DictConfig, overrides: list[str] | None) -> DictConfig:
     """The training run's config for evaluating its target: no intermediate stage (its weights are in
     the target checkpoint), no probes; an export's directory is the model (encoder and tokenizer)."""
-    from xlt.config import validate
-
     OmegaConf.set_struct(cfg, False)
     cfg.intermediate = None
     cfg.probe.tasks = []
@@ -128,7 +128,6 @@ def _open_out_dir(out_dir: Path, config_yaml: str, source: Path) -> None:
 
 
 def evaluate(source: Path, out_dir: Path, overrides: list[str] | None = None) -> list:
-    from xlt.orchestration.plan import build_plan, evaluation_only
     from xlt.orchestration.run import execute, print_report
     from xlt.orchestration.session import RunSession
 

@@ -26,9 +26,24 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from xlt.console import check_out_dir, cli_parser
+from xlt.config import validate
+from xlt.console import check_out_dir, cli_parser, run_cli
+from xlt.export_hub import (
+    PushError,
+    apply_umask_tree,
+    debug_note,
+    front_matter,
+    hub_metadata,
+    push_to_hub,
+    tree_state,
+)
 from xlt.orchestration import rundir
+from xlt.orchestration.plan_sections import debug_mode
 from xlt.public_config import public_yaml
+from xlt.results.report import format_table
+from xlt.results.rows import read_results
+from xlt.schema import ConfigError
+from xlt.tasks.registry import get_task
 
 log = logging.getLogger("xlt")
 
@@ -75,7 +90,7 @@ def load_target_module(cfg: DictConfig, target: Any, ckpt: Path) -> Any:
     """The target stage's TransferModule (encoder + head) with the checkpoint's weights, loaded by the
     run's own loader (``xlt.orchestration.weights.load_weights``: ``weights_only=True``, strict, one-line
     CheckpointError)."""
-    from xlt.modeling.encoder import load_encoder
+    from xlt.modeling.encoder import load_encoder  # these four import torch: not for --help
     from xlt.modeling.heads import build_head
     from xlt.modeling.module import TransferModule
     from xlt.orchestration.weights import load_weights
@@ -91,8 +106,6 @@ def load_target_module(cfg: DictConfig, target: Any, ckpt: Path) -> Any:
 
 
 def results_rows(run_dir: Path) -> list[dict[str, Any]]:
-    from xlt.results.rows import read_results
-
     path = run_dir / rundir.RESULTS_FILE
     return read_results(path) if path.is_file() else []
 
@@ -105,16 +118,10 @@ def model_card(
     target: Any = None,
     debug: str = "",
 ) -> str:
-    from xlt.export_hub import debug_note, front_matter, hub_metadata
-    from xlt.orchestration.rundir import rows_from_records
-    from xlt.results.report import format_table
-
-    rows = rows_from_records([r for r in records if r.get("stage") == "target"])
+    rows = rundir.rows_from_records([r for r in records if r.get("stage") == "target"])
     tables = [format_table(rows, "target", r.task, r.split) for r in rows]
     tables = list(dict.fromkeys(t for t in tables if t))
     if target is None:
-        from xlt.tasks.registry import get_task
-
         target = get_task(cfg.target.name, role="target")
     front = front_matter(
         hub_metadata(cfg, target, records, debug)
@@ -147,12 +154,37 @@ def export(run_dir: Path, out_dir: Path) -> Path:
     """Write the run's target model to ``out_dir``; returns it."""
     from safetensors.torch import save_file
 
-    from xlt.config import validate
     from xlt.modeling.encoder import load_tokenizer
-    from xlt.schema import ConfigError
-    from xlt.tasks.registry import get_task
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    cfg, target, ckpt = _exportable_run(run_dir)
+    check_out_dir(out_dir, "--out")
+    tokenizer = load_tokenizer(cfg.model, Path(cfg.data.cache_dir).expanduser())
+    module = load_target_module(cfg, target, ckpt)
+    encoder, head_state = module.encoder, module.heads[target.name].state_dict()
+    encoder.eval()
+    existing = tree_state(out_dir)  # the umask is applied to what this export writes, nothing else
+    out_dir.mkdir(parents=True, exist_ok=True)
+    hf_class = _save_model(cfg, target, encoder, head_state, out_dir)
+    tokenizer.save_pretrained(out_dir)
+    save_file({k: v.contiguous() for k, v in head_state.items()}, str(out_dir / HEAD_FILE))
+    (out_dir / CONFIG_FILE).write_text(public_yaml(cfg))  # ${oc.env:...} left unresolved: no secret
+    info = _export_info(run_dir, ckpt, cfg, target, hf_class)
+    (out_dir / EXPORT_FILE).write_text(json.dumps(info, indent=1) + "\n")
+    debug = debug_mode(cfg.trainer)
+    if debug:
+        log.warning("%s is a debug run (%s): exported, with a warning in its model card", run_dir, debug)
+    (out_dir / "README.md").write_text(
+        model_card(cfg, results_rows(run_dir), str(run_dir), hf_class, target, debug)
+    )
+    apply_umask_tree(out_dir, existing)  # safetensors writes 0600; what export wrote gets the umask's mode
+    return out_dir
+
+
+def _exportable_run(run_dir: Path) -> tuple[DictConfig, Any, Path]:
+    """The run's validated config, target task and target checkpoint; ExportError (one line) when the
+    run trained nothing to export, has not finished, or its stored config is invalid."""
+
     cfg = run_config(run_dir)
     target = get_task(cfg.target.name, role="target")
     if not target.trainable:
@@ -164,37 +196,34 @@ def export(run_dir: Path, out_dir: Path) -> Path:
         raise ExportError(f"{run_dir / rundir.CONFIG_FILE}: {err}") from None
     if cfg.scale.peft != "none":
         raise ExportError(f"{run_dir}: scale.peft={cfg.scale.peft}: exporting adapter runs is not supported")
-    check_out_dir(out_dir, "--out")
-    tokenizer = load_tokenizer(cfg.model, Path(cfg.data.cache_dir).expanduser())
-    module = load_target_module(cfg, target, ckpt)
-    encoder, head_state = module.encoder, module.heads[target.name].state_dict()
-    encoder.eval()
-    from xlt.export_hub import tree_state
+    return cfg, target, ckpt
 
-    existing = tree_state(out_dir)  # the umask is applied to what this export writes, nothing else
-    out_dir.mkdir(parents=True, exist_ok=True)
-    hf_class = type(encoder).__name__
+
+def _save_model(cfg: DictConfig, target: Any, encoder: Any, head_state: dict[str, Any], out_dir: Path) -> str:
+    """Save the encoder (with the head, as RoBERTa's own classification head, where it is one) with
+    ``save_pretrained``; returns the saved transformers class's name."""
     model_type = getattr(encoder.config, "model_type", "")
-    if target.head == "classification" and cfg.model.pooling == "cls" and model_type in _XLMR_TYPES:
-        from transformers import AutoModelForSequenceClassification
-
-        config = encoder.config.__class__.from_dict(encoder.config.to_dict())
-        config.num_labels = len(target.label_names)
-        config.id2label = dict(enumerate(target.label_names))
-        config.label2id = {name: i for i, name in enumerate(target.label_names)}
-        config.architectures = None
-        full = AutoModelForSequenceClassification.from_config(config)
-        base = getattr(full, full.base_model_prefix)
-        base.load_state_dict(encoder.state_dict())  # strict: neither has a pooler
-        full.classifier.load_state_dict(head_state)
-        full.save_pretrained(out_dir)
-        hf_class = type(full).__name__
-    else:
+    if not (target.head == "classification" and cfg.model.pooling == "cls" and model_type in _XLMR_TYPES):
         encoder.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    save_file({k: v.contiguous() for k, v in head_state.items()}, str(out_dir / HEAD_FILE))
-    (out_dir / CONFIG_FILE).write_text(public_yaml(cfg))  # ${oc.env:...} left unresolved: no secret
-    info = {
+        return type(encoder).__name__
+    from transformers import AutoModelForSequenceClassification
+
+    config = encoder.config.__class__.from_dict(encoder.config.to_dict())
+    config.num_labels = len(target.label_names)
+    config.id2label = dict(enumerate(target.label_names))
+    config.label2id = {name: i for i, name in enumerate(target.label_names)}
+    config.architectures = None
+    full = AutoModelForSequenceClassification.from_config(config)
+    base = getattr(full, full.base_model_prefix)
+    base.load_state_dict(encoder.state_dict())  # strict: neither has a pooler
+    full.classifier.load_state_dict(head_state)
+    full.save_pretrained(out_dir)
+    return type(full).__name__
+
+
+def _export_info(run_dir: Path, ckpt: Path, cfg: DictConfig, target: Any, hf_class: str) -> dict[str, Any]:
+    """What ``EXPORT_FILE`` records: what was exported, from where, as which class."""
+    return {
         "run_dir": str(run_dir.resolve()),
         "checkpoint": str(ckpt.resolve()),
         "task": target.name,
@@ -206,18 +235,6 @@ def export(run_dir: Path, out_dir: Path) -> Path:
             "logged_step", 0
         ),
     }
-    (out_dir / EXPORT_FILE).write_text(json.dumps(info, indent=1) + "\n")
-    from xlt.export_hub import apply_umask_tree
-    from xlt.orchestration.plan_sections import debug_mode
-
-    debug = debug_mode(cfg.trainer)
-    if debug:
-        log.warning("%s is a debug run (%s): exported, with a warning in its model card", run_dir, debug)
-    (out_dir / "README.md").write_text(
-        model_card(cfg, results_rows(run_dir), str(run_dir), hf_class, target, debug)
-    )
-    apply_umask_tree(out_dir, existing)  # safetensors writes 0600; what export wrote gets the umask's mode
-    return out_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -244,8 +261,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from xlt.console import run_cli
-
     out = args.out or args.run_dir / "export"
     code = run_cli(
         lambda: export(args.run_dir, out) and None,  # type: ignore[arg-type,return-value]
@@ -255,8 +270,6 @@ def main(argv: list[str] | None = None) -> int:
         return code
     print(f"exported {args.run_dir} -> {out}")
     if args.push_to_hub:
-        from xlt.export_hub import PushError, push_to_hub
-
         try:
             print(f"pushed to {push_to_hub(out, args.push_to_hub, args.private)}")
         except PushError as err:

@@ -18,7 +18,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig
+
+from xlt.results.rows import apply_umask
+from xlt.tasks.registry import get_task
 
 # The Hub's task types (pipeline tags) of xlt's head kinds.
 HUB_TASK_TYPES = {
@@ -90,8 +94,6 @@ def hub_metadata(
 def training_datasets(cfg: DictConfig, target: Any) -> list[str]:
     """The hub ids of what the model was trained on: the target's English training task and the
     intermediate task (a mixture: its members), each where its train split lives on the hub."""
-    from xlt.tasks.registry import get_task
-
     names = [cfg.target.get("train_task") or getattr(target, "train_task", None) or target.name]
     if cfg.get("intermediate") is not None:
         names.append(cfg.intermediate.name)
@@ -124,8 +126,6 @@ def _hub_config(location: Any, lang: str) -> str:
 
 def front_matter(meta: dict[str, Any]) -> list[str]:
     """The ``---``-delimited YAML block a model card starts with."""
-    import yaml
-
     return ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---"]
 
 
@@ -153,8 +153,6 @@ def apply_umask_tree(out_dir: Path, before: dict[Path, int] | None = None) -> li
     new ones (safetensors, and so ``save_pretrained``, writes its files 0600 whatever the umask).
     ``before``: :func:`tree_state` before the export; a folder it lists, and a file it lists unchanged
     (the user's own file in an existing folder), keeps its mode. Returns the paths changed."""
-    from xlt.results.rows import apply_umask
-
     before = before or {}
     written = [
         p

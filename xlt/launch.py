@@ -23,6 +23,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import get_original_cwd
+
 SWEEP_ENV = "XLT_SWEEP_DIR"
 # What Lightning's subprocess launcher sets in rank 0's environment before it starts the other ranks.
 LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", SWEEP_ENV)
@@ -32,10 +36,6 @@ _ORIGINAL: dict[str, Any] = {}
 def job_command(local_rank: int) -> tuple[Sequence[str], str]:
     """The command of rank ``local_rank`` of this Hydra job (Lightning's ``_hydra_subprocess_cmd``):
     in a multirun, the job alone (no ``-m``, its own overrides, its output directory)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-    from hydra.utils import get_original_cwd
-
     hydra = HydraConfig.get()
     if hydra.mode != RunMode.MULTIRUN:
         return _ORIGINAL["fabric"](local_rank)  # type: ignore[no-any-return]
@@ -80,24 +80,16 @@ def multirun_job() -> Iterator[None]:
 
 def run_dir_from_hydra() -> Path:
     """The run directory Hydra created for this job (Hydra owns it; nothing uses the CWD)."""
-    from hydra.core.hydra_config import HydraConfig
-
     return Path(HydraConfig.get().runtime.output_dir)
 
 
 def is_multirun() -> bool:
     """Whether this process runs a job of a Hydra multirun (``-m``) itself."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def sweep_dir_from_hydra() -> Path | None:
     """The folder of a Hydra multirun (``hydra.sweep.dir``), or None for a single run."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     if not HydraConfig.initialized():
         return None
     hydra = HydraConfig.get()

@@ -62,6 +62,7 @@ import torch.distributed as dist
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from xlt.callbacks import Preempted
 from xlt.orchestration.lightning_adapter import (
     LightningSignalConnector,
     set_signal_connector,
@@ -168,8 +169,6 @@ def use_xlt_signals(trainer: Any) -> None:
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
-    from xlt.callbacks import Preempted
-
     _note()
     connector = STATE.connector() if STATE.connector is not None else None
     if STATE.handled:

@@ -9,6 +9,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from xlt.tasks.rawio import decode_text
+from xlt.tasks.spec import DataError
+
 
 class BadFile(Exception):
     """A submission or label file that cannot be scored; the message is one line naming the file."""
@@ -23,9 +26,6 @@ def _read_text(path: Path) -> str:
     """UTF-8 text without a leading byte-order mark (evaluate.py would read a BOM as part of the
     first label and count that line wrong); UTF-16 or other non-UTF-8 bytes are a BadFile naming
     the file and line."""
-    from xlt.tasks.rawio import decode_text
-    from xlt.tasks.spec import DataError
-
     try:
         return decode_text(path.read_bytes(), str(path))
     except DataError as err:

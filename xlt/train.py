@@ -8,11 +8,14 @@ import sys
 from contextlib import nullcontext
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from xlt.config import register_configs
-from xlt.launch import is_multirun, run_dir_from_hydra, sweep_dir_from_hydra
-from xlt.schema import CONF_DIR
+from xlt.config import register_configs, validate
+from xlt.console import DEBUG_ENV, debug_requested, quiet_terminal, report_error, run_cli
+from xlt.launch import install, is_multirun, multirun_job, run_dir_from_hydra, sweep_dir_from_hydra
+from xlt.orchestration.plan import build_plan, format_plan
+from xlt.results.objective import sweep_objective
+from xlt.schema import CONF_DIR, ConfigError
 
 log = logging.getLogger("xlt")
 register_configs()  # intermediate=none, before Hydra composes
@@ -23,7 +26,6 @@ register_configs()  # intermediate=none, before Hydra composes
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
     from xlt.callbacks import Diverged, Preempted
-    from xlt.console import debug_requested, quiet_terminal, report_error
 
     quiet_terminal()  # the terminal gets stage lines, the progress bar and the tables; the log file all
 
@@ -32,7 +34,6 @@ def hydra_main(cfg: DictConfig) -> float | None:
         if show is not None:
             print(show_plan(cfg, show), end="")
             return None
-        from xlt.launch import install, multirun_job
         from xlt.orchestration.run import run
 
         install()  # the other ranks of a multirun job run that job alone
@@ -56,7 +57,6 @@ def hydra_main(cfg: DictConfig) -> float | None:
             raise
         log.debug("the error, with its traceback", exc_info=True)  # the log file keeps it
         sys.exit(report_error(err))
-    from xlt.results.objective import sweep_objective
 
     return sweep_objective(summary, cfg.target.name)  # the English dev selection metric, never a test score
 
@@ -69,9 +69,6 @@ def pop_show(cfg: DictConfig) -> str | None:
     composed config); the key is removed so that validation sees the run's config."""
     if "show" not in cfg:
         return None
-    from omegaconf import OmegaConf
-
-    from xlt.schema import ConfigError
 
     OmegaConf.set_struct(cfg, False)
     show = cfg.pop("show")
@@ -82,17 +79,12 @@ def pop_show(cfg: DictConfig) -> str | None:
 
 def show_plan(cfg: DictConfig, show: str) -> str:
     """What ``+show=<show>`` prints for ``cfg`` (nothing is trained or written)."""
-    from xlt.config import validate
-    from xlt.orchestration.plan import build_plan, format_plan
-
     return format_plan(build_plan(validate(cfg), run_dir_from_hydra(), sweep_dir_from_hydra()))
 
 
 def usage() -> str:
     """`--help`: conf/train.yaml's hydra.help header and footer around the config groups, read from conf/
     (Hydra's own --help composes every group twice: 3-9 s on this 2-core machine)."""
-    from omegaconf import OmegaConf
-
     help_cfg = OmegaConf.load(CONF_DIR / "train.yaml").hydra.help
     groups = sorted(
         (str(d.relative_to(CONF_DIR)), sorted(f.stem for f in d.glob("*.yaml")))
@@ -116,7 +108,6 @@ def main() -> None:
     if {"-h", "--help"} & set(sys.argv[1:]):
         print(usage())
         return
-    from xlt.console import DEBUG_ENV, run_cli
 
     if "--debug" in sys.argv[1:]:  # not a Hydra override: the tracebacks switch
         sys.argv.remove("--debug")

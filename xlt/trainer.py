@@ -5,6 +5,7 @@ accumulation), the step limit of a fractional epoch count, and the run's callbac
 from __future__ import annotations
 
 import datetime
+import gc
 import math
 import os
 import sys
@@ -14,7 +15,10 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
+from hydra.utils import instantiate
 from pytorch_lightning.callbacks import ModelSummary
+from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from xlt.callbacks import (
     BestCheckpoint,
@@ -50,7 +54,6 @@ def build_strategy(strategy: Any, several_heads: bool = False) -> Any:
     head per step, so plain DDP must expect parameters without gradients."""
     if isinstance(strategy, str):
         return "ddp_find_unused_parameters_true" if several_heads and strategy == "ddp" else strategy
-    from hydra.utils import instantiate
 
     built = instantiate(strategy, _convert_="all")
     set_process_group_timeout(built, PROCESS_GROUP_TIMEOUT)  # Lightning's DDP/FSDP strategies
@@ -84,8 +87,6 @@ def wait_for_rank_zero(failure: str | None = None) -> None:
 
     A gloo group of its own with a one-day timeout: the default group's (30 min in Lightning, NCCL's
     watchdog on GPUs) would abort a job whose rank 0 mines BUCC with a large model for longer."""
-
-    import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return
@@ -124,8 +125,6 @@ def end_of_stage_collect() -> None:
     flat parameters) sits in reference cycles that torch and Lightning hooks make (bound methods of
     the module kept in its own hook tables, the data-hook selector, the profiler), which only the
     cyclic collector frees. One collection per stage, before the next stage builds its model."""
-    import gc
-
     for _ in range(3):  # a finaliser or weakref callback may free more on the next pass (FSDP's do)
         if not gc.collect():
             break
@@ -136,8 +135,6 @@ def end_of_stage_collect() -> None:
 def cluster_plugins() -> list[Any]:
     """Under SLURM, Lightning's SLURMEnvironment without its own requeue handler: submitit (USR2)
     owns preemption and requeueing, see docs/slurm-requeue.md."""
-    from pytorch_lightning.plugins.environments import SLURMEnvironment
-
     return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
 
 

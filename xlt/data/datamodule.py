@@ -18,6 +18,7 @@ from transformers import PreTrainedTokenizerBase
 from xlt.audit_keys import Removal, apply_removal
 from xlt.data.features import Collator, featurize, load_split_cached, tokenizer_fingerprint
 from xlt.data.sampling import LengthGroupedBatchSampler, MultiTaskBatchSampler, ResumableDataLoader
+from xlt.data.selection import draw_selection
 from xlt.metrics.keys import set_key
 from xlt.tasks.loading import Loaded, MissingDataError, load_split, split_parts
 from xlt.tasks.spec import DataError, Example, TaskSpec
@@ -159,8 +160,6 @@ def load_and_featurize(
     draw = draw and limit is not None and settings.seed is not None
     loaded = load_examples(spec, split, lang, settings, None if draw else limit)
     if draw:
-        from xlt.data.selection import draw_selection
-
         name = f"{spec.name}/{split}"
         loaded, settings.selections[name] = draw_selection(
             loaded, cast(int, limit), cast(int, settings.seed), name

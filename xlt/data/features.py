@@ -19,7 +19,7 @@ from transformers import PreTrainedTokenizerBase
 from xlt.modeling.families import LABEL_PIECE, WORD_PREFIX_SPACE
 from xlt.registry import Registry
 from xlt.results.rows import apply_umask
-from xlt.tasks.loading import Loaded
+from xlt.tasks.loading import Loaded, load_split, local_files
 from xlt.tasks.spec import Example, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -73,25 +73,52 @@ def featurize(
     A second call with the same key (same data fingerprint, tokenizer, length, featuriser version)
     loads the cached Arrow files instead of tokenising again.
     """
+    fn = _featurizer(kind)
+    full_key = {**key, "kind": kind, "max_len": max_len, "version": FEATURE_VERSION}
+    digest = hashlib.sha1(json.dumps(full_key, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    target = cache_dir / "features" / digest if cache_dir is not None else None
+    if target is not None and (cached := _read_cache_entry(target)) is not None:
+        return cached
+    features = _tokenise(examples, fn, tokenizer, max_len, desc, digest)
+    if target is None:
+        return features
+    _write_cache_entry(features, target, full_key)
+    return datasets.load_from_disk(str(target))
+
+
+def _featurizer(kind: str) -> Featurizer:
     try:
-        fn = FEATURIZERS[kind]
+        return FEATURIZERS[kind]
     except KeyError:
         raise ValueError(
             f"no featurizer for head kind {kind!r} (registered: {', '.join(sorted(FEATURIZERS))})"
         ) from None
-    full_key = {**key, "kind": kind, "max_len": max_len, "version": FEATURE_VERSION}
-    digest = hashlib.sha1(json.dumps(full_key, sort_keys=True, default=str).encode()).hexdigest()[:20]
-    target = cache_dir / "features" / digest if cache_dir is not None else None
-    if target is not None and (target / "dataset_info.json").is_file():
-        problem = features_problem(target)
-        if problem is None:
-            try:
-                return datasets.load_from_disk(str(target))
-            except Exception as err:  # noqa: BLE001 - any unreadable Arrow file: rebuild it
-                problem = f"unreadable: {type(err).__name__}"
-        log.warning("feature cache entry %s is damaged (%s); rebuilding it", target, problem)
-        shutil.rmtree(target, ignore_errors=True)
 
+
+def _read_cache_entry(target: Path) -> datasets.Dataset | None:
+    """The features cached in ``target``, or None when there are none; a damaged entry is removed."""
+    if not (target / "dataset_info.json").is_file():
+        return None
+    problem = features_problem(target)
+    if problem is None:
+        try:
+            return datasets.load_from_disk(str(target))
+        except Exception as err:  # noqa: BLE001 - any unreadable Arrow file: rebuild it
+            problem = f"unreadable: {type(err).__name__}"
+    log.warning("feature cache entry %s is damaged (%s); rebuilding it", target, problem)
+    shutil.rmtree(target, ignore_errors=True)
+    return None
+
+
+def _tokenise(
+    examples: Sequence[Example],
+    fn: Featurizer,
+    tokenizer: PreTrainedTokenizerBase,
+    max_len: int,
+    desc: str,
+    digest: str,
+) -> datasets.Dataset:
+    """The examples (without their ``_``-prefixed keys) through ``fn`` in batches of ``datasets.map``."""
     raw = datasets.Dataset.from_list(
         [{k: v for k, v in ex.items() if not k.startswith("_")} for ex in examples]
     )
@@ -107,17 +134,19 @@ def featurize(
 
     # new_fingerprint: our key already identifies the result; without it datasets pickles the
     # tokenizer to hash the function, which takes ~20 s per call for XLM-R's vocabulary.
-    features = raw.map(
+    return raw.map(
         apply,
         batched=True,
         remove_columns=raw.column_names,
         desc=f"tokenising {desc}".strip(),
         new_fingerprint=digest,
     )
-    if target is None:
-        return features
+
+
+def _write_cache_entry(features: datasets.Dataset, target: Path, full_key: dict[str, Any]) -> None:
+    """Save ``features`` as the cache entry ``target`` with its :data:`KEY_FILE`, atomically."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{digest}."))
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
         apply_umask(tmp, directory=True)  # mkdtemp's 0700 would hide a shared cache from teammates
         features.save_to_disk(str(tmp))
@@ -133,7 +162,6 @@ def featurize(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return datasets.load_from_disk(str(target))
 
 
 KEY_FILE = "xlt_key.json"  # a feature cache entry's key and the size and SHA-256 of each of its files
@@ -196,8 +224,6 @@ def load_split_cached(
     ``cache_dir/examples`` under the files' paths, sizes and modification times and the readers'
     source hash. A repeated run then skips parsing (UD-POS English train: most of a warm start,
     see benchmarks/bench_pipeline.py). Hub data and runs without a cache directory read as before."""
-    from xlt.tasks.loading import load_split, local_files
-
     files = local_files(spec, split, lang, data_dir) if source == "local" and cache_dir is not None else None
     if not files:
         return load_split(spec, split, lang, source, data_dir, limit=limit)

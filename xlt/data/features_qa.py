@@ -62,22 +62,53 @@ def _max_context(spans: list[tuple[int, int]]) -> list[np.ndarray]:
     return [(owner[start : start + length] == w).astype(np.int8) for w, (start, length) in enumerate(spans)]
 
 
+_OUTPUT_COLUMNS = (
+    "input_ids",
+    "attention_mask",
+    "start_positions",
+    "end_positions",
+    "offset_starts",
+    "offset_ends",
+    "max_context",
+    "example_idx",
+)
+
+
 @register_featurizer("span_qa")
 def featurize_span_qa(
     tokenizer: PreTrainedTokenizerBase, batch: dict[str, list[Any]], max_len: int
 ) -> dict[str, list[Any]]:
-    n = len(batch["question"])
-    questions = [q.lstrip() for q in batch["question"]]
-    # Cut long questions at their 64th token, as the text the pair encoding then tokenises again.
+    questions, by_length = _cut_questions(tokenizer, batch["question"])
+    windows, advance_of = _context_windows(tokenizer, questions, batch["context"], by_length, max_len)
+    return _window_features(batch, windows, advance_of)
+
+
+def _cut_questions(
+    tokenizer: PreTrainedTokenizerBase, raw_questions: list[str]
+) -> tuple[list[str], dict[int, list[int]]]:
+    """The questions (left-stripped, long ones cut at their 64th token, as the text the pair encoding
+    then tokenises again) and the indices of the questions of each token length (at most 64)."""
+    questions = [q.lstrip() for q in raw_questions]
     q_enc = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
     by_length: dict[int, list[int]] = defaultdict(list)
     for i, (ids, offsets) in enumerate(zip(q_enc["input_ids"], q_enc["offset_mapping"], strict=True)):
         if len(ids) > MAX_QUERY_LENGTH:
             questions[i] = questions[i][: offsets[MAX_QUERY_LENGTH - 1][1]]
         by_length[min(len(ids), MAX_QUERY_LENGTH)].append(i)
+    return questions, by_length
 
+
+def _context_windows(
+    tokenizer: PreTrainedTokenizerBase,
+    questions: list[str],
+    contexts: list[str],
+    by_length: dict[int, list[int]],
+    max_len: int,
+) -> tuple[list[list[dict[str, Any]]], dict[int, int]]:
+    """Per example its windows (ids, mask, per-token context offsets, first and last context token)
+    and by how many context tokens its windows advance."""
     special = tokenizer.num_special_tokens_to_add(pair=True)
-    windows: list[list[dict[str, Any]]] = [[] for _ in range(n)]
+    windows: list[list[dict[str, Any]]] = [[] for _ in range(len(questions))]
     advance_of: dict[int, int] = {}
     # One tokeniser call per question length: the overlap that makes windows advance by DOC_STRIDE
     # depends on how many tokens the question leaves for the context.
@@ -90,7 +121,7 @@ def featurize_span_qa(
         overlap = max(0, budget - DOC_STRIDE)
         enc = tokenizer(
             [questions[i] for i in members],
-            [batch["context"][i] for i in members],
+            [contexts[i] for i in members],
             truncation="only_second",
             max_length=max_len,
             stride=overlap,
@@ -115,20 +146,14 @@ def featurize_span_qa(
                     "hi": context[-1] if context else 0,
                 }
             )
+    return windows, advance_of
 
-    out: dict[str, list[Any]] = {
-        k: []
-        for k in (
-            "input_ids",
-            "attention_mask",
-            "start_positions",
-            "end_positions",
-            "offset_starts",
-            "offset_ends",
-            "max_context",
-            "example_idx",
-        )
-    }
+
+def _window_features(
+    batch: dict[str, list[Any]], windows: list[list[dict[str, Any]]], advance_of: dict[int, int]
+) -> dict[str, list[Any]]:
+    """One feature per window: its gold answer tokens, context offsets and max-context flags."""
+    out: dict[str, list[Any]] = {k: [] for k in _OUTPUT_COLUMNS}
     for i, example_windows in enumerate(windows):
         answers = batch["answers"][i]
         impossible = bool(batch["is_impossible"][i]) or not answers

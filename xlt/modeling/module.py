@@ -13,6 +13,7 @@ from torch import nn
 from xlt.data.datamodule import EvalSet, MixtureTrain
 from xlt.metrics.keys import SELECTION, score_key, set_key
 from xlt.modeling.heads import ExampleCounter, Head, PredictionCollector, build_head
+from xlt.strategies import clip_grad_norm
 from xlt.tasks.spec import TaskSpec
 
 
@@ -265,8 +266,6 @@ class TransferModule(pl.LightningModule):
     ) -> None:
         """Norm clipping over the whole model also when FSDP shards it (xlt.strategies.clip_grad_norm);
         Lightning's own path raises under FSDP. Otherwise Lightning's clipping, unchanged."""
-        from xlt.strategies import clip_grad_norm
-
         wrapped = self.trainer.strategy.model
         norm, self.unclipped_grad_norm = self.unclipped_grad_norm, None
         norm_clip = (

@@ -31,7 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xlt import sharded_ckpt
 from xlt.results.rows import ResultRow, atomic_write_text
+from xlt.tasks.hub import hub_reads  # every hub split read so far, with the commit it read
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +126,6 @@ class RunState:
         self.save()
 
     def save(self) -> None:
-        from xlt.tasks.hub import hub_reads  # every hub split read so far, with the commit it read
-
         if hub_reads():
             self.data.setdefault("hub_reads", {}).update(hub_reads())
         if is_global_zero():
@@ -280,8 +280,6 @@ def checkpoint_problem(path: Path) -> str | None:
     import zipfile
 
     if path.is_dir():  # a sharded (distributed) checkpoint, xlt/sharded_ckpt.py
-        from xlt import sharded_ckpt
-
         return sharded_ckpt.problem(path) or checkpoint_problem(path / sharded_ckpt.META_FILE)
     try:
         size = path.stat().st_size
@@ -316,9 +314,9 @@ def resume_checkpoint(ckpt_dir: Path) -> Path | None:
                 prev,
                 UNUSABLE_CKPT,
             )
-            from xlt.sharded_ckpt import rotate
-
-            rotate(last, last.with_name(UNUSABLE_CKPT))  # not rotated over prev.ckpt by the next save
+            sharded_ckpt.rotate(
+                last, last.with_name(UNUSABLE_CKPT)
+            )  # not rotated over prev.ckpt by the next save
         return prev
     raise CheckpointError(
         f"{last} is unusable ({problem}) and there is no earlier checkpoint to resume from; "

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cache
+from math import gcd
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from xlt.plan.host import HostMemory, estimate_host
 from xlt.plan.memory import (
@@ -20,7 +21,11 @@ from xlt.plan.memory import (
     stages,
 )
 from xlt.plan.model import Architecture, ParamCount, count_parameters
-from xlt.schema import ConfigError
+from xlt.plan.tokens import padded_tokens_per_example
+from xlt.schema import ConfigError, group_choices
+from xlt.tasks.lengths import seq_length
+from xlt.tasks.loading import MissingDataError, load_split, resolve_source
+from xlt.tasks.registry import get_task
 
 # bf16 dense peak throughput (no sparsity) from the vendors' data sheets.
 GPUS = {
@@ -77,9 +82,6 @@ class StageTokens:
 
 @cache
 def _local_count(task: str, split: str, data_dir: str | None) -> tuple[int | None, str]:
-    from xlt.tasks.loading import MissingDataError, load_split, resolve_source
-    from xlt.tasks.registry import get_task
-
     try:
         source, directory = resolve_source("local", data_dir)
         loaded = load_split(get_task(task), split, "en", source, directory)
@@ -91,8 +93,6 @@ def _local_count(task: str, split: str, data_dir: str | None) -> tuple[int | Non
 def training_set_size(task: str, split: str, data_dir: str | None) -> tuple[int | None, str]:
     """(examples, where the number comes from) of an English training split; '+' joins parts: the
     spec's published size (``TaskSpec.train_sizes``), else counted in the data directory."""
-    from xlt.tasks.registry import get_task
-
     total, sources = 0, []
     for part in split.split("+"):
         known = get_task(task).train_sizes.get(part)
@@ -106,8 +106,6 @@ def training_set_size(task: str, split: str, data_dir: str | None) -> tuple[int 
 
 def _member_tokens(task: str, per_device: int, seq_len: int) -> tuple[float, float, bool]:
     """(tokens, tokens x length) per example of ``task`` and whether that is the padded upper bound."""
-    from xlt.plan.tokens import padded_tokens_per_example
-
     measured = padded_tokens_per_example(task, per_device, seq_len)
     choices = choices_of(task)
     if measured is None:
@@ -117,8 +115,6 @@ def _member_tokens(task: str, per_device: int, seq_len: int) -> tuple[float, flo
 
 def stage_tokens(cfg: DictConfig, name: str, stage: DictConfig) -> StageTokens:
     """Examples x epochs x tokens per example after length grouping (see :class:`StageTokens`)."""
-    from xlt.tasks.lengths import seq_length
-
     data_dir = cfg.data.get("dir")
     epochs = float(cfg.trainer.get("max_epochs") or stage.epochs)
     members = stage_members(cfg, stage, name)
@@ -236,8 +232,6 @@ class JobPlan:
 
     def refusal(self) -> str:
         """The one line that says why the job does not fit, and what to change."""
-        from xlt.schema import group_choices
-
         m = self.memory
         advice = []
         if m.shards == 1:
@@ -296,10 +290,6 @@ def resolve_per_device_batch(cfg: DictConfig) -> tuple[int, str]:
     within :data:`AUTO_MEMORY_FRACTION` of ``scale.gpu_memory_gb``. A model file without its
     architecture block takes the whole batch a device (no accumulation); a job whose 1 does not fit
     gets 1 (and the GPU-memory check then refuses it, saying why)."""
-    from math import gcd
-
-    from omegaconf import OmegaConf
-
     world = int(cfg.scale.devices) * int(cfg.scale.num_nodes)
     trained = stages(cfg)
     batches = [int(stage.batch_size) for _, stage in trained] or [int(cfg.target.batch_size)]
@@ -352,7 +342,6 @@ def fill_host_memory(cfg: DictConfig) -> None:
     run config records what the job needs. Left null for a model file without its architecture."""
     if cfg.scale.get("host_memory_gb") is not None or cfg.model.get("intermediate_size") is None:
         return
-    from xlt.plan.host import estimate_host
 
     cfg.scale.host_memory_gb = float(estimate_host(cfg, gpu=will_use_gpu(cfg)).request_gb)
 

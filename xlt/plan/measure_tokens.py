@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import date
 from pathlib import Path
+
+from omegaconf import OmegaConf
 
 from xlt.console import cli_parser
 from xlt.plan.tokens import QUANTILES, STATS_FILE
+from xlt.tasks.loading import resolve_source
+from xlt.tasks.registry import get_task
 
 # (task, split measured, language, why that split) for every training task the study uses; a task
 # whose training split is not local is measured on a local split of the same data.
@@ -35,12 +40,8 @@ SAMPLE = 3000  # examples featurised per task
 
 def measure(data_dir: Path | None, cache_dir: Path, sample: int = SAMPLE) -> dict[str, dict[str, object]]:
     """Featurise ``sample`` examples of each task in :data:`MEASURED` and return its table entry."""
-    from omegaconf import OmegaConf
-
     from xlt.data.datamodule import DataSettings, load_features
     from xlt.modeling.encoder import load_tokenizer
-    from xlt.tasks.loading import resolve_source
-    from xlt.tasks.registry import get_task
 
     tokenizer = load_tokenizer(
         OmegaConf.create({"source": "random", "arch": "xlmr"}), cache_dir
@@ -94,8 +95,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     tasks = measure(args.data_dir, args.cache_dir, args.sample)
     if args.write:
-        from datetime import date
-
         body = {
             "measured": str(date.today()),
             "script": "python -m xlt.plan.measure_tokens --write",

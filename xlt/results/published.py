@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from xlt.console import text_table
+from xlt.metrics.xtreme import XTREME_TASK2LANGS
 
 MT5 = "Xue et al. 2021, mT5 (NAACL), Table 2 (quoting XTREME and X-STILTs); google-research/multilingual-t5 README"
 # What was read (V): mT5 Table 2's XLM-R large row, which quotes Hu et al. 2020; XTREME's own table
@@ -117,8 +118,6 @@ def ours(
 ) -> tuple[float, int, str, str]:
     """Our mean over seeds of ``entry``'s model, task and metric (each run's language average), the
     number of seeds, the intermediate task it is of, and the languages: "n/N" of the task's XTREME list."""
-    from xlt.metrics.xtreme import XTREME_TASK2LANGS
-
     peft = rows["peft"] if "peft" in rows else pd.Series("none", index=rows.index)
     select_on = (
         rows["select_on"].fillna("target") if "select_on" in rows else pd.Series("target", index=rows.index)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from xlt.console import text_table
+from xlt.metrics.xtreme import XTREME_TASK2LANGS
 from xlt.results.choice import best_intermediate_on_dev, xstilts_overall
 from xlt.results.load import Sweep
 from xlt.results.stats import gap_by_size, gaps_per_run, intermediate_effect, score_by_size
@@ -18,8 +19,6 @@ from xlt.results.xtreme_scores import _xtreme_order, overall_by_size, xtreme_ove
 def format_overall_table(table: pd.DataFrame) -> str:
     """The overall rows as GitHub markdown, each with the tasks it averages and those it has only
     some languages of."""
-    from xlt.metrics.xtreme import XTREME_TASK2LANGS
-
     n_all = len(XTREME_TASK2LANGS)
     rows = []
     for r in table.itertuples(index=False):

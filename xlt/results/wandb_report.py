@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 
@@ -94,9 +98,6 @@ def log_analysis(paths: Mapping[str, Path], dirs: Sequence[Path], save_dir: Path
     return run_id
 
 
-from hydra.experimental.callback import Callback  # noqa: E402 (kept beside the one class that needs it)
-
-
 class ReportAtSweepEnd(Callback):
     """A Hydra callback (``hydra.callbacks``): after the last job of a multirun, ``xlt.results
     <sweep dir> --wandb`` (``x``: its ``--x``, e.g. ``params_non_embedding``). A failure is reported on
@@ -106,8 +107,6 @@ class ReportAtSweepEnd(Callback):
         self.x = x
 
     def command(self, sweep_dir: str) -> list[str]:
-        import sys
-
         return [
             sys.executable,
             "-m",
@@ -118,10 +117,6 @@ class ReportAtSweepEnd(Callback):
         ]
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        import shlex
-        import subprocess
-        import sys
-
         # A process of its own, as a user would run it (and no import of xlt.results.__main__ here).
         argv = self.command(str(config.hydra.sweep.dir))
         code = subprocess.run(argv, check=False).returncode

@@ -16,6 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from xlt.console import cli_parser, text_table
+from xlt.tasks.loading import local_files, resolve_source, split_parts
+from xlt.tasks.registry import UnknownTaskError, all_tasks, get_task
+from xlt.tasks.spec import DataError
 
 EXAMPLES = (
     "python -m xlt.tasks                 # every task: head, languages, data present here",
@@ -26,8 +29,6 @@ EXAMPLES = (
 
 def _present(spec, split: str, lang: str, data_dir: Path | None) -> tuple[bool, str]:  # type: ignore[no-untyped-def]
     """(found, what): the files found, or the file the first layout needs."""
-    from xlt.tasks.loading import local_files, split_parts
-
     if data_dir is None:
         return False, "no data directory"
     found = local_files(spec, split, lang, data_dir)
@@ -43,8 +44,6 @@ def _present(spec, split: str, lang: str, data_dir: Path | None) -> tuple[bool, 
 
 
 def summary(data_dir: Path | None) -> list[str]:
-    from xlt.tasks.registry import all_tasks
-
     rows = [("task", "roles", "head", "selects on", "trains on", "en train", "en dev", "test languages here")]
     for name, spec in sorted(all_tasks().items()):
         train_spec = spec
@@ -79,8 +78,6 @@ def summary(data_dir: Path | None) -> list[str]:
 
 
 def detail(name: str, data_dir: Path | None) -> list[str]:
-    from xlt.tasks.registry import get_task
-
     spec = get_task(name)
     lines = [
         f"{name}: {spec.description} (head {spec.head}; metrics {', '.join(spec.metrics)}; "
@@ -105,9 +102,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "a run's data.dir=... goes here)",
     )
     args = parser.parse_args(argv)
-    from xlt.tasks.loading import resolve_source
-    from xlt.tasks.registry import UnknownTaskError
-    from xlt.tasks.spec import DataError
 
     try:
         _, data_dir = resolve_source("local" if args.data_dir else "auto", args.data_dir)

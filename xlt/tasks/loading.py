@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from xlt import PROJECT_ROOT
+from xlt.tasks import hub as hubio
 from xlt.tasks.hub_rows import log_hub_read, map_hub_rows, one_line
-from xlt.tasks.registry import FORMATS, HUB_MAPPERS
+from xlt.tasks.registry import FORMATS, HUB_MAPPERS, all_tasks, flatten_mixture, get_mixture, get_task
 from xlt.tasks.spec import DataError, Example, HubFile, RawFile, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -185,7 +186,6 @@ def _load_hub(spec: TaskSpec, split: str, lang: str) -> Loaded:
     hub = spec.hub.get(split)
     if hub is None:
         raise MissingDataError(f"{spec.name}: split {split!r} is not on the hub for this task")
-    from xlt.tasks import hub as hubio
 
     name = hub.name.format(lang=lang, lang3=spec.code(lang)) if hub.name else None
     revision = hubio.revision_for(hub.path, hub.revision)
@@ -226,8 +226,6 @@ def _open_hub_dataset(hub: HubFile, name: str | None, revision: str | None, orig
     """The split's dataset (from the local mirror when there is one) and that mirror; a dataset that
     cannot load is a MissingDataError in one line naming it."""
     import datasets
-
-    from xlt.tasks import hub as hubio
 
     mirror = None
     try:
@@ -270,8 +268,6 @@ class NeededFiles:
 
 def needed_files(cfg: Any) -> NeededFiles:
     """What :func:`check_needed` looks for, from a validated config (no file is read here)."""
-    from xlt.tasks.registry import flatten_mixture, get_mixture, get_task
-
     needed = []  # (task, split, why)
     target = get_task(cfg.target.name)
     if target.trainable:
@@ -312,8 +308,6 @@ def check_local_files(cfg: Any) -> None:
 
 def check_needed(files: NeededFiles, source: str, data_dir: Path | None) -> None:
     """:func:`check_local_files` of a run's :class:`NeededFiles` with its resolved data source."""
-    from xlt.tasks.registry import get_task
-
     if source != "local" or data_dir is None:
         return
     for task, split in files.members:
@@ -338,8 +332,6 @@ def check_needed(files: NeededFiles, source: str, data_dir: Path | None) -> None
 def english_training_alternatives(target: Any, data_dir: Path) -> list[tuple[str, str]]:
     """(task, split) pairs present under ``data_dir`` that can train ``target``'s head: English tasks
     with the same head kind and label names (e.g. SNLI or ANLI for XNLI), train splits first."""
-    from xlt.tasks.registry import all_tasks
-
     found = []
     for split in ("train", "dev"):
         for spec in all_tasks().values():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -124,8 +125,6 @@ def _load_json(path: Path) -> list[Mapping[str, Any]]:
 
 def _id_line(path: Path, qid: str) -> str:
     """``path:N`` of the second question with id ``qid`` (the line of its ``"id"`` key), else ``path``."""
-    import re
-
     pattern = re.compile(r'"id"\s*:\s*' + re.escape(json.dumps(qid)))
     text = read_text(path)
     matches = list(pattern.finditer(text))
