@@ -81,7 +81,7 @@ class Setup:
         )  # fmt: skip
         self.run_dir = run_dir
         plan = build_plan(self.cfg, run_dir)
-        self.session = RunSession.open(plan, self.cfg)
+        self.session = RunSession.open(plan)
         self.executor = StageExecutor(self.session)
         self.target_plan = plan.stage("target")
         self.spec = get_task("xnli")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import xlt.data.datamodule as datamodule
-from xlt.audit import audit
+from xlt.audit import audit, audit_scope
 from xlt.audit_fields import normalise
 from xlt.audit_keys import text_keys
 from xlt.audit_report import ContaminationError
@@ -28,7 +28,8 @@ from .test_qa_pipeline import TINY_QA, _tydiqa_dir
 
 
 def _audit(compose_cfg, *overrides: str, data: Path):
-    return audit(validate(compose_cfg("model=tiny", f"data.dir={data}", *overrides)), "local", data)
+    cfg = validate(compose_cfg("model=tiny", f"data.dir={data}", *overrides))
+    return audit(audit_scope(cfg), "local", data)
 
 
 def _by_set(report) -> dict[str, object]:
@@ -200,19 +201,22 @@ def test_a_mixture_without_a_member_is_labelled_by_what_it_trained(compose_cfg) 
                for t in ("snli", "mnli", "anli_rounds", "qqp", "squad", "squad2", "hellaswag", "cosmosqa", "csqa")]  # fmt: skip
     no_ccg = AuditReport("xnli", "test", {}, [], [*present, SetAudit(RunSet("intermediate", "train", "ccg", "train"),
                                                                      absent="ccg/train/en: no file")])  # fmt: skip
-    label, members = mixture_label(cfg, no_ccg)
+    label, members = mixture_label(audit_scope(cfg), no_ccg)
     assert label == "all9-ccg" and "ccg" not in members and len(members) == 9
     full = AuditReport(
         "xnli", "test", {}, [], [*present, SetAudit(RunSet("intermediate", "train", "ccg", "train"))]
     )
-    assert mixture_label(cfg, full)[0] == "all9"
+    assert mixture_label(audit_scope(cfg), full)[0] == "all9"
     only = validate(
         compose_cfg("model=tiny", "+intermediate=all9", "+target=xnli", "intermediate.only=[squad,csqa]")
     )
-    label, members = mixture_label(only, full)
+    label, members = mixture_label(audit_scope(only), full)
     assert members == ["squad", "csqa"] and label.startswith("all9-snli-mnli-anli_rounds-qqp-squad2")
     assert (
-        mixture_label(validate(compose_cfg("model=tiny", "+intermediate=mnli", "+target=xnli")), full) is None
+        mixture_label(
+            audit_scope(validate(compose_cfg("model=tiny", "+intermediate=mnli", "+target=xnli"))), full
+        )
+        is None
     )
 
 

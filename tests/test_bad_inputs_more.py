@@ -277,7 +277,7 @@ def test_resume_false_starts_over_a_broken_state(compose_cfg, tmp_path: Path) ->
     from xlt.orchestration.run import _run_locked
 
     def run_locked(cfg) -> None:
-        _run_locked(build_plan(cfg, run_dir, None), cfg, None)
+        _run_locked(build_plan(cfg, run_dir, None), None)
 
     run_dir = tmp_path / "run"
     _finished_run(compose_cfg, run_dir)

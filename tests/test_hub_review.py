@@ -154,6 +154,7 @@ def test_a_run_stored_before_new_keys_existed_can_be_relaunched(compose_cfg, tmp
 
     from xlt.config import validate
     from xlt.orchestration.config_lock import check_same_config, config_differences
+    from xlt.orchestration.plan_sections import ConfigRecord
     from xlt.schema import ConfigError, to_container
 
     args = ("model=xlmr_large", "+intermediate=all9", "+target=xnli")
@@ -163,8 +164,10 @@ def test_a_run_stored_before_new_keys_existed_can_be_relaunched(compose_cfg, tmp
                          ("model", "revision")):  # fmt: skip
         del stored[section][key]
     (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(stored))
-    check_same_config(cfg, tmp_path / "config.yaml")
-    changed = validate(compose_cfg(*args, "intermediate.skip_members=[ccg]", "model.revision=main"))
+    check_same_config(ConfigRecord.of(cfg), tmp_path / "config.yaml")
+    changed = ConfigRecord.of(
+        validate(compose_cfg(*args, "intermediate.skip_members=[ccg]", "model.revision=main"))
+    )
     assert config_differences(changed, stored) == ["intermediate.skip_members", "model.revision"]
     with pytest.raises(ConfigError, match="belongs to another configuration"):
         check_same_config(changed, tmp_path / "config.yaml")

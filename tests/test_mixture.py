@@ -153,7 +153,11 @@ def settings(compose_cfg, cache_dir: Path, data_dir: Path) -> DataSettings:
 
 
 def _stage(compose_cfg, name: str, *overrides: str):
-    return validate(compose_cfg(f"+intermediate={name}", "+target=xnli", *overrides)).intermediate
+    """The intermediate stage's plan (what prepare_mixture_data reads)."""
+    from xlt.orchestration.plan import build_plan
+
+    cfg = validate(compose_cfg(f"+intermediate={name}", "+target=xnli", *overrides))
+    return build_plan(cfg, "unused").stage("intermediate")
 
 
 def test_absent_members_are_left_out_with_one_line_each(compose_cfg, settings, caplog) -> None:

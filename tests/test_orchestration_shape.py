@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import re
+from pathlib import Path
 
 from xlt import PROJECT_ROOT
 
@@ -56,3 +57,110 @@ def test_facts_written_once() -> None:
         p.name for p, text in sources.items() if re.search(r"^_?[A-Z_]*NEUTRAL[A-Z_]*\s*=", text, re.M)
     ]
     assert neutral == ["config_lock.py"]
+
+
+# -- issue 26: nothing after planning reads the config ---------------------------------------------
+
+# Where the validated DictConfig may still be read: planning (plan.py, plan_sections.py), the one
+# function that validates and plans (run.run), the adapter that hands the plan's model section to
+# xlt.modeling.encoder (session._model_section), and the config lock, which reads the stored
+# config.yaml (config_lock.py; it compares the plan's ConfigRecord with it).
+PLANNING = {"plan.py", "plan_sections.py", "frozen.py"}
+ALLOWED = {("run.py", "run"), ("session.py", "_model_section"), ("config_lock.py", "*")}
+CONFIG_NAMES = {"DictConfig", "ListConfig", "OmegaConf"}
+
+
+def config_reads(path: Path) -> list[str]:
+    """Each place in ``path`` that reads a config: a name ``cfg`` or ``*_cfg``, an attribute ``.cfg``,
+    or DictConfig/ListConfig/OmegaConf, outside :data:`ALLOWED` functions; ``file:line what``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: list[str] = []
+
+    def visit(node: ast.AST, function: str) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            function = node.name
+        allowed = (path.name, function) in ALLOWED or (path.name, "*") in ALLOWED
+        what = None
+        if isinstance(node, ast.Name) and (node.id == "cfg" or node.id.endswith("_cfg")):
+            what = node.id
+        elif isinstance(node, ast.arg) and (node.arg == "cfg" or node.arg.endswith("_cfg")):
+            what = node.arg
+        elif isinstance(node, ast.Attribute) and node.attr == "cfg":
+            what = ".cfg"
+        elif isinstance(node, ast.Name) and node.id in CONFIG_NAMES:
+            what = node.id
+        elif isinstance(node, ast.ImportFrom) and node.module == "omegaconf":
+            what = "import omegaconf"
+        if what and not allowed and not isinstance(node, ast.ImportFrom):
+            found.append(f"{path.name}:{node.lineno} {function or '<module>'}: {what}")
+        for child in ast.iter_child_nodes(node):
+            visit(child, function)
+
+    visit(tree, "")
+    return found
+
+
+def executors(root: Path) -> list[Path]:
+    """The modules that execute a plan: xlt/orchestration/ but planning, and the Trainer and loggers."""
+    folder = sorted((root / "xlt" / "orchestration").glob("*.py"))
+    return [p for p in folder if p.name not in PLANNING] + [
+        root / "xlt" / "trainer.py",
+        root / "xlt" / "loggers.py",
+    ]
+
+
+def test_nothing_after_planning_reads_the_config() -> None:
+    """Issue 26: the executors (session, stage, intermediate, run, weights, rundir, reuse, the Trainer,
+    the loggers) get plan pieces, never the DictConfig; on the code before this change it lists
+    session.cfg, build_trainer(cfg, ...), build_logger(cfg, ...), cfg.optim, the reuse key's
+    to_container(self.s.cfg) and more."""
+    reads = [line for path in executors(PROJECT_ROOT) for line in config_reads(path)]
+    assert not reads, "\n".join(reads)
+
+
+def test_evaluate_reads_no_config_after_planning() -> None:
+    """xlt.evaluate builds its evaluation-only plan, then uses only the plan."""
+    tree = ast.parse((XLT / "evaluate.py").read_text(encoding="utf-8"))
+    (function,) = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "evaluate"]
+    planned = min(
+        n.lineno
+        for n in ast.walk(function)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "build_plan"
+    )
+    after = [
+        n.lineno
+        for n in ast.walk(function)
+        if isinstance(n, ast.Name) and n.id == "cfg" and n.lineno > planned
+    ]
+    assert not after, f"xlt/evaluate.py reads cfg after build_plan at lines {after}"
+
+
+def test_the_plan_prints_its_sections_and_carries_the_public_config(compose_cfg, tmp_path: Path) -> None:
+    """+show=plan's text (format_plan) holds the new sections, not the config record; the record is
+    what config.yaml and the W&B run config held before (public_yaml / public_container of cfg)."""
+    from omegaconf import OmegaConf
+
+    from xlt.config import validate
+    from xlt.orchestration.frozen import thaw
+    from xlt.orchestration.plan import build_plan, evaluation_only, format_plan
+    from xlt.public_config import public_container, public_yaml
+    from xlt.schema import to_container
+
+    cfg = validate(compose_cfg("model=tiny", "+target=xnli", "+intermediate=mnli", "logger=wandb"))
+    plan = build_plan(cfg, tmp_path)
+    shown = OmegaConf.to_container(OmegaConf.create(format_plan(plan)))
+    assert isinstance(shown, dict)
+    sections = ("encoder", "scale", "optim", "trainer", "logger", "data", "rows", "audit", "local_files")
+    assert set(sections) <= set(shown) and "config" not in shown
+    assert shown["logger"]["kind"] == "wandb" and shown["optim"] == dict(to_container(cfg.optim))
+    assert (
+        shown["trainer"]["kwargs"] == to_container(cfg.trainer)
+        and shown["encoder"]["family"] == cfg.model.family
+    )
+    assert shown["stages"][-1]["analysis"]["heldout"] is True
+    assert thaw(plan.config.public) == public_container(cfg) and plan.config.yaml == public_yaml(cfg)
+    assert thaw(plan.config.resolved) == to_container(cfg)
+    target_only = build_plan(validate(compose_cfg("model=tiny", "+target=xnli")), tmp_path)
+    evaluated = evaluation_only(target_only, tmp_path / "best.ckpt", 3)
+    for name in sections:  # xlt.evaluate's plan carries them too
+        assert getattr(evaluated, name) == getattr(target_only, name)

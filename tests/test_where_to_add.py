@@ -160,6 +160,7 @@ def test_a_mixture_is_a_mixture_spec_and_a_stage_file(
     from xlt.data.datamodule import DataSettings
     from xlt.data.mixture import prepare_mixture_data
     from xlt.modeling.encoder import load_tokenizer
+    from xlt.orchestration.plan import build_plan
     from xlt.plan.jobs import stage_tokens
     from xlt.tasks.registry import flatten_mixture, get_mixture
 
@@ -186,7 +187,7 @@ def test_a_mixture_is_a_mixture_spec_and_a_stage_file(
     settings = DataSettings(
         tokenizer=load_tokenizer(cfg.model, cache_dir), source="local", data_dir=data_dir, cache_dir=cache_dir
     )
-    data = prepare_mixture_data(mixture, cfg.intermediate, settings)
+    data = prepare_mixture_data(mixture, build_plan(cfg, tmp_path).stage("intermediate"), settings)
     assert data.mixture is not None and [s.task for s in data.val] == [member]
     assert len(data.val[0]) == 16
 

@@ -12,7 +12,7 @@ import logging
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ def select_on_spec(target_cfg: Any, spec: TaskSpec, train_spec: TaskSpec | None)
 
 def run_sets(cfg: DictConfig) -> list[RunSet]:
     """Every set a run with (validated) ``cfg`` trains or selects on, in stage order."""
+
     sets: list[RunSet] = []
 
     def add(stage: str, role: str, task: str, split: str | None) -> None:
@@ -82,38 +83,62 @@ def run_sets(cfg: DictConfig) -> list[RunSet]:
     return sets
 
 
-def missing_member(cfg: DictConfig, report: AuditReport) -> str | None:
+@dataclass(frozen=True)
+class AuditScope:
+    """What the audit of a run compares, decided from its config once (the run's plan carries it)."""
+
+    target: str  # the target task, whose test sets every run set is compared with
+    sets: tuple[RunSet, ...]  # :func:`run_sets`
+    mixture: str | None  # the intermediate stage's mixture, if it is one
+    only: tuple[str, ...] | None  # intermediate.only
+    skip_members: tuple[str, ...]  # intermediate.skip_members
+
+
+def audit_scope(cfg: DictConfig) -> AuditScope:
+    """The :class:`AuditScope` of a run with (validated) ``cfg``."""
+
+    inter = cfg.get("intermediate")
+    mixture = get_mixture(inter.name) if inter is not None else None
+    return AuditScope(
+        cfg.target.name,
+        tuple(run_sets(cfg)),
+        mixture.name if mixture is not None else None,
+        tuple(inter.only) if inter is not None and inter.only is not None else None,
+        tuple(inter.get("skip_members") or []) if inter is not None else (),
+    )
+
+
+def missing_member(scope: AuditScope, report: AuditReport) -> str | None:
     """The :func:`member_missing` line for the first mixture member whose set the audit found absent
     (not left out by ``intermediate.only`` or ``intermediate.skip_members``), or None: the run stops
     on it before the probe and any training, not when the member is loaded."""
-    inter = cfg.get("intermediate")
-    mixture = get_mixture(inter.name) if inter is not None else None
-    if mixture is None:
+
+    if scope.mixture is None:
         return None
-    left_out = set(inter.get("skip_members") or [])
+    left_out = set(scope.skip_members)
     for s in report.sets:
         task = s.run_set.task
         if (
             s.run_set.stage == "intermediate"
             and s.absent
             and task not in left_out
-            and (inter.only is None or task in inter.only)
+            and (scope.only is None or task in scope.only)
         ):
-            return member_missing(mixture.name, task, s.absent)
+            return member_missing(scope.mixture, task, s.absent)
     return None
 
 
-def mixture_label(cfg: DictConfig, report: AuditReport) -> tuple[str, list[str]] | None:
+def mixture_label(scope: AuditScope, report: AuditReport) -> tuple[str, list[str]] | None:
     """For a mixture intermediate stage: (its label, the members it trains). A member is left out
     (xlt/data/mixture.py) when ``intermediate.only`` omits it or its training or dev files are absent
     (the audit's ``absent`` sets); the label is then the mixture's name minus each left-out member
     (``all9-ccg``), so that its rows never pass for the full mixture. None for a single task."""
-    inter = cfg.get("intermediate")
-    mixture = get_mixture(inter.name) if inter is not None else None
+
+    mixture = get_mixture(scope.mixture) if scope.mixture is not None else None
     if mixture is None:
         return None
     absent = {s.run_set.task for s in report.sets if s.run_set.stage == "intermediate" and s.absent}
-    only = set(inter.only) if inter.only is not None else None
+    only = set(scope.only) if scope.only is not None else None
     tasks = flatten_mixture(mixture).tasks
     trained = [t for t in tasks if t not in absent and (only is None or t in only)]
     return "".join([mixture.name, *(f"-{t}" for t in tasks if t not in trained)]), trained
@@ -124,6 +149,7 @@ def _index(
 ) -> tuple[Index, dict[str, int], list[str], FieldIndex]:
     """Per test language: its example ids and text digests; the example counts; languages without
     data; and the test set's field index (xlt/audit_fields.py)."""
+
     index: Index = {}
     counts: dict[str, int] = {}
     absent: list[str] = []
@@ -173,15 +199,17 @@ def _compare(
     return ids, keys, per_language
 
 
-def audit(cfg: DictConfig, source: str, data_dir: Path | None) -> AuditReport:
-    """Compare every set of :func:`run_sets` with every test language of the target (see module doc)."""
+def audit(scope: AuditScope, source: str, data_dir: Path | None) -> AuditReport:
+    """Compare every set of ``scope`` (:func:`run_sets`) with every test language of its target (see
+    module doc)."""
+
     start = time.perf_counter()
-    target = get_task(cfg.target.name)
+    target = get_task(scope.target)
     index, counts, absent, field_index = _index(target, source, data_dir)
     covered = {name: ex for ex in target.exclusions for name in ex.sets}
     results = []
     done: dict[str, SetAudit] = {}  # a set read by both stages (squad/train) is compared once
-    for run_set in run_sets(cfg):
+    for run_set in scope.sets:
         if run_set.name in done:
             results.append(replace(done[run_set.name], run_set=run_set))
             continue
@@ -228,6 +256,7 @@ def compose(overrides: Sequence[str]) -> DictConfig:
 
 
 def main(argv: Iterable[str] | None = None) -> int:
+
     return run_cli(lambda: _main(argv))  # any error: one line on stderr, exit 2
 
 
@@ -249,7 +278,7 @@ def _main(argv: Iterable[str] | None) -> int:
         cfg = compose(args)
         source, data_dir = resolve_source(cfg.data.source, cfg.data.dir)
         hub.configure_from(cfg.data)  # data.hub_mirror, data.hub_revisions: as a run reads
-        report = audit(cfg, source, data_dir)
+        report = audit(audit_scope(cfg), source, data_dir)
     except (ConfigError, DataError, FileNotFoundError, HydraException) as err:
         return report_error(err)  # one line (Hydra's own message has several, with the choices)
     print(report.format())

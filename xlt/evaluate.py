@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, cast
 
 from omegaconf import DictConfig, OmegaConf
 
-from xlt.console import check_out_dir, cli_parser
+from xlt.config import validate
+from xlt.console import check_out_dir, cli_parser, quiet_terminal, run_cli
 from xlt.export import (
     CONFIG_FILE,
     EXPORT_FILE,
@@ -33,7 +34,7 @@ from xlt.export import (
     target_checkpoint,
 )
 from xlt.orchestration import rundir
-from xlt.public_config import public_yaml
+from xlt.orchestration.plan import build_plan, evaluation_only
 from xlt.sharded_ckpt import DCP_METADATA
 
 if TYPE_CHECKING:
@@ -97,8 +98,6 @@ def _dotlist(overrides: list[str]) -> DictConfig:
 def _evaluation_config(kind: str, weights: Path, cfg: DictConfig, overrides: list[str] | None) -> DictConfig:
     """The training run's config for evaluating its target: no intermediate stage (its weights are in
     the target checkpoint), no probes; an export's directory is the model (encoder and tokenizer)."""
-    from xlt.config import validate
-
     OmegaConf.set_struct(cfg, False)
     cfg.intermediate = None
     cfg.probe.tasks = []
@@ -112,13 +111,14 @@ def _evaluation_config(kind: str, weights: Path, cfg: DictConfig, overrides: lis
     return validate(cfg)
 
 
-def _open_out_dir(out_dir: Path, cfg: DictConfig, source: Path) -> None:
-    """A new run directory: its config, its log file, state.json naming the source."""
+def _open_out_dir(out_dir: Path, config_yaml: str, source: Path) -> None:
+    """A new run directory: its config (the plan's ``config.yaml`` text), its log file, state.json
+    naming the source."""
     check_out_dir(out_dir, "--out")
     out_dir.mkdir(parents=True, exist_ok=True)
     if (out_dir / rundir.STATE_FILE).exists():
         raise ExportError(f"{out_dir}: already holds a run (state.json); name a new --out directory")
-    (out_dir / rundir.CONFIG_FILE).write_text(public_yaml(cfg))  # ${oc.env:...} left unresolved
+    (out_dir / rundir.CONFIG_FILE).write_text(config_yaml)  # ${oc.env:...} left unresolved
     log_file = logging.FileHandler(out_dir / "evaluate.log")  # everything the terminal leaves out
     log_file.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
     logging.getLogger().addHandler(log_file)
@@ -128,24 +128,24 @@ def _open_out_dir(out_dir: Path, cfg: DictConfig, source: Path) -> None:
 
 
 def evaluate(source: Path, out_dir: Path, overrides: list[str] | None = None) -> list:
-    from xlt.orchestration.plan import build_plan, evaluation_only
     from xlt.orchestration.run import execute, print_report
     from xlt.orchestration.session import RunSession
 
     source = Path(source)
     kind, weights, cfg = resolve_source(source)
     intermediate = cfg.intermediate.name if cfg.get("intermediate") else "none"
-    cfg = _evaluation_config(kind, weights, cfg, overrides)
-    _open_out_dir(out_dir, cfg, source)
+    planned = build_plan(_evaluation_config(kind, weights, cfg, overrides), out_dir)  # the config's last use
+    _open_out_dir(out_dir, planned.config.yaml, source)
     step = source_step(source, kind)  # log at the step the weights were trained to
     checkpoint = Path(weights).resolve()
     if kind == "export":  # written once the session has loaded the exported encoder
         checkpoint = rundir.stage_ckpt_dir(out_dir, "target") / "exported.ckpt"
-    plan = evaluation_only(build_plan(cfg, out_dir), checkpoint, step)
-    session = RunSession.open(plan, cfg)
+    plan = evaluation_only(planned, checkpoint, step)
+    session = RunSession.open(plan)
     try:
         if kind == "export":
-            _checkpoint_from_export(Path(weights), session.model.encoder, cfg.target.name, checkpoint)
+            target = plan.stages[-1].task
+            _checkpoint_from_export(Path(weights), session.model.encoder, target, checkpoint)
         session.relabel(intermediate=intermediate)
         session.ctx.extra["evaluated_from"] = str(source.resolve())
         rows = execute(session)
@@ -178,12 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
-    from xlt.console import quiet_terminal
-
     quiet_terminal()
     out = args.out or Path("outputs") / datetime.datetime.now().strftime("%Y-%m-%d/%H-%M-%S-evaluate")
-    from xlt.console import run_cli
-
     # Any error (bad input, validation, a broken checkpoint, a run directory someone touched): one line, exit 2.
     code = run_cli(
         lambda: evaluate(args.source, out, args.overrides) and None,  # type: ignore[arg-type,return-value]

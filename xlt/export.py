@@ -38,6 +38,7 @@ from xlt.export_hub import (
     tree_state,
 )
 from xlt.orchestration import rundir
+from xlt.orchestration.plan_sections import debug_mode
 from xlt.public_config import public_yaml
 from xlt.results.report import format_table
 from xlt.results.rows import read_results
@@ -170,9 +171,7 @@ def export(run_dir: Path, out_dir: Path) -> Path:
     (out_dir / CONFIG_FILE).write_text(public_yaml(cfg))  # ${oc.env:...} left unresolved: no secret
     info = _export_info(run_dir, ckpt, cfg, target, hf_class)
     (out_dir / EXPORT_FILE).write_text(json.dumps(info, indent=1) + "\n")
-    from xlt.trainer import debug_mode  # imports Lightning
-
-    debug = debug_mode(cfg)
+    debug = debug_mode(cfg.trainer)
     if debug:
         log.warning("%s is a debug run (%s): exported, with a warning in its model card", run_dir, debug)
     (out_dir / "README.md").write_text(

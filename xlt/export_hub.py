@@ -131,7 +131,7 @@ def front_matter(meta: dict[str, Any]) -> list[str]:
 
 def debug_note(mode: str) -> str:
     """The card's warning for a debug or partial run ('' for a real run); ``mode`` is
-    :func:`xlt.trainer.debug_mode` of the run's config."""
+    :func:`xlt.orchestration.plan_sections.debug_mode` of the run's config."""
     if not mode:
         return ""
     return (

@@ -14,19 +14,20 @@ import csv
 import logging
 import os
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from lightning_fabric.loggers.logger import rank_zero_experiment
-from omegaconf import DictConfig
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities import rank_zero_only
 
 from xlt.metrics.keys import metric_key
+from xlt.orchestration.frozen import thaw
 from xlt.orchestration.lightning_adapter import wandb_init_kwargs
+from xlt.orchestration.plan_sections import LoggerPlan
 from xlt.orchestration.rundir import CSV_DIR, FINAL_CKPT, STATE_FILE, WANDB_ID_FILE, is_global_zero
-from xlt.public_config import public_container
 from xlt.results.rows import AGGREGATE_LANGUAGES, ResultRow, RunContext, atomic_write_text
 from xlt.schema import ConfigError
 
@@ -72,10 +73,10 @@ def run_dirs_with_wandb_id(
     return found
 
 
-def check_run_id(cfg: DictConfig, run_dir: Path) -> None:
+def check_run_id(settings: LoggerPlan, run_dir: Path) -> None:
     """``logger.run_id`` continues a W&B run in the run directory that run wrote (its checkpoints and
     state are there, not on W&B): refuse it, in one line, in a fresh directory or beside another id."""
-    chosen = cfg.logger.get("run_id") if cfg.logger.kind == "wandb" else None
+    chosen = settings.run_id if settings.kind == "wandb" else None
     if not chosen:
         return
     chosen = str(chosen)
@@ -98,8 +99,10 @@ def check_run_id(cfg: DictConfig, run_dir: Path) -> None:
         )
 
 
-def build_logger(cfg: DictConfig, run_dir: Path, ctx: RunContext) -> Any:
-    kind = cfg.logger.kind
+def build_logger(settings: LoggerPlan, config: Mapping[str, Any], run_dir: Path, ctx: RunContext) -> Any:
+    """The run's logger as ``settings`` (the plan's) say; W&B gets ``config`` (the plan's public config,
+    ``${oc.env:...}`` unresolved) as its run config, with the counted parameters."""
+    kind = settings.kind
     if kind == "none":
         return False
     if kind == "csv":
@@ -107,12 +110,12 @@ def build_logger(cfg: DictConfig, run_dir: Path, ctx: RunContext) -> Any:
     import wandb
     from pytorch_lightning.loggers import WandbLogger
 
-    mode = cfg.logger.mode
+    mode = settings.mode
     if mode == "auto":
         mode = "online" if _wandb_key_configured() else "offline"
     id_file = run_dir / WANDB_ID_FILE
     # A relaunched job continues the same W&B run; logger.run_id names one (e.g. from the dashboard).
-    chosen = cfg.logger.get("run_id")
+    chosen = settings.run_id
     run_id = str(chosen) if chosen else (id_file.read_text().strip() if id_file.is_file() else None)
     if chosen and is_global_zero():
         atomic_write_text(id_file, str(chosen))
@@ -121,16 +124,16 @@ def build_logger(cfg: DictConfig, run_dir: Path, ctx: RunContext) -> Any:
         if is_global_zero():
             atomic_write_text(id_file, run_id)
     tags = [
-        *cfg.logger.tags,
+        *settings.tags,
         f"model:{ctx.model}",
         f"intermediate:{ctx.intermediate}",
         f"target:{ctx.target}",
         f"seed:{ctx.seed}",
     ]
     logger = WandbLogger(
-        project=cfg.logger.project,
-        entity=cfg.logger.entity,
-        group=cfg.logger.group,
+        project=settings.project,
+        entity=settings.entity,
+        group=settings.group,
         tags=tags,
         name=f"{ctx.model}/{ctx.intermediate}/{ctx.target}/s{ctx.seed}",
         save_dir=str(run_dir),
@@ -140,7 +143,7 @@ def build_logger(cfg: DictConfig, run_dir: Path, ctx: RunContext) -> Any:
         # Not Lightning's log_model, which uploads whatever checkpoint saved last (last.ckpt with the
         # optimizer's state): xlt uploads the selected one itself (log_checkpoint).
         log_model=False,
-        config={**public_container(cfg), "params": counted_params(ctx)},
+        config={**thaw(config), "params": counted_params(ctx)},
         # Its banner and history go to <run_dir>/wandb/*/logs, not the terminal.
         settings=wandb.Settings(silent=True),
     )
@@ -156,11 +159,11 @@ def build_logger(cfg: DictConfig, run_dir: Path, ctx: RunContext) -> Any:
     return logger
 
 
-def log_checkpoint(cfg: DictConfig, logger: Any, path: Path, stage: str, step: int) -> None:
+def log_checkpoint(settings: LoggerPlan, logger: Any, path: Path, stage: str, step: int) -> None:
     """With ``logger.log_model``: the stage's selected checkpoint (``best.ckpt``; ``final.ckpt`` where
     nothing was selected) as a version of the W&B artifact ``model-<run id>``, aliased with the stage
     and ``best`` (``final``). Rank 0 only; nothing without a W&B logger."""
-    if not (cfg.logger.kind == "wandb" and cfg.logger.get("log_model") and logger and is_global_zero()):
+    if not (settings.kind == "wandb" and settings.log_model and logger and is_global_zero()):
         return
     import wandb
 
@@ -233,9 +236,9 @@ def log_results(logger: Any, rows: list[ResultRow]) -> None:
         logger.experiment.summary.update(headline)
 
 
-def close_wandb(cfg: DictConfig, logger: Any) -> None:
+def close_wandb(settings: LoggerPlan, logger: Any) -> None:
     """End the run's W&B run, if it has one."""
-    if logger and hasattr(logger, "experiment") and cfg.logger.kind == "wandb":
+    if logger and hasattr(logger, "experiment") and settings.kind == "wandb":
         import wandb
 
         if wandb.run is not None:

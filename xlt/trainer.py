@@ -9,6 +9,7 @@ import gc
 import math
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,6 @@ import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 from hydra.utils import instantiate
-from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelSummary
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
@@ -31,12 +31,12 @@ from xlt.callbacks import (
     selection_callbacks,
 )
 from xlt.data.datamodule import StageData
+from xlt.orchestration.frozen import thaw
 from xlt.orchestration.lightning_adapter import release_strategy, set_logged_steps, set_process_group_timeout
-from xlt.orchestration.plan import StagePlan
+from xlt.orchestration.plan import RunPlan, StagePlan
 from xlt.orchestration.rundir import BEST_CKPT, LAST_CKPT
 from xlt.preemption import use_xlt_signals
 from xlt.progress import LineProgress
-from xlt.schema import to_container
 
 
 def resolve_precision(precision: str) -> str:
@@ -138,26 +138,6 @@ def cluster_plugins() -> list[Any]:
     return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
 
 
-DEBUG_TRAINER_KEYS = {
-    "fast_dev_run": False,
-    "overfit_batches": 0.0,
-    "limit_train_batches": 1.0,
-    "limit_val_batches": 1.0,
-    "limit_test_batches": 1.0,
-}
-
-
-def debug_mode(cfg: DictConfig) -> str:
-    """What makes this a debug or partial run ('' when nothing does): the trainer settings of
-    debug=fdr/limit/overfit or set by hand, e.g. ``fast_dev_run=True`` or ``limit_test_batches=2``."""
-    parts = []
-    for key, default in DEBUG_TRAINER_KEYS.items():
-        value = cfg.trainer.get(key)
-        if value is not None and value != default and not (key.startswith("limit_") and value == 1):
-            parts.append(f"{key}={value}")
-    return ",".join(parts)
-
-
 def fractional_epoch_steps(stage: StagePlan, data: StageData, accumulate: int) -> int | None:
     """``max_steps`` for a fractional ``epochs`` (e.g. 0.5), None for a whole number of epochs."""
     assert stage.epochs is not None and stage.batch is not None
@@ -200,19 +180,18 @@ def fit_callbacks(
     ]
 
 
-def progress_callbacks(trainer_cfg: DictConfig, stage: str) -> list[pl.Callback]:
+def progress_callbacks(trainer: Mapping[str, Any], stage: str) -> list[pl.Callback]:
     """On a terminal tqdm's bar; elsewhere (log file, SLURM output, a pipe) a line per 10% or minute
     with the rate and the time left (xlt/progress.py), not a bar redrawn every 25 steps."""
-    if not trainer_cfg.get("enable_progress_bar", True):
+    if not trainer.get("enable_progress_bar", True):
         return []
     if sys.stderr.isatty():
         return [LossProgressBar(refresh_rate=1)]
-
     return [LineProgress(stage or "evaluation")]
 
 
 def build_trainer(
-    cfg: DictConfig,
+    run: RunPlan,
     stage_plan: StagePlan,
     data: StageData,
     accumulate: int,
@@ -225,14 +204,15 @@ def build_trainer(
     eval_step: int = 0,
 ) -> pl.Trainer:
     """The Trainer of a stage's fit (``ckpt_dir`` given: divergence guard, selection, resume points)
-    or of its evaluation (``ckpt_dir`` None: logs at ``eval_step``, the evaluated weights' step)."""
-    scale = cfg.scale
+    or of its evaluation (``ckpt_dir`` None: logs at ``eval_step``, the evaluated weights' step).
+    The run's plan gives the Trainer settings, the scale (precision, strategy, devices) and clipping."""
+    scale = run.scale
     callbacks: list[pl.Callback] = []
     if ckpt_dir is not None:
         every = stage_plan.checkpoint.every_n_steps if stage_plan.checkpoint is not None else None
         callbacks.extend(fit_callbacks(stage, ckpt_dir, monitor, every))
-    callbacks.extend(progress_callbacks(cfg.trainer, stage))
-    trainer_kwargs = to_container(cfg.trainer)
+    callbacks.extend(progress_callbacks(run.trainer.kwargs, stage))
+    trainer_kwargs = thaw(run.trainer.kwargs)
     if ckpt_dir is not None and monitor is not None and stage_plan.selection is not None:
         callbacks.extend(selection_callbacks(stage_plan.selection, monitor, accumulate, trainer_kwargs))
     max_steps = fractional_epoch_steps(stage_plan, data, accumulate)
@@ -245,12 +225,12 @@ def build_trainer(
     trainer = pl.Trainer(
         **trainer_kwargs,
         max_epochs=max_epochs,
-        precision=resolve_precision(scale.precision),  # type: ignore[arg-type]
-        strategy=build_strategy(scale.strategy, several_heads=data.mixture is not None),
+        precision=resolve_precision(run.precision),  # type: ignore[arg-type]
+        strategy=build_strategy(thaw(scale.strategy), several_heads=data.mixture is not None),
         devices=scale.devices,
         num_nodes=scale.num_nodes,
         accumulate_grad_batches=accumulate,
-        gradient_clip_val=cfg.optim.max_grad_norm,
+        gradient_clip_val=run.optim.max_grad_norm,
         logger=logger,
         callbacks=callbacks,
         enable_checkpointing=ckpt_dir is not None,

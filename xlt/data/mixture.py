@@ -9,7 +9,6 @@ import math
 from typing import Any
 
 import datasets
-from omegaconf import DictConfig
 
 from xlt.data.datamodule import (
     DataSettings,
@@ -21,8 +20,6 @@ from xlt.data.datamodule import (
     selection_cap,
 )
 from xlt.data.sampling import MultiTaskBatchSampler, mixture_probabilities
-from xlt.schema import MemberConfig
-from xlt.tasks.lengths import seq_length
 from xlt.tasks.loading import Loaded, MissingDataError, member_missing
 from xlt.tasks.registry import flatten_mixture, get_task
 from xlt.tasks.spec import DataError, MixtureSpec, TaskSpec
@@ -31,34 +28,33 @@ log = logging.getLogger(__name__)
 
 
 def _member_data(
-    task: str, stage: DictConfig, settings: DataSettings, evaluated: bool
+    member: Any, settings: DataSettings, val_subset: int | None
 ) -> tuple[datasets.Dataset, Loaded, list[EvalSet]]:
     """One member's featurized training set, what it was loaded from, and its dev sets (none when
-    the member is not scored on dev: ``members.<task>.evaluate``, else the mixture's ``evaluated``)."""
-    member = stage.members.get(task) or MemberConfig()
-    spec = get_task(task)
-    max_len = seq_length(stage, task)
-    max_train = member.max_train_examples or stage.max_train_examples
-    max_eval = member.max_eval_examples or stage.max_eval_examples
+    the member is not scored on dev: its plan has no dev split)."""
+    spec = get_task(member.task)
+    max_len = member.max_seq_length
     train, loaded = load_and_featurize(
-        spec, spec.head, member.train_split, "en", settings, max_len, max_train
+        spec, spec.head, member.train_split, "en", settings, max_len, member.max_train_examples
     )
-    if not (member.evaluate if member.evaluate is not None else evaluated):
+    if member.dev_split is None:
         return train, loaded, []
-    cap = selection_cap(max_eval, stage.get("val_subset"))
-    return train, loaded, dev_sets(spec, member.dev_split or spec.dev_split, settings, max_len, cap)
+    cap = selection_cap(member.max_eval_examples, val_subset)
+    return train, loaded, dev_sets(spec, member.dev_split, settings, max_len, cap)
 
 
-def prepare_mixture_data(mixture: MixtureSpec, stage: DictConfig, settings: DataSettings) -> StageData:
+def prepare_mixture_data(mixture: MixtureSpec, stage: Any, settings: DataSettings) -> StageData:
     """Load every member's training set (and dev set, for the members scored on dev).
 
     A member whose training or dev data cannot load stops the run (DataError naming it) unless
     ``intermediate.skip_members`` lists it: then it is left out with one line in ``skipped``; when no
-    member is left, a DataError names the mixture. ``stage`` is the stage's config (members, only,
-    sampling, caps)."""
+    member is left, a DataError names the mixture. ``stage`` is the stage's plan
+    (xlt.orchestration.plan.StagePlan: its members with their splits and caps, the members left out,
+    the sampling, the batch size, the selection subset)."""
     flat = flatten_mixture(mixture)
-    only = set(stage.only) if stage.only is not None else None
-    skip = set(stage.get("skip_members") or [])
+    mix = stage.mixture  # members left out, sampling
+    members = {m.task: m for m in stage.members}
+    skip = set(mix.skip_members)
     tasks: list[str] = []
     features: list[datasets.Dataset] = []
     origins: list[str] = []
@@ -67,11 +63,11 @@ def prepare_mixture_data(mixture: MixtureSpec, stage: DictConfig, settings: Data
     val: list[EvalSet] = []
     skipped: list[str] = []
     for task in flat.tasks:
-        if only is not None and task not in only:
+        if task in mix.not_trained:
             log.info("%s: member %s not trained (intermediate.only)", mixture.name, task)
             continue
         try:
-            train, loaded, dev = _member_data(task, stage, settings, task in flat.evaluated)
+            train, loaded, dev = _member_data(members[task], settings, stage.selection.val_subset)
         except MissingDataError as err:
             if task not in skip:  # a mixture never silently changes
                 raise DataError(member_missing(mixture.name, task, err)) from None
@@ -91,10 +87,10 @@ def prepare_mixture_data(mixture: MixtureSpec, stage: DictConfig, settings: Data
         raise DataError(
             f"intermediate {mixture.name}: no member has training data (all of {', '.join(flat.tasks)} left out)"
         )
-    sampling = stage.sampling
+    sampling = mix
     sizes = [len(f) for f in features]
     probabilities = mixture_probabilities(sizes, sampling.cap, sampling.temperature)
-    steps = sampling.steps_per_epoch or mixture_steps_per_epoch(sizes, stage.batch_size, sampling.cap)
+    steps = sampling.steps_per_epoch or mixture_steps_per_epoch(sizes, stage.batch.batch_size, sampling.cap)
     head_of = {t: flat.head_of[t] for t in tasks}
     train_data = MixtureTrain(
         mixture.name, tasks, features, origins, head_of, probabilities, steps, dropped, specs

@@ -92,19 +92,20 @@ def heldout_set(
 
 
 def analysis_sets(
-    spec: TaskSpec, dev_spec: TaskSpec, stage_cfg: Any, settings: DataSettings
+    spec: TaskSpec, dev_spec: TaskSpec, options: Any, settings: DataSettings
 ) -> tuple[list[EvalSet], list[str]]:
-    """A target stage's analysis sets (module docstring) and one line per language left out."""
-    split = stage_cfg.get("dev_split") or dev_spec.dev_split
-    max_len, max_eval = stage_cfg.max_seq_length, stage_cfg.get("max_eval_examples")
+    """A target stage's analysis sets (module docstring) and one line per language left out.
+    ``options``: the stage's plan of them (xlt.orchestration.plan_sections.AnalysisPlan)."""
+    split = options.dev_split or dev_spec.dev_split
+    max_len, max_eval = options.max_seq_length, options.max_eval_examples
     sets: list[EvalSet] = []
     skipped: list[str] = []
-    if split and stage_cfg.get("eval_dev_heldout", True):
-        held = heldout_set(spec, dev_spec, split, settings, max_len, max_eval, stage_cfg.get("val_subset"))
+    if split and options.heldout:
+        held = heldout_set(spec, dev_spec, split, settings, max_len, max_eval, options.val_subset)
         if held is not None:
             sets.append(held)
-    own_split = stage_cfg.get("dev_split") or spec.dev_split
-    for lang in dev_languages(stage_cfg.get("eval_dev_languages"), spec):
+    own_split = options.dev_split or spec.dev_split
+    for lang in dev_languages(options.dev_languages, spec):
         try:
             feats, origin, examples = load_features(
                 spec, spec.head, own_split, lang, settings, max_len, max_eval

@@ -299,7 +299,7 @@ def layer_list(encoder: torch.nn.Module, family: ModelFamily) -> torch.nn.Module
     return layers
 
 
-def add_lora(encoder: PreTrainedModel, lora_cfg: DictConfig) -> PreTrainedModel:
+def add_lora(encoder: PreTrainedModel, lora_cfg: Any) -> PreTrainedModel:
     """LoRA adapters (peft) in place; every other encoder weight is frozen."""
     from peft import LoraConfig, inject_adapter_in_model
 

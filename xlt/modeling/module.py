@@ -4,17 +4,29 @@ per-(split, language) metrics."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig
 from torch import nn
 
 from xlt.data.datamodule import EvalSet, MixtureTrain
 from xlt.metrics.keys import SELECTION, score_key, set_key
 from xlt.modeling.heads import ExampleCounter, Head, PredictionCollector, build_head
+from xlt.strategies import clip_grad_norm
 from xlt.tasks.spec import TaskSpec
+
+
+class OptimSettings(Protocol):
+    """AdamW's settings as the run's plan gives them (xlt.orchestration.plan_sections.OptimPlan)."""
+
+    @property
+    def weight_decay(self) -> float: ...
+    @property
+    def warmup_ratio(self) -> float: ...
+    @property
+    def adam_epsilon(self) -> float: ...
+
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "LayerNorm.bias", "norm.weight")
 
@@ -67,7 +79,7 @@ class TransferModule(pl.LightningModule):
         heads: Head | Mapping[str, Head],
         task: TaskSpec | str,
         lr: float,
-        optim: DictConfig,
+        optim: OptimSettings,
         val_sets: Sequence[EvalSet],
         test_sets: Sequence[EvalSet],
         head_of: Mapping[str, str] | None = None,
@@ -254,8 +266,6 @@ class TransferModule(pl.LightningModule):
     ) -> None:
         """Norm clipping over the whole model also when FSDP shards it (xlt.strategies.clip_grad_norm);
         Lightning's own path raises under FSDP. Otherwise Lightning's clipping, unchanged."""
-        from xlt.strategies import clip_grad_norm
-
         wrapped = self.trainer.strategy.model
         norm, self.unclipped_grad_norm = self.unclipped_grad_norm, None
         norm_clip = (
@@ -320,7 +330,7 @@ class TransferModule(pl.LightningModule):
         encoder: nn.Module,
         mixture: MixtureTrain,
         lr: float,
-        optim: DictConfig,
+        optim: OptimSettings,
         val_sets: Sequence[EvalSet],
         hidden_size: int,
         pooling: str,

@@ -5,13 +5,16 @@ list of them: the intermediate stage's reuse key leaves the same keys out)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
+from xlt.orchestration.frozen import thaw
 from xlt.orchestration.rundir import RunDirError
-from xlt.public_config import public_container
-from xlt.schema import ConfigError, to_container
+from xlt.schema import CONF_DIR, ConfigError, TrainConfig
+
+if TYPE_CHECKING:
+    from xlt.orchestration.plan_sections import ConfigRecord
 
 # The one list of keys that do not change a number the run reports (what is logged where, how fast
 # data is read, how often a resume point is written, whether predictions are also written, what the
@@ -49,10 +52,10 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
-def config_differences(cfg: DictConfig, stored: dict[str, Any]) -> list[str]:
-    """The result-changing keys (dotted) whose values differ between ``cfg`` and ``stored``."""
+def config_differences(config: ConfigRecord, stored: dict[str, Any]) -> list[str]:
+    """The result-changing keys (dotted) whose values differ between the plan's ``config`` and ``stored``."""
     # config.yaml keeps ${oc.env:...} unresolved (xlt/public_config.py); one written before that holds values.
-    now, resolved, before = _flatten(public_container(cfg)), _flatten(to_container(cfg)), _flatten(stored)
+    now, resolved, before = _flatten(thaw(config.public)), _flatten(thaw(config.resolved)), _flatten(stored)
     keys = sorted(k for k in now.keys() | before.keys() if not is_result_neutral(k))
     return [
         k
@@ -70,8 +73,6 @@ def _defaults(key: str, stored: dict[str, Any]) -> list[Any]:
     for ``model.revision``), so that adding a key never makes an earlier run unresumable."""
     import dataclasses
     import typing
-
-    from xlt.schema import CONF_DIR, TrainConfig
 
     found: list[Any] = []
     node: Any = TrainConfig
@@ -93,7 +94,7 @@ def _defaults(key: str, stored: dict[str, Any]) -> list[Any]:
     return found
 
 
-def check_same_config(cfg: DictConfig, path: Path) -> None:
+def check_same_config(config: ConfigRecord, path: Path) -> None:
     """Refuse a relaunch into a run directory whose stored config differs in a key that changes
     results (one line listing the keys): the directory belongs to the configuration that started it."""
     if not path.is_file():
@@ -111,7 +112,7 @@ def check_same_config(cfg: DictConfig, path: Path) -> None:
         raise RunDirError(
             f"{path}: expected a mapping of config groups; restore it, or rerun with resume=false"
         )
-    diff = config_differences(cfg, {str(k): v for k, v in stored.items()})
+    diff = config_differences(config, {str(k): v for k, v in stored.items()})
     if diff:
         shown = ", ".join(diff[:12]) + (f" and {len(diff) - 12} more" if len(diff) > 12 else "")
         raise ConfigError(

@@ -15,12 +15,13 @@ import torch
 from pytorch_lightning.utilities import rank_zero_only
 
 from xlt.callbacks import RngStateInCheckpoint
-from xlt.orchestration.plan import ReusePlan, StagePlan
+from xlt.orchestration.frozen import thaw
+from xlt.orchestration.plan import StagePlan
+from xlt.orchestration.plan_sections import ReusePlan
 from xlt.orchestration.reuse import IntermediateKey, SharedStage, code_version, intermediate_key
 from xlt.orchestration.rundir import RNG_FILE, RunState, is_global_zero, rows_from_records
 from xlt.orchestration.session import RunSession
 from xlt.orchestration.stage import StageExecutor
-from xlt.schema import to_container
 from xlt.tasks import hub
 from xlt.trainer import resolve_precision
 
@@ -45,10 +46,10 @@ class IntermediatePhase:
             for r in audit.get("sets", [])
             if r.get("stage") == "intermediate" and r.get("excluded")
         }
-        cpu = self.s.cfg.trainer.get("accelerator") == "cpu"
+        cpu = self.s.plan.trainer.kwargs.get("accelerator") == "cpu"
         accelerator = "cuda" if torch.cuda.is_available() and not cpu else "cpu"
         return intermediate_key(
-            to_container(self.s.cfg),
+            thaw(self.s.plan.config.resolved),  # the config as planned: what the key hashes
             model_revision=self.s.ctx.extra.get("model_revision", ""),
             exclusions=exclusions,
             code=self.reuse.code or code_version(),
@@ -144,7 +145,7 @@ class IntermediatePhase:
         return {origin: info for origin, info in hub.hub_reads().items() if origin in origins}
 
     def _probe_settings(self) -> dict[str, Any]:
-        return {"probe": to_container(self.s.cfg.probe), "retrieval": to_container(self.s.cfg.retrieval)}
+        return thaw(self.reuse.probe_settings)  # type: ignore[no-any-return]
 
     def reuse_stage(self, home: SharedStage, record: dict[str, Any]) -> None:
         """Load the encoder of a shared intermediate stage that another job trained, with its rows."""

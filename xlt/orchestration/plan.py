@@ -1,30 +1,51 @@
 """The run plan: what a run will do, decided once from the validated config and the task specs.
 
 :func:`build_plan` turns a validated config (xlt.config.validate) into a frozen :class:`RunPlan`:
-the run directory, the stages in order (each with its task or mixture members, data splits,
-sequence length, batch plan, selection recipe, checkpoint policy and evaluation targets), the
-retrieval probes, and how the intermediate stage is shared (its reuse key's folder and name).
-``python -m xlt.train ... +show=plan`` prints it (:func:`format_plan`) without training.
-
-Facts stay where they live: a stage's sequence length is the validated config's (filled from the
-spec when the stage file leaves it null), the batch split is xlt.schema.batch_plan's, the checkpoint
-format xlt.plan.host's; the plan only gathers them into one typed description.
+the stages in order (task or mixture members, splits, sequence length, batch plan, selection recipe,
+checkpoint policy, evaluation targets), the probes, the intermediate's reuse plan, and the run-wide
+sections (xlt/orchestration/plan_sections.py: model, scale, optimiser, Trainer, logger, data, audit,
+the config record). Nothing after planning reads the config. ``+show=plan`` prints it (:func:`format_plan`).
+Facts stay where they live (sequence length: xlt.tasks.lengths; batch split: xlt.schema.batch_plan).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from xlt.audit import AuditScope, audit_scope, select_on_spec
 from xlt.metrics.keys import metric_key
-from xlt.orchestration.reuse import ROOT_NAME
+from xlt.orchestration.plan_sections import (
+    HIDDEN,
+    AnalysisPlan,
+    ConfigRecord,
+    DataPlan,
+    LoggerPlan,
+    MixturePlan,
+    ModelPlan,
+    OptimPlan,
+    ReusePlan,
+    RowFacts,
+    ScalePlan,
+    TrainerPlan,
+    analysis_plan,
+    mixture_plan,
+    plain,
+    reuse_plan,
+    row_facts,
+    run_sections,
+    stage_lr,
+)
 from xlt.orchestration.rundir import CHECKPOINTS_DIR, LAST_CKPT, PREVIOUS_CKPT
-from xlt.schema import batch_plan
+from xlt.plan.host import checkpoint_format
+from xlt.schema import MemberConfig, batch_plan
 from xlt.tasks.lengths import seq_length
+from xlt.tasks.loading import NeededFiles, needed_files
+from xlt.tasks.registry import flatten_mixture, get_mixture, get_task
 
 
 @dataclass(frozen=True)
@@ -110,6 +131,8 @@ class StagePlan:
     checkpoint: CheckpointPlan | None = None
     evaluation: tuple[EvalTarget, ...] = ()
     probes_after: tuple[EvalTarget, ...] = ()
+    mixture: MixturePlan | None = None  # a mixture stage: members left out, sampling
+    analysis: AnalysisPlan | None = None  # a target: the dev sets scored after selection
     # An evaluation-only stage (xlt.evaluate): these weights are scored, logged at logged_step; nothing trains.
     weights: str | None = None
     logged_step: int = 0
@@ -117,17 +140,6 @@ class StagePlan:
     @property
     def trains(self) -> bool:
         return self.kind != "retrieval"
-
-
-@dataclass(frozen=True)
-class ReusePlan:
-    """Where the intermediate stage lives: shared under ``root`` by key, or in the run directory."""
-
-    shared: bool
-    root: str | None  # reuse.dir, or <sweep dir>/intermediate in a multirun; None: the run directory
-    wait_timeout_min: float | None
-    code: str | None  # reuse.code (None: the project's commit, xlt.orchestration.reuse.code_version)
-    key_prefix: str  # <model>-<intermediate>-s<seed>; the digest is added once the weights are loaded
 
 
 @dataclass(frozen=True)
@@ -146,14 +158,22 @@ class RunPlan:
     probes_pretrained: tuple[EvalTarget, ...]
     stages: tuple[StagePlan, ...]
     reuse: ReusePlan | None  # None: no intermediate stage
+    encoder: ModelPlan
+    scale: ScalePlan
+    optim: OptimPlan
+    trainer: TrainerPlan
+    logger: LoggerPlan
+    data: DataPlan
+    rows: RowFacts  # what every result row records of the run's settings
+    audit: AuditScope  # what the contamination audit compares (xlt/audit.py)
+    local_files: NeededFiles  # the English files a run with local data checks first
+    config: ConfigRecord = field(metadata=HIDDEN)  # config.yaml, the config lock, W&B, the reuse key
 
     def stage(self, name: str) -> StagePlan | None:
         return next((s for s in self.stages if s.name == name), None)
 
 
 def _probes(cfg: DictConfig) -> tuple[EvalTarget, ...]:
-    from xlt.tasks.registry import get_task
-
     out = []
     for name in cfg.probe.tasks:
         spec = get_task(name, role="probe")
@@ -180,8 +200,6 @@ def _batch(cfg: DictConfig, stage: DictConfig) -> BatchPlan:
 
 
 def _checkpoint(cfg: DictConfig, folder: str) -> CheckpointPlan:
-    from xlt.plan.host import checkpoint_format
-
     return CheckpointPlan(folder, checkpoint_format(cfg.scale), cfg.scale.checkpoint_every_n_steps)
 
 
@@ -195,12 +213,6 @@ def _selection(stage: DictConfig, monitor: str, dev_task: str, dev_split: str) -
         val_subset=stage.get("val_subset"),
         patience=stage.get("patience"),
     )
-
-
-def stage_lr(cfg: DictConfig, stage: DictConfig) -> float:
-    """The learning rate a stage trains at: its own, or ``scale.lora.lr`` under LoRA."""
-    lora_lr = cfg.scale.lora.get("lr")
-    return float(lora_lr if cfg.scale.peft == "lora" and lora_lr is not None else stage.lr)
 
 
 def _trained_fields(cfg: DictConfig, stage: DictConfig, name: str) -> dict[str, Any]:
@@ -217,9 +229,6 @@ def _trained_fields(cfg: DictConfig, stage: DictConfig, name: str) -> dict[str, 
 
 
 def _mixture_stage(cfg: DictConfig, stage: DictConfig, mixture: Any) -> StagePlan:
-    from xlt.schema import MemberConfig
-    from xlt.tasks.registry import flatten_mixture, get_task
-
     flat = flatten_mixture(mixture)
     members = []
     for task in flat.tasks:
@@ -245,14 +254,17 @@ def _mixture_stage(cfg: DictConfig, stage: DictConfig, mixture: Any) -> StagePla
         stage, metric_key("dev", mixture.name, "en", "selection"), mixture.name, "(members)"
     )
     return StagePlan(
-        "intermediate", mixture.name, "mixture", members=tuple(members), selection=selection, **fields
+        "intermediate",
+        mixture.name,
+        "mixture",
+        members=tuple(members),
+        selection=selection,
+        mixture=mixture_plan(stage, flat.tasks),
+        **fields,
     )
 
 
 def _task_stage(cfg: DictConfig, name: str, stage: DictConfig, test: bool) -> StagePlan:
-    from xlt.audit import select_on_spec
-    from xlt.tasks.registry import get_task
-
     spec = get_task(stage.name, role=name)
     train_spec = get_task(stage.train_task) if name == "target" else spec
     dev_spec = select_on_spec(stage, spec, train_spec)
@@ -280,13 +292,12 @@ def _task_stage(cfg: DictConfig, name: str, stage: DictConfig, test: bool) -> St
         train_task=train_spec.name if train_spec is not None else None,
         selection=_selection(stage, monitor, dev_spec.name, dev_split),
         evaluation=evaluation,
+        analysis=analysis_plan(stage) if test else None,
         **_trained_fields(cfg, stage, name),
     )
 
 
 def _retrieval_target(cfg: DictConfig) -> StagePlan:
-    from xlt.tasks.registry import get_task
-
     stage = cfg.target
     spec = get_task(stage.name, role="target")
     target = EvalTarget(
@@ -306,25 +317,8 @@ def _retrieval_target(cfg: DictConfig) -> StagePlan:
     )
 
 
-def _reuse(cfg: DictConfig, sweep_dir: Path | None) -> ReusePlan:
-    root = cfg.reuse.dir or (str(Path(sweep_dir) / ROOT_NAME) if sweep_dir is not None else None)
-    safe = "".join(
-        c if c.isalnum() or c in "._-" else "_" for c in f"{cfg.model.name}-{cfg.intermediate.name}"
-    )
-    shared = bool(cfg.reuse.intermediate) and root is not None
-    return ReusePlan(
-        shared,
-        str(root) if shared else None,
-        cfg.reuse.wait_timeout_min,
-        cfg.reuse.code,
-        f"{safe}-s{cfg.seed}",
-    )
-
-
 def build_plan(cfg: DictConfig, run_dir: Path | str, sweep_dir: Path | None = None) -> RunPlan:
     """The plan of a validated config ``cfg`` run in ``run_dir`` (``sweep_dir``: a multirun's folder)."""
-    from xlt.tasks.registry import get_mixture, get_task
-
     probes = _probes(cfg)
     stages = []
     if cfg.intermediate is not None:
@@ -339,6 +333,7 @@ def build_plan(cfg: DictConfig, run_dir: Path | str, sweep_dir: Path | None = No
     else:
         stages.append(_retrieval_target(cfg))
     strategy = cfg.scale.strategy
+    sections = run_sections(cfg)
     return RunPlan(
         run_dir=str(run_dir),
         model=cfg.model.name,
@@ -351,7 +346,17 @@ def build_plan(cfg: DictConfig, run_dir: Path | str, sweep_dir: Path | None = No
         num_workers=cfg.data.num_workers,
         probes_pretrained=probes,
         stages=tuple(stages),
-        reuse=_reuse(cfg, sweep_dir) if cfg.intermediate is not None else None,
+        reuse=reuse_plan(cfg, sweep_dir) if cfg.intermediate is not None else None,
+        encoder=sections.model,
+        scale=sections.scale,
+        optim=sections.optim,
+        trainer=sections.trainer,
+        logger=sections.logger,
+        data=sections.data,
+        rows=row_facts(cfg),
+        audit=audit_scope(cfg),
+        local_files=needed_files(cfg),
+        config=ConfigRecord.of(cfg),
     )
 
 
@@ -366,5 +371,5 @@ def evaluation_only(plan: RunPlan, weights: Path, logged_step: int) -> RunPlan:
 
 
 def format_plan(plan: RunPlan) -> str:
-    """The plan as YAML (what ``+show=plan`` prints): every field, stages in order."""
-    return OmegaConf.to_yaml(OmegaConf.create(dataclasses.asdict(plan)))
+    """The plan as YAML (what ``+show=plan`` prints): every field but the config record, stages in order."""
+    return OmegaConf.to_yaml(OmegaConf.create(plain(plan)))

@@ -100,7 +100,7 @@ def _without(name: str, section: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def intermediate_key(
-    cfg: dict[str, Any],
+    config: dict[str, Any],
     *,
     model_revision: str,
     exclusions: dict[str, Any],
@@ -108,28 +108,29 @@ def intermediate_key(
     precision: str,
     accelerator: str,
 ) -> IntermediateKey:
-    """The key of the intermediate stage of the resolved config ``cfg`` (a plain dict).
+    """The key of the intermediate stage of the resolved config ``config`` (a plain dict: the plan's
+    ConfigRecord.resolved, xlt/orchestration/plan_sections.py).
 
     ``model_revision``: the hub commit the weights came from ("" when not from the hub);
     ``exclusions``: the audit's removals from the intermediate stage's sets (set name -> excluded
     ids); ``code``: :func:`code_version`; ``precision``: as resolved on this machine
     (``scale.precision=auto`` is bf16 on one GPU and fp32 on a CPU); ``accelerator``: cpu or cuda."""
-    stage = cfg.get("intermediate")
+    stage = config.get("intermediate")
     if not stage:
         raise ValueError("no intermediate stage: nothing to key")
-    model = dict(cfg["model"])
+    model = dict(config["model"])
     model["revision"] = model_revision or model.get("revision")
-    scale = _without("scale", cfg.get("scale"))
+    scale = _without("scale", config.get("scale"))
     scale["precision"] = precision
     material = {
         "model": model,
         "intermediate": {k: v for k, v in stage.items() if k not in _STAGE_TARGET_ONLY},
-        "seed": cfg["seed"],
+        "seed": config["seed"],
         "code": code,
         "scale": scale,
-        "optim": cfg.get("optim"),
-        "trainer": _without("trainer", cfg.get("trainer")),
-        "data": _without("data", cfg.get("data")),
+        "optim": config.get("optim"),
+        "trainer": _without("trainer", config.get("trainer")),
+        "data": _without("data", config.get("data")),
         "exclusions": exclusions,
         "accelerator": accelerator,
     }
@@ -137,7 +138,7 @@ def intermediate_key(
     safe = "".join(
         c if c.isalnum() or c in "._-" else "_" for c in f"{model.get('name')}-{stage.get('name')}"
     )
-    return IntermediateKey(f"{safe}-s{cfg['seed']}-{digest[:12]}", digest, material)
+    return IntermediateKey(f"{safe}-s{config['seed']}-{digest[:12]}", digest, material)
 
 
 def launch_id() -> str:

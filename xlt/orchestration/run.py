@@ -17,6 +17,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_only
 
+from xlt.audit import audit as audit_sets
+from xlt.audit import missing_member, mixture_label
 from xlt.config import validate
 from xlt.console import file_only
 from xlt.loggers import check_run_id
@@ -40,10 +42,11 @@ from xlt.orchestration.rundir import (
 from xlt.orchestration.session import RunSession
 from xlt.orchestration.stage import StageExecutor
 from xlt.preemption import handling_sigterm
-from xlt.public_config import public_yaml
 from xlt.results.report import format_table
 from xlt.results.rows import ResultRow, atomic_write_text, read_results
-from xlt.tasks.loading import check_local_files
+from xlt.tasks.loading import check_needed, resolve_source
+from xlt.tasks.registry import get_task
+from xlt.tasks.spec import DataError
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +56,9 @@ def audit(session: RunSession) -> None:
     run trains or selects on and a test set of its target stops the run (ContaminationError, one
     line) unless the target's spec declares an exclusion; those are applied to every stage's
     loading. The counts go into state.json (``audit``) and every result row."""
-    from xlt.audit import audit as audit_sets
-    from xlt.audit import missing_member, mixture_label
-    from xlt.tasks.spec import DataError
-
-    cfg, settings = session.cfg, session.settings
-    report = audit_sets(cfg, settings.source, settings.data_dir)
-    if missing := missing_member(cfg, report):  # a mixture never silently changes: stop early
+    scope, settings = session.plan.audit, session.settings
+    report = audit_sets(scope, settings.source, settings.data_dir)
+    if missing := missing_member(scope, report):  # a mixture never silently changes: stop early
         raise DataError(missing)
     rank_zero_only(log.info)("%s", report.format(), extra=file_only())
     session.state.data["audit"] = report.record()
@@ -67,12 +66,10 @@ def audit(session: RunSession) -> None:
     report.check()
     settings.exclude = report.removals()
     session.ctx.extra.update(report.row_fields())
-    label = mixture_label(cfg, report)  # a mixture without some members: rows say what it trained
+    label = mixture_label(scope, report)  # a mixture without some members: rows say what it trained
     if label is not None:
         session.relabel(intermediate=label[0])
-        session.ctx.extra.update(
-            intermediate_mixture=cfg.intermediate.name, intermediate_members=",".join(label[1])
-        )
+        session.ctx.extra.update(intermediate_mixture=scope.mixture, intermediate_members=",".join(label[1]))
 
 
 def execute(session: RunSession) -> list[ResultRow]:
@@ -114,7 +111,7 @@ def run(cfg: DictConfig, run_dir: Path, sweep_dir: Path | None = None) -> dict[s
     run_dir = Path(run_dir)
     plan = build_plan(cfg, run_dir, sweep_dir)
     with run_dir_lock(run_dir):  # a second process in this run directory stops here, in one line
-        return _run_locked(plan, cfg, sweep_dir)
+        return _run_locked(plan, sweep_dir)
 
 
 def _finished_rows(run_dir: Path) -> list[ResultRow]:
@@ -126,7 +123,7 @@ def _finished_rows(run_dir: Path) -> list[ResultRow]:
         raise RunDirError(f"{detail}; rerun with resume=false to compute the results again") from None
 
 
-def _prepare_run_dir(plan: RunPlan, cfg: DictConfig) -> RunState:
+def _prepare_run_dir(plan: RunPlan) -> RunState:
     """The run directory's state, after the checks a relaunch must pass (the same config)."""
     run_dir = Path(plan.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -136,30 +133,29 @@ def _prepare_run_dir(plan: RunPlan, cfg: DictConfig) -> RunState:
         if plan.resume:
             raise
         state = RunState(run_dir / STATE_FILE, {})  # resume=false starts over: the old state is dropped
-    check_run_id(cfg, run_dir)  # logger.run_id: only in the run directory of that W&B run
+    check_run_id(plan.logger, run_dir)  # logger.run_id: only in the run directory of that W&B run
     if plan.resume and has_progress(run_dir, state):
         if not (run_dir / CONFIG_FILE).is_file():
             raise RunDirError(
                 f"{run_dir} holds an earlier launch's work but no {CONFIG_FILE} to check this configuration "
                 "against; restore it, or rerun with resume=false to start over"
             )
-        check_same_config(cfg, run_dir / CONFIG_FILE)
+        check_same_config(plan.config, run_dir / CONFIG_FILE)
     return state
 
 
-def _run_locked(plan: RunPlan, cfg: DictConfig, sweep_dir: Path | None) -> dict[str, float]:
+def _run_locked(plan: RunPlan, sweep_dir: Path | None) -> dict[str, float]:
     run_dir = Path(plan.run_dir)
-    state = _prepare_run_dir(plan, cfg)
+    state = _prepare_run_dir(plan)
     if plan.resume and state.data.get("finished") and (run_dir / RESULTS_FILE).is_file():
         rank_zero_only(log.info)("%s is finished; nothing to do (resume=false starts it over)", run_dir)
         rows = _finished_rows(run_dir)
         print_report(rows, state.data.get("skipped", []))
         return _summary(rows)
-    check_local_files(cfg)  # the English files a run needs are there, before anything is written
+    # The English files a run needs are there, before anything is written.
+    check_needed(plan.local_files, *resolve_source(plan.data_source, plan.data.dir))
     target = plan.stages[-1]
     languages = target.evaluation[0].languages if target.evaluation else ()
-    from xlt.tasks.registry import get_task
-
     if "en" not in languages and "en" in get_task(target.task).languages:
         rank_zero_only(log.warning)(
             "target.languages=[%s]: no English test, so no cross-lingual gap is reported (add en to measure it)",
@@ -168,9 +164,9 @@ def _run_locked(plan: RunPlan, cfg: DictConfig, sweep_dir: Path | None) -> dict[
     if not plan.resume and is_global_zero():
         start_over(run_dir, state)
     if is_global_zero():
-        atomic_write_text(run_dir / CONFIG_FILE, public_yaml(cfg))  # ${oc.env:...} not resolved
+        atomic_write_text(run_dir / CONFIG_FILE, plan.config.yaml)  # ${oc.env:...} not resolved
     with handling_sigterm():  # every rank ends with 143 within a bounded time (xlt/preemption.py)
-        session = RunSession.open(plan, cfg, sweep_dir)
+        session = RunSession.open(plan, sweep_dir)
         try:
             rows = execute(session)
             session.finish()

@@ -29,11 +29,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-
+from xlt import sharded_ckpt
 from xlt.results.rows import ResultRow, atomic_write_text
+from xlt.tasks.hub import hub_reads  # every hub split read so far, with the commit it read
 
 log = logging.getLogger(__name__)
 
@@ -126,22 +126,20 @@ class RunState:
         self.save()
 
     def save(self) -> None:
-        from xlt.tasks.hub import hub_reads  # every hub split read so far, with the commit it read
-
         if hub_reads():
             self.data.setdefault("hub_reads", {}).update(hub_reads())
         if is_global_zero():
             atomic_write_text(self.path, json.dumps(self.data, indent=1))
 
-    def pinned_model(self, model_cfg: DictConfig) -> DictConfig:
-        """``model_cfg`` with ``revision`` set to the hub commit this run first loaded, when the model
-        file names none: a relaunch resumes on the same weights even if the hub moved meanwhile."""
+    def pinned_revision(self, source: str, revision: str | None) -> str | None:
+        """The hub commit this run first loaded, for a model of weight ``source`` whose file names no
+        ``revision`` (else None): a relaunch resumes on the same weights even if the hub moved meanwhile."""
         pinned = self.data.get("model_revision")
         from xlt.modeling.encoder import WEIGHT_SOURCES  # torch, transformers: only when pinning
 
-        if not WEIGHT_SOURCES[model_cfg.source].hub_commit or model_cfg.revision is not None or not pinned:
-            return model_cfg
-        return cast(DictConfig, OmegaConf.merge(model_cfg, {"revision": pinned}))
+        if not WEIGHT_SOURCES[source].hub_commit or revision is not None or not pinned:
+            return None
+        return str(pinned)
 
     def pin_model(self, revision: str | None) -> None:
         """Record the hub commit the weights came from (first load only)."""
@@ -282,8 +280,6 @@ def checkpoint_problem(path: Path) -> str | None:
     import zipfile
 
     if path.is_dir():  # a sharded (distributed) checkpoint, xlt/sharded_ckpt.py
-        from xlt import sharded_ckpt
-
         return sharded_ckpt.problem(path) or checkpoint_problem(path / sharded_ckpt.META_FILE)
     try:
         size = path.stat().st_size
@@ -318,9 +314,9 @@ def resume_checkpoint(ckpt_dir: Path) -> Path | None:
                 prev,
                 UNUSABLE_CKPT,
             )
-            from xlt.sharded_ckpt import rotate
-
-            rotate(last, last.with_name(UNUSABLE_CKPT))  # not rotated over prev.ckpt by the next save
+            sharded_ckpt.rotate(
+                last, last.with_name(UNUSABLE_CKPT)
+            )  # not rotated over prev.ckpt by the next save
         return prev
     raise CheckpointError(
         f"{last} is unusable ({problem}) and there is no earlier checkpoint to resume from; "

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
 from xlt.console import file_only
@@ -31,15 +31,16 @@ from xlt.modeling.encoder import (
     load_tokenizer,
     resolved_revision,
 )
-from xlt.orchestration.plan import RunPlan, stage_lr
+from xlt.orchestration.frozen import thaw
+from xlt.orchestration.plan import RunPlan
 from xlt.orchestration.reuse import code_version
 from xlt.orchestration.rundir import RESULTS_FILE, STATE_FILE, RunState, is_global_zero
 from xlt.orchestration.weights import WeightHandler, weight_handler
 from xlt.results.rows import ResultRow, RunContext, write_results
-from xlt.strategies import is_sharded, precision_policy
+from xlt.strategies import precision_policy
 from xlt.tasks import hub
 from xlt.tasks.loading import resolve_source
-from xlt.trainer import debug_mode, resolve_precision
+from xlt.trainer import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,6 @@ class RunSession:
     """The run context (see the module's docstring); :meth:`open` builds it."""
 
     plan: RunPlan
-    cfg: DictConfig  # the validated config, for the builders that take its sections (model, logger, audit)
     run_dir: Path
     sweep_dir: Path | None
     state: RunState
@@ -73,22 +73,23 @@ class RunSession:
     eval_step: int = 0  # the logger step of evaluation metrics: the optimizer steps of the evaluated weights
 
     @classmethod
-    def open(cls, plan: RunPlan, cfg: DictConfig, sweep_dir: Path | None = None) -> RunSession:
-        run_dir = Path(plan.run_dir)
-        source, data_dir = resolve_source(cfg.data.source, cfg.data.dir)
+    def open(cls, plan: RunPlan, sweep_dir: Path | None = None) -> RunSession:
+        run_dir, data = Path(plan.run_dir), plan.data
+        source, data_dir = resolve_source(plan.data_source, data.dir)
         state = RunState.load(run_dir / STATE_FILE)
-        # A relaunch reads the dataset commits this run read first (the model's: pinned_model below).
-        hub.configure_from(cfg.data, hub.pins(state.data.get("hub_reads", {}), cfg.data.get("hub_mirror")))
-        cache_dir = Path(cfg.data.cache_dir).expanduser()
-        model_cfg = state.pinned_model(cfg.model)
-        tokenizer = load_tokenizer(model_cfg, cache_dir)
+        # A relaunch reads the dataset commits this run read first (the model's: _model_section below).
+        hub_data = {"hub_mirror": data.hub_mirror, "hub_revisions": thaw(data.hub_revisions)}
+        hub.configure_from(hub_data, hub.pins(state.data.get("hub_reads", {}), data.hub_mirror))
+        cache_dir = Path(data.cache_dir).expanduser()
+        model_section = _model_section(plan, state)
+        tokenizer = load_tokenizer(model_section, cache_dir)
         settings = DataSettings(source, data_dir, cache_dir, tokenizer, seed=plan.seed)
         pl.seed_everything(plan.seed, workers=True)
-        model = _load_model(cfg, model_cfg, cache_dir, tokenizer)
+        model = _load_model(plan, model_section, cache_dir, tokenizer)
         state.pin_model(model.revision)
-        ctx = _row_context(plan, cfg, model, source, model_cfg.revision)
-        session = cls(plan, cfg, run_dir, sweep_dir, state, settings, model, ctx)
-        session.logger = build_logger(cfg, run_dir, ctx)
+        ctx = _row_context(plan, model, source, model_section.revision)
+        session = cls(plan, run_dir, sweep_dir, state, settings, model, ctx)
+        session.logger = build_logger(plan.logger, plan.config.public, run_dir, ctx)
         return session
 
     def skip(self, line: str) -> None:
@@ -113,7 +114,7 @@ class RunSession:
             return
         self.state.save()  # merges this process's hub reads into state.json's hub_reads
         self.ctx.extra["data_commits"] = hub.commits_label(self.state.data.get("hub_reads", {}))
-        if self.logger and self.cfg.logger.kind == "wandb":  # W&B: the commits beside the run's config
+        if self.logger and self.plan.logger.kind == "wandb":  # W&B: the commits beside the run's config
             self.logger.experiment.config.update(
                 {
                     "data_commits": self.ctx.extra["data_commits"],
@@ -128,31 +129,42 @@ class RunSession:
         log_results(self.logger, self.rows)
 
     def close(self) -> None:
-        close_wandb(self.cfg, self.logger)
+        close_wandb(self.plan.logger, self.logger)
 
 
-def _load_model(cfg: DictConfig, model_cfg: DictConfig, cache_dir: Path, tokenizer: Any) -> Model:
+def _model_section(plan: RunPlan, state: RunState) -> DictConfig:
+    """The model section xlt.modeling.encoder loads from: the plan's, with the hub commit this run
+    first loaded when the model file names no revision (a relaunch resumes on the same weights)."""
+    section = thaw(plan.encoder.section)
+    pinned = state.pinned_revision(plan.encoder.source, plan.encoder.revision)
+    if pinned is not None:
+        section["revision"] = pinned
+    return OmegaConf.create(section)
+
+
+def _load_model(plan: RunPlan, model_section: Any, cache_dir: Path, tokenizer: Any) -> Model:
     """The encoder (with LoRA and activation checkpointing as the scale asks) and its weight handler.
     Lean loading: under FSDP, ranks other than 0 build the encoder on the meta device and get rank
     0's weights when FSDP wraps it (sync_module_states); a random encoder is built anyway."""
-    sharded = is_sharded(cfg.scale.strategy)
-    source = WEIGHT_SOURCES[cfg.model.source]
+    scale = plan.scale
+    sharded = scale.sharded
+    source = WEIGHT_SOURCES[plan.encoder.source]
     lean = sharded and not is_global_zero() and source.pretrained
     if lean:
         log.info(
             "rank %d: encoder built on the meta device; its weights come from rank 0 (sync_module_states)",
             getattr(rank_zero_only, "rank", 0),
         )
-    encoder = (encoder_skeleton if lean else load_encoder)(model_cfg, cache_dir)
+    encoder = (encoder_skeleton if lean else load_encoder)(model_section, cache_dir)
     revision = resolved_revision(encoder) if source.hub_commit else None
-    if cfg.scale.activation_checkpointing:
+    if scale.activation_checkpointing:
         encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if cfg.scale.peft == "lora":
-        encoder = add_lora(encoder, cfg.scale.lora)
+    if scale.peft == "lora":
+        encoder = add_lora(encoder, scale.lora)
     return Model(tokenizer, encoder, weight_handler(sharded, lean), lean, revision)
 
 
-def _row_context(plan: RunPlan, cfg: DictConfig, model: Model, source: str, pinned: str | None) -> RunContext:
+def _row_context(plan: RunPlan, model: Model, source: str, pinned: str | None) -> RunContext:
     """What every result row of the run records besides its score."""
     encoder = model.encoder
     n_params = count_parameters(encoder)
@@ -163,24 +175,26 @@ def _row_context(plan: RunPlan, cfg: DictConfig, model: Model, source: str, pinn
         model_params=n_params,
         intermediate=inter.task if inter is not None else "none",
         target=target.task,
-        train_task=cfg.target.train_task or "",
+        train_task=plan.rows.train_task,
         seed=plan.seed,
         git_commit=code_version(diff_hash=False),
         data_source=source,
-        peft=cfg.scale.peft,
-        select_on=cfg.target.get("select_on") or "target",
+        peft=plan.scale.peft,
+        select_on=plan.rows.select_on,
         run_dir=plan.run_dir,
         extra={
-            "model_params_published": cfg.model.params,
-            "model_family": cfg.model.family,
+            "model_params_published": plan.encoder.params,
+            "model_family": plan.encoder.family,
             "model_params_non_embedding": n_params - encoder.get_input_embeddings().weight.numel(),
             "trainable_params": sum(p.numel() for p in encoder.parameters() if p.requires_grad),
-            "scale": cfg.scale.name,
-            "precision_policy": precision_policy(resolve_precision(plan.precision), cfg.scale.strategy),
+            "scale": plan.scale.name,
+            "precision_policy": precision_policy(
+                resolve_precision(plan.precision), thaw(plan.scale.strategy)
+            ),
             "model_revision": model.revision or pinned or "",  # the hub commit of the weights
             # The learning rates the stages train at (LoRA has its own: scale.lora.lr).
             "lr_intermediate": inter.lr if inter is not None else None,
-            "lr_target": stage_lr(cfg, cfg.target) if cfg.target.get("lr") is not None else None,
-            "debug": debug_mode(cfg),  # "" for a real run; xlt.results leaves the others out
+            "lr_target": plan.rows.lr_target,
+            "debug": plan.trainer.debug,  # "" for a real run; xlt.results leaves the others out
         },
     )

@@ -154,7 +154,7 @@ class StageExecutor:
         if plan.kind == "mixture":
             mixture = get_mixture(plan.task)
             assert mixture is not None
-            data = prepare_mixture_data(mixture, self.s.cfg.intermediate, self.s.settings)
+            data = prepare_mixture_data(mixture, plan, self.s.settings)
         else:
             assert plan.selection is not None and plan.train_task is not None and plan.max_seq_length
             test = next((t for t in plan.evaluation if t.kind == "head"), None)
@@ -176,8 +176,9 @@ class StageExecutor:
                 test is not None
             ):  # a target: dev scored after selection, never selected on (held-out en, other languages)
                 dev_spec = get_task(plan.selection.dev_task)
+                assert plan.analysis is not None
                 data.analysis, skipped = analysis_sets(
-                    get_task(plan.task), dev_spec, self.s.cfg.target, self.s.settings
+                    get_task(plan.task), dev_spec, plan.analysis, self.s.settings
                 )
                 data.skipped.extend(skipped)
         for line in data.skipped:
@@ -191,12 +192,12 @@ class StageExecutor:
 
     def _module(self, plan: StagePlan, data: StageData) -> tuple[TransferModule, dict[str, Any] | None]:
         """The stage's fresh module (heads on the session's encoder), and a mixture's sampling record."""
-        encoder, cfg = self.s.model.encoder, self.s.cfg
+        encoder, optim = self.s.model.encoder, self.s.plan.optim
         hidden, pooling = encoder.config.hidden_size, self.s.plan.pooling
         assert plan.lr is not None and plan.batch is not None and plan.epochs is not None
         if data.mixture is not None:
             module = TransferModule.for_mixture(
-                encoder, data.mixture, plan.lr, cfg.optim, data.val, hidden, pooling
+                encoder, data.mixture, plan.lr, optim, data.val, hidden, pooling
             )
             batch = plan.batch
             info = log_mixture(
@@ -212,7 +213,7 @@ class StageExecutor:
         spec = get_task(plan.task)
         head = build_head(spec, hidden, pooling)
         module = TransferModule(
-            encoder, head, spec, plan.lr, cfg.optim, val_sets=data.val, test_sets=[*data.test, *data.analysis]
+            encoder, head, spec, plan.lr, optim, val_sets=data.val, test_sets=[*data.test, *data.analysis]
         )
         return module, None
 
@@ -288,7 +289,7 @@ class StageExecutor:
             **extra,
         )
         log_checkpoint(
-            self.s.cfg, self.s.logger, Path(best), plan.name, trainer.global_step
+            self.s.plan.logger, self.s.logger, Path(best), plan.name, trainer.global_step
         )  # logger.log_model
         release(trainer)  # nothing of the fit (module, optimizer, FSDP wrapper) outlives the stage
         del trainer, selector
@@ -373,7 +374,7 @@ class StageExecutor:
         self, plan: StagePlan, data: StageData, accumulate: int, ckpt_dir: Path | None, monitor: str | None
     ) -> pl.Trainer:
         return build_trainer(
-            self.s.cfg,
+            self.s.plan,
             plan,
             data,
             accumulate,

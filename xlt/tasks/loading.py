@@ -256,6 +256,45 @@ def member_missing(mixture: str, task: str, err: Exception | str) -> str:
     )
 
 
+@dataclass(frozen=True)
+class NeededFiles:
+    """The English splits a run with local files cannot do without (:func:`needed_files`)."""
+
+    target: str
+    needed: tuple[tuple[str, str, str], ...]  # (task, split, why)
+    members: tuple[tuple[str, str], ...]  # (task, training split) of each mixture member it may not skip
+    mixture: str | None
+
+
+def needed_files(cfg: Any) -> NeededFiles:
+    """What :func:`check_needed` looks for, from a validated config (no file is read here)."""
+    needed = []  # (task, split, why)
+    target = get_task(cfg.target.name)
+    if target.trainable:
+        if cfg.target.train_task and cfg.target.train_split:
+            needed.append((cfg.target.train_task, cfg.target.train_split, "target.train_split"))
+        if cfg.target.dev_split or target.dev_split:
+            needed.append((target.name, cfg.target.dev_split or target.dev_split, "target.dev_split"))
+    if "en" in target.languages and "en" in (cfg.target.languages or target.languages):
+        needed.append((target.name, target.test_split, "the English test: the gap is measured from it"))
+    stage = cfg.intermediate
+    mixture = get_mixture(stage.name) if stage is not None else None
+    members = []
+    if mixture is not None:  # each member's English training set, unless the config may skip it
+        for task in flatten_mixture(mixture).tasks:
+            if (stage.only is not None and task not in stage.only) or task in (stage.skip_members or []):
+                continue
+            member = stage.members.get(task)
+            members.append((task, member.train_split if member else "train"))
+    if stage is not None and mixture is None:
+        spec = get_task(stage.name)
+        if stage.train_split:
+            needed.append((spec.name, stage.train_split, "intermediate.train_split"))
+        if stage.dev_split or spec.dev_split:
+            needed.append((spec.name, stage.dev_split or spec.dev_split, "intermediate.dev_split"))
+    return NeededFiles(target.name, tuple(needed), tuple(members), mixture.name if mixture else None)
+
+
 def check_local_files(cfg: Any) -> None:
     """Before a run writes anything: with local files, the English splits it cannot do without must
     be there (found, not yet read): the target's training and dev sets and its English test (the gap
@@ -264,41 +303,25 @@ def check_local_files(cfg: Any) -> None:
     (skipped, one line each). With the hub
     nothing is checked here (a missing English test is an error when it is loaded)."""
     source, data_dir = resolve_source(cfg.data.source, cfg.data.dir)
+    check_needed(needed_files(cfg), source, data_dir)
+
+
+def check_needed(files: NeededFiles, source: str, data_dir: Path | None) -> None:
+    """:func:`check_local_files` of a run's :class:`NeededFiles` with its resolved data source."""
     if source != "local" or data_dir is None:
         return
-    needed = []  # (task spec, split, why)
-    target = get_task(cfg.target.name)
-    if target.trainable:
-        if cfg.target.train_task and cfg.target.train_split:
-            needed.append((get_task(cfg.target.train_task), cfg.target.train_split, "target.train_split"))
-        if cfg.target.dev_split or target.dev_split:
-            needed.append((target, cfg.target.dev_split or target.dev_split, "target.dev_split"))
-    if "en" in target.languages and "en" in (cfg.target.languages or target.languages):
-        needed.append((target, target.test_split, "the English test: the gap is measured from it"))
-    stage = cfg.intermediate
-    mixture = get_mixture(stage.name) if stage is not None else None
-    if mixture is not None:  # each member's English training set, unless the config may skip it
-        for task in flatten_mixture(mixture).tasks:
-            if (stage.only is not None and task not in stage.only) or task in (stage.skip_members or []):
-                continue
-            member = stage.members.get(task)
-            try:
-                locate_split(get_task(task), member.train_split if member else "train", "en", data_dir)
-            except MissingDataError as err:
-                raise DataError(member_missing(mixture.name, task, err)) from None
-    if stage is not None and mixture is None:
-        spec = get_task(stage.name)
-        if stage.train_split:
-            needed.append((spec, stage.train_split, "intermediate.train_split"))
-        if stage.dev_split or spec.dev_split:
-            needed.append((spec, stage.dev_split or spec.dev_split, "intermediate.dev_split"))
-    for spec, split, why in needed:
+    for task, split in files.members:
         try:
-            locate_split(spec, split, "en", data_dir)
+            locate_split(get_task(task), split, "en", data_dir)
+        except MissingDataError as err:
+            raise DataError(member_missing(str(files.mixture), task, err)) from None
+    for task, split, why in files.needed:
+        try:
+            locate_split(get_task(task), split, "en", data_dir)
         except MissingDataError as err:
             hint = ""
             if why == "target.train_split":
-                found = english_training_alternatives(target, data_dir)
+                found = english_training_alternatives(get_task(files.target), data_dir)
                 if found:
                     hint = "; found here: " + " or ".join(
                         f"target.train_task={task} target.train_split={split}" for task, split in found[:2]
