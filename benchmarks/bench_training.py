@@ -11,7 +11,7 @@ and LayerNorm weights, eps 1e-8), 10% linear warmup then linear decay, gradient 
 dropout on, one epoch, no evaluation, no checkpoint, progress bars off, one process on the CPU:
 
 - ``xlt``: xlt's own path: ``prepare_stage_data`` -> ``StageDataModule`` (length-grouped batches,
-  dynamic padding) -> ``TransferModule`` -> the Lightning Trainer that ``xlt.trainer.build_trainer`` builds;
+  dynamic padding) -> ``TransferModule`` -> the Lightning Trainer that ``xlt.training.trainer.build_trainer`` builds;
 - ``bare``: a plain loop (forward, loss, backward, clip, AdamW step, scheduler step, zero_grad) over
   the very batches xlt's loader yields in that epoch, collated before the clock starts: the floor for
   any trainer of this model on these batches (framework overhead = xlt / bare per optimizer step);

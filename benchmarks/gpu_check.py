@@ -240,7 +240,7 @@ def device_name(gpu: bool) -> str:
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
-    from xlt.console import text_table
+    from xlt.utils.console import text_table
 
     header = [
         "part",

@@ -5,8 +5,8 @@ xlt.plan and asserted.
 Per family (``--layer-models``, default ``xlmr_xxl,qwen2_5_7b``: XLMRobertaXLLayer at hidden 4096,
 Qwen2DecoderLayer at hidden 3584), every rank builds the layer class of the family table
 (xlt/modeling/families.py, the class the FSDP profiles wrap), wraps it with torch FSDP as
-xlt.strategies.FSDP does (FULL_SHARD, one unit per layer, the precision policy of
-xlt.strategies.PolicyFSDPPrecision, activation checkpointing on the layer), and trains it with
+xlt.training.strategies.FSDP does (FULL_SHARD, one unit per layer, the precision policy of
+xlt.training.strategies.PolicyFSDPPrecision, activation checkpointing on the layer), and trains it with
 xlt's own AdamW set-up (decay groups, ``adamw_implementation``: fused where the parameters allow) for
 ``--warmup`` + ``--steps`` steps of ``--batch`` x ``--seq-len`` tokens a rank.
 
@@ -127,7 +127,7 @@ def worker(rank: int, world: int, args: Any, port: int, out_dir: str) -> None:
 
     from xlt.modeling.families import family_of, layer_policy, resolve
     from xlt.modeling.module import NO_DECAY, adamw_implementation
-    from xlt.strategies import PolicyFSDPPrecision
+    from xlt.training.strategies import PolicyFSDPPrecision
 
     gpu = args.device == "cuda"
     if gpu:

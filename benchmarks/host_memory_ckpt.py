@@ -93,7 +93,7 @@ def plan(hidden: int, fmt: str) -> tuple[float, float, float]:
 
 
 def main() -> None:
-    from xlt.console import text_table
+    from xlt.utils.console import text_table
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hidden", type=int, default=512)

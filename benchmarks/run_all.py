@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_pipeline  # noqa: E402
 import bench_training  # noqa: E402
 
-from xlt.console import text_table  # noqa: E402
+from xlt.utils.console import text_table  # noqa: E402
 
 
 def machine() -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Markdown tables as the tests compare them: the padding xlt.console.text_table adds taken out."""
+"""Markdown tables as the tests compare them: the padding xlt.utils.console.text_table adds taken out."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The contamination audit (xlt/audit.py) on the real data: SQuAD v1.1 and v2.0 dev against XQuAD,
+"""The contamination audit (xlt/audit/sets.py) on the real data: SQuAD v1.1 and v2.0 dev against XQuAD,
 TyDiQA's English dev (= XTREME's English test), a clean pair, UD-POS's declared exclusion, an
 undeclared overlap that stops a run in one line, and a SQuAD -> XQuAD run that records and applies
 the exclusion in both stages."""
@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 import xlt.data.datamodule as datamodule
-from xlt.audit import audit, audit_scope
-from xlt.audit_fields import normalise
-from xlt.audit_keys import text_keys
-from xlt.audit_report import ContaminationError
+from xlt.audit.fields import normalise
+from xlt.audit.keys import text_keys
+from xlt.audit.report import ContaminationError
+from xlt.audit.sets import audit, audit_scope
 from xlt.config import validate
 from xlt.orchestration.run import run
 from xlt.results.rows import read_results
@@ -193,8 +193,8 @@ def test_squad_to_xquad_run_records_and_applies_the_exclusion(compose_cfg, data_
 
 
 def test_a_mixture_without_a_member_is_labelled_by_what_it_trained(compose_cfg) -> None:
-    from xlt.audit import mixture_label
-    from xlt.audit_report import AuditReport, RunSet, SetAudit
+    from xlt.audit.report import AuditReport, RunSet, SetAudit
+    from xlt.audit.sets import mixture_label
 
     cfg = validate(compose_cfg("model=tiny", "+intermediate=all9", "+target=xnli"))
     present = [SetAudit(RunSet("intermediate", "train", t, "train"), examples=5)
@@ -242,7 +242,7 @@ def test_mixture_run_rows_name_the_members_it_trained(compose_cfg, tmp_path: Pat
 
 @pytest.mark.slow  # reads SQuAD train (30 MB of JSON): 10-35 s on the shared 2-core machine
 def test_cli_prints_the_overlap_it_removed(data_dir: Path, capsys) -> None:
-    from xlt.audit import main
+    from xlt.audit.cli import main
 
     assert main(["+intermediate=squad", "+target=xquad", "model=tiny", f"data.dir={data_dir}"]) == 0
     out = capsys.readouterr().out
@@ -285,7 +285,7 @@ def test_squad_v2_no_answer_questions_on_xquad_paragraphs_are_reported_and_exclu
 
 
 def test_fields_catch_a_test_premise_a_test_sentence_in_a_paragraph_and_no_test_data() -> None:
-    from xlt.audit_fields import FieldChecker, FieldIndex
+    from xlt.audit.fields import FieldChecker, FieldIndex
 
     index = FieldIndex(20)
     index.add(
@@ -349,7 +349,7 @@ def test_ud_english_pud_sentences_inside_squad_paragraphs_are_reported(compose_c
 
 
 def test_paragraphs_holding_test_sentences_are_counted_once_and_listed() -> None:
-    from xlt.audit_fields import FieldChecker, FieldIndex
+    from xlt.audit.fields import FieldChecker, FieldIndex
 
     index = FieldIndex(20)
     index.add(

@@ -471,7 +471,7 @@ def test_export_out_a_file(compose_cfg, tmp_path: Path, capsys) -> None:
 
 
 def test_results_score_plan_audit_mains(tmp_path: Path, capsys) -> None:
-    from xlt.audit import main as audit_main
+    from xlt.audit.cli import main as audit_main
     from xlt.plan.cli import main as plan_main
     from xlt.results.__main__ import main as results_main
     from xlt.score import main as score_main
@@ -500,7 +500,7 @@ def test_results_score_plan_audit_mains(tmp_path: Path, capsys) -> None:
 
 
 def test_unexpected_error_is_one_line_and_debug_shows_the_traceback(monkeypatch, capsys) -> None:
-    from xlt.console import run_cli
+    from xlt.utils.console import run_cli
 
     def broken() -> int:
         return {}["missing"]

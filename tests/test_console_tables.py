@@ -1,5 +1,5 @@
-"""One table library (tabulate, through ``xlt.console.text_table``) for every printed table, and one
-parser helper (``xlt.console.cli_parser``) for every CLI."""
+"""One table library (tabulate, through ``xlt.utils.console.text_table``) for every printed table, and one
+parser helper (``xlt.utils.console.cli_parser``) for every CLI."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from xlt.console import RULE, cli_parser, text_table
+from xlt.utils.console import RULE, cli_parser, text_table
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted([*(ROOT / "xlt").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py")])
@@ -71,21 +71,21 @@ def test_cli_parser_prints_its_examples_after_the_options(capsys) -> None:
 
 def test_every_cli_builds_its_parser_with_cli_parser() -> None:
     """The package's CLIs say prog, description and examples through one helper (benchmarks/ are not CLIs)."""
-    clis = [p for p in SOURCES if "benchmarks" not in p.parts and p.parts[-2:] != ("xlt", "console.py")]
+    clis = [p for p in SOURCES if "benchmarks" not in p.parts and p.parts[-2:] != ("utils", "console.py")]
     direct = [str(p.relative_to(ROOT)) for p in clis if "ArgumentParser(" in p.read_text()]
-    assert direct == [], f"build the parser with xlt.console.cli_parser: {direct}"
+    assert direct == [], f"build the parser with xlt.utils.console.cli_parser: {direct}"
 
 
 HAND_DRAWN = re.compile(r"""["']\|---|-\+-|\.ljust\(|\.rjust\(""")
 
 
 def test_no_printed_table_is_drawn_by_hand() -> None:
-    """Markdown rules, ``-+-`` rules and ljust/rjust columns belong to xlt.console.text_table."""
+    """Markdown rules, ``-+-`` rules and ljust/rjust columns belong to xlt.utils.console.text_table."""
     found = [
         f"{p.relative_to(ROOT)}:{i}"
         for p in SOURCES
-        if p.parts[-2:] != ("xlt", "console.py")
+        if p.parts[-2:] != ("utils", "console.py")
         for i, line in enumerate(p.read_text().splitlines(), 1)
         if HAND_DRAWN.search(line)
     ]
-    assert found == [], f"print these tables with xlt.console.text_table: {found}"
+    assert found == [], f"print these tables with xlt.utils.console.text_table: {found}"

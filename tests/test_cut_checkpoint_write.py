@@ -1,4 +1,4 @@
-"""What a kill in the middle of writing last.ckpt leaves (docs/slurm-requeue.md, xlt/preemption.py):
+"""What a kill in the middle of writing last.ckpt leaves (docs/slurm-requeue.md, xlt/training/preemption.py):
 Lightning's ``_atomic_save`` writes a temporary file in ``$TMPDIR`` and moves it over last.ckpt only
 when complete, and xlt has renamed the previous last.ckpt to prev.ckpt just before. A process ended
 halfway through the real write (``os._exit``, as the watchdog does) leaves no last.ckpt, prev.ckpt
@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import fsspec.implementations.local as local
 from lightning_fabric.utilities.cloud_io import _atomic_save
-from xlt.callbacks import keep_previous
+from xlt.training.callbacks import keep_previous
 
 last = Path(sys.argv[1])
 

@@ -16,9 +16,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from xlt import PROJECT_ROOT
-from xlt.callbacks import Diverged, DivergenceGuard
 from xlt.orchestration.run import run
 from xlt.results.rows import ResultRow, RunContext, write_results
+from xlt.training.callbacks import Diverged, DivergenceGuard
 
 TINY = (
     "model=tiny", "+target=xnli", "target.train_task=snli", "target.train_split=dev",

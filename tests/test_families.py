@@ -2,7 +2,7 @@
 (KV cache off, tagging words with their leading space); the precision policy under FSDP and DDP.
 
 Multi-process checks run torch's FSDP and DDP on 2 gloo processes with the classes the profiles use
-(xlt.strategies, the family's layer policy); the full run path of each stand-in with each head kind is
+(xlt.training.strategies, the family's layer policy); the full run path of each stand-in with each head kind is
 in tests/test_stand_in_runs.py.
 """
 
@@ -311,7 +311,7 @@ def _policy_worker(rank: int, world: int, port: int, cache_dir: str, out_dir: st
     from torch.distributed.fsdp import FullyShardedDataParallel
     from torch.nn.parallel import DistributedDataParallel
 
-    from xlt.strategies import FSDP, check_layers_wrapped
+    from xlt.training.strategies import FSDP, check_layers_wrapped
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -391,7 +391,7 @@ def test_the_fsdp_strategy_reduces_and_keeps_buffers_in_fp32() -> None:
     autocasts only on CUDA; the profiles' strategy class installs the policy instead."""
     from pytorch_lightning.plugins.precision import FSDPPrecision
 
-    from xlt.strategies import FSDP
+    from xlt.training.strategies import FSDP
 
     assert FSDPPrecision("bf16-mixed").mixed_precision_config.buffer_dtype == torch.bfloat16  # Lightning's
     strategy = FSDP(parallel_devices=[torch.device("cpu")])

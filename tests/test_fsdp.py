@@ -1,5 +1,5 @@
 """FSDP for real on CPU: two processes (gloo) through the real ``python -m xlt.train``, with the
-strategy class the GPU profiles use (xlt.strategies.FSDP, Lightning's FSDPStrategy).
+strategy class the GPU profiles use (xlt.training.strategies.FSDP, Lightning's FSDPStrategy).
 
 - the issue's command (intermediate -> best reload -> target with a fresh head -> every language);
 - FSDP against DDP on the same config and data order: the same loss at every step and the same
@@ -24,7 +24,7 @@ import torch
 
 from xlt import PROJECT_ROOT
 from xlt.results.rows import read_results
-from xlt.sharded_ckpt import read_meta, read_weights
+from xlt.training.sharded_ckpt import read_meta, read_weights
 
 pytestmark = pytest.mark.slow  # the issue's tests are also marked ci: `make test` and CI run them
 
@@ -118,7 +118,7 @@ def test_the_issue_command_runs_two_fsdp_processes_to_every_language(
     assert "distributed_backend=gloo" in log and "Starting with 2 processes" in log
     assert (tmp_path / "run" / "train_ddp_process_1.log").is_file()  # the second rank ran
     config = (tmp_path / "run" / "config.yaml").read_text()
-    assert "xlt.strategies.FSDP" in config
+    assert "xlt.training.strategies.FSDP" in config
     rows = results(tmp_path / "run")
     state = json.loads((tmp_path / "run" / "state.json").read_text())
     tested = {
@@ -225,7 +225,7 @@ def _clip_worker(rank: int, world: int, port: int, out: str) -> None:
     import torch.distributed as dist
     from torch.distributed.fsdp import FullyShardedDataParallel, ShardingStrategy
 
-    from xlt.strategies import clip_grad_norm
+    from xlt.training.strategies import clip_grad_norm
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)

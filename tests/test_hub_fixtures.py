@@ -265,7 +265,7 @@ def test_tiny_run_on_the_hub_fixtures_records_commits_and_what_was_left_out(
         assert read["commit"] == hub_fixtures.recorded_commit(repo)
     records = read_results(tmp_path / "run" / "results.jsonl")
     assert records and all(r["data_source"] == "hub" for r in records)
-    # Labelled by what it trained (xlt/audit.py mixture_label): every member left out is named.
+    # Labelled by what it trained (xlt/audit/sets.py mixture_label): every member left out is named.
     assert {r["intermediate"] for r in records} == {
         "all9-snli-mnli-anli_rounds-qqp-squad-squad2-hellaswag-ccg-cosmosqa"
     }

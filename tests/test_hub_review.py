@@ -201,7 +201,7 @@ def test_snli_rows_without_consensus_are_dropped_from_hub_shaped_rows(tmp_path) 
 def test_the_audit_entry_point_reads_the_configured_mirror(tmp_path, monkeypatch, capsys) -> None:
     """``python -m xlt.audit ... data.source=hub data.hub_mirror=DIR`` reads DIR (load_split outside
     the Runner is configured by its entry point), never the hub repos themselves."""
-    from xlt import audit
+    from xlt.audit import cli as audit
     from xlt.tasks.registry import all_tasks
 
     for repo in {hub.path for spec in all_tasks().values() for hub in spec.hub.values()}:

@@ -174,7 +174,7 @@ def test_resume_point_is_not_written_after_the_last_step_and_the_bar_reads_the_l
     loss is not a prog_bar metric (read back every step) yet the progress bar shows it."""
     from torch.utils.data import DataLoader
 
-    from xlt.callbacks import LossProgressBar, ResumePoint
+    from xlt.training.callbacks import LossProgressBar, ResumePoint
 
     written: list[int] = []
 
@@ -220,7 +220,7 @@ def test_clipping_reuses_the_guards_norm_and_clips_as_lightning_does() -> None:
     clip_grad_norm_ (what Lightning calls) bit for bit, and the norm is taken once per step."""
     from pytorch_lightning.plugins.precision import Precision
 
-    from xlt.callbacks import DivergenceGuard
+    from xlt.training.callbacks import DivergenceGuard
 
     module = small_module()
     reference = copy.deepcopy(module)

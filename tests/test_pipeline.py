@@ -188,8 +188,8 @@ def test_ddp_on_cpu_two_processes(data_dir: Path, tmp_path: Path, cache_dir: Pat
 def test_wandb_run_per_job_is_grouped_tagged_and_kept_across_relaunches(compose_cfg, tmp_path: Path) -> None:
     """One W&B run per job: grouped by sweep, tagged with model/intermediate/target/seed, and its id
     kept in the run directory so a relaunch continues it (built, not started: no network)."""
-    from xlt.loggers import build_logger
     from xlt.results.rows import RunContext
+    from xlt.training.loggers import build_logger
 
     cfg = validate(compose_cfg("+intermediate=mnli", "+target=xnli", "model=tiny", "seed=2", "logger=wandb",
                                "logger.mode=offline", "logger.group=scale_gap", "logger.tags=[scale_gap]", base=()))  # fmt: skip

@@ -1,4 +1,4 @@
-"""The precision policy of the FSDP profiles (xlt/strategies.py, docs/decoders.md "Precision"):
+"""The precision policy of the FSDP profiles (xlt/training/strategies.py, docs/decoders.md "Precision"):
 one policy whatever the precision string, the wrap and the device."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ def test_every_precision_builds_a_trainer_under_the_fsdp_profile(precision: str)
     import pytorch_lightning as pl
     from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 
-    from xlt.strategies import FSDP, PolicyFSDPPrecision
+    from xlt.training.strategies import FSDP, PolicyFSDPPrecision
 
     trainer = pl.Trainer(
         strategy=FSDP(),
@@ -38,7 +38,7 @@ def test_autocast_runs_on_the_strategys_device_not_where_cuda_exists(monkeypatch
     available, so the CPU ops ran in fp32 and the CUDA autocast state was set for nothing)."""
     from pytorch_lightning.plugins.precision import FSDPPrecision
 
-    from xlt.strategies import FSDP
+    from xlt.training.strategies import FSDP
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     strategy = FSDP(parallel_devices=[torch.device("cpu")])
@@ -82,7 +82,7 @@ def _grad_worker(rank: int, world: int, port: int, out: str) -> None:
     from torch.nn.parallel import DistributedDataParallel
 
     from xlt.modeling.families import layer_policy
-    from xlt.strategies import FSDP
+    from xlt.training.strategies import FSDP
 
     class LightningOriginal(FSDPPrecision):  # Lightning's bf16 param/reduce/buffer dtypes, autocast on CPU
         def forward_context(self):  # type: ignore[no-untyped-def]
@@ -165,9 +165,9 @@ def test_fsdp_gradients_equal_ddps_under_the_policy_and_not_under_lightnings(tmp
 
 
 def test_result_rows_name_one_policy_for_ddp_and_fsdp() -> None:
-    from xlt.strategies import precision_policy
+    from xlt.training.strategies import precision_policy
 
-    fsdp = {"_target_": "xlt.strategies.FSDP"}
+    fsdp = {"_target_": "xlt.training.strategies.FSDP"}
     assert precision_policy("bf16-mixed", "ddp") == precision_policy("bf16-mixed", fsdp)
     assert (
         precision_policy("bf16-mixed", fsdp)

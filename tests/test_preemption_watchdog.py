@@ -1,4 +1,4 @@
-"""The SIGTERM watchdog (xlt/preemption.py) with real processes and real signals: a rank blocked in a
+"""The SIGTERM watchdog (xlt/training/preemption.py) with real processes and real signals: a rank blocked in a
 collective that its peer never joins (the main thread is in C, so no Python handler can run) still
 ends within the grace time with status 143; a rank outside any Trainer ends at once with 143."""
 
@@ -18,7 +18,7 @@ from xlt import PROJECT_ROOT
 SCRIPT = """
 import sys, time
 import torch.distributed as dist
-from xlt.preemption import handling_sigterm
+from xlt.training.preemption import handling_sigterm
 
 rank, port = int(sys.argv[1]), sys.argv[2]
 dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
@@ -76,7 +76,7 @@ import os, signal, sys, time
 from types import SimpleNamespace
 import torch
 import torch.distributed as dist
-from xlt.preemption import SignalConnector, handling_sigterm
+from xlt.training.preemption import SignalConnector, handling_sigterm
 
 rank, port = int(sys.argv[1]), sys.argv[2]
 dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
@@ -117,8 +117,8 @@ def test_the_stop_decision_is_shared_by_every_rank_not_each_ranks_own_flag(tmp_p
 
 ARMED = """
 import os, signal, sys, time
-from xlt.callbacks import Preempted
-from xlt.preemption import handling_sigterm
+from xlt.training.callbacks import Preempted
+from xlt.training.preemption import handling_sigterm
 
 with handling_sigterm(grace=2.0):
     try:
@@ -153,7 +153,7 @@ def test_the_first_sigterm_stops_lightnings_child_process_observer() -> None:
     purpose, so the first SIGTERM must switch it off."""
     from lightning_fabric.strategies.launchers.subprocess_script import _ChildProcessObserver
 
-    from xlt import preemption
+    from xlt.training import preemption
 
     main = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     child = subprocess.Popen([sys.executable, "-c", "import sys, time; time.sleep(1); sys.exit(143)"])
@@ -178,7 +178,7 @@ def test_the_watchdog_does_not_wait_on_a_held_log_handler_lock() -> None:
     import logging
     import threading
 
-    from xlt.preemption import _flush_unless_held
+    from xlt.training.preemption import _flush_unless_held
 
     handler = logging.StreamHandler(io.StringIO())
     held, done = threading.Event(), threading.Event()
@@ -202,7 +202,7 @@ def test_state_is_reset_before_the_handler_and_the_watchdog_start(monkeypatch: A
     """A SIGTERM noted between installing the handler and starting the watchdog must survive."""
     import threading
 
-    from xlt import preemption
+    from xlt.training import preemption
 
     original = threading.Thread.start
 
@@ -223,6 +223,6 @@ def test_state_is_reset_before_the_handler_and_the_watchdog_start(monkeypatch: A
 
 def test_the_default_grace_is_below_slurms_default_killwait() -> None:
     """SLURM sends SIGKILL KillWait (30 s by default) after SIGTERM: the watchdog must act first."""
-    from xlt.preemption import DEFAULT_GRACE_S
+    from xlt.training.preemption import DEFAULT_GRACE_S
 
     assert DEFAULT_GRACE_S < 30

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime
 
 from xlt.config import validate
-from xlt.trainer import PROCESS_GROUP_TIMEOUT, build_strategy
+from xlt.training.trainer import PROCESS_GROUP_TIMEOUT, build_strategy
 
 
 def test_fsdp_profiles_get_a_long_process_group_timeout(compose_cfg) -> None:  # type: ignore[no-untyped-def]

@@ -1,4 +1,4 @@
-"""Progress off a terminal (xlt/progress.py): a real Lightning fit writes a start line, a time
+"""Progress off a terminal (xlt/training/progress.py): a real Lightning fit writes a start line, a time
 estimate from the first steps, and a line per 25% with the rate and the time left."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from xlt.progress import LineProgress, duration, rate
+from xlt.training.progress import LineProgress, duration, rate
 
 
 class Tiny(pl.LightningModule):
@@ -81,7 +81,7 @@ def test_learning_rate_and_gradient_norm_are_logged(tmp_path) -> None:
 
     from pytorch_lightning.loggers import CSVLogger
 
-    from xlt.callbacks import DivergenceGuard
+    from xlt.training.callbacks import DivergenceGuard
 
     torch.manual_seed(0)
     norms: list[float] = []

@@ -116,7 +116,7 @@ def test_quick_check_runs_as_printed(data_dir: Path, cache_dir: Path, tmp_path: 
     assert "target / xnli / test" in proc.stdout
     assert (tmp_path / "run" / "results.jsonl").is_file()
     # A quiet terminal: stage start/end lines, the progress bar and the tables; the rest goes to the
-    # run's log file (xlt/console.py).
+    # run's log file (xlt/utils/console.py).
     terminal = proc.stdout + proc.stderr
     for noise in ("Tip:", "GPU available", "LeafSpec", "Saving the dataset", "anonymous", "wandb: ",
                   "Contamination audit", "Seed set", "Trainable params", "log_every_n_steps"):  # fmt: skip

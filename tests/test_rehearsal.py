@@ -8,7 +8,7 @@ under FSDP; 1.8-4.4 min here). Slow suite: every architecture with each head kin
 other sessions, a trained 2-process job takes 20 s to 2.5 min (much of it rank 1's start-up), so the
 whole subset does not fit the default suite.
 
-Before xlt/launch.py, Lightning started rank 1 of a multirun job with the whole sweep's command line:
+Before xlt/training/launch.py, Lightning started rank 1 of a multirun job with the whole sweep's command line:
 rank 1 ran a sweep of its own, in step with rank 0's only as long as both walked the same jobs, and
 later jobs started no rank 1 (they reused that process and the first job's process group).
 """
@@ -51,7 +51,7 @@ def rehearse(work: Path, shared: Path, cache: Path, *overrides: str) -> dict[str
     (table,) = results.glob("rehearsal-*.json")
     rows = {row["job"]: row for row in json.loads(table.read_text())["jobs"]}
     assert rows and all(row["passed"] for row in rows.values()), tail
-    # one sweep: rank 1 ran its job, not a sweep of its own (before xlt/launch.py: two "Launching" lines)
+    # one sweep: rank 1 ran its job, not a sweep of its own (before xlt/training/launch.py: two "Launching" lines)
     assert log.read_text().count("[HYDRA] Launching") == sweeps_before + 1, tail
     return rows
 
@@ -65,7 +65,7 @@ def check_job(sweep: Path, job: str, row: dict, model: str, trained: bool) -> No
     run_dir = sweep / job
     config = (run_dir / "config.yaml").read_text()
     assert f"name: {model}" in config and "devices: 2" in config
-    assert ("xlt.strategies.FSDP" in config) == (ARCHS[model] == "fsdp"), job
+    assert ("xlt.training.strategies.FSDP" in config) == (ARCHS[model] == "fsdp"), job
     if trained:  # both ranks trained the target: Lightning started rank 1 on this job alone
         assert "Starting with 2 processes" in (run_dir / "train.log").read_text(), job
         assert (run_dir / "train_ddp_process_1.log").is_file(), job

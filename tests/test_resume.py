@@ -21,8 +21,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from xlt import PROJECT_ROOT
-from xlt.callbacks import LoaderStateOnResume, RngStateInCheckpoint, StepCheckpoint
 from xlt.results.rows import read_results
+from xlt.training.callbacks import LoaderStateOnResume, RngStateInCheckpoint, StepCheckpoint
 
 FAULTS = PROJECT_ROOT / "tests" / "faults"
 

@@ -73,7 +73,7 @@ def test_rank_zeros_own_error_stands_when_the_waiting_ranks_are_already_gone(
     """SIGTERM to every rank between stages: rank 1 leaves with 143 while rank 0 tells it of its own
     Preempted; the broadcast to the departed rank fails, and rank 0 must still exit with Preempted
     (143), not that RuntimeError (seen: status 1)."""
-    from xlt.callbacks import Preempted
+    from xlt.training.callbacks import Preempted
 
     def gone(failure: str | None = None) -> None:
         if failure is not None:

@@ -61,6 +61,21 @@ def test_config_differences_lists_only_result_changing_keys(compose_cfg) -> None
     assert config_differences(ConfigRecord.of(cfg), stored) == ["scale.devices"]
 
 
+def test_a_run_stored_before_the_strategy_class_moved_is_the_same_config(compose_cfg) -> None:
+    """config.yaml of an FSDP run started before xlt/strategies.py moved to xlt/training/ names the
+    old class path: its relaunch is the same configuration; another class is not."""
+    from xlt.config import validate
+    from xlt.schema import to_container
+
+    cfg = validate(compose_cfg("model=tiny_xl", "+target=xnli"))
+    stored = to_container(cfg)
+    assert stored["scale"]["strategy"]["_target_"] == "xlt.training.strategies.FSDP"
+    stored["scale"]["strategy"]["_target_"] = "xlt.strategies.FSDP"
+    assert config_differences(ConfigRecord.of(cfg), stored) == []
+    stored["scale"]["strategy"]["_target_"] = "xlt.training.strategies.DDP"
+    assert config_differences(ConfigRecord.of(cfg), stored) == ["scale.strategy._target_"]
+
+
 def _save(path: Path, step: int) -> None:
     torch.save({"global_step": step, "state_dict": {"w": torch.ones(2)}}, path)
 

@@ -19,7 +19,7 @@ from pytorch_lightning.strategies import FSDPStrategy
 from xlt.config import validate
 from xlt.modeling.encoder import add_lora, check_model_type, keep_first_layers
 from xlt.schema import ConfigError, batch_plan, group_choices
-from xlt.trainer import build_strategy, cluster_plugins
+from xlt.training.trainer import build_strategy, cluster_plugins
 
 MODELS = group_choices("model")
 PROFILES = group_choices("scale")

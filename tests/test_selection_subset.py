@@ -48,7 +48,7 @@ def test_select_on_train_task_selects_on_the_training_tasks_validation_set(compo
     the same (the audit then checks that set); QA targets select on SQuAD dev either way."""
     import pytest
 
-    from xlt.audit import run_sets
+    from xlt.audit.sets import run_sets
     from xlt.config import validate
     from xlt.schema import ConfigError
 

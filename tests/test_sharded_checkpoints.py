@@ -22,9 +22,9 @@ import pytest
 import torch
 
 from xlt import PROJECT_ROOT
-from xlt.callbacks import keep_previous
 from xlt.orchestration.rundir import PREVIOUS_CKPT, UNUSABLE_CKPT, checkpoint_problem, resume_checkpoint
-from xlt.sharded_ckpt import DCP_METADATA, META_FILE, read_meta, read_weights, remove
+from xlt.training.callbacks import keep_previous
+from xlt.training.sharded_ckpt import DCP_METADATA, META_FILE, read_meta, read_weights, remove
 
 FAULTS = Path(__file__).parent / "faults"
 
@@ -59,7 +59,9 @@ def test_the_fsdp_profiles_save_sharded_by_default_and_full_on_request(compose_c
         model
     ) in FSDP_PROFILES:  # each model's own profile (scale: ${model}), FSDP through conf/scale/fsdp.yaml
         strategy = compose_cfg("+target=xnli", f"model={model}").scale.strategy
-        assert strategy._target_ == "xlt.strategies.FSDP" and strategy.state_dict_type == "sharded", model
+        assert (
+            strategy._target_ == "xlt.training.strategies.FSDP" and strategy.state_dict_type == "sharded"
+        ), model
     for model in ("xlmr_base", "xlmr_large", "tiny"):  # DDP: one file, as before
         assert "state_dict_type" not in str(compose_cfg("+target=xnli", f"model={model}").scale.strategy), (
             model
@@ -90,7 +92,7 @@ def test_a_finished_best_replaces_the_older_one_without_deleting_it_first(
     monkeypatch, tmp_path: Path
 ) -> None:
     """best.ckpt is missing only between two renames, not while a large older directory is deleted."""
-    from xlt.sharded_ckpt import put_in_place
+    from xlt.training.sharded_ckpt import put_in_place
 
     best, partial = tmp_path / "best.ckpt", tmp_path / "best.ckpt.partial"
     write_sharded(best, sample_weights(1), step=2)
@@ -219,8 +221,8 @@ def test_every_rank_waits_until_rank_0_has_put_the_sharded_best_in_place(monkeyp
 
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    import xlt.callbacks as callbacks
-    from xlt.callbacks import BestCheckpoint
+    import xlt.training.callbacks as callbacks
+    from xlt.training.callbacks import BestCheckpoint
 
     events: list[str] = []
 

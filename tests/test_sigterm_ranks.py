@@ -3,7 +3,7 @@ torchrun do (the process group): during training, validation, a checkpoint save 
 (a retrieval probe), under FSDP and DDP. Every rank must be gone within a minute, the job's status
 must be 143, and the relaunch must end exactly as an unbroken run (every result row, every loss).
 
-Before xlt/preemption.py, Lightning 2.6.6's SIGTERM handler ran ``dist.broadcast`` inside the signal
+Before xlt/training/preemption.py, Lightning 2.6.6's SIGTERM handler ran ``dist.broadcast`` inside the signal
 handler, which deadlocked against the other rank's barrier or all-gather (seen: 15 minutes).
 """
 
@@ -79,7 +79,7 @@ def unbroken(data_dir: Path, cache_dir: Path, tmp_path_factory: pytest.TempPathF
 
 CASES = [
     # every rank writing its shards of last.ckpt/ (the FSDP profile's sharded checkpoints); the relaunch
-    # once failed after it (rank 1 read best.ckpt/ while rank 0 renamed it: xlt.callbacks.BestCheckpoint)
+    # once failed after it (rank 1 read best.ckpt/ while rank 0 renamed it: xlt.training.callbacks.BestCheckpoint)
     ("fsdp", "last.ckpt:shardwrite:1:TERMGROUP"),
     ("fsdp", "anli_rounds:validation:1:TERMGROUP"),  # inside a validation
     # between stages: the probe after the intermediate stage (calls 0-1 are the pretrained probe, before

@@ -145,7 +145,7 @@ def test_preempted_xlt_job_requeues_resumes_and_matches(
     err = "".join(p.read_text() for p in (sweep_dir / ".submitit" / task).glob("*_log.err"))
     assert "this job is preempted" in err
     assert results(run_a) == results(run_b)
-    # Every training step's loss is there, the first attempt's rows kept (xlt.loggers), and equal b's.
+    # Every training step's loss is there, the first attempt's rows kept (xlt.training.loggers), and equal b's.
     assert losses(run_a) == losses(run_b) and max(losses(run_b)) > step
     assert all(torch.equal(v, best_weights(run_b)[k]) for k, v in best_weights(run_a).items())
     assert json.loads((run_a / "state.json").read_text())["finished"]

@@ -46,7 +46,7 @@ def census() -> Counter[str]:
 
 
 def holding_trainers() -> int:
-    """Trainers still holding a module or optimizers (what :func:`xlt.trainer.release` drops)."""
+    """Trainers still holding a module or optimizers (what :func:`xlt.training.trainer.release` drops)."""
     held = 0
     for obj in gc.get_objects():
         if isinstance(obj, pl.Trainer):

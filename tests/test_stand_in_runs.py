@@ -54,9 +54,9 @@ def test_stand_in_trains_each_head_kind_on_two_fsdp_processes(
     assert "Starting with 2 processes" in log
     assert (run_dir / "train_ddp_process_1.log").is_file()
     config = (run_dir / "config.yaml").read_text()
-    assert "xlt.strategies.FSDP" in config and "precision: bf16-mixed" in config
+    assert "xlt.training.strategies.FSDP" in config and "precision: bf16-mixed" in config
     assert f"name: {model}" in config
-    # The wrapped model under the precision policy, as the run has it (xlt.strategies.log_precision).
+    # The wrapped model under the precision policy, as the run has it (xlt.training.strategies.log_precision).
     inv_freq = "torch.float32" if model == "tiny_qwen" else "none"
     assert (f"FSDP precision: bf16-mixed param_dtype=torch.float32 reduce_dtype=torch.float32 "
             f"buffer_dtype=torch.float32 autocast_device=cpu inv_freq={inv_freq}") in log  # fmt: skip

@@ -23,9 +23,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from xlt import PROJECT_ROOT
-from xlt.callbacks import RngStateInCheckpoint, StepCheckpoint
 from xlt.config import validate
 from xlt.schema import CONF_DIR, group_choices
+from xlt.training.callbacks import RngStateInCheckpoint, StepCheckpoint
 
 
 def compose_hydra(*overrides: str) -> DictConfig:
@@ -114,7 +114,7 @@ def test_scale_gap_xnli_is_models_x_intermediates_x_seeds(cache_dir: Path) -> No
         expected = (
             "ddp"
             if cfg.model.name in ("xlmr_base", "xlmr_large")
-            else "xlt.strategies.FSDP"  # Lightning's FSDPStrategy, CPU-capable (xlt/strategies.py)
+            else "xlt.training.strategies.FSDP"  # Lightning's FSDPStrategy, CPU-capable (xlt/training/strategies.py)
         )
         assert strategy == expected and cfg.scale.devices == 4
     # intermediate=anli is ANLI+ (a mixture: SNLI + MNLI + ANLI rounds on one NLI head)
@@ -441,7 +441,7 @@ def test_a_relaunched_job_keeps_the_csv_rows_of_its_earlier_attempt(tmp_path: Pa
     lose the rows of its first attempt. Each step is on disk as soon as it is logged."""
     import csv
 
-    from xlt.loggers import ResumableCSVLogger
+    from xlt.training.loggers import ResumableCSVLogger
 
     first = ResumableCSVLogger(str(tmp_path))
     first.log_metrics({"train/loss": 1.5}, step=0)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch.distributed as dist
 
-import xlt.trainer
+import xlt.training.trainer
 
 
 def test_a_new_default_group_gets_a_new_wait_group_even_with_the_old_ones_id(
@@ -24,8 +24,10 @@ def test_a_new_default_group_gets_a_new_wait_group_even_with_the_old_ones_id(
         made.append(object())
         return made[-1]
 
-    monkeypatch.setattr(xlt.trainer, "_WAIT_GROUPS", {})
-    monkeypatch.setattr(xlt.trainer, "id", lambda obj: 1, raising=False)  # the old group's id, reused
+    monkeypatch.setattr(xlt.training.trainer, "_WAIT_GROUPS", {})
+    monkeypatch.setattr(
+        xlt.training.trainer, "id", lambda obj: 1, raising=False
+    )  # the old group's id, reused
     monkeypatch.setattr(dist, "is_initialized", lambda: True)
     monkeypatch.setattr(dist, "get_world_size", lambda *a, **k: 2)
     monkeypatch.setattr(dist, "get_rank", lambda *a, **k: 1)
@@ -33,9 +35,9 @@ def test_a_new_default_group_gets_a_new_wait_group_even_with_the_old_ones_id(
     monkeypatch.setattr(dist, "new_group", new_group)
     used: list[object] = []
     monkeypatch.setattr(dist, "broadcast_object_list", lambda message, src, group: used.append(group))
-    xlt.trainer.wait_for_rank_zero()
-    xlt.trainer.wait_for_rank_zero()
+    xlt.training.trainer.wait_for_rank_zero()
+    xlt.training.trainer.wait_for_rank_zero()
     current["world"] = worlds[1]  # destroyed and initialised again
-    xlt.trainer.wait_for_rank_zero()
+    xlt.training.trainer.wait_for_rank_zero()
     assert len(made) == 2
     assert used == [made[0], made[0], made[1]]

@@ -42,7 +42,7 @@ def test_results_table_and_summary_are_in_percent_like_the_history() -> None:
     """The W&B results table stored rel_gap as a fraction (-0.078) beside the history's -7.81."""
     from types import SimpleNamespace
 
-    from xlt.loggers import log_results
+    from xlt.training.loggers import log_results
 
     tables: list[dict[str, Any]] = []
 
@@ -128,7 +128,7 @@ def test_checkpoint_artifacts_and_a_run_id_from_the_dashboard(
     import pytorch_lightning.loggers
 
     from xlt.config import validate
-    from xlt.loggers import build_logger
+    from xlt.training.loggers import build_logger
 
     seen: dict[str, Any] = {}
 
@@ -143,7 +143,7 @@ def test_checkpoint_artifacts_and_a_run_id_from_the_dashboard(
     cfg = validate(compose_cfg("+target=xnli", "model=tiny", "logger=wandb", "logger.log_model=true",
                                "logger.run_id=dash1234", base=()))  # fmt: skip
     build_logger(*planned_logger(cfg), tmp_path, ctx)  # type: ignore[arg-type]
-    # Lightning's log_model stays off: it uploads whatever saved last; xlt.loggers.log_checkpoint uploads
+    # Lightning's log_model stays off: it uploads whatever saved last; xlt.training.loggers.log_checkpoint uploads
     # the selected checkpoint (test_selected_checkpoint_is_the_artifact).
     assert seen["log_model"] is False and seen["id"] == "dash1234" and seen["resume"] == "allow"
     assert (tmp_path / "wandb_id").read_text().strip() == "dash1234"
@@ -158,8 +158,8 @@ def test_run_id_only_with_the_run_directory_of_that_run(compose_cfg, tmp_path: P
     A fresh folder (no state.json) or one of another W&B run is refused in one line; the folder
     holding that id under outputs/ is named."""
     from xlt.config import validate
-    from xlt.loggers import check_run_id
     from xlt.schema import ConfigError
+    from xlt.training.loggers import check_run_id
 
     monkeypatch.chdir(tmp_path)
     cfg = planned_logger(
@@ -193,7 +193,7 @@ def test_run_id_only_with_the_run_directory_of_that_run(compose_cfg, tmp_path: P
 
 
 def planned_logger(cfg: Any) -> tuple[Any, Any]:
-    """The logger's settings and the public config of ``cfg``'s plan (what xlt.loggers takes)."""
+    """The logger's settings and the public config of ``cfg``'s plan (what xlt.training.loggers takes)."""
     from xlt.orchestration.plan_sections import ConfigRecord, logger_plan
 
     return logger_plan(cfg.logger), ConfigRecord.of(cfg).public
@@ -234,7 +234,7 @@ def test_selected_checkpoint_is_the_artifact(compose_cfg, tmp_path: Path, monkey
     import wandb
 
     from xlt.config import validate
-    from xlt.loggers import log_checkpoint
+    from xlt.training.loggers import log_checkpoint
 
     for key, sub in (("WANDB_DIR", "wandb"), ("WANDB_CONFIG_DIR", "config"), ("WANDB_CACHE_DIR", "cache")):
         monkeypatch.setenv(key, str(tmp_path / sub))

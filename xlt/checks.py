@@ -13,11 +13,11 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig
 
-from xlt.checks_trainer import check_trainer_values, is_int, is_number
 from xlt.schema import ConfigError
 from xlt.tasks.lengths import seq_length
 from xlt.tasks.registry import all_tasks, flatten_mixture, get_mixture, get_task
 from xlt.tasks.spec import HEAD_KINDS
+from xlt.training.checks_trainer import check_trainer_values, is_int, is_number
 
 SEED_MAX = 2**32 - 1  # numpy's and Lightning's seed range
 

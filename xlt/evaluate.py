@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, cast
 from omegaconf import DictConfig, OmegaConf
 
 from xlt.config import validate
-from xlt.console import check_out_dir, cli_parser, quiet_terminal, run_cli
 from xlt.export import (
     CONFIG_FILE,
     EXPORT_FILE,
@@ -35,7 +34,8 @@ from xlt.export import (
 )
 from xlt.orchestration import rundir
 from xlt.orchestration.plan import build_plan, evaluation_only
-from xlt.sharded_ckpt import DCP_METADATA
+from xlt.training.sharded_ckpt import DCP_METADATA
+from xlt.utils.console import check_out_dir, cli_parser, quiet_terminal, run_cli
 
 if TYPE_CHECKING:
     import torch
@@ -50,7 +50,7 @@ def resolve_source(source: Path) -> tuple[str, Path, DictConfig]:
     if source.is_dir() and not (source / DCP_METADATA).is_file():
         cfg = run_config(source)
         return "checkpoint", target_checkpoint(source), cfg
-    if source.exists():  # a checkpoint file, or a sharded checkpoint directory (xlt/sharded_ckpt.py)
+    if source.exists():  # a checkpoint file, or a sharded checkpoint directory (xlt/training/sharded_ckpt.py)
         run_dir = source.parent.parent.parent  # <run>/checkpoints/<stage>/<file>
         if source.parent.name != "target":
             raise ExportError(

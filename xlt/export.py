@@ -27,7 +27,6 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from xlt.config import validate
-from xlt.console import check_out_dir, cli_parser, run_cli
 from xlt.export_hub import (
     PushError,
     apply_umask_tree,
@@ -44,6 +43,7 @@ from xlt.results.report import format_table
 from xlt.results.rows import read_results
 from xlt.schema import ConfigError
 from xlt.tasks.registry import get_task
+from xlt.utils.console import check_out_dir, cli_parser, run_cli
 
 log = logging.getLogger("xlt")
 

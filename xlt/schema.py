@@ -216,7 +216,7 @@ class LoggerConfig:
     group: str | None = None
     tags: list[str] = field(default_factory=list)
     mode: str = "auto"
-    # W&B: each stage's selected checkpoint (best.ckpt) as a run artifact (xlt.loggers.log_checkpoint).
+    # W&B: each stage's selected checkpoint (best.ckpt) as a run artifact (xlt.training.loggers.log_checkpoint).
     log_model: bool = False
     # W&B: the run id to continue (as the dashboard shows it) instead of the run directory's wandb_id.
     run_id: str | None = None

@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xlt.console import RULE, cli_parser, run_cli, text_table
 from xlt.metrics.qa import mlqa_evaluate, squad_evaluate
 from xlt.metrics.xtreme import (
     XTREME_GROUP2TASK,
@@ -48,6 +47,7 @@ from xlt.metrics.xtreme import (
     task_score,
 )
 from xlt.score_files import BadFile, check_fields, read_lines, read_squad_json, read_tag_sentences
+from xlt.utils.console import RULE, cli_parser, run_cli, text_table
 
 # --------------------------------------------------------------------------------------------------
 # One language

@@ -11,11 +11,11 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from xlt.config import register_configs, validate
-from xlt.console import DEBUG_ENV, debug_requested, quiet_terminal, report_error, run_cli
-from xlt.launch import install, is_multirun, multirun_job, run_dir_from_hydra, sweep_dir_from_hydra
 from xlt.orchestration.plan import build_plan, format_plan
 from xlt.results.objective import sweep_objective
 from xlt.schema import CONF_DIR, ConfigError
+from xlt.training.launch import install, is_multirun, multirun_job, run_dir_from_hydra, sweep_dir_from_hydra
+from xlt.utils.console import DEBUG_ENV, debug_requested, quiet_terminal, report_error, run_cli
 
 log = logging.getLogger("xlt")
 register_configs()  # intermediate=none, before Hydra composes
@@ -25,7 +25,7 @@ register_configs()  # intermediate=none, before Hydra composes
 # `python -m xlt.train` but not from the `xlt-train` console script ("Primary config module 'conf' not found").
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
-    from xlt.callbacks import Diverged, Preempted
+    from xlt.training.callbacks import Diverged, Preempted
 
     quiet_terminal()  # the terminal gets stage lines, the progress bar and the tables; the log file all
 

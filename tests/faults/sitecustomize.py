@@ -15,7 +15,7 @@ others already wait in the barrier after the save; ``task`` is the file name, e.
 writing its shards into the directory ``task``, e.g. ``last.ckpt``),
 ``embed`` in ``xlt.modeling.embedding.embed`` (retrieval: a probe between
 stages; ``task`` is then the progress label's first word, e.g. ``tatoeba``), ``place`` in
-``xlt.callbacks.put_in_place`` (rank 0 renaming a finished sharded ``best.ckpt`` into place; ``task``
+``xlt.training.callbacks.put_in_place`` (rank 0 renaming a finished sharded ``best.ckpt`` into place; ``task``
 is the destination's name, e.g. ``best.ckpt``); ``n`` counts the calls of this process. Signal ``TERMGROUP``
 sends SIGTERM to the whole process group (every rank, as SLURM signals every task of a job step),
 ``TERM`` to this process only, ``SLEEP<seconds>`` sends nothing and sleeps that long (a slow file
@@ -146,7 +146,7 @@ class _Finder(importlib.abc.MetaPathFinder):
         hook = SPEC.split(":")[1]
         wanted = {"embed": "xlt.modeling.embedding", "write": "lightning_fabric.utilities.cloud_io",
                   "shardwrite": "lightning_fabric.strategies.fsdp",
-                  "place": "xlt.callbacks"}.get(hook, "xlt.modeling.module")  # fmt: skip
+                  "place": "xlt.training.callbacks"}.get(hook, "xlt.modeling.module")  # fmt: skip
         if name != wanted:
             return None
         sys.meta_path.remove(self)

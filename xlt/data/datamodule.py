@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
 
-from xlt.audit_keys import Removal, apply_removal
+from xlt.audit.keys import Removal, apply_removal
 from xlt.data.features import Collator, featurize, load_split_cached, tokenizer_fingerprint
 from xlt.data.sampling import LengthGroupedBatchSampler, MultiTaskBatchSampler, ResumableDataLoader
 from xlt.data.selection import draw_selection
@@ -115,7 +115,7 @@ class DataSettings:
     cache_dir: Path | None
     tokenizer: PreTrainedTokenizerBase
     tokenizer_id: str = ""
-    # ``task/split`` -> what the contamination audit's declared exclusions remove from it (xlt/audit.py)
+    # ``task/split`` -> what the contamination audit's declared exclusions remove from it (xlt/audit/sets.py)
     exclude: dict[str, Removal] = field(default_factory=dict)
     # The run's seed: a capped dev set is then drawn at random with it (xlt/data/selection.py), and
     # each draw is recorded here until the stage that used it takes it (``pop_selections``).

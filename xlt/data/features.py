@@ -17,10 +17,10 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from xlt.modeling.families import LABEL_PIECE, WORD_PREFIX_SPACE
-from xlt.registry import Registry
 from xlt.results.rows import apply_umask
 from xlt.tasks.loading import Loaded, load_split, local_files
 from xlt.tasks.spec import Example, TaskSpec
+from xlt.utils.registry import Registry
 
 log = logging.getLogger(__name__)
 

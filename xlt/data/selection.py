@@ -19,7 +19,7 @@ import random
 from collections import Counter
 from typing import Any
 
-from xlt.audit_keys import text_keys
+from xlt.audit.keys import text_keys
 from xlt.tasks.loading import Loaded
 from xlt.tasks.spec import Example
 
@@ -35,7 +35,7 @@ def stratum_key(examples: list[Example]) -> str | None:
 
 def example_text_key(ex: Example) -> str:
     """An example without an id (NLI, tagging), named by its text: the contamination audit's text key
-    (its normalised fields, xlt.audit_keys.text_keys), or for a text too short to have one, the digest of
+    (its normalised fields, xlt.audit.keys.text_keys), or for a text too short to have one, the digest of
     the example itself. Never its position, which says nothing about which example was drawn."""
     keys = text_keys(ex)
     if keys:

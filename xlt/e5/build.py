@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-from xlt.console import cli_parser
 from xlt.e5.format import (
     _Q4_BLOCK_BYTES,
     _QK,
@@ -35,6 +34,7 @@ from xlt.e5.format import (
     read_e5_file,
 )
 from xlt.e5.tokenizer import _tokenizer_configs, build_tokenizer
+from xlt.utils.console import cli_parser
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ from typing import Any, ClassVar, cast
 import torch
 
 from xlt.modeling.embedding import embed
-from xlt.registry import Registry
 from xlt.results.rows import ResultRow
 from xlt.tasks.spec import TaskSpec
-from xlt.trainer import own_device
+from xlt.training.trainer import own_device
+from xlt.utils.registry import Registry
 
 # (task, split, language, format, content): one prediction file in the submission layout.
 WritePredictions = Callable[[str, str, str, str, Any], None]

@@ -126,7 +126,7 @@ def load_encoder(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedModel:
 def encoder_skeleton(model_cfg: DictConfig, cache_dir: Path) -> PreTrainedModel:
     """The encoder of ``load_encoder`` with every parameter and buffer on the meta device: its
     config is read, no weights. A sharded run's ranks other than 0 start from it, and FSDP gives
-    them rank 0's weights when it wraps the model (``sync_module_states``, see xlt.strategies)."""
+    them rank 0's weights when it wraps the model (``sync_module_states``, see xlt.training.strategies)."""
     source = WEIGHT_SOURCES[model_cfg.source]
     if source.weights is None:
         raise ValueError("a randomly initialised encoder has no weights to load lean")

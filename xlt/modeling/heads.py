@@ -17,8 +17,8 @@ from torchmetrics.utilities import dim_zero_cat
 
 from xlt.metrics.classification import Accuracy, binary_f1_metric
 from xlt.modeling.pooling import pool
-from xlt.registry import Registry
 from xlt.tasks.spec import TaskSpec
+from xlt.utils.registry import Registry
 
 if TYPE_CHECKING:
     from xlt.data.datamodule import EvalSet

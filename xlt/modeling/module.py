@@ -13,8 +13,8 @@ from torch import nn
 from xlt.data.datamodule import EvalSet, MixtureTrain
 from xlt.metrics.keys import SELECTION, score_key, set_key
 from xlt.modeling.heads import ExampleCounter, Head, PredictionCollector, build_head
-from xlt.strategies import clip_grad_norm
 from xlt.tasks.spec import TaskSpec
+from xlt.training.strategies import clip_grad_norm
 
 
 class OptimSettings(Protocol):
@@ -96,7 +96,7 @@ class TransferModule(pl.LightningModule):
         self.selection = selection
         self.lr = lr
         self.optim = optim
-        # Set by xlt.callbacks.DivergenceGuard before clipping, reused (and cleared) by the clipping below.
+        # Set by xlt.training.callbacks.DivergenceGuard before clipping, reused (and cleared) by the clipping below.
         self.unclipped_grad_norm: torch.Tensor | None = None
         self.val_keys = [s.key for s in val_sets]
         self.test_keys = [s.key for s in test_sets]
@@ -186,7 +186,7 @@ class TransferModule(pl.LightningModule):
         logits = self(batch, head)
         loss = head.loss(logits, batch)
         # Not prog_bar=True: Lightning would read the value back after every step (a GPU sync); the
-        # progress bar (xlt.callbacks.LossProgressBar) reads it when it redraws.
+        # progress bar (xlt.training.callbacks.LossProgressBar) reads it when it redraws.
         self.log(f"train/{task}/loss", loss, batch_size=batch["input_ids"].size(0))
         return loss
 
@@ -264,7 +264,7 @@ class TransferModule(pl.LightningModule):
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str | None = None,
     ) -> None:
-        """Norm clipping over the whole model also when FSDP shards it (xlt.strategies.clip_grad_norm);
+        """Norm clipping over the whole model also when FSDP shards it (xlt.training.strategies.clip_grad_norm);
         Lightning's own path raises under FSDP. Otherwise Lightning's clipping, unchanged."""
         wrapped = self.trainer.strategy.model
         norm, self.unclipped_grad_norm = self.unclipped_grad_norm, None

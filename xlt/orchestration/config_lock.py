@@ -37,6 +37,10 @@ RESULT_NEUTRAL_KEYS = (
     "scale.host_memory_gb",  # the host memory a SLURM job asks for
 )
 
+# Classes a config names by ``_target_`` that moved since a run could have stored them (issue 26's
+# folders): a relaunch of a run started before the move compares the new path with the old one.
+MOVED_TARGETS = {"xlt.strategies.FSDP": "xlt.training.strategies.FSDP"}
+
 
 def is_result_neutral(key: str) -> bool:
     """Whether the dotted config ``key`` is (under) one of :data:`RESULT_NEUTRAL_KEYS`."""
@@ -56,6 +60,7 @@ def config_differences(config: ConfigRecord, stored: dict[str, Any]) -> list[str
     """The result-changing keys (dotted) whose values differ between the plan's ``config`` and ``stored``."""
     # config.yaml keeps ${oc.env:...} unresolved (xlt/public_config.py); one written before that holds values.
     now, resolved, before = _flatten(thaw(config.public)), _flatten(thaw(config.resolved)), _flatten(stored)
+    before = {k: MOVED_TARGETS.get(v, v) if k.endswith("_target_") else v for k, v in before.items()}
     keys = sorted(k for k in now.keys() | before.keys() if not is_result_neutral(k))
     return [
         k

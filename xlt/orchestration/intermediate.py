@@ -14,7 +14,6 @@ from typing import Any
 import torch
 from pytorch_lightning.utilities import rank_zero_only
 
-from xlt.callbacks import RngStateInCheckpoint
 from xlt.orchestration.frozen import thaw
 from xlt.orchestration.plan import StagePlan
 from xlt.orchestration.plan_sections import ReusePlan
@@ -23,7 +22,8 @@ from xlt.orchestration.rundir import RNG_FILE, RunState, is_global_zero, rows_fr
 from xlt.orchestration.session import RunSession
 from xlt.orchestration.stage import StageExecutor
 from xlt.tasks import hub
-from xlt.trainer import resolve_precision
+from xlt.training.callbacks import RngStateInCheckpoint
+from xlt.training.trainer import resolve_precision
 
 log = logging.getLogger(__name__)
 

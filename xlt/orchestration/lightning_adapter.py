@@ -2,12 +2,12 @@
 
 xlt needs a few things Lightning has no public API for: the logger step a fit ended at (and giving
 an evaluator that step), dropping what a finished Trainer holds, its signal connector and per-batch
-SIGTERM broadcast (xlt/preemption.py), the training loader's checkpointed state on resume, the
+SIGTERM broadcast (xlt/training/preemption.py), the training loader's checkpointed state on resume, the
 checkpoint format and process-group timeout of a DDP/FSDP strategy, WandbLogger's init kwargs, and the
-launchers' per-rank command under Hydra (xlt/launch.py).
+launchers' per-rank command under Hydra (xlt/training/launch.py).
 Each is a function here; nothing else in xlt/ reads or writes a ``trainer._*``/``strategy._*``
 attribute. The overrides of Lightning's private methods (``FSDPStrategy._setup_model`` in
-xlt/strategies.py, ``ModelCheckpoint._save_checkpoint`` in xlt/callbacks.py) are subclassing, not
+xlt/training/strategies.py, ``ModelCheckpoint._save_checkpoint`` in xlt/training/callbacks.py) are subclassing, not
 attribute access; they were checked against the same version.
 
 Importing this module warns once when the installed Lightning is not :data:`CHECKED_VERSION`.
@@ -21,7 +21,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.trainer.connectors.signal_connector import _SignalConnector
 
-LightningSignalConnector = _SignalConnector  # the base class of xlt/preemption.py's connector
+LightningSignalConnector = _SignalConnector  # the base class of xlt/training/preemption.py's connector
 
 CHECKED_VERSION = "2.6.6"  # the pytorch-lightning release these internals were read in
 
@@ -72,7 +72,7 @@ def set_signal_connector(trainer: Any, connector: Any) -> None:
 
 
 def set_sigterm_check(trainer: Any, check: Any) -> None:
-    """Replace the fit loop's per-batch SIGTERM broadcast with ``check`` (xlt/preemption.py)."""
+    """Replace the fit loop's per-batch SIGTERM broadcast with ``check`` (xlt/training/preemption.py)."""
     trainer.fit_loop.epoch_loop._broadcast_sigterm_tensor = check
 
 

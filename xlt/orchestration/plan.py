@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from xlt.audit import AuditScope, audit_scope, select_on_spec
+from xlt.audit.sets import AuditScope, audit_scope, select_on_spec
 from xlt.metrics.keys import metric_key
 from xlt.orchestration.plan_sections import (
     HIDDEN,
@@ -165,7 +165,7 @@ class RunPlan:
     logger: LoggerPlan
     data: DataPlan
     rows: RowFacts  # what every result row records of the run's settings
-    audit: AuditScope  # what the contamination audit compares (xlt/audit.py)
+    audit: AuditScope  # what the contamination audit compares (xlt/audit/sets.py)
     local_files: NeededFiles  # the English files a run with local data checks first
     config: ConfigRecord = field(metadata=HIDDEN)  # config.yaml, the config lock, W&B, the reuse key
 

@@ -75,7 +75,9 @@ class ScalePlan:
     plan's own ``precision`` and ``strategy``)."""
 
     name: str
-    strategy: Any  # a Trainer strategy name, or the ``_target_`` mapping xlt.trainer.build_strategy builds
+    strategy: (
+        Any  # a Trainer strategy name, or the ``_target_`` mapping xlt.training.trainer.build_strategy builds
+    )
     sharded: bool  # FSDP: weights handed over by xlt.orchestration.weights.ShardedWeights
     devices: int
     num_nodes: int
@@ -98,13 +100,15 @@ class OptimPlan:
 class TrainerPlan:
     """The Lightning Trainer's own settings (``trainer.*``), and what makes the run a debug run."""
 
-    kwargs: Mapping[str, Any]  # the Trainer keyword arguments as configured (xlt.trainer.build_trainer)
+    kwargs: Mapping[
+        str, Any
+    ]  # the Trainer keyword arguments as configured (xlt.training.trainer.build_trainer)
     debug: str  # debug_mode: "" for a real run, e.g. "limit_test_batches=2"
 
 
 @dataclass(frozen=True)
 class LoggerPlan:
-    """Where the run logs (xlt.loggers): none, a CSV file, or W&B."""
+    """Where the run logs (xlt.training.loggers): none, a CSV file, or W&B."""
 
     kind: str
     mode: str  # W&B: online | offline | auto (online when an API key is configured, on the machine that runs)
@@ -290,7 +294,7 @@ def logger_plan(logger: DictConfig) -> LoggerPlan:
 
 def run_sections(cfg: DictConfig) -> RunSections:
     """The run-wide sections of a validated config (see the module docstring)."""
-    from xlt.strategies import is_sharded
+    from xlt.training.strategies import is_sharded
 
     model, scale, logger, data = cfg.model, cfg.scale, cfg.logger, cfg.data
     model_plan = ModelPlan(

@@ -17,11 +17,9 @@ from pathlib import Path
 from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_only
 
-from xlt.audit import audit as audit_sets
-from xlt.audit import missing_member, mixture_label
+from xlt.audit.sets import audit as audit_sets
+from xlt.audit.sets import missing_member, mixture_label
 from xlt.config import validate
-from xlt.console import file_only
-from xlt.loggers import check_run_id
 from xlt.metrics.keys import metric_key
 from xlt.orchestration.config_lock import check_same_config
 from xlt.orchestration.intermediate import IntermediatePhase
@@ -41,18 +39,20 @@ from xlt.orchestration.rundir import (
 )
 from xlt.orchestration.session import RunSession
 from xlt.orchestration.stage import StageExecutor
-from xlt.preemption import handling_sigterm
 from xlt.results.report import format_table
 from xlt.results.rows import ResultRow, atomic_write_text, read_results
 from xlt.tasks.loading import check_needed, resolve_source
 from xlt.tasks.registry import get_task
 from xlt.tasks.spec import DataError
+from xlt.training.loggers import check_run_id
+from xlt.training.preemption import handling_sigterm
+from xlt.utils.console import file_only
 
 log = logging.getLogger(__name__)
 
 
 def audit(session: RunSession) -> None:
-    """The contamination audit (xlt/audit.py), before any training: an overlap between a set the
+    """The contamination audit (xlt/audit/sets.py), before any training: an overlap between a set the
     run trains or selects on and a test set of its target stops the run (ContaminationError, one
     line) unless the target's spec declares an exclusion; those are applied to every stage's
     loading. The counts go into state.json (``audit``) and every result row."""
@@ -165,7 +165,7 @@ def _run_locked(plan: RunPlan, sweep_dir: Path | None) -> dict[str, float]:
         start_over(run_dir, state)
     if is_global_zero():
         atomic_write_text(run_dir / CONFIG_FILE, plan.config.yaml)  # ${oc.env:...} not resolved
-    with handling_sigterm():  # every rank ends with 143 within a bounded time (xlt/preemption.py)
+    with handling_sigterm():  # every rank ends with 143 within a bounded time (xlt/training/preemption.py)
         session = RunSession.open(plan, sweep_dir)
         try:
             rows = execute(session)

@@ -7,7 +7,7 @@ the config lock a relaunch must pass, and the checkpoint a relaunch resumes from
         results.jsonl                  the result rows (xlt.results.rows), written once the run is finished
         predictions/                   XTREME submission files (predictions=true)
         checkpoints/<stage>/           best.ckpt or final.ckpt; last.ckpt/prev.ckpt while training
-        csv/metrics.csv                the CSV logger's rows (xlt.loggers)
+        csv/metrics.csv                the CSV logger's rows (xlt.training.loggers)
         wandb_id, wandb/               the W&B run id a relaunch continues, and wandb's own files
         train.log                      Hydra's job log (the job is xlt.train)
         .lock                          held (flock) by the process running in it: host, pid, start time
@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xlt import sharded_ckpt
 from xlt.results.rows import ResultRow, atomic_write_text
 from xlt.tasks.hub import hub_reads  # every hub split read so far, with the commit it read
+from xlt.training import sharded_ckpt
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +279,7 @@ def checkpoint_problem(path: Path) -> str | None:
     truncated or empty file fails, and a directory without every file a finished save writes."""
     import zipfile
 
-    if path.is_dir():  # a sharded (distributed) checkpoint, xlt/sharded_ckpt.py
+    if path.is_dir():  # a sharded (distributed) checkpoint, xlt/training/sharded_ckpt.py
         return sharded_ckpt.problem(path) or checkpoint_problem(path / sharded_ckpt.META_FILE)
     try:
         size = path.stat().st_size

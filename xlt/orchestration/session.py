@@ -5,7 +5,7 @@ the encoder the stages hand on to each other, the data settings, the logger, the
 their context, and what was skipped. It is built once (the encoder loaded, lean under FSDP) and
 closed once; the stage executor (xlt/orchestration/stage.py) and the intermediate phase
 (xlt/orchestration/intermediate.py) work through it. SIGTERM is handled around the whole session
-(xlt/preemption.py, :func:`xlt.orchestration.run.run`).
+(xlt/training/preemption.py, :func:`xlt.orchestration.run.run`).
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
-from xlt.console import file_only
 from xlt.data.datamodule import DataSettings
-from xlt.loggers import build_logger, close_wandb, log_results, log_rows
 from xlt.modeling.encoder import (
     WEIGHT_SOURCES,
     add_lora,
@@ -37,10 +35,12 @@ from xlt.orchestration.reuse import code_version
 from xlt.orchestration.rundir import RESULTS_FILE, STATE_FILE, RunState, is_global_zero
 from xlt.orchestration.weights import WeightHandler, weight_handler
 from xlt.results.rows import ResultRow, RunContext, write_results
-from xlt.strategies import precision_policy
 from xlt.tasks import hub
 from xlt.tasks.loading import resolve_source
-from xlt.trainer import resolve_precision
+from xlt.training.loggers import build_logger, close_wandb, log_results, log_rows
+from xlt.training.strategies import precision_policy
+from xlt.training.trainer import resolve_precision
+from xlt.utils.console import file_only
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,7 @@ A trained stage fits fresh heads (and the session's encoder) on English data, se
 on English dev, then scores dev and (a target) every language's test set; a stage finished in an
 earlier launch, or given weights to evaluate (``xlt.evaluate``), is loaded instead, and a preempted
 one resumes from its last checkpoint. A retrieval target and the probes run a retrieval evaluator on
-the encoder. What differs between full and sharded (FSDP) weights is the session's
-:class:`~xlt.orchestration.weights.WeightHandler`.
+the encoder. Full vs sharded (FSDP) weights: the session's :class:`~xlt.orchestration.weights.WeightHandler`.
 """
 
 from __future__ import annotations
@@ -20,12 +19,10 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from xlt.callbacks import Preempted, rng_states, rng_states_from_json, rng_states_to_json, set_rng_states
 from xlt.data.datamodule import EvalSet, StageData, StageDataModule, prepare_stage_data
 from xlt.data.mixture import log_mixture, prepare_mixture_data
 from xlt.evaluation import RetrievalRun, evaluate_retrieval
 from xlt.evaluation.analysis_dev import analysis_eval_rows, analysis_sets
-from xlt.loggers import log_checkpoint
 from xlt.modeling.heads import build_head
 from xlt.modeling.module import TransferModule
 from xlt.orchestration.lightning_adapter import logged_steps
@@ -43,10 +40,18 @@ from xlt.orchestration.rundir import (
 from xlt.orchestration.session import RunSession
 from xlt.results.rows import ResultRow, scored_counts
 from xlt.results.submission import write_predictions
-from xlt.sharded_ckpt import remove
 from xlt.tasks.registry import get_mixture, get_task
 from xlt.tasks.spec import TaskSpec
-from xlt.trainer import build_trainer, end_of_stage_collect, release, wait_for_rank_zero
+from xlt.training.callbacks import (
+    Preempted,
+    rng_states,
+    rng_states_from_json,
+    rng_states_to_json,
+    set_rng_states,
+)
+from xlt.training.loggers import log_checkpoint
+from xlt.training.sharded_ckpt import remove
+from xlt.training.trainer import build_trainer, end_of_stage_collect, release, wait_for_rank_zero
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +83,7 @@ class StageExecutor:
         Rank 0 alone evaluates, once, whatever launched the job (Lightning's local launcher, torchrun,
         SLURM's one task per GPU): a lean rank's encoder is a meta-device skeleton, and DDP ranks would
         repeat the whole mining. The other ranks get no rows (only rank 0 writes them) and wait for
-        rank 0 when a process group is up (xlt.trainer.wait_for_rank_zero); before the first Trainer
+        rank 0 when a process group is up (xlt.training.trainer.wait_for_rank_zero); before the first Trainer
         there is none, and they go on to it, whose set-up waits for rank 0."""
         spec = get_task(target.task)
         if not is_global_zero():

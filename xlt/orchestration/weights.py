@@ -8,7 +8,7 @@ Two implementations of one interface, :class:`WeightHandler`, chosen once by the
 - :class:`ShardedWeights` (FSDP): FSDP wraps the module in place and flattens its parameters, so a
   wrapped module is never reused; a meta-device skeleton is kept before the fit and every hand-over
   materializes an unwrapped copy from a full state dict read from the checkpoint (a file, or a
-  sharded checkpoint's directory, xlt/sharded_ckpt.py). A lean rank (not rank 0, encoder built on
+  sharded checkpoint's directory, xlt/training/sharded_ckpt.py). A lean rank (not rank 0, encoder built on
   the meta device) reads nothing: FSDP gives it rank 0's weights when it wraps.
 """
 
@@ -21,8 +21,8 @@ import torch
 
 from xlt.modeling.module import TransferModule
 from xlt.orchestration.rundir import CheckpointError
-from xlt.sharded_ckpt import NoStateDict, read_weights
-from xlt.strategies import materialize, meta_skeleton
+from xlt.training.sharded_ckpt import NoStateDict, read_weights
+from xlt.training.strategies import materialize, meta_skeleton
 
 ENCODER_PREFIX = "encoder."
 
@@ -102,7 +102,7 @@ class ShardedWeights(WeightHandler):
 
 
 def weight_handler(sharded: bool, lean: bool) -> WeightHandler:
-    """The handler of a run: sharded (FSDP, xlt.strategies.is_sharded) or full."""
+    """The handler of a run: sharded (FSDP, xlt.training.strategies.is_sharded) or full."""
     return ShardedWeights(lean) if sharded else FullWeights()
 
 

@@ -11,12 +11,12 @@ from collections.abc import Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from xlt.config import validate  # its import registers `intermediate=none` before a sweep is composed
-from xlt.console import cli_parser, report_error, run_cli, text_table
 from xlt.orchestration.reuse import intermediate_key
 from xlt.plan.jobs import GPUS, JobPlan, plan_job
 from xlt.plan.memory import GB, Hardware, resolve_precision
 from xlt.schema import CONF_DIR, ConfigError, to_container
 from xlt.tasks.registry import get_task
+from xlt.utils.console import cli_parser, report_error, run_cli, text_table
 
 
 def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from xlt.console import cli_parser
 from xlt.plan.tokens import QUANTILES, STATS_FILE
 from xlt.tasks.loading import resolve_source
 from xlt.tasks.registry import get_task
+from xlt.utils.console import cli_parser
 
 # (task, split measured, language, why that split) for every training task the study uses; a task
 # whose training split is not local is measured on a local split of the same data.

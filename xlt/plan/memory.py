@@ -183,7 +183,7 @@ def _gathered_bytes(counts: ParamCount, strategy: Any, precision: str, compute_b
     if not is_sharded(strategy):
         return 0.0
     # also on one device: FSDP's copies of the units in use.
-    # *-mixed gathers fp32 (xlt.strategies.PARAM_DTYPE: DDP's numerics); *-true the low dtype.
+    # *-mixed gathers fp32 (xlt.training.strategies.PARAM_DTYPE: DDP's numerics); *-true the low dtype.
     gather_bytes = 4 if "mixed" in precision else compute_bytes
     return (2 * counts.outside_layers + 3 * counts.per_layer) * gather_bytes
 

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from xlt.console import cli_parser, run_cli
+from xlt.utils.console import cli_parser, run_cli
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,12 +26,12 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from xlt.console import text_table
 from xlt.metrics.xtreme import QA_TASKS, task_score
 from xlt.results.load import NO_INTERMEDIATE
 from xlt.results.rows import AGGREGATE_LANGUAGES
 from xlt.results.stats import _target_rows, dropped_languages, model_sizes
 from xlt.tasks.registry import get_task
+from xlt.utils.console import text_table
 
 # results.jsonl metric names -> evaluate.py's, for xlt.metrics.xtreme.task_score.
 _XTREME_METRIC = {"acc": "accuracy", "f1": "f1", "em": "exact_match"}

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from xlt.console import text_table
 from xlt.metrics.xtreme import XTREME_TASK2LANGS
+from xlt.utils.console import text_table
 
 MT5 = "Xue et al. 2021, mT5 (NAACL), Table 2 (quoting XTREME and X-STILTs); google-research/multilingual-t5 README"
 # What was read (V): mT5 Table 2's XLM-R large row, which quotes Hu et al. 2020; XTREME's own table

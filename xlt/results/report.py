@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from xlt.console import RULE, text_table
 from xlt.results.rows import AGGREGATE_LANGUAGES, ResultRow
+from xlt.utils.console import RULE, text_table
 
 
 def _fmt(metric_value: float, rel: bool) -> str:

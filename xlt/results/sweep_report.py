@@ -13,7 +13,6 @@ import sys
 
 import pandas as pd
 
-from xlt.console import check_out_dir
 from xlt.results.choice import (
     best_intermediate_on_dev,
     format_best_on_dev,
@@ -26,6 +25,7 @@ from xlt.results.published import TOLERANCE, choices_from, compare, format_publi
 from xlt.results.stats import gap_by_size, model_families, refusals
 from xlt.results.tables import format_gap_table, format_main_table, format_overall_table, write_tables
 from xlt.results.xtreme_scores import overall_by_size, xtreme_overall
+from xlt.utils.console import check_out_dir
 
 
 def analyse(args: argparse.Namespace) -> int:

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from xlt.console import text_table
 from xlt.metrics.xtreme import XTREME_TASK2LANGS
 from xlt.results.choice import best_intermediate_on_dev, xstilts_overall
 from xlt.results.load import Sweep
 from xlt.results.stats import gap_by_size, gaps_per_run, intermediate_effect, score_by_size
 from xlt.results.xtreme_scores import _xtreme_order, overall_by_size, xtreme_overall
+from xlt.utils.console import text_table
 
 
 def format_overall_table(table: pd.DataFrame) -> str:

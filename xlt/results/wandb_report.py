@@ -57,7 +57,7 @@ def log_analysis(paths: Mapping[str, Path], dirs: Sequence[Path], save_dir: Path
     import pandas as pd
     import wandb
 
-    from xlt.loggers import _wandb_key_configured
+    from xlt.training.loggers import _wandb_key_configured
 
     settings = sweep_logger_settings(dirs)
     mode = settings["mode"]

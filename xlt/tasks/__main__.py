@@ -15,10 +15,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from xlt.console import cli_parser, text_table
 from xlt.tasks.loading import local_files, resolve_source, split_parts
 from xlt.tasks.registry import UnknownTaskError, all_tasks, get_task
 from xlt.tasks.spec import DataError
+from xlt.utils.console import cli_parser, text_table
 
 EXAMPLES = (
     "python -m xlt.tasks                 # every task: head, languages, data present here",

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from xlt.registry import Registry
 from xlt.tasks.spec import RETRIEVAL_KINDS, HubMapper, MixtureSpec, Reader, TaskSpec
+from xlt.utils.registry import Registry
 
 TASKS: Registry[TaskSpec] = Registry("task")
 MIXTURES: Registry[MixtureSpec] = Registry("mixture")

@@ -110,14 +110,14 @@ class Exclusion:
 
     ``sets`` names them as ``task/split`` (any task, any stage: ``squad/dev`` is read by the
     intermediate stage ``squad``, by the ``all9`` mixture, and as ``xquad/squad_dev`` by the target
-    stage). The contamination audit (xlt/audit.py) finds the overlapping examples (by id and by
+    stage). The contamination audit (xlt/audit/sets.py) finds the overlapping examples (by id and by
     normalised text); with an exclusion they are removed from that set wherever the run reads it,
     and recorded; without one, the overlap stops the run.
     """
 
     sets: tuple[str, ...]
     reason: str
-    # Text fields (xlt/audit_fields.py: "context", "question", ...) whose sharing with a test text
+    # Text fields (xlt/audit/fields.py: "context", "question", ...) whose sharing with a test text
     # also removes an example from these sets: XQuAD's paragraphs carry SQuAD v2.0 questions of their own.
     fields: tuple[str, ...] = ()
 

@@ -1,33 +1,24 @@
-"""Contamination audit: before any training, every set a run trains or selects on is checked against
-every test set of its target, in every language of the target.
-
-``python -m xlt.audit <overrides>`` takes the overrides of ``xlt.train`` and prints the audit alone.
-
-What is compared, how, and what then: docs/audit.md.
-"""
+"""The sets a run trains or selects on, checked against every test set of its target, in every language
+of the target (the contamination audit, before any training; ``python -m xlt.audit``: cli.py)."""
 
 from __future__ import annotations
 
 import logging
-import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
-from xlt.audit_fields import FieldChecker, FieldIndex
-from xlt.audit_keys import MIN_TEXT_CHARS, Removal, example_id, text_keys
-from xlt.audit_report import AuditReport, ContaminationError, RunSet, SetAudit
-from xlt.config import validate
-from xlt.console import cli_parser, report_error, run_cli
-from xlt.schema import CONF_DIR, ConfigError, MemberConfig
-from xlt.tasks import hub
-from xlt.tasks.loading import MissingDataError, load_split, member_missing, resolve_source, split_parts
+from xlt.audit.fields import FieldChecker, FieldIndex
+from xlt.audit.keys import MIN_TEXT_CHARS, Removal, example_id, text_keys
+from xlt.audit.report import AuditReport, RunSet, SetAudit
+from xlt.schema import MemberConfig
+from xlt.tasks.loading import MissingDataError, load_split, member_missing, split_parts
 from xlt.tasks.registry import flatten_mixture, get_mixture, get_task
-from xlt.tasks.spec import DataError, TaskSpec
+from xlt.tasks.spec import TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +139,7 @@ def _index(
     spec: TaskSpec, source: str, data_dir: Path | None
 ) -> tuple[Index, dict[str, int], list[str], FieldIndex]:
     """Per test language: its example ids and text digests; the example counts; languages without
-    data; and the test set's field index (xlt/audit_fields.py)."""
+    data; and the test set's field index (xlt/audit/fields.py)."""
 
     index: Index = {}
     counts: dict[str, int] = {}
@@ -243,53 +234,3 @@ def audit(scope: AuditScope, source: str, data_dir: Path | None) -> AuditReport:
     report = AuditReport(target.name, target.test_split, counts, absent, results)
     report.seconds = time.perf_counter() - start
     return report
-
-
-def compose(overrides: Sequence[str]) -> DictConfig:
-    """The validated config ``python -m xlt.train <overrides>`` would run."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = hydra_compose("train", overrides=list(overrides))
-    return validate(cfg)
-
-
-def main(argv: Iterable[str] | None = None) -> int:
-
-    return run_cli(lambda: _main(argv))  # any error: one line on stderr, exit 2
-
-
-def _main(argv: Iterable[str] | None) -> int:
-    from hydra.errors import HydraException
-
-    parser = cli_parser(
-        "python -m xlt.audit",
-        "Check every set a run would train or select on against every test set of its target\n"
-        "(the audit xlt.train runs first) and print the report. Exit 1 on an overlap no exclusion covers.",
-        [
-            "xlt-audit +target=xnli target.train_task=snli target.train_split=dev",
-            "python -m xlt.audit +intermediate=squad +target=xquad   # a documented overlap, excluded",
-        ],
-    )
-    parser.add_argument("overrides", nargs="*", help="the overrides of xlt.train (group=option, key=value)")
-    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv)).overrides
-    try:
-        cfg = compose(args)
-        source, data_dir = resolve_source(cfg.data.source, cfg.data.dir)
-        hub.configure_from(cfg.data)  # data.hub_mirror, data.hub_revisions: as a run reads
-        report = audit(audit_scope(cfg), source, data_dir)
-    except (ConfigError, DataError, FileNotFoundError, HydraException) as err:
-        return report_error(err)  # one line (Hydra's own message has several, with the choices)
-    print(report.format())
-    if report.violations:
-        try:
-            report.check()
-        except ContaminationError as err:
-            print(str(err), file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from xlt.audit_fields import field_keys, normalise
+from xlt.audit.fields import field_keys, normalise
 from xlt.tasks.spec import DataError, Example
 
 SEP = "\x1f"  # between the normalised fields of one example

@@ -14,7 +14,7 @@ Two things the run does around it (xlt/orchestration/stage.py, xlt/modeling/modu
   ``FSDPPrecision.clip_grad_by_norm`` raises): :func:`clip_grad_norm`;
 - FSDP wraps the LightningModule's submodules in place and flattens their parameters, so a wrapped
   encoder is never reused: weights move between stages and Trainers as full state dicts read on
-  rank 0 from the checkpoints (sharded directories under the FSDP profile, xlt/sharded_ckpt.py),
+  rank 0 from the checkpoints (sharded directories under the FSDP profile, xlt/training/sharded_ckpt.py),
   loaded into an unwrapped copy built from a meta-device skeleton (:func:`meta_skeleton`, :func:`materialize`).
 """
 

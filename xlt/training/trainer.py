@@ -20,7 +20,12 @@ from hydra.utils import instantiate
 from pytorch_lightning.callbacks import ModelSummary
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
-from xlt.callbacks import (
+from xlt.data.datamodule import StageData
+from xlt.orchestration.frozen import thaw
+from xlt.orchestration.lightning_adapter import release_strategy, set_logged_steps, set_process_group_timeout
+from xlt.orchestration.plan import RunPlan, StagePlan
+from xlt.orchestration.rundir import BEST_CKPT, LAST_CKPT
+from xlt.training.callbacks import (
     BestCheckpoint,
     DivergenceGuard,
     LoaderStateOnResume,
@@ -30,13 +35,8 @@ from xlt.callbacks import (
     StepCheckpoint,
     selection_callbacks,
 )
-from xlt.data.datamodule import StageData
-from xlt.orchestration.frozen import thaw
-from xlt.orchestration.lightning_adapter import release_strategy, set_logged_steps, set_process_group_timeout
-from xlt.orchestration.plan import RunPlan, StagePlan
-from xlt.orchestration.rundir import BEST_CKPT, LAST_CKPT
-from xlt.preemption import use_xlt_signals
-from xlt.progress import LineProgress
+from xlt.training.preemption import use_xlt_signals
+from xlt.training.progress import LineProgress
 
 
 def resolve_precision(precision: str) -> str:
@@ -182,7 +182,7 @@ def fit_callbacks(
 
 def progress_callbacks(trainer: Mapping[str, Any], stage: str) -> list[pl.Callback]:
     """On a terminal tqdm's bar; elsewhere (log file, SLURM output, a pipe) a line per 10% or minute
-    with the rate and the time left (xlt/progress.py), not a bar redrawn every 25 steps."""
+    with the rate and the time left (xlt/training/progress.py), not a bar redrawn every 25 steps."""
     if not trainer.get("enable_progress_bar", True):
         return []
     if sys.stderr.isatty():
@@ -238,7 +238,9 @@ def build_trainer(
         use_distributed_sampler=False,
         plugins=plugins,
     )
-    use_xlt_signals(trainer)  # SIGTERM without Lightning's broadcast inside the handler (xlt/preemption.py)
+    use_xlt_signals(
+        trainer
+    )  # SIGTERM without Lightning's broadcast inside the handler (xlt/training/preemption.py)
     if ckpt_dir is None:  # an evaluator: log at the evaluated weights' step, not a fresh Trainer's 0
         set_logged_steps(trainer, eval_step)
     return trainer

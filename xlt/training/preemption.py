@@ -15,7 +15,7 @@ What xlt does instead (:func:`handling_sigterm`, around the whole run):
   of Lightning's loops and of xlt.orchestration.stage reads, is the *shared* decision: one ``all_reduce(MAX)`` of
   the local flags at every training, validation and test batch start (:class:`SharedSigterm`; every
   rank reaches those together), so all ranks stop at the same check (``SIGTERMException``, which
-  xlt.orchestration.stage turns into :class:`xlt.callbacks.Preempted`, exit 143). Lightning's per-batch
+  xlt.orchestration.stage turns into :class:`xlt.training.callbacks.Preempted`, exit 143). Lightning's per-batch
   ``_broadcast_sigterm_tensor`` (which swallowed a failed broadcast) becomes a plain read of that
   decision. Outside a Trainer (data preparation, retrieval, between stages) the handler raises
   Preempted at once. Only the first SIGTERM acts: a second one while the first unwinds does nothing;
@@ -35,7 +35,7 @@ hence the default of 20 s: raise ``KillWait`` with it where more is needed.
 A rank ended in the middle of writing last.ckpt (by the watchdog or SIGKILL): Lightning's
 ``_atomic_save`` serialises the checkpoint into memory, writes it to a temporary file made by
 ``tempfile.mkstemp`` in ``$TMPDIR`` (fsspec's local transaction) and then moves it over last.ckpt;
-xlt has renamed the previous last.ckpt to prev.ckpt just before (xlt.callbacks.keep_previous). A
+xlt has renamed the previous last.ckpt to prev.ckpt just before (xlt.training.callbacks.keep_previous). A
 kill during the write leaves no last.ckpt and an orphaned temporary file in ``$TMPDIR``; the relaunch
 resumes from prev.ckpt, the resume point before it (xlt.orchestration.rundir.resume_checkpoint). Put ``$TMPDIR`` on
 the checkpoints' file system with room for one checkpoint: on another file system the move is a copy,
@@ -62,13 +62,13 @@ import torch.distributed as dist
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from xlt.callbacks import Preempted
 from xlt.orchestration.lightning_adapter import (
     LightningSignalConnector,
     set_signal_connector,
     set_sigterm_check,
     signal_connector,
 )
+from xlt.training.callbacks import Preempted
 
 log = logging.getLogger(__name__)
 

@@ -95,6 +95,6 @@ def sweep_dir_from_hydra() -> Path | None:
     hydra = HydraConfig.get()
     if hydra.mode == RunMode.MULTIRUN:
         return Path(hydra.sweep.dir)
-    # another rank of a multirun job, started by Lightning on that job alone (xlt/launch.py)
+    # another rank of a multirun job, started by Lightning on that job alone (xlt/training/launch.py)
     started_for = os.environ.get(SWEEP_ENV)
     return Path(started_for) if started_for else None

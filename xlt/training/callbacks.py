@@ -13,7 +13,7 @@ from pytorch_lightning.strategies import FSDPStrategy
 
 from xlt.orchestration.lightning_adapter import restore_loader_states, state_dict_type
 from xlt.orchestration.rundir import PREVIOUS_CKPT
-from xlt.sharded_ckpt import put_in_place, rotate
+from xlt.training.sharded_ckpt import put_in_place, rotate
 
 if TYPE_CHECKING:
     from xlt.orchestration.plan import SelectionPlan
@@ -234,14 +234,14 @@ class RngStateInCheckpoint(pl.Callback):
 def keep_previous(last: Path) -> None:
     """Before ``last`` is overwritten, keep it as ``prev.ckpt`` beside it (an atomic rename): if the
     new file ends up unreadable, a relaunch resumes from the previous one. A sharded checkpoint
-    (a directory, xlt/sharded_ckpt.py) is renamed too, after the older prev.ckpt is deleted."""
+    (a directory, xlt/training/sharded_ckpt.py) is renamed too, after the older prev.ckpt is deleted."""
     if last.exists():
         rotate(last, last.with_name(PREVIOUS_CKPT))
 
 
 class BestCheckpoint(ModelCheckpoint):
     """Lightning's ModelCheckpoint for the selected weights (``best.ckpt``). A sharded checkpoint (a
-    directory, xlt/sharded_ckpt.py) is written beside it as ``best.ckpt.partial`` and renamed into
+    directory, xlt/training/sharded_ckpt.py) is written beside it as ``best.ckpt.partial`` and renamed into
     place once every rank has written (``Trainer.save_checkpoint`` ends in a barrier): a kill
     mid-save leaves the previous best whole instead of shards of two saves in one directory. Every
     rank then waits until rank 0 has renamed it: the other ranks read ``best.ckpt`` as soon as the

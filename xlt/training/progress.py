@@ -12,7 +12,7 @@ time spent and left, and the training losses:
 The time left counts training steps only: the evaluations (validation each epoch, the test sets at
 the stage's end) come on top. Evaluation loops get a line per ``every_s`` seconds only (batches done
 of the loop). On a terminal
-xlt keeps tqdm's bar (:class:`xlt.callbacks.LossProgressBar`); ``trainer.py`` picks one.
+xlt keeps tqdm's bar (:class:`xlt.training.callbacks.LossProgressBar`); ``trainer.py`` picks one.
 """
 
 from __future__ import annotations

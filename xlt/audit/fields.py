@@ -1,4 +1,4 @@
-"""The contamination audit per text field (xlt/audit.py does whole examples).
+"""The contamination audit per text field (xlt/audit/sets.py does whole examples).
 
 A whole-example key misses a test paragraph under a new question, a test premise with a new
 hypothesis, a test sentence quoted inside a training paragraph, and cannot compare examples of
@@ -40,7 +40,7 @@ _SPLIT = re.compile(r"[\W_]+")  # \w is str.isalnum() plus "_"
 
 @functools.lru_cache(maxsize=65536)  # a SQuAD paragraph is the context of ~5 questions
 def normalise(text: str) -> str:
-    """NFKC, case-folded, letters and digits only (xlt/audit.py's module docstring says why)."""
+    """NFKC, case-folded, letters and digits only (xlt/audit/sets.py's module docstring says why)."""
     return _SPLIT.sub("", unicodedata.normalize("NFKC", text).casefold())
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from xlt.audit_fields import FieldAudit
-from xlt.audit_keys import Removal
+from xlt.audit.fields import FieldAudit
+from xlt.audit.keys import Removal
 from xlt.tasks.spec import DataError
 
 

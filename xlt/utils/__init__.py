@@ -1,0 +1,2 @@
+"""Utilities every layer uses: the console (tables, command-line parsers, one-line errors) and the
+generic registry."""
