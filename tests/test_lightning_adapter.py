@@ -1,4 +1,4 @@
-"""Lightning's private internals are used in one module only (xlt/orchestration/lightning_adapter.py),
+"""Lightning's private internals are used in one module only (xlt/training/lightning_adapter.py),
 checked against one version; its functions work on a real Trainer of the installed Lightning."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from pathlib import Path
 import pytorch_lightning as pl
 
 from xlt import PROJECT_ROOT
-from xlt.orchestration import lightning_adapter as adapter
+from xlt.training import lightning_adapter as adapter
 
-ADAPTER = PROJECT_ROOT / "xlt" / "orchestration" / "lightning_adapter.py"
+ADAPTER = PROJECT_ROOT / "xlt" / "training" / "lightning_adapter.py"
 # A private attribute of a Trainer, its loops, strategy or a logger, or a private Lightning import.
 PRIVATE = re.compile(
     r"\b(trainer|strategy|fit_loop|epoch_loop|logger)\._[a-z]\w*"

@@ -174,3 +174,26 @@ def test_a_second_completion_means_the_lock_did_not_exclude_and_stops(tmp_path: 
         stage.finish({"checkpoint": "x"})
         with pytest.raises(ReuseError, match="POSIX locks do not work across the machines"):
             stage.finish({"checkpoint": "y"})
+
+
+def test_a_moved_strategy_class_keeps_the_key_a_fixed_reuse_code_gave_before_the_move() -> None:
+    """xlt.strategies.FSDP moved to xlt.training.strategies (issue 26): the key material names the old
+    path, so a sweep with a fixed reuse.code finds the intermediate stages it trained before the move
+    (checked against 6b1c9df's code: tiny_xl + mnli, reuse.code=study-v1, the same key); another
+    strategy still changes the key."""
+    import hashlib
+    import json
+
+    new = key_of(
+        changed("scale.strategy", {"_target_": "xlt.training.strategies.FSDP", "cpu_offload": False})
+    )
+    old = key_of(changed("scale.strategy", {"_target_": "xlt.strategies.FSDP", "cpu_offload": False}))
+    assert new.name == old.name and new.material["scale"]["strategy"]["_target_"] == "xlt.strategies.FSDP"
+    assert (
+        new.digest
+        == hashlib.sha256(json.dumps(old.material, sort_keys=True, default=str).encode()).hexdigest()
+    )
+    other = key_of(
+        changed("scale.strategy", {"_target_": "xlt.training.strategies.DDP", "cpu_offload": False})
+    )
+    assert other.name != new.name

@@ -120,3 +120,24 @@ def test_a_crafted_checkpoint_is_refused_not_executed(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="best.ckpt: not a loadable checkpoint"):
         load_weights(None, crafted)  # type: ignore[arg-type]
     assert not marker.exists()
+
+
+def test_xlt_evaluate_and_export_read_a_run_stored_before_the_strategy_class_moved(
+    compose_cfg, tmp_path: Path
+) -> None:
+    """A run directory (or export) whose config.yaml names xlt.strategies.FSDP validates again when
+    xlt.evaluate / xlt.export read it; a config written now with the old path is refused naming the new."""
+    from xlt.config import validate
+    from xlt.export import run_config
+    from xlt.public_config import public_yaml
+
+    text = public_yaml(validate(compose_cfg("model=tiny_xl", "+target=xnli")))
+    assert "_target_: xlt.training.strategies.FSDP" in text
+    (tmp_path / "config.yaml").write_text(text.replace("xlt.training.strategies.FSDP", "xlt.strategies.FSDP"))
+    stored = run_config(tmp_path)
+    assert stored.scale.strategy._target_ == "xlt.training.strategies.FSDP"
+    validate(stored)
+    with pytest.raises(
+        ConfigError, match=r"xlt.strategies.FSDP'?: moved; write xlt.training.strategies.FSDP"
+    ):
+        validate(compose_cfg("model=tiny_xl", "+target=xnli", "scale.strategy._target_=xlt.strategies.FSDP"))

@@ -13,11 +13,11 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig
 
-from xlt.schema import ConfigError
+from xlt.checks_trainer import check_trainer_values, is_int, is_number
+from xlt.schema import MOVED_TARGETS, ConfigError
 from xlt.tasks.lengths import seq_length
 from xlt.tasks.registry import all_tasks, flatten_mixture, get_mixture, get_task
 from xlt.tasks.spec import HEAD_KINDS
-from xlt.training.checks_trainer import check_trainer_values, is_int, is_number
 
 SEED_MAX = 2**32 - 1  # numpy's and Lightning's seed range
 
@@ -113,6 +113,8 @@ def check_strategy(strategy: Any) -> None:
         return
     if isinstance(strategy, DictConfig) and "_target_" in strategy:
         target = strategy._target_
+        if target in MOVED_TARGETS:
+            raise ConfigError(f"scale.strategy._target_={target!r}: moved; write {MOVED_TARGETS[target]}")
         module, _, name = str(target).rpartition(".")
         try:
             import importlib

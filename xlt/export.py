@@ -41,7 +41,7 @@ from xlt.orchestration.plan_sections import debug_mode
 from xlt.public_config import public_yaml
 from xlt.results.report import format_table
 from xlt.results.rows import read_results
-from xlt.schema import ConfigError
+from xlt.schema import ConfigError, upgrade_moved_targets
 from xlt.tasks.registry import get_task
 from xlt.utils.console import check_out_dir, cli_parser, run_cli
 
@@ -70,7 +70,7 @@ def run_config(run_dir: Path, name: str = rundir.CONFIG_FILE) -> DictConfig:
         raise ExportError(f"{where}: not a readable config ({str(err).splitlines()[0]})") from None
     if not isinstance(cfg, DictConfig) or not isinstance(cfg.get("target"), DictConfig):
         raise ExportError(f"{path}: expected a run's config (a mapping with a target group)")
-    return cfg
+    return upgrade_moved_targets(cfg)  # a run made before a class it names moved
 
 
 def target_checkpoint(run_dir: Path) -> Path:

@@ -294,3 +294,19 @@ def to_container(cfg: DictConfig) -> dict[str, Any]:
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
     return {str(k): v for k, v in container.items()}
+
+
+# Classes a config names by ``_target_`` that moved (issue 26's folders), old path -> new. A stored
+# config.yaml naming an old path is read as the new one (a relaunch's config lock, xlt.evaluate and
+# xlt.export of a run made before the move); the intermediate reuse key names the old path so that a
+# sweep with a fixed reuse.code keeps its keys; a config written now with an old path is refused with
+# the new one (xlt/checks.py).
+MOVED_TARGETS = {"xlt.strategies.FSDP": "xlt.training.strategies.FSDP"}
+
+
+def upgrade_moved_targets(cfg: DictConfig) -> DictConfig:
+    """``cfg`` (a stored run config) with each moved ``scale.strategy._target_`` at its new path."""
+    target = OmegaConf.select(cfg, "scale.strategy._target_", default=None)
+    if isinstance(target, str) and target in MOVED_TARGETS:
+        OmegaConf.update(cfg, "scale.strategy._target_", MOVED_TARGETS[target], merge=False)
+    return cfg

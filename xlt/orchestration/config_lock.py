@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from xlt.orchestration.frozen import thaw
 from xlt.orchestration.rundir import RunDirError
-from xlt.schema import CONF_DIR, ConfigError, TrainConfig
+from xlt.schema import CONF_DIR, MOVED_TARGETS, ConfigError, TrainConfig
 
 if TYPE_CHECKING:
     from xlt.orchestration.plan_sections import ConfigRecord
@@ -36,10 +36,6 @@ RESULT_NEUTRAL_KEYS = (
     "scale.gpu_memory_gb",  # what per_device_batch_size=auto fits: the resolved batch is compared
     "scale.host_memory_gb",  # the host memory a SLURM job asks for
 )
-
-# Classes a config names by ``_target_`` that moved since a run could have stored them (issue 26's
-# folders): a relaunch of a run started before the move compares the new path with the old one.
-MOVED_TARGETS = {"xlt.strategies.FSDP": "xlt.training.strategies.FSDP"}
 
 
 def is_result_neutral(key: str) -> bool:

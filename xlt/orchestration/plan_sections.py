@@ -75,9 +75,8 @@ class ScalePlan:
     plan's own ``precision`` and ``strategy``)."""
 
     name: str
-    strategy: (
-        Any  # a Trainer strategy name, or the ``_target_`` mapping xlt.training.trainer.build_strategy builds
-    )
+    # a Trainer strategy name, or the ``_target_`` mapping xlt.training.trainer.build_strategy builds
+    strategy: Any
     sharded: bool  # FSDP: weights handed over by xlt.orchestration.weights.ShardedWeights
     devices: int
     num_nodes: int
@@ -100,9 +99,7 @@ class OptimPlan:
 class TrainerPlan:
     """The Lightning Trainer's own settings (``trainer.*``), and what makes the run a debug run."""
 
-    kwargs: Mapping[
-        str, Any
-    ]  # the Trainer keyword arguments as configured (xlt.training.trainer.build_trainer)
+    kwargs: Mapping[str, Any]  # the Trainer keyword arguments as configured (training.trainer.build_trainer)
     debug: str  # debug_mode: "" for a real run, e.g. "limit_test_batches=2"
 
 

@@ -50,6 +50,7 @@ from typing import Any
 
 from xlt import PROJECT_ROOT
 from xlt.orchestration.config_lock import is_result_neutral
+from xlt.schema import MOVED_TARGETS
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ LAUNCH_ENV = "XLT_LAUNCH_ID"
 # Target-only options (xlt/evaluation/analysis_dev.py): meaningless to an intermediate stage, left out of
 # its key so that a stage trained before they existed keeps its key under a fixed reuse.code.
 _STAGE_TARGET_ONLY = ("eval_dev_heldout", "eval_dev_languages")
+# A class that moved (xlt.schema.MOVED_TARGETS) is keyed by its old path: a fixed reuse.code keeps its keys.
+_MOVED_BACK = {new: old for old, new in MOVED_TARGETS.items()}
 
 
 class ReuseError(RuntimeError):
@@ -122,6 +125,11 @@ def intermediate_key(
     model["revision"] = model_revision or model.get("revision")
     scale = _without("scale", config.get("scale"))
     scale["precision"] = precision
+    strategy = scale.get("strategy")
+    if (
+        isinstance(strategy, dict) and strategy.get("_target_") in _MOVED_BACK
+    ):  # keys computed before the move
+        scale["strategy"] = {**strategy, "_target_": _MOVED_BACK[strategy["_target_"]]}
     material = {
         "model": model,
         "intermediate": {k: v for k, v in stage.items() if k not in _STAGE_TARGET_ONLY},

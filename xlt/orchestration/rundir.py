@@ -314,9 +314,8 @@ def resume_checkpoint(ckpt_dir: Path) -> Path | None:
                 prev,
                 UNUSABLE_CKPT,
             )
-            sharded_ckpt.rotate(
-                last, last.with_name(UNUSABLE_CKPT)
-            )  # not rotated over prev.ckpt by the next save
+            # not rotated over prev.ckpt by the next save
+            sharded_ckpt.rotate(last, last.with_name(UNUSABLE_CKPT))
         return prev
     raise CheckpointError(
         f"{last} is unusable ({problem}) and there is no earlier checkpoint to resume from; "

@@ -25,7 +25,6 @@ from xlt.evaluation import RetrievalRun, evaluate_retrieval
 from xlt.evaluation.analysis_dev import analysis_eval_rows, analysis_sets
 from xlt.modeling.heads import build_head
 from xlt.modeling.module import TransferModule
-from xlt.orchestration.lightning_adapter import logged_steps
 from xlt.orchestration.plan import EvalTarget, StagePlan
 from xlt.orchestration.reuse import SharedStage
 from xlt.orchestration.rundir import (
@@ -49,6 +48,7 @@ from xlt.training.callbacks import (
     rng_states_to_json,
     set_rng_states,
 )
+from xlt.training.lightning_adapter import logged_steps
 from xlt.training.loggers import log_checkpoint
 from xlt.training.sharded_ckpt import remove
 from xlt.training.trainer import build_trainer, end_of_stage_collect, release, wait_for_rank_zero

@@ -11,8 +11,8 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.strategies import FSDPStrategy
 
-from xlt.orchestration.lightning_adapter import restore_loader_states, state_dict_type
 from xlt.orchestration.rundir import PREVIOUS_CKPT
+from xlt.training.lightning_adapter import restore_loader_states, state_dict_type
 from xlt.training.sharded_ckpt import put_in_place, rotate
 
 if TYPE_CHECKING:

@@ -54,7 +54,7 @@ def job_command(local_rank: int) -> tuple[Sequence[str], str]:
 
 def install() -> None:
     """Route both Lightning launchers (fabric's and the Trainer's) through :func:`job_command`."""
-    from xlt.orchestration.lightning_adapter import replace_hydra_subprocess_cmd
+    from xlt.training.lightning_adapter import replace_hydra_subprocess_cmd
 
     _ORIGINAL.setdefault("fabric", replace_hydra_subprocess_cmd(job_command))
 

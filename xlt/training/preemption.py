@@ -62,13 +62,13 @@ import torch.distributed as dist
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from xlt.orchestration.lightning_adapter import (
+from xlt.training.callbacks import Preempted
+from xlt.training.lightning_adapter import (
     LightningSignalConnector,
     set_signal_connector,
     set_sigterm_check,
     signal_connector,
 )
-from xlt.training.callbacks import Preempted
 
 log = logging.getLogger(__name__)
 

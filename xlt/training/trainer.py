@@ -22,7 +22,6 @@ from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from xlt.data.datamodule import StageData
 from xlt.orchestration.frozen import thaw
-from xlt.orchestration.lightning_adapter import release_strategy, set_logged_steps, set_process_group_timeout
 from xlt.orchestration.plan import RunPlan, StagePlan
 from xlt.orchestration.rundir import BEST_CKPT, LAST_CKPT
 from xlt.training.callbacks import (
@@ -35,6 +34,7 @@ from xlt.training.callbacks import (
     StepCheckpoint,
     selection_callbacks,
 )
+from xlt.training.lightning_adapter import release_strategy, set_logged_steps, set_process_group_timeout
 from xlt.training.preemption import use_xlt_signals
 from xlt.training.progress import LineProgress
 
@@ -238,9 +238,8 @@ def build_trainer(
         use_distributed_sampler=False,
         plugins=plugins,
     )
-    use_xlt_signals(
-        trainer
-    )  # SIGTERM without Lightning's broadcast inside the handler (xlt/training/preemption.py)
+    # SIGTERM without Lightning's broadcast inside the handler (xlt/training/preemption.py)
+    use_xlt_signals(trainer)
     if ckpt_dir is None:  # an evaluator: log at the evaluated weights' step, not a fresh Trainer's 0
         set_logged_steps(trainer, eval_step)
     return trainer

@@ -31,7 +31,7 @@ def version_mismatch(installed: str = pl.__version__) -> str | None:
     if installed == CHECKED_VERSION:
         return None
     return (
-        f"pytorch-lightning {installed} is installed; xlt/orchestration/lightning_adapter.py was checked "
+        f"pytorch-lightning {installed} is installed; xlt/training/lightning_adapter.py was checked "
         f"against {CHECKED_VERSION} (its private attributes may have moved: run tests/test_lightning_adapter.py)"
     )
 
