@@ -338,6 +338,7 @@ def test_the_doc_names_every_kind_of_addition() -> None:
         "A model architecture",
         "A model family or size",
         "A weight source",
+        "A run-wide setting an executor needs",
     ):
         assert f"**{heading}" in doc, heading
     assert "tests/test_where_to_add.py" in doc
