@@ -166,10 +166,10 @@ def test_the_plan_prints_its_sections_and_carries_the_public_config(compose_cfg,
     from omegaconf import OmegaConf
 
     from xlt.config import validate
-    from xlt.orchestration.frozen import thaw
     from xlt.orchestration.plan import build_plan, evaluation_only, format_plan
     from xlt.public_config import public_container, public_yaml
     from xlt.schema import to_container
+    from xlt.utils.frozen import thaw
 
     cfg = validate(compose_cfg("model=tiny", "+target=xnli", "+intermediate=mnli", "logger=wandb"))
     plan = build_plan(cfg, tmp_path)

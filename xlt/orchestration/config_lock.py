@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
-from xlt.orchestration.frozen import thaw
 from xlt.orchestration.rundir import RunDirError
 from xlt.schema import CONF_DIR, MOVED_TARGETS, ConfigError, TrainConfig
+from xlt.utils.frozen import thaw
 
 if TYPE_CHECKING:
     from xlt.orchestration.plan_sections import ConfigRecord

@@ -14,7 +14,6 @@ from typing import Any
 import torch
 from pytorch_lightning.utilities import rank_zero_only
 
-from xlt.orchestration.frozen import thaw
 from xlt.orchestration.plan import StagePlan
 from xlt.orchestration.plan_sections import ReusePlan
 from xlt.orchestration.reuse import IntermediateKey, SharedStage, code_version, intermediate_key
@@ -24,6 +23,7 @@ from xlt.orchestration.stage import StageExecutor
 from xlt.tasks import hub
 from xlt.training.callbacks import RngStateInCheckpoint
 from xlt.training.trainer import resolve_precision
+from xlt.utils.frozen import thaw
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ and :class:`ScalePlan`, the Trainer is built from :class:`TrainerPlan` (its keyw
 frozen mapping), the heads' optimiser from :class:`OptimPlan`, the logger from :class:`LoggerPlan`,
 the data from :class:`DataPlan`; the config lock, ``config.yaml``, the W&B run config and the
 intermediate stage's reuse key read :class:`ConfigRecord` (plain data computed here). Nested mappings
-are :class:`types.MappingProxyType` and lists tuples (:func:`xlt.orchestration.frozen.freeze`); ``thaw`` gives back the
+are :class:`types.MappingProxyType` and lists tuples (:func:`xlt.utils.frozen.freeze`); ``thaw`` gives back the
 plain dicts and lists a library call takes.
 """
 
@@ -20,10 +20,10 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig
 
-from xlt.orchestration.frozen import freeze
 from xlt.orchestration.reuse import ROOT_NAME
 from xlt.public_config import public_container, public_yaml
 from xlt.schema import to_container
+from xlt.utils.frozen import freeze
 
 HIDDEN = {"shown": False}  # field metadata: left out of the printed plan (+show=plan)
 

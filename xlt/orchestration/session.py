@@ -29,7 +29,6 @@ from xlt.modeling.encoder import (
     load_tokenizer,
     resolved_revision,
 )
-from xlt.orchestration.frozen import thaw
 from xlt.orchestration.plan import RunPlan
 from xlt.orchestration.reuse import code_version
 from xlt.orchestration.rundir import RESULTS_FILE, STATE_FILE, RunState, is_global_zero
@@ -41,6 +40,7 @@ from xlt.training.loggers import build_logger, close_wandb, log_results, log_row
 from xlt.training.strategies import precision_policy
 from xlt.training.trainer import resolve_precision
 from xlt.utils.console import file_only
+from xlt.utils.frozen import thaw
 
 log = logging.getLogger(__name__)
 

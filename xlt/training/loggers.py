@@ -24,12 +24,12 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities import rank_zero_only
 
 from xlt.metrics.keys import metric_key
-from xlt.orchestration.frozen import thaw
 from xlt.orchestration.plan_sections import LoggerPlan
 from xlt.orchestration.rundir import CSV_DIR, FINAL_CKPT, STATE_FILE, WANDB_ID_FILE, is_global_zero
 from xlt.results.rows import AGGREGATE_LANGUAGES, ResultRow, RunContext, atomic_write_text
 from xlt.schema import ConfigError
 from xlt.training.lightning_adapter import wandb_init_kwargs
+from xlt.utils.frozen import thaw
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,6 @@ from pytorch_lightning.callbacks import ModelSummary
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from xlt.data.datamodule import StageData
-from xlt.orchestration.frozen import thaw
 from xlt.orchestration.plan import RunPlan, StagePlan
 from xlt.orchestration.rundir import BEST_CKPT, LAST_CKPT
 from xlt.training.callbacks import (
@@ -37,6 +36,7 @@ from xlt.training.callbacks import (
 from xlt.training.lightning_adapter import release_strategy, set_logged_steps, set_process_group_timeout
 from xlt.training.preemption import use_xlt_signals
 from xlt.training.progress import LineProgress
+from xlt.utils.frozen import thaw
 
 
 def resolve_precision(precision: str) -> str:
